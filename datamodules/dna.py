@@ -1,0 +1,271 @@
+"""One-hot DNA for sequence models: ``DNADataModule``.
+
+Sequences are held as one byte per base and travel to the device as padded codes ``(B, L)`` uint8; they
+become float one-hot ``(B, L, 4)`` there (N and padding are all-zero rows), with ``lengths`` ``(B,)``.
+A batch is a dict: ``x`` (B, L, 4), ``lengths`` (B,), ``y`` (B,), and ``x_rc`` when test-time
+reverse-complement averaging is on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from datamodules.dna_io import COMPLEMENT, N_CODE, DataError, EncodedSequences, OnBadLine, read_dna
+from datamodules.dna_simulator import noise_ceiling, simulate
+
+Task = Literal["regression", "classification"]
+
+
+@dataclass
+class Simulation:
+    """The built-in benchmark, used when no ``train_path`` is given (see ``dna_simulator``)."""
+
+    n_train: int = 20_000
+    n_val: int = 2_000
+    n_test: int = 2_000
+    seq_len: int = 250
+    noise_std: float = 0.7
+    seed: int = 0
+
+
+class EncodedDataset(Dataset):
+    def __init__(self, data: EncodedSequences):
+        self.data = data
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, float]:
+        return self.data.sequence(i), self.data.labels[i]
+
+
+def collate_codes(items: list[tuple[np.ndarray, float]]) -> dict[str, torch.Tensor]:
+    """Pad a list of code arrays to the longest (padding is N) and stack the labels."""
+    lengths = np.fromiter((len(c) for c, _ in items), dtype=np.int64, count=len(items))
+    codes = np.full((len(items), int(lengths.max())), N_CODE, dtype=np.uint8)
+    for row, (c, _) in enumerate(items):
+        codes[row, : len(c)] = c
+    labels = np.array([y for _, y in items])
+    return {"codes": torch.from_numpy(codes), "lengths": torch.from_numpy(lengths), "y": torch.from_numpy(labels)}
+
+
+_ONE_HOT = torch.eye(5)[:, :4]  # code -> row; N (4) is all zeros
+_COMPLEMENT = torch.from_numpy(COMPLEMENT)
+
+
+def one_hot(codes: torch.Tensor) -> torch.Tensor:
+    """(B, L) uint8 codes -> (B, L, 4) float one-hot; N and padding are zero rows."""
+    return _ONE_HOT.to(codes.device)[codes.long()]
+
+
+def reverse_complement(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse-complement each sequence within its own length; padding stays at the end."""
+    positions = torch.arange(codes.shape[1], device=codes.device)
+    source = (lengths[:, None] - 1 - positions).clamp(min=0)
+    flipped = _COMPLEMENT.to(codes.device)[codes.gather(1, source).long()]
+    return torch.where(positions < lengths[:, None], flipped, torch.full_like(flipped, N_CODE))
+
+
+class LengthBucketSampler(Sampler[int]):
+    """Shuffles, then sorts by length within chunks of ``batch_size * chunk_batches`` examples, so that
+    consecutive batches hold sequences of similar length (less padding) while batches stay random.
+    """
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, chunk_batches: int = 50, seed: int = 0):
+        self.lengths, self.batch_size, self.chunk = lengths, batch_size, batch_size * chunk_batches
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self):
+        rng = np.random.default_rng((self.seed, self.epoch))
+        order = rng.permutation(len(self.lengths))
+        chunks = [order[i : i + self.chunk] for i in range(0, len(order), self.chunk)]
+        chunks = [c[np.argsort(self.lengths[c], kind="stable")] for c in chunks]
+        batches = [b for c in chunks for b in np.array_split(c, max(1, -(-len(c) // self.batch_size)))]
+        for k in rng.permutation(len(batches)):
+            yield from batches[k].tolist()
+
+
+class DNADataModule(L.LightningDataModule):
+    def __init__(
+        self,
+        train_path: str | None = None,
+        val_path: str | None = None,
+        test_path: str | None = None,
+        predict_path: str | None = None,
+        sequence_column: str = "sequence",
+        label_column: str = "label",
+        on_bad_line: OnBadLine = "error",
+        task: Task = "regression",
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
+        split_seed: int = 0,
+        simulation: Simulation | None = None,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        bucket_by_length: bool = False,
+        reverse_complement: bool = False,
+        test_time_reverse_complement: bool = False,
+    ):
+        """
+        Args:
+            train_path: Training file (plain text ``SEQUENCE LABEL``, CSV, TSV or Parquet; gzip allowed).
+                Empty: the built-in simulated benchmark (see ``simulation``).
+            val_path: Validation file. Empty: ``val_fraction`` of the training file, split by ``split_seed``.
+            test_path: Test file. Empty: ``test_fraction`` of the training file, split by ``split_seed``.
+            predict_path: File of sequences (labels optional) for ``predict``. Empty: the test set.
+            sequence_column: Column of sequences in CSV/TSV/Parquet files.
+            label_column: Column of labels in CSV/TSV/Parquet files.
+            on_bad_line: ``error`` stops at the first bad record; ``skip`` drops bad records and says how many.
+            task: ``regression`` (float labels) or ``classification`` (integer class ids 0..K-1).
+            val_fraction: Share of the training file held out for validation when no ``val_path``.
+            test_fraction: Share of the training file held out for testing when no ``test_path``.
+            split_seed: Seed of the held-out splits.
+            simulation: Settings of the built-in benchmark.
+            batch_size: Examples per batch (per device).
+            num_workers: DataLoader worker processes.
+            bucket_by_length: Batch training sequences of similar length together (less padding).
+            reverse_complement: Train on a random strand of each sequence (augmentation).
+            test_time_reverse_complement: Average predictions over both strands at validation, test and predict.
+        """
+        super().__init__()
+        if on_bad_line not in ("error", "skip"):
+            raise DataError(f"on_bad_line: {on_bad_line!r} is not one of 'error', 'skip'")
+        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 <= value < 1.0:
+                raise DataError(f"{name}: {value} is outside [0, 1)")
+        self.save_hyperparameters()
+        self.simulation = simulation or Simulation()
+        self.splits: dict[str, EncodedSequences] | None = None
+        self.noise_ceiling: float | None = None
+
+    # Sizes the data knows; the CLI links them into the model.
+    @property
+    def in_channels(self) -> int:
+        return 4
+
+    @property
+    def task(self) -> Task:
+        return self.hparams.task
+
+    @property
+    def num_outputs(self) -> int:
+        if self.task == "regression":
+            return 1
+        return int(max(s.labels.max() for s in self._load().values())) + 1
+
+    @property
+    def seq_len(self) -> int:
+        """The longest sequence in any split."""
+        return int(max(s.lengths.max() for s in self._load().values()))
+
+    def setup(self, stage: str | None = None) -> None:
+        self._load()
+
+    def _load(self) -> dict[str, EncodedSequences]:
+        if self.splits is not None:
+            return self.splits
+        hp = self.hparams
+        if hp.train_path is None:
+            sim = self.simulation
+            test = simulate(sim.n_test, sim.seq_len, sim.noise_std, seed=sim.seed * 3 + 2)
+            splits = {
+                "train": simulate(sim.n_train, sim.seq_len, sim.noise_std, seed=sim.seed * 3).data,
+                "val": simulate(sim.n_val, sim.seq_len, sim.noise_std, seed=sim.seed * 3 + 1).data,
+                "test": test.data,
+            }
+            self.noise_ceiling = noise_ceiling(test)
+        else:
+            read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column}
+            train = read_dna(hp.train_path, on_bad_line=hp.on_bad_line, **read)
+            rng = np.random.default_rng(hp.split_seed)
+            order = rng.permutation(len(train))
+            held = {}
+            for name in ("val", "test"):
+                path = hp[f"{name}_path"]
+                if path is not None:
+                    held[name] = read_dna(path, on_bad_line=hp.on_bad_line, **read)
+                else:
+                    k = int(round(hp[f"{name}_fraction"] * len(train)))
+                    held[name], order = train.subset(order[:k]), order[k:]
+            if len(order) == 0:
+                raise DataError(f"{hp.train_path}: no training examples left after the held-out splits")
+            splits = {"train": train.subset(np.sort(order)), **held}
+        if hp.predict_path is not None:
+            splits["predict"] = read_dna(
+                hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, labels_required=False
+            )
+        if self.task == "classification":
+            for name, split in splits.items():
+                if name != "predict":
+                    _check_class_ids(split, name)
+        self.splits = splits
+        return splits
+
+    def _loader(self, split: str, train: bool = False) -> DataLoader:
+        data = self._load()[split]
+        dataset = EncodedDataset(data)
+        sampler = None
+        if train and self.hparams.bucket_by_length:
+            sampler = LengthBucketSampler(data.lengths, self.hparams.batch_size, seed=self.hparams.split_seed)
+        elif not train and self.trainer is not None and self.trainer.world_size > 1:
+            # Each sample exactly once across processes: no padding duplicates in validation metrics.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
+            )
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=train and sampler is None,
+            sampler=sampler,
+            num_workers=self.hparams.num_workers,
+            collate_fn=collate_codes,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict" if "predict" in self._load() else "test")
+
+    def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
+        codes, lengths = batch.pop("codes"), batch["lengths"]
+        training = self.trainer is not None and self.trainer.training
+        if training and self.hparams.reverse_complement:
+            flip = torch.rand(len(codes), device=codes.device) < 0.5
+            codes = torch.where(flip[:, None], reverse_complement(codes, lengths), codes)
+        batch["x"] = one_hot(codes)
+        if not training and self.hparams.test_time_reverse_complement:
+            batch["x_rc"] = one_hot(reverse_complement(codes, lengths))
+        y = batch["y"]
+        batch["y"] = y.long() if self.task == "classification" else y.float()
+        return batch
+
+
+def _check_class_ids(split: EncodedSequences, name: str) -> None:
+    labels = split.labels
+    bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
+    if len(bad):
+        raise DataError(
+            f"{split.source}: {name} record {bad[0] + 1}: label {labels[bad[0]]!r} is not a class id "
+            "(classification needs integers 0..K-1)"
+        )

@@ -1,0 +1,1 @@
+"""The command line: ``python -m experiments fit|validate|test|predict|compare|data``."""

@@ -1,0 +1,54 @@
+"""``python -m experiments COMMAND``: fit, validate, test, predict (LightningCLI), compare, data."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+USAGE = """usage: python -m experiments COMMAND [options]
+
+commands:
+  fit | validate | test | predict   LightningCLI, e.g. fit --config experiments/dna/lstm.yaml
+  compare                           every model x seed of a comparison file, one table:
+                                    compare --config experiments/dna/compare.yaml [--seeds N] [--out DIR]
+  data                              fetch or write datasets: data sortseq | data simulate --out DIR
+
+'python -m experiments COMMAND --help' for a command's options.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    # Imported late so that --help stays fast.
+    from datamodules.dna_io import DataError
+    from experiments.compare import ConfigError
+    from lit_models.checks import UnusedParametersError
+
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "compare":
+            from experiments.compare import main as compare
+
+            compare(rest)
+        elif command == "data":
+            from experiments.data import main as data
+
+            data(rest)
+        else:
+            from experiments.cli import ExperimentCLI
+
+            # args=None lets LightningCLI read sys.argv itself (it warns when both are given).
+            ExperimentCLI(args=None if argv == sys.argv[1:] else argv)
+    except (DataError, ConfigError, UnusedParametersError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

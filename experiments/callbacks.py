@@ -1,0 +1,57 @@
+"""Measurements taken during training for the comparison table."""
+
+from __future__ import annotations
+
+import time
+
+import psutil
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+def _batch_size(batch) -> int:
+    if isinstance(batch, dict):
+        batch = next(iter(batch.values()))
+    if isinstance(batch, (list, tuple)):
+        batch = batch[0]
+    return len(batch)
+
+
+class RunStats(Callback):
+    """Wall time of ``fit``, training throughput (samples/s over all processes, validation excluded) and
+    peak memory (CUDA: peak allocated; CPU: peak resident set size of this process, sampled every batch).
+    """
+
+    def __init__(self):
+        self.train_seconds = 0.0
+        self.throughput = 0.0
+        self.peak_memory_mb = 0.0
+        self._process = psutil.Process()
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        self._fit_start = time.perf_counter()
+        self._samples, self._busy = 0, 0.0
+        self._peak_rss = self._process.memory_info().rss
+        if pl_module.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        now = time.perf_counter()
+        self._busy += now - self._mark
+        self._mark = now
+        self._samples += _batch_size(batch) * trainer.world_size
+        self._peak_rss = max(self._peak_rss, self._process.memory_info().rss)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()  # validation time is not training time
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.train_seconds = time.perf_counter() - self._fit_start
+        self.throughput = self._samples / self._busy if self._busy else 0.0
+        if pl_module.device.type == "cuda":
+            self.peak_memory_mb = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
+        else:
+            self.peak_memory_mb = self._peak_rss / 2**20

@@ -1,0 +1,32 @@
+"""LightningCLI for sequence tasks: sizes the data knows are linked into the model, never typed twice."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lightning.pytorch.cli import LightningCLI
+
+from datamodules.dna import DNADataModule
+from lit_models.sequence_task import SequenceTask
+
+DEFAULTS = Path(__file__).parent / "dna" / "base.yaml"
+# Sizes read off the instantiated datamodule and passed to the model's constructor.
+DATA_LINKS = {
+    "data.in_channels": "model.net.init_args.in_channels",
+    "data.seq_len": "model.net.init_args.seq_len",
+    "data.num_outputs": ["model.net.init_args.num_outputs", "model.num_outputs"],
+    "data.task": "model.task",
+}
+
+
+class ExperimentCLI(LightningCLI):
+    def __init__(self, args=None, run: bool = True, **kwargs):
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        defaults = {"default_env": False, "default_config_files": [str(DEFAULTS)]}
+        kwargs.setdefault("parser_kwargs", {c: defaults for c in ("fit", "validate", "test", "predict")})
+        super().__init__(SequenceTask, DNADataModule, args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        for source, targets in DATA_LINKS.items():
+            for target in [targets] if isinstance(targets, str) else targets:
+                parser.link_arguments(source, target, apply_on="instantiate")

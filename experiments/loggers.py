@@ -1,0 +1,40 @@
+"""Weights & Biases: online when this machine has credentials, offline otherwise."""
+
+from __future__ import annotations
+
+import netrc
+import os
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+
+def wandb_mode() -> str:
+    """``WANDB_MODE`` if set; else online with an API key (env or ``wandb login``'s netrc), else offline."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+        if path.is_file() and netrc.netrc(path).authenticators("api.wandb.ai"):
+            return "online"
+    except (netrc.NetrcParseError, OSError):
+        pass
+    return "offline"
+
+
+class AutoWandbLogger(WandbLogger):
+    """``WandbLogger`` that goes offline when no W&B credentials are found; ``wandb sync`` uploads later."""
+
+    def __init__(self, project: str = "archbench", save_dir: str = "runs", offline: bool | None = None, **kwargs):
+        """
+        Args:
+            project: W&B project.
+            save_dir: Folder of the local run files (``wandb/offline-run-*`` when offline).
+            offline: None: online only when credentials are found (``WANDB_MODE`` is honoured too).
+        """
+        if offline is None:
+            offline = wandb_mode() == "offline"
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
+        super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)

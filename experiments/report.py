@@ -1,0 +1,113 @@
+"""The comparison's outputs: results.json, results.md (the table) and comparison.png."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+_NAMES = {"pearson": "Pearson r", "spearman": "Spearman", "r2": "R²", "mse": "MSE", "acc": "Accuracy", "f1": "Macro-F1"}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return mean, std
+
+
+def summarize(runs: list[dict], metric: str) -> dict:
+    """Per model: parameter count, mean and std over seeds of every test metric, mean time and throughput."""
+    summary = []
+    for model in dict.fromkeys(r["model"] for r in runs):
+        mine = [r for r in runs if r["model"] == model]
+        row = {"model": model, "params": mine[0]["params"], "seeds": len(mine)}
+        for key in sorted({k for r in mine for k in r["test"]}):
+            values = [r["test"][key] for r in mine if key in r["test"]]
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
+        row["train_seconds"] = _mean_std([r["train_seconds"] for r in mine])[0]
+        row["throughput"] = _mean_std([r["throughput"] for r in mine])[0]
+        row["peak_memory_mb"] = max(r["peak_memory_mb"] for r in mine)
+        summary.append(row)
+    ceilings = [r["noise_ceiling"] for r in runs if r.get("noise_ceiling") is not None]
+    report = {"metric": metric, "runs": runs, "summary": summary}
+    if ceilings:
+        report["noise_ceiling"] = ceilings[0]
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    summary = report["summary"]
+    keys = sorted({k[: -len("_mean")] for row in summary for k in row if k.startswith("test/") and k.endswith("_mean")})
+    heads = ["Model", "Params"] + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
+    heads += ["Train time (s)", "Throughput (samples/s)", "Peak memory (MB)"]
+    lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
+    for row in summary:
+        cells = [row["model"], f"{row['params']:,}"]
+        cells += [f"{row[k + '_mean']:.3f} ± {row[k + '_std']:.3f}" for k in keys]
+        cells += [f"{row['train_seconds']:.0f}", f"{row['throughput']:,.0f}", f"{row['peak_memory_mb']:,.0f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    seeds = summary[0]["seeds"] if summary else 0
+    notes = [f"Mean ± std over {seeds} seed(s) per model; test metrics of the best-validation checkpoint."]
+    if "noise_ceiling" in report:
+        notes.append(f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}.")
+    return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+
+def _val_curve(metrics_csv: str, key: str) -> list[tuple[int, float]]:
+    if not Path(metrics_csv).is_file():
+        return []
+    with open(metrics_csv, newline="") as f:
+        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+
+
+def plot(report: dict, path: Path) -> None:
+    metric = report["metric"]
+    val_key = metric.replace("test/", "val/", 1)
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for i, row in enumerate(report["summary"]):
+        color = f"C{i}"
+        for j, run in enumerate(r for r in report["runs"] if r["model"] == row["model"]):
+            curve = _val_curve(run.get("metrics_csv", ""), val_key)
+            if curve:
+                steps, values = zip(*curve, strict=True)
+                left.plot(steps, values, color=color, alpha=0.8, marker=".", label=row["model"] if j == 0 else None)
+    left.set(xlabel="training step", ylabel=val_key, title="Validation curves (one line per seed)")
+    left.grid(alpha=0.3)
+    left.legend()
+    names = [row["model"] for row in report["summary"]]
+    means = [row.get(f"{metric}_mean", float("nan")) for row in report["summary"]]
+    stds = [row.get(f"{metric}_std", 0.0) for row in report["summary"]]
+    right.bar(names, means, yerr=stds, capsize=6, color=[f"C{i}" for i in range(len(names))])
+    if "noise_ceiling" in report:
+        right.axhline(report["noise_ceiling"], color="k", linestyle="--", label="noise ceiling")
+        right.legend(loc="lower right")
+    right.set(ylabel=metric, title=f"{metric}: mean ± std over seeds")
+    right.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def write_outputs(report: dict, out: Path, metric: str) -> str:
+    out.mkdir(parents=True, exist_ok=True)
+    table = markdown_table(report)
+    png = out / "comparison.png"
+    tmp_png = out / "comparison.tmp.png"
+    plot(report, tmp_png)
+    os.replace(tmp_png, png)
+    _atomic_write(out / "results.md", table)
+    _atomic_write(out / "results.json", json.dumps(report, indent=2) + "\n")
+    return table

@@ -1,0 +1,75 @@
+"""Dilated residual CNN: a convolutional baseline whose receptive field grows exponentially with depth."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_models.pooling import masked_mean, padding_mask
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at each position: unlike BatchNorm, padding cannot leak into it."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(channels)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, L)
+        return self.norm(h.transpose(1, 2)).transpose(1, 2)
+
+
+class DilatedBlock(nn.Module):
+    def __init__(self, channels: int, kernel_size: int, dilation: int, dropout: float):
+        super().__init__()
+        self.norm = ChannelNorm(channels)
+        self.conv = nn.Conv1d(channels, channels, kernel_size, dilation=dilation, padding="same")
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        # Mask the conv's input too: the norm maps padded zeros to its bias, which must not be read.
+        return h + self.dropout(self.conv(F.gelu(self.norm(h)) * keep)) * keep
+
+
+class DilatedCNN(nn.Module):
+    """A wide stem convolution, residual blocks with dilations 1, 2, 4, ..., mean pooling, linear head."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        seq_len: int | None = None,
+        channels: int = 64,
+        stem_kernel_size: int = 15,
+        kernel_size: int = 3,
+        num_blocks: int = 6,
+        dropout: float = 0.1,
+    ):
+        """
+        Args:
+            in_channels: Features per position; linked from the data.
+            num_outputs: Outputs per sequence; linked from the data.
+            seq_len: Longest sequence; linked from the data, unused (the receptive field is
+                ``stem_kernel_size + (kernel_size - 1) * (2**num_blocks - 1)`` positions).
+            channels: Feature maps in every layer.
+            stem_kernel_size: Width of the first convolution (about a motif's length).
+            kernel_size: Width of each dilated convolution.
+            num_blocks: Residual blocks; block i has dilation 2**i.
+            dropout: Dropout on each block's residual branch.
+        """
+        super().__init__()
+        self.stem = nn.Conv1d(in_channels, channels, stem_kernel_size, padding="same")
+        self.blocks = nn.ModuleList(DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks))
+        self.norm = ChannelNorm(channels)
+        self.head = nn.Linear(channels, num_outputs)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        mask = padding_mask(lengths, x.shape[1])
+        keep = mask[:, None, :].to(x.dtype)  # zero padded positions after every layer
+        h = self.stem(x.transpose(1, 2)) * keep
+        for block in self.blocks:
+            h = block(h, keep)
+        h = F.gelu(self.norm(h))
+        return self.head(masked_mean(h.transpose(1, 2), mask))

@@ -1,0 +1,22 @@
+"""Padding-aware helpers shared by every sequence architecture."""
+
+from __future__ import annotations
+
+import torch
+
+
+def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(B,) lengths -> (B, L) bool, True at real positions."""
+    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+
+
+def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of (B, L, D) over real positions only -> (B, D)."""
+    weights = mask.to(h.dtype).unsqueeze(-1)
+    return (h * weights).sum(1) / weights.sum(1).clamp(min=1.0)
+
+
+def last_valid(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """The state at each sequence's last real position: (B, L, D) -> (B, D)."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
+    return h.gather(1, index).squeeze(1)

@@ -1,0 +1,71 @@
+"""Recurrent sequence models: RNN (tanh), GRU and LSTM from torch, with padding packed away."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from lit_models.pooling import masked_mean, padding_mask
+
+_CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+class RecurrentNet(nn.Module):
+    """A stack of recurrent layers and a linear head on the final state (or the mean of all states).
+
+    Padding never reaches the final state: padded batches are packed, so each sequence's state is the one
+    after its own last real base.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        seq_len: int | None = None,
+        cell: Literal["rnn", "gru", "lstm"] = "lstm",
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        pooling: Literal["last", "mean"] = "last",
+    ):
+        """
+        Args:
+            in_channels: Features per position (4 for one-hot DNA); linked from the data.
+            num_outputs: Outputs per sequence; linked from the data.
+            seq_len: Longest sequence; linked from the data, unused by recurrent models.
+            cell: ``rnn`` (tanh), ``gru`` or ``lstm``.
+            hidden_size: Width of the recurrent state.
+            num_layers: Stacked recurrent layers.
+            bidirectional: Also read each sequence backwards; the head sees both final states.
+            dropout: Dropout between stacked layers.
+            pooling: ``last``: the final state(s); ``mean``: the mean of the top layer's states over real positions.
+        """
+        super().__init__()
+        self.pooling = pooling
+        self.rnn = _CELLS[cell](
+            in_channels,
+            hidden_size,
+            num_layers=num_layers,
+            bidirectional=bidirectional,
+            dropout=dropout if num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_outputs)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        full = bool((lengths == x.shape[1]).all())
+        # Packing costs time; equal-length batches (the common case for DNA) need none.
+        inputs = x if full else pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, state = self.rnn(inputs)
+        if self.pooling == "mean":
+            if not full:
+                outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])
+            return self.head(masked_mean(outputs, padding_mask(lengths, x.shape[1])))
+        h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)
+        final = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.rnn.bidirectional else h_n[-1]
+        return self.head(final)

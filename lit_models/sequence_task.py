@@ -1,0 +1,153 @@
+"""``SequenceTask``: the LightningModule for sequence regression and classification.
+
+It owns the loss, the metrics (torchmetrics, synchronised across devices), the optimizer and schedule,
+and the pre-training gradient check. The architecture is any module with ``forward(x, lengths)``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Literal
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, R2Score, SpearmanCorrCoef
+
+from lit_models.checks import UnusedParametersError, parameters_without_gradient, unused_parameters_message
+
+
+def task_metrics(task: str, num_outputs: int) -> MetricCollection:
+    if task == "regression":
+        return MetricCollection(
+            {"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(), "r2": R2Score(), "mse": MeanSquaredError()}
+        )
+    return MetricCollection(
+        {
+            "acc": MulticlassAccuracy(num_outputs, average="micro"),
+            "f1": MulticlassF1Score(num_outputs, average="macro"),
+        }
+    )
+
+
+class SequenceTask(L.LightningModule):
+    def __init__(
+        self,
+        net: nn.Module,
+        task: Literal["regression", "classification"] = "regression",
+        num_outputs: int = 1,
+        lr: float = 1e-3,
+        weight_decay: float = 0.01,
+        warmup_fraction: float = 0.05,
+        schedule: Literal["cosine", "constant"] = "cosine",
+        unused_parameters: Literal["error", "warn", "ignore"] = "error",
+    ):
+        """
+        Args:
+            net: The architecture: ``forward(x (B, L, C), lengths (B,)) -> (B, num_outputs)``.
+            task: ``regression`` (MSE; Pearson, Spearman, R², MSE) or ``classification`` (cross-entropy;
+                accuracy, macro-F1); linked from the data.
+            num_outputs: 1 for regression, the number of classes for classification; linked from the data.
+            lr: Peak learning rate of AdamW.
+            weight_decay: AdamW weight decay on weight matrices (not on biases and norms).
+            warmup_fraction: Share of the training steps spent in linear warm-up.
+            schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
+            unused_parameters: Before training, one batch forward and backward finds trainable parameters
+                that get no gradient: ``error`` stops the run, ``warn`` warns, ``ignore`` skips the check.
+        """
+        super().__init__()
+        self.save_hyperparameters(ignore=["net"])
+        self.net = net
+        self.task = task
+        self.train_loss = MeanMetric()
+        self.val_loss = MeanMetric()
+        metrics = task_metrics(task, num_outputs)
+        self.val_metrics = metrics.clone(prefix="val/")
+        self.test_metrics = metrics.clone(prefix="test/")
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor, x_rc: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L, C), (B,) -> regression (B,) or class logits (B, K); averaged over strands if x_rc is given."""
+        out = self.net(x, lengths)
+        if x_rc is not None:
+            out = (out + self.net(x_rc, lengths)) / 2
+        return out.squeeze(-1) if self.task == "regression" else out
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self(batch["x"], batch["lengths"], batch.get("x_rc"))
+        y = batch["y"]
+        loss = F.mse_loss(out, y) if self.task == "regression" else F.cross_entropy(out, y)
+        return loss, out
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, _ = self.compute_loss(batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step} (batch {batch_idx})")
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
+        return loss
+
+    def _evaluate(self, batch: dict, loss_metric: MeanMetric | None, metrics: MetricCollection) -> None:
+        loss, out = self.compute_loss(batch)
+        target = batch["y"]
+        if loss_metric is not None:
+            loss_metric.update(loss, weight=len(target))
+            self.log("val/loss", loss_metric, prog_bar=True)
+        metrics.update(out.float(), target)
+        self.log_dict(metrics, prog_bar=False)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_loss, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, None, self.test_metrics)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        out = self(batch["x"], batch["lengths"], batch.get("x_rc"))
+        return out if self.task == "regression" else out.softmax(-1)
+
+    def configure_optimizers(self):
+        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
+        optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=self.hparams.lr,
+        )
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        warmup = int(self.hparams.warmup_fraction * total)
+        cosine = self.hparams.schedule == "cosine"
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return (step + 1) / warmup
+            if not cosine:
+                return 1.0
+            progress = min(1.0, (step - warmup) / max(1, total - warmup))
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def parameter_counts(self) -> dict[str, int]:
+        return {
+            "params": sum(p.numel() for p in self.net.parameters()),
+            "params_trainable": sum(p.numel() for p in self.net.parameters() if p.requires_grad),
+        }
+
+    def on_fit_start(self) -> None:
+        for logger in self.loggers:
+            logger.log_hyperparams(self.parameter_counts())
+
+    def on_train_start(self) -> None:
+        if self.hparams.unused_parameters == "ignore":
+            return
+        batch = self._apply_batch_transfer_handler(next(iter(self.trainer.train_dataloader)))
+        names = parameters_without_gradient(self, lambda: self.compute_loss(batch)[0])
+        if names:
+            total = sum(1 for p in self.parameters() if p.requires_grad)
+            message = unused_parameters_message(names, total)
+            if self.hparams.unused_parameters == "error":
+                raise UnusedParametersError(message)
+            warnings.warn(message, stacklevel=1)

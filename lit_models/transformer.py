@@ -1,0 +1,157 @@
+"""Transformer encoder for sequences, attention through ``F.scaled_dot_product_attention``.
+
+Parameter layout follows ``torch.nn.TransformerEncoderLayer`` (fused qkv projection, out projection, two
+feed-forward linears, two LayerNorms), so weights copy across one-to-one and parameter counts agree.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lit_models.pooling import masked_mean, padding_mask
+
+
+class MultiheadSelfAttention(nn.Module):
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+        super().__init__()
+        if d_model % nhead:
+            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
+        self.nhead, self.dropout = nhead, dropout
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.proj = nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+        """x: (B, L, D); mask: (B, L) bool, True at real positions -> (B, L, D)."""
+        B, L, D = x.shape
+        q, k, v = self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)  # (B, nh, L, hs)
+        attn_mask = None
+        if mask is not None:
+            attn_mask = mask[:, None, None, :]  # keys only: padded keys get no weight
+            if causal:
+                attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal and mask is None,
+        )
+        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(
+        self, d_model: int, nhead: int, dim_feedforward: int, dropout: float, activation: str, norm_first: bool
+    ):
+        super().__init__()
+        self.norm_first = norm_first
+        self.attn = MultiheadSelfAttention(d_model, nhead, dropout)
+        self.linear1 = nn.Linear(d_model, dim_feedforward)
+        self.linear2 = nn.Linear(dim_feedforward, d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
+
+    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.norm_first:
+            x = x + self.dropout(self.attn(self.norm1(x), mask))
+            return x + self._mlp(self.norm2(x))
+        x = self.norm1(x + self.dropout(self.attn(x, mask)))
+        return self.norm2(x + self._mlp(x))
+
+
+def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
+    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...) -> (length, d_model)."""
+    position = torch.arange(length, dtype=torch.float32)[:, None]
+    freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+    pe = torch.zeros(length, d_model)
+    pe[:, 0::2] = torch.sin(position * freq)
+    pe[:, 1::2] = torch.cos(position * freq)[:, : d_model // 2]
+    return pe
+
+
+class TransformerNet(nn.Module):
+    """Input projection, positions, a stack of encoder blocks, pooling and a linear head."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_outputs: int,
+        seq_len: int,
+        d_model: int = 64,
+        nhead: int = 4,
+        num_layers: int = 2,
+        dim_feedforward: int = 128,
+        dropout: float = 0.1,
+        activation: Literal["relu", "gelu"] = "gelu",
+        norm_first: bool = True,
+        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        pooling: Literal["mean", "cls", "flatten"] = "mean",
+        input_projection: bool = True,
+    ):
+        """
+        Args:
+            in_channels: Features per position; linked from the data.
+            num_outputs: Outputs per sequence; linked from the data.
+            seq_len: Longest sequence; linked from the data (sizes learned positions and ``flatten``).
+            d_model: Width of the residual stream.
+            nhead: Attention heads.
+            num_layers: Encoder blocks.
+            dim_feedforward: Hidden width of each block's MLP.
+            dropout: Dropout on attention weights and residual branches.
+            activation: MLP non-linearity.
+            norm_first: Pre-LN blocks (and a final LayerNorm); False gives the original post-LN blocks.
+            positions: ``sinusoidal``, ``learned`` (one vector per position) or ``none``.
+            pooling: ``mean`` over real positions, a ``cls`` token, or ``flatten`` every position into the
+                head (fixed length only, as in the course's DNA notebook).
+            input_projection: Project inputs to ``d_model``; False feeds them as they are (needs
+                ``in_channels == d_model``).
+        """
+        super().__init__()
+        if not input_projection and in_channels != d_model:
+            raise ValueError(f"input_projection=False needs in_channels == d_model, got {in_channels} and {d_model}")
+        self.seq_len, self.pooling = seq_len, pooling
+        self.embed = nn.Linear(in_channels, d_model) if input_projection else nn.Identity()
+        n_positions = seq_len + (pooling == "cls")
+        if positions == "learned":
+            self.pos = nn.Parameter(torch.zeros(n_positions, d_model))
+            nn.init.trunc_normal_(self.pos, std=0.02)
+        else:
+            pe = sinusoidal_positions(n_positions, d_model) if positions == "sinusoidal" else None
+            self.register_buffer("pos", pe, persistent=False)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
+        self.blocks = nn.ModuleList(
+            EncoderBlock(d_model, nhead, dim_feedforward, dropout, activation, norm_first) for _ in range(num_layers)
+        )
+        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        self.head = nn.Linear(d_model * (seq_len if pooling == "flatten" else 1), num_outputs)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        B, L, _ = x.shape
+        if L > self.seq_len:
+            raise ValueError(f"sequence length {L} exceeds seq_len={self.seq_len} this model was built for")
+        h = self.embed(x)
+        mask = padding_mask(lengths, L)
+        if self.cls is not None:
+            h = torch.cat([self.cls.expand(B, -1, -1), h], dim=1)
+            mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
+        if self.pos is not None:
+            h = h + self.pos[: h.shape[1]]
+        full = bool(mask.all())
+        for block in self.blocks:
+            h = block(h, None if full else mask)
+        h = self.norm(h)
+        if self.pooling == "cls":
+            return self.head(h[:, 0])
+        if self.pooling == "flatten":
+            h = h * mask.unsqueeze(-1)  # pads contribute nothing
+            h = F.pad(h, (0, 0, 0, self.seq_len - L))
+            return self.head(h.flatten(1))
+        return self.head(masked_mean(h, mask))

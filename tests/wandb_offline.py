@@ -1,0 +1,72 @@
+"""Read an offline W&B run (``run-<id>.wandb``) back from disk, for tests.
+
+The file is a LevelDB-style log: a 7-byte header (``:W&B``, magic 0xBEE1, version), then 32 KiB blocks of
+records, each a 7-byte header (crc32, length, type) and a slice of a serialized ``Record`` protobuf.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+from wandb.proto import wandb_internal_pb2
+
+_BLOCK = 32 * 1024
+_FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
+
+
+def records(path: str | Path) -> list[wandb_internal_pb2.Record]:
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path}: not a .wandb file"
+    pos, out, pending = 7, [], b""
+    while pos + 7 <= len(data):
+        room = _BLOCK - pos % _BLOCK
+        if room < 7:  # block trailer
+            pos += room
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if kind == 0 and length == 0:
+            pos += room
+            continue
+        chunk = data[pos + 7 : pos + 7 + length]
+        pos += 7 + length
+        if kind == _FULL:
+            pending = chunk
+        elif kind == _FIRST:
+            pending = chunk
+            continue
+        elif kind == _MIDDLE:
+            pending += chunk
+            continue
+        elif kind == _LAST:
+            pending += chunk
+        record = wandb_internal_pb2.Record()
+        record.ParseFromString(pending)
+        out.append(record)
+    return out
+
+
+def read_run(path: str | Path) -> dict:
+    """{"run": {id, group, name, tags, ...}, "config": {...}, "history": [{key: value}], "summary": {...}}."""
+    run, config, history, summary = {}, {}, [], {}
+    for r in records(path):
+        kind = r.WhichOneof("record_type")
+        if kind == "run":
+            run = {"id": r.run.run_id, "group": r.run.run_group, "name": r.run.display_name,
+                   "tags": list(r.run.tags), "job_type": r.run.job_type}
+            for item in r.run.config.update:
+                config[item.key] = json.loads(item.value_json)
+        elif kind == "config":
+            for item in r.config.update:
+                config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+        elif kind == "history":
+            history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+        elif kind == "summary":
+            for item in r.summary.update:
+                summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return {"run": run, "config": config, "history": history, "summary": summary}
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    return sorted(Path(root).rglob("run-*.wandb"))
