@@ -167,6 +167,14 @@ class DNADataModule(L.LightningDataModule):
         return int(max(s.labels.max() for s in self._load().values())) + 1
 
     @property
+    def target_mean(self) -> float:
+        return float(self._load()["train"].labels.mean()) if self.task == "regression" else 0.0
+
+    @property
+    def target_std(self) -> float:
+        return float(self._load()["train"].labels.std()) if self.task == "regression" else 1.0
+
+    @property
     def seq_len(self) -> int:
         """The longest sequence in any split."""
         return int(max(s.lengths.max() for s in self._load().values()))
@@ -266,6 +274,6 @@ def _check_class_ids(split: EncodedSequences, name: str) -> None:
     bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
     if len(bad):
         raise DataError(
-            f"{split.source}: {name} record {bad[0] + 1}: label {labels[bad[0]]!r} is not a class id "
+            f"{split.source}: {name} record {bad[0] + 1}: label {float(labels[bad[0]]):g} is not a class id "
             "(classification needs integers 0..K-1)"
         )

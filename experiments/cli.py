@@ -16,6 +16,8 @@ DATA_LINKS = {
     "data.seq_len": "model.net.init_args.seq_len",
     "data.num_outputs": ["model.net.init_args.num_outputs", "model.num_outputs"],
     "data.task": "model.task",
+    "data.target_mean": "model.target_mean",
+    "data.target_std": "model.target_std",
 }
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_models.pooling import masked_mean, padding_mask
+from lit_models.pooling import masked_max, masked_mean, padding_mask
 
 
 class ChannelNorm(nn.Module):
@@ -33,7 +35,7 @@ class DilatedBlock(nn.Module):
 
 
 class DilatedCNN(nn.Module):
-    """A wide stem convolution, residual blocks with dilations 1, 2, 4, ..., mean pooling, linear head."""
+    """A wide stem convolution, residual blocks with dilations 1, 2, 4, ..., pooling, linear head."""
 
     def __init__(
         self,
@@ -45,6 +47,7 @@ class DilatedCNN(nn.Module):
         kernel_size: int = 3,
         num_blocks: int = 6,
         dropout: float = 0.1,
+        pooling: Literal["max", "mean"] = "max",
     ):
         """
         Args:
@@ -57,11 +60,13 @@ class DilatedCNN(nn.Module):
             kernel_size: Width of each dilated convolution.
             num_blocks: Residual blocks; block i has dilation 2**i.
             dropout: Dropout on each block's residual branch.
+            pooling: ``max`` over real positions (a motif anywhere counts fully) or ``mean``.
         """
         super().__init__()
         self.stem = nn.Conv1d(in_channels, channels, stem_kernel_size, padding="same")
         self.blocks = nn.ModuleList(DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks))
         self.norm = ChannelNorm(channels)
+        self.pool = masked_max if pooling == "max" else masked_mean
         self.head = nn.Linear(channels, num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -72,4 +77,4 @@ class DilatedCNN(nn.Module):
         for block in self.blocks:
             h = block(h, keep)
         h = F.gelu(self.norm(h))
-        return self.head(masked_mean(h.transpose(1, 2), mask))
+        return self.head(self.pool(h.transpose(1, 2), mask))

@@ -40,6 +40,8 @@ class SequenceTask(L.LightningModule):
         net: nn.Module,
         task: Literal["regression", "classification"] = "regression",
         num_outputs: int = 1,
+        target_mean: float = 0.0,
+        target_std: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
@@ -52,6 +54,10 @@ class SequenceTask(L.LightningModule):
             task: ``regression`` (MSE; Pearson, Spearman, R², MSE) or ``classification`` (cross-entropy;
                 accuracy, macro-F1); linked from the data.
             num_outputs: 1 for regression, the number of classes for classification; linked from the data.
+            target_mean: Mean of the training labels (regression); linked from the data. The net predicts
+                standardized targets, so its output starts at the right scale; predictions, metrics and
+                ``predict`` are in the labels' own units.
+            target_std: Standard deviation of the training labels (regression); linked from the data.
             lr: Peak learning rate of AdamW.
             weight_decay: AdamW weight decay on weight matrices (not on biases and norms).
             warmup_fraction: Share of the training steps spent in linear warm-up.
@@ -63,8 +69,11 @@ class SequenceTask(L.LightningModule):
         self.save_hyperparameters(ignore=["net"])
         self.net = net
         self.task = task
-        self.train_loss = MeanMetric()
-        self.val_loss = MeanMetric()
+        if task == "regression" and not target_std > 0:
+            raise ValueError(f"target_std must be positive, got {target_std} (are all training labels equal?)")
+        self.register_buffer("target_mean", torch.tensor(float(target_mean)))
+        self.register_buffer("target_std", torch.tensor(float(target_std)))
+        self.val_loss = MeanMetric()  # in standardized units for regression: what training minimises
         metrics = task_metrics(task, num_outputs)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
@@ -74,12 +83,17 @@ class SequenceTask(L.LightningModule):
         out = self.net(x, lengths)
         if x_rc is not None:
             out = (out + self.net(x_rc, lengths)) / 2
-        return out.squeeze(-1) if self.task == "regression" else out
+        if self.task == "regression":
+            return out.squeeze(-1) * self.target_std + self.target_mean
+        return out
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = self(batch["x"], batch["lengths"], batch.get("x_rc"))
         y = batch["y"]
-        loss = F.mse_loss(out, y) if self.task == "regression" else F.cross_entropy(out, y)
+        if self.task == "regression":
+            loss = F.mse_loss(out, y) / self.target_std**2  # = MSE of the standardized targets
+        else:
+            loss = F.cross_entropy(out, y)
         return loss, out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:

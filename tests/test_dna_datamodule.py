@@ -1,0 +1,135 @@
+import numpy as np
+import pytest
+import torch
+
+from datamodules.dna import (
+    DNADataModule,
+    LengthBucketSampler,
+    Simulation,
+    collate_codes,
+    one_hot,
+    reverse_complement,
+)
+from datamodules.dna_io import DataError, EncodedSequences, write_text
+from datamodules.dna_simulator import BACKGROUND, motif_probabilities, noise_ceiling, simulate
+
+TINY = Simulation(n_train=64, n_val=16, n_test=16, seq_len=50)
+
+
+def _codes(*seqs):
+    data = EncodedSequences.from_strings(list(seqs), [0.0] * len(seqs))
+    batch = collate_codes([(data.sequence(i), 0.0) for i in range(len(data))])
+    return batch["codes"], batch["lengths"]
+
+
+def test_one_hot_n_and_padding_are_zero_rows():
+    codes, lengths = _codes("ACGTN", "AC")
+    x = one_hot(codes)
+    assert x.shape == (2, 5, 4) and x.dtype == torch.float32
+    assert x[0, :4].tolist() == torch.eye(4).tolist()
+    assert x[0, 4].sum() == 0  # N
+    assert x[1, 2:].sum() == 0  # padding
+    assert lengths.tolist() == [5, 2]
+
+
+def test_reverse_complement_within_each_length():
+    codes, lengths = _codes("AACGT", "ACG")
+    rc = reverse_complement(codes, lengths)
+    letters = np.array(list("ACGTN"))
+    assert "".join(letters[rc[0]]) == "ACGTT"
+    assert "".join(letters[rc[1, :3]]) == "CGT"
+    assert rc[1, 3:].tolist() == [4, 4]  # padding stays at the end
+    assert torch.equal(reverse_complement(rc, lengths), codes)  # an involution
+
+
+def test_reverse_complement_keeps_n():
+    codes, lengths = _codes("ANNC")
+    assert reverse_complement(codes, lengths)[0].tolist() == [2, 4, 4, 3]
+
+
+def test_simulator_is_deterministic_and_reports_a_ceiling():
+    a, b, c = simulate(300, seed=5), simulate(300, seed=5), simulate(300, seed=6)
+    assert np.array_equal(a.data.codes, b.data.codes) and np.array_equal(a.data.labels, b.data.labels)
+    assert not np.array_equal(a.data.codes, c.data.codes)
+    assert a.data.lengths.tolist() == [250] * 300
+    ceiling = noise_ceiling(a)
+    assert 0.8 < ceiling < 0.97
+    assert noise_ceiling(simulate(300, noise_std=0.0, seed=5)) == pytest.approx(1.0)
+
+
+def _best_motif_score(codes: np.ndarray, name: str) -> np.ndarray:
+    """Best log-odds score of a motif over positions and both strands: (n, L) codes -> (n,)."""
+    log_odds = np.log(motif_probabilities(name) / BACKGROUND)  # (w, 4)
+    both = np.stack([log_odds, log_odds[::-1, ::-1]])  # forward, reverse complement
+    w = log_odds.shape[0]
+    windows = np.lib.stride_tricks.sliding_window_view(codes, w, axis=1)  # (n, L - w + 1, w)
+    scores = both[:, np.arange(w), windows].sum(-1)  # (2, n, L - w + 1)
+    return scores.max(axis=(0, 2))
+
+
+def test_simulated_sequences_hold_planted_motifs():
+    n, length = 2000, 250
+    planted = simulate(n, seed=0).data.codes.reshape(n, length)
+    background = np.random.default_rng(0).choice(4, size=(n, length), p=BACKGROUND)
+    # Long motifs only: a 7 bp one like GATA1 occurs by chance in ~15% of random 250 bp sequences.
+    for name in ("CTCF", "SPI1"):
+        threshold = np.quantile(_best_motif_score(background, name), 0.99)
+        hits = (_best_motif_score(planted, name) > threshold).mean()
+        assert hits > 0.3, (name, hits)  # planted in 60% of sequences; background passes 1% of the time
+
+
+def test_datamodule_simulated_batches():
+    dm = DNADataModule(simulation=TINY, batch_size=8)
+    assert (dm.in_channels, dm.num_outputs, dm.seq_len, dm.task) == (4, 1, 50, "regression")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["codes"].dtype == torch.uint8 and batch["codes"].shape == (8, 50)
+    out = dm.on_after_batch_transfer(batch, 0)
+    assert out["x"].shape == (8, 50, 4) and out["y"].dtype == torch.float32
+    assert dm.noise_ceiling is not None
+
+
+def test_missing_val_and_test_files_are_a_seeded_split(tmp_path):
+    write_text(tmp_path / "train.txt", simulate(100, seq_len=50, seed=1).data)
+    dm = DNADataModule(train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3)
+    dm.setup()
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"train": 70, "val": 20, "test": 10}
+    again = DNADataModule(train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3)
+    again.setup()
+    assert again.splits["val"].to_strings() == dm.splits["val"].to_strings()
+    all_seqs = sum((dm.splits[k].to_strings() for k in ("train", "val", "test")), [])
+    assert sorted(all_seqs) == sorted(simulate(100, seq_len=50, seed=1).data.to_strings())
+
+
+def test_classification_labels_must_be_class_ids(tmp_path):
+    (tmp_path / "c.txt").write_text("ACGT 0\nGGCC 2\nAATT 1\n" * 5)
+    dm = DNADataModule(train_path=str(tmp_path / "c.txt"), task="classification", val_fraction=0.2, test_fraction=0.2)
+    assert dm.num_outputs == 3
+    (tmp_path / "bad.txt").write_text("ACGT 0\nGGCC 1.5\n" * 5)
+    with pytest.raises(DataError, match=r"label 1\.5 is not a class id"):
+        DNADataModule(train_path=str(tmp_path / "bad.txt"), task="classification").setup()
+
+
+def test_bucket_sampler_groups_lengths_and_covers_everything():
+    lengths = np.random.default_rng(0).integers(10, 500, size=1000)
+    sampler = LengthBucketSampler(lengths, batch_size=20, seed=0)
+    order = list(sampler)
+    assert sorted(order) == list(range(1000))
+    batches = [order[i : i + 20] for i in range(0, 1000, 20)]
+    bucketed = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
+    shuffled = np.random.default_rng(1).permutation(1000)
+    random_spread = np.mean([np.ptp(lengths[shuffled[i : i + 20]]) for i in range(0, 1000, 20)])
+    assert bucketed < 0.2 * random_spread
+    sampler.set_epoch(1)
+    assert list(sampler) != order
+
+
+def test_test_time_reverse_complement_view():
+    dm = DNADataModule(simulation=TINY, batch_size=4, test_time_reverse_complement=True)
+    out = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
+    assert torch.equal(out["x_rc"], one_hot(reverse_complement(out["x"].argmax(-1).to(torch.uint8), out["lengths"])))
+
+
+def test_bad_options_are_named():
+    with pytest.raises(DataError, match="val_fraction: 1.5"):
+        DNADataModule(val_fraction=1.5)

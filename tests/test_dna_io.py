@@ -1,0 +1,141 @@
+import gzip
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from datamodules.dna_io import DataError, EncodedSequences, encode, read_dna, write_text
+
+SEQS = ["ACGTN", "acgtacgt", "GGG"]
+LABELS = [0.5, -1.25, 3.0]
+
+
+def test_encode_codes_any_case():
+    codes, offsets, bad = encode([b"ACGTN", b"acgtn"])
+    assert bad == []
+    assert codes.dtype == np.uint8
+    assert codes.tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 3, 4]
+    assert offsets.tolist() == [0, 5, 10]
+
+
+def test_round_trip_through_text_file(tmp_path):
+    data = EncodedSequences.from_strings(SEQS, LABELS)
+    write_text(tmp_path / "d.txt.gz", data)
+    back = read_dna(tmp_path / "d.txt.gz")
+    assert back.to_strings() == [s.upper() for s in SEQS]
+    np.testing.assert_allclose(back.labels, LABELS)
+    assert back.codes.nbytes == sum(map(len, SEQS))  # one byte per base
+
+
+def test_subset_gathers_the_right_sequences():
+    data = EncodedSequences.from_strings(SEQS, LABELS)
+    part = data.subset(np.array([2, 0]))
+    assert part.to_strings() == ["GGG", "ACGTN"]
+    assert part.labels.tolist() == [3.0, 0.5]
+
+
+@pytest.mark.parametrize("name", ["d.csv", "d.tsv", "d.csv.gz", "d.parquet"])
+def test_tables_with_named_columns(tmp_path, name):
+    frame = pd.DataFrame({"id": [1, 2, 3], "seq": SEQS, "y": LABELS})
+    path = tmp_path / name
+    if name.endswith(".parquet"):
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)
+    data = read_dna(path, sequence_column="seq", label_column="y")
+    assert data.to_strings() == [s.upper() for s in SEQS]
+    np.testing.assert_allclose(data.labels, LABELS)
+
+
+def test_gzip_is_detected_from_content_not_name(tmp_path):
+    path = tmp_path / "plain_name.txt"
+    path.write_bytes(gzip.compress(b"ACGT 1.0\nGGCC 2\n"))
+    assert read_dna(path).to_strings() == ["ACGT", "GGCC"]
+
+
+def _write(tmp_path, text, name="bad.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("ACGT 1\nACXT 2\n", ":2: sequence base 3 is 'X'"),
+        ("ACGT 1\nACGT\n", ":2: expected 'SEQUENCE LABEL' (2 fields), found 1"),
+        ("ACGT 1\n\nACGT abc\n", ":3: field 'label': 'abc' is not a number"),
+        ("ACGT inf\n", ":1: field 'label': 'inf' is not finite"),
+        ("ACGT nan\n", ":1: field 'label': 'nan' is not finite"),
+    ],
+)
+def test_bad_lines_name_file_line_field_and_value(tmp_path, text, expected):
+    path = _write(tmp_path, text)
+    with pytest.raises(DataError) as err:
+        read_dna(path)
+    assert str(err.value).startswith(str(path))
+    assert expected in str(err.value)
+
+
+def test_missing_label_in_csv(tmp_path):
+    path = _write(tmp_path, "sequence,label\nACGT,1\nACGT,\n", "d.csv")
+    with pytest.raises(DataError, match=r"d\.csv:3: field 'label' is missing"):
+        read_dna(path)
+
+
+def test_missing_column_lists_the_columns(tmp_path):
+    path = _write(tmp_path, "seq,y\nACGT,1\n", "d.csv")
+    with pytest.raises(DataError, match=r"column 'sequence' not found; the file has columns \['seq', 'y'\]"):
+        read_dna(path)
+
+
+@pytest.mark.parametrize("name, text", [("e.txt", ""), ("e.txt", "\n\n"), ("e.csv", ""), ("e.csv", "sequence,label\n")])
+def test_empty_files(tmp_path, name, text):
+    with pytest.raises(DataError, match="is empty"):
+        read_dna(_write(tmp_path, text, name))
+
+
+def test_unreadable_paths(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_dna(tmp_path / "nope.txt")
+    with pytest.raises(DataError, match="is a directory"):
+        read_dna(tmp_path)
+    with pytest.raises(DataError, match="file not found"):
+        read_dna(tmp_path / "nope.parquet")
+
+
+def test_corrupt_gzip(tmp_path):
+    path = tmp_path / "c.txt.gz"
+    path.write_bytes(gzip.compress(b"ACGT 1\n" * 100)[:30])
+    with pytest.raises(DataError, match="corrupt gzip"):
+        read_dna(path)
+
+
+def test_error_counts_further_bad_lines(tmp_path):
+    path = _write(tmp_path, "ACGT 1\nAZGT 2\nACGT x\nACGT 3\n")
+    with pytest.raises(DataError, match=r":2: .*\(and 1 more bad lines; on_bad_line: skip drops them\)"):
+        read_dna(path)
+
+
+def test_skip_drops_bad_lines_and_says_how_many(tmp_path):
+    path = _write(tmp_path, "ACGT 1\nAZGT 2\nACGT x\nGG 3\n")
+    with pytest.warns(UserWarning, match=r"skipped 2 of 4 lines .*first: .*:2: "):
+        data = read_dna(path, on_bad_line="skip")
+    assert data.to_strings() == ["ACGT", "GG"]
+    assert data.labels.tolist() == [1.0, 3.0]
+
+
+def test_skip_with_nothing_left_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="all 2 lines are bad"):
+        read_dna(_write(tmp_path, "AZ 1\nACGT y\n"), on_bad_line="skip")
+
+
+def test_unlabelled_file_for_prediction(tmp_path):
+    data = read_dna(_write(tmp_path, "ACGT\nGG\n"), labels_required=False)
+    assert data.to_strings() == ["ACGT", "GG"]
+    assert np.isnan(data.labels).all()
+
+
+def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
+    write_text(tmp_path / "out" / "d.txt", EncodedSequences.from_strings(SEQS, LABELS))
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.txt"]

@@ -1,0 +1,142 @@
+import pytest
+import torch
+from torch import nn
+
+from lit_models import DilatedCNN, MultiheadSelfAttention, RecurrentNet, TransformerNet
+from lit_models.checks import parameters_without_gradient
+from lit_models.transformer import EncoderBlock, sinusoidal_positions
+
+torch.manual_seed(0)
+
+ARCHITECTURES = {
+    "rnn": lambda: RecurrentNet(4, 3, 30, cell="rnn", hidden_size=8),
+    "gru": lambda: RecurrentNet(4, 3, 30, cell="gru", hidden_size=8, num_layers=2),
+    "lstm": lambda: RecurrentNet(4, 3, 30, cell="lstm", hidden_size=8, bidirectional=True),
+    "lstm_mean": lambda: RecurrentNet(4, 3, 30, cell="lstm", hidden_size=8, pooling="mean"),
+    "transformer": lambda: TransformerNet(4, 3, 30, d_model=16, nhead=4, num_layers=2, dim_feedforward=32),
+    "transformer_cls_learned": lambda: TransformerNet(
+        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, pooling="cls", positions="learned"
+    ),
+    "transformer_post_ln_flatten": lambda: TransformerNet(
+        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, norm_first=False, pooling="flatten"
+    ),
+    "cnn": lambda: DilatedCNN(4, 3, 30, channels=8, num_blocks=3),
+}
+
+
+def _batch(lengths, L=30):
+    x = torch.zeros(len(lengths), L, 4)
+    for i, n in enumerate(lengths):
+        x[i, torch.arange(n), torch.randint(0, 4, (n,))] = 1.0
+    return x, torch.tensor(lengths)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    net = ARCHITECTURES[name]()
+    x, lengths = _batch([30, 17, 5])
+    out = net(x, lengths)
+    assert out.shape == (3, 3) and torch.isfinite(out).all()
+    out.sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert missing == []
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_padding_does_not_change_the_output(name):
+    """A sequence alone and the same sequence padded inside a batch give the same output."""
+    net = ARCHITECTURES[name]().eval()
+    x, lengths = _batch([30, 12])
+    with torch.no_grad():
+        together = net(x, lengths)[1]
+        alone = net(x[1:2, :12], lengths[1:2])[0]
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+@pytest.mark.parametrize("with_mask", [True, False])
+def test_encoder_block_matches_torch_transformer_encoder_layer(norm_first, with_mask):
+    torch.manual_seed(1)
+    d, heads, ff = 16, 4, 24
+    ref = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True, norm_first=norm_first).double()
+    ours = EncoderBlock(d, heads, ff, dropout=0.0, activation="relu", norm_first=norm_first).double()
+    ours.attn.qkv.weight.data.copy_(ref.self_attn.in_proj_weight)
+    ours.attn.qkv.bias.data.copy_(ref.self_attn.in_proj_bias)
+    ours.attn.proj.load_state_dict(ref.self_attn.out_proj.state_dict())
+    for name in ("linear1", "linear2", "norm1", "norm2"):
+        getattr(ours, name).load_state_dict(getattr(ref, name).state_dict())
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+    x = torch.randn(3, 7, d, dtype=torch.float64)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [True] * 2 + [False] * 5])
+    ref.eval(), ours.eval()
+    expected = ref(x, src_key_padding_mask=~mask if with_mask else None)
+    got = ours(x, mask if with_mask else None)
+    if with_mask:  # torch's fast path may zero padded rows; only real positions are defined
+        expected, got = expected[mask], got[mask]
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+
+
+def test_attention_matches_torch_multihead_attention():
+    torch.manual_seed(2)
+    ref = nn.MultiheadAttention(12, 3, batch_first=True).double()
+    ours = MultiheadSelfAttention(12, 3).double()
+    ours.qkv.weight.data.copy_(ref.in_proj_weight)
+    ours.qkv.bias.data.copy_(ref.in_proj_bias)
+    ours.proj.load_state_dict(ref.out_proj.state_dict())
+    x = torch.randn(2, 5, 12, dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])
+    expected, _ = ref(x, x, x, key_padding_mask=~mask, need_weights=False)
+    torch.testing.assert_close(ours(x, mask), expected, atol=1e-10, rtol=1e-10)
+
+
+def test_sinusoidal_positions_formula():
+    pe = sinusoidal_positions(10, 6)
+    pos, i = 7, 1
+    assert pe[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos / 10000 ** (2 * i / 6))).item(), abs=1e-6)
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 6))).item(), abs=1e-6)
+
+
+def test_course_parameter_counts():
+    """The course's three DNA models (SEEDS.md section 1), rebuilt from the project's architectures."""
+    rnn = RecurrentNet(4, 1, 250, cell="rnn", hidden_size=256, num_layers=2)
+    lstm = RecurrentNet(4, 1, 250, cell="lstm", hidden_size=256, num_layers=1)
+    transformer = TransformerNet(
+        4, 1, 250, d_model=4, nhead=4, num_layers=6, dim_feedforward=2048, dropout=0.1, attention_dropout=0.1,
+        activation="relu", norm_first=False, positions="none", pooling="flatten", input_projection=False,
+    )
+    counts = [sum(p.numel() for p in m.parameters()) for m in (rnn, lstm, transformer)]
+    assert counts == [198_913, 268_545, 112_193]
+    reference = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=4, nhead=4), num_layers=6, enable_nested_tensor=False)
+    assert sum(p.numel() for p in reference.parameters()) + 4 * 250 + 1 == 112_193
+
+
+class CourseTransformer(nn.Module):
+    """The course notebook's bug: the encoder's output is computed, then the head reads the raw input."""
+
+    def __init__(self):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(d_model=4, nhead=4, dim_feedforward=16, batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
+        self.head = nn.Linear(4 * 30, 1)
+
+    def forward(self, x, lengths):
+        encoded = self.encoder(x)  # noqa: F841  (the bug, on purpose)
+        return self.head(x.flatten(1))
+
+
+def test_unused_parameter_check_catches_the_course_bug():
+    net = CourseTransformer()
+    x, lengths = _batch([30, 30])
+    unused = parameters_without_gradient(net, lambda: net(x, lengths).sum())
+    assert unused and all(n.startswith("encoder.") for n in unused)
+    assert len(unused) == sum(1 for n, _ in net.named_parameters() if n.startswith("encoder."))
+
+
+def test_unused_parameter_check_passes_and_leaves_no_trace():
+    net = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    rng_before = torch.get_rng_state()
+    assert parameters_without_gradient(net, lambda: net(torch.randn(8, 4)).sum()) == []
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BatchNorm stats restored
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert all(p.grad is None for p in net.parameters())  # nothing accumulated
