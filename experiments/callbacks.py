@@ -1,12 +1,13 @@
-"""Measurements taken during training for the comparison table."""
+"""Callbacks of the command line: measurements for the comparison table, and the prediction writer."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import psutil
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 
 def _batch_size(batch) -> int:
@@ -55,3 +56,30 @@ class RunStats(Callback):
             self.peak_memory_mb = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
         else:
             self.peak_memory_mb = self._peak_rss / 2**20
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes ``predict`` outputs as TSV: one row per input sequence, in input order."""
+
+    def __init__(self, output: str | None = None):
+        """
+        Args:
+            output: File to write. Empty: ``predictions.tsv`` in the run's log folder.
+        """
+        super().__init__(write_interval="epoch")
+        self.output = output
+
+    def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
+        path = Path(self.output or Path(trainer.log_dir or ".") / "predictions.tsv")
+        if trainer.world_size > 1:
+            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        index = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
+        values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
+        columns = ["prediction"] if values.shape[1] == 1 else [f"p{k}" for k in range(values.shape[1])]
+        rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
+        lines = ["index\t" + "\t".join(columns)] + [f"{i}\t" + "\t".join(f"{v:.6g}" for v in row) for i, row in rows]
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("\n".join(lines) + "\n")
+        tmp.replace(path)
+        print(f"predictions: {path}")

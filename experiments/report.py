@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+_ORDER = ["pearson", "spearman", "r2", "mse", "acc", "f1"]
 _NAMES = {"pearson": "Pearson r", "spearman": "Spearman", "r2": "R²", "mse": "MSE", "acc": "Accuracy", "f1": "Macro-F1"}
 
 
@@ -44,7 +45,10 @@ def summarize(runs: list[dict], metric: str) -> dict:
 
 def markdown_table(report: dict) -> str:
     summary = report["summary"]
-    keys = sorted({k[: -len("_mean")] for row in summary for k in row if k.startswith("test/") and k.endswith("_mean")})
+    keys = {k[: -len("_mean")] for row in summary for k in row if k.startswith("test/") and k.endswith("_mean")}
+    main = report["metric"]
+    rank = {name: i for i, name in enumerate(_ORDER)}
+    keys = sorted(keys, key=lambda k: (k != main, rank.get(k.split("/", 1)[1], len(rank)), k))
     heads = ["Model", "Params"] + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
     heads += ["Train time (s)", "Throughput (samples/s)", "Peak memory (MB)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]

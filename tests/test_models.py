@@ -1,5 +1,6 @@
 import pytest
 import torch
+from course_models import CourseTransformer
 from torch import nn
 
 from lit_models import DilatedCNN, MultiheadSelfAttention, RecurrentNet, TransformerNet
@@ -110,22 +111,8 @@ def test_course_parameter_counts():
     assert sum(p.numel() for p in reference.parameters()) + 4 * 250 + 1 == 112_193
 
 
-class CourseTransformer(nn.Module):
-    """The course notebook's bug: the encoder's output is computed, then the head reads the raw input."""
-
-    def __init__(self):
-        super().__init__()
-        layer = nn.TransformerEncoderLayer(d_model=4, nhead=4, dim_feedforward=16, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False)
-        self.head = nn.Linear(4 * 30, 1)
-
-    def forward(self, x, lengths):
-        encoded = self.encoder(x)  # noqa: F841  (the bug, on purpose)
-        return self.head(x.flatten(1))
-
-
 def test_unused_parameter_check_catches_the_course_bug():
-    net = CourseTransformer()
+    net = CourseTransformer(4, 1, 30)
     x, lengths = _batch([30, 30])
     unused = parameters_without_gradient(net, lambda: net(x, lengths).sum())
     assert unused and all(n.startswith("encoder.") for n in unused)

@@ -1,0 +1,37 @@
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["WANDB_MODE"] = "offline"  # tests never reach W&B; offline runs are read back from disk
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# A tiny built-in benchmark for every test that trains.
+TINY_DATA = [
+    "--data.simulation.n_train=64",
+    "--data.simulation.n_val=24",
+    "--data.simulation.n_test=21",
+    "--data.simulation.seq_len=60",
+    "--data.batch_size=16",
+]
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so whatever a command writes is visible (and nothing lands in the repo)."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def run_module(*args, cwd, env=None, timeout=300):
+    """``python -m experiments ...`` as a user runs it; returns the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "experiments", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        timeout=timeout,
+    )

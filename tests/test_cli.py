@@ -1,0 +1,168 @@
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, TINY_DATA, run_module
+from wandb_offline import find_runs, read_run
+
+from experiments.cli import ExperimentCLI
+from experiments.compare import Comparison
+from experiments.compare import main as compare
+from lit_models.checks import UnusedParametersError
+
+DNA = ROOT / "experiments" / "dna"
+MODEL_FILES = sorted(p for p in DNA.rglob("*.yaml") if p.name not in {"base.yaml"} and "compare" not in p.name
+                     and p.name != "seed_parity.yaml")
+COMPARE_FILES = [DNA / "compare.yaml", DNA / "sortseq_compare.yaml", DNA / "seed_parity.yaml"]
+NO_LOGGER = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir=logs",
+             "--trainer.enable_progress_bar=false"]  # CSV only: no W&B run per test
+
+
+def test_every_yaml_is_covered():
+    every = set(DNA.rglob("*.yaml")) | set((ROOT / "experiments").rglob("*.yaml"))
+    assert every == set(MODEL_FILES) | set(COMPARE_FILES) | {DNA / "base.yaml"}
+
+
+@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: str(p.relative_to(DNA)))
+def test_model_yaml_parses_and_instantiates(path, in_tmp):
+    seq_len = "250" if "seed_parity" in str(path) else "60"  # the course's flatten head needs 250
+    args = ["--config", str(path), *TINY_DATA, f"--data.simulation.seq_len={seq_len}", *NO_LOGGER]
+    cli = ExperimentCLI(args=args, run=False)
+    assert cli.model.net.head.out_features == 1
+    assert cli.model.task == "regression"
+
+
+@pytest.mark.parametrize("path", COMPARE_FILES, ids=lambda p: p.name)
+def test_compare_yaml_loads_and_each_model_instantiates(path, in_tmp):
+    comparison = Comparison.load(path)
+    assert comparison.models
+    for model_file in comparison.models.values():
+        args = ["--config", json.dumps(comparison.config), "--config", str(model_file), *TINY_DATA, *NO_LOGGER]
+        args = [a for a in args if not a.startswith("--data.train_path")]
+        if "seed_parity" in str(model_file):
+            args.append("--data.simulation.seq_len=250")
+        if comparison.config.get("data", {}).get("train_path"):
+            args += ["--data.train_path=null", "--data.val_path=null", "--data.test_path=null"]
+        ExperimentCLI(args=args, run=False)
+
+
+@pytest.mark.parametrize("name", ["rnn", "gru", "lstm", "transformer", "cnn"])
+def test_fast_dev_run(name, in_tmp):
+    ExperimentCLI(args=["fit", "--config", str(DNA / f"{name}.yaml"), "--trainer.fast_dev_run=2", *TINY_DATA])
+
+
+def test_print_config_shows_the_model_without_linked_sizes(in_tmp):
+    result = run_module("fit", "--config", str(DNA / "lstm.yaml"), "--print_config", cwd=in_tmp)
+    assert result.returncode == 0, result.stderr
+    assert "class_path: lit_models.RecurrentNet" in result.stdout
+    assert "cell: lstm" in result.stdout
+    assert "in_channels" not in result.stdout  # linked from the data, never typed
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("ACGT 1.0\nACGU 2.0\n", "bad.txt:2: sequence base 4 is 'U'"),
+        ("ACGT 1.0\nACGT\n", "bad.txt:2: expected 'SEQUENCE LABEL'"),
+        ("", "bad.txt: file is empty"),
+    ],
+)
+def test_bad_data_is_one_clear_line_and_nothing_is_written(in_tmp, content, expected):
+    (in_tmp / "bad.txt").write_text(content)
+    result = run_module("fit", "--config", str(DNA / "cnn.yaml"), "--data.train_path=bad.txt", cwd=in_tmp)
+    assert result.returncode == 2
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in in_tmp.iterdir()) == ["bad.txt"]  # no logs, checkpoints or W&B runs
+
+
+def test_missing_file_in_compare(in_tmp):
+    result = run_module("compare", "--config", str(DNA / "compare.yaml"), "--data.train_path=nope.txt", cwd=in_tmp)
+    assert result.returncode == 2
+    assert "error: nope.txt: file not found" in result.stderr and "Traceback" not in result.stderr
+    assert list(in_tmp.iterdir()) == []
+
+
+def test_unused_parameters_stop_the_run_with_their_names(in_tmp):
+    args = ["fit", "--config", str(DNA / "cnn.yaml"), "--model.net=course_models.CourseTransformer",
+            "--data.simulation.n_train=32", "--data.simulation.n_val=8", "--data.simulation.n_test=8",
+            "--data.simulation.seq_len=40", *NO_LOGGER, "--trainer.max_epochs=1"]
+    with pytest.raises(UnusedParametersError, match=r"24 of 26 trainable parameter tensors get no gradient from the loss: net\.encoder\.layers\.0\."):
+        ExperimentCLI(args=args)
+    result = run_module(*args, cwd=in_tmp)
+    assert result.returncode == 2 and "error: " in result.stderr and "Traceback" not in result.stderr
+    with pytest.warns(UserWarning, match="get no gradient"):
+        ExperimentCLI(args=[*args, "--model.unused_parameters=warn", "--trainer.limit_train_batches=1",
+                            "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"])
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
+    (in_tmp / "cmp.yaml").write_text(
+        f"name: tiny\nseeds: 3\nout: out\nmodels:\n  GRU: {DNA / 'gru.yaml'}\n  CNN: {DNA / 'cnn.yaml'}\n"
+    )
+    compare(["--config", "cmp.yaml", "--seeds", "2", *TINY_DATA, "--trainer.max_epochs=2",
+             "--trainer.enable_progress_bar=false"])
+    out = in_tmp / "out"
+    report = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["seed"]) for r in report["runs"]] == [("GRU", 0), ("GRU", 1), ("CNN", 0), ("CNN", 1)]
+    for run in report["runs"]:
+        assert {"model", "seed", "params", "test", "train_seconds", "throughput", "peak_memory_mb"} <= set(run)
+        assert set(run["test"]) == {"test/pearson", "test/spearman", "test/r2", "test/mse"}
+        assert run["params"] > 0 and run["train_seconds"] > 0 and run["throughput"] > 0 and run["peak_memory_mb"] > 0
+    gru = [r for r in report["runs"] if r["model"] == "GRU"]
+    assert gru[0]["test"] != gru[1]["test"]  # the seeds really differ
+    summary = {row["model"]: row for row in report["summary"]}
+    values = [r["test"]["test/pearson"] for r in gru]
+    assert summary["GRU"]["test/pearson_mean"] == pytest.approx(sum(values) / 2)
+    assert summary["GRU"]["test/pearson_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
+    assert 0 < report["noise_ceiling"] < 1
+    table = (out / "results.md").read_text()
+    assert "| GRU |" in table and "| CNN |" in table and "Noise ceiling" in table
+    assert (out / "comparison.png").stat().st_size > 10_000
+
+    runs = {read_run(p)["run"]["name"]: read_run(p) for p in find_runs(out)}
+    assert set(runs) == {"GRU-seed0", "GRU-seed1", "CNN-seed0", "CNN-seed1", "tiny-summary"}
+    for name, logged in runs.items():
+        assert logged["run"]["group"] == "tiny"
+        if name == "tiny-summary":
+            assert any("comparison/_type" in h for h in logged["history"])  # the W&B Table
+            continue
+        model, seed = name.split("-seed")
+        assert logged["run"]["tags"] == [model, f"seed{seed}"]
+        assert logged["config"]["params"] == summary[model]["params"]
+        assert logged["config"]["config"]["model"]["net"]["class_path"].startswith("lit_models.")
+        run = next(r for r in report["runs"] if r["model"] == model and r["seed"] == int(seed))
+        assert logged["summary"]["test/pearson"] == pytest.approx(run["test"]["test/pearson"])
+        # Every validation Pearson in the CSV log is in the W&B history, value for value.
+        csv_values = [float(r["val/pearson"]) for r in _read_csv(run["metrics_csv"]) if r.get("val/pearson")]
+        wandb_values = [h["val/pearson"] for h in logged["history"] if "val/pearson" in h]
+        assert len(csv_values) >= 2 and wandb_values == pytest.approx(csv_values)  # at least once per epoch
+
+
+def test_seed_parity_table_shows_the_course_counts(in_tmp):
+    compare(["--config", str(DNA / "seed_parity.yaml"), "--out", "out", *TINY_DATA,
+             "--data.simulation.seq_len=250", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
+             "--trainer.enable_progress_bar=false"])
+    report = json.loads((in_tmp / "out" / "results.json").read_text())
+    assert {r["model"]: r["params"] for r in report["summary"]} == {
+        "RNN": 198_913, "LSTM": 268_545, "Transformer": 112_193}
+    table = (in_tmp / "out" / "results.md").read_text()
+    assert "198,913" in table and "268,545" in table and "112,193" in table
+
+
+def test_predict_writes_one_row_per_sequence(in_tmp):
+    (in_tmp / "new.txt").write_text("ACGTACGTAC\nGGGGCCCCAATT\nACGTN\n")
+    ExperimentCLI(args=["fit", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER,
+                        "--trainer.max_epochs=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    ExperimentCLI(args=["predict", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER,
+                        "--data.predict_path=new.txt", f"--ckpt_path={ckpt}"])
+    rows = next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()  # in the run's log folder
+    assert rows[0] == "index\tprediction" and len(rows) == 4
+    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]
