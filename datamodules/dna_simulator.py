@@ -1,7 +1,8 @@
 """A simulator of regulatory DNA: the built-in benchmark, deterministic by seed.
 
 Each sequence is background DNA (GC 42%) into which real JASPAR motifs (see ``motifs.py``) are planted,
-sampled base by base from their count matrices, without overlaps. Its activity follows a grammar chosen so
+sampled base by base from their count matrices (sharpened: strong sites, nearer the consensus), without
+overlaps. Its activity follows a grammar chosen so
 that architectures differ in what they can learn:
 
 - GATA1 activates (+1.0 per site), CEBPB represses (-0.8 per site): plain additive effects.
@@ -26,6 +27,7 @@ from datamodules.motifs import JASPAR_COUNTS
 
 BACKGROUND = np.array([0.29, 0.21, 0.21, 0.29])  # A, C, G, T
 INTERACTION_GAP = 100  # bp between the end of CTCF and the start of FOXA1
+SITE_SHARPNESS = 2.0  # planted sites are strong ones: base probabilities squared, then renormalised
 MIN_LENGTH = 40
 # motif: (probability a sequence gets a site, mean number of sites when it does, start range as fractions)
 _PLANTING = {
@@ -44,11 +46,16 @@ class SimulatedSplit:
     noiseless: np.ndarray  # (n,) activity before noise
 
 
-def motif_probabilities(name: str) -> np.ndarray:
-    """(width, 4) base probabilities of a JASPAR motif, with a small pseudocount."""
+def motif_probabilities(name: str, sharpness: float = 1.0) -> np.ndarray:
+    """(width, 4) base probabilities of a JASPAR motif, with a small pseudocount.
+
+    ``sharpness`` > 1 raises them to that power and renormalises: sites closer to the consensus, as
+    strong binding sites are.
+    """
     counts = np.asarray(JASPAR_COUNTS[name][1], dtype=np.float64)
     counts += 0.01 * counts.sum(1, keepdims=True)
-    return counts / counts.sum(1, keepdims=True)
+    probs = (counts / counts.sum(1, keepdims=True)) ** sharpness
+    return probs / probs.sum(1, keepdims=True)
 
 
 def _sample_motif(rng: np.random.Generator, probs: np.ndarray, k: int) -> np.ndarray:
@@ -67,7 +74,7 @@ def simulate(n: int, seq_len: int = 250, noise_std: float = 0.6, seed: int = 0) 
     sites: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
 
     for name, (p_any, mean_sites, window) in _PLANTING.items():
-        probs = motif_probabilities(name)
+        probs = motif_probabilities(name, SITE_SHARPNESS)
         width = len(probs)
         lo = int(window[0] * seq_len)
         hi = min(int(window[1] * seq_len), seq_len - width)

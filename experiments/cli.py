@@ -25,7 +25,9 @@ class ExperimentCLI(LightningCLI):
     def __init__(self, args=None, run: bool = True, **kwargs):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         defaults = {"default_env": False, "default_config_files": [str(DEFAULTS)]}
-        kwargs.setdefault("parser_kwargs", {c: defaults for c in ("fit", "validate", "test", "predict")})
+        # With subcommands (run=True) parser options go to each subcommand's parser; without them
+        # (run=False, as compare builds its runs) to the single parser. Both must load the defaults.
+        kwargs.setdefault("parser_kwargs", {c: defaults for c in self.subcommands()} if run else defaults)
         super().__init__(SequenceTask, DNADataModule, args=args, run=run, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:

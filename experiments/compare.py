@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,7 +96,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         args += ["--config", yaml.safe_dump(comparison.config)]
     args += ["--config", str(comparison.models[model]), *overrides]
     args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
-    cli = ExperimentCLI(args=args, run=False)
+    with warnings.catch_warnings():
+        # Passing args while sys.argv holds the compare command is intended here.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = ExperimentCLI(args=args, run=False)
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     wandb_logger = AutoWandbLogger(
         project=comparison.project,

@@ -35,7 +35,9 @@ class DilatedBlock(nn.Module):
 
 
 class DilatedCNN(nn.Module):
-    """A wide stem convolution, residual blocks with dilations 1, 2, 4, ..., pooling, linear head."""
+    """A motif-sized stem convolution, max-pooling by ``pool_size``, residual blocks with dilations
+    1, 2, 4, ..., pooling over positions, linear head.
+    """
 
     def __init__(
         self,
@@ -44,37 +46,50 @@ class DilatedCNN(nn.Module):
         seq_len: int | None = None,
         channels: int = 64,
         stem_kernel_size: int = 15,
+        pool_size: int = 4,
         kernel_size: int = 3,
-        num_blocks: int = 6,
+        num_blocks: int = 5,
         dropout: float = 0.1,
-        pooling: Literal["max", "mean"] = "max",
+        pooling: Literal["max", "mean", "max_mean"] = "max_mean",
     ):
         """
         Args:
             in_channels: Features per position; linked from the data.
             num_outputs: Outputs per sequence; linked from the data.
-            seq_len: Longest sequence; linked from the data, unused (the receptive field is
-                ``stem_kernel_size + (kernel_size - 1) * (2**num_blocks - 1)`` positions).
+            seq_len: Longest sequence; linked from the data, unused. The receptive field is
+                ``stem_kernel_size + pool_size * (1 + (kernel_size - 1) * (2**num_blocks - 1))`` positions.
             channels: Feature maps in every layer.
             stem_kernel_size: Width of the first convolution (about a motif's length).
+            pool_size: Max-pooling after the stem: the blocks run at 1/pool_size of the resolution.
             kernel_size: Width of each dilated convolution.
             num_blocks: Residual blocks; block i has dilation 2**i.
             dropout: Dropout on each block's residual branch.
-            pooling: ``max`` over real positions (a motif anywhere counts fully) or ``mean``.
+            pooling: Over real positions: ``max`` (a motif anywhere counts fully), ``mean``, or both
+                concatenated (``max_mean``: presence and abundance).
         """
         super().__init__()
+        self.pool_size = pool_size
+        self.pooling = pooling
         self.stem = nn.Conv1d(in_channels, channels, stem_kernel_size, padding="same")
         self.blocks = nn.ModuleList(DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks))
         self.norm = ChannelNorm(channels)
-        self.pool = masked_max if pooling == "max" else masked_mean
-        self.head = nn.Linear(channels, num_outputs)
+        self.head = nn.Linear(channels * (2 if pooling == "max_mean" else 1), num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
-        mask = padding_mask(lengths, x.shape[1])
-        keep = mask[:, None, :].to(x.dtype)  # zero padded positions after every layer
-        h = self.stem(x.transpose(1, 2)) * keep
+        keep = padding_mask(lengths, x.shape[1])[:, None, :].to(x.dtype)
+        h = F.relu(self.stem(x.transpose(1, 2))) * keep  # (B, C, L); zero padded positions after every layer
+        if self.pool_size > 1:
+            # ReLU output is >= 0, so zeros at padded positions never win a window's max.
+            h = F.max_pool1d(h, self.pool_size, ceil_mode=True)
+            lengths = torch.div(lengths + self.pool_size - 1, self.pool_size, rounding_mode="floor")
+        mask = padding_mask(lengths, h.shape[-1])
+        keep = mask[:, None, :].to(h.dtype)
         for block in self.blocks:
             h = block(h, keep)
-        h = F.gelu(self.norm(h))
-        return self.head(self.pool(h.transpose(1, 2), mask))
+        h = F.gelu(self.norm(h)).transpose(1, 2)  # (B, L', C)
+        if self.pooling == "max":
+            return self.head(masked_max(h, mask))
+        if self.pooling == "mean":
+            return self.head(masked_mean(h, mask))
+        return self.head(torch.cat([masked_max(h, mask), masked_mean(h, mask)], dim=-1))

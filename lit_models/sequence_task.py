@@ -157,8 +157,12 @@ class SequenceTask(L.LightningModule):
     def on_train_start(self) -> None:
         if self.hparams.unused_parameters == "ignore":
             return
-        batch = self._apply_batch_transfer_handler(next(iter(self.trainer.train_dataloader)))
-        names = parameters_without_gradient(self, lambda: self.compute_loss(batch)[0])
+        devices = [self.device] if self.device.type == "cuda" else []
+        # A fresh iterator draws a shuffling seed from the global RNG: restore it, so the check leaves the
+        # run's data order and dropout masks exactly as they would be without it.
+        with torch.random.fork_rng(devices=devices):
+            batch = self._apply_batch_transfer_handler(next(iter(self.trainer.train_dataloader)))
+            names = parameters_without_gradient(self, lambda: self.compute_loss(batch)[0])
         if names:
             total = sum(1 for p in self.parameters() if p.requires_grad)
             message = unused_parameters_message(names, total)

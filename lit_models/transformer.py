@@ -102,6 +102,10 @@ class TransformerNet(nn.Module):
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         pooling: Literal["mean", "cls", "flatten"] = "mean",
         input_projection: bool = True,
+        patch_size: int = 1,
+        patch_kernel_size: int | None = None,
+        stem_channels: int = 0,
+        stem_kernel_size: int = 15,
     ):
         """
         Args:
@@ -121,14 +125,36 @@ class TransformerNet(nn.Module):
             pooling: ``mean`` over real positions, a ``cls`` token, or ``flatten`` every position into the
                 head (fixed length only, as in the course's DNA notebook).
             input_projection: Project inputs to ``d_model``; False feeds them as they are (needs
-                ``in_channels == d_model``).
+                ``in_channels == d_model``, ``patch_size == 1`` and no stem).
+            patch_size: Positions per token. Above 1, a strided convolution embeds each patch (as ViT does
+                for images): L positions become ceil(L / patch_size) tokens, and attention gets cheaper by
+                patch_size squared.
+            patch_kernel_size: Width of the patch convolution; larger than ``patch_size`` gives overlapping
+                patches, so a motif that straddles two patches is still seen whole by one. Default:
+                ``patch_size``.
+            stem_channels: Above 0, a convolutional stem (``stem_kernel_size`` wide, ReLU) detects local
+                patterns at full resolution before the patch embedding; 0: none.
+            stem_kernel_size: Width of the stem convolution (about a motif's length for DNA).
         """
         super().__init__()
-        if not input_projection and in_channels != d_model:
-            raise ValueError(f"input_projection=False needs in_channels == d_model, got {in_channels} and {d_model}")
-        self.seq_len, self.pooling = seq_len, pooling
-        self.embed = nn.Linear(in_channels, d_model) if input_projection else nn.Identity()
-        n_positions = seq_len + (pooling == "cls")
+        if not input_projection and (in_channels != d_model or patch_size != 1 or stem_channels):
+            raise ValueError(
+                f"input_projection=False needs in_channels == d_model, patch_size == 1 and no stem, got in_channels="
+                f"{in_channels}, d_model={d_model}, patch_size={patch_size}, stem_channels={stem_channels}"
+            )
+        kernel = patch_kernel_size or patch_size
+        if kernel < patch_size or (kernel - patch_size) % 2:
+            raise ValueError(f"patch_kernel_size={kernel} must be >= patch_size={patch_size}, differing by an even number")
+        self.seq_len, self.pooling, self.patch_size = seq_len, pooling, patch_size
+        self.n_tokens = -(-seq_len // patch_size)
+        self.stem = nn.Conv1d(in_channels, stem_channels, stem_kernel_size, padding="same") if stem_channels else None
+        if stem_channels:
+            in_channels = stem_channels
+        if patch_size > 1 or stem_channels:
+            self.embed = nn.Conv1d(in_channels, d_model, kernel, stride=patch_size, padding=(kernel - patch_size) // 2)
+        else:
+            self.embed = nn.Linear(in_channels, d_model) if input_projection else nn.Identity()
+        n_positions = self.n_tokens + (pooling == "cls")
         if positions == "learned":
             self.pos = nn.Parameter(torch.zeros(n_positions, d_model))
             nn.init.trunc_normal_(self.pos, std=0.02)
@@ -141,15 +167,23 @@ class TransformerNet(nn.Module):
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
-        self.head = nn.Linear(d_model * (seq_len if pooling == "flatten" else 1), num_outputs)
+        self.head = nn.Linear(d_model * (self.n_tokens if pooling == "flatten" else 1), num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
         B, L, _ = x.shape
         if L > self.seq_len:
             raise ValueError(f"sequence length {L} exceeds seq_len={self.seq_len} this model was built for")
-        h = self.embed(x)
-        mask = padding_mask(lengths, L)
+        if isinstance(self.embed, nn.Conv1d):
+            h = x.transpose(1, 2)  # (B, C, L)
+            if self.stem is not None:
+                h = F.relu(self.stem(h)) * padding_mask(lengths, L)[:, None, :].to(h.dtype)
+            h = F.pad(h, (0, -L % self.patch_size))  # whole patches; the extra positions are zeros like padding
+            h = self.embed(h).transpose(1, 2)  # (B, ceil(L / P), D)
+            lengths = torch.div(lengths + self.patch_size - 1, self.patch_size, rounding_mode="floor")
+        else:
+            h = self.embed(x)
+        mask = padding_mask(lengths, h.shape[1])
         if self.cls is not None:
             h = torch.cat([self.cls.expand(B, -1, -1), h], dim=1)
             mask = torch.cat([mask.new_ones(B, 1), mask], dim=1)
@@ -163,6 +197,6 @@ class TransformerNet(nn.Module):
             return self.head(h[:, 0])
         if self.pooling == "flatten":
             h = h * mask.unsqueeze(-1)  # pads contribute nothing
-            h = F.pad(h, (0, 0, 0, self.seq_len - L))
+            h = F.pad(h, (0, 0, 0, self.n_tokens - mask.shape[1]))
             return self.head(h.flatten(1))
         return self.head(masked_mean(h, mask))

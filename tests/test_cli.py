@@ -47,6 +47,21 @@ def test_compare_yaml_loads_and_each_model_instantiates(path, in_tmp):
         ExperimentCLI(args=args, run=False)
 
 
+def test_base_defaults_apply_with_and_without_subcommand(in_tmp):
+    """base.yaml is loaded both for `fit` and for the runs compare builds (run=False, no subcommand)."""
+    import yaml
+
+    base = yaml.safe_load((DNA / "base.yaml").read_text())
+    for cli in (
+        ExperimentCLI(args=["--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER], run=False),
+        ExperimentCLI(args=["fit", "--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER,
+                            "--trainer.fast_dev_run=1"]),
+    ):
+        assert cli.trainer.max_epochs == base["trainer"]["max_epochs"] or cli.trainer.fast_dev_run
+        assert cli.model.hparams.lr == base["model"]["lr"]
+        assert cli.trainer.checkpoint_callback.monitor == "val/loss"
+
+
 @pytest.mark.parametrize("name", ["rnn", "gru", "lstm", "transformer", "cnn"])
 def test_fast_dev_run(name, in_tmp):
     ExperimentCLI(args=["fit", "--config", str(DNA / f"{name}.yaml"), "--trainer.fast_dev_run=2", *TINY_DATA])

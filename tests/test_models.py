@@ -21,7 +21,14 @@ ARCHITECTURES = {
     "transformer_post_ln_flatten": lambda: TransformerNet(
         4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, norm_first=False, pooling="flatten"
     ),
+    "transformer_patches": lambda: TransformerNet(
+        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, patch_size=4, patch_kernel_size=8
+    ),
+    "transformer_stem": lambda: TransformerNet(
+        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, patch_size=3, stem_channels=8, stem_kernel_size=5
+    ),
     "cnn": lambda: DilatedCNN(4, 3, 30, channels=8, num_blocks=3),
+    "cnn_full_resolution_max": lambda: DilatedCNN(4, 3, 30, channels=8, num_blocks=3, pool_size=1, pooling="max"),
 }
 
 
@@ -47,11 +54,12 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
 def test_padding_does_not_change_the_output(name):
     """A sequence alone and the same sequence padded inside a batch give the same output."""
     net = ARCHITECTURES[name]().eval()
-    x, lengths = _batch([30, 12])
-    with torch.no_grad():
-        together = net(x, lengths)[1]
-        alone = net(x[1:2, :12], lengths[1:2])[0]
-    torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+    for n in (12, 13):  # one length that divides the patch/pool sizes, one that does not
+        x, lengths = _batch([30, n])
+        with torch.no_grad():
+            together = net(x, lengths)[1]
+            alone = net(x[1:2, :n], lengths[1:2])[0]
+        torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
