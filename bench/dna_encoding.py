@@ -21,8 +21,13 @@ from datamodules.dna_io import read_dna, write_text
 from datamodules.dna_simulator import simulate
 
 N, LENGTH, REPEATS = 20_000, 250, 3
-COURSE_CODE = {"A": [1.0, 0.0, 0.0, 0.0], "C": [0.0, 1.0, 0.0, 0.0], "G": [0.0, 0.0, 1.0, 0.0],
-               "T": [0.0, 0.0, 0.0, 1.0], "N": [0.0, 0.0, 0.0, 0.0]}
+COURSE_CODE = {
+    "A": [1.0, 0.0, 0.0, 0.0],
+    "C": [0.0, 1.0, 0.0, 0.0],
+    "G": [0.0, 0.0, 1.0, 0.0],
+    "T": [0.0, 0.0, 0.0, 1.0],
+    "N": [0.0, 0.0, 0.0, 0.0],
+}
 
 
 def course_encoding(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,17 +57,21 @@ def main() -> None:
         and torch.allclose(torch.from_numpy(ours.labels), course_y)
     )
     ours_t, course_t = statistics.median(ours_s), statistics.median(course_s)
-    print(json.dumps({
-        "benchmark": "dna_encoding",
-        "sequences": N,
-        "length": LENGTH,
-        "ours_seconds": round(ours_t, 4),
-        "course_seconds": round(course_t, 4),
-        "speedup": round(course_t / ours_t, 1),
-        "bytes_per_base": ours.codes.nbytes / (N * LENGTH),
-        "course_bytes_per_base": course_x.element_size() * course_x.shape[-1],
-        "same_encoding": match,
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "dna_encoding",
+                "sequences": N,
+                "length": LENGTH,
+                "ours_seconds": round(ours_t, 4),
+                "course_seconds": round(course_t, 4),
+                "speedup": round(course_t / ours_t, 1),
+                "bytes_per_base": ours.codes.nbytes / (N * LENGTH),
+                "course_bytes_per_base": course_x.element_size() * course_x.shape[-1],
+                "same_encoding": match,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

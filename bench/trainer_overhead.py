@@ -24,12 +24,22 @@ LR, WEIGHT_DECAY, WARMUP_FRACTION = 3e-3, 0.01, 0.05
 
 
 def build() -> tuple[DNADataModule, SequenceTask]:
-    data = DNADataModule(simulation=Simulation(n_train=STEPS * BATCH, n_val=BATCH, n_test=BATCH), batch_size=BATCH)
+    data = DNADataModule(
+        simulation=Simulation(n_train=STEPS * BATCH, n_val=BATCH, n_test=BATCH), batch_size=BATCH
+    )
     data.setup()
     torch.manual_seed(SEED)
-    net = DilatedCNN(data.in_channels, data.num_outputs, data.seq_len)
-    task = SequenceTask(net, target_mean=data.target_mean, target_std=data.target_std, lr=LR,
-                        weight_decay=WEIGHT_DECAY, warmup_fraction=WARMUP_FRACTION)
+    net = DilatedCNN(
+        data.in_channels, data.num_outputs, data.seq_len, dropout=0.0
+    )  # as experiments/dna/cnn.yaml
+    task = SequenceTask(
+        net,
+        target_mean=data.target_mean,
+        target_std=data.target_std,
+        lr=LR,
+        weight_decay=WEIGHT_DECAY,
+        warmup_fraction=WARMUP_FRACTION,
+    )
     return data, task
 
 
@@ -46,8 +56,15 @@ def with_trainer() -> tuple[list[float], list[float]]:
     data, task = build()
     recorder = StepRecorder()
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=STEPS, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0,
+        accelerator="cpu",
+        devices=1,
+        max_steps=STEPS,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
         callbacks=[recorder],
     )
     torch.manual_seed(SEED + 1)
@@ -89,7 +106,9 @@ def by_hand() -> tuple[list[float], list[float]]:
 
 
 def median_step(ends: list[float]) -> float:
-    return statistics.median(b - a for a, b in zip(ends[WARMUP_STEPS_SKIPPED:-1], ends[WARMUP_STEPS_SKIPPED + 1 :], strict=True))
+    return statistics.median(
+        b - a for a, b in zip(ends[WARMUP_STEPS_SKIPPED:-1], ends[WARMUP_STEPS_SKIPPED + 1 :], strict=True)
+    )
 
 
 def main() -> None:
@@ -102,16 +121,20 @@ def main() -> None:
         trainer_steps.append(median_step(t_ends))
         hand_steps.append(median_step(h_ends))
     trainer_t, hand_t = statistics.median(trainer_steps), statistics.median(hand_steps)
-    print(json.dumps({
-        "benchmark": "trainer_overhead",
-        "model": "DilatedCNN (experiments/dna/cnn.yaml defaults)",
-        "steps": STEPS,
-        "repeats": REPEATS,
-        "loss_abs_diff": max(diffs),
-        "trainer_step_ms": round(trainer_t * 1000, 2),
-        "hand_loop_step_ms": round(hand_t * 1000, 2),
-        "step_time_ratio": round(trainer_t / hand_t, 4),
-    }))
+    print(
+        json.dumps(
+            {
+                "benchmark": "trainer_overhead",
+                "model": "DilatedCNN (experiments/dna/cnn.yaml defaults)",
+                "steps": STEPS,
+                "repeats": REPEATS,
+                "loss_abs_diff": max(diffs),
+                "trainer_step_ms": round(trainer_t * 1000, 2),
+                "hand_loop_step_ms": round(hand_t * 1000, 2),
+                "step_time_ratio": round(trainer_t / hand_t, 4),
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

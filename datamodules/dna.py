@@ -53,7 +53,11 @@ def collate_codes(items: list[tuple[np.ndarray, float]]) -> dict[str, torch.Tens
     for row, (c, _) in enumerate(items):
         codes[row, : len(c)] = c
     labels = np.array([y for _, y in items])
-    return {"codes": torch.from_numpy(codes), "lengths": torch.from_numpy(lengths), "y": torch.from_numpy(labels)}
+    return {
+        "codes": torch.from_numpy(codes),
+        "lengths": torch.from_numpy(lengths),
+        "y": torch.from_numpy(labels),
+    }
 
 
 _ONE_HOT = torch.eye(5)[:, :4]  # code -> row; N (4) is all zeros

@@ -67,7 +67,9 @@ def _sample_motif(rng: np.random.Generator, probs: np.ndarray, k: int) -> np.nda
 def simulate(n: int, seq_len: int = 250, noise_std: float = 0.6, seed: int = 0) -> SimulatedSplit:
     """Simulate ``n`` sequences of ``seq_len`` bp. Same arguments, same data."""
     if seq_len < MIN_LENGTH:
-        raise ValueError(f"seq_len={seq_len} is too short for the simulator's grammar (at least {MIN_LENGTH})")
+        raise ValueError(
+            f"seq_len={seq_len} is too short for the simulator's grammar (at least {MIN_LENGTH})"
+        )
     rng = np.random.default_rng(seed)
     seqs = rng.choice(4, size=(n, seq_len), p=BACKGROUND).astype(np.uint8)
     occupied = np.zeros((n, seq_len + 1), dtype=np.int32)  # cumulative count of occupied positions
@@ -124,7 +126,9 @@ def _activity(sites, n: int, seq_len: int) -> np.ndarray:
     ctcf_width = len(JASPAR_COUNTS["CTCF"][1])
     for rows, starts, _ in sites["CTCF"]:
         np.add.at(activity, rows, 0.2)
-        ctcf_end[rows] = np.where(ctcf_end[rows] < 0, starts + ctcf_width, np.minimum(ctcf_end[rows], starts + ctcf_width))
+        ctcf_end[rows] = np.where(
+            ctcf_end[rows] < 0, starts + ctcf_width, np.minimum(ctcf_end[rows], starts + ctcf_width)
+        )
     for rows, starts, _ in sites["FOXA1"]:
         np.add.at(activity, rows, 0.2)
         foxa1_start[rows] = np.maximum(foxa1_start[rows], starts)

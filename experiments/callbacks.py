@@ -78,7 +78,9 @@ class PredictionWriter(BasePredictionWriter):
         values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
         columns = ["prediction"] if values.shape[1] == 1 else [f"p{k}" for k in range(values.shape[1])]
         rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
-        lines = ["index\t" + "\t".join(columns)] + [f"{i}\t" + "\t".join(f"{v:.6g}" for v in row) for i, row in rows]
+        lines = ["index\t" + "\t".join(columns)] + [
+            f"{i}\t" + "\t".join(f"{v:.6g}" for v in row) for i, row in rows
+        ]
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text("\n".join(lines) + "\n")
         tmp.replace(path)

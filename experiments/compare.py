@@ -84,7 +84,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     parser.add_argument("--models", help="comma-separated subset of the file's models")
     args, overrides = parser.parse_known_args(argv)
     for arg in overrides:
-        if arg.startswith("--") and not arg.startswith(("--data", "--model", "--trainer", "--seed_everything")):
+        if arg.startswith("--") and not arg.startswith(
+            ("--data", "--model", "--trainer", "--seed_everything")
+        ):
             parser.error(f"unrecognized option {arg!r}: runs take --data.*, --model.* and --trainer.*")
     return args, overrides
 
@@ -153,10 +155,14 @@ def main(argv: list[str]) -> None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         for m in wanted:
             if m not in comparison.models:
-                raise ConfigError(f"--models: {m!r} is not in {comparison.path} (has {list(comparison.models)})")
+                raise ConfigError(
+                    f"--models: {m!r} is not in {comparison.path} (has {list(comparison.models)})"
+                )
         comparison.models = {m: comparison.models[m] for m in wanted}
     out = Path(comparison.out)
-    print(f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()})")
+    print(
+        f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()})"
+    )
     runs = []
     for model in comparison.models:
         for seed in range(comparison.seeds):
@@ -178,13 +184,21 @@ def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
 
     mode = wandb_mode()
     run = wandb.init(
-        project=comparison.project, group=comparison.name, name=f"{comparison.name}-summary",
-        job_type="summary", dir=str(out), mode="offline" if mode == "offline" else mode,
+        project=comparison.project,
+        group=comparison.name,
+        name=f"{comparison.name}-summary",
+        job_type="summary",
+        dir=str(out),
+        mode="offline" if mode == "offline" else mode,
         config={"comparison": comparison.name, "seeds": comparison.seeds, "models": list(comparison.models)},
     )
     columns = list(report["summary"][0].keys())
-    run.log({
-        "comparison": wandb.Table(columns=columns, data=[[row[c] for c in columns] for row in report["summary"]]),
-        "comparison_plot": wandb.Image(str(out / "comparison.png")),
-    })
+    run.log(
+        {
+            "comparison": wandb.Table(
+                columns=columns, data=[[row[c] for c in columns] for row in report["summary"]]
+            ),
+            "comparison_plot": wandb.Image(str(out / "comparison.png")),
+        }
+    )
     run.finish()

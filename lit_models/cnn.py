@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_models.pooling import masked_max, masked_mean, padding_mask
+from lit_models.stem import ConvStem
 
 
 class ChannelNorm(nn.Module):
@@ -68,21 +69,18 @@ class DilatedCNN(nn.Module):
                 concatenated (``max_mean``: presence and abundance).
         """
         super().__init__()
-        self.pool_size = pool_size
         self.pooling = pooling
-        self.stem = nn.Conv1d(in_channels, channels, stem_kernel_size, padding="same")
-        self.blocks = nn.ModuleList(DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks))
+        self.stem = ConvStem(in_channels, channels, stem_kernel_size, pool_size)
+        self.blocks = nn.ModuleList(
+            DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks)
+        )
         self.norm = ChannelNorm(channels)
         self.head = nn.Linear(channels * (2 if pooling == "max_mean" else 1), num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
-        keep = padding_mask(lengths, x.shape[1])[:, None, :].to(x.dtype)
-        h = F.relu(self.stem(x.transpose(1, 2))) * keep  # (B, C, L); zero padded positions after every layer
-        if self.pool_size > 1:
-            # ReLU output is >= 0, so zeros at padded positions never win a window's max.
-            h = F.max_pool1d(h, self.pool_size, ceil_mode=True)
-            lengths = torch.div(lengths + self.pool_size - 1, self.pool_size, rounding_mode="floor")
+        h, lengths = self.stem(x, lengths)  # (B, L', C)
+        h = h.transpose(1, 2)  # (B, C, L')
         mask = padding_mask(lengths, h.shape[-1])
         keep = mask[:, None, :].to(h.dtype)
         for block in self.blocks:

@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lit_models.pooling import masked_mean, padding_mask
+from lit_models.stem import ConvStem
 
 _CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -31,6 +32,9 @@ class RecurrentNet(nn.Module):
         bidirectional: bool = False,
         dropout: float = 0.0,
         pooling: Literal["last", "mean"] = "last",
+        stem_channels: int = 0,
+        stem_kernel_size: int = 15,
+        stem_pool_size: int = 1,
     ):
         """
         Args:
@@ -43,11 +47,18 @@ class RecurrentNet(nn.Module):
             bidirectional: Also read each sequence backwards; the head sees both final states.
             dropout: Dropout between stacked layers.
             pooling: ``last``: the final state(s); ``mean``: the mean of the top layer's states over real positions.
+            stem_channels: Above 0, a convolutional stem (see ``ConvStem``) detects local patterns and the
+                recurrence reads its ``stem_pool_size``-times shorter output; 0 reads the input as is.
+            stem_kernel_size: Width of the stem convolution (about a motif's length for DNA).
+            stem_pool_size: Max-pooling after the stem.
         """
         super().__init__()
         self.pooling = pooling
+        self.stem = (
+            ConvStem(in_channels, stem_channels, stem_kernel_size, stem_pool_size) if stem_channels else None
+        )
         self.rnn = _CELLS[cell](
-            in_channels,
+            stem_channels or in_channels,
             hidden_size,
             num_layers=num_layers,
             bidirectional=bidirectional,
@@ -58,13 +69,17 @@ class RecurrentNet(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        if self.stem is not None:
+            x, lengths = self.stem(x, lengths)
         full = bool((lengths == x.shape[1]).all())
         # Packing costs time; equal-length batches (the common case for DNA) need none.
         inputs = x if full else pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         outputs, state = self.rnn(inputs)
         if self.pooling == "mean":
             if not full:
-                outputs, _ = nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True, total_length=x.shape[1])
+                outputs, _ = nn.utils.rnn.pad_packed_sequence(
+                    outputs, batch_first=True, total_length=x.shape[1]
+                )
             return self.head(masked_mean(outputs, padding_mask(lengths, x.shape[1])))
         h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.rnn.bidirectional else h_n[-1]

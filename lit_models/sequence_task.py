@@ -24,7 +24,12 @@ from lit_models.checks import UnusedParametersError, parameters_without_gradient
 def task_metrics(task: str, num_outputs: int) -> MetricCollection:
     if task == "regression":
         return MetricCollection(
-            {"pearson": PearsonCorrCoef(), "spearman": SpearmanCorrCoef(), "r2": R2Score(), "mse": MeanSquaredError()}
+            {
+                "pearson": PearsonCorrCoef(),
+                "spearman": SpearmanCorrCoef(),
+                "r2": R2Score(),
+                "mse": MeanSquaredError(),
+            }
         )
     return MetricCollection(
         {
@@ -70,7 +75,9 @@ class SequenceTask(L.LightningModule):
         self.net = net
         self.task = task
         if task == "regression" and not target_std > 0:
-            raise ValueError(f"target_std must be positive, got {target_std} (are all training labels equal?)")
+            raise ValueError(
+                f"target_std must be positive, got {target_std} (are all training labels equal?)"
+            )
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
         self.val_loss = MeanMetric()  # in standardized units for regression: what training minimises
@@ -78,7 +85,9 @@ class SequenceTask(L.LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor, x_rc: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, lengths: torch.Tensor, x_rc: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(B, L, C), (B,) -> regression (B,) or class logits (B, K); averaged over strands if x_rc is given."""
         out = self.net(x, lengths)
         if x_rc is not None:
@@ -126,7 +135,10 @@ class SequenceTask(L.LightningModule):
         decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
         optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.hparams.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            [
+                {"params": decay, "weight_decay": self.hparams.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
             lr=self.hparams.lr,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))

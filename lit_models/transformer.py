@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_models.pooling import masked_mean, padding_mask
+from lit_models.stem import ConvStem
 
 
 class MultiheadSelfAttention(nn.Module):
@@ -25,17 +26,25 @@ class MultiheadSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+    ) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True at real positions -> (B, L, D)."""
         B, L, D = x.shape
-        q, k, v = self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)  # (B, nh, L, hs)
+        q, k, v = (
+            self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)
+        )  # (B, nh, L, hs)
         attn_mask = None
         if mask is not None:
             attn_mask = mask[:, None, None, :]  # keys only: padded keys get no weight
             if causal:
                 attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0,
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            dropout_p=self.dropout if self.training else 0.0,
             is_causal=causal and mask is None,
         )
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
@@ -106,6 +115,7 @@ class TransformerNet(nn.Module):
         patch_kernel_size: int | None = None,
         stem_channels: int = 0,
         stem_kernel_size: int = 15,
+        stem_pool_size: int = 1,
     ):
         """
         Args:
@@ -132,9 +142,10 @@ class TransformerNet(nn.Module):
             patch_kernel_size: Width of the patch convolution; larger than ``patch_size`` gives overlapping
                 patches, so a motif that straddles two patches is still seen whole by one. Default:
                 ``patch_size``.
-            stem_channels: Above 0, a convolutional stem (``stem_kernel_size`` wide, ReLU) detects local
-                patterns at full resolution before the patch embedding; 0: none.
+            stem_channels: Above 0, a convolutional stem (see ``ConvStem``) detects local patterns before
+                the embedding, and the tokens are its ``stem_pool_size``-times fewer outputs; 0: none.
             stem_kernel_size: Width of the stem convolution (about a motif's length for DNA).
+            stem_pool_size: Max-pooling after the stem.
         """
         super().__init__()
         if not input_projection and (in_channels != d_model or patch_size != 1 or stem_channels):
@@ -144,14 +155,20 @@ class TransformerNet(nn.Module):
             )
         kernel = patch_kernel_size or patch_size
         if kernel < patch_size or (kernel - patch_size) % 2:
-            raise ValueError(f"patch_kernel_size={kernel} must be >= patch_size={patch_size}, differing by an even number")
+            raise ValueError(
+                f"patch_kernel_size={kernel} must be >= patch_size={patch_size}, differing by an even number"
+            )
         self.seq_len, self.pooling, self.patch_size = seq_len, pooling, patch_size
-        self.n_tokens = -(-seq_len // patch_size)
-        self.stem = nn.Conv1d(in_channels, stem_channels, stem_kernel_size, padding="same") if stem_channels else None
-        if stem_channels:
-            in_channels = stem_channels
-        if patch_size > 1 or stem_channels:
-            self.embed = nn.Conv1d(in_channels, d_model, kernel, stride=patch_size, padding=(kernel - patch_size) // 2)
+        self.stem = (
+            ConvStem(in_channels, stem_channels, stem_kernel_size, stem_pool_size) if stem_channels else None
+        )
+        stem_len = -(-seq_len // stem_pool_size) if stem_channels else seq_len
+        self.n_tokens = -(-stem_len // patch_size)
+        in_channels = stem_channels or in_channels
+        if patch_size > 1:
+            self.embed = nn.Conv1d(
+                in_channels, d_model, kernel, stride=patch_size, padding=(kernel - patch_size) // 2
+            )
         else:
             self.embed = nn.Linear(in_channels, d_model) if input_projection else nn.Identity()
         n_positions = self.n_tokens + (pooling == "cls")
@@ -174,11 +191,12 @@ class TransformerNet(nn.Module):
         B, L, _ = x.shape
         if L > self.seq_len:
             raise ValueError(f"sequence length {L} exceeds seq_len={self.seq_len} this model was built for")
-        if isinstance(self.embed, nn.Conv1d):
-            h = x.transpose(1, 2)  # (B, C, L)
-            if self.stem is not None:
-                h = F.relu(self.stem(h)) * padding_mask(lengths, L)[:, None, :].to(h.dtype)
-            h = F.pad(h, (0, -L % self.patch_size))  # whole patches; the extra positions are zeros like padding
+        if self.stem is not None:
+            x, lengths = self.stem(x, lengths)
+        if self.patch_size > 1:
+            h = F.pad(
+                x.transpose(1, 2), (0, -x.shape[1] % self.patch_size)
+            )  # whole patches; zeros like padding
             h = self.embed(h).transpose(1, 2)  # (B, ceil(L / P), D)
             lengths = torch.div(lengths + self.patch_size - 1, self.patch_size, rounding_mode="floor")
         else:

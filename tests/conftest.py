@@ -32,6 +32,10 @@ def run_module(*args, cwd, env=None, timeout=300):
 
     full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "experiments", *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        [sys.executable, "-m", "experiments", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )

@@ -12,11 +12,17 @@ from experiments.compare import main as compare
 from lit_models.checks import UnusedParametersError
 
 DNA = ROOT / "experiments" / "dna"
-MODEL_FILES = sorted(p for p in DNA.rglob("*.yaml") if p.name not in {"base.yaml"} and "compare" not in p.name
-                     and p.name != "seed_parity.yaml")
+MODEL_FILES = sorted(
+    p
+    for p in DNA.rglob("*.yaml")
+    if p.name not in {"base.yaml"} and "compare" not in p.name and p.name != "seed_parity.yaml"
+)
 COMPARE_FILES = [DNA / "compare.yaml", DNA / "sortseq_compare.yaml", DNA / "seed_parity.yaml"]
-NO_LOGGER = ["--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir=logs",
-             "--trainer.enable_progress_bar=false"]  # CSV only: no W&B run per test
+NO_LOGGER = [
+    "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    "--trainer.logger.init_args.save_dir=logs",
+    "--trainer.enable_progress_bar=false",
+]  # CSV only: no W&B run per test
 
 
 def test_every_yaml_is_covered():
@@ -38,7 +44,14 @@ def test_compare_yaml_loads_and_each_model_instantiates(path, in_tmp):
     comparison = Comparison.load(path)
     assert comparison.models
     for model_file in comparison.models.values():
-        args = ["--config", json.dumps(comparison.config), "--config", str(model_file), *TINY_DATA, *NO_LOGGER]
+        args = [
+            "--config",
+            json.dumps(comparison.config),
+            "--config",
+            str(model_file),
+            *TINY_DATA,
+            *NO_LOGGER,
+        ]
         args = [a for a in args if not a.startswith("--data.train_path")]
         if "seed_parity" in str(model_file):
             args.append("--data.simulation.seq_len=250")
@@ -54,8 +67,16 @@ def test_base_defaults_apply_with_and_without_subcommand(in_tmp):
     base = yaml.safe_load((DNA / "base.yaml").read_text())
     for cli in (
         ExperimentCLI(args=["--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER], run=False),
-        ExperimentCLI(args=["fit", "--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER,
-                            "--trainer.fast_dev_run=1"]),
+        ExperimentCLI(
+            args=[
+                "fit",
+                "--config",
+                str(DNA / "rnn.yaml"),
+                *TINY_DATA,
+                *NO_LOGGER,
+                "--trainer.fast_dev_run=1",
+            ]
+        ),
     ):
         assert cli.trainer.max_epochs == base["trainer"]["max_epochs"] or cli.trainer.fast_dev_run
         assert cli.model.hparams.lr == base["model"]["lr"]
@@ -93,23 +114,44 @@ def test_bad_data_is_one_clear_line_and_nothing_is_written(in_tmp, content, expe
 
 
 def test_missing_file_in_compare(in_tmp):
-    result = run_module("compare", "--config", str(DNA / "compare.yaml"), "--data.train_path=nope.txt", cwd=in_tmp)
+    result = run_module(
+        "compare", "--config", str(DNA / "compare.yaml"), "--data.train_path=nope.txt", cwd=in_tmp
+    )
     assert result.returncode == 2
     assert "error: nope.txt: file not found" in result.stderr and "Traceback" not in result.stderr
     assert list(in_tmp.iterdir()) == []
 
 
 def test_unused_parameters_stop_the_run_with_their_names(in_tmp):
-    args = ["fit", "--config", str(DNA / "cnn.yaml"), "--model.net=course_models.CourseTransformer",
-            "--data.simulation.n_train=32", "--data.simulation.n_val=8", "--data.simulation.n_test=8",
-            "--data.simulation.seq_len=40", *NO_LOGGER, "--trainer.max_epochs=1"]
-    with pytest.raises(UnusedParametersError, match=r"24 of 26 trainable parameter tensors get no gradient from the loss: net\.encoder\.layers\.0\."):
+    args = [
+        "fit",
+        "--config",
+        str(DNA / "cnn.yaml"),
+        "--model.net=course_models.CourseTransformer",
+        "--data.simulation.n_train=32",
+        "--data.simulation.n_val=8",
+        "--data.simulation.n_test=8",
+        "--data.simulation.seq_len=40",
+        *NO_LOGGER,
+        "--trainer.max_epochs=1",
+    ]
+    with pytest.raises(
+        UnusedParametersError,
+        match=r"24 of 26 trainable parameter tensors get no gradient from the loss: net\.encoder\.layers\.0\.",
+    ):
         ExperimentCLI(args=args)
     result = run_module(*args, cwd=in_tmp)
     assert result.returncode == 2 and "error: " in result.stderr and "Traceback" not in result.stderr
     with pytest.warns(UserWarning, match="get no gradient"):
-        ExperimentCLI(args=[*args, "--model.unused_parameters=warn", "--trainer.limit_train_batches=1",
-                            "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"])
+        ExperimentCLI(
+            args=[
+                *args,
+                "--model.unused_parameters=warn",
+                "--trainer.limit_train_batches=1",
+                "--trainer.limit_val_batches=1",
+                "--trainer.num_sanity_val_steps=0",
+            ]
+        )
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -121,15 +163,36 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     (in_tmp / "cmp.yaml").write_text(
         f"name: tiny\nseeds: 3\nout: out\nmodels:\n  GRU: {DNA / 'gru.yaml'}\n  CNN: {DNA / 'cnn.yaml'}\n"
     )
-    compare(["--config", "cmp.yaml", "--seeds", "2", *TINY_DATA, "--trainer.max_epochs=2",
-             "--trainer.enable_progress_bar=false"])
+    compare(
+        [
+            "--config",
+            "cmp.yaml",
+            "--seeds",
+            "2",
+            *TINY_DATA,
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     out = in_tmp / "out"
     report = json.loads((out / "results.json").read_text())
-    assert [(r["model"], r["seed"]) for r in report["runs"]] == [("GRU", 0), ("GRU", 1), ("CNN", 0), ("CNN", 1)]
+    assert [(r["model"], r["seed"]) for r in report["runs"]] == [
+        ("GRU", 0),
+        ("GRU", 1),
+        ("CNN", 0),
+        ("CNN", 1),
+    ]
     for run in report["runs"]:
-        assert {"model", "seed", "params", "test", "train_seconds", "throughput", "peak_memory_mb"} <= set(run)
+        assert {"model", "seed", "params", "test", "train_seconds", "throughput", "peak_memory_mb"} <= set(
+            run
+        )
         assert set(run["test"]) == {"test/pearson", "test/spearman", "test/r2", "test/mse"}
-        assert run["params"] > 0 and run["train_seconds"] > 0 and run["throughput"] > 0 and run["peak_memory_mb"] > 0
+        assert (
+            run["params"] > 0
+            and run["train_seconds"] > 0
+            and run["throughput"] > 0
+            and run["peak_memory_mb"] > 0
+        )
     gru = [r for r in report["runs"] if r["model"] == "GRU"]
     assert gru[0]["test"] != gru[1]["test"]  # the seeds really differ
     summary = {row["model"]: row for row in report["summary"]}
@@ -161,23 +224,46 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
 
 
 def test_seed_parity_table_shows_the_course_counts(in_tmp):
-    compare(["--config", str(DNA / "seed_parity.yaml"), "--out", "out", *TINY_DATA,
-             "--data.simulation.seq_len=250", "--trainer.limit_train_batches=1", "--trainer.limit_val_batches=1",
-             "--trainer.enable_progress_bar=false"])
+    compare(
+        [
+            "--config",
+            str(DNA / "seed_parity.yaml"),
+            "--out",
+            "out",
+            *TINY_DATA,
+            "--data.simulation.seq_len=250",
+            "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     report = json.loads((in_tmp / "out" / "results.json").read_text())
     assert {r["model"]: r["params"] for r in report["summary"]} == {
-        "RNN": 198_913, "LSTM": 268_545, "Transformer": 112_193}
+        "RNN": 198_913,
+        "LSTM": 268_545,
+        "Transformer": 112_193,
+    }
     table = (in_tmp / "out" / "results.md").read_text()
     assert "198,913" in table and "268,545" in table and "112,193" in table
 
 
 def test_predict_writes_one_row_per_sequence(in_tmp):
     (in_tmp / "new.txt").write_text("ACGTACGTAC\nGGGGCCCCAATT\nACGTN\n")
-    ExperimentCLI(args=["fit", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER,
-                        "--trainer.max_epochs=1"])
+    ExperimentCLI(
+        args=["fit", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER, "--trainer.max_epochs=1"]
+    )
     ckpt = next(in_tmp.rglob("last.ckpt"))
-    ExperimentCLI(args=["predict", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER,
-                        "--data.predict_path=new.txt", f"--ckpt_path={ckpt}"])
+    ExperimentCLI(
+        args=[
+            "predict",
+            "--config",
+            str(DNA / "cnn.yaml"),
+            *TINY_DATA,
+            *NO_LOGGER,
+            "--data.predict_path=new.txt",
+            f"--ckpt_path={ckpt}",
+        ]
+    )
     rows = next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()  # in the run's log folder
     assert rows[0] == "index\tprediction" and len(rows) == 4
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]

@@ -21,16 +21,38 @@ def _test_metrics(folder) -> dict:
 @pytest.mark.ddp
 def test_two_process_ddp_test_metrics_equal_one_process(in_tmp):
     # 21 test sequences do not divide by 2: a padding sampler would count one twice.
-    ExperimentCLI(args=["fit", "--config", CNN, *TINY_DATA, "--trainer.max_epochs=1",
-                        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-                        "--trainer.logger.init_args.save_dir=fit", "--trainer.enable_progress_bar=false"])
+    ExperimentCLI(
+        args=[
+            "fit",
+            "--config",
+            CNN,
+            *TINY_DATA,
+            "--trainer.max_epochs=1",
+            "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.init_args.save_dir=fit",
+            "--trainer.enable_progress_bar=false",
+        ]
+    )
     ckpt = next((in_tmp / "fit").rglob("last.ckpt"))
-    common = ["test", "--config", CNN, *TINY_DATA, f"--ckpt_path={ckpt}", "--trainer.accelerator=cpu",
-              "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.enable_progress_bar=false"]
+    common = [
+        "test",
+        "--config",
+        CNN,
+        *TINY_DATA,
+        f"--ckpt_path={ckpt}",
+        "--trainer.accelerator=cpu",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.enable_progress_bar=false",
+    ]
     one = run_module(*common, "--trainer.devices=1", "--trainer.logger.init_args.save_dir=one", cwd=in_tmp)
     assert one.returncode == 0, one.stderr[-3000:]
-    two = run_module(*common, "--trainer.devices=2", "--trainer.strategy=ddp",
-                     "--trainer.logger.init_args.save_dir=two", cwd=in_tmp)
+    two = run_module(
+        *common,
+        "--trainer.devices=2",
+        "--trainer.strategy=ddp",
+        "--trainer.logger.init_args.save_dir=two",
+        cwd=in_tmp,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert "world_size=2" in two.stderr + two.stdout or "distributed_backend=gloo" in two.stderr + two.stdout
     single, ddp = _test_metrics(in_tmp / "one"), _test_metrics(in_tmp / "two")

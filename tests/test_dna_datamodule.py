@@ -90,11 +90,15 @@ def test_datamodule_simulated_batches():
 
 def test_missing_val_and_test_files_are_a_seeded_split(tmp_path):
     write_text(tmp_path / "train.txt", simulate(100, seq_len=50, seed=1).data)
-    dm = DNADataModule(train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3)
+    dm = DNADataModule(
+        train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3
+    )
     dm.setup()
     sizes = {k: len(v) for k, v in dm.splits.items()}
     assert sizes == {"train": 70, "val": 20, "test": 10}
-    again = DNADataModule(train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3)
+    again = DNADataModule(
+        train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3
+    )
     again.setup()
     assert again.splits["val"].to_strings() == dm.splits["val"].to_strings()
     all_seqs = sum((dm.splits[k].to_strings() for k in ("train", "val", "test")), [])
@@ -103,7 +107,9 @@ def test_missing_val_and_test_files_are_a_seeded_split(tmp_path):
 
 def test_classification_labels_must_be_class_ids(tmp_path):
     (tmp_path / "c.txt").write_text("ACGT 0\nGGCC 2\nAATT 1\n" * 5)
-    dm = DNADataModule(train_path=str(tmp_path / "c.txt"), task="classification", val_fraction=0.2, test_fraction=0.2)
+    dm = DNADataModule(
+        train_path=str(tmp_path / "c.txt"), task="classification", val_fraction=0.2, test_fraction=0.2
+    )
     assert dm.num_outputs == 3
     (tmp_path / "bad.txt").write_text("ACGT 0\nGGCC 1.5\n" * 5)
     with pytest.raises(DataError, match=r"label 1\.5 is not a class id"):
@@ -127,7 +133,9 @@ def test_bucket_sampler_groups_lengths_and_covers_everything():
 def test_test_time_reverse_complement_view():
     dm = DNADataModule(simulation=TINY, batch_size=4, test_time_reverse_complement=True)
     out = dm.on_after_batch_transfer(next(iter(dm.test_dataloader())), 0)
-    assert torch.equal(out["x_rc"], one_hot(reverse_complement(out["x"].argmax(-1).to(torch.uint8), out["lengths"])))
+    assert torch.equal(
+        out["x_rc"], one_hot(reverse_complement(out["x"].argmax(-1).to(torch.uint8), out["lengths"]))
+    )
 
 
 def test_bad_options_are_named():

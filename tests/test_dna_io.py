@@ -89,7 +89,9 @@ def test_missing_column_lists_the_columns(tmp_path):
         read_dna(path)
 
 
-@pytest.mark.parametrize("name, text", [("e.txt", ""), ("e.txt", "\n\n"), ("e.csv", ""), ("e.csv", "sequence,label\n")])
+@pytest.mark.parametrize(
+    "name, text", [("e.txt", ""), ("e.txt", "\n\n"), ("e.csv", ""), ("e.csv", "sequence,label\n")]
+)
 def test_empty_files(tmp_path, name, text):
     with pytest.raises(DataError, match="is empty"):
         read_dna(_write(tmp_path, text, name))
@@ -139,3 +141,16 @@ def test_unlabelled_file_for_prediction(tmp_path):
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
     write_text(tmp_path / "out" / "d.txt", EncodedSequences.from_strings(SEQS, LABELS))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.txt"]
+
+
+def test_fields_split_across_lines_are_not_misread(tmp_path):
+    # 4 fields in all, like a well-formed 2-line file, but 3 on line 1 and 1 on line 2.
+    with pytest.raises(DataError, match=r":1: expected 'SEQUENCE LABEL' \(2 fields\), found 3"):
+        read_dna(_write(tmp_path, "ACGT 1 2\nACGT\n"))
+
+
+def test_windows_line_endings_and_blank_lines(tmp_path):
+    path = tmp_path / "crlf.txt"
+    path.write_bytes(b"ACGT 1\r\n\r\nGG\t-2.5\r\n")
+    data = read_dna(path)
+    assert data.to_strings() == ["ACGT", "GG"] and data.labels.tolist() == [1.0, -2.5]

@@ -25,10 +25,36 @@ ARCHITECTURES = {
         4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, patch_size=4, patch_kernel_size=8
     ),
     "transformer_stem": lambda: TransformerNet(
-        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, patch_size=3, stem_channels=8, stem_kernel_size=5
+        4,
+        3,
+        30,
+        d_model=16,
+        nhead=2,
+        num_layers=1,
+        dim_feedforward=32,
+        stem_channels=8,
+        stem_kernel_size=5,
+        stem_pool_size=3,
+    ),
+    "transformer_stem_and_patches": lambda: TransformerNet(
+        4,
+        3,
+        30,
+        d_model=16,
+        nhead=2,
+        num_layers=1,
+        dim_feedforward=32,
+        stem_channels=8,
+        stem_pool_size=2,
+        patch_size=2,
+    ),
+    "lstm_stem": lambda: RecurrentNet(
+        4, 3, 30, cell="lstm", hidden_size=8, stem_channels=6, stem_pool_size=4
     ),
     "cnn": lambda: DilatedCNN(4, 3, 30, channels=8, num_blocks=3),
-    "cnn_full_resolution_max": lambda: DilatedCNN(4, 3, 30, channels=8, num_blocks=3, pool_size=1, pooling="max"),
+    "cnn_full_resolution_max": lambda: DilatedCNN(
+        4, 3, 30, channels=8, num_blocks=3, pool_size=1, pooling="max"
+    ),
 }
 
 
@@ -67,7 +93,9 @@ def test_padding_does_not_change_the_output(name):
 def test_encoder_block_matches_torch_transformer_encoder_layer(norm_first, with_mask):
     torch.manual_seed(1)
     d, heads, ff = 16, 4, 24
-    ref = nn.TransformerEncoderLayer(d, heads, ff, dropout=0.0, batch_first=True, norm_first=norm_first).double()
+    ref = nn.TransformerEncoderLayer(
+        d, heads, ff, dropout=0.0, batch_first=True, norm_first=norm_first
+    ).double()
     ours = EncoderBlock(d, heads, ff, dropout=0.0, activation="relu", norm_first=norm_first).double()
     ours.attn.qkv.weight.data.copy_(ref.self_attn.in_proj_weight)
     ours.attn.qkv.bias.data.copy_(ref.self_attn.in_proj_bias)
@@ -101,8 +129,12 @@ def test_attention_matches_torch_multihead_attention():
 def test_sinusoidal_positions_formula():
     pe = sinusoidal_positions(10, 6)
     pos, i = 7, 1
-    assert pe[pos, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(pos / 10000 ** (2 * i / 6))).item(), abs=1e-6)
-    assert pe[pos, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(pos / 10000 ** (2 * i / 6))).item(), abs=1e-6)
+    assert pe[pos, 2 * i].item() == pytest.approx(
+        torch.sin(torch.tensor(pos / 10000 ** (2 * i / 6))).item(), abs=1e-6
+    )
+    assert pe[pos, 2 * i + 1].item() == pytest.approx(
+        torch.cos(torch.tensor(pos / 10000 ** (2 * i / 6))).item(), abs=1e-6
+    )
 
 
 def test_course_parameter_counts():
@@ -110,12 +142,26 @@ def test_course_parameter_counts():
     rnn = RecurrentNet(4, 1, 250, cell="rnn", hidden_size=256, num_layers=2)
     lstm = RecurrentNet(4, 1, 250, cell="lstm", hidden_size=256, num_layers=1)
     transformer = TransformerNet(
-        4, 1, 250, d_model=4, nhead=4, num_layers=6, dim_feedforward=2048, dropout=0.1, attention_dropout=0.1,
-        activation="relu", norm_first=False, positions="none", pooling="flatten", input_projection=False,
+        4,
+        1,
+        250,
+        d_model=4,
+        nhead=4,
+        num_layers=6,
+        dim_feedforward=2048,
+        dropout=0.1,
+        attention_dropout=0.1,
+        activation="relu",
+        norm_first=False,
+        positions="none",
+        pooling="flatten",
+        input_projection=False,
     )
     counts = [sum(p.numel() for p in m.parameters()) for m in (rnn, lstm, transformer)]
     assert counts == [198_913, 268_545, 112_193]
-    reference = nn.TransformerEncoder(nn.TransformerEncoderLayer(d_model=4, nhead=4), num_layers=6, enable_nested_tensor=False)
+    reference = nn.TransformerEncoder(
+        nn.TransformerEncoderLayer(d_model=4, nhead=4), num_layers=6, enable_nested_tensor=False
+    )
     assert sum(p.numel() for p in reference.parameters()) + 4 * 250 + 1 == 112_193
 
 

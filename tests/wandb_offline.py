@@ -53,15 +53,22 @@ def read_run(path: str | Path) -> dict:
     for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
-            run = {"id": r.run.run_id, "group": r.run.run_group, "name": r.run.display_name,
-                   "tags": list(r.run.tags), "job_type": r.run.job_type}
+            run = {
+                "id": r.run.run_id,
+                "group": r.run.run_group,
+                "name": r.run.display_name,
+                "tags": list(r.run.tags),
+                "job_type": r.run.job_type,
+            }
             for item in r.run.config.update:
                 config[item.key] = json.loads(item.value_json)
         elif kind == "config":
             for item in r.config.update:
                 config[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "history":
-            history.append({(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item})
+            history.append(
+                {(i.key or "/".join(i.nested_key)): json.loads(i.value_json) for i in r.history.item}
+            )
         elif kind == "summary":
             for item in r.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
