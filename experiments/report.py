@@ -24,9 +24,10 @@ _NAMES = {
 }
 
 
-def _mean_std(values: list[float]) -> tuple[float, float]:
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation; the std is None for a single value (no spread was measured)."""
     mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
     return mean, std
 
 
@@ -63,16 +64,21 @@ def markdown_table(report: dict) -> str:
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in summary:
         cells = [row["model"], f"{row['params']:,}"]
-        cells += [f"{row[k + '_mean']:.3f} ± {row[k + '_std']:.3f}" for k in keys]
+        cells += [_cell(row[k + "_mean"], row[k + "_std"]) for k in keys]
         cells += [f"{row['train_seconds']:.0f}", f"{row['throughput']:,.0f}", f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = summary[0]["seeds"] if summary else 0
-    notes = [f"Mean ± std over {seeds} seed(s) per model; test metrics of the best-validation checkpoint."]
+    spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
+    notes = [f"{spread} per model; test metrics of the best-validation checkpoint."]
     if "noise_ceiling" in report:
         notes.append(
             f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}."
         )
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+
+def _cell(mean: float, std: float | None) -> str:
+    return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
 
 
 def _val_curve(metrics_csv: str, key: str) -> list[tuple[int, float]]:
@@ -100,7 +106,7 @@ def plot(report: dict, path: Path) -> None:
     left.legend()
     names = [row["model"] for row in report["summary"]]
     means = [row.get(f"{metric}_mean", float("nan")) for row in report["summary"]]
-    stds = [row.get(f"{metric}_std", 0.0) for row in report["summary"]]
+    stds = [row.get(f"{metric}_std") or 0.0 for row in report["summary"]]
     right.bar(names, means, yerr=stds, capsize=6, color=[f"C{i}" for i in range(len(names))])
     if "noise_ceiling" in report:
         right.axhline(report["noise_ceiling"], color="k", linestyle="--", label="noise ceiling")

@@ -267,3 +267,23 @@ def test_predict_writes_one_row_per_sequence(in_tmp):
     rows = next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()  # in the run's log folder
     assert rows[0] == "index\tprediction" and len(rows) == 4
     assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]
+
+
+def test_one_seed_reports_no_spread():
+    from experiments.report import markdown_table, summarize
+
+    runs = [
+        {
+            "model": "CNN",
+            "seed": 0,
+            "params": 10,
+            "test": {"test/pearson": 0.5},
+            "train_seconds": 1.0,
+            "throughput": 2.0,
+            "peak_memory_mb": 3.0,
+        }
+    ]
+    report = summarize(runs, "test/pearson")
+    assert report["summary"][0]["test/pearson_std"] is None
+    table = markdown_table(report)
+    assert "| 0.500 |" in table and "±" not in table.split("\n\n")[0]
