@@ -17,6 +17,29 @@ from lit_models.pooling import masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
 
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) v over real keys (and earlier positions if ``causal``).
+
+    q, k, v: (B, nh, L, hs); mask: (B, L) bool, True at real positions -> (B, nh, L, hs).
+    """
+    attn_mask = None
+    if mask is not None:
+        attn_mask = mask[:, None, None, :]  # keys only: padded keys get no weight
+        if causal:
+            L = q.shape[-2]
+            attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal and mask is None
+    )
+
+
 class MultiheadSelfAttention(nn.Module):
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
         super().__init__()
@@ -31,22 +54,9 @@ class MultiheadSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True at real positions -> (B, L, D)."""
         B, L, D = x.shape
-        q, k, v = (
-            self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)
-        )  # (B, nh, L, hs)
-        attn_mask = None
-        if mask is not None:
-            attn_mask = mask[:, None, None, :]  # keys only: padded keys get no weight
-            if causal:
-                attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=x.device).tril()
-        y = F.scaled_dot_product_attention(
-            q,
-            k,
-            v,
-            attn_mask=attn_mask,
-            dropout_p=self.dropout if self.training else 0.0,
-            is_causal=causal and mask is None,
-        )
+        qkv = self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv  # each (B, nh, L, hs)
+        y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 

@@ -5,7 +5,7 @@ from torch import nn
 
 from lit_models import DilatedCNN, MultiheadSelfAttention, RecurrentNet, TransformerNet
 from lit_models.checks import parameters_without_gradient
-from lit_models.transformer import EncoderBlock, sinusoidal_positions
+from lit_models.transformer import EncoderBlock, attention, sinusoidal_positions
 
 torch.manual_seed(0)
 
@@ -181,3 +181,31 @@ def test_unused_parameter_check_passes_and_leaves_no_trace():
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # BatchNorm stats restored
     assert torch.equal(torch.get_rng_state(), rng_before)
     assert all(p.grad is None for p in net.parameters())  # nothing accumulated
+
+
+@pytest.mark.parametrize("with_padding", [False, True])
+def test_causal_attention_matches_torch_multihead_attention(with_padding):
+    torch.manual_seed(3)
+    ref = nn.MultiheadAttention(12, 3, batch_first=True).double()
+    ours = MultiheadSelfAttention(12, 3).double()
+    ours.qkv.weight.data.copy_(ref.in_proj_weight)
+    ours.qkv.bias.data.copy_(ref.in_proj_bias)
+    ours.proj.load_state_dict(ref.out_proj.state_dict())
+    x = torch.randn(2, 6, 12, dtype=torch.float64)
+    future = torch.ones(6, 6, dtype=torch.bool).triu(1)  # torch: True = may not attend
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2]) if with_padding else None
+    expected, _ = ref(
+        x, x, x, attn_mask=future, key_padding_mask=None if mask is None else ~mask, need_weights=False
+    )
+    torch.testing.assert_close(ours(x, mask, causal=True), expected, atol=1e-10, rtol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_course_scaled_dot_product_attention_vector(dtype):
+    """SEEDS.md section 2: batch 1, 3 positions, 1 head, k=4, no dropout; the output is exact."""
+    q = torch.tensor([[12, 2, 17, 88], [1, 43, 13, 7], [69, 48, 18, 55]], dtype=dtype)
+    k = torch.tensor([[10, 99, 65, 10], [85, 6, 114, 53], [25, 5, 3, 4]], dtype=dtype)
+    v = torch.tensor([[33, 32, 18, 3], [36, 77, 90, 37], [19, 47, 72, 39]], dtype=dtype)
+    out = attention(q[None, None], k[None, None], v[None, None])[0, 0]
+    expected = torch.tensor([[36, 77, 90, 37], [33, 32, 18, 3], [36, 77, 90, 37]], dtype=dtype)
+    assert torch.equal(out, expected)
