@@ -287,3 +287,20 @@ def test_one_seed_reports_no_spread():
     assert report["summary"][0]["test/pearson_std"] is None
     table = markdown_table(report)
     assert "| 0.500 |" in table and "±" not in table.split("\n\n")[0]
+
+
+def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp):
+    """`fit` as a user runs it: base.yaml's CSV logger and W&B logger (offline without credentials)."""
+    result = run_module(
+        "fit", "--config", str(DNA / "gru.yaml"), *TINY_DATA, "--trainer.max_epochs=1", cwd=in_tmp
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = next((in_tmp / "runs" / "dna").rglob("metrics.csv"))
+    val = [float(r["val/pearson"]) for r in _read_csv(metrics) if r.get("val/pearson")]
+    runs = find_runs(in_tmp / "runs" / "dna")
+    assert len(runs) == 1
+    logged = read_run(runs[0])
+    assert (
+        logged["config"]["params"] == 28_929
+    )  # the GRU config (stem 64 x 4 x 15 + GRU + head), as in the README
+    assert [h["val/pearson"] for h in logged["history"] if "val/pearson" in h] == pytest.approx(val)
