@@ -30,7 +30,10 @@ def run_module(*args, cwd, env=None, timeout=300):
     """``python -m experiments ...`` as a user runs it; returns the CompletedProcess."""
     import subprocess
 
-    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **(env or {})}
+    # WANDB_SERVICE is the socket of the W&B service an in-process test started: a child that inherits it
+    # logs through that service instead of its own, unlike a command a user starts from a shell.
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    full_env = {**inherited, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "experiments", *args],
         cwd=cwd,
