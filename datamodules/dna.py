@@ -168,7 +168,8 @@ class DNADataModule(L.LightningDataModule):
     def num_outputs(self) -> int:
         if self.task == "regression":
             return 1
-        return int(max(s.labels.max() for s in self._load().values())) + 1
+        labelled = (s for name, s in self._load().items() if name != "predict")  # predict labels may be NaN
+        return int(max(s.labels.max() for s in labelled)) + 1
 
     @property
     def target_mean(self) -> float:

@@ -111,6 +111,11 @@ def test_classification_labels_must_be_class_ids(tmp_path):
         train_path=str(tmp_path / "c.txt"), task="classification", val_fraction=0.2, test_fraction=0.2
     )
     assert dm.num_outputs == 3
+    (tmp_path / "new.txt").write_text("ACGT\nGG\n")  # unlabelled: not a class
+    with_predict = DNADataModule(
+        train_path=str(tmp_path / "c.txt"), predict_path=str(tmp_path / "new.txt"), task="classification"
+    )
+    assert with_predict.num_outputs == 3
     (tmp_path / "bad.txt").write_text("ACGT 0\nGGCC 1.5\n" * 5)
     with pytest.raises(DataError, match=r"label 1\.5 is not a class id"):
         DNADataModule(train_path=str(tmp_path / "bad.txt"), task="classification").setup()
