@@ -18,7 +18,7 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from datamodules.dna_io import COMPLEMENT, N_CODE, DataError, EncodedSequences, OnBadLine, read_dna
-from datamodules.dna_simulator import noise_ceiling, simulate
+from datamodules.dna_simulator import noise_ceiling, simulate_splits
 
 Task = Literal["regression", "classification"]
 
@@ -193,13 +193,11 @@ class DNADataModule(L.LightningDataModule):
         hp = self.hparams
         if hp.train_path is None:
             sim = self.simulation
-            test = simulate(sim.n_test, sim.seq_len, sim.noise_std, seed=sim.seed * 3 + 2)
-            splits = {
-                "train": simulate(sim.n_train, sim.seq_len, sim.noise_std, seed=sim.seed * 3).data,
-                "val": simulate(sim.n_val, sim.seq_len, sim.noise_std, seed=sim.seed * 3 + 1).data,
-                "test": test.data,
-            }
-            self.noise_ceiling = noise_ceiling(test)
+            simulated = simulate_splits(
+                sim.n_train, sim.n_val, sim.n_test, sim.seq_len, sim.noise_std, sim.seed
+            )
+            splits = {name: split.data for name, split in simulated.items()}
+            self.noise_ceiling = noise_ceiling(simulated["test"])
         else:
             read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column}
             train = read_dna(hp.train_path, on_bad_line=hp.on_bad_line, **read)

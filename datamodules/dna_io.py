@@ -20,6 +20,8 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from datamodules.files import write_atomic
+
 ALPHABET = "ACGTN"
 N_CODE = 4
 _INVALID = 255
@@ -315,12 +317,7 @@ def _encode_records(
 def write_text(path: str | Path, data: EncodedSequences) -> None:
     """Write sequences in the course's format, ``SEQUENCE<TAB>LABEL`` a line (gzip if the name ends .gz).
 
-    The file appears whole or not at all: it is written beside its target and renamed into place.
+    The file appears whole or not at all.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(f"{s}\t{y:.6g}\n" for s, y in zip(data.to_strings(), data.labels.tolist(), strict=True))
-    payload = gzip.compress(text.encode(), mtime=0) if path.suffix == ".gz" else text.encode()
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(payload)
-    tmp.replace(path)
+    write_atomic(path, gzip.compress(text.encode(), mtime=0) if str(path).endswith(".gz") else text)

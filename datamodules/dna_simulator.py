@@ -137,6 +137,16 @@ def _activity(sites, n: int, seq_len: int) -> np.ndarray:
     return activity
 
 
+def simulate_splits(
+    n_train: int, n_val: int, n_test: int, seq_len: int = 250, noise_std: float = 0.7, seed: int = 0
+) -> dict[str, SimulatedSplit]:
+    """Train, validation and test splits of one benchmark: independent draws, each deterministic by seed."""
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    return {
+        name: simulate(n, seq_len, noise_std, seed=seed * 3 + k) for k, (name, n) in enumerate(sizes.items())
+    }
+
+
 def noise_ceiling(split: SimulatedSplit) -> float:
     """Pearson r between the noiseless and the noisy labels of a split."""
     return float(np.corrcoef(split.noiseless, split.data.labels.astype(np.float64))[0, 1])

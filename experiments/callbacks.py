@@ -9,6 +9,8 @@ import psutil
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
+from datamodules.files import write_atomic
+
 
 def _batch_size(batch) -> int:
     if isinstance(batch, dict):
@@ -73,7 +75,6 @@ class PredictionWriter(BasePredictionWriter):
         path = Path(self.output or Path(trainer.log_dir or ".") / "predictions.tsv")
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
-        path.parent.mkdir(parents=True, exist_ok=True)
         index = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
         values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
         columns = ["prediction"] if values.shape[1] == 1 else [f"p{k}" for k in range(values.shape[1])]
@@ -81,7 +82,5 @@ class PredictionWriter(BasePredictionWriter):
         lines = ["index\t" + "\t".join(columns)] + [
             f"{i}\t" + "\t".join(f"{v:.6g}" for v in row) for i, row in rows
         ]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(path)
+        write_atomic(path, "\n".join(lines) + "\n")
         print(f"predictions: {path}")

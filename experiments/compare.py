@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities import rank_zero_only
 
 from experiments.callbacks import RunStats
 from experiments.cli import ExperimentCLI
@@ -133,7 +134,6 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "peak_memory_mb": stats.peak_memory_mb,
         "noise_ceiling": getattr(data, "noise_ceiling", None),
         "metrics_csv": str(run_dir / "metrics.csv"),
-        "is_global_zero": trainer.is_global_zero,
     }
 
 
@@ -168,10 +168,8 @@ def main(argv: list[str]) -> None:
         for seed in range(comparison.seeds):
             print(f"\n=== {model}, seed {seed} ===", flush=True)
             runs.append(run_one(comparison, model, seed, out, overrides))
-    if not runs[-1].pop("is_global_zero"):
+    if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
-    for run in runs:
-        run.pop("is_global_zero", None)
     report = summarize(runs, comparison.metric)
     table = write_outputs(report, out, comparison.metric)
     _log_table(comparison, out, report)
@@ -182,14 +180,13 @@ def main(argv: list[str]) -> None:
 def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
     import wandb
 
-    mode = wandb_mode()
     run = wandb.init(
         project=comparison.project,
         group=comparison.name,
         name=f"{comparison.name}-summary",
         job_type="summary",
         dir=str(out),
-        mode="offline" if mode == "offline" else mode,
+        mode=wandb_mode(),
         config={"comparison": comparison.name, "seeds": comparison.seeds, "models": list(comparison.models)},
     )
     columns = list(report["summary"][0].keys())

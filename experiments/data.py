@@ -19,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from datamodules.dna_io import DataError, write_text
-from datamodules.dna_simulator import noise_ceiling, simulate
+from datamodules.dna_simulator import noise_ceiling, simulate_splits
+from datamodules.files import write_atomic
 
 MAVENN = "mavenn==1.1.4"
 SORTSEQ_MEMBER = "mavenn/examples/datasets/sortseq_data.csv.gz"
@@ -67,15 +68,9 @@ def sortseq_frames(wheel: Path) -> dict[str, pd.DataFrame]:
 
 def write_sortseq(out: Path, cache: Path) -> dict[str, int]:
     frames = sortseq_frames(fetch_wheel(MAVENN, cache))
-    out.mkdir(parents=True, exist_ok=True)
-    sizes = {}
     for split, frame in frames.items():
-        target = out / f"{split}.tsv"
-        tmp = target.with_name(target.name + ".tmp")
-        frame.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
-        tmp.replace(target)
-        sizes[split] = len(frame)
-    return sizes
+        write_atomic(out / f"{split}.tsv", frame.to_csv(sep="\t", index=False, float_format="%.6g"))
+    return {split: len(frame) for split, frame in frames.items()}
 
 
 def main(argv: list[str]) -> None:
@@ -100,10 +95,8 @@ def main(argv: list[str]) -> None:
         sizes = write_sortseq(out, Path(args.cache))
         print(f"sortseq: {sizes} sequences -> {out}/{{train,val,test}}.tsv")
         return
-    splits = {"train": (args.n_train, 0), "val": (args.n_val, 1), "test": (args.n_test, 2)}
-    for split, (n, offset) in splits.items():
-        sim = simulate(n, args.seq_len, args.noise_std, seed=args.seed * 3 + offset)
+    splits = simulate_splits(args.n_train, args.n_val, args.n_test, args.seq_len, args.noise_std, args.seed)
+    for split, sim in splits.items():
         write_text(out / f"{split}.txt", sim.data)
-        if split == "test":
-            print(f"noise ceiling (Pearson r, noiseless vs noisy test labels): {noise_ceiling(sim):.4f}")
+    print(f"noise ceiling (Pearson r, noiseless vs noisy test labels): {noise_ceiling(splits['test']):.4f}")
     print(f"simulated: {args.n_train}/{args.n_val}/{args.n_test} sequences -> {out}/{{train,val,test}}.txt")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
-import math
-import os
+import statistics
 from pathlib import Path
 
 import matplotlib
+
+from datamodules.files import write_atomic
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -26,9 +28,7 @@ _NAMES = {
 
 def _mean_std(values: list[float]) -> tuple[float, float | None]:
     """Mean and sample standard deviation; the std is None for a single value (no spread was measured)."""
-    mean = sum(values) / len(values)
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
-    return mean, std
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def summarize(runs: list[dict], metric: str) -> dict:
@@ -40,8 +40,8 @@ def summarize(runs: list[dict], metric: str) -> dict:
         for key in sorted({k for r in mine for k in r["test"]}):
             values = [r["test"][key] for r in mine if key in r["test"]]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
-        row["train_seconds"] = _mean_std([r["train_seconds"] for r in mine])[0]
-        row["throughput"] = _mean_std([r["throughput"] for r in mine])[0]
+        row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in mine)
+        row["throughput"] = statistics.fmean(r["throughput"] for r in mine)
         row["peak_memory_mb"] = max(r["peak_memory_mb"] for r in mine)
         summary.append(row)
     ceilings = [r["noise_ceiling"] for r in runs if r.get("noise_ceiling") is not None]
@@ -88,7 +88,7 @@ def _val_curve(metrics_csv: str, key: str) -> list[tuple[int, float]]:
         return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
 
 
-def plot(report: dict, path: Path) -> None:
+def plot(report: dict, path: Path | io.BytesIO) -> None:
     metric = report["metric"]
     val_key = metric.replace("test/", "val/", 1)
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -114,23 +114,15 @@ def plot(report: dict, path: Path) -> None:
     right.set(ylabel=metric, title=f"{metric}: mean ± std over seeds")
     right.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def write_outputs(report: dict, out: Path, metric: str) -> str:
-    out.mkdir(parents=True, exist_ok=True)
     table = markdown_table(report)
-    png = out / "comparison.png"
-    tmp_png = out / "comparison.tmp.png"
-    plot(report, tmp_png)
-    os.replace(tmp_png, png)
-    _atomic_write(out / "results.md", table)
-    _atomic_write(out / "results.json", json.dumps(report, indent=2) + "\n")
+    png = io.BytesIO()
+    plot(report, png)
+    write_atomic(out / "comparison.png", png.getvalue())
+    write_atomic(out / "results.md", table)
+    write_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
     return table

@@ -19,9 +19,3 @@ def masked_mean(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def masked_max(h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Max of (B, L, D) over real positions only -> (B, D)."""
     return h.masked_fill(~mask.unsqueeze(-1), torch.finfo(h.dtype).min).amax(1)
-
-
-def last_valid(h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """The state at each sequence's last real position: (B, L, D) -> (B, D)."""
-    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, h.shape[-1])
-    return h.gather(1, index).squeeze(1)
