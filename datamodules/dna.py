@@ -14,11 +14,11 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from datamodules.dna_io import COMPLEMENT, N_CODE, DataError, EncodedSequences, OnBadLine, read_dna
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
+from datamodules.sampling import LengthBucketSampler, evaluation_sampler
 
 Task = Literal["regression", "classification"]
 
@@ -75,31 +75,6 @@ def reverse_complement(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     source = (lengths[:, None] - 1 - positions).clamp(min=0)
     flipped = _COMPLEMENT.to(codes.device)[codes.gather(1, source).long()]
     return torch.where(positions < lengths[:, None], flipped, torch.full_like(flipped, N_CODE))
-
-
-class LengthBucketSampler(Sampler[int]):
-    """Shuffles, then sorts by length within chunks of ``batch_size * chunk_batches`` examples, so that
-    consecutive batches hold sequences of similar length (less padding) while batches stay random.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, chunk_batches: int = 50, seed: int = 0):
-        self.lengths, self.batch_size, self.chunk = lengths, batch_size, batch_size * chunk_batches
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        rng = np.random.default_rng((self.seed, self.epoch))
-        order = rng.permutation(len(self.lengths))
-        chunks = [order[i : i + self.chunk] for i in range(0, len(order), self.chunk)]
-        chunks = [c[np.argsort(self.lengths[c], kind="stable")] for c in chunks]
-        batches = [b for c in chunks for b in np.array_split(c, max(1, -(-len(c) // self.batch_size)))]
-        for k in rng.permutation(len(batches)):
-            yield from batches[k].tolist()
 
 
 class DNADataModule(L.LightningDataModule):
@@ -159,6 +134,10 @@ class DNADataModule(L.LightningDataModule):
     @property
     def in_channels(self) -> int:
         return 4
+
+    @property
+    def vocab_size(self) -> int:
+        return 0  # one-hot feature vectors, not token ids
 
     @property
     def task(self) -> Task:
@@ -231,11 +210,8 @@ class DNADataModule(L.LightningDataModule):
         sampler = None
         if train and self.hparams.bucket_by_length:
             sampler = LengthBucketSampler(data.lengths, self.hparams.batch_size, seed=self.hparams.split_seed)
-        elif not train and self.trainer is not None and self.trainer.world_size > 1:
-            # Each sample exactly once across processes: no padding duplicates in validation metrics.
-            sampler = UnrepeatedDistributedSampler(
-                dataset, num_replicas=self.trainer.world_size, rank=self.trainer.global_rank, shuffle=False
-            )
+        elif not train:
+            sampler = evaluation_sampler(dataset, self.trainer)
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,

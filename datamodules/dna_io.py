@@ -20,6 +20,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from datamodules.errors import DataError
 from datamodules.files import write_atomic
 
 ALPHABET = "ACGTN"
@@ -33,10 +34,6 @@ for _code, _base in enumerate(ALPHABET):
 COMPLEMENT = np.array([3, 2, 1, 0, N_CODE], dtype=np.uint8)
 
 OnBadLine = Literal["error", "skip"]
-
-
-class DataError(ValueError):
-    """Bad user data. The message names the file, the line or row, the field and the value."""
 
 
 @dataclass
