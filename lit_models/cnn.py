@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_models.embedding import input_layer
 from lit_models.pooling import masked_max, masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
@@ -42,9 +43,11 @@ class DilatedCNN(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: int | None,
         num_outputs: int,
         seq_len: int | None = None,
+        vocab_size: int = 0,
+        embedding_dim: int = 128,
         channels: int = 64,
         stem_kernel_size: int = 15,
         pool_size: int = 4,
@@ -59,6 +62,8 @@ class DilatedCNN(nn.Module):
             num_outputs: Outputs per sequence; linked from the data.
             seq_len: Longest sequence; linked from the data, unused. The receptive field is
                 ``stem_kernel_size + pool_size * (1 + (kernel_size - 1) * (2**num_blocks - 1))`` positions.
+            vocab_size: Above 0, inputs are token ids (B, L) and an embedding reads them; linked from the data.
+            embedding_dim: Width of the token embedding (text only).
             channels: Feature maps in every layer.
             stem_kernel_size: Width of the first convolution (about a motif's length).
             pool_size: Max-pooling after the stem: the blocks run at 1/pool_size of the resolution.
@@ -70,6 +75,7 @@ class DilatedCNN(nn.Module):
         """
         super().__init__()
         self.pooling = pooling
+        self.tokens, in_channels = input_layer(vocab_size, embedding_dim, False, in_channels)
         self.stem = ConvStem(in_channels, channels, stem_kernel_size, pool_size)
         self.blocks = nn.ModuleList(
             DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks)
@@ -78,7 +84,9 @@ class DilatedCNN(nn.Module):
         self.head = nn.Linear(channels * (2 if pooling == "max_mean" else 1), num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
+        if self.tokens is not None:
+            x = self.tokens(x)
         h, lengths = self.stem(x, lengths)  # (B, L', C)
         h = h.transpose(1, 2)  # (B, C, L')
         mask = padding_mask(lengths, h.shape[-1])

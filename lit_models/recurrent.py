@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from lit_models.embedding import input_layer
 from lit_models.pooling import masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
@@ -23,9 +24,12 @@ class RecurrentNet(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: int | None,
         num_outputs: int,
         seq_len: int | None = None,
+        vocab_size: int = 0,
+        embedding_dim: int = 128,
+        embedding_scale: bool = False,
         cell: Literal["rnn", "gru", "lstm"] = "lstm",
         hidden_size: int = 128,
         num_layers: int = 1,
@@ -41,6 +45,9 @@ class RecurrentNet(nn.Module):
             in_channels: Features per position (4 for one-hot DNA); linked from the data.
             num_outputs: Outputs per sequence; linked from the data.
             seq_len: Longest sequence; linked from the data, unused by recurrent models.
+            vocab_size: Above 0, inputs are token ids (B, L) and an embedding reads them; linked from the data.
+            embedding_dim: Width of the token embedding (text only).
+            embedding_scale: Multiply embeddings by sqrt(embedding_dim).
             cell: ``rnn`` (tanh), ``gru`` or ``lstm``.
             hidden_size: Width of the recurrent state.
             num_layers: Stacked recurrent layers.
@@ -54,6 +61,7 @@ class RecurrentNet(nn.Module):
         """
         super().__init__()
         self.pooling = pooling
+        self.tokens, in_channels = input_layer(vocab_size, embedding_dim, embedding_scale, in_channels)
         self.stem = (
             ConvStem(in_channels, stem_channels, stem_kernel_size, stem_pool_size) if stem_channels else None
         )
@@ -68,7 +76,9 @@ class RecurrentNet(nn.Module):
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
+        if self.tokens is not None:
+            x = self.tokens(x)
         if self.stem is not None:
             x, lengths = self.stem(x, lengths)
         full = bool((lengths == x.shape[1]).all())

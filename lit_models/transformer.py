@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_models.embedding import input_layer
 from lit_models.pooling import masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
@@ -40,6 +41,20 @@ def attention(
     )
 
 
+def attention_weights(
+    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
+) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) written out, for looking at: (B, nh, L, L); rows sum to 1 over real keys."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+    L = q.shape[-2]
+    allowed = torch.ones(L, L, dtype=torch.bool, device=q.device)
+    if causal:
+        allowed = allowed.tril()
+    if mask is not None:
+        allowed = allowed & mask[:, None, None, :]
+    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+
+
 class MultiheadSelfAttention(nn.Module):
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
         super().__init__()
@@ -48,6 +63,8 @@ class MultiheadSelfAttention(nn.Module):
         self.nhead, self.dropout = nhead, dropout
         self.qkv = nn.Linear(d_model, 3 * d_model)
         self.proj = nn.Linear(d_model, d_model)
+        self.record = False  # keep the attention weights of the next forward (in ``weights``)
+        self.weights: torch.Tensor | None = None
 
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
@@ -56,7 +73,11 @@ class MultiheadSelfAttention(nn.Module):
         B, L, D = x.shape
         qkv = self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)
         q, k, v = qkv  # each (B, nh, L, hs)
-        y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
+        if self.record:
+            self.weights = attention_weights(q, k, mask, causal)
+            y = self.weights @ v
+        else:
+            y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, L, D))
 
 
@@ -107,9 +128,11 @@ class TransformerNet(nn.Module):
 
     def __init__(
         self,
-        in_channels: int,
+        in_channels: int | None,
         num_outputs: int,
         seq_len: int,
+        vocab_size: int = 0,
+        embedding_scale: bool = False,
         d_model: int = 64,
         nhead: int = 4,
         num_layers: int = 2,
@@ -132,6 +155,9 @@ class TransformerNet(nn.Module):
             in_channels: Features per position; linked from the data.
             num_outputs: Outputs per sequence; linked from the data.
             seq_len: Longest sequence; linked from the data (sizes learned positions and ``flatten``).
+            vocab_size: Above 0, inputs are token ids (B, L), embedded to ``d_model`` (then no input
+                projection, patches or stem); linked from the data.
+            embedding_scale: Multiply token embeddings by sqrt(d_model), as the original Transformer does.
             d_model: Width of the residual stream.
             nhead: Attention heads.
             num_layers: Encoder blocks.
@@ -158,6 +184,13 @@ class TransformerNet(nn.Module):
             stem_pool_size: Max-pooling after the stem.
         """
         super().__init__()
+        self.tokens, in_channels = input_layer(vocab_size, d_model, embedding_scale, in_channels)
+        if vocab_size > 0:
+            if patch_size != 1 or stem_channels:
+                raise ValueError(
+                    "token inputs (vocab_size > 0) take no patch_size or stem: embed, then attend"
+                )
+            input_projection = False
         if not input_projection and (in_channels != d_model or patch_size != 1 or stem_channels):
             raise ValueError(
                 f"input_projection=False needs in_channels == d_model, patch_size == 1 and no stem, got in_channels="
@@ -196,8 +229,24 @@ class TransformerNet(nn.Module):
         self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
         self.head = nn.Linear(d_model * (self.n_tokens if pooling == "flatten" else 1), num_outputs)
 
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Each block's attention weights, (B, nhead, T, T) over the tokens the blocks see (with ``cls``
+        pooling, the class token first; with a stem or patches, one token per pooled window or patch).
+        """
+        for block in self.blocks:
+            block.attn.record = True
+        try:
+            self(x, lengths)
+            return [block.attn.weights for block in self.blocks]
+        finally:
+            for block in self.blocks:
+                block.attn.record, block.attn.weights = False, None
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C) float, lengths: (B,) -> (B, num_outputs)."""
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
+        if self.tokens is not None:
+            x = self.tokens(x)
         B, L, _ = x.shape
         if L > self.seq_len:
             raise ValueError(f"sequence length {L} exceeds seq_len={self.seq_len} this model was built for")

@@ -1,0 +1,97 @@
+"""A pretrained Hugging Face encoder (BERT, MiniLM, ...) as a sequence classifier, beside the from-scratch nets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lit_models.pooling import masked_mean, padding_mask
+
+
+class PretrainedError(ValueError):
+    """Pretrained weights missing, unreadable, or not matching the data (tokenizer, length)."""
+
+
+class PretrainedEncoder(nn.Module):
+    """``transformers.AutoModel`` weights, pooled over real tokens, and a new linear head.
+
+    The tokenizer must be the encoder's own: give the data the same folder (or hub name) as ``tokenizer``.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        num_outputs: int,
+        in_channels: int | None = None,
+        seq_len: int | None = None,
+        vocab_size: int = 0,
+        pooling: Literal["mean", "cls"] = "mean",
+        dropout: float = 0.1,
+        freeze_encoder: bool = False,
+    ):
+        """
+        Args:
+            path: A local folder with ``config.json`` and weights (offline), or a hub name (online).
+            num_outputs: Classes; linked from the data.
+            in_channels: Linked from the data; unused (the inputs are token ids).
+            seq_len: Longest sequence in tokens; linked from the data, checked against the encoder's positions.
+            vocab_size: The data tokenizer's vocabulary size; linked from the data and checked against the
+                encoder's, which catches a tokenizer that is not the encoder's own.
+            pooling: ``mean`` over real tokens (as sentence-transformers pools MiniLM) or the first (``cls``) token.
+            dropout: Dropout before the head.
+            freeze_encoder: Train the head only.
+        """
+        super().__init__()
+        from transformers import AutoModel
+
+        local = Path(path)
+        if local.exists() and not (local / "config.json").is_file():
+            raise PretrainedError(f"model.net.init_args.path: {path!r} has no config.json")
+        if not local.exists() and (path.startswith((".", "/")) or path.startswith("data/")):
+            raise PretrainedError(
+                f"model.net.init_args.path: folder {path!r} not found (for the shipped MiniLM: "
+                "python -m experiments data minilm)"
+            )
+        try:
+            # No pooler: it would get no gradient from this head (and the unused-parameter check says so).
+            self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+        except OSError as err:
+            raise PretrainedError(
+                f"model.net.init_args.path: {path!r} could not be loaded: {str(err).splitlines()[0][:200]}"
+            ) from None
+        config = self.encoder.config
+        if vocab_size and vocab_size > config.vocab_size:
+            raise PretrainedError(
+                f"the data's tokenizer has {vocab_size} tokens but the encoder at {path!r} knows {config.vocab_size}: "
+                "give the data the encoder's own tokenizer (data.tokenizer: the same folder)"
+            )
+        limit = getattr(config, "max_position_embeddings", None)
+        if seq_len and limit and seq_len > limit:
+            raise PretrainedError(f"data.max_length {seq_len} exceeds the encoder's {limit} positions")
+        self.pooling = pooling
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(config.hidden_size, num_outputs)
+        if freeze_encoder:
+            self.encoder.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """x: (B, L) token ids, lengths: (B,) -> (B, num_outputs)."""
+        mask = padding_mask(lengths, x.shape[1])
+        h = self.encoder(input_ids=x, attention_mask=mask.long()).last_hidden_state
+        pooled = h[:, 0] if self.pooling == "cls" else masked_mean(h, mask)
+        return self.head(self.dropout(pooled))
+
+    @torch.no_grad()
+    def attention_maps(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+        """Each layer's attention weights, (B, heads, L, L), from the encoder's eager attention."""
+        mask = padding_mask(lengths, x.shape[1])
+        previous = self.encoder.config._attn_implementation
+        self.encoder.set_attn_implementation("eager")  # the fused kernels do not return weights
+        try:
+            out = self.encoder(input_ids=x, attention_mask=mask.long(), output_attentions=True)
+        finally:
+            self.encoder.set_attn_implementation(previous)
+        return list(out.attentions)
