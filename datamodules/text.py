@@ -13,6 +13,7 @@ attention mask is ``positions < lengths``) and ``y`` (B,) class ids.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,7 +61,8 @@ class TokenizedSplit:
 
     @classmethod
     def load(cls, path: Path) -> TokenizedSplit:
-        table = datasets.load_from_disk(str(path)).data.table
+        with _quiet():
+            table = datasets.load_from_disk(str(path)).data.table
         column = table.column("input_ids").combine_chunks()
         return cls(
             ids=column.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
@@ -124,12 +126,12 @@ class TextClassificationDataModule(L.LightningDataModule):
         train_size: int | None = None,
         val_size: int | None = None,
         test_size: int | None = None,
-        tokenizer: str = "wordpiece",
+        tokenizer: str = "bpe",
         tokenizer_vocab_size: int = 8000,
         max_length: int = 128,
         batch_size: int = 32,
         num_workers: int = 0,
-        bucket_by_length: bool = True,
+        bucket_by_length: bool = False,
         cache_dir: str | None = None,
     ):
         """
@@ -151,13 +153,16 @@ class TextClassificationDataModule(L.LightningDataModule):
             train_size: Use a seeded random subset of this many training examples (the course: 10,000).
             val_size: Likewise for validation.
             test_size: Likewise for test (the course: 5,000).
-            tokenizer: ``wordpiece`` or ``bpe``: train one on the training split (saved with the run);
-                otherwise a ``transformers`` AutoTokenizer hub name (``bert-base-cased``) or local folder.
+            tokenizer: ``bpe`` or ``wordpiece``: train one on the training split (cached, and saved with the
+                run); otherwise a ``transformers`` AutoTokenizer hub name (``bert-base-cased``) or local folder.
+                BPE training is deterministic; WordPiece training in tokenizers 0.23 is not (ties fall in hash
+                order), so two fresh caches may hold different WordPiece vocabularies.
             tokenizer_vocab_size: Vocabulary size of a trained tokenizer.
             max_length: Longest sequence in tokens, special tokens included; longer texts are truncated.
             batch_size: Examples per batch (per device).
             num_workers: DataLoader worker processes.
-            bucket_by_length: Batch training texts of similar length together (less padding).
+            bucket_by_length: Batch training texts of similar length together (less padding; the configs turn
+                it on, see bench/padding.py).
             cache_dir: Where tokenized splits and trained tokenizers are cached. Empty:
                 ``$ARCHBENCH_CACHE/text`` (default ``~/.cache/archbench/text``).
         """
@@ -410,9 +415,10 @@ class TextClassificationDataModule(L.LightningDataModule):
                 new_fingerprint=_digest(self._identity(), split),
                 load_from_cache_file=False,
                 keep_in_memory=True,
-                desc=f"tokenizing {split}",
+                desc=f"tokenizing {split} ({source})",
             )
-            tokenized.save_to_disk(str(folder / split))
+            with _quiet():
+                tokenized.save_to_disk(str(folder / split))
             counts[split] = len(tokenized)
         meta = {"labels": self.labels, "counts": counts, "identity": self._identity()}
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
@@ -427,8 +433,10 @@ class TextClassificationDataModule(L.LightningDataModule):
         for split in (*SPLITS, "predict"):
             if (path / split).exists():
                 self.splits[split] = TokenizedSplit.load(path / split)
-        if self.trainer is not None and self.trainer.is_global_zero and self.trainer.log_dir:
-            self.save_run_files(Path(self.trainer.log_dir))
+        if self.trainer is not None:
+            log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
+            if self.trainer.is_global_zero and log_dir:
+                self.save_run_files(Path(log_dir))
 
     def save_run_files(self, folder: Path) -> None:
         """The label mapping and the tokenizer, beside the run's logs (they are in checkpoints too)."""
@@ -447,9 +455,15 @@ class TextClassificationDataModule(L.LightningDataModule):
         return {"labels": self.labels, "tokenizer": self.tokenizer_json()}
 
     def load_state_dict(self, state: dict) -> None:
+        """A checkpoint's labels and tokenizer must be this data's: ids would mean other tokens otherwise."""
         if "labels" in state and state["labels"] != self.labels:
             raise DataError(
                 f"checkpoint labels {state['labels']} differ from this data's labels {self.labels}"
+            )
+        if "tokenizer" in state and state["tokenizer"] != self.tokenizer_json():
+            raise DataError(
+                f"the checkpoint's tokenizer differs from this data's (data.tokenizer: {self.hparams.tokenizer!r}, "
+                f"max_length {self.hparams.max_length}): use the config the checkpoint was trained with"
             )
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -496,6 +510,18 @@ class TextClassificationDataModule(L.LightningDataModule):
 # --- helpers ------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet():
+    """No ``datasets`` progress bars for the small steps (reading, saving); restored afterwards."""
+    was_disabled = datasets.utils.are_progress_bars_disabled()
+    datasets.utils.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.utils.enable_progress_bars()
+
+
 def _load_file(path: str, split: str, cache: str) -> datasets.Dataset:
     file = Path(path)
     if not file.is_file():
@@ -507,7 +533,8 @@ def _load_file(path: str, split: str, cache: str) -> datasets.Dataset:
         )
     kwargs = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
     try:
-        return datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)
+        with _quiet():
+            return datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)
     except Exception as err:  # pyarrow/pandas parse errors: report the file, not a traceback
         raise DataError(f"{path}: could not be read as {fmt}: {str(err).splitlines()[0][:300]}") from None
 

@@ -11,7 +11,12 @@ commands:
   fit | validate | test | predict   LightningCLI, e.g. fit --config experiments/dna/lstm.yaml
   compare                           every model x seed of a comparison file, one table:
                                     compare --config experiments/dna/compare.yaml [--seeds N] [--out DIR]
-  data                              fetch or write datasets: data sortseq | data simulate --out DIR
+  attention                         PNG of every layer's and head's attention over a text:
+                                    attention --config DATA.yaml --config MODEL.yaml --ckpt C --text "..."
+  lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
+  data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
+                                    fashion_mnist | efficientnet_lite0,
+                                    or write the simulated DNA: data simulate --out DIR
 
 'python -m experiments COMMAND --help' for a command's options.
 """
@@ -36,6 +41,14 @@ def main(argv: list[str] | None = None) -> int:
             from experiments.compare import main as compare
 
             compare(rest)
+        elif command == "attention":
+            from experiments.attention import main as attention
+
+            attention(rest)
+        elif command == "lr_find":
+            from experiments.lr_find import main as lr_find
+
+            lr_find(rest)
         elif command == "data":
             from experiments.data import main as data
 

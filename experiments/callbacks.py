@@ -7,6 +7,7 @@ from pathlib import Path
 
 import psutil
 import torch
+from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
 from datamodules.files import write_atomic
@@ -84,3 +85,18 @@ class PredictionWriter(BasePredictionWriter):
         ]
         write_atomic(path, "\n".join(lines) + "\n")
         print(f"predictions: {path}")
+
+
+def constant_factor(epoch: int) -> float:
+    """For ``BackboneFinetuning(lambda_func=...)``: keep the backbone's learning rate where it starts."""
+    return 1.0
+
+
+class BackboneFinetuning(callbacks.BackboneFinetuning):
+    """Lightning's ``BackboneFinetuning`` (frozen backbone for ``unfreeze_backbone_at_epoch`` epochs, then
+    trained with its own learning rate), with ``train_bn`` honoured while frozen too: Lightning 2.6 freezes
+    with its default (norm layers left trainable), so ``train_bn=False`` only took effect after unfreezing.
+    """
+
+    def freeze_before_training(self, pl_module) -> None:
+        self.freeze(pl_module.backbone, train_bn=self.train_bn)

@@ -42,3 +42,9 @@ class ExperimentCLI(LightningCLI):
         for source, targets in DATA_LINKS.items():
             for target in [targets] if isinstance(targets, str) else targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
+        # Only image data has a size; a net without the argument (every sequence net) ignores the link.
+        parser.link_arguments("data", "model.net.init_args.img_size", _img_size, apply_on="instantiate")
+
+
+def _img_size(data) -> int | None:
+    return getattr(data, "img_size", None)

@@ -1,7 +1,8 @@
 """``python -m experiments compare``: every listed model x seed, same data, same budget, one table.
 
 Each run is an ordinary ``fit`` + ``test`` through :class:`ExperimentCLI`. Configs apply in this order,
-later winning: the defaults (``experiments/dna/base.yaml``), the comparison file's shared ``config``, the
+later winning: the defaults (``experiments/dna/base.yaml``), the comparison file's shared ``config`` (settings
+and/or config files, in order), the
 model's own file, then the user's ``--data.* / --model.* / --trainer.*`` overrides.
 """
 
@@ -36,7 +37,7 @@ class Comparison:
     out: str = "runs/compare"
     project: str = "archbench"
     metric: str = "test/pearson"
-    config: dict = field(default_factory=dict)
+    config: list[dict | Path] = field(default_factory=list)  # shared settings and files, in order
 
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
@@ -65,9 +66,19 @@ class Comparison:
         seeds = raw.get("seeds", 3)
         if not isinstance(seeds, int) or seeds < 1:
             raise ConfigError(f"{path}: seeds: {seeds!r} is not a positive integer")
-        config = raw.get("config") or {}
-        if not isinstance(config, dict):
-            raise ConfigError(f"{path}: config: expected a mapping of settings, found {config!r}")
+        config = raw.get("config") or []
+        entries = config if isinstance(config, list) else [config]
+        for i, entry in enumerate(entries):
+            if isinstance(entry, str):
+                file = (path.parent / entry).resolve()
+                if not file.is_file():
+                    raise ConfigError(f"{path}: config: file {entry!r} not found (looked at {file})")
+                entries[i] = file
+            elif not isinstance(entry, dict):
+                raise ConfigError(
+                    f"{path}: config: expected settings or a config file (or a list of them), found {entry!r}"
+                )
+        config = entries
         fields = {k: raw[k] for k in ("name", "out", "project", "metric") if k in raw}
         return cls(path=path, models=resolved, seeds=seeds, config=config, **fields)
 
@@ -95,8 +106,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
     run_dir = out / "runs" / f"{model}-seed{seed}"
     args = []
-    if comparison.config:
-        args += ["--config", yaml.safe_dump(comparison.config)]
+    for entry in comparison.config:
+        args += ["--config", str(entry) if isinstance(entry, Path) else yaml.safe_dump(entry)]
     args += ["--config", str(comparison.models[model]), *overrides]
     args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
     with warnings.catch_warnings():

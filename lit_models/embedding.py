@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from lit_models.pooling import padding_mask
+
 
 class TokenEmbedding(nn.Module):
     """``nn.Embedding`` whose output is optionally multiplied by sqrt(dim), as the original Transformer does
@@ -18,9 +20,14 @@ class TokenEmbedding(nn.Module):
         self.embedding = nn.Embedding(vocab_size, dim)
         self.factor = math.sqrt(dim) if scale else 1.0
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """(B, L) int -> (B, L, dim)."""
-        return self.embedding(ids) * self.factor
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) int -> (B, L, dim); with ``lengths``, padding positions are zero vectors (as padding is
+        for one-hot DNA), so a convolution reaching past a text's end sees nothing of the pad token.
+        """
+        h = self.embedding(ids) * self.factor
+        if lengths is not None:
+            h = h * padding_mask(lengths, ids.shape[1]).unsqueeze(-1).to(h.dtype)
+        return h
 
 
 def input_layer(

@@ -78,7 +78,7 @@ class RecurrentNet(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
         if self.tokens is not None:
-            x = self.tokens(x)
+            x = self.tokens(x, lengths)
         if self.stem is not None:
             x, lengths = self.stem(x, lengths)
         full = bool((lengths == x.shape[1]).all())

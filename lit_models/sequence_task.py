@@ -14,14 +14,64 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
+from torchmetrics import MeanMetric, Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassCalibrationError, MulticlassF1Score
 from torchmetrics.regression import MeanSquaredError, PearsonCorrCoef, R2Score, SpearmanCorrCoef
 
 from lit_models.checks import UnusedParametersError, parameters_without_gradient, unused_parameters_message
 
 
-def task_metrics(task: str, num_outputs: int) -> MetricCollection:
+class SelectiveAccuracy(Metric):
+    """Predictions whose top class probability is at least ``threshold`` are answered, the rest are "unknown":
+    ``coverage`` is the share answered, ``accuracy`` the accuracy on those (NaN when none is answered).
+    """
+
+    full_state_update = False
+
+    def __init__(self, threshold: float, report: Literal["coverage", "accuracy"]):
+        super().__init__()
+        self.threshold, self.report = threshold, report
+        self.add_state("answered", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("correct", torch.tensor(0.0), dist_reduce_fx="sum")
+        self.add_state("total", torch.tensor(0.0), dist_reduce_fx="sum")
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        confidence, predicted = logits.softmax(-1).max(-1)
+        answered = confidence >= self.threshold
+        self.answered += answered.sum()
+        self.correct += (answered & (predicted == target)).sum()
+        self.total += len(target)
+
+    def compute(self) -> torch.Tensor:
+        if self.report == "coverage":
+            return self.answered / self.total
+        return self.correct / self.answered if self.answered > 0 else torch.tensor(float("nan"))
+
+
+class ScheduledLR(torch.optim.lr_scheduler.LRScheduler):
+    """``LambdaLR`` for every parameter group, including groups added during training (a fine-tuning callback
+    unfreezing a backbone): a new group keeps the learning rate it joins with and follows the schedule from
+    there. (``LambdaLR`` fails on a group it was not built with.)
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, factor):
+        self.factor = factor
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        now = self.factor(self.last_epoch)
+        previous = self.factor(max(self.last_epoch - 1, 0))
+        for group in self.optimizer.param_groups:
+            if "initial_lr" not in group:  # joined since the last step, at group["lr"] under `previous`
+                group["initial_lr"] = group["lr"] / max(previous, 1e-12)
+        return [group["initial_lr"] * now for group in self.optimizer.param_groups]
+
+    def state_dict(self) -> dict:
+        """Everything but the optimizer and the factor function (rebuilt from the hyperparameters on resume)."""
+        return {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "factor")}
+
+
+def task_metrics(task: str, num_outputs: int, confidence_threshold: float | None = None) -> MetricCollection:
     if task == "regression":
         return MetricCollection(
             {
@@ -31,12 +81,15 @@ def task_metrics(task: str, num_outputs: int) -> MetricCollection:
                 "mse": MeanSquaredError(),
             }
         )
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_outputs, average="micro"),
-            "f1": MulticlassF1Score(num_outputs, average="macro"),
-        }
-    )
+    metrics = {
+        "acc": MulticlassAccuracy(num_outputs, average="micro"),
+        "f1": MulticlassF1Score(num_outputs, average="macro"),
+        "ece": MulticlassCalibrationError(num_outputs, n_bins=15, norm="l1"),
+    }
+    if confidence_threshold is not None:
+        metrics["coverage"] = SelectiveAccuracy(confidence_threshold, "coverage")
+        metrics["selective_acc"] = SelectiveAccuracy(confidence_threshold, "accuracy")
+    return MetricCollection(metrics)
 
 
 class SequenceTask(L.LightningModule):
@@ -50,8 +103,10 @@ class SequenceTask(L.LightningModule):
         lr: float = 1e-3,
         weight_decay: float = 0.01,
         warmup_fraction: float = 0.05,
-        schedule: Literal["cosine", "constant"] = "cosine",
+        schedule: Literal["cosine", "constant", "onecycle"] = "cosine",
         unused_parameters: Literal["error", "warn", "ignore"] = "error",
+        label_smoothing: float = 0.0,
+        confidence_threshold: float | None = None,
     ):
         """
         Args:
@@ -66,9 +121,14 @@ class SequenceTask(L.LightningModule):
             lr: Peak learning rate of AdamW.
             weight_decay: AdamW weight decay on weight matrices (not on biases and norms).
             warmup_fraction: Share of the training steps spent in linear warm-up.
-            schedule: ``cosine`` decay to zero after warm-up, or ``constant``.
+            schedule: ``cosine`` decay to zero after warm-up, ``constant``, or ``onecycle`` (torch's OneCycleLR
+                peaking at ``lr`` after ``warmup_fraction`` of the steps, with momentum cycling).
             unused_parameters: Before training, one batch forward and backward finds trainable parameters
                 that get no gradient: ``error`` stops the run, ``warn`` warns, ``ignore`` skips the check.
+            label_smoothing: Classification: cross-entropy against targets smoothed by this much.
+            confidence_threshold: Classification: also report ``coverage`` (the share of predictions whose top
+                probability reaches this) and ``selective_acc`` (accuracy on those; the rest count as
+                "unknown"). Expected calibration error (``ece``) is always reported.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -81,28 +141,34 @@ class SequenceTask(L.LightningModule):
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))
         self.val_loss = MeanMetric()  # in standardized units for regression: what training minimises
-        metrics = task_metrics(task, num_outputs)
+        metrics = task_metrics(task, num_outputs, confidence_threshold)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
     def forward(
-        self, x: torch.Tensor, lengths: torch.Tensor, x_rc: torch.Tensor | None = None
+        self, x: torch.Tensor, lengths: torch.Tensor | None = None, x_rc: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(B, L, C), (B,) -> regression (B,) or class logits (B, K); averaged over strands if x_rc is given."""
-        out = self.net(x, lengths)
+        """(B, L, C) or (B, L) ids with lengths (B,), or images (B, C, H, W) without -> regression (B,) or
+        class logits (B, K); averaged over strands if x_rc is given."""
+        out = self._net(x, lengths)
         if x_rc is not None:
-            out = (out + self.net(x_rc, lengths)) / 2
+            out = (out + self._net(x_rc, lengths)) / 2
         if self.task == "regression":
             return out.squeeze(-1) * self.target_std + self.target_mean
         return out
 
+    def _net(self, x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        return self.net(x) if lengths is None else self.net(x, lengths)
+
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        out = self(batch["x"], batch["lengths"], batch.get("x_rc"))
+        out = self(batch["x"], batch.get("lengths"), batch.get("x_rc"))
         y = batch["y"]
         if self.task == "regression":
             loss = F.mse_loss(out, y) / self.target_std**2  # = MSE of the standardized targets
+        elif y.ndim == 2:  # soft targets (mixup / cutmix)
+            loss = torch.sum(-y * F.log_softmax(out, dim=-1), dim=-1).mean()
         else:
-            loss = F.cross_entropy(out, y)
+            loss = F.cross_entropy(out, y, label_smoothing=self.hparams.label_smoothing)
         return loss, out
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -128,7 +194,7 @@ class SequenceTask(L.LightningModule):
         self._evaluate(batch, None, self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self(batch["x"], batch["lengths"], batch.get("x_rc"))
+        out = self(batch["x"], batch.get("lengths"), batch.get("x_rc"))
         return out if self.task == "regression" else out.softmax(-1)
 
     def configure_optimizers(self):
@@ -142,6 +208,14 @@ class SequenceTask(L.LightningModule):
             lr=self.hparams.lr,
         )
         total = max(1, int(self.trainer.estimated_stepping_batches))
+        if self.hparams.schedule == "onecycle":
+            scheduler = torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=self.hparams.lr,
+                total_steps=total,
+                pct_start=max(self.hparams.warmup_fraction, 1e-3),
+            )
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         warmup = int(self.hparams.warmup_fraction * total)
         cosine = self.hparams.schedule == "cosine"
 
@@ -153,8 +227,21 @@ class SequenceTask(L.LightningModule):
             progress = min(1.0, (step - warmup) / max(1, total - warmup))
             return 0.5 * (1.0 + math.cos(math.pi * progress))
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+        scheduler = ScheduledLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    @property
+    def backbone(self) -> nn.Module:
+        """Every part of the net but its head, for fine-tuning callbacks (Lightning's ``BackboneFinetuning``
+        freezes it, then unfreezes it with its own learning rate)."""
+        if hasattr(self.net, "backbone_modules"):
+            return nn.ModuleList(self.net.backbone_modules())
+        head = next((getattr(self.net, n) for n in ("head", "fc") if hasattr(self.net, n)), None)
+        if head is None:
+            raise AttributeError(
+                f"{type(self.net).__name__} has no head (head or fc) to tell from its backbone"
+            )
+        return nn.ModuleList(m for m in self.net.children() if m is not head)
 
     def parameter_counts(self) -> dict[str, int]:
         return {

@@ -56,13 +56,20 @@ def attention_weights(
 
 
 class MultiheadSelfAttention(nn.Module):
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+    """Self-attention with ``nn.MultiheadAttention``'s parameters (a fused qkv projection and an output
+    projection). ``head_dim`` other than ``d_model // nhead`` gives each head its own width (the course's
+    text model: every head ``d_model`` wide, the output projection merging ``nhead * d_model`` back).
+    """
+
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, head_dim: int | None = None):
         super().__init__()
-        if d_model % nhead:
-            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
-        self.nhead, self.dropout = nhead, dropout
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.proj = nn.Linear(d_model, d_model)
+        if head_dim is None:
+            if d_model % nhead:
+                raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
+            head_dim = d_model // nhead
+        self.nhead, self.head_dim, self.dropout = nhead, head_dim, dropout
+        self.qkv = nn.Linear(d_model, 3 * nhead * head_dim)
+        self.proj = nn.Linear(nhead * head_dim, d_model)
         self.record = False  # keep the attention weights of the next forward (in ``weights``)
         self.weights: torch.Tensor | None = None
 
@@ -70,15 +77,15 @@ class MultiheadSelfAttention(nn.Module):
         self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
     ) -> torch.Tensor:
         """x: (B, L, D); mask: (B, L) bool, True at real positions -> (B, L, D)."""
-        B, L, D = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.nhead, D // self.nhead).permute(2, 0, 3, 1, 4)
+        B, L, _ = x.shape
+        qkv = self.qkv(x).view(B, L, 3, self.nhead, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv  # each (B, nh, L, hs)
         if self.record:
             self.weights = attention_weights(q, k, mask, causal)
             y = self.weights @ v
         else:
             y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, L, D))
+        return self.proj(y.transpose(1, 2).reshape(B, L, self.nhead * self.head_dim))
 
 
 class EncoderBlock(nn.Module):
@@ -91,14 +98,16 @@ class EncoderBlock(nn.Module):
         activation: str,
         norm_first: bool,
         attention_dropout: float = 0.0,
+        head_dim: int | None = None,
+        norm_eps: float = 1e-5,
     ):
         super().__init__()
         self.norm_first = norm_first
-        self.attn = MultiheadSelfAttention(d_model, nhead, attention_dropout)
+        self.attn = MultiheadSelfAttention(d_model, nhead, attention_dropout, head_dim)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
+        self.norm1 = nn.LayerNorm(d_model, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(d_model, eps=norm_eps)
         self.dropout = nn.Dropout(dropout)
         self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
 
@@ -135,6 +144,7 @@ class TransformerNet(nn.Module):
         embedding_scale: bool = False,
         d_model: int = 64,
         nhead: int = 4,
+        head_dim: int | None = None,
         num_layers: int = 2,
         dim_feedforward: int = 128,
         dropout: float = 0.1,
@@ -160,6 +170,8 @@ class TransformerNet(nn.Module):
             embedding_scale: Multiply token embeddings by sqrt(d_model), as the original Transformer does.
             d_model: Width of the residual stream.
             nhead: Attention heads.
+            head_dim: Width of each head. Empty: ``d_model // nhead`` (as torch splits ``d_model``);
+                ``d_model`` gives every head the full width, as the course's text Transformer did.
             num_layers: Encoder blocks.
             dim_feedforward: Hidden width of each block's MLP.
             dropout: Dropout on the residual branches (attention output and MLP).
@@ -223,7 +235,9 @@ class TransformerNet(nn.Module):
             self.register_buffer("pos", pe, persistent=False)
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
         self.blocks = nn.ModuleList(
-            EncoderBlock(d_model, nhead, dim_feedforward, dropout, activation, norm_first, attention_dropout)
+            EncoderBlock(
+                d_model, nhead, dim_feedforward, dropout, activation, norm_first, attention_dropout, head_dim
+            )
             for _ in range(num_layers)
         )
         self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
@@ -246,7 +260,7 @@ class TransformerNet(nn.Module):
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
         if self.tokens is not None:
-            x = self.tokens(x)
+            x = self.tokens(x, lengths)
         B, L, _ = x.shape
         if L > self.seq_len:
             raise ValueError(f"sequence length {L} exceeds seq_len={self.seq_len} this model was built for")

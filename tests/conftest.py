@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ["WANDB_MODE"] = "offline"  # tests never reach W&B; offline runs are read back from disk
 os.environ["WANDB_SILENT"] = "true"
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Offline as the machines are: a hub name fails at once with a clear message instead of retrying the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+# Tokenized-text caches of this session only (never the user's ~/.cache).
+os.environ["ARCHBENCH_CACHE"] = tempfile.mkdtemp(prefix="archbench-test-cache-")
 
 # A tiny built-in benchmark for every test that trains.
 TINY_DATA = [

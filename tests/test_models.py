@@ -209,3 +209,28 @@ def test_course_scaled_dot_product_attention_vector(dtype):
     out = attention(q[None, None], k[None, None], v[None, None])[0, 0]
     expected = torch.tensor([[36, 77, 90, 37], [33, 32, 18, 3], [36, 77, 90, 37]], dtype=dtype)
     assert torch.equal(out, expected)
+
+
+def test_scheduled_lr_equals_lambda_lr_and_takes_groups_added_later():
+    import math
+
+    from lit_models.sequence_task import ScheduledLR
+
+    def factor(step):
+        return (step + 1) / 5 if step < 5 else 0.5 * (1 + math.cos(math.pi * min(1.0, (step - 5) / 20)))
+
+    ours_p, torch_p = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    ours_opt, torch_opt = torch.optim.SGD([ours_p], lr=0.1), torch.optim.SGD([torch_p], lr=0.1)
+    ours, reference = ScheduledLR(ours_opt, factor), torch.optim.lr_scheduler.LambdaLR(torch_opt, factor)
+    for step in range(12):
+        assert ours_opt.param_groups[0]["lr"] == torch_opt.param_groups[0]["lr"], step
+        ours_opt.step(), torch_opt.step()
+        ours.step(), reference.step()
+    # a group joining at step 12 with lr 0.01 keeps it, then follows the schedule's shape
+    ours_opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": 0.01})
+    joined_at = factor(12)
+    for step in range(13, 20):
+        ours_opt.step()
+        ours.step()
+        assert math.isclose(ours_opt.param_groups[1]["lr"], 0.01 * factor(step) / joined_at, rel_tol=1e-12)
+        assert ours_opt.param_groups[0]["lr"] == 0.1 * factor(step)

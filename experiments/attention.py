@@ -1,0 +1,147 @@
+"""Attention you can look at: every layer's and head's weights over the tokens of a text, as one PNG.
+
+``python -m experiments attention --config DATA.yaml --config MODEL.yaml --ckpt RUN.ckpt --text "..."``
+rebuilds the run's model from its configs, loads the checkpoint's weights (and its tokenizer, which the
+checkpoint carries) and draws a grid: one row per layer, one column per head, queries down, keys across.
+The :class:`AttentionMaps` callback logs the same figure to W&B (and saves it beside the run) during
+validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+
+from datamodules.errors import DataError
+from datamodules.files import write_atomic
+
+
+def attention_figure(maps: list[torch.Tensor], tokens: list[str], title: str = ""):
+    """maps: per layer (heads, T, T) for one text; tokens: its T tokens -> a matplotlib figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    layers, heads = len(maps), maps[0].shape[0]
+    size = max(2.0, 0.22 * len(tokens) + 1.0)
+    fig, axes = plt.subplots(layers, heads, figsize=(size * heads, size * layers), squeeze=False)
+    for i, layer in enumerate(maps):
+        for h in range(heads):
+            ax = axes[i][h]
+            ax.imshow(layer[h].float().cpu().numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
+            ax.set_title(f"layer {i + 1} head {h + 1}", fontsize=8)
+            ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figure_png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def text_attention(net: torch.nn.Module, datamodule, text: str) -> tuple[list[torch.Tensor], list[str]]:
+    """One text's attention maps (per layer: heads x T x T) and its tokens, from a net with ``attention_maps``."""
+    if not hasattr(net, "attention_maps"):
+        raise DataError(f"model.net: {type(net).__name__} has no attention to show (use a Transformer)")
+    batch = datamodule.encode([text])
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        maps = net.attention_maps(batch["x"].to(device), batch["lengths"].to(device))
+    finally:
+        net.train(was_training)
+    ids = batch["x"][0].tolist()
+    tokens = [datamodule.tokenizer.id_to_token(i) for i in ids]
+    n = maps[0].shape[-1]
+    if n != len(tokens):  # a class token in front (cls pooling): show it by name
+        tokens = ["<cls>", *tokens][:n] if n == len(tokens) + 1 else [str(i) for i in range(n)]
+    return [m[0] for m in maps], tokens
+
+
+class AttentionMaps(Callback):
+    """During validation, draw the attention of the model over fixed texts: logged to W&B as images and saved
+    as ``attention/epoch{E}-step{S}.png`` in the run's log folder.
+    """
+
+    def __init__(self, texts: list[str], every_n_epochs: int = 1):
+        """
+        Args:
+            texts: Texts to draw (a few short ones: each gives layers x heads maps).
+            every_n_epochs: Draw at the end of validation every this many epochs.
+        """
+        if not texts:
+            raise ValueError("AttentionMaps needs at least one text")
+        self.texts, self.every_n_epochs = list(texts), every_n_epochs
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, before rank 0 goes on alone
+        if not trainer.is_global_zero:
+            return
+        datamodule = trainer.datamodule
+        images = []
+        for k, text in enumerate(self.texts):
+            maps, tokens = text_attention(pl_module.net, datamodule, text)
+            png = figure_png(attention_figure(maps, tokens, title=text[:80]))
+            name = f"attention/epoch{trainer.current_epoch}-step{trainer.global_step}-text{k}.png"
+            if log_dir:
+                write_atomic(Path(log_dir) / name, png)
+            images.append(png)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                from PIL import Image
+
+                pictures = [Image.open(io.BytesIO(png)) for png in images]
+                logger.log_image("val/attention", pictures, step=trainer.global_step, caption=self.texts)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments attention",
+        description="Draw every layer's and head's attention over the tokens of a text, as a PNG.",
+    )
+    parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
+    parser.add_argument("--ckpt", help="checkpoint to load (weights and tokenizer); empty: untrained weights")
+    parser.add_argument("--text", required=True, help="the text to look at")
+    parser.add_argument("--out", default="attention.png", help="PNG to write (default: attention.png)")
+    args, overrides = parser.parse_known_args(argv)
+
+    from experiments.cli import ExperimentCLI
+
+    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = ExperimentCLI(args=cli_args, run=False)
+    module, datamodule = cli.model, cli.datamodule
+    if not hasattr(datamodule, "encode"):
+        raise DataError(f"data: {type(datamodule).__name__} does not hold text (use a text config)")
+    if args.ckpt:
+        if not Path(args.ckpt).is_file():
+            raise DataError(f"--ckpt: file {args.ckpt!r} not found")
+        checkpoint = torch.load(args.ckpt, map_location="cpu", weights_only=False)
+        module.load_state_dict(checkpoint["state_dict"])
+        state = checkpoint.get(type(datamodule).__qualname__)
+        if state:
+            datamodule.load_state_dict(state)  # the same labels and tokenizer as in training, or an error
+    else:
+        print("attention: no --ckpt, so these are the attention maps of untrained weights")
+    maps, tokens = text_attention(module.net, datamodule, args.text)
+    write_atomic(args.out, figure_png(attention_figure(maps, tokens, title=args.text[:80])))
+    print(f"attention: {len(maps)} layers x {maps[0].shape[0]} heads over {len(tokens)} tokens -> {args.out}")

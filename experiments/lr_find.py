@@ -1,0 +1,43 @@
+"""``python -m experiments lr_find --config ...``: Lightning's learning-rate range test (``Tuner.lr_find``) on
+the run a config describes; prints the suggested ``--model.lr`` and saves the loss-vs-lr plot.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import warnings
+
+from datamodules.files import write_atomic
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments lr_find", description=__doc__)
+    parser.add_argument("--config", action="append", required=True, help="config file(s), in order")
+    parser.add_argument("--min_lr", type=float, default=1e-6)
+    parser.add_argument("--max_lr", type=float, default=1.0)
+    parser.add_argument("--num_training", type=int, default=100, help="steps of the range test")
+    parser.add_argument("--out", default="lr_find.png", help="plot to write (default: lr_find.png)")
+    args, overrides = parser.parse_known_args(argv)
+
+    from lightning.pytorch.tuner import Tuner
+
+    from experiments.cli import ExperimentCLI
+
+    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    cli_args += ["--trainer.callbacks=null", "--trainer.enable_checkpointing=false"]  # a probe: no files
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = ExperimentCLI(args=cli_args, run=False)
+    finder = Tuner(cli.trainer).lr_find(
+        cli.model,
+        datamodule=cli.datamodule,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        num_training=args.num_training,
+    )
+    figure = finder.plot(suggest=True)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    write_atomic(args.out, buffer.getvalue())
+    print(f"lr_find: suggested --model.lr {finder.suggestion():.3g} (plot: {args.out})")

