@@ -1,0 +1,94 @@
+"""Image classifiers beside ResNet and ViT: the course's MNIST CNN, and any timm model as the net."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class MnistCNN(nn.Module):
+    """The course's MNIST network: conv 32 -> conv 64 -> max-pool -> dropout -> linear 128 -> dropout -> linear.
+    1,199,882 parameters for 28x28 grey images and 10 classes.
+    """
+
+    def __init__(self, num_outputs: int, in_channels: int = 1, img_size: int = 28, dropout: float = 0.25):
+        """
+        Args:
+            num_outputs: Classes; linked from the data.
+            in_channels: Image channels; linked from the data.
+            img_size: Image side; linked from the data (sizes the first linear layer).
+            dropout: Dropout after pooling (the second dropout, before the last layer, is twice this).
+        """
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 32, 3)
+        self.conv2 = nn.Conv2d(32, 64, 3)
+        side = (img_size - 4) // 2
+        self.fc1 = nn.Linear(64 * side * side, 128)
+        self.head = nn.Linear(128, num_outputs)
+        self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(2 * dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
+        h = F.relu(self.fc1(self.dropout1(h).flatten(1)))
+        return self.head(self.dropout2(h))
+
+
+class TimmNet(nn.Module):
+    """``timm.create_model(name)`` with its head sized for the task: from scratch, pretrained from the hub
+    (connected machines), or from a local weights file (safetensors or a state_dict; the head's weights are
+    dropped when the class count differs, as timm does for hub weights).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        num_outputs: int,
+        pretrained: bool = False,
+        weights_file: str | None = None,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+    ):
+        """
+        Args:
+            name: Any ``timm.list_models()`` name, e.g. ``resnet18``, ``vit_small_patch16_224``,
+                ``efficientnet_lite0``.
+            num_outputs: Classes; linked from the data.
+            pretrained: Load timm's pretrained weights from the Hugging Face Hub (needs a connection).
+            weights_file: Load weights from this local file instead (timm's ``pretrained_cfg_overlay``).
+            drop_rate: Dropout before the head.
+            drop_path_rate: Stochastic depth.
+        """
+        super().__init__()
+        import timm
+
+        if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
+            raise ValueError(f"model.net.init_args.name: {name!r} is not a timm model")
+        kwargs = {}
+        if weights_file:
+            if not Path(weights_file).is_file():
+                raise FileNotFoundError(f"model.net.init_args.weights_file: {weights_file!r} not found")
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+        self.model = timm.create_model(
+            name,
+            pretrained=pretrained or bool(weights_file),
+            num_classes=num_outputs,
+            drop_rate=drop_rate,
+            drop_path_rate=drop_path_rate,
+            **kwargs,
+        )
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """timm's data config for this model (input size, mean/std, interpolation, crop): the data uses it."""
+        return self.model.pretrained_cfg
+
+    def backbone_modules(self) -> list[nn.Module]:
+        """The timm model's parts but its classifier (what a fine-tuning callback freezes)."""
+        head = self.model.get_classifier()
+        return [m for m in self.model.children() if m is not head]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)

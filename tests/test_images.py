@@ -1,0 +1,346 @@
+"""Images: IDX files and image folders, bad input, patch sequences; ResNet/ViT parity with timm; image CLI runs."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import timm
+import torch
+from conftest import ROOT, run_module
+from PIL import Image
+
+from datamodules.errors import DataError
+from datamodules.images import ImageDataModule
+from experiments.cli import ExperimentCLI
+from lit_models.image_nets import MnistCNN, TimmNet
+from lit_models.resnet import ResNet
+from lit_models.vit import PatchEmbedding, VisionTransformer, patchify, timm_vit_state_dict
+
+VISION = ROOT / "experiments" / "vision"
+
+
+def write_idx(path, array: np.ndarray, magic_type: int = 0x08, compress: bool = True) -> None:
+    header = bytes([0, 0, magic_type, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(payload) if compress else payload)
+
+
+def fake_fashion_mnist(root, n_train=60, n_test=20, seed=0):
+    """Class k is an image whose row band k is bright, so a model can learn it in a few steps."""
+    rng = np.random.default_rng(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    for split, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        images = rng.integers(0, 60, (n, 28, 28))
+        for i, k in enumerate(labels):
+            images[i, 2 * k + 4 : 2 * k + 6] = 250
+        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
+        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+def write_folder(root, classes=("cat", "dog"), per_class=4, size=12, mode="RGB"):
+    rng = np.random.default_rng(0)
+    for c in classes:
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            shape = (size, size, 3) if mode == "RGB" else (size, size)
+            Image.fromarray(rng.integers(0, 255, shape).astype(np.uint8), mode=mode).save(
+                root / c / f"{i}.png"
+            )
+    return root
+
+
+def test_fashion_mnist_idx_files_split_and_batches(tmp_path):
+    dm = ImageDataModule(
+        root=str(fake_fashion_mnist(tmp_path / "fm")), val_fraction=0.2, batch_size=8, download=False
+    )
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 48, "val": 12, "test": 20}
+    assert dm.num_outputs == 10 and dm.in_channels == 1 and dm.img_size == 28
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch["x"].shape == (8, 1, 28, 28) and batch["y"].dtype == torch.long
+    # normalised with the training images' own mean and std
+    assert abs(batch["x"].mean().item()) < 0.5
+
+
+def test_images_as_patch_sequences(tmp_path):
+    dm = ImageDataModule(
+        root=str(fake_fashion_mnist(tmp_path / "fm")), patch_size=7, batch_size=4, download=False
+    )
+    dm.setup()
+    assert dm.in_channels == 49 and dm.seq_len == 16
+    x, y = next(iter(dm.val_dataloader()))
+    batch = dm.on_after_batch_transfer((x, y), 0)
+    assert batch["x"].shape == (4, 16, 49) and batch["lengths"].tolist() == [16] * 4
+    torch.testing.assert_close(batch["x"][:, 0], x[:, 0, :7, :7].reshape(4, 49))  # the top-left patch
+
+
+@pytest.mark.parametrize(
+    "corrupt, expected",
+    [
+        (lambda p: p.write_bytes(b"\x00\x00\x09\x03" + b"\x00" * 12), r"not an unsigned-byte IDX file \(magic number 00000903"),
+        (lambda p: write_idx(p, np.zeros((4, 28)), compress=False), r"IDX file with 2 dimensions, expected 3"),
+        (lambda p: p.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">III", 5, 28, 28) + b"\x00" * 10)), r"header says shape \(5, 28, 28\)"),
+    ],
+)  # fmt: skip
+def test_bad_idx_files_name_the_file(tmp_path, corrupt, expected):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    target = root / "train-images-idx3-ubyte.gz"
+    corrupt(target)
+    with pytest.raises(DataError, match=expected) as err:
+        ImageDataModule(root=str(root), download=False).setup()
+    assert str(target) in str(err.value)
+
+
+def test_out_of_range_idx_labels(tmp_path):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 12] + [0] * 17))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at item 2 is outside 0..9"):
+        ImageDataModule(root=str(root), download=False).setup()
+
+
+def test_image_folders_and_their_bad_input(tmp_path):
+    train = write_folder(tmp_path / "train", per_class=5)
+    test = write_folder(tmp_path / "test", per_class=2)
+    dm = ImageDataModule(
+        source="folder", train_path=str(train), test_path=str(test), val_fraction=0.2, batch_size=4
+    )
+    dm.setup()
+    assert dm.classes == ["cat", "dog"] and dm.in_channels == 3 and dm.img_size == 12
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 3, 12, 12)
+    (train / "bird").mkdir()
+    with pytest.raises(DataError, match=r"train/bird: empty class folder"):
+        ImageDataModule(source="folder", train_path=str(train), test_path=str(test)).setup()
+    (train / "bird").rmdir()
+    (train / "dog" / "broken.png").write_bytes(b"not a png")
+    dm = ImageDataModule(
+        source="folder", train_path=str(train), test_path=str(test), val_fraction=0.0, batch_size=64
+    )
+    with pytest.raises(DataError, match=r"dog/broken.png: unreadable or corrupt image"):
+        next(iter(dm.train_dataloader()))
+
+
+def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
+    dm = ImageDataModule(root=str(fake_fashion_mnist(tmp_path / "fm")), batch_size=4, download=False)
+    net = TimmNet("resnet18", num_outputs=10)
+    dm.use_model(net)
+    assert dm.in_channels == 3 and dm.img_size == 224  # timm's input size for resnet18
+    x, _ = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 3, 224, 224)
+    # the three channels hold the same grey values, each normalised with ImageNet's own mean and std
+    grey = [
+        x[:, c] * std + mean
+        for c, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), strict=True))
+    ]
+    torch.testing.assert_close(grey[0], grey[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grey[0], grey[2], atol=1e-5, rtol=0)
+
+
+# --- parity with timm ----------------------------------------------------------------------------------------
+
+
+def test_resnet18_counts_and_logits_equal_timm():
+    theirs = timm.create_model("resnet18", num_classes=10).eval()
+    ours = ResNet(10).eval()
+    assert sum(p.numel() for p in ResNet(1000).parameters()) == 11_689_512
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in ResNet(1000, depth=34).parameters()) == sum(
+        p.numel() for p in timm.create_model("resnet34").parameters()
+    )
+
+
+def test_vit_counts_and_logits_equal_timm():
+    assert sum(p.numel() for p in VisionTransformer(1000).parameters()) == 86_567_656  # vit_base_patch16_224
+    course = VisionTransformer(1000, final_norm=False, pos_embed_class=False)
+    assert sum(p.numel() for p in course.parameters()) == 86_565_352
+    theirs = timm.create_model("vit_small_patch16_224", num_classes=7, img_size=32, patch_size=8).eval()
+    ours = VisionTransformer(7, img_size=32, patch_size=8, embed_dim=384, depth=12, num_heads=6).eval()
+    ours.load_state_dict(timm_vit_state_dict(theirs.state_dict()))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    # the course's variant matches timm's no_embed_class + no final norm
+    theirs = timm.create_model(
+        "vit_tiny_patch16_224",
+        num_classes=3,
+        img_size=32,
+        patch_size=8,
+        final_norm=False,
+        no_embed_class=True,
+    ).eval()
+    ours = VisionTransformer(
+        3,
+        img_size=32,
+        patch_size=8,
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        final_norm=False,
+        pos_embed_class=False,
+    ).eval()
+    ours.load_state_dict(timm_vit_state_dict(theirs.state_dict()))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_patch_embedding_conv_and_reshape_agree():
+    torch.manual_seed(0)
+    conv = PatchEmbedding(4, 3, 16, "conv")
+    linear = PatchEmbedding(4, 3, 16, "linear")
+    with torch.no_grad():
+        linear.proj.weight.copy_(conv.proj.weight.reshape(16, -1))
+        linear.proj.bias.copy_(conv.proj.bias)
+    x = torch.randn(2, 3, 12, 8)
+    torch.testing.assert_close(linear(x), conv(x), atol=1e-5, rtol=1e-5)
+    assert patchify(x, 4).shape == (2, 6, 48)
+
+
+def test_mnist_cnn_has_the_course_count():
+    assert sum(p.numel() for p in MnistCNN(10).parameters()) == 1_199_882
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+IMAGE_MODELS = ["mnist_cnn.yaml", "resnet.yaml", "vit.yaml", "lstm_patches.yaml", "transformer_patches.yaml"]
+
+
+def image_args(tmp_path, *models):
+    args = ["--config", str(VISION / "fashion_mnist.yaml")]
+    for m in models:
+        args += ["--config", str(VISION / m)]
+    return args + [
+        f"--data.root={fake_fashion_mnist(tmp_path / 'fm')}",
+        "--data.download=false",
+        "--data.batch_size=8",
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
+        "--trainer.enable_progress_bar=false",
+    ]
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_fast_dev_run_each_image_model(name, tmp_path):
+    cli = ExperimentCLI(args=[*image_args(tmp_path, name), "--trainer.fast_dev_run=true"], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    metrics = cli.trainer.callback_metrics
+    assert {"test/acc", "test/f1", "test/ece"} <= set(metrics)
+
+
+def test_missing_fashion_mnist_offline_is_one_clear_line(tmp_path):
+    args = image_args(tmp_path, "mnist_cnn.yaml")
+    result = run_module("fit", *args, f"--data.root={tmp_path / 'nothing'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "python -m experiments data fashion_mnist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_every_vision_yaml_is_covered():
+    other = {
+        "fashion_mnist.yaml",
+        "compare.yaml",
+        "efficientnet_lite0.yaml",
+        "efficientnet_lite0_scratch.yaml",
+    }
+    assert {p.name for p in VISION.glob("*.yaml")} == set(IMAGE_MODELS) | other
+
+
+# --- fine-tuning ---------------------------------------------------------------------------------------------
+
+
+def _snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def _changed(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_local_weights_file_then_frozen_backbone_then_unfrozen(tmp_path):
+    """timm weights from a file the test writes (the head dropped for 10 classes); epoch 0 trains only the
+    head (no gradient, unchanged backbone weights and statistics); epoch 1 trains the backbone too."""
+    from lightning.pytorch.callbacks import Callback
+    from safetensors.torch import save_file
+
+    source = timm.create_model("efficientnet_lite0")
+    weights = tmp_path / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    args = image_args(tmp_path, "efficientnet_lite0.yaml")
+    args += [f"--model.net.init_args.weights_file={weights}", "--data.img_size=32", "--trainer.max_epochs=2"]
+    args += [
+        "--trainer.limit_train_batches=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.val_check_interval=1.0",
+    ]
+    cli = ExperimentCLI(args=args, run=False)
+    net = cli.model.net
+    loaded = net.model.state_dict()
+    for key, value in source.state_dict().items():
+        if not key.startswith("classifier"):
+            torch.testing.assert_close(loaded[key], value)
+
+    snapshots = {}
+
+    class Record(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            snapshots[f"start{trainer.current_epoch}"] = _snapshot(pl_module.net)
+
+        def on_after_backward(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                named = [
+                    (n, p)
+                    for n, p in pl_module.net.named_parameters()
+                    if not n.startswith("model.classifier")
+                ]
+                with_grad = [(n, p.requires_grad) for n, p in named if p.grad is not None]
+                assert not with_grad, f"frozen backbone parameters got gradients: {with_grad[:5]}"
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            snapshots[f"end{trainer.current_epoch}"] = _snapshot(pl_module.net)
+
+    cli.trainer.callbacks.append(Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    head = {k for k in snapshots["start0"] if k.startswith("model.classifier")}
+    frozen_epoch = _changed(snapshots["start0"], snapshots["end0"])
+    assert frozen_epoch and frozen_epoch <= head  # only the head moved
+    unfrozen_epoch = _changed(snapshots["start1"], snapshots["end1"])
+    assert len(unfrozen_epoch - head) > 100  # the backbone trains after unfreezing
+
+
+def test_ema_weights_are_the_ones_evaluated(tmp_path):
+    from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
+
+    cli = ExperimentCLI(
+        args=[*image_args(tmp_path, "mnist_cnn.yaml"), "--trainer.max_epochs=1", "--trainer.limit_train_batches=4",
+              "--trainer.limit_val_batches=1", "--trainer.val_check_interval=1.0", "--trainer.num_sanity_val_steps=0"],
+        run=False,
+    )  # fmt: skip
+    ema = EMAWeightAveraging(decay=0.5)
+    seen = {}
+
+    class Record(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            seen["raw"] = _snapshot(pl_module.net)
+
+        def on_validation_epoch_start(self, trainer, pl_module):
+            seen["evaluated"] = _snapshot(pl_module.net)
+            seen["average"] = {
+                k: v.detach().clone() for k, v in ema._average_model.module.net.state_dict().items()
+            }
+
+    cli.trainer.callbacks += [ema, Record()]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    # validation ran on the averaged weights (the raw ones are parked in the average model meanwhile)
+    assert _changed(seen["raw"], seen["evaluated"])
+    for key, value in seen["average"].items():
+        torch.testing.assert_close(value, seen["raw"][key])
+    # after training the model holds the averages
+    final = _snapshot(cli.model.net)
+    for key, value in seen["evaluated"].items():
+        torch.testing.assert_close(final[key], value)
