@@ -136,9 +136,19 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[Split, li
             raise DataError(
                 f"{root / name}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files)"
             )
+        for image in images:  # a header check of every file now, not a crash in the middle of training
+            _verify_image(image)
         files += images
         labels += [classes.index(name)] * len(images)
     return Split(np.array(labels, dtype=np.int64), files=files), classes
+
+
+def _verify_image(path: Path) -> None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
 
 
 class ImageDataset(Dataset):
@@ -175,6 +185,9 @@ class ImageDataModule(L.LightningDataModule):
         hflip: float = 0.5,
         scale: tuple[float, float] = (0.5, 1.0),
         auto_augment: str | None = None,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        mixup_label_smoothing: float = 0.1,
         patch_size: int = 0,
         batch_size: int = 128,
         num_workers: int = 0,
@@ -204,6 +217,10 @@ class ImageDataModule(L.LightningDataModule):
             hflip: Probability of a horizontal flip when augmenting.
             scale: Area range of the random resized crop when augmenting.
             auto_augment: timm's policy string, e.g. ``rand-m9-mstd0.5`` (RandAugment); needs ``augment``.
+            mixup_alpha: Above 0, timm's ``Mixup`` blends training images (and their targets) with this alpha.
+            cutmix_alpha: Above 0, CutMix patches with this alpha (with mixup too, one of the two per batch).
+            mixup_label_smoothing: Label smoothing of the soft targets mixup/cutmix make (otherwise use the
+                model's ``label_smoothing``).
             patch_size: Above 0, serve each image as a sequence of P x P patches, (N, P*P*C), with lengths.
             batch_size: Images per batch (per device).
             num_workers: DataLoader worker processes.
@@ -217,6 +234,7 @@ class ImageDataModule(L.LightningDataModule):
         self.classes: list[str] = []
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
         self._model_config: dict | None = None
+        self._mixup = None
 
     # --- sources ----------------------------------------------------------------------------------------
 
@@ -430,8 +448,12 @@ class ImageDataModule(L.LightningDataModule):
             sampler=sampler,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
-            drop_last=False,
+            drop_last=train and self._mixing,  # timm's Mixup pairs images within a batch: an even size
         )
+
+    @property
+    def _mixing(self) -> bool:
+        return self.hparams.mixup_alpha > 0 or self.hparams.cutmix_alpha > 0
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
@@ -447,6 +469,19 @@ class ImageDataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int) -> dict:
         x, y = batch
+        if self._mixing and self.trainer is not None and self.trainer.training:
+            if self._mixup is None:
+                from timm.data import Mixup
+
+                hp = self.hparams
+                self._mixup = Mixup(
+                    mixup_alpha=hp.mixup_alpha,
+                    cutmix_alpha=hp.cutmix_alpha,
+                    label_smoothing=hp.mixup_label_smoothing,
+                    num_classes=self.num_outputs,
+                )
+            if len(x) % 2 == 0:
+                x, y = self._mixup(x, y)  # y becomes soft targets (B, K); the task's loss takes them
         out = {"x": x, "y": y}
         p = self.hparams.patch_size
         if p:

@@ -13,6 +13,7 @@ commands:
                                     compare --config experiments/dna/compare.yaml [--seeds N] [--out DIR]
   attention                         PNG of every layer's and head's attention over a text:
                                     attention --config DATA.yaml --config MODEL.yaml --ckpt C --text "..."
+  export                            a trained ResNet/ViT as timm-named safetensors: export --config ... --ckpt C --out F
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
                                     fashion_mnist | efficientnet_lite0,
@@ -45,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
             from experiments.attention import main as attention
 
             attention(rest)
+        elif command == "export":
+            from experiments.export import main as export
+
+            export(rest)
         elif command == "lr_find":
             from experiments.lr_find import main as lr_find
 

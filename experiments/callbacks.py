@@ -94,9 +94,38 @@ def constant_factor(epoch: int) -> float:
 
 class BackboneFinetuning(callbacks.BackboneFinetuning):
     """Lightning's ``BackboneFinetuning`` (frozen backbone for ``unfreeze_backbone_at_epoch`` epochs, then
-    trained with its own learning rate), with ``train_bn`` honoured while frozen too: Lightning 2.6 freezes
-    with its default (norm layers left trainable), so ``train_bn=False`` only took effect after unfreezing.
+    trained with its own learning rate), with frozen norm layers that stay consistent.
+
+    With ``train_bn=False`` the backbone's norm layers are frozen as well and kept in eval mode while frozen:
+    they normalise with their stored (e.g. ImageNet) statistics in training as in validation; once unfrozen,
+    they train with the rest. Lightning 2.6
+    ignores ``train_bn`` when freezing (its norm layers stay trainable), and its frozen norm layers would
+    normalise with batch statistics in training but stored ones in validation. ``train_bn=True`` (the
+    default, as fastai) lets the norm layers train and update their statistics while the rest is frozen.
     """
 
     def freeze_before_training(self, pl_module) -> None:
-        self.freeze(pl_module.backbone, train_bn=self.train_bn)
+        self.freeze(pl_module.backbone, train_bn=True)
+        if not self.train_bn:
+            for norm in self._norms(pl_module):
+                for p in norm.parameters(recurse=False):
+                    p.requires_grad = False
+
+    def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+        frozen_norms, self.train_bn = self.train_bn, True  # unfreezing trains all of it, norm layers included
+        try:
+            super().finetune_function(pl_module, epoch, optimizer)
+        finally:
+            self.train_bn = frozen_norms
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        # Lightning puts the module back in train mode after each validation: re-apply every batch.
+        if not self.train_bn and trainer.current_epoch < self.unfreeze_backbone_at_epoch:
+            for norm in self._norms(pl_module):
+                norm.eval()
+
+    @staticmethod
+    def _norms(pl_module) -> list[torch.nn.Module]:
+        return [
+            m for m in pl_module.backbone.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        ]

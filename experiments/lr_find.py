@@ -40,4 +40,8 @@ def main(argv: list[str]) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     write_atomic(args.out, buffer.getvalue())
-    print(f"lr_find: suggested --model.lr {finder.suggestion():.3g} (plot: {args.out})")
+    suggestion = finder.suggestion()
+    if suggestion is None:  # Lightning needs enough finite losses to pick the steepest descent
+        print(f"lr_find: no suggestion (too few usable steps; raise --num_training) (plot: {args.out})")
+    else:
+        print(f"lr_find: suggested --model.lr {suggestion:.3g} (plot: {args.out})")

@@ -50,6 +50,7 @@ class TimmNet(nn.Module):
         weights_file: str | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
+        model_kwargs: dict | None = None,
     ):
         """
         Args:
@@ -60,13 +61,14 @@ class TimmNet(nn.Module):
             weights_file: Load weights from this local file instead (timm's ``pretrained_cfg_overlay``).
             drop_rate: Dropout before the head.
             drop_path_rate: Stochastic depth.
+            model_kwargs: More ``timm.create_model`` arguments (e.g. ``img_size``, ``in_chans``).
         """
         super().__init__()
         import timm
 
         if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
             raise ValueError(f"model.net.init_args.name: {name!r} is not a timm model")
-        kwargs = {}
+        kwargs = dict(model_kwargs or {})
         if weights_file:
             if not Path(weights_file).is_file():
                 raise FileNotFoundError(f"model.net.init_args.weights_file: {weights_file!r} not found")
@@ -79,6 +81,25 @@ class TimmNet(nn.Module):
             drop_path_rate=drop_path_rate,
             **kwargs,
         )
+        if weights_file:
+            self._keep_matching_head(weights_file)
+
+    def _keep_matching_head(self, weights_file: str) -> None:
+        """timm drops a weights file's classifier whenever the class count differs from the model's default
+        config (1000); a file whose classifier already fits this task (our own exported run) keeps it."""
+        head = self.model.pretrained_cfg.get("classifier")
+        if not isinstance(head, str):
+            return
+        if weights_file.endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(weights_file)
+        else:
+            state = torch.load(weights_file, map_location="cpu", weights_only=True)
+        target = self.model.get_submodule(head)
+        saved = {k[len(head) + 1 :]: v for k, v in state.items() if k.startswith(head + ".")}
+        if saved and all(k in saved and saved[k].shape == v.shape for k, v in target.state_dict().items()):
+            target.load_state_dict(saved)
 
     @property
     def pretrained_cfg(self) -> dict:

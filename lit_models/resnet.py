@@ -81,6 +81,10 @@ class ResNet(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
+    def timm_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in timm's (and torchvision's) names: they are ours already."""
+        return self.state_dict()
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, num_features) pooled features."""
         h = self.maxpool(torch.relu(self.bn1(self.conv1(x))))

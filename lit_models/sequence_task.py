@@ -107,6 +107,7 @@ class SequenceTask(L.LightningModule):
         unused_parameters: Literal["error", "warn", "ignore"] = "error",
         label_smoothing: float = 0.0,
         confidence_threshold: float | None = None,
+        layer_decay: float | None = None,
     ):
         """
         Args:
@@ -129,6 +130,9 @@ class SequenceTask(L.LightningModule):
             confidence_threshold: Classification: also report ``coverage`` (the share of predictions whose top
                 probability reaches this) and ``selective_acc`` (accuracy on those; the rest count as
                 "unknown"). Expected calibration error (``ece``) is always reported.
+            layer_decay: Layer-wise learning-rate decay for fine-tuning (e.g. 0.75 for a ViT): the head trains
+                at ``lr``, each layer below at ``layer_decay`` times the one above. Needs a net with
+                ``layer_groups()`` (``VisionTransformer``).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -197,16 +201,34 @@ class SequenceTask(L.LightningModule):
         out = self(batch["x"], batch.get("lengths"), batch.get("x_rc"))
         return out if self.task == "regression" else out.softmax(-1)
 
-    def configure_optimizers(self):
-        decay = [p for p in self.parameters() if p.requires_grad and p.ndim >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.ndim < 2]
-        optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": self.hparams.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
-            lr=self.hparams.lr,
+    def param_groups(self) -> list[dict]:
+        """AdamW groups: weight decay on weight matrices only; with ``layer_decay``, each layer of a net that
+        lists its layers (``layer_groups()``, input to output) gets ``lr * layer_decay ** (layers above it)``."""
+        hp = self.hparams
+        layers = (
+            self.net.layer_groups()
+            if hp.layer_decay is not None and hasattr(self.net, "layer_groups")
+            else None
         )
+        if hp.layer_decay is not None and layers is None:
+            raise ValueError(
+                f"model.layer_decay: {type(self.net).__name__} does not list its layers (layer_groups)"
+            )
+        if layers is None:
+            layers = [list(self.parameters())]
+        groups = []
+        for depth, params in enumerate(layers):
+            scale = hp.layer_decay ** (len(layers) - 1 - depth) if hp.layer_decay is not None else 1.0
+            trainable = [p for p in params if p.requires_grad]
+            for decayed in (True, False):
+                chosen = [p for p in trainable if (p.ndim >= 2) == decayed]
+                if chosen:
+                    wd = hp.weight_decay if decayed else 0.0
+                    groups.append({"params": chosen, "weight_decay": wd, "lr": hp.lr * scale})
+        return groups
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if self.hparams.schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(

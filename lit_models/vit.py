@@ -98,6 +98,20 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(embed_dim, num_outputs)
         self.apply(_init_linear)
 
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        """Parameters by depth, input to output: embeddings, each block, then the final norm and the head
+        (for layer-wise learning-rate decay)."""
+        embed = [self.cls_token, self.pos_embed, *self.patch_embed.parameters()]
+        return [
+            embed,
+            *(list(b.parameters()) for b in self.blocks),
+            [*self.norm.parameters(), *self.head.parameters()],
+        ]
+
+    def timm_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in timm's names: ``timm.create_model("vit_...", pretrained_cfg_overlay={"file": ...})``."""
+        return to_timm_vit_state_dict(self.state_dict())
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, embed_dim), the class token after the blocks."""
         h = self.patch_embed(x)
@@ -119,6 +133,13 @@ def _init_linear(m: nn.Module) -> None:
         nn.init.trunc_normal_(m.weight, std=0.02)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
+
+
+def to_timm_vit_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Our ViT's state_dict in timm's names (for a weights file that timm's ``vit_*`` models load)."""
+    return {
+        k.replace(".linear1.", ".mlp.fc1.").replace(".linear2.", ".mlp.fc2."): v for k, v in state.items()
+    }
 
 
 def timm_vit_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

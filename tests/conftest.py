@@ -48,3 +48,28 @@ def run_module(*args, cwd, env=None, timeout=300):
         text=True,
         timeout=timeout,
     )
+
+
+def tiny_compare(tmp_path, name: str, data_config, models: dict, seeds: int, overrides: list[str]) -> dict:
+    """Run ``compare`` in ``tmp_path`` on a one-epoch comparison file over ``models`` (name -> config file);
+    ``overrides`` are the per-run options (tiny data). Returns results.json."""
+    import json
+
+    import yaml
+
+    from experiments.compare import main as compare
+
+    spec = {
+        "name": name,
+        "seeds": seeds,
+        "out": "out",
+        "metric": "test/acc",
+        "config": [str(data_config), {"trainer": {"max_epochs": 1}}],
+        "models": {k: str(v) for k, v in models.items()},
+    }
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
+    runs_options = [
+        a for a in overrides if not a.startswith(("--config", "--trainer.logger")) and "yaml" not in a
+    ]
+    compare(["--config", str(tmp_path / "tiny.yaml"), *runs_options, "--trainer.limit_train_batches=2"])
+    return json.loads((tmp_path / "out" / "results.json").read_text())

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import ROOT, run_module
+from conftest import ROOT, run_module, tiny_compare
 from PIL import Image
 
 from datamodules.errors import DataError
@@ -117,11 +117,9 @@ def test_image_folders_and_their_bad_input(tmp_path):
         ImageDataModule(source="folder", train_path=str(train), test_path=str(test)).setup()
     (train / "bird").rmdir()
     (train / "dog" / "broken.png").write_bytes(b"not a png")
-    dm = ImageDataModule(
-        source="folder", train_path=str(train), test_path=str(test), val_fraction=0.0, batch_size=64
-    )
+    dm = ImageDataModule(source="folder", train_path=str(train), test_path=str(test))
     with pytest.raises(DataError, match=r"dog/broken.png: unreadable or corrupt image"):
-        next(iter(dm.train_dataloader()))
+        dm.setup()  # found before training starts
 
 
 def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
@@ -344,3 +342,123 @@ def test_ema_weights_are_the_ones_evaluated(tmp_path):
     final = _snapshot(cli.model.net)
     for key, value in seen["evaluated"].items():
         torch.testing.assert_close(final[key], value)
+
+
+def test_layer_wise_lr_decay_for_vit(tmp_path):
+    cli = ExperimentCLI(
+        args=[*image_args(tmp_path, "vit.yaml"), "--model.layer_decay=0.5", "--model.lr=0.1"], run=False
+    )
+    groups = cli.model.param_groups()
+    net = cli.model.net
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
+    assert lr_of[id(net.head.weight)] == 0.1 and lr_of[id(net.norm.weight)] == 0.1
+    depth = len(net.blocks)  # 4 blocks: block i is depth - i layers below the head
+    for i, block in enumerate(net.blocks):
+        assert lr_of[id(block.attn.qkv.weight)] == pytest.approx(0.1 * 0.5 ** (depth - i))
+    assert lr_of[id(net.cls_token)] == pytest.approx(0.1 * 0.5 ** (depth + 1))
+    assert len(lr_of) == sum(1 for _ in net.parameters())  # every parameter exactly once
+    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    assert id(net.head.weight) in decayed and id(net.head.bias) not in decayed
+
+
+def test_mixup_trains_on_soft_targets(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    args = [*image_args(tmp_path, "mnist_cnn.yaml"), "--data.mixup_alpha=0.4", "--data.cutmix_alpha=1.0"]
+    cli = ExperimentCLI(args=[*args, "--trainer.fast_dev_run=2"], run=False)
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch["y"])
+
+    cli.trainer.callbacks.append(Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert seen and all(y.shape == (8, 10) and y.dtype.is_floating_point for y in seen)
+    torch.testing.assert_close(seen[0].sum(-1), torch.ones(8))
+    assert (seen[0].max(-1).values < 1).all()  # smoothed and mixed: never one-hot
+
+
+def test_hugging_face_image_dataset_from_local_files(tmp_path):
+    """The hub source through ``datasets`` (here its imagefolder builder on local files; a hub name online)."""
+    write_folder(tmp_path / "hf" / "train", per_class=5, mode="L")
+    write_folder(tmp_path / "hf" / "test", per_class=2, mode="L")
+    dm = ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), val_fraction=0.2, batch_size=4)
+    dm.setup()
+    assert dm.classes == ["cat", "dog"] and dm.in_channels == 1
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 1, 12, 12) and set(y.tolist()) <= {0, 1}
+    with pytest.raises(DataError, match="image_column|no column 'picture'"):
+        ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), image_column="picture").setup()
+
+
+def test_lr_find_command(tmp_path):
+    out = tmp_path / "lr.png"
+    args = [a for a in image_args(tmp_path, "mnist_cnn.yaml") if not a.startswith("--trainer.logger")]
+    result = run_module("lr_find", *args, "--num_training=30", f"--out={out}", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "lr_find: suggested --model.lr" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "lightning_logs").exists()
+
+
+def test_selective_accuracy_and_coverage_by_hand():
+    from lit_models.sequence_task import SelectiveAccuracy
+
+    logits = torch.log(torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7]]))
+    target = torch.tensor([0, 0, 0, 1])
+    coverage, accuracy = SelectiveAccuracy(0.8, "coverage"), SelectiveAccuracy(0.8, "accuracy")
+    coverage.update(logits, target)
+    accuracy.update(logits, target)
+    # answered: rows 0 (right) and 2 (wrong); rows 1 and 3 are "unknown"
+    assert coverage.compute().item() == pytest.approx(0.5) and accuracy.compute().item() == pytest.approx(0.5)
+    nothing = SelectiveAccuracy(0.99, "accuracy")
+    nothing.update(logits, target)
+    assert torch.isnan(nothing.compute())
+
+
+@pytest.mark.parametrize(
+    "model_file, extra, timm_name, timm_kwargs",
+    [
+        ("resnet.yaml", ["--model.net.init_args.width=64", "--model.net.init_args.small_input=false"], "resnet18",
+         {"in_chans": 1}),
+        ("vit.yaml", [], "vit_tiny_patch16_224",
+         {"in_chans": 1, "img_size": 28, "patch_size": 4, "embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}),
+    ],
+)  # fmt: skip
+def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
+    tmp_path, model_file, extra, timm_name, timm_kwargs
+):
+    """Train ours a step, export the checkpoint as timm-named safetensors, load it with timm: same logits."""
+    args = [*image_args(tmp_path, model_file), *extra]
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    cli = ExperimentCLI(args=[*args, *short], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    out = tmp_path / "ours.safetensors"
+    result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = TimmNet(timm_name, num_outputs=10, weights_file=str(out), model_kwargs=timm_kwargs).eval()
+    ours = cli.model.net.eval()
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        torch.testing.assert_close(theirs(x), ours(x), atol=1e-5, rtol=1e-5)
+    # another class count: the backbone loads, the head is new (as for any timm weights file)
+    five = TimmNet(timm_name, num_outputs=5, weights_file=str(out), model_kwargs=timm_kwargs)
+    assert five.model.get_classifier().out_features == 5
+
+
+def test_a_tiny_vision_compare(tmp_path, monkeypatch):
+    from experiments.compare import Comparison
+
+    shipped = Comparison.load(VISION / "compare.yaml")
+    assert len(shipped.models) == 7 and shipped.metric == "test/acc"
+    monkeypatch.chdir(tmp_path)
+    models = {"CNN": VISION / "mnist_cnn.yaml", "Transformer (patches)": VISION / "transformer_patches.yaml"}
+    results = tiny_compare(
+        tmp_path, "tiny-vision", VISION / "fashion_mnist.yaml", models, 1, image_args(tmp_path)
+    )
+    runs = results["runs"]
+    assert [r["model"] for r in runs] == ["CNN", "Transformer (patches)"]
+    assert all({"test/acc", "test/ece"} <= set(r["test"]) for r in runs)
+    assert (tmp_path / "out" / "comparison.png").exists()

@@ -234,3 +234,24 @@ def test_scheduled_lr_equals_lambda_lr_and_takes_groups_added_later():
         ours.step()
         assert math.isclose(ours_opt.param_groups[1]["lr"], 0.01 * factor(step) / joined_at, rel_tol=1e-12)
         assert ours_opt.param_groups[0]["lr"] == 0.1 * factor(step)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_recorded_attention_weights_match_torch(causal):
+    """The weights the attention maps draw are torch's per-head weights (float64, 1e-10), pads excluded."""
+    torch.manual_seed(4)
+    ref = nn.MultiheadAttention(12, 3, batch_first=True).double()
+    ours = MultiheadSelfAttention(12, 3).double()
+    ours.qkv.weight.data.copy_(ref.in_proj_weight)
+    ours.qkv.bias.data.copy_(ref.in_proj_bias)
+    ours.proj.load_state_dict(ref.out_proj.state_dict())
+    x = torch.randn(2, 6, 12, dtype=torch.float64)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    future = torch.ones(6, 6, dtype=torch.bool).triu(1) if causal else None
+    expected_out, expected = ref(
+        x, x, x, key_padding_mask=~mask, attn_mask=future, need_weights=True, average_attn_weights=False
+    )
+    ours.record = True
+    out = ours(x, mask, causal=causal)
+    torch.testing.assert_close(ours.weights, expected, atol=1e-10, rtol=1e-10)
+    torch.testing.assert_close(out, expected_out, atol=1e-10, rtol=1e-10)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_module
+from conftest import ROOT, run_module, tiny_compare
 from text_data import TEXT, reviews, text_args, tiny_bert, write_csv, write_jsonl
 from wandb_offline import find_runs, read_run
 
@@ -389,31 +389,16 @@ def test_yelp_config_parses_and_says_the_machine_is_offline(tmp_path):
 
 
 def test_text_compare_on_a_tiny_config(tmp_path, monkeypatch):
-    import yaml
-
     from experiments.compare import Comparison
-    from experiments.compare import main as compare
 
     shipped = Comparison.load(TEXT / "compare.yaml")
     assert list(shipped.models) == ["RNN", "LSTM", "Transformer", "MiniLM"]
     assert shipped.config == [TEXT / "rotten_tomatoes.yaml"] and shipped.metric == "test/acc"
     monkeypatch.chdir(tmp_path)
-    spec = {
-        "name": "tiny-text",
-        "seeds": 2,
-        "out": "out",
-        "metric": "test/acc",
-        "config": [str(TEXT / "rotten_tomatoes.yaml"), {"trainer": {"max_epochs": 1}}],
-        "models": {"LSTM": str(TEXT / "lstm.yaml"), "Transformer": str(TEXT / "transformer.yaml")},
-    }
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
-    overrides = [
-        a
-        for a in text_args(tmp_path)
-        if not a.startswith(("--config", "--trainer.logger")) and "yaml" not in a
-    ]
-    compare(["--config", "tiny.yaml", *overrides, "--trainer.limit_train_batches=2"])
-    results = json.loads((tmp_path / "out" / "results.json").read_text())
+    models = {"LSTM": TEXT / "lstm.yaml", "Transformer": TEXT / "transformer.yaml"}
+    results = tiny_compare(
+        tmp_path, "tiny-text", TEXT / "rotten_tomatoes.yaml", models, 2, text_args(tmp_path)
+    )
     runs = results["runs"]
     assert sorted((r["model"], r["seed"]) for r in runs) == [
         ("LSTM", 0),

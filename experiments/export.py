@@ -1,0 +1,43 @@
+"""``python -m experiments export --config ... --ckpt RUN.ckpt --out weights.safetensors``: a trained net's
+weights as a safetensors file in timm's names, so that ``TimmNet(name=..., weights_file=...)`` (timm's
+``pretrained_cfg_overlay``) fine-tunes from it exactly as from any timm weights file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from pathlib import Path
+
+import torch
+
+from datamodules.errors import DataError
+from datamodules.files import write_atomic
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m experiments export", description=__doc__)
+    parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
+    parser.add_argument("--ckpt", required=True, help="checkpoint of the run")
+    parser.add_argument("--out", required=True, help="safetensors file to write")
+    args, overrides = parser.parse_known_args(argv)
+    if not Path(args.ckpt).is_file():
+        raise DataError(f"--ckpt: file {args.ckpt!r} not found")
+
+    from safetensors.torch import save
+
+    from experiments.cli import ExperimentCLI
+
+    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = ExperimentCLI(args=cli_args, run=False)
+    module = cli.model
+    module.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    if not hasattr(module.net, "timm_state_dict"):
+        raise DataError(
+            f"model.net: {type(module.net).__name__} has no timm counterpart (ResNet, VisionTransformer)"
+        )
+    state = {k: v.contiguous() for k, v in module.net.timm_state_dict().items()}
+    write_atomic(args.out, save(state))
+    print(f"export: {len(state)} tensors (timm names) -> {args.out}")
