@@ -439,6 +439,7 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     theirs = TimmNet(timm_name, num_outputs=10, weights_file=str(out), model_kwargs=timm_kwargs).eval()
+    cli.model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])  # the exported weights
     ours = cli.model.net.eval()
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
