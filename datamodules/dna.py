@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.dna_io import COMPLEMENT, N_CODE, DataError, EncodedSequences, OnBadLine, read_dna
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
-from datamodules.sampling import LengthBucketSampler, evaluation_sampler
+from datamodules.sampling import make_loader
 
 Task = Literal["regression", "classification"]
 
@@ -206,20 +206,8 @@ class DNADataModule(L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         data = self._load()[split]
-        dataset = EncodedDataset(data)
-        sampler = None
-        if train and self.hparams.bucket_by_length:
-            sampler = LengthBucketSampler(data.lengths, self.hparams.batch_size, seed=self.hparams.split_seed)
-        elif not train:
-            sampler = evaluation_sampler(dataset, self.trainer)
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            collate_fn=collate_codes,
-            persistent_workers=self.hparams.num_workers > 0,
+        return make_loader(
+            EncodedDataset(data), self.hparams, self.trainer, train, data.lengths, collate_fn=collate_codes
         )
 
     def train_dataloader(self) -> DataLoader:

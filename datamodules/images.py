@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import DataError
-from datamodules.sampling import evaluation_sampler
+from datamodules.sampling import ClassificationData, make_loader
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -164,7 +164,7 @@ class ImageDataset(Dataset):
         return self.transform(image), int(self.split.labels[i])
 
 
-class ImageDataModule(L.LightningDataModule):
+class ImageDataModule(ClassificationData, L.LightningDataModule):
     def __init__(
         self,
         source: Literal["fashion_mnist", "folder", "hub"] = "fashion_mnist",
@@ -396,18 +396,6 @@ class ImageDataModule(L.LightningDataModule):
         self._load()
         return len(self.classes)
 
-    @property
-    def task(self) -> str:
-        return "classification"
-
-    @property
-    def target_mean(self) -> float:
-        return 0.0
-
-    @property
-    def target_std(self) -> float:
-        return 1.0
-
     def transform(self, train: bool):
         from timm.data import create_transform
 
@@ -440,16 +428,8 @@ class ImageDataModule(L.LightningDataModule):
         data = self._load()[split]
         rgb = self._config()["input_size"][0] == 3
         dataset = ImageDataset(data, self.transform(train), rgb)
-        sampler = None if train else evaluation_sampler(dataset, self.trainer)
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
-            sampler=sampler,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            drop_last=train and self._mixing,  # timm's Mixup pairs images within a batch: an even size
-        )
+        # timm's Mixup pairs images within a batch: an even size
+        return make_loader(dataset, self.hparams, self.trainer, train, drop_last=train and self._mixing)
 
     @property
     def _mixing(self) -> bool:

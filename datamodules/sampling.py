@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class LengthBucketSampler(Sampler[int]):
@@ -39,3 +39,47 @@ def evaluation_sampler(dataset: Dataset, trainer) -> Sampler | None:
     return UnrepeatedDistributedSampler(
         dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
     )
+
+
+def make_loader(
+    dataset: Dataset,
+    hparams,
+    trainer,
+    train: bool,
+    lengths: np.ndarray | None = None,
+    collate_fn=None,
+    drop_last: bool = False,
+) -> DataLoader:
+    """The loader every datamodule builds: training shuffled, or length-bucketed when ``hparams.bucket_by_length``
+    and ``lengths`` are given; validation/test in order, each example once across processes under DDP."""
+    sampler = None
+    if train and lengths is not None and hparams.get("bucket_by_length"):
+        sampler = LengthBucketSampler(lengths, hparams.batch_size, seed=hparams.split_seed)
+    elif not train:
+        sampler = evaluation_sampler(dataset, trainer)
+    return DataLoader(
+        dataset,
+        batch_size=hparams.batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=hparams.num_workers,
+        collate_fn=collate_fn,
+        persistent_workers=hparams.num_workers > 0,
+        drop_last=drop_last,
+    )
+
+
+class ClassificationData:
+    """The sizes a classification datamodule links into the model besides its own (``num_outputs``, ...)."""
+
+    @property
+    def task(self) -> str:
+        return "classification"
+
+    @property
+    def target_mean(self) -> float:
+        return 0.0
+
+    @property
+    def target_std(self) -> float:
+        return 1.0

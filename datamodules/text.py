@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import DataError
 from datamodules.files import write_atomic
-from datamodules.sampling import LengthBucketSampler, evaluation_sampler
+from datamodules.sampling import ClassificationData, make_loader
 
 SPLITS = ("train", "val", "test")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -108,7 +108,7 @@ class PadCollate:
         }
 
 
-class TextClassificationDataModule(L.LightningDataModule):
+class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
     def __init__(
         self,
         dataset: str | None = None,
@@ -203,18 +203,6 @@ class TextClassificationDataModule(L.LightningDataModule):
     @property
     def num_outputs(self) -> int:
         return len(self.labels)
-
-    @property
-    def task(self) -> str:
-        return "classification"
-
-    @property
-    def target_mean(self) -> float:
-        return 0.0
-
-    @property
-    def target_std(self) -> float:
-        return 1.0
 
     @property
     def pad_id(self) -> int:
@@ -433,7 +421,7 @@ class TextClassificationDataModule(L.LightningDataModule):
         for split in (*SPLITS, "predict"):
             if (path / split).exists():
                 self.splits[split] = TokenizedSplit.load(path / split)
-        if self.trainer is not None:
+        if self.trainer is not None and self.trainer.loggers:  # without a logger there is no run folder
             log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
             if self.trainer.is_global_zero and log_dir:
                 self.save_run_files(Path(log_dir))
@@ -477,21 +465,13 @@ class TextClassificationDataModule(L.LightningDataModule):
         if not self.splits:
             self.setup()
         data = self.splits[split]
-        dataset = TokenDataset(data)
-        hp = self.hparams
-        sampler = None
-        if train and hp.bucket_by_length:
-            sampler = LengthBucketSampler(data.lengths, hp.batch_size, seed=hp.split_seed)
-        elif not train:
-            sampler = evaluation_sampler(dataset, self.trainer)
-        return DataLoader(
-            dataset,
-            batch_size=hp.batch_size,
-            shuffle=train and sampler is None,
-            sampler=sampler,
-            num_workers=hp.num_workers,
+        return make_loader(
+            TokenDataset(data),
+            self.hparams,
+            self.trainer,
+            train,
+            data.lengths,
             collate_fn=PadCollate(self.pad_id),
-            persistent_workers=hp.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:

@@ -92,7 +92,9 @@ class AttentionMaps(Callback):
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
             return
-        log_dir = trainer.log_dir  # a broadcast under DDP: every rank must ask, before rank 0 goes on alone
+        # trainer.log_dir is a broadcast under DDP: every rank asks, before rank 0 goes on alone. Without a
+        # logger it would be the working directory: then the maps go to W&B (if any) only.
+        log_dir = trainer.log_dir if trainer.loggers else None
         if not trainer.is_global_zero:
             return
         datamodule = trainer.datamodule

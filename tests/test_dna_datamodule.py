@@ -4,7 +4,6 @@ import torch
 
 from datamodules.dna import (
     DNADataModule,
-    LengthBucketSampler,
     Simulation,
     collate_codes,
     one_hot,
@@ -12,6 +11,7 @@ from datamodules.dna import (
 )
 from datamodules.dna_io import DataError, EncodedSequences, write_text
 from datamodules.dna_simulator import BACKGROUND, motif_probabilities, noise_ceiling, simulate
+from datamodules.sampling import LengthBucketSampler
 
 TINY = Simulation(n_train=64, n_val=16, n_test=16, seq_len=50)
 
