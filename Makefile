@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare text-compare vision-compare test test-all lint format bench sortseq data help
+.PHONY: compare text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
@@ -12,6 +12,7 @@ help:
 	@echo "make bench     the benchmarks in bench/ (one JSON line each)"
 	@echo "make text-compare  RNN vs LSTM vs Transformer vs pretrained MiniLM on Rotten Tomatoes"
 	@echo "make vision-compare  CNN vs ResNet vs ViT vs EfficientNet-Lite0 (ImageNet / scratch) vs patch LSTM/Transformer on Fashion-MNIST"
+	@echo "make vision-transfer  pre-train our ViT/ResNet on 5 Fashion-MNIST classes, export, fine-tune on the other 5 vs scratch"
 	@echo "make sortseq   fetch the Sort-Seq data and run the comparison on it"
 	@echo "make data      fetch the real text data and MiniLM weights (done by the set-up)"
 	@echo "make lint      ruff check + format check"
@@ -47,6 +48,20 @@ text-compare: $(STAMP) data
 
 vision-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/vision/compare.yaml
+
+# Ours pre-trained on five classes -> timm-named safetensors -> fine-tuned through timm's local-file path.
+TRANSFER := runs/vision_transfer
+PRETRAIN = --config experiments/vision/fashion_mnist.yaml --config experiments/vision/transfer/pretrain.yaml
+define pretrain
+	rm -rf $(TRANSFER)/pretrain_$(1)
+	$(PY) -m experiments fit $(PRETRAIN) --config $(2) --trainer.logger=false --trainer.default_root_dir=$(TRANSFER)/pretrain_$(1)
+	$(PY) -m experiments export $(PRETRAIN) --config $(2) --ckpt $(TRANSFER)/pretrain_$(1)/checkpoints/last.ckpt --out $(TRANSFER)/$(1).safetensors
+endef
+
+vision-transfer: $(STAMP) data
+	$(call pretrain,vit,experiments/vision/vit.yaml)
+	$(call pretrain,resnet,experiments/vision/transfer/resnet.yaml)
+	$(PY) -m experiments compare --config experiments/vision/transfer/compare.yaml
 
 test: $(STAMP)
 	$(PY) -m pytest

@@ -178,6 +178,7 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         train_size: int | None = None,
+        classes: list[str] | None = None,
         img_size: int | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
@@ -210,6 +211,8 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
             val_fraction: Share of the training images held out for validation when there is no validation split.
             split_seed: Seed of the held-out split and the subset.
             train_size: Train on a seeded subset of this many images.
+            classes: Keep only these classes (names, as in the data), numbered in this order: e.g. pre-train
+                on five Fashion-MNIST classes and fine-tune on the other five.
             img_size: Side of the images the model sees. Empty: a timm model's own input size, else the data's.
             mean: Normalisation mean per channel. Empty: a timm model's, else the training images' own.
             std: Normalisation std per channel. Empty: as ``mean``.
@@ -258,6 +261,8 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
             splits = self._load_hub()
         if "test" not in splits:
             raise DataError(f"data: the {hp.source} source has no test split (give test_path)")
+        if hp.classes:
+            splits = self._keep_classes(splits, list(hp.classes))
         order = np.random.default_rng(hp.split_seed).permutation(len(splits["train"]))
         if "val" not in splits:
             k = int(round(hp.val_fraction * len(order)))
@@ -270,6 +275,20 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
         self._native = (1 if channels == 1 else 3, first.height, first.width)
         self.splits = splits
         return splits
+
+    def _keep_classes(self, splits: dict[str, Split], keep: list[str]) -> dict[str, Split]:
+        unknown = [c for c in keep if c not in self.classes]
+        if unknown or len(set(keep)) != len(keep):
+            problem = f"unknown class {unknown[0]!r}" if unknown else "a class is listed twice"
+            raise DataError(f"data.classes: {problem} (classes: {', '.join(self.classes)})")
+        new_id = np.full(len(self.classes), -1, dtype=np.int64)
+        new_id[[self.classes.index(c) for c in keep]] = np.arange(len(keep))
+        kept = {}
+        for name, split in splits.items():
+            part = split.subset(np.flatnonzero(new_id[split.labels] >= 0))
+            kept[name] = Split(new_id[part.labels], part.images, part.files)
+        self.classes = keep
+        return kept
 
     def _fashion_mnist_root(self) -> Path:
         root = Path(self.hparams.root)
@@ -354,6 +373,11 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
         if hp.std is not None:
             config["std"] = tuple(hp.std)
         return config
+
+    @property
+    def data_config(self) -> dict:
+        """The input the model sees: timm's data config (input size, mean/std, interpolation, crop)."""
+        return self._config()
 
     def _statistics(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         train = self._load()["train"]

@@ -6,6 +6,7 @@ weights as a safetensors file in timm's names, so that ``TimmNet(name=..., weigh
 from __future__ import annotations
 
 import argparse
+import json
 import warnings
 from pathlib import Path
 
@@ -39,5 +40,17 @@ def main(argv: list[str]) -> None:
             f"model.net: {type(module.net).__name__} has no timm counterpart (ResNet, VisionTransformer)"
         )
     state = {k: v.contiguous() for k, v in module.net.timm_state_dict().items()}
-    write_atomic(args.out, save(state))
+    write_atomic(args.out, save(state, metadata=data_config_metadata(cli.datamodule)))
     print(f"export: {len(state)} tensors (timm names) -> {args.out}")
+
+
+def data_config_metadata(datamodule) -> dict[str, str]:
+    """The input the weights were trained on (size, mean/std, interpolation, crop) as safetensors metadata:
+    ``TimmNet`` reads it back into timm's ``pretrained_cfg``, so fine-tuning normalises as pre-training did."""
+    config = getattr(datamodule, "data_config", None)
+    if config is None:
+        return {}
+    keys = ("input_size", "mean", "std", "interpolation", "crop_pct")
+    metadata = {f"pretrained_cfg.{k}": json.dumps(config[k]) for k in keys if k in config}
+    metadata["pretrained_cfg.num_classes"] = json.dumps(datamodule.num_outputs)  # timm keeps a head that fits
+    return metadata

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -36,6 +37,23 @@ class MnistCNN(nn.Module):
         return self.head(self.dropout2(h))
 
 
+def saved_data_config(weights_file: str) -> dict:
+    """The data config (input size, mean/std, interpolation, crop) that ``python -m experiments export`` keeps
+    in a safetensors file's metadata; empty for other files."""
+    if not str(weights_file).endswith(".safetensors"):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(weights_file, framework="pt") as f:
+        metadata = f.metadata() or {}
+    config = {}
+    for key, value in metadata.items():
+        if key.startswith("pretrained_cfg."):
+            value = json.loads(value)
+            config[key.removeprefix("pretrained_cfg.")] = tuple(value) if isinstance(value, list) else value
+    return config
+
+
 class TimmNet(nn.Module):
     """``timm.create_model(name)`` with its head sized for the task: from scratch, pretrained from the hub
     (connected machines), or from a local weights file (safetensors or a state_dict; the head's weights are
@@ -51,6 +69,7 @@ class TimmNet(nn.Module):
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         model_kwargs: dict | None = None,
+        reset_head: bool = False,
     ):
         """
         Args:
@@ -58,10 +77,14 @@ class TimmNet(nn.Module):
                 ``efficientnet_lite0``.
             num_outputs: Classes; linked from the data.
             pretrained: Load timm's pretrained weights from the Hugging Face Hub (needs a connection).
-            weights_file: Load weights from this local file instead (timm's ``pretrained_cfg_overlay``).
+            weights_file: Load weights from this local file instead (timm's ``pretrained_cfg_overlay``). A file
+                written by ``python -m experiments export`` also sets the input size and normalisation the
+                weights were trained with.
             drop_rate: Dropout before the head.
             drop_path_rate: Stochastic depth.
             model_kwargs: More ``timm.create_model`` arguments (e.g. ``img_size``, ``in_chans``).
+            reset_head: A new head even when the weights' head fits the class count (fine-tuning on other
+                classes than the weights were trained on, with as many of them).
         """
         super().__init__()
         import timm
@@ -72,7 +95,7 @@ class TimmNet(nn.Module):
         if weights_file:
             if not Path(weights_file).is_file():
                 raise FileNotFoundError(f"model.net.init_args.weights_file: {weights_file!r} not found")
-            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file)}
+            kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file), **saved_data_config(weights_file)}
         self.model = timm.create_model(
             name,
             pretrained=pretrained or bool(weights_file),
@@ -81,7 +104,9 @@ class TimmNet(nn.Module):
             drop_path_rate=drop_path_rate,
             **kwargs,
         )
-        if weights_file:
+        if reset_head:
+            self.model.reset_classifier(num_outputs)
+        elif weights_file:
             self._keep_matching_head(weights_file)
 
     def _keep_matching_head(self, weights_file: str) -> None:

@@ -7,12 +7,15 @@ import numpy as np
 import pytest
 import timm
 import torch
+import yaml
 from conftest import ROOT, run_module, tiny_compare
 from PIL import Image
+from safetensors.torch import load_file
 
 from datamodules.errors import DataError
 from datamodules.images import ImageDataModule
 from experiments.cli import ExperimentCLI
+from experiments.compare import Comparison
 from lit_models.image_nets import MnistCNN, TimmNet
 from lit_models.resnet import ResNet
 from lit_models.vit import PatchEmbedding, VisionTransformer, patchify, timm_vit_state_dict
@@ -63,6 +66,22 @@ def test_fashion_mnist_idx_files_split_and_batches(tmp_path):
     assert batch["x"].shape == (8, 1, 28, 28) and batch["y"].dtype == torch.long
     # normalised with the training images' own mean and std
     assert abs(batch["x"].mean().item()) < 0.5
+
+
+def test_keep_only_some_classes_renumbered_in_the_given_order(tmp_path):
+    root = str(fake_fashion_mnist(tmp_path / "fm"))
+    dm = ImageDataModule(root=root, classes=["Shirt", "Sandal"], val_fraction=0.0, download=False)
+    dm.setup()
+    assert dm.classes == ["Shirt", "Sandal"] and dm.num_outputs == 2
+    full = ImageDataModule(root=root, val_fraction=0.0, download=False)
+    full.setup()
+    for name in ("train", "test"):
+        kept, everything = dm.splits[name], full.splits[name]
+        shirts, sandals = everything.labels == 6, everything.labels == 5
+        assert (kept.labels == 0).sum() == shirts.sum() and (kept.labels == 1).sum() == sandals.sum()
+        np.testing.assert_array_equal(kept.images[kept.labels == 0], everything.images[shirts])
+    with pytest.raises(DataError, match=r"data.classes: unknown class 'Cat' \(classes: T-shirt/top, "):
+        ImageDataModule(root=root, classes=["Shirt", "Cat"], download=False).setup()
 
 
 def test_images_as_patch_sequences(tmp_path):
@@ -447,11 +466,56 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     # another class count: the backbone loads, the head is new (as for any timm weights file)
     five = TimmNet(timm_name, num_outputs=5, weights_file=str(out), model_kwargs=timm_kwargs)
     assert five.model.get_classifier().out_features == 5
+    # the file carries the input the weights were trained on: timm's data config (and so the data) takes it
+    from timm.data import resolve_data_config
+
+    trained_on = cli.datamodule.data_config
+    config = resolve_data_config(model=theirs)
+    assert config["input_size"] == (1, 28, 28)
+    assert config["mean"] == pytest.approx(trained_on["mean"])
+    assert config["std"] == pytest.approx(trained_on["std"])
+    # other classes, as many of them: reset_head gives a new head, the backbone stays
+    new = TimmNet(timm_name, num_outputs=10, weights_file=str(out), model_kwargs=timm_kwargs, reset_head=True)
+    assert not torch.equal(new.model.get_classifier().weight, theirs.model.get_classifier().weight)
+    backbone = {k: v for k, v in theirs.model.state_dict().items() if not k.startswith(("fc.", "head."))}
+    assert all(torch.equal(new.model.state_dict()[k], v) for k, v in backbone.items())
+
+
+@pytest.mark.parametrize(
+    "arch, pretrain_file",
+    [("vit", VISION / "vit.yaml"), ("resnet", VISION / "transfer" / "resnet.yaml")],
+)
+def test_transfer_experiment_pretrain_export_fine_tune(tmp_path, monkeypatch, arch, pretrain_file):
+    """`make vision-transfer` on small data: pre-train on five classes, export, fine-tune on the other five."""
+    monkeypatch.chdir(tmp_path)
+    transfer = VISION / "transfer"
+    args = [*image_args(tmp_path, "transfer/pretrain.yaml"), "--config", str(pretrain_file)]
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
+    cli = ExperimentCLI(args=[*args, *short], run=False)
+    assert cli.datamodule.num_outputs == 5
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    out = tmp_path / "runs" / "vision_transfer" / f"{arch}.safetensors"  # where the fine-tune config looks
+    out.parent.mkdir(parents=True)
+    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    comparison = Comparison.load(transfer / "compare.yaml")
+    fine_tune = [*image_args(tmp_path)]
+    for entry in comparison.config[1:]:
+        fine_tune += ["--config", yaml.safe_dump(entry)]
+    fine_tune += ["--config", str(transfer / f"{arch}_from_file.yaml"), "--data.train_size=20"]
+    fine_tune += ["--trainer.max_epochs=2", "--trainer.limit_val_batches=1"]
+    cli = ExperimentCLI(args=fine_tune, run=False)
+    assert cli.datamodule.classes == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    exported = load_file(out)
+    backbone = {k for k in exported if not k.startswith(("fc.", "head."))}
+    loaded = cli.model.net.model.state_dict()
+    assert all(torch.equal(loaded[k], exported[k]) for k in backbone)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert any(not torch.equal(cli.model.net.model.state_dict()[k], exported[k]) for k in backbone)
 
 
 def test_a_tiny_vision_compare(tmp_path, monkeypatch):
-    from experiments.compare import Comparison
-
     shipped = Comparison.load(VISION / "compare.yaml")
     assert len(shipped.models) == 7 and shipped.metric == "test/acc"
     monkeypatch.chdir(tmp_path)
