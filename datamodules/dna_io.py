@@ -1,7 +1,9 @@
 """Read labelled DNA files into one byte per base, and write them back.
 
 Formats: the course's plain text (``SEQUENCE<whitespace>LABEL`` a line), CSV/TSV with named columns, and
-Parquet. Gzip is detected from the file's first bytes, whatever its name.
+Parquet. Gzip is detected from the file's first bytes, whatever its name. An encoded folder
+(``python -m experiments data encode``: ``codes.npy``, ``offsets.npy``, ``labels.npy``) is memory-mapped
+instead of read: data larger than memory trains with memory that does not grow with it.
 
 Every problem with the data is reported as a :class:`DataError` naming the file, the line (or row), the
 field and the value; with ``on_bad_line="skip"`` the bad records are dropped and counted instead.
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.errors import DataError
-from datamodules.files import write_atomic
+from datamodules.files import atomic_writer, write_atomic
 
 ALPHABET = "ACGTN"
 N_CODE = 4
@@ -38,25 +40,35 @@ OnBadLine = Literal["error", "skip"]
 
 @dataclass
 class EncodedSequences:
-    """Sequences of varying length held as one flat array of base codes (one byte per base)."""
+    """Sequences of varying length held as one flat array of base codes (one byte per base). The arrays may be
+    memory-mapped files (:func:`open_encoded`): a subset of those is then a view through ``index`` (the bases
+    stay on disk and are read per batch), so a process's memory does not grow with the data."""
 
     codes: np.ndarray  # (total_bases,) uint8; 0..4 for A, C, G, T, N
     offsets: np.ndarray  # (n + 1,) int64; sequence i is codes[offsets[i]:offsets[i + 1]]
-    labels: np.ndarray  # (n,) float32, or (n,) int64 class ids
+    labels: np.ndarray  # (n,) float32, or (n,) int64 class ids (of the subset, when there is an index)
     source: str = "<memory>"
+    index: np.ndarray | None = None  # rows of codes/offsets in this subset, in order; None: all of them
 
     def __len__(self) -> int:
-        return len(self.offsets) - 1
+        return len(self.offsets) - 1 if self.index is None else len(self.index)
 
     @property
     def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
+        lengths = np.diff(self.offsets)
+        return lengths if self.index is None else lengths[self.index]
 
     def sequence(self, i: int) -> np.ndarray:
-        return self.codes[self.offsets[i] : self.offsets[i + 1]]
+        j = i if self.index is None else self.index[i]
+        return np.asarray(self.codes[self.offsets[j] : self.offsets[j + 1]])
 
     def subset(self, index: np.ndarray) -> EncodedSequences:
         index = np.asarray(index, dtype=np.int64)
+        if self.index is not None or isinstance(self.codes, np.memmap):  # a view: the bases stay on disk
+            rows = index if self.index is None else self.index[index]
+            return EncodedSequences(
+                self.codes, self.offsets, np.asarray(self.labels[index]), self.source, rows
+            )
         lengths = self.lengths[index]
         offsets = np.zeros(len(index) + 1, dtype=np.int64)
         np.cumsum(lengths, out=offsets[1:])
@@ -80,6 +92,9 @@ class EncodedSequences:
         return cls(codes, offsets, np.asarray(labels, dtype=np.float32), source)
 
     def to_strings(self) -> list[str]:
+        if self.index is not None:
+            table = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)
+            return [table[self.sequence(i)].tobytes().decode() for i in range(len(self))]
         letters = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)[self.codes].tobytes().decode()
         return [letters[a:b] for a, b in zip(self.offsets[:-1], self.offsets[1:], strict=True)]
 
@@ -128,6 +143,53 @@ def _format_of(path: Path) -> str:
     return {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}.get(last, "text")
 
 
+ENCODED_FILES = ("codes.npy", "offsets.npy", "labels.npy")
+
+
+def save_encoded(folder: str | Path, data: EncodedSequences) -> None:
+    """Write sequences as an encoded folder (``codes.npy``, ``offsets.npy``, ``labels.npy``) that
+    :func:`open_encoded` memory-maps. Each file is written whole or not at all."""
+    folder = Path(folder)
+    if data.index is not None:
+        data = EncodedSequences(*_gather(data), data.labels, data.source)
+    for name, array in zip(ENCODED_FILES, (data.codes, data.offsets, data.labels), strict=True):
+        with atomic_writer(folder / name) as f:
+            np.save(f, np.ascontiguousarray(array))
+
+
+def _gather(data: EncodedSequences) -> tuple[np.ndarray, np.ndarray]:
+    lengths = data.lengths
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+    np.cumsum(lengths, out=offsets[1:])
+    codes = (
+        np.concatenate([data.sequence(i) for i in range(len(data))]) if len(data) else np.zeros(0, np.uint8)
+    )
+    return codes.astype(np.uint8), offsets
+
+
+def open_encoded(folder: str | Path) -> EncodedSequences:
+    """Memory-map an encoded folder: nothing but the array headers is read until batches need their bases."""
+    folder = Path(folder)
+    missing = [n for n in ENCODED_FILES if not (folder / n).is_file()]
+    if missing:
+        raise DataError(f"{folder}: not an encoded DNA folder (missing {', '.join(missing)})")
+    try:
+        codes, offsets, labels = (np.load(folder / n, mmap_mode="r") for n in ENCODED_FILES)
+    except ValueError as err:
+        raise DataError(f"{folder}: damaged encoded DNA folder ({err})") from None
+    n = len(offsets) - 1
+    problem = None
+    if codes.dtype != np.uint8 or codes.ndim != 1:
+        problem = f"codes.npy: expected a 1-D uint8 array, found {codes.ndim}-D {codes.dtype}"
+    elif offsets.ndim != 1 or n < 0 or offsets[0] != 0 or offsets[-1] != len(codes):
+        problem = f"offsets.npy: must start at 0 and end at the {len(codes)} codes"
+    elif len(labels) != n:
+        problem = f"labels.npy: {len(labels)} labels for {n} sequences"
+    if problem:
+        raise DataError(f"{folder}: {problem}")
+    return EncodedSequences(codes, offsets, labels, source=str(folder))
+
+
 def read_dna(
     path: str | Path,
     sequence_column: str = "sequence",
@@ -135,8 +197,11 @@ def read_dna(
     on_bad_line: OnBadLine = "error",
     labels_required: bool = True,
 ) -> EncodedSequences:
-    """Read one file of labelled sequences. See the module docstring for the formats."""
+    """Read one file of labelled sequences, or memory-map an encoded folder (:func:`save_encoded`). See the
+    module docstring for the formats."""
     path = Path(path)
+    if path.is_dir():
+        return open_encoded(path)
     fmt = _format_of(path)
     if fmt == "parquet":
         if not path.is_file():

@@ -219,8 +219,22 @@ def main(argv: list[str]) -> None:
     p.add_argument("--seq-len", type=int, default=250)
     p.add_argument("--noise-std", type=float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("encode", help="a DNA file as an encoded folder that training memory-maps")
+    p.add_argument("--input", required=True, help="text, CSV/TSV or Parquet file of labelled sequences")
+    p.add_argument("--out", required=True, help="folder to write (codes.npy, offsets.npy, labels.npy)")
+    p.add_argument("--sequence-column", default="sequence")
+    p.add_argument("--label-column", default="label")
     args = parser.parse_args(argv)
     out = Path(args.out)
+    if args.dataset == "encode":
+        from datamodules.dna_io import read_dna, save_encoded
+
+        data = read_dna(args.input, args.sequence_column, args.label_column)
+        save_encoded(out, data)
+        print(
+            f"encode: {len(data):,} sequences, {int(data.lengths.sum()):,} bases -> {out}/ (use as data.train_path)"
+        )
+        return
     if args.dataset == "rotten_tomatoes":
         sizes = write_rotten_tomatoes(out, Path(args.cache))
         print(f"rotten_tomatoes: {sizes} snippets -> {out}/{{train,val,test}}.csv")
