@@ -93,6 +93,7 @@ class DNADataModule(L.LightningDataModule):
         split_seed: int = 0,
         simulation: Simulation | None = None,
         batch_size: int = 64,
+        global_batch_size: int | None = None,
         num_workers: int = 0,
         bucket_by_length: bool = False,
         reverse_complement: bool = False,
@@ -114,6 +115,9 @@ class DNADataModule(L.LightningDataModule):
             split_seed: Seed of the held-out splits.
             simulation: Settings of the built-in benchmark.
             batch_size: Examples per batch (per device).
+            global_batch_size: Examples per optimizer step over all processes and accumulated batches
+                (split into ``batch_size`` per device; it must divide): the optimisation stays the same when
+                the device count changes.
             num_workers: DataLoader worker processes.
             bucket_by_length: Batch training sequences of similar length together (less padding).
             reverse_complement: Train on a random strand of each sequence (augmentation).

@@ -191,6 +191,7 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
         mixup_label_smoothing: float = 0.1,
         patch_size: int = 0,
         batch_size: int = 128,
+        global_batch_size: int | None = None,
         num_workers: int = 0,
         download: bool = True,
     ):
@@ -226,6 +227,9 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
                 model's ``label_smoothing``).
             patch_size: Above 0, serve each image as a sequence of P x P patches, (N, P*P*C), with lengths.
             batch_size: Images per batch (per device).
+            global_batch_size: Examples per optimizer step over all processes and accumulated batches
+                (split into ``batch_size`` per device; it must divide): the optimisation stays the same when
+                the device count changes.
             num_workers: DataLoader worker processes.
             download: ``fashion_mnist`` only: allow torchvision's download when the files are nowhere local.
         """

@@ -130,6 +130,7 @@ class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
         tokenizer_vocab_size: int = 8000,
         max_length: int = 128,
         batch_size: int = 32,
+        global_batch_size: int | None = None,
         num_workers: int = 0,
         bucket_by_length: bool = False,
         cache_dir: str | None = None,
@@ -160,6 +161,9 @@ class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
             tokenizer_vocab_size: Vocabulary size of a trained tokenizer.
             max_length: Longest sequence in tokens, special tokens included; longer texts are truncated.
             batch_size: Examples per batch (per device).
+            global_batch_size: Examples per optimizer step over all processes and accumulated batches
+                (split into ``batch_size`` per device; it must divide): the optimisation stays the same when
+                the device count changes.
             num_workers: DataLoader worker processes.
             bucket_by_length: Batch training texts of similar length together (less padding; the configs turn
                 it on, see bench/padding.py).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pickle
 import sys
 
 USAGE = """usage: python -m experiments COMMAND [options]
@@ -32,9 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported late so that --help stays fast.
     from datamodules.errors import DataError
-    from experiments.compare import ConfigError
+    from experiments.errors import ConfigError
     from lit_models.checks import UnusedParametersError
     from lit_models.pretrained import PretrainedError
+    from lit_models.sequence_task import NonFiniteLossError
 
     command, rest = argv[0], argv[1:]
     try:
@@ -63,8 +65,14 @@ def main(argv: list[str] | None = None) -> int:
 
             # args=None lets LightningCLI read sys.argv itself (it warns when both are given).
             ExperimentCLI(args=None if argv == sys.argv[1:] else argv)
-    except (DataError, ConfigError, UnusedParametersError, PretrainedError) as err:
+    except (DataError, ConfigError, UnusedParametersError, PretrainedError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except pickle.UnpicklingError as err:  # a checkpoint holding more than tensors and plain values
+        first = str(err).splitlines()[0]
+        print(
+            f"error: checkpoint refused: it does not load with weights_only=True ({first})", file=sys.stderr
+        )
         return 2
     return 0
 

@@ -24,6 +24,7 @@ def _batch_size(batch) -> int:
 class RunStats(Callback):
     """Wall time of ``fit``, training throughput (samples/s over all processes, validation excluded) and
     peak memory (CUDA: peak allocated; CPU: peak resident set size of this process, sampled every batch).
+    Kept in checkpoints, so a resumed run reports the totals of all its parts.
     """
 
     def __init__(self):
@@ -31,13 +32,39 @@ class RunStats(Callback):
         self.throughput = 0.0
         self.peak_memory_mb = 0.0
         self._process = psutil.Process()
+        self._before = {"seconds": 0.0, "samples": 0, "busy": 0.0, "peak_mb": 0.0}  # earlier parts of the run
+        self._fit_start = None
+        self._samples, self._busy = 0, 0.0
+
+    def state_dict(self) -> dict:
+        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
+        return {
+            "seconds": self._before["seconds"] + now,
+            "samples": self._before["samples"] + self._samples,
+            "busy": self._before["busy"] + self._busy,
+            "peak_mb": max(self._before["peak_mb"], self._peak_mb()),
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._before = dict(state_dict)
+
+    def _peak_mb(self) -> float:
+        if self._fit_start is None:
+            return 0.0
+        if self._device.type == "cuda":
+            return torch.cuda.max_memory_allocated(self._device) / 2**20
+        return self._peak_rss / 2**20
 
     def on_fit_start(self, trainer, pl_module) -> None:
         self._fit_start = time.perf_counter()
+        self._device = pl_module.device
         self._samples, self._busy = 0, 0.0
         self._peak_rss = self._process.memory_info().rss
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._mark = time.perf_counter()  # a resumed run starts mid-epoch, without on_train_epoch_start
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
         self._mark = time.perf_counter()
@@ -53,12 +80,10 @@ class RunStats(Callback):
         self._mark = time.perf_counter()  # validation time is not training time
 
     def on_fit_end(self, trainer, pl_module) -> None:
-        self.train_seconds = time.perf_counter() - self._fit_start
-        self.throughput = self._samples / self._busy if self._busy else 0.0
-        if pl_module.device.type == "cuda":
-            self.peak_memory_mb = torch.cuda.max_memory_allocated(pl_module.device) / 2**20
-        else:
-            self.peak_memory_mb = self._peak_rss / 2**20
+        total = self.state_dict()
+        self.train_seconds = total["seconds"]
+        self.throughput = total["samples"] / total["busy"] if total["busy"] else 0.0
+        self.peak_memory_mb = total["peak_mb"]
 
 
 class PredictionWriter(BasePredictionWriter):

@@ -18,14 +18,13 @@ import yaml
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from datamodules.files import write_atomic
 from experiments.callbacks import RunStats
 from experiments.cli import ExperimentCLI
+from experiments.errors import ConfigError
 from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.report import summarize, write_outputs
-
-
-class ConfigError(ValueError):
-    """A bad comparison file or option; the message names the file, key and value."""
+from experiments.resume import WANDB_ID_KEY, checkpoint_info
 
 
 @dataclass
@@ -114,6 +113,24 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         # Passing args while sys.argv holds the compare command is intended here.
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=args, run=False)
+    # A re-run on the same folder keeps finished runs and resumes unfinished ones, if the settings are the same.
+    settings, done, last = (
+        run_dir / "run_config.yaml",
+        run_dir / "result.json",
+        run_dir / "checkpoints" / "last.ckpt",
+    )
+    dumped = cli.parser.dump(cli.config, skip_none=False)
+    if settings.is_file() and settings.read_text() != dumped:
+        raise ConfigError(
+            f"{run_dir}: this run was made with other settings (see {settings.name} there); "
+            "give another --out, or delete the folder to train it again"
+        )
+    if done.is_file():
+        print(f"{model}, seed {seed}: finished earlier, kept ({done})")
+        return json.loads(done.read_text())
+    if cli.trainer.is_global_zero:
+        write_atomic(settings, dumped)
+    resume = str(last) if last.is_file() else None
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     wandb_logger = AutoWandbLogger(
         project=comparison.project,
@@ -122,20 +139,25 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         name=f"{model}-seed{seed}",
         tags=[model, f"seed{seed}"],
         job_type="train",
+        id=checkpoint_info(last)[WANDB_ID_KEY] if resume else None,
     )
     trainer.loggers = [CSVLogger(str(run_dir), name="", version=""), wandb_logger]
     stats = RunStats()
     trainer.callbacks.append(stats)
     if trainer.is_global_zero:
         wandb_logger.log_hyperparams({"config": _plain(cli.config), "model_name": model, "seed": seed})
-    trainer.fit(module, datamodule=data)
+    if resume:
+        print(f"{model}, seed {seed}: resuming from {resume}")
+    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
-    results = trainer.test(module, datamodule=data, ckpt_path="best" if has_best else None, verbose=False)
+    results = trainer.test(
+        module, datamodule=data, ckpt_path="best" if has_best else None, verbose=False, weights_only=True
+    )
     test = {k: float(v) for k, v in results[0].items()} if results else {}
     if trainer.is_global_zero:
         wandb_logger.experiment.summary.update({**test, "train_seconds": stats.train_seconds})
         wandb_logger.experiment.finish()
-    return {
+    result = {
         "model": model,
         "seed": seed,
         "params": module.parameter_counts()["params"],
@@ -146,6 +168,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "noise_ceiling": getattr(data, "noise_ceiling", None),
         "metrics_csv": str(run_dir / "metrics.csv"),
     }
+    if trainer.is_global_zero:
+        write_atomic(done, json.dumps(result, indent=1) + "\n")
+    return result
 
 
 def _plain(config) -> dict:

@@ -92,6 +92,10 @@ def task_metrics(task: str, num_outputs: int, confidence_threshold: float | None
     return MetricCollection(metrics)
 
 
+class NonFiniteLossError(FloatingPointError):
+    """A NaN/Inf training loss (or weights): the message names the step and batch."""
+
+
 class SequenceTask(L.LightningModule):
     def __init__(
         self,
@@ -108,6 +112,7 @@ class SequenceTask(L.LightningModule):
         label_smoothing: float = 0.0,
         confidence_threshold: float | None = None,
         layer_decay: float | None = None,
+        nonfinite_loss: Literal["stop", "skip"] = "stop",
     ):
         """
         Args:
@@ -133,6 +138,9 @@ class SequenceTask(L.LightningModule):
             layer_decay: Layer-wise learning-rate decay for fine-tuning (e.g. 0.75 for a ViT): the head trains
                 at ``lr``, each layer below at ``layer_decay`` times the one above. Needs a net with
                 ``layer_groups()`` (``VisionTransformer``).
+            nonfinite_loss: A NaN or infinite training loss: ``stop`` ends the run before that step's update,
+                naming the step and batch; ``skip`` drops the batch (no update) and counts it in
+                ``train/skipped_batches``. Under DDP the decision is taken together, so processes never diverge.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["net"])
@@ -148,6 +156,7 @@ class SequenceTask(L.LightningModule):
         metrics = task_metrics(task, num_outputs, confidence_threshold)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
+        self.skipped_batches = 0
 
     def forward(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None, x_rc: torch.Tensor | None = None
@@ -175,12 +184,35 @@ class SequenceTask(L.LightningModule):
             loss = F.cross_entropy(out, y, label_smoothing=self.hparams.label_smoothing)
         return loss, out
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, _ = self.compute_loss(batch)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss is {loss.item()} at step {self.global_step} (batch {batch_idx})")
+        finite = bool(torch.isfinite(loss))
+        if self.trainer.world_size > 1:  # any process's bad loss stops (or skips) every process's step
+            finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
+        if not finite:
+            where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+            if self.hparams.nonfinite_loss == "stop":
+                value = (
+                    f"is {loss.item()}" if not torch.isfinite(loss) else "is not finite on another process"
+                )
+                raise NonFiniteLossError(
+                    f"training loss {value} at {where}; stopped before the update (model.nonfinite_loss=skip "
+                    "drops such batches instead; a lower model.lr or trainer.gradient_clip_val may help)"
+                )
+            self.skipped_batches += 1
+            self.log("train/skipped_batches", float(self.skipped_batches), reduce_fx="max")
+            return None
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["y"]))
         return loss
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        bad = [
+            k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()
+        ]
+        if bad:  # never a NaN model as "best" or "last"
+            raise NonFiniteLossError(
+                f"not saving a checkpoint whose weights are not finite: {', '.join(bad[:3])}"
+            )
 
     def _evaluate(self, batch: dict, loss_metric: MeanMetric | None, metrics: MetricCollection) -> None:
         loss, out = self.compute_loss(batch)
@@ -229,7 +261,7 @@ class SequenceTask(L.LightningModule):
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.param_groups(), lr=self.hparams.lr)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
+        total = max(1, int(self._stepping_batches()))
         if self.hparams.schedule == "onecycle":
             scheduler = torch.optim.lr_scheduler.OneCycleLR(
                 optimizer,
@@ -251,6 +283,19 @@ class SequenceTask(L.LightningModule):
 
         scheduler = ScheduledLR(optimizer, factor)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _stepping_batches(self) -> float:
+        """``trainer.estimated_stepping_batches`` without its side effect: asked here, before a checkpoint is
+        restored, it builds the training loader early, and Lightning then never gives the loader its saved
+        position (a mid-epoch resume would restart the epoch's data order). The early loader is dropped, and
+        Lightning builds it again after the restore, as it does when nothing asks early."""
+        fit_loop = self.trainer.fit_loop
+        built_before = fit_loop._combined_loader is not None
+        total = self.trainer.estimated_stepping_batches
+        if not built_before and fit_loop._combined_loader is not None:
+            fit_loop._combined_loader.reset()
+            fit_loop._combined_loader = None
+        return total
 
     @property
     def backbone(self) -> nn.Module:

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Multi-node training without SLURM: run this on every node, each with its own NODE_RANK (0..NNODES-1);
+# MASTER_ADDR is node 0's address. torchrun starts one process per GPU; Lightning reads the layout from it.
+#   NNODES=2 NODE_RANK=0 MASTER_ADDR=10.0.0.1 experiments/launch/torchrun.sh --config experiments/dna/lstm.yaml
+#   NNODES=2 NODE_RANK=1 MASTER_ADDR=10.0.0.1 experiments/launch/torchrun.sh --config experiments/dna/lstm.yaml
+# On CPU-only machines set NPROC_PER_NODE and TRAINER=experiments/trainer/ddp_cpu.yaml (what the tests run
+# with two "nodes" on localhost).
+set -euo pipefail
+NNODES="${NNODES:-2}"
+NODE_RANK="${NODE_RANK:?set NODE_RANK (0 on the first node)}"
+MASTER_ADDR="${MASTER_ADDR:?set MASTER_ADDR (the first node)}"
+MASTER_PORT="${MASTER_PORT:-29500}"
+NPROC_PER_NODE="${NPROC_PER_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}"
+TRAINER="${TRAINER:-experiments/trainer/multinode.yaml}"
+PY="${PY:-.venv/bin/python}"
+
+exec "$PY" -m torch.distributed.run \
+  --nnodes "$NNODES" --node-rank "$NODE_RANK" --nproc-per-node "$NPROC_PER_NODE" \
+  --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
+  -m experiments fit \
+  --trainer "$TRAINER" \
+  --trainer.num_nodes "$NNODES" \
+  --trainer.devices "$NPROC_PER_NODE" \
+  --ckpt_path last \
+  "$@"

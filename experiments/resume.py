@@ -1,0 +1,167 @@
+"""Surviving a kill: checkpoints written whole or not at all, and ``fit --ckpt_path last`` continuing the
+latest run of the same model in its own run folder, with the same W&B run.
+
+Lightning restores the model, optimizer, LR scheduler, loop position (mid-epoch too: the training loader is
+resumable, see ``datamodules.sampling``) and ``ModelCheckpoint`` state from a checkpoint. What it cannot
+know is *which* run ``last`` means once a logger versions its folders: a relaunch would open ``version_N+1``
+and find nothing. :func:`resume_last` picks the newest ``last.ckpt`` of a run with the same ``model``
+config, points the loggers at that run folder and W&B run id (saved in the checkpoint), and resumes it.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from lightning.fabric.utilities.types import _PATH
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from datamodules.files import atomic_writer
+
+WANDB_ID_KEY = "wandb_run_id"
+RUN_DIR_KEY = "run_dir"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` into a temporary file beside the target, fsync, rename: a kill at any moment leaves the
+    previous checkpoint whole. (Lightning's own save goes through a temporary file in the system's temp folder,
+    which is only a rename when that is on the same filesystem as the run.)"""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+    ) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options, got {storage_options!r}")
+        with atomic_writer(path) as f:
+            torch.save(checkpoint, f)
+
+    def load_checkpoint(self, path: _PATH, map_location: Any | None = None, weights_only: bool | None = True):
+        return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+def checkpoint_info(path: str | Path) -> dict:
+    """The W&B run id and run folder kept in a checkpoint (read with mmap: the weights are not loaded)."""
+    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY)}
+
+
+def _newer_hpc_checkpoint(config, run_dir: Path, ckpt: Path) -> Path:
+    """Under SLURM, Lightning saves ``hpc_ckpt_N.ckpt`` in the root folder when the job is pre-empted: that is
+    newer than the run's ``last.ckpt``; take it when it belongs to this run."""
+    root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
+    newest = ckpt
+    for hpc in root.glob("hpc_ckpt_*.ckpt"):
+        if hpc.stat().st_mtime > newest.stat().st_mtime:
+            saved = checkpoint_info(hpc)[RUN_DIR_KEY]
+            if saved and Path(saved).resolve() == run_dir.resolve():
+                newest = hpc
+    return newest
+
+
+def _logger_entries(config) -> list:
+    loggers = config.get("trainer", {}).get("logger")
+    if not loggers or loggers is True:
+        return []
+    return loggers if isinstance(loggers, list) else [loggers]
+
+
+def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
+    """``(run folder, last.ckpt)`` of the newest run under the first versioned logger (CSV/TensorBoard) whose
+    saved ``config.yaml`` has this ``model`` section (as the CLI dumps it); None if there is none."""
+    for entry in _logger_entries(config):
+        init = entry.get("init_args") or {}
+        versioned = entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger"))
+        if not versioned or not init.get("save_dir"):
+            continue
+        base = Path(init["save_dir"]) / (init.get("name") or "lightning_logs")
+        candidates = []
+        for ckpt in base.glob("*/checkpoints/last*.ckpt"):  # last-v1.ckpt: ModelCheckpoint's version counter
+            saved = ckpt.parent.parent / "config.yaml"
+            try:
+                same = yaml.safe_load(saved.read_text()).get("model") == model
+            except (OSError, AttributeError, yaml.YAMLError):
+                same = False
+            if same:
+                candidates.append(ckpt)
+        if candidates:
+            ckpt = max(candidates, key=lambda p: p.stat().st_mtime)
+            return ckpt.parent.parent, ckpt
+        return None
+    return None
+
+
+def resume_last(config, model: dict) -> str | None:
+    """For ``fit --ckpt_path last``: point the config's loggers at the newest run of this model and return its
+    ``last.ckpt`` (None, and a fresh run, when there is none yet: the same command starts and resumes a job)."""
+    found = find_last_run(config, model)
+    if found is None:
+        return None
+    run_dir, ckpt = found
+    ckpt = _newer_hpc_checkpoint(config, run_dir, ckpt)
+    wandb_id = checkpoint_info(ckpt)[WANDB_ID_KEY]
+    for entry in _logger_entries(config):
+        init = entry.get("init_args")
+        name = entry.get("class_path", "")
+        if name.endswith(("CSVLogger", "TensorBoardLogger")):
+            init["version"] = run_dir.name
+        elif "Wandb" in name and wandb_id:
+            init["id"] = wandb_id
+            init["resume"] = "allow"
+    return str(ckpt)
+
+
+def _rng_state() -> dict:
+    """Every RNG a run draws from (python, numpy, torch CPU and CUDA), as tensors and plain values: checkpoints
+    load with ``weights_only=True``."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate((state["python"][0], tuple(state["python"][1]), state["python"][2]))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class ResumeState(Callback):
+    """Kept in every checkpoint (the CLI adds it to every run): the RNG states, restored when the resumed
+    training starts (after set-up and sanity checks, which draw their own; data loaders draw from their own
+    generators), and the W&B run id, so that ``fit --ckpt_path last`` continues the same W&B run."""
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"rng": _rng_state()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict.get("rng")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self._pending is not None:
+            _set_rng_state(self._pending)
+            self._pending = None
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if trainer.loggers:  # not trainer.log_dir: that is a collective under DDP
+            first = trainer.loggers[0]
+            checkpoint[RUN_DIR_KEY] = str(getattr(first, "log_dir", None) or first.save_dir)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and logger.version:
+                checkpoint[WANDB_ID_KEY] = logger.version

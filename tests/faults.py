@@ -1,0 +1,60 @@
+"""Faults the scale-and-survive tests inject into real runs (importable by ``python -m experiments`` children:
+tests/ is on their PYTHONPATH)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class KillAt(Callback):
+    """SIGKILL this process (a real kill: no clean-up, no handlers) when training reaches ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NaNAt(Callback):
+    """Make the net's output NaN (hence the loss) on the training batch at ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self.changed: bool | None = None  # did that batch change the weights?
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            self._before = [p.detach().clone() for p in pl_module.parameters()]
+            self._hook = pl_module.net.register_forward_hook(lambda m, i, out: out * float("nan"))
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if getattr(self, "_hook", None) is not None:
+            self._hook.remove()
+            self._hook = None
+            after = list(pl_module.parameters())
+            self.changed = any(not torch.equal(a, b) for a, b in zip(self._before, after, strict=True))
+
+
+class WeightsDigest(Callback):
+    """At the end of ``fit``, each process writes a digest of its weights to ``folder/rank<N>.txt``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        digest = hashlib.sha256()
+        for name, tensor in sorted(pl_module.state_dict().items()):
+            digest.update(
+                name.encode()
+                + tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            )
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        (Path(self.folder) / f"rank{trainer.global_rank}.txt").write_text(digest.hexdigest())

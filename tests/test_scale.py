@@ -1,0 +1,502 @@
+"""Scale and survive: trainer presets, impossible requests, resume after SIGKILL, atomic checkpoints, non-finite
+losses, reproducibility, global batch size, exact distributed validation, two "nodes" under torchrun."""
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from conftest import ROOT, TINY_DATA, run_module
+
+from datamodules.errors import DataError
+from experiments.cli import ExperimentCLI
+from experiments.errors import ConfigError
+from lit_models.sequence_task import NonFiniteLossError
+
+TRAINER = ROOT / "experiments" / "trainer"
+CNN = str(ROOT / "experiments" / "dna" / "cnn.yaml")
+PRESETS = sorted(p.name for p in TRAINER.glob("*.yaml"))
+CSV_ONLY = [
+    "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    "--trainer.logger.init_args.save_dir=.",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def _last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+# --- presets and impossible requests -----------------------------------------------------------------------
+
+
+def test_every_preset_is_known():
+    assert PRESETS == ["cpu.yaml", "ddp.yaml", "ddp_cpu.yaml", "fsdp.yaml", "gpu.yaml", "multinode.yaml"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_preset_builds_a_trainer_or_says_what_is_missing(preset, in_tmp):
+    args = ["--config", CNN, "--trainer", str(TRAINER / preset), *TINY_DATA, *CSV_ONLY]
+    preset_config = yaml.safe_load((TRAINER / preset).read_text())
+    if preset_config["accelerator"] == "gpu" and not torch.cuda.is_available():
+        with pytest.raises(
+            ConfigError, match=r"^trainer: .*\(this machine: accelerator cpu \(\d+ cores\), no CUDA GPU"
+        ):
+            ExperimentCLI(args=args, run=False)
+        return
+    cli = ExperimentCLI(args=args, run=False)
+    assert cli.trainer.num_nodes == preset_config["num_nodes"]
+    if preset == "ddp_cpu.yaml":
+        assert cli.trainer.num_devices == 2 and type(cli.trainer.strategy).__name__ == "DDPStrategy"
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("--trainer.devices=0", "trainer: `Trainer(devices='0')` value is not a valid input"),
+        ("--trainer.strategy=nope", "trainer: You selected an invalid strategy name: `strategy='nope'`"),
+        ("--trainer.accelerator=tpu", "trainer: Requirement 'torch_xla"),
+    ],
+)  # fmt: skip
+def test_impossible_trainer_settings_name_the_setting(option, expected, in_tmp):
+    with pytest.raises(ConfigError) as err:
+        ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY, option], run=False)
+    assert str(err.value).startswith(expected) and "this machine: accelerator cpu" in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("--trainer.precision=64", "error: trainer.precision: 64 is not one of 32-true, 32, bf16-mixed, 16-mixed"),
+        ("--trainer.no_such_key=1", "error: unrecognized arguments: --trainer.no_such_key=1"),
+    ],
+)  # fmt: skip
+def test_impossible_requests_are_one_clear_line(option, expected, in_tmp):
+    result = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, option, cwd=in_tmp)
+    assert result.returncode == 2
+    assert _last_line(result).startswith(expected), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not (in_tmp / "lightning_logs").exists()
+
+
+# --- resume ---------------------------------------------------------------------------------------------------
+
+EVERY_STEP = {
+    "trainer": {
+        "callbacks": [
+            {
+                "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                "init_args": {"every_n_train_steps": 1, "save_last": True, "save_top_k": 0},
+            }
+        ]
+    }
+}
+RESUMABLE = [
+    "--config",
+    CNN,
+    *TINY_DATA,
+    "--data.simulation.n_train=160",
+    "--model.net.init_args.dropout=0.2",  # dropout draws from the RNG: its state must be restored too
+    "--trainer.max_epochs=3",
+    "--trainer.deterministic=true",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def _fit(cwd, *extra, callbacks=None):
+    config = json.loads(json.dumps(EVERY_STEP))
+    config["trainer"]["callbacks"] += callbacks or []
+    return run_module("fit", *RESUMABLE, "--config", yaml.safe_dump(config), *extra, cwd=cwd)
+
+
+def _last(folder):
+    """The newest last*.ckpt (a resumed run may write last-v1.ckpt beside the one it resumed)."""
+    return max(folder.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def _weights(folder) -> dict:
+    return torch.load(_last(folder), weights_only=True)["state_dict"]
+
+
+def _wandb_ids(folder) -> list[str]:
+    return sorted(p.name.rsplit("-", 1)[-1] for p in folder.rglob("offline-run-*"))
+
+
+def test_sigkill_at_a_random_step_then_resume_reaches_the_same_weights(tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    whole.mkdir(), killed.mkdir()
+    step = random.randint(2, 28)  # 10 steps per epoch, 3 epochs: usually mid-epoch
+    result = _fit(whole)
+    assert result.returncode == 0, result.stderr[-3000:]
+    result = _fit(killed, callbacks=[{"class_path": "faults.KillAt", "init_args": {"step": step}}])
+    assert result.returncode == -signal.SIGKILL, f"step {step}: {result.stderr[-2000:]}"
+    saved = torch.load(next(killed.rglob("last.ckpt")), weights_only=True)
+    assert saved["global_step"] == step
+    result = _fit(killed, "--ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from runs/dna/lightning_logs/version_0/checkpoints/last.ckpt" in result.stdout
+    assert "dataloader is not resumable" not in result.stderr
+    assert len(list((killed / "runs" / "dna" / "lightning_logs").iterdir())) == 1  # the same run folder
+    ours, reference = _weights(killed), _weights(whole)
+    assert torch.load(_last(killed), weights_only=True)["global_step"] == 30
+    different = [k for k in reference if not torch.equal(reference[k], ours[k])]
+    assert not different, f"killed at step {step}: {different}"
+    ids = _wandb_ids(killed)
+    assert len(ids) == 2 and ids[0] == ids[1], ids  # the resumed W&B run has the same id
+
+
+def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
+    first = run_module(
+        "fit",
+        "--config",
+        CNN,
+        *TINY_DATA,
+        *CSV_ONLY,
+        "--trainer.max_epochs=1",
+        "--ckpt_path=last",
+        cwd=in_tmp,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "resuming" not in first.stdout
+    lstm = str(ROOT / "experiments" / "dna" / "lstm.yaml")
+    other = run_module(
+        "fit",
+        "--config",
+        lstm,
+        *TINY_DATA,
+        *CSV_ONLY,
+        "--trainer.max_epochs=1",
+        "--ckpt_path=last",
+        cwd=in_tmp,
+    )
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "resuming" not in other.stdout
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole(tmp_path):
+    path = tmp_path / "last.ckpt"
+    script = f"""
+import sys, torch
+from experiments.resume import AtomicCheckpointIO
+io = AtomicCheckpointIO()
+io.save_checkpoint({{"step": 0, "w": torch.zeros(10)}}, {str(path)!r})
+big = torch.randn(48_000_000)  # ~190 MB: the write takes a while
+for step in range(1, 1000):
+    print("writing", step, flush=True)
+    io.save_checkpoint({{"step": step, "w": big}}, {str(path)!r})
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout.readline().startswith("writing 1")
+    time.sleep(random.uniform(0.0, 0.3))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    loaded = torch.load(path, weights_only=True)  # whole: either the first or a complete later one
+    assert loaded["step"] == 0 or loaded["w"].numel() == 48_000_000
+    assert not path.with_name("last.ckpt.tmp").exists()
+
+
+def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monkeypatch):
+    from experiments.compare import main as compare
+
+    monkeypatch.chdir(tmp_path)
+    spec = {
+        "name": "resume",
+        "seeds": 1,
+        "out": str(tmp_path / "out"),
+        "metric": "test/pearson",
+        "models": {"CNN": CNN},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    args = [
+        "--config",
+        str(tmp_path / "c.yaml"),
+        *TINY_DATA,
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    compare(args)
+    run = tmp_path / "out" / "runs" / "CNN-seed0"
+    first = json.loads((run / "result.json").read_text())
+    stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime
+    compare(args)  # finished: not trained again
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == stamp
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]["test"] == first["test"]
+    (run / "result.json").unlink()  # as if killed after its last checkpoint: resumed, not restarted
+    compare(args)
+    assert json.loads((run / "result.json").read_text())["test"] == pytest.approx(first["test"])
+    with pytest.raises(Exception, match="this run was made with other settings"):
+        compare([*args, "--model.lr=0.1"])
+
+
+# --- non-finite losses, reproducibility, batch size ------------------------------------------------------------
+
+
+def _cli(tmp_path, *extra):
+    args = ["--config", CNN, *TINY_DATA, *CSV_ONLY, f"--trainer.logger.init_args.save_dir={tmp_path}", *extra]
+    return ExperimentCLI(args=args, run=False)
+
+
+def test_a_nan_loss_stops_the_run_before_the_update_and_saves_nothing(tmp_path):
+    from faults import NaNAt
+
+    cli = _cli(tmp_path, "--trainer.max_epochs=2")
+    cli.trainer.callbacks.append(NaNAt(step=3))
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at step 3 \(epoch 0, batch 3\)"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    saved = list(tmp_path.rglob("*.ckpt"))  # the mid-epoch validation at step 2 saved; nothing after the NaN
+    assert saved and all(torch.load(f, weights_only=True)["global_step"] <= 3 for f in saved)
+
+
+def test_a_nan_loss_stops_the_command_with_one_line(in_tmp):
+    nan = {"trainer": {"callbacks+": [{"class_path": "faults.NaNAt", "init_args": {"step": 2}}]}}
+    result = run_module(
+        "fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--config", yaml.safe_dump(nan), cwd=in_tmp
+    )
+    assert result.returncode == 2
+    assert _last_line(result).startswith("error: training loss is nan at step 2 (epoch 0, batch 2)")
+
+
+def test_skipping_nan_batches_counts_them_and_keeps_training(tmp_path):
+    from faults import NaNAt
+
+    cli = _cli(tmp_path, "--trainer.max_epochs=1", "--model.nonfinite_loss=skip")
+    nan = NaNAt(step=1)
+    cli.trainer.callbacks.append(nan)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model.skipped_batches == 1 and nan.changed is False  # that batch left the weights as they were
+    assert cli.trainer.global_step == 4  # Lightning still counts the step (and the LR schedule moves on)
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def _val_metrics(tmp_path, seed: int) -> dict:
+    cli = _cli(tmp_path / str(seed) / str(random.random()), "--trainer.max_epochs=1", "--trainer.deterministic=true",
+               f"--seed_everything={seed}")  # fmt: skip
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    a, b, c = _val_metrics(tmp_path, 1), _val_metrics(tmp_path, 1), _val_metrics(tmp_path, 2)
+    assert a and a == b
+    assert a != c
+
+
+def test_global_batch_size_splits_over_processes_and_accumulation(tmp_path):
+    cli = _cli(tmp_path, "--data.global_batch_size=32", "--trainer.accumulate_grad_batches=2")
+    cli.datamodule.trainer = cli.trainer
+    cli.datamodule.setup("fit")
+    assert cli.datamodule.train_dataloader().batch_sampler.batch_size == 16  # 32 / (1 process x 2)
+    cli = _cli(tmp_path, "--data.global_batch_size=30", "--trainer.accumulate_grad_batches=4")
+    cli.datamodule.trainer = cli.trainer
+    cli.datamodule.setup("fit")
+    with pytest.raises(
+        DataError, match=r"data.global_batch_size: 30 does not split over 1 process\(es\) x 4"
+    ):
+        cli.datamodule.train_dataloader()
+
+
+# --- distributed ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.ddp
+def test_two_process_validation_equals_one_process_with_one_wandb_run(in_tmp):
+    fit = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1", cwd=in_tmp)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    runs = {}
+    for devices in (1, 2):
+        out = in_tmp / f"d{devices}"
+        loggers = [
+            {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out)}},
+            {"class_path": "experiments.loggers.AutoWandbLogger", "init_args": {"save_dir": str(out)}},
+        ]
+        config = yaml.safe_dump({"trainer": {"logger": loggers}})
+        result = run_module(
+            "validate", "--config", CNN, *TINY_DATA, "--config", config, f"--ckpt_path={ckpt}",
+            "--trainer", str(TRAINER / "ddp_cpu.yaml"), f"--trainer.devices={devices}",
+            "--trainer.enable_progress_bar=false", cwd=in_tmp,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (metrics,) = list(out.rglob("metrics.csv"))  # one results file per logical run
+        rows = [r for r in metrics.read_text().splitlines()[1:] if r.strip()]
+        header = metrics.read_text().splitlines()[0].split(",")
+        runs[devices] = {
+            h: float(v)
+            for h, v in zip(header, rows[-1].split(","), strict=True)
+            if h.startswith("val/") and v
+        }
+        assert len(list(out.rglob("offline-run-*"))) == 1  # one W&B run, from rank 0
+    assert set(runs[1]) >= {"val/pearson", "val/loss"}
+    assert runs[2] == pytest.approx(runs[1], abs=1e-6)  # 24 validation sequences, each seen once
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ddp
+def test_two_nodes_on_localhost_under_torchrun_agree(tmp_path):
+    common = ["--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+              "--trainer", str(TRAINER / "ddp_cpu.yaml")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env.pop("WANDB_SERVICE", None)
+    port = _free_port()
+    nodes = []
+    for rank in (0, 1):
+        digest = {"class_path": "faults.WeightsDigest", "init_args": {"folder": str(tmp_path / "nodes")}}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+               "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "experiments",
+               "fit", *common, "--trainer.devices=1", "--trainer.num_nodes=2",
+               "--config", yaml.safe_dump({"trainer": {"callbacks+": [digest]}})]  # fmt: skip
+        nodes.append(
+            subprocess.Popen(
+                cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [n.communicate(timeout=300) for n in nodes]
+    for n, (_, err) in zip(nodes, outputs, strict=True):
+        assert n.returncode == 0, err[-3000:]
+    digests = {p.name: p.read_text() for p in (tmp_path / "nodes").iterdir()}
+    assert set(digests) == {"rank0.txt", "rank1.txt"} and digests["rank0.txt"] == digests["rank1.txt"]
+    # the same world of 2 processes on one node gives the same weights
+    digest = {"class_path": "faults.WeightsDigest", "init_args": {"folder": str(tmp_path / "one_node")}}
+    one = run_module(
+        "fit", *common, "--config", yaml.safe_dump({"trainer": {"callbacks+": [digest]}}), cwd=tmp_path
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert (tmp_path / "one_node" / "rank0.txt").read_text() == digests["rank0.txt"]
+
+
+# --- precision and safety -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["rnn", "gru", "lstm", "transformer", "cnn"])
+def test_bf16_mixed_on_cpu_trains_each_sequence_architecture(model, tmp_path):
+    args = ["--config", str(ROOT / "experiments" / "dna" / f"{model}.yaml"), *TINY_DATA, *CSV_ONLY]
+    args += [f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.precision=bf16-mixed"]
+    cli = ExperimentCLI(args=[*args, "--trainer.max_steps=3", "--trainer.limit_val_batches=1"], run=False)
+    before = [p.detach().clone() for p in cli.model.parameters()]
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 3 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
+    assert all(p.dtype == torch.float32 for p in cli.model.parameters())  # mixed: fp32 weights, bf16 compute
+    assert any(not torch.equal(a, b) for a, b in zip(before, cli.model.parameters(), strict=True))
+
+
+def test_a_wandb_api_key_never_lands_in_run_files(in_tmp):
+    secret = "sk-archbench-test-" + "7f3a9c" * 6
+    result = run_module(
+        "fit", "--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        cwd=in_tmp, env={"WANDB_API_KEY": secret, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = [p for p in in_tmp.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in files) and any(p.name == "config.yaml" for p in files)
+    assert any(p.suffix == ".wandb" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert not leaked and secret not in result.stdout + result.stderr
+
+
+def test_nothing_trusts_remote_code_by_default():
+    sources = [*ROOT.glob("datamodules/*.py"), *ROOT.glob("lit_models/*.py"), *ROOT.glob("experiments/*.py")]
+    assert sources and not [str(p) for p in sources if "trust_remote_code=True" in p.read_text()]
+
+
+class Pickled:
+    """Not a tensor: a checkpoint holding it needs full unpickling, which the CLI refuses."""
+
+
+def test_a_checkpoint_that_needs_unpickling_is_refused(in_tmp):
+    fit = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1", cwd=in_tmp)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    checkpoint = torch.load(next(in_tmp.rglob("last.ckpt")), weights_only=True)
+    checkpoint["extra"] = Pickled()
+    torch.save(checkpoint, in_tmp / "unsafe.ckpt")
+    result = run_module(
+        "validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--ckpt_path=unsafe.ckpt", cwd=in_tmp
+    )
+    assert result.returncode == 2
+    assert _last_line(result).startswith("error: checkpoint refused: it does not load with weights_only=True")
+
+
+# --- data larger than memory ---------------------------------------------------------------------------------
+
+STREAM_CHILD = """
+import resource, sys
+import numpy as np
+from datamodules.dna import DNADataModule
+
+def vm(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+dm = DNADataModule(train_path=sys.argv[1], val_fraction=0.05, test_fraction=0.05, batch_size=4096)
+limit = vm("VmData") + int(sys.argv[2])  # private memory may grow this much: less than a third of the data
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+dm.setup("fit")
+bases, peak = 0, 0
+for batch in dm.train_dataloader():
+    bases += int(batch["lengths"].sum())
+    peak = max(peak, vm("VmData"))
+print(bases, peak <= limit, vm("RssAnon"))
+"""
+
+
+def test_data_several_times_larger_than_the_memory_limit_trains_from_disk(tmp_path):
+    from datamodules.dna_io import open_encoded
+
+    n, length, headroom = 1_000_000, 250, 64 * 2**20  # 250 MB of bases, 64 MB of room for everything else
+    folder = tmp_path / "big"
+    folder.mkdir()
+    codes = np.lib.format.open_memmap(folder / "codes.npy", mode="w+", dtype=np.uint8, shape=(n * length,))
+    rng = np.random.default_rng(0)
+    for start in range(0, n * length, 2**24):
+        stop = min(start + 2**24, n * length)
+        codes[start:stop] = rng.integers(0, 4, stop - start, dtype=np.uint8)
+    codes.flush()
+    np.save(folder / "offsets.npy", np.arange(n + 1, dtype=np.int64) * length)
+    np.save(folder / "labels.npy", rng.normal(size=n).astype(np.float32))
+    del codes
+    assert open_encoded(folder).lengths.sum() == n * length > 3 * headroom
+    child = subprocess.run(
+        [sys.executable, "-c", STREAM_CHILD, str(folder), str(headroom)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    bases, under_limit, _ = child.stdout.split()
+    assert int(bases) == round(n * 0.9) * length  # every training sequence was read, under the limit
+    assert under_limit == "True"
+
+
+def test_encode_command_round_trip(tmp_path):
+    from datamodules.dna_io import read_dna
+
+    (tmp_path / "seqs.txt").write_text("ACGT 1.5\nGGNNA -2\nTTT 0\n")
+    result = run_module("data", "encode", "--input", "seqs.txt", "--out", "enc", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    encoded = read_dna(tmp_path / "enc")
+    assert isinstance(encoded.codes, np.memmap)
+    assert encoded.to_strings() == ["ACGT", "GGNNA", "TTT"] and encoded.labels.tolist() == [1.5, -2.0, 0.0]
+    part = encoded.subset(np.array([2, 0]))
+    assert part.to_strings() == ["TTT", "ACGT"] and part.labels.tolist() == [0.0, 1.5]
+    assert part.subset(np.array([1])).to_strings() == ["ACGT"]
