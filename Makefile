@@ -84,6 +84,8 @@ bench: $(STAMP)
 	$(PY) bench/padding.py
 	$(PY) bench/image_throughput.py
 	$(PY) bench/gpu_throughput.py
+	$(PY) bench/ddp_cpu.py
+	$(PY) bench/gpu_sequence_precision.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

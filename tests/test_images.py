@@ -500,6 +500,11 @@ def test_transfer_experiment_pretrain_export_fine_tune(tmp_path, monkeypatch, ar
     result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = Comparison.load(transfer / "compare.yaml")
+    used = {p.name for p in comparison.models.values() if p.parent == transfer} | {
+        "pretrain.yaml",
+        "compare.yaml",
+    }
+    assert used == {p.name for p in transfer.glob("*.yaml")}  # every file of the experiment is in use
     fine_tune = [*image_args(tmp_path)]
     for entry in comparison.config[1:]:
         fine_tune += ["--config", yaml.safe_dump(entry)]
