@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
+import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -188,6 +190,106 @@ def open_encoded(folder: str | Path) -> EncodedSequences:
     if problem:
         raise DataError(f"{folder}: {problem}")
     return EncodedSequences(codes, offsets, labels, source=str(folder))
+
+
+def encode_file(
+    path: str | Path,
+    folder: str | Path,
+    sequence_column: str = "sequence",
+    label_column: str = "label",
+    on_bad_line: OnBadLine = "error",
+    chunk_records: int = 50_000,
+) -> int:
+    """Encode a labelled DNA file into an encoded folder chunk by chunk (``chunk_records`` lines or rows at a
+    time), so files larger than memory can be converted; errors name the file and line as :func:`read_dna`'s
+    do. Nothing is left in ``folder`` when it fails. Returns the number of sequences."""
+    path, folder = Path(path), Path(folder)
+    if not path.is_file():
+        _read_bytes(path)  # the right DataError
+    fmt = _format_of(path)
+    label_name = label_column if fmt in ("csv", "tsv", "parquet") else "label"
+    folder.mkdir(parents=True, exist_ok=True)
+    raw = {name: folder / f"{name}.raw.tmp" for name in ("codes", "offsets", "labels")}
+    n = bases = 0
+    try:
+        with (
+            open(raw["codes"], "wb") as codes,
+            open(raw["offsets"], "wb") as offsets,
+            open(raw["labels"], "wb") as labels,
+        ):
+            offsets.write(np.zeros(1, dtype=np.int64).tobytes())
+            for records in _record_chunks(path, fmt, sequence_column, label_column, chunk_records):
+                part = _encode_records(
+                    path, *records, on_bad_line=on_bad_line, labels_required=True, label_name=label_name
+                )
+                codes.write(np.ascontiguousarray(part.codes).tobytes())
+                offsets.write((part.offsets[1:] + bases).astype(np.int64).tobytes())
+                labels.write(part.labels.astype(np.float32).tobytes())
+                n, bases = n + len(part), bases + int(part.offsets[-1])
+        if n == 0:
+            raise DataError(f"{path}: file is empty (no sequences)")
+        for name, dtype, count in (
+            ("codes", np.uint8, bases),
+            ("offsets", np.int64, n + 1),
+            ("labels", np.float32, n),
+        ):
+            with atomic_writer(folder / f"{name}.npy") as out, open(raw[name], "rb") as src:
+                header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (count,)}
+                np.lib.format.write_array_header_1_0(out, header)
+                shutil.copyfileobj(src, out, 2**24)
+    except BaseException:
+        for name in ENCODED_FILES:
+            (folder / name).unlink(missing_ok=True)
+        raise
+    finally:
+        for tmp in raw.values():
+            tmp.unlink(missing_ok=True)
+    return n
+
+
+def _record_chunks(path: Path, fmt: str, sequence_column: str, label_column: str, chunk: int):
+    """The records of a file, ``chunk`` lines (or rows) at a time, with line (row) numbers of the whole file."""
+    with open(path, "rb") as f:
+        opener = gzip.open if f.read(2) == b"\x1f\x8b" else open
+    if fmt == "text":
+        with opener(path, "rb") as f:
+            done = 0
+            while lines := list(itertools.islice(f, chunk)):
+                data = b"".join(lines)
+                if data.split():  # a chunk of blank lines holds no records
+                    seqs, labels, numbers, unit, problems = _parse_text(data, path, labels_required=True)
+                    yield seqs, labels, numbers + done, unit, problems
+                done += len(lines)
+    elif fmt in ("csv", "tsv"):
+        with opener(path, "rb") as f:
+            try:
+                frames = pd.read_csv(
+                    f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False, chunksize=chunk
+                )
+                done = 0
+                for frame in frames:
+                    yield _columns(
+                        frame, path, sequence_column, label_column, True, first_line=2 + done, unit="line"
+                    )
+                    done += len(frame)
+            except pd.errors.EmptyDataError:
+                raise DataError(f"{path}: file is empty") from None
+            except pd.errors.ParserError as err:
+                raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from None
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_size=chunk)
+            done = 0
+            for batch in batches:
+                frame = batch.to_pandas()
+                yield _columns(
+                    frame, path, sequence_column, label_column, True, first_line=1 + done, unit="row"
+                )
+                done += len(frame)
+        except (OSError, ValueError) as err:
+            raise DataError(f"{path}: cannot read as Parquet: {err}") from None
 
 
 def read_dna(

@@ -224,6 +224,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--out", required=True, help="folder to write (codes.npy, offsets.npy, labels.npy)")
     p.add_argument("--sequence-column", default="sequence")
     p.add_argument("--label-column", default="label")
+    p.add_argument("--on-bad-line", choices=["error", "skip"], default="error")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.dataset == "encode":

@@ -488,6 +488,90 @@ def test_data_several_times_larger_than_the_memory_limit_trains_from_disk(tmp_pa
     assert under_limit == "True"
 
 
+@pytest.mark.parametrize("suffix", [".txt", ".tsv.gz", ".parquet"])
+def test_chunked_encoding_equals_reading_whole_and_names_the_right_line(tmp_path, suffix):
+    import pandas as pd
+
+    from datamodules.dna_io import encode_file, open_encoded, read_dna
+
+    rng = np.random.default_rng(0)
+    seqs = ["".join(rng.choice(list("ACGTN"), rng.integers(5, 40))) for _ in range(1000)]
+    labels = rng.normal(size=1000).round(4)
+    path = tmp_path / f"seqs{suffix}"
+    frame = pd.DataFrame({"sequence": seqs, "label": labels})
+    if suffix == ".txt":
+        path.write_text(
+            "".join(
+                f"{s} {y}\n" + ("\n" if i % 97 == 0 else "")
+                for i, (s, y) in enumerate(zip(seqs, labels, strict=True))
+            )
+        )
+    elif suffix == ".parquet":
+        frame.to_parquet(path)
+    else:
+        frame.to_csv(path, sep="\t", index=False, compression="gzip")
+    assert encode_file(path, tmp_path / "enc", chunk_records=64) == 1000
+    whole, chunked = read_dna(path), open_encoded(tmp_path / "enc")
+    assert chunked.to_strings() == whole.to_strings() == [s for s in seqs]
+    np.testing.assert_array_equal(chunked.labels, whole.labels)
+    # a bad base far into the file: the same message, line and all, as reading it whole
+    frame.loc[700, "sequence"] = "ACGU"
+    bad = tmp_path / f"bad{suffix}"
+    if suffix == ".txt":
+        lines = path.read_text().splitlines(keepends=True)
+        target = next(i for i, line in enumerate(lines) if line.startswith(seqs[700] + " "))
+        lines[target] = f"ACGU {labels[700]}\n"
+        bad.write_text("".join(lines))
+    elif suffix == ".parquet":
+        frame.to_parquet(bad)
+    else:
+        frame.to_csv(bad, sep="\t", index=False, compression="gzip")
+    with pytest.raises(DataError) as whole_error:
+        read_dna(bad)
+    with pytest.raises(DataError) as chunked_error:
+        encode_file(bad, tmp_path / "enc_bad", chunk_records=64)
+    assert str(chunked_error.value) == str(whole_error.value) and "base 4 is 'U'" in str(whole_error.value)
+    assert not list((tmp_path / "enc_bad").iterdir())  # nothing half-written
+
+
+ENCODE_CHILD = """
+import resource, sys
+from datamodules.dna_io import encode_file
+
+def vm(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+limit = vm("VmData") + int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+print(encode_file(sys.argv[1], sys.argv[2], chunk_records=10_000))
+"""
+
+
+def test_a_file_several_times_larger_than_the_memory_limit_encodes_in_chunks(tmp_path):
+    n, length, headroom = 800_000, 250, 64 * 2**20  # a 200 MB text file, 64 MB of room
+    rng = np.random.default_rng(0)
+    letters = np.frombuffer(b"ACGT", dtype=np.uint8)
+    with open(tmp_path / "big.txt", "wb") as f:
+        for _ in range(n // 50_000):
+            rows = np.full((50_000, length + 4), ord(" "), dtype=np.uint8)
+            rows[:, :length] = letters[rng.integers(0, 4, (50_000, length))]
+            rows[:, length + 1 : length + 3] = np.frombuffer(b"-1", dtype=np.uint8)
+            rows[:, -1] = ord("\n")
+            f.write(rows.tobytes())
+    assert (tmp_path / "big.txt").stat().st_size > 3 * headroom
+    child = subprocess.run(
+        [sys.executable, "-c", ENCODE_CHILD, str(tmp_path / "big.txt"), str(tmp_path / "enc"), str(headroom)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        timeout=600,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert child.stdout.split() == [str(n)]
+
+
 def test_encode_command_round_trip(tmp_path):
     from datamodules.dna_io import read_dna
 
