@@ -303,6 +303,11 @@ def read_dna(
     module docstring for the formats."""
     path = Path(path)
     if path.is_dir():
+        if not any((path / name).exists() for name in ENCODED_FILES):
+            raise DataError(
+                f"{path}: is a directory, expected a data file or an encoded DNA folder "
+                "(python -m experiments data encode)"
+            )
         return open_encoded(path)
     fmt = _format_of(path)
     if fmt == "parquet":

@@ -584,3 +584,15 @@ def test_encode_command_round_trip(tmp_path):
     part = encoded.subset(np.array([2, 0]))
     assert part.to_strings() == ["TTT", "ACGT"] and part.labels.tolist() == [0.0, 1.5]
     assert part.subset(np.array([1])).to_strings() == ["ACGT"]
+
+
+def test_a_damaged_encoded_folder_names_the_file(tmp_path):
+    from datamodules.dna_io import EncodedSequences, read_dna, save_encoded
+
+    save_encoded(tmp_path / "enc", EncodedSequences.from_strings(["ACGT", "GG", "T"], [1.0, 2.0, 3.0]))
+    np.save(tmp_path / "enc" / "labels.npy", np.zeros(2, dtype=np.float32))
+    with pytest.raises(DataError, match=r"enc: labels.npy: 2 labels for 3 sequences"):
+        read_dna(tmp_path / "enc")
+    (tmp_path / "enc" / "offsets.npy").unlink()
+    with pytest.raises(DataError, match=r"enc: not an encoded DNA folder \(missing offsets.npy\)"):
+        read_dna(tmp_path / "enc")
