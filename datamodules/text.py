@@ -282,8 +282,7 @@ class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
             elif self._class_names is not None:
                 labels = self._class_names
             else:
-                values = pc.unique(train.data.column(hp.label_column).combine_chunks()).to_pylist()
-                values = [v for v in values if v is not None]
+                values = [v for v in _unique_labels(train, hp.label_column) if v is not None]
                 labels = [str(v) for v in sorted(values)]
             if len(labels) < 2:
                 raise DataError(
@@ -600,7 +599,8 @@ def _batches(data: datasets.Dataset, column: str, size: int = 2000):
 
 def _row_label(source: str, row: int) -> str:
     """Row ``row`` (0-based) of ``source``, with the line of the file where the format has lines."""
-    suffix = Path(source).suffix.lower() if Path(source).exists() else ""
+    file = Path(source.split(" [")[0])  # "train.csv [test part]": a held-out part of that file
+    suffix = file.suffix.lower() if file.exists() else ""
     if suffix in (".csv", ".tsv"):
         return f"{source}: row {row + 1} (line {row + 2})"
     if suffix == ".jsonl":
@@ -616,33 +616,52 @@ def _check_columns(data: datasets.Dataset, source: str, columns: list[str]) -> N
             raise DataError(f"{source}: no column {column!r} (columns: {', '.join(data.column_names)})")
 
 
+def _arrow_batches(data: datasets.Dataset, column: str, size: int = 10_000):
+    """The rows of ``data`` (a subset's own rows, in order) as Arrow arrays of ``size`` values: checks read a
+    batch at a time, never a whole column."""
+    for batch in data.select_columns([column]).with_format("arrow").iter(batch_size=size):
+        yield batch.column(column)
+
+
 def _check_texts(data: datasets.Dataset, source: str, column: str) -> None:
-    texts = data.data.column(column).combine_chunks() if len(data) else pa.array([], pa.string())
-    if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
-        raise DataError(f"{source}: column {column!r} holds {texts.type}, not text")
-    empty = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
-    bad = np.flatnonzero(empty.fill_null(True).to_numpy(zero_copy_only=False))
-    if len(bad):
-        row = _original_row(data, int(bad[0]))
-        raise DataError(
-            f"{_row_label(source, row)}: column {column!r} is empty ({len(bad)} empty texts in all)"
-        )
+    first, count, seen = None, 0, 0
+    for texts in _arrow_batches(data, column):
+        if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
+            raise DataError(f"{source}: column {column!r} holds {texts.type}, not text")
+        empty = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
+        bad = np.flatnonzero(empty.fill_null(True).to_numpy(zero_copy_only=False))
+        if len(bad) and first is None:
+            first = seen + int(bad[0])
+        count, seen = count + len(bad), seen + len(texts)
+    if count:
+        row = _original_row(data, first)
+        raise DataError(f"{_row_label(source, row)}: column {column!r} is empty ({count} empty texts in all)")
+
+
+def _unique_labels(data: datasets.Dataset, column: str) -> list:
+    values: set = set()
+    for batch in _arrow_batches(data, column):
+        values.update(pc.unique(batch).to_pylist())
+    return list(values)
 
 
 def _check_labels(data: datasets.Dataset, source: str, column: str, ids: dict[str, int]) -> None:
-    values = data.data.column(column).combine_chunks()
-    unknown = [v for v in pc.unique(values).to_pylist() if v is None or str(v) not in ids]
-    if unknown:
-        first = (
-            pc.is_null(values) if unknown[0] is None else pc.equal(values, pa.scalar(unknown[0], values.type))
-        )
-        row = _original_row(
-            data, int(np.flatnonzero(first.fill_null(False).to_numpy(zero_copy_only=False))[0])
-        )
-        raise DataError(
-            f"{_row_label(source, row)}: column {column!r} value {unknown[0]!r} is not one of the labels "
-            f"{list(ids)}"
-        )
+    seen = 0
+    for values in _arrow_batches(data, column):
+        unknown = [v for v in pc.unique(values).to_pylist() if v is None or str(v) not in ids]
+        if unknown:
+            first = (
+                pc.is_null(values)
+                if unknown[0] is None
+                else pc.equal(values, pa.scalar(unknown[0], values.type))
+            )
+            index = int(np.flatnonzero(first.fill_null(False).to_numpy(zero_copy_only=False))[0])
+            row = _original_row(data, seen + index)
+            raise DataError(
+                f"{_row_label(source, row)}: column {column!r} value {unknown[0]!r} is not one of the labels "
+                f"{list(ids)}"
+            )
+        seen += len(values)
 
 
 def _original_row(data: datasets.Dataset, i: int) -> int:

@@ -1,5 +1,6 @@
 """The text datamodule: sources, labels, splits, the token cache, bad input; token models and attention maps."""
 
+import csv
 import json
 
 import numpy as np
@@ -429,3 +430,20 @@ def test_the_real_minilm_loads_offline_and_fine_tunes_a_step(tmp_path):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     batch = cli.datamodule.encode(["a gem of a movie"])
     assert cli.datamodule.tokenizer.decode(batch["x"][0].tolist()) == "a gem of a movie"
+
+
+def test_an_empty_text_in_a_held_out_part_names_its_file_row(tmp_path):
+    """Held-out parts are subsets of the training file: the row named is the file's, not the subset's."""
+    rows = [(f"text number {i} is fine", "pos" if i % 2 else "neg") for i in range(40)]
+    rows[30] = ("   ", "pos")
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    for val, test in ((0.0, 0.25), (0.25, 0.25), (0.0, 0.0)):
+        dm = TextClassificationDataModule(train_path=str(path), val_fraction=val, test_fraction=test)
+        with pytest.raises(
+            DataError, match=r"row 31 \(line 32\): column 'text' is empty \(1 empty texts in all\)"
+        ):
+            dm.prepare_data()
