@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import io
 import itertools
-import shutil
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.errors import DataError
-from datamodules.files import atomic_writer, write_atomic
+from datamodules.files import NpyStream, atomic_writer, write_atomic
 
 ALPHABET = "ACGTN"
 N_CODE = 4
@@ -208,42 +207,32 @@ def encode_file(
         _read_bytes(path)  # the right DataError
     fmt = _format_of(path)
     label_name = label_column if fmt in ("csv", "tsv", "parquet") else "label"
-    folder.mkdir(parents=True, exist_ok=True)
-    raw = {name: folder / f"{name}.raw.tmp" for name in ("codes", "offsets", "labels")}
+    streams = {
+        "codes": NpyStream(folder / "codes.npy", np.uint8),
+        "offsets": NpyStream(folder / "offsets.npy", np.int64),
+        "labels": NpyStream(folder / "labels.npy", np.float32),
+    }
     n = bases = 0
     try:
-        with (
-            open(raw["codes"], "wb") as codes,
-            open(raw["offsets"], "wb") as offsets,
-            open(raw["labels"], "wb") as labels,
-        ):
-            offsets.write(np.zeros(1, dtype=np.int64).tobytes())
-            for records in _record_chunks(path, fmt, sequence_column, label_column, chunk_records):
-                part = _encode_records(
-                    path, *records, on_bad_line=on_bad_line, labels_required=True, label_name=label_name
-                )
-                codes.write(np.ascontiguousarray(part.codes).tobytes())
-                offsets.write((part.offsets[1:] + bases).astype(np.int64).tobytes())
-                labels.write(part.labels.astype(np.float32).tobytes())
-                n, bases = n + len(part), bases + int(part.offsets[-1])
+        streams["offsets"].append(np.zeros(1, dtype=np.int64))
+        for records in _record_chunks(path, fmt, sequence_column, label_column, chunk_records):
+            part = _encode_records(
+                path, *records, on_bad_line=on_bad_line, labels_required=True, label_name=label_name
+            )
+            streams["codes"].append(part.codes)
+            streams["offsets"].append(part.offsets[1:] + bases)
+            streams["labels"].append(part.labels)
+            n, bases = n + len(part), bases + int(part.offsets[-1])
         if n == 0:
             raise DataError(f"{path}: file is empty (no sequences)")
-        for name, dtype, count in (
-            ("codes", np.uint8, bases),
-            ("offsets", np.int64, n + 1),
-            ("labels", np.float32, n),
-        ):
-            with atomic_writer(folder / f"{name}.npy") as out, open(raw[name], "rb") as src:
-                header = {"descr": np.dtype(dtype).str, "fortran_order": False, "shape": (count,)}
-                np.lib.format.write_array_header_1_0(out, header)
-                shutil.copyfileobj(src, out, 2**24)
+        for stream in streams.values():
+            stream.close()
     except BaseException:
+        for stream in streams.values():
+            stream.discard()
         for name in ENCODED_FILES:
             (folder / name).unlink(missing_ok=True)
         raise
-    finally:
-        for tmp in raw.values():
-            tmp.unlink(missing_ok=True)
     return n
 
 

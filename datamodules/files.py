@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -38,3 +41,33 @@ def write_atomic(path: str | Path, payload: bytes | str) -> None:
     """Write ``payload`` beside ``path`` and rename it into place: a reader (or a kill) never sees half a file."""
     with atomic_writer(path) as f:
         f.write(payload.encode() if isinstance(payload, str) else payload)
+
+
+class NpyStream:
+    """A 1-D ``.npy`` file written in pieces (``append``), for arrays larger than memory: the pieces go to a
+    raw file beside the target, and ``close`` writes the header and the data into place atomically."""
+
+    def __init__(self, path: str | Path, dtype):
+        self.path, self.dtype, self.count = Path(path), np.dtype(dtype), 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._raw_path = self.path.with_name(self.path.name + f".raw-{os.getpid()}")
+        self._raw = open(self._raw_path, "wb")  # noqa: SIM115 (closed by close or discard)
+
+    def append(self, values) -> None:
+        array = np.ascontiguousarray(values, dtype=self.dtype)
+        self._raw.write(array.tobytes())
+        self.count += len(array)
+
+    def close(self) -> None:
+        self._raw.close()
+        try:
+            with atomic_writer(self.path) as out, open(self._raw_path, "rb") as src:
+                header = {"descr": self.dtype.str, "fortran_order": False, "shape": (self.count,)}
+                np.lib.format.write_array_header_1_0(out, header)
+                shutil.copyfileobj(src, out, 2**20)
+        finally:
+            self._raw_path.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self._raw.close()
+        self._raw_path.unlink(missing_ok=True)

@@ -27,7 +27,9 @@ class EpochShuffleSampler(Sampler[int]):
         return self.n
 
     def __iter__(self) -> Iterator[int]:
-        yield from np.random.default_rng((self.seed, self.epoch)).permutation(self.n).tolist()
+        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
+        for start in range(0, self.n, 65_536):  # as Python ints a slice at a time (a list of all: ~36 B each)
+            yield from order[start : start + 65_536].tolist()
 
 
 class ResumableBatchSampler(BatchSampler):

@@ -33,14 +33,14 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import DataError
-from datamodules.files import write_atomic
+from datamodules.files import NpyStream, write_atomic
 from datamodules.sampling import ClassificationData, make_loader
 
 SPLITS = ("train", "val", "test")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TRAINED = ("wordpiece", "bpe")
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-CACHE_VERSION = 1  # bump when the cached layout changes
+CACHE_VERSION = 2  # bump when the cached layout changes (2: memory-mapped .npy instead of Arrow)
 
 
 def default_cache_dir() -> Path:
@@ -61,14 +61,8 @@ class TokenizedSplit:
 
     @classmethod
     def load(cls, path: Path) -> TokenizedSplit:
-        with _quiet():
-            table = datasets.load_from_disk(str(path)).data.table
-        column = table.column("input_ids").combine_chunks()
-        return cls(
-            ids=column.values.to_numpy(zero_copy_only=False).astype(np.int32, copy=False),
-            offsets=column.offsets.to_numpy().astype(np.int64),
-            labels=table.column("label").to_numpy().astype(np.int64),
-        )
+        """Memory-map a split written by :func:`write_tokenized`: nothing is read until batches need it."""
+        return cls(*(np.load(path / f"{name}.npy", mmap_mode="r") for name in ("ids", "offsets", "labels")))
 
     @property
     def lengths(self) -> np.ndarray:
@@ -76,6 +70,24 @@ class TokenizedSplit:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+def write_tokenized(data: datasets.Dataset, folder: Path, batch_size: int = 10_000) -> None:
+    """A tokenized split (``input_ids``, ``label``) as ``ids.npy`` / ``offsets.npy`` / ``labels.npy``, written a
+    batch at a time (memory does not grow with the data)."""
+    ids, offsets = NpyStream(folder / "ids.npy", np.int32), NpyStream(folder / "offsets.npy", np.int64)
+    labels = NpyStream(folder / "labels.npy", np.int64)
+    total = 0
+    offsets.append(np.zeros(1, dtype=np.int64))
+    for batch in data.with_format("arrow").iter(batch_size=batch_size):
+        for chunk in batch.column("input_ids").chunks:
+            lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False).astype(np.int64)
+            ids.append(chunk.flatten().to_numpy(zero_copy_only=False))
+            offsets.append(total + np.cumsum(lengths))
+            total += int(lengths.sum())
+        labels.append(batch.column("label").to_numpy())
+    for stream in (ids, offsets, labels):
+        stream.close()
 
 
 class TokenDataset(Dataset):
@@ -392,6 +404,7 @@ class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
                 label = [ids[str(v)] for v in batch[hp.label_column]] if labelled else [-1] * n
                 return {"input_ids": [e.ids for e in encodings], "label": label}
 
+            scratch = folder / f"{split}.tokenizing.arrow"  # on disk, batch by batch: never the whole split
             tokenized = data.map(
                 encode,
                 batched=True,
@@ -405,12 +418,13 @@ class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
                 ),
                 new_fingerprint=_digest(self._identity(), split),
                 load_from_cache_file=False,
-                keep_in_memory=True,
+                cache_file_name=str(scratch),
                 desc=f"tokenizing {split} ({source})",
             )
-            with _quiet():
-                tokenized.save_to_disk(str(folder / split))
+            write_tokenized(tokenized, folder / split)
             counts[split] = len(tokenized)
+            del tokenized
+            scratch.unlink(missing_ok=True)
         meta = {"labels": self.labels, "counts": counts, "identity": self._identity()}
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
         (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))

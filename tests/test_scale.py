@@ -596,3 +596,83 @@ def test_a_damaged_encoded_folder_names_the_file(tmp_path):
     (tmp_path / "enc" / "offsets.npy").unlink()
     with pytest.raises(DataError, match=r"enc: not an encoded DNA folder \(missing offsets.npy\)"):
         read_dna(tmp_path / "enc")
+
+
+TEXT_CHILD = """
+import os, resource, sys
+from datamodules.text import TextClassificationDataModule
+
+def vm(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+
+dm = TextClassificationDataModule(train_path=sys.argv[1], tokenizer=sys.argv[2], max_length=64, batch_size=4096)
+dm.tokenizer  # loaded before the limit, as the CLI does when it links the vocabulary size
+limit = vm("VmData") + int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_DATA, (limit, limit))
+dm.prepare_data()
+dm.setup("fit")
+n = tokens = 0
+for batch in dm.train_dataloader():
+    n, tokens = n + len(batch["y"]), tokens + int(batch["lengths"].sum())
+print(n, tokens)
+"""
+
+
+@pytest.mark.slow
+def test_text_larger_than_the_memory_limit_tokenizes_and_trains_from_disk(tmp_path):
+    import csv
+
+    from transformers import PreTrainedTokenizerFast
+
+    from datamodules.text import train_tokenizer
+
+    # 700,000 texts, 127 MB of CSV, in 64 MB of room. Not more: datasets' `select` (the held-out split) turns
+    # its indices into a Python list, about 36 bytes per row while it runs, which the room must hold.
+    n, words, headroom = 700_000, 36, 64 * 2**20
+    vocabulary = [
+        "film",
+        "great",
+        "boring",
+        "actor",
+        "plot",
+        "story",
+        "the",
+        "a",
+        "was",
+        "not",
+        "very",
+        "and",
+    ]
+    vocabulary += ["scene", "music", "ending"]
+    rng = np.random.default_rng(0)
+    with open(tmp_path / "big.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        for _ in range(n // 100_000):
+            picks = rng.integers(0, len(vocabulary), (100_000, words))
+            writer.writerows(
+                [" ".join(vocabulary[j] for j in row), "pos" if row[0] % 2 else "neg"] for row in picks
+            )
+    assert (tmp_path / "big.csv").stat().st_size > 1.9 * headroom
+    backend = train_tokenizer("wordpiece", [vocabulary], vocab_size=120)
+    special = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
+    PreTrainedTokenizerFast(tokenizer_object=backend, **special).save_pretrained(tmp_path / "tokenizer")
+    child = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            TEXT_CHILD,
+            str(tmp_path / "big.csv"),
+            str(tmp_path / "tokenizer"),
+            str(headroom),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "ARCHBENCH_CACHE": str(tmp_path / "cache")},
+        timeout=900,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    train = n - 2 * round(0.1 * n)  # 10% validation, 10% test held out
+    assert child.stdout.split() == [str(train), str(train * (words + 2))]  # every text read: [CLS] w... [SEP]
