@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.dna_io import COMPLEMENT, N_CODE, DataError, EncodedSequences, OnBadLine, read_dna
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
-from datamodules.sampling import make_loader
+from datamodules.sampling import SplitLoaders, make_loader
 
 Task = Literal["regression", "classification"]
 
@@ -77,7 +77,7 @@ def reverse_complement(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return torch.where(positions < lengths[:, None], flipped, torch.full_like(flipped, N_CODE))
 
 
-class DNADataModule(L.LightningDataModule):
+class DNADataModule(SplitLoaders, L.LightningDataModule):
     def __init__(
         self,
         train_path: str | None = None,
@@ -214,17 +214,8 @@ class DNADataModule(L.LightningDataModule):
             EncodedDataset(data), self.hparams, self.trainer, train, data.lengths, collate_fn=collate_codes
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict" if "predict" in self._load() else "test")
+    def _has_predict_split(self) -> bool:
+        return "predict" in self._load()
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         codes, lengths = batch.pop("codes"), batch["lengths"]

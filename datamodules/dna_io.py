@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.errors import DataError
-from datamodules.files import NpyStream, atomic_writer, write_atomic
+from datamodules.files import NpyStream, write_atomic
 
 ALPHABET = "ACGTN"
 N_CODE = 4
@@ -147,27 +147,6 @@ def _format_of(path: Path) -> str:
 ENCODED_FILES = ("codes.npy", "offsets.npy", "labels.npy")
 
 
-def save_encoded(folder: str | Path, data: EncodedSequences) -> None:
-    """Write sequences as an encoded folder (``codes.npy``, ``offsets.npy``, ``labels.npy``) that
-    :func:`open_encoded` memory-maps. Each file is written whole or not at all."""
-    folder = Path(folder)
-    if data.index is not None:
-        data = EncodedSequences(*_gather(data), data.labels, data.source)
-    for name, array in zip(ENCODED_FILES, (data.codes, data.offsets, data.labels), strict=True):
-        with atomic_writer(folder / name) as f:
-            np.save(f, np.ascontiguousarray(array))
-
-
-def _gather(data: EncodedSequences) -> tuple[np.ndarray, np.ndarray]:
-    lengths = data.lengths
-    offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    codes = (
-        np.concatenate([data.sequence(i) for i in range(len(data))]) if len(data) else np.zeros(0, np.uint8)
-    )
-    return codes.astype(np.uint8), offsets
-
-
 def open_encoded(folder: str | Path) -> EncodedSequences:
     """Memory-map an encoded folder: nothing but the array headers is read until batches need their bases."""
     folder = Path(folder)
@@ -288,7 +267,7 @@ def read_dna(
     on_bad_line: OnBadLine = "error",
     labels_required: bool = True,
 ) -> EncodedSequences:
-    """Read one file of labelled sequences, or memory-map an encoded folder (:func:`save_encoded`). See the
+    """Read one file of labelled sequences, or memory-map an encoded folder (:func:`encode_file`). See the
     module docstring for the formats."""
     path = Path(path)
     if path.is_dir():

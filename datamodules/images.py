@@ -24,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import DataError
-from datamodules.sampling import ClassificationData, make_loader
+from datamodules.sampling import ClassificationData, SplitLoaders, make_loader
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -164,7 +164,7 @@ class ImageDataset(Dataset):
         return self.transform(image), int(self.split.labels[i])
 
 
-class ImageDataModule(ClassificationData, L.LightningDataModule):
+class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
     def __init__(
         self,
         source: Literal["fashion_mnist", "folder", "hub"] = "fashion_mnist",
@@ -241,6 +241,7 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
         self.classes: list[str] = []
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
         self._model_config: dict | None = None
+        self._stats: tuple | None = None  # the training images' mean and std
         self._mixup = None
 
     # --- sources ----------------------------------------------------------------------------------------
@@ -384,6 +385,12 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
         return self._config()
 
     def _statistics(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Mean and std of (up to 10,000) training images, computed once: every size the CLI links reads them."""
+        if self._stats is None:
+            self._stats = self._compute_statistics(channels)
+        return self._stats
+
+    def _compute_statistics(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
         train = self._load()["train"]
         if train.images is not None:
             pixels = train.images[: min(len(train), 10_000)].astype(np.float64) / 255.0
@@ -462,18 +469,6 @@ class ImageDataModule(ClassificationData, L.LightningDataModule):
     @property
     def _mixing(self) -> bool:
         return self.hparams.mixup_alpha > 0 or self.hparams.cutmix_alpha > 0
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test")
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int) -> dict:
         x, y = batch

@@ -165,6 +165,26 @@ def per_device_batch_size(hparams, trainer) -> int:
     return total // (world * accumulate)
 
 
+class SplitLoaders:
+    """``train/val/test/predict_dataloader`` of a datamodule that builds any split's loader with
+    ``_loader(split, train)``; ``predict`` reads the ``predict`` split when the data has one, else ``test``."""
+
+    def _has_predict_split(self) -> bool:
+        return False
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict" if self._has_predict_split() else "test")
+
+
 class ClassificationData:
     """The sizes a classification datamodule links into the model besides its own (``num_outputs``, ...)."""
 

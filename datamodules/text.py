@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from datamodules.errors import DataError
 from datamodules.files import NpyStream, write_atomic
-from datamodules.sampling import ClassificationData, make_loader
+from datamodules.sampling import ClassificationData, SplitLoaders, make_loader
 
 SPLITS = ("train", "val", "test")
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -120,7 +120,7 @@ class PadCollate:
         }
 
 
-class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
+class TextClassificationDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
     def __init__(
         self,
         dataset: str | None = None,
@@ -491,17 +491,8 @@ class TextClassificationDataModule(ClassificationData, L.LightningDataModule):
             collate_fn=PadCollate(self.pad_id),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("predict" if "predict" in self.splits else "test")
+    def _has_predict_split(self) -> bool:
+        return "predict" in self.splits
 
 
 # --- helpers ------------------------------------------------------------------------------------------
@@ -607,8 +598,8 @@ def train_tokenizer(kind: str, texts, vocab_size: int, length: int | None = None
 
 
 def _batches(data: datasets.Dataset, column: str, size: int = 2000):
-    for start in range(0, len(data), size):
-        yield data[start : start + size][column]
+    for batch in _arrow_batches(data, column, size):
+        yield batch.to_pylist()
 
 
 def _row_label(source: str, row: int) -> str:

@@ -228,13 +228,10 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.dataset == "encode":
-        from datamodules.dna_io import read_dna, save_encoded
+        from datamodules.dna_io import encode_file
 
-        data = read_dna(args.input, args.sequence_column, args.label_column)
-        save_encoded(out, data)
-        print(
-            f"encode: {len(data):,} sequences, {int(data.lengths.sum()):,} bases -> {out}/ (use as data.train_path)"
-        )
+        n = encode_file(args.input, out, args.sequence_column, args.label_column, args.on_bad_line)
+        print(f"encode: {n:,} sequences -> {out}/ (use it as data.train_path)")
         return
     if args.dataset == "rotten_tomatoes":
         sizes = write_rotten_tomatoes(out, Path(args.cache))

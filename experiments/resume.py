@@ -111,8 +111,7 @@ def resume_last(config, model: dict) -> str | None:
         if name.endswith(("CSVLogger", "TensorBoardLogger")):
             init["version"] = run_dir.name
         elif "Wandb" in name and wandb_id:
-            init["id"] = wandb_id
-            init["resume"] = "allow"
+            init["id"] = wandb_id  # WandbLogger resumes with resume="allow" by default
     return str(ckpt)
 
 

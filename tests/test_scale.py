@@ -584,12 +584,20 @@ def test_encode_command_round_trip(tmp_path):
     part = encoded.subset(np.array([2, 0]))
     assert part.to_strings() == ["TTT", "ACGT"] and part.labels.tolist() == [0.0, 1.5]
     assert part.subset(np.array([1])).to_strings() == ["ACGT"]
+    # the command converts through the chunked encoder: its options reach it
+    (tmp_path / "bad.txt").write_text("ACGT 1.5\nACGU 2\nTTT 0\n")
+    result = run_module(
+        "data", "encode", "--input", "bad.txt", "--out", "enc2", "--on-bad-line", "skip", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert read_dna(tmp_path / "enc2").to_strings() == ["ACGT", "TTT"]
 
 
 def test_a_damaged_encoded_folder_names_the_file(tmp_path):
-    from datamodules.dna_io import EncodedSequences, read_dna, save_encoded
+    from datamodules.dna_io import encode_file, read_dna
 
-    save_encoded(tmp_path / "enc", EncodedSequences.from_strings(["ACGT", "GG", "T"], [1.0, 2.0, 3.0]))
+    (tmp_path / "seqs.txt").write_text("ACGT 1\nGG 2\nT 3\n")
+    encode_file(tmp_path / "seqs.txt", tmp_path / "enc")
     np.save(tmp_path / "enc" / "labels.npy", np.zeros(2, dtype=np.float32))
     with pytest.raises(DataError, match=r"enc: labels.npy: 2 labels for 3 sequences"):
         read_dna(tmp_path / "enc")
