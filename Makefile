@@ -51,7 +51,7 @@ vision-compare: $(STAMP) data
 
 # Ours pre-trained on five classes -> timm-named safetensors -> fine-tuned through timm's local-file path.
 TRANSFER := runs/vision_transfer
-PRETRAIN = --config experiments/vision/fashion_mnist.yaml --config experiments/vision/transfer/pretrain.yaml
+PRETRAIN = --config experiments/vision/transfer/pretrain.yaml
 define pretrain
 	rm -rf $(TRANSFER)/pretrain_$(1)
 	$(PY) -m experiments fit $(PRETRAIN) --config $(2) --trainer.logger=false --trainer.default_root_dir=$(TRANSFER)/pretrain_$(1)

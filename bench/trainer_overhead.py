@@ -1,4 +1,4 @@
-"""The Trainer's cost: SequenceTask + DNADataModule under the Lightning Trainer vs a hand-written PyTorch
+"""The Trainer's cost: PredictionTask + DNADataModule under the Lightning Trainer vs a hand-written PyTorch
 loop, same model (the default CNN), data, seed and number of steps.
 
 The losses must agree step for step ("loss_abs_diff", the largest difference), and the median step time
@@ -11,34 +11,33 @@ import json
 import math
 import statistics
 import time
+from functools import partial
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from datamodules.dna import DNADataModule, Simulation, one_hot
-from lit_models import DilatedCNN, SequenceTask
+from lit_models import DilatedCNN, PredictionTask
+from lit_models.optim import WarmupCosineLR
 
 SEED, STEPS, BATCH, REPEATS, WARMUP_STEPS_SKIPPED = 0, 40, 64, 3, 5
 LR, WEIGHT_DECAY, WARMUP_FRACTION = 3e-3, 0.01, 0.05
 
 
-def build() -> tuple[DNADataModule, SequenceTask]:
+def build() -> tuple[DNADataModule, PredictionTask]:
     data = DNADataModule(
         simulation=Simulation(n_train=STEPS * BATCH, n_val=BATCH, n_test=BATCH), batch_size=BATCH
     )
     data.setup()
     torch.manual_seed(SEED)
-    net = DilatedCNN(
-        data.in_channels, data.num_outputs, data.seq_len, dropout=0.0
-    )  # as experiments/dna/cnn.yaml
-    task = SequenceTask(
+    net = DilatedCNN(data.in_channels, data.num_outputs, dropout=0.0)  # as experiments/dna/cnn.yaml
+    task = PredictionTask(
         net,
         target_mean=data.target_mean,
         target_std=data.target_std,
-        lr=LR,
-        weight_decay=WEIGHT_DECAY,
-        warmup_fraction=WARMUP_FRACTION,
+        optimizer=partial(torch.optim.AdamW, lr=LR, weight_decay=WEIGHT_DECAY),
+        lr_scheduler=partial(WarmupCosineLR, warmup_fraction=WARMUP_FRACTION),
     )
     return data, task
 

@@ -23,7 +23,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 from datamodules.files import NpyStream, write_atomic
 
 ALPHABET = "ACGTN"

@@ -23,7 +23,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 from datamodules.sampling import ClassificationData, SplitLoaders, make_loader
 
 IDX_FILES = {
@@ -178,7 +178,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         train_size: int | None = None,
-        classes: list[str] | None = None,
+        labels: list[str] | None = None,
+        input_config: dict | None = None,
         img_size: int | None = None,
         mean: tuple[float, ...] | None = None,
         std: tuple[float, ...] | None = None,
@@ -212,10 +213,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             val_fraction: Share of the training images held out for validation when there is no validation split.
             split_seed: Seed of the held-out split and the subset.
             train_size: Train on a seeded subset of this many images.
-            classes: Keep only these classes (names, as in the data), numbered in this order: e.g. pre-train
-                on five Fashion-MNIST classes and fine-tune on the other five.
-            img_size: Side of the images the model sees. Empty: a timm model's own input size, else the data's.
-            mean: Normalisation mean per channel. Empty: a timm model's, else the training images' own.
+            labels: Keep only these classes (names, as in the data), numbered in this order: e.g. pre-train
+                on five Fashion-MNIST classes and fine-tune on the other five. Empty: every class.
+            input_config: The input a pretrained model expects (timm's data config: ``input_size``, ``mean``,
+                ``std``, ``interpolation``, ``crop_pct``); linked from a ``TimmNet``'s config. Empty: the data's
+                own size and statistics.
+            img_size: Side of the images the model sees. Empty: ``input_config``'s, else the data's.
+            mean: Normalisation mean per channel. Empty: ``input_config``'s, else the training images' own.
             std: Normalisation std per channel. Empty: as ``mean``.
             augment: Training augmentation: random resized crop (``scale``), flips (``hflip``), ``auto_augment``.
             hflip: Probability of a horizontal flip when augmenting.
@@ -238,9 +242,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             raise DataError(f"data.val_fraction: {val_fraction} is outside [0, 1)")
         self.save_hyperparameters()
         self.splits: dict[str, Split] | None = None
-        self.classes: list[str] = []
+        self._labels: list[str] = []
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
-        self._model_config: dict | None = None
         self._stats: tuple | None = None  # the training images' mean and std
         self._mixup = None
 
@@ -253,21 +256,21 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if hp.source == "fashion_mnist":
             arrays = read_fashion_mnist(self._fashion_mnist_root())
             splits = {name: Split(labels, images=images) for name, (images, labels) in arrays.items()}
-            self.classes = list(FASHION_MNIST_CLASSES)
+            self._labels = list(FASHION_MNIST_CLASSES)
         elif hp.source == "folder":
             if not hp.train_path:
                 raise DataError("data.train_path: the folder source needs a training folder")
             splits = {}
-            splits["train"], self.classes = read_folder(Path(hp.train_path))
+            splits["train"], self._labels = read_folder(Path(hp.train_path))
             for name in ("val", "test"):
                 if hp[f"{name}_path"]:
-                    splits[name], _ = read_folder(Path(hp[f"{name}_path"]), self.classes)
+                    splits[name], _ = read_folder(Path(hp[f"{name}_path"]), self._labels)
         else:
             splits = self._load_hub()
         if "test" not in splits:
             raise DataError(f"data: the {hp.source} source has no test split (give test_path)")
-        if hp.classes:
-            splits = self._keep_classes(splits, list(hp.classes))
+        if hp.labels:
+            splits = self._keep_classes(splits, list(hp.labels))
         order = np.random.default_rng(hp.split_seed).permutation(len(splits["train"]))
         if "val" not in splits:
             k = int(round(hp.val_fraction * len(order)))
@@ -282,17 +285,17 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         return splits
 
     def _keep_classes(self, splits: dict[str, Split], keep: list[str]) -> dict[str, Split]:
-        unknown = [c for c in keep if c not in self.classes]
+        unknown = [c for c in keep if c not in self._labels]
         if unknown or len(set(keep)) != len(keep):
             problem = f"unknown class {unknown[0]!r}" if unknown else "a class is listed twice"
-            raise DataError(f"data.classes: {problem} (classes: {', '.join(self.classes)})")
-        new_id = np.full(len(self.classes), -1, dtype=np.int64)
-        new_id[[self.classes.index(c) for c in keep]] = np.arange(len(keep))
+            raise DataError(f"data.labels: {problem} (the data's classes: {', '.join(self._labels)})")
+        new_id = np.full(len(self._labels), -1, dtype=np.int64)
+        new_id[[self._labels.index(c) for c in keep]] = np.arange(len(keep))
         kept = {}
         for name, split in splits.items():
             part = split.subset(np.flatnonzero(new_id[split.labels] >= 0))
             kept[name] = Split(new_id[part.labels], part.images, part.files)
-        self.classes = keep
+        self._labels = keep
         return kept
 
     def _fashion_mnist_root(self) -> Path:
@@ -349,14 +352,14 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             images = np.stack([np.asarray(im) for im in data[hp.image_column]])
             splits[ours] = Split(np.asarray(data[hp.label_column], dtype=np.int64), images=images)
         feature = loaded["train"].features[hp.label_column]
-        self.classes = list(getattr(feature, "names", [])) or [
+        self._labels = list(getattr(feature, "names", [])) or [
             str(i) for i in range(int(splits["train"].labels.max()) + 1)
         ]
         for name, split in splits.items():
-            bad = np.flatnonzero((split.labels < 0) | (split.labels >= len(self.classes)))
+            bad = np.flatnonzero((split.labels < 0) | (split.labels >= len(self._labels)))
             if len(bad):
                 raise DataError(
-                    f"{hp.dataset} [{name}]: row {bad[0] + 1}: label {split.labels[bad[0]]} outside 0..{len(self.classes) - 1}"
+                    f"{hp.dataset} [{name}]: row {bad[0] + 1}: label {split.labels[bad[0]]} outside 0..{len(self._labels) - 1}"
                 )
         return splits
 
@@ -367,7 +370,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         self._load()
         hp = self.hparams
         channels, height, _ = self._native
-        config = dict(self._model_config or {})
+        config = dict(self.hparams.input_config or {})
         if not config:
             config = {"input_size": (channels, height, height), "interpolation": "bilinear", "crop_pct": 1.0}
             config["mean"], config["std"] = self._statistics(channels)
@@ -400,14 +403,6 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             return tuple(float(m) for m in mean), tuple(float(s) for s in std)
         return (0.5,) * channels, (0.5,) * channels
 
-    def use_model(self, net: torch.nn.Module) -> None:
-        """Take input size, mean/std, interpolation and crop from a timm model's ``pretrained_cfg``."""
-        cfg = getattr(net, "pretrained_cfg", None)
-        if cfg:
-            from timm.data import resolve_data_config
-
-            self._model_config = resolve_data_config(model=net)
-
     @property
     def in_channels(self) -> int:
         channels, size = self._config()["input_size"][0], self.hparams.patch_size
@@ -427,9 +422,14 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         return 0
 
     @property
-    def num_outputs(self) -> int:
+    def labels(self) -> list[str]:
+        """Class names in id order."""
         self._load()
-        return len(self.classes)
+        return list(self._labels)
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.labels)
 
     def transform(self, train: bool):
         from timm.data import create_transform
@@ -446,13 +446,11 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             interpolation=config.get("interpolation", "bilinear"),
             mean=config["mean"],
             std=config["std"],
-            crop_pct=1.0 if not augment and self._model_config is None else config.get("crop_pct"),
+            crop_pct=1.0 if not augment and not self.hparams.input_config else config.get("crop_pct"),
         )
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
-        if self.trainer is not None and self.trainer.lightning_module is not None:
-            self.use_model(self.trainer.lightning_module.net)
         hp = self.hparams
         if hp.patch_size and self.img_size % hp.patch_size:
             raise DataError(

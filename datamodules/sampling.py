@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 
 
 class EpochShuffleSampler(Sampler[int]):

@@ -32,7 +32,7 @@ from filelock import FileLock
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader, Dataset
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 from datamodules.files import NpyStream, write_atomic
 from datamodules.sampling import ClassificationData, SplitLoaders, make_loader
 

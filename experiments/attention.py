@@ -18,7 +18,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 from datamodules.files import write_atomic
 
 

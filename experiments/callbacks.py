@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import psutil
@@ -13,77 +12,51 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from datamodules.files import write_atomic
 
 
-def _batch_size(batch) -> int:
+def batch_size(batch) -> int:
+    """Examples in a batch (a dict of tensors, or a tuple whose first item is the inputs): for Lightning's
+    ``ThroughputMonitor(batch_size_fn=...)``."""
     if isinstance(batch, dict):
-        batch = next(iter(batch.values()))
+        batch = batch.get("y", next(iter(batch.values())))
     if isinstance(batch, (list, tuple)):
         batch = batch[0]
     return len(batch)
 
 
-class RunStats(Callback):
-    """Wall time of ``fit``, training throughput (samples/s over all processes, validation excluded) and
-    peak memory (CUDA: peak allocated; CPU: peak resident set size of this process, sampled every batch).
-    Kept in checkpoints, so a resumed run reports the totals of all its parts.
-    """
+class PeakMemory(Callback):
+    """Peak memory of a fit, which Lightning's ``DeviceStatsMonitor`` logs per step but does not keep: CUDA's
+    peak allocated, or on the CPU the peak resident set size of this process (sampled every training batch).
+    Kept in checkpoints, so a resumed run reports the peak of all its parts."""
 
     def __init__(self):
-        self.train_seconds = 0.0
-        self.throughput = 0.0
-        self.peak_memory_mb = 0.0
         self._process = psutil.Process()
-        self._before = {"seconds": 0.0, "samples": 0, "busy": 0.0, "peak_mb": 0.0}  # earlier parts of the run
-        self._fit_start = None
-        self._samples, self._busy = 0, 0.0
+        self._before = 0.0
+        self._peak_bytes = 0
+        self._device = None
+
+    @property
+    def peak_mb(self) -> float:
+        now = 0.0
+        if self._device is not None and self._device.type == "cuda":
+            now = torch.cuda.max_memory_allocated(self._device) / 2**20
+        elif self._device is not None:
+            now = self._peak_bytes / 2**20
+        return max(self._before, now)
 
     def state_dict(self) -> dict:
-        now = time.perf_counter() - self._fit_start if self._fit_start is not None else 0.0
-        return {
-            "seconds": self._before["seconds"] + now,
-            "samples": self._before["samples"] + self._samples,
-            "busy": self._before["busy"] + self._busy,
-            "peak_mb": max(self._before["peak_mb"], self._peak_mb()),
-        }
+        return {"peak_mb": self.peak_mb}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._before = dict(state_dict)
-
-    def _peak_mb(self) -> float:
-        if self._fit_start is None:
-            return 0.0
-        if self._device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self._device) / 2**20
-        return self._peak_rss / 2**20
+        self._before = float(state_dict.get("peak_mb", 0.0))
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self._fit_start = time.perf_counter()
         self._device = pl_module.device
-        self._samples, self._busy = 0, 0.0
-        self._peak_rss = self._process.memory_info().rss
-        if pl_module.device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(pl_module.device)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._mark = time.perf_counter()  # a resumed run starts mid-epoch, without on_train_epoch_start
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._mark = time.perf_counter()
+        self._peak_bytes = self._process.memory_info().rss
+        if self._device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self._device)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
-        self._busy += now - self._mark
-        self._mark = now
-        self._samples += _batch_size(batch) * trainer.world_size
-        self._peak_rss = max(self._peak_rss, self._process.memory_info().rss)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        self._mark = time.perf_counter()  # validation time is not training time
-
-    def on_fit_end(self, trainer, pl_module) -> None:
-        total = self.state_dict()
-        self.train_seconds = total["seconds"]
-        self.throughput = total["samples"] / total["busy"] if total["busy"] else 0.0
-        self.peak_memory_mb = total["peak_mb"]
+        if self._device.type != "cuda":
+            self._peak_bytes = max(self._peak_bytes, self._process.memory_info().rss)
 
 
 class PredictionWriter(BasePredictionWriter):

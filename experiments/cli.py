@@ -1,94 +1,174 @@
-"""LightningCLI for sequence tasks: sizes the data knows are linked into the model, never typed twice.
+"""LightningCLI for every task: the task and the data by ``class_path``, sizes the data knows linked into the
+model (never typed twice), the optimizer and schedule as the task's own arguments.
 
-The data is any LightningDataModule given by ``class_path`` (DNA by default, text with
-``datamodules.text.TextClassificationDataModule``); it must offer the properties in ``DATA_LINKS``.
+Config files load in this order: ``experiments/base.yaml``, the modality's ``base.yaml`` (for a file under
+``experiments/<modality>/``, see ``experiments.configs``), then the files and options given.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import sys
 
 import lightning as L
 import torch
 import yaml
+from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from experiments.errors import ConfigError
+from archbench.errors import ConfigError, UserError
+from experiments.checkpoints import NAMED, check_checkpoint
+from experiments.configs import GLOBAL_BASE, expand_configs
 from experiments.resume import AtomicCheckpointIO, ResumeState, resume_last
-from lit_models.sequence_task import SequenceTask
+from lit_models.task import Task
 
-DEFAULTS = Path(__file__).parent / "dna" / "base.yaml"
-# Sizes read off the instantiated datamodule and passed to the model's constructor.
+NET = "model.init_args.net.init_args"
+# Sizes read off the instantiated datamodule and passed to the constructors. A target the chosen class does
+# not have (seq_len of a recurrent net, target_mean of a language model) is left out by jsonargparse.
 DATA_LINKS = {
-    "data.in_channels": "model.net.init_args.in_channels",
-    "data.vocab_size": "model.net.init_args.vocab_size",
-    "data.seq_len": "model.net.init_args.seq_len",
-    "data.num_outputs": ["model.net.init_args.num_outputs", "model.num_outputs"],
-    "data.task": "model.task",
-    "data.target_mean": "model.target_mean",
-    "data.target_std": "model.target_std",
+    "data.in_channels": f"{NET}.in_channels",
+    "data.vocab_size": f"{NET}.vocab_size",
+    "data.seq_len": f"{NET}.seq_len",
+    "data.num_outputs": [f"{NET}.num_outputs", "model.init_args.num_outputs"],
+    "data.task": "model.init_args.task",
+    "data.target_mean": "model.init_args.target_mean",
+    "data.target_std": "model.init_args.target_std",
 }
 
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
 class ExperimentCLI(LightningCLI):
-    def __init__(self, args=None, run: bool = True, **kwargs):
+    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs):
+        if args is None:  # as LightningCLI would read them, with the modality bases put in
+            sys.argv[1:] = expand_configs(sys.argv[1:])
+        else:
+            args = expand_configs(list(args))
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
-        defaults = {"default_env": False, "default_config_files": [str(DEFAULTS)]}
+        # Parse errors raise (the command line prints them as one line) instead of printing usage and exiting.
+        defaults = {"default_env": False, "default_config_files": [str(GLOBAL_BASE)], "exit_on_error": False}
         # With subcommands (run=True) parser options go to each subcommand's parser; without them
         # (run=False, as compare builds its runs) to the single parser. Both must load the defaults.
         kwargs.setdefault("parser_kwargs", {c: defaults for c in self.subcommands()} if run else defaults)
-        # Any LightningDataModule by class_path; base.yaml makes DNADataModule the default.
+        if run:
+            kwargs["parser_kwargs"].setdefault("exit_on_error", False)
         super().__init__(
-            SequenceTask, L.LightningDataModule, subclass_mode_data=True, args=args, run=run, **kwargs
+            Task,
+            L.LightningDataModule,
+            subclass_mode_model=True,
+            subclass_mode_data=True,
+            auto_configure_optimizers=False,  # the task's own optimizer and lr_scheduler arguments
+            trainer_defaults={
+                "callbacks": [ResumeState()]
+            },  # RNG states and the W&B run id in every checkpoint
+            args=args,
+            run=run,
+            **kwargs,
         )
-
-    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
-        if str(config.get("precision")) not in PRECISIONS:  # e.g. 64: the data is float32
-            raise ConfigError(
-                f"trainer.precision: {config.get('precision')!r} is not one of {', '.join(PRECISIONS)}"
-            )
-        callbacks_ = list(config.get("callbacks") or [])
-        if not config.get("logger"):  # a run without a logger has no learning rate to monitor
-            callbacks_ = [c for c in callbacks_ if not isinstance(c, LearningRateMonitor)]
-        if not any(isinstance(c, ResumeState) for c in callbacks_):
-            callbacks_.append(ResumeState())  # RNG states and the W&B run id go into every checkpoint
-        config["callbacks"] = callbacks_
-        plugins = config.get("plugins") or []
-        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
-        if not any(isinstance(p, CheckpointIO) for p in plugins):
-            config["plugins"] = [*plugins, AtomicCheckpointIO()]  # a kill never leaves half a checkpoint
-        try:
-            return super()._instantiate_trainer(config, callbacks)
-        except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError) as err:
-            # An impossible request (no such accelerator, too many devices, a precision the device lacks).
-            raise ConfigError(f"trainer: {str(err).splitlines()[0]} ({available_hardware()})") from None
-
-    def before_instantiate_classes(self) -> None:
-        if self.subcommand == "fit" and self.config.fit.get("ckpt_path") == "last":
-            # The newest run of this model in its own folder and W&B run; none yet: a fresh run.
-            dumped = yaml.safe_load(self._parser("fit").dump(self.config.fit, skip_none=False))
-            self.config.fit.ckpt_path = resume_last(self.config.fit, dumped.get("model"))
-            if self.config.fit.ckpt_path:
-                print(f"resuming from {self.config.fit.ckpt_path}")
-
-    def _prepare_subcommand_parser(self, klass, subcommand: str, **kwargs):
-        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
-        if "weights_only" in {a.dest for a in parser._actions}:
-            parser.set_defaults(weights_only=True)  # checkpoints are tensors and plain values, never pickles
-        return parser
 
     def add_arguments_to_parser(self, parser) -> None:
         for source, targets in DATA_LINKS.items():
             for target in [targets] if isinstance(targets, str) else targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
         # Only image data has a size; a net without the argument (every sequence net) ignores the link.
-        parser.link_arguments("data", "model.net.init_args.img_size", _img_size, apply_on="instantiate")
+        parser.link_arguments("data", f"{NET}.img_size", _img_size, apply_on="instantiate")
+        # The input a timm model expects (size, mean/std) flows from its config into the image data.
+        parser.link_arguments(
+            "model.init_args.net", "data.init_args.input_config", _net_input, apply_on="parse"
+        )
+
+    def parse_arguments(self, parser, args) -> None:
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as err:
+            message = str(err)
+            if (
+                "class_path 'lightning.LightningDataModule'" in message
+                or "arguments are required: data" in message
+            ):
+                raise ConfigError(
+                    "data: no datamodule chosen (data.class_path); load a modality's config, e.g. --config "
+                    "experiments/dna/lstm.yaml, or give --data CLASS"
+                ) from None
+            raise
+        subcommand = self.config.get("subcommand")
+        ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt and ckpt not in NAMED:  # before Lightning reads it: one line for a missing or damaged file
+            check_checkpoint(ckpt)
+
+    def _section(self, config):
+        return config[self.subcommand] if self.subcommand else config
+
+    def before_instantiate_classes(self) -> None:
+        config = self._section(self.config)
+        self._dump_model_hparams()
+        precision = config.trainer.get("precision")
+        if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
+            raise ConfigError(f"trainer.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.subcommand and config.get("weights_only") is None:
+            config.weights_only = True  # checkpoints are tensors and plain values, never pickles
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            # The newest run of this model in its own folder and W&B run; none yet: a fresh run.
+            dumped = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
+            config.ckpt_path = resume_last(config, dumped.get("model"))
+            if config.ckpt_path:
+                print(f"resuming from {config.ckpt_path}")
+
+    def instantiate_classes(self) -> None:
+        try:
+            super().instantiate_classes()
+        except ValueError as err:
+            raise user_error(err) from None
+
+    def _dump_model_hparams(self) -> None:
+        """The config Lightning saves as the model's hyperparameters (so ``PredictionTask.load_from_checkpoint``
+        rebuilds the net), made here. Lightning makes it lazily, and a net whose every argument is linked from
+        the data dumps without ``init_args``: setting the linked sizes into it then fails with an
+        AssertionError ("Expected key net.init_args.in_channels to be in data"). An empty ``init_args`` fixes it."""
+        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        section = dumped[self.subcommand] if self.subcommand else dumped
+        net = ((section.get("model") or {}).get("init_args") or {}).get("net")
+        if isinstance(net, dict) and net.get("class_path"):
+            net.setdefault("init_args", {})
+        self.config_dump = section
+
+    def instantiate_trainer(self, **kwargs) -> L.Trainer:
+        trainer = self._section(self.config_init)["trainer"]
+        callbacks = list(trainer.get("callbacks") or [])
+        if not trainer.get("logger"):  # a run without a logger has no learning rate to monitor
+            callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
+        kwargs.setdefault("callbacks", callbacks)
+        plugins = trainer.get("plugins") or []
+        plugins = list(plugins) if isinstance(plugins, list | tuple) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())  # a kill never leaves half a checkpoint
+        kwargs.setdefault("plugins", plugins)
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError) as err:
+            # An impossible request (no such accelerator, too many devices, a precision the device lacks).
+            raise ConfigError(f"trainer: {str(err).splitlines()[0]} ({available_hardware()})") from None
+
+
+def user_error(err: ValueError) -> Exception:
+    """The reason inside jsonargparse's wrapper: a class chosen by class_path (the task, its net, the data) is
+    tried against its Union type, and what its constructor raised comes back as "Does not validate against any
+    of the Union subtypes" with the reason nested inside. The user's mistake, a UserError or a constructor's
+    ValueError, is what the command line prints; anything else keeps its traceback."""
+    chain, seen = [], err
+    while seen is not None and seen not in chain:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    for found in chain:
+        if isinstance(found, UserError):
+            return found
+    innermost = chain[-1]
+    if "Union subtypes" in str(err) and isinstance(innermost, ValueError):
+        return ConfigError(str(innermost).splitlines()[0])
+    return err
 
 
 def available_hardware() -> str:
@@ -101,3 +181,14 @@ def available_hardware() -> str:
 
 def _img_size(data) -> int | None:
     return getattr(data, "img_size", None)
+
+
+def _net_input(net) -> dict | None:
+    """timm's data config for a ``TimmNet`` (from its name and weights file, without building it); None for
+    nets that take the data as it is."""
+    if net is None or not str(net.get("class_path", "")).endswith("TimmNet"):
+        return None
+    from lit_models.image_nets import timm_data_config
+
+    init = net.get("init_args") or {}
+    return timm_data_config(init.get("name"), init.get("weights_file"))

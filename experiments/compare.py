@@ -1,113 +1,151 @@
-"""``python -m experiments compare``: every listed model x seed, same data, same budget, one table.
+"""``archbench compare``: every listed model x seed, same data, same budget, one table.
 
-Each run is an ordinary ``fit`` + ``test`` through :class:`ExperimentCLI`. Configs apply in this order,
-later winning: the defaults (``experiments/dna/base.yaml``), the comparison file's shared ``config`` (settings
-and/or config files, in order), the
-model's own file, then the user's ``--data.* / --model.* / --trainer.*`` overrides.
+Each run is an ordinary ``fit`` + ``test`` through :class:`ExperimentCLI`. Configs apply in this order, later
+winning: ``experiments/base.yaml``, the comparison's modality base (``experiments/<modality>/base.yaml``), the
+comparison file's shared ``config``, the model's own file, then the user's ``--data.* / --model.* /
+--trainer.*`` options.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
+from jsonargparse import ArgumentError, ArgumentParser
+from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from archbench.errors import ConfigError
 from datamodules.files import write_atomic
-from experiments.callbacks import RunStats
+from experiments.callbacks import PeakMemory, batch_size
 from experiments.cli import ExperimentCLI
-from experiments.errors import ConfigError
+from experiments.configs import bases_of, check_yaml
 from experiments.loggers import AutoWandbLogger, wandb_mode
+from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, checkpoint_info
+
+RUN_OPTIONS = ("--data", "--model", "--trainer", "--seed_everything")
 
 
 @dataclass
 class Comparison:
-    path: Path
-    models: dict[str, Path]
+    """A comparison file: which models, how many seeds, where the results go."""
+
+    models: dict[str, str]
+    """Row name -> the model's config file (relative to the comparison file)."""
     name: str = "comparison"
+    """The comparison's name: the W&B group of its runs."""
     seeds: int = 3
+    """Seeds per model (0..N-1); the table shows mean ± std over them."""
     out: str = "runs/compare"
+    """Output folder: results.json, results.md, comparison.png, one folder per run."""
     project: str = "archbench"
+    """W&B project."""
     metric: str = "test/pearson"
-    config: list[dict | Path] = field(default_factory=list)  # shared settings and files, in order
+    """The table's main metric (its first column and the plot)."""
+    config: list[str | dict] | str | dict = field(default_factory=list)
+    """Settings every run shares: config files (relative to the comparison file) and/or settings, in order."""
+    throughput_window: int = 100
+    """Training batches Lightning's ThroughputMonitor averages the throughput over (the last ones logged)."""
+    path: Path | None = None
+    """Set when loaded: the comparison file."""
+
+    @classmethod
+    def parser(cls) -> ArgumentParser:
+        parser = ArgumentParser(prog="archbench compare", exit_on_error=False, default_env=False)
+        parser.add_class_arguments(cls, skip={"path"})
+        return parser
 
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
         path = Path(path)
+        check_yaml(path)
         try:
-            raw = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: file not found") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML: {err}") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping with 'models', found {type(raw).__name__}")
-        known = {"name", "seeds", "out", "project", "metric", "config", "models"}
-        for key in raw:
-            if key not in known:
-                raise ConfigError(f"{path}: unknown key {key!r}; expected one of {sorted(known)}")
-        models = raw.get("models")
-        if not isinstance(models, dict) or not models:
-            raise ConfigError(f"{path}: 'models' must map model names to config files, found {models!r}")
-        resolved = {}
-        for name, file in models.items():
-            model_path = (path.parent / str(file)).resolve()
-            if not model_path.is_file():
-                raise ConfigError(f"{path}: models.{name}: file {file!r} not found (looked at {model_path})")
-            resolved[str(name)] = model_path
-        seeds = raw.get("seeds", 3)
-        if not isinstance(seeds, int) or seeds < 1:
-            raise ConfigError(f"{path}: seeds: {seeds!r} is not a positive integer")
-        config = raw.get("config") or []
-        entries = config if isinstance(config, list) else [config]
-        for i, entry in enumerate(entries):
-            if isinstance(entry, str):
-                file = (path.parent / entry).resolve()
-                if not file.is_file():
-                    raise ConfigError(f"{path}: config: file {entry!r} not found (looked at {file})")
-                entries[i] = file
-            elif not isinstance(entry, dict):
+            parsed = cls.parser().parse_path(str(path))
+        except ArgumentError as err:
+            detail = "; ".join(line.strip(" -") for line in str(err).splitlines() if line.strip(" -"))
+            raise ConfigError(f"{path}: {detail}") from None
+        comparison = cls(**{k: v for k, v in parsed.as_dict().items() if k != "__path__"}, path=path)
+        comparison._check()
+        return comparison
+
+    def _check(self) -> None:
+        if not self.models:
+            raise ConfigError(f"{self.path}: 'models' must map row names to config files")
+        for name, file in self.models.items():
+            if not self.model_file(name).is_file():
                 raise ConfigError(
-                    f"{path}: config: expected settings or a config file (or a list of them), found {entry!r}"
+                    f"{self.path}: models.{name}: file {file!r} not found (looked at {self.model_file(name)})"
                 )
-        config = entries
-        fields = {k: raw[k] for k in ("name", "out", "project", "metric") if k in raw}
-        return cls(path=path, models=resolved, seeds=seeds, config=config, **fields)
+        if self.seeds < 1:
+            raise ConfigError(f"{self.path}: seeds: {self.seeds!r} is not a positive integer")
+        if self.throughput_window < 2:
+            raise ConfigError(f"{self.path}: throughput_window: {self.throughput_window} is below 2")
+        for entry in self.shared():
+            if isinstance(entry, Path) and not entry.is_file():
+                raise ConfigError(f"{self.path}: config: file {entry.name!r} not found (looked at {entry})")
+
+    def model_file(self, model: str) -> Path:
+        return (self.path.parent / self.models[model]).resolve()
+
+    def shared(self) -> list[Path | dict]:
+        entries = self.config if isinstance(self.config, list) else [self.config]
+        return [(self.path.parent / e).resolve() if isinstance(e, str) else e for e in entries]
+
+    def run_args(self, model: str) -> list[str]:
+        """The ``--config`` options of one run: the modality bases of the comparison, its shared files and the
+        model's file first (so the shared settings win over them), the shared settings, the model's file."""
+        files = [self.path, *(e for e in self.shared() if isinstance(e, Path)), self.model_file(model)]
+        bases = list(dict.fromkeys(base for f in files for base in bases_of(f)))
+        args = [a for base in bases for a in ("--config", str(base))]
+        for entry in self.shared():
+            args += ["--config", str(entry) if isinstance(entry, Path) else yaml.safe_dump(entry)]
+        return [*args, "--config", str(self.model_file(model))]
 
 
-def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments compare",
+def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the comparison's own options, the options every run gets: --data.*, --model.*, --trainer.*)."""
+    own, runs, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(RUN_OPTIONS):
+            runs.append(arg)
+            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                runs.append(argv[i + 1])
+                i += 1
+        else:
+            own.append(arg)
+        i += 1
+    return own, runs
+
+
+def command_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="archbench compare",
         description="Train every model of a comparison file x seed on the same data and budget; write "
         "results.json, results.md and comparison.png. Other options (--data.*, --model.*, --trainer.*) "
-        "are passed to every run, as for 'fit'.",
+        "go to every run, as for 'fit'. The comparison file's keys:\n  "
+        + "\n  ".join(
+            f"{a.dest}: {a.help}" for a in Comparison.parser()._actions if a.help and a.dest != "help"
+        ),
+        exit_on_error=False,
     )
     parser.add_argument("--config", required=True, help="comparison file, e.g. experiments/dna/compare.yaml")
     parser.add_argument("--seeds", type=int, help="seeds per model (0..N-1); overrides the file")
     parser.add_argument("--out", help="output folder; overrides the file")
     parser.add_argument("--models", help="comma-separated subset of the file's models")
-    args, overrides = parser.parse_known_args(argv)
-    for arg in overrides:
-        if arg.startswith("--") and not arg.startswith(
-            ("--data", "--model", "--trainer", "--seed_everything")
-        ):
-            parser.error(f"unrecognized option {arg!r}: runs take --data.*, --model.* and --trainer.*")
-    return args, overrides
+    return parser
 
 
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
     run_dir = out / "runs" / f"{model}-seed{seed}"
-    args = []
-    for entry in comparison.config:
-        args += ["--config", str(entry) if isinstance(entry, Path) else yaml.safe_dump(entry)]
-    args += ["--config", str(comparison.models[model]), *overrides]
+    args = [*comparison.run_args(model), *overrides]
     args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
     with warnings.catch_warnings():
         # Passing args while sys.argv holds the compare command is intended here.
@@ -142,44 +180,70 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         id=checkpoint_info(last)[WANDB_ID_KEY] if resume else None,
     )
     trainer.loggers = [CSVLogger(str(run_dir), name="", version=""), wandb_logger]
-    stats = RunStats()
-    trainer.callbacks.append(stats)
+    # Every row measured the same way: Lightning's Timer and ThroughputMonitor, and the peak memory they lack.
+    trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ThroughputMonitor | Timer)]
+    timer, memory = Timer(verbose=False), PeakMemory()
+    throughput = ThroughputMonitor(batch_size_fn=batch_size, window_size=comparison.throughput_window)
+    trainer.callbacks += [timer, throughput, memory]
+    config = _plain(cli.config)
     if trainer.is_global_zero:
-        wandb_logger.log_hyperparams({"config": _plain(cli.config), "model_name": model, "seed": seed})
+        wandb_logger.log_hyperparams({"config": config, "model_name": model, "seed": seed})
     if resume:
         print(f"{model}, seed {seed}: resuming from {resume}")
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    train_seconds = timer.time_elapsed("train")
+    samples_per_sec = _logged_throughput(trainer)
+    epochs, steps = trainer.current_epoch, trainer.global_step
     has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
     results = trainer.test(
         module, datamodule=data, ckpt_path="best" if has_best else None, verbose=False, weights_only=True
     )
     test = {k: float(v) for k, v in results[0].items()} if results else {}
     if trainer.is_global_zero:
-        wandb_logger.experiment.summary.update({**test, "train_seconds": stats.train_seconds})
+        wandb_logger.experiment.summary.update({**test, "train_seconds": train_seconds})
         wandb_logger.experiment.finish()
     result = {
         "model": model,
         "seed": seed,
         "params": module.parameter_counts()["params"],
         "test": test,
-        "train_seconds": stats.train_seconds,
-        "throughput": stats.throughput,
-        "peak_memory_mb": stats.peak_memory_mb,
+        "train_seconds": train_seconds,
+        "throughput": samples_per_sec,
+        "peak_memory_mb": memory.peak_mb,
+        "epochs": epochs,
+        "steps": steps,
         "noise_ceiling": getattr(data, "noise_ceiling", None),
         "metrics_csv": str(run_dir / "metrics.csv"),
+        "config": config,
     }
     if trainer.is_global_zero:
         write_atomic(done, json.dumps(result, indent=1) + "\n")
     return result
 
 
+def _logged_throughput(trainer) -> float | None:
+    """Training samples/s over all processes as ThroughputMonitor last logged it (None if it never did: fewer
+    training batches than its window)."""
+    logged = trainer.logged_metrics
+    for key in ("train/samples_per_sec", "train/device/samples_per_sec"):
+        if key in logged:
+            value = float(logged[key])
+            return value if key == "train/samples_per_sec" else value * trainer.world_size
+    return None
+
+
 def _plain(config) -> dict:
-    """A jsonargparse Namespace as plain data for W&B (no API key can be in it: keys come from env/netrc)."""
+    """A jsonargparse Namespace as plain data (no API key can be in it: keys come from env/netrc)."""
     return json.loads(json.dumps(config.as_dict(), default=str))
 
 
 def main(argv: list[str]) -> None:
-    args, overrides = parse_args(argv)
+    own, overrides = split_options(argv)
+    try:
+        args = command_parser().parse_args(own)
+    except ArgumentError as err:
+        raise ConfigError(f"compare: {err}") from None
+    started = datetime.now(timezone.utc)
     comparison = Comparison.load(args.config)
     if args.seeds is not None:
         if args.seeds < 1:
@@ -207,6 +271,10 @@ def main(argv: list[str]) -> None:
     if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
     report = summarize(runs, comparison.metric)
+    spec = {k: v for k, v in comparison.__dict__.items() if k != "path"}
+    report["provenance"] = provenance(
+        ["archbench", "compare", *argv], started, {"file": str(comparison.path), **spec}
+    )
     table = write_outputs(report, out, comparison.metric)
     _log_table(comparison, out, report)
     print("\n" + table)
@@ -223,7 +291,12 @@ def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
         job_type="summary",
         dir=str(out),
         mode=wandb_mode(),
-        config={"comparison": comparison.name, "seeds": comparison.seeds, "models": list(comparison.models)},
+        config={
+            "comparison": comparison.name,
+            "seeds": comparison.seeds,
+            "models": list(comparison.models),
+            "provenance": report["provenance"],
+        },
     )
     columns = list(report["summary"][0].keys())
     run.log(

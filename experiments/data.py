@@ -29,9 +29,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from archbench.errors import DataError
 from datamodules.dna_io import write_text
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
-from datamodules.errors import DataError
 from datamodules.files import write_atomic
 
 MAVENN = "mavenn==1.1.4"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 from datamodules.files import write_atomic
 
 

@@ -1,5 +1,5 @@
 """``python -m experiments lr_find --config ...``: Lightning's learning-rate range test (``Tuner.lr_find``) on
-the run a config describes; prints the suggested ``--model.lr`` and saves the loss-vs-lr plot.
+the run a config describes; prints the suggested ``--model.optimizer.lr`` and saves the loss-vs-lr plot.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ def main(argv: list[str]) -> None:
         min_lr=args.min_lr,
         max_lr=args.max_lr,
         num_training=args.num_training,
+        update_attr=False,  # the rate lives in the optimizer's config (model.optimizer.lr): printed, not set
     )
     figure = finder.plot(suggest=True)
     buffer = io.BytesIO()
@@ -44,4 +45,4 @@ def main(argv: list[str]) -> None:
     if suggestion is None:  # Lightning needs enough finite losses to pick the steepest descent
         print(f"lr_find: no suggestion (too few usable steps; raise --num_training) (plot: {args.out})")
     else:
-        print(f"lr_find: suggested --model.lr {suggestion:.3g} (plot: {args.out})")
+        print(f"lr_find: suggested --model.optimizer.lr {suggestion:.3g} (plot: {args.out})")

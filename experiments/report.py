@@ -15,14 +15,17 @@ from datamodules.files import write_atomic
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-_ORDER = ["pearson", "spearman", "r2", "mse", "acc", "f1"]
-_NAMES = {
+_ORDER = ["pearson", "spearman", "r2", "mse", "acc", "f1", "ece", "coverage", "selective_acc"]
+_NAMES = {  # every metric the tasks log at test time, by its key after "test/"
     "pearson": "Pearson r",
     "spearman": "Spearman",
     "r2": "R²",
     "mse": "MSE",
     "acc": "Accuracy",
     "f1": "Macro-F1",
+    "ece": "ECE",
+    "coverage": "Coverage",
+    "selective_acc": "Selective accuracy",
 }
 
 
@@ -41,8 +44,11 @@ def summarize(runs: list[dict], metric: str) -> dict:
             values = [r["test"][key] for r in mine if key in r["test"]]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in mine)
-        row["throughput"] = statistics.fmean(r["throughput"] for r in mine)
+        measured = [r["throughput"] for r in mine if r.get("throughput") is not None]
+        row["throughput"] = statistics.fmean(measured) if measured else None
         row["peak_memory_mb"] = max(r["peak_memory_mb"] for r in mine)
+        epochs = [r["epochs"] for r in mine if r.get("epochs") is not None]
+        row["epochs"] = statistics.fmean(epochs) if epochs else None
         summary.append(row)
     ceilings = [r["noise_ceiling"] for r in runs if r.get("noise_ceiling") is not None]
     report = {"metric": metric, "runs": runs, "summary": summary}
@@ -60,12 +66,13 @@ def markdown_table(report: dict) -> str:
     rank = {name: i for i, name in enumerate(_ORDER)}
     keys = sorted(keys, key=lambda k: (k != main, rank.get(k.split("/", 1)[1], len(rank)), k))
     heads = ["Model", "Params"] + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
-    heads += ["Train time (s)", "Throughput (samples/s)", "Peak memory (MB)"]
+    heads += ["Epochs", "Train time (s)", "Throughput (samples/s)", "Peak memory (MB)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in summary:
         cells = [row["model"], f"{row['params']:,}"]
         cells += [_cell(row[k + "_mean"], row[k + "_std"]) for k in keys]
-        cells += [f"{row['train_seconds']:.0f}", f"{row['throughput']:,.0f}", f"{row['peak_memory_mb']:,.0f}"]
+        cells += [_number(row.get("epochs"), ".1f"), f"{row['train_seconds']:.0f}"]
+        cells += [_number(row.get("throughput"), ",.0f"), f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = summary[0]["seeds"] if summary else 0
     spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
@@ -75,6 +82,10 @@ def markdown_table(report: dict) -> str:
             f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}."
         )
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
 
 
 def _cell(mean: float, std: float | None) -> str:

@@ -1,16 +1,22 @@
-"""Architectures (plain ``nn.Module``s) and the task LightningModules that train them."""
+"""Architectures (plain ``nn.Module``s) and the task LightningModules that train them.
+
+Every net: ``forward(x, lengths=None) -> (B, outputs)``. Every task: ``lit_models.task.Task`` (optimizer,
+schedule, checks) plus its own loss and metrics, chosen in a config by ``class_path``.
+"""
 
 from lit_models.cnn import DilatedCNN
+from lit_models.prediction import PredictionTask
 from lit_models.pretrained import PretrainedEncoder
 from lit_models.recurrent import RecurrentNet
-from lit_models.sequence_task import SequenceTask
+from lit_models.task import Task
 from lit_models.transformer import MultiheadSelfAttention, TransformerNet
 
 __all__ = [
     "DilatedCNN",
     "MultiheadSelfAttention",
+    "PredictionTask",
     "PretrainedEncoder",
     "RecurrentNet",
-    "SequenceTask",
+    "Task",
     "TransformerNet",
 ]

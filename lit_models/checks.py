@@ -7,9 +7,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from archbench.errors import NonFiniteLossError, UnusedParametersError
 
-class UnusedParametersError(RuntimeError):
-    """Trainable parameters that receive no gradient from the loss."""
+__all__ = [
+    "NonFiniteLossError",
+    "UnusedParametersError",
+    "parameters_without_gradient",
+    "unused_parameters_message",
+]
 
 
 def parameters_without_gradient(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> list[str]:

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_models.embedding import input_layer
-from lit_models.pooling import masked_max, masked_mean, padding_mask
+from lit_models.pooling import full_lengths, masked_max, masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
 
@@ -37,7 +37,7 @@ class DilatedBlock(nn.Module):
 
 
 class DilatedCNN(nn.Module):
-    """A motif-sized stem convolution, max-pooling by ``pool_size``, residual blocks with dilations
+    """A motif-sized stem convolution, max-pooling by ``stem_pool_size``, residual blocks with dilations
     1, 2, 4, ..., pooling over positions, linear head.
     """
 
@@ -45,12 +45,11 @@ class DilatedCNN(nn.Module):
         self,
         in_channels: int | None,
         num_outputs: int,
-        seq_len: int | None = None,
         vocab_size: int = 0,
         embedding_dim: int = 128,
         channels: int = 64,
         stem_kernel_size: int = 15,
-        pool_size: int = 4,
+        stem_pool_size: int = 4,
         kernel_size: int = 3,
         num_blocks: int = 5,
         dropout: float = 0.1,
@@ -59,14 +58,13 @@ class DilatedCNN(nn.Module):
         """
         Args:
             in_channels: Features per position; linked from the data.
-            num_outputs: Outputs per sequence; linked from the data.
-            seq_len: Longest sequence; linked from the data, unused. The receptive field is
-                ``stem_kernel_size + pool_size * (1 + (kernel_size - 1) * (2**num_blocks - 1))`` positions.
+            num_outputs: Outputs per sequence; linked from the data. The receptive field is
+                ``stem_kernel_size + stem_pool_size * (1 + (kernel_size - 1) * (2**num_blocks - 1))`` positions.
             vocab_size: Above 0, inputs are token ids (B, L) and an embedding reads them; linked from the data.
             embedding_dim: Width of the token embedding (text only).
             channels: Feature maps in every layer.
             stem_kernel_size: Width of the first convolution (about a motif's length).
-            pool_size: Max-pooling after the stem: the blocks run at 1/pool_size of the resolution.
+            stem_pool_size: Max-pooling after the stem: the blocks run at 1/stem_pool_size of the resolution.
             kernel_size: Width of each dilated convolution.
             num_blocks: Residual blocks; block i has dilation 2**i.
             dropout: Dropout on each block's residual branch.
@@ -76,15 +74,17 @@ class DilatedCNN(nn.Module):
         super().__init__()
         self.pooling = pooling
         self.tokens, in_channels = input_layer(vocab_size, embedding_dim, False, in_channels)
-        self.stem = ConvStem(in_channels, channels, stem_kernel_size, pool_size)
+        self.stem = ConvStem(in_channels, channels, stem_kernel_size, stem_pool_size)
         self.blocks = nn.ModuleList(
             DilatedBlock(channels, kernel_size, 2**i, dropout) for i in range(num_blocks)
         )
         self.norm = ChannelNorm(channels)
         self.head = nn.Linear(channels * (2 if pooling == "max_mean" else 1), num_outputs)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,), None when all are L
+        -> (B, num_outputs)."""
+        lengths = full_lengths(x, lengths)
         if self.tokens is not None:
             x = self.tokens(x, lengths)
         h, lengths = self.stem(x, lengths)  # (B, L', C)

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_models.optim import prefixed_matcher
+
 
 class MnistCNN(nn.Module):
     """The course's MNIST network: conv 32 -> conv 64 -> max-pool -> dropout -> linear 128 -> dropout -> linear.
@@ -31,7 +33,8 @@ class MnistCNN(nn.Module):
         self.head = nn.Linear(128, num_outputs)
         self.dropout1, self.dropout2 = nn.Dropout(dropout), nn.Dropout(2 * dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_outputs); ``lengths`` is ignored (whole images)."""
         h = F.max_pool2d(F.relu(self.conv2(F.relu(self.conv1(x)))), 2)
         h = F.relu(self.fc1(self.dropout1(h).flatten(1)))
         return self.head(self.dropout2(h))
@@ -52,6 +55,20 @@ def saved_data_config(weights_file: str) -> dict:
             value = json.loads(value)
             config[key.removeprefix("pretrained_cfg.")] = tuple(value) if isinstance(value, list) else value
     return config
+
+
+def timm_data_config(name: str, weights_file: str | None = None) -> dict:
+    """The input timm model ``name`` expects (input size, mean/std, interpolation, crop), from its pretrained
+    config and, for a file written by ``python -m experiments export``, the data config kept in the file: what
+    ``TimmNet`` gives timm, known from the config alone (the CLI links it into the image data)."""
+    import timm
+    from timm.data import resolve_data_config
+
+    cfg = timm.models.get_pretrained_cfg(name) if name in timm.list_models() else None
+    config = cfg.to_dict() if cfg is not None else {}
+    if weights_file and Path(weights_file).is_file():
+        config.update(saved_data_config(weights_file))
+    return resolve_data_config(pretrained_cfg=config)
 
 
 class TimmNet(nn.Module):
@@ -136,5 +153,14 @@ class TimmNet(nn.Module):
         head = self.model.get_classifier()
         return [m for m in self.model.children() if m is not head]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """timm's layer map of the model inside (for layer-wise learning-rate decay)."""
+        return prefixed_matcher(self.model.group_matcher(coarse=coarse), "model.")
+
+    def no_weight_decay(self) -> set[str]:
+        inner = self.model.no_weight_decay() if hasattr(self.model, "no_weight_decay") else set()
+        return {f"model.{name}" for name in inner}
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_outputs); ``lengths`` is ignored (whole images)."""
         return self.model(x)

@@ -5,6 +5,13 @@ from __future__ import annotations
 import torch
 
 
+def full_lengths(x: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+    """``lengths`` as given, or every sequence of ``x`` (B, L, ...) full length (L) when None."""
+    if lengths is not None:
+        return lengths
+    return torch.full((x.shape[0],), x.shape[1], dtype=torch.long, device=x.device)
+
+
 def padding_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     """(B,) lengths -> (B, L) bool, True at real positions."""
     return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]

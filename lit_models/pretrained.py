@@ -8,11 +8,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from lit_models.pooling import masked_mean, padding_mask
-
-
-class PretrainedError(ValueError):
-    """Pretrained weights missing, unreadable, or not matching the data (tokenizer, length)."""
+from archbench.errors import PretrainedError
+from lit_models.pooling import full_lengths, masked_mean, padding_mask
 
 
 class PretrainedEncoder(nn.Module):
@@ -25,7 +22,6 @@ class PretrainedEncoder(nn.Module):
         self,
         path: str,
         num_outputs: int,
-        in_channels: int | None = None,
         seq_len: int | None = None,
         vocab_size: int = 0,
         pooling: Literal["mean", "cls"] = "mean",
@@ -36,7 +32,6 @@ class PretrainedEncoder(nn.Module):
         Args:
             path: A local folder with ``config.json`` and weights (offline), or a hub name (online).
             num_outputs: Classes; linked from the data.
-            in_channels: Linked from the data; unused (the inputs are token ids).
             seq_len: Longest sequence in tokens; linked from the data, checked against the encoder's positions.
             vocab_size: The data tokenizer's vocabulary size; linked from the data and checked against the
                 encoder's, which catches a tokenizer that is not the encoder's own.
@@ -55,9 +50,20 @@ class PretrainedEncoder(nn.Module):
                 f"model.net.init_args.path: folder {path!r} not found (for the shipped MiniLM: "
                 "python -m experiments data minilm)"
             )
+        # The attention kernel is chosen here, so that attention_maps can switch to eager and back without
+        # reading transformers' private record of it: SDPA where the model has it, else eager.
+        self.attention_implementation = "sdpa"
         try:
             # No pooler: it would get no gradient from this head (and the unused-parameter check says so).
-            self.encoder = AutoModel.from_pretrained(path, add_pooling_layer=False)
+            try:
+                self.encoder = AutoModel.from_pretrained(
+                    path, add_pooling_layer=False, attn_implementation="sdpa"
+                )
+            except ValueError:  # the model has no SDPA attention
+                self.attention_implementation = "eager"
+                self.encoder = AutoModel.from_pretrained(
+                    path, add_pooling_layer=False, attn_implementation="eager"
+                )
         except OSError as err:
             raise PretrainedError(
                 f"model.net.init_args.path: {path!r} could not be loaded: {str(err).splitlines()[0][:200]}"
@@ -77,21 +83,20 @@ class PretrainedEncoder(nn.Module):
         if freeze_encoder:
             self.encoder.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L) token ids, lengths: (B,) -> (B, num_outputs)."""
-        mask = padding_mask(lengths, x.shape[1])
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L) token ids, lengths: (B,), None when all are L -> (B, num_outputs)."""
+        mask = padding_mask(full_lengths(x, lengths), x.shape[1])
         h = self.encoder(input_ids=x, attention_mask=mask.long()).last_hidden_state
         pooled = h[:, 0] if self.pooling == "cls" else masked_mean(h, mask)
         return self.head(self.dropout(pooled))
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def attention_maps(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Each layer's attention weights, (B, heads, L, L), from the encoder's eager attention."""
-        mask = padding_mask(lengths, x.shape[1])
-        previous = self.encoder.config._attn_implementation
+        mask = padding_mask(full_lengths(x, lengths), x.shape[1])
         self.encoder.set_attn_implementation("eager")  # the fused kernels do not return weights
         try:
             out = self.encoder(input_ids=x, attention_mask=mask.long(), output_attentions=True)
         finally:
-            self.encoder.set_attn_implementation(previous)
+            self.encoder.set_attn_implementation(self.attention_implementation)
         return list(out.attentions)

@@ -9,7 +9,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from lit_models.embedding import input_layer
-from lit_models.pooling import masked_mean, padding_mask
+from lit_models.pooling import full_lengths, masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
 _CELLS = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
@@ -26,7 +26,6 @@ class RecurrentNet(nn.Module):
         self,
         in_channels: int | None,
         num_outputs: int,
-        seq_len: int | None = None,
         vocab_size: int = 0,
         embedding_dim: int = 128,
         embedding_scale: bool = False,
@@ -44,7 +43,6 @@ class RecurrentNet(nn.Module):
         Args:
             in_channels: Features per position (4 for one-hot DNA); linked from the data.
             num_outputs: Outputs per sequence; linked from the data.
-            seq_len: Longest sequence; linked from the data, unused by recurrent models.
             vocab_size: Above 0, inputs are token ids (B, L) and an embedding reads them; linked from the data.
             embedding_dim: Width of the token embedding (text only).
             embedding_scale: Multiply embeddings by sqrt(embedding_dim).
@@ -75,8 +73,10 @@ class RecurrentNet(nn.Module):
         )
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_outputs)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,), None when all are L
+        -> (B, num_outputs)."""
+        lengths = full_lengths(x, lengths)
         if self.tokens is not None:
             x = self.tokens(x, lengths)
         if self.stem is not None:
@@ -84,7 +84,13 @@ class RecurrentNet(nn.Module):
         full = bool((lengths == x.shape[1]).all())
         # Packing costs time; equal-length batches (the common case for DNA) need none.
         inputs = x if full else pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        outputs, state = self.rnn(inputs)
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
+            # CPU autocast runs only the LSTM in bf16 (not the RNN or GRU), through oneDNN, whose bf16 LSTM needs
+            # AVX-512: on AVX2 machines it fails to build its kernel. The recurrence stays float32 on the CPU.
+            with torch.autocast("cpu", enabled=False):
+                outputs, state = self.rnn(inputs.float())  # a PackedSequence converts too
+        else:
+            outputs, state = self.rnn(inputs)
         if self.pooling == "mean":
             if not full:
                 outputs, _ = nn.utils.rnn.pad_packed_sequence(

@@ -81,6 +81,10 @@ class ResNet(nn.Module):
             if isinstance(m, BasicBlock):
                 nn.init.zeros_(m.bn2.weight)
 
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Which layer each parameter is in, as timm's ResNet says it (for layer-wise learning-rate decay)."""
+        return {"stem": r"^conv1|bn1|maxpool", "blocks": r"^layer(\d+)" if coarse else r"^layer(\d+)\.(\d+)"}
+
     def timm_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights in timm's (and torchvision's) names: they are ours already."""
         return self.state_dict()
@@ -92,5 +96,6 @@ class ResNet(nn.Module):
             h = getattr(self, f"layer{i}")(h)
         return h.mean(dim=(2, 3))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_outputs); ``lengths`` is ignored (whole images)."""
         return self.fc(self.forward_features(x))

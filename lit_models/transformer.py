@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_models.embedding import input_layer
-from lit_models.pooling import masked_mean, padding_mask
+from lit_models.pooling import full_lengths, masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
 
@@ -154,8 +154,8 @@ class TransformerNet(nn.Module):
         positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
         pooling: Literal["mean", "cls", "flatten"] = "mean",
         input_projection: bool = True,
-        patch_size: int = 1,
-        patch_kernel_size: int | None = None,
+        patch_length: int = 1,
+        patch_kernel_length: int | None = None,
         stem_channels: int = 0,
         stem_kernel_size: int = 15,
         stem_pool_size: int = 1,
@@ -183,13 +183,13 @@ class TransformerNet(nn.Module):
             pooling: ``mean`` over real positions, a ``cls`` token, or ``flatten`` every position into the
                 head (fixed length only, as in the course's DNA notebook).
             input_projection: Project inputs to ``d_model``; False feeds them as they are (needs
-                ``in_channels == d_model``, ``patch_size == 1`` and no stem).
-            patch_size: Positions per token. Above 1, a strided convolution embeds each patch (as ViT does
-                for images): L positions become ceil(L / patch_size) tokens, and attention gets cheaper by
-                patch_size squared.
-            patch_kernel_size: Width of the patch convolution; larger than ``patch_size`` gives overlapping
+                ``in_channels == d_model``, ``patch_length == 1`` and no stem).
+            patch_length: Positions per token. Above 1, a strided convolution embeds each stretch of
+                ``patch_length`` positions (a 1-D patch, as ViT does for images): L positions become
+                ceil(L / patch_length) tokens, and attention gets cheaper by patch_length squared.
+            patch_kernel_length: Width of the patch convolution; longer than ``patch_length`` gives overlapping
                 patches, so a motif that straddles two patches is still seen whole by one. Default:
-                ``patch_size``.
+                ``patch_length``.
             stem_channels: Above 0, a convolutional stem (see ``ConvStem``) detects local patterns before
                 the embedding, and the tokens are its ``stem_pool_size``-times fewer outputs; 0: none.
             stem_kernel_size: Width of the stem convolution (about a motif's length for DNA).
@@ -198,31 +198,32 @@ class TransformerNet(nn.Module):
         super().__init__()
         self.tokens, in_channels = input_layer(vocab_size, d_model, embedding_scale, in_channels)
         if vocab_size > 0:
-            if patch_size != 1 or stem_channels:
+            if patch_length != 1 or stem_channels:
                 raise ValueError(
-                    "token inputs (vocab_size > 0) take no patch_size or stem: embed, then attend"
+                    "token inputs (vocab_size > 0) take no patch_length or stem: embed, then attend"
                 )
             input_projection = False
-        if not input_projection and (in_channels != d_model or patch_size != 1 or stem_channels):
+        if not input_projection and (in_channels != d_model or patch_length != 1 or stem_channels):
             raise ValueError(
-                f"input_projection=False needs in_channels == d_model, patch_size == 1 and no stem, got in_channels="
-                f"{in_channels}, d_model={d_model}, patch_size={patch_size}, stem_channels={stem_channels}"
+                "input_projection=False needs in_channels == d_model, patch_length == 1 and no stem, got "
+                f"in_channels={in_channels}, d_model={d_model}, patch_length={patch_length}, "
+                f"stem_channels={stem_channels}"
             )
-        kernel = patch_kernel_size or patch_size
-        if kernel < patch_size or (kernel - patch_size) % 2:
+        kernel = patch_kernel_length or patch_length
+        if kernel < patch_length or (kernel - patch_length) % 2:
             raise ValueError(
-                f"patch_kernel_size={kernel} must be >= patch_size={patch_size}, differing by an even number"
+                f"patch_kernel_length={kernel} must be >= patch_length={patch_length}, differing by an even number"
             )
-        self.seq_len, self.pooling, self.patch_size = seq_len, pooling, patch_size
+        self.seq_len, self.pooling, self.patch_length = seq_len, pooling, patch_length
         self.stem = (
             ConvStem(in_channels, stem_channels, stem_kernel_size, stem_pool_size) if stem_channels else None
         )
         stem_len = -(-seq_len // stem_pool_size) if stem_channels else seq_len
-        self.n_tokens = -(-stem_len // patch_size)
+        self.n_tokens = -(-stem_len // patch_length)
         in_channels = stem_channels or in_channels
-        if patch_size > 1:
+        if patch_length > 1:
             self.embed = nn.Conv1d(
-                in_channels, d_model, kernel, stride=patch_size, padding=(kernel - patch_size) // 2
+                in_channels, d_model, kernel, stride=patch_length, padding=(kernel - patch_length) // 2
             )
         else:
             self.embed = nn.Linear(in_channels, d_model) if input_projection else nn.Identity()
@@ -244,7 +245,7 @@ class TransformerNet(nn.Module):
         self.head = nn.Linear(d_model * (self.n_tokens if pooling == "flatten" else 1), num_outputs)
 
     @torch.no_grad()
-    def attention_maps(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
+    def attention_maps(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> list[torch.Tensor]:
         """Each block's attention weights, (B, nhead, T, T) over the tokens the blocks see (with ``cls``
         pooling, the class token first; with a stem or patches, one token per pooled window or patch).
         """
@@ -257,8 +258,10 @@ class TransformerNet(nn.Module):
             for block in self.blocks:
                 block.attn.record, block.attn.weights = False, None
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,) -> (B, num_outputs)."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,), None when all are L
+        -> (B, num_outputs)."""
+        lengths = full_lengths(x, lengths)
         if self.tokens is not None:
             x = self.tokens(x, lengths)
         B, L, _ = x.shape
@@ -266,12 +269,11 @@ class TransformerNet(nn.Module):
             raise ValueError(f"sequence length {L} exceeds seq_len={self.seq_len} this model was built for")
         if self.stem is not None:
             x, lengths = self.stem(x, lengths)
-        if self.patch_size > 1:
-            h = F.pad(
-                x.transpose(1, 2), (0, -x.shape[1] % self.patch_size)
-            )  # whole patches; zeros like padding
+        if self.patch_length > 1:
+            P = self.patch_length
+            h = F.pad(x.transpose(1, 2), (0, -x.shape[1] % P))  # whole patches; zeros like padding
             h = self.embed(h).transpose(1, 2)  # (B, ceil(L / P), D)
-            lengths = torch.div(lengths + self.patch_size - 1, self.patch_size, rounding_mode="floor")
+            lengths = torch.div(lengths + P - 1, P, rounding_mode="floor")
         else:
             h = self.embed(x)
         mask = padding_mask(lengths, h.shape[1])

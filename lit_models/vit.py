@@ -98,15 +98,17 @@ class VisionTransformer(nn.Module):
         self.head = nn.Linear(embed_dim, num_outputs)
         self.apply(_init_linear)
 
-    def layer_groups(self) -> list[list[nn.Parameter]]:
-        """Parameters by depth, input to output: embeddings, each block, then the final norm and the head
-        (for layer-wise learning-rate decay)."""
-        embed = [self.cls_token, self.pos_embed, *self.patch_embed.parameters()]
-        return [
-            embed,
-            *(list(b.parameters()) for b in self.blocks),
-            [*self.norm.parameters(), *self.head.parameters()],
-        ]
+    def group_matcher(self, coarse: bool = False) -> dict:
+        """Which layer each parameter is in, as timm's ViT says it (for layer-wise learning-rate decay): the
+        embeddings first, then each block, the final norm, and the head above all."""
+        return {
+            "stem": r"^cls_token|pos_embed|patch_embed",
+            "blocks": [(r"^blocks\.(\d+)", None), (r"^norm", (99999,))],
+        }
+
+    def no_weight_decay(self) -> set[str]:
+        """As timm: no weight decay on the position embedding and the class token."""
+        return {"pos_embed", "cls_token"}
 
     def timm_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights in timm's names: ``timm.create_model("vit_...", pretrained_cfg_overlay={"file": ...})``."""
@@ -124,7 +126,8 @@ class VisionTransformer(nn.Module):
             h = block(h)
         return self.norm(h)[:, 0]
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, C, H, W) -> (B, num_outputs); ``lengths`` is ignored (whole images)."""
         return self.head(self.forward_features(x))
 
 

@@ -64,12 +64,21 @@ def tiny_compare(tmp_path, name: str, data_config, models: dict, seeds: int, ove
         "seeds": seeds,
         "out": "out",
         "metric": "test/acc",
-        "config": [str(data_config), {"trainer": {"max_epochs": 1}}],
+        "config": [*([str(data_config)] if data_config else []), {"trainer": {"max_epochs": 1}}],
+        "throughput_window": 2,
         "models": {k: str(v) for k, v in models.items()},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(spec))
     runs_options = [
         a for a in overrides if not a.startswith(("--config", "--trainer.logger")) and "yaml" not in a
     ]
-    compare(["--config", str(tmp_path / "tiny.yaml"), *runs_options, "--trainer.limit_train_batches=2"])
+    compare(
+        [
+            "--config",
+            str(tmp_path / "tiny.yaml"),
+            *runs_options,
+            "--trainer.limit_train_batches=2",
+            "--trainer.log_every_n_steps=1",
+        ]
+    )
     return json.loads((tmp_path / "out" / "results.json").read_text())

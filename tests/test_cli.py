@@ -7,17 +7,10 @@ from conftest import ROOT, TINY_DATA, run_module
 from wandb_offline import find_runs, read_run
 
 from experiments.cli import ExperimentCLI
-from experiments.compare import Comparison
 from experiments.compare import main as compare
 from lit_models.checks import UnusedParametersError
 
 DNA = ROOT / "experiments" / "dna"
-MODEL_FILES = sorted(
-    p
-    for p in DNA.rglob("*.yaml")
-    if p.name not in {"base.yaml"} and "compare" not in p.name and p.name != "seed_parity.yaml"
-)
-COMPARE_FILES = [DNA / "compare.yaml", DNA / "sortseq_compare.yaml", DNA / "seed_parity.yaml"]
 NO_LOGGER = [
     "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
     "--trainer.logger.init_args.save_dir=logs",
@@ -25,61 +18,35 @@ NO_LOGGER = [
 ]  # CSV only: no W&B run per test
 
 
-def test_every_yaml_is_covered():
-    """DNA files here; experiments/text/ in test_text.py, experiments/vision/ in test_images.py,
-    experiments/trainer/ in test_scale.py."""
-    every = {
-        p for p in (ROOT / "experiments").rglob("*.yaml") if not {"text", "vision", "trainer"} & set(p.parts)
-    }
-    assert every == set(MODEL_FILES) | set(COMPARE_FILES) | {DNA / "base.yaml"}
-
-
-@pytest.mark.parametrize("path", MODEL_FILES, ids=lambda p: str(p.relative_to(DNA)))
-def test_model_yaml_parses_and_instantiates(path, in_tmp):
-    seq_len = "250" if "seed_parity" in str(path) else "60"  # the course's flatten head needs 250
-    args = ["--config", str(path), *TINY_DATA, f"--data.simulation.seq_len={seq_len}", *NO_LOGGER]
-    cli = ExperimentCLI(args=args, run=False)
-    assert cli.model.net.head.out_features == 1
-    assert cli.model.task == "regression"
-
-
-@pytest.mark.parametrize("path", COMPARE_FILES, ids=lambda p: p.name)
-def test_compare_yaml_loads_and_each_model_instantiates(path, in_tmp):
-    comparison = Comparison.load(path)
-    assert comparison.models
-    for model_file in comparison.models.values():
-        args = []
-        for entry in comparison.config:
-            args += ["--config", json.dumps(entry) if isinstance(entry, dict) else str(entry)]
-        args += ["--config", str(model_file), *TINY_DATA, *NO_LOGGER]
-        if "seed_parity" in str(model_file):
-            args.append("--data.simulation.seq_len=250")
-        if any(isinstance(e, dict) and e.get("data", {}).get("train_path") for e in comparison.config):
-            args += ["--data.train_path=null", "--data.val_path=null", "--data.test_path=null"]
-        ExperimentCLI(args=args, run=False)
-
-
-def test_base_defaults_apply_with_and_without_subcommand(in_tmp):
-    """base.yaml is loaded both for `fit` and for the runs compare builds (run=False, no subcommand)."""
+def test_the_bases_apply_with_and_without_subcommand_and_the_given_files_win(in_tmp):
+    """experiments/base.yaml, then experiments/dna/base.yaml, are loaded both for `fit` and for the runs compare
+    builds (run=False, no subcommand); a file given after them wins over both."""
     import yaml
 
-    base = yaml.safe_load((DNA / "base.yaml").read_text())
+    dna = yaml.safe_load((DNA / "base.yaml").read_text())
+    (in_tmp / "mine.yaml").write_text(
+        "trainer: {max_epochs: 7}\nmodel: {optimizer: {init_args: {lr: 0.5}}}\n"
+    )
     for cli in (
         ExperimentCLI(args=["--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER], run=False),
-        ExperimentCLI(
-            args=[
-                "fit",
-                "--config",
-                str(DNA / "rnn.yaml"),
-                *TINY_DATA,
-                *NO_LOGGER,
-                "--trainer.fast_dev_run=1",
-            ]
-        ),
-    ):
-        assert cli.trainer.max_epochs == base["trainer"]["max_epochs"] or cli.trainer.fast_dev_run
-        assert cli.model.hparams.lr == base["model"]["lr"]
+        ExperimentCLI(args=["fit", "--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER, "--trainer.fast_dev_run=1"]),
+    ):  # fmt: skip
+        assert cli.trainer.max_epochs == dna["trainer"]["max_epochs"] or cli.trainer.fast_dev_run
+        assert cli.model.optimizer.keywords["lr"] == 0.003  # experiments/base.yaml
         assert cli.trainer.checkpoint_callback.monitor == "val/loss"
+        assert type(cli.datamodule).__name__ == "DNADataModule"  # experiments/dna/base.yaml
+    mine = ["--config", "mine.yaml", "--config", str(DNA / "rnn.yaml"), *TINY_DATA, *NO_LOGGER]
+    cli = ExperimentCLI(args=mine, run=False)  # mine.yaml comes first, yet the bases do not override it
+    assert cli.trainer.max_epochs == 7 and cli.model.optimizer.keywords["lr"] == 0.5
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(in_tmp):
+    (in_tmp / "broken.yaml").write_text(
+        "model:\n  net:\n    class_path: lit_models.DilatedCNN\n    init_args: {channels: [}\n"
+    )
+    result = run_module("fit", "--config", str(DNA / "cnn.yaml"), "--config", "broken.yaml", cwd=in_tmp)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: broken.yaml:4:")
 
 
 @pytest.mark.parametrize("name", ["rnn", "gru", "lstm", "transformer", "cnn"])
@@ -160,7 +127,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     (in_tmp / "cmp.yaml").write_text(
-        f"name: tiny\nseeds: 3\nout: out\nmodels:\n  GRU: {DNA / 'gru.yaml'}\n  CNN: {DNA / 'cnn.yaml'}\n"
+        f"name: tiny\nseeds: 3\nout: out\nthroughput_window: 2\nmodels:\n  GRU: {DNA / 'gru.yaml'}\n  CNN: {DNA / 'cnn.yaml'}\n"
     )
     compare(
         [
@@ -170,6 +137,7 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
             "2",
             *TINY_DATA,
             "--trainer.max_epochs=2",
+            "--trainer.log_every_n_steps=1",
             "--trainer.enable_progress_bar=false",
         ]
     )
@@ -182,9 +150,9 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
         ("CNN", 1),
     ]
     for run in report["runs"]:
-        assert {"model", "seed", "params", "test", "train_seconds", "throughput", "peak_memory_mb"} <= set(
-            run
-        )
+        assert {"model", "seed", "params", "test", "train_seconds", "throughput", "peak_memory_mb", "epochs",
+                "steps", "config"} <= set(run)  # fmt: skip
+        assert run["epochs"] == 2 and run["steps"] == 8 and run["config"]["seed_everything"] == run["seed"]
         assert set(run["test"]) == {"test/pearson", "test/spearman", "test/r2", "test/mse"}
         assert (
             run["params"] > 0
@@ -199,6 +167,11 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     assert summary["GRU"]["test/pearson_mean"] == pytest.approx(sum(values) / 2)
     assert summary["GRU"]["test/pearson_std"] == pytest.approx(abs(values[0] - values[1]) / 2**0.5)
     assert 0 < report["noise_ceiling"] < 1
+    made = report["provenance"]
+    assert made["command"][:3] == ["archbench", "compare", "--config"] and made["settings"]["seeds"] == 2
+    assert len(made["git_commit"]) == 40 and isinstance(made["git_dirty"], bool)
+    assert {"python", "torch", "lightning", "timm", "datasets", "transformers"} <= set(made["versions"])
+    assert made["devices"]["cpu_count"] >= 1 and made["started"] <= made["finished"]
     table = (out / "results.md").read_text()
     assert "| GRU |" in table and "| CNN |" in table and "Noise ceiling" in table
     assert (out / "comparison.png").stat().st_size > 10_000
@@ -213,7 +186,7 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
         model, seed = name.split("-seed")
         assert logged["run"]["tags"] == [model, f"seed{seed}"]
         assert logged["config"]["params"] == summary[model]["params"]
-        assert logged["config"]["config"]["model"]["net"]["class_path"].startswith("lit_models.")
+        assert logged["config"]["config"]["model"]["init_args"]["net"]["class_path"].startswith("lit_models.")
         run = next(r for r in report["runs"] if r["model"] == model and r["seed"] == int(seed))
         assert logged["summary"]["test/pearson"] == pytest.approx(run["test"]["test/pearson"])
         # Every validation Pearson in the CSV log is in the W&B history, value for value.

@@ -7,52 +7,17 @@ import numpy as np
 import pytest
 import timm
 import torch
-import yaml
-from conftest import ROOT, run_module, tiny_compare
-from PIL import Image
+from conftest import run_module, tiny_compare
+from image_data import VISION, fake_fashion_mnist, image_args, write_folder, write_idx
 from safetensors.torch import load_file
 
-from datamodules.errors import DataError
+from archbench.errors import DataError
 from datamodules.images import ImageDataModule
 from experiments.cli import ExperimentCLI
 from experiments.compare import Comparison
 from lit_models.image_nets import MnistCNN, TimmNet
 from lit_models.resnet import ResNet
 from lit_models.vit import PatchEmbedding, VisionTransformer, patchify, timm_vit_state_dict
-
-VISION = ROOT / "experiments" / "vision"
-
-
-def write_idx(path, array: np.ndarray, magic_type: int = 0x08, compress: bool = True) -> None:
-    header = bytes([0, 0, magic_type, array.ndim]) + b"".join(struct.pack(">I", d) for d in array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    path.write_bytes(gzip.compress(payload) if compress else payload)
-
-
-def fake_fashion_mnist(root, n_train=60, n_test=20, seed=0):
-    """Class k is an image whose row band k is bright, so a model can learn it in a few steps."""
-    rng = np.random.default_rng(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    for split, n in (("train", n_train), ("t10k", n_test)):
-        labels = np.arange(n) % 10
-        images = rng.integers(0, 60, (n, 28, 28))
-        for i, k in enumerate(labels):
-            images[i, 2 * k + 4 : 2 * k + 6] = 250
-        write_idx(root / f"{split}-images-idx3-ubyte.gz", images)
-        write_idx(root / f"{split}-labels-idx1-ubyte.gz", labels)
-    return root
-
-
-def write_folder(root, classes=("cat", "dog"), per_class=4, size=12, mode="RGB"):
-    rng = np.random.default_rng(0)
-    for c in classes:
-        (root / c).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            shape = (size, size, 3) if mode == "RGB" else (size, size)
-            Image.fromarray(rng.integers(0, 255, shape).astype(np.uint8), mode=mode).save(
-                root / c / f"{i}.png"
-            )
-    return root
 
 
 def test_fashion_mnist_idx_files_split_and_batches(tmp_path):
@@ -70,9 +35,9 @@ def test_fashion_mnist_idx_files_split_and_batches(tmp_path):
 
 def test_keep_only_some_classes_renumbered_in_the_given_order(tmp_path):
     root = str(fake_fashion_mnist(tmp_path / "fm"))
-    dm = ImageDataModule(root=root, classes=["Shirt", "Sandal"], val_fraction=0.0, download=False)
+    dm = ImageDataModule(root=root, labels=["Shirt", "Sandal"], val_fraction=0.0, download=False)
     dm.setup()
-    assert dm.classes == ["Shirt", "Sandal"] and dm.num_outputs == 2
+    assert dm.labels == ["Shirt", "Sandal"] and dm.num_outputs == 2
     full = ImageDataModule(root=root, val_fraction=0.0, download=False)
     full.setup()
     for name in ("train", "test"):
@@ -80,8 +45,10 @@ def test_keep_only_some_classes_renumbered_in_the_given_order(tmp_path):
         shirts, sandals = everything.labels == 6, everything.labels == 5
         assert (kept.labels == 0).sum() == shirts.sum() and (kept.labels == 1).sum() == sandals.sum()
         np.testing.assert_array_equal(kept.images[kept.labels == 0], everything.images[shirts])
-    with pytest.raises(DataError, match=r"data.classes: unknown class 'Cat' \(classes: T-shirt/top, "):
-        ImageDataModule(root=root, classes=["Shirt", "Cat"], download=False).setup()
+    with pytest.raises(
+        DataError, match=r"data.labels: unknown class 'Cat' \(the data's classes: T-shirt/top, "
+    ):
+        ImageDataModule(root=root, labels=["Shirt", "Cat"], download=False).setup()
 
 
 def test_images_as_patch_sequences(tmp_path):
@@ -127,7 +94,7 @@ def test_image_folders_and_their_bad_input(tmp_path):
         source="folder", train_path=str(train), test_path=str(test), val_fraction=0.2, batch_size=4
     )
     dm.setup()
-    assert dm.classes == ["cat", "dog"] and dm.in_channels == 3 and dm.img_size == 12
+    assert dm.labels == ["cat", "dog"] and dm.in_channels == 3 and dm.img_size == 12
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (4, 3, 12, 12)
@@ -142,10 +109,17 @@ def test_image_folders_and_their_bad_input(tmp_path):
 
 
 def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
-    dm = ImageDataModule(root=str(fake_fashion_mnist(tmp_path / "fm")), batch_size=4, download=False)
-    net = TimmNet("resnet18", num_outputs=10)
-    dm.use_model(net)
+    """The timm model's input (size, ImageNet mean/std, RGB) reaches the data from the config alone: the CLI
+    links it from the net's settings, nothing reads the built model back."""
+    args = [*image_args(tmp_path), "--model.net=lit_models.image_nets.TimmNet", "--model.net.init_args.name=resnet18",
+            "--data.batch_size=4"]  # fmt: skip
+    dm = ExperimentCLI(args=args, run=False).datamodule
+    from timm.data import resolve_data_config
+
+    linked = {k: tuple(v) if isinstance(v, list) else v for k, v in dm.hparams.input_config.items()}
+    assert linked == resolve_data_config(model=TimmNet("resnet18", 10).model)
     assert dm.in_channels == 3 and dm.img_size == 224  # timm's input size for resnet18
+    dm.setup("test")
     x, _ = next(iter(dm.test_dataloader()))
     assert x.shape == (4, 3, 224, 224)
     # the three channels hold the same grey values, each normalised with ImageNet's own mean and std
@@ -228,20 +202,6 @@ def test_mnist_cnn_has_the_course_count():
 IMAGE_MODELS = ["mnist_cnn.yaml", "resnet.yaml", "vit.yaml", "lstm_patches.yaml", "transformer_patches.yaml"]
 
 
-def image_args(tmp_path, *models):
-    args = ["--config", str(VISION / "fashion_mnist.yaml")]
-    for m in models:
-        args += ["--config", str(VISION / m)]
-    return args + [
-        f"--data.root={fake_fashion_mnist(tmp_path / 'fm')}",
-        "--data.download=false",
-        "--data.batch_size=8",
-        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
-        f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
-        "--trainer.enable_progress_bar=false",
-    ]
-
-
 @pytest.mark.parametrize("name", IMAGE_MODELS)
 def test_fast_dev_run_each_image_model(name, tmp_path):
     cli = ExperimentCLI(args=[*image_args(tmp_path, name), "--trainer.fast_dev_run=true"], run=False)
@@ -256,16 +216,6 @@ def test_missing_fashion_mnist_offline_is_one_clear_line(tmp_path):
     result = run_module("fit", *args, f"--data.root={tmp_path / 'nothing'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "python -m experiments data fashion_mnist" in result.stderr.strip().splitlines()[-1]
-
-
-def test_every_vision_yaml_is_covered():
-    other = {
-        "fashion_mnist.yaml",
-        "compare.yaml",
-        "efficientnet_lite0.yaml",
-        "efficientnet_lite0_scratch.yaml",
-    }
-    assert {p.name for p in VISION.glob("*.yaml")} == set(IMAGE_MODELS) | other
 
 
 # --- fine-tuning ---------------------------------------------------------------------------------------------
@@ -363,21 +313,69 @@ def test_ema_weights_are_the_ones_evaluated(tmp_path):
         torch.testing.assert_close(final[key], value)
 
 
-def test_layer_wise_lr_decay_for_vit(tmp_path):
-    cli = ExperimentCLI(
-        args=[*image_args(tmp_path, "vit.yaml"), "--model.layer_decay=0.5", "--model.lr=0.1"], run=False
-    )
-    groups = cli.model.param_groups()
+def _optimizer(cli):
+    cli.model._stepping_batches = lambda: 10  # the run's length, which only a fitting trainer knows
+    return cli.model.configure_optimizers()["optimizer"]
+
+
+def test_layer_wise_lr_decay_for_our_vit_as_timm_groups_its_own(tmp_path):
+    """Our ViT's groups (through timm's param_groups_layer_decay) put each parameter where timm puts the
+    same parameter of its own ViT: the head at the full rate, each layer below at 0.5x the one above."""
+    from timm.optim import param_groups_layer_decay
+
+    args = [*image_args(tmp_path, "vit.yaml"), "--model.layer_decay=0.5", "--model.optimizer.lr=0.1"]
+    cli = ExperimentCLI(args=args, run=False)
+    optimizer = _optimizer(cli)
     net = cli.model.net
-    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}
-    assert lr_of[id(net.head.weight)] == 0.1 and lr_of[id(net.norm.weight)] == 0.1
-    depth = len(net.blocks)  # 4 blocks: block i is depth - i layers below the head
-    for i, block in enumerate(net.blocks):
-        assert lr_of[id(block.attn.qkv.weight)] == pytest.approx(0.1 * 0.5 ** (depth - i))
-    assert lr_of[id(net.cls_token)] == pytest.approx(0.1 * 0.5 ** (depth + 1))
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
     assert len(lr_of) == sum(1 for _ in net.parameters())  # every parameter exactly once
-    decayed = {id(p) for g in groups if g["weight_decay"] > 0 for p in g["params"]}
+    rates = [lr_of[id(p)] for p in (net.cls_token, *(b.attn.qkv.weight for b in net.blocks), net.head.weight)]
+    assert rates[-1] == 0.1 and all(
+        b == pytest.approx(2 * a) for a, b in zip(rates[:-2], rates[1:-1], strict=True)
+    )
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     assert id(net.head.weight) in decayed and id(net.head.bias) not in decayed
+    assert id(net.pos_embed) not in decayed and id(net.cls_token) not in decayed  # timm's no_weight_decay()
+    theirs = timm.create_model("vit_tiny_patch16_224", img_size=28, patch_size=4, embed_dim=64, depth=4,
+                               num_heads=4, mlp_ratio=2.0, in_chans=1, num_classes=10)  # fmt: skip
+    timm_scales = {}
+    names = {id(p): n for n, p in theirs.named_parameters()}
+    for group in param_groups_layer_decay(theirs, 0.01, theirs.no_weight_decay(), layer_decay=0.5):
+        timm_scales.update({names[id(p)]: group["lr_scale"] for p in group["params"]})
+    ours = {n.replace("linear1", "mlp.fc1").replace("linear2", "mlp.fc2"): lr_of[id(p)] / 0.1
+            for n, p in net.named_parameters()}  # fmt: skip
+    assert ours == pytest.approx(timm_scales)
+
+
+def test_layer_wise_lr_decay_for_a_timm_model_inside_timmnet(tmp_path):
+    args = [*image_args(tmp_path, "efficientnet_lite0_scratch.yaml"), "--data.img_size=32"]
+    cli = ExperimentCLI(args=[*args, "--model.layer_decay=0.7", "--model.optimizer.lr=0.01"], run=False)
+    optimizer = _optimizer(cli)
+    model = cli.model.net.model
+    lr_of = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    assert lr_of[id(model.classifier.weight)] == pytest.approx(0.01)
+    assert lr_of[id(model.conv_stem.weight)] < lr_of[id(model.blocks[3][0].conv_pw.weight)] < 0.01
+    assert len(lr_of) == sum(1 for _ in model.parameters())
+
+
+def test_optimizer_and_schedule_swap_from_the_command_line_and_keep_the_groups(tmp_path):
+    """The course's MNIST recipe (Adadelta lr 1.0, StepLR gamma 0.7 per epoch) is a config; SGD from options."""
+    cli = ExperimentCLI(args=image_args(tmp_path, "mnist_cnn_course.yaml"), run=False)
+    optimizer = _optimizer(cli)
+    assert isinstance(optimizer, torch.optim.Adadelta) and optimizer.defaults["lr"] == 1.0
+    config = cli.model.configure_optimizers()["lr_scheduler"]
+    assert isinstance(config["scheduler"], torch.optim.lr_scheduler.StepLR)
+    assert config["scheduler"].gamma == 0.7 and config["interval"] == "epoch"
+    kinds = [{p.ndim >= 2 for p in g["params"]} for g in optimizer.param_groups]
+    assert sorted(map(sorted, kinds)) == [
+        [False],
+        [True],
+    ]  # weights apart from biases, whatever the optimizer
+    sgd = [*image_args(tmp_path, "mnist_cnn.yaml"), "--model.optimizer=torch.optim.SGD",
+           "--model.optimizer.momentum=0.9", "--model.optimizer.lr=0.05"]  # fmt: skip
+    optimizer = _optimizer(ExperimentCLI(args=sgd, run=False))
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["momentum"] == 0.9
+    assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 0.01}  # biases: none
 
 
 def test_mixup_trains_on_soft_targets(tmp_path):
@@ -404,7 +402,7 @@ def test_hugging_face_image_dataset_from_local_files(tmp_path):
     write_folder(tmp_path / "hf" / "test", per_class=2, mode="L")
     dm = ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), val_fraction=0.2, batch_size=4)
     dm.setup()
-    assert dm.classes == ["cat", "dog"] and dm.in_channels == 1
+    assert dm.labels == ["cat", "dog"] and dm.in_channels == 1
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (4, 1, 12, 12) and set(y.tolist()) <= {0, 1}
@@ -417,12 +415,12 @@ def test_lr_find_command(tmp_path):
     args = [a for a in image_args(tmp_path, "mnist_cnn.yaml") if not a.startswith("--trainer.logger")]
     result = run_module("lr_find", *args, "--num_training=30", f"--out={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "lr_find: suggested --model.lr" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
+    assert "lr_find: suggested --model.optimizer.lr" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "lightning_logs").exists()
 
 
 def test_selective_accuracy_and_coverage_by_hand():
-    from lit_models.sequence_task import SelectiveAccuracy
+    from lit_models.metrics import SelectiveAccuracy
 
     logits = torch.log(torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7]]))
     target = torch.tensor([0, 0, 0, 1])
@@ -500,18 +498,20 @@ def test_transfer_experiment_pretrain_export_fine_tune(tmp_path, monkeypatch, ar
     result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = Comparison.load(transfer / "compare.yaml")
-    used = {p.name for p in comparison.models.values() if p.parent == transfer} | {
+    files = [comparison.model_file(m) for m in comparison.models]
+    used = {p.name for p in files if p.parent == transfer} | {
         "pretrain.yaml",
         "compare.yaml",
     }
     assert used == {p.name for p in transfer.glob("*.yaml")}  # every file of the experiment is in use
-    fine_tune = [*image_args(tmp_path)]
-    for entry in comparison.config[1:]:
-        fine_tune += ["--config", yaml.safe_dump(entry)]
-    fine_tune += ["--config", str(transfer / f"{arch}_from_file.yaml"), "--data.train_size=20"]
+    fine_tune = [
+        *comparison.run_args(f"{'ViT' if arch == 'vit' else 'ResNet-18'} (our weights)"),
+        *image_args(tmp_path),
+    ]
+    fine_tune += ["--data.train_size=20"]
     fine_tune += ["--trainer.max_epochs=2", "--trainer.limit_val_batches=1"]
     cli = ExperimentCLI(args=fine_tune, run=False)
-    assert cli.datamodule.classes == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert cli.datamodule.labels == ["Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
     exported = load_file(out)
     backbone = {k for k in exported if not k.startswith(("fc.", "head."))}
     loaded = cli.model.net.model.state_dict()
@@ -525,9 +525,7 @@ def test_a_tiny_vision_compare(tmp_path, monkeypatch):
     assert len(shipped.models) == 7 and shipped.metric == "test/acc"
     monkeypatch.chdir(tmp_path)
     models = {"CNN": VISION / "mnist_cnn.yaml", "Transformer (patches)": VISION / "transformer_patches.yaml"}
-    results = tiny_compare(
-        tmp_path, "tiny-vision", VISION / "fashion_mnist.yaml", models, 1, image_args(tmp_path)
-    )
+    results = tiny_compare(tmp_path, "tiny-vision", None, models, 1, image_args(tmp_path))
     runs = results["runs"]
     assert [r["model"] for r in runs] == ["CNN", "Transformer (patches)"]
     assert all({"test/acc", "test/ece"} <= set(r["test"]) for r in runs)

@@ -10,10 +10,10 @@ from lit_models.transformer import EncoderBlock, attention, sinusoidal_positions
 torch.manual_seed(0)
 
 ARCHITECTURES = {
-    "rnn": lambda: RecurrentNet(4, 3, 30, cell="rnn", hidden_size=8),
-    "gru": lambda: RecurrentNet(4, 3, 30, cell="gru", hidden_size=8, num_layers=2),
-    "lstm": lambda: RecurrentNet(4, 3, 30, cell="lstm", hidden_size=8, bidirectional=True),
-    "lstm_mean": lambda: RecurrentNet(4, 3, 30, cell="lstm", hidden_size=8, pooling="mean"),
+    "rnn": lambda: RecurrentNet(4, 3, cell="rnn", hidden_size=8),
+    "gru": lambda: RecurrentNet(4, 3, cell="gru", hidden_size=8, num_layers=2),
+    "lstm": lambda: RecurrentNet(4, 3, cell="lstm", hidden_size=8, bidirectional=True),
+    "lstm_mean": lambda: RecurrentNet(4, 3, cell="lstm", hidden_size=8, pooling="mean"),
     "transformer": lambda: TransformerNet(4, 3, 30, d_model=16, nhead=4, num_layers=2, dim_feedforward=32),
     "transformer_cls_learned": lambda: TransformerNet(
         4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, pooling="cls", positions="learned"
@@ -22,7 +22,7 @@ ARCHITECTURES = {
         4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, norm_first=False, pooling="flatten"
     ),
     "transformer_patches": lambda: TransformerNet(
-        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, patch_size=4, patch_kernel_size=8
+        4, 3, 30, d_model=16, nhead=2, num_layers=1, dim_feedforward=32, patch_length=4, patch_kernel_length=8
     ),
     "transformer_stem": lambda: TransformerNet(
         4,
@@ -46,14 +46,12 @@ ARCHITECTURES = {
         dim_feedforward=32,
         stem_channels=8,
         stem_pool_size=2,
-        patch_size=2,
+        patch_length=2,
     ),
-    "lstm_stem": lambda: RecurrentNet(
-        4, 3, 30, cell="lstm", hidden_size=8, stem_channels=6, stem_pool_size=4
-    ),
-    "cnn": lambda: DilatedCNN(4, 3, 30, channels=8, num_blocks=3),
+    "lstm_stem": lambda: RecurrentNet(4, 3, cell="lstm", hidden_size=8, stem_channels=6, stem_pool_size=4),
+    "cnn": lambda: DilatedCNN(4, 3, channels=8, num_blocks=3),
     "cnn_full_resolution_max": lambda: DilatedCNN(
-        4, 3, 30, channels=8, num_blocks=3, pool_size=1, pooling="max"
+        4, 3, channels=8, num_blocks=3, stem_pool_size=1, pooling="max"
     ),
 }
 
@@ -139,8 +137,8 @@ def test_sinusoidal_positions_formula():
 
 def test_course_parameter_counts():
     """The course's three DNA models (SEEDS.md section 1), rebuilt from the project's architectures."""
-    rnn = RecurrentNet(4, 1, 250, cell="rnn", hidden_size=256, num_layers=2)
-    lstm = RecurrentNet(4, 1, 250, cell="lstm", hidden_size=256, num_layers=1)
+    rnn = RecurrentNet(4, 1, cell="rnn", hidden_size=256, num_layers=2)
+    lstm = RecurrentNet(4, 1, cell="lstm", hidden_size=256, num_layers=1)
     transformer = TransformerNet(
         4,
         1,
@@ -211,19 +209,22 @@ def test_course_scaled_dot_product_attention_vector(dtype):
     assert torch.equal(out, expected)
 
 
-def test_scheduled_lr_equals_lambda_lr_and_takes_groups_added_later():
+def test_warmup_cosine_equals_lambda_lr_and_takes_groups_added_later():
     import math
 
-    from lit_models.sequence_task import ScheduledLR
+    from lit_models.optim import WarmupCosineLR
 
-    def factor(step):
+    def factor(step):  # 5 warm-up steps of 25, then cosine to zero at step 25
         return (step + 1) / 5 if step < 5 else 0.5 * (1 + math.cos(math.pi * min(1.0, (step - 5) / 20)))
 
     ours_p, torch_p = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
     ours_opt, torch_opt = torch.optim.SGD([ours_p], lr=0.1), torch.optim.SGD([torch_p], lr=0.1)
-    ours, reference = ScheduledLR(ours_opt, factor), torch.optim.lr_scheduler.LambdaLR(torch_opt, factor)
+    ours = WarmupCosineLR(ours_opt, warmup_fraction=0.2, total_steps=25)
+    reference = torch.optim.lr_scheduler.LambdaLR(torch_opt, factor)
     for step in range(12):
-        assert ours_opt.param_groups[0]["lr"] == torch_opt.param_groups[0]["lr"], step
+        assert math.isclose(ours_opt.param_groups[0]["lr"], torch_opt.param_groups[0]["lr"], rel_tol=1e-12), (
+            step
+        )
         ours_opt.step(), torch_opt.step()
         ours.step(), reference.step()
     # a group joining at step 12 with lr 0.01 keeps it, then follows the schedule's shape
@@ -233,7 +234,15 @@ def test_scheduled_lr_equals_lambda_lr_and_takes_groups_added_later():
         ours_opt.step()
         ours.step()
         assert math.isclose(ours_opt.param_groups[1]["lr"], 0.01 * factor(step) / joined_at, rel_tol=1e-12)
-        assert ours_opt.param_groups[0]["lr"] == 0.1 * factor(step)
+        assert math.isclose(ours_opt.param_groups[0]["lr"], 0.1 * factor(step), rel_tol=1e-12)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_no_lengths_means_every_sequence_is_full_length(name):
+    net = ARCHITECTURES[name]().eval()
+    x, lengths = _batch([30, 30, 30])
+    with torch.no_grad():
+        torch.testing.assert_close(net(x), net(x, lengths))
 
 
 @pytest.mark.parametrize("causal", [False, True])

@@ -16,10 +16,8 @@ import torch
 import yaml
 from conftest import ROOT, TINY_DATA, run_module
 
-from datamodules.errors import DataError
+from archbench.errors import ConfigError, DataError, NonFiniteLossError
 from experiments.cli import ExperimentCLI
-from experiments.errors import ConfigError
-from lit_models.sequence_task import NonFiniteLossError
 
 TRAINER = ROOT / "experiments" / "trainer"
 CNN = str(ROOT / "experiments" / "dna" / "cnn.yaml")
@@ -239,7 +237,7 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
     compare(args)
     assert json.loads((run / "result.json").read_text())["test"] == pytest.approx(first["test"])
     with pytest.raises(Exception, match="this run was made with other settings"):
-        compare([*args, "--model.lr=0.1"])
+        compare([*args, "--model.optimizer.lr=0.1"])
 
 
 # --- non-finite losses, reproducibility, batch size ------------------------------------------------------------
@@ -422,17 +420,36 @@ class Pickled:
     """Not a tensor: a checkpoint holding it needs full unpickling, which the CLI refuses."""
 
 
-def test_a_checkpoint_that_needs_unpickling_is_refused(in_tmp):
+def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
+    """Missing, a folder, not a checkpoint, truncated, pickled objects, a torch file that is no Lightning
+    checkpoint: each a ConfigError with its own reason, before Lightning reads the file; the command prints it
+    as one line with exit status 2."""
     fit = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1", cwd=in_tmp)
     assert fit.returncode == 0, fit.stderr[-3000:]
-    checkpoint = torch.load(next(in_tmp.rglob("last.ckpt")), weights_only=True)
-    checkpoint["extra"] = Pickled()
-    torch.save(checkpoint, in_tmp / "unsafe.ckpt")
+    good = next(in_tmp.rglob("last.ckpt"))
+    checkpoint = torch.load(good, weights_only=True)
+    torch.save({**checkpoint, "extra": Pickled()}, in_tmp / "unsafe.ckpt")
+    (in_tmp / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (in_tmp / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save({"weights": torch.ones(2)}, in_tmp / "plain.pt")
+    (in_tmp / "folder.ckpt").mkdir()
+    cases = {
+        "missing.ckpt": "ckpt_path: file 'missing.ckpt' not found",
+        "folder.ckpt": "ckpt_path: 'folder.ckpt' is a directory, expected a checkpoint file",
+        "notes.ckpt": "ckpt_path: 'notes.ckpt' is not a checkpoint or is damaged",
+        "truncated.ckpt": "ckpt_path: 'truncated.ckpt' is not a checkpoint or is damaged (truncated",
+        "unsafe.ckpt": "ckpt_path: 'unsafe.ckpt' refused: it holds more than tensors and plain values",
+        "plain.pt": "ckpt_path: 'plain.pt' is a torch file but not a Lightning checkpoint",
+    }
+    for name, expected in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            ExperimentCLI(args=["validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, f"--ckpt_path={name}"])
+        assert str(caught.value).startswith(expected), (name, str(caught.value))
     result = run_module(
-        "validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--ckpt_path=unsafe.ckpt", cwd=in_tmp
+        "validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--ckpt_path=truncated.ckpt", cwd=in_tmp
     )
-    assert result.returncode == 2
-    assert _last_line(result).startswith("error: checkpoint refused: it does not load with weights_only=True")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert _last_line(result).startswith("error: " + cases["truncated.ckpt"])
 
 
 # --- data larger than memory ---------------------------------------------------------------------------------

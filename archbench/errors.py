@@ -1,0 +1,26 @@
+"""The errors a user's mistake raises. The command line prints any of them as one line, ``error: ...``, and
+exits with status 2 before anything is written; the message names the file, line or option, and the value."""
+
+
+class UserError(Exception):
+    """A mistake in what the user gave: a file, an option, a config, a checkpoint."""
+
+
+class DataError(UserError, ValueError):
+    """Bad user data: the message names the file, the line or row, the field and the value."""
+
+
+class ConfigError(UserError, ValueError):
+    """A bad config file, comparison file, option, trainer setting or checkpoint path."""
+
+
+class PretrainedError(UserError, ValueError):
+    """Pretrained weights missing, unreadable, or not matching the data (tokenizer, length)."""
+
+
+class UnusedParametersError(UserError, RuntimeError):
+    """Trainable parameters that receive no gradient from the loss."""
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    """A NaN/Inf training loss (or weights): the message names the step and batch."""

@@ -1,0 +1,87 @@
+"""Which config files a command reads, in order: ``experiments/base.yaml`` (what every run shares), then for
+files under ``experiments/<modality>/`` that modality's ``base.yaml`` (its data and only what differs), then
+the files given, in their order. A YAML syntax error in any of them names the file, line and column before
+jsonargparse sees it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from archbench.errors import ConfigError
+
+EXPERIMENTS = Path(__file__).resolve().parent
+GLOBAL_BASE = EXPERIMENTS / "base.yaml"
+
+
+def _config_values(args: list[str]) -> list[tuple[int, str]]:
+    """(position of the option, its value) of every ``--config`` / ``-c`` option."""
+    found = []
+    for i, arg in enumerate(args):
+        if arg in ("--config", "-c") and i + 1 < len(args):
+            found.append((i, args[i + 1]))
+        elif arg.startswith("--config="):
+            found.append((i, arg.split("=", 1)[1]))
+    return found
+
+
+def bases_of(path: Path) -> list[Path]:
+    """The ``base.yaml`` files a config under ``experiments/`` builds on, outermost first (not the global base,
+    which every command loads, and not the file itself)."""
+    path = path.resolve()
+    try:
+        relative = path.parent.relative_to(EXPERIMENTS)
+    except ValueError:
+        return []  # a user's own file: it says itself what it builds on
+    bases, folder = [], EXPERIMENTS
+    for part in relative.parts:
+        folder = folder / part
+        if (folder / "base.yaml").is_file() and folder / "base.yaml" != path:
+            bases.append(folder / "base.yaml")
+    return bases
+
+
+def check_yaml(path: Path) -> None:
+    """A config file that exists and parses, or a ConfigError naming the file, line and column."""
+    if path.is_dir():
+        raise ConfigError(f"--config: {path} is a directory, expected a YAML file")
+    if not path.is_file():
+        raise ConfigError(f"--config: file {str(path)!r} not found")
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}): not a YAML config") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of options (trainer:, model:, data:), found {loaded!r:.60}"
+        )
+
+
+def expand_configs(args: list[str]) -> list[str]:
+    """``args`` with the modality bases its config files build on inserted before the first ``--config``: the
+    bases are the lowest layer, whatever order the files come in."""
+    found = _config_values(args)
+    bases: list[Path] = []
+    given = set()
+    for _, value in found:
+        if "\n" in value or value.lstrip().startswith("{"):
+            continue  # settings given inline (compare passes YAML text), not a file
+        path = Path(value)
+        check_yaml(path)
+        given.add(path.resolve())
+        for base in bases_of(path):
+            if base not in bases:
+                check_yaml(base)
+                bases.append(base)
+    missing = [b for b in bases if b not in given]
+    if not missing:
+        return list(args)
+    first = found[0][0]
+    return [*args[:first], *(a for b in missing for a in ("--config", str(b))), *args[first:]]

@@ -1,0 +1,108 @@
+"""Every YAML under experiments/, found by rglob (not a list): it parses, and what it describes instantiates.
+
+Comparison files load and every model in them instantiates with the comparison's shared settings; trainer
+presets build a trainer or say in one line what this machine lacks; every other file instantiates as a run
+on tiny data of its modality (files that name no net get a small one).
+"""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, TINY_DATA
+from image_data import fake_fashion_mnist
+from text_data import reviews, tiny_bert, write_csv
+
+from archbench.errors import ConfigError, DataError
+from experiments.cli import ExperimentCLI
+from experiments.compare import Comparison
+
+EXPERIMENTS = ROOT / "experiments"
+EVERY_YAML = sorted(EXPERIMENTS.rglob("*.yaml"))
+CSV_ONLY = [
+    "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    "--trainer.logger.init_args.save_dir=logs",
+    "--trainer.enable_progress_bar=false",
+]
+SMALL_NET = {  # for files that describe data or settings only
+    "dna": "--model.net=lit_models.DilatedCNN",
+    "text": "--model.net=lit_models.RecurrentNet",
+    "vision": "--model.net=lit_models.image_nets.MnistCNN",
+}
+
+
+def _modality(path: Path) -> str:
+    return path.relative_to(EXPERIMENTS).parts[0] if path.parent != EXPERIMENTS else "dna"
+
+
+def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
+    modality = _modality(path)
+    if modality == "text":
+        rows = reviews(60)
+        files = {s: write_csv(tmp_path / f"{s}.csv", part) for s, part in
+                 (("train", rows[:40]), ("val", rows[40:50]), ("test", rows[50:]))}  # fmt: skip
+        tokenizer = "wordpiece"
+        if "minilm" in path.name:  # the pretrained encoder and its own tokenizer, tiny
+            tokenizer = str(tiny_bert(tmp_path / "bert", [t for t, _ in rows]))
+        args = [f"--data.{s}_path={f}" for s, f in files.items()]
+        args += [f"--data.tokenizer={tokenizer}", "--data.tokenizer_vocab_size=100", "--data.labels=null"]
+        if "minilm" in path.name:
+            args.append(f"--model.net.init_args.path={tokenizer}")
+        return [*args, "--data.dataset=null", "--data.train_size=null", "--data.test_size=null"]
+    if modality == "vision":
+        args = [f"--data.root={fake_fashion_mnist(tmp_path / 'fm')}", "--data.download=false"]
+        if (
+            "weights_file" in path.read_text()
+        ):  # weights files from `make data` / `make vision-transfer`: here
+            args += ["--config", "model: {net: {init_args: {weights_file: null}}}\n"]  # the same net, scratch
+        return args
+    seq_len = "250" if "seed_parity" in str(path) else "60"  # the course's flatten head needs 250
+    return [*TINY_DATA, f"--data.simulation.seq_len={seq_len}"]
+
+
+def _instantiate(files: list[Path], tmp_path: Path, extra: list[str] = ()) -> ExperimentCLI:
+    args = [a for f in files for a in ("--config", str(f))]
+    net_given = any("net" in (yaml.safe_load(Path(f).read_text()) or {}).get("model", {}) for f in files)
+    if not net_given:
+        args.append(SMALL_NET[_modality(Path(files[-1]))])
+    return ExperimentCLI(args=[*args, *_tiny_data(Path(files[-1]), tmp_path), *CSV_ONLY, *extra], run=False)
+
+
+@pytest.mark.parametrize("path", EVERY_YAML, ids=lambda p: str(p.relative_to(EXPERIMENTS)))
+def test_every_yaml_parses_and_instantiates(path, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    raw = yaml.safe_load(path.read_text())
+    assert isinstance(raw, dict), path
+    if path.parent.name == "trainer":  # a preset: --trainer FILE
+        try:
+            dna = ["--config", str(EXPERIMENTS / "dna" / "base.yaml"), SMALL_NET["dna"], *TINY_DATA]
+            cli = ExperimentCLI(args=[*dna, "--trainer", str(path), *CSV_ONLY], run=False)
+        except ConfigError as err:
+            assert "gpu" in str(err).lower() and "this machine" in str(err)
+        else:
+            assert cli.trainer.world_size >= 1
+        return
+    if "models" in raw:  # a comparison file: each run's configs, as compare orders them, instantiate
+        comparison = Comparison.load(path)
+        for name in comparison.models:
+            extra = []
+            if any(isinstance(e, dict) and e.get("data", {}).get("train_path") for e in comparison.shared()):
+                extra = ["--data.train_path=null", "--data.val_path=null", "--data.test_path=null"]
+            model_file = comparison.model_file(name)
+            args = [*comparison.run_args(name), *_tiny_data(model_file, tmp_path), *CSV_ONLY, *extra]
+            cli = ExperimentCLI(args=args, run=False)
+            assert cli.model.parameter_counts()["params"] > 0, name
+        return
+    if path.name == "yelp.yaml":  # the course's hub setup: offline here, and it says so in one line
+        with pytest.raises(DataError, match="offline"):
+            cli = ExperimentCLI(args=["--config", str(path), SMALL_NET["text"], *CSV_ONLY], run=False)
+            cli.datamodule.setup("fit")
+        return
+    files = [path] if path != EXPERIMENTS / "base.yaml" else [path, EXPERIMENTS / "dna" / "base.yaml"]
+    cli = _instantiate(files, tmp_path)
+    assert cli.model.parameter_counts()["params"] > 0
+
+
+def test_without_a_modality_config_the_data_is_asked_for(in_tmp):
+    with pytest.raises(ConfigError, match=r"data: no datamodule chosen .*--config experiments/dna/lstm.yaml"):
+        ExperimentCLI(args=["--config", str(EXPERIMENTS / "base.yaml"), SMALL_NET["dna"]], run=False)
