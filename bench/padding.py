@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.sampling import LengthBucketSampler
+from datamodules.sampling import EpochSampler
 from datamodules.text import TextClassificationDataModule
 from experiments.data import WHEEL_CACHE, write_minilm, write_rotten_tomatoes
 
@@ -46,7 +46,7 @@ def main() -> None:
     real = int(lengths.sum())
     bucketed, random_batches = [], []
     for epoch in range(EPOCHS):  # several epochs: both orders are random
-        sampler = LengthBucketSampler(lengths, BATCH, seed=0)
+        sampler = EpochSampler(len(lengths), BATCH, seed=0, lengths=lambda i: lengths[i])  # as training reads
         sampler.set_epoch(epoch)
         bucketed.append(pads(lengths, list(sampler)))
         random_batches.append(pads(lengths, np.random.default_rng(epoch).permutation(len(lengths)).tolist()))

@@ -66,7 +66,7 @@ def main() -> None:
                 dm.tokenizer.encode_batch(texts[i : i + 2000])
             encode_s.append(time.perf_counter() - start)
             ours = [
-                split.ids[split.offsets[i] : split.offsets[i + 1]].tolist()
+                split.values[split.offsets[i] : split.offsets[i + 1]].tolist()
                 for split in (dm.splits[s] for s in ("train", "val", "test"))
                 for i in range(len(split))
             ]
@@ -77,7 +77,7 @@ def main() -> None:
             again.setup()
             cached_s = time.perf_counter() - start
             calls_second = again.tokenizer_calls
-            same_cache = all(np.array_equal(again.splits[s].ids, dm.splits[s].ids) for s in dm.splits)
+            same_cache = all(np.array_equal(again.splits[s].values, dm.splits[s].values) for s in dm.splits)
     loop, batched = statistics.median(loop_s), statistics.median(batched_s)
     course, encode = statistics.median(course_s), statistics.median(encode_s)
     print(

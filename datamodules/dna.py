@@ -1,9 +1,9 @@
 """One-hot DNA for sequence models: ``DNADataModule``.
 
-Sequences are held as one byte per base and travel to the device as padded codes ``(B, L)`` uint8; they
-become float one-hot ``(B, L, 4)`` there (N and padding are all-zero rows), with ``lengths`` ``(B,)``.
-A batch is a dict: ``x`` (B, L, 4), ``lengths`` (B,), ``y`` (B,), and ``x_rc`` when test-time
-reverse-complement averaging is on.
+Sequences are held as one byte per base (a :class:`~datamodules.storage.RaggedStore`, memory-mapped for an
+encoded folder) and travel to the device as padded codes ``(B, L)`` uint8; they become float one-hot
+``(B, L, 4)`` there (N and padding are all-zero rows), with ``lengths`` ``(B,)``. A batch is a dict: ``x``
+(B, L, 4), ``lengths`` (B,), ``y`` (B,), and ``x_rc`` when test-time reverse-complement averaging is on.
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from datamodules.dna_io import COMPLEMENT, N_CODE, DataError, EncodedSequences, OnBadLine, read_dna
+from archbench.errors import DataError
+from datamodules.dna_io import COMPLEMENT, N_CODE, OnBadLine, read_dna
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
-from datamodules.sampling import SplitLoaders, make_loader
+from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
+from datamodules.splits import hold_out
+from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore
 
 Task = Literal["regression", "classification"]
 
@@ -33,31 +36,6 @@ class Simulation:
     seq_len: int = 250
     noise_std: float = 0.7
     seed: int = 0
-
-
-class EncodedDataset(Dataset):
-    def __init__(self, data: EncodedSequences):
-        self.data = data
-
-    def __len__(self) -> int:
-        return len(self.data)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, float]:
-        return self.data.sequence(i), self.data.labels[i]
-
-
-def collate_codes(items: list[tuple[np.ndarray, float]]) -> dict[str, torch.Tensor]:
-    """Pad a list of code arrays to the longest (padding is N) and stack the labels."""
-    lengths = np.fromiter((len(c) for c, _ in items), dtype=np.int64, count=len(items))
-    codes = np.full((len(items), int(lengths.max())), N_CODE, dtype=np.uint8)
-    for row, (c, _) in enumerate(items):
-        codes[row, : len(c)] = c
-    labels = np.array([y for _, y in items])
-    return {
-        "codes": torch.from_numpy(codes),
-        "lengths": torch.from_numpy(lengths),
-        "y": torch.from_numpy(labels),
-    }
 
 
 _ONE_HOT = torch.eye(5)[:, :4]  # code -> row; N (4) is all zeros
@@ -101,8 +79,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
     ):
         """
         Args:
-            train_path: Training file (plain text ``SEQUENCE LABEL``, CSV, TSV or Parquet; gzip allowed).
-                Empty: the built-in simulated benchmark (see ``simulation``).
+            train_path: Training file (plain text ``SEQUENCE LABEL``, CSV, TSV or Parquet; gzip allowed) or an
+                encoded folder (``python -m experiments data encode``, memory-mapped). Empty: the built-in
+                simulated benchmark (see ``simulation``).
             val_path: Validation file. Empty: ``val_fraction`` of the training file, split by ``split_seed``.
             test_path: Test file. Empty: ``test_fraction`` of the training file, split by ``split_seed``.
             predict_path: File of sequences (labels optional) for ``predict``. Empty: the test set.
@@ -112,7 +91,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             task: ``regression`` (float labels) or ``classification`` (integer class ids 0..K-1).
             val_fraction: Share of the training file held out for validation when no ``val_path``.
             test_fraction: Share of the training file held out for testing when no ``test_path``.
-            split_seed: Seed of the held-out splits.
+            split_seed: Seed of the held-out splits (the training order follows the run's seed).
             simulation: Settings of the built-in benchmark.
             batch_size: Examples per batch (per device).
             global_batch_size: Examples per optimizer step over all processes and accumulated batches
@@ -125,14 +104,13 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         """
         super().__init__()
         if on_bad_line not in ("error", "skip"):
-            raise DataError(f"on_bad_line: {on_bad_line!r} is not one of 'error', 'skip'")
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= value < 1.0:
-                raise DataError(f"{name}: {value} is outside [0, 1)")
+            raise DataError(f"data.on_bad_line: {on_bad_line!r} is not one of 'error', 'skip'")
         self.save_hyperparameters()
+        check_loader_options(self.hparams)
         self.simulation = simulation or Simulation()
-        self.splits: dict[str, EncodedSequences] | None = None
+        self.splits: dict[str, RaggedStore] | None = None
         self.noise_ceiling: float | None = None
+        self._stats: dict | None = None
 
     # Sizes the data knows; the CLI links them into the model.
     @property
@@ -149,28 +127,36 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
 
     @property
     def num_outputs(self) -> int:
-        if self.task == "regression":
-            return 1
-        labelled = (s for name, s in self._load().items() if name != "predict")  # predict labels may be NaN
-        return int(max(s.labels.max() for s in labelled)) + 1
+        return 1 if self.task == "regression" else int(self._statistics()["classes"])
 
     @property
     def target_mean(self) -> float:
-        return float(self._load()["train"].labels.mean()) if self.task == "regression" else 0.0
+        return self._statistics()["mean"] if self.task == "regression" else 0.0
 
     @property
     def target_std(self) -> float:
-        return float(self._load()["train"].labels.std()) if self.task == "regression" else 1.0
+        return self._statistics()["std"] if self.task == "regression" else 1.0
 
     @property
     def seq_len(self) -> int:
         """The longest sequence in any split."""
-        return int(max(s.lengths.max() for s in self._load().values()))
+        return self._statistics()["seq_len"]
+
+    def _statistics(self) -> dict:
+        """Label mean/std, class count and longest sequence, read a chunk at a time, once."""
+        if self._stats is None:
+            splits = self._load()
+            mean, std, _, _ = splits["train"].label_stats()
+            labelled = [s for name, s in splits.items() if name != "predict"]  # predict labels may be NaN
+            top = max(s.label_stats()[3] for s in labelled)
+            seq_len = max(s.max_length() for s in splits.values())
+            self._stats = {"mean": mean, "std": std, "classes": int(top) + 1, "seq_len": int(seq_len)}
+        return self._stats
 
     def setup(self, stage: str | None = None) -> None:
         self._load()
 
-    def _load(self) -> dict[str, EncodedSequences]:
+    def _load(self) -> dict[str, RaggedStore]:
         if self.splits is not None:
             return self.splits
         hp = self.hparams
@@ -184,19 +170,15 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         else:
             read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column}
             train = read_dna(hp.train_path, on_bad_line=hp.on_bad_line, **read)
-            rng = np.random.default_rng(hp.split_seed)
-            order = rng.permutation(len(train))
-            held = {}
-            for name in ("val", "test"):
-                path = hp[f"{name}_path"]
-                if path is not None:
-                    held[name] = read_dna(path, on_bad_line=hp.on_bad_line, **read)
-                else:
-                    k = int(round(hp[f"{name}_fraction"] * len(train)))
-                    held[name], order = train.subset(order[:k]), order[k:]
-            if len(order) == 0:
+            held = {s: read_dna(hp[f"{s}_path"], on_bad_line=hp.on_bad_line, **read)
+                    for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
+            sizes = {
+                s: int(round(hp[f"{s}_fraction"] * len(train))) for s in ("val", "test") if s not in held
+            }
+            parts = hold_out(len(train), sizes, hp.split_seed)  # index views: an encoded folder stays on disk
+            if len(parts["train"]) == 0:
                 raise DataError(f"{hp.train_path}: no training examples left after the held-out splits")
-            splits = {"train": train.subset(np.sort(order)), **held}
+            splits = {**{s: train.view(parts[s]) for s in sizes}, **held, "train": train.view(parts["train"])}
         if hp.predict_path is not None:
             splits["predict"] = read_dna(
                 hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, labels_required=False
@@ -210,15 +192,14 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         data = self._load()[split]
-        return make_loader(
-            EncodedDataset(data), self.hparams, self.trainer, train, data.lengths, collate_fn=collate_codes
-        )
+        collate = RaggedCollate(pad_value=N_CODE, dtype=np.uint8)
+        return make_loader(RaggedDataset(data), self.hparams, self.trainer, train, data.lengths_of, collate)
 
     def _has_predict_split(self) -> bool:
         return "predict" in self._load()
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
-        codes, lengths = batch.pop("codes"), batch["lengths"]
+        codes, lengths = batch["x"], batch["lengths"]
         training = self.trainer is not None and self.trainer.training
         if training and self.hparams.reverse_complement:
             flip = torch.rand(len(codes), device=codes.device) < 0.5
@@ -231,11 +212,12 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         return batch
 
 
-def _check_class_ids(split: EncodedSequences, name: str) -> None:
-    labels = split.labels
-    bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
-    if len(bad):
-        raise DataError(
-            f"{split.source}: {name} record {bad[0] + 1}: label {float(labels[bad[0]]):g} is not a class id "
-            "(classification needs integers 0..K-1)"
-        )
+def _check_class_ids(split: RaggedStore, name: str) -> None:
+    for chunk in split.chunks():
+        labels = split.labels_of(chunk)
+        bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
+        if len(bad):
+            raise DataError(
+                f"{split.source}: {name} record {chunk[bad[0]] + 1}: label {float(labels[bad[0]]):g} is not a "
+                "class id (classification needs integers 0..K-1)"
+            )

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from datamodules.dna_io import EncodedSequences
 from datamodules.motifs import JASPAR_COUNTS
+from datamodules.storage import RaggedStore
 
 BACKGROUND = np.array([0.29, 0.21, 0.21, 0.29])  # A, C, G, T
 INTERACTION_GAP = 100  # bp between the end of CTCF and the start of FOXA1
@@ -42,7 +42,7 @@ _PLANTING = {
 
 @dataclass
 class SimulatedSplit:
-    data: EncodedSequences  # noisy labels
+    data: RaggedStore  # noisy labels
     noiseless: np.ndarray  # (n,) activity before noise
 
 
@@ -105,7 +105,7 @@ def simulate(n: int, seq_len: int = 250, noise_std: float = 0.6, seed: int = 0) 
     activity = _activity(sites, n, seq_len)
     noisy = activity + rng.normal(0.0, noise_std, n)
     offsets = np.arange(n + 1, dtype=np.int64) * seq_len
-    data = EncodedSequences(seqs.reshape(-1), offsets, noisy.astype(np.float32), f"simulator(seed={seed})")
+    data = RaggedStore(seqs.reshape(-1), offsets, noisy.astype(np.float32), f"simulator(seed={seed})")
     return SimulatedSplit(data, activity)
 
 

@@ -1,9 +1,10 @@
 """Images for classifiers: ``ImageDataModule`` (Fashion-MNIST IDX files, a folder of class folders, or a
-Hugging Face image dataset), with timm's transforms, and optionally each image as a sequence of patches.
+Hugging Face image dataset; see ``image_sources``), with timm's transforms, and optionally each image as a
+sequence of patches.
 
-Transforms come from timm (``resolve_data_config`` / ``create_transform``): for a timm model (one with a
-``pretrained_cfg``) its input size, mean/std, interpolation and crop; for the project's own nets the data's
-native size and its own mean/std. A grey image is made RGB when the model expects 3 channels.
+Transforms come from timm (``create_transform``): for a timm model the input it expects (``input_config``,
+linked from the net's config: its input size, mean/std, interpolation and crop), for the project's own nets
+the data's native size and its own mean/std. A grey image is made RGB when the model expects 3 channels.
 
 A batch is a dict: ``x`` (B, C, H, W) float, ``y`` (B,) class ids; with ``patch_size`` > 0, ``x`` is
 (B, N, P*P*C) (row-major patches, each flattened channel-first) and ``lengths`` (B,) = N, so the sequence
@@ -12,147 +13,36 @@ models (RNN, LSTM, Transformer) read images unchanged.
 
 from __future__ import annotations
 
-import gzip
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.sampling import ClassificationData, SplitLoaders, make_loader
-
-IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DEFAULT_ROOT = "data/fashion_mnist"
-FASHION_MNIST_CLASSES = [
-    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-]  # fmt: skip
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-
-
-def read_idx(path: Path, expected_dims: int) -> np.ndarray:
-    """An IDX file (gzip or not) as a uint8 array; the magic number, dimensions and size are checked."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as err:
-            raise DataError(f"{path}: corrupt gzip data ({err})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(
-            f"{path}: not an unsigned-byte IDX file (magic number {raw[:4].hex() or 'missing'}, "
-            f"expected 000008{expected_dims:02x})"
-        )
-    dims = raw[3]
-    if dims != expected_dims:
-        raise DataError(f"{path}: IDX file with {dims} dimensions, expected {expected_dims}")
-    header = 4 + 4 * dims
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
-    size = int(np.prod(shape))
-    if len(raw) != header + size:
-        raise DataError(
-            f"{path}: IDX header says shape {shape} ({size} bytes) but the file has {len(raw) - header}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
-
-
-def _find_idx(root: Path, stem: str) -> Path:
-    for name in (stem + ".gz", stem):
-        if (root / name).is_file():
-            return root / name
-    raise DataError(f"{root}: {stem}(.gz) not found")
-
-
-def read_fashion_mnist(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{"train": (images (N, 28, 28) uint8, labels (N,) int64), "test": ...} from the four IDX files."""
-    out = {}
-    for split, (images_stem, labels_stem) in IDX_FILES.items():
-        images_path, labels_path = _find_idx(root, images_stem), _find_idx(root, labels_stem)
-        images, labels = read_idx(images_path, 3), read_idx(labels_path, 1).astype(np.int64)
-        if len(images) != len(labels):
-            raise DataError(f"{images_path}: {len(images)} images but {labels_path} has {len(labels)} labels")
-        bad = np.flatnonzero(labels >= len(FASHION_MNIST_CLASSES))
-        if len(bad):
-            raise DataError(f"{labels_path}: label {labels[bad[0]]} at item {bad[0]} is outside 0..9")
-        out[split] = (images, labels)
-    return out
-
-
-@dataclass
-class Split:
-    """Either in-memory images (uint8, (N, H, W) or (N, H, W, C)) or image files; and class ids."""
-
-    labels: np.ndarray
-    images: np.ndarray | None = None
-    files: list[Path] | None = None
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, index: np.ndarray) -> Split:
-        return Split(
-            self.labels[index],
-            None if self.images is None else self.images[index],
-            None if self.files is None else [self.files[i] for i in index],
-        )
-
-    def image(self, i: int) -> Image.Image:
-        if self.images is not None:
-            return Image.fromarray(self.images[i])
-        return _open_image(self.files[i])
-
-
-def _open_image(path: Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
-
-
-def read_folder(root: Path, classes: list[str] | None = None) -> tuple[Split, list[str]]:
-    """``root/CLASS/*.png`` (any common image suffix) -> a Split of files; classes sorted unless given."""
-    if not root.is_dir():
-        raise DataError(f"{root}: folder not found (expected one subfolder per class)")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
-    if not found:
-        raise DataError(f"{root}: no class subfolders")
-    classes = classes or found
-    files, labels = [], []
-    for name in found:
-        if name not in classes:
-            raise DataError(f"{root / name}: class {name!r} is not one of the training classes {classes}")
-        images = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        if not images:
-            raise DataError(
-                f"{root / name}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files)"
-            )
-        for image in images:  # a header check of every file now, not a crash in the middle of training
-            _verify_image(image)
-        files += images
-        labels += [classes.index(name)] * len(images)
-    return Split(np.array(labels, dtype=np.int64), files=files), classes
-
-
-def _verify_image(path: Path) -> None:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+from datamodules.image_sources import (
+    DEFAULT_ROOT,
+    FASHION_MNIST_CLASSES,
+    ImageSplit,
+    fashion_mnist_root,
+    load_hub_images,
+    read_fashion_mnist,
+    read_folder,
+)
+from datamodules.sampling import (
+    ClassificationData,
+    SplitLoaders,
+    check_loader_options,
+    make_loader,
+    per_device_batch_size,
+)
+from datamodules.splits import hold_out, seeded_subset
 
 
 class ImageDataset(Dataset):
-    def __init__(self, split: Split, transform, rgb: bool):
+    def __init__(self, split: ImageSplit, transform, rgb: bool):
         self.split, self.transform, self.rgb = split, transform, rgb
 
     def __len__(self) -> int:
@@ -238,10 +128,16 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             download: ``fashion_mnist`` only: allow torchvision's download when the files are nowhere local.
         """
         super().__init__()
-        if not 0.0 <= val_fraction < 1.0:
-            raise DataError(f"data.val_fraction: {val_fraction} is outside [0, 1)")
         self.save_hyperparameters()
-        self.splits: dict[str, Split] | None = None
+        check_loader_options(self.hparams)
+        for name, value, low in (
+            ("patch_size", patch_size, 0),
+            ("img_size", img_size, 1),
+            ("train_size", train_size, 1),
+        ):
+            if value is not None and value < low:
+                raise DataError(f"data.{name}: {value} is below {low}")
+        self.splits: dict[str, ImageSplit] | None = None
         self._labels: list[str] = []
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
         self._stats: tuple | None = None  # the training images' mean and std
@@ -249,13 +145,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
 
     # --- sources ----------------------------------------------------------------------------------------
 
-    def _load(self) -> dict[str, Split]:
+    def _load(self) -> dict[str, ImageSplit]:
         if self.splits is not None:
             return self.splits
         hp = self.hparams
         if hp.source == "fashion_mnist":
-            arrays = read_fashion_mnist(self._fashion_mnist_root())
-            splits = {name: Split(labels, images=images) for name, (images, labels) in arrays.items()}
+            arrays = read_fashion_mnist(fashion_mnist_root(hp.root, hp.download))
+            splits = {name: ImageSplit(labels, images=images) for name, (images, labels) in arrays.items()}
             self._labels = list(FASHION_MNIST_CLASSES)
         elif hp.source == "folder":
             if not hp.train_path:
@@ -266,25 +162,32 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 if hp[f"{name}_path"]:
                     splits[name], _ = read_folder(Path(hp[f"{name}_path"]), self._labels)
         else:
-            splits = self._load_hub()
+            splits, self._labels = load_hub_images(
+                hp.dataset, hp.train_path, hp.image_column, hp.label_column
+            )
         if "test" not in splits:
             raise DataError(f"data: the {hp.source} source has no test split (give test_path)")
         if hp.labels:
             splits = self._keep_classes(splits, list(hp.labels))
-        order = np.random.default_rng(hp.split_seed).permutation(len(splits["train"]))
+        train = splits["train"]
+        sizes = {} if "val" in splits else {"val": int(round(hp.val_fraction * len(train)))}
+        parts = hold_out(len(train), sizes, hp.split_seed)
         if "val" not in splits:
-            k = int(round(hp.val_fraction * len(order)))
-            splits["val"], order = splits["train"].subset(np.sort(order[:k])), order[k:]
-        if hp.train_size is not None and hp.train_size < len(order):
-            order = order[: hp.train_size]
-        splits["train"] = splits["train"].subset(np.sort(order))
+            splits["val"] = train.subset(parts["val"].materialize(sort=True))
+        rows = parts["train"].materialize(sort=True)
+        subset = seeded_subset(len(rows), hp.train_size, hp.split_seed, 0)
+        if subset is not None:
+            rows = rows[subset.materialize(sort=True)]
+        if len(rows) == 0:
+            raise DataError("data: no training images left after the held-out split")
+        splits["train"] = train.subset(rows)
         first = splits["train"].image(0)
         channels = len(first.getbands()) if first.mode not in ("P", "1") else 1
         self._native = (1 if channels == 1 else 3, first.height, first.width)
         self.splits = splits
         return splits
 
-    def _keep_classes(self, splits: dict[str, Split], keep: list[str]) -> dict[str, Split]:
+    def _keep_classes(self, splits: dict[str, ImageSplit], keep: list[str]) -> dict[str, ImageSplit]:
         unknown = [c for c in keep if c not in self._labels]
         if unknown or len(set(keep)) != len(keep):
             problem = f"unknown class {unknown[0]!r}" if unknown else "a class is listed twice"
@@ -294,74 +197,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         kept = {}
         for name, split in splits.items():
             part = split.subset(np.flatnonzero(new_id[split.labels] >= 0))
-            kept[name] = Split(new_id[part.labels], part.images, part.files)
+            kept[name] = ImageSplit(new_id[part.labels], part.images, part.files)
         self._labels = keep
         return kept
-
-    def _fashion_mnist_root(self) -> Path:
-        root = Path(self.hparams.root)
-        if all(
-            any((root / (stem + s)).is_file() for s in ("", ".gz"))
-            for pair in IDX_FILES.values()
-            for stem in pair
-        ):
-            return root
-        if DEBIAN_FASHION_MNIST.is_dir() and self.hparams.root == DEFAULT_ROOT:  # apt-get install'ed
-            return DEBIAN_FASHION_MNIST
-        if self.hparams.download:
-            from torchvision.datasets import FashionMNIST
-
-            try:
-                FashionMNIST(str(root / "torchvision"), download=True)
-            except Exception as err:  # no network: say what to do
-                raise DataError(
-                    f"data.root: Fashion-MNIST is not in {root} and could not be downloaded ({str(err)[:120]}); "
-                    "run: python -m experiments data fashion_mnist"
-                ) from None
-            return root / "torchvision" / "FashionMNIST" / "raw"
-        raise DataError(
-            f"data.root: Fashion-MNIST IDX files not found in {root}; run: python -m experiments data fashion_mnist"
-        )
-
-    def _load_hub(self) -> dict[str, Split]:
-        import datasets
-
-        hp = self.hparams
-        try:
-            if hp.dataset:
-                loaded = datasets.load_dataset(hp.dataset)
-            elif hp.train_path:
-                loaded = datasets.load_dataset("imagefolder", data_dir=hp.train_path)
-            else:
-                raise DataError("data: the hub source needs data.dataset (a hub name) or data.train_path")
-        except (ConnectionError, FileNotFoundError, ValueError) as err:
-            raise DataError(
-                f"data.dataset: {hp.dataset or hp.train_path!r} could not be loaded: {str(err)[:200]}"
-            ) from None
-        named = {"train": "train", "val": "validation", "test": "test"}
-        splits = {}
-        for ours, theirs in named.items():
-            if theirs not in loaded:
-                continue
-            data = loaded[theirs]
-            for column in (hp.image_column, hp.label_column):
-                if column not in data.column_names:
-                    raise DataError(
-                        f"{hp.dataset} [{theirs}]: no column {column!r} (columns: {', '.join(data.column_names)})"
-                    )
-            images = np.stack([np.asarray(im) for im in data[hp.image_column]])
-            splits[ours] = Split(np.asarray(data[hp.label_column], dtype=np.int64), images=images)
-        feature = loaded["train"].features[hp.label_column]
-        self._labels = list(getattr(feature, "names", [])) or [
-            str(i) for i in range(int(splits["train"].labels.max()) + 1)
-        ]
-        for name, split in splits.items():
-            bad = np.flatnonzero((split.labels < 0) | (split.labels >= len(self._labels)))
-            if len(bad):
-                raise DataError(
-                    f"{hp.dataset} [{name}]: row {bad[0] + 1}: label {split.labels[bad[0]]} outside 0..{len(self._labels) - 1}"
-                )
-        return splits
 
     # --- what the model sees ----------------------------------------------------------------------------
 
@@ -461,7 +299,12 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         data = self._load()[split]
         rgb = self._config()["input_size"][0] == 3
         dataset = ImageDataset(data, self.transform(train), rgb)
-        # timm's Mixup pairs images within a batch: an even size
+        if train and self._mixing and per_device_batch_size(self.hparams, self.trainer) % 2:
+            raise DataError(
+                f"data.batch_size: {per_device_batch_size(self.hparams, self.trainer)} images per device is odd; "
+                "mixup and cutmix pair the images of a batch, so they need an even batch size"
+            )
+        # timm's Mixup pairs images within a batch: every training batch full (and so even)
         return make_loader(dataset, self.hparams, self.trainer, train, drop_last=train and self._mixing)
 
     @property
@@ -481,8 +324,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                     label_smoothing=hp.mixup_label_smoothing,
                     num_classes=self.num_outputs,
                 )
-            if len(x) % 2 == 0:
-                x, y = self._mixup(x, y)  # y becomes soft targets (B, K); the task's loss takes them
+            x, y = self._mixup(x, y)  # y becomes soft targets (B, K); the task's loss takes them
         out = {"x": x, "y": y}
         p = self.hparams.patch_size
         if p:

@@ -1,5 +1,13 @@
-"""Loaders shared by the datamodules: training batches in an order fixed by (seed, epoch) that a checkpoint
-can resume mid-epoch, length bucketing, and exact evaluation under DDP."""
+"""The loaders every datamodule builds, sharded by rank by the project itself.
+
+Training: an order fixed by (seed, epoch), optionally length-bucketed, cut into batches; under DDP rank ``r``
+takes batches ``r, r + W, r + 2W, ...`` of that one order, so the ranks' batches are disjoint shards of the
+single-process order and bucketing survives. Evaluation: rank ``r`` reads rows ``r, r + W, ...``: each
+example exactly once across processes. Both samplers are ``DistributedSampler``s, which is how Lightning
+knows not to replace them with its own (it would otherwise inject ``DistributedSampler(shuffle=True)`` under
+DDP and rebuild the batch sampler around it: bucketing and the seeded order would silently go). Neither holds
+the epoch's order: positions are computed a batch at a time, so index memory does not grow with the data.
+"""
 
 from __future__ import annotations
 
@@ -7,53 +15,104 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
-from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from torch.utils.data import BatchSampler, DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from archbench.errors import DataError
+from datamodules.splits import LazyPermutation
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A random order that depends only on ``(seed, epoch)``, not on the global RNG: a resumed run sees the
-    same order as the run it continues (torch's ``RandomSampler`` draws its seed from the global RNG)."""
+class EpochSampler(DistributedSampler):
+    """Training positions for one rank: the epoch's order (``LazyPermutation`` keyed by seed and epoch), in
+    batches of ``batch_size``; with ``lengths``, each chunk of ``batch_size * chunk_batches`` consecutive
+    positions is sorted by length before it is cut, and its batches are shuffled within the chunk (less
+    padding, batches still random). Rank ``r`` of ``W`` takes batches ``r, r + W, ...``; ranks short of a
+    batch at the end take one from the start of the order, so every rank makes the same number of steps.
 
-    def __init__(self, n: int, seed: int):
-        self.n, self.seed, self.epoch = n, seed, 0
+    ``resume(epoch, k)`` leaves out the first ``k`` batches of that epoch's pass without reading them (a resumed
+    run continues mid-epoch); a pass of another epoch starts from its beginning (Lightning may restart on the
+    last batch of an epoch without reading from the loader again).
+    """
+
+    def __init__(
+        self,
+        n: int,
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+        lengths: Callable[[np.ndarray], np.ndarray] | None = None,
+        chunk_batches: int = 50,
+        drop_last: bool = False,
+    ):
+        super().__init__(
+            range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=drop_last
+        )
+        self.n, self.batch_size, self.lengths, self.chunk_batches = n, batch_size, lengths, chunk_batches
+        self._resume: tuple[int, int] | None = None  # (epoch, batches to leave out of its pass)
+        self._chunk = None  # the chunk being read: (key, its positions sorted by length, its block order)
+        self.global_batches = n // batch_size if drop_last else -(-n // batch_size)
+        self.local_batches = -(-self.global_batches // world) if self.global_batches else 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def resume(self, epoch: int, batches: int) -> None:
+        self.epoch, self._resume = epoch, (epoch, batches)
+
+    def _global_batch(self, order: LazyPermutation, j: int) -> np.ndarray:
+        """Positions of batch ``j`` of the epoch's order."""
+        b = self.batch_size
+        if self.lengths is None:
+            return order[np.arange(j * b, min((j + 1) * b, self.n))]
+        chunk, k = divmod(j, self.chunk_batches)
+        if self._chunk is None or self._chunk[0] != (self.seed, self.epoch, chunk):
+            first = chunk * b * self.chunk_batches
+            members = order[np.arange(first, min(first + b * self.chunk_batches, self.n))]
+            members = members[np.argsort(self.lengths(members), kind="stable")]
+            blocks, full = -(-len(members) // b), len(members) // b
+            rng = np.random.default_rng((self.seed, self.epoch, chunk))
+            # a short last block stays last: it is the only partial batch of the epoch, and the last of its rank
+            shuffled = np.concatenate([rng.permutation(full), np.arange(full, blocks)])
+            self._chunk = ((self.seed, self.epoch, chunk), members, shuffled)
+        _, members, shuffled = self._chunk
+        block = int(shuffled[k])
+        return members[block * b : (block + 1) * b]
+
+    def local_batch_positions(self, j: int) -> np.ndarray:
+        """Positions of this rank's batch ``j``."""
+        order = LazyPermutation(self.n, (self.seed, self.epoch))
+        return self._global_batch(order, (j * self.num_replicas + self.rank) % self.global_batches)
+
     def __len__(self) -> int:
-        return self.n
+        if not self.global_batches:
+            return 0
+        last = (self.local_batches - 1) * self.num_replicas + self.rank
+        short = self.n % self.batch_size if (not self.drop_last and last == self.global_batches - 1) else 0
+        return self.local_batches * self.batch_size - (self.batch_size - short if short else 0)
 
     def __iter__(self) -> Iterator[int]:
-        order = np.random.default_rng((self.seed, self.epoch)).permutation(self.n)
-        for start in range(0, self.n, 65_536):  # as Python ints a slice at a time (a list of all: ~36 B each)
-            yield from order[start : start + 65_536].tolist()
+        resume, self._resume = self._resume, None  # taken now, by the pass that starts now
+        skip = resume[1] if resume is not None and resume[0] == self.epoch else 0
+        order = LazyPermutation(self.n, (self.seed, self.epoch))
+        for j in range(skip, self.local_batches):
+            g = (j * self.num_replicas + self.rank) % self.global_batches
+            yield from self._global_batch(order, g).tolist()
 
 
-class ResumableBatchSampler(BatchSampler):
-    """``BatchSampler`` that can start its next pass ``k`` batches in (where a resumed run stopped) without
-    loading the skipped examples; ``set_epoch`` reaches the sampler inside."""
+class EvaluationSampler(DistributedSampler):
+    """Rank ``r`` of ``W`` reads positions ``r, r + W, r + 2W, ...`` in order: every example exactly once
+    across processes, no padding duplicates in the metrics (Lightning's ``UnrepeatedDistributedSampler`` does
+    the same from a list of every index)."""
 
-    def __init__(self, sampler, batch_size: int, drop_last: bool):
-        super().__init__(sampler, batch_size, drop_last)
-        self.skip = 0
+    def __init__(self, n: int, rank: int = 0, world: int = 1):
+        super().__init__(range(n), num_replicas=world, rank=rank, shuffle=False)
+        self.n = n
 
-    def set_epoch(self, epoch: int) -> None:
-        if callable(getattr(self.sampler, "set_epoch", None)):
-            self.sampler.set_epoch(epoch)
+    def __len__(self) -> int:
+        return len(range(self.rank, self.n, self.num_replicas))
 
-    @property
-    def epoch(self) -> int:
-        return getattr(self.sampler, "epoch", 0)
-
-    def __iter__(self) -> Iterator[list[int]]:
-        skip, self.skip = self.skip, 0  # taken now, by the pass that starts now
-        batches = super().__iter__()
-        for _ in range(skip):
-            next(batches, None)
-        return batches
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.n, self.num_replicas))
 
 
 class ResumableDataLoader(DataLoader):
@@ -67,46 +126,19 @@ class ResumableDataLoader(DataLoader):
 
     def state_dict(self) -> dict:
         batches = self.consumed() if self.consumed is not None else 0
-        return {"epoch": getattr(self.batch_sampler, "epoch", 0), "batches": int(batches)}
+        return {"epoch": self.sampler.epoch, "batches": int(batches)}
 
     def load_state_dict(self, state: dict) -> None:
-        if isinstance(self.batch_sampler, ResumableBatchSampler):
-            self.batch_sampler.set_epoch(state["epoch"])
-            self.batch_sampler.skip = state["batches"]
+        self.sampler.resume(state["epoch"], state["batches"])
 
 
-class LengthBucketSampler(Sampler[int]):
-    """Shuffles, then sorts by length within chunks of ``batch_size * chunk_batches`` examples, so that
-    consecutive batches hold sequences of similar length (less padding) while batches stay random.
-    """
-
-    def __init__(self, lengths: np.ndarray, batch_size: int, chunk_batches: int = 50, seed: int = 0):
-        self.lengths, self.batch_size, self.chunk = lengths, batch_size, batch_size * chunk_batches
-        self.seed, self.epoch = seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        rng = np.random.default_rng((self.seed, self.epoch))
-        order = rng.permutation(len(self.lengths))
-        chunks = [order[i : i + self.chunk] for i in range(0, len(order), self.chunk)]
-        chunks = [c[np.argsort(self.lengths[c], kind="stable")] for c in chunks]
-        batches = [b for c in chunks for b in np.array_split(c, max(1, -(-len(c) // self.batch_size)))]
-        for k in rng.permutation(len(batches)):
-            yield from batches[k].tolist()
-
-
-def evaluation_sampler(dataset: Dataset, trainer) -> Sampler | None:
-    """Under DDP, each example exactly once across processes (no padding duplicates in the metrics)."""
-    if trainer is None or trainer.world_size <= 1:
-        return None
-    return UnrepeatedDistributedSampler(
-        dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
-    )
+def _seed(trainer) -> int:
+    """The run's seed (``seed_everything``), the same on every process: rank 0's is sent to all, so that ranks
+    seeded differently still shard one order."""
+    seed = torch.initial_seed() % 2**63
+    if trainer is not None and trainer.world_size > 1:
+        seed = int(trainer.strategy.broadcast(seed, src=0))
+    return seed
 
 
 def make_loader(
@@ -114,14 +146,15 @@ def make_loader(
     hparams,
     trainer,
     train: bool,
-    lengths: np.ndarray | None = None,
+    lengths: Callable[[np.ndarray], np.ndarray] | None = None,
     collate_fn=None,
     drop_last: bool = False,
 ) -> DataLoader:
-    """The loader every datamodule builds: training shuffled by (seed, epoch), or length-bucketed when
-    ``hparams.bucket_by_length`` and ``lengths`` are given, resumable mid-epoch; validation/test in order, each
-    example once across processes under DDP."""
+    """The loader every datamodule builds: training in an order fixed by the run's seed and the epoch (and
+    length-bucketed when ``hparams.bucket_by_length`` and ``lengths`` are given), sharded by rank and resumable
+    mid-epoch; validation/test in order, each example once across processes."""
     batch_size = per_device_batch_size(hparams, trainer)
+    rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     common = {
         # Its own generator: starting an iterator draws a worker seed, which must not come from (and shift) the
         # global RNG that dropout and augmentation use, or a resumed run would draw differently.
@@ -129,23 +162,17 @@ def make_loader(
         "num_workers": hparams.num_workers,
         "collate_fn": collate_fn,
         "persistent_workers": hparams.num_workers > 0,
+        "batch_size": batch_size,
     }
+    n = len(dataset)
     if not train:
-        sampler = evaluation_sampler(dataset, trainer)
-        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last, **common)
-    if lengths is not None and hparams.get("bucket_by_length"):
-        sampler = LengthBucketSampler(lengths, batch_size, seed=hparams.split_seed)
-    else:  # the run's seed (seed_everything), so that seeds differ in data order too
-        sampler = EpochShuffleSampler(len(dataset), seed=torch.initial_seed())
+        return DataLoader(dataset, sampler=EvaluationSampler(n, rank, world), drop_last=drop_last, **common)
+    bucket = lengths if hparams.get("bucket_by_length") else None
+    sampler = EpochSampler(n, batch_size, _seed(trainer), rank, world, bucket, drop_last=drop_last)
     consumed = None
     if trainer is not None:
         consumed = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731
-    return ResumableDataLoader(
-        dataset,
-        batch_sampler=ResumableBatchSampler(sampler, batch_size, drop_last),
-        consumed=consumed,
-        **common,
-    )
+    return ResumableDataLoader(dataset, sampler=sampler, drop_last=drop_last, consumed=consumed, **common)
 
 
 def per_device_batch_size(hparams, trainer) -> int:
@@ -163,6 +190,20 @@ def per_device_batch_size(hparams, trainer) -> int:
             "trainer.accumulate_grad_batches)"
         )
     return total // (world * accumulate)
+
+
+def check_loader_options(hparams) -> None:
+    """The loader options every datamodule takes, checked where they enter (the constructor)."""
+    for name in ("batch_size", "global_batch_size"):
+        value = hparams.get(name)
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise DataError(f"data.{name}: {value!r} is not a positive integer")
+    if not isinstance(hparams.num_workers, int) or hparams.num_workers < 0:
+        raise DataError(f"data.num_workers: {hparams.num_workers!r} is not a non-negative integer")
+    for name in ("val_fraction", "test_fraction"):
+        value = hparams.get(name)
+        if value is not None and not 0.0 <= value < 1.0:
+            raise DataError(f"data.{name}: {value} is outside [0, 1)")
 
 
 class SplitLoaders:

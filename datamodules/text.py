@@ -1,11 +1,11 @@
 """Tokenized text for sequence classifiers: ``TextClassificationDataModule``, on ``datasets`` and ``tokenizers``.
 
-Sources: a Hugging Face Hub dataset (name and config), or local CSV/TSV/JSON/JSONL/Parquet files read with
-``datasets.load_dataset(format, data_files=...)``. The tokenizer is any ``transformers`` AutoTokenizer (a
-hub name or a local folder) or a WordPiece/BPE tokenizer trained on the training split.
+Sources (``text_sources``): a Hugging Face Hub dataset (name and config), or local CSV/TSV/JSON/JSONL/Parquet
+files. The tokenizer (``text_tokenize``) is any ``transformers`` AutoTokenizer (a hub name or a local folder)
+or a WordPiece/BPE tokenizer trained on the training split.
 
 Tokenized splits are cached on disk under a key made of the data, the columns, the labels, the split, the
-tokenizer and ``max_length``: a second run with the same key loads Arrow files and never calls the
+tokenizer and ``max_length``: a second run with the same key memory-maps the token ids and never calls the
 tokenizer. ``prepare_data`` builds the cache (once per node under DDP, behind a file lock), ``setup`` loads
 it. A batch is a dict: ``x`` (B, L) token ids padded to the longest in the batch, ``lengths`` (B,) (the
 attention mask is ``positions < lengths``) and ``y`` (B,) class ids.
@@ -13,111 +13,52 @@ attention mask is ``positions < lengths``) and ``y`` (B,) class ids.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 import lightning as L
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
 import torch
 from filelock import FileLock
 from tokenizers import Tokenizer
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from archbench.errors import DataError
-from datamodules.files import NpyStream, write_atomic
-from datamodules.sampling import ClassificationData, SplitLoaders, make_loader
+from datamodules.files import write_atomic
+from datamodules.sampling import ClassificationData, SplitLoaders, check_loader_options, make_loader
+from datamodules.splits import hold_out, seeded_subset
+from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store
+from datamodules.text_sources import (
+    Split,
+    check_columns,
+    check_labels,
+    check_texts,
+    load_file,
+    load_hub,
+    text_batches,
+    unique_labels,
+)
+from datamodules.text_tokenize import (
+    TOKENIZED_FILES,
+    digest,
+    pretrained_tokenizer,
+    train_tokenizer,
+    write_tokenized,
+)
 
 SPLITS = ("train", "val", "test")
-FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 TRAINED = ("wordpiece", "bpe")
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
-CACHE_VERSION = 2  # bump when the cached layout changes (2: memory-mapped .npy instead of Arrow)
+CACHE_VERSION = (
+    3  # bump when the cached layout or the split changes (3: the seeded split of datamodules.splits)
+)
 
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("ARCHBENCH_CACHE", Path.home() / ".cache" / "archbench")) / "text"
-
-
-def _digest(*parts) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-@dataclass
-class TokenizedSplit:
-    """Token ids of one split as one flat array and offsets (Arrow's list layout), and the class ids."""
-
-    ids: np.ndarray  # (total_tokens,) int32
-    offsets: np.ndarray  # (n + 1,) int64
-    labels: np.ndarray  # (n,) int64; -1 where unlabelled (predict)
-
-    @classmethod
-    def load(cls, path: Path) -> TokenizedSplit:
-        """Memory-map a split written by :func:`write_tokenized`: nothing is read until batches need it."""
-        return cls(*(np.load(path / f"{name}.npy", mmap_mode="r") for name in ("ids", "offsets", "labels")))
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-
-def write_tokenized(data: datasets.Dataset, folder: Path, batch_size: int = 10_000) -> None:
-    """A tokenized split (``input_ids``, ``label``) as ``ids.npy`` / ``offsets.npy`` / ``labels.npy``, written a
-    batch at a time (memory does not grow with the data)."""
-    ids, offsets = NpyStream(folder / "ids.npy", np.int32), NpyStream(folder / "offsets.npy", np.int64)
-    labels = NpyStream(folder / "labels.npy", np.int64)
-    total = 0
-    offsets.append(np.zeros(1, dtype=np.int64))
-    for batch in data.with_format("arrow").iter(batch_size=batch_size):
-        for chunk in batch.column("input_ids").chunks:
-            lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False).astype(np.int64)
-            ids.append(chunk.flatten().to_numpy(zero_copy_only=False))
-            offsets.append(total + np.cumsum(lengths))
-            total += int(lengths.sum())
-        labels.append(batch.column("label").to_numpy())
-    for stream in (ids, offsets, labels):
-        stream.close()
-
-
-class TokenDataset(Dataset):
-    def __init__(self, split: TokenizedSplit):
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
-        s = self.split
-        return s.ids[s.offsets[i] : s.offsets[i + 1]], int(s.labels[i])
-
-
-class PadCollate:
-    """Pads token ids to the longest sequence of the batch with ``pad_id``."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, items: list[tuple[np.ndarray, int]]) -> dict[str, torch.Tensor]:
-        lengths = np.fromiter((len(ids) for ids, _ in items), dtype=np.int64, count=len(items))
-        x = np.full((len(items), int(lengths.max())), self.pad_id, dtype=np.int64)
-        for row, (ids, _) in enumerate(items):
-            x[row, : len(ids)] = ids
-        return {
-            "x": torch.from_numpy(x),
-            "lengths": torch.from_numpy(lengths),
-            "y": torch.tensor([y for _, y in items], dtype=torch.long),
-        }
 
 
 class TextClassificationDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
@@ -162,7 +103,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
                 outside the set in any split is an error.
             val_fraction: Share of the training data held out for validation when there is no validation split.
             test_fraction: Share of the training data held out for testing when there is no test split.
-            split_seed: Seed of the held-out splits and of the subsets.
+            split_seed: Seed of the held-out splits and of the subsets (the training order follows the run's
+                seed).
             train_size: Use a seeded random subset of this many training examples (the course: 10,000).
             val_size: Likewise for validation.
             test_size: Likewise for test (the course: 5,000).
@@ -186,21 +128,23 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         if (dataset is None) == (train_path is None):
             raise DataError(
                 f"data: give either dataset (a hub name) or train_path (a local file), got dataset={dataset!r}, "
-                f"train_path={train_path!r}"
+                f"train_path={train_path!r} (e.g. --config experiments/text/rotten_tomatoes.yaml)"
             )
-        for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= value < 1.0:
-                raise DataError(f"data.{name}: {value} is outside [0, 1)")
         if max_length < 2:
             raise DataError(f"data.max_length: {max_length} is too short (special tokens need 2)")
+        for name in ("train_size", "val_size", "test_size", "tokenizer_vocab_size"):
+            value = locals()[name]
+            if value is not None and value < 1:
+                raise DataError(f"data.{name}: {value} is not a positive integer")
         self.save_hyperparameters()
+        check_loader_options(self.hparams)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._tokenizer: Tokenizer | None = None
         self._pad_id: int | None = None
         self._labels: list[str] | None = None
-        self._raw: dict[str, datasets.Dataset] | None = None
+        self._raw: dict[str, Split] | None = None
         self._class_names: list[str] | None = None
-        self.splits: dict[str, TokenizedSplit] = {}
+        self.splits: dict[str, RaggedStore] = {}
         self.tokenizer_calls = 0  # texts passed to the tokenizer by this object (the cache test reads it)
 
     # Sizes the data knows; the CLI links them into the model.
@@ -227,59 +171,58 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     # --- sources ----------------------------------------------------------------------------------------
 
-    def _source(self, split: str) -> str:
-        hp = self.hparams
-        if hp.dataset is not None:
-            return f"{hp.dataset}" + (f"/{hp.dataset_config}" if hp.dataset_config else "") + f" [{split}]"
-        return hp[f"{split}_path"] or f"{hp.train_path} [{split} part]"
-
-    def _raw_splits(self) -> dict[str, datasets.Dataset]:
-        """The labelled splits as ``datasets.Dataset`` (not tokenized), subsets taken, columns checked."""
+    def _raw_splits(self) -> dict[str, Split]:
+        """The labelled splits (not tokenized), held-out parts and subsets taken, columns checked."""
         if self._raw is not None:
             return self._raw
         hp = self.hparams
         cache = str(self.cache_dir / "hf")
         if hp.dataset is not None:
-            loaded = _load_hub(hp.dataset, hp.dataset_config, cache)
+            loaded = load_hub(hp.dataset, hp.dataset_config, cache)
             named = {"train": "train", "val": "validation", "test": "test"}
-            raw = {ours: loaded[theirs] for ours, theirs in named.items() if theirs in loaded}
+            name = hp.dataset + (f"/{hp.dataset_config}" if hp.dataset_config else "")
+            raw = {
+                ours: Split(loaded[theirs], f"{name} [{ours}]")
+                for ours, theirs in named.items()
+                if theirs in loaded
+            }
             if "train" not in raw:
                 raise DataError(f"data.dataset: {hp.dataset!r} has no 'train' split (has {list(loaded)})")
         else:
-            raw = {s: _load_file(hp[f"{s}_path"], s, cache) for s in SPLITS if hp[f"{s}_path"]}
-        for split, data in raw.items():
-            _check_columns(data, self._source(split), [hp.text_column, hp.label_column])
-            feature = data.features[hp.label_column]
-            if isinstance(feature, datasets.ClassLabel):  # hub labels: ids with names; keep the names
-                self._class_names = list(feature.names)
-                raw[split] = data.cast_column(hp.label_column, datasets.Value("int64")).map(
-                    lambda b, f=feature: {hp.label_column: f.int2str(b[hp.label_column])},
-                    batched=True,
-                    features=datasets.Features(
-                        {
-                            **{k: v for k, v in data.features.items() if k != hp.label_column},
-                            hp.label_column: datasets.Value("string"),
-                        }
-                    ),
-                )
-        order = np.random.default_rng(hp.split_seed).permutation(len(raw["train"]))
-        for split, fraction in (("val", hp.val_fraction), ("test", hp.test_fraction)):
-            if split not in raw:
-                k = int(round(fraction * len(raw["train"])))
-                raw[split], order = raw["train"].select(np.sort(order[:k])), order[k:]
-        if len(order) == 0:
-            raise DataError(f"{self._source('train')}: no training examples left after the held-out splits")
-        raw["train"] = raw["train"].select(np.sort(order))
-        for split in SPLITS:
-            size = hp[f"{split}_size"]
-            if size is not None and size < len(raw[split]):
-                pick = np.random.default_rng((hp.split_seed, SPLITS.index(split))).permutation(
-                    len(raw[split])
-                )
-                raw[split] = raw[split].select(np.sort(pick[:size]))
+            raw = {s: Split(load_file(hp[f"{s}_path"], f"{s}_path", cache), hp[f"{s}_path"])
+                   for s in SPLITS if hp[f"{s}_path"]}  # fmt: skip
+        for split in raw.values():
+            check_columns(split, [hp.text_column, hp.label_column])
+            self._names_of_class_labels(split)
+        train = raw["train"]
+        sizes = {
+            s: int(round(hp[f"{s}_fraction"] * len(train.data))) for s in ("val", "test") if s not in raw
+        }
+        parts = hold_out(len(train.data), sizes, hp.split_seed)
+        if len(parts["train"]) == 0:
+            raise DataError(f"{train.source}: no training examples left after the held-out splits")
+        for s in sizes:
+            raw[s] = train.select(parts[s].materialize(sort=True), f"{train.source} [{s} part]")
+        raw["train"] = train.select(parts["train"].materialize(sort=True))
+        for k, split in enumerate(SPLITS):
+            subset = seeded_subset(len(raw[split].data), hp[f"{split}_size"], hp.split_seed, k)
+            if subset is not None:
+                raw[split] = raw[split].select(subset.materialize(sort=True))
         keep = [hp.text_column, hp.label_column]
-        self._raw = {s: d.select_columns(keep) for s, d in raw.items()}
+        self._raw = {s: Split(d.data.select_columns(keep), d.source, d.rows) for s, d in raw.items()}
         return self._raw
+
+    def _names_of_class_labels(self, split: Split) -> None:
+        """Hub labels are ids with names: keep the names, as strings, so every source labels the same way."""
+        column = self.hparams.label_column
+        feature = split.data.features[column]
+        if not isinstance(feature, datasets.ClassLabel):
+            return
+        self._class_names = list(feature.names)
+        features = datasets.Features({**split.data.features, column: datasets.Value("string")})
+        split.data = split.data.cast_column(column, datasets.Value("int64")).map(
+            lambda b: {column: feature.int2str(b[column])}, batched=True, features=features
+        )
 
     @property
     def labels(self) -> list[str]:
@@ -294,11 +237,11 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             elif self._class_names is not None:
                 labels = self._class_names
             else:
-                values = [v for v in _unique_labels(train, hp.label_column) if v is not None]
+                values = [v for v in unique_labels(train.data, hp.label_column) if v is not None]
                 labels = [str(v) for v in sorted(values)]
             if len(labels) < 2:
                 raise DataError(
-                    f"{self._source('train')}: column {hp.label_column!r} has fewer than 2 labels: {labels}"
+                    f"{train.source}: column {hp.label_column!r} has fewer than 2 labels: {labels}"
                 )
             self._labels = labels
         return self._labels
@@ -310,10 +253,9 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         """The fast (Rust) tokenizer, with truncation at ``max_length`` and special tokens added."""
         if self._tokenizer is None:
             hp = self.hparams
-            if hp.tokenizer in TRAINED:
-                tokenizer = self._trained_tokenizer()
-            else:
-                tokenizer = _pretrained_tokenizer(hp.tokenizer)
+            tokenizer = (
+                self._trained_tokenizer() if hp.tokenizer in TRAINED else pretrained_tokenizer(hp.tokenizer)
+            )
             self._pad_id = (tokenizer.padding or {}).get("pad_id")
             if self._pad_id is None:
                 raise DataError(f"data.tokenizer: {hp.tokenizer!r} has no padding token")
@@ -325,25 +267,23 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     def _trained_tokenizer(self) -> Tokenizer:
         hp = self.hparams
         train = self._raw_splits()["train"]
-        key = _digest(
-            CACHE_VERSION, hp.tokenizer, hp.tokenizer_vocab_size, train._fingerprint, hp.text_column
-        )
+        key = digest(CACHE_VERSION, hp.tokenizer, hp.tokenizer_vocab_size, self._data_identity())
         path = self.cache_dir / "tokenizers" / f"{hp.tokenizer}-{key}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):
             if not path.exists():
-                _check_texts(train, self._source("train"), hp.text_column)
-                tokenizer = train_tokenizer(
-                    hp.tokenizer, _batches(train, hp.text_column), hp.tokenizer_vocab_size, len(train)
-                )
-                self.tokenizer_calls += len(train)
+                check_texts(train, hp.text_column)
+                batches = text_batches(train.data, hp.text_column)
+                tokenizer = train_tokenizer(hp.tokenizer, batches, hp.tokenizer_vocab_size, len(train.data))
+                self.tokenizer_calls += len(train.data)
                 write_atomic(path, tokenizer.to_str().encode())
         return Tokenizer.from_file(str(path))
 
     # --- cache ------------------------------------------------------------------------------------------
 
-    def _identity(self) -> list:
-        """What the tokenized cache depends on."""
+    def _data_identity(self) -> list:
+        """What the texts of the splits depend on: the files (path, size, time) or hub name, the columns and
+        the split."""
         hp = self.hparams
         files = []
         for split in (*SPLITS, "predict"):
@@ -354,16 +294,21 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
                     [split, str(Path(path).resolve()), stat and stat.st_size, stat and stat.st_mtime_ns]
                 )
         fields = [
-            "dataset", "dataset_config", "text_column", "label_column", "labels", "val_fraction",
-            "test_fraction", "split_seed", "train_size", "val_size", "test_size", "tokenizer",
-            "tokenizer_vocab_size", "max_length",
+            "dataset", "dataset_config", "text_column", "label_column", "val_fraction", "test_fraction",
+            "split_seed", "train_size", "val_size", "test_size",
         ]  # fmt: skip
-        tokenizer = hashlib.sha256(self.tokenizer.to_str().encode()).hexdigest()
-        return [CACHE_VERSION, files, {f: hp[f] for f in fields}, tokenizer]
+        return [files, {f: hp[f] for f in fields}]
+
+    def _identity(self) -> list:
+        """What the tokenized cache depends on."""
+        hp = self.hparams
+        tokenizer = digest(self.tokenizer.to_str())
+        return [CACHE_VERSION, self._data_identity(), hp.labels, hp.tokenizer, hp.tokenizer_vocab_size,
+                hp.max_length, tokenizer]  # fmt: skip
 
     @property
     def cache_path(self) -> Path:
-        return self.cache_dir / "tokenized" / _digest(self._identity())
+        return self.cache_dir / "tokenized" / digest(self._identity())
 
     def prepare_data(self) -> None:
         """Tokenize every split into the cache unless it is there (Lightning runs this once per node)."""
@@ -385,44 +330,43 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         hp = self.hparams
         raw = dict(self._raw_splits())
         if hp.predict_path:
-            raw["predict"] = _load_file(hp.predict_path, "predict", str(self.cache_dir / "hf"))
-            _check_columns(raw["predict"], hp.predict_path, [hp.text_column])
+            raw["predict"] = Split(
+                load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf")), hp.predict_path
+            )
+            check_columns(raw["predict"], [hp.text_column])
         ids = {name: i for i, name in enumerate(self.labels)}
         tokenizer = self.tokenizer
         counts = {}
-        for split, data in raw.items():
-            source = self._source(split) if split != "predict" else hp.predict_path
-            _check_texts(data, source, hp.text_column)
-            labelled = split != "predict" or hp.label_column in data.column_names
+        for name, split in raw.items():
+            check_texts(split, hp.text_column)
+            labelled = name != "predict" or hp.label_column in split.data.column_names
             if labelled:
-                _check_labels(data, source, hp.label_column, ids)
+                check_labels(split, hp.label_column, ids)
 
             def encode(batch: dict, labelled: bool = labelled) -> dict:
                 self.tokenizer_calls += len(batch[hp.text_column])
                 encodings = tokenizer.encode_batch(batch[hp.text_column])
-                n = len(encodings)
-                label = [ids[str(v)] for v in batch[hp.label_column]] if labelled else [-1] * n
+                label = [ids[str(v)] for v in batch[hp.label_column]] if labelled else [-1] * len(encodings)
                 return {"input_ids": [e.ids for e in encodings], "label": label}
 
-            scratch = folder / f"{split}.tokenizing.arrow"  # on disk, batch by batch: never the whole split
-            tokenized = data.map(
+            scratch = folder / f"{name}.tokenizing.arrow"  # on disk, batch by batch: never the whole split
+            tokenized = split.data.map(
                 encode,
                 batched=True,
                 batch_size=2000,
-                remove_columns=data.column_names,
+                remove_columns=split.data.column_names,
                 features=datasets.Features(
                     {
                         "input_ids": datasets.Sequence(datasets.Value("int32")),
                         "label": datasets.Value("int64"),
                     }
                 ),
-                new_fingerprint=_digest(self._identity(), split),
+                new_fingerprint=digest(self._identity(), name),
                 load_from_cache_file=False,
                 cache_file_name=str(scratch),
-                desc=f"tokenizing {split} ({source})",
+                desc=f"tokenizing {name} ({split.source})",
             )
-            write_tokenized(tokenized, folder / split)
-            counts[split] = len(tokenized)
+            counts[name] = write_tokenized(tokenized, folder / name)
             del tokenized
             scratch.unlink(missing_ok=True)
         meta = {"labels": self.labels, "counts": counts, "identity": self._identity()}
@@ -437,7 +381,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             self.prepare_data()
         for split in (*SPLITS, "predict"):
             if (path / split).exists():
-                self.splits[split] = TokenizedSplit.load(path / split)
+                self.splits[split] = open_store(path / split, TOKENIZED_FILES, "token")
         if self.trainer is not None and self.trainer.loggers:  # without a logger there is no run folder
             log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
             if self.trainer.is_global_zero and log_dir:
@@ -474,7 +418,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """A batch, as the dataloaders make it, from raw texts (for attention maps and quick predictions)."""
         encodings = self.tokenizer.encode_batch(texts)
-        return PadCollate(self.pad_id)([(np.array(e.ids), -1) for e in encodings])
+        return RaggedCollate(self.pad_id)([(np.array(e.ids), -1) for e in encodings])
 
     # --- loaders ----------------------------------------------------------------------------------------
 
@@ -482,194 +426,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         if not self.splits:
             self.setup()
         data = self.splits[split]
-        return make_loader(
-            TokenDataset(data),
-            self.hparams,
-            self.trainer,
-            train,
-            data.lengths,
-            collate_fn=PadCollate(self.pad_id),
-        )
+        collate = RaggedCollate(self.pad_id, np.int64)
+        return make_loader(RaggedDataset(data), self.hparams, self.trainer, train, data.lengths_of, collate)
 
     def _has_predict_split(self) -> bool:
         return "predict" in self.splits
-
-
-# --- helpers ------------------------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def _quiet():
-    """No ``datasets`` progress bars for the small steps (reading, saving); restored afterwards."""
-    was_disabled = datasets.utils.are_progress_bars_disabled()
-    datasets.utils.disable_progress_bars()
-    try:
-        yield
-    finally:
-        if not was_disabled:
-            datasets.utils.enable_progress_bars()
-
-
-def _load_file(path: str, split: str, cache: str) -> datasets.Dataset:
-    file = Path(path)
-    if not file.is_file():
-        raise DataError(f"data.{split}_path: file {path!r} not found")
-    fmt = FORMATS.get(file.suffix.lower())
-    if fmt is None:
-        raise DataError(
-            f"data.{split}_path: {path!r}: unknown format {file.suffix!r}; expected one of {sorted(FORMATS)}"
-        )
-    kwargs = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
-    try:
-        with _quiet():
-            return datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)
-    except Exception as err:  # pyarrow/pandas parse errors: report the file, not a traceback
-        raise DataError(f"{path}: could not be read as {fmt}: {str(err).splitlines()[0][:300]}") from None
-
-
-def _offline() -> bool:
-    return any(
-        os.environ.get(v, "").lower() in ("1", "true", "yes")
-        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
-
-
-def _load_hub(name: str, config: str | None, cache: str) -> datasets.DatasetDict:
-    try:
-        return datasets.load_dataset(name, config, cache_dir=cache)
-    except (ConnectionError, datasets.exceptions.DatasetNotFoundError, FileNotFoundError, ValueError) as err:
-        if isinstance(err, ConnectionError) or _offline():
-            raise DataError(
-                f"data.dataset: {name!r} cannot be fetched from the Hugging Face Hub: this machine is offline "
-                "(or the Hub is unreachable). Give local files with data.train_path/val_path/test_path instead."
-            ) from None
-        raise DataError(f"data.dataset: {name!r} (config {config!r}) not found: {str(err)[:300]}") from None
-
-
-def _pretrained_tokenizer(name: str) -> Tokenizer:
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as err:
-        where = "a local folder" if Path(name).exists() else "a hub name"
-        hint = (
-            " This machine is offline: give a local folder." if _offline() and not Path(name).exists() else ""
-        )
-        raise DataError(
-            f"data.tokenizer: {name!r} ({where}) could not be loaded as a tokenizer: {str(err).splitlines()[0][:200]}.{hint}"
-        ) from None
-    if not tokenizer.is_fast:
-        raise DataError(f"data.tokenizer: {name!r} has no fast (Rust) tokenizer")
-    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
-    if tokenizer.pad_token_id is not None:
-        backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
-    return backend
-
-
-def train_tokenizer(kind: str, texts, vocab_size: int, length: int | None = None) -> Tokenizer:
-    """A WordPiece (BERT-style, lower-cased) or byte-level BPE tokenizer trained on ``texts`` (batches)."""
-    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
-
-    if kind == "wordpiece":
-        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tokenizer.decoder = decoders.WordPiece()
-        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL)
-    else:
-        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
-        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
-        tokenizer.decoder = decoders.ByteLevel()
-        trainer = trainers.BpeTrainer(
-            vocab_size=vocab_size,
-            special_tokens=SPECIAL,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        )
-    tokenizer.train_from_iterator(texts, trainer, length=length)
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
-    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
-    return tokenizer
-
-
-def _batches(data: datasets.Dataset, column: str, size: int = 2000):
-    for batch in _arrow_batches(data, column, size):
-        yield batch.to_pylist()
-
-
-def _row_label(source: str, row: int) -> str:
-    """Row ``row`` (0-based) of ``source``, with the line of the file where the format has lines."""
-    file = Path(source.split(" [")[0])  # "train.csv [test part]": a held-out part of that file
-    suffix = file.suffix.lower() if file.exists() else ""
-    if suffix in (".csv", ".tsv"):
-        return f"{source}: row {row + 1} (line {row + 2})"
-    if suffix == ".jsonl":
-        return f"{source}: row {row + 1} (line {row + 1})"
-    if suffix == ".json":
-        return f"{source}: record {row + 1}"
-    return f"{source}: row {row + 1}"
-
-
-def _check_columns(data: datasets.Dataset, source: str, columns: list[str]) -> None:
-    for column in columns:
-        if column not in data.column_names:
-            raise DataError(f"{source}: no column {column!r} (columns: {', '.join(data.column_names)})")
-
-
-def _arrow_batches(data: datasets.Dataset, column: str, size: int = 10_000):
-    """The rows of ``data`` (a subset's own rows, in order) as Arrow arrays of ``size`` values: checks read a
-    batch at a time, never a whole column."""
-    for batch in data.select_columns([column]).with_format("arrow").iter(batch_size=size):
-        yield batch.column(column)
-
-
-def _check_texts(data: datasets.Dataset, source: str, column: str) -> None:
-    first, count, seen = None, 0, 0
-    for texts in _arrow_batches(data, column):
-        if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
-            raise DataError(f"{source}: column {column!r} holds {texts.type}, not text")
-        empty = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
-        bad = np.flatnonzero(empty.fill_null(True).to_numpy(zero_copy_only=False))
-        if len(bad) and first is None:
-            first = seen + int(bad[0])
-        count, seen = count + len(bad), seen + len(texts)
-    if count:
-        row = _original_row(data, first)
-        raise DataError(f"{_row_label(source, row)}: column {column!r} is empty ({count} empty texts in all)")
-
-
-def _unique_labels(data: datasets.Dataset, column: str) -> list:
-    values: set = set()
-    for batch in _arrow_batches(data, column):
-        values.update(pc.unique(batch).to_pylist())
-    return list(values)
-
-
-def _check_labels(data: datasets.Dataset, source: str, column: str, ids: dict[str, int]) -> None:
-    seen = 0
-    for values in _arrow_batches(data, column):
-        unknown = [v for v in pc.unique(values).to_pylist() if v is None or str(v) not in ids]
-        if unknown:
-            first = (
-                pc.is_null(values)
-                if unknown[0] is None
-                else pc.equal(values, pa.scalar(unknown[0], values.type))
-            )
-            index = int(np.flatnonzero(first.fill_null(False).to_numpy(zero_copy_only=False))[0])
-            row = _original_row(data, seen + index)
-            raise DataError(
-                f"{_row_label(source, row)}: column {column!r} value {unknown[0]!r} is not one of the labels "
-                f"{list(ids)}"
-            )
-        seen += len(values)
-
-
-def _original_row(data: datasets.Dataset, i: int) -> int:
-    """Row ``i`` of a (possibly selected) dataset as a row of its source file."""
-    indices = data._indices
-    return int(indices.column(0)[i].as_py()) if indices is not None else i

@@ -1,12 +1,15 @@
-"""Checkpoints a user names on the command line: missing, a folder, damaged, or holding pickled objects each
-get their own one-line reason, before Lightning (or ``torch.load``) reads them."""
+"""Checkpoints: the ones a user names on the command line (missing, a folder, damaged, or holding pickled
+objects each get their own one-line reason, before Lightning or ``torch.load`` reads them), and ``last.ckpt``
+as the true latest state of a run."""
 
 from __future__ import annotations
 
 import pickle
+import time
 from pathlib import Path
 
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from archbench.errors import ConfigError
 
@@ -46,3 +49,109 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
             f"{option}: {str(path)!r} is a torch file but not a Lightning checkpoint (no state_dict)"
         )
     return checkpoint
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` as the true latest state of a run, whatever the monitored metric says.
+
+    Written at the end of every validation, at the end of training (so the final step is always on disk), and
+    optionally every ``every_n_train_steps`` steps or ``every_n_minutes`` of training (for long epochs): a
+    kill loses at most the steps since the last save. Since Lightning 2.6, ``ModelCheckpoint(save_last=True)``
+    with a monitored top-k writes ``last.ckpt`` only where a top-k checkpoint was saved, so it is a copy of the
+    best; this callback keeps the two apart (the best checkpoint comes from the monitored ``ModelCheckpoint``).
+    It is a ``ModelCheckpoint`` so that Lightning's ``ckpt_path="last"`` finds what it writes.
+
+    A run that ended (its budget reached, or stopped early) and is resumed says so and trains nothing.
+    """
+
+    def __init__(
+        self,
+        dirpath: str | None = None,
+        every_n_train_steps: int | None = None,
+        every_n_minutes: float | None = None,
+    ):
+        """
+        Args:
+            dirpath: Folder of ``last.ckpt``. Empty: the run's ``checkpoints`` folder, beside the best one.
+            every_n_train_steps: Also save every this many optimizer steps.
+            every_n_minutes: Also save after this many minutes of training since the last save.
+        """
+        super().__init__(
+            dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False
+        )
+        if every_n_train_steps is not None and every_n_train_steps < 1:
+            raise ConfigError(
+                f"LastCheckpoint.every_n_train_steps: {every_n_train_steps} is not a positive integer"
+            )
+        if every_n_minutes is not None and not every_n_minutes > 0:
+            raise ConfigError(f"LastCheckpoint.every_n_minutes: {every_n_minutes} is not positive")
+        self.every_n_train_steps, self.every_n_minutes = every_n_train_steps, every_n_minutes
+        self._saved_step: int | None = None
+        self._since = time.monotonic()
+        self._finished: dict | None = None  # {"step", "stopped_early"} once training ended
+        self._resumed_finished: dict | None = None  # the same, of the checkpoint this fit resumed
+
+    @property
+    def state_key(self) -> str:
+        return "LastCheckpoint"
+
+    def state_dict(self) -> dict:
+        return {
+            "last_model_path": self.last_model_path,
+            "saved_step": self._saved_step,
+            "finished": self._finished,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._saved_step, self._finished = state_dict.get("saved_step"), state_dict.get("finished")
+        self._resumed_finished = self._finished
+
+    def _save(self, trainer, finished: bool = False) -> None:
+        if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        if finished:
+            self._finished = {"step": trainer.global_step, "stopped_early": bool(trainer.should_stop)}
+        elif self._saved_step == trainer.global_step:
+            return
+        self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
+        trainer.save_checkpoint(self.last_model_path)
+        self._saved_step, self._since = trainer.global_step, time.monotonic()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._since = time.monotonic()
+        done = self._resumed_finished
+        if done and done["stopped_early"]:
+            trainer.should_stop = True  # the loop ends before its first step
+            if trainer.is_global_zero:
+                print(
+                    f"nothing to train: this run was stopped at step {done['step']} by a callback "
+                    "(early stopping, a time limit); start a new run to train on"
+                )
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        due = bool(self.every_n_train_steps) and trainer.global_step % self.every_n_train_steps == 0
+        if self.every_n_minutes is not None:
+            late = time.monotonic() - self._since >= 60 * self.every_n_minutes
+            due = due or trainer.strategy.broadcast(late)  # rank 0's clock decides: every rank saves, or none
+        if due:
+            self._save(trainer)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        self._save(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if not trainer.enable_validation:  # no validation to save after: save at the epoch's end
+            self._save(trainer)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if not (self._finished and self._finished["step"] == trainer.global_step):
+            self._save(trainer, finished=True)
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        done = self._resumed_finished
+        nothing_trained = done and done["step"] == trainer.global_step and not done["stopped_early"]
+        if nothing_trained and trainer.is_global_zero:
+            print(
+                f"nothing to train: this run had finished at step {trainer.global_step} "
+                "(raise trainer.max_epochs or trainer.max_steps to train on)"
+            )

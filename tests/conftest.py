@@ -15,6 +15,13 @@ os.environ["HF_DATASETS_OFFLINE"] = "1"
 # Tokenized-text caches of this session only (never the user's ~/.cache).
 os.environ["ARCHBENCH_CACHE"] = tempfile.mkdtemp(prefix="archbench-test-cache-")
 
+CNN = str(ROOT / "experiments" / "dna" / "cnn.yaml")
+CSV_ONLY = [  # CSV logs in the working folder, no W&B run, no progress bar
+    "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+    "--trainer.logger.init_args.save_dir=.",
+    "--trainer.enable_progress_bar=false",
+]
+
 # A tiny built-in benchmark for every test that trains.
 TINY_DATA = [
     "--data.simulation.n_train=64",
@@ -30,6 +37,11 @@ def in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder, so whatever a command writes is visible (and nothing lands in the repo)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def last_line(result) -> str:
+    """The last line a command printed to stderr: where its one-line error is."""
+    return result.stderr.strip().splitlines()[-1]
 
 
 def run_module(*args, cwd, env=None, timeout=300):

@@ -4,6 +4,7 @@ tests/ is on their PYTHONPATH)."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 from pathlib import Path
@@ -58,3 +59,55 @@ class WeightsDigest(Callback):
             )
         Path(self.folder).mkdir(parents=True, exist_ok=True)
         (Path(self.folder) / f"rank{trainer.global_rank}.txt").write_text(digest.hexdigest())
+
+
+def example_digests(batch: dict) -> list[str]:
+    """One short digest per example of a batch as the model sees it (its real positions and its label)."""
+    x, lengths, y = batch["x"], batch.get("lengths"), batch["y"]
+    out = []
+    for i in range(len(x)):
+        row = x[i] if lengths is None else x[i, : int(lengths[i])]
+        label = y[i].detach().cpu().numpy().tobytes()
+        payload = row.detach().cpu().contiguous().numpy().tobytes() + label
+        out.append(hashlib.sha1(payload).hexdigest()[:16])
+    return out
+
+
+class RecordBatches(Callback):
+    """Each process writes ``folder/rank<N>.json``: per stage, the digests of every batch it saw, in order
+    (training batches with their epoch)."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+        self.seen = {"train": [], "val": [], "test": []}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.seen["train"].append([trainer.current_epoch, example_digests(batch)])
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        if not trainer.sanity_checking:
+            self.seen["val"].append([trainer.current_epoch, example_digests(batch)])
+
+    def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self.seen["test"].append([0, example_digests(batch)])
+
+    def _write(self, trainer) -> None:
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        (Path(self.folder) / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self._write(trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        self._write(trainer)
+
+
+class RecordStart(Callback):
+    """Writes the step training starts at (after any restore) to ``path``."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            Path(self.path).write_text(str(trainer.global_step))

@@ -1,13 +1,20 @@
 """Real torch.distributed on the CPU: 2 gloo processes launched by Lightning, no mocks."""
 
 import csv
+import json
+import os
+import socket
+import subprocess
+import sys
 
+import numpy as np
 import pytest
-from conftest import ROOT, TINY_DATA, run_module
+import yaml
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_module
 
 from experiments.cli import ExperimentCLI
 
-CNN = str(ROOT / "experiments" / "dna" / "cnn.yaml")
+TRAINER = ROOT / "experiments" / "trainer"
 
 
 def _test_metrics(folder) -> dict:
@@ -95,3 +102,178 @@ def test_text_under_two_process_ddp_tokenizes_once_and_tests_each_text_once(in_t
         results[devices] = {k: float(v) for k, v in row.items() if k.startswith("test/")}
     assert set(results[1]) == {"test/acc", "test/f1", "test/ece"}
     assert results[2] == pytest.approx(results[1], abs=1e-6)
+
+
+# --- the training order under DDP ------------------------------------------------------------------------------
+
+
+def _single_process_batches(args: list[str], epochs: int):
+    """Per epoch, the training batches one process sees (digests of their examples), the validation examples
+    (what the shards under DDP must add up to), and the first epoch's batch lengths."""
+    from faults import example_digests
+
+    cli = ExperimentCLI(args=[*args, "--trainer.logger=false"], run=False)  # seeds as the runs do
+    data = cli.datamodule
+    data.setup("fit")
+    loader = data.train_dataloader()
+    per_epoch, lengths = [], []
+    for epoch in range(epochs):
+        loader.sampler.set_epoch(epoch)
+        batches = [data.on_after_batch_transfer(b, 0) for b in loader]
+        per_epoch.append([example_digests(b) for b in batches])
+        lengths = lengths or [b["lengths"].tolist() if "lengths" in b else [] for b in batches]
+    val = [d for b in data.val_dataloader() for d in example_digests(data.on_after_batch_transfer(b, 0))]
+    return per_epoch, val, lengths
+
+
+def _ddp_args(modality: str, tmp_path) -> list[str]:
+    if modality == "dna":
+        return ["--config", CNN, *TINY_DATA, "--data.simulation.n_train=160", "--trainer.logger=false"]
+    if modality == "text":
+        from text_data import TEXT, text_args
+
+        return text_args(tmp_path, TEXT / "lstm.yaml", tokenizer="bpe")
+    from image_data import image_args
+
+    return image_args(tmp_path, "mnist_cnn.yaml")
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize("modality", ["dna", "text", "images"])
+def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modality, in_tmp):
+    """2 gloo processes: at step k, rank r trains on batch kW + r of the single-process order (bucketed for
+    text), both epochs; a rank short of a batch takes one from the start of the order; validation sees every
+    example exactly once across the ranks; another seed gives another order."""
+    args = [*_ddp_args(modality, in_tmp), "--trainer.max_epochs=2", "--trainer.val_check_interval=1.0"]
+    args += ["--trainer.enable_progress_bar=false", "--trainer.num_sanity_val_steps=0"]
+    record = ["--trainer.callbacks+=faults.RecordBatches", "--trainer.callbacks.folder=recorded"]
+    ddp = ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    done = run_module("fit", *args, *record, *ddp, cwd=in_tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((in_tmp / "recorded" / f"rank{r}.json").read_text()) for r in range(2)]
+    single, val, lengths = _single_process_batches(args, epochs=2)
+    for epoch, batches in enumerate(single):
+        steps = [[d for e, d in rank["train"] if e == epoch] for rank in ranks]
+        assert len(steps[0]) == len(steps[1]) == -(-len(batches) // 2)  # the same number of steps
+        for k in range(len(steps[0])):
+            for r in range(2):
+                assert steps[r][k] == batches[(2 * k + r) % len(batches)], (epoch, k, r)
+        seen = [d for rank in ranks for e, b in rank["val"] if e == epoch for d in b]
+        assert sorted(seen) == sorted(val)  # each validation example once, across the ranks
+    assert single[0] != single[1]  # epochs differ
+    other, _, _ = _single_process_batches([*args, "--seed_everything=1"], epochs=1)
+    assert other[0] != single[0]  # another seed, another order
+    if modality == "text":  # the order the ranks shard is bucketed: each batch holds texts of similar length
+        flat = np.random.default_rng(0).permutation([n for b in lengths for n in b])
+        sizes = np.cumsum([len(b) for b in lengths])[:-1]
+        random_spread = np.mean([np.ptp(b) for b in np.split(flat, sizes)])
+        assert np.mean([np.ptp(b) for b in lengths]) < 0.5 * random_spread
+
+
+# --- validation and nodes ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.ddp
+def test_two_process_validation_equals_one_process_with_one_wandb_run(in_tmp):
+    fit = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1", cwd=in_tmp)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    runs = {}
+    for devices in (1, 2):
+        out = in_tmp / f"d{devices}"
+        loggers = [
+            {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": str(out)}},
+            {"class_path": "experiments.loggers.AutoWandbLogger", "init_args": {"save_dir": str(out)}},
+        ]
+        config = yaml.safe_dump({"trainer": {"logger": loggers}})
+        result = run_module(
+            "validate", "--config", CNN, *TINY_DATA, "--config", config, f"--ckpt_path={ckpt}",
+            "--trainer", str(TRAINER / "ddp_cpu.yaml"), f"--trainer.devices={devices}",
+            "--trainer.enable_progress_bar=false", cwd=in_tmp,
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        (metrics,) = list(out.rglob("metrics.csv"))  # one results file per logical run
+        rows = [r for r in metrics.read_text().splitlines()[1:] if r.strip()]
+        header = metrics.read_text().splitlines()[0].split(",")
+        runs[devices] = {
+            h: float(v)
+            for h, v in zip(header, rows[-1].split(","), strict=True)
+            if h.startswith("val/") and v
+        }
+        assert len(list(out.rglob("offline-run-*"))) == 1  # one W&B run, from rank 0
+    assert set(runs[1]) >= {"val/pearson", "val/loss"}
+    assert runs[2] == pytest.approx(runs[1], abs=1e-6)  # 24 validation sequences, each seen once
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.ddp
+def test_two_nodes_on_localhost_under_torchrun_agree(tmp_path):
+    common = ["--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+              "--trainer", str(TRAINER / "ddp_cpu.yaml")]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
+    env.pop("WANDB_SERVICE", None)
+    port = _free_port()
+    nodes = []
+    for rank in (0, 1):
+        digest = {"class_path": "faults.WeightsDigest", "init_args": {"folder": str(tmp_path / "nodes")}}
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
+               "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "experiments",
+               "fit", *common, "--trainer.devices=1", "--trainer.num_nodes=2",
+               "--config", yaml.safe_dump({"trainer": {"callbacks+": [digest]}})]  # fmt: skip
+        nodes.append(
+            subprocess.Popen(
+                cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            )
+        )
+    outputs = [n.communicate(timeout=300) for n in nodes]
+    for n, (_, err) in zip(nodes, outputs, strict=True):
+        assert n.returncode == 0, err[-3000:]
+    digests = {p.name: p.read_text() for p in (tmp_path / "nodes").iterdir()}
+    assert set(digests) == {"rank0.txt", "rank1.txt"} and digests["rank0.txt"] == digests["rank1.txt"]
+    # the same world of 2 processes on one node gives the same weights
+    digest = {"class_path": "faults.WeightsDigest", "init_args": {"folder": str(tmp_path / "one_node")}}
+    one = run_module(
+        "fit", *common, "--config", yaml.safe_dump({"trainer": {"callbacks+": [digest]}}), cwd=tmp_path
+    )
+    assert one.returncode == 0, one.stderr[-3000:]
+    assert (tmp_path / "one_node" / "rank0.txt").read_text() == digests["rank0.txt"]
+
+
+@pytest.mark.ddp
+def test_a_ddp_run_killed_mid_epoch_and_resumed_continues_the_same_order(in_tmp):
+    """Both processes killed at step 7 (epoch 1, two batches in; a checkpoint every step) and resumed with
+    --ckpt_path last: each rank's batches before and after the kill add up to those of the run never killed."""
+    args = ["--config", CNN, *TINY_DATA, "--data.simulation.n_train=160", *CSV_ONLY, "--trainer.max_epochs=2"]
+    args += ["--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp"]
+    every_step = [
+        "--trainer.callbacks+=experiments.checkpoints.LastCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=1",
+    ]
+    kill = ["--trainer.callbacks+=faults.KillAt", "--trainer.callbacks.step=7"]
+
+    def fit(folder: str, *extra: str) -> list[list[list[str]]]:
+        record = [
+            "--trainer.callbacks+=faults.RecordBatches",
+            f"--trainer.callbacks.folder={in_tmp / folder}",
+        ]
+        done = run_module("fit", *args, *extra, *record, cwd=in_tmp / folder.split("/")[0])
+        assert done.returncode in (0, -9), done.stderr[-3000:]
+        if not (in_tmp / folder / "rank0.json").exists():
+            return []
+        return [
+            [b for _, b in json.loads((in_tmp / folder / f"rank{r}.json").read_text())["train"]]
+            for r in range(2)
+        ]
+
+    (in_tmp / "whole").mkdir(), (in_tmp / "cut").mkdir()
+    whole = fit("whole")
+    assert fit("cut/before", "--trainer.callbacks=null", *every_step, *kill) == []  # killed: nothing written
+    after = fit("cut/after", "--ckpt_path=last")
+    for rank in range(2):
+        assert len(whole[rank]) == 10 and len(after[rank]) == 3
+        assert after[rank] == whole[rank][7:], rank

@@ -2,24 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.dna import (
-    DNADataModule,
-    Simulation,
-    collate_codes,
-    one_hot,
-    reverse_complement,
-)
-from datamodules.dna_io import DataError, EncodedSequences, write_text
+from archbench.errors import DataError
+from datamodules.dna import DNADataModule, Simulation, one_hot, reverse_complement
+from datamodules.dna_io import N_CODE, from_strings, to_strings, write_text
 from datamodules.dna_simulator import BACKGROUND, motif_probabilities, noise_ceiling, simulate
-from datamodules.sampling import LengthBucketSampler
+from datamodules.storage import RaggedCollate, RaggedDataset
 
 TINY = Simulation(n_train=64, n_val=16, n_test=16, seq_len=50)
 
 
 def _codes(*seqs):
-    data = EncodedSequences.from_strings(list(seqs), [0.0] * len(seqs))
-    batch = collate_codes([(data.sequence(i), 0.0) for i in range(len(data))])
-    return batch["codes"], batch["lengths"]
+    data = RaggedDataset(from_strings(list(seqs), [0.0] * len(seqs)))
+    batch = RaggedCollate(N_CODE, np.uint8)([data[i] for i in range(len(data))])
+    return batch["x"], batch["lengths"]
 
 
 def test_one_hot_n_and_padding_are_zero_rows():
@@ -49,8 +44,8 @@ def test_reverse_complement_keeps_n():
 
 def test_simulator_is_deterministic_and_reports_a_ceiling():
     a, b, c = simulate(300, seed=5), simulate(300, seed=5), simulate(300, seed=6)
-    assert np.array_equal(a.data.codes, b.data.codes) and np.array_equal(a.data.labels, b.data.labels)
-    assert not np.array_equal(a.data.codes, c.data.codes)
+    assert np.array_equal(a.data.values, b.data.values) and np.array_equal(a.data.labels, b.data.labels)
+    assert not np.array_equal(a.data.values, c.data.values)
     assert a.data.lengths.tolist() == [250] * 300
     ceiling = noise_ceiling(a)
     assert 0.8 < ceiling < 0.97
@@ -69,7 +64,7 @@ def _best_motif_score(codes: np.ndarray, name: str) -> np.ndarray:
 
 def test_simulated_sequences_hold_planted_motifs():
     n, length = 2000, 250
-    planted = simulate(n, seed=0).data.codes.reshape(n, length)
+    planted = simulate(n, seed=0).data.values.reshape(n, length)
     background = np.random.default_rng(0).choice(4, size=(n, length), p=BACKGROUND)
     # Long motifs only: a 7 bp one like GATA1 occurs by chance in ~15% of random 250 bp sequences.
     for name in ("CTCF", "SPI1"):
@@ -82,7 +77,7 @@ def test_datamodule_simulated_batches():
     dm = DNADataModule(simulation=TINY, batch_size=8)
     assert (dm.in_channels, dm.num_outputs, dm.seq_len, dm.task) == (4, 1, 50, "regression")
     batch = next(iter(dm.train_dataloader()))
-    assert batch["codes"].dtype == torch.uint8 and batch["codes"].shape == (8, 50)
+    assert batch["x"].dtype == torch.uint8 and batch["x"].shape == (8, 50)
     out = dm.on_after_batch_transfer(batch, 0)
     assert out["x"].shape == (8, 50, 4) and out["y"].dtype == torch.float32
     assert dm.noise_ceiling is not None
@@ -100,9 +95,9 @@ def test_missing_val_and_test_files_are_a_seeded_split(tmp_path):
         train_path=str(tmp_path / "train.txt"), val_fraction=0.2, test_fraction=0.1, split_seed=3
     )
     again.setup()
-    assert again.splits["val"].to_strings() == dm.splits["val"].to_strings()
-    all_seqs = sum((dm.splits[k].to_strings() for k in ("train", "val", "test")), [])
-    assert sorted(all_seqs) == sorted(simulate(100, seq_len=50, seed=1).data.to_strings())
+    assert to_strings(again.splits["val"]) == to_strings(dm.splits["val"])
+    all_seqs = sum((to_strings(dm.splits[k]) for k in ("train", "val", "test")), [])
+    assert sorted(all_seqs) == sorted(to_strings(simulate(100, seq_len=50, seed=1).data))
 
 
 def test_classification_labels_must_be_class_ids(tmp_path):
@@ -119,20 +114,6 @@ def test_classification_labels_must_be_class_ids(tmp_path):
     (tmp_path / "bad.txt").write_text("ACGT 0\nGGCC 1.5\n" * 5)
     with pytest.raises(DataError, match=r"label 1\.5 is not a class id"):
         DNADataModule(train_path=str(tmp_path / "bad.txt"), task="classification").setup()
-
-
-def test_bucket_sampler_groups_lengths_and_covers_everything():
-    lengths = np.random.default_rng(0).integers(10, 500, size=1000)
-    sampler = LengthBucketSampler(lengths, batch_size=20, seed=0)
-    order = list(sampler)
-    assert sorted(order) == list(range(1000))
-    batches = [order[i : i + 20] for i in range(0, 1000, 20)]
-    bucketed = np.mean([lengths[b].max() - lengths[b].min() for b in batches])
-    shuffled = np.random.default_rng(1).permutation(1000)
-    random_spread = np.mean([np.ptp(lengths[shuffled[i : i + 20]]) for i in range(0, 1000, 20)])
-    assert bucketed < 0.2 * random_spread
-    sampler.set_epoch(1)
-    assert list(sampler) != order
 
 
 def test_test_time_reverse_complement_view():

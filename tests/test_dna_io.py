@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datamodules.dna_io import DataError, EncodedSequences, encode, read_dna, write_text
+from archbench.errors import DataError
+from datamodules.dna_io import encode, from_strings, read_dna, to_strings, write_text
 
 SEQS = ["ACGTN", "acgtacgt", "GGG"]
 LABELS = [0.5, -1.25, 3.0]
@@ -19,18 +20,18 @@ def test_encode_codes_any_case():
 
 
 def test_round_trip_through_text_file(tmp_path):
-    data = EncodedSequences.from_strings(SEQS, LABELS)
+    data = from_strings(SEQS, LABELS)
     write_text(tmp_path / "d.txt.gz", data)
     back = read_dna(tmp_path / "d.txt.gz")
-    assert back.to_strings() == [s.upper() for s in SEQS]
+    assert to_strings(back) == [s.upper() for s in SEQS]
     np.testing.assert_allclose(back.labels, LABELS)
-    assert back.codes.nbytes == sum(map(len, SEQS))  # one byte per base
+    assert back.values.nbytes == sum(map(len, SEQS))  # one byte per base
 
 
 def test_subset_gathers_the_right_sequences():
-    data = EncodedSequences.from_strings(SEQS, LABELS)
-    part = data.subset(np.array([2, 0]))
-    assert part.to_strings() == ["GGG", "ACGTN"]
+    data = from_strings(SEQS, LABELS)
+    part = data.take(np.array([2, 0]))
+    assert to_strings(part) == ["GGG", "ACGTN"]
     assert part.labels.tolist() == [3.0, 0.5]
 
 
@@ -43,14 +44,14 @@ def test_tables_with_named_columns(tmp_path, name):
     else:
         frame.to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)
     data = read_dna(path, sequence_column="seq", label_column="y")
-    assert data.to_strings() == [s.upper() for s in SEQS]
+    assert to_strings(data) == [s.upper() for s in SEQS]
     np.testing.assert_allclose(data.labels, LABELS)
 
 
 def test_gzip_is_detected_from_content_not_name(tmp_path):
     path = tmp_path / "plain_name.txt"
     path.write_bytes(gzip.compress(b"ACGT 1.0\nGGCC 2\n"))
-    assert read_dna(path).to_strings() == ["ACGT", "GGCC"]
+    assert to_strings(read_dna(path)) == ["ACGT", "GGCC"]
 
 
 def _write(tmp_path, text, name="bad.txt"):
@@ -123,7 +124,7 @@ def test_skip_drops_bad_lines_and_says_how_many(tmp_path):
     path = _write(tmp_path, "ACGT 1\nAZGT 2\nACGT x\nGG 3\n")
     with pytest.warns(UserWarning, match=r"skipped 2 of 4 lines .*first: .*:2: "):
         data = read_dna(path, on_bad_line="skip")
-    assert data.to_strings() == ["ACGT", "GG"]
+    assert to_strings(data) == ["ACGT", "GG"]
     assert data.labels.tolist() == [1.0, 3.0]
 
 
@@ -134,12 +135,12 @@ def test_skip_with_nothing_left_is_an_error(tmp_path):
 
 def test_unlabelled_file_for_prediction(tmp_path):
     data = read_dna(_write(tmp_path, "ACGT\nGG\n"), labels_required=False)
-    assert data.to_strings() == ["ACGT", "GG"]
+    assert to_strings(data) == ["ACGT", "GG"]
     assert np.isnan(data.labels).all()
 
 
 def test_write_is_atomic_and_leaves_no_temporary(tmp_path):
-    write_text(tmp_path / "out" / "d.txt", EncodedSequences.from_strings(SEQS, LABELS))
+    write_text(tmp_path / "out" / "d.txt", from_strings(SEQS, LABELS))
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["d.txt"]
 
 
@@ -153,4 +154,4 @@ def test_windows_line_endings_and_blank_lines(tmp_path):
     path = tmp_path / "crlf.txt"
     path.write_bytes(b"ACGT 1\r\n\r\nGG\t-2.5\r\n")
     data = read_dna(path)
-    assert data.to_strings() == ["ACGT", "GG"] and data.labels.tolist() == [1.0, -2.5]
+    assert to_strings(data) == ["ACGT", "GG"] and data.labels.tolist() == [1.0, -2.5]

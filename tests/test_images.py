@@ -13,6 +13,7 @@ from safetensors.torch import load_file
 
 from archbench.errors import DataError
 from datamodules.images import ImageDataModule
+from experiments.checkpoints import LastCheckpoint
 from experiments.cli import ExperimentCLI
 from experiments.compare import Comparison
 from lit_models.image_nets import MnistCNN, TimmNet
@@ -451,7 +452,7 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1"]
     cli = ExperimentCLI(args=[*args, *short], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    ckpt = next(c.last_model_path for c in cli.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
     out = tmp_path / "ours.safetensors"
     result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -494,7 +495,7 @@ def test_transfer_experiment_pretrain_export_fine_tune(tmp_path, monkeypatch, ar
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     out = tmp_path / "runs" / "vision_transfer" / f"{arch}.safetensors"  # where the fine-tune config looks
     out.parent.mkdir(parents=True)
-    ckpt = cli.trainer.checkpoint_callback.last_model_path
+    ckpt = next(c.last_model_path for c in cli.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
     result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = Comparison.load(transfer / "compare.yaml")

@@ -66,7 +66,7 @@ def test_jsonl_with_integer_labels_and_a_seeded_held_out_split(tmp_path):
     )
     again.setup()
     for split in sizes:  # the same seed gives the same split
-        np.testing.assert_array_equal(again.splits[split].ids, dm.splits[split].ids)
+        np.testing.assert_array_equal(again.splits[split].values, dm.splits[split].values)
     # integer labels keep their value as class id
     original = np.array([r["stars"] for r in records])
     assert set(dm.splits["val"].labels) <= {0, 1, 2}
@@ -96,7 +96,7 @@ def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, cs
     second.setup()
     assert second.tokenizer_calls == 0
     for split in ("train", "val", "test"):
-        np.testing.assert_array_equal(second.splits[split].ids, first.splits[split].ids)
+        np.testing.assert_array_equal(second.splits[split].values, first.splits[split].values)
     monkeypatch.undo()
     # another max_length is another cache entry
     shorter = data(tmp_path, **csv_files, max_length=6)
@@ -123,7 +123,7 @@ def test_run_files_hold_the_label_mapping_and_the_tokenizer(tmp_path, csv_files)
 def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
     dm = data(tmp_path, **csv_files, tokenizer="bpe", tokenizer_vocab_size=300)
     dm.setup()
-    ids = dm.splits["train"].ids
+    ids = dm.splits["train"].values
     assert 0 < dm.vocab_size <= 300 and ids.max() < dm.vocab_size
 
 

@@ -50,7 +50,7 @@ def tiny_bert(folder: Path, texts: list[str]) -> Path:
     """
     from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-    from datamodules.text import train_tokenizer
+    from datamodules.text_tokenize import train_tokenizer
 
     backend = train_tokenizer("wordpiece", [texts], vocab_size=120)
     tokenizer = PreTrainedTokenizerFast(

@@ -1,0 +1,186 @@
+"""The DNA file formats, one parser each, read a chunk of records at a time: the course's plain text
+(``SEQUENCE<whitespace>LABEL`` a line), CSV/TSV with named columns, and Parquet. Gzip is detected from the
+file's first bytes, whatever its name.
+
+A chunk of records is ``(sequences, raw labels, line or row numbers, "line"|"row", problems)``: the raw
+fields, with the problems found while splitting them (a wrong field count, a missing field) keyed by record;
+``dna_io`` encodes them and checks bases and labels.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from archbench.errors import DataError
+
+Records = tuple[list[bytes], np.ndarray, np.ndarray, str, dict[int, str]]
+
+
+def format_of(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    last = suffixes[-1] if suffixes else ""
+    return {".csv": "csv", ".tsv": "tsv", ".parquet": "parquet", ".pq": "parquet"}.get(last, "text")
+
+
+def check_readable(path: Path) -> None:
+    """A DataError naming the path when it is not a readable file."""
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise DataError(f"{path}: cannot read: {err.strerror}") from None
+
+
+def record_chunks(
+    path: Path, sequence_column: str, label_column: str, labels_required: bool, chunk: int = 50_000
+) -> Iterator[Records]:
+    """The records of a file, ``chunk`` lines (or rows) at a time, numbered as lines (rows) of the whole file."""
+    check_readable(path)
+    fmt = format_of(path)
+    try:
+        if fmt == "text":
+            yield from _text_chunks(path, labels_required, chunk)
+        elif fmt in ("csv", "tsv"):
+            yield from _table_chunks(path, fmt, sequence_column, label_column, labels_required, chunk)
+        else:
+            yield from _parquet_chunks(path, sequence_column, label_column, labels_required, chunk)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise DataError(f"{path}: corrupt gzip data: {err}") from None
+
+
+def _open(path: Path):
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+    return gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 (closed by the caller's with)
+
+
+def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Records]:
+    with _open(path) as f:
+        done = 0
+        while lines := list(itertools.islice(f, chunk)):
+            data = b"".join(lines)
+            if data.split():  # a chunk of blank lines holds no records
+                seqs, labels, numbers, unit, problems = parse_text(data, labels_required)
+                yield seqs, labels, numbers + done, unit, problems
+            done += len(lines)
+
+
+def _table_chunks(path, fmt, sequence_column, label_column, labels_required, chunk) -> Iterator[Records]:
+    with _open(path) as f:
+        try:
+            frames = pd.read_csv(
+                f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False, chunksize=chunk
+            )
+            done = 0
+            for frame in frames:  # line 1 is the header, so data row i sits on line i + 2
+                yield columns(frame, path, sequence_column, label_column, labels_required, 2 + done, "line")
+                done += len(frame)
+        except pd.errors.EmptyDataError:
+            raise DataError(f"{path}: file is empty") from None
+        except pd.errors.ParserError as err:
+            raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"{path}: not UTF-8 text (byte {err.start} of a chunk): {err.reason}") from None
+
+
+def _parquet_chunks(path, sequence_column, label_column, labels_required, chunk) -> Iterator[Records]:
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk)
+        done = 0
+        for batch in batches:
+            frame = batch.to_pandas()
+            yield columns(frame, path, sequence_column, label_column, labels_required, 1 + done, "row")
+            done += len(frame)
+    except (OSError, ValueError) as err:
+        if isinstance(err, DataError):
+            raise
+        raise DataError(f"{path}: cannot read as Parquet: {err}") from None
+
+
+_WHITESPACE = np.zeros(256, dtype=bool)
+_WHITESPACE[[9, 10, 11, 12, 13, 32]] = True  # what bytes.split() splits on
+
+
+def _parse_text_fast(data: bytes) -> Records | None:
+    """Well-formed text in one pass: None unless every non-blank line holds exactly 2 fields."""
+    tokens = data.split()
+    if not tokens or len(tokens) % 2:
+        return None
+    raw = np.frombuffer(data, dtype=np.uint8)
+    space = _WHITESPACE[raw]
+    starts = np.flatnonzero(~space & np.concatenate(([True], space[:-1])))
+    line = np.searchsorted(np.flatnonzero(raw == 10), starts)  # 0-based line of each field
+    first, second = line[0::2], line[1::2]
+    if len(starts) != len(tokens) or not (np.array_equal(first, second) and np.all(first[1:] > second[:-1])):
+        return None
+    try:
+        labels = np.array(tokens[1::2]).astype(np.float64)
+    except ValueError:
+        return None
+    if not np.isfinite(labels).all():
+        return None  # the exact path quotes the label as written
+    return tokens[0::2], labels, first + 1, "line", {}
+
+
+def parse_text(data: bytes, labels_required: bool) -> Records:
+    """Records of plain text (1-based line numbers within ``data``); blank lines are not records."""
+    fast = _parse_text_fast(data) if labels_required else None
+    if fast is not None:
+        return fast
+    kept = [(i + 1, f) for i, f in enumerate(line.split() for line in data.splitlines()) if f]
+    line_numbers = np.array([n for n, _ in kept], dtype=np.int64)
+    problems: dict[int, str] = {}
+    seqs, labels = [], []
+    for k, (_, f) in enumerate(kept):
+        if len(f) == 2 or (len(f) == 1 and not labels_required):
+            seqs.append(f[0])
+            labels.append(f[1] if len(f) == 2 else b"")
+        else:
+            seqs.append(b"")
+            labels.append(b"")
+            shown = b" ".join(f)[:60].decode("utf-8", "replace")
+            problems[k] = f"expected 'SEQUENCE LABEL' (2 fields), found {len(f)}: {shown!r}"
+    labels = np.array([s.decode("utf-8", "replace") for s in labels], dtype=object)
+    return seqs, labels, line_numbers, "line", problems
+
+
+def columns(frame, path, sequence_column, label_column, labels_required, first_line, unit) -> Records:
+    """Records of a table's named columns (``first_line``: the line or row number of the frame's first row)."""
+    wanted = [sequence_column] + ([label_column] if labels_required else [])
+    for column in wanted:
+        if column not in frame.columns:
+            raise DataError(
+                f"{path}: column {column!r} not found; the file has columns {list(map(str, frame.columns))}"
+            )
+    problems: dict[int, str] = {}
+    seqs = []
+    for k, s in enumerate(frame[sequence_column].tolist()):
+        if isinstance(s, bytes):
+            seqs.append(s)
+        elif isinstance(s, str):
+            seqs.append(s.encode("utf-8", "replace"))
+        else:
+            seqs.append(b"")
+            if s is None or (isinstance(s, float) and np.isnan(s)):
+                problems[k] = f"field {sequence_column!r} is missing"
+            else:
+                problems[k] = f"field {sequence_column!r}: {s!r} is not a sequence"
+    if label_column in frame.columns:
+        labels = frame[label_column].to_numpy(dtype=object)
+    else:
+        labels = np.full(len(frame), "", dtype=object)
+    line_numbers = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    return seqs, labels, line_numbers, unit, problems

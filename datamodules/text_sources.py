@@ -1,0 +1,227 @@
+"""Where texts come from and what is checked about them before any is tokenized.
+
+Local CSV/TSV/JSON/JSON Lines/Parquet files are read with ``datasets.load_dataset`` (memory-mapped Arrow);
+when it fails, the file is read again to say why in one line (``datasets`` says only "An error occurred while
+generating the dataset"): the byte that is not UTF-8, the line with more fields than the header, the line that
+is not JSON. Hub datasets load by name (online). The checks read a batch at a time, never a whole column, and
+name a problem by the row of its source file (``Split.rows`` maps a subset's rows back to the file's).
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from archbench.errors import DataError
+
+FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+
+
+@dataclass
+class Split:
+    """A split's rows (``datasets.Dataset``), where they came from, and their rows in that source."""
+
+    data: datasets.Dataset
+    source: str  # the file (or "file [test part]", or "hub name [split]")
+    rows: np.ndarray | None = None  # row of the source file of each row of data; None: the same
+
+    def select(self, positions: np.ndarray, source: str | None = None) -> Split:
+        positions = np.asarray(positions, dtype=np.int64)
+        rows = positions if self.rows is None else self.rows[positions]
+        return Split(self.data.select(positions), source or self.source, rows)
+
+    def source_row(self, i: int) -> int:
+        return int(i if self.rows is None else self.rows[i])
+
+
+@contextlib.contextmanager
+def quiet():
+    """No ``datasets`` progress bars or log lines for the small steps (reading, saving); restored afterwards."""
+    was_disabled = datasets.utils.are_progress_bars_disabled()
+    verbosity = datasets.logging.get_verbosity()
+    datasets.utils.disable_progress_bars()
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)  # its "Failed to read file" lines: we say why
+    try:
+        yield
+    finally:
+        datasets.logging.set_verbosity(verbosity)
+        if not was_disabled:
+            datasets.utils.enable_progress_bars()
+
+
+def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
+    """A local file as a ``datasets.Dataset``, or a DataError naming the option, the file and the reason."""
+    file = Path(path)
+    if file.is_dir():
+        raise DataError(f"data.{option}: {path!r} is a directory, expected a data file")
+    if not file.is_file():
+        raise DataError(f"data.{option}: file {path!r} not found")
+    fmt = FORMATS.get(file.suffix.lower())
+    if fmt is None:
+        raise DataError(
+            f"data.{option}: {path!r}: unknown format {file.suffix!r}; expected one of {sorted(FORMATS)}"
+        )
+    kwargs = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
+    try:
+        with quiet():
+            data = datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)
+    except Exception as err:  # pyarrow/pandas/json errors wrapped by datasets: say the cause and where
+        raise DataError(f"{path}: {_diagnose(file, fmt, err)}") from None
+    if len(data) == 0:
+        raise DataError(f"{path}: no data rows (a header only?)")
+    return data
+
+
+def _diagnose(file: Path, fmt: str, err: Exception) -> str:
+    cause = err.__cause__ or err
+    if file.stat().st_size == 0 or not file.read_bytes()[:4096].strip():
+        return "file is empty"
+    if fmt in ("csv", "json") and (bad := _first_non_utf8(file)) is not None:
+        offset, line, value = bad
+        return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+    message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
+    if ragged:
+        expected, line, saw = ragged.groups()
+        return f"line {line} has {saw} fields, the header has {expected} (an unquoted separator in a text?)"
+    if "corresponds to no data" in str(err):
+        return "no data rows (a header only?)"
+    if fmt == "json" and file.suffix.lower() == ".jsonl" and (bad_line := _first_bad_json_line(file)):
+        line, problem = bad_line
+        return f"line {line} is not a JSON object: {problem}"
+    return f"could not be read as {fmt}: {message[:300]}"
+
+
+def _first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | None:
+    """(byte offset, line, byte value) of the first byte that is not UTF-8, reading a block at a time."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = line = 0
+    with open(file, "rb") as f:
+        while chunk := f.read(block):
+            pending = decoder.getstate()[0]  # the end of the last block, when it split a character
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:  # err.start counts from the pending bytes
+                data = pending + chunk
+                return (
+                    offset - len(pending) + err.start,
+                    line + data[: err.start].count(b"\n") + 1,
+                    data[err.start],
+                )
+            offset, line = offset + len(chunk), line + chunk.count(b"\n")
+    return None
+
+
+def _first_bad_json_line(file: Path) -> tuple[int, str] | None:
+    with open(file, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as err:
+                return number, f"{err.msg} (character {err.pos + 1})"
+            if not isinstance(value, dict):
+                return number, f"found {type(value).__name__}"
+    return None
+
+
+def offline() -> bool:
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes")
+        for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def load_hub(name: str, config: str | None, cache: str) -> datasets.DatasetDict:
+    try:
+        return datasets.load_dataset(name, config, cache_dir=cache)
+    except (ConnectionError, datasets.exceptions.DatasetNotFoundError, FileNotFoundError, ValueError) as err:
+        if isinstance(err, ConnectionError) or offline():
+            raise DataError(
+                f"data.dataset: {name!r} cannot be fetched from the Hugging Face Hub: this machine is offline "
+                "(or the Hub is unreachable). Give local files with data.train_path/val_path/test_path instead."
+            ) from None
+        raise DataError(f"data.dataset: {name!r} (config {config!r}) not found: {str(err)[:300]}") from None
+
+
+def row_label(split: Split, i: int) -> str:
+    """Row ``i`` of a split as a row of its source, with the file's line where the format has lines."""
+    row = split.source_row(i)
+    file = Path(split.source.split(" [")[0])  # "train.csv [test part]": a held-out part of that file
+    suffix = file.suffix.lower() if file.exists() else ""
+    if suffix in (".csv", ".tsv"):
+        return f"{split.source}: row {row + 1} (line {row + 2})"
+    if suffix == ".jsonl":
+        return f"{split.source}: row {row + 1} (line {row + 1})"
+    if suffix == ".json":
+        return f"{split.source}: record {row + 1}"
+    return f"{split.source}: row {row + 1}"
+
+
+def check_columns(split: Split, columns: list[str]) -> None:
+    for column in columns:
+        if column not in split.data.column_names:
+            names = ", ".join(split.data.column_names)
+            raise DataError(f"{split.source}: no column {column!r} (columns: {names})")
+
+
+def arrow_batches(data: datasets.Dataset, column: str, size: int = 10_000):
+    """The rows of ``data`` (a subset's own rows, in order) as Arrow arrays of ``size`` values: checks read a
+    batch at a time, never a whole column."""
+    for batch in data.select_columns([column]).with_format("arrow").iter(batch_size=size):
+        yield batch.column(column)
+
+
+def text_batches(data: datasets.Dataset, column: str, size: int = 2000):
+    for batch in arrow_batches(data, column, size):
+        yield batch.to_pylist()
+
+
+def check_texts(split: Split, column: str) -> None:
+    first, count, seen = None, 0, 0
+    for texts in arrow_batches(split.data, column):
+        if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
+            raise DataError(f"{split.source}: column {column!r} holds {texts.type}, not text")
+        empty = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
+        bad = np.flatnonzero(empty.fill_null(True).to_numpy(zero_copy_only=False))
+        if len(bad) and first is None:
+            first = seen + int(bad[0])
+        count, seen = count + len(bad), seen + len(texts)
+    if count:
+        raise DataError(f"{row_label(split, first)}: column {column!r} is empty ({count} empty texts in all)")
+
+
+def unique_labels(data: datasets.Dataset, column: str) -> list:
+    values: set = set()
+    for batch in arrow_batches(data, column):
+        values.update(pc.unique(batch).to_pylist())
+    return list(values)
+
+
+def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
+    seen = 0
+    for values in arrow_batches(split.data, column):
+        unknown = [v for v in pc.unique(values).to_pylist() if v is None or str(v) not in ids]
+        if unknown:
+            first = (
+                pc.is_null(values)
+                if unknown[0] is None
+                else pc.equal(values, pa.scalar(unknown[0], values.type))
+            )
+            index = int(np.flatnonzero(first.fill_null(False).to_numpy(zero_copy_only=False))[0])
+            raise DataError(
+                f"{row_label(split, seen + index)}: column {column!r} value {unknown[0]!r} is not one of the "
+                f"labels {list(ids)}"
+            )
+        seen += len(values)

@@ -1,0 +1,99 @@
+"""Tokenizers and tokenized splits: a ``transformers`` fast tokenizer (hub name or local folder) or a
+WordPiece/BPE one trained with ``tokenizers``, and the token ids of a split written to disk batch by batch as
+a memory-mappable store (``ids.npy``, ``offsets.npy``, ``labels.npy``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pyarrow.compute as pc
+from tokenizers import Tokenizer
+
+from archbench.errors import DataError
+from datamodules.storage import StoreWriter
+from datamodules.text_sources import offline
+
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
+TOKENIZED_FILES = ("ids.npy", "offsets.npy", "labels.npy")
+
+
+def digest(*parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def pretrained_tokenizer(name: str) -> Tokenizer:
+    """The Rust tokenizer of a ``transformers`` AutoTokenizer (hub name or local folder), padding token set."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        where = "a local folder" if Path(name).exists() else "a hub name"
+        hint = (
+            " This machine is offline: give a local folder." if offline() and not Path(name).exists() else ""
+        )
+        raise DataError(
+            f"data.tokenizer: {name!r} ({where}) could not be loaded as a tokenizer: "
+            f"{str(err).splitlines()[0][:200]}.{hint}"
+        ) from None
+    if not tokenizer.is_fast:
+        raise DataError(f"data.tokenizer: {name!r} has no fast (Rust) tokenizer")
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    if tokenizer.pad_token_id is not None:
+        backend.enable_padding(pad_id=tokenizer.pad_token_id, pad_token=tokenizer.pad_token)
+    return backend
+
+
+def train_tokenizer(kind: str, texts, vocab_size: int, length: int | None = None) -> Tokenizer:
+    """A WordPiece (BERT-style, lower-cased) or byte-level BPE tokenizer trained on ``texts`` (batches)."""
+    from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+    if kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIAL)
+    else:
+        tokenizer = Tokenizer(models.BPE(unk_token="[UNK]"))
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=SPECIAL,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        )
+    tokenizer.train_from_iterator(texts, trainer, length=length)
+    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]"), pad_token="[PAD]")
+    return tokenizer
+
+
+def write_tokenized(data: datasets.Dataset, folder: Path, batch_size: int = 10_000) -> int:
+    """A tokenized split (``input_ids``, ``label``) as a store folder, written a batch at a time (memory does
+    not grow with the data). Returns the number of rows."""
+    writer = StoreWriter(folder, np.int32, np.int64, TOKENIZED_FILES)
+    try:
+        for batch in data.with_format("arrow").iter(batch_size=batch_size):
+            column = batch.column("input_ids")
+            labels = batch.column("label").to_numpy()
+            done = 0
+            for chunk in column.chunks:
+                lengths = pc.list_value_length(chunk).to_numpy(zero_copy_only=False).astype(np.int64)
+                ids = chunk.flatten().to_numpy(zero_copy_only=False)
+                writer.append(ids, lengths, labels[done : done + len(lengths)])
+                done += len(lengths)
+        writer.close()
+    except BaseException:
+        writer.discard()
+        raise
+    return writer.rows

@@ -1,0 +1,132 @@
+"""Guards: non-finite losses, reproducibility by seed, the global batch size, secrets kept out of run files,
+no remote code, and bad checkpoints named in one line."""
+
+import random
+
+import pytest
+import torch
+import yaml
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_module
+
+from archbench.errors import ConfigError, DataError, NonFiniteLossError
+from experiments.cli import ExperimentCLI
+
+
+def _cli(tmp_path, *extra):
+    args = ["--config", CNN, *TINY_DATA, *CSV_ONLY, f"--trainer.logger.init_args.save_dir={tmp_path}", *extra]
+    return ExperimentCLI(args=args, run=False)
+
+
+def test_a_nan_loss_stops_the_run_before_the_update_and_saves_nothing(tmp_path):
+    from faults import NaNAt
+
+    cli = _cli(tmp_path, "--trainer.max_epochs=2")
+    cli.trainer.callbacks.append(NaNAt(step=3))
+    with pytest.raises(NonFiniteLossError, match=r"training loss is nan at step 3 \(epoch 0, batch 3\)"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+    saved = list(tmp_path.rglob("*.ckpt"))  # the mid-epoch validation at step 2 saved; nothing after the NaN
+    assert saved and all(torch.load(f, weights_only=True)["global_step"] <= 3 for f in saved)
+
+
+def test_a_nan_loss_stops_the_command_with_one_line(in_tmp):
+    nan = {"trainer": {"callbacks+": [{"class_path": "faults.NaNAt", "init_args": {"step": 2}}]}}
+    result = run_module(
+        "fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--config", yaml.safe_dump(nan), cwd=in_tmp
+    )
+    assert result.returncode == 2
+    assert last_line(result).startswith("error: training loss is nan at step 2 (epoch 0, batch 2)")
+
+
+def test_skipping_nan_batches_counts_them_and_keeps_training(tmp_path):
+    from faults import NaNAt
+
+    cli = _cli(tmp_path, "--trainer.max_epochs=1", "--model.nonfinite_loss=skip")
+    nan = NaNAt(step=1)
+    cli.trainer.callbacks.append(nan)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model.skipped_batches == 1 and nan.changed is False  # that batch left the weights as they were
+    assert cli.trainer.global_step == 4  # Lightning still counts the step (and the LR schedule moves on)
+    assert all(torch.isfinite(p).all() for p in cli.model.parameters())
+
+
+def _val_metrics(tmp_path, seed: int) -> dict:
+    cli = _cli(tmp_path / str(seed) / str(random.random()), "--trainer.max_epochs=1", "--trainer.deterministic=true",
+               f"--seed_everything={seed}")  # fmt: skip
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    return {k: float(v) for k, v in cli.trainer.callback_metrics.items() if k.startswith("val/")}
+
+
+def test_same_seed_same_metrics_other_seed_other_metrics(tmp_path):
+    a, b, c = _val_metrics(tmp_path, 1), _val_metrics(tmp_path, 1), _val_metrics(tmp_path, 2)
+    assert a and a == b
+    assert a != c
+
+
+def test_global_batch_size_splits_over_processes_and_accumulation(tmp_path):
+    cli = _cli(tmp_path, "--data.global_batch_size=32", "--trainer.accumulate_grad_batches=2")
+    cli.datamodule.trainer = cli.trainer
+    cli.datamodule.setup("fit")
+    assert cli.datamodule.train_dataloader().batch_sampler.batch_size == 16  # 32 / (1 process x 2)
+    cli = _cli(tmp_path, "--data.global_batch_size=30", "--trainer.accumulate_grad_batches=4")
+    cli.datamodule.trainer = cli.trainer
+    cli.datamodule.setup("fit")
+    with pytest.raises(
+        DataError, match=r"data.global_batch_size: 30 does not split over 1 process\(es\) x 4"
+    ):
+        cli.datamodule.train_dataloader()
+
+
+def test_a_wandb_api_key_never_lands_in_run_files(in_tmp):
+    secret = "sk-archbench-test-" + "7f3a9c" * 6
+    result = run_module(
+        "fit", "--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+        cwd=in_tmp, env={"WANDB_API_KEY": secret, "WANDB_MODE": "offline"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = [p for p in in_tmp.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in files) and any(p.name == "config.yaml" for p in files)
+    assert any(p.suffix == ".wandb" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert not leaked and secret not in result.stdout + result.stderr
+
+
+def test_nothing_trusts_remote_code_by_default():
+    sources = [*ROOT.glob("datamodules/*.py"), *ROOT.glob("lit_models/*.py"), *ROOT.glob("experiments/*.py")]
+    assert sources and not [str(p) for p in sources if "trust_remote_code=True" in p.read_text()]
+
+
+class Pickled:
+    """Not a tensor: a checkpoint holding it needs full unpickling, which the CLI refuses."""
+
+
+def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
+    """Missing, a folder, not a checkpoint, truncated, pickled objects, a torch file that is no Lightning
+    checkpoint: each a ConfigError with its own reason, before Lightning reads the file; the command prints it
+    as one line with exit status 2."""
+    fit = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1", cwd=in_tmp)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    good = next(in_tmp.rglob("last.ckpt"))
+    checkpoint = torch.load(good, weights_only=True)
+    torch.save({**checkpoint, "extra": Pickled()}, in_tmp / "unsafe.ckpt")
+    (in_tmp / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    (in_tmp / "notes.ckpt").write_text("not a checkpoint\n")
+    torch.save({"weights": torch.ones(2)}, in_tmp / "plain.pt")
+    (in_tmp / "folder.ckpt").mkdir()
+    cases = {
+        "missing.ckpt": "ckpt_path: file 'missing.ckpt' not found",
+        "folder.ckpt": "ckpt_path: 'folder.ckpt' is a directory, expected a checkpoint file",
+        "notes.ckpt": "ckpt_path: 'notes.ckpt' is not a checkpoint or is damaged",
+        "truncated.ckpt": "ckpt_path: 'truncated.ckpt' is not a checkpoint or is damaged (truncated",
+        "unsafe.ckpt": "ckpt_path: 'unsafe.ckpt' refused: it holds more than tensors and plain values",
+        "plain.pt": "ckpt_path: 'plain.pt' is a torch file but not a Lightning checkpoint",
+    }
+    for name, expected in cases.items():
+        with pytest.raises(ConfigError) as caught:
+            ExperimentCLI(args=["validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, f"--ckpt_path={name}"])
+        assert str(caught.value).startswith(expected), (name, str(caught.value))
+    result = run_module(
+        "validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--ckpt_path=truncated.ckpt", cwd=in_tmp
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result).startswith("error: " + cases["truncated.ckpt"])

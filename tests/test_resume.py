@@ -1,0 +1,243 @@
+"""Surviving a kill: resume after SIGKILL (bit-exact), `--ckpt_path last`, atomic checkpoints, `compare`
+re-runs that keep finished runs."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import yaml
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_module
+
+from experiments.cli import ExperimentCLI
+
+EVERY_STEP = {
+    "trainer": {
+        "callbacks": [
+            {"class_path": "experiments.checkpoints.LastCheckpoint", "init_args": {"every_n_train_steps": 1}}
+        ]
+    }
+}
+RESUMABLE = [
+    "--config",
+    CNN,
+    *TINY_DATA,
+    "--data.simulation.n_train=160",
+    "--model.net.init_args.dropout=0.2",  # dropout draws from the RNG: its state must be restored too
+    "--trainer.max_epochs=3",
+    "--trainer.deterministic=true",
+    "--trainer.enable_progress_bar=false",
+]
+
+
+def _fit(cwd, *extra, callbacks=None):
+    config = json.loads(json.dumps(EVERY_STEP))
+    config["trainer"]["callbacks"] += callbacks or []
+    return run_module("fit", *RESUMABLE, "--config", yaml.safe_dump(config), *extra, cwd=cwd)
+
+
+def _last(folder):
+    """The newest last*.ckpt (a resumed run may write last-v1.ckpt beside the one it resumed)."""
+    return max(folder.rglob("last*.ckpt"), key=lambda p: p.stat().st_mtime)
+
+
+def _weights(folder) -> dict:
+    return torch.load(_last(folder), weights_only=True)["state_dict"]
+
+
+def _wandb_ids(folder) -> list[str]:
+    return sorted(p.name.rsplit("-", 1)[-1] for p in folder.rglob("offline-run-*"))
+
+
+def test_sigkill_then_resume_reaches_the_same_weights(tmp_path):
+    """Killed mid-epoch, and killed on the first batch of an epoch (the checkpoint holds the last step of the
+    one before: Lightning then restarts on that epoch's last batch without reading from the loader)."""
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    result = _fit(whole)  # 10 steps per epoch, 3 epochs, a checkpoint every step
+    assert result.returncode == 0, result.stderr[-3000:]
+    for step in (17, 20):
+        _killed_and_resumed(tmp_path / f"killed{step}", step, whole)
+
+
+def _killed_and_resumed(killed, step: int, whole) -> None:
+    killed.mkdir()
+    result = _fit(killed, callbacks=[{"class_path": "faults.KillAt", "init_args": {"step": step}}])
+    assert result.returncode == -signal.SIGKILL, f"step {step}: {result.stderr[-2000:]}"
+    saved = torch.load(next(killed.rglob("last.ckpt")), weights_only=True)
+    assert saved["global_step"] == step
+    result = _fit(killed, "--ckpt_path=last")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "resuming from runs/dna/lightning_logs/version_0/checkpoints/last.ckpt" in result.stdout
+    assert "dataloader is not resumable" not in result.stderr
+    assert len(list((killed / "runs" / "dna" / "lightning_logs").iterdir())) == 1  # the same run folder
+    ours, reference = _weights(killed), _weights(whole)
+    assert torch.load(_last(killed), weights_only=True)["global_step"] == 30
+    different = [k for k in reference if not torch.equal(reference[k], ours[k])]
+    assert not different, f"killed at step {step}: {different}"
+    ids = _wandb_ids(killed)
+    assert len(ids) == 2 and ids[0] == ids[1], ids  # the resumed W&B run has the same id
+
+
+def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
+    first = run_module(
+        "fit",
+        "--config",
+        CNN,
+        *TINY_DATA,
+        *CSV_ONLY,
+        "--trainer.max_epochs=1",
+        "--ckpt_path=last",
+        cwd=in_tmp,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "resuming" not in first.stdout
+    lstm = str(ROOT / "experiments" / "dna" / "lstm.yaml")
+    other = run_module(
+        "fit",
+        "--config",
+        lstm,
+        *TINY_DATA,
+        *CSV_ONLY,
+        "--trainer.max_epochs=1",
+        "--ckpt_path=last",
+        cwd=in_tmp,
+    )
+    assert other.returncode == 0, other.stderr[-3000:]
+    assert "resuming" not in other.stdout
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole(tmp_path):
+    path = tmp_path / "last.ckpt"
+    script = f"""
+import sys, torch
+from experiments.resume import AtomicCheckpointIO
+io = AtomicCheckpointIO()
+io.save_checkpoint({{"step": 0, "w": torch.zeros(10)}}, {str(path)!r})
+big = torch.randn(48_000_000)  # ~190 MB: the write takes a while
+for step in range(1, 1000):
+    print("writing", step, flush=True)
+    io.save_checkpoint({{"step": step, "w": big}}, {str(path)!r})
+"""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert child.stdout.readline().startswith("writing 1")
+    time.sleep(random.uniform(0.0, 0.3))
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    loaded = torch.load(path, weights_only=True)  # whole: either the first or a complete later one
+    assert loaded["step"] == 0 or loaded["w"].numel() == 48_000_000
+    assert not path.with_name("last.ckpt.tmp").exists()
+
+
+def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monkeypatch):
+    from experiments.compare import main as compare
+
+    monkeypatch.chdir(tmp_path)
+    spec = {
+        "name": "resume",
+        "seeds": 1,
+        "out": str(tmp_path / "out"),
+        "metric": "test/pearson",
+        "models": {"CNN": CNN},
+    }
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    args = [
+        "--config",
+        str(tmp_path / "c.yaml"),
+        *TINY_DATA,
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    compare(args)
+    run = tmp_path / "out" / "runs" / "CNN-seed0"
+    first = json.loads((run / "result.json").read_text())
+    stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime
+    compare(args)  # finished: not trained again
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == stamp
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]["test"] == first["test"]
+    (run / "result.json").unlink()  # as if killed after its last checkpoint: resumed, not restarted
+    compare(args)
+    assert json.loads((run / "result.json").read_text())["test"] == pytest.approx(first["test"])
+    with pytest.raises(Exception, match="this run was made with other settings"):
+        compare([*args, "--model.optimizer.lr=0.1"])
+
+
+# --- last.ckpt is the latest state, not the best ------------------------------------------------------------
+
+FROZEN = [  # lr 0: the validation loss never improves after its first value, so the best stays at step 2
+    "--config",
+    CNN,
+    *TINY_DATA,
+    *CSV_ONLY,
+    "--trainer.max_epochs=3",
+    "--model.optimizer.lr=0.0",
+    "--model.lr_scheduler=null",
+]  # 64 sequences in batches of 16: 4 steps an epoch, validated after 2 and 4 (val_check_interval 0.5)
+
+
+def _step(path) -> int:
+    return torch.load(path, weights_only=True, map_location="cpu")["global_step"]
+
+
+def test_last_ckpt_holds_the_final_step_when_validation_stopped_improving(in_tmp):
+    ExperimentCLI(args=["fit", *FROZEN])
+    best = next(in_tmp.rglob("best-*.ckpt"))
+    assert _step(best) == 2
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 12  # the end of training, not a copy of the best
+
+
+def test_a_kill_after_the_best_resumes_from_the_latest_save(in_tmp):
+    kill = yaml.safe_dump(
+        {"trainer": {"callbacks+": [{"class_path": "faults.KillAt", "init_args": {"step": 9}}]}}
+    )
+    killed = run_module("fit", *FROZEN, "--config", kill, cwd=in_tmp)
+    assert killed.returncode == -signal.SIGKILL
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 8  # saved at the validation after step 8
+    start = ["--trainer.callbacks+=faults.RecordStart", f"--trainer.callbacks.path={in_tmp / 'start.txt'}"]
+    resumed = run_module("fit", *FROZEN, *start, "--ckpt_path=last", cwd=in_tmp)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout and (in_tmp / "start.txt").read_text() == "8"  # not 2, the best
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 12
+
+
+def test_resuming_a_finished_run_trains_nothing_and_says_so(in_tmp, capsys):
+    ExperimentCLI(args=["fit", *FROZEN])
+    last = next(in_tmp.rglob("last.ckpt"))
+    stamp = last.stat().st_mtime_ns
+    ExperimentCLI(args=["fit", *FROZEN, "--ckpt_path=last"])
+    assert "nothing to train: this run had finished at step 12" in capsys.readouterr().out
+    assert last.stat().st_mtime_ns == stamp and _step(last) == 12
+    # stopped early (patience 1: the second validation without improvement), then resumed: still nothing
+    stop = ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/loss",
+            "--trainer.callbacks.patience=1", "--trainer.logger.init_args.save_dir=early"]  # fmt: skip
+    ExperimentCLI(args=["fit", *FROZEN, *stop])
+    stopped = _step(next((in_tmp / "early").rglob("last.ckpt")))
+    assert stopped < 12
+    ExperimentCLI(args=["fit", *FROZEN, *stop, "--ckpt_path=last"])
+    assert f"nothing to train: this run was stopped at step {stopped}" in capsys.readouterr().out
+    assert _step(next((in_tmp / "early").rglob("last.ckpt"))) == stopped
+
+
+def test_a_save_interval_in_steps_for_long_epochs(in_tmp):
+    every = [
+        "--trainer.callbacks+=experiments.checkpoints.LastCheckpoint",
+        "--trainer.callbacks.every_n_train_steps=3",
+    ]
+    kill = yaml.safe_dump(
+        {"trainer": {"callbacks+": [{"class_path": "faults.KillAt", "init_args": {"step": 7}}]}}
+    )
+    args = [*FROZEN, "--trainer.val_check_interval=1.0", "--trainer.callbacks=null", *every]
+    killed = run_module("fit", *args, "--config", kill, cwd=in_tmp)
+    assert killed.returncode == -signal.SIGKILL
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 6  # the step save, after the epoch-end validation at 4
