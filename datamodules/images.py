@@ -28,6 +28,7 @@ from datamodules.image_sources import (
     ImageSplit,
     fashion_mnist_root,
     load_hub_images,
+    pixel_statistics,
     read_fashion_mnist,
     read_folder,
 )
@@ -226,20 +227,10 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         return self._config()
 
     def _statistics(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Mean and std of (up to 10,000) training images, computed once: every size the CLI links reads them."""
+        """The training images' mean and std, computed once: every size the CLI links reads them."""
         if self._stats is None:
-            self._stats = self._compute_statistics(channels)
+            self._stats = pixel_statistics(self._load()["train"], channels)
         return self._stats
-
-    def _compute_statistics(self, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        train = self._load()["train"]
-        if train.images is not None:
-            pixels = train.images[: min(len(train), 10_000)].astype(np.float64) / 255.0
-            axes = tuple(range(pixels.ndim - 1)) if pixels.ndim == 4 else None
-            mean, std = pixels.mean(axis=axes), pixels.std(axis=axes)
-            mean, std = np.atleast_1d(mean), np.atleast_1d(std)
-            return tuple(float(m) for m in mean), tuple(float(s) for s in std)
-        return (0.5,) * channels, (0.5,) * channels
 
     @property
     def in_channels(self) -> int:

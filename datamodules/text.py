@@ -19,7 +19,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import datasets
 import lightning as L
 import numpy as np
 import torch
@@ -30,24 +29,20 @@ from torch.utils.data import DataLoader
 from archbench.errors import DataError
 from datamodules.files import write_atomic
 from datamodules.sampling import ClassificationData, SplitLoaders, check_loader_options, make_loader
-from datamodules.splits import hold_out, seeded_subset
 from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store
 from datamodules.text_sources import (
     Split,
     check_columns,
-    check_labels,
-    check_texts,
+    label_names,
     load_file,
-    load_hub,
-    text_batches,
-    unique_labels,
+    load_splits,
 )
 from datamodules.text_tokenize import (
     TOKENIZED_FILES,
+    cached_tokenizer,
     digest,
     pretrained_tokenizer,
-    train_tokenizer,
-    write_tokenized,
+    tokenize_splits,
 )
 
 SPLITS = ("train", "val", "test")
@@ -173,56 +168,14 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _raw_splits(self) -> dict[str, Split]:
         """The labelled splits (not tokenized), held-out parts and subsets taken, columns checked."""
-        if self._raw is not None:
-            return self._raw
-        hp = self.hparams
-        cache = str(self.cache_dir / "hf")
-        if hp.dataset is not None:
-            loaded = load_hub(hp.dataset, hp.dataset_config, cache)
-            named = {"train": "train", "val": "validation", "test": "test"}
-            name = hp.dataset + (f"/{hp.dataset_config}" if hp.dataset_config else "")
-            raw = {
-                ours: Split(loaded[theirs], f"{name} [{ours}]")
-                for ours, theirs in named.items()
-                if theirs in loaded
-            }
-            if "train" not in raw:
-                raise DataError(f"data.dataset: {hp.dataset!r} has no 'train' split (has {list(loaded)})")
-        else:
-            raw = {s: Split(load_file(hp[f"{s}_path"], f"{s}_path", cache), hp[f"{s}_path"])
-                   for s in SPLITS if hp[f"{s}_path"]}  # fmt: skip
-        for split in raw.values():
-            check_columns(split, [hp.text_column, hp.label_column])
-            self._names_of_class_labels(split)
-        train = raw["train"]
-        sizes = {
-            s: int(round(hp[f"{s}_fraction"] * len(train.data))) for s in ("val", "test") if s not in raw
-        }
-        parts = hold_out(len(train.data), sizes, hp.split_seed)
-        if len(parts["train"]) == 0:
-            raise DataError(f"{train.source}: no training examples left after the held-out splits")
-        for s in sizes:
-            raw[s] = train.select(parts[s].materialize(sort=True), f"{train.source} [{s} part]")
-        raw["train"] = train.select(parts["train"].materialize(sort=True))
-        for k, split in enumerate(SPLITS):
-            subset = seeded_subset(len(raw[split].data), hp[f"{split}_size"], hp.split_seed, k)
-            if subset is not None:
-                raw[split] = raw[split].select(subset.materialize(sort=True))
-        keep = [hp.text_column, hp.label_column]
-        self._raw = {s: Split(d.data.select_columns(keep), d.source, d.rows) for s, d in raw.items()}
+        if self._raw is None:
+            hp = self.hparams
+            self._raw, self._class_names = load_splits(
+                hp.dataset, hp.dataset_config, {s: hp[f"{s}_path"] for s in SPLITS}, hp.text_column,
+                hp.label_column, {s: hp.get(f"{s}_fraction") for s in SPLITS},
+                {s: hp[f"{s}_size"] for s in SPLITS}, hp.split_seed, str(self.cache_dir / "hf"),
+            )  # fmt: skip
         return self._raw
-
-    def _names_of_class_labels(self, split: Split) -> None:
-        """Hub labels are ids with names: keep the names, as strings, so every source labels the same way."""
-        column = self.hparams.label_column
-        feature = split.data.features[column]
-        if not isinstance(feature, datasets.ClassLabel):
-            return
-        self._class_names = list(feature.names)
-        features = datasets.Features({**split.data.features, column: datasets.Value("string")})
-        split.data = split.data.cast_column(column, datasets.Value("int64")).map(
-            lambda b: {column: feature.int2str(b[column])}, batched=True, features=features
-        )
 
     @property
     def labels(self) -> list[str]:
@@ -230,20 +183,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         if self._labels is None:
             hp = self.hparams
             train = self._raw_splits()["train"]
-            if hp.labels is not None:
-                labels = [str(v) for v in hp.labels]
-                if len(set(labels)) != len(labels):
-                    raise DataError(f"data.labels: {hp.labels} has repeated labels")
-            elif self._class_names is not None:
-                labels = self._class_names
-            else:
-                values = [v for v in unique_labels(train.data, hp.label_column) if v is not None]
-                labels = [str(v) for v in sorted(values)]
-            if len(labels) < 2:
-                raise DataError(
-                    f"{train.source}: column {hp.label_column!r} has fewer than 2 labels: {labels}"
-                )
-            self._labels = labels
+            self._labels = label_names(train, hp.label_column, hp.labels, self._class_names)
         return self._labels
 
     # --- tokenizer --------------------------------------------------------------------------------------
@@ -266,18 +206,12 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _trained_tokenizer(self) -> Tokenizer:
         hp = self.hparams
-        train = self._raw_splits()["train"]
         key = digest(CACHE_VERSION, hp.tokenizer, hp.tokenizer_vocab_size, self._data_identity())
         path = self.cache_dir / "tokenizers" / f"{hp.tokenizer}-{key}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if not path.exists():
-                check_texts(train, hp.text_column)
-                batches = text_batches(train.data, hp.text_column)
-                tokenizer = train_tokenizer(hp.tokenizer, batches, hp.tokenizer_vocab_size, len(train.data))
-                self.tokenizer_calls += len(train.data)
-                write_atomic(path, tokenizer.to_str().encode())
-        return Tokenizer.from_file(str(path))
+        train = self._raw_splits()["train"]
+        return cached_tokenizer(
+            path, hp.tokenizer, hp.tokenizer_vocab_size, train, hp.text_column, self._count_calls
+        )
 
     # --- cache ------------------------------------------------------------------------------------------
 
@@ -328,50 +262,20 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _tokenize_into(self, folder: Path) -> None:
         hp = self.hparams
-        raw = dict(self._raw_splits())
+        splits = dict(self._raw_splits())
         if hp.predict_path:
-            raw["predict"] = Split(
-                load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf")), hp.predict_path
-            )
-            check_columns(raw["predict"], [hp.text_column])
-        ids = {name: i for i, name in enumerate(self.labels)}
-        tokenizer = self.tokenizer
-        counts = {}
-        for name, split in raw.items():
-            check_texts(split, hp.text_column)
-            labelled = name != "predict" or hp.label_column in split.data.column_names
-            if labelled:
-                check_labels(split, hp.label_column, ids)
-
-            def encode(batch: dict, labelled: bool = labelled) -> dict:
-                self.tokenizer_calls += len(batch[hp.text_column])
-                encodings = tokenizer.encode_batch(batch[hp.text_column])
-                label = [ids[str(v)] for v in batch[hp.label_column]] if labelled else [-1] * len(encodings)
-                return {"input_ids": [e.ids for e in encodings], "label": label}
-
-            scratch = folder / f"{name}.tokenizing.arrow"  # on disk, batch by batch: never the whole split
-            tokenized = split.data.map(
-                encode,
-                batched=True,
-                batch_size=2000,
-                remove_columns=split.data.column_names,
-                features=datasets.Features(
-                    {
-                        "input_ids": datasets.Sequence(datasets.Value("int32")),
-                        "label": datasets.Value("int64"),
-                    }
-                ),
-                new_fingerprint=digest(self._identity(), name),
-                load_from_cache_file=False,
-                cache_file_name=str(scratch),
-                desc=f"tokenizing {name} ({split.source})",
-            )
-            counts[name] = write_tokenized(tokenized, folder / name)
-            del tokenized
-            scratch.unlink(missing_ok=True)
+            predict = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
+            splits["predict"] = Split(predict, hp.predict_path)
+            check_columns(splits["predict"], [hp.text_column])
+        counts = tokenize_splits(
+            splits, self.tokenizer, self.labels, hp.text_column, hp.label_column, folder, self._count_calls
+        )
         meta = {"labels": self.labels, "counts": counts, "identity": self._identity()}
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
         (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+
+    def _count_calls(self, n: int) -> None:
+        self.tokenizer_calls += n
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:

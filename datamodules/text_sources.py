@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from archbench.errors import DataError
+from datamodules.splits import hold_out, seeded_subset
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -225,3 +226,77 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
                 f"labels {list(ids)}"
             )
         seen += len(values)
+
+
+def load_splits(
+    dataset: str | None,
+    dataset_config: str | None,
+    paths: dict[str, str | None],
+    text_column: str,
+    label_column: str,
+    fractions: dict[str, float | None],
+    sizes: dict[str, int | None],
+    seed: int,
+    cache: str,
+) -> tuple[dict[str, Split], list[str] | None]:
+    """The labelled train/val/test splits of a hub dataset or local files: a missing validation or test split
+    held out of the training data (``fractions``, seeded), subsets of ``sizes`` taken, columns checked; and the
+    class names a hub dataset's labels carry (None for plain labels)."""
+    if dataset is not None:
+        loaded = load_hub(dataset, dataset_config, cache)
+        named = {"train": "train", "val": "validation", "test": "test"}
+        name = dataset + (f"/{dataset_config}" if dataset_config else "")
+        raw = {
+            ours: Split(loaded[theirs], f"{name} [{ours}]")
+            for ours, theirs in named.items()
+            if theirs in loaded
+        }
+        if "train" not in raw:
+            raise DataError(f"data.dataset: {dataset!r} has no 'train' split (has {list(loaded)})")
+    else:
+        raw = {s: Split(load_file(p, f"{s}_path", cache), p) for s, p in paths.items() if p}
+    class_names = None
+    for split in raw.values():
+        check_columns(split, [text_column, label_column])
+        class_names = _names_of_class_labels(split, label_column) or class_names
+    train = raw["train"]
+    held = {s: int(round(fractions[s] * len(train.data))) for s in ("val", "test") if s not in raw}
+    parts = hold_out(len(train.data), held, seed)
+    if len(parts["train"]) == 0:
+        raise DataError(f"{train.source}: no training examples left after the held-out splits")
+    for s in held:
+        raw[s] = train.select(parts[s].materialize(sort=True), f"{train.source} [{s} part]")
+    raw["train"] = train.select(parts["train"].materialize(sort=True))
+    for k, name in enumerate(("train", "val", "test")):
+        subset = seeded_subset(len(raw[name].data), sizes.get(name), seed, k)
+        if subset is not None:
+            raw[name] = raw[name].select(subset.materialize(sort=True))
+    keep = [text_column, label_column]
+    return {s: Split(d.data.select_columns(keep), d.source, d.rows) for s, d in raw.items()}, class_names
+
+
+def _names_of_class_labels(split: Split, column: str) -> list[str] | None:
+    """Hub labels are ids with names: keep the names, as strings, so every source labels the same way."""
+    feature = split.data.features[column]
+    if not isinstance(feature, datasets.ClassLabel):
+        return None
+    features = datasets.Features({**split.data.features, column: datasets.Value("string")})
+    split.data = split.data.cast_column(column, datasets.Value("int64")).map(
+        lambda b: {column: feature.int2str(b[column])}, batched=True, features=features
+    )
+    return list(feature.names)
+
+
+def label_names(train: Split, column: str, given: list | None, class_names: list[str] | None) -> list[str]:
+    """The class names in id order: as given, else a hub dataset's, else the sorted distinct training labels."""
+    if given is not None:
+        labels = [str(v) for v in given]
+        if len(set(labels)) != len(labels):
+            raise DataError(f"data.labels: {given} has repeated labels")
+    elif class_names is not None:
+        labels = class_names
+    else:
+        labels = [str(v) for v in sorted(v for v in unique_labels(train.data, column) if v is not None)]
+    if len(labels) < 2:
+        raise DataError(f"{train.source}: column {column!r} has fewer than 2 labels: {labels}")
+    return labels

@@ -78,6 +78,26 @@ def train_tokenizer(kind: str, texts, vocab_size: int, length: int | None = None
     return tokenizer
 
 
+def cached_tokenizer(
+    path: Path, kind: str, vocab_size: int, train, column: str, count=lambda n: None
+) -> Tokenizer:
+    """A ``kind`` tokenizer trained on the training split (``text_sources.Split``) once, kept at ``path``
+    (behind a file lock: one process trains, the others read)."""
+    from filelock import FileLock
+
+    from datamodules.files import write_atomic
+    from datamodules.text_sources import check_texts, text_batches
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not path.exists():
+            check_texts(train, column)
+            tokenizer = train_tokenizer(kind, text_batches(train.data, column), vocab_size, len(train.data))
+            count(len(train.data))
+            write_atomic(path, tokenizer.to_str().encode())
+    return Tokenizer.from_file(str(path))
+
+
 def write_tokenized(data: datasets.Dataset, folder: Path, batch_size: int = 10_000) -> int:
     """A tokenized split (``input_ids``, ``label``) as a store folder, written a batch at a time (memory does
     not grow with the data). Returns the number of rows."""
@@ -97,3 +117,44 @@ def write_tokenized(data: datasets.Dataset, folder: Path, batch_size: int = 10_0
         writer.discard()
         raise
     return writer.rows
+
+
+def tokenize_splits(splits: dict, tokenizer, labels: list[str], text_column: str, label_column: str, folder: Path,
+                    count=lambda n: None) -> dict[str, int]:  # fmt: skip
+    """Check and tokenize every split (``text_sources.Split``) into ``folder/<split>`` as token stores, a batch
+    at a time through a scratch Arrow file (never a whole split in memory); ``count(n)`` hears of every ``n``
+    texts given to the tokenizer. Returns the rows of each split."""
+    from datamodules.text_sources import check_labels, check_texts
+
+    ids = {name: i for i, name in enumerate(labels)}
+    counts = {}
+    for name, split in splits.items():
+        check_texts(split, text_column)
+        labelled = name != "predict" or label_column in split.data.column_names
+        if labelled:
+            check_labels(split, label_column, ids)
+
+        def encode(batch: dict, labelled: bool = labelled) -> dict:
+            count(len(batch[text_column]))
+            encodings = tokenizer.encode_batch(batch[text_column])
+            label = [ids[str(v)] for v in batch[label_column]] if labelled else [-1] * len(encodings)
+            return {"input_ids": [e.ids for e in encodings], "label": label}
+
+        scratch = folder / f"{name}.tokenizing.arrow"
+        tokenized = split.data.map(
+            encode,
+            batched=True,
+            batch_size=2000,
+            remove_columns=split.data.column_names,
+            features=datasets.Features(
+                {"input_ids": datasets.Sequence(datasets.Value("int32")), "label": datasets.Value("int64")}
+            ),
+            new_fingerprint=digest(str(folder), name),
+            load_from_cache_file=False,
+            cache_file_name=str(scratch),
+            desc=f"tokenizing {name} ({split.source})",
+        )
+        counts[name] = write_tokenized(tokenized, folder / name)
+        del tokenized
+        scratch.unlink(missing_ok=True)
+    return counts

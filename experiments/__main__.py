@@ -32,12 +32,6 @@ COMMANDS = {
 }
 
 
-def one_line(message: str) -> str:
-    """A parser's multi-line message as one line (jsonargparse nests the reason under the class path)."""
-    lines = [line.strip(" -") for line in str(message).splitlines() if line.strip(" -")]
-    return "; ".join(lines)
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -54,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     from jsonargparse import ArgumentError
 
     from archbench.errors import UserError
+    from experiments.configs import one_line
 
     command, rest = argv[0], argv[1:]
     try:

@@ -20,6 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 
 from archbench.errors import DataError
 from datamodules.files import write_atomic
+from experiments.checkpoints import check_checkpoint
 
 
 def attention_figure(maps: list[torch.Tensor], tokens: list[str], title: str = ""):
@@ -135,9 +136,7 @@ def main(argv: list[str]) -> None:
     if not hasattr(datamodule, "encode"):
         raise DataError(f"data: {type(datamodule).__name__} does not hold text (use a text config)")
     if args.ckpt:
-        if not Path(args.ckpt).is_file():
-            raise DataError(f"--ckpt: file {args.ckpt!r} not found")
-        checkpoint = torch.load(args.ckpt, map_location="cpu", weights_only=False)
+        checkpoint = check_checkpoint(args.ckpt, "--ckpt")  # tensors and plain values only (weights_only)
         module.load_state_dict(checkpoint["state_dict"])
         state = checkpoint.get(type(datamodule).__qualname__)
         if state:

@@ -114,7 +114,7 @@ class LastCheckpoint(ModelCheckpoint):
         elif self._saved_step == trainer.global_step:
             return
         self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-        trainer.save_checkpoint(self.last_model_path)
+        trainer.save_checkpoint(self.last_model_path, weights_only=False)  # a full checkpoint: resumable
         self._saved_step, self._since = trainer.global_step, time.monotonic()
 
     def on_train_start(self, trainer, pl_module) -> None:

@@ -8,6 +8,7 @@ comparison file's shared ``config``, the model's own file, then the user's ``--d
 
 from __future__ import annotations
 
+import argparse
 import json
 import warnings
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ from archbench.errors import ConfigError
 from datamodules.files import write_atomic
 from experiments.callbacks import PeakMemory, batch_size
 from experiments.cli import ExperimentCLI
-from experiments.configs import bases_of, check_yaml
+from experiments.configs import bases_of, check_yaml, one_line
 from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
@@ -35,26 +36,30 @@ RUN_OPTIONS = ("--data", "--model", "--trainer", "--seed_everything")
 
 @dataclass
 class Comparison:
-    """A comparison file: which models, how many seeds, where the results go."""
+    """A comparison file: which models, how many seeds, where the results go.
+
+    Args:
+        models: Row name -> the model's config file (relative to the comparison file).
+        name: The comparison's name: the W&B group of its runs.
+        seeds: Seeds per model (0..N-1); the table shows mean ± std over them.
+        out: Output folder: results.json, results.md, comparison.png, one folder per run.
+        project: W&B project.
+        metric: The table's main metric (its first column and the plot).
+        config: Settings every run shares: config files (relative to the comparison file) and/or settings, in
+            order; they win over the modality's base and lose to the model's file.
+        throughput_window: Training batches Lightning's ThroughputMonitor averages the throughput over.
+        path: Set when loaded: the comparison file.
+    """
 
     models: dict[str, str]
-    """Row name -> the model's config file (relative to the comparison file)."""
     name: str = "comparison"
-    """The comparison's name: the W&B group of its runs."""
     seeds: int = 3
-    """Seeds per model (0..N-1); the table shows mean ± std over them."""
     out: str = "runs/compare"
-    """Output folder: results.json, results.md, comparison.png, one folder per run."""
     project: str = "archbench"
-    """W&B project."""
     metric: str = "test/pearson"
-    """The table's main metric (its first column and the plot)."""
     config: list[str | dict] | str | dict = field(default_factory=list)
-    """Settings every run shares: config files (relative to the comparison file) and/or settings, in order."""
     throughput_window: int = 100
-    """Training batches Lightning's ThroughputMonitor averages the throughput over (the last ones logged)."""
     path: Path | None = None
-    """Set when loaded: the comparison file."""
 
     @classmethod
     def parser(cls) -> ArgumentParser:
@@ -69,8 +74,7 @@ class Comparison:
         try:
             parsed = cls.parser().parse_path(str(path))
         except ArgumentError as err:
-            detail = "; ".join(line.strip(" -") for line in str(err).splitlines() if line.strip(" -"))
-            raise ConfigError(f"{path}: {detail}") from None
+            raise ConfigError(f"{path}: {one_line(err)}") from None
         comparison = cls(**{k: v for k, v in parsed.as_dict().items() if k != "__path__"}, path=path)
         comparison._check()
         return comparison
@@ -125,16 +129,17 @@ def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
     return own, runs
 
 
-def command_parser() -> ArgumentParser:
-    parser = ArgumentParser(
+def command_parser() -> argparse.ArgumentParser:
+    keys = (
+        Comparison.parser().format_help().split("options:", 1)[-1]
+    )  # the comparison file's keys, documented
+    parser = argparse.ArgumentParser(
         prog="archbench compare",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train every model of a comparison file x seed on the same data and budget; write "
-        "results.json, results.md and comparison.png. Other options (--data.*, --model.*, --trainer.*) "
-        "go to every run, as for 'fit'. The comparison file's keys:\n  "
-        + "\n  ".join(
-            f"{a.dest}: {a.help}" for a in Comparison.parser()._actions if a.help and a.dest != "help"
-        ),
-        exit_on_error=False,
+        "results.json, results.md and comparison.png. Other options (--data.*, --model.*, --trainer.*) go to "
+        "every run, as for 'fit'.",
+        epilog="A comparison file is YAML with these keys (KEY: value):" + keys,
     )
     parser.add_argument("--config", required=True, help="comparison file, e.g. experiments/dna/compare.yaml")
     parser.add_argument("--seeds", type=int, help="seeds per model (0..N-1); overrides the file")
@@ -239,10 +244,18 @@ def _plain(config) -> dict:
 
 def main(argv: list[str]) -> None:
     own, overrides = split_options(argv)
-    try:
-        args = command_parser().parse_args(own)
-    except ArgumentError as err:
-        raise ConfigError(f"compare: {err}") from None
+    parser = command_parser()
+    unknown = [
+        a
+        for a in own
+        if a.startswith("--")
+        and a.split("=")[0] not in ("--config", "--seeds", "--out", "--models", "--help", "-h")
+    ]
+    if unknown:
+        raise ConfigError(
+            f"compare: unrecognized option {unknown[0]!r}: runs take --data.*, --model.*, --trainer.*"
+        )
+    args = parser.parse_args(own)
     started = datetime.now(timezone.utc)
     comparison = Comparison.load(args.config)
     if args.seeds is not None:

@@ -85,3 +85,23 @@ def expand_configs(args: list[str]) -> list[str]:
         return list(args)
     first = found[0][0]
     return [*args[:first], *(a for b in missing for a in ("--config", str(b))), *args[first:]]
+
+
+_NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
+          "Expected a <class 'NoneType'>", "Given value: NestedArg(")  # fmt: skip
+
+
+def one_line(message: str) -> str:
+    """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
+    "class_path" levels) and the reasons, without the Union boilerplate around them."""
+    keys, reasons = [], []
+    for line in str(message).splitlines():
+        line = line.strip().lstrip("- ").strip()
+        if not line or line.startswith(_NOISE):
+            continue
+        if line.startswith('Parser key "'):
+            keys.append(line.split('"')[1])
+        elif not line.startswith("Problem with given class_path '") and line not in reasons:
+            reasons.append(line.replace("<class '", "").replace("'>", ""))
+    where = ".".join(keys) or "options"
+    return f"{where}: {'; '.join(reasons)}" if reasons else str(message).strip()

@@ -8,12 +8,10 @@ from __future__ import annotations
 import argparse
 import json
 import warnings
-from pathlib import Path
-
-import torch
 
 from archbench.errors import DataError
 from datamodules.files import write_atomic
+from experiments.checkpoints import check_checkpoint
 
 
 def main(argv: list[str]) -> None:
@@ -22,8 +20,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint of the run")
     parser.add_argument("--out", required=True, help="safetensors file to write")
     args, overrides = parser.parse_known_args(argv)
-    if not Path(args.ckpt).is_file():
-        raise DataError(f"--ckpt: file {args.ckpt!r} not found")
+    checkpoint = check_checkpoint(args.ckpt, "--ckpt")
 
     from safetensors.torch import save
 
@@ -34,7 +31,7 @@ def main(argv: list[str]) -> None:
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=cli_args, run=False)
     module = cli.model
-    module.load_state_dict(torch.load(args.ckpt, map_location="cpu", weights_only=True)["state_dict"])
+    module.load_state_dict(checkpoint["state_dict"])
     if not hasattr(module.net, "timm_state_dict"):
         raise DataError(
             f"model.net: {type(module.net).__name__} has no timm counterpart (ResNet, VisionTransformer)"

@@ -1,0 +1,166 @@
+"""Image data: Fashion-MNIST IDX files, class folders and Hugging Face image datasets, their bad input;
+images as patch sequences; the input a timm model expects reaching the data from the config."""
+
+import gzip
+import struct
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module
+from image_data import fake_fashion_mnist, image_args, write_folder, write_idx
+
+from archbench.errors import DataError
+from datamodules.images import ImageDataModule
+from experiments.cli import ExperimentCLI
+from lit_models.image_nets import TimmNet
+
+
+def test_fashion_mnist_idx_files_split_and_batches(tmp_path):
+    dm = ImageDataModule(
+        root=str(fake_fashion_mnist(tmp_path / "fm")), val_fraction=0.2, batch_size=8, download=False
+    )
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 48, "val": 12, "test": 20}
+    assert dm.num_outputs == 10 and dm.in_channels == 1 and dm.img_size == 28
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    assert batch["x"].shape == (8, 1, 28, 28) and batch["y"].dtype == torch.long
+    # normalised with the training images' own mean and std
+    assert abs(batch["x"].mean().item()) < 0.5
+
+
+def test_keep_only_some_classes_renumbered_in_the_given_order(tmp_path):
+    root = str(fake_fashion_mnist(tmp_path / "fm"))
+    dm = ImageDataModule(root=root, labels=["Shirt", "Sandal"], val_fraction=0.0, download=False)
+    dm.setup()
+    assert dm.labels == ["Shirt", "Sandal"] and dm.num_outputs == 2
+    full = ImageDataModule(root=root, val_fraction=0.0, download=False)
+    full.setup()
+    for name in ("train", "test"):
+        kept, everything = dm.splits[name], full.splits[name]
+        shirts, sandals = everything.labels == 6, everything.labels == 5
+        assert (kept.labels == 0).sum() == shirts.sum() and (kept.labels == 1).sum() == sandals.sum()
+        np.testing.assert_array_equal(kept.images[kept.labels == 0], everything.images[shirts])
+    with pytest.raises(
+        DataError, match=r"data.labels: unknown class 'Cat' \(the data's classes: T-shirt/top, "
+    ):
+        ImageDataModule(root=root, labels=["Shirt", "Cat"], download=False).setup()
+
+
+def test_images_as_patch_sequences(tmp_path):
+    dm = ImageDataModule(
+        root=str(fake_fashion_mnist(tmp_path / "fm")), patch_size=7, batch_size=4, download=False
+    )
+    dm.setup()
+    assert dm.in_channels == 49 and dm.seq_len == 16
+    x, y = next(iter(dm.val_dataloader()))
+    batch = dm.on_after_batch_transfer((x, y), 0)
+    assert batch["x"].shape == (4, 16, 49) and batch["lengths"].tolist() == [16] * 4
+    torch.testing.assert_close(batch["x"][:, 0], x[:, 0, :7, :7].reshape(4, 49))  # the top-left patch
+
+
+@pytest.mark.parametrize(
+    "corrupt, expected",
+    [
+        (lambda p: p.write_bytes(b"\x00\x00\x09\x03" + b"\x00" * 12), r"not an unsigned-byte IDX file \(magic number 00000903"),
+        (lambda p: write_idx(p, np.zeros((4, 28)), compress=False), r"IDX file with 2 dimensions, expected 3"),
+        (lambda p: p.write_bytes(gzip.compress(b"\x00\x00\x08\x03" + struct.pack(">III", 5, 28, 28) + b"\x00" * 10)), r"header says shape \(5, 28, 28\)"),
+    ],
+)  # fmt: skip
+def test_bad_idx_files_name_the_file(tmp_path, corrupt, expected):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    target = root / "train-images-idx3-ubyte.gz"
+    corrupt(target)
+    with pytest.raises(DataError, match=expected) as err:
+        ImageDataModule(root=str(root), download=False).setup()
+    assert str(target) in str(err.value)
+
+
+def test_out_of_range_idx_labels(tmp_path):
+    root = fake_fashion_mnist(tmp_path / "fm")
+    write_idx(root / "t10k-labels-idx1-ubyte.gz", np.array([0, 1, 12] + [0] * 17))
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: label 12 at item 2 is outside 0..9"):
+        ImageDataModule(root=str(root), download=False).setup()
+
+
+def test_image_folders_and_their_bad_input(tmp_path):
+    train = write_folder(tmp_path / "train", per_class=5)
+    test = write_folder(tmp_path / "test", per_class=2)
+    dm = ImageDataModule(
+        source="folder", train_path=str(train), test_path=str(test), val_fraction=0.2, batch_size=4
+    )
+    dm.setup()
+    assert dm.labels == ["cat", "dog"] and dm.in_channels == 3 and dm.img_size == 12
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 3, 12, 12)
+    (train / "bird").mkdir()
+    with pytest.raises(DataError, match=r"train/bird: empty class folder"):
+        ImageDataModule(source="folder", train_path=str(train), test_path=str(test)).setup()
+    (train / "bird").rmdir()
+    (train / "dog" / "broken.png").write_bytes(b"not a png")
+    dm = ImageDataModule(source="folder", train_path=str(train), test_path=str(test))
+    with pytest.raises(DataError, match=r"dog/broken.png: unreadable or corrupt image"):
+        dm.setup()  # found before training starts
+
+
+def test_hugging_face_image_dataset_from_local_files(tmp_path):
+    """The hub source through ``datasets`` (here its imagefolder builder on local files; a hub name online)."""
+    write_folder(tmp_path / "hf" / "train", per_class=5, mode="L")
+    write_folder(tmp_path / "hf" / "test", per_class=2, mode="L")
+    dm = ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), val_fraction=0.2, batch_size=4)
+    dm.setup()
+    assert dm.labels == ["cat", "dog"] and dm.in_channels == 1
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 1, 12, 12) and set(y.tolist()) <= {0, 1}
+    with pytest.raises(DataError, match="image_column|no column 'picture'"):
+        ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), image_column="picture").setup()
+
+
+def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
+    """The timm model's input (size, ImageNet mean/std, RGB) reaches the data from the config alone: the CLI
+    links it from the net's settings, nothing reads the built model back."""
+    args = [*image_args(tmp_path), "--model.net=lit_models.image_nets.TimmNet", "--model.net.init_args.name=resnet18",
+            "--data.batch_size=4"]  # fmt: skip
+    dm = ExperimentCLI(args=args, run=False).datamodule
+    from timm.data import resolve_data_config
+
+    linked = {k: tuple(v) if isinstance(v, list) else v for k, v in dm.hparams.input_config.items()}
+    assert linked == resolve_data_config(model=TimmNet("resnet18", 10).model)
+    assert dm.in_channels == 3 and dm.img_size == 224  # timm's input size for resnet18
+    dm.setup("test")
+    x, _ = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 3, 224, 224)
+    # the three channels hold the same grey values, each normalised with ImageNet's own mean and std
+    grey = [
+        x[:, c] * std + mean
+        for c, (mean, std) in enumerate(zip((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), strict=True))
+    ]
+    torch.testing.assert_close(grey[0], grey[1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(grey[0], grey[2], atol=1e-5, rtol=0)
+
+
+def test_missing_fashion_mnist_offline_is_one_clear_line(tmp_path):
+    args = image_args(tmp_path, "mnist_cnn.yaml")
+    result = run_module("fit", *args, f"--data.root={tmp_path / 'nothing'}", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "python -m experiments data fashion_mnist" in result.stderr.strip().splitlines()[-1]
+
+
+def test_mixup_trains_on_soft_targets(tmp_path):
+    from lightning.pytorch.callbacks import Callback
+
+    args = [*image_args(tmp_path, "mnist_cnn.yaml"), "--data.mixup_alpha=0.4", "--data.cutmix_alpha=1.0"]
+    cli = ExperimentCLI(args=[*args, "--trainer.fast_dev_run=2"], run=False)
+    seen = []
+
+    class Record(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(batch["y"])
+
+    cli.trainer.callbacks.append(Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert seen and all(y.shape == (8, 10) and y.dtype.is_floating_point for y in seen)
+    torch.testing.assert_close(seen[0].sum(-1), torch.ones(8))
+    assert (seen[0].max(-1).values < 1).all()  # smoothed and mixed: never one-hot

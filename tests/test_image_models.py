@@ -1,0 +1,116 @@
+"""Image models: ResNet and ViT equal timm's (counts, logits), patch embeddings, the course's CNN, every
+image config trains a step, selective accuracy."""
+
+import pytest
+import timm
+import torch
+from conftest import tiny_compare
+from image_data import VISION, image_args
+
+from experiments.cli import ExperimentCLI
+from experiments.compare import Comparison
+from lit_models.image_nets import MnistCNN
+from lit_models.resnet import ResNet
+from lit_models.vit import PatchEmbedding, VisionTransformer, patchify, timm_vit_state_dict
+
+
+def test_resnet18_counts_and_logits_equal_timm():
+    theirs = timm.create_model("resnet18", num_classes=10).eval()
+    ours = ResNet(10).eval()
+    assert sum(p.numel() for p in ResNet(1000).parameters()) == 11_689_512
+    ours.load_state_dict(theirs.state_dict())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in ResNet(1000, depth=34).parameters()) == sum(
+        p.numel() for p in timm.create_model("resnet34").parameters()
+    )
+
+
+def test_vit_counts_and_logits_equal_timm():
+    assert sum(p.numel() for p in VisionTransformer(1000).parameters()) == 86_567_656  # vit_base_patch16_224
+    course = VisionTransformer(1000, final_norm=False, pos_embed_class=False)
+    assert sum(p.numel() for p in course.parameters()) == 86_565_352
+    theirs = timm.create_model("vit_small_patch16_224", num_classes=7, img_size=32, patch_size=8).eval()
+    ours = VisionTransformer(7, img_size=32, patch_size=8, embed_dim=384, depth=12, num_heads=6).eval()
+    ours.load_state_dict(timm_vit_state_dict(theirs.state_dict()))
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+    # the course's variant matches timm's no_embed_class + no final norm
+    theirs = timm.create_model(
+        "vit_tiny_patch16_224",
+        num_classes=3,
+        img_size=32,
+        patch_size=8,
+        final_norm=False,
+        no_embed_class=True,
+    ).eval()
+    ours = VisionTransformer(
+        3,
+        img_size=32,
+        patch_size=8,
+        embed_dim=192,
+        depth=12,
+        num_heads=3,
+        final_norm=False,
+        pos_embed_class=False,
+    ).eval()
+    ours.load_state_dict(timm_vit_state_dict(theirs.state_dict()))
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x), atol=1e-5, rtol=1e-5)
+
+
+def test_patch_embedding_conv_and_reshape_agree():
+    torch.manual_seed(0)
+    conv = PatchEmbedding(4, 3, 16, "conv")
+    linear = PatchEmbedding(4, 3, 16, "linear")
+    with torch.no_grad():
+        linear.proj.weight.copy_(conv.proj.weight.reshape(16, -1))
+        linear.proj.bias.copy_(conv.proj.bias)
+    x = torch.randn(2, 3, 12, 8)
+    torch.testing.assert_close(linear(x), conv(x), atol=1e-5, rtol=1e-5)
+    assert patchify(x, 4).shape == (2, 6, 48)
+
+
+def test_mnist_cnn_has_the_course_count():
+    assert sum(p.numel() for p in MnistCNN(10).parameters()) == 1_199_882
+
+
+IMAGE_MODELS = ["mnist_cnn.yaml", "resnet.yaml", "vit.yaml", "lstm_patches.yaml", "transformer_patches.yaml"]
+
+
+@pytest.mark.parametrize("name", IMAGE_MODELS)
+def test_fast_dev_run_each_image_model(name, tmp_path):
+    cli = ExperimentCLI(args=[*image_args(tmp_path, name), "--trainer.fast_dev_run=true"], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+    metrics = cli.trainer.callback_metrics
+    assert {"test/acc", "test/f1", "test/ece"} <= set(metrics)
+
+
+def test_selective_accuracy_and_coverage_by_hand():
+    from lit_models.metrics import SelectiveAccuracy
+
+    logits = torch.log(torch.tensor([[0.95, 0.05], [0.6, 0.4], [0.1, 0.9], [0.3, 0.7]]))
+    target = torch.tensor([0, 0, 0, 1])
+    coverage, accuracy = SelectiveAccuracy(0.8, "coverage"), SelectiveAccuracy(0.8, "accuracy")
+    coverage.update(logits, target)
+    accuracy.update(logits, target)
+    # answered: rows 0 (right) and 2 (wrong); rows 1 and 3 are "unknown"
+    assert coverage.compute().item() == pytest.approx(0.5) and accuracy.compute().item() == pytest.approx(0.5)
+    nothing = SelectiveAccuracy(0.99, "accuracy")
+    nothing.update(logits, target)
+    assert torch.isnan(nothing.compute())
+
+
+def test_a_tiny_vision_compare(tmp_path, monkeypatch):
+    shipped = Comparison.load(VISION / "compare.yaml")
+    assert len(shipped.models) == 7 and shipped.metric == "test/acc"
+    monkeypatch.chdir(tmp_path)
+    models = {"CNN": VISION / "mnist_cnn.yaml", "Transformer (patches)": VISION / "transformer_patches.yaml"}
+    results = tiny_compare(tmp_path, "tiny-vision", None, models, 1, image_args(tmp_path))
+    runs = results["runs"]
+    assert [r["model"] for r in runs] == ["CNN", "Transformer (patches)"]
+    assert all({"test/acc", "test/ece"} <= set(r["test"]) for r in runs)
+    assert (tmp_path / "out" / "comparison.png").exists()

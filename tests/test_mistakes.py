@@ -1,0 +1,140 @@
+"""Every class of user mistake is one line that names the file, line, option or value: options out of range,
+unknown or mistyped options, a missing or broken config file, a model that cannot be built, text files that do
+not load, a folder given as a file, mixup with an odd batch. (Bad checkpoints: test_guards.py; bad DNA and
+text records: test_dna_io.py and test_text.py.)"""
+
+import pytest
+from conftest import CNN, CSV_ONLY, TINY_DATA, last_line, run_module
+from image_data import image_args
+from jsonargparse import ArgumentError
+from text_data import reviews, write_csv
+
+from archbench.errors import ConfigError, DataError
+from experiments.cli import ExperimentCLI
+from experiments.configs import one_line
+
+
+def _cli(*options):
+    return ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY, *options], run=False)
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("--data.batch_size=-4", "data.batch_size: -4 is not a positive integer"),
+        ("--data.batch_size=0", "data.batch_size: 0 is not a positive integer"),
+        ("--data.val_fraction=1.5", "data.val_fraction: 1.5 is outside [0, 1)"),
+        ("--data.test_fraction=-0.1", "data.test_fraction: -0.1 is outside [0, 1)"),
+        ("--data.num_workers=-1", "data.num_workers: -1 is not a non-negative integer"),
+        ("--model.label_smoothing=1.0", "model.label_smoothing: 1.0 is outside [0, 1)"),
+        ("--config=nope.yaml", "--config: file 'nope.yaml' not found"),
+    ],
+)
+def test_values_out_of_range_name_the_option_and_value(option, expected, in_tmp):
+    with pytest.raises((DataError, ConfigError)) as caught:
+        _cli(option)
+    assert str(caught.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("--data.batch_sise=3", "data: Option 'batch_sise' is not accepted"),
+        ("--trainer.max_epochs=abc", "trainer.max_epochs: Expected a int; Given value: abc"),
+        ("--model.net.init_args.bogus=1", "model.net: Option 'bogus' is not accepted"),
+        ("--model.optimizer=torch.optim.Nope", "model.optimizer: Expected a path but torch.optim.Nope"),
+        (
+            "--data.on_bad_line=ignore",
+            "data.on_bad_line: Expected a typing.Literal['error', 'skip']. Got value: ignore",
+        ),
+    ],
+)
+def test_unknown_and_mistyped_options_name_the_option(option, expected, in_tmp):
+    with pytest.raises(ArgumentError) as caught:
+        _cli(option)
+    assert one_line(caught.value).startswith(expected)
+
+
+def test_a_model_that_cannot_be_built_says_why(in_tmp):
+    transformer = str(CNN).replace("cnn.yaml", "transformer.yaml")
+    with pytest.raises(ConfigError, match=r"^d_model=64 is not divisible by nhead=5"):
+        ExperimentCLI(
+            args=["--config", transformer, *TINY_DATA, *CSV_ONLY, "--model.net.init_args.nhead=5"], run=False
+        )
+
+
+def test_config_files_that_are_folders_or_not_yaml(in_tmp):
+    (in_tmp / "folder.yaml").mkdir()
+    with pytest.raises(ConfigError, match=r"--config: .*folder.yaml is a directory, expected a YAML file"):
+        _cli("--config=folder.yaml")
+    (in_tmp / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: expected a mapping of options"):
+        _cli("--config=list.yaml")
+    (in_tmp / "latin.yaml").write_bytes(b"trainer: {max_epochs: 1}\n# caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text \(byte 30\)"):
+        _cli("--config=latin.yaml")
+
+
+@pytest.mark.parametrize(
+    "name, content, expected",
+    [
+        ("latin.csv", b"text,label\nfine,a\ncaf\xe9 au lait,b\n", "latin.csv: not UTF-8 text: byte 21 (line 3) is 0xe9"),
+        ("empty.csv", b"", "empty.csv: file is empty"),
+        ("header.csv", b"text,label\n", "header.csv: no data rows (a header only?)"),
+        ("ragged.csv", b"text,label\nfine,a\nsome, more,b\nok,a\n", "ragged.csv: line 3 has 3 fields, the header has 2"),
+        ("ragged.tsv", b"text\tlabel\nfine\ta\nsome\tmore\tb\n", "ragged.tsv: line 3 has 3 fields, the header has 2"),
+        ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "broken.jsonl: line 2 is not a JSON object"),
+    ],
+)  # fmt: skip
+def test_text_files_that_do_not_load_say_why(name, content, expected, tmp_path):
+    from datamodules.text import TextClassificationDataModule
+
+    path = tmp_path / name
+    path.write_bytes(content)
+    test = write_csv(tmp_path / "test.csv", reviews(10))
+    with pytest.raises(DataError) as caught:
+        TextClassificationDataModule(
+            train_path=str(path), test_path=str(test), cache_dir=str(tmp_path / "c")
+        ).setup()
+    assert str(caught.value).startswith(
+        str(tmp_path / expected.split(":")[0]) + ":" + expected.split(":", 1)[1]
+    )
+
+
+def test_a_folder_given_as_a_data_file(tmp_path):
+    from datamodules.dna import DNADataModule
+    from datamodules.text import TextClassificationDataModule
+
+    (tmp_path / "train.csv").mkdir()
+    with pytest.raises(
+        DataError, match=r"data.train_path: '.*train.csv' is a directory, expected a data file"
+    ):
+        TextClassificationDataModule(
+            train_path=str(tmp_path / "train.csv"), cache_dir=str(tmp_path / "c")
+        ).setup()
+    with pytest.raises(
+        DataError, match=r"train.csv: is a directory, expected a data file or an encoded DNA folder"
+    ):
+        DNADataModule(train_path=str(tmp_path / "train.csv")).setup()
+
+
+def test_mixup_with_an_odd_batch_says_why(tmp_path):
+    cli = ExperimentCLI(
+        args=[*image_args(tmp_path, "mnist_cnn.yaml"), "--data.mixup_alpha=0.4", "--data.batch_size=7"],
+        run=False,
+    )
+    with pytest.raises(
+        DataError, match=r"data.batch_size: 7 images per device is odd; mixup and cutmix pair"
+    ):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+
+def test_the_command_prints_each_mistake_as_one_line(in_tmp):
+    for option, expected in (
+        ("--data.batch_size=-4", "error: data.batch_size: -4 is not a positive integer"),
+        ("--data.batch_sise=3", "error: data: Option 'batch_sise' is not accepted"),
+    ):
+        result = run_module("fit", "--config", CNN, *TINY_DATA, option, cwd=in_tmp)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert last_line(result).startswith(expected)
+    assert sorted(p.name for p in in_tmp.iterdir()) == []  # nothing written

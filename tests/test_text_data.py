@@ -1,0 +1,216 @@
+"""Text data: files and labels, seeded splits and subsets, the token cache, trained tokenizers, bad input
+named by file, row, column and value."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_module
+from text_data import TEXT, reviews, write_csv, write_jsonl
+
+from archbench.errors import DataError
+from datamodules.text import TextClassificationDataModule
+
+
+def data(tmp_path, **kwargs) -> TextClassificationDataModule:
+    kwargs.setdefault("tokenizer_vocab_size", 100)
+    kwargs.setdefault("batch_size", 8)
+    return TextClassificationDataModule(cache_dir=str(tmp_path / "cache"), **kwargs)
+
+
+@pytest.fixture
+def csv_files(tmp_path):
+    rows = reviews(90)
+    return {
+        "train_path": str(write_csv(tmp_path / "train.csv", rows[:60])),
+        "val_path": str(write_csv(tmp_path / "val.csv", rows[60:75])),
+        "test_path": str(write_csv(tmp_path / "test.csv", rows[75:])),
+    }
+
+
+def test_string_labels_map_to_ids_in_declared_order_and_batches_pad_to_their_longest(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, labels=["rotten", "fresh"])
+    dm.prepare_data()
+    dm.setup()
+    assert dm.num_outputs == 2 and dm.labels == ["rotten", "fresh"]
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 60, "val": 15, "test": 15}
+    # Row 0 of train.csv is "fresh" (id 1 here), row 1 "rotten" (id 0).
+    assert dm.splits["train"].labels[:2].tolist() == [1, 0]
+    batch = next(iter(dm.val_dataloader()))
+    x, lengths = batch["x"], batch["lengths"]
+    assert x.dtype == torch.long and x.shape[1] == int(lengths.max())
+    for row, n in enumerate(lengths.tolist()):
+        assert (x[row, n:] == dm.pad_id).all() and (x[row, :n] != dm.pad_id).all()
+    # Special tokens around the words, and the words themselves come back from the ids.
+    first = dm.tokenizer.decode(x[0, : lengths[0]].tolist())
+    assert first.strip() == reviews(90)[60][0]  # byte-level BPE decodes the prefix space too
+
+
+def test_jsonl_with_integer_labels_and_a_seeded_held_out_split(tmp_path):
+    records = [{"review": t, "stars": i % 3} for i, (t, _) in enumerate(reviews(100))]
+    path = write_jsonl(tmp_path / "all.jsonl", records)
+    split = {"val_fraction": 0.2, "test_fraction": 0.2}
+    dm = data(tmp_path, train_path=str(path), text_column="review", label_column="stars", **split)
+    dm.setup()
+    assert dm.labels == ["0", "1", "2"]
+    sizes = {k: len(v) for k, v in dm.splits.items()}
+    assert sizes == {"train": 60, "val": 20, "test": 20}
+    again = data(
+        tmp_path / "other", train_path=str(path), text_column="review", label_column="stars", **split
+    )
+    again.setup()
+    for split in sizes:  # the same seed gives the same split
+        np.testing.assert_array_equal(again.splits[split].values, dm.splits[split].values)
+    # integer labels keep their value as class id
+    original = np.array([r["stars"] for r in records])
+    assert set(dm.splits["val"].labels) <= {0, 1, 2}
+    assert np.bincount(dm.splits["train"].labels, minlength=3).sum() == 60
+    assert sorted(np.concatenate([dm.splits[s].labels for s in sizes])) == sorted(original)
+
+
+def test_subset_sizes(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, train_size=20, test_size=5)
+    dm.setup()
+    assert len(dm.splits["train"]) == 20 and len(dm.splits["test"]) == 5 and len(dm.splits["val"]) == 15
+
+
+def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, csv_files, monkeypatch):
+    first = data(tmp_path, **csv_files)
+    first.prepare_data()
+    first.setup()
+    assert first.tokenizer_calls >= 90
+    second = data(tmp_path, **csv_files)
+    import tokenizers
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the tokenizer was called on a cached dataset")
+
+    monkeypatch.setattr(tokenizers.Tokenizer, "encode_batch", forbidden)
+    second.prepare_data()
+    second.setup()
+    assert second.tokenizer_calls == 0
+    for split in ("train", "val", "test"):
+        np.testing.assert_array_equal(second.splits[split].values, first.splits[split].values)
+    monkeypatch.undo()
+    # another max_length is another cache entry
+    shorter = data(tmp_path, **csv_files, max_length=6)
+    shorter.setup()
+    assert shorter.cache_path != first.cache_path and shorter.splits["train"].lengths.max() == 6
+
+
+def test_run_files_hold_the_label_mapping_and_the_tokenizer(tmp_path, csv_files):
+    from tokenizers import Tokenizer
+
+    dm = data(tmp_path, **csv_files)
+    dm.setup()
+    dm.save_run_files(tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "labels.json").read_text()) == ["fresh", "rotten"]
+    saved = Tokenizer.from_file(str(tmp_path / "run" / "tokenizer.json"))
+    assert saved.encode("a great film").ids == dm.tokenizer.encode("a great film").ids
+    state = dm.state_dict()
+    dm.load_state_dict(state)  # its own state is accepted
+    other = data(tmp_path / "x", **csv_files, labels=["rotten", "fresh"])
+    with pytest.raises(DataError, match="labels"):
+        other.load_state_dict(state)
+
+
+def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, tokenizer="bpe", tokenizer_vocab_size=300)
+    dm.setup()
+    ids = dm.splits["train"].values
+    assert 0 < dm.vocab_size <= 300 and ids.max() < dm.vocab_size
+
+
+@pytest.mark.parametrize(
+    "content, kwargs, expected",
+    [
+        ("review,label\ngood film,fresh\n", {}, r"no column 'text' \(columns: review, label\)"),
+        ("text,stars\ngood film,fresh\n", {}, r"no column 'label'"),
+        (
+            "text,label\ngood film,fresh\n,rotten\nbad,rotten\n",
+            {},
+            r"row 2 \(line 3\): column 'text' is empty",
+        ),
+        ("text,label\ngood,fresh\n   ,rotten\n", {}, r"row 2 \(line 3\): column 'text' is empty"),
+        (
+            "text,label\ngood,fresh\nbad,rotten\nmeh,so-so\n",
+            {"labels": ["fresh", "rotten"]},
+            r"row 3 \(line 4\): column 'label' value 'so-so' is not one of the labels \['fresh', 'rotten'\]",
+        ),
+    ],
+)
+def test_bad_input_names_file_row_column_and_value(tmp_path, content, kwargs, expected):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    dm = data(tmp_path, train_path=str(path), val_fraction=0.0, test_fraction=0.0, **kwargs)
+    with pytest.raises(DataError, match=expected) as err:
+        dm.prepare_data()
+    assert str(path) in str(err.value)
+    assert not list((tmp_path / "cache" / "tokenized").glob("*/meta.json"))  # nothing half-written
+
+
+def test_a_validation_label_never_seen_in_training_is_an_error(tmp_path):
+    train = write_csv(tmp_path / "train.csv", [("good", "fresh"), ("bad", "rotten")])
+    val = write_csv(tmp_path / "val.csv", [("fine", "fresh"), ("odd", "weird")])
+    dm = data(tmp_path, train_path=str(train), val_path=str(val), test_fraction=0.0)
+    with pytest.raises(DataError, match=r"val.csv: row 2 \(line 3\): column 'label' value 'weird'"):
+        dm.prepare_data()
+
+
+def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
+    with pytest.raises(DataError, match=r"data.train_path: file '.*nope.csv' not found"):
+        _ = data(tmp_path, train_path=str(tmp_path / "nope.csv")).num_outputs
+    (tmp_path / "a.xml").write_text("<a/>")
+    with pytest.raises(DataError, match=r"unknown format '.xml'"):
+        _ = data(tmp_path, train_path=str(tmp_path / "a.xml")).num_outputs
+    with pytest.raises(DataError, match=r"data.dataset: 'yelp_review_full' .*offline"):
+        _ = data(tmp_path, dataset="yelp_review_full").num_outputs
+    with pytest.raises(DataError, match=r"data.tokenizer: 'bert-base-cased' \(a hub name\).*offline"):
+        _ = data(
+            tmp_path, train_path=write_csv(tmp_path / "t.csv", reviews(4)), tokenizer="bert-base-cased"
+        ).vocab_size
+    with pytest.raises(DataError, match="either dataset"):
+        data(tmp_path)
+
+
+def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\ngood,fresh\n,rotten\n")
+    result = run_module(
+        "fit",
+        "--config",
+        str(TEXT / "rotten_tomatoes.yaml"),
+        "--config",
+        str(TEXT / "lstm.yaml"),
+        f"--data.train_path={bad}",
+        "--data.val_path=null",
+        "--data.test_path=null",
+        "--data.tokenizer=wordpiece",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert (
+        result.stderr.strip().splitlines()[-1]
+        == f"error: {bad}: row 2 (line 3): column 'text' is empty (1 empty texts in all)"
+    )
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_empty_text_in_a_held_out_part_names_its_file_row(tmp_path):
+    """Held-out parts are subsets of the training file: the row named is the file's, not the subset's."""
+    rows = [(f"text number {i} is fine", "pos" if i % 2 else "neg") for i in range(40)]
+    rows[30] = ("   ", "pos")
+    path = tmp_path / "t.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["text", "label"])
+        writer.writerows(rows)
+    for val, test in ((0.0, 0.25), (0.25, 0.25), (0.0, 0.0)):
+        dm = TextClassificationDataModule(train_path=str(path), val_fraction=val, test_fraction=test)
+        with pytest.raises(
+            DataError, match=r"row 31 \(line 32\): column 'text' is empty \(1 empty texts in all\)"
+        ):
+            dm.prepare_data()
