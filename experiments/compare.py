@@ -199,10 +199,8 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)
     epochs, steps = trainer.current_epoch, trainer.global_step
-    has_best = trainer.checkpoint_callback is not None and trainer.checkpoint_callback.best_model_path
-    results = trainer.test(
-        module, datamodule=data, ckpt_path="best" if has_best else None, verbose=False, weights_only=True
-    )
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
+    results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
     test = {k: float(v) for k, v in results[0].items()} if results else {}
     if trainer.is_global_zero:
         wandb_logger.experiment.summary.update({**test, "train_seconds": train_seconds})

@@ -103,5 +103,6 @@ def one_line(message: str) -> str:
             keys.append(line.split('"')[1])
         elif not line.startswith("Problem with given class_path '") and line not in reasons:
             reasons.append(line.replace("<class '", "").replace("'>", ""))
-    where = ".".join(keys) or "options"
-    return f"{where}: {'; '.join(reasons)}" if reasons else str(message).strip()
+    if not reasons:
+        return str(message).strip()
+    return f"{'.'.join(keys)}: {'; '.join(reasons)}" if keys else "; ".join(reasons)

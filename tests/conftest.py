@@ -62,6 +62,31 @@ def run_module(*args, cwd, env=None, timeout=300):
     )
 
 
+def run_main(*args, cwd):
+    """``archbench ...`` run in this process (the suite starts no interpreter, importing torch and Lightning
+    again, for commands that need no process of their own); returns what ``run_module`` returns."""
+    import contextlib
+    import io
+    import subprocess
+
+    import wandb
+
+    from experiments.__main__ import main
+
+    out, err, here = io.StringIO(), io.StringIO(), os.getcwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exit_:  # --help, --print_config
+                code = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        wandb.finish()  # as the process would end its W&B run
+        os.chdir(here)
+    return subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+
+
 def tiny_compare(tmp_path, name: str, data_config, models: dict, seeds: int, overrides: list[str]) -> dict:
     """Run ``compare`` in ``tmp_path`` on a one-epoch comparison file over ``models`` (name -> config file);
     ``overrides`` are the per-run options (tiny data). Returns results.json."""

@@ -3,7 +3,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TINY_DATA, run_module
+from conftest import ROOT, TINY_DATA, run_main, run_module
 from wandb_offline import find_runs, read_run
 
 from experiments.cli import ExperimentCLI
@@ -44,7 +44,7 @@ def test_a_yaml_syntax_error_names_the_file_and_line(in_tmp):
     (in_tmp / "broken.yaml").write_text(
         "model:\n  net:\n    class_path: lit_models.DilatedCNN\n    init_args: {channels: [}\n"
     )
-    result = run_module("fit", "--config", str(DNA / "cnn.yaml"), "--config", "broken.yaml", cwd=in_tmp)
+    result = run_main("fit", "--config", str(DNA / "cnn.yaml"), "--config", "broken.yaml", cwd=in_tmp)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: broken.yaml:4:")
 
@@ -55,7 +55,7 @@ def test_fast_dev_run(name, in_tmp):
 
 
 def test_print_config_shows_the_model_without_linked_sizes(in_tmp):
-    result = run_module("fit", "--config", str(DNA / "lstm.yaml"), "--print_config", cwd=in_tmp)
+    result = run_main("fit", "--config", str(DNA / "lstm.yaml"), "--print_config", cwd=in_tmp)
     assert result.returncode == 0, result.stderr
     assert "class_path: lit_models.RecurrentNet" in result.stdout
     assert "cell: lstm" in result.stdout
@@ -72,7 +72,7 @@ def test_print_config_shows_the_model_without_linked_sizes(in_tmp):
 )
 def test_bad_data_is_one_clear_line_and_nothing_is_written(in_tmp, content, expected):
     (in_tmp / "bad.txt").write_text(content)
-    result = run_module("fit", "--config", str(DNA / "cnn.yaml"), "--data.train_path=bad.txt", cwd=in_tmp)
+    result = run_main("fit", "--config", str(DNA / "cnn.yaml"), "--data.train_path=bad.txt", cwd=in_tmp)
     assert result.returncode == 2
     assert expected in result.stderr
     assert "Traceback" not in result.stderr
@@ -80,7 +80,7 @@ def test_bad_data_is_one_clear_line_and_nothing_is_written(in_tmp, content, expe
 
 
 def test_missing_file_in_compare(in_tmp):
-    result = run_module(
+    result = run_main(
         "compare", "--config", str(DNA / "compare.yaml"), "--data.train_path=nope.txt", cwd=in_tmp
     )
     assert result.returncode == 2
@@ -106,7 +106,7 @@ def test_unused_parameters_stop_the_run_with_their_names(in_tmp):
         match=r"24 of 26 trainable parameter tensors get no gradient from the loss: net\.encoder\.layers\.0\.",
     ):
         ExperimentCLI(args=args)
-    result = run_module(*args, cwd=in_tmp)
+    result = run_main(*args, cwd=in_tmp)
     assert result.returncode == 2 and "error: " in result.stderr and "Traceback" not in result.stderr
     with pytest.warns(UserWarning, match="get no gradient"):
         ExperimentCLI(
@@ -262,7 +262,8 @@ def test_one_seed_reports_no_spread():
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp):
-    """`fit` as a user runs it: base.yaml's CSV logger and W&B logger (offline without credentials)."""
+    """`fit` as a user runs it, a process of its own: base.yaml's CSV logger and W&B logger (offline without
+    credentials)."""
     result = run_module(
         "fit", "--config", str(DNA / "gru.yaml"), *TINY_DATA, "--trainer.max_epochs=1", cwd=in_tmp
     )

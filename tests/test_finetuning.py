@@ -5,7 +5,7 @@ transfer experiment."""
 import pytest
 import timm
 import torch
-from conftest import run_module
+from conftest import run_main
 from image_data import VISION, image_args
 from safetensors.torch import load_file
 
@@ -175,7 +175,7 @@ def test_optimizer_and_schedule_swap_from_the_command_line_and_keep_the_groups(t
 def test_lr_find_command(tmp_path):
     out = tmp_path / "lr.png"
     args = [a for a in image_args(tmp_path, "mnist_cnn.yaml") if not a.startswith("--trainer.logger")]
-    result = run_module("lr_find", *args, "--num_training=30", f"--out={out}", cwd=tmp_path)
+    result = run_main("lr_find", *args, "--num_training=30", f"--out={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lr_find: suggested --model.optimizer.lr" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "lightning_logs").exists()
@@ -200,7 +200,7 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     ckpt = next(c.last_model_path for c in cli.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
     out = tmp_path / "ours.safetensors"
-    result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
+    result = run_main("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     theirs = TimmNet(timm_name, num_outputs=10, weights_file=str(out), model_kwargs=timm_kwargs).eval()
     cli.model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])  # the exported weights
@@ -242,7 +242,7 @@ def test_transfer_experiment_pretrain_export_fine_tune(tmp_path, monkeypatch, ar
     out = tmp_path / "runs" / "vision_transfer" / f"{arch}.safetensors"  # where the fine-tune config looks
     out.parent.mkdir(parents=True)
     ckpt = next(c.last_model_path for c in cli.trainer.checkpoint_callbacks if isinstance(c, LastCheckpoint))
-    result = run_module("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
+    result = run_main("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     comparison = Comparison.load(transfer / "compare.yaml")
     files = [comparison.model_file(m) for m in comparison.models]

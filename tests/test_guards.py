@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 import yaml
-from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_module
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main, run_module
 
 from archbench.errors import ConfigError, DataError, NonFiniteLossError
 from experiments.cli import ExperimentCLI
@@ -31,7 +31,7 @@ def test_a_nan_loss_stops_the_run_before_the_update_and_saves_nothing(tmp_path):
 
 def test_a_nan_loss_stops_the_command_with_one_line(in_tmp):
     nan = {"trainer": {"callbacks+": [{"class_path": "faults.NaNAt", "init_args": {"step": 2}}]}}
-    result = run_module(
+    result = run_main(
         "fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--config", yaml.safe_dump(nan), cwd=in_tmp
     )
     assert result.returncode == 2
@@ -124,7 +124,7 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
         with pytest.raises(ConfigError) as caught:
             ExperimentCLI(args=["validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, f"--ckpt_path={name}"])
         assert str(caught.value).startswith(expected), (name, str(caught.value))
-    result = run_module(
+    result = run_main(
         "validate", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--ckpt_path=truncated.ckpt", cwd=in_tmp
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr

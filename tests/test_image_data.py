@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_main
 from image_data import fake_fashion_mnist, image_args, write_folder, write_idx
 
 from archbench.errors import DataError
@@ -143,7 +143,7 @@ def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
 
 def test_missing_fashion_mnist_offline_is_one_clear_line(tmp_path):
     args = image_args(tmp_path, "mnist_cnn.yaml")
-    result = run_module("fit", *args, f"--data.root={tmp_path / 'nothing'}", cwd=tmp_path)
+    result = run_main("fit", *args, f"--data.root={tmp_path / 'nothing'}", cwd=tmp_path)
     assert result.returncode == 2
     assert "python -m experiments data fashion_mnist" in result.stderr.strip().splitlines()[-1]
 

@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT, run_module
+from conftest import ROOT, run_main
 
 from archbench.errors import DataError
 
@@ -150,7 +150,7 @@ def test_encode_command_round_trip(tmp_path):
     from datamodules.dna_io import read_dna, to_strings
 
     (tmp_path / "seqs.txt").write_text("ACGT 1.5\nGGNNA -2\nTTT 0\n")
-    result = run_module("data", "encode", "--input", "seqs.txt", "--out", "enc", cwd=tmp_path)
+    result = run_main("data", "encode", "--input", "seqs.txt", "--out", "enc", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     encoded = read_dna(tmp_path / "enc")
     assert isinstance(encoded.values, np.memmap)
@@ -160,7 +160,7 @@ def test_encode_command_round_trip(tmp_path):
     assert to_strings(part.view(np.array([1]))) == ["ACGT"]
     # the command converts through the chunked encoder: its options reach it
     (tmp_path / "bad.txt").write_text("ACGT 1.5\nACGU 2\nTTT 0\n")
-    result = run_module(
+    result = run_main(
         "data", "encode", "--input", "bad.txt", "--out", "enc2", "--on-bad-line", "skip", cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 import yaml
-from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_module
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main
 
 from archbench.errors import ConfigError
 from experiments.cli import ExperimentCLI
@@ -54,7 +54,7 @@ def test_impossible_trainer_settings_name_the_setting(option, expected, in_tmp):
     ],
 )  # fmt: skip
 def test_impossible_requests_are_one_clear_line(option, expected, in_tmp):
-    result = run_module("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, option, cwd=in_tmp)
+    result = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, option, cwd=in_tmp)
     assert result.returncode == 2
     assert last_line(result).startswith(expected), result.stderr[-2000:]
     assert "Traceback" not in result.stderr

@@ -13,7 +13,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_module
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_main, run_module
 
 from experiments.cli import ExperimentCLI
 
@@ -99,7 +99,7 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys):
 
 
 def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
-    first = run_module(
+    first = run_main(
         "fit",
         "--config",
         CNN,
@@ -112,7 +112,7 @@ def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_r
     assert first.returncode == 0, first.stderr[-3000:]
     assert "resuming" not in first.stdout
     lstm = str(ROOT / "experiments" / "dna" / "lstm.yaml")
-    other = run_module(
+    other = run_main(
         "fit",
         "--config",
         lstm,
@@ -219,7 +219,7 @@ def test_a_kill_after_the_best_resumes_from_the_latest_save(in_tmp):
     assert killed.returncode == -signal.SIGKILL
     assert _step(next(in_tmp.rglob("last.ckpt"))) == 8  # saved at the validation after step 8
     start = ["--trainer.callbacks+=faults.RecordStart", f"--trainer.callbacks.path={in_tmp / 'start.txt'}"]
-    resumed = run_module("fit", *FROZEN, *start, "--ckpt_path=last", cwd=in_tmp)
+    resumed = run_main("fit", *FROZEN, *start, "--ckpt_path=last", cwd=in_tmp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout and (in_tmp / "start.txt").read_text() == "8"  # not 2, the best
     assert _step(next(in_tmp.rglob("last.ckpt"))) == 12

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_module
+from conftest import run_main
 from text_data import TEXT, reviews, write_csv, write_jsonl
 
 from archbench.errors import DataError
@@ -178,7 +178,7 @@ def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
 def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\ngood,fresh\n,rotten\n")
-    result = run_module(
+    result = run_main(
         "fit",
         "--config",
         str(TEXT / "rotten_tomatoes.yaml"),

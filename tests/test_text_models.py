@@ -4,7 +4,7 @@ every text config trains a step, the pretrained encoder, the attention command, 
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, run_module, tiny_compare
+from conftest import ROOT, run_main, tiny_compare
 from text_data import TEXT, reviews, text_args, tiny_bert
 from wandb_offline import find_runs, read_run
 
@@ -141,7 +141,7 @@ def test_the_pretrained_encoder_path_with_a_tiny_bert(tmp_path):
 
 def test_missing_pretrained_folder_is_one_clear_line(tmp_path):
     args = text_args(tmp_path, TEXT / "minilm.yaml")
-    result = run_module("fit", *args, "--model.net.init_args.path=data/pretrained/nothing-here", cwd=tmp_path)
+    result = run_main("fit", *args, "--model.net.init_args.path=data/pretrained/nothing-here", cwd=tmp_path)
     assert result.returncode == 2
     assert "folder 'data/pretrained/nothing-here' not found" in result.stderr.splitlines()[-1]
 
@@ -176,7 +176,7 @@ def test_attention_command_and_callback(tmp_path):
     assert [p.name.split("-text")[1] for p in drawn] == ["0.png", "1.png"]
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     out = tmp_path / "maps.png"
-    result = run_module(
+    result = run_main(
         "attention", *args, *small, "--ckpt", ckpt, "--text", "a great film", "--out", str(out), cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -186,7 +186,7 @@ def test_attention_command_and_callback(tmp_path):
 
 def test_yelp_config_parses_and_says_the_machine_is_offline(tmp_path):
     config = ["--config", str(TEXT / "yelp.yaml"), "--config", str(TEXT / "course_transformer.yaml")]
-    result = run_module("fit", *config, cwd=tmp_path)
+    result = run_main("fit", *config, cwd=tmp_path)
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     # whichever of the two hub names (dataset, tokenizer) is resolved first is reported
