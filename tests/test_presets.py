@@ -65,7 +65,8 @@ def test_impossible_requests_are_one_clear_line(option, expected, in_tmp):
 def test_bf16_mixed_on_cpu_trains_each_sequence_architecture(model, tmp_path):
     args = ["--config", str(ROOT / "experiments" / "dna" / f"{model}.yaml"), *TINY_DATA, *CSV_ONLY]
     args += [f"--trainer.logger.init_args.save_dir={tmp_path}", "--trainer.precision=bf16-mixed"]
-    cli = ExperimentCLI(args=[*args, "--trainer.max_steps=3", "--trainer.limit_val_batches=1"], run=False)
+    args += ["--trainer.max_steps=3", "--trainer.limit_val_batches=1", "--trainer.log_every_n_steps=1"]
+    cli = ExperimentCLI(args=args, run=False)
     before = [p.detach().clone() for p in cli.model.parameters()]
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert cli.trainer.global_step == 3 and torch.isfinite(cli.trainer.callback_metrics["train/loss"])
