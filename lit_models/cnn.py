@@ -10,18 +10,19 @@ from torch import nn
 
 from lit_models.embedding import input_layer
 from lit_models.pooling import full_lengths, masked_max, masked_mean, padding_mask
-from lit_models.stem import ConvStem
+from lit_models.stem import ConvStem, conv_over_positions
 
 
 class ChannelNorm(nn.Module):
-    """LayerNorm over channels at each position: unlike BatchNorm, padding cannot leak into it."""
+    """LayerNorm over channels at each position of (B, L, C): unlike BatchNorm, padding cannot leak into it.
+    (A module of its own so that checkpoints keep their parameter names.)"""
 
     def __init__(self, channels: int):
         super().__init__()
         self.norm = nn.LayerNorm(channels)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:  # (B, C, L)
-        return self.norm(h.transpose(1, 2)).transpose(1, 2)
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.norm(h)
 
 
 class DilatedBlock(nn.Module):
@@ -32,8 +33,11 @@ class DilatedBlock(nn.Module):
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, h: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """h: (B, L, C), keep: (B, L, 1), 1 at real positions. Positions last, channels innermost throughout:
+        elementwise backward kernels over transposed tensors (GELU's above all) fall back to scalar loops on
+        the CPU."""
         # Mask the conv's input too: the norm maps padded zeros to its bias, which must not be read.
-        return h + self.dropout(self.conv(F.gelu(self.norm(h)) * keep)) * keep
+        return h + self.dropout(conv_over_positions(self.conv, F.gelu(self.norm(h)) * keep)) * keep
 
 
 class DilatedCNN(nn.Module):
@@ -88,12 +92,11 @@ class DilatedCNN(nn.Module):
         if self.tokens is not None:
             x = self.tokens(x, lengths)
         h, lengths = self.stem(x, lengths)  # (B, L', C)
-        h = h.transpose(1, 2)  # (B, C, L')
-        mask = padding_mask(lengths, h.shape[-1])
-        keep = mask[:, None, :].to(h.dtype)
+        mask = padding_mask(lengths, h.shape[1])
+        keep = mask[:, :, None].to(h.dtype)
         for block in self.blocks:
             h = block(h, keep)
-        h = F.gelu(self.norm(h)).transpose(1, 2)  # (B, L', C)
+        h = F.gelu(self.norm(h))  # (B, L', C)
         if self.pooling == "max":
             return self.head(masked_max(h, mask))
         if self.pooling == "mean":

@@ -5,6 +5,7 @@ from torch import nn
 
 from lit_models import DilatedCNN, MultiheadSelfAttention, RecurrentNet, TransformerNet
 from lit_models.checks import parameters_without_gradient
+from lit_models.stem import ConvStem, conv_over_positions
 from lit_models.transformer import EncoderBlock, attention, sinusoidal_positions
 
 torch.manual_seed(0)
@@ -84,6 +85,32 @@ def test_padding_does_not_change_the_output(name):
             together = net(x, lengths)[1]
             alone = net(x[1:2, :n], lengths[1:2])[0]
         torch.testing.assert_close(together, alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(padding="same"), dict(padding="same", dilation=4), dict(padding=2, stride=2), dict(padding=0)],
+)
+def test_convolution_over_positions_equals_conv1d_on_the_transposed_input(kwargs):
+    conv = nn.Conv1d(6, 5, 3, **kwargs).double()
+    h = torch.randn(3, 17, 6, dtype=torch.float64, requires_grad=True)
+    ours = conv_over_positions(conv, h)
+    reference = conv(h.transpose(1, 2)).transpose(1, 2)
+    torch.testing.assert_close(ours, reference, rtol=0, atol=1e-12)
+    (g_ours,) = torch.autograd.grad(ours.square().sum(), h)
+    (g_reference,) = torch.autograd.grad(reference.square().sum(), h)
+    torch.testing.assert_close(g_ours, g_reference, rtol=0, atol=1e-12)
+
+
+def test_stem_equals_conv_relu_mask_and_ceil_mode_max_pool():
+    stem = ConvStem(4, 8, kernel_size=5, pool_size=3).double()
+    x, lengths = torch.randn(4, 16, 4, dtype=torch.float64), torch.tensor([16, 11, 7, 1])
+    h, new_lengths = stem(x, lengths)
+    keep = (torch.arange(16)[None, :] < lengths[:, None]).double()[:, None, :]
+    reference = torch.relu(stem.conv(x.transpose(1, 2))) * keep
+    reference = torch.nn.functional.max_pool1d(reference, 3, ceil_mode=True).transpose(1, 2)
+    torch.testing.assert_close(h, reference, rtol=0, atol=1e-12)
+    assert h.is_contiguous() and new_lengths.tolist() == [6, 4, 3, 1]
 
 
 @pytest.mark.parametrize("norm_first", [True, False])
