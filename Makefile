@@ -41,7 +41,7 @@ data/pretrained/efficientnet_lite0.safetensors:
 	$(PY) -m experiments data efficientnet_lite0
 
 compare: $(STAMP)
-	$(PY) -m experiments compare --config experiments/dna/compare.yaml
+	$(PY) -m experiments compare --config experiments/dna/compare.yaml --trainer.max_epochs 4
 
 text-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/text/compare.yaml

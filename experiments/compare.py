@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -198,7 +199,8 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)
-    epochs, steps = trainer.current_epoch, trainer.global_step
+    steps = trainer.global_step
+    epochs = _epochs_trained(trainer)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
     results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
     test = {k: float(v) for k, v in results[0].items()} if results else {}
@@ -222,6 +224,15 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     if trainer.is_global_zero:
         write_atomic(done, json.dumps(result, indent=1) + "\n")
     return result
+
+
+def _epochs_trained(trainer) -> float:
+    """Epochs of training data the run used, fractional when early stopping or ``max_steps`` ended it
+    mid-epoch (``current_epoch`` counts an epoch that was stopped in as done)."""
+    per_epoch = trainer.num_training_batches
+    if not math.isfinite(per_epoch) or per_epoch <= 0:
+        return float(trainer.current_epoch)
+    return round(trainer.global_step * trainer.accumulate_grad_batches / per_epoch, 2)
 
 
 def _logged_throughput(trainer) -> float | None:
@@ -300,7 +311,7 @@ def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
         group=comparison.name,
         name=f"{comparison.name}-summary",
         job_type="summary",
-        dir=str(out),
+        dir=str(out.resolve()),  # absolute, as in AutoWandbLogger
         mode=wandb_mode(),
         config={
             "comparison": comparison.name,
