@@ -130,8 +130,12 @@ def test_compare_rows_stop_when_validation_stops_improving_and_the_table_shows_t
     # bound. A row that cannot improve (learning rate 0) stops at its 5th validation: 2.5 epochs of 4 batches.
     frozen = (DNA / "cnn.yaml").read_text() + "  optimizer:\n    init_args: {lr: 0.0}\n"
     (in_tmp / "frozen.yaml").write_text(frozen)
-    (in_tmp / "cmp.yaml").write_text(f"name: es\nseeds: 1\nout: out\nconfig: {DNA / 'base.yaml'}\nmodels:\n  Frozen: frozen.yaml\n")
-    compare(["--config", "cmp.yaml", *TINY_DATA, "--trainer.max_epochs=6", "--trainer.enable_progress_bar=false"])
+    (in_tmp / "cmp.yaml").write_text(
+        f"name: es\nseeds: 1\nout: out\nconfig: {DNA / 'base.yaml'}\nmodels:\n  Frozen: frozen.yaml\n"
+    )
+    compare(
+        ["--config", "cmp.yaml", *TINY_DATA, "--trainer.max_epochs=6", "--trainer.enable_progress_bar=false"]
+    )
     (run,) = json.loads((in_tmp / "out" / "results.json").read_text())["runs"]
     assert run["steps"] == 10 and run["epochs"] == 2.5
     table = (in_tmp / "out" / "results.md").read_text()
