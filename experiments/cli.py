@@ -15,7 +15,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -70,6 +70,12 @@ class ExperimentCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
+        # The budget rule of every run (experiments/base.yaml): `--early_stopping.patience 10`,
+        # `--early_stopping.monitor val/pearson --early_stopping.mode max`. A key of its own (LightningCLI's
+        # way for a callback that is always there) rather than an entry of trainer.callbacks, which a command
+        # line cannot change one item of.
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 4})
         for source, targets in DATA_LINKS.items():
             for target in [targets] if isinstance(targets, str) else targets:
                 parser.link_arguments(source, target, apply_on="instantiate")
@@ -148,6 +154,14 @@ class ExperimentCLI(LightningCLI):
         kwargs.setdefault("plugins", plugins)
         try:
             return super().instantiate_trainer(**kwargs)
+        except RuntimeError as err:
+            if "more than one stateful callback" not in str(err):
+                raise
+            raise ConfigError(
+                "trainer.callbacks: two callbacks of one type watch the same metric (an EarlyStopping on "
+                f"{self._section(self.config)['early_stopping']['monitor']} is there already: change it with "
+                "--early_stopping.patience / .monitor / .mode instead of adding another)"
+            ) from None
         except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError) as err:
             # An impossible request (no such accelerator, too many devices, a precision the device lacks).
             raise ConfigError(f"trainer: {str(err).splitlines()[0]} ({available_hardware()})") from None

@@ -4,6 +4,7 @@ import pytest
 import torch
 import yaml
 from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main
+from lightning.pytorch.callbacks import EarlyStopping
 
 from archbench.errors import ConfigError
 from experiments.cli import ExperimentCLI
@@ -44,6 +45,22 @@ def test_impossible_trainer_settings_name_the_setting(option, expected, in_tmp):
     with pytest.raises(ConfigError) as err:
         ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY, option], run=False)
     assert str(err.value).startswith(expected) and "this machine: accelerator cpu" in str(err.value)
+
+
+def test_early_stopping_is_one_setting_and_a_second_one_is_refused_in_one_line(in_tmp):
+    cli = ExperimentCLI(
+        args=["--config", CNN, *TINY_DATA, *CSV_ONLY, "--early_stopping.patience=7"], run=False
+    )
+    (stopping,) = [c for c in cli.trainer.callbacks if isinstance(c, EarlyStopping)]
+    assert (stopping.monitor, stopping.mode, stopping.patience) == ("val/loss", "min", 7)
+    second = [
+        "--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping",
+        "--trainer.callbacks.monitor=val/loss",
+    ]
+    with pytest.raises(ConfigError) as err:
+        ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY, *second], run=False)
+    assert str(err.value).startswith("trainer.callbacks: two callbacks of one type watch the same metric")
+    assert "--early_stopping.patience" in str(err.value)
 
 
 @pytest.mark.parametrize(

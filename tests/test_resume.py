@@ -194,7 +194,7 @@ FROZEN = [  # lr 0: the validation loss never improves after its first value, so
     CNN,
     *TINY_DATA,
     *CSV_ONLY,
-    "--trainer.max_epochs=3",
+    "--trainer.max_epochs=2",  # 4 validations: within the base's early-stopping patience, so it runs to the end
     "--model.optimizer.lr=0.0",
     "--model.lr_scheduler=null",
 ]  # 64 sequences in batches of 16: 4 steps an epoch, validated after 2 and 4 (val_check_interval 0.5)
@@ -208,21 +208,21 @@ def test_last_ckpt_holds_the_final_step_when_validation_stopped_improving(in_tmp
     ExperimentCLI(args=["fit", *FROZEN])
     best = next(in_tmp.rglob("best-*.ckpt"))
     assert _step(best) == 2
-    assert _step(next(in_tmp.rglob("last.ckpt"))) == 12  # the end of training, not a copy of the best
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 8  # the end of training, not a copy of the best
 
 
 def test_a_kill_after_the_best_resumes_from_the_latest_save(in_tmp):
     kill = yaml.safe_dump(
-        {"trainer": {"callbacks+": [{"class_path": "faults.KillAt", "init_args": {"step": 9}}]}}
+        {"trainer": {"callbacks+": [{"class_path": "faults.KillAt", "init_args": {"step": 7}}]}}
     )
     killed = run_module("fit", *FROZEN, "--config", kill, cwd=in_tmp)
     assert killed.returncode == -signal.SIGKILL
-    assert _step(next(in_tmp.rglob("last.ckpt"))) == 8  # saved at the validation after step 8
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 6  # saved at the validation after step 6
     start = ["--trainer.callbacks+=faults.RecordStart", f"--trainer.callbacks.path={in_tmp / 'start.txt'}"]
     resumed = run_main("fit", *FROZEN, *start, "--ckpt_path=last", cwd=in_tmp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stdout and (in_tmp / "start.txt").read_text() == "8"  # not 2, the best
-    assert _step(next(in_tmp.rglob("last.ckpt"))) == 12
+    assert "resuming from" in resumed.stdout and (in_tmp / "start.txt").read_text() == "6"  # not 2, the best
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 8
 
 
 def test_resuming_a_finished_run_trains_nothing_and_says_so(in_tmp, capsys):
@@ -230,14 +230,13 @@ def test_resuming_a_finished_run_trains_nothing_and_says_so(in_tmp, capsys):
     last = next(in_tmp.rglob("last.ckpt"))
     stamp = last.stat().st_mtime_ns
     ExperimentCLI(args=["fit", *FROZEN, "--ckpt_path=last"])
-    assert "nothing to train: this run had finished at step 12" in capsys.readouterr().out
-    assert last.stat().st_mtime_ns == stamp and _step(last) == 12
+    assert "nothing to train: this run had finished at step 8" in capsys.readouterr().out
+    assert last.stat().st_mtime_ns == stamp and _step(last) == 8
     # stopped early (patience 1: the second validation without improvement), then resumed: still nothing
-    stop = ["--trainer.callbacks+=lightning.pytorch.callbacks.EarlyStopping", "--trainer.callbacks.monitor=val/loss",
-            "--trainer.callbacks.patience=1", "--trainer.logger.init_args.save_dir=early"]  # fmt: skip
+    stop = ["--early_stopping.patience=1", "--trainer.logger.init_args.save_dir=early"]
     ExperimentCLI(args=["fit", *FROZEN, *stop])
     stopped = _step(next((in_tmp / "early").rglob("last.ckpt")))
-    assert stopped < 12
+    assert stopped < 8
     ExperimentCLI(args=["fit", *FROZEN, *stop, "--ckpt_path=last"])
     assert f"nothing to train: this run was stopped at step {stopped}" in capsys.readouterr().out
     assert _step(next((in_tmp / "early").rglob("last.ckpt"))) == stopped

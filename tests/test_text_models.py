@@ -201,7 +201,8 @@ def test_text_compare_on_a_tiny_config(tmp_path, monkeypatch):
 
     shipped = Comparison.load(TEXT / "compare.yaml")
     assert list(shipped.models) == ["RNN", "LSTM", "Transformer", "MiniLM"]
-    assert shipped.shared() == [TEXT / "rotten_tomatoes.yaml"] and shipped.metric == "test/acc"
+    assert shipped.shared() == [TEXT / "rotten_tomatoes.yaml", {"trainer": {"max_epochs": 2}}]
+    assert shipped.metric == "test/acc"
     monkeypatch.chdir(tmp_path)
     models = {"LSTM": TEXT / "lstm.yaml", "Transformer": TEXT / "transformer.yaml"}
     results = tiny_compare(
