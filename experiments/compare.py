@@ -119,7 +119,8 @@ def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
     own, runs, i = [], [], 0
     while i < len(argv):
         arg = argv[i]
-        if arg.startswith(RUN_OPTIONS):
+        name = arg.split("=", 1)[0]
+        if name in RUN_OPTIONS or name.startswith(tuple(f"{o}." for o in RUN_OPTIONS)):  # not --models
             runs.append(arg)
             if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
                 runs.append(argv[i + 1])

@@ -125,6 +125,17 @@ def _read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def test_compare_tells_its_own_options_from_the_runs_options():
+    from experiments.compare import split_options
+
+    argv = ["--config", "c.yaml", "--models", "CNN,GRU", "--model.optimizer.lr", "0.1", "--seeds=2",
+            "--trainer.max_epochs=3", "--data", "datamodules.dna.DNADataModule", "--seed_everything", "4"]  # fmt: skip
+    own, runs = split_options(argv)
+    assert own == ["--config", "c.yaml", "--models", "CNN,GRU", "--seeds=2"]
+    assert runs == ["--model.optimizer.lr", "0.1", "--trainer.max_epochs=3", "--data",
+                    "datamodules.dna.DNADataModule", "--seed_everything", "4"]  # fmt: skip
+
+
 def test_compare_rows_stop_when_validation_stops_improving_and_the_table_shows_their_epochs(in_tmp):
     # The same rule for every row: early stopping on val/loss (patience 4 validations, base.yaml) within the
     # bound. A row that cannot improve (learning rate 0) stops at its 5th validation: 2.5 epochs of 4 batches.
