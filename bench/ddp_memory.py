@@ -34,19 +34,20 @@ def rss_anon() -> int:
 
 
 def write_folder(folder: Path, n: int) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    codes = np.lib.format.open_memmap(folder / "codes.npy", mode="w+", dtype=np.uint8, shape=(n * LENGTH,))
-    rng = np.random.default_rng(0)
-    for start in range(0, n * LENGTH, 2**24):
-        stop = min(start + 2**24, n * LENGTH)
-        codes[start:stop] = rng.integers(0, 4, stop - start, dtype=np.uint8)
-    codes.flush()
-    del codes
-    offsets = np.lib.format.open_memmap(folder / "offsets.npy", mode="w+", dtype=np.int64, shape=(n + 1,))
-    offsets[:] = np.arange(n + 1, dtype=np.int64) * LENGTH
-    offsets.flush()
-    del offsets
-    np.save(folder / "labels.npy", rng.normal(size=n).astype(np.float32))
+    """An encoded folder of ``n`` random sequences, written a piece at a time as 'data encode' writes one."""
+    from datamodules.dna_io import ENCODED_FILES
+    from datamodules.storage import StoreWriter
+
+    writer, rng, piece = (
+        StoreWriter(folder, np.uint8, np.float32, ENCODED_FILES),
+        np.random.default_rng(0),
+        2**21,
+    )
+    for start in range(0, n, piece):
+        rows = min(piece, n - start)
+        codes = rng.integers(0, 4, rows * LENGTH, dtype=np.uint8)
+        writer.append(codes, np.full(rows, LENGTH), rng.normal(size=rows).astype(np.float32))
+    writer.close()
 
 
 def worker(folder: str, out: str) -> None:

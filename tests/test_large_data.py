@@ -10,6 +10,8 @@ import pytest
 from conftest import ROOT, run_main
 
 from archbench.errors import DataError
+from datamodules.dna_io import ENCODED_FILES
+from datamodules.storage import StoreWriter
 
 STREAM_CHILD = """
 import resource, sys
@@ -38,16 +40,12 @@ def test_data_several_times_larger_than_the_memory_limit_trains_from_disk(tmp_pa
 
     n, length, headroom = 1_000_000, 250, 64 * 2**20  # 250 MB of bases, 64 MB of room for everything else
     folder = tmp_path / "big"
-    folder.mkdir()
-    codes = np.lib.format.open_memmap(folder / "codes.npy", mode="w+", dtype=np.uint8, shape=(n * length,))
-    rng = np.random.default_rng(0)
-    for start in range(0, n * length, 2**24):
-        stop = min(start + 2**24, n * length)
-        codes[start:stop] = rng.integers(0, 4, stop - start, dtype=np.uint8)
-    codes.flush()
-    np.save(folder / "offsets.npy", np.arange(n + 1, dtype=np.int64) * length)
-    np.save(folder / "labels.npy", rng.normal(size=n).astype(np.float32))
-    del codes
+    writer, rng = StoreWriter(folder, np.uint8, np.float32, ENCODED_FILES), np.random.default_rng(0)
+    for start in range(0, n, 50_000):  # the encoded-folder writer 'data encode' uses, a piece at a time
+        rows = min(50_000, n - start)
+        codes = rng.integers(0, 4, rows * length, dtype=np.uint8)
+        writer.append(codes, np.full(rows, length), rng.normal(size=rows).astype(np.float32))
+    writer.close()
     assert read_dna(folder).lengths.sum() == n * length > 3 * headroom
     child = subprocess.run(
         [sys.executable, "-c", STREAM_CHILD, str(folder), str(headroom)],

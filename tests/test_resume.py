@@ -99,31 +99,19 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys):
 
 
 def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
-    first = run_main(
-        "fit",
-        "--config",
-        CNN,
-        *TINY_DATA,
-        *CSV_ONLY,
-        "--trainer.max_epochs=1",
-        "--ckpt_path=last",
-        cwd=in_tmp,
-    )
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "resuming" not in first.stdout
-    lstm = str(ROOT / "experiments" / "dna" / "lstm.yaml")
-    other = run_main(
-        "fit",
-        "--config",
-        lstm,
-        *TINY_DATA,
-        *CSV_ONLY,
-        "--trainer.max_epochs=1",
-        "--ckpt_path=last",
-        cwd=in_tmp,
-    )
-    assert other.returncode == 0, other.stderr[-3000:]
-    assert "resuming" not in other.stdout
+    for config in (CNN, str(ROOT / "experiments" / "dna" / "lstm.yaml")):  # the LSTM must not resume the CNN
+        run = run_main(
+            "fit",
+            "--config",
+            config,
+            *TINY_DATA,
+            *CSV_ONLY,
+            "--trainer.max_epochs=1",
+            "--ckpt_path=last",
+            cwd=in_tmp,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        assert "resuming" not in run.stdout
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
 
 
