@@ -146,9 +146,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         """Label mean/std, class count and longest sequence, read a chunk at a time, once."""
         if self._stats is None:
             splits = self._load()
-            mean, std, _, _ = splits["train"].label_stats()
-            labelled = [s for name, s in splits.items() if name != "predict"]  # predict labels may be NaN
-            top = max(s.label_stats()[3] for s in labelled)
+            # One pass over each split's labels (predict labels may be NaN, so not that one).
+            stats = {name: s.label_stats() for name, s in splits.items() if name != "predict"}
+            mean, std, _, _ = stats["train"]
+            top = max(s[3] for s in stats.values())
             seq_len = max(s.max_length() for s in splits.values())
             self._stats = {"mean": mean, "std": std, "classes": int(top) + 1, "seq_len": int(seq_len)}
         return self._stats

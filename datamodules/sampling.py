@@ -78,11 +78,6 @@ class EpochSampler(DistributedSampler):
         block = int(shuffled[k])
         return members[block * b : (block + 1) * b]
 
-    def local_batch_positions(self, j: int) -> np.ndarray:
-        """Positions of this rank's batch ``j``."""
-        order = LazyPermutation(self.n, (self.seed, self.epoch))
-        return self._global_batch(order, (j * self.num_replicas + self.rank) % self.global_batches)
-
     def __len__(self) -> int:
         if not self.global_batches:
             return 0

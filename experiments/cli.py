@@ -157,10 +157,14 @@ class ExperimentCLI(LightningCLI):
         except RuntimeError as err:
             if "more than one stateful callback" not in str(err):
                 raise
+            kind = str(err).split("`")[1] if "`" in str(err) else "callback"
+            hint = ""
+            if kind == "EarlyStopping":
+                monitor = self._section(self.config)["early_stopping"]["monitor"]
+                hint = (f" (an EarlyStopping on {monitor} is there already: change it with --early_stopping.patience"
+                        " / .monitor / .mode instead of adding another)")  # fmt: skip
             raise ConfigError(
-                "trainer.callbacks: two callbacks of one type watch the same metric (an EarlyStopping on "
-                f"{self._section(self.config)['early_stopping']['monitor']} is there already: change it with "
-                "--early_stopping.patience / .monitor / .mode instead of adding another)"
+                f"trainer.callbacks: two {kind} callbacks would keep the same state in a checkpoint{hint}"
             ) from None
         except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError) as err:
             # An impossible request (no such accelerator, too many devices, a precision the device lacks).

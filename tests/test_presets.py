@@ -59,7 +59,9 @@ def test_early_stopping_is_one_setting_and_a_second_one_is_refused_in_one_line(i
     ]
     with pytest.raises(ConfigError) as err:
         ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY, *second], run=False)
-    assert str(err.value).startswith("trainer.callbacks: two callbacks of one type watch the same metric")
+    assert str(err.value).startswith(
+        "trainer.callbacks: two EarlyStopping callbacks would keep the same state"
+    )
     assert "--early_stopping.patience" in str(err.value)
 
 
