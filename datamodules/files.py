@@ -71,3 +71,25 @@ class NpyStream:
     def discard(self) -> None:
         self._raw.close()
         self._raw_path.unlink(missing_ok=True)
+
+
+def build_folder_once(path: Path, build) -> None:
+    """Make the folder ``path`` with ``build(tmp)`` unless it is complete (has ``meta.json``, written last):
+    one process builds (behind a file lock; the others wait, then find it), in a scratch folder renamed into
+    place, so a killed build never leaves a folder that looks complete."""
+    import tempfile
+
+    from filelock import FileLock
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if (path / "meta.json").exists():
+            return
+        tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
+        try:
+            build(tmp)
+            if path.exists():  # a half-written folder left by a killed run
+                shutil.rmtree(path)
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)

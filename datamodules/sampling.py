@@ -28,6 +28,9 @@ class EpochSampler(DistributedSampler):
     padding, batches still random). Rank ``r`` of ``W`` takes batches ``r, r + W, ...``; ranks short of a
     batch at the end take one from the start of the order, so every rank makes the same number of steps.
 
+    With ``samples``, an epoch is the first ``samples`` positions of that order (a draw without replacement
+    from ``range(n)``: the language-model data's random context windows, fewer per epoch than start positions).
+
     ``resume(epoch, k)`` leaves out the first ``k`` batches of that epoch's pass without reading them (a resumed
     run continues mid-epoch); a pass of another epoch starts from its beginning (Lightning may restart on the
     last batch of an epoch without reading from the loader again).
@@ -43,10 +46,12 @@ class EpochSampler(DistributedSampler):
         lengths: Callable[[np.ndarray], np.ndarray] | None = None,
         chunk_batches: int = 50,
         drop_last: bool = False,
+        samples: int | None = None,
     ):
         super().__init__(
             range(n), num_replicas=world, rank=rank, shuffle=True, seed=seed, drop_last=drop_last
         )
+        self.domain, n = n, min(n, samples) if samples is not None else n
         self.n, self.batch_size, self.lengths, self.chunk_batches = n, batch_size, lengths, chunk_batches
         self._resume: tuple[int, int] | None = None  # (epoch, batches to leave out of its pass)
         self._chunk = None  # the chunk being read: (key, its positions sorted by length, its block order)
@@ -88,7 +93,7 @@ class EpochSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         resume, self._resume = self._resume, None  # taken now, by the pass that starts now
         skip = resume[1] if resume is not None and resume[0] == self.epoch else 0
-        order = LazyPermutation(self.n, (self.seed, self.epoch))
+        order = LazyPermutation(self.domain, (self.seed, self.epoch))
         for j in range(skip, self.local_batches):
             g = (j * self.num_replicas + self.rank) % self.global_batches
             yield from self._global_batch(order, g).tolist()
@@ -144,10 +149,12 @@ def make_loader(
     lengths: Callable[[np.ndarray], np.ndarray] | None = None,
     collate_fn=None,
     drop_last: bool = False,
+    samples: int | None = None,
 ) -> DataLoader:
     """The loader every datamodule builds: training in an order fixed by the run's seed and the epoch (and
     length-bucketed when ``hparams.bucket_by_length`` and ``lengths`` are given), sharded by rank and resumable
-    mid-epoch; validation/test in order, each example once across processes."""
+    mid-epoch (``samples``: examples per epoch, drawn from the dataset without replacement; default all);
+    validation/test in order, each example once across processes."""
     batch_size = per_device_batch_size(hparams, trainer)
     rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
     common = {
@@ -163,7 +170,9 @@ def make_loader(
     if not train:
         return DataLoader(dataset, sampler=EvaluationSampler(n, rank, world), drop_last=drop_last, **common)
     bucket = lengths if hparams.get("bucket_by_length") else None
-    sampler = EpochSampler(n, batch_size, _seed(trainer), rank, world, bucket, drop_last=drop_last)
+    sampler = EpochSampler(
+        n, batch_size, _seed(trainer), rank, world, bucket, drop_last=drop_last, samples=samples
+    )
     consumed = None
     if trainer is not None:
         consumed = lambda: trainer.fit_loop.epoch_loop.batch_progress.current.processed  # noqa: E731

@@ -15,19 +15,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
-from filelock import FileLock
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from archbench.errors import DataError
-from datamodules.files import write_atomic
+from datamodules.files import build_folder_once, write_atomic
 from datamodules.sampling import ClassificationData, SplitLoaders, check_loader_options, make_loader
 from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store
 from datamodules.text_sources import (
@@ -246,19 +243,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def prepare_data(self) -> None:
         """Tokenize every split into the cache unless it is there (Lightning runs this once per node)."""
-        path = self.cache_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):
-            if (path / "meta.json").exists():
-                return
-            tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
-            try:
-                self._tokenize_into(tmp)
-                if path.exists():  # a half-written folder left by a killed run
-                    shutil.rmtree(path)
-                os.replace(tmp, path)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+        build_folder_once(self.cache_path, self._tokenize_into)
 
     def _tokenize_into(self, folder: Path) -> None:
         hp = self.hparams

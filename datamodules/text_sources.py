@@ -87,7 +87,7 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
     cause = err.__cause__ or err
     if file.stat().st_size == 0 or not file.read_bytes()[:4096].strip():
         return "file is empty"
-    if fmt in ("csv", "json") and (bad := _first_non_utf8(file)) is not None:
+    if fmt in ("csv", "json") and (bad := first_non_utf8(file)) is not None:
         offset, line, value = bad
         return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
     message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
@@ -103,7 +103,7 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
     return f"could not be read as {fmt}: {message[:300]}"
 
 
-def _first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | None:
+def first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | None:
     """(byte offset, line, byte value) of the first byte that is not UTF-8, reading a block at a time."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = line = 0

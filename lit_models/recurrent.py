@@ -34,7 +34,7 @@ class RecurrentNet(nn.Module):
         num_layers: int = 1,
         bidirectional: bool = False,
         dropout: float = 0.0,
-        pooling: Literal["last", "mean"] = "last",
+        pooling: Literal["last", "mean", "none"] = "last",
         stem_channels: int = 0,
         stem_kernel_size: int = 15,
         stem_pool_size: int = 1,
@@ -51,13 +51,19 @@ class RecurrentNet(nn.Module):
             num_layers: Stacked recurrent layers.
             bidirectional: Also read each sequence backwards; the head sees both final states.
             dropout: Dropout between stacked layers.
-            pooling: ``last``: the final state(s); ``mean``: the mean of the top layer's states over real positions.
+            pooling: ``last``: the final state(s); ``mean``: the mean of the top layer's states over real positions;
+                ``none``: an output at every position, (B, L, num_outputs) (a language model's next-token
+                logits; unidirectional only).
             stem_channels: Above 0, a convolutional stem (see ``ConvStem``) detects local patterns and the
                 recurrence reads its ``stem_pool_size``-times shorter output; 0 reads the input as is.
             stem_kernel_size: Width of the stem convolution (about a motif's length for DNA).
             stem_pool_size: Max-pooling after the stem.
         """
         super().__init__()
+        if pooling == "none" and bidirectional:
+            raise ValueError(
+                "pooling 'none' (an output per position) reads left to right: bidirectional must be false"
+            )
         self.pooling = pooling
         self.tokens, in_channels = input_layer(vocab_size, embedding_dim, embedding_scale, in_channels)
         self.stem = (
@@ -75,7 +81,7 @@ class RecurrentNet(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,), None when all are L
-        -> (B, num_outputs)."""
+        -> (B, num_outputs), or (B, L, num_outputs) with ``pooling: none``."""
         lengths = full_lengths(x, lengths)
         if self.tokens is not None:
             x = self.tokens(x, lengths)
@@ -91,11 +97,13 @@ class RecurrentNet(nn.Module):
                 outputs, state = self.rnn(inputs.float())  # a PackedSequence converts too
         else:
             outputs, state = self.rnn(inputs)
-        if self.pooling == "mean":
+        if self.pooling in ("mean", "none"):
             if not full:
                 outputs, _ = nn.utils.rnn.pad_packed_sequence(
                     outputs, batch_first=True, total_length=x.shape[1]
                 )
+            if self.pooling == "none":
+                return self.head(outputs)
             return self.head(masked_mean(outputs, padding_mask(lengths, x.shape[1])))
         h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.rnn.bidirectional else h_n[-1]

@@ -6,130 +6,16 @@ feed-forward linears, two LayerNorms), so weights copy across one-to-one and par
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_models.blocks import EncoderBlock, sinusoidal_positions
 from lit_models.embedding import input_layer
 from lit_models.pooling import full_lengths, masked_mean, padding_mask
 from lit_models.stem import ConvStem
-
-
-def attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    causal: bool = False,
-    dropout_p: float = 0.0,
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs)) v over real keys (and earlier positions if ``causal``).
-
-    q, k, v: (B, nh, L, hs); mask: (B, L) bool, True at real positions -> (B, nh, L, hs).
-    """
-    attn_mask = None
-    if mask is not None:
-        attn_mask = mask[:, None, None, :]  # keys only: padded keys get no weight
-        if causal:
-            L = q.shape[-2]
-            attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
-    return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal and mask is None
-    )
-
-
-def attention_weights(
-    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs)) written out, for looking at: (B, nh, L, L); rows sum to 1 over real keys."""
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    L = q.shape[-2]
-    allowed = torch.ones(L, L, dtype=torch.bool, device=q.device)
-    if causal:
-        allowed = allowed.tril()
-    if mask is not None:
-        allowed = allowed & mask[:, None, None, :]
-    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
-
-
-class MultiheadSelfAttention(nn.Module):
-    """Self-attention with ``nn.MultiheadAttention``'s parameters (a fused qkv projection and an output
-    projection). ``head_dim`` other than ``d_model // nhead`` gives each head its own width (the course's
-    text model: every head ``d_model`` wide, the output projection merging ``nhead * d_model`` back).
-    """
-
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, head_dim: int | None = None):
-        super().__init__()
-        if head_dim is None:
-            if d_model % nhead:
-                raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
-            head_dim = d_model // nhead
-        self.nhead, self.head_dim, self.dropout = nhead, head_dim, dropout
-        self.qkv = nn.Linear(d_model, 3 * nhead * head_dim)
-        self.proj = nn.Linear(nhead * head_dim, d_model)
-        self.record = False  # keep the attention weights of the next forward (in ``weights``)
-        self.weights: torch.Tensor | None = None
-
-    def forward(
-        self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
-    ) -> torch.Tensor:
-        """x: (B, L, D); mask: (B, L) bool, True at real positions -> (B, L, D)."""
-        B, L, _ = x.shape
-        qkv = self.qkv(x).view(B, L, 3, self.nhead, self.head_dim).permute(2, 0, 3, 1, 4)
-        q, k, v = qkv  # each (B, nh, L, hs)
-        if self.record:
-            self.weights = attention_weights(q, k, mask, causal)
-            y = self.weights @ v
-        else:
-            y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
-        return self.proj(y.transpose(1, 2).reshape(B, L, self.nhead * self.head_dim))
-
-
-class EncoderBlock(nn.Module):
-    def __init__(
-        self,
-        d_model: int,
-        nhead: int,
-        dim_feedforward: int,
-        dropout: float,
-        activation: str,
-        norm_first: bool,
-        attention_dropout: float = 0.0,
-        head_dim: int | None = None,
-        norm_eps: float = 1e-5,
-    ):
-        super().__init__()
-        self.norm_first = norm_first
-        self.attn = MultiheadSelfAttention(d_model, nhead, attention_dropout, head_dim)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model, eps=norm_eps)
-        self.norm2 = nn.LayerNorm(d_model, eps=norm_eps)
-        self.dropout = nn.Dropout(dropout)
-        self.activation = {"relu": F.relu, "gelu": F.gelu}[activation]
-
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.linear2(self.dropout(self.activation(self.linear1(x)))))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        if self.norm_first:
-            x = x + self.dropout(self.attn(self.norm1(x), mask))
-            return x + self._mlp(self.norm2(x))
-        x = self.norm1(x + self.dropout(self.attn(x, mask)))
-        return self.norm2(x + self._mlp(x))
-
-
-def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
-    """PE[pos, 2i] = sin(pos / 10000^(2i/d)), PE[pos, 2i+1] = cos(...) -> (length, d_model)."""
-    position = torch.arange(length, dtype=torch.float32)[:, None]
-    freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
-    pe = torch.zeros(length, d_model)
-    pe[:, 0::2] = torch.sin(position * freq)
-    pe[:, 1::2] = torch.cos(position * freq)[:, : d_model // 2]
-    return pe
 
 
 class TransformerNet(nn.Module):

@@ -1,6 +1,6 @@
 """Vision Transformer from scratch: patch embedding, class token, learned positions, pre-LN blocks over SDPA.
 
-Blocks are ``lit_models.transformer.EncoderBlock`` (the layout of ``nn.TransformerEncoderLayer``). The defaults
+Blocks are ``lit_models.blocks.EncoderBlock`` (the layout of ``nn.TransformerEncoderLayer``). The defaults
 are timm's ``vit_base_patch16_224``; ``final_norm=False`` with ``pos_embed_class=False`` is the course's
 ViT-B/16 (86,565,352 parameters). timm's weights copy across tensor by tensor (see ``load_timm_vit``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lit_models.transformer import EncoderBlock
+from lit_models.blocks import EncoderBlock
 
 
 class PatchEmbedding(nn.Module):

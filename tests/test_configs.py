@@ -11,6 +11,7 @@ import pytest
 import yaml
 from conftest import ROOT, TINY_DATA
 from image_data import fake_fashion_mnist
+from lm_data import lm_args
 from text_data import reviews, tiny_bert, write_csv
 
 from archbench.errors import ConfigError, DataError
@@ -28,6 +29,7 @@ SMALL_NET = {  # for files that describe data or settings only
     "dna": "--model.net=lit_models.DilatedCNN",
     "text": "--model.net=lit_models.RecurrentNet",
     "vision": "--model.net=lit_models.image_nets.MnistCNN",
+    "lm": "--model.net=lit_models.GPT",
 }
 
 
@@ -49,6 +51,8 @@ def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
         if "minilm" in path.name:
             args.append(f"--model.net.init_args.path={tokenizer}")
         return [*args, "--data.dataset=null", "--data.train_size=null", "--data.test_size=null"]
+    if modality == "lm":
+        return lm_args(tmp_path / "corpus")
     if modality == "vision":
         args = [f"--data.root={fake_fashion_mnist(tmp_path / 'fm')}", "--data.download=false"]
         if (

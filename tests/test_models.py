@@ -4,9 +4,9 @@ from course_models import CourseTransformer
 from torch import nn
 
 from lit_models import DilatedCNN, MultiheadSelfAttention, RecurrentNet, TransformerNet
+from lit_models.blocks import EncoderBlock, attention, sinusoidal_positions
 from lit_models.checks import parameters_without_gradient
 from lit_models.stem import ConvStem, conv_over_positions
-from lit_models.transformer import EncoderBlock, attention, sinusoidal_positions
 
 torch.manual_seed(0)
 

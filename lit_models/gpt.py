@@ -1,0 +1,215 @@
+"""A decoder-only Transformer language model (GPT): token embedding, positions, causal pre-LN blocks
+(``lit_models.blocks``, shared with the encoder), a final norm and a head tied to the embedding.
+
+One typed config, presets by name (``gpt2-small``, ``gpt-mini``, ``smollm2-135m``); every option a preset
+sets can be changed on its own. ``GPT.forward(x, lengths=None) -> (B, T, vocab)`` logits; with a
+``KVCache`` per block (``new_cache``), ``forward(x, start=...)`` reads only the new positions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Literal
+
+import torch
+from torch import nn
+
+from lit_models.blocks import Activation, Block, KVCache, Norm, Rotary, make_norm, sinusoidal_positions
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 256
+    block_size: int = 256  # positions the model has (learned positions are a table this long)
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    n_kv_head: int | None = None  # grouped-query attention below n_head
+    head_dim: int | None = None  # default n_embd // n_head
+    intermediate_size: int | None = None  # default 4 * n_embd
+    norm: Norm = "layernorm"
+    norm_eps: float = 1e-5
+    mlp: Activation = "gelu"
+    positions: Literal["learned", "sinusoidal", "rotary"] = "learned"
+    rope_base: float = 10000.0
+    bias: bool = True
+    tie_embeddings: bool = True
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        kv = self.n_kv_head or self.n_head
+        if self.n_head % kv:
+            raise ValueError(f"GPT: n_head={self.n_head} is not a multiple of n_kv_head={kv}")
+        if self.head_dim is None and self.n_embd % self.n_head:
+            raise ValueError(f"GPT: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.vocab_size < 1 or self.block_size < 1:
+            raise ValueError(
+                f"GPT: vocab_size {self.vocab_size} and block_size {self.block_size} must be positive"
+            )
+
+
+PRESETS: dict[str, dict] = {
+    # GPT-2 small (Radford et al. 2019): 124 M parameters with its 50,257-token BPE.
+    "gpt2-small": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, mlp="gelu_tanh"),
+    # A small GPT that trains on two CPU cores (the language-model comparison's row).
+    "gpt-mini": dict(n_layer=4, n_head=4, n_embd=128),
+    # SmolLM2-135M (Hugging Face 2024): Llama-shaped, 9 query heads sharing 3 key/value heads.
+    "smollm2-135m": dict(
+        vocab_size=49152,
+        block_size=8192,
+        n_layer=30,
+        n_head=9,
+        n_kv_head=3,
+        n_embd=576,
+        intermediate_size=1536,
+        norm="rmsnorm",
+        norm_eps=1e-5,
+        mlp="swiglu",
+        positions="rotary",
+        rope_base=100000.0,
+        bias=False,
+    ),  # fmt: skip
+}
+
+
+def preset_config(preset: str | None, **overrides) -> GPTConfig:
+    """The named preset's config with ``overrides`` (None values are left to the preset)."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"GPT: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+    values = {**PRESETS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
+    return GPTConfig(**values)
+
+
+class GPT(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int | None = None,
+        seq_len: int | None = None,
+        preset: str | None = "gpt-mini",
+        block_size: int | None = None,
+        n_layer: int | None = None,
+        n_head: int | None = None,
+        n_embd: int | None = None,
+        n_kv_head: int | None = None,
+        head_dim: int | None = None,
+        intermediate_size: int | None = None,
+        norm: Norm | None = None,
+        norm_eps: float | None = None,
+        mlp: Activation | None = None,
+        positions: Literal["learned", "sinusoidal", "rotary"] | None = None,
+        rope_base: float | None = None,
+        bias: bool | None = None,
+        tie_embeddings: bool | None = None,
+        dropout: float | None = None,
+    ):
+        """
+        Args:
+            vocab_size: Tokens; linked from the data (the tokenizer's vocabulary).
+            seq_len: The data's context length; linked from the data. The model's positions (``block_size``)
+                must cover it.
+            preset: ``gpt-mini`` (4 layers, 128 wide), ``gpt2-small`` (124 M) or ``smollm2-135m``; every other
+                argument left empty comes from it.
+            block_size: Positions the model has. Empty: the preset's (``gpt2-small`` 1024, ``smollm2-135m``
+                8192), else the data's context length.
+            n_layer: Blocks.
+            n_head: Query heads.
+            n_embd: Width of the residual stream.
+            n_kv_head: Key/value heads (grouped-query attention when below ``n_head``). Empty: ``n_head``.
+            head_dim: Width of each head. Empty: ``n_embd // n_head``.
+            intermediate_size: Hidden width of each MLP. Empty: 4 x ``n_embd``.
+            norm: ``layernorm`` or ``rmsnorm``.
+            norm_eps: The norms' epsilon.
+            mlp: ``gelu``, ``gelu_tanh`` (GPT-2's), ``relu`` or ``swiglu``.
+            positions: ``learned`` (a table), ``sinusoidal`` or ``rotary`` (in every attention).
+            rope_base: Rotary base frequency.
+            bias: Biases in the linear layers.
+            tie_embeddings: The output head is the token embedding (one tensor).
+            dropout: Dropout on the embeddings and the residual branches.
+        """
+        super().__init__()
+        given = {k: v for k, v in locals().items() if k in {f.name for f in fields(GPTConfig)}}
+        base = preset_config(preset)
+        if block_size is None and preset not in ("gpt2-small", "smollm2-135m"):
+            given["block_size"] = seq_len or base.block_size
+        config = preset_config(preset, **given)
+        if seq_len is not None and seq_len > config.block_size:
+            raise ValueError(
+                f"the data's context ({seq_len} tokens) is longer than the model's {config.block_size} positions "
+                f"(GPT preset {preset!r}): shorten data.context_length"
+            )
+        self.config = config
+        self.build(config)
+
+    @classmethod
+    def from_config(cls, config: GPTConfig) -> GPT:
+        return cls(preset=None, **asdict(config))
+
+    def build(self, c: GPTConfig) -> None:
+        head_dim = c.head_dim or c.n_embd // c.n_head
+        self.wte = nn.Embedding(c.vocab_size, c.n_embd)
+        if c.positions == "learned":
+            self.wpe = nn.Embedding(c.block_size, c.n_embd)
+        elif c.positions == "sinusoidal":
+            self.register_buffer("pe", sinusoidal_positions(c.block_size, c.n_embd), persistent=False)
+        self.rotary = Rotary(head_dim, c.rope_base) if c.positions == "rotary" else None
+        self.drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            Block(c.n_embd, c.n_head, c.intermediate_size or 4 * c.n_embd, c.dropout, c.mlp, norm_first=True,
+                  head_dim=c.head_dim, norm_eps=c.norm_eps, norm=c.norm, kv_heads=c.n_kv_head, bias=c.bias)
+            for _ in range(c.n_layer)
+        )  # fmt: skip
+        self.norm = make_norm(c.norm, c.n_embd, c.norm_eps)
+        self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
+            if name.endswith(("attn.proj.weight", "linear2.weight")):
+                nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer))
+        if c.tie_embeddings:
+            self.head.weight = self.wte.weight
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        return {"wpe.weight"}
+
+    def new_cache(self, batch: int, max_len: int | None = None) -> list[KVCache]:
+        """An empty KV cache per block for ``batch`` sequences of up to ``max_len`` positions."""
+        c, like = self.config, self.wte.weight
+        max_len = min(max_len or c.block_size, c.block_size)
+        head_dim = c.head_dim or c.n_embd // c.n_head
+        return [KVCache.empty(batch, c.n_kv_head or c.n_head, max_len, head_dim, like) for _ in self.blocks]
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        cache: list[KVCache] | None = None,
+        start: int = 0,
+    ) -> torch.Tensor:
+        """x: (B, T) token ids at positions ``start .. start + T - 1``; lengths: (B,) real tokens (right
+        padding), None when all are real -> (B, T, vocab_size) next-token logits."""
+        B, T = x.shape
+        if start + T > self.config.block_size:
+            raise ValueError(
+                f"positions up to {start + T} asked of a model with {self.config.block_size} (block_size)"
+            )
+        h = self.wte(x)
+        if self.config.positions == "learned":
+            h = h + self.wpe(torch.arange(start, start + T, device=x.device))
+        elif self.config.positions == "sinusoidal":
+            h = h + self.pe[start : start + T]
+        h = self.drop(h)
+        # Causal attention already keeps real positions from reading right padding; the mask is not needed.
+        del lengths
+        for i, block in enumerate(self.blocks):
+            h = block(h, None, True, self.rotary, cache[i] if cache is not None else None, start)
+        return self.head(self.norm(h))
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())

@@ -1,0 +1,148 @@
+"""Pretrained weights into our ``GPT``: a Hugging Face ``LlamaForCausalLM`` (SmolLM2, loaded from its GGUF file
+by transformers) or ``GPT2LMHeadModel``, tensor by tensor, every shape checked.
+
+Parity (tests/test_gpt.py): our logits equal the Hugging Face model's on the same weights.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from archbench.errors import ConfigError
+from lit_models.gpt import GPT, GPTConfig, preset_config
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def llama_config(hf) -> GPTConfig:
+    """Our config for a transformers ``LlamaConfig``."""
+    rope = getattr(hf, "rope_parameters", None) or {}
+    base = rope.get("rope_theta", getattr(hf, "rope_theta", 10000.0))
+    if rope.get("rope_type", "default") != "default":
+        raise ConfigError(
+            f"Llama weights with rope_type {rope['rope_type']!r} are not supported (default only)"
+        )
+    return GPTConfig(
+        vocab_size=hf.vocab_size, block_size=hf.max_position_embeddings, n_layer=hf.num_hidden_layers,
+        n_head=hf.num_attention_heads, n_kv_head=hf.num_key_value_heads, n_embd=hf.hidden_size,
+        head_dim=getattr(hf, "head_dim", None), intermediate_size=hf.intermediate_size, norm="rmsnorm",
+        norm_eps=hf.rms_norm_eps, mlp="swiglu", positions="rotary", rope_base=float(base),
+        bias=bool(hf.attention_bias), tie_embeddings=bool(hf.tie_word_embeddings),
+    )  # fmt: skip
+
+
+def gpt2_config(hf) -> GPTConfig:
+    """Our config for a transformers ``GPT2Config``."""
+    return GPTConfig(
+        vocab_size=hf.vocab_size, block_size=hf.n_positions, n_layer=hf.n_layer, n_head=hf.n_head,
+        n_embd=hf.n_embd, intermediate_size=hf.n_inner, norm_eps=hf.layer_norm_epsilon, mlp="gelu_tanh",
+        positions="learned", tie_embeddings=bool(hf.tie_word_embeddings),
+    )  # fmt: skip
+
+
+def llama_state(theirs: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    ours = {"wte.weight": theirs["model.embed_tokens.weight"], "norm.weight": theirs["model.norm.weight"]}
+    ours["head.weight"] = theirs.get("lm_head.weight", ours["wte.weight"])
+    for i in range(config.n_layer):
+        p, q = f"model.layers.{i}.", f"blocks.{i}."
+        attn = [theirs[p + f"self_attn.{n}_proj.weight"] for n in "qkv"]
+        ours[q + "attn.qkv.weight"] = torch.cat(attn)
+        if config.bias:
+            ours[q + "attn.qkv.bias"] = torch.cat([theirs[p + f"self_attn.{n}_proj.bias"] for n in "qkv"])
+            ours[q + "attn.proj.bias"] = theirs[p + "self_attn.o_proj.bias"]
+        ours[q + "attn.proj.weight"] = theirs[p + "self_attn.o_proj.weight"]
+        ours[q + "linear1.weight"] = torch.cat(
+            [theirs[p + "mlp.gate_proj.weight"], theirs[p + "mlp.up_proj.weight"]]
+        )
+        ours[q + "linear2.weight"] = theirs[p + "mlp.down_proj.weight"]
+        ours[q + "norm1.weight"] = theirs[p + "input_layernorm.weight"]
+        ours[q + "norm2.weight"] = theirs[p + "post_attention_layernorm.weight"]
+    return ours
+
+
+def gpt2_state(theirs: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, torch.Tensor]:
+    t = {k.removeprefix("transformer."): v for k, v in theirs.items()}
+    ours = {"wte.weight": t["wte.weight"], "wpe.weight": t["wpe.weight"], "norm.weight": t["ln_f.weight"],
+            "norm.bias": t["ln_f.bias"]}  # fmt: skip
+    ours["head.weight"] = theirs.get("lm_head.weight", ours["wte.weight"])
+    names = {
+        "attn.c_attn": "attn.qkv",
+        "attn.c_proj": "attn.proj",
+        "mlp.c_fc": "linear1",
+        "mlp.c_proj": "linear2",
+    }
+    for i in range(config.n_layer):
+        p, q = f"h.{i}.", f"blocks.{i}."
+        for theirs_name, our_name in names.items():  # GPT-2's Conv1D stores (in, out): transposed
+            ours[q + our_name + ".weight"] = t[p + theirs_name + ".weight"].t()
+            ours[q + our_name + ".bias"] = t[p + theirs_name + ".bias"]
+        for n, m in (("ln_1", "norm1"), ("ln_2", "norm2")):
+            ours[q + m + ".weight"], ours[q + m + ".bias"] = t[p + n + ".weight"], t[p + n + ".bias"]
+    return ours
+
+
+def from_hf(model) -> GPT:
+    """Our GPT holding the weights of a transformers ``LlamaForCausalLM`` or ``GPT2LMHeadModel``."""
+    kind = model.config.model_type
+    if kind == "llama":
+        config, convert = llama_config(model.config), llama_state
+    elif kind == "gpt2":
+        config, convert = gpt2_config(model.config), gpt2_state
+    else:
+        raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
+    net = GPT.from_config(config)
+    state = convert(model.state_dict(), config)
+    own = net.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise ConfigError(f"converted tensor {key} has no place in our GPT")
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ConfigError(f"converted {key}: shape {tuple(value.shape)}, ours {tuple(own[key].shape)}")
+    missing = set(own) - set(state)
+    if missing:
+        raise ConfigError(f"no converted tensor for {sorted(missing)[:3]}")
+    net.load_state_dict({k: v.detach().float().contiguous() for k, v in state.items()})
+    return net
+
+
+def load_hf_causal_lm(path: str | Path):
+    """A transformers causal LM from a folder or a GGUF file (SmolLM2's), float32, in eval mode."""
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"pretrained weights {str(path)!r} not found (python -m experiments data smollm2)")
+    if path.is_dir() and (path / SMOLLM2_GGUF).is_file():
+        path = path / SMOLLM2_GGUF
+    kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
+    folder = path.parent if path.suffix == ".gguf" else path
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
+    return model.eval()
+
+
+def load_tokenizer(path: str | Path):
+    """The transformers tokenizer beside a model folder or inside a GGUF file."""
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    if path.is_dir() and (path / SMOLLM2_GGUF).is_file():
+        path = path / SMOLLM2_GGUF
+    if path.suffix == ".gguf":
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    return AutoTokenizer.from_pretrained(str(path))
+
+
+def pretrained_gpt(path: str | Path) -> GPT:
+    """Our GPT with the weights at ``path`` (a GGUF file, or a folder holding one or a transformers model)."""
+    net = from_hf(load_hf_causal_lm(path))
+    return net
+
+
+def smollm2_matches_preset(net: GPT) -> bool:
+    """Whether converted weights have the ``smollm2-135m`` preset's shape (the config a run file names)."""
+    expected = preset_config("smollm2-135m")
+    return all(
+        getattr(net.config, k) == getattr(expected, k) for k in ("n_layer", "n_head", "n_kv_head", "n_embd")
+    )

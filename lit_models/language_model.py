@@ -1,0 +1,92 @@
+"""``LanguageModelTask``: next-token prediction for any net that maps ``(x, lengths)`` token ids to per-position
+logits ``(B, T, vocab)``: the GPT decoder, or a recurrent net with ``pooling: none``.
+
+Validation and test report the loss in nats per token, perplexity and bits per character, summed over every
+predicted token of the split (torchmetrics states, summed across processes) rather than averaged per batch,
+so a short last window weighs what its tokens weigh.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics import Metric
+
+from lit_models.task import Task
+
+
+class LanguageModelMetrics(Metric):
+    """Summed negative log-likelihood (nats), predicted tokens and their characters -> loss, perplexity, bpc."""
+
+    full_state_update = False
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        for name in ("nats", "tokens", "chars"):
+            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, nats: torch.Tensor, tokens: torch.Tensor, chars: torch.Tensor) -> None:
+        self.nats += nats.double()
+        self.tokens += tokens.double()
+        self.chars += chars.double()
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        loss = self.nats / self.tokens.clamp(min=1)
+        return {
+            "loss": loss.float(),
+            "ppl": loss.exp().float(),
+            "bpc": (self.nats / (math.log(2) * self.chars.clamp(min=1))).float(),
+        }
+
+
+class LanguageModelTask(Task):
+    def __init__(self, net: nn.Module, **kwargs):
+        """
+        Args:
+            net: The architecture: ``forward(x, lengths=None) -> (B, T, vocab)`` next-token logits.
+        """
+        super().__init__(net, **kwargs)
+        self.val_metrics = LanguageModelMetrics()
+        self.test_metrics = LanguageModelMetrics()
+
+    @staticmethod
+    def batch_size(batch: dict) -> int:
+        return len(batch["x"])
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, lengths)
+
+    def _nats(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Summed cross-entropy over the batch's real targets, their count, and the logits."""
+        logits = self(batch["x"], batch.get("lengths"))
+        y = batch["y"]
+        nats = F.cross_entropy(logits.flatten(0, 1).float(), y.flatten(), ignore_index=-100, reduction="sum")
+        return nats, (y != -100).sum(), logits
+
+    def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        nats, tokens, logits = self._nats(batch)
+        return nats / tokens.clamp(min=1), logits
+
+    def _evaluate(self, batch: dict, metrics: LanguageModelMetrics) -> None:
+        nats, tokens, _ = self._nats(batch)
+        metrics.update(nats.detach(), tokens, batch["chars"].sum())
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.val_metrics)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, self.test_metrics)
+
+    def _log_epoch(self, metrics: LanguageModelMetrics, prefix: str) -> None:
+        values = metrics.compute()
+        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch(self.val_metrics, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch(self.test_metrics, "test")
