@@ -408,14 +408,14 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             return
         self.prepare_data()
         path, context = self.cache_path, self.hparams.context_length
-        meta = json.loads((path / "meta.json").read_text())
         for split in SPLITS:
             self.streams[split] = np.load(path / f"{split}.npy", mmap_mode="r")
             need = context + 1 if split == "train" else 2
             if len(self.streams[split]) < need:
+                where = self.hparams[f"{split}_path"] or self.hparams.train_path or self.hparams.dataset
                 raise DataError(
-                    f"{', '.join(meta['sources'][split]) or split}: the {split} split has {len(self.streams[split])} "
-                    f"tokens, fewer than {need} (data.context_length {context} + 1 for training)"
+                    f"{where}: the {split} split has {len(self.streams[split])} tokens, fewer than {need} "
+                    f"(training needs data.context_length {context} + 1; validation and test 2)"
                 )
         self.token_chars = np.load(path / "token_chars.npy")
         if self.trainer is not None and self.trainer.loggers:

@@ -1,5 +1,5 @@
 """``archbench COMMAND`` (or ``python -m experiments COMMAND``): fit, validate, test, predict (LightningCLI),
-compare, attention, export, lr_find, data."""
+compare, attention, generate, export, lr_find, data."""
 
 from __future__ import annotations
 
@@ -14,10 +14,13 @@ commands:
                                     compare --config experiments/dna/compare.yaml [--seeds N] [--out DIR]
   attention                         PNG of every layer's and head's attention over a text:
                                     attention --config MODEL.yaml --ckpt C --text "..."
+  generate                          text from a language model, printed as it comes:
+                                    generate --config experiments/lm/gpt.yaml --ckpt C --prompt "..."
+                                    generate --weights data/pretrained/smollm2-135m --prompt "..."
   export                            a trained ResNet/ViT as timm-named safetensors: export --config ... --ckpt C --out F
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
-                                    fashion_mnist | efficientnet_lite0,
+                                    fashion_mnist | efficientnet_lite0 | austen | python_docs | smollm2,
                                     or write the simulated DNA: data simulate --out DIR
 
 'archbench COMMAND --help' for a command's options; 'archbench --version' for the version.
@@ -27,6 +30,7 @@ COMMANDS = {
     "compare": "experiments.compare",
     "attention": "experiments.attention",
     "export": "experiments.export",
+    "generate": "experiments.generate",
     "lr_find": "experiments.lr_find",
     "data": "experiments.data",
 }

@@ -75,7 +75,8 @@ class ExperimentCLI(LightningCLI):
         # way for a callback that is always there) rather than an entry of trainer.callbacks, which a command
         # line cannot change one item of.
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 4})
+        parser.set_defaults({"early_stopping.monitor": "val/loss", "early_stopping.patience": 4,
+                             "early_stopping.check_on_train_epoch_end": False})  # fmt: skip
         for source, targets in DATA_LINKS.items():
             for target in [targets] if isinstance(targets, str) else targets:
                 parser.link_arguments(source, target, apply_on="instantiate")

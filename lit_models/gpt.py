@@ -81,6 +81,11 @@ def preset_config(preset: str | None, **overrides) -> GPTConfig:
     return GPTConfig(**values)
 
 
+def _close(a, b) -> bool:
+    """Equal, or floats equal to float32's precision (GGUF files store 1e-5 as 9.99999975e-06)."""
+    return isinstance(a, float) and isinstance(b, float) and math.isclose(a, b, rel_tol=1e-6)
+
+
 class GPT(nn.Module):
     def __init__(
         self,
@@ -102,6 +107,7 @@ class GPT(nn.Module):
         bias: bool | None = None,
         tie_embeddings: bool | None = None,
         dropout: float | None = None,
+        weights: str | None = None,
     ):
         """
         Args:
@@ -126,6 +132,9 @@ class GPT(nn.Module):
             bias: Biases in the linear layers.
             tie_embeddings: The output head is the token embedding (one tensor).
             dropout: Dropout on the embeddings and the residual branches.
+            weights: Pretrained weights to start from: a GGUF file or a folder holding one
+                (``data/pretrained/smollm2-135m``, with the ``smollm2-135m`` preset), or a transformers Llama /
+                GPT-2 folder. Their shapes must be the preset's, and the data's tokenizer theirs.
         """
         super().__init__()
         given = {k: v for k, v in locals().items() if k in {f.name for f in fields(GPTConfig)}}
@@ -140,6 +149,28 @@ class GPT(nn.Module):
             )
         self.config = config
         self.build(config)
+        if weights is not None:
+            self.load_pretrained(weights)
+
+    def load_pretrained(self, weights: str) -> None:
+        from lit_models.gpt_weights import pretrained_gpt
+
+        loaded = pretrained_gpt(weights)
+        theirs, ours = loaded.config, self.config
+        if theirs.vocab_size != ours.vocab_size:
+            raise ValueError(
+                f"the data's tokenizer has {ours.vocab_size} tokens, the embedding of {weights} has "
+                f"{theirs.vocab_size}: use the weights' own tokenizer (data.tokenizer={weights})"
+            )
+        same = ("n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "norm", "norm_eps", "mlp",
+                "positions", "bias", "rope_base", "tie_embeddings")  # fmt: skip
+        differ = [f"{k} {getattr(theirs, k)} (ours {getattr(ours, k)})" for k in same
+                  if getattr(theirs, k) != getattr(ours, k) and not _close(getattr(theirs, k), getattr(ours, k))]  # fmt: skip
+        if differ:
+            raise ValueError(
+                f"model.net: the weights {weights} have {', '.join(differ)}: choose their preset"
+            )
+        self.load_state_dict(loaded.state_dict())
 
     @classmethod
     def from_config(cls, config: GPTConfig) -> GPT:

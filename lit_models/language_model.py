@@ -43,11 +43,20 @@ class LanguageModelMetrics(Metric):
 
 
 class LanguageModelTask(Task):
-    def __init__(self, net: nn.Module, **kwargs):
+    def __init__(
+        self, net: nn.Module, task: str = "language_modeling", num_outputs: int | None = None, **kwargs
+    ):
         """
         Args:
             net: The architecture: ``forward(x, lengths=None) -> (B, T, vocab)`` next-token logits.
+            task: What the data is for; linked from the data, and it must be ``language_modeling``.
+            num_outputs: The vocabulary size; linked from the data (the nets get it as their own size).
         """
+        if task != "language_modeling":
+            raise ValueError(
+                f"model: LanguageModelTask needs language-model data (datamodules.lm.LanguageModelDataModule), "
+                f"the data's task is {task!r}"
+            )
         super().__init__(net, **kwargs)
         self.val_metrics = LanguageModelMetrics()
         self.test_metrics = LanguageModelMetrics()

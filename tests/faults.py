@@ -67,7 +67,10 @@ def example_digests(batch: dict) -> list[str]:
     out = []
     for i in range(len(x)):
         row = x[i] if lengths is None else x[i, : int(lengths[i])]
-        label = y[i].detach().cpu().numpy().tobytes()
+        label = (
+            y[i] if y.dim() == 1 or lengths is None else y[i, : int(lengths[i])]
+        )  # per-token targets: real ones
+        label = label.detach().cpu().numpy().tobytes()
         payload = row.detach().cpu().contiguous().numpy().tobytes() + label
         out.append(hashlib.sha1(payload).hexdigest()[:16])
     return out

@@ -46,6 +46,11 @@ def _ddp_args(modality: str, tmp_path) -> list[str]:
         from text_data import TEXT, text_args
 
         return text_args(tmp_path, TEXT / "lstm.yaml", tokenizer="bpe")
+    if modality == "lm":
+        from lm_data import lm_args
+
+        return ["--config", str(ROOT / "experiments" / "lm" / "gpt.yaml"), *lm_args(tmp_path / "corpus"),
+                "--model.net.init_args.n_layer=1", "--model.net.init_args.n_embd=32"]  # fmt: skip
     from image_data import image_args
 
     return image_args(tmp_path, "mnist_cnn.yaml")
@@ -59,7 +64,7 @@ def _last_val_metrics(folder) -> dict:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("modality", ["dna", "text", "images"])
+@pytest.mark.parametrize("modality", ["dna", "text", "images", "lm"])
 def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modality, in_tmp):
     """2 gloo processes: at step k, rank r trains on batch kW + r of the single-process order (bucketed for
     text), both epochs; a rank short of a batch takes one from the start of the order; validation sees every
@@ -78,6 +83,8 @@ def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modali
     assert len(list((in_tmp / "logs").rglob("offline-run-*"))) == 1  # one W&B run, from rank 0
     if modality == "text":
         assert len(list((in_tmp / "cache" / "text" / "tokenized").glob("*/meta.json"))) == 1
+    if modality == "lm":  # one token stream, and each rank's windows scored once: metrics as one process's
+        assert len(list((in_tmp / "cache" / "lm" / "streams").glob("*/meta.json"))) == 1
     ranks = [json.loads((in_tmp / "recorded" / f"rank{r}.json").read_text()) for r in range(2)]
     os.environ["ARCHBENCH_CACHE"], previous = cache["ARCHBENCH_CACHE"], os.environ["ARCHBENCH_CACHE"]
     try:

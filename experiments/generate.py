@@ -1,0 +1,110 @@
+"""``python -m experiments generate``: text from a language model, printed as it comes.
+
+From a run: ``generate --config experiments/lm/gpt.yaml --ckpt RUN/checkpoints/best.ckpt --prompt "..."``
+(the run's configs rebuild the model; the checkpoint gives the weights and the tokenizer it was trained
+with). From pretrained weights: ``generate --weights data/pretrained/smollm2-135m --prompt "..."`` (our GPT
+holding SmolLM2, with its own tokenizer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+import torch
+
+from archbench.errors import ConfigError, DataError
+from experiments.checkpoints import check_checkpoint
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments generate", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--config", action="append", help="the run's config file(s), in order (with --ckpt)")
+    parser.add_argument("--ckpt", help="a language model's checkpoint (weights and tokenizer)")
+    parser.add_argument("--weights", help="pretrained weights instead: a GGUF file or a folder holding one")
+    parser.add_argument("--prompt", required=True, help="the text to continue")
+    parser.add_argument("--max_new_tokens", type=int, default=200)
+    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy (the most likely token)")
+    parser.add_argument("--top_k", type=int, default=None, help="sample among the k most likely tokens")
+    parser.add_argument("--top_p", type=float, default=None, help="sample within this much probability mass")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no_stop", action="store_true", help="go on past the end-of-text token")
+    return parser
+
+
+def _from_run(configs: list[str], ckpt: str, overrides: list[str]):
+    """(net, tokenizer, context) of a trained language model."""
+    from datamodules.lm import LanguageModelDataModule
+    from experiments.cli import ExperimentCLI
+
+    checkpoint = check_checkpoint(ckpt, "--ckpt")
+    task = (checkpoint.get("hyper_parameters") or {}).get("_class_path", "")
+    state = checkpoint.get(LanguageModelDataModule.__qualname__)
+    if not state or "tokenizer" not in state:
+        name = task.rsplit(".", 1)[-1] or "another task"
+        raise ConfigError(
+            f"--ckpt {ckpt}: a checkpoint of {name}, not of a language model (LanguageModelTask)"
+        )
+    args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = ExperimentCLI(args=args, run=False)
+    if not isinstance(cli.datamodule, LanguageModelDataModule):
+        raise ConfigError(f"--config: the data is {type(cli.datamodule).__name__}, not a language model's")
+    cli.datamodule.load_state_dict(state)  # the tokenizer it was trained with, or an error
+    try:
+        cli.model.load_state_dict(checkpoint["state_dict"])
+    except RuntimeError as err:
+        raise ConfigError(
+            f"--ckpt {ckpt}: does not fit the model of --config: {str(err).splitlines()[1].strip()}"
+        ) from None
+    return cli.model.net, cli.datamodule.tokenizer, cli.datamodule.seq_len
+
+
+def _from_weights(path: str):
+    from datamodules.lm_tokenize import pretrained_lm_tokenizer
+    from lit_models.gpt_weights import pretrained_gpt
+
+    net = pretrained_gpt(path)
+    return net, pretrained_lm_tokenizer(path), net.config.block_size
+
+
+def main(argv: list[str]) -> None:
+    args, overrides = _parser().parse_known_args(argv)
+    if bool(args.ckpt) == bool(args.weights):
+        raise ConfigError("generate: give --ckpt (with the run's --config) or --weights")
+    if args.ckpt and not args.config:
+        raise ConfigError("generate --ckpt: give the run's --config file(s) too (they rebuild its model)")
+    if args.max_new_tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
+        raise ConfigError("generate: --max_new_tokens and --top_k must be positive, --temperature at least 0")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ConfigError(f"generate: --top_p {args.top_p} is outside (0, 1]")
+    from lit_models.generation import generate
+
+    net, tokenizer, context = (
+        _from_run(args.config, args.ckpt, overrides) if args.ckpt else _from_weights(args.weights)
+    )
+    net.eval()
+    ids = torch.as_tensor(tokenizer.encode(args.prompt, "--prompt"))[None]
+    if ids.shape[1] == 0:
+        raise DataError("--prompt: empty after tokenizing")
+    generator = torch.Generator().manual_seed(args.seed)
+    stop = None if args.no_stop else tokenizer.eot_id
+    sys.stdout.write(args.prompt)
+    new: list[int] = []
+    shown = ""
+    for token in generate(
+        net, ids, args.max_new_tokens, context, args.temperature, args.top_k, args.top_p, stop, generator
+    ):
+        if stop is not None and int(token) == stop:
+            break
+        new.append(int(token))
+        text = tokenizer.decode(new)  # decoded whole: a byte-level token may complete an earlier character
+        if not text.endswith("\ufffd"):
+            sys.stdout.write(text[len(shown) :])
+            sys.stdout.flush()
+            shown = text
+    sys.stdout.write(tokenizer.decode(new)[len(shown) :] + "\n")

@@ -1,0 +1,195 @@
+"""The language-model data and task: splits by whole documents (or lines), the token cache, windows that score
+every token once, random training windows in the run's order, bits per character, generation from a
+checkpoint, and one-line errors for bad input."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, run_main
+from lm_data import SENTENCES, lm_args, tiny_corpus
+
+from archbench.errors import DataError
+from datamodules.lm import LanguageModelDataModule
+from datamodules.lm_tokenize import LMTokenizer, bpe_tokenizer
+from experiments.cli import ExperimentCLI
+
+GPT_YAML = ROOT / "experiments" / "lm" / "gpt.yaml"
+TINY_GPT = [
+    "--model.net.init_args.n_layer=1",
+    "--model.net.init_args.n_embd=32",
+    "--model.net.init_args.n_head=2",
+]
+
+
+def data(tmp_path, **kwargs) -> LanguageModelDataModule:
+    if "train_path" not in kwargs:
+        kwargs["train_path"] = str(tiny_corpus(tmp_path / "corpus"))
+    module = LanguageModelDataModule(
+        context_length=16, batch_size=4, cache_dir=str(tmp_path / "cache"), **kwargs
+    )
+    module.setup()
+    return module
+
+
+def decoded(module, split: str) -> str:
+    return module.tokenizer.decode(np.asarray(module.streams[split]))
+
+
+def test_documents_go_whole_to_one_split_in_corpus_order(tmp_path):
+    module = data(tmp_path)
+    eot = module.tokenizer.decode([module.tokenizer.eot_id])
+    for split, sentence in zip(("train", "val", "test"), SENTENCES, strict=True):
+        assert decoded(module, split) == "\n".join([sentence] * 6) + "\n" + eot  # one document each, whole
+
+
+def test_a_single_file_is_cut_at_line_boundaries(tmp_path):
+    lines = [f"line {i}: " + SENTENCES[i % 3] for i in range(200)]
+    (tmp_path / "one.txt").write_text("\n".join(lines) + "\n")
+    module = data(tmp_path, train_path=str(tmp_path / "one.txt"))
+    parts = [decoded(module, s) for s in ("train", "val", "test")]
+    assert (
+        "".join(parts).removesuffix(module.tokenizer.decode([module.tokenizer.eot_id]))
+        == "\n".join(lines) + "\n"
+    )
+    for part in parts[1:]:
+        assert part.startswith("line ")  # a cut falls after a newline, never inside a line
+    sizes = [len(p) for p in parts]
+    assert sizes[1] == pytest.approx(0.1 * sum(sizes), rel=0.1) and sizes[2] == pytest.approx(
+        0.1 * sum(sizes), rel=0.1
+    )
+
+
+def test_evaluation_windows_predict_every_token_once(tmp_path):
+    module = data(tmp_path)
+    stream = np.asarray(module.streams["val"])
+    targets, chars = [], 0
+    for batch in module.val_dataloader():
+        for y, n in zip(batch["y"], batch["lengths"], strict=True):
+            assert (y[n:] == -100).all()
+            targets += y[:n].tolist()
+        chars += int(batch["chars"].sum())
+    assert targets == stream[1:].tolist()
+    assert chars == len(targets)  # characters: one each
+
+
+def test_training_windows_follow_the_seed_and_the_epoch(tmp_path):
+    module = data(tmp_path)
+    loader = module.train_dataloader()
+    n = len(module.streams["train"])
+    assert len(loader.sampler) == (n - 1) // 16  # as many windows as fit side by side
+
+    def starts(seed, epoch):
+        torch.manual_seed(seed)
+        loader = module.train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [tuple(b["x"][:, 0].tolist()) + tuple(b["x"][:, 1].tolist()) for b in loader]
+
+    assert starts(0, 0) == starts(0, 0)
+    assert starts(0, 0) != starts(0, 1) and starts(0, 0) != starts(1, 0)
+    batch = next(iter(loader))
+    assert torch.equal(batch["x"][:, 1:], batch["y"][:, :-1])  # y is x shifted by one
+
+
+def test_the_token_cache_is_read_not_rebuilt(tmp_path, monkeypatch):
+    corpus = str(tiny_corpus(tmp_path / "corpus"))
+    first = data(tmp_path, train_path=corpus)
+    import datamodules.lm as lm
+
+    monkeypatch.setattr(lm, "resolve_tokenizer", lambda *a: pytest.fail("tokenized again"))
+    second = data(tmp_path, train_path=corpus)
+    assert second.cache_path == first.cache_path and second.streams["val"].dtype == np.uint16
+    (tmp_path / "corpus" / "3-third.txt").write_text("changed\n" * 50)
+    with pytest.raises(pytest.fail.Exception, match="tokenized again"):
+        data(tmp_path, train_path=corpus)  # the corpus changed: a new key
+
+
+def test_a_bpe_tokenizer_round_trips_and_counts_characters():
+    tokenizer = bpe_tokenizer(SENTENCES * 20, vocab_size=300)
+    ids = tokenizer.encode(SENTENCES[0])
+    assert tokenizer.decode(ids) == SENTENCES[0] and len(ids) < len(SENTENCES[0])
+    assert tokenizer.token_chars()[ids].sum() == len(SENTENCES[0])
+    again = LMTokenizer.from_json(tokenizer.to_json())
+    assert again.encode(SENTENCES[1]).tolist() == tokenizer.encode(SENTENCES[1]).tolist()
+
+
+@pytest.mark.parametrize("net", ["gpt.yaml", "lstm.yaml", "gru.yaml", "rnn.yaml"])
+def test_every_language_model_trains_and_reports_bits_per_character(net, in_tmp):
+    args = ["--config", str(ROOT / "experiments" / "lm" / net), *lm_args(in_tmp / "corpus")]
+    args += TINY_GPT if net == "gpt.yaml" else ["--model.net.init_args.hidden_size=32"]
+    cli = ExperimentCLI(args=["fit", *args, "--trainer.fast_dev_run=2", "--trainer.logger=false"])
+    metrics = cli.trainer.callback_metrics
+    assert math.isfinite(float(metrics["train/loss"]) if "train/loss" in metrics else 0.0)
+    loss, bpc, ppl = (float(metrics[f"val/{k}"]) for k in ("loss", "bpc", "ppl"))
+    assert bpc == pytest.approx(loss / math.log(2), rel=1e-5)  # characters: one token each
+    assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
+
+
+def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_characters(in_tmp):
+    args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), *TINY_GPT]
+    run = [
+        "fit",
+        *args,
+        "--trainer.max_steps=3",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={in_tmp / 'run'}",
+    ]
+    ExperimentCLI(args=run)
+    ckpt = next((in_tmp / "run").rglob("last.ckpt"))
+    common = ["generate", "--config", GPT_YAML, *args[2:], "--ckpt", ckpt, "--max_new_tokens=20", "--no_stop"]
+    done = run_main(*common, "--prompt", "It is a", cwd=in_tmp)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("It is a") and len(done.stdout.rstrip("\n")) == len("It is a") + 20
+    bad = run_main(*common, "--prompt", "It is 🙂", cwd=in_tmp)
+    assert (
+        bad.returncode == 2
+        and "--prompt: character '🙂' (U+1F642) at position 6 is not in the character vocabulary"
+        in bad.stderr
+    )
+
+
+def test_generate_refuses_a_checkpoint_of_another_task(in_tmp):
+    from conftest import CNN, TINY_DATA
+
+    ExperimentCLI(args=["fit", "--config", CNN, *TINY_DATA, "--trainer.max_steps=1", "--trainer.logger=false",
+                        f"--trainer.default_root_dir={in_tmp / 'dna'}"])  # fmt: skip
+    ckpt = next((in_tmp / "dna").rglob("last.ckpt"))
+    done = run_main("generate", "--config", GPT_YAML, "--ckpt", ckpt, "--prompt", "x", cwd=in_tmp)
+    assert done.returncode == 2 and "a checkpoint of PredictionTask, not of a language model" in done.stderr
+
+
+def test_bad_corpora_are_named_in_one_line(tmp_path):
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 10)
+    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text: byte 3 \(line 1\) is 0xe9"):
+        data(tmp_path, train_path=str(tmp_path / "latin1.txt"))
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="empty.txt: the corpus is empty"):
+        data(tmp_path, train_path=str(tmp_path / "empty.txt"))
+    (tmp_path / "short.txt").write_text("a few words\n" * 3)
+    with pytest.raises(DataError, match=r"short.txt: the (train|val|test) split has \d+ tokens, fewer than"):
+        data(tmp_path, train_path=str(tmp_path / "short.txt"))
+    with pytest.raises(DataError, match="data.train_path: file 'missing.txt' not found"):
+        data(tmp_path, train_path="missing.txt")
+
+
+def test_a_tokenizer_that_does_not_fit_pretrained_weights_is_refused(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from lit_models.gpt import GPT
+
+    config = LlamaConfig(vocab_size=50, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)  # fmt: skip
+    LlamaForCausalLM(config).save_pretrained(tmp_path / "llama")
+    kwargs = dict(preset=None, n_layer=1, n_head=4, n_kv_head=2, n_embd=32, intermediate_size=64, norm="rmsnorm",
+                  mlp="swiglu", positions="rotary", bias=False, rope_base=10000.0, block_size=64, tie_embeddings=False,
+                  norm_eps=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match=r"the data's tokenizer has 82 tokens, the embedding of .* has 50"):
+        GPT(vocab_size=82, seq_len=16, weights=str(tmp_path / "llama"), **kwargs)
+    net = GPT(vocab_size=50, seq_len=16, weights=str(tmp_path / "llama"), **kwargs)
+    theirs = LlamaForCausalLM.from_pretrained(tmp_path / "llama").eval()
+    x = torch.randint(0, 50, (1, 10))
+    with torch.no_grad():
+        torch.testing.assert_close(net.eval()(x), theirs(x).logits, atol=1e-5, rtol=0)
+    assert json.loads((tmp_path / "llama" / "config.json").read_text())["vocab_size"] == 50
