@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
+.PHONY: compare lm-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
@@ -11,6 +11,8 @@ help:
 	@echo "make test-all  every test, slow ones included"
 	@echo "make bench     the benchmarks in bench/ (one JSON line each)"
 	@echo "make text-compare  RNN vs LSTM vs Transformer vs pretrained MiniLM on Rotten Tomatoes"
+	@echo "make lm-compare  GPT vs LSTM vs GRU vs RNN language models on Jane Austen's novels (characters)"
+	@echo "make smollm2-austen  SmolLM2-135M's held-out Austen perplexity before and after a short fine-tune"
 	@echo "make vision-compare  CNN vs ResNet vs ViT vs EfficientNet-Lite0 (ImageNet / scratch) vs patch LSTM/Transformer on Fashion-MNIST"
 	@echo "make vision-transfer  pre-train our ViT/ResNet on 5 Fashion-MNIST classes, export, fine-tune on the other 5 vs scratch"
 	@echo "make sortseq   fetch the Sort-Seq data and run the comparison on it"
@@ -53,6 +55,12 @@ compare: $(STAMP)
 text-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/text/compare.yaml
 
+lm-compare: $(STAMP) data
+	$(PY) -m experiments compare --config experiments/lm/compare.yaml
+
+smollm2-austen: $(STAMP) data data/pretrained/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
+	$(PY) -m experiments compare --config experiments/lm/smollm2_austen.yaml
+
 vision-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/vision/compare.yaml
 
@@ -93,6 +101,9 @@ bench: $(STAMP)
 	$(PY) bench/gpu_throughput.py
 	$(PY) bench/ddp_cpu.py
 	$(PY) bench/gpu_sequence_precision.py
+	$(PY) bench/lm_overhead.py
+	$(PY) bench/generation.py
+	$(PY) bench/gpu_lm.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

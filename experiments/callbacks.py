@@ -22,6 +22,14 @@ def batch_size(batch) -> int:
     return len(batch)
 
 
+def batch_items(batch) -> int:
+    """Items a batch trains on, for ``ThroughputMonitor(length_fn=...)``: the predicted tokens (targets other
+    than -100) when the targets are per token (language models), else the examples."""
+    if isinstance(batch, dict) and batch.get("y") is not None and batch["y"].dim() == 2:
+        return int((batch["y"] != -100).sum())
+    return batch_size(batch)
+
+
 class PeakMemory(Callback):
     """Peak memory of a fit, which Lightning's ``DeviceStatsMonitor`` logs per step but does not keep: CUDA's
     peak allocated, or on the CPU the peak resident set size of this process (sampled every training batch).

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.errors import ConfigError
 from datamodules.files import write_atomic
-from experiments.callbacks import PeakMemory, batch_size
+from experiments.callbacks import PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import bases_of, check_yaml, one_line
 from experiments.loggers import AutoWandbLogger, wandb_mode
@@ -190,7 +190,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     # Every row measured the same way: Lightning's Timer and ThroughputMonitor, and the peak memory they lack.
     trainer.callbacks[:] = [c for c in trainer.callbacks if not isinstance(c, ThroughputMonitor | Timer)]
     timer, memory = Timer(verbose=False), PeakMemory()
-    throughput = ThroughputMonitor(batch_size_fn=batch_size, window_size=comparison.throughput_window)
+    throughput = ThroughputMonitor(
+        batch_size_fn=batch_size, length_fn=batch_items, window_size=comparison.throughput_window
+    )
     trainer.callbacks += [timer, throughput, memory]
     config = _plain(cli.config)
     if trainer.is_global_zero:
@@ -200,6 +202,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)
+    tokens_per_sec = (
+        _logged_throughput(trainer, "items_per_sec") if getattr(module, "counts_tokens", False) else None
+    )
     steps = trainer.global_step
     epochs = _epochs_trained(trainer)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
@@ -215,6 +220,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "test": test,
         "train_seconds": train_seconds,
         "throughput": samples_per_sec,
+        **({"tokens_per_sec": tokens_per_sec} if tokens_per_sec is not None else {}),
         "peak_memory_mb": memory.peak_mb,
         "epochs": epochs,
         "steps": steps,
@@ -236,14 +242,14 @@ def _epochs_trained(trainer) -> float:
     return round(trainer.global_step * trainer.accumulate_grad_batches / per_epoch, 2)
 
 
-def _logged_throughput(trainer) -> float | None:
-    """Training samples/s over all processes as ThroughputMonitor last logged it (None if it never did: fewer
-    training batches than its window)."""
+def _logged_throughput(trainer, what: str = "samples_per_sec") -> float | None:
+    """Training samples/s (or items/s: tokens for a language model) over all processes as ThroughputMonitor
+    last logged it (None if it never did: fewer training batches than its window)."""
     logged = trainer.logged_metrics
-    for key in ("train/samples_per_sec", "train/device/samples_per_sec"):
+    for key in (f"train/{what}", f"train/device/{what}"):
         if key in logged:
             value = float(logged[key])
-            return value if key == "train/samples_per_sec" else value * trainer.world_size
+            return value if key == f"train/{what}" else value * trainer.world_size
     return None
 
 

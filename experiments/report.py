@@ -15,7 +15,20 @@ from datamodules.files import write_atomic
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-_ORDER = ["pearson", "spearman", "r2", "mse", "acc", "f1", "ece", "coverage", "selective_acc"]
+_ORDER = [
+    "pearson",
+    "spearman",
+    "r2",
+    "mse",
+    "acc",
+    "f1",
+    "ece",
+    "coverage",
+    "selective_acc",
+    "bpc",
+    "ppl",
+    "loss",
+]
 _NAMES = {  # every metric the tasks log at test time, by its key after "test/"
     "pearson": "Pearson r",
     "spearman": "Spearman",
@@ -26,6 +39,9 @@ _NAMES = {  # every metric the tasks log at test time, by its key after "test/"
     "ece": "ECE",
     "coverage": "Coverage",
     "selective_acc": "Selective accuracy",
+    "bpc": "Bits per character",
+    "ppl": "Perplexity",
+    "loss": "Loss (nats/token)",
 }
 
 
@@ -46,6 +62,9 @@ def summarize(runs: list[dict], metric: str) -> dict:
         row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in mine)
         measured = [r["throughput"] for r in mine if r.get("throughput") is not None]
         row["throughput"] = statistics.fmean(measured) if measured else None
+        tokens = [r["tokens_per_sec"] for r in mine if r.get("tokens_per_sec") is not None]
+        if tokens:
+            row["tokens_per_sec"] = statistics.fmean(tokens)
         row["peak_memory_mb"] = max(r["peak_memory_mb"] for r in mine)
         epochs = [r["epochs"] for r in mine if r.get("epochs") is not None]
         row["epochs"] = statistics.fmean(epochs) if epochs else None
@@ -66,13 +85,16 @@ def markdown_table(report: dict) -> str:
     rank = {name: i for i, name in enumerate(_ORDER)}
     keys = sorted(keys, key=lambda k: (k != main, rank.get(k.split("/", 1)[1], len(rank)), k))
     heads = ["Model", "Params"] + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
-    heads += ["Epochs", "Train time (s)", "Throughput (samples/s)", "Peak memory (MB)"]
+    heads += ["Epochs", "Train time (s)", "Throughput (samples/s)"]
+    per_token = any("tokens_per_sec" in row for row in summary)
+    heads += ["Tokens/s"] * per_token + ["Peak memory (MB)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in summary:
         cells = [row["model"], f"{row['params']:,}"]
         cells += [_cell(row[k + "_mean"], row[k + "_std"]) for k in keys]
         cells += [_number(row.get("epochs"), ".1f"), f"{row['train_seconds']:.0f}"]
-        cells += [_number(row.get("throughput"), ",.0f"), f"{row['peak_memory_mb']:,.0f}"]
+        cells += [_number(row.get("throughput"), ",.0f")]
+        cells += [_number(row.get("tokens_per_sec"), ",.0f")] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = summary[0]["seeds"] if summary else 0
     spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"

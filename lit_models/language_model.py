@@ -43,6 +43,8 @@ class LanguageModelMetrics(Metric):
 
 
 class LanguageModelTask(Task):
+    counts_tokens = True  # the comparison reports its throughput in tokens/s
+
     def __init__(
         self, net: nn.Module, task: str = "language_modeling", num_outputs: int | None = None, **kwargs
     ):
@@ -64,6 +66,17 @@ class LanguageModelTask(Task):
     @staticmethod
     def batch_size(batch: dict) -> int:
         return len(batch["x"])
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        """``flops_per_batch`` for Lightning's ThroughputMonitor (FLOPs/s, and MFU where it knows the device's
+        peak): the usual estimate of a training step, 6 N per token for N parameters, plus 12 L d T per token
+        for the attention of a Transformer of L layers, width d, context T (Kaplan et al. 2020; PaLM, app. B)."""
+        B, T = batch["x"].shape
+        per_token = 6 * sum(p.numel() for p in self.net.parameters())
+        config = getattr(self.net, "config", None)
+        if config is not None and hasattr(config, "n_layer"):
+            per_token += 12 * config.n_layer * config.n_embd * T
+        self.flops_per_batch = per_token * B * T
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths)

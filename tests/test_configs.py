@@ -25,6 +25,9 @@ CSV_ONLY = [
     "--trainer.logger.init_args.save_dir=logs",
     "--trainer.enable_progress_bar=false",
 ]
+NO_WEIGHTS = (
+    "model: {net: {init_args: {weights: null}}}\n"  # as YAML: jsonargparse reads a bare null as 'None'
+)
 SMALL_NET = {  # for files that describe data or settings only
     "dna": "--model.net=lit_models.DilatedCNN",
     "text": "--model.net=lit_models.RecurrentNet",
@@ -51,8 +54,9 @@ def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
         if "minilm" in path.name:
             args.append(f"--model.net.init_args.path={tokenizer}")
         return [*args, "--data.dataset=null", "--data.train_size=null", "--data.test_size=null"]
-    if modality == "lm":
-        return lm_args(tmp_path / "corpus")
+    if modality == "lm":  # pretrained weights (`make data smollm2`): the same net, initialised here
+        weights = "weights:" in path.read_text()
+        return [*lm_args(tmp_path / "corpus"), *(["--config", NO_WEIGHTS] if weights else [])]
     if modality == "vision":
         args = [f"--data.root={fake_fashion_mnist(tmp_path / 'fm')}", "--data.download=false"]
         if (
@@ -92,6 +96,8 @@ def test_every_yaml_parses_and_instantiates(path, tmp_path, monkeypatch):
             extra = []
             if any(isinstance(e, dict) and e.get("data", {}).get("train_path") for e in comparison.shared()):
                 extra = ["--data.train_path=null", "--data.val_path=null", "--data.test_path=null"]
+            if any(isinstance(e, Path) and "weights:" in e.read_text() for e in comparison.shared()):
+                extra = ["--config", NO_WEIGHTS]
             model_file = comparison.model_file(name)
             args = [*comparison.run_args(name), *_tiny_data(model_file, tmp_path), *CSV_ONLY, *extra]
             cli = ExperimentCLI(args=args, run=False)
