@@ -4,6 +4,7 @@ as a Table (one row per prompt and step) and appended to ``samples.jsonl`` in th
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,8 +33,22 @@ class TextSamples(Callback):
         )
         self.rows: list[list] = []
 
+    def on_fit_start(self, trainer, pl_module) -> None:
+        """Prompts the data's tokenizer cannot encode (a character outside a character vocabulary) are left
+        out here, with a warning naming them, rather than stopping the run at its first validation."""
+        from archbench.errors import DataError
+
+        usable = []
+        for prompt in self.prompts:
+            try:
+                trainer.datamodule.tokenizer.encode(prompt, "TextSamples prompt")
+                usable.append(prompt)
+            except DataError as err:
+                warnings.warn(f"{err}: no samples for this prompt", stacklevel=1)
+        self.prompts = usable
+
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking:
+        if trainer.sanity_checking or not self.prompts:
             return
         log_dir = trainer.log_dir if trainer.loggers else None  # a broadcast under DDP: every rank asks
         if not trainer.is_global_zero:

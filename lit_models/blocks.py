@@ -31,7 +31,9 @@ def attention(
 ) -> torch.Tensor:
     """softmax(q k^T / sqrt(hs)) v over real keys (and earlier positions if ``causal``).
 
-    q, k, v: (B, nh, L, hs); mask: (B, L) bool, True at real positions -> (B, nh, L, hs).
+    q: (B, nh, L, hs); k, v: (B, nkv, L, hs), nkv dividing nh (grouped-query attention: SDPA reads each
+    key/value head for its group of query heads, no copies); mask: (B, L) bool, True at real positions
+    -> (B, nh, L, hs).
     """
     attn_mask = None
     if mask is not None:
@@ -40,8 +42,9 @@ def attention(
             L = q.shape[-2]
             attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal and mask is None
-    )
+        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal and mask is None,
+        enable_gqa=k.shape[1] != q.shape[1],
+    )  # fmt: skip
 
 
 def attention_weights(
@@ -69,12 +72,19 @@ class Rotary(nn.Module):
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
+        self._last: tuple | None = (
+            None  # (key, cos, sin): every layer of a forward asks for the same positions
+        )
+
     def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
         """x: (B, nh, T, hs) at positions ``start .. start + T - 1`` -> x rotated, same shape."""
         T = x.shape[-2]
-        positions = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
-        angles = torch.outer(positions, self.inv_freq)  # (T, hs / 2)
-        cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+        key = (start, T, x.device, x.dtype, self.inv_freq.data_ptr())
+        if self._last is None or self._last[0] != key or torch.is_grad_enabled():
+            positions = torch.arange(start, start + T, device=x.device, dtype=torch.float32)
+            angles = torch.outer(positions, self.inv_freq)  # (T, hs / 2)
+            self._last = (key, angles.cos().to(x.dtype), angles.sin().to(x.dtype))
+        _, cos, sin = self._last
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], dim=-1)
 
@@ -90,7 +100,7 @@ class KVCache:
     @classmethod
     def empty(cls, batch: int, kv_heads: int, max_len: int, head_dim: int, like: torch.Tensor) -> KVCache:
         shape = (batch, kv_heads, max_len, head_dim)
-        return cls(like.new_zeros(shape), like.new_zeros(shape))
+        return cls(like.new_empty(shape), like.new_empty(shape))  # positions are read only once written
 
     def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Store the new positions' keys and values; return those of every position up to them."""
@@ -154,9 +164,8 @@ class MultiheadSelfAttention(nn.Module):
             q, k = rotary(q, start), rotary(k, start)
         if cache is not None:
             k, v = cache.update(k, v, start)
-        if nkv != nh:
-            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
         if self.record:
+            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
             self.weights = attention_weights(q, k, mask, causal)
             y = self.weights @ v
         elif k.shape[-2] != L:  # new positions against a cache: each sees every key up to its own position
@@ -166,7 +175,9 @@ class MultiheadSelfAttention(nn.Module):
                 torch.arange(k.shape[-2], device=x.device)
                 <= torch.arange(start, start + L, device=x.device)[:, None]
             )
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=visible if causal and L > 1 else None)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=visible if causal and L > 1 else None, enable_gqa=nkv != nh
+            )
         else:
             y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, L, nh * hs))

@@ -55,7 +55,9 @@ def generate(
     if prompt.shape[1] == 0:
         raise ValueError("the prompt is empty: give at least one token")
     ids, done = prompt, torch.zeros(prompt.shape[0], 1, dtype=torch.bool, device=prompt.device)
-    cache = net.new_cache(prompt.shape[0], context) if use_cache and hasattr(net, "new_cache") else None
+    # The cache holds what this call can reach: the prompt and the new tokens, at most the context.
+    cache_len = min(context, prompt.shape[1] + max_new_tokens)
+    cache = net.new_cache(prompt.shape[0], cache_len) if use_cache and hasattr(net, "new_cache") else None
     window = ids[:, -context:]
     logits = net(window, cache=cache) if cache is not None else net(window)
     for _ in range(max_new_tokens):
@@ -67,10 +69,10 @@ def generate(
         if bool(done.all()):
             return
         ids = torch.cat([ids, token], dim=1)
-        if cache is not None and window.shape[1] < context:
+        if cache is not None and window.shape[1] < cache_len:
             logits = net(token, cache=cache, start=window.shape[1])
             window = torch.cat([window, token], dim=1)
         else:  # no cache, or the cache is full: the newest `context` tokens, recomputed
             window = ids[:, -context:]
-            cache = net.new_cache(ids.shape[0], context) if cache is not None else None
+            cache = net.new_cache(ids.shape[0], cache_len) if cache is not None else None
             logits = net(window, cache=cache) if cache is not None else net(window)

@@ -193,3 +193,39 @@ def test_a_tokenizer_that_does_not_fit_pretrained_weights_is_refused(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(net.eval()(x), theirs(x).logits, atol=1e-5, rtol=0)
     assert json.loads((tmp_path / "llama" / "config.json").read_text())["vocab_size"] == 50
+
+
+def test_samples_of_fixed_prompts_reach_w_and_b_and_the_run_folder(in_tmp):
+    from wandb_offline import find_runs, read_run
+
+    from experiments.loggers import AutoWandbLogger
+
+    args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), *TINY_GPT, "--trainer.max_steps=4"]
+    args += [
+        "--trainer.val_check_interval=2",
+        "--trainer.limit_val_batches=1",
+        "--trainer.enable_progress_bar=false",
+    ]
+    args += [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        "--trainer.logger.init_args.save_dir=logs",
+    ]
+    with pytest.warns(UserWarning, match="character '🙂'.*no samples for this prompt"):
+        prompts = ["--trainer.callbacks=null", "--config", "trainer: {callbacks+: [{class_path: experiments.samples.TextSamples, "
+                   "init_args: {prompts: [It is a, Emma, 🙂], max_new_tokens: 5}}]}\n"]  # fmt: skip
+        cli = ExperimentCLI(args=[*args, *prompts], run=False)
+        wandb_logger = AutoWandbLogger(save_dir=str(in_tmp / "wb"), project="samples-test")
+        cli.trainer.loggers = [*cli.trainer.loggers, wandb_logger]
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        wandb_logger.experiment.finish()
+    rows = [json.loads(line) for line in next(in_tmp.rglob("samples.jsonl")).read_text().splitlines()]
+    assert [(r["step"], r["prompt"]) for r in rows] == [
+        (2, "It is a"),
+        (2, "Emma"),
+        (4, "It is a"),
+        (4, "Emma"),
+    ]
+    assert all(len(r["text"]) == 5 for r in rows)  # characters: one per token
+    (run_file,) = find_runs(in_tmp / "wb")
+    tables = [h for h in read_run(run_file)["history"] if h.get("val/samples/_type") == "table-file"]
+    assert len(tables) == 2 and tables[-1]["val/samples/nrows"] == 4
