@@ -93,8 +93,8 @@ def markdown_table(report: dict) -> str:
         cells = [row["model"], f"{row['params']:,}"]
         cells += [_cell(row[k + "_mean"], row[k + "_std"]) for k in keys]
         cells += [_number(row.get("epochs"), ".1f"), f"{row['train_seconds']:.0f}"]
-        cells += [_number(row.get("throughput"), ",.0f")]
-        cells += [_number(row.get("tokens_per_sec"), ",.0f")] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
+        cells += [_rate(row.get("throughput"))]
+        cells += [_rate(row.get("tokens_per_sec"))] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     seeds = summary[0]["seeds"] if summary else 0
     spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
@@ -108,6 +108,11 @@ def markdown_table(report: dict) -> str:
 
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
+
+
+def _rate(value: float | None) -> str:
+    """A throughput: whole numbers, or two decimals below 10 (a 135 M model trains 0.33 samples/s here)."""
+    return _number(value, ",.0f" if value is None or value >= 10 else ".2f")
 
 
 def _cell(mean: float, std: float | None) -> str:

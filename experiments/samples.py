@@ -33,9 +33,10 @@ class TextSamples(Callback):
         )
         self.rows: list[list] = []
 
-    def on_fit_start(self, trainer, pl_module) -> None:
+    def setup(self, trainer, pl_module, stage: str) -> None:
         """Prompts the data's tokenizer cannot encode (a character outside a character vocabulary) are left
-        out here, with a warning naming them, rather than stopping the run at its first validation."""
+        out here (fit, validate, test), with a warning naming them, rather than stopping the run at its first
+        validation."""
         from archbench.errors import DataError
 
         usable = []
