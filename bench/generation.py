@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from lit_models.generation import generate
+from lit_models.gpt import from_hf
+from lit_models.gpt_weights import load_hf_causal_lm, load_tokenizer
 
-from lit_models.generation import generate  # noqa: E402
-from lit_models.gpt_weights import from_hf, load_hf_causal_lm, load_tokenizer  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 WEIGHTS = ROOT / "data" / "pretrained" / "smollm2-135m"
 PROMPT_TOKENS, NEW_TOKENS, REPEATS = 32, 256, 3

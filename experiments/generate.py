@@ -66,7 +66,7 @@ def _from_run(configs: list[str], ckpt: str, overrides: list[str]):
 
 def _from_weights(path: str):
     from datamodules.lm_tokenize import pretrained_lm_tokenizer
-    from lit_models.gpt_weights import pretrained_gpt
+    from lit_models.gpt import pretrained_gpt
 
     net = pretrained_gpt(path)
     return net, pretrained_lm_tokenizer(path), net.config.block_size

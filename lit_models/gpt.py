@@ -9,78 +9,17 @@ sets can be changed on its own. ``GPT.forward(x, lengths=None) -> (B, T, vocab)`
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
+from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import nn
 
+from archbench.errors import ConfigError
 from lit_models.blocks import Activation, Block, KVCache, Norm, Rotary, make_norm, sinusoidal_positions
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    vocab_size: int = 256
-    block_size: int = 256  # positions the model has (learned positions are a table this long)
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    n_kv_head: int | None = None  # grouped-query attention below n_head
-    head_dim: int | None = None  # default n_embd // n_head
-    intermediate_size: int | None = None  # default 4 * n_embd
-    norm: Norm = "layernorm"
-    norm_eps: float = 1e-5
-    mlp: Activation = "gelu"
-    positions: Literal["learned", "sinusoidal", "rotary"] = "learned"
-    rope_base: float = 10000.0
-    bias: bool = True
-    tie_embeddings: bool = True
-    dropout: float = 0.0
-
-    def __post_init__(self):
-        kv = self.n_kv_head or self.n_head
-        if self.n_head % kv:
-            raise ValueError(f"GPT: n_head={self.n_head} is not a multiple of n_kv_head={kv}")
-        if self.head_dim is None and self.n_embd % self.n_head:
-            raise ValueError(f"GPT: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
-        if self.vocab_size < 1 or self.block_size < 1:
-            raise ValueError(
-                f"GPT: vocab_size {self.vocab_size} and block_size {self.block_size} must be positive"
-            )
-
-
-PRESETS: dict[str, dict] = {
-    # GPT-2 small (Radford et al. 2019): 124 M parameters with its 50,257-token BPE.
-    "gpt2-small": dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, mlp="gelu_tanh"),
-    # A small GPT that trains on two CPU cores (the language-model comparison's row). Rotary positions: at the
-    # comparison's budget a learned position table is still near its initialisation (val 3.44 bits per
-    # character against 2.78 with rotary; one seed each, README).
-    "gpt-mini": dict(n_layer=3, n_head=4, n_embd=96, positions="rotary"),
-    # SmolLM2-135M (Hugging Face 2024): Llama-shaped, 9 query heads sharing 3 key/value heads.
-    "smollm2-135m": dict(
-        vocab_size=49152,
-        block_size=8192,
-        n_layer=30,
-        n_head=9,
-        n_kv_head=3,
-        n_embd=576,
-        intermediate_size=1536,
-        norm="rmsnorm",
-        norm_eps=1e-5,
-        mlp="swiglu",
-        positions="rotary",
-        rope_base=100000.0,
-        bias=False,
-    ),  # fmt: skip
-}
-
-
-def preset_config(preset: str | None, **overrides) -> GPTConfig:
-    """The named preset's config with ``overrides`` (None values are left to the preset)."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"GPT: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
-    values = {**PRESETS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
-    return GPTConfig(**values)
+from lit_models.gpt_config import GPTConfig, preset_config
+from lit_models.gpt_weights import convert_hf, load_hf_causal_lm
 
 
 def _close(a, b) -> bool:
@@ -155,8 +94,6 @@ class GPT(nn.Module):
             self.load_pretrained(weights)
 
     def load_pretrained(self, weights: str) -> None:
-        from lit_models.gpt_weights import pretrained_gpt
-
         loaded = pretrained_gpt(weights)
         theirs, ours = loaded.config, self.config
         if theirs.vocab_size != ours.vocab_size:
@@ -246,3 +183,25 @@ class GPT(nn.Module):
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in asdict(self.config).items())
+
+
+def from_hf(model) -> GPT:
+    """Our GPT holding the weights of a transformers ``LlamaForCausalLM`` or ``GPT2LMHeadModel``."""
+    config, state = convert_hf(model)
+    net = GPT.from_config(config)
+    own = net.state_dict()
+    for key, value in state.items():
+        if key not in own:
+            raise ConfigError(f"converted tensor {key} has no place in our GPT")
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise ConfigError(f"converted {key}: shape {tuple(value.shape)}, ours {tuple(own[key].shape)}")
+    missing = set(own) - set(state)
+    if missing:
+        raise ConfigError(f"no converted tensor for {sorted(missing)[:3]}")
+    net.load_state_dict({k: v.detach().float().contiguous() for k, v in state.items()})
+    return net
+
+
+def pretrained_gpt(path: str | Path) -> GPT:
+    """Our GPT with the weights at ``path`` (a GGUF file, or a folder holding one or a transformers model)."""
+    return from_hf(load_hf_causal_lm(path))

@@ -1,4 +1,4 @@
-"""Pretrained weights into our ``GPT``: a Hugging Face ``LlamaForCausalLM`` (SmolLM2, loaded from its GGUF file
+"""Pretrained weights for our ``GPT``: a Hugging Face ``LlamaForCausalLM`` (SmolLM2, loaded from its GGUF file
 by transformers) or ``GPT2LMHeadModel``, tensor by tensor, every shape checked.
 
 Parity (tests/test_gpt.py): our logits equal the Hugging Face model's on the same weights.
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from archbench.errors import ConfigError
-from lit_models.gpt import GPT, GPTConfig, preset_config
+from lit_models.gpt_config import GPTConfig
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -83,28 +83,16 @@ def gpt2_state(theirs: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, 
     return ours
 
 
-def from_hf(model) -> GPT:
-    """Our GPT holding the weights of a transformers ``LlamaForCausalLM`` or ``GPT2LMHeadModel``."""
+def convert_hf(model) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
+    """Our config and state dict for a transformers ``LlamaForCausalLM`` or ``GPT2LMHeadModel``."""
     kind = model.config.model_type
     if kind == "llama":
-        config, convert = llama_config(model.config), llama_state
-    elif kind == "gpt2":
-        config, convert = gpt2_config(model.config), gpt2_state
-    else:
-        raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
-    net = GPT.from_config(config)
-    state = convert(model.state_dict(), config)
-    own = net.state_dict()
-    for key, value in state.items():
-        if key not in own:
-            raise ConfigError(f"converted tensor {key} has no place in our GPT")
-        if tuple(value.shape) != tuple(own[key].shape):
-            raise ConfigError(f"converted {key}: shape {tuple(value.shape)}, ours {tuple(own[key].shape)}")
-    missing = set(own) - set(state)
-    if missing:
-        raise ConfigError(f"no converted tensor for {sorted(missing)[:3]}")
-    net.load_state_dict({k: v.detach().float().contiguous() for k, v in state.items()})
-    return net
+        config = llama_config(model.config)
+        return config, llama_state(model.state_dict(), config)
+    if kind == "gpt2":
+        config = gpt2_config(model.config)
+        return config, gpt2_state(model.state_dict(), config)
+    raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
 
 
 def load_hf_causal_lm(path: str | Path):
@@ -132,17 +120,3 @@ def load_tokenizer(path: str | Path):
     if path.suffix == ".gguf":
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return AutoTokenizer.from_pretrained(str(path))
-
-
-def pretrained_gpt(path: str | Path) -> GPT:
-    """Our GPT with the weights at ``path`` (a GGUF file, or a folder holding one or a transformers model)."""
-    net = from_hf(load_hf_causal_lm(path))
-    return net
-
-
-def smollm2_matches_preset(net: GPT) -> bool:
-    """Whether converted weights have the ``smollm2-135m`` preset's shape (the config a run file names)."""
-    expected = preset_config("smollm2-135m")
-    return all(
-        getattr(net.config, k) == getattr(expected, k) for k in ("n_layer", "n_head", "n_kv_head", "n_embd")
-    )

@@ -8,8 +8,7 @@ from conftest import ROOT
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lit_models.generation import filter_logits, generate
-from lit_models.gpt import GPT
-from lit_models.gpt_weights import from_hf
+from lit_models.gpt import GPT, from_hf
 
 VOCAB = 97
 
