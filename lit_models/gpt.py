@@ -18,7 +18,7 @@ from torch import nn
 
 from archbench.errors import ConfigError
 from lit_models.blocks import Activation, Block, KVCache, Norm, Rotary, make_norm, sinusoidal_positions
-from lit_models.gpt_config import GPTConfig, preset_config
+from lit_models.gpt_config import PRESETS, GPTConfig, preset_config
 from lit_models.gpt_weights import convert_hf, load_hf_causal_lm
 
 
@@ -79,9 +79,9 @@ class GPT(nn.Module):
         """
         super().__init__()
         given = {k: v for k, v in locals().items() if k in {f.name for f in fields(GPTConfig)}}
-        base = preset_config(preset)
-        if block_size is None and preset not in ("gpt2-small", "smollm2-135m"):
-            given["block_size"] = seq_len or base.block_size
+        own_positions = "block_size" in PRESETS.get(preset, {})  # gpt2-small's 1024, smollm2-135m's 8192 stay
+        if block_size is None and not own_positions:
+            given["block_size"] = seq_len or GPTConfig.block_size
         config = preset_config(preset, **given)
         if seq_len is not None and seq_len > config.block_size:
             raise ValueError(
