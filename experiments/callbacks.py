@@ -30,6 +30,35 @@ def batch_items(batch) -> int:
     return batch_size(batch)
 
 
+class FlopsBudget(Callback):
+    """Train for a number of training FLOPs instead of epochs (a comparison matched by compute): at the start of
+    fit, one training batch's forward and backward FLOPs are counted (``FlopCounterMode``, by the task's
+    ``measure_flops``) and ``max_steps`` becomes the budget over the FLOPs of an optimizer step (all
+    processes, gradient accumulation included); epochs no longer limit the run. The learning-rate schedule then
+    spans those steps."""
+
+    def __init__(self, flops: float):
+        if not flops > 0:
+            raise ValueError(f"budget.flops: {flops} is not a positive number of FLOPs")
+        self.flops = flops
+        self.steps: int | None = None
+        self.flops_per_step: float | None = None
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit":
+            return
+        batch = next(iter(trainer.datamodule.train_dataloader()))  # a fresh loader: the fit's is its own
+        per_batch = pl_module.measure_flops(batch)["train_per_batch"]
+        self.flops_per_step = per_batch * trainer.world_size * trainer.accumulate_grad_batches
+        self.steps = int(self.flops // self.flops_per_step)
+        if self.steps < 1:
+            raise ValueError(
+                f"budget.flops={self.flops:.3g} is less than one optimizer step ({self.flops_per_step:.3g} FLOPs)"
+            )
+        trainer.fit_loop.epoch_loop.max_steps = self.steps
+        trainer.fit_loop.max_epochs = -1
+
+
 class PeakMemory(Callback):
     """Peak memory of a fit, which Lightning's ``DeviceStatsMonitor`` logs per step but does not keep: CUDA's
     peak allocated, or on the CPU the peak resident set size of this process (sampled every training batch).

@@ -24,7 +24,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.errors import ConfigError
 from datamodules.files import write_atomic
-from experiments.callbacks import PeakMemory, batch_items, batch_size
+from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import bases_of, check_yaml, one_line
 from experiments.loggers import AutoWandbLogger, wandb_mode
@@ -49,6 +49,9 @@ class Comparison:
         config: Settings every run shares: config files (relative to the comparison file) and/or settings, in
             order; they win over the modality's base and lose to the model's file.
         throughput_window: Training batches Lightning's ThroughputMonitor averages the throughput over.
+        budget_flops: Train every row for this many training FLOPs (forward and backward, counted by
+            ``FlopCounterMode`` on one batch) instead of the same steps or epochs: each row's ``max_steps`` is
+            computed from its own cost (``experiments.callbacks.FlopsBudget``). Empty: the configs' budget.
         path: Set when loaded: the comparison file.
     """
 
@@ -60,6 +63,7 @@ class Comparison:
     metric: str = "test/pearson"
     config: list[str | dict] | str | dict = field(default_factory=list)
     throughput_window: int = 100
+    budget_flops: float | None = None
     path: Path | None = None
 
     @classmethod
@@ -90,6 +94,8 @@ class Comparison:
                 )
         if self.seeds < 1:
             raise ConfigError(f"{self.path}: seeds: {self.seeds!r} is not a positive integer")
+        if self.budget_flops is not None and not self.budget_flops > 0:
+            raise ConfigError(f"{self.path}: budget_flops: {self.budget_flops!r} is not a positive number")
         if self.throughput_window < 2:
             raise ConfigError(f"{self.path}: throughput_window: {self.throughput_window} is below 2")
         for entry in self.shared():
@@ -147,6 +153,11 @@ def command_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=int, help="seeds per model (0..N-1); overrides the file")
     parser.add_argument("--out", help="output folder; overrides the file")
     parser.add_argument("--models", help="comma-separated subset of the file's models")
+    parser.add_argument(
+        "--budget_flops",
+        type=float,
+        help="train every row for this many training FLOPs (e.g. 2e14); overrides the file",
+    )
     return parser
 
 
@@ -194,6 +205,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         batch_size_fn=batch_size, length_fn=batch_items, window_size=comparison.throughput_window
     )
     trainer.callbacks += [timer, throughput, memory]
+    budget = FlopsBudget(comparison.budget_flops) if comparison.budget_flops else None
+    if budget is not None:
+        trainer.callbacks.append(budget)
     config = _plain(cli.config)
     if trainer.is_global_zero:
         wandb_logger.log_hyperparams({"config": config, "model_name": model, "seed": seed})
@@ -206,17 +220,29 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         _logged_throughput(trainer, "items_per_sec") if getattr(module, "counts_tokens", False) else None
     )
     steps = trainer.global_step
+    counts, flops = module.parameter_counts(), module.flops or {}
     epochs = _epochs_trained(trainer)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
     results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
     test = {k: float(v) for k, v in results[0].items()} if results else {}
     if trainer.is_global_zero:
-        wandb_logger.experiment.summary.update({**test, "train_seconds": train_seconds})
+        wandb_logger.experiment.summary.update(
+            {**test, "train_seconds": train_seconds, "params_active": counts["params_active"],
+             "flops_forward_per_example": flops.get("forward_per_example")}
+        )  # fmt: skip
         wandb_logger.experiment.finish()
     result = {
         "model": model,
         "seed": seed,
-        "params": module.parameter_counts()["params"],
+        "params": counts["params"],
+        "params_active": counts["params_active"],
+        # counted by FlopCounterMode on the first training batch; training FLOPs: that batch's forward and
+        # backward times the batches trained (all processes)
+        "flops_forward_per_example": flops.get("forward_per_example"),
+        "flops_train": flops["train_per_batch"] * steps * trainer.accumulate_grad_batches * trainer.world_size
+        if flops
+        else None,
+        **({"budget_flops": comparison.budget_flops, "budget_steps": budget.steps} if budget else {}),
         "test": test,
         "train_seconds": train_seconds,
         "throughput": samples_per_sec,
@@ -265,7 +291,8 @@ def main(argv: list[str]) -> None:
         a
         for a in own
         if a.startswith("--")
-        and a.split("=")[0] not in ("--config", "--seeds", "--out", "--models", "--help", "-h")
+        and a.split("=")[0]
+        not in ("--config", "--seeds", "--out", "--models", "--budget_flops", "--help", "-h")
     ]
     if unknown:
         raise ConfigError(
@@ -280,6 +307,10 @@ def main(argv: list[str]) -> None:
         comparison.seeds = args.seeds
     if args.out:
         comparison.out = args.out
+    if args.budget_flops is not None:
+        if not args.budget_flops > 0:
+            raise ConfigError(f"--budget_flops: {args.budget_flops} is not a positive number")
+        comparison.budget_flops = args.budget_flops
     if args.models:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         for m in wanted:

@@ -56,6 +56,10 @@ def summarize(runs: list[dict], metric: str) -> dict:
     for model in dict.fromkeys(r["model"] for r in runs):
         mine = [r for r in runs if r["model"] == model]
         row = {"model": model, "params": mine[0]["params"], "seeds": len(mine)}
+        row["params_active"] = mine[0].get("params_active", mine[0]["params"])
+        for key in ("flops_forward_per_example", "flops_train"):  # measured per run (ACT's steps vary)
+            measured = [r[key] for r in mine if r.get(key) is not None]
+            row[key] = statistics.fmean(measured) if measured else None
         for key in sorted({k for r in mine for k in r["test"]}):
             values = [r["test"][key] for r in mine if key in r["test"]]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
@@ -84,14 +88,23 @@ def markdown_table(report: dict) -> str:
     main = report["metric"]
     rank = {name: i for i, name in enumerate(_ORDER)}
     keys = sorted(keys, key=lambda k: (k != main, rank.get(k.split("/", 1)[1], len(rank)), k))
-    heads = ["Model", "Params"] + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
-    heads += ["Epochs", "Train time (s)", "Throughput (samples/s)"]
+    active = any(row.get("params_active", row["params"]) != row["params"] for row in summary)
+    heads = (
+        ["Model", "Params"] + ["Active params"] * active + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
+    )
+    heads += ["FLOPs/example (fwd)", "Train FLOPs", "Epochs", "Train time (s)", "Throughput (samples/s)"]
     per_token = any("tokens_per_sec" in row for row in summary)
     heads += ["Tokens/s"] * per_token + ["Peak memory (MB)"]
     lines = ["| " + " | ".join(heads) + " |", "|" + "---|" * len(heads)]
     for row in summary:
-        cells = [row["model"], f"{row['params']:,}"]
+        cells = [row["model"], f"{row['params']:,}"] + [
+            f"{row.get('params_active', row['params']):,}"
+        ] * active
         cells += [_cell(row[k + "_mean"], row[k + "_std"]) for k in keys]
+        cells += [
+            _number(row.get("flops_forward_per_example"), ".3g"),
+            _number(row.get("flops_train"), ".3g"),
+        ]
         cells += [_number(row.get("epochs"), ".1f"), f"{row['train_seconds']:.0f}"]
         cells += [_rate(row.get("throughput"))]
         cells += [_rate(row.get("tokens_per_sec"))] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
@@ -99,6 +112,14 @@ def markdown_table(report: dict) -> str:
     seeds = summary[0]["seeds"] if summary else 0
     spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
     notes = [f"{spread} per model; test metrics of the best-validation checkpoint."]
+    notes.append(
+        "FLOPs counted by torch's FlopCounterMode on the first training batch (matmuls and attention, 2 per "
+        "multiply-add; train FLOPs: forward and backward times the batches trained)."
+    )
+    if active:
+        notes.append(
+            "Active params: what one token runs through (a Mixture of Experts uses top_k of its experts)."
+        )
     if "noise_ceiling" in report:
         notes.append(
             f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}."

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_models.moe import MoE, MoEOptions
+
 Norm = Literal["layernorm", "rmsnorm"]
 Activation = Literal["relu", "gelu", "gelu_tanh", "swiglu"]
 
@@ -47,18 +49,44 @@ def attention(
     )  # fmt: skip
 
 
-def attention_weights(
-    q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False
-) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs)) written out, for looking at: (B, nh, L, L); rows sum to 1 over real keys."""
+def attention_weights(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """softmax(q k^T / sqrt(hs)) written out, for looking at: (B, nh, Lq, Lk); ``allowed`` (bool, broadcast to
+    that shape) False where a query may not look; rows sum to 1 over the allowed keys."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
-    L = q.shape[-2]
-    allowed = torch.ones(L, L, dtype=torch.bool, device=q.device)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed, float("-inf"))
+    return scores.softmax(-1)
+
+
+Pattern = Literal["full", "local", "strided", "block"]
+
+
+def pattern_mask(
+    pattern: Pattern, queries: torch.Tensor, keys: torch.Tensor, window: int, causal: bool = False
+) -> torch.Tensor | None:
+    """Which keys each query may read under a sparse attention pattern: (Lq, Lk) bool for query positions
+    ``queries`` (Lq,) and key positions ``keys`` (Lk,); None for ``full`` attention without ``causal``.
+
+    - ``local``: keys within ``window`` positions (|i - j| < window; before or at i when causal);
+    - ``strided``: the local window and every ``window``-th position back (and forward unless causal): the
+      union of the two heads of Child et al. (2019)'s strided pattern;
+    - ``block``: the query's own block of ``window`` positions, plus the last position of every block, which
+      carries its block's summary across (Child et al.'s fixed pattern with one summary position).
+    """
+    i, j = queries[:, None], keys[None, :]
+    if pattern == "full":
+        allowed = None
+    elif pattern == "local":
+        allowed = (i - j).abs() < window
+    elif pattern == "strided":
+        allowed = ((i - j).abs() < window) | ((i - j) % window == 0)
+    elif pattern == "block":
+        allowed = (i // window == j // window) | (j % window == window - 1)
+    else:
+        raise ValueError(f"unknown attention pattern {pattern!r}: full, local, strided or block")
     if causal:
-        allowed = allowed.tril()
-    if mask is not None:
-        allowed = allowed & mask[:, None, None, :]
-    return scores.masked_fill(~allowed, float("-inf")).softmax(-1)
+        allowed = j <= i if allowed is None else allowed & (j <= i)
+    return allowed
 
 
 class Rotary(nn.Module):
@@ -128,8 +156,13 @@ class MultiheadSelfAttention(nn.Module):
         head_dim: int | None = None,
         kv_heads: int | None = None,
         bias: bool = True,
+        pattern: Pattern = "full",
+        window: int = 16,
     ):
         super().__init__()
+        if pattern != "full" and window < 1:
+            raise ValueError(f"attention pattern {pattern!r} needs window >= 1, got {window}")
+        self.pattern, self.window = pattern, window
         if head_dim is None:
             if d_model % nhead:
                 raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
@@ -163,24 +196,44 @@ class MultiheadSelfAttention(nn.Module):
         if rotary is not None:
             q, k = rotary(q, start), rotary(k, start)
         if cache is not None:
-            k, v = cache.update(k, v, start)
-        if self.record:
-            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
-            self.weights = attention_weights(q, k, mask, causal)
-            y = self.weights @ v
-        elif k.shape[-2] != L:  # new positions against a cache: each sees every key up to its own position
             if mask is not None:
                 raise ValueError("a KV cache takes unpadded batches (mask=None)")
-            visible = (
-                torch.arange(k.shape[-2], device=x.device)
-                <= torch.arange(start, start + L, device=x.device)[:, None]
-            )
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=visible if causal and L > 1 else None, enable_gqa=nkv != nh
-            )
+            k, v = cache.update(k, v, start)
+        allowed = self._allowed(L, k.shape[-2], start, mask, causal, x.device)
+        if self.record:
+            k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
+            if allowed is None and causal:
+                allowed = pattern_mask("full", torch.arange(L, device=x.device), torch.arange(L, device=x.device),
+                                       self.window, causal)  # fmt: skip
+            self.weights = attention_weights(q, k, allowed)
+            y = self.weights @ v
         else:
-            y = attention(q, k, v, mask, causal, self.dropout if self.training else 0.0)
+            y = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0,
+                is_causal=causal and allowed is None and L == k.shape[-2] and L > 1, enable_gqa=nkv != nh,
+            )  # fmt: skip
         return self.proj(y.transpose(1, 2).reshape(B, L, nh * hs))
+
+    def _allowed(self, L: int, K: int, start: int, mask: torch.Tensor | None, causal: bool,
+                 device: torch.device) -> torch.Tensor | None:  # fmt: skip
+        """The keys each of the ``L`` queries (at ``start ..``) may read among ``K``, as a bool mask for SDPA,
+        or None where SDPA needs none (full attention over every key, or causal over a square that
+        ``is_causal`` covers)."""
+        square = L == K
+        if self.pattern == "full" and mask is None and (not causal or square or L == 1):
+            return None  # (one new query against a cache sees every earlier key)
+        allowed = pattern_mask(
+            self.pattern, torch.arange(start, start + L, device=device), torch.arange(K, device=device),
+            self.window, causal,
+        )  # fmt: skip
+        if mask is None:
+            return allowed
+        keys = mask[:, None, None, :]  # padded keys get no weight
+        if allowed is None or self.pattern == "full":
+            return keys if allowed is None else keys & allowed
+        # A sparse pattern keeps every query's own position, so that a padded query whose window holds only
+        # padding still has a key (its output is ignored; an empty row would make SDPA's output NaN).
+        return (keys & allowed) | torch.eye(L, K, dtype=torch.bool, device=device)
 
 
 def make_norm(kind: Norm, d_model: int, eps: float) -> nn.Module:
@@ -194,6 +247,8 @@ class Block(nn.Module):
 
     The feed-forward is ``linear2(act(linear1(x)))``; with ``swiglu``, ``linear1`` holds the gate and the up
     projection stacked (2 x ``dim_feedforward`` outputs) and the hidden is ``silu(gate) * up`` (Shazeer 2020).
+    With ``moe``, a Mixture of Experts (``lit_models.moe``) takes the feed-forward's place. ``pattern`` and
+    ``window``: the attention's sparsity (``pattern_mask``).
     """
 
     def __init__(
@@ -210,13 +265,22 @@ class Block(nn.Module):
         norm: Norm = "layernorm",
         kv_heads: int | None = None,
         bias: bool = True,
+        pattern: Pattern = "full",
+        window: int = 16,
+        moe: MoEOptions | None = None,
     ):
         super().__init__()
         self.norm_first, self.activation = norm_first, activation
-        self.attn = MultiheadSelfAttention(d_model, nhead, attention_dropout, head_dim, kv_heads, bias)
-        hidden = 2 * dim_feedforward if activation == "swiglu" else dim_feedforward
-        self.linear1 = nn.Linear(d_model, hidden, bias=bias)
-        self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
+        self.attn = MultiheadSelfAttention(
+            d_model, nhead, attention_dropout, head_dim, kv_heads, bias, pattern, window
+        )
+        if moe is not None:  # experts in place of the MLP (``activation`` then unused)
+            self.moe = MoE(d_model, moe.hidden or dim_feedforward, moe, bias)
+        else:
+            self.moe = None
+            hidden = 2 * dim_feedforward if activation == "swiglu" else dim_feedforward
+            self.linear1 = nn.Linear(d_model, hidden, bias=bias)
+            self.linear2 = nn.Linear(dim_feedforward, d_model, bias=bias)
         self.norm1 = make_norm(norm, d_model, norm_eps)
         self.norm2 = make_norm(norm, d_model, norm_eps)
         self.dropout = nn.Dropout(dropout)
@@ -230,6 +294,8 @@ class Block(nn.Module):
         return F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
 
     def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.moe is not None:
+            return self.dropout(self.moe(x))
         return self.dropout(self.linear2(self.dropout(self._act(self.linear1(x)))))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
@@ -253,3 +319,27 @@ def sinusoidal_positions(length: int, d_model: int) -> torch.Tensor:
     pe[:, 0::2] = torch.sin(position * freq)
     pe[:, 1::2] = torch.cos(position * freq)[:, : d_model // 2]
     return pe
+
+
+def binary_positions(length: int, d_model: int) -> torch.Tensor:
+    """PE[pos, k] = bit k of pos (0 or 1), lowest bit first; dimensions past the position's bits stay 0
+    -> (length, d_model). Needs 2^d_model > length - 1."""
+    if length > 1 and (length - 1).bit_length() > d_model:
+        raise ValueError(
+            f"binary positions: {length} positions need {(length - 1).bit_length()} bits, d_model={d_model}"
+        )
+    bits = torch.arange(d_model)
+    return ((torch.arange(length)[:, None] >> bits.clamp(max=62)) & 1).float()
+
+
+Positions = Literal["sinusoidal", "learned", "rotary", "binary", "none"]
+
+
+def position_table(kind: Positions, length: int, d_model: int) -> torch.Tensor | None:
+    """The fixed table added to the embeddings (sinusoidal, binary), or None (learned ones are parameters;
+    rotary ones act inside attention; none)."""
+    if kind == "sinusoidal":
+        return sinusoidal_positions(length, d_model)
+    if kind == "binary":
+        return binary_positions(length, d_model)
+    return None

@@ -11,15 +11,26 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, fields
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
 
 from archbench.errors import ConfigError
-from lit_models.blocks import Activation, Block, KVCache, Norm, Rotary, make_norm, sinusoidal_positions
+from lit_models.act import AdaptiveDepth, UniversalOptions
+from lit_models.blocks import (
+    Activation,
+    Block,
+    KVCache,
+    Norm,
+    Pattern,
+    Positions,
+    Rotary,
+    make_norm,
+    position_table,
+)
 from lit_models.gpt_config import PRESETS, GPTConfig, preset_config
 from lit_models.gpt_weights import convert_hf, load_hf_causal_lm
+from lit_models.moe import MoEOptions
 
 
 def _close(a, b) -> bool:
@@ -43,11 +54,15 @@ class GPT(nn.Module):
         norm: Norm | None = None,
         norm_eps: float | None = None,
         mlp: Activation | None = None,
-        positions: Literal["learned", "sinusoidal", "rotary"] | None = None,
+        positions: Positions | None = None,
         rope_base: float | None = None,
         bias: bool | None = None,
         tie_embeddings: bool | None = None,
         dropout: float | None = None,
+        attention: Pattern | None = None,
+        window: int | None = None,
+        moe: MoEOptions | None = None,
+        universal: UniversalOptions | None = None,
         weights: str | None = None,
     ):
         """
@@ -68,11 +83,19 @@ class GPT(nn.Module):
             norm: ``layernorm`` or ``rmsnorm``.
             norm_eps: The norms' epsilon.
             mlp: ``gelu``, ``gelu_tanh`` (GPT-2's), ``relu`` or ``swiglu``.
-            positions: ``learned`` (a table), ``sinusoidal`` or ``rotary`` (in every attention).
+            positions: ``learned`` (a table), ``sinusoidal``, ``rotary`` (in every attention), ``binary``
+                (dimension k: bit k of the position) or ``none`` (causal attention alone tells positions apart).
             rope_base: Rotary base frequency.
             bias: Biases in the linear layers.
             tie_embeddings: The output head is the token embedding (one tensor).
             dropout: Dropout on the embeddings and the residual branches.
+            attention: ``full`` causal attention, or a sparse causal pattern: ``local`` (the last ``window``
+                tokens), ``strided`` or ``block`` (``lit_models.blocks.pattern_mask``).
+            window: The sparse pattern's width, in tokens.
+            moe: A Mixture of Experts in place of every MLP, e.g. ``{experts: 8, top_k: 2}``
+                (``lit_models.moe.MoEOptions``; ``hidden`` empty: ``intermediate_size``).
+            universal: One block applied ``n_layer`` times, adaptive computation time by default, e.g.
+                ``{act: true, ponder_cost: 0.01}`` (``lit_models.act.UniversalOptions``).
             weights: Pretrained weights to start from: a GGUF file or a folder holding one
                 (``data/pretrained/smollm2-135m``, with the ``smollm2-135m`` preset), or a transformers Llama /
                 GPT-2 folder. Their shapes must be the preset's, and the data's tokenizer theirs.
@@ -102,7 +125,7 @@ class GPT(nn.Module):
                 f"{theirs.vocab_size}: use the weights' own tokenizer (data.tokenizer={weights})"
             )
         same = ("n_layer", "n_head", "n_kv_head", "n_embd", "intermediate_size", "norm", "norm_eps", "mlp",
-                "positions", "bias", "rope_base", "tie_embeddings")  # fmt: skip
+                "positions", "bias", "rope_base", "tie_embeddings", "moe", "universal")  # fmt: skip
         differ = [f"{k} {getattr(theirs, k)} (ours {getattr(ours, k)})" for k in same
                   if getattr(theirs, k) != getattr(ours, k) and not _close(getattr(theirs, k), getattr(ours, k))]  # fmt: skip
         if differ:
@@ -120,21 +143,25 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(c.vocab_size, c.n_embd)
         if c.positions == "learned":
             self.wpe = nn.Embedding(c.block_size, c.n_embd)
-        elif c.positions == "sinusoidal":
-            self.register_buffer("pe", sinusoidal_positions(c.block_size, c.n_embd), persistent=False)
+        elif c.positions in ("sinusoidal", "binary"):
+            self.register_buffer("pe", position_table(c.positions, c.block_size, c.n_embd), persistent=False)
         self.rotary = Rotary(head_dim, c.rope_base) if c.positions == "rotary" else None
         self.drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
             Block(c.n_embd, c.n_head, c.intermediate_size or 4 * c.n_embd, c.dropout, c.mlp, norm_first=True,
-                  head_dim=c.head_dim, norm_eps=c.norm_eps, norm=c.norm, kv_heads=c.n_kv_head, bias=c.bias)
-            for _ in range(c.n_layer)
+                  head_dim=c.head_dim, norm_eps=c.norm_eps, norm=c.norm, kv_heads=c.n_kv_head, bias=c.bias,
+                  pattern=c.attention, window=c.window, moe=c.moe)
+            for _ in range(1 if c.universal else c.n_layer)
         )  # fmt: skip
+        self.depth = AdaptiveDepth(c.n_embd, c.n_layer, c.universal) if c.universal else None
         self.norm = make_norm(c.norm, c.n_embd, c.norm_eps)
         self.head = nn.Linear(c.n_embd, c.vocab_size, bias=False)
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
-            if name.endswith(("attn.proj.weight", "linear2.weight")):
+            if name.endswith(("attn.proj.weight", "linear2.weight", "moe.w2")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer))
+        if self.depth is not None:
+            self.depth.reset_parameters()
         if c.tie_embeddings:
             self.head.weight = self.wte.weight
 
@@ -153,7 +180,10 @@ class GPT(nn.Module):
         c, like = self.config, self.wte.weight
         max_len = min(max_len or c.block_size, c.block_size)
         head_dim = c.head_dim or c.n_embd // c.n_head
-        return [KVCache.empty(batch, c.n_kv_head or c.n_head, max_len, head_dim, like) for _ in self.blocks]
+        # one per layer; a universal model has one per step of its shared block
+        return [
+            KVCache.empty(batch, c.n_kv_head or c.n_head, max_len, head_dim, like) for _ in range(c.n_layer)
+        ]
 
     def forward(
         self,
@@ -172,13 +202,22 @@ class GPT(nn.Module):
         h = self.wte(x)
         if self.config.positions == "learned":
             h = h + self.wpe(torch.arange(start, start + T, device=x.device))
-        elif self.config.positions == "sinusoidal":
+        elif self.config.positions in ("sinusoidal", "binary"):
             h = h + self.pe[start : start + T]
         h = self.drop(h)
         # Causal attention already keeps real positions from reading right padding; the mask is not needed.
         del lengths
-        for i, block in enumerate(self.blocks):
-            h = block(h, None, True, self.rotary, cache[i] if cache is not None else None, start)
+        if self.depth is not None:
+
+            def step(h: torch.Tensor, t: int) -> torch.Tensor:
+                return self.blocks[0](
+                    h, None, True, self.rotary, cache[t] if cache is not None else None, start
+                )
+
+            h = self.depth(h, step, every_step=cache is not None)
+        else:
+            for i, block in enumerate(self.blocks):
+                h = block(h, None, True, self.rotary, cache[i] if cache is not None else None, start)
         return self.head(self.norm(h))
 
     def extra_repr(self) -> str:

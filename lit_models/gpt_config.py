@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from lit_models.blocks import Activation, Norm
+from lit_models.act import UniversalOptions, universal_options
+from lit_models.blocks import Activation, Norm, Pattern, Positions
+from lit_models.moe import MoEOptions, moe_options
 
 
 @dataclass(frozen=True)
@@ -22,13 +23,19 @@ class GPTConfig:
     norm: Norm = "layernorm"
     norm_eps: float = 1e-5
     mlp: Activation = "gelu"
-    positions: Literal["learned", "sinusoidal", "rotary"] = "learned"
+    positions: Positions = "learned"
     rope_base: float = 10000.0
     bias: bool = True
     tie_embeddings: bool = True
     dropout: float = 0.0
+    attention: Pattern = "full"  # or a sparse pattern (lit_models.blocks.pattern_mask), causal either way
+    window: int = 64
+    moe: MoEOptions | None = None  # experts in place of every MLP
+    universal: UniversalOptions | None = None  # one block applied n_layer times (with ACT by default)
 
     def __post_init__(self):
+        object.__setattr__(self, "moe", moe_options(self.moe))  # a mapping from YAML or asdict
+        object.__setattr__(self, "universal", universal_options(self.universal))
         kv = self.n_kv_head or self.n_head
         if self.n_head % kv:
             raise ValueError(f"GPT: n_head={self.n_head} is not a multiple of n_kv_head={kv}")

@@ -62,28 +62,10 @@ class LanguageModelTask(Task):
         super().__init__(net, **kwargs)
         self.val_metrics = LanguageModelMetrics()
         self.test_metrics = LanguageModelMetrics()
-        self._params: int | None = None
 
     @staticmethod
     def batch_size(batch: dict) -> int:
         return len(batch["x"])
-
-    def on_fit_start(self) -> None:
-        super().on_fit_start()
-        self._params = None
-
-    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        """``flops_per_batch`` for Lightning's ThroughputMonitor (FLOPs/s, and MFU where it knows the device's
-        peak): the usual estimate of a training step, 6 N per token for N parameters, plus 12 L d T per token
-        for the attention of a Transformer of L layers, width d, context T (Kaplan et al. 2020; PaLM, app. B)."""
-        B, T = batch["x"].shape
-        if self._params is None:  # counted once per fit, not every step
-            self._params = sum(p.numel() for p in self.net.parameters())
-        per_token = 6 * self._params
-        config = getattr(self.net, "config", None)
-        if config is not None and hasattr(config, "n_layer"):
-            per_token += 12 * config.n_layer * config.n_embd * T
-        self.flops_per_batch = per_token * B * T
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.net(x, lengths)
@@ -116,6 +98,8 @@ class LanguageModelTask(Task):
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics, "val")
+        super().on_validation_epoch_end()
 
     def on_test_epoch_end(self) -> None:
         self._log_epoch(self.test_metrics, "test")
+        super().on_test_epoch_end()

@@ -16,12 +16,15 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import nn
 
+from lit_models.act import AdaptiveDepth, PonderSteps
 from lit_models.checks import (
     NonFiniteLossError,
     UnusedParametersError,
     parameters_without_gradient,
     unused_parameters_message,
 )
+from lit_models.flops import measured_flops
+from lit_models.moe import ExpertUsage, MoE
 from lit_models.optim import WarmupCosineLR, parameter_groups
 
 
@@ -65,6 +68,17 @@ class Task(L.LightningModule):
         self.lr_scheduler = lr_scheduler
         self.skipped_batches = 0
         self._checked_parameters = False
+        # Parts of the net with losses of their own (MoE balance, ACT ponder cost) and statistics to log.
+        self._aux_modules = [m for m in net.modules() if hasattr(m, "aux_losses")]
+        self._moe = [m for m in net.modules() if isinstance(m, MoE)]
+        self._act = [m for m in net.modules() if isinstance(m, AdaptiveDepth) and m.halt is not None]
+        for stage in ("val", "test"):
+            if self._moe:
+                experts = max(m.options.experts for m in self._moe)
+                setattr(self, f"{stage}_experts", ExpertUsage(len(self._moe), experts))
+            if self._act:
+                setattr(self, f"{stage}_ponder", PonderSteps(max(m.max_steps for m in self._act)))
+        self.flops: dict[str, float] | None = None  # measured on the first training batch (``measure_flops``)
 
     # --- what a task provides ---------------------------------------------------------------------------
 
@@ -82,17 +96,50 @@ class Task(L.LightningModule):
         if self.hparams.compile:
             self.net.compile()
 
+    def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        """The task's loss plus the net's own training losses (MoE load balance, ACT ponder cost): (the sum,
+        the task's loss, the net's losses by name)."""
+        loss, _ = self.compute_loss(batch)
+        aux = {}
+        for module in self._aux_modules:
+            for name, value in module.aux_losses.items():
+                aux[name] = aux[name] + value if name in aux else value
+            module.aux_losses = {}
+        return (loss + sum(aux.values()) if aux else loss), loss, aux
+
+    def measure_flops(self, batch: dict) -> dict[str, float]:
+        """Forward and training (forward + backward) FLOPs of one batch, counted by ``FlopCounterMode``, and
+        the forward FLOPs per example; also ``flops_per_batch`` for Lightning's ThroughputMonitor."""
+        forward, total = measured_flops(self, lambda: self.training_loss(batch)[0])
+        examples = max(1, self.batch_size(batch))
+        self.flops = {
+            "forward_per_batch": forward,
+            "train_per_batch": total,
+            "forward_per_example": forward / examples,
+        }
+        self.flops_per_batch = total
+        return self.flops
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        if self.flops is None:
+            self.measure_flops(batch)
+
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         if not self._checked_parameters:
             self._check_parameters(batch)
-        loss, _ = self.compute_loss(batch)
+        loss, task_loss, aux = self.training_loss(batch)
         finite = bool(torch.isfinite(loss))
         if self.trainer.world_size > 1:  # any process's bad loss stops (or skips) every process's step
             finite = not self.trainer.strategy.reduce_boolean_decision(not finite, all=False)
         if not finite:
             return self._nonfinite(loss, batch_idx)
         if self._logs_this_step():
-            self.log("train/loss", loss, prog_bar=True, batch_size=self.batch_size(batch))
+            self.log("train/loss", task_loss, prog_bar=True, batch_size=self.batch_size(batch))
+            for name, value in aux.items():
+                self.log(f"train/{name}", value, batch_size=self.batch_size(batch))
+            if self._act:
+                steps = torch.stack([m.steps.mean() for m in self._act if m.steps is not None]).mean()
+                self.log("train/act/steps", steps, batch_size=self.batch_size(batch))
         return loss
 
     def _logs_this_step(self) -> bool:
@@ -121,7 +168,7 @@ class Task(L.LightningModule):
         self._checked_parameters = True
         if self.hparams.unused_parameters == "ignore":
             return
-        names = parameters_without_gradient(self, lambda: self.compute_loss(batch)[0])
+        names = parameters_without_gradient(self, lambda: self.training_loss(batch)[0])
         if not names:
             return
         message = unused_parameters_message(names, sum(1 for p in self.parameters() if p.requires_grad))
@@ -129,8 +176,36 @@ class Task(L.LightningModule):
             raise UnusedParametersError(message)
         warnings.warn(message, stacklevel=1)
 
+    def _update_statistics(self, stage: str) -> None:
+        if self._moe:
+            getattr(self, f"{stage}_experts").update(self._moe)
+        if self._act:
+            getattr(self, f"{stage}_ponder").update(self._act)
+
+    def _log_statistics(self, stage: str) -> None:
+        """Expert usage per MoE layer and ACT's steps per position, over the whole split (all processes)."""
+        for kind, prefix in (("experts", "moe"), ("ponder", "act")):
+            metric = getattr(self, f"{stage}_{kind}", None)
+            if metric is not None:
+                values = metric.compute()
+                self.log_dict({f"{stage}/{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
+                metric.reset()
+
+    def on_validation_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._update_statistics("val")
+
+    def on_test_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._update_statistics("test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_statistics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_statistics("test")
+
     def on_fit_start(self) -> None:
         self._checked_parameters = False
+        self.flops = None
         for logger in self.loggers:
             logger.log_hyperparams(self.parameter_counts())
 
@@ -144,9 +219,13 @@ class Task(L.LightningModule):
             )
 
     def parameter_counts(self) -> dict[str, int]:
+        """Parameters, trainable ones, and active ones: what one example runs through (a Mixture of Experts
+        uses top_k of its experts per token; the rest count in ``params`` only)."""
+        params = sum(p.numel() for p in self.net.parameters())
         return {
-            "params": sum(p.numel() for p in self.net.parameters()),
+            "params": params,
             "params_trainable": sum(p.numel() for p in self.net.parameters() if p.requires_grad),
+            "params_active": params - sum(m.inactive_parameters() for m in self._moe),
         }
 
     def configure_optimizers(self):

@@ -12,8 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_models.blocks import EncoderBlock, sinusoidal_positions
+from lit_models.act import AdaptiveDepth, UniversalOptions, universal_options
+from lit_models.blocks import (
+    Activation,
+    EncoderBlock,
+    Norm,
+    Pattern,
+    Positions,
+    Rotary,
+    make_norm,
+    position_table,
+)
 from lit_models.embedding import input_layer
+from lit_models.moe import MoEOptions, moe_options
 from lit_models.pooling import full_lengths, masked_mean, padding_mask
 from lit_models.stem import ConvStem
 
@@ -35,9 +46,14 @@ class TransformerNet(nn.Module):
         dim_feedforward: int = 128,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
-        activation: Literal["relu", "gelu"] = "gelu",
+        activation: Activation = "gelu",
         norm_first: bool = True,
-        positions: Literal["sinusoidal", "learned", "none"] = "sinusoidal",
+        norm: Norm = "layernorm",
+        positions: Positions = "sinusoidal",
+        attention: Pattern = "full",
+        window: int = 16,
+        moe: MoEOptions | None = None,
+        universal: UniversalOptions | None = None,
         pooling: Literal["mean", "cls", "flatten"] = "mean",
         input_projection: bool = True,
         patch_length: int = 1,
@@ -63,9 +79,20 @@ class TransformerNet(nn.Module):
             dropout: Dropout on the residual branches (attention output and MLP).
             attention_dropout: Dropout on attention weights. torch's TransformerEncoderLayer uses
                 ``dropout`` here too; on CPU any non-zero value leaves SDPA's fast kernel (about 5x slower).
-            activation: MLP non-linearity.
-            norm_first: Pre-LN blocks (and a final LayerNorm); False gives the original post-LN blocks.
-            positions: ``sinusoidal``, ``learned`` (one vector per position) or ``none``.
+            activation: MLP non-linearity: ``relu``, ``gelu``, ``gelu_tanh`` or ``swiglu`` (a gated MLP).
+            norm_first: Pre-LN blocks (and a final norm); False gives the original post-LN blocks.
+            norm: ``layernorm`` or ``rmsnorm``.
+            positions: ``sinusoidal``, ``learned`` (one vector per position), ``rotary`` (in every attention),
+                ``binary`` (dimension k: bit k of the position) or ``none``.
+            attention: ``full``, or a sparse pattern through a mask: ``local`` (keys within ``window``),
+                ``strided`` (the window and every ``window``-th position) or ``block`` (blocks of ``window``
+                positions and each block's last position); see ``lit_models.blocks.pattern_mask``.
+            window: The sparse pattern's width, in tokens.
+            moe: A Mixture of Experts in place of each block's MLP, e.g. ``{experts: 8, top_k: 2}``
+                (``lit_models.moe.MoEOptions``).
+            universal: A Universal Transformer: one block applied ``num_layers`` times, with adaptive
+                computation time by default, e.g. ``{act: true, ponder_cost: 0.01}``
+                (``lit_models.act.UniversalOptions``).
             pooling: ``mean`` over real positions, a ``cls`` token, or ``flatten`` every position into the
                 head (fixed length only, as in the course's DNA notebook).
             input_projection: Project inputs to ``d_model``; False feeds them as they are (needs
@@ -118,16 +145,19 @@ class TransformerNet(nn.Module):
             self.pos = nn.Parameter(torch.zeros(n_positions, d_model))
             nn.init.trunc_normal_(self.pos, std=0.02)
         else:
-            pe = sinusoidal_positions(n_positions, d_model) if positions == "sinusoidal" else None
-            self.register_buffer("pos", pe, persistent=False)
+            self.register_buffer("pos", position_table(positions, n_positions, d_model), persistent=False)
+        self.rotary = Rotary(head_dim or d_model // nhead) if positions == "rotary" else None
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
+        universal = universal_options(universal)
         self.blocks = nn.ModuleList(
             EncoderBlock(
-                d_model, nhead, dim_feedforward, dropout, activation, norm_first, attention_dropout, head_dim
+                d_model, nhead, dim_feedforward, dropout, activation, norm_first, attention_dropout, head_dim,
+                norm=norm, pattern=attention, window=window, moe=moe_options(moe),
             )
-            for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+            for _ in range(1 if universal else num_layers)
+        )  # fmt: skip
+        self.depth = AdaptiveDepth(d_model, num_layers, universal) if universal else None
+        self.norm = make_norm(norm, d_model, 1e-5) if norm_first else nn.Identity()
         self.head = nn.Linear(d_model * (self.n_tokens if pooling == "flatten" else 1), num_outputs)
 
     @torch.no_grad()
@@ -169,8 +199,13 @@ class TransformerNet(nn.Module):
         if self.pos is not None:
             h = h + self.pos[: h.shape[1]]
         full = bool(mask.all())
-        for block in self.blocks:
-            h = block(h, None if full else mask)
+        if self.depth is not None:
+            h = self.depth(
+                h, lambda h, t: self.blocks[0](h, None if full else mask, rotary=self.rotary), mask
+            )
+        else:
+            for block in self.blocks:
+                h = block(h, None if full else mask, rotary=self.rotary)
         h = self.norm(h)
         if self.pooling == "cls":
             return self.head(h[:, 0])

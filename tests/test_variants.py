@@ -1,0 +1,323 @@
+"""Transformer variants against their references: norms, gated MLPs, positions, sparse attention, Mixture of
+Experts, the Universal Transformer with ACT, and FLOPs counted by FlopCounterMode against hand counts."""
+
+import math
+import os
+import socket
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+from torch import nn
+
+from lit_models.act import AdaptiveDepth, PonderSteps, UniversalOptions
+from lit_models.blocks import Block, MultiheadSelfAttention, Rotary, binary_positions, pattern_mask
+from lit_models.flops import flop_counter, measured_flops
+from lit_models.gpt import GPT
+from lit_models.moe import ExpertUsage, MoE, MoEOptions
+from lit_models.transformer import TransformerNet
+
+
+def _block(**kwargs) -> Block:
+    return Block(8, 2, 16, 0.0, kwargs.pop("activation", "gelu"), True, **kwargs).double()
+
+
+# --- norms, gated MLPs, positions ---------------------------------------------------------------------------
+
+
+def test_rmsnorm_blocks_normalise_as_the_formula_and_torch():
+    torch.manual_seed(0)
+    net = TransformerNet(4, 1, 10, d_model=8, nhead=2, norm="rmsnorm").double()
+    norms = [m for m in net.modules() if isinstance(m, nn.RMSNorm)]
+    assert len(norms) == 2 * 2 + 1 and not any(isinstance(m, nn.LayerNorm) for m in net.modules())
+    norm = norms[0]
+    nn.init.normal_(norm.weight)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    by_hand = x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + 1e-5) * norm.weight
+    torch.testing.assert_close(norm(x), by_hand, atol=1e-12, rtol=1e-12)
+
+
+def test_swiglu_feed_forward_is_silu_gate_times_up():
+    torch.manual_seed(0)
+    block = _block(activation="swiglu")
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    gate_w, up_w = block.linear1.weight[:16], block.linear1.weight[16:]
+    gate_b, up_b = block.linear1.bias[:16], block.linear1.bias[16:]
+    by_hand = block.linear2(F.silu(x @ gate_w.T + gate_b) * (x @ up_w.T + up_b))
+    torch.testing.assert_close(block._mlp(x), by_hand, atol=1e-12, rtol=1e-12)
+
+
+def test_rotary_rotates_each_pair_by_position_times_frequency():
+    rotary = Rotary(4).double()
+    x = torch.randn(1, 1, 6, 4, dtype=torch.float64)
+    out = rotary(x, start=3)
+    for t in range(6):
+        for i, freq in enumerate([1.0, 10000 ** (-2 / 4)]):
+            angle = (3 + t) * freq
+            a, b = x[0, 0, t, i], x[0, 0, t, i + 2]  # half-split pairs: dimension i with i + hs/2
+            assert out[0, 0, t, i].item() == pytest.approx((a * math.cos(angle) - b * math.sin(angle)).item())
+            assert out[0, 0, t, i + 2].item() == pytest.approx((b * math.cos(angle) + a * math.sin(angle)).item())
+
+
+def test_binary_positions_are_the_bits_of_the_position():
+    pe = binary_positions(37, 8)
+    for pos in range(37):
+        assert [int(v) for v in pe[pos]] == [(pos >> k) & 1 for k in range(8)]
+    with pytest.raises(ValueError, match="need 6 bits"):
+        binary_positions(37, 5)
+
+
+@pytest.mark.parametrize("positions", ["binary", "rotary", "none", "learned"])
+def test_every_position_kind_trains_in_encoder_and_decoder(positions):
+    net = TransformerNet(4, 1, 20, d_model=8, nhead=2, positions=positions)
+    gpt = GPT(30, 20, n_layer=2, n_embd=16, n_head=2, positions=positions)
+    for model, x in ((net, torch.randn(2, 20, 4)), (gpt, torch.randint(0, 30, (2, 20)))):
+        model(x).sum().backward()
+        assert all(p.grad is not None for p in model.parameters())
+
+
+# --- sparse attention ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_a_local_window_as_long_as_the_sequence_is_full_attention(causal):
+    torch.manual_seed(0)
+    full, local = MultiheadSelfAttention(8, 2).double(), MultiheadSelfAttention(8, 2, pattern="local", window=7)
+    local = local.double()
+    local.load_state_dict(full.state_dict())
+    x = torch.randn(2, 7, 8, dtype=torch.float64)
+    mask = torch.tensor([[True] * 7, [True] * 5 + [False] * 2])
+    real = mask[..., None]
+    for m in (None, mask):
+        expected, got = full(x, m, causal), local(x, m, causal)
+        keep = real if m is not None else torch.ones_like(real)
+        torch.testing.assert_close(got * keep, expected * keep, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("pattern", ["local", "strided", "block"])
+def test_outputs_do_not_depend_on_keys_outside_the_pattern(pattern):
+    torch.manual_seed(0)
+    attn = MultiheadSelfAttention(8, 2, pattern=pattern, window=3).double()
+    x = torch.randn(1, 12, 8, dtype=torch.float64)
+    allowed = pattern_mask(pattern, torch.arange(12), torch.arange(12), 3)
+    query = 5
+    hidden = (~allowed[query]).nonzero().flatten()
+    assert len(hidden) > 0  # the pattern really hides something from this query
+    changed = x.clone()
+    changed[0, hidden] += torch.randn(len(hidden), 8, dtype=torch.float64)
+    torch.testing.assert_close(attn(changed)[0, query], attn(x)[0, query], atol=1e-12, rtol=1e-12)
+    seen = allowed[query].nonzero().flatten()
+    changed = x.clone()
+    changed[0, seen[0]] += 1.0
+    assert not torch.allclose(attn(changed)[0, query], attn(x)[0, query])  # and what it allows is read
+
+
+def test_pattern_masks_by_hand():
+    i = torch.arange(8)
+    local = pattern_mask("local", i, i, 2, causal=True)
+    assert local[5].nonzero().flatten().tolist() == [4, 5]
+    strided = pattern_mask("strided", i, i, 3, causal=True)
+    assert strided[7].nonzero().flatten().tolist() == [1, 4, 5, 6, 7]
+    block = pattern_mask("block", i, i, 4)
+    assert block[1].nonzero().flatten().tolist() == [0, 1, 2, 3, 7]
+
+
+def test_a_padded_query_whose_window_holds_only_padding_gives_no_nan():
+    attn = MultiheadSelfAttention(8, 2, pattern="local", window=2)
+    x = torch.randn(2, 10, 8)
+    mask = torch.tensor([[True] * 10, [True] * 3 + [False] * 7])
+    assert torch.isfinite(attn(x, mask)).all()
+
+
+# --- Mixture of Experts -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["swiglu", "gelu"])
+def test_one_expert_with_top1_is_the_dense_feed_forward(kind):
+    torch.manual_seed(0)
+    dense = _block(activation=kind)
+    moe = _block(activation=kind, moe=MoEOptions(experts=1, top_k=1, expert=kind))
+    with torch.no_grad():
+        moe.moe.w1[0].copy_(dense.linear1.weight.T)
+        moe.moe.b1[0].copy_(dense.linear1.bias)
+        moe.moe.w2[0].copy_(dense.linear2.weight.T)
+        moe.moe.b2[0].copy_(dense.linear2.bias)
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    torch.testing.assert_close(moe._mlp(x), dense._mlp(x), atol=1e-12, rtol=1e-12)
+
+
+def _slow_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
+    """Token by token: softmax over the top-k router logits, weighted sum of those experts' outputs."""
+    out = torch.zeros_like(x)
+    for n in range(len(x)):
+        logits = moe.router(x[n])
+        top, chosen = logits.topk(moe.options.top_k)
+        for weight, e in zip(top.softmax(-1), chosen, strict=True):
+            out[n] += weight * moe.expert(int(e), x[n : n + 1])[0]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["swiglu", "gelu"])
+def test_top_k_dispatch_equals_a_per_token_loop(kind):
+    torch.manual_seed(1)
+    moe = MoE(8, 12, MoEOptions(experts=5, top_k=2, expert=kind), bias=True).double()
+    x = torch.randn(40, 8, dtype=torch.float64)
+    torch.testing.assert_close(moe(x), _slow_moe(moe, x), atol=1e-10, rtol=1e-10)
+    assert moe.counts.sum() == 80 and moe.dropped == 0
+
+
+def test_capacity_drops_the_later_tokens_of_a_full_expert_and_counts_them():
+    torch.manual_seed(2)
+    moe = MoE(8, 12, MoEOptions(experts=4, top_k=1, capacity_factor=0.5)).double()
+    x = torch.randn(32, 8, dtype=torch.float64)
+    out = moe(x)
+    capacity = math.ceil(0.5 * 32 / 4)
+    chosen = moe.router(x).argmax(-1)
+    expected, dropped = _slow_moe(moe, x), 0
+    for e in range(4):
+        late = (chosen == e).nonzero().flatten()[capacity:]
+        expected[late] = 0
+        dropped += len(late)
+    assert dropped > 0 and moe.dropped == dropped
+    torch.testing.assert_close(out, expected, atol=1e-10, rtol=1e-10)
+
+
+def test_load_balancing_loss_on_a_hand_example():
+    moe = MoE(2, 4, MoEOptions(experts=2, top_k=1, balance=0.01, z_loss=0.001))
+    logits = torch.tensor([[2.0, 0.0], [1.0, 0.0], [0.0, 3.0]])
+    counts = torch.tensor([2, 1])
+    p = logits.softmax(-1).mean(0)
+    losses = moe.losses(logits, counts)
+    assert losses["moe_balance"].item() == pytest.approx(0.01 * 2 * (2 / 3 * p[0] + 1 / 3 * p[1]).item())
+    z = sum(math.log(math.exp(a) + math.exp(b)) ** 2 for a, b in logits.tolist()) / 3
+    assert losses["moe_z"].item() == pytest.approx(0.001 * z, rel=1e-6)
+    even = moe.losses(torch.zeros(4, 2), torch.tensor([2, 2]))["moe_balance"]
+    assert even.item() == pytest.approx(0.01)  # alpha at a perfectly even router
+
+
+def test_moe_counts_active_parameters_apart_and_the_task_adds_its_losses():
+    from lit_models.prediction import PredictionTask
+
+    net = TransformerNet(4, 1, 10, d_model=8, nhead=2, dim_feedforward=16, num_layers=2,
+                         moe=MoEOptions(experts=4, top_k=1, z_loss=1e-3))  # fmt: skip
+    task = PredictionTask(net, task="regression", num_outputs=1)
+    counts = task.parameter_counts()
+    per_layer_experts = 4 * (8 * 32 + 32 + 16 * 8 + 8)  # swiglu: w1 (8 -> 2 x 16), w2 (16 -> 8), biases
+    assert counts["params"] - counts["params_active"] == 2 * per_layer_experts * 3 // 4
+    task.train()
+    batch = {"x": torch.randn(4, 10, 4), "y": torch.randn(4), "lengths": torch.full((4,), 10)}
+    total, loss, aux = task.training_loss(batch)
+    assert set(aux) == {"moe_balance", "moe_z"}
+    torch.testing.assert_close(total, loss + aux["moe_balance"] + aux["moe_z"])
+    assert task.training_loss(batch)[2].keys() == aux.keys()  # fresh each forward, never stale
+
+
+def _usage_worker(rank: int, port: int, counts: list, out) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    usage = ExpertUsage(layers=1, experts=3)
+    layer = MoE(4, 4, MoEOptions(experts=3, top_k=1))
+    for c in counts[rank]:
+        layer.counts, layer.dropped = torch.tensor(c), 1
+        usage.update([layer])
+    values = usage.compute()
+    if rank == 0:
+        out.put({k: float(v) for k, v in values.items()})
+    dist.destroy_process_group()
+
+
+def test_expert_usage_over_two_gloo_processes_equals_one_process():
+    counts = [[[5, 1, 0], [2, 2, 2]], [[0, 0, 7]]]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    mp.start_processes(_usage_worker, args=(port, counts, queue), nprocs=2, start_method="spawn")
+    both = queue.get(timeout=60)
+    single, layer = ExpertUsage(layers=1, experts=3), MoE(4, 4, MoEOptions(experts=3, top_k=1))
+    for c in counts[0] + counts[1]:
+        layer.counts, layer.dropped = torch.tensor(c), 1
+        single.update([layer])
+    expected = {k: float(v) for k, v in single.compute().items()}
+    assert both == pytest.approx(expected)
+    assert expected["layer0/expert2"] == pytest.approx(9 / 19) and expected["layer0/dropped"] == pytest.approx(3 / 19)
+
+
+# --- Universal Transformer, ACT -----------------------------------------------------------------------------
+
+
+def test_a_threshold_that_halts_at_once_is_one_block_application():
+    torch.manual_seed(0)
+    block = _block()
+    depth = AdaptiveDepth(8, 6, UniversalOptions(threshold=0.0)).double()
+    h = torch.randn(2, 5, 8, dtype=torch.float64)
+    out = depth(h, lambda h, t: block(h))
+    torch.testing.assert_close(out, block(h + depth.time[0]), atol=1e-12, rtol=1e-12)
+    assert (depth.steps == 1).all()
+
+
+def test_halting_weights_sum_to_one_and_the_ponder_cost_is_differentiable():
+    torch.manual_seed(0)
+    depth = AdaptiveDepth(8, 6, UniversalOptions(halt_bias=-1.0)).double().train()
+    nn.init.normal_(depth.halt.weight)
+    h = torch.randn(2, 7, 8, dtype=torch.float64)
+    out = depth(h, lambda h, t: torch.ones_like(h))  # every step's state is all ones
+    torch.testing.assert_close(out, torch.ones_like(out), atol=1e-12, rtol=1e-12)  # so sum(w) = 1
+    assert depth.steps.min() >= 1 and depth.steps.max() > 1  # positions halt at different steps
+    depth.aux_losses["ponder"].backward()
+    assert depth.halt.weight.grad.abs().sum() > 0 and depth.halt.bias.grad.abs() > 0
+
+
+def test_a_decoder_positions_steps_and_logits_never_depend_on_later_tokens():
+    torch.manual_seed(0)
+    gpt = GPT(40, 24, n_layer=6, n_embd=16, n_head=2, universal=UniversalOptions(halt_bias=0.0)).double()
+    assert gpt.depth.halt.bias.item() == 0.0 and (gpt.depth.halt.weight == 0).all()  # not GPT's own init
+    nn.init.normal_(gpt.depth.halt.weight, std=0.3)
+    x = torch.randint(0, 40, (2, 24))
+    logits, steps = gpt(x), gpt.depth.steps.clone()
+    changed = x.clone()
+    changed[:, 12:] = torch.randint(0, 40, (2, 12))
+    logits2, steps2 = gpt(changed), gpt.depth.steps
+    torch.testing.assert_close(logits2[:, :12], logits[:, :12], atol=1e-12, rtol=1e-12)
+    assert torch.equal(steps2[:, :12], steps[:, :12]) and steps.unique().numel() > 1
+
+
+def test_a_universal_model_has_one_block_and_the_kv_cache_matches_recompute():
+    gpt = GPT(40, 32, n_layer=4, n_embd=16, n_head=2, universal={"act": True}).double().eval()
+    assert len(gpt.blocks) == 1 and len(gpt.new_cache(1)) == 4
+    x = torch.randint(0, 40, (2, 20))
+    cache = gpt.new_cache(2, 32)
+    pieces = [gpt(x[:, :11], cache=cache)] + [gpt(x[:, t : t + 1], cache=cache, start=t) for t in range(11, 20)]
+    torch.testing.assert_close(torch.cat(pieces, 1), gpt(x), atol=1e-10, rtol=1e-10)
+
+
+def test_ponder_steps_metric_is_a_distribution_over_real_positions():
+    metric = PonderSteps(max_steps=4)
+    layer = AdaptiveDepth(8, 4, UniversalOptions())
+    layer.steps = torch.tensor([[1.0, 2.0, 4.0], [2.0, 9.0, 9.0]])
+    layer.mask = torch.tensor([[True, True, True], [True, False, False]])
+    metric.update([layer])
+    values = metric.compute()
+    assert values["steps"].item() == pytest.approx((1 + 2 + 4 + 2) / 4)
+    assert values["share_2_steps"].item() == pytest.approx(0.5) and values["share_3_steps"] == 0
+
+
+# --- FLOPs ---------------------------------------------------------------------------------------------------
+
+
+def test_flop_counter_equals_hand_counts_for_a_linear_and_attention():
+    lin = nn.Linear(32, 48)
+    x = torch.randn(5, 7, 32)
+    with flop_counter() as counter:
+        lin(x)
+    assert counter.get_total_flops() == 2 * 5 * 7 * 32 * 48
+    attn = MultiheadSelfAttention(16, 4)
+    h = torch.randn(3, 10, 16)
+    forward, total = measured_flops(attn, lambda: attn(h).sum())
+    projections = 2 * 3 * 10 * 16 * (3 * 16) + 2 * 3 * 10 * 16 * 16
+    scores_and_mix = 2 * (2 * 3 * 4 * 10 * 10 * 4)  # q k^T and weights @ v, per head of width 4
+    assert forward == projections + scores_and_mix
+    assert total > 2 * forward and all(p.grad is None for p in attn.parameters())  # nothing accumulated
