@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare lm-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
+.PHONY: compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
@@ -57,6 +57,15 @@ text-compare: $(STAMP) data
 
 lm-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/lm/compare.yaml
+
+dna-variants: $(STAMP)
+	$(PY) -m experiments compare --config experiments/dna/variants.yaml --trainer.max_epochs 4
+
+lm-variants: $(STAMP) data
+	$(PY) -m experiments compare --config experiments/lm/variants.yaml
+
+parity-compare: $(STAMP)
+	$(PY) -m experiments compare --config experiments/algorithmic/compare.yaml
 
 smollm2-austen: $(STAMP) data data/pretrained/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
 	$(PY) -m experiments compare --config experiments/lm/smollm2_austen.yaml

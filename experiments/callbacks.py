@@ -39,7 +39,7 @@ class FlopsBudget(Callback):
 
     def __init__(self, flops: float):
         if not flops > 0:
-            raise ValueError(f"budget.flops: {flops} is not a positive number of FLOPs")
+            raise ValueError(f"budget_flops: {flops} is not a positive number of FLOPs")
         self.flops = flops
         self.steps: int | None = None
         self.flops_per_step: float | None = None
@@ -47,13 +47,25 @@ class FlopsBudget(Callback):
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
             return
+        if trainer.datamodule is None:
+            raise ValueError(
+                "budget_flops needs the data as a LightningDataModule (to count a training batch)"
+            )
         batch = next(iter(trainer.datamodule.train_dataloader()))  # a fresh loader: the fit's is its own
-        per_batch = pl_module.measure_flops(batch)["train_per_batch"]
+        # What the training step will see (one-hot DNA, image dicts): the datamodule's batch hooks, on the CPU,
+        # where the model still is at this point.
+        batch = pl_module._on_before_batch_transfer(batch)
+        batch = pl_module._apply_batch_transfer_handler(batch, device=torch.device("cpu"))
+        per_batch = float(pl_module.measure_flops(batch)["train_per_batch"])
+        # Each process counted its own first batch (lengths differ): all take the largest, so all stop together.
+        per_batch = float(
+            trainer.strategy.reduce(torch.tensor(per_batch, dtype=torch.float64), reduce_op="max")
+        )
         self.flops_per_step = per_batch * trainer.world_size * trainer.accumulate_grad_batches
         self.steps = int(self.flops // self.flops_per_step)
         if self.steps < 1:
             raise ValueError(
-                f"budget.flops={self.flops:.3g} is less than one optimizer step ({self.flops_per_step:.3g} FLOPs)"
+                f"budget_flops={self.flops:.3g} is less than one optimizer step ({self.flops_per_step:.3g} FLOPs)"
             )
         trainer.fit_loop.epoch_loop.max_steps = self.steps
         trainer.fit_loop.max_epochs = -1

@@ -32,7 +32,7 @@ from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, checkpoint_info
 
-RUN_OPTIONS = ("--data", "--model", "--trainer", "--seed_everything")
+RUN_OPTIONS = ("--data", "--model", "--trainer", "--early_stopping", "--seed_everything")
 
 
 @dataclass
@@ -49,6 +49,9 @@ class Comparison:
         config: Settings every run shares: config files (relative to the comparison file) and/or settings, in
             order; they win over the modality's base and lose to the model's file.
         throughput_window: Training batches Lightning's ThroughputMonitor averages the throughput over.
+        validate: Also evaluate each run's best checkpoint on the validation split, and show those metrics
+            (``val/...``) in the table beside the test ones: for data whose test split differs on purpose (the
+            algorithmic tasks test on longer sequences than they train and validate on).
         budget_flops: Train every row for this many training FLOPs (forward and backward, counted by
             ``FlopCounterMode`` on one batch) instead of the same steps or epochs: each row's ``max_steps`` is
             computed from its own cost (``experiments.callbacks.FlopsBudget``). Empty: the configs' budget.
@@ -63,6 +66,7 @@ class Comparison:
     metric: str = "test/pearson"
     config: list[str | dict] | str | dict = field(default_factory=list)
     throughput_window: int = 100
+    validate: bool = False
     budget_flops: float | None = None
     path: Path | None = None
 
@@ -176,6 +180,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         run_dir / "checkpoints" / "last.ckpt",
     )
     dumped = cli.parser.dump(cli.config, skip_none=False)
+    # The comparison's own settings that change what a run does (not in the run's config); written only when
+    # set, so that folders of comparisons without them still resume
+    if comparison.budget_flops is not None or comparison.validate:
+        dumped += f"# compare: budget_flops={comparison.budget_flops}, validate={comparison.validate}\n"
     if settings.is_file() and settings.read_text() != dumped:
         raise ConfigError(
             f"{run_dir}: this run was made with other settings (see {settings.name} there); "
@@ -225,9 +233,15 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
     results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
     test = {k: float(v) for k, v in results[0].items()} if results else {}
+    val = {}
+    if comparison.validate:
+        results = trainer.validate(
+            module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True
+        )
+        val = {k: float(v) for k, v in results[0].items()} if results else {}
     if trainer.is_global_zero:
         wandb_logger.experiment.summary.update(
-            {**test, "train_seconds": train_seconds, "params_active": counts["params_active"],
+            {**test, **{f"best/{k}": v for k, v in val.items()}, "train_seconds": train_seconds, "params_active": counts["params_active"],
              "flops_forward_per_example": flops.get("forward_per_example")}
         )  # fmt: skip
         wandb_logger.experiment.finish()
@@ -244,6 +258,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         else None,
         **({"budget_flops": comparison.budget_flops, "budget_steps": budget.steps} if budget else {}),
         "test": test,
+        **({"val": val} if val else {}),
         "train_seconds": train_seconds,
         "throughput": samples_per_sec,
         **({"tokens_per_sec": tokens_per_sec} if tokens_per_sec is not None else {}),
@@ -296,7 +311,7 @@ def main(argv: list[str]) -> None:
     ]
     if unknown:
         raise ConfigError(
-            f"compare: unrecognized option {unknown[0]!r}: runs take --data.*, --model.*, --trainer.*"
+            f"compare: unrecognized option {unknown[0]!r}: runs take --data.*, --model.*, --trainer.*, --early_stopping.*"
         )
     args = parser.parse_args(own)
     started = datetime.now(timezone.utc)
@@ -358,11 +373,11 @@ def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
             "provenance": report["provenance"],
         },
     )
-    columns = list(report["summary"][0].keys())
+    columns = list(dict.fromkeys(c for row in report["summary"] for c in row))  # rows differ (ACT, MoE)
     run.log(
         {
             "comparison": wandb.Table(
-                columns=columns, data=[[row[c] for c in columns] for row in report["summary"]]
+                columns=columns, data=[[row.get(c) for c in columns] for row in report["summary"]]
             ),
             "comparison_plot": wandb.Image(str(out / "comparison.png")),
         }

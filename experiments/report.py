@@ -41,7 +41,9 @@ _NAMES = {  # every metric the tasks log at test time, by its key after "test/"
     "selective_acc": "Selective accuracy",
     "bpc": "Bits per character",
     "ppl": "Perplexity",
-    "loss": "Loss (nats/token)",
+    "loss": "Loss (nats)",
+    "act/steps": "Ponder steps",
+    "moe/entropy": "Expert-use entropy",
 }
 
 
@@ -60,8 +62,11 @@ def summarize(runs: list[dict], metric: str) -> dict:
         for key in ("flops_forward_per_example", "flops_train"):  # measured per run (ACT's steps vary)
             measured = [r[key] for r in mine if r.get(key) is not None]
             row[key] = statistics.fmean(measured) if measured else None
-        for key in sorted({k for r in mine for k in r["test"]}):
-            values = [r["test"][key] for r in mine if key in r["test"]]
+        evaluated = [
+            {**r.get("val", {}), **r["test"]} for r in mine
+        ]  # val: with ``validate`` (best checkpoint)
+        for key in sorted({k for e in evaluated for k in e}):
+            values = [e[key] for e in evaluated if key in e]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
         row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in mine)
         measured = [r["throughput"] for r in mine if r.get("throughput") is not None]
@@ -83,15 +88,18 @@ def summarize(runs: list[dict], metric: str) -> dict:
 def markdown_table(report: dict) -> str:
     summary = report["summary"]
     keys = {
-        k[: -len("_mean")] for row in summary for k in row if k.startswith("test/") and k.endswith("_mean")
+        k[: -len("_mean")]
+        for row in summary
+        for k in row
+        if k.startswith(("test/", "val/")) and k.endswith("_mean") and _in_table(k)
     }
     main = report["metric"]
     rank = {name: i for i, name in enumerate(_ORDER)}
-    keys = sorted(keys, key=lambda k: (k != main, rank.get(k.split("/", 1)[1], len(rank)), k))
-    active = any(row.get("params_active", row["params"]) != row["params"] for row in summary)
-    heads = (
-        ["Model", "Params"] + ["Active params"] * active + [_NAMES.get(k.split("/", 1)[1], k) for k in keys]
+    keys = sorted(
+        keys, key=lambda k: (k != main, k.startswith("val/"), rank.get(k.split("/", 1)[1], len(rank)), k)
     )
+    active = any(row.get("params_active", row["params"]) != row["params"] for row in summary)
+    heads = ["Model", "Params"] + ["Active params"] * active + [_column(k) for k in keys]
     heads += ["FLOPs/example (fwd)", "Train FLOPs", "Epochs", "Train time (s)", "Throughput (samples/s)"]
     per_token = any("tokens_per_sec" in row for row in summary)
     heads += ["Tokens/s"] * per_token + ["Peak memory (MB)"]
@@ -100,7 +108,7 @@ def markdown_table(report: dict) -> str:
         cells = [row["model"], f"{row['params']:,}"] + [
             f"{row.get('params_active', row['params']):,}"
         ] * active
-        cells += [_cell(row[k + "_mean"], row[k + "_std"]) for k in keys]
+        cells += [_cell(row.get(k + "_mean"), row.get(k + "_std")) for k in keys]
         cells += [
             _number(row.get("flops_forward_per_example"), ".3g"),
             _number(row.get("flops_train"), ".3g"),
@@ -112,6 +120,8 @@ def markdown_table(report: dict) -> str:
     seeds = summary[0]["seeds"] if summary else 0
     spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
     notes = [f"{spread} per model; test metrics of the best-validation checkpoint."]
+    if any(k.startswith("val/") for k in keys):
+        notes.append("Val: the validation split, evaluated with the same checkpoint.")
     notes.append(
         "FLOPs counted by torch's FlopCounterMode on the first training batch (matmuls and attention, 2 per "
         "multiply-add; train FLOPs: forward and backward times the batches trained)."
@@ -127,6 +137,19 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
+def _in_table(key: str) -> bool:
+    """Per-layer expert shares and per-difficulty ponder steps stay in results.json (and the ponder plot)."""
+    return not any(part in key for part in ("/moe/layer", "/act/share_", "/act/steps_at_difficulty_"))
+
+
+def _column(key: str) -> str:
+    stage, name = key.split("/", 1)
+    name = _NAMES.get(name, name)
+    if stage != "val":
+        return name
+    return f"Val {name if name[:2].isupper() else name[0].lower() + name[1:]}"  # "Val ECE", "Val accuracy"
+
+
 def _number(value: float | None, spec: str) -> str:
     return "–" if value is None else format(value, spec)
 
@@ -136,7 +159,9 @@ def _rate(value: float | None) -> str:
     return _number(value, ",.0f" if value is None or value >= 10 else ".2f")
 
 
-def _cell(mean: float, std: float | None) -> str:
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "–"  # a metric this row does not have (ponder steps of a model without ACT)
     return f"{mean:.3f}" if std is None else f"{mean:.3f} ± {std:.3f}"
 
 
@@ -177,11 +202,39 @@ def plot(report: dict, path: Path | io.BytesIO) -> None:
     plt.close(fig)
 
 
+def plot_ponder(report: dict, path: Path | io.BytesIO) -> bool:
+    """Mean ACT steps per example against its difficulty (test split), one line per model; False if no run
+    measured them."""
+    prefix = "test/act/steps_at_difficulty_"
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    drawn = False
+    for i, row in enumerate(report["summary"]):
+        points = sorted((int(k[len(prefix) : -len("_mean")]), v) for k, v in row.items()
+                        if k.startswith(prefix) and k.endswith("_mean"))  # fmt: skip
+        if points:
+            ax.plot(*zip(*points, strict=True), marker=".", color=f"C{i}", label=row["model"])
+            drawn = True
+    ax.set(xlabel="difficulty (the data's measure, e.g. non-zero entries)", ylabel="mean ponder steps",
+           title="Adaptive computation: steps against difficulty (test)")  # fmt: skip
+    ax.grid(alpha=0.3)
+    if drawn:
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+    return drawn
+
+
 def write_outputs(report: dict, out: Path, metric: str) -> str:
     table = markdown_table(report)
     png = io.BytesIO()
     plot(report, png)
     write_atomic(out / "comparison.png", png.getvalue())
+    ponder = io.BytesIO()
+    if plot_ponder(report, ponder):
+        write_atomic(out / "ponder.png", ponder.getvalue())
+    else:
+        (out / "ponder.png").unlink(missing_ok=True)  # an earlier comparison's, in this folder
     write_atomic(out / "results.md", table)
     write_atomic(out / "results.json", json.dumps(report, indent=2) + "\n")
     return table

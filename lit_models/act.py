@@ -61,9 +61,12 @@ class AdaptiveDepth(nn.Module):
         self.register_buffer("time", sinusoidal_positions(max_steps, d_model), persistent=False)
         self.halt = nn.Linear(d_model, 1) if options.act else None
         self.reset_parameters()
-        self.aux_losses: dict[str, torch.Tensor] = {}
+        self.aux_losses: dict[str, torch.Tensor] = {}  # summed since ``reset_statistics``
         self.steps: torch.Tensor | None = None  # (B, L) steps each position took in the last forward
         self.mask: torch.Tensor | None = None
+
+    def reset_statistics(self) -> None:
+        self.aux_losses, self.steps, self.mask = {}, None, None
 
     def reset_parameters(self) -> None:
         """The halting unit starts from its bias alone (a model's own initialisation must call this after)."""
@@ -112,30 +115,49 @@ class AdaptiveDepth(nn.Module):
         if self.training and torch.is_grad_enabled():
             ponder = steps + remainders
             ponder = ponder[mask].mean() if mask is not None else ponder.mean()
-            self.aux_losses = {"ponder": self.options.ponder_cost * ponder}
+            ponder = self.options.ponder_cost * ponder
+            self.aux_losses["ponder"] = (
+                self.aux_losses["ponder"] + ponder if "ponder" in self.aux_losses else ponder
+            )
         return out
 
 
 class PonderSteps(Metric):
     """Steps per real position of every ACT module, summed over batches and processes -> the mean, and the
-    share of positions that took 1, 2, ... ``max_steps`` steps (the distribution)."""
+    share of positions that took 1, 2, ... ``max_steps`` steps (the distribution). Given each example's
+    ``difficulty`` (an integer the data defines, such as the non-zero entries of a parity sequence), also the
+    mean steps of the examples of each difficulty (``steps_at_difficulty_<d>``, for d up to 256)."""
 
     full_state_update = False
+    MAX_DIFFICULTY = 256
 
     def __init__(self, max_steps: int, **kwargs):
         super().__init__(**kwargs)
         self.add_state("histogram", torch.zeros(max_steps, dtype=torch.float64), dist_reduce_fx="sum")
+        for name in ("difficulty_steps", "difficulty_examples"):
+            self.add_state(
+                name, torch.zeros(self.MAX_DIFFICULTY + 1, dtype=torch.float64), dist_reduce_fx="sum"
+            )
 
-    def update(self, layers: list[AdaptiveDepth]) -> None:
+    def update(self, layers: list[AdaptiveDepth], difficulty: torch.Tensor | None = None) -> None:
+        per_example = []
         for layer in layers:
             if layer.steps is None:
                 continue
-            steps = layer.steps[layer.mask] if layer.mask is not None else layer.steps.flatten()
-            counts = torch.bincount(steps.long() - 1, minlength=len(self.histogram))
+            mask = layer.mask if layer.mask is not None else torch.ones_like(layer.steps, dtype=torch.bool)
+            counts = torch.bincount(layer.steps[mask].long() - 1, minlength=len(self.histogram))
             self.histogram += counts[: len(self.histogram)].to(self.histogram)
+            per_example.append((layer.steps * mask).sum(-1) / mask.sum(-1).clamp(min=1))
+        if difficulty is not None and per_example and per_example[0].shape == difficulty.shape:
+            steps = torch.stack(per_example).mean(0).to(self.difficulty_steps)
+            index = difficulty.long().clamp(0, self.MAX_DIFFICULTY)
+            self.difficulty_steps.index_add_(0, index, steps)
+            self.difficulty_examples.index_add_(0, index, torch.ones_like(steps))
 
     def compute(self) -> dict[str, torch.Tensor]:
         share = self.histogram / self.histogram.sum().clamp(min=1)
         values = {"steps": (share * torch.arange(1, len(share) + 1, dtype=share.dtype)).sum()}
         values.update({f"share_{k + 1}_steps": share[k] for k in range(len(share))})
+        for d in self.difficulty_examples.nonzero().flatten().tolist():
+            values[f"steps_at_difficulty_{d}"] = self.difficulty_steps[d] / self.difficulty_examples[d]
         return {k: v.float() for k, v in values.items()}

@@ -293,9 +293,9 @@ class Block(nn.Module):
             return F.relu(h)
         return F.gelu(h, approximate="tanh" if self.activation == "gelu_tanh" else "none")
 
-    def _mlp(self, x: torch.Tensor) -> torch.Tensor:
+    def _mlp(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if self.moe is not None:
-            return self.dropout(self.moe(x))
+            return self.dropout(self.moe(x, mask))
         return self.dropout(self.linear2(self.dropout(self._act(self.linear1(x)))))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
@@ -303,9 +303,9 @@ class Block(nn.Module):
         """x: (B, L, D) -> (B, L, D); the attention options as in ``MultiheadSelfAttention.forward``."""
         if self.norm_first:
             x = x + self.dropout(self.attn(self.norm1(x), mask, causal, rotary, cache, start))
-            return x + self._mlp(self.norm2(x))
+            return x + self._mlp(self.norm2(x), mask)
         x = self.norm1(x + self.dropout(self.attn(x, mask, causal, rotary, cache, start)))
-        return self.norm2(x + self._mlp(x))
+        return self.norm2(x + self._mlp(x, mask))
 
 
 EncoderBlock = Block  # the name the encoder models and their tests use

@@ -3,12 +3,15 @@ convolutions and attention of one real forward and backward (2 FLOPs per multipl
 not counted, as in the usual 6N estimate).
 
 torch's counter knows the CUDA attention kernels but not the CPU's fused one
-(``_scaled_dot_product_flash_attention_for_cpu``, which SDPA takes on the CPU), so its formulas are given for
-that kernel too. Like torch's, they count the full score matrix: a causal or sparse mask does not lower them.
+(``_scaled_dot_product_flash_attention_for_cpu``, which SDPA takes on the CPU), nor the CPU's oneDNN LSTM
+layer (``mkldnn_rnn_layer``, an unpacked LSTM's path), so formulas are given for those too. Like torch's, the
+attention formulas count the full score matrix: a causal or sparse mask does not lower them. cuDNN's fused RNN
+kernel on a GPU is not counted (its weights come as one flat buffer): measure RNN rows on the CPU.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -24,15 +27,28 @@ def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, 
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
+def _onednn_rnn_layer(input, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    """One layer and direction of an LSTM by oneDNN: every time step of every sequence multiplies the input
+    by w_ih (gates x input) and the state by w_hh (gates x hidden)."""
+    steps = math.prod(input[:-1])
+    return 2 * steps * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
+
+
+def _onednn_rnn_layer_backward(input, w_ih, w_hh, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _onednn_rnn_layer(input, w_ih, w_hh)  # gradients of the inputs and of the weights
+
+
 aten = torch.ops.aten
-CPU_ATTENTION = {
+CPU_KERNELS = {
     aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+    aten.mkldnn_rnn_layer: _onednn_rnn_layer,
+    aten.mkldnn_rnn_layer_backward: _onednn_rnn_layer_backward,
 }
 
 
 def flop_counter() -> FlopCounterMode:
-    return FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION)
+    return FlopCounterMode(display=False, custom_mapping=CPU_KERNELS)
 
 
 def measured_flops(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> tuple[int, int]:

@@ -160,6 +160,8 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():  # GPT-2: residual projections scaled by 1/sqrt(2 n_layer)
             if name.endswith(("attn.proj.weight", "linear2.weight", "moe.w2")):
                 nn.init.normal_(p, std=0.02 / math.sqrt(2 * c.n_layer))
+            elif name.endswith("moe.w1"):  # the experts start as the dense MLP would (not nn.Linear's init)
+                nn.init.normal_(p, std=0.02)
         if self.depth is not None:
             self.depth.reset_parameters()
         if c.tie_embeddings:
@@ -205,16 +207,17 @@ class GPT(nn.Module):
         elif self.config.positions in ("sinusoidal", "binary"):
             h = h + self.pe[start : start + T]
         h = self.drop(h)
-        # Causal attention already keeps real positions from reading right padding; the mask is not needed.
-        del lengths
+        # Causal attention already keeps real positions from reading right padding: attention needs no mask.
         if self.depth is not None:
+            # ... but the ponder cost and the step counts are over real positions only
+            mask = torch.arange(T, device=x.device) < lengths[:, None] if lengths is not None else None
 
             def step(h: torch.Tensor, t: int) -> torch.Tensor:
                 return self.blocks[0](
                     h, None, True, self.rotary, cache[t] if cache is not None else None, start
                 )
 
-            h = self.depth(h, step, every_step=cache is not None)
+            h = self.depth(h, step, mask, every_step=cache is not None)
         else:
             for i, block in enumerate(self.blocks):
                 h = block(h, None, True, self.rotary, cache[i] if cache is not None else None, start)

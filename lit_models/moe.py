@@ -1,6 +1,8 @@
 """A Mixture-of-Experts feed-forward (Shazeer et al. 2017; Switch Transformer, Fedus et al. 2021; Mixtral):
 a router scores every token against ``experts`` feed-forward networks, the token goes to its ``top_k`` best,
-and their outputs are summed with the softmax of the k selected scores as weights.
+and their outputs are summed with the softmax of the k selected scores as weights (with ``top_k`` 1, the
+selected expert's probability under the softmax over all experts, as the Switch Transformer: a softmax over
+one score would be a constant 1, and the router would learn nothing from the task's loss).
 
 Dispatch sorts the (token, expert) assignments by expert, so each expert runs one matmul pair over all of its
 tokens (a loop over the experts, never over tokens). Dropless by default; with ``capacity_factor`` each expert
@@ -49,8 +51,16 @@ class MoEOptions:
     capacity_factor: float | None = None
 
     def __post_init__(self):
-        if self.experts < 1 or not 1 <= self.top_k <= self.experts:
+        if self.experts < 1:
+            raise ValueError(f"MoE: experts={self.experts} must be at least 1")
+        if not 1 <= self.top_k <= self.experts:
             raise ValueError(f"MoE: top_k={self.top_k} must be between 1 and experts={self.experts}")
+        if self.expert not in ("swiglu", "gelu"):
+            raise ValueError(f"MoE: expert={self.expert!r} is not an expert kind (swiglu or gelu)")
+        if self.hidden is not None and self.hidden < 1:
+            raise ValueError(f"MoE: hidden={self.hidden} must be a positive width (or empty: the block's)")
+        if self.balance < 0 or self.z_loss < 0:
+            raise ValueError(f"MoE: balance={self.balance} and z_loss={self.z_loss} must not be negative")
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise ValueError(
                 f"MoE: capacity_factor={self.capacity_factor} must be positive (or empty: dropless)"
@@ -76,9 +86,14 @@ class MoE(nn.Module):
         for w in (self.w1, self.w2):  # nn.Linear's default initialisation, per expert
             bound = 1 / math.sqrt(w.shape[1])
             nn.init.uniform_(w, -bound, bound)
+        # Since the last ``reset_statistics`` (the task calls it before each step and evaluation batch), summed
+        # over every call: a Universal Transformer applies its block several times per forward.
         self.aux_losses: dict[str, torch.Tensor] = {}
-        self.counts: torch.Tensor | None = None  # assignments per expert in the last forward (E,)
-        self.dropped = 0  # assignments over capacity in the last forward
+        self.counts: torch.Tensor | None = None  # assignments per expert (E,)
+        self.dropped = 0  # assignments over capacity
+
+    def reset_statistics(self) -> None:
+        self.aux_losses, self.counts, self.dropped = {}, None, 0
 
     def expert_parameters(self) -> int:
         return sum(p.numel() for p in (self.w1, self.w2, self.b1, self.b2) if p is not None)
@@ -101,14 +116,23 @@ class MoE(nn.Module):
         out = h @ self.w2[e]
         return out + self.b2[e] if self.b2 is not None else out
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (..., D) -> (..., D)."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (..., D); mask: (...) bool, True at real tokens (padding is not routed: it takes no capacity and
+        no part in the losses and counts; its output is 0) -> (..., D)."""
+        if mask is not None:
+            out = x.new_zeros(x.shape)
+            out[mask] = self._route(x[mask])
+            return out
+        return self._route(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+
+    def _route(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (N, D) tokens -> (N, D)."""
         o, shape = self.options, x.shape
-        x = x.reshape(-1, shape[-1])
         N, E, k = x.shape[0], o.experts, o.top_k
         logits = self.router(x)  # (N, E)
-        top_logits, chosen = logits.topk(k, dim=-1)  # (N, k)
-        gates = top_logits.softmax(dim=-1)
+        probs = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(-1)  # at least float32
+        top, chosen = probs.topk(k, dim=-1)  # (N, k); the softmax over the k logits, renormalised
+        gates = (top if k == 1 else top / top.sum(-1, keepdim=True)).to(x.dtype)
         experts = chosen.flatten()  # assignment a = token * k + slot
         order = experts.argsort(stable=True)  # by expert, token order kept within one
         counts = torch.bincount(experts, minlength=E)
@@ -121,16 +145,17 @@ class MoE(nn.Module):
             rank = torch.arange(N * k, device=x.device) - first.repeat_interleave(counts)
             order = order[rank < capacity]
         tokens = order // k
-        outputs = [
-            self.expert(e, chunk) for e, chunk in enumerate(x[tokens].split(kept.tolist())) if len(chunk)
-        ]
-        y = torch.cat(outputs) if outputs else x.new_zeros(0, shape[-1])
+        # Every expert runs, an idle one on no tokens: its weights stay in the graph with a zero gradient (DDP
+        # and the unused-parameter check expect every parameter to get one).
+        y = torch.cat([self.expert(e, chunk) for e, chunk in enumerate(x[tokens].split(kept.tolist()))])
         y = y * gates.flatten()[order, None]
         out = x.new_zeros(N, shape[-1]).index_add_(0, tokens, y.to(x.dtype))
-        self.counts, self.dropped = counts.detach(), int(N * k - len(order))
-        if self.training and torch.is_grad_enabled():
-            self.aux_losses = self.losses(logits, counts)
-        return out.reshape(shape)
+        self.counts = counts.detach() if self.counts is None else self.counts + counts.detach()
+        self.dropped += int(N * k - len(order))
+        if self.training and torch.is_grad_enabled() and N:
+            for name, value in self.losses(logits, counts).items():
+                self.aux_losses[name] = self.aux_losses[name] + value if name in self.aux_losses else value
+        return out
 
     def losses(self, logits: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
         o = self.options

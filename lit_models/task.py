@@ -9,6 +9,7 @@ fine-tuning callback freezes. A task subclass implements ``compute_loss(batch) -
 from __future__ import annotations
 
 import warnings
+from contextlib import nullcontext
 from typing import Literal
 
 import lightning as L
@@ -69,7 +70,9 @@ class Task(L.LightningModule):
         self.skipped_batches = 0
         self._checked_parameters = False
         # Parts of the net with losses of their own (MoE balance, ACT ponder cost) and statistics to log.
-        self._aux_modules = [m for m in net.modules() if hasattr(m, "aux_losses")]
+        self._aux_modules = [
+            m for m in net.modules() if hasattr(m, "aux_losses") and hasattr(m, "reset_statistics")
+        ]
         self._moe = [m for m in net.modules() if isinstance(m, MoE)]
         self._act = [m for m in net.modules() if isinstance(m, AdaptiveDepth) and m.halt is not None]
         for stage in ("val", "test"):
@@ -99,18 +102,27 @@ class Task(L.LightningModule):
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The task's loss plus the net's own training losses (MoE load balance, ACT ponder cost): (the sum,
         the task's loss, the net's losses by name)."""
+        self._reset_statistics()
         loss, _ = self.compute_loss(batch)
         aux = {}
         for module in self._aux_modules:
             for name, value in module.aux_losses.items():
                 aux[name] = aux[name] + value if name in aux else value
-            module.aux_losses = {}
         return (loss + sum(aux.values()) if aux else loss), loss, aux
+
+    def _reset_statistics(self) -> None:
+        """Forget what the net's MoE / ACT modules gathered in earlier forwards (they sum over the forwards of
+        one step: a shared block applied several times, both strands with reverse-complement averaging)."""
+        for module in self._aux_modules:
+            module.reset_statistics()
 
     def measure_flops(self, batch: dict) -> dict[str, float]:
         """Forward and training (forward + backward) FLOPs of one batch, counted by ``FlopCounterMode``, and
         the forward FLOPs per example; also ``flops_per_batch`` for Lightning's ThroughputMonitor."""
-        forward, total = measured_flops(self, lambda: self.training_loss(batch)[0])
+        trainer = self._trainer  # None outside a fit: no precision context to enter
+        context = trainer.precision_plugin.train_step_context() if trainer is not None else nullcontext()
+        with context:  # the step's own precision (autocast), so the measurement costs what a step costs
+            forward, total = measured_flops(self, lambda: self.training_loss(batch)[0])
         examples = max(1, self.batch_size(batch))
         self.flops = {
             "forward_per_batch": forward,
@@ -176,11 +188,12 @@ class Task(L.LightningModule):
             raise UnusedParametersError(message)
         warnings.warn(message, stacklevel=1)
 
-    def _update_statistics(self, stage: str) -> None:
+    def _update_statistics(self, stage: str, batch) -> None:
         if self._moe:
             getattr(self, f"{stage}_experts").update(self._moe)
         if self._act:
-            getattr(self, f"{stage}_ponder").update(self._act)
+            difficulty = batch.get("difficulty") if isinstance(batch, dict) else None
+            getattr(self, f"{stage}_ponder").update(self._act, difficulty)
 
     def _log_statistics(self, stage: str) -> None:
         """Expert usage per MoE layer and ACT's steps per position, over the whole split (all processes)."""
@@ -191,11 +204,17 @@ class Task(L.LightningModule):
                 self.log_dict({f"{stage}/{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
                 metric.reset()
 
+    def on_validation_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._reset_statistics()
+
+    def on_test_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._reset_statistics()
+
     def on_validation_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._update_statistics("val")
+        self._update_statistics("val", batch)
 
     def on_test_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._update_statistics("test")
+        self._update_statistics("test", batch)
 
     def on_validation_epoch_end(self) -> None:
         self._log_statistics("val")

@@ -33,7 +33,9 @@ SMALL_NET = {  # for files that describe data or settings only
     "text": "--model.net=lit_models.RecurrentNet",
     "vision": "--model.net=lit_models.image_nets.MnistCNN",
     "lm": "--model.net=lit_models.GPT",
+    "algorithmic": "--model.net=lit_models.RecurrentNet",
 }
+TINY_ALGORITHMIC = ["--data.n_train=64", "--data.n_val=16", "--data.n_test=16", "--data.batch_size=16"]
 
 
 def _modality(path: Path) -> str:
@@ -64,6 +66,8 @@ def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
         ):  # weights files from `make data` / `make vision-transfer`: here
             args += ["--config", "model: {net: {init_args: {weights_file: null}}}\n"]  # the same net, scratch
         return args
+    if modality == "algorithmic":
+        return TINY_ALGORITHMIC
     seq_len = "250" if "seed_parity" in str(path) else "60"  # the course's flatten head needs 250
     return [*TINY_DATA, f"--data.simulation.seq_len={seq_len}"]
 

@@ -1,10 +1,12 @@
 """Transformer variants against their references: norms, gated MLPs, positions, sparse attention, Mixture of
 Experts, the Universal Transformer with ACT, and FLOPs counted by FlopCounterMode against hand counts."""
 
+import json
 import math
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -58,7 +60,9 @@ def test_rotary_rotates_each_pair_by_position_times_frequency():
             angle = (3 + t) * freq
             a, b = x[0, 0, t, i], x[0, 0, t, i + 2]  # half-split pairs: dimension i with i + hs/2
             assert out[0, 0, t, i].item() == pytest.approx((a * math.cos(angle) - b * math.sin(angle)).item())
-            assert out[0, 0, t, i + 2].item() == pytest.approx((b * math.cos(angle) + a * math.sin(angle)).item())
+            assert out[0, 0, t, i + 2].item() == pytest.approx(
+                (b * math.cos(angle) + a * math.sin(angle)).item()
+            )
 
 
 def test_binary_positions_are_the_bits_of_the_position():
@@ -84,7 +88,10 @@ def test_every_position_kind_trains_in_encoder_and_decoder(positions):
 @pytest.mark.parametrize("causal", [False, True])
 def test_a_local_window_as_long_as_the_sequence_is_full_attention(causal):
     torch.manual_seed(0)
-    full, local = MultiheadSelfAttention(8, 2).double(), MultiheadSelfAttention(8, 2, pattern="local", window=7)
+    full, local = (
+        MultiheadSelfAttention(8, 2).double(),
+        MultiheadSelfAttention(8, 2, pattern="local", window=7),
+    )
     local = local.double()
     local.load_state_dict(full.state_dict())
     x = torch.randn(2, 7, 8, dtype=torch.float64)
@@ -149,23 +156,54 @@ def test_one_expert_with_top1_is_the_dense_feed_forward(kind):
 
 
 def _slow_moe(moe: MoE, x: torch.Tensor) -> torch.Tensor:
-    """Token by token: softmax over the top-k router logits, weighted sum of those experts' outputs."""
+    """Token by token: the softmax over the top-k router logits (top-1: the expert's probability under the
+    softmax over all, Switch's gate) weighting those experts' outputs."""
     out = torch.zeros_like(x)
     for n in range(len(x)):
         logits = moe.router(x[n])
         top, chosen = logits.topk(moe.options.top_k)
-        for weight, e in zip(top.softmax(-1), chosen, strict=True):
+        weights = top.softmax(-1) if len(top) > 1 else logits.softmax(-1)[chosen]
+        for weight, e in zip(weights, chosen, strict=True):
             out[n] += weight * moe.expert(int(e), x[n : n + 1])[0]
     return out
 
 
-@pytest.mark.parametrize("kind", ["swiglu", "gelu"])
-def test_top_k_dispatch_equals_a_per_token_loop(kind):
+@pytest.mark.parametrize(("kind", "top_k"), [("swiglu", 2), ("gelu", 2), ("swiglu", 1), ("gelu", 3)])
+def test_top_k_dispatch_equals_a_per_token_loop(kind, top_k):
     torch.manual_seed(1)
-    moe = MoE(8, 12, MoEOptions(experts=5, top_k=2, expert=kind), bias=True).double()
+    moe = MoE(8, 12, MoEOptions(experts=5, top_k=top_k, expert=kind), bias=True).double()
     x = torch.randn(40, 8, dtype=torch.float64)
     torch.testing.assert_close(moe(x), _slow_moe(moe, x), atol=1e-10, rtol=1e-10)
-    assert moe.counts.sum() == 80 and moe.dropped == 0
+    assert moe.counts.sum() == 40 * top_k and moe.dropped == 0
+
+
+def test_a_top1_router_learns_from_the_task_loss():
+    """With one expert per token the gate is that expert's probability, so the router gets a gradient from the
+    output alone (a softmax over the one selected logit would be a constant 1)."""
+    moe = MoE(8, 12, MoEOptions(experts=4, top_k=1, balance=0.0))
+    moe(torch.randn(16, 8)).sum().backward()
+    assert moe.router.weight.grad.abs().sum() > 0
+
+
+def test_padding_is_not_routed():
+    torch.manual_seed(0)
+    moe = MoE(8, 12, MoEOptions(experts=4, top_k=2)).double()
+    x = torch.randn(2, 5, 8, dtype=torch.float64)
+    mask = torch.tensor([[True] * 5, [True] * 2 + [False] * 3])
+    out = moe(x, mask)
+    assert moe.counts.sum() == 7 * 2 and (out[1, 2:] == 0).all()
+    torch.testing.assert_close(out[mask], _slow_moe(moe, x[mask]), atol=1e-10, rtol=1e-10)
+
+
+def test_an_expert_without_tokens_still_gets_a_zero_gradient():
+    moe = MoE(4, 6, MoEOptions(experts=4, top_k=1))
+    with torch.no_grad():
+        moe.router.weight.zero_()
+        moe.router.weight[0] = 1.0  # every token prefers expert 0
+    x = torch.rand(10, 4) + 0.1
+    moe(x).sum().backward()
+    assert moe.counts.tolist() == [10, 0, 0, 0]
+    assert moe.w1.grad is not None and moe.w1.grad[1:].abs().sum() == 0 and moe.w1.grad[0].abs().sum() > 0
 
 
 def test_capacity_drops_the_later_tokens_of_a_full_expert_and_counts_them():
@@ -200,7 +238,7 @@ def test_load_balancing_loss_on_a_hand_example():
 def test_moe_counts_active_parameters_apart_and_the_task_adds_its_losses():
     from lit_models.prediction import PredictionTask
 
-    net = TransformerNet(4, 1, 10, d_model=8, nhead=2, dim_feedforward=16, num_layers=2,
+    net = TransformerNet(4, 1, 10, d_model=8, nhead=2, dim_feedforward=16, num_layers=2, dropout=0.0,
                          moe=MoEOptions(experts=4, top_k=1, z_loss=1e-3))  # fmt: skip
     task = PredictionTask(net, task="regression", num_outputs=1)
     counts = task.parameter_counts()
@@ -211,7 +249,9 @@ def test_moe_counts_active_parameters_apart_and_the_task_adds_its_losses():
     total, loss, aux = task.training_loss(batch)
     assert set(aux) == {"moe_balance", "moe_z"}
     torch.testing.assert_close(total, loss + aux["moe_balance"] + aux["moe_z"])
-    assert task.training_loss(batch)[2].keys() == aux.keys()  # fresh each forward, never stale
+    again = task.training_loss(batch)[2]  # gathered afresh each step, never added to the last step's
+    for name in aux:
+        torch.testing.assert_close(again[name], aux[name])
 
 
 def _usage_worker(rank: int, port: int, counts: list, out) -> None:
@@ -243,7 +283,9 @@ def test_expert_usage_over_two_gloo_processes_equals_one_process():
         single.update([layer])
     expected = {k: float(v) for k, v in single.compute().items()}
     assert both == pytest.approx(expected)
-    assert expected["layer0/expert2"] == pytest.approx(9 / 19) and expected["layer0/dropped"] == pytest.approx(3 / 19)
+    assert expected["layer0/expert2"] == pytest.approx(9 / 19) and expected[
+        "layer0/dropped"
+    ] == pytest.approx(3 / 19)
 
 
 # --- Universal Transformer, ACT -----------------------------------------------------------------------------
@@ -285,12 +327,27 @@ def test_a_decoder_positions_steps_and_logits_never_depend_on_later_tokens():
     assert torch.equal(steps2[:, :12], steps[:, :12]) and steps.unique().numel() > 1
 
 
+@pytest.mark.parametrize("pattern", ["local", "strided", "block"])
+def test_sparse_causal_attention_with_the_kv_cache_matches_recompute(pattern):
+    gpt = GPT(40, 32, n_layer=2, n_embd=16, n_head=2, attention=pattern, window=3).double().eval()
+    x = torch.randint(0, 40, (2, 20))
+    cache = gpt.new_cache(2, 32)
+    pieces = [gpt(x[:, :7], cache=cache), gpt(x[:, 7:10], cache=cache, start=7)]
+    pieces += [gpt(x[:, t : t + 1], cache=cache, start=t) for t in range(10, 20)]
+    torch.testing.assert_close(torch.cat(pieces, 1), gpt(x), atol=1e-10, rtol=1e-10)
+    dense = GPT(40, 32, n_layer=2, n_embd=16, n_head=2).double().eval()
+    dense.load_state_dict(gpt.state_dict())
+    assert not torch.allclose(dense(x)[:, 10:], gpt(x)[:, 10:])  # the pattern really hides keys
+
+
 def test_a_universal_model_has_one_block_and_the_kv_cache_matches_recompute():
     gpt = GPT(40, 32, n_layer=4, n_embd=16, n_head=2, universal={"act": True}).double().eval()
     assert len(gpt.blocks) == 1 and len(gpt.new_cache(1)) == 4
     x = torch.randint(0, 40, (2, 20))
     cache = gpt.new_cache(2, 32)
-    pieces = [gpt(x[:, :11], cache=cache)] + [gpt(x[:, t : t + 1], cache=cache, start=t) for t in range(11, 20)]
+    pieces = [gpt(x[:, :11], cache=cache)] + [
+        gpt(x[:, t : t + 1], cache=cache, start=t) for t in range(11, 20)
+    ]
     torch.testing.assert_close(torch.cat(pieces, 1), gpt(x), atol=1e-10, rtol=1e-10)
 
 
@@ -321,3 +378,88 @@ def test_flop_counter_equals_hand_counts_for_a_linear_and_attention():
     scores_and_mix = 2 * (2 * 3 * 4 * 10 * 10 * 4)  # q k^T and weights @ v, per head of width 4
     assert forward == projections + scores_and_mix
     assert total > 2 * forward and all(p.grad is None for p in attn.parameters())  # nothing accumulated
+
+
+# --- the algorithmic data, matched rows, compute budgets -------------------------------------------------------
+
+
+def test_parity_data_is_seeded_labelled_by_the_ones_and_tests_longer_sequences():
+    from datamodules.algorithmic import AlgorithmicDataModule, parity_examples
+
+    sequences, labels = parity_examples(200, (1, 12), seed=3)
+    again, _ = parity_examples(200, (1, 12), seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(sequences, again, strict=True))
+    for s, y in zip(sequences, labels, strict=True):
+        assert 1 <= len(s) <= 12 and np.count_nonzero(s) >= 1 and set(s.tolist()) <= {-1, 0, 1}
+        assert y == (s == 1).sum() % 2
+    data = AlgorithmicDataModule(train_lengths=(1, 8), test_lengths=(9, 16), n_train=50, n_val=20, n_test=20)
+    data.setup()
+    assert data.seq_len == 16 and data.num_outputs == 2 and data.in_channels == 1
+    assert max(len(s) for s in data.splits["val"].sequences) <= 8
+    assert min(len(s) for s in data.splits["test"].sequences) >= 9
+    batch = next(iter(data.test_dataloader()))
+    assert batch["x"].shape[-1] == 1 and (batch["difficulty"] == (batch["x"] != 0).sum((1, 2))).all()
+
+
+@pytest.mark.parametrize(
+    ("comparison", "dense", "rows"),
+    [("dna/variants.yaml", "Dense", ["MoE-8x2", "UT-ACT", "Local-8", "Binary-pos"]),
+     ("lm/variants.yaml", "Dense", ["MoE-8x2", "UT-ACT"]),
+     ("dna/matched_params.yaml", "CNN", ["RNN", "GRU", "LSTM", "Transformer"])],
+)  # fmt: skip
+def test_variant_rows_are_matched_in_active_parameters_within_5_percent(comparison, dense, rows, tmp_path):
+    from conftest import ROOT, TINY_DATA
+    from lm_data import lm_args
+
+    from experiments.cli import ExperimentCLI
+    from experiments.compare import Comparison
+
+    cmp = Comparison.load(ROOT / "experiments" / comparison)
+    data = lm_args(tmp_path / "corpus") if comparison.startswith("lm") else TINY_DATA
+    counts = {}
+    for name in [dense, *rows]:
+        cli = ExperimentCLI(args=[*cmp.run_args(name), *data, "--trainer.logger=false"], run=False)
+        counts[name] = cli.model.parameter_counts()
+    for name in rows:
+        ratio = counts[name]["params_active"] / counts[dense]["params_active"]
+        assert abs(ratio - 1) <= 0.05, (name, counts[name], counts[dense])
+    if "MoE-8x2" in counts:  # more parameters in all, the same active ones
+        assert counts["MoE-8x2"]["params"] > 1.5 * counts["MoE-8x2"]["params_active"]
+
+
+def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp):
+    from conftest import ROOT
+
+    from experiments.compare import main as compare
+
+    algo = ROOT / "experiments" / "algorithmic"
+    (in_tmp / "cmp.yaml").write_text(
+        f"name: tiny\nseeds: 1\nout: out\nvalidate: true\nbudget_flops: 2.0e10\nmetric: test/acc\n"
+        f"models:\n  UT: {algo / 'ut_act.yaml'}\n  LSTM: {algo / 'lstm.yaml'}\n"
+    )
+    compare(["--config", "cmp.yaml", "--data.n_train=256", "--data.n_val=32", "--data.n_test=32",
+             "--data.batch_size=16", "--trainer.val_check_interval=8", "--trainer.enable_progress_bar=false",
+             "--trainer.logger=false", "--early_stopping.patience=1000"])  # fmt: skip
+    report = json.loads((in_tmp / "out" / "results.json").read_text())
+    for run in report["runs"]:
+        per_step = run["flops_train"] / run["steps"]
+        assert run["budget_steps"] == int(2.0e10 // per_step) == run["steps"]  # each row its own steps
+        assert run["flops_forward_per_example"] > 0 and run["val"]["val/acc"] >= 0
+    ut, lstm = report["runs"]
+    assert ut["steps"] != lstm["steps"] and ut["test"]["test/act/steps"] >= 1
+    table = (in_tmp / "out" / "results.md").read_text()
+    assert "FLOPs/example (fwd)" in table and "Val accuracy" in table and "steps_at_difficulty" not in table
+    assert (in_tmp / "out" / "ponder.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
+def test_recurrent_flops_equal_hand_counts_packed_or_not(cell):
+    from lit_models import RecurrentNet
+
+    net = RecurrentNet(4, 1, cell=cell, hidden_size=32)
+    x = torch.randn(8, 50, 4)
+    gates = {"lstm": 4, "gru": 3, "rnn": 1}[cell]
+    by_hand = 2 * 8 * 50 * gates * 32 * (4 + 32) + 2 * 8 * 32  # the cell over every step, then the head
+    for lengths in (None, torch.full((8,), 50)):  # the fused (oneDNN) path and the packed one
+        forward, total = measured_flops(net, lambda lengths=lengths: net(x, lengths).sum())
+        assert forward == pytest.approx(by_hand, rel=0.01) and total > 2 * forward
