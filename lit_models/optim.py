@@ -76,6 +76,7 @@ def parameter_groups(net: nn.Module, layer_decay: float | None = None) -> list[d
 
     skip = set(net.no_weight_decay()) if hasattr(net, "no_weight_decay") else set()
     skip |= {"*moe.b1", "*moe.b2"}  # a Mixture of Experts' biases: 2-D (one row per expert), still biases
+    skip |= {"*depth.time"}  # a Universal Transformer's step embedding, like position embeddings
     marker = 1.0  # timm needs a number; the optimizer's own weight_decay applies where it stands
     if layer_decay is None:
         groups = param_groups_weight_decay(net, weight_decay=marker, no_weight_decay_list=skip)
