@@ -27,26 +27,25 @@ def attention(
     q: torch.Tensor,
     k: torch.Tensor,
     v: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    causal: bool = False,
+    allowed: torch.Tensor | None = None,
+    is_causal: bool = False,
     dropout_p: float = 0.0,
 ) -> torch.Tensor:
-    """softmax(q k^T / sqrt(hs)) v over real keys (and earlier positions if ``causal``).
+    """softmax(q k^T / sqrt(hs)) v through SDPA, over the keys ``allowed`` lets each query read (a bool mask
+    broadcast to (B, nh, Lq, Lk); None: every key, or the earlier ones with ``is_causal``).
 
-    q: (B, nh, L, hs); k, v: (B, nkv, L, hs), nkv dividing nh (grouped-query attention: SDPA reads each
-    key/value head for its group of query heads, no copies); mask: (B, L) bool, True at real positions
-    -> (B, nh, L, hs).
+    q: (B, nh, Lq, hs); k, v: (B, nkv, Lk, hs), nkv dividing nh (grouped-query attention: SDPA reads each
+    key/value head for its group of query heads, no copies) -> (B, nh, Lq, hs).
     """
-    attn_mask = None
-    if mask is not None:
-        attn_mask = mask[:, None, None, :]  # keys only: padded keys get no weight
-        if causal:
-            L = q.shape[-2]
-            attn_mask = attn_mask & torch.ones(L, L, dtype=torch.bool, device=q.device).tril()
     return F.scaled_dot_product_attention(
-        q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=causal and mask is None,
+        q,
+        k,
+        v,
+        attn_mask=allowed,
+        dropout_p=dropout_p,
+        is_causal=is_causal,
         enable_gqa=k.shape[1] != q.shape[1],
-    )  # fmt: skip
+    )
 
 
 def attention_weights(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
@@ -208,10 +207,10 @@ class MultiheadSelfAttention(nn.Module):
             self.weights = attention_weights(q, k, allowed)
             y = self.weights @ v
         else:
-            y = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0,
-                is_causal=causal and allowed is None and L == k.shape[-2] and L > 1, enable_gqa=nkv != nh,
-            )  # fmt: skip
+            dropout = self.dropout if self.training else 0.0
+            y = attention(
+                q, k, v, allowed, causal and allowed is None and L == k.shape[-2] and L > 1, dropout
+            )
         return self.proj(y.transpose(1, 2).reshape(B, L, nh * hs))
 
     def _allowed(self, L: int, K: int, start: int, mask: torch.Tensor | None, causal: bool,

@@ -1,40 +1,72 @@
-"""Sanity checks run before training."""
+"""Sanity checks run before training: one traceless forward and backward of the first batch (``probe``)
+finds trainable parameters that get no gradient, and counts the step's FLOPs."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from archbench.errors import NonFiniteLossError, UnusedParametersError
+from lit_models.flops import flop_counter
 
 __all__ = [
     "NonFiniteLossError",
     "UnusedParametersError",
+    "Probe",
+    "measured_flops",
     "parameters_without_gradient",
+    "probe",
     "unused_parameters_message",
 ]
 
 
-def parameters_without_gradient(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> list[str]:
-    """Names of trainable parameters that the loss does not depend on.
+@dataclass
+class Probe:
+    """What one forward and backward of the first batch tells: the trainable parameters that get no gradient,
+    and (when counted) the FLOPs of the forward and of forward + backward."""
 
-    One forward and backward with ``torch.autograd.grad``: nothing is accumulated into ``.grad`` (so DDP's
-    hooks stay quiet), buffers such as BatchNorm statistics and the RNG state are restored afterwards.
-    """
+    unused: list[str]
+    forward_flops: int | None = None
+    total_flops: int | None = None
+
+
+def probe(module: nn.Module, loss_fn: Callable[[], torch.Tensor], count_flops: bool = False) -> Probe:
+    """One forward and backward that leaves no trace: ``torch.autograd.grad`` accumulates nothing into
+    ``.grad`` (so DDP's hooks stay quiet), and buffers such as BatchNorm statistics and the RNG state are
+    restored afterwards, so the run that follows is the run that would have been. ``count_flops``: under
+    ``FlopCounterMode`` (``lit_models.flops``)."""
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-    if not named:
-        return []
     buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
     devices = [d for d in {p.device for _, p in named} if d.type == "cuda"]
-    with torch.random.fork_rng(devices=devices), torch.enable_grad():
+    counter = flop_counter() if count_flops else nullcontext()
+    with torch.random.fork_rng(devices=devices), torch.enable_grad(), counter:
         loss = loss_fn()
-        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+        forward = counter.get_total_flops() if count_flops else None
+        grads = [None] * len(named)
+        if named and loss.requires_grad:
+            grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
     with torch.no_grad():
         for n, b in module.named_buffers():
             b.copy_(buffers[n])
-    return [n for (n, _), g in zip(named, grads, strict=True) if g is None]
+    unused = [n for (n, _), g in zip(named, grads, strict=True) if g is None]
+    total = counter.get_total_flops() if count_flops else None
+    return Probe(unused, forward, total)
+
+
+def parameters_without_gradient(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> list[str]:
+    """Names of trainable parameters that the loss does not depend on (one traceless ``probe``)."""
+    return probe(module, loss_fn).unused
+
+
+def measured_flops(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> tuple[int, int]:
+    """(forward FLOPs, forward + backward FLOPs) of ``loss_fn()`` and its gradient for ``module``'s trainable
+    parameters (one traceless ``probe``)."""
+    result = probe(module, loss_fn, count_flops=True)
+    return result.forward_flops, result.total_flops
 
 
 def unused_parameters_message(names: list[str], total: int) -> str:

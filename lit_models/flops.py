@@ -12,10 +12,8 @@ kernel on a GPU is not counted (its weights come as one flat buffer): measure RN
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import torch
-from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 
@@ -49,22 +47,3 @@ CPU_KERNELS = {
 
 def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=CPU_KERNELS)
-
-
-def measured_flops(module: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> tuple[int, int]:
-    """(forward FLOPs, forward + backward FLOPs) of ``loss_fn()`` and its gradient for ``module``'s trainable
-    parameters. Nothing is accumulated into ``.grad``; buffers (BatchNorm statistics) and the RNG state are
-    restored, so the run that follows is the run that would have been."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    buffers = [b.detach().clone() for b in module.buffers()]
-    devices = [d for d in {p.device for p in params} if d.type == "cuda"]
-    counter = flop_counter()
-    with torch.random.fork_rng(devices=devices), torch.enable_grad(), counter:
-        loss = loss_fn()
-        forward = counter.get_total_flops()
-        if params and loss.requires_grad:
-            torch.autograd.grad(loss, params, allow_unused=True)
-    with torch.no_grad():
-        for b, saved in zip(module.buffers(), buffers, strict=True):
-            b.copy_(saved)
-    return int(forward), int(counter.get_total_flops())

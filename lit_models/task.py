@@ -20,11 +20,11 @@ from torch import nn
 from lit_models.act import AdaptiveDepth, PonderSteps
 from lit_models.checks import (
     NonFiniteLossError,
+    Probe,
     UnusedParametersError,
-    parameters_without_gradient,
+    probe,
     unused_parameters_message,
 )
-from lit_models.flops import measured_flops
 from lit_models.moe import ExpertUsage, MoE
 from lit_models.optim import WarmupCosineLR, parameter_groups
 
@@ -82,6 +82,7 @@ class Task(L.LightningModule):
             if self._act:
                 setattr(self, f"{stage}_ponder", PonderSteps(max(m.max_steps for m in self._act)))
         self.flops: dict[str, float] | None = None  # measured on the first training batch (``measure_flops``)
+        self._flops_fresh = False  # measured in this fit (a later fit, perhaps on other data, measures again)
 
     # --- what a task provides ---------------------------------------------------------------------------
 
@@ -116,29 +117,44 @@ class Task(L.LightningModule):
         for module in self._aux_modules:
             module.reset_statistics()
 
+    def _probe(self, batch: dict, count_flops: bool) -> Probe:
+        """One traceless forward and backward of ``batch`` (``lit_models.checks.probe``), in the step's own
+        precision (autocast), so that it costs what a step costs."""
+        trainer = self._trainer  # None outside a fit: no precision context to enter
+        context = trainer.precision_plugin.train_step_context() if trainer is not None else nullcontext()
+        with context:
+            return probe(self, lambda: self.training_loss(batch)[0], count_flops)
+
+    def _keep_flops(self, result: Probe, batch: dict) -> dict[str, float]:
+        examples = max(1, self.batch_size(batch))
+        self.flops = {
+            "forward_per_batch": result.forward_flops,
+            "train_per_batch": result.total_flops,
+            "forward_per_example": result.forward_flops / examples,
+        }
+        self.flops_per_batch = result.total_flops  # for Lightning's ThroughputMonitor (FLOPs/s, MFU)
+        self._flops_fresh = True
+        return self.flops
+
     def measure_flops(self, batch: dict) -> dict[str, float]:
         """Forward and training (forward + backward) FLOPs of one batch, counted by ``FlopCounterMode``, and
         the forward FLOPs per example; also ``flops_per_batch`` for Lightning's ThroughputMonitor."""
-        trainer = self._trainer  # None outside a fit: no precision context to enter
-        context = trainer.precision_plugin.train_step_context() if trainer is not None else nullcontext()
-        with context:  # the step's own precision (autocast), so the measurement costs what a step costs
-            forward, total = measured_flops(self, lambda: self.training_loss(batch)[0])
-        examples = max(1, self.batch_size(batch))
-        self.flops = {
-            "forward_per_batch": forward,
-            "train_per_batch": total,
-            "forward_per_example": forward / examples,
-        }
-        self.flops_per_batch = total
-        return self.flops
+        return self._keep_flops(self._probe(batch, count_flops=True), batch)
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
-        if self.flops is None:
-            self.measure_flops(batch)
+        """At a fit's first batch, one probe does both: counts the step's FLOPs (unless a FLOPs budget did at
+        setup) and finds trainable parameters that get no gradient (``unused_parameters``)."""
+        check = not self._checked_parameters and self.hparams.unused_parameters != "ignore"
+        self._checked_parameters = True
+        if self._flops_fresh and not check:
+            return
+        result = self._probe(batch, count_flops=not self._flops_fresh)
+        if not self._flops_fresh:
+            self._keep_flops(result, batch)
+        if check:
+            self._check_parameters(result.unused)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
-        if not self._checked_parameters:
-            self._check_parameters(batch)
         loss, task_loss, aux = self.training_loss(batch)
         finite = bool(torch.isfinite(loss))
         if self.trainer.world_size > 1:  # any process's bad loss stops (or skips) every process's step
@@ -175,18 +191,17 @@ class Task(L.LightningModule):
         self.log("train/skipped_batches", float(self.skipped_batches), reduce_fx="max")
         return None
 
-    def _check_parameters(self, batch: dict) -> None:
-        """Trainable parameters that get no gradient from the loss, on the first batch of this fit."""
-        self._checked_parameters = True
-        if self.hparams.unused_parameters == "ignore":
-            return
-        names = parameters_without_gradient(self, lambda: self.training_loss(batch)[0])
+    def _check_parameters(self, names: list[str]) -> None:
+        """Trainable parameters that got no gradient from the loss on the first batch of this fit."""
         if not names:
             return
         message = unused_parameters_message(names, sum(1 for p in self.parameters() if p.requires_grad))
         if self.hparams.unused_parameters == "error":
             raise UnusedParametersError(message)
         warnings.warn(message, stacklevel=1)
+
+    def on_fit_end(self) -> None:
+        self._flops_fresh = False  # ``flops`` stays readable (compare reports it); the next fit measures anew
 
     def _update_statistics(self, stage: str, batch) -> None:
         if self._moe:
@@ -224,7 +239,6 @@ class Task(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._checked_parameters = False
-        self.flops = None
         for logger in self.loggers:
             logger.log_hyperparams(self.parameter_counts())
 

@@ -16,7 +16,8 @@ from torch import nn
 
 from lit_models.act import AdaptiveDepth, PonderSteps, UniversalOptions
 from lit_models.blocks import Block, MultiheadSelfAttention, Rotary, binary_positions, pattern_mask
-from lit_models.flops import flop_counter, measured_flops
+from lit_models.checks import measured_flops
+from lit_models.flops import flop_counter
 from lit_models.gpt import GPT
 from lit_models.moe import ExpertUsage, MoE, MoEOptions
 from lit_models.transformer import TransformerNet
