@@ -153,14 +153,20 @@ class MoE(nn.Module):
         self.counts = counts.detach() if self.counts is None else self.counts + counts.detach()
         self.dropped += int(N * k - len(order))
         if self.training and torch.is_grad_enabled() and N:
-            for name, value in self.losses(logits, counts).items():
+            for name, value in self.losses(logits, counts, probs).items():
                 self.aux_losses[name] = self.aux_losses[name] + value if name in self.aux_losses else value
         return out
 
-    def losses(self, logits: torch.Tensor, counts: torch.Tensor) -> dict[str, torch.Tensor]:
+    def losses(
+        self, logits: torch.Tensor, counts: torch.Tensor, probs: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """The training losses from the router's logits, the assignments per expert and (if the caller has
+        them) the router's softmax probabilities."""
         o = self.options
         share = counts.float() / counts.sum().clamp(min=1)  # f_e: share of the assignments
-        probability = logits.float().softmax(-1).mean(0)  # P_e: mean router probability
+        if probs is None:
+            probs = logits.float().softmax(-1)
+        probability = probs.mean(0)  # P_e: mean router probability
         losses = {"moe_balance": o.balance * o.experts * (share * probability).sum()}
         if o.z_loss:
             losses["moe_z"] = o.z_loss * logits.float().logsumexp(-1).square().mean()
