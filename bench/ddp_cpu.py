@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def worker(devices: int, steps: int, batch: int, out: str) -> None:
     import torch
+    from step_timer import StepTimer
 
-    from experiments.callbacks import RunStats
     from experiments.cli import ExperimentCLI
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // devices))
@@ -43,7 +43,7 @@ def worker(devices: int, steps: int, batch: int, out: str) -> None:
     with warnings.catch_warnings():  # args given while sys.argv holds this script's own options: intended
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=args, run=False)
-    stats = RunStats()
+    stats = StepTimer(batch, warmup=10)
     cli.trainer.callbacks.append(stats)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     if cli.trainer.is_global_zero:

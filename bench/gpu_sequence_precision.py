@@ -1,7 +1,7 @@
 """bf16-mixed against 32-bit training speed of the sequence models on a GPU: the DNA Transformer and LSTM
 (``experiments/dna/transformer.yaml``, ``lstm.yaml``) through the CLI and Trainer as users run them, on the
-built-in benchmark, samples/s over the same steps (validation off). Needs a CUDA GPU: on a CPU-only machine it
-says so and exits 0. Prints one JSON line.
+built-in benchmark, samples/s over the same steps after 20 warm-up steps (validation off). Needs a CUDA GPU:
+on a CPU-only machine it says so and exits 0. Prints one JSON line.
 
     python bench/gpu_sequence_precision.py [--steps 200] [--batch 256]
 """
@@ -15,12 +15,13 @@ import warnings
 from pathlib import Path
 
 import torch
+from step_timer import StepTimer
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 
 def samples_per_second(model: str, precision: str, steps: int, batch: int) -> float:
-    from experiments.callbacks import RunStats
     from experiments.cli import ExperimentCLI
 
     args = [
@@ -34,10 +35,10 @@ def samples_per_second(model: str, precision: str, steps: int, batch: int) -> fl
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=args, run=False)
-    stats = RunStats()
-    cli.trainer.callbacks.append(stats)
+    timer = StepTimer(batch)
+    cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    return stats.throughput
+    return timer.throughput
 
 
 def main() -> None:

@@ -58,6 +58,28 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | 
 
 
 Pattern = Literal["full", "local", "strided", "block"]
+Kernel = Literal["sdpa", "flex"]
+
+
+def pattern_rule(
+    pattern: Pattern, i: torch.Tensor, j: torch.Tensor, window: int, causal: bool
+) -> torch.Tensor | None:
+    """Whether query position ``i`` may read key position ``j`` (tensors that broadcast against each other)
+    under ``pattern``; None for ``full`` attention without ``causal``. One rule for both kernels: SDPA's
+    bool mask (``pattern_mask``) and FlexAttention's ``mask_mod`` (``flex_block_mask``)."""
+    if pattern == "full":
+        allowed = None
+    elif pattern == "local":
+        allowed = (i - j).abs() < window
+    elif pattern == "strided":
+        allowed = ((i - j).abs() < window) | ((i - j) % window == 0)
+    elif pattern == "block":
+        allowed = (i // window == j // window) | (j % window == window - 1)
+    else:
+        raise ValueError(f"unknown attention pattern {pattern!r}: full, local, strided or block")
+    if causal:
+        allowed = j <= i if allowed is None else allowed & (j <= i)
+    return allowed
 
 
 def pattern_mask(
@@ -72,20 +94,40 @@ def pattern_mask(
     - ``block``: the query's own block of ``window`` positions, plus the last position of every block, which
       carries its block's summary across (Child et al.'s fixed pattern with one summary position).
     """
-    i, j = queries[:, None], keys[None, :]
-    if pattern == "full":
-        allowed = None
-    elif pattern == "local":
-        allowed = (i - j).abs() < window
-    elif pattern == "strided":
-        allowed = ((i - j).abs() < window) | ((i - j) % window == 0)
-    elif pattern == "block":
-        allowed = (i // window == j // window) | (j % window == window - 1)
-    else:
-        raise ValueError(f"unknown attention pattern {pattern!r}: full, local, strided or block")
-    if causal:
-        allowed = j <= i if allowed is None else allowed & (j <= i)
-    return allowed
+    return pattern_rule(pattern, queries[:, None], keys[None, :], window, causal)
+
+
+def flex_block_mask(
+    pattern: Pattern, window: int, causal: bool, start: int, queries: int, keys: int,
+    mask: torch.Tensor | None, device: torch.device,
+):  # fmt: skip
+    """``pattern`` as a FlexAttention block mask for ``queries`` queries at positions ``start ..`` against
+    ``keys`` keys, with ``mask`` (B, keys) bool (True at real keys) keeping padding out, and, as in the SDPA
+    mask, every query's own key kept so that no row is empty. FlexAttention skips the blocks of 128 x 128
+    that the pattern leaves empty: its work grows with the pattern's density, not with length squared."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    def mask_mod(b, h, q, k):
+        allowed = pattern_rule(pattern, q + start, k, window, causal)
+        if mask is not None:
+            allowed = (allowed & mask[b, k]) | (q + start == k)
+        return allowed
+
+    batch = mask.shape[0] if mask is not None else None
+    return create_block_mask(mask_mod, batch, None, queries, keys, device=device)
+
+
+_compiled_flex = None
+
+
+def flex_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, block_mask) -> torch.Tensor:
+    """torch's FlexAttention, compiled once (uncompiled it runs a dense reference implementation)."""
+    global _compiled_flex
+    from torch.nn.attention import flex_attention as flex
+
+    if _compiled_flex is None:
+        _compiled_flex = torch.compile(flex.flex_attention, dynamic=False)
+    return _compiled_flex(q, k, v, block_mask=block_mask, enable_gqa=k.shape[1] != q.shape[1])
 
 
 class Rotary(nn.Module):
@@ -157,11 +199,19 @@ class MultiheadSelfAttention(nn.Module):
         bias: bool = True,
         pattern: Pattern = "full",
         window: int = 16,
+        kernel: Kernel = "sdpa",
     ):
         super().__init__()
         if pattern != "full" and window < 1:
             raise ValueError(f"attention pattern {pattern!r} needs window >= 1, got {window}")
-        self.pattern, self.window = pattern, window
+        if kernel not in ("sdpa", "flex"):
+            raise ValueError(f"unknown attention kernel {kernel!r}: sdpa or flex")
+        if kernel == "flex" and dropout:
+            raise ValueError(
+                f"the flex attention kernel has no attention dropout (got {dropout}): set it to 0"
+            )
+        self.pattern, self.window, self.kernel = pattern, window, kernel
+        self._block_masks: dict = {}  # FlexAttention block masks by shape (kernel flex, no padding)
         if head_dim is None:
             if d_model % nhead:
                 raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
@@ -198,6 +248,12 @@ class MultiheadSelfAttention(nn.Module):
             if mask is not None:
                 raise ValueError("a KV cache takes unpadded batches (mask=None)")
             k, v = cache.update(k, v, start)
+        if self.kernel == "flex" and self.pattern != "full" and x.is_cuda and not self.record:
+            block_mask = flex_block_mask(
+                self.pattern, self.window, causal, start, L, k.shape[-2], mask, x.device
+            )
+            y = flex_attention(q, k, v, block_mask)
+            return self.proj(y.transpose(1, 2).reshape(B, L, nh * hs))
         allowed = self._allowed(L, k.shape[-2], start, mask, causal, x.device)
         if self.record:
             k, v = k.repeat_interleave(nh // nkv, dim=1), v.repeat_interleave(nh // nkv, dim=1)
@@ -212,6 +268,21 @@ class MultiheadSelfAttention(nn.Module):
                 q, k, v, allowed, causal and allowed is None and L == k.shape[-2] and L > 1, dropout
             )
         return self.proj(y.transpose(1, 2).reshape(B, L, nh * hs))
+
+    def _block_mask(self, L: int, K: int, start: int, mask: torch.Tensor | None, causal: bool,
+                    device: torch.device):  # fmt: skip
+        """``flex_block_mask`` for these shapes; without padding it depends on the shapes alone, so it is built
+        once per shape and kept (a few, for the lengths a run meets)."""
+        if mask is not None:
+            return flex_block_mask(self.pattern, self.window, causal, start, L, K, mask, device)
+        key = (L, K, start, causal, device)
+        if key not in self._block_masks:
+            if len(self._block_masks) >= 8:
+                self._block_masks.pop(next(iter(self._block_masks)))
+            self._block_masks[key] = flex_block_mask(
+                self.pattern, self.window, causal, start, L, K, None, device
+            )
+        return self._block_masks[key]
 
     def _allowed(self, L: int, K: int, start: int, mask: torch.Tensor | None, causal: bool,
                  device: torch.device) -> torch.Tensor | None:  # fmt: skip
@@ -247,7 +318,8 @@ class Block(nn.Module):
     The feed-forward is ``linear2(act(linear1(x)))``; with ``swiglu``, ``linear1`` holds the gate and the up
     projection stacked (2 x ``dim_feedforward`` outputs) and the hidden is ``silu(gate) * up`` (Shazeer 2020).
     With ``moe``, a Mixture of Experts (``lit_models.moe``) takes the feed-forward's place. ``pattern`` and
-    ``window``: the attention's sparsity (``pattern_mask``).
+    ``window``: the attention's sparsity (``pattern_mask``); ``kernel`` ``flex`` runs a sparse pattern as a
+    FlexAttention block mask on CUDA (elsewhere, and for ``full``, SDPA with the same mask).
     """
 
     def __init__(
@@ -267,11 +339,12 @@ class Block(nn.Module):
         pattern: Pattern = "full",
         window: int = 16,
         moe: MoEOptions | None = None,
+        kernel: Kernel = "sdpa",
     ):
         super().__init__()
         self.norm_first, self.activation = norm_first, activation
         self.attn = MultiheadSelfAttention(
-            d_model, nhead, attention_dropout, head_dim, kv_heads, bias, pattern, window
+            d_model, nhead, attention_dropout, head_dim, kv_heads, bias, pattern, window, kernel
         )
         if moe is not None:  # experts in place of the MLP (``activation`` then unused)
             self.moe = MoE(d_model, moe.hidden or dim_feedforward, moe, bias)

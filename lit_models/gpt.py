@@ -20,6 +20,7 @@ from lit_models.act import AdaptiveDepth, UniversalOptions
 from lit_models.blocks import (
     Activation,
     Block,
+    Kernel,
     KVCache,
     Norm,
     Pattern,
@@ -61,6 +62,7 @@ class GPT(nn.Module):
         dropout: float | None = None,
         attention: Pattern | None = None,
         window: int | None = None,
+        attention_kernel: Kernel | None = None,
         moe: MoEOptions | None = None,
         universal: UniversalOptions | None = None,
         weights: str | None = None,
@@ -92,6 +94,8 @@ class GPT(nn.Module):
             attention: ``full`` causal attention, or a sparse causal pattern: ``local`` (the last ``window``
                 tokens), ``strided`` or ``block`` (``lit_models.blocks.pattern_mask``).
             window: The sparse pattern's width, in tokens.
+            attention_kernel: ``sdpa``, or ``flex``: a sparse pattern as a FlexAttention block mask on CUDA
+                (``lit_models.transformer.TransformerNet``'s option of the same name).
             moe: A Mixture of Experts in place of every MLP, e.g. ``{experts: 8, top_k: 2}``
                 (``lit_models.moe.MoEOptions``; ``hidden`` empty: ``intermediate_size``).
             universal: One block applied ``n_layer`` times, adaptive computation time by default, e.g.
@@ -150,7 +154,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(
             Block(c.n_embd, c.n_head, c.intermediate_size or 4 * c.n_embd, c.dropout, c.mlp, norm_first=True,
                   head_dim=c.head_dim, norm_eps=c.norm_eps, norm=c.norm, kv_heads=c.n_kv_head, bias=c.bias,
-                  pattern=c.attention, window=c.window, moe=c.moe)
+                  pattern=c.attention, window=c.window, moe=c.moe, kernel=c.attention_kernel)
             for _ in range(1 if c.universal else c.n_layer)
         )  # fmt: skip
         self.depth = AdaptiveDepth(c.n_embd, c.n_layer, c.universal) if c.universal else None

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from lit_models.act import UniversalOptions, universal_options
-from lit_models.blocks import Activation, Norm, Pattern, Positions
+from lit_models.blocks import Activation, Kernel, Norm, Pattern, Positions
 from lit_models.moe import MoEOptions, moe_options
 
 
@@ -30,6 +30,7 @@ class GPTConfig:
     dropout: float = 0.0
     attention: Pattern = "full"  # or a sparse pattern (lit_models.blocks.pattern_mask), causal either way
     window: int = 64
+    attention_kernel: Kernel = "sdpa"  # or "flex": a sparse pattern as a FlexAttention block mask on CUDA
     moe: MoEOptions | None = None  # experts in place of every MLP
     universal: UniversalOptions | None = None  # one block applied n_layer times (with ACT by default)
 

@@ -15,7 +15,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit_models.act import AdaptiveDepth, PonderSteps, UniversalOptions
-from lit_models.blocks import Block, MultiheadSelfAttention, Rotary, binary_positions, pattern_mask
+from lit_models.blocks import (
+    Block,
+    MultiheadSelfAttention,
+    Rotary,
+    attention,
+    binary_positions,
+    flex_block_mask,
+    pattern_mask,
+)
 from lit_models.checks import measured_flops
 from lit_models.flops import flop_counter
 from lit_models.gpt import GPT
@@ -130,6 +138,45 @@ def test_pattern_masks_by_hand():
     assert strided[7].nonzero().flatten().tolist() == [1, 4, 5, 6, 7]
     block = pattern_mask("block", i, i, 4)
     assert block[1].nonzero().flatten().tolist() == [0, 1, 2, 3, 7]
+
+
+@pytest.mark.parametrize("pattern", ["local", "strided", "block"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_the_flex_block_mask_allows_what_the_sdpa_mask_allows(pattern, causal):
+    # FlexAttention's reference (eager) implementation runs on the CPU without autograd: the block mask built
+    # from the same rule, padding and offset included, must give SDPA's numbers under the bool mask.
+    from torch.nn.attention.flex_attention import flex_attention
+
+    torch.manual_seed(0)
+    attn = MultiheadSelfAttention(16, 4, pattern=pattern, window=3, kernel="flex")
+    B, L, start = 2, 20, 5
+    q, k, v = (torch.randn(B, 4, L, 4) for _ in range(3))
+    mask = torch.ones(B, L, dtype=torch.bool)
+    mask[1, 11:] = False
+    for m in (None, mask):
+        allowed = attn._allowed(L, L, 0, m, causal, q.device)
+        block_mask = flex_block_mask(pattern, 3, causal, 0, L, L, m, q.device)
+        with torch.no_grad():
+            torch.testing.assert_close(
+                flex_attention(q, k, v, block_mask=block_mask), attention(q, k, v, allowed)
+            )
+    # queries at positions start .. start + 4 against the 20 keys of a cache
+    allowed = attn._allowed(5, L, start, None, causal, q.device)
+    block_mask = flex_block_mask(pattern, 3, causal, start, 5, L, None, q.device)
+    with torch.no_grad():
+        got = flex_attention(q[:, :, :5], k, v, block_mask=block_mask)
+        torch.testing.assert_close(got, attention(q[:, :, :5], k, v, allowed))
+
+
+def test_the_flex_kernel_on_the_cpu_is_sdpa_with_the_same_mask():
+    torch.manual_seed(0)
+    sdpa = MultiheadSelfAttention(16, 4, pattern="local", window=3)
+    flex = MultiheadSelfAttention(16, 4, pattern="local", window=3, kernel="flex")
+    flex.load_state_dict(sdpa.state_dict())
+    x = torch.randn(2, 12, 16)
+    torch.testing.assert_close(flex(x, causal=True), sdpa(x, causal=True), atol=0, rtol=0)
+    with pytest.raises(ValueError, match="no attention dropout"):
+        MultiheadSelfAttention(16, 4, 0.1, pattern="local", kernel="flex")
 
 
 def test_a_padded_query_whose_window_holds_only_padding_gives_no_nan():

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Every GPU benchmark, one after another (never two at once: they share the GPU), each under its own time
+# limit, each JSON line appended to ${1:-gpu_bench.jsonl} as soon as it is printed, so a run cut short keeps
+# what finished. On a machine without a CUDA GPU each bench says "skipped" and exits 0.
+#   bash bench/gpu_all.sh [OUTPUT.jsonl]
+set -u
+out=${1:-gpu_bench.jsonl}
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+python=${PYTHON:-python}
+run() {
+    local limit=$1
+    shift
+    echo "== $* (limit ${limit}s)" >&2
+    local start=$SECONDS
+    timeout "$limit" "$python" "$@" | tee -a "$out"
+    echo "== exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" >&2
+}
+run "${LIMIT_LM:-150}" bench/gpu_lm.py
+run "${LIMIT_IMAGES:-200}" bench/gpu_throughput.py
+run "${LIMIT_SEQUENCE:-150}" bench/gpu_sequence_precision.py
+run "${LIMIT_ATTENTION:-150}" bench/gpu_attention.py
