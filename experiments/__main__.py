@@ -1,5 +1,5 @@
 """``archbench COMMAND`` (or ``python -m experiments COMMAND``): fit, validate, test, predict (LightningCLI),
-compare, attention, generate, export, lr_find, data."""
+compare, attention, align, generate, export, lr_find, data."""
 
 from __future__ import annotations
 
@@ -14,13 +14,16 @@ commands:
                                     compare --config experiments/dna/compare.yaml [--seeds N] [--out DIR]
   attention                         PNG of every layer's and head's attention over a text:
                                     attention --config MODEL.yaml --ckpt C --text "..."
+  align                             PNG of a seq2seq model's attention over the source per written symbol:
+                                    align --config experiments/seq2seq/transformer.yaml --ckpt C --text WORD
   generate                          text from a language model, printed as it comes:
                                     generate --config experiments/lm/gpt.yaml --ckpt C --prompt "..."
                                     generate --weights data/pretrained/smollm2-135m --prompt "..."
   export                            a trained ResNet/ViT as timm-named safetensors: export --config ... --ckpt C --out F
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
-                                    fashion_mnist | efficientnet_lite0 | austen | python_docs | smollm2,
+                                    fashion_mnist | efficientnet_lite0 | austen | python_docs | smollm2 |
+                                    cmudict,
                                     or write the simulated DNA: data simulate --out DIR
 
 'archbench COMMAND --help' for a command's options; 'archbench --version' for the version.
@@ -29,6 +32,7 @@ commands:
 COMMANDS = {
     "compare": "experiments.compare",
     "attention": "experiments.attention",
+    "align": "experiments.align",
     "export": "experiments.export",
     "generate": "experiments.generate",
     "lr_find": "experiments.lr_find",

@@ -23,23 +23,27 @@ from datamodules.files import write_atomic
 from experiments.checkpoints import check_checkpoint
 
 
-def attention_figure(maps: list[torch.Tensor], tokens: list[str], title: str = ""):
-    """maps: per layer (heads, T, T) for one text; tokens: its T tokens -> a matplotlib figure."""
+def attention_figure(
+    maps: list[torch.Tensor], tokens: list[str], title: str = "", queries: list[str] | None = None
+):
+    """maps: per layer (heads, Q, T) for one text; tokens: its T tokens (across); queries: the Q rows' tokens
+    (down), the same tokens when empty (self-attention) -> a matplotlib figure."""
+    queries = tokens if queries is None else queries
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     layers, heads = len(maps), maps[0].shape[0]
-    size = max(2.0, 0.22 * len(tokens) + 1.0)
-    fig, axes = plt.subplots(layers, heads, figsize=(size * heads, size * layers), squeeze=False)
+    width, height = max(2.0, 0.22 * len(tokens) + 1.0), max(2.0, 0.22 * len(queries) + 1.0)
+    fig, axes = plt.subplots(layers, heads, figsize=(width * heads, height * layers), squeeze=False)
     for i, layer in enumerate(maps):
         for h in range(heads):
             ax = axes[i][h]
             ax.imshow(layer[h].float().cpu().numpy(), vmin=0.0, vmax=1.0, cmap="viridis")
             ax.set_title(f"layer {i + 1} head {h + 1}", fontsize=8)
             ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
-            ax.set_yticks(range(len(tokens)), tokens, fontsize=6)
+            ax.set_yticks(range(len(queries)), queries, fontsize=6)
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()

@@ -31,6 +31,7 @@ NET = "model.init_args.net.init_args"
 DATA_LINKS = {
     "data.in_channels": f"{NET}.in_channels",
     "data.vocab_size": f"{NET}.vocab_size",
+    "data.target_vocab_size": f"{NET}.target_vocab_size",  # sequence pairs: the target side's symbols
     "data.seq_len": f"{NET}.seq_len",
     "data.num_outputs": [f"{NET}.num_outputs", "model.init_args.num_outputs"],
     "data.task": "model.init_args.task",

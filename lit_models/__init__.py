@@ -11,6 +11,7 @@ from lit_models.language_model import LanguageModelTask
 from lit_models.prediction import PredictionTask
 from lit_models.pretrained import PretrainedEncoder
 from lit_models.recurrent import RecurrentNet
+from lit_models.seq2seq_task import Seq2SeqTask
 from lit_models.task import Task
 from lit_models.transformer import TransformerNet
 
@@ -22,6 +23,7 @@ __all__ = [
     "PredictionTask",
     "PretrainedEncoder",
     "RecurrentNet",
+    "Seq2SeqTask",
     "Task",
     "TransformerNet",
 ]

@@ -12,6 +12,7 @@ import yaml
 from conftest import ROOT, TINY_DATA
 from image_data import fake_fashion_mnist
 from lm_data import lm_args
+from seq2seq_data import pair_args
 from text_data import reviews, tiny_bert, write_csv
 
 from archbench.errors import ConfigError, DataError
@@ -34,6 +35,7 @@ SMALL_NET = {  # for files that describe data or settings only
     "vision": "--model.net=lit_models.image_nets.MnistCNN",
     "lm": "--model.net=lit_models.GPT",
     "algorithmic": "--model.net=lit_models.RecurrentNet",
+    "seq2seq": "--model.net=lit_models.seq2seq.GRUSeq2Seq",
 }
 TINY_ALGORITHMIC = ["--data.n_train=64", "--data.n_val=16", "--data.n_test=16", "--data.batch_size=16"]
 
@@ -68,6 +70,8 @@ def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
         return args
     if modality == "algorithmic":
         return TINY_ALGORITHMIC
+    if modality == "seq2seq":
+        return pair_args(tmp_path / "pairs")
     seq_len = "250" if "seed_parity" in str(path) else "60"  # the course's flatten head needs 250
     return [*TINY_DATA, f"--data.simulation.seq_len={seq_len}"]
 

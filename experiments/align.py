@@ -1,0 +1,134 @@
+"""Alignments you can look at: which source symbols a sequence-to-sequence model read for each symbol it wrote.
+
+``python -m experiments align --config experiments/seq2seq/transformer.yaml --ckpt RUN.ckpt --text WORD``
+rebuilds the run's model from its config, loads the checkpoint (its vocabularies must be the data's), decodes the
+word greedily and draws the attention of every decoder layer and head (the Transformer's cross-attention,
+Bahdanau's additive attention) over the source: one row per written symbol, one column per source symbol. The
+:class:`AlignmentMaps` callback draws the same maps for fixed words during validation (PNG beside the run, W&B
+images).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import warnings
+from pathlib import Path
+
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import WandbLogger
+
+from archbench.errors import DataError
+from datamodules.files import write_atomic
+from datamodules.seq2seq import BOS, EOS
+from experiments.attention import attention_figure, figure_png
+from experiments.checkpoints import check_checkpoint
+from lit_models.seq2seq import greedy_decode
+
+
+def alignment(net: torch.nn.Module, datamodule, text: str, max_length: int = 48):
+    """One source's alignment maps (per layer: heads x written x source), the written symbols (and ``<eos>``)
+    and the source symbols."""
+    if not hasattr(net, "alignments"):
+        raise DataError(f"model.net: {type(net).__name__} has no attention over the source to show")
+    batch = datamodule.encode_sources([text])
+    device = next(net.parameters()).device
+    x, lengths = batch["x"].to(device), batch["lengths"].to(device)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            written = greedy_decode(net, x, lengths, BOS, EOS, max_length)[0]
+            net.set_record(True)
+            net(x, lengths, torch.tensor([[BOS, *written]], device=device))
+            maps = [m[0].cpu() for m in net.alignments()]
+    finally:
+        net.set_record(False)
+        net.train(was_training)
+    outputs = datamodule.target_vocab.decode(written) + (["<eos>"] if len(written) < max_length else [])
+    return [m[:, : len(outputs)] for m in maps], outputs, batch["symbols"][0]
+
+
+def draw(net, datamodule, text: str, max_length: int = 48) -> tuple[bytes, list[str]]:
+    maps, outputs, sources = alignment(net, datamodule, text, max_length)
+    title = f"{text} -> {' '.join(o for o in outputs if o != '<eos>')}"
+    return figure_png(attention_figure(maps, sources, title=title[:100], queries=outputs)), outputs
+
+
+class AlignmentMaps(Callback):
+    """During validation, draw the model's alignment for fixed sources: ``alignment/epoch{E}-step{S}-text{k}.png``
+    in the run's log folder and ``val/alignment`` images in W&B."""
+
+    def __init__(self, texts: list[str], every_n_epochs: int = 1):
+        """
+        Args:
+            texts: Sources to draw (a few short words).
+            every_n_epochs: Draw at the end of validation every this many epochs.
+        """
+        if not texts:
+            raise ValueError("AlignmentMaps needs at least one text")
+        self.texts, self.every_n_epochs = list(texts), every_n_epochs
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
+            return
+        log_dir = trainer.log_dir if trainer.loggers else None  # a broadcast under DDP: every rank asks
+        if not trainer.is_global_zero:
+            return
+        images = []
+        for k, text in enumerate(self.texts):
+            png, _ = draw(pl_module.net, trainer.datamodule, text, pl_module.hparams.max_decode_length)
+            if log_dir:
+                write_atomic(
+                    Path(log_dir)
+                    / f"alignment/epoch{trainer.current_epoch}-step{trainer.global_step}-text{k}.png",
+                    png,
+                )
+            images.append(png)
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                from PIL import Image
+
+                pictures = [Image.open(io.BytesIO(png)) for png in images]
+                logger.log_image("val/alignment", pictures, step=trainer.global_step, caption=self.texts)
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments align",
+        description="Draw a sequence-to-sequence model's attention over a source for each symbol it writes (PNG).",
+    )
+    parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
+    parser.add_argument("--ckpt", help="checkpoint to load; empty: untrained weights")
+    parser.add_argument("--text", required=True, help="the source to decode and look at (a word for G2P)")
+    parser.add_argument("--out", default="alignment.png", help="PNG to write (default: alignment.png)")
+    args, overrides = parser.parse_known_args(argv)
+
+    from experiments.cli import ExperimentCLI
+
+    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = ExperimentCLI(args=cli_args, run=False)
+    module, datamodule = cli.model, cli.datamodule
+    if not hasattr(datamodule, "encode_sources"):
+        raise DataError(
+            f"data: {type(datamodule).__name__} does not hold sequence pairs (use a seq2seq config)"
+        )
+    if args.ckpt:
+        checkpoint = check_checkpoint(args.ckpt, "--ckpt")
+        state = checkpoint.get(type(datamodule).__qualname__)
+        if state:
+            datamodule.load_state_dict(state)  # the vocabularies it was trained with, or an error
+        try:
+            module.load_state_dict(checkpoint["state_dict"])
+        except RuntimeError as err:  # another net or other sizes than the config builds
+            raise DataError(
+                f"--ckpt {args.ckpt}: its weights do not fit the config's model: {str(err)[:300]}"
+            ) from None
+    else:
+        print("align: no --ckpt, so these are the alignments of untrained weights")
+    png, outputs = draw(module.net, datamodule, args.text, module.hparams.max_decode_length)
+    write_atomic(args.out, png)
+    print(f"align: {args.text} -> {' '.join(o for o in outputs if o != '<eos>')} ({args.out})")

@@ -1,0 +1,330 @@
+"""Sequence to sequence: the cross-attention and decoder block against torch's own modules, Bahdanau attention
+by hand, causality, greedy decoding, the error-rate metric by hand, the pair data and its bad inputs, CMUdict's
+parsing and split, and training through the CLI."""
+
+import math
+
+import pytest
+import torch
+from conftest import CSV_ONLY, ROOT
+from seq2seq_data import pair_args, write_pairs
+from torch import nn
+
+from archbench.errors import DataError
+from datamodules.seq2seq import BOS, EOS, Seq2SeqDataModule
+from experiments.align import main as align_main
+from experiments.cli import ExperimentCLI
+from experiments.data import cmudict_pairs, cmudict_splits
+from lit_models.seq2seq import (
+    AdditiveAttention,
+    Bahdanau,
+    CrossAttention,
+    DecoderBlock,
+    GRUSeq2Seq,
+    Seq2SeqTransformer,
+    beam_decode,
+    greedy_decode,
+)
+from lit_models.seq2seq_task import SequenceErrors
+
+SEQ2SEQ = ROOT / "experiments" / "seq2seq"
+
+
+# --- parity with torch ------------------------------------------------------------------------------------
+
+
+def test_cross_attention_equals_torch_multihead_attention():
+    torch.manual_seed(0)
+    d, nh = 16, 4
+    ours = CrossAttention(d, nh).double()
+    theirs = nn.MultiheadAttention(d, nh, batch_first=True).double()
+    with torch.no_grad():
+        ours.q.weight.copy_(theirs.in_proj_weight[:d])
+        ours.q.bias.copy_(theirs.in_proj_bias[:d])
+        ours.kv.weight.copy_(theirs.in_proj_weight[d:])
+        ours.kv.bias.copy_(theirs.in_proj_bias[d:])
+        ours.proj.load_state_dict(theirs.out_proj.state_dict())
+    x, memory = torch.randn(3, 5, d, dtype=torch.float64), torch.randn(3, 7, d, dtype=torch.float64)
+    real = torch.tensor([[True] * 7, [True] * 4 + [False] * 3, [True] * 2 + [False] * 5])
+    expected, _ = theirs(x, memory, memory, key_padding_mask=~real)
+    torch.testing.assert_close(ours(x, memory, real), expected, atol=1e-10, rtol=1e-10)
+    ours.record = True
+    torch.testing.assert_close(ours(x, memory, real), expected, atol=1e-10, rtol=1e-10)
+    assert ours.weights.shape == (3, nh, 5, 7)
+    assert ours.weights[1, :, :, 4:].abs().max() == 0  # no weight on padding
+
+
+def test_decoder_block_equals_torch_transformer_decoder_layer():
+    torch.manual_seed(0)
+    d, nh, ff = 16, 4, 32
+    ours = DecoderBlock(d, nh, ff, 0.0, "gelu").double().eval()
+    theirs = (
+        nn.TransformerDecoderLayer(d, nh, ff, 0.0, "gelu", batch_first=True, norm_first=True).double().eval()
+    )
+    own = theirs.state_dict()
+    mapped = {
+        "attn.qkv.weight": own["self_attn.in_proj_weight"], "attn.qkv.bias": own["self_attn.in_proj_bias"],
+        "attn.proj.weight": own["self_attn.out_proj.weight"], "attn.proj.bias": own["self_attn.out_proj.bias"],
+        "cross.q.weight": own["multihead_attn.in_proj_weight"][:d], "cross.q.bias": own["multihead_attn.in_proj_bias"][:d],
+        "cross.kv.weight": own["multihead_attn.in_proj_weight"][d:], "cross.kv.bias": own["multihead_attn.in_proj_bias"][d:],
+        "cross.proj.weight": own["multihead_attn.out_proj.weight"], "cross.proj.bias": own["multihead_attn.out_proj.bias"],
+        "linear1.weight": own["linear1.weight"], "linear1.bias": own["linear1.bias"],
+        "linear2.weight": own["linear2.weight"], "linear2.bias": own["linear2.bias"],
+        "norm1.weight": own["norm1.weight"], "norm1.bias": own["norm1.bias"],
+        "norm_cross.weight": own["norm2.weight"], "norm_cross.bias": own["norm2.bias"],
+        "norm2.weight": own["norm3.weight"], "norm2.bias": own["norm3.bias"],
+    }  # fmt: skip
+    ours.load_state_dict(mapped)
+    x, memory = torch.randn(2, 6, d, dtype=torch.float64), torch.randn(2, 9, d, dtype=torch.float64)
+    real = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
+    causal = nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.float64)
+    expected = theirs(x, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=~real)
+    torch.testing.assert_close(ours(x, memory, real), expected, atol=1e-10, rtol=1e-10)
+
+
+def test_additive_attention_by_hand():
+    torch.manual_seed(0)
+    attn = AdditiveAttention(3, 4, 5).double()
+    s, keys = torch.randn(2, 3, dtype=torch.float64), torch.randn(2, 6, 4, dtype=torch.float64)
+    mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2])
+    context, weights = attn(s, keys, mask)
+    for b in range(2):
+        real = int(mask[b].sum())
+        scores = [float(attn.v.weight[0].detach() @ torch.tanh(attn.W.weight @ s[b] + attn.U.weight @ keys[b, j] + attn.U.bias))
+                  for j in range(real)]  # fmt: skip
+        top = max(scores)
+        hand = [math.exp(e - top) for e in scores]
+        hand = [w / sum(hand) for w in hand] + [0.0] * (6 - real)
+        torch.testing.assert_close(
+            weights[b], torch.tensor(hand, dtype=torch.float64), atol=1e-12, rtol=1e-12
+        )
+        torch.testing.assert_close(context[b], (weights[b][:, None] * keys[b]).sum(0))
+
+
+# --- the three models ---------------------------------------------------------------------------------------
+
+
+def _nets():
+    return {
+        "transformer": Seq2SeqTransformer(
+            12,
+            9,
+            d_model=16,
+            nhead=2,
+            num_encoder_layers=1,
+            num_decoder_layers=2,
+            dim_feedforward=32,
+            dropout=0.0,
+        ),  # fmt: skip
+        "bahdanau": Bahdanau(12, 9, embedding_dim=8, hidden_size=16, attention_size=8, dropout=0.0),
+        "gru": GRUSeq2Seq(12, 9, embedding_dim=8, hidden_size=16, dropout=0.0),
+    }
+
+
+@pytest.mark.parametrize("name", ["transformer", "bahdanau", "gru"])
+def test_the_decoder_reads_only_earlier_target_positions(name):
+    torch.manual_seed(0)
+    net = _nets()[name].eval()
+    x, lengths = torch.randint(4, 12, (2, 7)), torch.tensor([7, 4])
+    target = torch.randint(3, 9, (2, 6))
+    changed = target.clone()
+    changed[:, 3:] = torch.randint(3, 9, (2, 3))
+    before, after = net(x, lengths, target), net(x, lengths, changed)
+    torch.testing.assert_close(before[:, :3], after[:, :3])
+    assert not torch.allclose(before[:, 3:], after[:, 3:])
+
+
+@pytest.mark.parametrize("name", ["transformer", "bahdanau", "gru"])
+def test_padding_in_the_source_changes_nothing(name):
+    torch.manual_seed(0)
+    net = _nets()[name].eval()
+    x, target = torch.randint(4, 12, (1, 4)), torch.randint(3, 9, (1, 5))
+    padded = torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    torch.testing.assert_close(net(padded, torch.tensor([4]), target), net(x, torch.tensor([4]), target),
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ["transformer", "bahdanau", "gru"])
+def test_greedy_decoding_is_the_argmax_of_its_own_prefix(name):
+    torch.manual_seed(0)
+    net = _nets()[name].eval()
+    x, lengths = torch.randint(4, 12, (3, 6)), torch.tensor([6, 5, 2])
+    outputs = greedy_decode(net, x, lengths, BOS, EOS, max_length=8)
+    for row, out in enumerate(outputs):
+        prefix = torch.tensor([[BOS, *out]])
+        logits = net(x[row : row + 1, : lengths[row]], lengths[row : row + 1], prefix)[0]
+        logits[:, :2] = float("-inf")  # neither <pad> nor <bos> is ever written
+        expected = logits.argmax(-1).tolist()
+        assert expected[: len(out)] == out
+        if len(out) < 8:
+            assert expected[len(out)] == EOS
+
+
+@pytest.mark.parametrize("name", ["transformer", "bahdanau", "gru"])
+def test_beam_search_of_width_one_is_greedy_and_wider_beams_score_no_worse(name):
+    torch.manual_seed(0)
+    net = _nets()[name].eval()
+    x, lengths = torch.randint(4, 12, (4, 6)), torch.tensor([6, 5, 3, 2])
+    greedy = greedy_decode(net, x, lengths, BOS, EOS, max_length=8)
+    assert beam_decode(net, x, lengths, BOS, EOS, max_length=8, width=1) == greedy
+
+    def log_prob(row: int, out: list[int]) -> float:
+        ids = torch.tensor([[BOS, *out, EOS]])
+        logits = net(x[row : row + 1, : lengths[row]], lengths[row : row + 1], ids[:, :-1])[0]
+        logits[:, :2] = float("-inf")
+        return float(logits.log_softmax(-1).gather(1, ids[0, 1:, None]).sum())
+
+    wide = beam_decode(net, x, lengths, BOS, EOS, max_length=8, width=4, length_penalty=0.0)
+    for row in range(4):  # raw sums: the beam's answer is at least as likely as the greedy one
+        if len(greedy[row]) < 8:
+            assert log_prob(row, wide[row]) >= log_prob(row, greedy[row]) - 1e-5
+
+
+def test_alignments_are_recorded_for_the_maps():
+    torch.manual_seed(0)
+    nets = _nets()
+    x, lengths, target = torch.randint(4, 12, (2, 7)), torch.tensor([7, 3]), torch.randint(3, 9, (2, 5))
+    for name in ("transformer", "bahdanau"):
+        net = nets[name].eval()
+        net.set_record(True)
+        net(x, lengths, target)
+        maps = net.alignments()
+        assert maps and all(m.shape[-2:] == (5, 7) for m in maps), name
+        torch.testing.assert_close(maps[0].sum(-1), torch.ones_like(maps[0].sum(-1)))
+        assert maps[0][1, ..., 3:].abs().max() == 0  # the padded source positions get no weight
+
+
+# --- metrics --------------------------------------------------------------------------------------------
+
+
+def test_error_rates_by_hand_against_the_nearest_reference():
+    metric = SequenceErrors()
+    metric.update([[5, 6, 7], [5, 6], [9]], [[[5, 6, 7]], [[5, 7, 7], [5, 6, 8]], [[4, 4]]])
+    # edits: 0; min(2 (sub + ins), 1 (ins)) = 1 against 3 symbols; 2 against 2
+    result = metric.compute()
+    assert result["per"].item() == pytest.approx((0 + 1 + 2) / (3 + 3 + 2))
+    assert result["wer"].item() == pytest.approx(2 / 3)
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+
+
+def test_pair_data_vocabularies_batches_and_grouped_references(tmp_path):
+    paths = write_pairs(tmp_path)
+    data = Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test")), batch_size=8)
+    data.setup()
+    assert data.source_vocab.symbols[:4] == ["<pad>", "<bos>", "<eos>", "<unk>"]
+    rows = [line.split("\t") for line in paths["train"].read_text().splitlines()[1:]]
+    assert data.source_vocab.symbols[4:] == sorted({c for word, _ in rows for c in word})
+    assert data.target_vocab.symbols[4:] == sorted({p for _, phonemes in rows for p in phonemes.split()})
+    batch = next(iter(data.val_dataloader()))
+    assert batch["target"][:, 0].eq(BOS).all()
+    for row in range(len(batch["x"])):
+        n = int(batch["target_lengths"][row])
+        assert batch["target"][row, n - 1] == EOS and batch["target"][row, n:].eq(0).all()
+        assert batch["x"][row, int(batch["lengths"][row]) :].eq(0).all()
+    # the val file holds 24 words, 3 of them with a second pronunciation: 24 examples, 27 references
+    val = data.splits["val"]
+    assert len(val) == 24 and sum(len(r) for r in val.references) == 27
+    assert len(data.splits["train"]) == 120 + 12
+
+
+def test_a_pair_without_target_names_file_and_line(tmp_path):
+    paths = write_pairs(tmp_path)
+    lines = paths["train"].read_text().splitlines()
+    lines[5] = lines[5].split("\t")[0] + "\t"
+    paths["train"].write_text("\n".join(lines) + "\n")
+    data = Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test")))
+    with pytest.raises(DataError, match=r"train.tsv:6: phonemes is empty"):
+        data.setup()
+
+
+def test_an_unseen_target_symbol_at_test_time_names_file_line_and_symbol(tmp_path):
+    paths = write_pairs(tmp_path)
+    lines = paths["test"].read_text().splitlines()
+    lines[3] = lines[3].split("\t")[0] + "\tZH1 K"
+    paths["test"].write_text("\n".join(lines) + "\n")
+    data = Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test")))
+    with pytest.raises(
+        DataError, match=r"test.tsv:4: target symbol 'ZH1' never occurs in the training split"
+    ):
+        data.setup()
+
+
+def test_missing_columns_and_empty_sources_are_named(tmp_path):
+    paths = write_pairs(tmp_path)
+    with pytest.raises(DataError, match=r"no column 'spelling' \(data.source_column\)"):
+        Seq2SeqDataModule(
+            *(str(paths[s]) for s in ("train", "val", "test")), source_column="spelling"
+        ).setup()
+    lines = paths["val"].read_text().splitlines()
+    lines[2] = "\t" + lines[2].split("\t")[1]
+    paths["val"].write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=r"val.tsv:3: word is empty"):
+        Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test"))).setup()
+
+
+def test_cmudict_lines_comments_alternates_and_a_split_by_word():
+    text = "\n".join([
+        ";;; a comment line", "'bout B AW1 T", "aalborg AO1 L B AO0 R G # place, danish", "read R IY1 D",
+        "read(2) R EH1 D", *[f"w{i} W{i % 3}" for i in range(200)],
+    ])  # fmt: skip
+    # ';;;' is not a comment in this file's format: it reads as a word with its symbols
+    pairs = cmudict_pairs(text)
+    assert pairs.iloc[2].tolist() == ["aalborg", "AO1 L B AO0 R G"]
+    assert pairs[pairs.word == "read"]["phonemes"].tolist() == ["R IY1 D", "R EH1 D"]
+    splits = cmudict_splits(pairs)
+    assert sum(len(f) for f in splits.values()) == len(pairs)
+    where = [s for s, f in splits.items() if "read" in set(f.word)]
+    assert len(where) == 1 and (splits[where[0]].word == "read").sum() == 2
+    with pytest.raises(DataError, match=r":2: 'lonely' is not"):
+        cmudict_pairs("ok OW1 K\nlonely\n")
+
+
+# --- through the CLI ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("model", ["transformer", "bahdanau", "gru"])
+def test_every_model_trains_validates_and_tests_through_the_cli(model, in_tmp):
+    args = ["--config", str(SEQ2SEQ / f"{model}.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY,
+            "--trainer.max_epochs=2", "--trainer.num_sanity_val_steps=0", "--trainer.val_check_interval=1.0",
+            "--trainer.check_val_every_n_epoch=1"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    expected = {"transformer": Seq2SeqTransformer, "bahdanau": Bahdanau, "gru": GRUSeq2Seq}[model]
+    assert type(cli.model.net) is expected
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    results = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)[0]
+    assert set(results) >= {"test/loss", "test/per", "test/wer"}
+    assert 0.0 <= results["test/per"] and 0.0 <= results["test/wer"] <= 1.0
+    assert cli.model.flops is not None and cli.model.flops["forward_per_example"] > 0
+    maps = sorted(in_tmp.rglob("alignment/*.png"))
+    assert len(maps) == (0 if model == "gru" else 2 * 2)  # two words at each of two validations
+    if model == "gru":
+        return
+    ckpt = in_tmp / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    out = in_tmp / "word.png"
+    align_main(["--config", str(SEQ2SEQ / f"{model}.yaml"), "--ckpt", str(ckpt), "--text", "slim", "--out", str(out),
+                *pair_args(in_tmp / "pairs")])  # fmt: skip
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, capsys):
+    pairs = pair_args(in_tmp / "pairs")
+    with pytest.raises(DataError, match="GRUSeq2Seq has no attention over the source"):
+        align_main(["--config", str(SEQ2SEQ / "gru.yaml"), "--text", "slim", *pairs])
+    args = ["--config", str(SEQ2SEQ / "transformer.yaml"), *pairs, *CSV_ONLY, "--trainer.max_steps=1",
+            "--trainer.limit_val_batches=0", "--trainer.callbacks=[]"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    ckpt = in_tmp / "model.ckpt"
+    cli.trainer.save_checkpoint(ckpt)  # the vocabularies go with the weights
+    other = write_pairs(in_tmp / "other", seed=1)
+    for path in other.values():  # one more letter in every split: another source vocabulary
+        path.write_text(path.read_text() + "zest\tZ E1 S T\n")
+    args = ["--config", str(SEQ2SEQ / "transformer.yaml"), "--ckpt", str(ckpt), "--text", "slim",
+            *[f"--data.{s}_path={p}" for s, p in other.items()]]  # fmt: skip
+    with pytest.raises(
+        DataError, match="the checkpoint's source vocabulary \\(17 symbols\\) is not this data's \\(18\\)"
+    ):
+        align_main(args)
