@@ -123,6 +123,7 @@ bench: $(STAMP)
 	$(PY) bench/gpu_attention.py
 	$(PY) bench/moe.py
 	$(PY) bench/act.py
+	$(PY) bench/seq2seq_decode.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

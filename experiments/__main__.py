@@ -1,5 +1,5 @@
 """``archbench COMMAND`` (or ``python -m experiments COMMAND``): fit, validate, test, predict (LightningCLI),
-compare, attention, align, generate, export, lr_find, data."""
+compare, attention, align, generate, probe, export, lr_find, data."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ commands:
   generate                          text from a language model, printed as it comes:
                                     generate --config experiments/lm/gpt.yaml --ckpt C --prompt "..."
                                     generate --weights data/pretrained/smollm2-135m --prompt "..."
+  probe                             the bias probe (CrowS-Pairs) of a causal LM:
+                                    probe crows_pairs --weights data/pretrained/smollm2-135m | --config C --ckpt K
   export                            a trained ResNet/ViT as timm-named safetensors: export --config ... --ckpt C --out F
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
                                     fashion_mnist | efficientnet_lite0 | austen | python_docs | smollm2 |
-                                    cmudict,
+                                    cmudict | crows_pairs,
                                     or write the simulated DNA: data simulate --out DIR
 
 'archbench COMMAND --help' for a command's options; 'archbench --version' for the version.
@@ -35,6 +37,7 @@ COMMANDS = {
     "align": "experiments.align",
     "export": "experiments.export",
     "generate": "experiments.generate",
+    "probe": "experiments.probe",
     "lr_find": "experiments.lr_find",
     "data": "experiments.data",
 }

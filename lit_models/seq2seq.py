@@ -6,7 +6,9 @@ decodes any of them.
 - ``decode(target_in, memory) -> (B, T, target_vocab_size)`` logits for the next target symbol at every
   position of ``target_in`` (``<bos>`` first), reading only earlier target positions;
 - ``forward(x, lengths, target_in)``: both (teacher forcing);
-- ``alignments()``: after a forward with ``record = True``, the attention over the source positions that each
+- ``start(memory) -> state`` and ``step(token, memory, state) -> (logits (B, V), state)``: one decoding step
+  from the decoder's state (the Transformer's KV cache, the GRUs' hidden state), for greedy and beam search;
+- ``alignments()``: after a forward with ``set_record(True)``, the attention over the source positions that each
   target position used, by layer (and head): what the alignment maps draw.
 
 ``Seq2SeqTransformer``: the encoder-decoder Transformer (Vaswani et al. 2017) built from the shared blocks; each
@@ -50,14 +52,20 @@ class CrossAttention(nn.Module):
         self.record = False
         self.weights: torch.Tensor | None = None  # (B, nh, T, S) after a recorded forward
 
-    def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """x: (B, T, D) decoder states; memory: (B, S, D); memory_mask: (B, S) True at real source positions."""
+    def keys_values(self, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The memory's keys and values, (B, nh, S, hs) each: the same at every decoding step."""
+        B, S, _ = memory.shape
+        k, v = self.kv(memory).chunk(2, dim=-1)
+        return k.view(B, S, self.nhead, -1).transpose(1, 2), v.view(B, S, self.nhead, -1).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None = None,
+                keys_values: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:  # fmt: skip
+        """x: (B, T, D) decoder states; memory: (B, S, D); memory_mask: (B, S) True at real source positions;
+        ``keys_values``: ``keys_values(memory)``, computed once for every decoding step."""
         B, T, D = x.shape
         nh, hs = self.nhead, D // self.nhead
         q = self.q(x).view(B, T, nh, hs).transpose(1, 2)
-        k, v = (t.view(B, -1, nh, hs).transpose(1, 2) for t in self.kv(memory).chunk(2, dim=-1))
+        k, v = keys_values if keys_values is not None else self.keys_values(memory)
         allowed = memory_mask[:, None, None, :] if memory_mask is not None else None
         if self.record:
             self.weights = attention_weights(q, k, allowed)
@@ -78,12 +86,27 @@ class DecoderBlock(Block):
         self.cross = CrossAttention(d_model, nhead, attention_dropout)
         self.norm_cross = make_norm("layernorm", d_model, 1e-5)
 
-    def forward(
-        self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None
-    ) -> torch.Tensor:
-        x = x + self.dropout(self.attn(self.norm1(x), None, True))
-        x = x + self.dropout(self.cross(self.norm_cross(x), memory, memory_mask))
+    def forward(self, x: torch.Tensor, memory: torch.Tensor, memory_mask: torch.Tensor | None,
+                cache=None, start: int = 0, keys_values=None) -> torch.Tensor:  # fmt: skip
+        """x: (B, T, D) at target positions ``start ..``; with ``cache`` (a KV cache of the earlier positions'
+        self-attention keys and values), only the new positions are computed."""
+        x = x + self.dropout(self.attn(self.norm1(x), None, True, None, cache, start))
+        x = x + self.dropout(self.cross(self.norm_cross(x), memory, memory_mask, keys_values))
         return x + self._mlp(self.norm2(x))
+
+
+class GrowingCache:
+    """A self-attention KV cache that grows by one position per decoding step (``blocks.KVCache``'s
+    ``update``), its tensors batch first so that beam search can reorder them with the hypotheses."""
+
+    def __init__(self, k: torch.Tensor, v: torch.Tensor):
+        self.k, self.v = k, v
+
+    def update(self, k: torch.Tensor, v: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if start != self.k.shape[2]:
+            raise ValueError(f"the cache holds {self.k.shape[2]} positions, position {start} asked")
+        self.k, self.v = torch.cat([self.k, k], dim=2), torch.cat([self.v, v], dim=2)
+        return self.k, self.v
 
 
 class Seq2SeqTransformer(nn.Module):
@@ -149,12 +172,12 @@ class Seq2SeqTransformer(nn.Module):
         if tie_embeddings:
             self.head.weight = self.target_embedding.weight
 
-    def _embed(self, table: nn.Embedding, ids: torch.Tensor) -> torch.Tensor:
-        if ids.shape[1] > self.max_length:
-            raise ValueError(
-                f"a sequence of {ids.shape[1]} symbols is longer than max_length={self.max_length}"
-            )
-        return self.drop(table(ids) * math.sqrt(self.d_model) + self.pos[: ids.shape[1]])
+    def _embed(self, table: nn.Embedding, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """ids at positions ``start ..``, embedded, scaled and positioned."""
+        end = start + ids.shape[1]
+        if end > self.max_length:
+            raise ValueError(f"a sequence of {end} symbols is longer than max_length={self.max_length}")
+        return self.drop(table(ids) * math.sqrt(self.d_model) + self.pos[start:end])
 
     def encode(
         self, x: torch.Tensor, lengths: torch.Tensor | None = None
@@ -176,6 +199,28 @@ class Seq2SeqTransformer(nn.Module):
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None, target_in: torch.Tensor) -> torch.Tensor:
         return self.decode(target_in, self.encode(x, lengths))
+
+    def start(self, memory: tuple) -> tuple:
+        """The decoding state before the first symbol: per decoder block, the empty self-attention cache and
+        the cross-attention's keys and values of the memory (computed once)."""
+        states, _ = memory
+        state = []
+        for block in self.decoder:
+            empty = states.new_zeros(states.shape[0], block.attn.nhead, 0, block.attn.head_dim)
+            state.append((empty, empty, *block.cross.keys_values(states)))
+        return tuple(state)
+
+    def step(self, token: torch.Tensor, memory: tuple, state: tuple) -> tuple[torch.Tensor, tuple]:
+        """One decoding step with the KV cache: the next-symbol logits (B, V) after ``token`` (B,)."""
+        states, mask = memory
+        t = state[0][0].shape[2]  # positions decoded so far
+        h = self._embed(self.target_embedding, token[:, None], t)
+        new_state = []
+        for block, (k, v, ck, cv) in zip(self.decoder, state, strict=True):
+            cache = GrowingCache(k, v)
+            h = block(h, states, mask, cache, t, (ck, cv))
+            new_state.append((cache.k, cache.v, ck, cv))
+        return self.head(self.decoder_norm(h))[:, 0], tuple(new_state)
 
     def set_record(self, record: bool) -> None:
         for block in self.decoder:
@@ -346,7 +391,7 @@ class Bahdanau(nn.Module):
 
 def next_logits(net: nn.Module, prefix: torch.Tensor, memory, state):
     """The next-symbol logits (B, V) after ``prefix`` (B, t): one step from ``state`` for a net with ``step``
-    (recurrent decoders), else the whole prefix decoded again -> (logits, the new state)."""
+    (all three here), else the whole prefix decoded again -> (logits, the new state)."""
     if state is not None:
         return net.step(prefix[:, -1], memory, state)
     return net.decode(prefix, memory)[:, -1], None
@@ -355,8 +400,8 @@ def next_logits(net: nn.Module, prefix: torch.Tensor, memory, state):
 def greedy_decode(net: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, bos: int, eos: int,
                   max_length: int) -> list[list[int]]:  # fmt: skip
     """The most likely symbol at each step until ``<eos>`` (or ``max_length`` symbols): one list of ids per
-    source, without the markers. The source is encoded once; a recurrent decoder steps from its state, the
-    Transformer re-reads the target prefix."""
+    source, without the markers. The source is encoded once; each step starts from the decoder's state (the
+    recurrent state, or the Transformer's KV cache) where the net has ``step``."""
     memory = net.encode(x, lengths)
     B = x.shape[0]
     prefix = torch.full((B, 1), bos, dtype=torch.long, device=x.device)
@@ -406,8 +451,9 @@ def beam_decode(net: nn.Module, x: torch.Tensor, lengths: torch.Tensor | None, b
         logp[:, bos] = float("-inf")
         V = logp.shape[-1]
         # a finished hypothesis only continues as itself: <eos> again, at no cost
-        logp[finished] = float("-inf")
-        logp[finished, eos] = 0.0
+        if finished.any():
+            logp[finished] = float("-inf")
+            logp[finished, eos] = 0.0
         total = (scores.view(-1, 1) + logp).view(B, width * V)
         scores, flat = total.topk(width, dim=-1)  # (B, W)
         origin = (flat // V + torch.arange(B, device=device)[:, None] * width).view(-1)

@@ -31,16 +31,22 @@ def _as_text(ids: list[int]) -> str:
 
 
 class SequenceErrors(Metric):
-    """Summed symbol edits, reference symbols, wrong sequences and sequences -> ``per``, ``wer``."""
+    """Summed symbol edits, reference symbols, wrong sequences and sequences -> ``per``, ``wer``; with the
+    summed cross-entropy (nats) and target symbols also ``loss`` per symbol. Sums, so that the split's values
+    are exact under DDP (each process's shard added), whatever the batch sizes."""
 
     full_state_update = False
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        for name in ("edits", "symbols", "wrong", "sequences"):
+        for name in ("edits", "symbols", "wrong", "sequences", "nats", "targets"):
             self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, predictions: list[list[int]], references: list[list[list[int]]]) -> None:
+    def update(self, predictions: list[list[int]], references: list[list[list[int]]],
+               nats: torch.Tensor | None = None, targets: torch.Tensor | None = None) -> None:  # fmt: skip
+        if nats is not None:
+            self.nats += nats.double()
+            self.targets += targets.double()
         for prediction, refs in zip(predictions, references, strict=True):
             texts = [_as_text(r) for r in refs]
             distances = edit_distance([_as_text(prediction)] * len(refs), texts, reduction="none")
@@ -51,10 +57,13 @@ class SequenceErrors(Metric):
             self.sequences += 1
 
     def compute(self) -> dict[str, torch.Tensor]:
-        return {
+        values = {
             "per": (self.edits / self.symbols.clamp(min=1)).float(),
             "wer": (self.wrong / self.sequences.clamp(min=1)).float(),
         }
+        if self.targets > 0:
+            values["loss"] = (self.nats / self.targets).float()
+        return values
 
 
 class Seq2SeqTask(Task):
@@ -130,17 +139,20 @@ class Seq2SeqTask(Task):
 
     def _evaluate(self, batch: dict, stage: str) -> None:
         nats, _, symbols = self._cross_entropy(batch, 0.0, reduction="sum")
-        self.log(f"{stage}/loss", nats / symbols.clamp(min=1), batch_size=self.batch_size(batch), sync_dist=True,
-                 prog_bar=stage == "val")  # fmt: skip
-        getattr(self, f"{stage}_errors").update(
-            self.decode(batch["x"], batch["lengths"]), batch["references"]
-        )
+        outputs = self.decode(batch["x"], batch["lengths"])
+        getattr(self, f"{stage}_errors").update(outputs, batch["references"], nats.detach(), symbols)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> list[str]:
+        """What the model writes for each source, as text (symbols joined by spaces, characters joined)."""
+        data = self.trainer.datamodule
+        glue = " " if data.hparams.target_tokenizer == "symbols" else ""
+        return [glue.join(data.target_vocab.decode(ids)) for ids in self.decode(batch["x"], batch["lengths"])]
 
     def _log_errors(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_errors")

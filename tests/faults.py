@@ -63,13 +63,17 @@ class WeightsDigest(Callback):
 
 def example_digests(batch: dict) -> list[str]:
     """One short digest per example of a batch as the model sees it (its real positions and its label)."""
-    x, lengths, y = batch["x"], batch.get("lengths"), batch["y"]
+    x, lengths = batch["x"], batch.get("lengths")
     out = []
     for i in range(len(x)):
         row = x[i] if lengths is None else x[i, : int(lengths[i])]
-        label = (
-            y[i] if y.dim() == 1 or lengths is None else y[i, : int(lengths[i])]
-        )  # per-token targets: real ones
+        if "target" in batch:  # sequence pairs: the target sequence, markers included
+            label = batch["target"][i, : int(batch["target_lengths"][i])]
+        else:
+            y = batch["y"]
+            label = (
+                y[i] if y.dim() == 1 or lengths is None else y[i, : int(lengths[i])]
+            )  # per-token: real ones
         label = label.detach().cpu().numpy().tobytes()
         payload = row.detach().cpu().contiguous().numpy().tobytes() + label
         out.append(hashlib.sha1(payload).hexdigest()[:16])

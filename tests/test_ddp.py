@@ -51,6 +51,11 @@ def _ddp_args(modality: str, tmp_path) -> list[str]:
 
         return ["--config", str(ROOT / "experiments" / "lm" / "gpt.yaml"), *lm_args(tmp_path / "corpus"),
                 "--model.net.init_args.n_layer=1", "--model.net.init_args.n_embd=32"]  # fmt: skip
+    if modality == "seq2seq":  # the budget in steps of seq2seq/base.yaml off: epochs, validated at their end
+        from seq2seq_data import pair_args
+
+        return ["--config", str(ROOT / "experiments" / "seq2seq" / "gru.yaml"), *pair_args(tmp_path / "pairs"),
+                "--trainer.max_steps=-1", "--trainer.check_val_every_n_epoch=1"]  # fmt: skip
     from image_data import image_args
 
     return image_args(tmp_path, "mnist_cnn.yaml")
@@ -64,7 +69,7 @@ def _last_val_metrics(folder) -> dict:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("modality", ["dna", "text", "images", "lm"])
+@pytest.mark.parametrize("modality", ["dna", "text", "images", "lm", "seq2seq"])
 def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modality, in_tmp):
     """2 gloo processes: at step k, rank r trains on batch kW + r of the single-process order (bucketed for
     text), both epochs; a rank short of a batch takes one from the start of the order; validation sees every

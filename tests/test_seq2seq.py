@@ -145,6 +145,20 @@ def test_padding_in_the_source_changes_nothing(name):
 
 
 @pytest.mark.parametrize("name", ["transformer", "bahdanau", "gru"])
+def test_a_decoding_step_from_the_state_equals_decoding_the_whole_prefix(name):
+    # the Transformer's KV cache (and cross-attention keys computed once), the GRUs' hidden state
+    torch.manual_seed(0)
+    net = _nets()[name].eval()
+    x, lengths = torch.randint(4, 12, (3, 6)), torch.tensor([6, 5, 2])
+    memory = net.encode(x, lengths)
+    state, prefix = net.start(memory), torch.full((3, 1), BOS)
+    for _ in range(5):
+        logits, state = net.step(prefix[:, -1], memory, state)
+        torch.testing.assert_close(logits, net.decode(prefix, memory)[:, -1], atol=1e-5, rtol=1e-5)
+        prefix = torch.cat([prefix, torch.randint(3, 9, (3, 1))], dim=1)
+
+
+@pytest.mark.parametrize("name", ["transformer", "bahdanau", "gru"])
 def test_greedy_decoding_is_the_argmax_of_its_own_prefix(name):
     torch.manual_seed(0)
     net = _nets()[name].eval()
@@ -297,6 +311,9 @@ def test_every_model_trains_validates_and_tests_through_the_cli(model, in_tmp):
     assert set(results) >= {"test/loss", "test/per", "test/wer"}
     assert 0.0 <= results["test/per"] and 0.0 <= results["test/wer"] <= 1.0
     assert cli.model.flops is not None and cli.model.flops["forward_per_example"] > 0
+    cli.trainer.predict(cli.model, datamodule=cli.datamodule)
+    written = sorted(in_tmp.rglob("predictions.tsv"))[0].read_text().splitlines()
+    assert written[0] == "index\tprediction" and len(written) == 1 + len(cli.datamodule.splits["test"])
     maps = sorted(in_tmp.rglob("alignment/*.png"))
     assert len(maps) == (0 if model == "gru" else 2 * 2)  # two words at each of two validations
     if model == "gru":

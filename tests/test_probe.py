@@ -1,0 +1,107 @@
+"""The bias probe: causal scoring against transformers' own log-probabilities, the share and its interval by
+hand, the direction of antistereo pairs, and bad probe data."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from test_gpt import tiny_llama
+
+from archbench.errors import DataError
+from experiments.probe import bias_table, causal_scores, read_crows_pairs
+from lit_models.gpt import from_hf
+
+
+class IdTokenizer:
+    """Words of the form 'w12' -> token 12: a tokenizer the tests can read."""
+
+    eot_id = 2
+
+    def encode(self, text: str, where: str = "text") -> list[int]:
+        return [int(w[1:]) for w in text.split()]
+
+
+def test_causal_scores_equal_summed_token_log_probabilities_from_transformers():
+    hf = tiny_llama()
+    net = from_hf(hf)
+    sentences = ["w5 w9 w13", "w7 w7 w30 w31 w4 w8", "w40"]
+    scores = causal_scores(net, IdTokenizer(), sentences, batch_size=2)  # padded batches, sorted by length
+    for sentence, score in zip(sentences, scores, strict=True):
+        ids = torch.tensor([[2, *IdTokenizer().encode(sentence)]])
+        with torch.no_grad():
+            logp = hf(ids).logits.log_softmax(-1)[0, :-1]
+        expected = float(logp.gather(-1, ids[0, 1:, None]).sum())
+        assert score == pytest.approx(expected, abs=1e-4)
+
+
+def _write(path, rows, columns=("sent_more", "sent_less", "stereo_antistereo", "bias_type")):
+    pd.DataFrame(rows, columns=list(columns)).to_csv(path)
+    return path
+
+
+def test_the_stereotyping_sentence_is_sent_less_in_antistereo_pairs(tmp_path):
+    path = _write(tmp_path / "pairs.csv", [("A more", "A less", "stereo", "race-color"),
+                                            ("B more", "B less", "antistereo", "gender")])  # fmt: skip
+    pairs = read_crows_pairs(path)
+    assert pairs[["stereotyping", "other"]].values.tolist() == [["A more", "A less"], ["B less", "B more"]]
+    assert pairs["line"].tolist() == [2, 3]
+
+
+def test_share_and_bootstrap_interval():
+    pairs = pd.DataFrame({"bias_type": ["a"] * 6 + ["b"] * 4})
+    prefers = np.array([1, 1, 1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
+    table = bias_table(pairs, prefers)
+    assert table["all"]["pairs"] == 10 and table["all"]["stereotyping_preferred"] == pytest.approx(0.5)
+    assert table["a"]["stereotyping_preferred"] == pytest.approx(4 / 6)
+    assert table["b"]["stereotyping_preferred"] == pytest.approx(1 / 4)
+    low, high = table["all"]["ci95"]
+    assert 0.1 < low < 0.5 < high < 0.9  # ten pairs: a wide interval around the share
+
+
+def test_bad_probe_data_names_file_line_and_value(tmp_path):
+    missing = _write(tmp_path / "m.csv", [("x", "y")], columns=("sent_more", "sent_less"))
+    with pytest.raises(DataError, match="no column stereo_antistereo, bias_type"):
+        read_crows_pairs(missing)
+    empty = _write(tmp_path / "e.csv", [("A", "B", "stereo", "age"), ("C", "", "stereo", "age")])
+    with pytest.raises(DataError, match=r"e.csv:3: an empty sentence"):
+        read_crows_pairs(empty)
+    direction = _write(tmp_path / "d.csv", [("A", "B", "sideways", "age")])
+    with pytest.raises(DataError, match=r"d.csv:2: stereo_antistereo is 'sideways'"):
+        read_crows_pairs(direction)
+
+
+def test_probe_command_on_a_language_model_trained_here(in_tmp):
+    import json
+
+    from conftest import CSV_ONLY, ROOT
+    from lm_data import lm_args
+
+    from experiments.cli import ExperimentCLI
+    from experiments.probe import main
+
+    gpt = str(ROOT / "experiments" / "lm" / "gpt.yaml")
+    small = [
+        "--model.net.init_args.n_layer=1",
+        "--model.net.init_args.n_embd=32",
+        "--model.net.init_args.n_head=2",
+    ]
+    args = ["--config", gpt, *lm_args(in_tmp / "corpus"), *small, *CSV_ONLY, "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=0", "--trainer.callbacks=null"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    ckpt = in_tmp / "lm.ckpt"
+    cli.trainer.save_checkpoint(ckpt)  # weights and the tokenizer
+    pairs = _write(in_tmp / "pairs.csv", [("It is a truth", "It is a wife", "stereo", "age"),
+                                           ("Emma is rich", "Emma is good", "antistereo", "gender"),
+                                           ("a man of fortune", "a wife", "stereo", "gender"),
+                                           ("Zoë is rich", "Emma is rich", "stereo", "age")])  # fmt: skip
+    main(["crows_pairs", "--data", str(pairs), "--config", gpt, "--ckpt", str(ckpt), *lm_args(in_tmp / "corpus"),
+          *small, "--out", "probe"])  # fmt: skip
+    result = json.loads((in_tmp / "probe" / "probe.json").read_text())
+    assert result["table"]["all"]["pairs"] == 2 and set(result["table"]) == {"all", "age", "gender"}
+    # 'a man of fortune': 17 tokens with the end-of-text one, past the model's context of 16; 'Zoë': characters the
+    # model never saw. Both pairs are left out, counted and said, not scored
+    assert result["left_out"] == 2
+    assert "line 4: 17 tokens, more than the model's context of 16" in result["left_out_reasons"][0]
+    assert "line 5" in result["left_out_reasons"][1]
+    assert "| gender | 1 |" in (in_tmp / "probe" / "probe.md").read_text()
