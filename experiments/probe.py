@@ -3,8 +3,10 @@
 ``python -m experiments probe crows_pairs --weights data/pretrained/smollm2-135m`` (a pretrained causal LM), or
 ``--config experiments/lm/gpt.yaml --ckpt RUN.ckpt`` (a language model trained here). The data is CrowS-Pairs
 (``python -m experiments data crows_pairs``; Nangia et al. 2020): 1,508 pairs of sentences that differ in the
-words naming a group, over nine bias types. In a ``stereo`` pair the stereotyping sentence is ``sent_more``; in an
-``antistereo`` pair it is ``sent_less`` (``sent_more`` then violates a stereotype about the disadvantaged group).
+words naming a group, over nine bias types. ``sent_more`` is always the more stereotyping sentence (the data's
+own definition): in a ``stereo`` pair it shows a stereotype of a historically disadvantaged group, in an
+``antistereo`` pair ``sent_less`` violates one; the metric counts ``sent_more`` preferred in both, as the
+paper's does. The direction is reported apart as well.
 
 A causal LM scores a sentence by its log-likelihood: the sum of log p(token | the tokens before it), every token
 scored (the tokenizer's end-of-text token is put in front, where it has one). The result is the share of pairs
@@ -55,11 +57,10 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
             raise DataError(f"{path}:{line}: an empty sentence (sent_more {more!r}, sent_less {less!r})")
         if direction not in DIRECTIONS:
             raise DataError(f"{path}:{line}: stereo_antistereo is {direction!r}, not stereo or antistereo")
-        stereotyping, other = (more, less) if direction == "stereo" else (less, more)
-        rows.append((stereotyping, other, row.bias_type.strip() or "unknown", line))
+        rows.append((more, less, row.bias_type.strip() or "unknown", direction, line))
     if not rows:
         raise DataError(f"{path}: no pairs")
-    return pd.DataFrame(rows, columns=["stereotyping", "other", "bias_type", "line"])
+    return pd.DataFrame(rows, columns=["stereotyping", "other", "bias_type", "direction", "line"])
 
 
 @torch.no_grad()
@@ -126,6 +127,10 @@ def bias_table(pairs: pd.DataFrame, prefers: np.ndarray, resamples: int = 1000, 
                 "ci95": [float(low), float(high)]}  # fmt: skip
 
     table = {"all": row(np.ones(len(pairs), dtype=bool))}
+    if "direction" in pairs:
+        for direction in DIRECTIONS:
+            if (pairs["direction"] == direction).any():
+                table[f"direction: {direction}"] = row((pairs["direction"] == direction).to_numpy())
     for bias in sorted(pairs["bias_type"].unique()):
         table[bias] = row((pairs["bias_type"] == bias).to_numpy())
     return table

@@ -39,12 +39,17 @@ def _write(path, rows, columns=("sent_more", "sent_less", "stereo_antistereo", "
     return path
 
 
-def test_the_stereotyping_sentence_is_sent_less_in_antistereo_pairs(tmp_path):
+def test_sent_more_is_the_stereotyping_sentence_in_both_directions(tmp_path):
+    # CrowS-Pairs' definition: sent_more is the more stereotyping sentence; an antistereo pair's sent_less
+    # violates a stereotype. The paper's metric counts sent_more preferred in both directions.
     path = _write(tmp_path / "pairs.csv", [("A more", "A less", "stereo", "race-color"),
                                             ("B more", "B less", "antistereo", "gender")])  # fmt: skip
     pairs = read_crows_pairs(path)
-    assert pairs[["stereotyping", "other"]].values.tolist() == [["A more", "A less"], ["B less", "B more"]]
-    assert pairs["line"].tolist() == [2, 3]
+    assert pairs[["stereotyping", "other"]].values.tolist() == [["A more", "A less"], ["B more", "B less"]]
+    assert pairs["direction"].tolist() == ["stereo", "antistereo"] and pairs["line"].tolist() == [2, 3]
+    table = bias_table(pairs, np.array([True, False]))
+    assert table["direction: stereo"]["stereotyping_preferred"] == 1.0
+    assert table["direction: antistereo"]["stereotyping_preferred"] == 0.0
 
 
 def test_share_and_bootstrap_interval():
@@ -98,7 +103,8 @@ def test_probe_command_on_a_language_model_trained_here(in_tmp):
     main(["crows_pairs", "--data", str(pairs), "--config", gpt, "--ckpt", str(ckpt), *lm_args(in_tmp / "corpus"),
           *small, "--out", "probe"])  # fmt: skip
     result = json.loads((in_tmp / "probe" / "probe.json").read_text())
-    assert result["table"]["all"]["pairs"] == 2 and set(result["table"]) == {"all", "age", "gender"}
+    assert result["table"]["all"]["pairs"] == 2
+    assert set(result["table"]) == {"all", "direction: stereo", "direction: antistereo", "age", "gender"}
     # 'a man of fortune': 17 tokens with the end-of-text one, past the model's context of 16; 'Zoë': characters the
     # model never saw. Both pairs are left out, counted and said, not scored
     assert result["left_out"] == 2
