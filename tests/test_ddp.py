@@ -69,7 +69,13 @@ def _last_val_metrics(folder) -> dict:
 
 
 @pytest.mark.ddp
-@pytest.mark.parametrize("modality", ["dna", "text", "images", "lm", "seq2seq"])
+# text and images shard through the same samplers as the other three: slow (make test-all), to keep the default
+# suite under its time budget on 2 cores
+@pytest.mark.parametrize(
+    "modality",
+    ["dna", pytest.param("text", marks=pytest.mark.slow), pytest.param("images", marks=pytest.mark.slow), "lm",
+     "seq2seq"],
+)  # fmt: skip
 def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modality, in_tmp):
     """2 gloo processes: at step k, rank r trains on batch kW + r of the single-process order (bucketed for
     text), both epochs; a rank short of a batch takes one from the start of the order; validation sees every
@@ -130,6 +136,7 @@ def _free_port() -> int:
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # a minute on 2 cores: make test-all
 def test_two_nodes_on_localhost_under_torchrun_agree(tmp_path):
     common = ["--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
               "--trainer", str(TRAINER / "ddp_cpu.yaml")]  # fmt: skip
