@@ -11,18 +11,15 @@ images).
 from __future__ import annotations
 
 import argparse
-import io
 import warnings
-from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
 
 from archbench.errors import DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS
-from experiments.attention import attention_figure, figure_png
+from experiments.attention import attention_figure, figure_png, keep_images
 from experiments.checkpoints import check_checkpoint
 from lit_models.seq2seq import greedy_decode
 
@@ -76,22 +73,9 @@ class AlignmentMaps(Callback):
         log_dir = trainer.log_dir if trainer.loggers else None  # a broadcast under DDP: every rank asks
         if not trainer.is_global_zero:
             return
-        images = []
-        for k, text in enumerate(self.texts):
-            png, _ = draw(pl_module.net, trainer.datamodule, text, pl_module.hparams.max_decode_length)
-            if log_dir:
-                write_atomic(
-                    Path(log_dir)
-                    / f"alignment/epoch{trainer.current_epoch}-step{trainer.global_step}-text{k}.png",
-                    png,
-                )
-            images.append(png)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                from PIL import Image
-
-                pictures = [Image.open(io.BytesIO(png)) for png in images]
-                logger.log_image("val/alignment", pictures, step=trainer.global_step, caption=self.texts)
+        length = pl_module.hparams.max_decode_length
+        images = [draw(pl_module.net, trainer.datamodule, text, length)[0] for text in self.texts]
+        keep_images(trainer, log_dir, "alignment", images, self.texts)
 
 
 def main(argv: list[str]) -> None:

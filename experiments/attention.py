@@ -102,21 +102,28 @@ class AttentionMaps(Callback):
         log_dir = trainer.log_dir if trainer.loggers else None
         if not trainer.is_global_zero:
             return
-        datamodule = trainer.datamodule
         images = []
-        for k, text in enumerate(self.texts):
-            maps, tokens = text_attention(pl_module.net, datamodule, text)
-            png = figure_png(attention_figure(maps, tokens, title=text[:80]))
-            name = f"attention/epoch{trainer.current_epoch}-step{trainer.global_step}-text{k}.png"
-            if log_dir:
-                write_atomic(Path(log_dir) / name, png)
-            images.append(png)
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger):
-                from PIL import Image
+        for text in self.texts:
+            maps, tokens = text_attention(pl_module.net, trainer.datamodule, text)
+            images.append(figure_png(attention_figure(maps, tokens, title=text[:80])))
+        keep_images(trainer, log_dir, "attention", images, self.texts)
 
-                pictures = [Image.open(io.BytesIO(png)) for png in images]
-                logger.log_image("val/attention", pictures, step=trainer.global_step, caption=self.texts)
+
+def keep_images(trainer, log_dir: str | None, kind: str, images: list[bytes], captions: list[str]) -> None:
+    """Validation figures (PNG bytes): ``{kind}/epoch{E}-step{S}-text{k}.png`` in the run's log folder (when it
+    has one) and ``val/{kind}`` images in W&B (when a W&B logger is there)."""
+    for k, png in enumerate(images):
+        if log_dir:
+            write_atomic(
+                Path(log_dir) / f"{kind}/epoch{trainer.current_epoch}-step{trainer.global_step}-text{k}.png",
+                png,
+            )
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            from PIL import Image
+
+            pictures = [Image.open(io.BytesIO(png)) for png in images]
+            logger.log_image(f"val/{kind}", pictures, step=trainer.global_step, caption=captions)
 
 
 def main(argv: list[str]) -> None:
