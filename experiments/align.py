@@ -11,7 +11,6 @@ images).
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -19,7 +18,7 @@ from lightning.pytorch.callbacks import Callback
 from archbench.errors import DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS
-from experiments.attention import attention_figure, figure_png, keep_images
+from experiments.attention import attention_figure, cli_from_configs, figure_png, keep_images
 from experiments.checkpoints import check_checkpoint
 from lit_models.seq2seq import greedy_decode
 
@@ -89,12 +88,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="alignment.png", help="PNG to write (default: alignment.png)")
     args, overrides = parser.parse_known_args(argv)
 
-    from experiments.cli import ExperimentCLI
-
-    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = ExperimentCLI(args=cli_args, run=False)
+    cli = cli_from_configs(args.config, overrides)
     module, datamodule = cli.model, cli.datamodule
     if not hasattr(datamodule, "encode_sources"):
         raise DataError(

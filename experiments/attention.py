@@ -126,6 +126,16 @@ def keep_images(trainer, log_dir: str | None, kind: str, images: list[bytes], ca
             logger.log_image(f"val/{kind}", pictures, step=trainer.global_step, caption=captions)
 
 
+def cli_from_configs(configs: list[str], overrides: list[str]):
+    """A run's model and data rebuilt from its config files (no logger), for the commands that draw maps."""
+    from experiments.cli import ExperimentCLI
+
+    cli_args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        return ExperimentCLI(args=cli_args, run=False)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m experiments attention",
@@ -137,12 +147,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="attention.png", help="PNG to write (default: attention.png)")
     args, overrides = parser.parse_known_args(argv)
 
-    from experiments.cli import ExperimentCLI
-
-    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = ExperimentCLI(args=cli_args, run=False)
+    cli = cli_from_configs(args.config, overrides)
     module, datamodule = cli.model, cli.datamodule
     if not hasattr(datamodule, "encode"):
         raise DataError(f"data: {type(datamodule).__name__} does not hold text (use a text config)")
