@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare seq2seq-compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
+.PHONY: compare text-pretrained seq2seq-compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
@@ -13,6 +13,7 @@ help:
 	@echo "make text-compare  RNN vs LSTM vs Transformer vs pretrained MiniLM on Rotten Tomatoes"
 	@echo "make lm-compare  GPT vs LSTM vs GRU vs RNN language models on Jane Austen's novels (characters)"
 	@echo "make smollm2-austen  SmolLM2-135M's held-out Austen perplexity before and after a short fine-tune"
+	@echo "make text-pretrained  masked-LM pre-training on Austen, then its encoder vs scratch on Rotten Tomatoes"
 	@echo "make vision-compare  CNN vs ResNet vs ViT vs EfficientNet-Lite0 (ImageNet / scratch) vs patch LSTM/Transformer on Fashion-MNIST"
 	@echo "make vision-transfer  pre-train our ViT/ResNet on 5 Fashion-MNIST classes, export, fine-tune on the other 5 vs scratch"
 	@echo "make seq2seq-compare  Transformer vs Bahdanau attention GRU vs GRU without attention, grapheme-to-phoneme on CMUdict"
@@ -79,6 +80,15 @@ parity-compare: $(STAMP)
 
 smollm2-austen: $(STAMP) data data/pretrained/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf
 	$(PY) -m experiments compare --config experiments/lm/smollm2_austen.yaml
+
+# A masked LM pre-trained on Austen (MiniLM's WordPiece), its encoder fine-tuned on Rotten Tomatoes vs scratch.
+MLM := runs/mlm_transfer
+MLM_RUN = --config experiments/mlm/transformer.yaml --trainer.logger=false --trainer.default_root_dir=$(MLM)/pretrain
+text-pretrained: $(STAMP) data
+	rm -rf $(MLM)/pretrain
+	$(PY) -m experiments fit $(MLM_RUN) --trainer.max_epochs 4
+	$(PY) -m experiments test $(MLM_RUN) --ckpt_path $(MLM)/pretrain/checkpoints/last.ckpt
+	$(PY) -m experiments compare --config experiments/text/pretrained/compare.yaml
 
 vision-compare: $(STAMP) data
 	$(PY) -m experiments compare --config experiments/vision/compare.yaml

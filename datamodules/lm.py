@@ -300,6 +300,14 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
         return self.vocab_size
 
     @property
+    def mask_id(self) -> int | None:  # a masked LM's mask token (MaskedLanguageModelTask)
+        return self.tokenizer.mask_id
+
+    @property
+    def special_ids(self) -> list[int]:
+        return self.tokenizer.special_ids
+
+    @property
     def seq_len(self) -> int:
         return self.hparams.context_length
 

@@ -20,6 +20,7 @@ from archbench.errors import DataError
 EOT = "<|endoftext|>"
 CHAR_EOT = "\x03"
 GPT2_FILES = ("encoder.json", "vocab.bpe")
+MASK_TOKENS = ("[MASK]", "<mask>")
 
 
 class LMTokenizer:
@@ -42,6 +43,25 @@ class LMTokenizer:
         if self.chars is not None:
             return len(self.chars)
         return self.backend.get_vocab_size(with_added_tokens=True)
+
+    @property
+    def mask_id(self) -> int | None:
+        """The mask token's id (BERT's ``[MASK]``, RoBERTa's ``<mask>``), None where the tokenizer has none
+        (characters, a trained BPE, GPT-2's): what a masked LM puts in place of a hidden token."""
+        if self.backend is None:
+            return None
+        return next((i for i, t in sorted(self._special().items()) if t in MASK_TOKENS), None)
+
+    @property
+    def special_ids(self) -> list[int]:
+        """Ids of the special tokens (padding, separators, end of text, mask): never a masked LM's target."""
+        ids = set(self._special()) | ({self.eot_id} if self.eot_id is not None else set())
+        return sorted(ids)
+
+    def _special(self) -> dict[int, str]:
+        if self.backend is None:
+            return {}
+        return {i: t.content for i, t in self.backend.get_added_tokens_decoder().items() if t.special}
 
     def encode(self, text: str, where: str = "text") -> np.ndarray:
         """Token ids (int64) of ``text``; ``where`` names it in the error for a character outside the vocabulary."""

@@ -19,7 +19,7 @@ commands:
   generate                          text from a language model, printed as it comes:
                                     generate --config experiments/lm/gpt.yaml --ckpt C --prompt "..."
                                     generate --weights data/pretrained/smollm2-135m --prompt "..."
-  probe                             the bias probe (CrowS-Pairs) of a causal LM:
+  probe                             the bias probe (CrowS-Pairs) of a causal or masked LM:
                                     probe crows_pairs --weights data/pretrained/smollm2-135m | --config C --ckpt K
   export                            a trained ResNet/ViT as timm-named safetensors: export --config ... --ckpt C --out F
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...

@@ -15,11 +15,11 @@ import argparse
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS
 from experiments.attention import attention_figure, cli_from_configs, figure_png, keep_images
-from experiments.checkpoints import check_checkpoint
 from lit_models.seq2seq import greedy_decode
 
 

@@ -18,9 +18,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import DataError
 from datamodules.files import write_atomic
-from experiments.checkpoints import check_checkpoint
 
 
 def attention_figure(

@@ -1,54 +1,15 @@
-"""Checkpoints: the ones a user names on the command line (missing, a folder, damaged, or holding pickled
-objects each get their own one-line reason, before Lightning or ``torch.load`` reads them), and ``last.ckpt``
-as the true latest state of a run."""
+"""Checkpoints as runs write them: ``last.ckpt`` as the true latest state of a run (named checkpoints a user
+gives are read by ``archbench.checkpoint_files``)."""
 
 from __future__ import annotations
 
-import pickle
 import time
-from pathlib import Path
 
-import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from archbench.errors import ConfigError
 
 NAMED = ("last", "best", "hpc", "registry")  # resolved by Lightning (and `fit --ckpt_path last` by us)
-
-
-def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
-    """The checkpoint at ``path`` read with ``weights_only=True`` (memory-mapped: the weights stay on disk), or a
-    ConfigError that names the option, the path and what is wrong with it."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / ".metadata").is_file() or (path / "meta.pt").is_file():
-            return {}  # a sharded (FSDP) checkpoint folder: Lightning's strategy reads it
-        raise ConfigError(f"{option}: {str(path)!r} is a directory, expected a checkpoint file (.ckpt)")
-    if not path.is_file():
-        raise ConfigError(f"{option}: file {str(path)!r} not found")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).splitlines()[0]
-        if "Weights only load failed" in first:
-            raise ConfigError(
-                f"{option}: {str(path)!r} refused: it holds more than tensors and plain values, so it does not "
-                "load with weights_only=True (unpickling runs code: torch.load it yourself only if you trust it)"
-            ) from None
-        raise ConfigError(
-            f"{option}: {str(path)!r} is not a checkpoint or is damaged ({first[:120]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
-        raise ConfigError(
-            f"{option}: {str(path)!r} is not a checkpoint or is damaged (truncated by a kill or a full disk?): "
-            f"{first}"
-        ) from None
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ConfigError(
-            f"{option}: {str(path)!r} is a torch file but not a Lightning checkpoint (no state_dict)"
-        )
-    return checkpoint
 
 
 class LastCheckpoint(ModelCheckpoint):

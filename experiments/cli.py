@@ -19,8 +19,9 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError, UserError
-from experiments.checkpoints import NAMED, check_checkpoint
+from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs
 from experiments.resume import AtomicCheckpointIO, ResumeState, resume_last
 from lit_models.task import Task
@@ -35,6 +36,8 @@ DATA_LINKS = {
     "data.seq_len": f"{NET}.seq_len",
     "data.num_outputs": [f"{NET}.num_outputs", "model.init_args.num_outputs"],
     "data.task": "model.init_args.task",
+    "data.mask_id": "model.init_args.mask_id",  # token streams: a masked LM's mask token and special tokens
+    "data.special_ids": "model.init_args.special_ids",
     "data.target_mean": "model.init_args.target_mean",
     "data.target_std": "model.init_args.target_std",
 }

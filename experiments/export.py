@@ -9,9 +9,9 @@ import argparse
 import json
 import warnings
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import DataError
 from datamodules.files import write_atomic
-from experiments.checkpoints import check_checkpoint
 
 
 def main(argv: list[str]) -> None:

@@ -14,8 +14,8 @@ import warnings
 
 import torch
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError, DataError
-from experiments.checkpoints import check_checkpoint
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
-    """(net, tokenizer, context) of a trained language model (also the bias probe's)."""
+    """(task, tokenizer, context) of a trained language model, causal or masked (also the bias probe's)."""
     from datamodules.lm import LanguageModelDataModule
     from experiments.cli import ExperimentCLI
 
@@ -61,7 +61,7 @@ def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
         raise ConfigError(
             f"--ckpt {ckpt}: does not fit the model of --config: {str(err).splitlines()[1].strip()}"
         ) from None
-    return cli.model.net, cli.datamodule.tokenizer, cli.datamodule.seq_len
+    return cli.model, cli.datamodule.tokenizer, cli.datamodule.seq_len
 
 
 def load_from_weights(path: str):
@@ -84,9 +84,15 @@ def main(argv: list[str]) -> None:
         raise ConfigError(f"generate: --top_p {args.top_p} is outside (0, 1]")
     from lit_models.generation import generate
 
-    net, tokenizer, context = (
-        load_from_run(args.config, args.ckpt, overrides) if args.ckpt else load_from_weights(args.weights)
-    )
+    if args.ckpt:
+        from lit_models.masked_lm import MaskedLanguageModelTask
+
+        task, tokenizer, context = load_from_run(args.config, args.ckpt, overrides)
+        if isinstance(task, MaskedLanguageModelTask):
+            raise ConfigError(f"--ckpt {args.ckpt}: a masked LM fills in tokens, it does not continue text")
+        net = task.net
+    else:
+        net, tokenizer, context = load_from_weights(args.weights)
     net.eval()
     ids = torch.as_tensor(tokenizer.encode(args.prompt, "--prompt"))[None]
     if ids.shape[1] == 0:

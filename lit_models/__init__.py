@@ -8,6 +8,7 @@ from lit_models.blocks import MultiheadSelfAttention
 from lit_models.cnn import DilatedCNN
 from lit_models.gpt import GPT
 from lit_models.language_model import LanguageModelTask
+from lit_models.masked_lm import MaskedLanguageModelTask
 from lit_models.prediction import PredictionTask
 from lit_models.pretrained import PretrainedEncoder
 from lit_models.recurrent import RecurrentNet
@@ -19,6 +20,7 @@ __all__ = [
     "DilatedCNN",
     "GPT",
     "LanguageModelTask",
+    "MaskedLanguageModelTask",
     "MultiheadSelfAttention",
     "PredictionTask",
     "PretrainedEncoder",

@@ -56,7 +56,7 @@ class LanguageModelTask(Task):
         """
         if task != "language_modeling":
             raise ValueError(
-                f"model: LanguageModelTask needs language-model data (datamodules.lm.LanguageModelDataModule), "
+                f"model: {type(self).__name__} needs language-model data (datamodules.lm.LanguageModelDataModule), "
                 f"the data's task is {task!r}"
             )
         super().__init__(net, **kwargs)

@@ -15,8 +15,11 @@ from typing import Literal
 import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
+from archbench.checkpoint_files import check_checkpoint
+from archbench.errors import ConfigError
 from lit_models.act import AdaptiveDepth, PonderSteps
 from lit_models.checks import (
     NonFiniteLossError,
@@ -40,6 +43,7 @@ class Task(L.LightningModule):
         unused_parameters: Literal["error", "warn", "ignore"] = "error",
         nonfinite_loss: Literal["stop", "skip"] = "stop",
         compile: bool = False,
+        init_from: str | None = None,
     ):
         """
         Args:
@@ -61,6 +65,11 @@ class Task(L.LightningModule):
                 naming the step and batch; ``skip`` drops the batch (no update) and counts it in
                 ``train/skipped_batches``. Under DDP the decision is taken together, so processes never diverge.
             compile: ``torch.compile`` the net (``nn.Module.compile``: parameter names and checkpoints unchanged).
+            init_from: A checkpoint trained here whose net weights start this fit (e.g. the encoder of a masked
+                LM, ``MaskedLanguageModelTask``, under a text classifier of the same shape). Every tensor must
+                match by name and shape except the head's, which starts fresh when its shape differs; a
+                tokenizer other than the checkpoint's data used stops the run. Resuming (``--ckpt_path``)
+                restores the run's own weights over these.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["net", "optimizer", "lr_scheduler"])
@@ -97,8 +106,49 @@ class Task(L.LightningModule):
     # --- shared -----------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
+        if stage == "fit" and self.hparams.init_from:
+            self._init_from(self.hparams.init_from)
         if self.hparams.compile:
             self.net.compile()
+
+    def _init_from(self, path: str) -> None:
+        """Load the net weights of checkpoint ``path`` (see ``init_from``), the head's only where shapes agree."""
+        option = "model.init_args.init_from"
+        checkpoint = check_checkpoint(path, option)
+        saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
+        data = getattr(self._trainer, "datamodule", None)  # None when loaded outside a Trainer
+        ours = getattr(getattr(data, "hparams", None), "tokenizer", None)
+        if saved_data.get("tokenizer") and ours and saved_data["tokenizer"] != ours:
+            raise ConfigError(
+                f"{option}: {path} was trained on data tokenized by {saved_data['tokenizer']!r}, this data uses "
+                f"{ours!r} (data.tokenizer): token ids would mean other tokens"
+            )
+        state = {
+            k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")
+        }
+        own = self.net.state_dict()
+        head = [
+            k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)
+        ]
+        head += [k for k in own if k.startswith("head.") and k not in state]
+        if head:  # a new head: all of it fresh, none of the saved one
+            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+        wrong = [f"{k} {tuple(v.shape)} here, {tuple(state[k].shape)} saved" for k, v in own.items()
+                 if k in state and v.shape != state[k].shape]  # fmt: skip
+        missing = [k for k in own if k not in state and not (head and k.startswith("head."))]
+        unexpected = [k for k in state if k not in own]
+        if wrong or missing or unexpected:
+            problems = [f"shapes differ: {', '.join(wrong[:3])}" if wrong else "",
+                        f"not in the checkpoint: {', '.join(missing[:3])}" if missing else "",
+                        f"not in this net: {', '.join(unexpected[:3])}" if unexpected else ""]  # fmt: skip
+            raise ConfigError(
+                f"{option}: {path} does not fit model.net ({type(self.net).__name__}): "
+                + "; ".join(p for p in problems if p)
+            )
+        self.net.load_state_dict(state, strict=not head)
+        rank_zero_info(
+            f"{option}: {len(state)} tensors from {path}" + ("; the head starts fresh" if head else "")
+        )
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The task's loss plus the net's own training losses (MoE load balance, ACT ponder cost): (the sum,

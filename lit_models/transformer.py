@@ -180,9 +180,8 @@ class TransformerNet(nn.Module):
             for block in self.blocks:
                 block.attn.record, block.attn.weights = False, None
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,), None when all are L
-        -> (B, num_outputs)."""
+    def _states(self, x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final norm's output for every token the blocks see (the class token first) and their mask."""
         lengths = full_lengths(x, lengths)
         if self.tokens is not None:
             x = self.tokens(x, lengths)
@@ -212,7 +211,20 @@ class TransformerNet(nn.Module):
         else:
             for block in self.blocks:
                 h = block(h, None if full else mask, rotary=self.rotary)
-        h = self.norm(h)
+        return self.norm(h), mask
+
+    def token_states(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) token ids -> (B, L, d_model): each input token's state after the last block (and the final
+        norm), before pooling and the head; what a masked-LM head reads (``MaskedLanguageModelTask``)."""
+        if self.tokens is None:
+            raise ValueError("token_states needs token inputs (vocab_size > 0)")
+        h, _ = self._states(x, lengths)
+        return h[:, 1:] if self.cls is not None else h
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """x: (B, L, C) float, or (B, L) token ids with ``vocab_size``; lengths: (B,), None when all are L
+        -> (B, num_outputs)."""
+        h, mask = self._states(x, lengths)
         if self.pooling == "cls":
             return self.head(h[:, 0])
         if self.pooling == "flatten":

@@ -36,6 +36,7 @@ SMALL_NET = {  # for files that describe data or settings only
     "lm": "--model.net=lit_models.GPT",
     "algorithmic": "--model.net=lit_models.RecurrentNet",
     "seq2seq": "--model.net=lit_models.seq2seq.GRUSeq2Seq",
+    "mlm": "--model.net=lit_models.TransformerNet",
 }
 TINY_ALGORITHMIC = ["--data.n_train=64", "--data.n_val=16", "--data.n_test=16", "--data.batch_size=16"]
 
@@ -68,6 +69,9 @@ def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
         ):  # weights files from `make data` / `make vision-transfer`: here
             args += ["--config", "model: {net: {init_args: {weights_file: null}}}\n"]  # the same net, scratch
         return args
+    if modality == "mlm":  # a token stream read by a tokenizer with a mask token
+        bert = tiny_bert(tmp_path / "bert", [t for t, _ in reviews(60)], masked=True)
+        return [*lm_args(tmp_path / "corpus"), f"--data.tokenizer={bert}"]
     if modality == "algorithmic":
         return TINY_ALGORITHMIC
     if modality == "seq2seq":

@@ -54,15 +54,10 @@ def test_cross_attention_equals_torch_multihead_attention():
     assert ours.weights[1, :, :, 4:].abs().max() == 0  # no weight on padding
 
 
-def test_decoder_block_equals_torch_transformer_decoder_layer():
-    torch.manual_seed(0)
-    d, nh, ff = 16, 4, 32
-    ours = DecoderBlock(d, nh, ff, 0.0, "gelu").double().eval()
-    theirs = (
-        nn.TransformerDecoderLayer(d, nh, ff, 0.0, "gelu", batch_first=True, norm_first=True).double().eval()
-    )
-    own = theirs.state_dict()
-    mapped = {
+def _decoder_layer_names(own: dict, d: int, prefix: str = "") -> dict:
+    """Our DecoderBlock's tensors from an ``nn.TransformerDecoderLayer`` state dict (keys under ``prefix``)."""
+    own = {k.removeprefix(prefix): v for k, v in own.items() if k.startswith(prefix)}
+    return {
         "attn.qkv.weight": own["self_attn.in_proj_weight"], "attn.qkv.bias": own["self_attn.in_proj_bias"],
         "attn.proj.weight": own["self_attn.out_proj.weight"], "attn.proj.bias": own["self_attn.out_proj.bias"],
         "cross.q.weight": own["multihead_attn.in_proj_weight"][:d], "cross.q.bias": own["multihead_attn.in_proj_bias"][:d],
@@ -74,12 +69,65 @@ def test_decoder_block_equals_torch_transformer_decoder_layer():
         "norm_cross.weight": own["norm2.weight"], "norm_cross.bias": own["norm2.bias"],
         "norm2.weight": own["norm3.weight"], "norm2.bias": own["norm3.bias"],
     }  # fmt: skip
-    ours.load_state_dict(mapped)
+
+
+def test_decoder_block_equals_torch_transformer_decoder_layer():
+    torch.manual_seed(0)
+    d, nh, ff = 16, 4, 32
+    ours = DecoderBlock(d, nh, ff, 0.0, "gelu").double().eval()
+    theirs = (
+        nn.TransformerDecoderLayer(d, nh, ff, 0.0, "gelu", batch_first=True, norm_first=True).double().eval()
+    )
+    ours.load_state_dict(_decoder_layer_names(theirs.state_dict(), d))
     x, memory = torch.randn(2, 6, d, dtype=torch.float64), torch.randn(2, 9, d, dtype=torch.float64)
     real = torch.tensor([[True] * 9, [True] * 5 + [False] * 4])
     causal = nn.Transformer.generate_square_subsequent_mask(6, dtype=torch.float64)
     expected = theirs(x, memory, tgt_mask=causal, tgt_is_causal=True, memory_key_padding_mask=~real)
     torch.testing.assert_close(ours(x, memory, real), expected, atol=1e-10, rtol=1e-10)
+
+
+def test_encoder_decoder_equals_torch_transformer():
+    # The whole stack (2 encoder and 3 decoder pre-LN blocks, both final norms) against nn.Transformer with the
+    # same weights, fed the same embedded and positioned inputs; a padded source, a causal target.
+    torch.manual_seed(0)
+    d, nh, ff = 16, 4, 32
+    ours = Seq2SeqTransformer(11, 13, d, nh, 2, 3, ff, dropout=0.0, max_length=12).double().eval()
+    theirs = nn.Transformer(d, nh, 2, 3, ff, 0.0, "gelu", batch_first=True, norm_first=True).double().eval()
+    own = theirs.state_dict()
+    mapped = {}
+    for i in range(2):
+        p = f"encoder.layers.{i}."
+        mapped |= {f"encoder.{i}.attn.qkv.weight": own[p + "self_attn.in_proj_weight"],
+                   f"encoder.{i}.attn.qkv.bias": own[p + "self_attn.in_proj_bias"],
+                   f"encoder.{i}.attn.proj.weight": own[p + "self_attn.out_proj.weight"],
+                   f"encoder.{i}.attn.proj.bias": own[p + "self_attn.out_proj.bias"]}  # fmt: skip
+        mapped |= {f"encoder.{i}.{n}": own[p + n] for n in
+                   ("linear1.weight", "linear1.bias", "linear2.weight", "linear2.bias", "norm1.weight",
+                    "norm1.bias", "norm2.weight", "norm2.bias")}  # fmt: skip
+    for i in range(3):
+        names = _decoder_layer_names(own, d, f"decoder.layers.{i}.")
+        mapped |= {f"decoder.{i}.{k}": v for k, v in names.items()}
+    for side in ("encoder", "decoder"):
+        mapped |= {
+            f"{side}_norm.weight": own[f"{side}.norm.weight"],
+            f"{side}_norm.bias": own[f"{side}.norm.bias"],
+        }
+    missing, unexpected = ours.load_state_dict(mapped, strict=False)
+    assert not unexpected and set(missing) == {
+        "source_embedding.weight",
+        "target_embedding.weight",
+        "head.weight",
+    }
+    x = torch.randint(4, 11, (2, 9))
+    lengths = torch.tensor([9, 5])
+    x[1, 5:] = 0
+    target_in = torch.randint(4, 13, (2, 7))
+    source, target = ours._embed(ours.source_embedding, x), ours._embed(ours.target_embedding, target_in)
+    pad = torch.arange(9)[None, :] >= lengths[:, None]
+    causal = nn.Transformer.generate_square_subsequent_mask(7, dtype=torch.float64)
+    expected = theirs(source, target, tgt_mask=causal, src_key_padding_mask=pad, memory_key_padding_mask=pad,
+                      tgt_is_causal=True)  # fmt: skip
+    torch.testing.assert_close(ours(x, lengths, target_in), ours.head(expected), atol=1e-10, rtol=1e-10)
 
 
 def test_additive_attention_by_hand():

@@ -44,28 +44,41 @@ def write_jsonl(path: Path, records: list[dict]) -> Path:
     return path
 
 
-def tiny_bert(folder: Path, texts: list[str]) -> Path:
+def tiny_bert(folder: Path, texts: list[str], masked: bool = False) -> Path:
     """A randomly initialised 2-layer BERT and a WordPiece tokenizer trained on ``texts``, saved as
-    ``from_pretrained`` folders expect (config.json, model.safetensors, tokenizer.json, ...).
+    ``from_pretrained`` folders expect (config.json, model.safetensors, tokenizer.json, ...); ``masked``: a
+    ``BertForMaskedLM`` (with its head) and a ``[MASK]`` token.
     """
-    from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+    from transformers import BertConfig, BertForMaskedLM, BertModel, PreTrainedTokenizerFast
 
     from datamodules.text_tokenize import train_tokenizer
 
     backend = train_tokenizer("wordpiece", [texts], vocab_size=120)
+    extra = {}
+    if masked:
+        backend.add_special_tokens(["[MASK]"])
+        extra["mask_token"] = "[MASK]"
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]", sep_token="[SEP]"
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        **extra,
     )
     tokenizer.save_pretrained(folder)
     config = BertConfig(
-        vocab_size=backend.get_vocab_size(),
+        vocab_size=backend.get_vocab_size(with_added_tokens=True),
         hidden_size=16,
         num_hidden_layers=2,
         num_attention_heads=2,
         intermediate_size=24,
         max_position_embeddings=128,
     )
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    if masked:
+        BertForMaskedLM(config).save_pretrained(folder)
+    else:
+        BertModel(config, add_pooling_layer=False).save_pretrained(folder)
     return folder
 
 
