@@ -1,12 +1,14 @@
 """Sequence pairs (a source and a target sequence of symbols) for sequence-to-sequence models: grapheme-to-phoneme
 on CMUdict (``python -m experiments data cmudict``), transliteration, any pairs in a file.
 
-Pairs come from TSV / CSV / JSON Lines files (one per split; validation and test may be held out of the training
-file by a seeded split of its distinct sources). Each side has its tokenizer: ``char`` (every character a
-symbol) or ``symbols`` (whitespace-separated symbols, such as phonemes). The vocabularies come from the training
-split, sorted, so they are the same on every machine and process: ids 0-3 are ``<pad> <bos> <eos> <unk>``.
-A source character never seen in training reads as ``<unk>``; a target symbol never seen in training cannot be
-predicted, so it stops the run naming its file, line and value.
+Pairs come from TSV / CSV / JSON Lines files (one per split), or from a ``datasets`` dataset (a Hub name online,
+or a local folder of split files) with train / validation / test splits. Each side has its tokenizer: ``char``
+(every character a symbol), ``symbols`` (whitespace-separated symbols, such as phonemes), ``bpe`` (a byte-level
+BPE trained on that side of the training split) or a Hugging Face tokenizer (a folder, or a Hub name online).
+Ids 0-3 are ``<pad> <bos> <eos> <unk>`` on every side; a subword tokenizer's own ids follow them. The ``char``
+and ``symbols`` vocabularies come from the training split, sorted, so they are the same on every machine and
+process. A source character never seen in training reads as ``<unk>``; a target symbol never seen in training
+cannot be predicted, so it stops the run naming its file, line and value.
 
 Validation and test group the pairs by source: a word with two pronunciations is one example with two
 references, and a prediction is right when it matches either (as G2P results on CMUdict are counted); the
@@ -21,7 +23,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Literal
 
 import lightning as L
 import numpy as np
@@ -34,10 +35,11 @@ from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-Tokenizer = Literal["char", "symbols"]
+SYMBOL_TOKENIZERS = ("char", "symbols")
+HUB_SPLITS = {"train": ("train",), "val": ("validation", "valid", "dev"), "test": ("test",)}
 
 
-def split_symbols(text: str, tokenizer: Tokenizer) -> list[str]:
+def split_symbols(text: str, tokenizer: str) -> list[str]:
     return list(text) if tokenizer == "char" else text.split()
 
 
@@ -64,14 +66,30 @@ def read_pairs(path: str, source_column: str, target_column: str, field: str) ->
         raise DataError(
             f"data.{field}: {path}: not a readable {suffix[1:]} file: {str(err).splitlines()[0]}"
         ) from None
-    for name, column in (("source_column", source_column), ("target_column", target_column)):
-        if column not in frame.columns:
-            raise DataError(
-                f"{path}: no column {column!r} (data.{name}); the file has {', '.join(map(str, frame.columns))}"
-            )
+    return pair_frame(frame, source_column, target_column, path, first_line)
+
+
+def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Series:
+    """A column, or a key inside a column of dicts (``translation.de``, as translation datasets nest pairs)."""
+    if column in frame.columns:
+        return frame[column]
+    outer, _, key = column.partition(".")
+    if key and outer in frame.columns:
+        return frame[outer].map(lambda d: d.get(key) if isinstance(d, dict) else None)
+    raise DataError(
+        f"{where}: no column {column!r} (data.{name}); it has {', '.join(map(str, frame.columns))}"
+    )
+
+
+def pair_frame(
+    frame: pd.DataFrame, source_column: str, target_column: str, where: str, first_line: int
+) -> pd.DataFrame:
+    """``source``, ``target`` strings and the ``line`` (or row) of each; empty sides stop naming where."""
+    source = _column(frame, source_column, "source_column", where)
+    target = _column(frame, target_column, "target_column", where)
     pairs = pd.DataFrame({
-        "source": frame[source_column].astype(str).where(frame[source_column].notna(), ""),
-        "target": frame[target_column].astype(str).where(frame[target_column].notna(), ""),
+        "source": source.astype(str).where(source.notna(), ""),
+        "target": target.astype(str).where(target.notna(), ""),
         "line": np.arange(len(frame)) + first_line,
     })  # fmt: skip
     for side, column in (("source", source_column), ("target", target_column)):
@@ -79,17 +97,77 @@ def read_pairs(path: str, source_column: str, target_column: str, field: str) ->
         if empty.any():
             row = pairs[empty].iloc[0]
             raise DataError(
-                f"{path}:{row.line}: {column} is empty (source {row.source!r}, target {row.target!r})"
+                f"{where}:{row.line}: {column} is empty (source {row.source!r}, target {row.target!r})"
             )
     return pairs
 
 
-class Vocabulary:
-    """Symbols <-> ids: the four specials, then the training split's symbols, sorted."""
+def read_hub_pairs(
+    name: str, config: str | None, source_column: str, target_column: str
+) -> dict[str, pd.DataFrame]:
+    """The train / validation / test pairs of a ``datasets`` dataset (a Hub name, or a local folder of split
+    files); rows are numbered from 1 in errors (``NAME[validation]:12``)."""
+    from datamodules.text_sources import load_hub
 
-    def __init__(self, symbols: set[str]):
+    data = load_hub(name, config, None)
+    out = {}
+    for split, names in HUB_SPLITS.items():
+        found = next((n for n in names if n in data), None)
+        if found is None:
+            raise DataError(
+                f"data.dataset: {name!r} has no {' / '.join(names)} split (it has {', '.join(data)})"
+            )
+        out[split] = pair_frame(data[found].to_pandas(), source_column, target_column, f"{name}[{found}]", 1)
+    return out
+
+
+class SubwordVocabulary:
+    """A subword tokenizer (a trained BPE or a Hugging Face one) with its ids after the four specials."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        backend.no_padding()
+        backend.no_truncation()
+
+    def __len__(self) -> int:
+        return self.backend.get_vocab_size(with_added_tokens=True) + len(SPECIALS)
+
+    def tokens(self, text: str) -> list[str]:
+        return self.backend.encode(text, add_special_tokens=False).tokens
+
+    def encode_text(self, text: str) -> list[int]:
+        return [i + len(SPECIALS) for i in self.backend.encode(text, add_special_tokens=False).ids]
+
+    def decode(self, ids) -> list[str]:
+        return [self.backend.id_to_token(i - len(SPECIALS)) for i in ids if i >= len(SPECIALS)]
+
+    def decode_text(self, ids) -> str:
+        return self.backend.decode([i - len(SPECIALS) for i in ids if i >= len(SPECIALS)])
+
+    def state(self) -> dict:
+        return {"tokenizer": self.backend.to_str()}
+
+
+class Vocabulary:
+    """Symbols <-> ids for the ``char`` and ``symbols`` tokenizers: the four specials, then the training split's
+    symbols, sorted."""
+
+    def __init__(self, symbols: set[str], kind: str = "symbols"):
         self.symbols = list(SPECIALS) + sorted(symbols - set(SPECIALS))
         self.ids = {s: i for i, s in enumerate(self.symbols)}
+        self.kind = kind
+
+    def tokens(self, text: str) -> list[str]:
+        return split_symbols(text, self.kind)
+
+    def encode_text(self, text: str) -> list[int]:
+        return self.encode(self.tokens(text))
+
+    def decode_text(self, ids) -> str:
+        return ("" if self.kind == "char" else " ").join(self.decode(ids))
+
+    def state(self) -> list[str]:
+        return self.symbols
 
     def __len__(self) -> int:
         return len(self.symbols)
@@ -143,8 +221,11 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         test_path: str | None = "data/cmudict/test.tsv",
         source_column: str = "word",
         target_column: str = "phonemes",
-        source_tokenizer: Tokenizer = "char",
-        target_tokenizer: Tokenizer = "symbols",
+        dataset: str | None = None,
+        dataset_config: str | None = None,
+        source_tokenizer: str = "char",
+        target_tokenizer: str = "symbols",
+        bpe_vocab_size: int = 1000,
         lowercase: bool = False,
         max_train_pairs: int | None = None,
         bucket_by_length: bool = True,
@@ -157,10 +238,17 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             train_path: Pairs to train on: ``.tsv``, ``.csv`` or ``.jsonl`` with a header / keys naming the columns.
             val_path: Validation pairs (same format).
             test_path: Test pairs (same format).
-            source_column: The column holding the source sequence.
+            source_column: The column holding the source sequence (``translation.de``: a key of a column of
+                dicts, as translation datasets store pairs).
             target_column: The column holding the target sequence.
-            source_tokenizer: ``char`` (each character a symbol) or ``symbols`` (whitespace-separated).
-            target_tokenizer: ``char`` or ``symbols`` (CMUdict's phonemes with their stress digits).
+            dataset: A ``datasets`` dataset instead of the files: a Hub name (online) or a local folder of split
+                files, with train, validation (or valid / dev) and test splits.
+            dataset_config: The dataset's configuration (e.g. ``de-en``).
+            source_tokenizer: ``char`` (each character a symbol), ``symbols`` (whitespace-separated), ``bpe``
+                (byte-level BPE trained on the training sources) or a Hugging Face tokenizer (folder or Hub name).
+            target_tokenizer: The same choices for targets (``symbols``: CMUdict's phonemes with their stress
+                digits). With a subword tokenizer, ``per`` is the token error rate.
+            bpe_vocab_size: Vocabulary of a trained ``bpe`` (each side its own).
             lowercase: Lower-case the sources before tokenizing.
             max_train_pairs: Train on the first this many pairs of a seeded shuffle only (a smaller budget);
                 empty: all.
@@ -173,15 +261,18 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self.save_hyperparameters()
         check_loader_options(self.hparams)
         for name in ("source_tokenizer", "target_tokenizer"):
-            if getattr(self.hparams, name) not in ("char", "symbols"):
-                raise DataError(f"data.{name}: {getattr(self.hparams, name)!r} is not char or symbols")
+            if not getattr(self.hparams, name):
+                raise DataError(f"data.{name}: empty (char, symbols, bpe or a Hugging Face tokenizer)")
         if max_train_pairs is not None and max_train_pairs < 1:
             raise DataError(f"data.max_train_pairs: {max_train_pairs} is not a positive number of pairs")
-        if not val_path or not test_path:
+        if bpe_vocab_size < len(SPECIALS) + 1:
+            raise DataError(f"data.bpe_vocab_size: {bpe_vocab_size} is too small for a vocabulary")
+        if dataset is None and (not val_path or not test_path):
             raise DataError("data.val_path and data.test_path: both splits are needed (pair files)")
         self.splits: dict[str, PairSplit] = {}
-        self.source_vocab: Vocabulary | None = None
-        self.target_vocab: Vocabulary | None = None
+        self.source_vocab: Vocabulary | SubwordVocabulary | None = None
+        self.target_vocab: Vocabulary | SubwordVocabulary | None = None
+        self._frames: dict[str, pd.DataFrame] = {}
 
     task = "seq2seq"
     in_channels = 0
@@ -200,24 +291,47 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
     def num_outputs(self) -> int:
         return self.target_vocab_size
 
-    def _source_symbols(self, text: str) -> list[str]:
-        return split_symbols(text.lower() if self.hparams.lowercase else text, self.hparams.source_tokenizer)
+    def _source_text(self, text: str) -> str:
+        return text.lower() if self.hparams.lowercase else text
 
     def _read(self, split: str) -> pd.DataFrame:
         h = self.hparams
-        return read_pairs(h[f"{split}_path"], h.source_column, h.target_column, f"{split}_path")
+        if split not in self._frames:
+            if h.dataset is not None:
+                self._frames = read_hub_pairs(h.dataset, h.dataset_config, h.source_column, h.target_column)
+            else:
+                self._frames[split] = read_pairs(
+                    h[f"{split}_path"], h.source_column, h.target_column, f"{split}_path"
+                )
+        return self._frames[split]
+
+    def _where(self, split: str) -> str:
+        h = self.hparams
+        return f"{h.dataset}[{split}]" if h.dataset is not None else h[f"{split}_path"]
+
+    def _vocabulary(self, side: str, texts: list[str]) -> Vocabulary | SubwordVocabulary:
+        """A side's vocabulary from its training texts: symbols, a trained BPE, or a pretrained tokenizer."""
+        kind = self.hparams[f"{side}_tokenizer"]
+        if kind in SYMBOL_TOKENIZERS:
+            symbols: set[str] = set()
+            for text in texts:
+                symbols.update(split_symbols(text, kind))
+            return Vocabulary(symbols, kind)
+        from datamodules.lm_tokenize import bpe_tokenizer, pretrained_lm_tokenizer
+
+        if kind == "bpe":
+            return SubwordVocabulary(bpe_tokenizer(texts, self.hparams.bpe_vocab_size).backend)
+        try:
+            return SubwordVocabulary(pretrained_lm_tokenizer(kind).backend)
+        except DataError as err:
+            raise DataError(str(err).replace("data.tokenizer", f"data.{side}_tokenizer", 1)) from None
 
     def _build_vocabularies(self) -> None:
         if self.source_vocab is not None:
             return
         train = self._read("train")
-        self._train_pairs = train
-        sources, targets = set(), set()
-        for text in train["source"]:
-            sources.update(self._source_symbols(text))
-        for text in train["target"]:
-            targets.update(split_symbols(text, self.hparams.target_tokenizer))
-        self.source_vocab, self.target_vocab = Vocabulary(sources), Vocabulary(targets)
+        self.source_vocab = self._vocabulary("source", [self._source_text(t) for t in train["source"]])
+        self.target_vocab = self._vocabulary("target", list(train["target"]))
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -225,51 +339,54 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self._build_vocabularies()
         h = self.hparams
         for split in ("train", "val", "test"):
-            pairs = self._train_pairs if split == "train" else self._read(split)
+            pairs = self._read(split)
             if split == "train" and h.max_train_pairs is not None and h.max_train_pairs < len(pairs):
                 keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[: h.max_train_pairs])
                 pairs = pairs.iloc[keep]
-            sources = [self.source_vocab.encode(self._source_symbols(s)) for s in pairs["source"]]
+            sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
             unknown = sum(i == UNK for s in sources for i in s)
             if unknown:
                 warnings.warn(f"data.{split}_path: {unknown} source characters never seen in training read as <unk>",
                               stacklevel=1)  # fmt: skip
             targets = []
             for text, line in zip(pairs["target"], pairs["line"], strict=True):
-                symbols = split_symbols(text, h.target_tokenizer)
-                ids = self.target_vocab.encode(symbols)
-                if UNK in ids:
-                    bad = symbols[ids.index(UNK)]
+                ids = self.target_vocab.encode_text(text)
+                if UNK in ids:  # only a symbol vocabulary has no id for a symbol
+                    bad = self.target_vocab.tokens(text)[ids.index(UNK)]
                     raise DataError(
-                        f"{h[f'{split}_path']}:{line}: target symbol {bad!r} never occurs in the training split "
-                        f"({h.train_path}): the model cannot predict it"
+                        f"{self._where(split)}:{line}: target symbol {bad!r} never occurs in the training split "
+                        f"({self._where('train')}): the model cannot predict it"
                     )
+                if not ids:
+                    raise DataError(f"{self._where(split)}:{line}: target {text!r} has no tokens")
                 targets.append(ids)
             self.splits[split] = PairSplit(sources, targets, group=split != "train")
 
     def encode_sources(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Sources typed by a user (``align --text``) as a batch: ``x``, ``lengths``, and their symbols."""
         self._build_vocabularies()
-        symbols = [self._source_symbols(t) for t in texts]
+        symbols = [self.source_vocab.tokens(self._source_text(t)) for t in texts]
         empty = [t for t, s in zip(texts, symbols, strict=True) if not s]
         if empty:
             raise DataError(f"--text: {empty[0]!r} has no symbols to read")
-        batch = collate_pairs([(self.source_vocab.encode(s), [[]]) for s in symbols])
+        batch = collate_pairs([(self.source_vocab.encode_text(self._source_text(t)), [[]]) for t in texts])
         return {"x": batch["x"], "lengths": batch["lengths"], "symbols": symbols}
 
     def state_dict(self) -> dict:
         """The vocabularies, kept in every checkpoint: a model is only read with the ids it was trained on."""
         self._build_vocabularies()
-        return {"source_symbols": self.source_vocab.symbols, "target_symbols": self.target_vocab.symbols}
+        return {"source_symbols": self.source_vocab.state(), "target_symbols": self.target_vocab.state()}
 
     def load_state_dict(self, state: dict) -> None:
         self._build_vocabularies()
         for side in ("source", "target"):
-            saved, ours = state[f"{side}_symbols"], getattr(self, f"{side}_vocab").symbols
-            if saved != ours:
+            vocab, saved = getattr(self, f"{side}_vocab"), state[f"{side}_symbols"]
+            if saved != vocab.state():
+                size = f" ({len(saved)} symbols)" if isinstance(saved, list) else " (a subword tokenizer's)"
                 raise DataError(
-                    f"data.train_path: the checkpoint's {side} vocabulary ({len(saved)} symbols) is not this data's "
-                    f"({len(ours)}): read it with the training data it was trained on"
+                    f"data.{side}_tokenizer: the checkpoint's {side} vocabulary{size} is not this data's ({len(vocab)} ids, "
+                    f"{self.hparams[f'{side}_tokenizer']!r} on {self._where('train')}): read it with the data and "
+                    "tokenizers it was trained with"
                 )
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:

@@ -151,8 +151,7 @@ class Seq2SeqTask(Task):
     def predict_step(self, batch: dict, batch_idx: int) -> list[str]:
         """What the model writes for each source, as text (symbols joined by spaces, characters joined)."""
         data = self.trainer.datamodule
-        glue = " " if data.hparams.target_tokenizer == "symbols" else ""
-        return [glue.join(data.target_vocab.decode(ids)) for ids in self.decode(batch["x"], batch["lengths"])]
+        return [data.target_vocab.decode_text(ids) for ids in self.decode(batch["x"], batch["lengths"])]
 
     def _log_errors(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_errors")

@@ -390,6 +390,48 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
     args = ["--config", str(SEQ2SEQ / "transformer.yaml"), "--ckpt", str(ckpt), "--text", "slim",
             *[f"--data.{s}_path={p}" for s, p in other.items()]]  # fmt: skip
     with pytest.raises(
-        DataError, match="the checkpoint's source vocabulary \\(17 symbols\\) is not this data's \\(18\\)"
+        DataError, match="the checkpoint's source vocabulary \\(17 symbols\\) is not this data's \\(18 ids"
     ):
         align_main(args)
+
+
+def test_subword_tokenizers_and_a_datasets_folder_with_nested_translation_pairs(in_tmp):
+    # A translation-style dataset folder (train / validation / test JSON Lines, pairs nested in a dict column) read
+    # through `datasets`; sources by a BPE trained on them, targets by a Hugging Face WordPiece tokenizer.
+    import json
+
+    from text_data import reviews, tiny_bert
+
+    texts = [t for t, _ in reviews(90)]
+    folder = in_tmp / "pairs"
+    folder.mkdir()
+    for split, part in (("train", texts[:60]), ("validation", texts[60:75]), ("test", texts[75:])):
+        rows = [{"translation": {"en": t, "xx": t.upper()[::-1]}} for t in part]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    bert = tiny_bert(in_tmp / "bert", [t.upper()[::-1] for t in texts])
+    data = Seq2SeqDataModule(dataset=str(folder), source_column="translation.en", target_column="translation.xx",
+                             source_tokenizer="bpe", target_tokenizer=str(bert), bpe_vocab_size=300,
+                             batch_size=8)  # fmt: skip
+    data.setup()
+    assert len(data.source_vocab) == 4 + data.source_vocab.backend.get_vocab_size(with_added_tokens=True)
+    source = data.splits["train"].sources[0]
+    assert min(source) >= 4 and data.source_vocab.decode_text(source) == texts[0]  # byte-level BPE: lossless
+    ref = data.splits["test"].references[0][0]
+    assert data.target_vocab.decode_text(ref) == texts[75].upper()[::-1].lower()  # an uncased WordPiece
+    assert len(
+        data.splits["val"]
+    ) == 15 and data.target_vocab_size == 4 + data.target_vocab.backend.get_vocab_size(with_added_tokens=True)
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), f"--data.dataset={folder}", "--data.train_path=null",
+            "--data.val_path=null", "--data.test_path=null", "--data.source_column=translation.en",
+            "--data.target_column=translation.xx", "--data.source_tokenizer=bpe", f"--data.target_tokenizer={bert}",
+            "--data.bpe_vocab_size=300", "--data.batch_size=8", *CSV_ONLY, "--trainer.max_steps=2",
+            "--trainer.limit_val_batches=1", "--trainer.num_sanity_val_steps=0"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    written = cli.trainer.predict(cli.model, datamodule=cli.datamodule)
+    assert all(isinstance(t, str) for batch in written for t in batch)
+
+    with pytest.raises(DataError, match=r"has no validation / valid / dev split \(it has train, test\)"):
+        (folder / "validation.jsonl").unlink()
+        Seq2SeqDataModule(dataset=str(folder), source_column="translation.en",
+                          target_column="translation.xx").setup()  # fmt: skip
