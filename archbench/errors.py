@@ -24,3 +24,7 @@ class UnusedParametersError(UserError, RuntimeError):
 
 class NonFiniteLossError(UserError, FloatingPointError):
     """A NaN/Inf training loss (or weights): the message names the step and batch."""
+
+
+class RunsFailedError(UserError, RuntimeError):
+    """Runs of a comparison failed; the others were kept and tabled. Each failure names its log."""

@@ -22,11 +22,20 @@ from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, RunsFailedError
 from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import bases_of, check_yaml, one_line
+from experiments.launchers import (
+    LAUNCHERS,
+    Failure,
+    SlurmOptions,
+    launch_local,
+    launch_slurm,
+    parse_devices,
+    serve,
+)
 from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
@@ -55,6 +64,14 @@ class Comparison:
         budget_flops: Train every row for this many training FLOPs (forward and backward, counted by
             ``FlopCounterMode`` on one batch) instead of the same steps or epochs: each row's ``max_steps`` is
             computed from its own cost (``experiments.callbacks.FlopsBudget``). Empty: the configs' budget.
+        launcher: Where the runs execute: ``sequential`` (one after another, in this process), ``local`` (a
+            pool of worker processes, one per device of ``devices``) or ``slurm`` (a job array through
+            submitit, resources from ``slurm``). See ``experiments.launchers``.
+        devices: For ``local``: device numbers, one worker each (``0,1,2,3``: a GPU each; on CPU the cores are
+            split between the workers; a bare number N: N workers).
+        slurm: For ``slurm``: the jobs' resources (``experiments.launchers.SlurmOptions``: partition, time_min,
+            account, nodes, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb, array_parallelism, qos,
+            constraint, setup), and ``cluster: local`` to run the array with submitit's LocalExecutor instead.
         path: Set when loaded: the comparison file.
     """
 
@@ -68,6 +85,9 @@ class Comparison:
     throughput_window: int = 100
     validate: bool = False
     budget_flops: float | None = None
+    launcher: str = "sequential"
+    devices: str | None = None
+    slurm: dict | None = None
     path: Path | None = None
 
     @classmethod
@@ -100,11 +120,30 @@ class Comparison:
             raise ConfigError(f"{self.path}: seeds: {self.seeds!r} is not a positive integer")
         if self.budget_flops is not None and not self.budget_flops > 0:
             raise ConfigError(f"{self.path}: budget_flops: {self.budget_flops!r} is not a positive number")
+        if self.launcher not in LAUNCHERS:
+            raise ConfigError(
+                f"{self.path}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
+            )
+        self.slurm_options()  # unknown keys are named now, not when the jobs are submitted
         if self.throughput_window < 2:
             raise ConfigError(f"{self.path}: throughput_window: {self.throughput_window} is below 2")
         for entry in self.shared():
             if isinstance(entry, Path) and not entry.is_file():
                 raise ConfigError(f"{self.path}: config: file {entry.name!r} not found (looked at {entry})")
+
+    def slurm_options(self) -> tuple[SlurmOptions, str | None]:
+        """The ``slurm`` section as submitit's options, and the cluster (None: SLURM; ``local``)."""
+        section = dict(self.slurm or {})
+        cluster = section.pop("cluster", None)
+        if cluster not in (None, "slurm", "local"):
+            raise ConfigError(f"{self.path}: slurm.cluster: {cluster!r} is not slurm or local")
+        try:
+            return SlurmOptions(**section), None if cluster == "slurm" else cluster
+        except TypeError as err:
+            raise ConfigError(f"{self.path}: slurm: {str(err).split('() ', 1)[-1]}") from None
+
+    def run_dir(self, model: str, seed: int) -> Path:
+        return Path(self.out) / "runs" / f"{model}-seed{seed}"
 
     def model_file(self, model: str) -> Path:
         return (self.path.parent / self.models[model]).resolve()
@@ -162,11 +201,17 @@ def command_parser() -> argparse.ArgumentParser:
         type=float,
         help="train every row for this many training FLOPs (e.g. 2e14); overrides the file",
     )
+    parser.add_argument("--launcher", choices=LAUNCHERS, help="where the runs execute; overrides the file")
+    parser.add_argument("--devices", help="local launcher: device numbers, one worker each, e.g. 0,1,2,3")
+    parser.add_argument("--run", help="one run only, MODEL:SEED (what a SLURM job of the launcher runs)")
+    parser.add_argument(
+        "--serve", action="store_true", help="a local launcher's worker: runs read from stdin"
+    )
     return parser
 
 
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
-    run_dir = out / "runs" / f"{model}-seed{seed}"
+    run_dir = comparison.run_dir(model, seed)
     args = [*comparison.run_args(model), *overrides]
     args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
     with warnings.catch_warnings():
@@ -307,8 +352,9 @@ def main(argv: list[str]) -> None:
         for a in own
         if a.startswith("--")
         and a.split("=")[0]
-        not in ("--config", "--seeds", "--out", "--models", "--budget_flops", "--help", "-h")
-    ]
+        not in ("--config", "--seeds", "--out", "--models", "--budget_flops", "--launcher", "--devices", "--run", "--serve",
+                "--help", "-h")
+    ]  # fmt: skip
     if unknown:
         raise ConfigError(
             f"compare: unrecognized option {unknown[0]!r}: runs take --data.*, --model.*, --trainer.*, --early_stopping.*"
@@ -334,17 +380,35 @@ def main(argv: list[str]) -> None:
                     f"--models: {m!r} is not in {comparison.path} (has {list(comparison.models)})"
                 )
         comparison.models = {m: comparison.models[m] for m in wanted}
+    for name in ("launcher", "devices"):
+        if getattr(args, name):
+            setattr(comparison, name, getattr(args, name))
     out = Path(comparison.out)
+    if args.run:  # one run, started by a launcher
+        model, _, seed = args.run.rpartition(":")
+        if model not in comparison.models or not seed.isdigit():
+            raise ConfigError(f"--run: {args.run!r} is not MODEL:SEED of {comparison.path}")
+        run_one(comparison, model, int(seed), out, overrides)
+        return
+    if args.serve:  # a local launcher's worker
+        serve(lambda model, seed: run_one(comparison, model, seed, out, overrides), comparison.run_dir)
+        return
     print(
-        f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()})"
+        f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()}, "
+        f"launcher {comparison.launcher})"
     )
-    runs = []
-    for model in comparison.models:
-        for seed in range(comparison.seeds):
+    jobs = [(model, seed) for model in comparison.models for seed in range(comparison.seeds)]
+    runs, failures = [], []
+    if comparison.launcher == "sequential":
+        for model, seed in jobs:
             print(f"\n=== {model}, seed {seed} ===", flush=True)
             runs.append(run_one(comparison, model, seed, out, overrides))
+    else:
+        runs, failures = _launch(comparison, jobs, _child_argv(argv, comparison, out))
     if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
+    if not runs:
+        raise RunsFailedError("compare: no run finished: " + "; ".join(map(str, failures)))
     report = summarize(runs, comparison.metric)
     spec = {k: v for k, v in comparison.__dict__.items() if k != "path"}
     report["provenance"] = provenance(
@@ -354,6 +418,53 @@ def main(argv: list[str]) -> None:
     _log_table(comparison, out, report)
     print("\n" + table)
     print(f"\nresults: {out / 'results.json'}, {out / 'results.md'}, {out / 'comparison.png'}")
+    if failures:
+        raise RunsFailedError(
+            f"compare: {len(failures)} of {len(jobs)} runs failed, the table holds the others; run the same "
+            "command again to resume them: " + "; ".join(map(str, failures))
+        )
+
+
+def _child_argv(argv: list[str], comparison: Comparison, out: Path) -> list[str]:
+    """The compare command as each run gets it: the launcher options dropped, the output folder fixed."""
+    child, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in ("--launcher", "--devices", "--out"):
+            skip = "=" not in arg
+            continue
+        child.append(arg)
+    return [*child, "--out", str(out.resolve())]
+
+
+def _launch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> tuple[list[dict], list]:
+    """The unfinished runs through the comparison's launcher, then every run's result (finished earlier or
+    now) and the failures."""
+    pending = [j for j in jobs if not (comparison.run_dir(*j) / "result.json").is_file()]
+    kept = len(jobs) - len(pending)
+    if kept:
+        print(f"compare: {kept} runs finished earlier, kept", flush=True)
+    failures = []
+    if pending and comparison.launcher == "local":
+        failures = launch_local(argv, pending, comparison.run_dir, parse_devices(comparison.devices))
+    elif pending:
+        options, cluster = comparison.slurm_options()
+        folder = Path(comparison.out).resolve() / "slurm"
+        failures = launch_slurm(argv, pending, comparison.run_dir, options, folder, cluster)
+    failed = {(f.model, f.seed) for f in failures}
+    runs = []
+    for job in jobs:
+        done = comparison.run_dir(*job) / "result.json"
+        if job not in failed and done.is_file():
+            runs.append(json.loads(done.read_text()))
+        elif job not in failed:  # the process ended well but left no result: say so, never skip silently
+            failures.append(
+                Failure(*job, "no result.json written", comparison.run_dir(*job) / "launcher.log")
+            )
+    return runs, failures
 
 
 def _log_table(comparison: Comparison, out: Path, report: dict) -> None:

@@ -24,6 +24,23 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class KillOnce(KillAt):
+    """``KillAt``, but only the first process of all to reach ``step`` dies: it creates ``marker`` (atomically)
+    first, so a re-run with the same settings goes through."""
+
+    def __init__(self, step: int, marker: str):
+        super().__init__(step)
+        self.marker = marker
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            try:
+                os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
 class NaNAt(Callback):
     """Make the net's output NaN (hence the loss) on the training batch at ``step``."""
 

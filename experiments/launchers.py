@@ -1,0 +1,225 @@
+"""Where a comparison's runs execute (``compare --launcher``): one after another in the compare process
+(``sequential``), in a pool of worker processes, one per device (``local``), or as a SLURM job array through
+submitit (``slurm``). Every launcher runs the same unit, one model x seed run (``experiments.compare.run_one``:
+a local worker takes them one after another, a SLURM job runs ``compare ... --run MODEL:SEED``), which keeps a finished run and resumes an unfinished one from its
+``last.ckpt``; the compare process then gathers each run's ``result.json`` into one table. A run that fails is
+reported with its log's path; the others are kept and tabled.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import sys
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from archbench.errors import ConfigError
+
+LAUNCHERS = ("sequential", "local", "slurm")
+
+
+@dataclass
+class SlurmOptions:
+    """The ``slurm:`` section of a comparison file: the resources of each job of the array (one model x seed
+    run per job; with several GPUs or nodes a run is itself DDP, with the trainer's own settings, e.g.
+    ``--trainer experiments/trainer/ddp.yaml``).
+
+    Args:
+        partition: SLURM partition.
+        time_min: Time limit of each job, in minutes.
+        account: SLURM account to charge.
+        nodes: Nodes per job.
+        gpus_per_node: GPUs per node (0: a CPU job).
+        tasks_per_node: Processes per node: one per GPU for DDP (submitit starts them; Lightning reads SLURM's
+            variables). Default: ``gpus_per_node``, or 1 without GPUs.
+        cpus_per_task: CPU cores per process.
+        mem_gb: Memory per node, in GB.
+        array_parallelism: Jobs of the array running at once (empty: SLURM's limit).
+        qos: Quality of service.
+        constraint: Node features required (``--constraint``).
+        setup: Shell lines each job runs first (``module load ...``, ``source .venv/bin/activate``).
+    """
+
+    partition: str | None = None
+    time_min: int = 60
+    account: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None
+    cpus_per_task: int | None = None
+    mem_gb: int | None = None
+    array_parallelism: int | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    setup: list[str] | None = None
+
+    def executor_parameters(self) -> dict:
+        """submitit ``update_parameters`` arguments (the ``slurm_`` ones are ignored by its LocalExecutor)."""
+        tasks = self.tasks_per_node or max(1, self.gpus_per_node)
+        params = {"timeout_min": self.time_min, "nodes": self.nodes, "tasks_per_node": tasks,
+                  "gpus_per_node": self.gpus_per_node}  # fmt: skip
+        for key, value in (("cpus_per_task", self.cpus_per_task), ("mem_gb", self.mem_gb)):
+            if value is not None:
+                params[key] = value
+        for key, value in (("partition", self.partition), ("account", self.account), ("qos", self.qos),
+                           ("constraint", self.constraint), ("array_parallelism", self.array_parallelism),
+                           ("setup", self.setup)):  # fmt: skip
+            if value is not None:
+                params[f"slurm_{key}"] = value
+        return params
+
+
+@dataclass
+class Failure:
+    model: str
+    seed: int
+    reason: str
+    log: Path
+
+    def __str__(self) -> str:
+        return f"{self.model}, seed {self.seed}: {self.reason} (log: {self.log})"
+
+
+def worker_command(argv: list[str]) -> list[str]:
+    """A worker process of the comparison ``argv`` describes: it reads ``MODEL<TAB>SEED`` lines and runs each."""
+    return [sys.executable, "-m", "experiments", "compare", *argv, "--serve"]
+
+
+def serve(run, run_dir) -> None:
+    """A worker's loop (``compare ... --serve``): for each ``MODEL<TAB>SEED`` line on stdin, ``run(model, seed)``
+    with this process's output going to ``launcher.log`` in the run's folder, then one line back on the
+    original stdout: ``done`` or ``failed`` and why. One process for many runs: torch and Lightning load once."""
+    reply = os.fdopen(os.dup(1), "w", buffering=1)
+    for line in sys.stdin:
+        model, seed = line.rstrip("\n").split("\t")
+        log = run_dir(model, int(seed)) / "launcher.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(out.fileno(), 1)
+            os.dup2(out.fileno(), 2)
+            try:
+                run(model, int(seed))
+                status = "done"
+            except Exception as err:  # this run failed; the worker goes on with the next
+                traceback.print_exc()
+                status = "failed\t" + (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+        reply.write(f"{status}\n")
+
+
+def parse_devices(devices: str | None) -> list[str]:
+    """``--devices 0,1,2,3`` -> ["0", "1", "2", "3"]; a bare number N means N workers (devices 0..N-1)."""
+    if not devices:
+        return ["0"]
+    parts = [d.strip() for d in devices.split(",") if d.strip()]
+    if len(parts) == 1 and parts[0].isdigit() and int(parts[0]) > 1:
+        return [str(i) for i in range(int(parts[0]))]
+    if not parts or not all(p.isdigit() for p in parts) or len(set(parts)) != len(parts):
+        raise ConfigError(f"--devices: {devices!r} is not a list of distinct device numbers such as 0,1,2,3")
+    return parts
+
+
+def worker_env(device: str, workers: int, cuda: bool) -> dict[str, str]:
+    """A worker's environment: its one GPU (``CUDA_VISIBLE_DEVICES``), or on CPU its share of the cores."""
+    env = dict(os.environ)
+    if cuda:
+        env["CUDA_VISIBLE_DEVICES"] = device
+    else:
+        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+    return env
+
+
+def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices: list[str]) -> list[Failure]:
+    """The jobs over one worker process per device (``serve``), each taking the next job when it is free; a
+    worker that dies fails the job it held and is replaced. Returns the jobs that failed."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    if cuda and any(int(d) >= torch.cuda.device_count() for d in devices):
+        raise ConfigError(
+            f"--devices: {','.join(devices)} but this machine has {torch.cuda.device_count()} GPUs"
+        )
+    pending: queue.Queue[tuple[str, int]] = queue.Queue()
+    for job in jobs:
+        pending.put(job)
+
+    def worker(device: str) -> list[Failure]:
+        failures, process = [], None
+        where = f"GPU {device}" if cuda else f"worker {device}"
+        try:
+            while True:
+                try:
+                    model, seed = pending.get_nowait()
+                except queue.Empty:
+                    return failures
+                if process is None:
+                    process = subprocess.Popen(worker_command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                               text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
+                log = run_dir(model, seed) / "launcher.log"
+                print(f"{model}, seed {seed}: started on {where} (log: {log})", flush=True)
+                process.stdin.write(f"{model}\t{seed}\n")
+                process.stdin.flush()
+                answer = process.stdout.readline().rstrip("\n")
+                if answer == "done":
+                    print(f"{model}, seed {seed}: finished", flush=True)
+                    continue
+                if answer:  # the run raised; the worker lives on
+                    failures.append(Failure(model, seed, answer.removeprefix("failed\t"), log))
+                    continue
+                code = process.wait()  # the worker died with the run: a new one takes the next job
+                failures.append(
+                    Failure(model, seed, f"exit status {code}" + (" (killed)" if code < 0 else ""), log)
+                )
+                process = None
+        finally:
+            if process is not None:
+                process.stdin.close()
+                process.wait()
+
+    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
+        return [f for failures in pool.map(worker, devices) for f in failures]
+
+
+def _run_in_job(argv: list[str], model: str, seed: int) -> None:
+    """What each SLURM job (each task of it, under DDP) runs: the one run, in the job's own process."""
+    from experiments.compare import main
+
+    main([*argv, "--run", f"{model}:{seed}"])
+
+
+def launch_slurm(
+    argv: list[str],
+    jobs: list[tuple[str, int]],
+    run_dir,
+    options: SlurmOptions,
+    folder: Path,
+    cluster: str | None,
+) -> list[Failure]:
+    """The jobs as one submitit job array (``cluster``: None for SLURM, ``local`` for submitit's
+    LocalExecutor), waited for; logs in ``folder`` (submitit's ``%j`` files)."""
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster or "slurm")
+    executor.update_parameters(name="archbench-compare", **options.executor_parameters())
+    with executor.batch():
+        submitted = [executor.submit(_run_in_job, argv, model, seed) for model, seed in jobs]
+    ids = ", ".join(job.job_id for job in submitted)
+    print(f"compare: {len(submitted)} jobs submitted ({ids}); logs in {folder}", flush=True)
+    failures = []
+    for (model, seed), job in zip(jobs, submitted, strict=True):
+        try:
+            job.result()
+            print(f"{model}, seed {seed}: finished (job {job.job_id})", flush=True)
+        except Exception as err:  # submitit re-raises the job's error, or says the job died
+            reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+            failures.append(Failure(model, seed, f"job {job.job_id}: {reason}", Path(job.paths.stderr)))
+    return failures
