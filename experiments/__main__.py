@@ -1,5 +1,5 @@
 """``archbench COMMAND`` (or ``python -m experiments COMMAND``): fit, validate, test, predict (LightningCLI),
-compare, attention, align, generate, probe, export, lr_find, data."""
+compare, attention, align, generate, probe, sweep, export, lr_find, data."""
 
 from __future__ import annotations
 
@@ -21,6 +21,8 @@ commands:
                                     generate --weights data/pretrained/smollm2-135m --prompt "..."
   probe                             the bias probe (CrowS-Pairs) of a causal or masked LM:
                                     probe crows_pairs --weights data/pretrained/smollm2-135m | --config C --ckpt K
+  sweep                             hyper-parameter search with Optuna, trials in parallel workers:
+                                    sweep --config experiments/sweeps/dna_lstm.yaml [--workers N]
   export                            a trained ResNet/ViT as timm-named safetensors: export --config ... --ckpt C --out F
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
@@ -38,6 +40,7 @@ COMMANDS = {
     "export": "experiments.export",
     "generate": "experiments.generate",
     "probe": "experiments.probe",
+    "sweep": "experiments.sweep",
     "lr_find": "experiments.lr_find",
     "data": "experiments.data",
 }

@@ -36,8 +36,6 @@ DATA_LINKS = {
     "data.seq_len": f"{NET}.seq_len",
     "data.num_outputs": [f"{NET}.num_outputs", "model.init_args.num_outputs"],
     "data.task": "model.init_args.task",
-    "data.mask_id": "model.init_args.mask_id",  # token streams: a masked LM's mask token and special tokens
-    "data.special_ids": "model.init_args.special_ids",
     "data.target_mean": "model.init_args.target_mean",
     "data.target_std": "model.init_args.target_std",
 }

@@ -130,6 +130,9 @@ def parse_devices(devices: str | None) -> list[str]:
 def worker_env(device: str, workers: int, cuda: bool) -> dict[str, str]:
     """A worker's environment: its one GPU (``CUDA_VISIBLE_DEVICES``), or on CPU its share of the cores."""
     env = dict(os.environ)
+    env.pop(
+        "WANDB_SERVICE", None
+    )  # its own W&B service: one shared with this process outlives a killed worker's runs
     if cuda:
         env["CUDA_VISIBLE_DEVICES"] = device
     else:
@@ -193,6 +196,7 @@ def _run_in_job(argv: list[str], model: str, seed: int) -> None:
     """What each SLURM job (each task of it, under DDP) runs: the one run, in the job's own process."""
     from experiments.compare import main
 
+    os.environ.pop("WANDB_SERVICE", None)  # never the submitting process's W&B service (see worker_env)
     main([*argv, "--run", f"{model}:{seed}"])
 
 

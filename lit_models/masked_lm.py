@@ -99,9 +99,10 @@ class MaskedLanguageModelTask(LanguageModelTask):
                 (``lit_models.TransformerNet``). Its pooled head is replaced by the masked-LM head.
             task: What the data is for; linked from the data: a token stream (``language_modeling``).
             num_outputs: The vocabulary size; linked from the data.
-            mask_id: The tokenizer's mask token; linked from the data. Its tokenizer needs one
-                (``data/pretrained/all-MiniLM-L6-v2``'s ``[MASK]``, any BERT or RoBERTa tokenizer).
-            special_ids: Tokens never chosen as targets; linked from the data.
+            mask_id: The mask token. Empty: the data's (``mask_id`` of its tokenizer, read when the run starts);
+                the tokenizer needs one (``data/pretrained/all-MiniLM-L6-v2``'s ``[MASK]``, any BERT or RoBERTa
+                tokenizer).
+            special_ids: Tokens never chosen as targets. Empty: the data's special tokens.
             mask_prob: Share of real tokens chosen as targets.
             mask_token_share: Of the chosen, the share replaced by the mask token.
             random_token_share: Of the chosen, the share replaced by a random token (the rest stay).
@@ -111,11 +112,6 @@ class MaskedLanguageModelTask(LanguageModelTask):
             raise ConfigError(
                 f"model.net: MaskedLanguageModelTask needs a Transformer encoder over token ids "
                 f"(lit_models.TransformerNet), got {type(net).__name__}"
-            )
-        if mask_id is None:
-            raise ConfigError(
-                "data.tokenizer: has no mask token, which a masked LM needs; use a BERT-style tokenizer, e.g. "
-                "data/pretrained/all-MiniLM-L6-v2 ([MASK])"
             )
         if (
             not 0 < mask_prob < 1
@@ -129,10 +125,38 @@ class MaskedLanguageModelTask(LanguageModelTask):
             )
         net.head = MaskedLMHead(net.tokens.embedding)  # per token, in place of the pooled classifier head
         self.vocab_size = net.tokens.embedding.num_embeddings
-        self.register_buffer("special", torch.tensor(sorted({*(special_ids or []), mask_id}), dtype=torch.long),
-                             persistent=False)  # fmt: skip
+        self.mask_id = mask_id
+        self.register_buffer("special", torch.zeros(0, dtype=torch.long), persistent=False)
+        if mask_id is not None:
+            self._set_tokens(mask_id, special_ids or [])
         self.val_metrics = MaskedLMMetrics()
         self.test_metrics = MaskedLMMetrics()
+
+    def _set_tokens(self, mask_id: int | None, special_ids: list[int]) -> None:
+        if mask_id is None:
+            raise ConfigError(
+                "data.tokenizer: has no mask token, which a masked LM needs; use a BERT-style tokenizer, e.g. "
+                "data/pretrained/all-MiniLM-L6-v2 ([MASK])"
+            )
+        if not 0 <= mask_id < self.vocab_size:
+            raise ConfigError(
+                f"model.mask_id: {mask_id} is outside the vocabulary of {self.vocab_size} tokens"
+            )
+        self.mask_id = mask_id
+        self.special = torch.tensor(
+            sorted({*special_ids, mask_id}), dtype=torch.long, device=self.special.device
+        )
+
+    def setup(self, stage: str) -> None:
+        """The mask and special tokens from the data's tokenizer, unless given."""
+        if self.hparams.mask_id is None:
+            data = getattr(self._trainer, "datamodule", None)
+            if data is None or not hasattr(data, "mask_id"):
+                raise ConfigError(
+                    "model: MaskedLanguageModelTask needs a mask_id, or token-stream data to read it from"
+                )
+            self._set_tokens(data.mask_id, data.special_ids)
+        super().setup(stage)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids -> (B, T, vocab) logits for every position."""
@@ -152,7 +176,7 @@ class MaskedLanguageModelTask(LanguageModelTask):
         if lengths is not None:
             real = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         chosen = real & (u_choose < hp.mask_prob) & ~torch.isin(x, self.special)
-        inputs = torch.where(chosen & (u_kind < hp.mask_token_share), hp.mask_id, x)
+        inputs = torch.where(chosen & (u_kind < hp.mask_token_share), self.mask_id, x)
         random = (
             chosen & (u_kind >= hp.mask_token_share) & (u_kind < hp.mask_token_share + hp.random_token_share)
         )

@@ -102,6 +102,19 @@ def test_every_yaml_parses_and_instantiates(path, tmp_path, monkeypatch):
         else:
             assert cli.trainer.world_size >= 1
         return
+    if path.parent.name == "sweeps":  # a sweep: its runs' configs with every key of the space set
+        from experiments.sweep import Sweep, nested
+
+        sweep = Sweep.load(path)
+        values = {
+            k: spec["values"][0] if spec["type"] == "choice" else spec["low"]
+            for k, spec in sweep.space.items()
+        }
+        files = sweep.config_files()
+        args = [a for f in files for a in ("--config", str(f))] + ["--config", yaml.safe_dump(nested(values))]
+        cli = ExperimentCLI(args=[*args, *_tiny_data(files[-1], tmp_path), *CSV_ONLY], run=False)
+        assert cli.model.parameter_counts()["params"] > 0
+        return
     if "models" in raw:  # a comparison file: each run's configs, as compare orders them, instantiate
         comparison = Comparison.load(path)
         for name in comparison.models:

@@ -69,12 +69,12 @@ def _last_val_metrics(folder) -> dict:
 
 
 @pytest.mark.ddp
-# text and images shard through the same samplers as the other three: slow (make test-all), to keep the default
+# text, images and seq2seq shard through the same samplers as DNA and LM: slow (make test-all), to keep the default
 # suite under its time budget on 2 cores
 @pytest.mark.parametrize(
     "modality",
     ["dna", pytest.param("text", marks=pytest.mark.slow), pytest.param("images", marks=pytest.mark.slow), "lm",
-     "seq2seq"],
+     pytest.param("seq2seq", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modality, in_tmp):
     """2 gloo processes: at step k, rank r trains on batch kW + r of the single-process order (bucketed for
@@ -170,6 +170,7 @@ def test_two_nodes_on_localhost_under_torchrun_agree(tmp_path):
 
 
 @pytest.mark.ddp
+@pytest.mark.slow  # a minute on 2 cores (make test-all); the single-process kill and resume stay in the default suite
 def test_a_ddp_run_killed_mid_epoch_and_resumed_continues_the_same_order(in_tmp):
     """Both processes killed at step 7 (epoch 1, two batches in; a checkpoint every step) and resumed with
     --ckpt_path last: each rank trains on the rest of its shard of epoch 1, as a run never killed would."""

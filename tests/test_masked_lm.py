@@ -72,10 +72,14 @@ def test_head_is_tied_and_the_loss_is_the_cross_entropy_of_the_chosen_tokens():
     assert tokens == chosen.sum() and correct == (logits.argmax(-1) == targets[chosen]).sum()
 
 
-def test_a_tokenizer_without_a_mask_token_is_refused():
-    net = TransformerNet(None, 50, 40, vocab_size=50, d_model=16, nhead=2, num_layers=1, dim_feedforward=32)
-    with pytest.raises(ConfigError, match="has no mask token"):
-        MaskedLanguageModelTask(net, num_outputs=50, mask_id=None)
+def test_a_tokenizer_without_a_mask_token_is_refused(in_tmp):
+    from experiments.cli import ExperimentCLI
+
+    args = ["--config", MLM, f"--data.train_path={tiny_corpus(in_tmp / 'corpus')}", "--data.tokenizer=char",
+            "--data.context_length=16", *SMALL, *CSV_ONLY, "--trainer.max_steps=1"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    with pytest.raises(ConfigError, match="data.tokenizer: has no mask token"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
 
 
 @pytest.fixture

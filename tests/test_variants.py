@@ -475,6 +475,7 @@ def test_variant_rows_are_matched_in_active_parameters_within_5_percent(comparis
         assert counts["MoE-8x2"]["params"] > 1.5 * counts["MoE-8x2"]["params_active"]
 
 
+@pytest.mark.slow  # 45 s on 2 cores (make test-all)
 def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp):
     from conftest import ROOT
 

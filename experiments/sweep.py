@@ -1,0 +1,313 @@
+"""``python -m experiments sweep --config sweep.yaml``: hyper-parameter search over any command-line key, with
+Optuna as the engine (TPE sampling, pruning of poor trials at each validation through optuna-integration's
+Lightning callback), its study in a file or a database that several workers share.
+
+A sweep file::
+
+    name: dna-lstm                       # the study's name and the W&B group of its trials
+    configs: [../dna/lstm.yaml]          # what every trial runs (relative to this file)
+    metric: val/pearson                  # logged at each validation; a trial's value is its best
+    direction: maximize
+    trials: 20                           # in all, over the workers
+    space:                               # any key fit takes
+      model.optimizer.init_args.lr: {type: log_uniform, low: 1.0e-4, high: 1.0e-2}
+      model.net.init_args.hidden_size: {type: int, low: 32, high: 256, log: true}
+      model.net.init_args.dropout: {type: uniform, low: 0.0, high: 0.5}
+      model.net.init_args.cell: {type: choice, values: [lstm, gru]}
+    pruner: median                       # median | none | threshold (with threshold: {lower: .., upper: ..})
+    storage: runs/sweeps/dna-lstm/study.journal   # a journal file, or a database URL (sqlite:///..., postgresql://...)
+    out: runs/sweeps/dna-lstm
+
+``--workers N`` starts N worker processes on this machine sharing the storage; on a cluster, start ``sweep
+--config F --worker`` in every task of a SLURM array (``--trials`` each) against one storage (a database URL, or
+a journal file on a shared disk). When the trials are done, ``best.yaml`` holds the best trial's settings as a
+config that ``fit`` and ``compare`` take after the sweep's own files (``fit --config ../dna/lstm.yaml --config
+runs/sweeps/dna-lstm/best.yaml``), and ``trials.json`` every trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentError, ArgumentParser
+
+from archbench.errors import ConfigError, RunsFailedError
+from datamodules.files import write_atomic
+from experiments.compare import split_options
+from experiments.configs import check_yaml, one_line
+
+KINDS = ("log_uniform", "uniform", "int", "choice")
+
+
+@dataclass
+class Sweep:
+    """A sweep file.
+
+    Args:
+        configs: Config files every trial runs, in order (relative to the sweep file).
+        space: Key -> its range: ``{type: log_uniform | uniform, low, high}``, ``{type: int, low, high, log}``
+            or ``{type: choice, values: [...]}``; a key is any option ``fit`` takes, without the dashes.
+        metric: What a trial is scored by: a metric logged at each validation (its best value counts).
+        name: The study's name (in the storage) and the W&B group of the trials.
+        direction: ``maximize`` or ``minimize``.
+        trials: Trials in all, shared out over the workers.
+        pruner: ``median`` (stop a trial whose intermediate value is worse than the median of earlier trials
+            at the same step, after 2 trials and 1 validation), ``threshold`` (outside ``threshold``'s
+            ``lower``/``upper``) or ``none``.
+        threshold: ``{lower: .., upper: ..}`` for the threshold pruner.
+        seed: The sampler's seed (each worker adds its number).
+        storage: A journal file (shared by processes on one machine or a shared disk) or a database URL.
+            Empty: ``OUT/study.journal``.
+        out: Folder of the trials' runs, trials.json and best.yaml.
+        project: W&B project.
+        path: Set when loaded: the sweep file.
+    """
+
+    configs: list[str]
+    space: dict[str, dict]
+    metric: str
+    name: str = "sweep"
+    direction: str = "maximize"
+    trials: int = 20
+    pruner: str = "median"
+    threshold: dict = field(default_factory=dict)
+    seed: int = 0
+    storage: str | None = None
+    out: str = "runs/sweep"
+    project: str = "archbench"
+    path: Path | None = None
+
+    @classmethod
+    def load(cls, path: str | Path) -> Sweep:
+        path = Path(path)
+        check_yaml(path)
+        parser = ArgumentParser(prog="archbench sweep", exit_on_error=False, default_env=False)
+        parser.add_class_arguments(cls, skip={"path"})
+        try:
+            parsed = parser.parse_path(str(path))
+        except ArgumentError as err:
+            raise ConfigError(f"{path}: {one_line(err)}") from None
+        sweep = cls(**{k: v for k, v in parsed.as_dict().items() if k != "__path__"}, path=path)
+        sweep._check()
+        return sweep
+
+    def _check(self) -> None:
+        where = self.path
+        if self.direction not in ("maximize", "minimize"):
+            raise ConfigError(f"{where}: direction: {self.direction!r} is not maximize or minimize")
+        if self.pruner not in ("median", "threshold", "none"):
+            raise ConfigError(f"{where}: pruner: {self.pruner!r} is not median, threshold or none")
+        if self.trials < 1:
+            raise ConfigError(f"{where}: trials: {self.trials} is not a positive integer")
+        if not self.space:
+            raise ConfigError(f"{where}: space: no keys to search")
+        for key, spec in self.space.items():
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if kind not in KINDS:
+                raise ConfigError(f"{where}: space.{key}.type: {kind!r} is not one of {', '.join(KINDS)}")
+            needed = ("values",) if kind == "choice" else ("low", "high")
+            missing = [n for n in needed if n not in spec]
+            if missing:
+                raise ConfigError(f"{where}: space.{key}: {kind} needs {' and '.join(needed)}")
+            if kind != "choice" and not spec["low"] < spec["high"]:
+                raise ConfigError(f"{where}: space.{key}: low {spec['low']} is not below high {spec['high']}")
+            if kind == "log_uniform" and spec["low"] <= 0:
+                raise ConfigError(f"{where}: space.{key}: log_uniform needs low > 0, got {spec['low']}")
+        for file in self.config_files():
+            check_yaml(file)
+
+    def config_files(self) -> list[Path]:
+        return [(self.path.parent / c).resolve() for c in self.configs]
+
+    def storage_url(self):
+        """Optuna's storage: a database URL as it is, else a journal file (created with its folder)."""
+        import optuna
+
+        target = self.storage or str(Path(self.out) / "study.journal")
+        if "://" in target:
+            return target
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(target))
+
+    def make_pruner(self):
+        import optuna
+
+        if self.pruner == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+        if self.pruner == "threshold":
+            return optuna.pruners.ThresholdPruner(**self.threshold)
+        return optuna.pruners.NopPruner()
+
+
+def suggest(trial, space: dict[str, dict]) -> dict:
+    """One value per key of the space, as Optuna's sampler proposes it."""
+    values = {}
+    for key, spec in space.items():
+        kind = spec["type"]
+        if kind == "choice":
+            values[key] = trial.suggest_categorical(key, spec["values"])
+        elif kind == "int":
+            values[key] = trial.suggest_int(
+                key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log"))
+            )
+        else:
+            values[key] = trial.suggest_float(
+                key, float(spec["low"]), float(spec["high"]), log=kind == "log_uniform"
+            )
+    return values
+
+
+def nested(values: dict) -> dict:
+    """``{"model.optimizer.init_args.lr": 0.01}`` -> ``{"model": {"optimizer": {"init_args": {"lr": 0.01}}}}``."""
+    out: dict = {}
+    for key, value in values.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+class BestValue:
+    """The best value of the sweep's metric over a trial's validations (a Lightning callback)."""
+
+    def __init__(self, metric: str, maximize: bool):
+        from lightning.pytorch.callbacks import Callback
+
+        outer = self
+
+        class _Callback(Callback):
+            def on_validation_end(self, trainer, pl_module) -> None:
+                if trainer.sanity_checking or outer.metric not in trainer.callback_metrics:
+                    return
+                value = float(trainer.callback_metrics[outer.metric])
+                if outer.value is None or (value > outer.value if maximize else value < outer.value):
+                    outer.value = value
+
+        self.metric, self.value, self.callback = metric, None, _Callback()
+
+
+def objective(sweep: Sweep, overrides: list[str]):
+    """The trial function: a fit with the trial's settings, pruned at a validation where Optuna says so."""
+    import optuna
+    from optuna_integration import PyTorchLightningPruningCallback
+
+    from experiments.cli import ExperimentCLI
+    from experiments.loggers import AutoWandbLogger
+
+    def run(trial: optuna.Trial) -> float:
+        values = suggest(trial, sweep.space)
+        folder = Path(sweep.out) / f"trial-{trial.number}"
+        args = [a for f in sweep.config_files() for a in ("--config", str(f))]
+        args += ["--config", yaml.safe_dump(nested(values)), *overrides,
+                 f"--trainer.default_root_dir={folder}", "--trainer.logger=false"]  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*args parameter is intended to run from within Python.*"
+            )
+            cli = ExperimentCLI(args=args, run=False)
+        from lightning.pytorch.loggers import CSVLogger
+
+        wandb = AutoWandbLogger(project=sweep.project, save_dir=sweep.out, group=sweep.name,
+                                name=f"trial-{trial.number}", job_type="sweep", tags=["sweep"])  # fmt: skip
+        cli.trainer.loggers = [CSVLogger(str(folder), name="", version=""), wandb]
+        best = BestValue(sweep.metric, sweep.direction == "maximize")
+        pruning = PyTorchLightningPruningCallback(trial, monitor=sweep.metric)
+        cli.trainer.callbacks += [best.callback, pruning]
+        wandb.log_hyperparams({"trial": trial.number, **values})
+        try:
+            cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            pruning.check_pruned()  # raises TrialPruned when the trial was stopped
+        finally:
+            wandb.experiment.summary.update({"best": best.value})
+            wandb.experiment.finish()
+        if best.value is None:
+            raise ConfigError(
+                f"sweep: the runs never log {sweep.metric!r} at validation (metric:); see {folder}/metrics.csv"
+            )
+        return best.value
+
+    return run
+
+
+def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> None:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker)
+    study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), sampler=sampler,
+                                pruner=sweep.make_pruner(), direction=sweep.direction, load_if_exists=True)  # fmt: skip
+    study.optimize(objective(sweep, overrides), n_trials=trials, catch=(RuntimeError, ValueError))
+
+
+def summarize(sweep: Sweep) -> dict:
+    """trials.json and best.yaml from the study; the best trial's value and settings."""
+    import optuna
+
+    study = optuna.load_study(study_name=sweep.name, storage=sweep.storage_url())
+    trials = [{"number": t.number, "state": t.state.name, "value": t.value, "params": t.params,
+               "steps_reported": len(t.intermediate_values)} for t in study.trials]  # fmt: skip
+    out = Path(sweep.out)
+    write_atomic(out / "trials.json", json.dumps({"metric": sweep.metric, "direction": sweep.direction,
+                                                  "trials": trials}, indent=1) + "\n")  # fmt: skip
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    if not complete:
+        raise RunsFailedError(f"sweep: no trial completed ({len(trials)} in {out / 'trials.json'})")
+    best = study.best_trial
+    header = (f"# Best of sweep {sweep.name!r}: trial {best.number}, {sweep.metric} = {best.value:.6g} "
+              f"({len(complete)} of {len(trials)} trials completed).\n# Use after the sweep's configs: "
+              + " ".join(f"--config {c}" for c in sweep.configs) + f" --config {out / 'best.yaml'}\n")  # fmt: skip
+    write_atomic(out / "best.yaml", header + yaml.safe_dump(nested(best.params), sort_keys=False))
+    return {"number": best.number, "value": best.value, "params": best.params, "trials": len(trials)}
+
+
+def main(argv: list[str]) -> None:
+    own, overrides = split_options(argv)
+    parser = argparse.ArgumentParser(prog="python -m experiments sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="the sweep file")
+    parser.add_argument(
+        "--trials", type=int, help="trials in all (with --worker: this worker's); overrides the file"
+    )
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on this machine")
+    parser.add_argument(
+        "--worker", type=int, help="run as worker number N only (a SLURM task, say), no summary"
+    )
+    args = parser.parse_args(own)
+    sweep = Sweep.load(args.config)
+    trials = args.trials if args.trials is not None else sweep.trials
+    if trials < 1 or args.workers < 1:
+        raise ConfigError(f"sweep: --trials {trials} and --workers {args.workers} must be positive")
+    if args.worker is not None:
+        run_worker(sweep, trials, args.worker, overrides)
+        return
+    shares = [trials // args.workers + (k < trials % args.workers) for k in range(args.workers)]
+    print(f"sweep {sweep.name!r}: {trials} trials over {args.workers} workers -> {sweep.out}", flush=True)
+    if args.workers == 1:
+        run_worker(sweep, trials, 0, overrides)
+    else:
+        Path(sweep.out).mkdir(parents=True, exist_ok=True)
+        processes = []
+        for k, share in enumerate(shares):
+            if share:
+                log = open(Path(sweep.out) / f"worker-{k}.log", "ab")  # noqa: SIM115 (closed below)
+                command = [sys.executable, "-m", "experiments", "sweep", "--config", args.config, "--trials",
+                           str(share), "--worker", str(k), *overrides]  # fmt: skip
+                processes.append((k, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
+        failed = []
+        for k, process, log in processes:
+            if process.wait() != 0:
+                failed.append(f"worker {k}: exit status {process.returncode} (log: {log.name})")
+            log.close()
+        if failed:
+            print("sweep: " + "; ".join(failed), file=sys.stderr)
+    best = summarize(sweep)
+    print(f"best: trial {best['number']}, {sweep.metric} = {best['value']:.6g}, {best['params']}\n"
+          f"-> {Path(sweep.out) / 'best.yaml'}, {Path(sweep.out) / 'trials.json'}")  # fmt: skip
