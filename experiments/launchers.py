@@ -90,7 +90,8 @@ def worker_command(argv: list[str]) -> list[str]:
 
 
 def serve(run, run_dir) -> None:
-    """A worker's loop (``compare ... --serve``): for each ``MODEL<TAB>SEED`` line on stdin, ``run(model, seed)``
+    """A worker's loop (``compare ... --serve``; single-device runs: a DDP run would start its other ranks as
+    workers too): for each ``MODEL<TAB>SEED`` line on stdin, ``run(model, seed)``
     with this process's output going to ``launcher.log`` in the run's folder, then one line back on the
     original stdout: ``done`` or ``failed`` and why. One process for many runs: torch and Lightning load once."""
     reply = os.fdopen(os.dup(1), "w", buffering=1)
@@ -130,11 +131,11 @@ def parse_devices(devices: str | None) -> list[str]:
 def worker_env(device: str, workers: int, cuda: bool) -> dict[str, str]:
     """A worker's environment: its one GPU (``CUDA_VISIBLE_DEVICES``), or on CPU its share of the cores."""
     env = dict(os.environ)
-    env.pop(
-        "WANDB_SERVICE", None
-    )  # its own W&B service: one shared with this process outlives a killed worker's runs
-    if cuda:
-        env["CUDA_VISIBLE_DEVICES"] = device
+    # Its own W&B service: one shared with this process outlives a killed worker's runs ("run ID is in use").
+    env.pop("WANDB_SERVICE", None)
+    if cuda:  # the parent's own visible GPUs (a SLURM allocation, say) numbered from 0, as torch numbers them
+        visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+        env["CUDA_VISIBLE_DEVICES"] = visible[int(device)] if visible else device
     else:
         threads = str(max(1, (os.cpu_count() or 1) // workers))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -156,7 +157,7 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
         pending.put(job)
 
     def worker(device: str) -> list[Failure]:
-        failures, process = [], None
+        failures, process, worker_log = [], None, None
         where = f"GPU {device}" if cuda else f"worker {device}"
         try:
             while True:
@@ -164,14 +165,20 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                     model, seed = pending.get_nowait()
                 except queue.Empty:
                     return failures
-                if process is None:
-                    process = subprocess.Popen(worker_command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                               text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
+                if process is None:  # its own output before and between runs: worker-N.log
+                    worker_log = run_dir(model, seed).parent.parent / f"worker-{device}.log"
+                    worker_log.parent.mkdir(parents=True, exist_ok=True)
+                    with open(worker_log, "ab") as err:
+                        process = subprocess.Popen(worker_command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                                   stderr=err, text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
                 log = run_dir(model, seed) / "launcher.log"
                 print(f"{model}, seed {seed}: started on {where} (log: {log})", flush=True)
-                process.stdin.write(f"{model}\t{seed}\n")
-                process.stdin.flush()
-                answer = process.stdout.readline().rstrip("\n")
+                try:
+                    process.stdin.write(f"{model}\t{seed}\n")
+                    process.stdin.flush()
+                    answer = process.stdout.readline().rstrip("\n")
+                except BrokenPipeError:  # the worker died before it read the job
+                    answer = ""
                 if answer == "done":
                     print(f"{model}, seed {seed}: finished", flush=True)
                     continue
@@ -179,9 +186,8 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                     failures.append(Failure(model, seed, answer.removeprefix("failed\t"), log))
                     continue
                 code = process.wait()  # the worker died with the run: a new one takes the next job
-                failures.append(
-                    Failure(model, seed, f"exit status {code}" + (" (killed)" if code < 0 else ""), log)
-                )
+                reason = f"exit status {code}" + (" (killed)" if code < 0 else "")
+                failures.append(Failure(model, seed, reason, log if log.is_file() else worker_log))
                 process = None
         finally:
             if process is not None:

@@ -57,7 +57,8 @@ class Sweep:
         metric: What a trial is scored by: a metric logged at each validation (its best value counts).
         name: The study's name (in the storage) and the W&B group of the trials.
         direction: ``maximize`` or ``minimize``.
-        trials: Trials in all, shared out over the workers.
+        trials: Trials in all (earlier ones of the same study included: re-running adds only the missing),
+            shared out over the workers.
         pruner: ``median`` (stop a trial whose intermediate value is worse than the median of earlier trials
             at the same step, after 2 trials and 1 validation), ``threshold`` (outside ``threshold``'s
             ``lower``/``upper``) or ``none``.
@@ -120,6 +121,10 @@ class Sweep:
                 raise ConfigError(f"{where}: space.{key}: low {spec['low']} is not below high {spec['high']}")
             if kind == "log_uniform" and spec["low"] <= 0:
                 raise ConfigError(f"{where}: space.{key}: log_uniform needs low > 0, got {spec['low']}")
+        if self.pruner == "threshold" and (not self.threshold or set(self.threshold) - {"lower", "upper"}):
+            raise ConfigError(
+                f"{where}: threshold: {self.threshold!r} needs lower and/or upper, nothing else"
+            )
         for file in self.config_files():
             check_yaml(file)
 
@@ -245,7 +250,10 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
     sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker)
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), sampler=sampler,
                                 pruner=sweep.make_pruner(), direction=sweep.direction, load_if_exists=True)  # fmt: skip
-    study.optimize(objective(sweep, overrides), n_trials=trials, catch=(RuntimeError, ValueError))
+    # A failed trial (an error, a non-finite loss) is recorded as failed; the worker goes on with the next.
+    study.optimize(
+        objective(sweep, overrides), n_trials=trials, catch=(RuntimeError, ValueError, FloatingPointError)
+    )
 
 
 def summarize(sweep: Sweep) -> dict:
@@ -264,7 +272,7 @@ def summarize(sweep: Sweep) -> dict:
     best = study.best_trial
     header = (f"# Best of sweep {sweep.name!r}: trial {best.number}, {sweep.metric} = {best.value:.6g} "
               f"({len(complete)} of {len(trials)} trials completed).\n# Use after the sweep's configs: "
-              + " ".join(f"--config {c}" for c in sweep.configs) + f" --config {out / 'best.yaml'}\n")  # fmt: skip
+              + " ".join(f"--config {c}" for c in sweep.config_files()) + f" --config {out / 'best.yaml'}\n")  # fmt: skip
     write_atomic(out / "best.yaml", header + yaml.safe_dump(nested(best.params), sort_keys=False))
     return {"number": best.number, "value": best.value, "params": best.params, "trials": len(trials)}
 
@@ -288,9 +296,16 @@ def main(argv: list[str]) -> None:
     if args.worker is not None:
         run_worker(sweep, trials, args.worker, overrides)
         return
+    done = _trials_so_far(sweep)
+    if done:  # the study goes on: `trials` counts every trial of it, earlier ones included
+        print(f"sweep {sweep.name!r}: {done} trials in the study already", flush=True)
+    trials = max(0, trials - done)
     shares = [trials // args.workers + (k < trials % args.workers) for k in range(args.workers)]
     print(f"sweep {sweep.name!r}: {trials} trials over {args.workers} workers -> {sweep.out}", flush=True)
-    if args.workers == 1:
+    failed = []
+    if trials == 0:
+        pass
+    elif args.workers == 1:
         run_worker(sweep, trials, 0, overrides)
     else:
         Path(sweep.out).mkdir(parents=True, exist_ok=True)
@@ -301,13 +316,22 @@ def main(argv: list[str]) -> None:
                 command = [sys.executable, "-m", "experiments", "sweep", "--config", args.config, "--trials",
                            str(share), "--worker", str(k), *overrides]  # fmt: skip
                 processes.append((k, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
-        failed = []
         for k, process, log in processes:
             if process.wait() != 0:
                 failed.append(f"worker {k}: exit status {process.returncode} (log: {log.name})")
             log.close()
-        if failed:
-            print("sweep: " + "; ".join(failed), file=sys.stderr)
     best = summarize(sweep)
     print(f"best: trial {best['number']}, {sweep.metric} = {best['value']:.6g}, {best['params']}\n"
           f"-> {Path(sweep.out) / 'best.yaml'}, {Path(sweep.out) / 'trials.json'}")  # fmt: skip
+    if failed:  # the best of the others is written; the failures are said, and the command fails
+        raise RunsFailedError("sweep: " + "; ".join(failed))
+
+
+def _trials_so_far(sweep: Sweep) -> int:
+    """Trials the study holds already (0 when it does not exist yet)."""
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=sweep.name, storage=sweep.storage_url()).trials)
+    except KeyError:  # no such study yet
+        return 0

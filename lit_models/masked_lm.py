@@ -149,13 +149,15 @@ class MaskedLanguageModelTask(LanguageModelTask):
 
     def setup(self, stage: str) -> None:
         """The mask and special tokens from the data's tokenizer, unless given."""
-        if self.hparams.mask_id is None:
+        hp = self.hparams
+        if hp.mask_id is None or hp.special_ids is None:
             data = getattr(self._trainer, "datamodule", None)
             if data is None or not hasattr(data, "mask_id"):
                 raise ConfigError(
                     "model: MaskedLanguageModelTask needs a mask_id, or token-stream data to read it from"
                 )
-            self._set_tokens(data.mask_id, data.special_ids)
+            mask_id = data.mask_id if hp.mask_id is None else hp.mask_id
+            self._set_tokens(mask_id, data.special_ids if hp.special_ids is None else hp.special_ids)
         super().setup(stage)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:

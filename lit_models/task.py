@@ -106,7 +106,10 @@ class Task(L.LightningModule):
     # --- shared -----------------------------------------------------------------------------------------
 
     def setup(self, stage: str) -> None:
-        if stage == "fit" and self.hparams.init_from:
+        resuming = (
+            self._trainer is not None and self._trainer.ckpt_path
+        )  # the run's own weights replace these
+        if stage == "fit" and self.hparams.init_from and not resuming:
             self._init_from(self.hparams.init_from)
         if self.hparams.compile:
             self.net.compile()
@@ -115,6 +118,10 @@ class Task(L.LightningModule):
         """Load the net weights of checkpoint ``path`` (see ``init_from``), the head's only where shapes agree."""
         option = "model.init_args.init_from"
         checkpoint = check_checkpoint(path, option)
+        if "state_dict" not in checkpoint:
+            raise ConfigError(
+                f"{option}: {path} is a sharded (FSDP) checkpoint folder; give a single-file checkpoint"
+            )
         saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
         data = getattr(self._trainer, "datamodule", None)  # None when loaded outside a Trainer
         ours = getattr(getattr(data, "hparams", None), "tokenizer", None)
