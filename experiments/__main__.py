@@ -27,7 +27,7 @@ commands:
   lr_find                           learning-rate range test (Lightning's Tuner): lr_find --config ...
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
                                     fashion_mnist | efficientnet_lite0 | austen | python_docs | smollm2 |
-                                    cmudict | crows_pairs,
+                                    cmudict | crows_pairs | dinov2_small,
                                     or write the simulated DNA: data simulate --out DIR
 
 'archbench COMMAND --help' for a command's options; 'archbench --version' for the version.

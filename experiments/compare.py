@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -26,7 +26,7 @@ from archbench.errors import ConfigError, RunsFailedError
 from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
-from experiments.configs import bases_of, check_yaml, one_line
+from experiments.configs import bases_of, parse_file
 from experiments.launchers import (
     LAUNCHERS,
     Failure,
@@ -99,12 +99,7 @@ class Comparison:
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
         path = Path(path)
-        check_yaml(path)
-        try:
-            parsed = cls.parser().parse_path(str(path))
-        except ArgumentError as err:
-            raise ConfigError(f"{path}: {one_line(err)}") from None
-        comparison = cls(**{k: v for k, v in parsed.as_dict().items() if k != "__path__"}, path=path)
+        comparison = cls(**parse_file(cls.parser(), path), path=path)
         comparison._check()
         return comparison
 

@@ -43,6 +43,19 @@ def bases_of(path: Path) -> list[Path]:
     return bases
 
 
+def parse_file(parser, path: Path) -> dict:
+    """A settings file (a comparison, a sweep) read by its jsonargparse ``parser``: the values, or a ConfigError
+    naming the file and the option."""
+    from jsonargparse import ArgumentError
+
+    check_yaml(path)
+    try:
+        parsed = parser.parse_path(str(path))
+    except ArgumentError as err:
+        raise ConfigError(f"{path}: {one_line(err)}") from None
+    return {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
+
+
 def check_yaml(path: Path) -> None:
     """A config file that exists and parses, or a ConfigError naming the file, line and column."""
     if path.is_dir():

@@ -36,12 +36,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentError, ArgumentParser
+from jsonargparse import ArgumentParser
 
 from archbench.errors import ConfigError, RunsFailedError
 from datamodules.files import write_atomic
 from experiments.compare import split_options
-from experiments.configs import check_yaml, one_line
+from experiments.configs import check_yaml, parse_file
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
 
@@ -88,14 +88,9 @@ class Sweep:
     @classmethod
     def load(cls, path: str | Path) -> Sweep:
         path = Path(path)
-        check_yaml(path)
         parser = ArgumentParser(prog="archbench sweep", exit_on_error=False, default_env=False)
         parser.add_class_arguments(cls, skip={"path"})
-        try:
-            parsed = parser.parse_path(str(path))
-        except ArgumentError as err:
-            raise ConfigError(f"{path}: {one_line(err)}") from None
-        sweep = cls(**{k: v for k, v in parsed.as_dict().items() if k != "__path__"}, path=path)
+        sweep = cls(**parse_file(parser, path), path=path)
         sweep._check()
         return sweep
 

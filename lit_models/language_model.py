@@ -18,20 +18,26 @@ from torchmetrics import Metric
 from lit_models.task import Task
 
 
-class LanguageModelMetrics(Metric):
-    """Summed negative log-likelihood (nats), predicted tokens and their characters -> loss, perplexity, bpc."""
+class SummedStates(Metric):
+    """Float64 sums, one per name of ``states``, summed across processes; ``update`` adds values in that order."""
 
     full_state_update = False
+    states: tuple[str, ...] = ()
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        for name in ("nats", "tokens", "chars"):
+        for name in self.states:
             self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
-    def update(self, nats: torch.Tensor, tokens: torch.Tensor, chars: torch.Tensor) -> None:
-        self.nats += nats.double()
-        self.tokens += tokens.double()
-        self.chars += chars.double()
+    def update(self, *values: torch.Tensor) -> None:
+        for name, value in zip(self.states, values, strict=True):
+            setattr(self, name, getattr(self, name) + value.double())
+
+
+class LanguageModelMetrics(SummedStates):
+    """Summed negative log-likelihood (nats), predicted tokens and their characters -> loss, perplexity, bpc."""
+
+    states = ("nats", "tokens", "chars")
 
     def compute(self) -> dict[str, torch.Tensor]:
         loss = self.nats / self.tokens.clamp(min=1)

@@ -16,10 +16,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics import Metric
 
 from archbench.errors import ConfigError
-from lit_models.language_model import LanguageModelTask
+from lit_models.language_model import LanguageModelTask, SummedStates
 
 _PRIME = 2**31 - 1  # hashing modulo a prime below 2**31: products stay inside int64
 
@@ -43,20 +42,10 @@ class MaskedLMHead(nn.Module):
         return self.decoder(self.norm(F.gelu(self.dense(h))))
 
 
-class MaskedLMMetrics(Metric):
+class MaskedLMMetrics(SummedStates):
     """Summed nats, masked tokens and correct predictions -> loss, perplexity, accuracy."""
 
-    full_state_update = False
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        for name in ("nats", "tokens", "correct"):
-            self.add_state(name, torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-
-    def update(self, nats: torch.Tensor, tokens: torch.Tensor, correct: torch.Tensor) -> None:
-        self.nats += nats.double()
-        self.tokens += tokens.double()
-        self.correct += correct.double()
+    states = ("nats", "tokens", "correct")
 
     def compute(self) -> dict[str, torch.Tensor]:
         loss = self.nats / self.tokens.clamp(min=1)
