@@ -198,12 +198,9 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
         return [f for failures in pool.map(worker, devices) for f in failures]
 
 
-def _run_in_job(argv: list[str], model: str, seed: int) -> None:
-    """What each SLURM job (each task of it, under DDP) runs: the one run, in the job's own process."""
-    from experiments.compare import main
-
-    os.environ.pop("WANDB_SERVICE", None)  # never the submitting process's W&B service (see worker_env)
-    main([*argv, "--run", f"{model}:{seed}"])
+def run_command(argv: list[str], model: str, seed: int) -> list[str]:
+    """The command a SLURM job (each task of it, under DDP) runs: the one run."""
+    return [sys.executable, "-m", "experiments", "compare", *argv, "--run", f"{model}:{seed}"]
 
 
 def launch_slurm(
@@ -220,8 +217,10 @@ def launch_slurm(
 
     executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster or "slurm")
     executor.update_parameters(name="archbench-compare", **options.executor_parameters())
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # never this process's W&B service
     with executor.batch():
-        submitted = [executor.submit(_run_in_job, argv, model, seed) for model, seed in jobs]
+        submitted = [executor.submit(submitit.helpers.CommandFunction(run_command(argv, model, seed), env=env))
+                     for model, seed in jobs]  # fmt: skip
     ids = ", ".join(job.job_id for job in submitted)
     print(f"compare: {len(submitted)} jobs submitted ({ids}); logs in {folder}", flush=True)
     failures = []
@@ -229,7 +228,14 @@ def launch_slurm(
         try:
             job.result()
             print(f"{model}, seed {seed}: finished (job {job.job_id})", flush=True)
-        except Exception as err:  # submitit re-raises the job's error, or says the job died
-            reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
-            failures.append(Failure(model, seed, f"job {job.job_id}: {reason}", Path(job.paths.stderr)))
+        except Exception:  # submitit says the job failed; the run's own one-line error is in its stderr
+            log = Path(job.paths.stderr)
+            lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+            said = [line for line in lines if line.startswith("error:")]
+            said = (
+                said or [line.strip() for line in lines if line.lstrip().startswith("- ")][:1]
+            )  # a parser's reason
+            failures.append(
+                Failure(model, seed, f"job {job.job_id}: " + (said[-1][:300] if said else "failed"), log)
+            )
     return failures
