@@ -1,5 +1,5 @@
 """``python -m experiments sweep --config sweep.yaml``: hyper-parameter search over any command-line key, with
-Optuna as the engine (TPE sampling, pruning of poor trials at each validation through optuna-integration's
+Optuna as the engine (TPE sampling, pruning of poor trials at validations through optuna-integration's
 Lightning callback), its study in a file or a database that several workers share.
 
 A sweep file::
