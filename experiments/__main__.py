@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     except ArgumentError as err:  # jsonargparse: unknown option, wrong type, missing value
         print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
+        print("interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -8,10 +8,12 @@ reported with its log's path; the others are kept and tabled.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import subprocess
 import sys
+import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -155,12 +157,13 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
     pending: queue.Queue[tuple[str, int]] = queue.Queue()
     for job in jobs:
         pending.put(job)
+    stopping, live = threading.Event(), set()  # Ctrl-C: no new runs, the workers stopped
 
     def worker(device: str) -> list[Failure]:
         failures, process, worker_log = [], None, None
         where = f"GPU {device}" if cuda else f"worker {device}"
         try:
-            while True:
+            while not stopping.is_set():
                 try:
                     model, seed = pending.get_nowait()
                 except queue.Empty:
@@ -171,6 +174,7 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                     with open(worker_log, "ab") as err:
                         process = subprocess.Popen(worker_command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                    stderr=err, text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
+                    live.add(process)
                 log = run_dir(model, seed) / "launcher.log"
                 print(f"{model}, seed {seed}: started on {where} (log: {log})", flush=True)
                 try:
@@ -188,14 +192,28 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                 code = process.wait()  # the worker died with the run: a new one takes the next job
                 reason = f"exit status {code}" + (" (killed)" if code < 0 else "")
                 failures.append(Failure(model, seed, reason, log if log.is_file() else worker_log))
+                live.discard(process)
                 process = None
+            return failures
         finally:
             if process is not None:
-                process.stdin.close()
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
                 process.wait()
+                live.discard(process)
 
-    with ThreadPoolExecutor(max_workers=len(devices)) as pool:
-        return [f for failures in pool.map(worker, devices) for f in failures]
+    pool = ThreadPoolExecutor(max_workers=len(devices))
+    futures = [pool.submit(worker, device) for device in devices]
+    try:
+        return [f for future in futures for f in future.result()]
+    except KeyboardInterrupt:  # stop taking runs, end the workers; their runs resume on the next command
+        stopping.set()
+        for process in list(live):
+            process.terminate()
+        print("compare: interrupted; the unfinished runs resume when the same command runs again", flush=True)
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run_command(argv: list[str], model: str, seed: int) -> list[str]:
