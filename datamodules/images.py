@@ -69,6 +69,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         train_size: int | None = None,
+        val_size: int | None = None,
+        test_size: int | None = None,
         labels: list[str] | None = None,
         input_config: dict | None = None,
         img_size: int | None = None,
@@ -104,6 +106,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             val_fraction: Share of the training images held out for validation when there is no validation split.
             split_seed: Seed of the held-out split and the subset.
             train_size: Train on a seeded subset of this many images.
+            val_size: Validate on a seeded subset of this many of the validation images.
+            test_size: Test on a seeded subset of this many test images (the same for every model and seed
+                with one ``split_seed``): a CPU budget's test set.
             labels: Keep only these classes (names, as in the data), numbered in this order: e.g. pre-train
                 on five Fashion-MNIST classes and fine-tune on the other five. Empty: every class.
             input_config: The input a pretrained model expects (timm's data config: ``input_size``, ``mean``,
@@ -135,6 +140,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             ("patch_size", patch_size, 0),
             ("img_size", img_size, 1),
             ("train_size", train_size, 1),
+            ("val_size", val_size, 1),
+            ("test_size", test_size, 1),
         ):
             if value is not None and value < low:
                 raise DataError(f"data.{name}: {value} is below {low}")
@@ -176,12 +183,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if "val" not in splits:
             splits["val"] = train.subset(parts["val"].materialize(sort=True))
         rows = parts["train"].materialize(sort=True)
-        subset = seeded_subset(len(rows), hp.train_size, hp.split_seed, 0)
-        if subset is not None:
-            rows = rows[subset.materialize(sort=True)]
         if len(rows) == 0:
             raise DataError("data: no training images left after the held-out split")
         splits["train"] = train.subset(rows)
+        for salt, name in enumerate(("train", "val", "test")):
+            subset = seeded_subset(len(splits[name]), hp[f"{name}_size"], hp.split_seed, salt)
+            if subset is not None:
+                splits[name] = splits[name].subset(subset.materialize(sort=True))
         first = splits["train"].image(0)
         channels = len(first.getbands()) if first.mode not in ("P", "1") else 1
         self._native = (1 if channels == 1 else 3, first.height, first.width)

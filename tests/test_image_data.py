@@ -164,3 +164,28 @@ def test_mixup_trains_on_soft_targets(tmp_path):
     assert seen and all(y.shape == (8, 10) and y.dtype.is_floating_point for y in seen)
     torch.testing.assert_close(seen[0].sum(-1), torch.ones(8))
     assert (seen[0].max(-1).values < 1).all()  # smoothed and mixed: never one-hot
+
+
+def test_seeded_validation_and_test_subsets(tmp_path):
+    """``val_size``/``test_size`` keep a seeded subset of those splits (the same for every model and seed of
+    one ``split_seed``), as ``train_size`` does for training."""
+    root = str(fake_fashion_mnist(tmp_path / "fm"))
+    full = ImageDataModule(root=root, val_fraction=0.2, download=False)
+    full.setup()
+
+    def subsets(split_seed):
+        dm = ImageDataModule(root=root, val_fraction=0.2, val_size=5, test_size=7, train_size=30,
+                             split_seed=split_seed, download=False)  # fmt: skip
+        dm.setup()
+        return dm.splits
+
+    a, b, other = subsets(0), subsets(0), subsets(1)
+    assert {k: len(v) for k, v in a.items()} == {"train": 30, "val": 5, "test": 7}
+    for name in ("train", "val", "test"):
+        np.testing.assert_array_equal(a[name].images, b[name].images)
+        # every kept image is one of the split's own
+        whole = {img.tobytes() for img in full.splits[name].images}
+        assert all(img.tobytes() in whole for img in a[name].images)
+    assert not np.array_equal(a["test"].images, other["test"].images)
+    with pytest.raises(DataError, match="data.test_size: 0 is below 1"):
+        ImageDataModule(root=root, test_size=0, download=False)
