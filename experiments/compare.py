@@ -26,7 +26,7 @@ from archbench.errors import ConfigError, RunsFailedError
 from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
-from experiments.configs import bases_of, parse_file
+from experiments.configs import bases_of, parse_file, split_options
 from experiments.launchers import (
     LAUNCHERS,
     Failure,
@@ -40,8 +40,7 @@ from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, checkpoint_info
-
-RUN_OPTIONS = ("--data", "--model", "--trainer", "--early_stopping", "--seed_everything")
+from experiments.tuning import row_sweep, tune_dir, tune_rows, tuning_of
 
 
 @dataclass
@@ -88,6 +87,7 @@ class Comparison:
     launcher: str = "sequential"
     devices: str | None = None
     slurm: dict | None = None
+    tune: dict | None = None
     path: Path | None = None
 
     @classmethod
@@ -120,6 +120,8 @@ class Comparison:
                 f"{self.path}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
             )
         self.slurm_options()  # unknown keys are named now, not when the jobs are submitted
+        if tuning_of(self) is not None:  # the search space is checked now, not after the first row's trials
+            row_sweep(self, next(iter(self.models)), tuning_of(self))
         if self.throughput_window < 2:
             raise ConfigError(f"{self.path}: throughput_window: {self.throughput_window} is below 2")
         for entry in self.shared():
@@ -147,32 +149,23 @@ class Comparison:
         entries = self.config if isinstance(self.config, list) else [self.config]
         return [(self.path.parent / e).resolve() if isinstance(e, str) else e for e in entries]
 
-    def run_args(self, model: str) -> list[str]:
+    def run_args(self, model: str, tuned: bool = True) -> list[str]:
         """The ``--config`` options of one run: the modality bases of the comparison, its shared files and the
-        model's file first (so the shared settings win over them), the shared settings, the model's file."""
+        model's file first (so the shared settings win over them), the shared settings, the model's file, and
+        (``tuned``, with a ``tune`` section) the row's best settings from its tuning."""
         files = [self.path, *(e for e in self.shared() if isinstance(e, Path)), self.model_file(model)]
         bases = list(dict.fromkeys(base for f in files for base in bases_of(f)))
         args = [a for base in bases for a in ("--config", str(base))]
         for entry in self.shared():
             args += ["--config", str(entry) if isinstance(entry, Path) else yaml.safe_dump(entry)]
-        return [*args, "--config", str(self.model_file(model))]
-
-
-def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
-    """(the comparison's own options, the options every run gets: --data.*, --model.*, --trainer.*)."""
-    own, runs, i = [], [], 0
-    while i < len(argv):
-        arg = argv[i]
-        name = arg.split("=", 1)[0]
-        if name in RUN_OPTIONS or name.startswith(tuple(f"{o}." for o in RUN_OPTIONS)):  # not --models
-            runs.append(arg)
-            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-                runs.append(argv[i + 1])
-                i += 1
-        else:
-            own.append(arg)
-        i += 1
-    return own, runs
+        args += ["--config", str(self.model_file(model))]
+        if tuned and self.tune is not None:
+            best = tune_dir(self, model) / "best.yaml"
+            if not best.is_file():
+                raise ConfigError(f"{self.path}: tune: row {model!r} is not tuned yet ({best} missing); run the "
+                                  "comparison without --run, which tunes every row first")  # fmt: skip
+            args += ["--config", str(best)]
+        return args
 
 
 def command_parser() -> argparse.ArgumentParser:
@@ -393,6 +386,7 @@ def main(argv: list[str]) -> None:
         f"launcher {comparison.launcher})"
     )
     jobs = [(model, seed) for model in comparison.models for seed in range(comparison.seeds)]
+    tuned = tune_rows(comparison, overrides) if comparison.tune is not None else None
     runs, failures = [], []
     if comparison.launcher == "sequential":
         for model, seed in jobs:
@@ -405,6 +399,8 @@ def main(argv: list[str]) -> None:
     if not runs:
         raise RunsFailedError("compare: no run finished: " + "; ".join(map(str, failures)))
     report = summarize(runs, comparison.metric)
+    if tuned is not None:
+        report["tuning"] = tuned
     spec = {k: v for k, v in comparison.__dict__.items() if k != "path"}
     report["provenance"] = provenance(
         ["archbench", "compare", *argv], started, {"file": str(comparison.path), **spec}

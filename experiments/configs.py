@@ -14,6 +14,8 @@ from archbench.errors import ConfigError
 
 EXPERIMENTS = Path(__file__).resolve().parent
 GLOBAL_BASE = EXPERIMENTS / "base.yaml"
+# The options of a run (what fit takes) among a command's own: compare and sweep pass them to every run.
+RUN_OPTIONS = ("--data", "--model", "--trainer", "--early_stopping", "--seed_everything")
 
 
 def _config_values(args: list[str]) -> list[tuple[int, str]]:
@@ -119,3 +121,20 @@ def one_line(message: str) -> str:
     if not reasons:
         return str(message).strip()
     return f"{'.'.join(keys)}: {'; '.join(reasons)}" if keys else "; ".join(reasons)
+
+
+def split_options(argv: list[str]) -> tuple[list[str], list[str]]:
+    """(the command's own options, the options every run gets: --data.*, --model.*, --trainer.*, ...)."""
+    own, runs, i = [], [], 0
+    while i < len(argv):
+        arg = argv[i]
+        name = arg.split("=", 1)[0]
+        if name in RUN_OPTIONS or name.startswith(tuple(f"{o}." for o in RUN_OPTIONS)):  # not --models
+            runs.append(arg)
+            if "=" not in arg and i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                runs.append(argv[i + 1])
+                i += 1
+        else:
+            own.append(arg)
+        i += 1
+    return own, runs

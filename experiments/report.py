@@ -134,11 +134,24 @@ def markdown_table(report: dict) -> str:
         notes.append(
             "Active params: what one token runs through (a Mixture of Experts uses top_k of its experts)."
         )
+    if "tuning" in report:
+        tuned = report["tuning"]
+        first = next(iter(tuned.values()))
+        best = "; ".join(
+            f"{model}: " + ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in t["params"].items())
+            for model, t in tuned.items()
+        )
+        notes.append(f"Each row tuned first with the same budget ({first['trials']} trials on {first['metric']}); "
+                     f"its best settings then ran every seed: {best}.")  # fmt: skip
     if "noise_ceiling" in report:
         notes.append(
             f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}."
         )
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+
+def _short(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _in_table(key: str) -> bool:

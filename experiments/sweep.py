@@ -41,8 +41,7 @@ from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, RunsFailedError
 from datamodules.files import write_atomic
-from experiments.compare import split_options
-from experiments.configs import check_yaml, parse_file
+from experiments.configs import check_yaml, parse_file, split_options
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
 
@@ -70,6 +69,9 @@ class Sweep:
         out: Folder of the trials' runs, trials.json and best.yaml.
         project: W&B project.
         path: Set when loaded: the sweep file.
+        base_args: Set by ``compare``'s tuning: what every trial starts with instead of ``configs`` (a row's
+            own config options).
+        section: Set by ``compare``'s tuning: the key the sweep's settings sit under in ``path`` (``tune``).
     """
 
     configs: list[str]
@@ -85,47 +87,53 @@ class Sweep:
     out: str = "runs/sweep"
     project: str = "archbench"
     path: Path | None = None
+    base_args: list[str] | None = None
+    section: str = ""
 
     @classmethod
     def load(cls, path: str | Path) -> Sweep:
         path = Path(path)
         parser = ArgumentParser(prog="archbench sweep", exit_on_error=False, default_env=False)
-        parser.add_class_arguments(cls, skip={"path"})
+        parser.add_class_arguments(cls, skip={"path", "base_args", "section"})
         sweep = cls(**parse_file(parser, path), path=path)
         sweep._check()
         return sweep
 
     def _check(self) -> None:
-        where = self.path
+        where = f"{self.path}: {self.section}." if self.section else f"{self.path}: "
         if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"{where}: direction: {self.direction!r} is not maximize or minimize")
+            raise ConfigError(f"{where}direction: {self.direction!r} is not maximize or minimize")
         if self.pruner not in ("median", "threshold", "none"):
-            raise ConfigError(f"{where}: pruner: {self.pruner!r} is not median, threshold or none")
+            raise ConfigError(f"{where}pruner: {self.pruner!r} is not median, threshold or none")
         if self.trials < 1:
-            raise ConfigError(f"{where}: trials: {self.trials} is not a positive integer")
+            raise ConfigError(f"{where}trials: {self.trials} is not a positive integer")
         if not self.space:
-            raise ConfigError(f"{where}: space: no keys to search")
+            raise ConfigError(f"{where}space: no keys to search")
         for key, spec in self.space.items():
             kind = spec.get("type") if isinstance(spec, dict) else None
             if kind not in KINDS:
-                raise ConfigError(f"{where}: space.{key}.type: {kind!r} is not one of {', '.join(KINDS)}")
+                raise ConfigError(f"{where}space.{key}.type: {kind!r} is not one of {', '.join(KINDS)}")
             needed = ("values",) if kind == "choice" else ("low", "high")
             missing = [n for n in needed if n not in spec]
             if missing:
-                raise ConfigError(f"{where}: space.{key}: {kind} needs {' and '.join(needed)}")
+                raise ConfigError(f"{where}space.{key}: {kind} needs {' and '.join(needed)}")
             if kind != "choice" and not spec["low"] < spec["high"]:
-                raise ConfigError(f"{where}: space.{key}: low {spec['low']} is not below high {spec['high']}")
+                raise ConfigError(f"{where}space.{key}: low {spec['low']} is not below high {spec['high']}")
             if kind == "log_uniform" and spec["low"] <= 0:
-                raise ConfigError(f"{where}: space.{key}: log_uniform needs low > 0, got {spec['low']}")
+                raise ConfigError(f"{where}space.{key}: log_uniform needs low > 0, got {spec['low']}")
         if self.pruner == "threshold" and (not self.threshold or set(self.threshold) - {"lower", "upper"}):
-            raise ConfigError(
-                f"{where}: threshold: {self.threshold!r} needs lower and/or upper, nothing else"
-            )
+            raise ConfigError(f"{where}threshold: {self.threshold!r} needs lower and/or upper, nothing else")
         for file in self.config_files():
             check_yaml(file)
 
     def config_files(self) -> list[Path]:
         return [(self.path.parent / c).resolve() for c in self.configs]
+
+    def trial_args(self) -> list[str]:
+        """What every trial starts with, before its own values and the command line's options."""
+        if self.base_args is not None:
+            return list(self.base_args)
+        return [a for f in self.config_files() for a in ("--config", str(f))]
 
     def storage_url(self):
         """Optuna's storage: a database URL as it is, else a journal file (created with its folder)."""
@@ -202,8 +210,7 @@ def objective(sweep: Sweep, overrides: list[str]):
     def run(trial: optuna.Trial) -> float:
         values = suggest(trial, sweep.space)
         folder = Path(sweep.out) / f"trial-{trial.number}"
-        args = [a for f in sweep.config_files() for a in ("--config", str(f))]
-        args += ["--config", yaml.safe_dump(nested(values)), *overrides,
+        args = [*sweep.trial_args(), "--config", yaml.safe_dump(nested(values)), *overrides,
                  f"--trainer.default_root_dir={folder}", "--trainer.logger=false"]  # fmt: skip
         with warnings.catch_warnings():
             warnings.filterwarnings(
@@ -261,9 +268,15 @@ def summarize(sweep: Sweep) -> dict:
     if not complete:
         raise RunsFailedError(f"sweep: no trial completed ({len(trials)} in {out / 'trials.json'})")
     best = study.best_trial
+    use = (
+        "# compare uses it after the row's own configs"
+        if sweep.base_args is not None
+        else "# Use after the sweep's configs: "
+        + " ".join(f"--config {c}" for c in sweep.config_files())
+        + f" --config {out / 'best.yaml'}"
+    )
     header = (f"# Best of sweep {sweep.name!r}: trial {best.number}, {sweep.metric} = {best.value:.6g} "
-              f"({len(complete)} of {len(trials)} trials completed).\n# Use after the sweep's configs: "
-              + " ".join(f"--config {c}" for c in sweep.config_files()) + f" --config {out / 'best.yaml'}\n")  # fmt: skip
+              f"({len(complete)} of {len(trials)} trials completed).\n{use}\n")  # fmt: skip
     write_atomic(out / "best.yaml", header + yaml.safe_dump(nested(best.params), sort_keys=False))
     return {"number": best.number, "value": best.value, "params": best.params, "trials": len(trials)}
 
@@ -287,7 +300,7 @@ def main(argv: list[str]) -> None:
     if args.worker is not None:
         run_worker(sweep, trials, args.worker, overrides)
         return
-    done = _trials_so_far(sweep)
+    done = trials_so_far(sweep)
     if done:  # the study goes on: `trials` counts every trial of it, earlier ones included
         print(f"sweep {sweep.name!r}: {done} trials in the study already", flush=True)
     trials = max(0, trials - done)
@@ -318,7 +331,7 @@ def main(argv: list[str]) -> None:
         raise RunsFailedError("sweep: " + "; ".join(failed))
 
 
-def _trials_so_far(sweep: Sweep) -> int:
+def trials_so_far(sweep: Sweep) -> int:
     """Trials the study holds already (0 when it does not exist yet)."""
     import optuna
 

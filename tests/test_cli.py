@@ -126,7 +126,7 @@ def _read_csv(path: Path) -> list[dict]:
 
 
 def test_compare_tells_its_own_options_from_the_runs_options():
-    from experiments.compare import split_options
+    from experiments.configs import split_options
 
     argv = ["--config", "c.yaml", "--models", "CNN,GRU", "--model.optimizer.lr", "0.1", "--seeds=2",
             "--trainer.max_epochs=3", "--data", "datamodules.dna.DNADataModule", "--seed_everything", "4"]  # fmt: skip

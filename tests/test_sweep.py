@@ -70,3 +70,67 @@ def test_a_bad_search_space_is_named(in_tmp):
         ConfigError, match=r"space.x.type: 'normal' is not one of log_uniform, uniform, int, choice"
     ):
         Sweep.load(bad)
+
+
+def _tuned_comparison(folder, trials=2) -> str:
+    spec = {"name": "tuned", "seeds": 1, "out": str(folder / "cmp"), "metric": "test/pearson",
+            "models": {"CNN": str(ROOT / "experiments" / "dna" / "cnn.yaml"), "LSTM": LSTM},
+            "tune": {"trials": trials, "pruner": "none",
+                     "space": {"model.optimizer.init_args.lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-1}}}}  # fmt: skip
+    path = folder / "compare.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return str(path)
+
+
+def test_compare_tunes_every_row_with_the_same_budget_then_runs_its_seeds_with_the_best(in_tmp, monkeypatch):
+    """Each row gets its own study of the same number of trials on the validation metric; every seed of the row
+    then trains with that row's best rate; results.json and results.md say so; a re-run adds no trial."""
+    from experiments.compare import main as compare
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = _tuned_comparison(in_tmp)
+    compare(["--config", config, *RUN, "--trainer.max_epochs=1"])
+    report = json.loads((in_tmp / "cmp" / "results.json").read_text())
+    assert set(report["tuning"]) == {"CNN", "LSTM"}
+    for model, tuned in report["tuning"].items():
+        trials = json.loads((in_tmp / "cmp" / "tune" / model / "trials.json").read_text())
+        assert trials["metric"] == "val/pearson" and trials["direction"] == "maximize"  # from test/pearson
+        assert len(trials["trials"]) == 2 == tuned["trials"]
+        values = [t["value"] for t in trials["trials"]]
+        assert tuned["value"] == max(values)
+        lr = tuned["params"]["model.optimizer.init_args.lr"]
+        saved = yaml.safe_load((in_tmp / "cmp" / "runs" / f"{model}-seed0" / "run_config.yaml").read_text())
+        assert saved["model"]["init_args"]["optimizer"]["init_args"]["lr"] == lr  # the row ran with its best
+    rates = {t["params"]["model.optimizer.init_args.lr"] for t in report["tuning"].values()}
+    assert len(rates) == 2  # each row its own study
+    assert (
+        "Each row tuned first with the same budget (2 trials on val/pearson)"
+        in (in_tmp / "cmp" / "results.md").read_text()
+    )
+
+    before = (in_tmp / "cmp" / "tune" / "CNN" / "trials.json").read_text()
+    compare(["--config", config, *RUN, "--trainer.max_epochs=1"])  # everything done: kept
+    assert (in_tmp / "cmp" / "tune" / "CNN" / "trials.json").read_text() == before
+
+
+def test_compare_tuning_section_is_checked(in_tmp):
+    from experiments.compare import Comparison
+
+    _tuned_comparison(in_tmp)
+    spec = yaml.safe_load((in_tmp / "compare.yaml").read_text())
+    spec["tune"]["metric"] = "test/pearson"
+    (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: tune.metric: 'test/pearson' is not a validation metric"
+    ):
+        Comparison.load(in_tmp / "bad.yaml")
+    spec["tune"] = {"trials": 2, "space": {"model.optimizer.init_args.lr": {"type": "loguniform"}}}
+    (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml: tune.space.model.optimizer.init_args.lr.type: 'loguniform'"
+    ):
+        Comparison.load(in_tmp / "bad.yaml")
+    spec["tune"] = {"trails": 2, "space": {}}
+    (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"bad.yaml: tune: .*'trails'"):
+        Comparison.load(in_tmp / "bad.yaml")

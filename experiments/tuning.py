@@ -1,0 +1,98 @@
+"""Fair tuning for ``compare``: every row searched with the same trial budget by the sweep engine (Optuna's TPE,
+pruning at validations) before its seeds run; each row's best settings then apply to all of its seeds.
+
+A comparison file's ``tune`` section::
+
+    tune:
+      trials: 8                    # per row
+      space:                       # as a sweep file's: any key fit takes
+        model.optimizer.init_args.lr: {type: log_uniform, low: 1.0e-4, high: 1.0e-2}
+      metric: val/acc              # default: the comparison's metric at validation (test/acc -> val/acc)
+      direction: maximize          # default: minimize for losses, error rates and perplexity, else maximize
+      pruner: median               # median | threshold | none
+      seed: 0                      # the trials' seed_everything (and the sampler's seed)
+
+Each row's study, its trials and ``best.yaml`` are in ``OUT/tune/ROW/``; a re-run adds only missing trials.
+The trials score on the validation split, never on the test split the table reports.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from archbench.errors import ConfigError
+from experiments.sweep import Sweep, run_worker, summarize, trials_so_far
+
+if TYPE_CHECKING:
+    from experiments.compare import Comparison
+
+MINIMIZED = {"loss", "error", "per", "wer", "cer", "ece", "perplexity", "mse", "mae", "rmse"}
+
+
+@dataclass
+class Tuning:
+    space: dict[str, dict]
+    trials: int = 8
+    metric: str | None = None
+    direction: str | None = None
+    pruner: str = "median"
+    threshold: dict = field(default_factory=dict)
+    seed: int = 0
+
+
+def default_direction(metric: str) -> str:
+    words = re.split(r"[/_.]", metric.lower())
+    return "minimize" if MINIMIZED & set(words) else "maximize"
+
+
+def tuning_of(comparison: Comparison) -> Tuning | None:
+    """The comparison's ``tune`` section, checked (unknown keys and bad ranges named), or None."""
+    if comparison.tune is None:
+        return None
+    try:
+        tuning = Tuning(**comparison.tune)
+    except TypeError as err:
+        raise ConfigError(f"{comparison.path}: tune: {str(err).split('() ', 1)[-1]}") from None
+    tuning.metric = tuning.metric or re.sub(r"^test/", "val/", comparison.metric)
+    tuning.direction = tuning.direction or default_direction(tuning.metric)
+    if not tuning.metric.startswith("val/"):
+        raise ConfigError(
+            f"{comparison.path}: tune.metric: {tuning.metric!r} is not a validation metric (val/...): "
+            "tuning on the test split would make the table's test figures optimistic"
+        )
+    return tuning
+
+
+def row_sweep(comparison: Comparison, model: str, tuning: Tuning) -> Sweep:
+    """The sweep that tunes one row: the row's own configs, the tuning's space and budget."""
+    sweep = Sweep(configs=[], space=tuning.space, metric=tuning.metric, name=f"{comparison.name}-{model}",
+                  direction=tuning.direction, trials=tuning.trials, pruner=tuning.pruner,
+                  threshold=tuning.threshold, seed=tuning.seed, out=str(tune_dir(comparison, model)),
+                  project=comparison.project, path=comparison.path, section="tune",
+                  base_args=comparison.run_args(model, tuned=False))  # fmt: skip
+    sweep._check()
+    return sweep
+
+
+def tune_dir(comparison: Comparison, model: str) -> Path:
+    return Path(comparison.out) / "tune" / model
+
+
+def tune_rows(comparison: Comparison, overrides: list[str]) -> dict[str, dict]:
+    """Tune every row in turn (the trials in this process); each row's best trial: value and settings."""
+    tuning = tuning_of(comparison)
+    results = {}
+    for model in comparison.models:
+        sweep = row_sweep(comparison, model, tuning)
+        missing = max(0, tuning.trials - trials_so_far(sweep))
+        print(f"\n=== tuning {model}: {missing} of {tuning.trials} trials to run, {tuning.metric} "
+              f"({tuning.direction}) -> {sweep.out} ===", flush=True)  # fmt: skip
+        if missing:
+            run_worker(sweep, missing, 0, [*overrides, f"--seed_everything={tuning.seed}"])
+        best = summarize(sweep)
+        results[model] = {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
+                          "value": best["value"], "params": best["params"]}  # fmt: skip
+    return results
