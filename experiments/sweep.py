@@ -39,7 +39,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
-from archbench.errors import ConfigError, RunsFailedError
+from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError
 from datamodules.files import write_atomic
 from experiments.configs import check_yaml, parse_file, split_options
 
@@ -208,6 +208,18 @@ def objective(sweep: Sweep, overrides: list[str]):
     from experiments.loggers import AutoWandbLogger
 
     def run(trial: optuna.Trial) -> float:
+        try:
+            return fit_trial(trial)
+        except (ConfigError, DataError, PretrainedError):
+            raise  # the same for every trial: the sweep stops with the message
+        except (
+            RuntimeError,
+            ValueError,
+            FloatingPointError,
+        ) as err:  # this trial's own (a non-finite loss, ...)
+            raise TrialFailed(str(err)) from err
+
+    def fit_trial(trial: optuna.Trial) -> float:
         values = suggest(trial, sweep.space)
         folder = Path(sweep.out) / f"trial-{trial.number}"
         args = [*sweep.trial_args(), "--config", yaml.safe_dump(nested(values)), *overrides,
@@ -248,10 +260,13 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
     sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker)
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), sampler=sampler,
                                 pruner=sweep.make_pruner(), direction=sweep.direction, load_if_exists=True)  # fmt: skip
-    # A failed trial (an error, a non-finite loss) is recorded as failed; the worker goes on with the next.
-    study.optimize(
-        objective(sweep, overrides), n_trials=trials, catch=(RuntimeError, ValueError, FloatingPointError)
-    )
+    # A failed trial (an error, a non-finite loss) is recorded as failed; the worker goes on with the next. A
+    # mistake in the config or the data stops the sweep instead.
+    study.optimize(objective(sweep, overrides), n_trials=trials, catch=(TrialFailed,))
+
+
+class TrialFailed(RuntimeError):
+    """One trial's own failure (a non-finite loss, say): recorded as failed, the sweep goes on."""
 
 
 def summarize(sweep: Sweep) -> dict:
@@ -332,10 +347,13 @@ def main(argv: list[str]) -> None:
 
 
 def trials_so_far(sweep: Sweep) -> int:
-    """Trials the study holds already (0 when it does not exist yet)."""
+    """Trials of the study that count towards its budget: completed or pruned (a failed trial, or one left
+    running by an interruption, is run again); 0 when the study does not exist yet."""
     import optuna
 
     try:
-        return len(optuna.load_study(study_name=sweep.name, storage=sweep.storage_url()).trials)
+        trials = optuna.load_study(study_name=sweep.name, storage=sweep.storage_url()).trials
     except KeyError:  # no such study yet
         return 0
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(t.state in done for t in trials)

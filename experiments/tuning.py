@@ -12,22 +12,26 @@ A comparison file's ``tune`` section::
       pruner: median               # median | threshold | none
       seed: 0                      # the trials' seed_everything (and the sampler's seed)
 
-Each row's study, its trials and ``best.yaml`` are in ``OUT/tune/ROW/``; a re-run adds only missing trials.
-The trials score on the validation split, never on the test split the table reports.
+Each row's study, its trials and ``best.yaml`` are in ``OUT/tune/ROW/``; a re-run adds only missing trials
+(failed or interrupted ones run again) and refuses a study begun with other settings. The trials score on the
+validation split, never on the test split the table reports; each runs on one device, in the compare process,
+by epochs (a ``budget_flops`` comparison is refused: its rows would be tuned at another budget).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from archbench.errors import ConfigError
+from datamodules.files import write_atomic
 from experiments.sweep import Sweep, run_worker, summarize, trials_so_far
 
-if TYPE_CHECKING:
-    from experiments.compare import Comparison
+# The functions take compare's ``Comparison`` (its models, out, name, metric, tune section and run_args), which
+# imports this module: duck-typed here, so the imports run one way.
 
 MINIMIZED = {"loss", "error", "per", "wer", "cer", "ece", "perplexity", "mse", "mae", "rmse"}
 
@@ -48,7 +52,7 @@ def default_direction(metric: str) -> str:
     return "minimize" if MINIMIZED & set(words) else "maximize"
 
 
-def tuning_of(comparison: Comparison) -> Tuning | None:
+def tuning_of(comparison) -> Tuning | None:
     """The comparison's ``tune`` section, checked (unknown keys and bad ranges named), or None."""
     if comparison.tune is None:
         return None
@@ -56,6 +60,11 @@ def tuning_of(comparison: Comparison) -> Tuning | None:
         tuning = Tuning(**comparison.tune)
     except TypeError as err:
         raise ConfigError(f"{comparison.path}: tune: {str(err).split('() ', 1)[-1]}") from None
+    if comparison.budget_flops is not None:
+        raise ConfigError(
+            f"{comparison.path}: tune: trials train by epochs, not to budget_flops ({comparison.budget_flops:g}); "
+            "a row tuned at another budget than its seeds run would not be fair: drop one of the two"
+        )
     tuning.metric = tuning.metric or re.sub(r"^test/", "val/", comparison.metric)
     tuning.direction = tuning.direction or default_direction(tuning.metric)
     if not tuning.metric.startswith("val/"):
@@ -66,7 +75,7 @@ def tuning_of(comparison: Comparison) -> Tuning | None:
     return tuning
 
 
-def row_sweep(comparison: Comparison, model: str, tuning: Tuning) -> Sweep:
+def row_sweep(comparison, model: str, tuning: Tuning) -> Sweep:
     """The sweep that tunes one row: the row's own configs, the tuning's space and budget."""
     sweep = Sweep(configs=[], space=tuning.space, metric=tuning.metric, name=f"{comparison.name}-{model}",
                   direction=tuning.direction, trials=tuning.trials, pruner=tuning.pruner,
@@ -77,22 +86,47 @@ def row_sweep(comparison: Comparison, model: str, tuning: Tuning) -> Sweep:
     return sweep
 
 
-def tune_dir(comparison: Comparison, model: str) -> Path:
+def tune_dir(comparison, model: str) -> Path:
     return Path(comparison.out) / "tune" / model
 
 
-def tune_rows(comparison: Comparison, overrides: list[str]) -> dict[str, dict]:
+def tune_rows(comparison, overrides: list[str]) -> dict[str, dict]:
     """Tune every row in turn (the trials in this process); each row's best trial: value and settings."""
     tuning = tuning_of(comparison)
     results = {}
     for model in comparison.models:
         sweep = row_sweep(comparison, model, tuning)
+        trial_overrides = [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
+        _check_settings(sweep, trial_overrides, model)
         missing = max(0, tuning.trials - trials_so_far(sweep))
         print(f"\n=== tuning {model}: {missing} of {tuning.trials} trials to run, {tuning.metric} "
               f"({tuning.direction}) -> {sweep.out} ===", flush=True)  # fmt: skip
         if missing:
-            run_worker(sweep, missing, 0, [*overrides, f"--seed_everything={tuning.seed}"])
+            run_worker(sweep, missing, 0, trial_overrides)
         best = summarize(sweep)
         results[model] = {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
                           "value": best["value"], "params": best["params"]}  # fmt: skip
     return results
+
+
+def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:
+    """A row's study goes on only with the settings it began with (space, metric, configs and their contents,
+    options): otherwise its trials would not be comparable. Written on the first run."""
+
+    def fingerprint(arg: str) -> str:
+        path = Path(arg)
+        if len(arg) < 4096 and path.is_file():
+            return f"{arg} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
+        return arg
+
+    settings = {"space": sweep.space, "metric": sweep.metric, "direction": sweep.direction,
+                "pruner": sweep.pruner, "threshold": sweep.threshold, "seed": sweep.seed,
+                "args": [fingerprint(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
+    text = json.dumps(settings, indent=1, default=str) + "\n"
+    path = Path(sweep.out) / "settings.json"
+    if path.is_file() and path.read_text() != text:
+        raise ConfigError(
+            f"{path.parent}: row {model!r} was tuned with other settings (see {path.name} there); give another "
+            "--out, or delete the folder to tune it again"
+        )
+    write_atomic(path, text)
