@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: compare text-pretrained seq2seq-compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer test test-all lint format bench sortseq data help
+.PHONY: compare text-pretrained seq2seq-compare lm-compare dna-variants lm-variants parity-compare smollm2-austen text-compare vision-compare vision-transfer vision-dinov2 test test-all lint format bench sortseq data help
 
 help:
 	@echo "make compare   the main job: RNN vs GRU vs LSTM vs Transformer vs CNN on the built-in DNA benchmark"
@@ -16,6 +16,7 @@ help:
 	@echo "make text-pretrained  masked-LM pre-training on Austen, then its encoder vs scratch on Rotten Tomatoes"
 	@echo "make vision-compare  CNN vs ResNet vs ViT vs EfficientNet-Lite0 (ImageNet / scratch) vs patch LSTM/Transformer on Fashion-MNIST"
 	@echo "make vision-transfer  pre-train our ViT/ResNet on 5 Fashion-MNIST classes, export, fine-tune on the other 5 vs scratch"
+	@echo "make vision-dinov2   DINOv2 ViT-S/14: linear probe vs fine-tune vs scratch on a Fashion-MNIST subset, 3 seeds"
 	@echo "make seq2seq-compare  Transformer vs Bahdanau attention GRU vs GRU without attention, grapheme-to-phoneme on CMUdict"
 	@echo "make sortseq   fetch the Sort-Seq data and run the comparison on it"
 	@echo "make data      fetch the real text data and MiniLM weights (done by the set-up)"
@@ -56,6 +57,9 @@ data/fashion_mnist/train-images-idx3-ubyte.gz:
 
 data/pretrained/efficientnet_lite0.safetensors:
 	$(PY) -m experiments data efficientnet_lite0
+
+data/pretrained/dinov2_small.safetensors:
+	$(PY) -m experiments data dinov2_small
 
 compare: $(STAMP)
 	$(PY) -m experiments compare --config experiments/dna/compare.yaml --trainer.max_epochs 4
@@ -107,6 +111,9 @@ vision-transfer: $(STAMP) data
 	$(call pretrain,resnet,experiments/vision/transfer/resnet.yaml)
 	$(PY) -m experiments compare --config experiments/vision/transfer/compare.yaml
 
+vision-dinov2: $(STAMP) data data/pretrained/dinov2_small.safetensors
+	$(PY) -m experiments compare --config experiments/vision/dinov2_compare.yaml
+
 test: $(STAMP)
 	$(PY) -m pytest
 
@@ -138,6 +145,7 @@ bench: $(STAMP)
 	$(PY) bench/act.py
 	$(PY) bench/seq2seq_decode.py
 	$(PY) bench/probe.py
+	$(PY) bench/linear_probe.py
 
 sortseq: $(STAMP)
 	$(PY) -m experiments data sortseq

@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 
+from archbench.errors import ConfigError
 from datamodules.files import write_atomic
 
 
@@ -159,6 +160,11 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
     """
 
     def freeze_before_training(self, pl_module) -> None:
+        if getattr(pl_module.net, "freeze_backbone", False):
+            raise ConfigError(
+                "trainer.callbacks: BackboneFinetuning unfreezes a backbone that model.net.init_args."
+                "freeze_backbone keeps frozen; use one of the two"
+            )
         self.freeze(pl_module.backbone, train_bn=True)
         if not self.train_bn:
             for norm in self._norms(pl_module):
@@ -166,11 +172,49 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
                     p.requires_grad = False
 
     def finetune_function(self, pl_module, epoch: int, optimizer) -> None:
+        if epoch > self.unfreeze_backbone_at_epoch:
+            # Resumed after the unfreezing epoch: setup() froze the backbone again and the restored optimizer
+            # does not make it trainable (Lightning issue #21901). Idempotent in an uninterrupted run.
+            self.make_trainable(pl_module.backbone)
+        if getattr(pl_module.hparams, "layer_decay", None) is not None:
+            self._finetune_by_layer(pl_module, epoch, optimizer)
+            return
         frozen_norms, self.train_bn = self.train_bn, True  # unfreezing trains all of it, norm layers included
         try:
             super().finetune_function(pl_module, epoch, optimizer)
         finally:
             self.train_bn = frozen_norms
+
+    def _finetune_by_layer(self, pl_module, epoch: int, optimizer) -> None:
+        """With the task's ``layer_decay``: the unfrozen backbone joins as timm's layer-wise groups, each at the
+        backbone's rate (``backbone_initial_lr``, or the head's current rate times ``backbone_initial_ratio_lr``)
+        times its layer's scale; in later epochs every one of those groups follows ``lambda_func`` (and
+        ``should_align`` caps it at the head's rate), as Lightning's single backbone group does."""
+        from lit_models.optim import parameter_groups
+
+        # The head's rate: the highest of the groups the optimizer began with (layer decay scales the rest
+        # below it; group 0 may be a stem's norm layer that stayed trainable)
+        head_lr = max(g["lr"] for g in optimizer.param_groups if not g.get("backbone"))
+        if epoch == self.unfreeze_backbone_at_epoch:
+            backbone_lr = self.backbone_initial_lr
+            if backbone_lr is None:
+                backbone_lr = head_lr * self.backbone_initial_ratio_lr
+            self.make_trainable(pl_module.backbone)
+            in_backbone = {id(p) for p in pl_module.backbone.parameters()}
+            in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+            for group in parameter_groups(pl_module.net, pl_module.hparams.layer_decay):
+                params = [p for p in group["params"] if id(p) in in_backbone and id(p) not in in_optimizer]
+                if params:
+                    extra = {k: v for k, v in group.items() if k not in ("params", "lr_scale")}
+                    lr = backbone_lr * group.get("lr_scale", 1.0)
+                    optimizer.add_param_group({**extra, "params": params, "lr": lr, "backbone": True})
+            self.previous_backbone_lr = backbone_lr
+        elif epoch > self.unfreeze_backbone_at_epoch:
+            factor = self.lambda_func(epoch + 1)
+            for group in (g for g in optimizer.param_groups if g.get("backbone")):
+                group["lr"] = (
+                    min(group["lr"] * factor, head_lr) if self.should_align else group["lr"] * factor
+                )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         # Lightning puts the module back in train mode after each validation: re-apply every batch.

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -71,10 +73,37 @@ def timm_data_config(name: str, weights_file: str | None = None) -> dict:
     return resolve_data_config(pretrained_cfg=config)
 
 
+def modules_besides(root: nn.Module, head: nn.Module) -> list[nn.Module]:
+    """Modules that together hold every parameter of ``root`` outside ``head``: whole children where they do
+    not contain ``head``, the way down to it where they do (e.g. a ConvNeXt's ``head.norm`` beside ``head.fc``),
+    and a holder module for the parameters a module owns directly."""
+    parts = []
+    direct = nn.Module()
+    for name, param in root.named_parameters(recurse=False):
+        direct.register_parameter(name, param)
+    if direct._parameters:
+        parts.append(direct)
+    for child in root.children():
+        if child is head:
+            continue
+        if any(m is head for m in child.modules()):
+            parts += modules_besides(child, head)
+        else:
+            parts.append(child)
+    return parts
+
+
 class TimmNet(nn.Module):
     """``timm.create_model(name)`` with its head sized for the task: from scratch, pretrained from the hub
     (connected machines), or from a local weights file (safetensors or a state_dict; the head's weights are
     dropped when the class count differs, as timm does for hub weights).
+
+    ``freeze_backbone`` makes it a linear probe: only the classifier trains, on the pooled features of a
+    backbone kept frozen and in eval mode. With ``cache_features`` each distinct input's features are computed
+    once and kept (keyed by the input's bytes, so a changed or augmented image is computed anew): from the
+    second epoch on, training and validation run the classifier only. Under DDP each process keeps its own
+    cache of the images its shard brought, which changes every epoch: the cache fills over the first few
+    epochs rather than the first. Keys are made on the CPU (one copy of each batch).
     """
 
     def __init__(
@@ -87,6 +116,10 @@ class TimmNet(nn.Module):
         drop_path_rate: float = 0.0,
         model_kwargs: dict | None = None,
         reset_head: bool = False,
+        freeze_backbone: bool = False,
+        cache_features: bool = False,
+        max_cached: int = 1_000_000,
+        img_size: int | None = None,
     ):
         """
         Args:
@@ -102,9 +135,24 @@ class TimmNet(nn.Module):
             model_kwargs: More ``timm.create_model`` arguments (e.g. ``img_size``, ``in_chans``).
             reset_head: A new head even when the weights' head fits the class count (fine-tuning on other
                 classes than the weights were trained on, with as many of them).
+            freeze_backbone: Train the classifier only (a linear probe): the rest keeps its weights and stays in
+                eval mode (no dropout, norm statistics as loaded); ``drop_rate`` applies to the features.
+            cache_features: With ``freeze_backbone``: compute each distinct input's features once and reuse
+                them (worth it without training augmentation, where the same images come back every epoch).
+            max_cached: At most this many inputs' features are kept (about 1.5 KB each for a width of 384);
+                past it, new inputs are computed every time (with a warning).
+            img_size: Image side; linked from the data. A model built for one input size (a ViT) is built for
+                this one (a pretrained position grid is resampled to it) unless ``model_kwargs`` sets
+                ``img_size``; other models ignore it.
         """
         super().__init__()
         import timm
+
+        if cache_features and not freeze_backbone:
+            raise ValueError(
+                "model.net.init_args.cache_features: features change while the backbone trains; "
+                "it needs freeze_backbone: true"
+            )
 
         if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
             raise ValueError(f"model.net.init_args.name: {name!r} is not a timm model")
@@ -113,18 +161,47 @@ class TimmNet(nn.Module):
             if not Path(weights_file).is_file():
                 raise FileNotFoundError(f"model.net.init_args.weights_file: {weights_file!r} not found")
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file), **saved_data_config(weights_file)}
-        self.model = timm.create_model(
-            name,
-            pretrained=pretrained or bool(weights_file),
-            num_classes=num_outputs,
-            drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate,
-            **kwargs,
-        )
+
+        def create(**more):
+            return timm.create_model(
+                name,
+                pretrained=pretrained or bool(weights_file),
+                num_classes=num_outputs,
+                drop_rate=drop_rate,
+                drop_path_rate=drop_path_rate,
+                **kwargs,
+                **more,
+            )
+
+        if img_size is None or "img_size" in kwargs:
+            self.model = create()
+        else:  # built for the data's size where the model has one (ViTs: position grid resampled on load)
+            try:
+                self.model = create(img_size=img_size)
+            except TypeError as err:
+                if "img_size" not in str(err):
+                    raise
+                self.model = create()  # a model without a fixed input size (CNNs)
         if reset_head:
             self.model.reset_classifier(num_outputs)
         elif weights_file:
             self._keep_matching_head(weights_file)
+        self.freeze_backbone, self.cache_features = freeze_backbone, cache_features
+        self.max_cached = max_cached
+        self.feature_dropout = nn.Dropout(drop_rate)
+        # the input's bytes' digest -> its features: a plain dict, never in the state_dict or a checkpoint
+        self._cache: dict[bytes, torch.Tensor] = {}
+        self.cache_hits = self.cache_misses = 0
+        self._cache_full = False
+        if freeze_backbone:
+            if not isinstance(self.model.get_classifier(), nn.Module):  # distilled models: two heads
+                raise ValueError(
+                    f"model.net.init_args.freeze_backbone: {name} has no single classifier to train on its "
+                    "features; choose another model or train it whole"
+                )
+            for module in self.backbone_modules():
+                module.requires_grad_(False)
+            self.train(self.training)
 
     def _keep_matching_head(self, weights_file: str) -> None:
         """timm drops a weights file's classifier whenever the class count differs from the model's default
@@ -149,9 +226,9 @@ class TimmNet(nn.Module):
         return self.model.pretrained_cfg
 
     def backbone_modules(self) -> list[nn.Module]:
-        """The timm model's parts but its classifier (what a fine-tuning callback freezes)."""
-        head = self.model.get_classifier()
-        return [m for m in self.model.children() if m is not head]
+        """Every part of the timm model but its classifier (what a fine-tuning callback freezes), parameters held
+        by the model itself included (a ViT's class token and position embedding)."""
+        return modules_besides(self.model, self.model.get_classifier())
 
     def group_matcher(self, coarse: bool = False) -> dict:
         """timm's layer map of the model inside (for layer-wise learning-rate decay)."""
@@ -161,6 +238,49 @@ class TimmNet(nn.Module):
         inner = self.model.no_weight_decay() if hasattr(self.model, "no_weight_decay") else set()
         return {f"model.{name}" for name in inner}
 
+    def train(self, mode: bool = True) -> TimmNet:
+        """A frozen backbone stays in eval mode whatever the trainer sets."""
+        super().train(mode)
+        if self.freeze_backbone:
+            for module in self.backbone_modules():
+                module.eval()
+        return self
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, C, H, W) -> (B, num_outputs); ``lengths`` is ignored (whole images)."""
-        return self.model(x)
+        if not self.freeze_backbone:
+            return self.model(x)
+        return self.model.get_classifier()(self.feature_dropout(self.features(x)))
+
+    def _backbone_features(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's pooled features (B, width), from the cache where this input was seen."""
+        if not self.cache_features:
+            return self._backbone_features(x)
+        raw = x.detach().flatten(1).contiguous().cpu().view(torch.uint8).numpy()
+        keys = [hashlib.blake2b(row.tobytes(), digest_size=16).digest() for row in raw]
+        missing = [i for i, key in enumerate(keys) if key not in self._cache]
+        self.cache_hits += len(keys) - len(missing)
+        self.cache_misses += len(missing)
+        computed = {}
+        if missing:
+            rows = torch.tensor(missing, device=x.device)
+            computed = dict(zip(missing, self._backbone_features(x.index_select(0, rows)), strict=True))
+            room = self.max_cached - len(self._cache)
+            if room < len(missing) and not self._cache_full:
+                self._cache_full = True
+                warnings.warn(
+                    f"TimmNet: the feature cache is full ({self.max_cached:,} inputs, model.net.init_args."
+                    "max_cached); new inputs are computed every time (is the training data augmented?)",
+                    stacklevel=2,
+                )
+            for i in missing[: max(room, 0)]:
+                self._cache[keys[i]] = computed[i]
+        rows = [computed[i] if i in computed else self._cache[key] for i, key in enumerate(keys)]
+        like = (
+            rows[missing[0]] if missing else rows[0]
+        )  # this call's device and dtype (autocast may change it)
+        return torch.stack([r.to(device=like.device, dtype=like.dtype) for r in rows])

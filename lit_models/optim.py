@@ -100,7 +100,10 @@ def prefixed_matcher(matcher: dict, prefix: str) -> dict:
     escaped = re.escape(prefix)
 
     def fix(pattern: str) -> str:
-        return pattern.replace("^", "^" + escaped)  # timm's patterns anchor each name at its start
+        # timm matches each name from its start: the prefix goes before the whole pattern, alternatives and
+        # all (``^cls_token|pos_embed|patch_embed`` names three parameters at the top of the model)
+        unanchored = re.sub(r"(^|\||\()\^", r"\1", pattern)  # ^a|^b -> a|b, (^a) -> (a)
+        return f"^{escaped}(?:{unanchored})"
 
     out = {}
     for key, value in matcher.items():

@@ -265,3 +265,204 @@ def test_transfer_experiment_pretrain_export_fine_tune(tmp_path, monkeypatch, ar
     assert all(torch.equal(loaded[k], exported[k]) for k in backbone)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert any(not torch.equal(cli.model.net.model.state_dict()[k], exported[k]) for k in backbone)
+
+
+TINY_DINOV2 = {"depth": 1, "embed_dim": 32, "num_heads": 2}  # timm's vit_small_patch14_dinov2 made small
+
+
+@pytest.mark.parametrize("name", ["vit_small_patch14_dinov2", "convnext_atto", "resnet18"])
+def test_frozen_backbone_trains_the_classifier_only_and_equals_the_timm_model(name):
+    """A linear probe: every parameter but the classifier's is frozen (a ViT's class token and position
+    embedding, a ConvNeXt's head norm included), the backbone stays in eval mode in training, and the output is
+    timm's own forward with the same weights."""
+    kwargs = {"model_kwargs": TINY_DINOV2} if "dinov2" in name else {}
+    torch.manual_seed(0)
+    net = TimmNet(name, 3, freeze_backbone=True, img_size=56, drop_rate=0.5, **kwargs)
+    head = net.model.get_classifier()
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {f"model.{n}" for n in _classifier_names(net.model, head)}
+    net.train()
+    in_head = {id(m) for m in head.modules()}
+    leaves = [m for m in net.model.modules() if not list(m.children()) and id(m) not in in_head]
+    assert leaves and not any(m.training for m in leaves)
+    assert head.training
+    x = torch.randn(4, 3, 56, 56)
+    net.eval()
+    torch.testing.assert_close(net(x), net.model(x), rtol=0, atol=1e-6)
+    # what a fine-tuning callback freezes is everything but the classifier
+    held = {id(p) for part in net.backbone_modules() for p in part.parameters()}
+    assert held == {id(p) for p in net.model.parameters()} - {id(p) for p in head.parameters()}
+
+
+def _classifier_names(model, head):
+    ids = {id(p) for p in head.parameters()}
+    return [n for n, p in model.named_parameters() if id(p) in ids]
+
+
+def test_feature_cache_computes_each_input_once_and_changes_nothing():
+    torch.manual_seed(0)
+    net = TimmNet("vit_small_patch14_dinov2", 3, freeze_backbone=True, cache_features=True, img_size=28,
+                  model_kwargs=TINY_DINOV2)  # fmt: skip
+    plain = TimmNet(
+        "vit_small_patch14_dinov2", 3, freeze_backbone=True, img_size=28, model_kwargs=TINY_DINOV2
+    )
+    plain.load_state_dict(net.state_dict())
+    assert net.state_dict().keys() == plain.state_dict().keys()  # the cache is never saved
+    calls = []
+    net.model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))  # timm's forward is not used...
+    blocks = net.model.blocks[0]
+    blocks.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))  # ...the backbone's block is
+    x, y = torch.randn(4, 3, 28, 28), torch.randn(4, 3, 28, 28)
+    torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
+    assert calls == [4] and (net.cache_hits, net.cache_misses) == (0, 4)
+    mixed = torch.cat([x[2:], y[:1], x[:1]])  # seen, seen, new, seen
+    torch.testing.assert_close(net(mixed), plain(mixed), rtol=0, atol=0)
+    assert calls == [4, 1] and (net.cache_hits, net.cache_misses) == (3, 5)
+    # the head trains on cached features: gradients reach it, and only it
+    net(mixed).sum().backward()
+    assert net.model.head.weight.grad is not None
+    assert all(p.grad is None for n, p in net.named_parameters() if not n.startswith("model.head"))
+
+
+def test_full_feature_cache_warns_once_and_stays_correct():
+    torch.manual_seed(0)
+    net = TimmNet("vit_small_patch14_dinov2", 3, freeze_backbone=True, cache_features=True, max_cached=3,
+                  img_size=28, model_kwargs=TINY_DINOV2)  # fmt: skip
+    plain = TimmNet(
+        "vit_small_patch14_dinov2", 3, freeze_backbone=True, img_size=28, model_kwargs=TINY_DINOV2
+    )
+    plain.load_state_dict(net.state_dict())
+    x = torch.randn(5, 3, 28, 28)
+    with pytest.warns(UserWarning, match="feature cache is full"):
+        torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
+    assert len(net._cache) == 3 and net.cache_hits == 3
+
+
+def test_feature_cache_needs_a_frozen_backbone():
+    with pytest.raises(ValueError, match="cache_features: .* needs freeze_backbone: true"):
+        TimmNet("resnet18", 3, cache_features=True)
+
+
+def test_vit_built_for_the_data_size_and_cnn_unaffected(tmp_path):
+    """A pretrained ViT's position grid is resampled to the image size the data links in; a CNN ignores it."""
+    from safetensors.torch import save_file
+
+    source = timm.create_model("vit_small_patch14_dinov2", num_classes=0, img_size=56, **TINY_DINOV2)
+    weights = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    net = TimmNet(
+        "vit_small_patch14_dinov2", 3, weights_file=str(weights), img_size=28, model_kwargs=TINY_DINOV2
+    )
+    assert net.model.pos_embed.shape == (1, 1 + 4, 32)
+    torch.testing.assert_close(net.model.pos_embed[:, 0], source.pos_embed[:, 0])  # class position as saved
+    torch.testing.assert_close(net.model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+    assert net(torch.randn(2, 3, 28, 28)).shape == (2, 3)
+    assert TimmNet("resnet18", 3, img_size=28)(torch.randn(2, 3, 28, 28)).shape == (2, 3)
+
+
+@pytest.fixture
+def tiny_dinov2(tmp_path):
+    """A DINOv2-shaped ViT (timm's vit_small_patch14_dinov2, one block of width 32) saved as the weights file."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    source = timm.create_model("vit_small_patch14_dinov2", num_classes=0, img_size=28, **TINY_DINOV2)
+    weights = tmp_path / "dinov2_tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    return weights, source.state_dict()
+
+
+def _dinov2_cli(tmp_path, config, weights, *more):
+    import json
+
+    args = [*image_args(tmp_path, config), f"--model.net.init_args.model_kwargs={json.dumps(TINY_DINOV2)}",
+            "--data.img_size=28", "--trainer.max_epochs=2", "--trainer.limit_train_batches=3",
+            "--trainer.limit_val_batches=2", *more]  # fmt: skip
+    if config != "dinov2_scratch.yaml":
+        args.append(f"--model.net.init_args.weights_file={weights}")
+    return ExperimentCLI(args=args, run=False)
+
+
+def test_dinov2_linear_probe_config_trains_the_head_on_cached_features(tmp_path, tiny_dinov2):
+    weights, saved = tiny_dinov2
+    cli = _dinov2_cli(tmp_path, "dinov2_linear_probe.yaml", weights, "--trainer.limit_train_batches=null",
+                      "--trainer.limit_val_batches=null")  # fmt: skip
+    head_before = cli.model.net.model.head.weight.detach().clone()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    net = cli.model.net
+    for key, value in saved.items():  # the backbone is the file's, untouched by training
+        torch.testing.assert_close(net.model.state_dict()[key], value, rtol=0, atol=0)
+    assert not torch.equal(net.model.head.weight, head_before)
+    distinct = len(cli.datamodule.splits["train"]) + len(cli.datamodule.splits["val"])
+    assert net.cache_misses == distinct  # every image's features computed once, over two epochs
+    assert net.cache_hits >= distinct  # the second epoch, training and validation, from the cache
+
+
+def test_dinov2_fine_tune_config_head_first_then_every_layer_with_layer_decay(tmp_path, tiny_dinov2):
+    """LP-FT with layer-wise decay: epoch 0 trains the head only; at epoch 1 the backbone joins as timm's
+    layer groups, each at the backbone's rate times its layer's scale, every parameter in exactly one group."""
+    from lightning.pytorch.callbacks import Callback
+
+    weights, saved = tiny_dinov2
+    cli = _dinov2_cli(tmp_path, "dinov2_fine_tune.yaml", weights)
+    seen = {}
+
+    class Record(Callback):  # after BackboneFinetuning: its epoch-start changes are made
+        def on_train_epoch_start(self, trainer, pl_module):
+            optimizer = trainer.optimizers[0]
+            seen[f"lr{trainer.current_epoch}"] = {
+                id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]
+            }
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            model = pl_module.net.model
+            seen[trainer.current_epoch] = {
+                k for k, v in saved.items() if not torch.equal(model.state_dict()[k], v)
+            }
+
+    cli.trainer.callbacks.append(Record())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    model = cli.model.net.model
+    assert seen[0] == set()  # the file's weights (the head is new) stayed during the first epoch
+    assert {"blocks.0.attn.qkv.weight", "pos_embed", "cls_token"} <= seen[1]
+    assert set(seen["lr0"]) == {id(p) for p in model.head.parameters()}
+    lr = seen["lr1"]
+    assert len(lr) == sum(1 for _ in model.parameters())  # every parameter, once
+    from timm.optim import param_groups_layer_decay
+
+    head = lr[id(model.head.weight)]
+    scale = {id(p): g["lr_scale"] for g in param_groups_layer_decay(model, 0.0, model.no_weight_decay(),
+                                                                    layer_decay=0.75) for p in g["params"]}  # fmt: skip
+    backbone = [p for n, p in model.named_parameters() if not n.startswith("head.")]
+    # each at the backbone's rate (0.03 x the head's) times timm's scale for its layer: the embeddings lowest
+    assert [lr[id(p)] for p in backbone] == pytest.approx([0.03 * head * scale[id(p)] for p in backbone])
+    assert lr[id(model.pos_embed)] == pytest.approx(0.75 * lr[id(model.blocks[0].attn.qkv.weight)])
+
+
+def test_dinov2_scratch_config_starts_from_random_weights(tmp_path, tiny_dinov2):
+    weights, saved = tiny_dinov2
+    cli = _dinov2_cli(tmp_path, "dinov2_scratch.yaml", weights)
+    model = cli.model.net.model
+    assert not torch.equal(model.blocks[0].attn.qkv.weight, saved["blocks.0.attn.qkv.weight"])
+    assert tuple(cli.datamodule.data_config["mean"]) == (0.485, 0.456, 0.406)  # the pretrained rows' input
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+
+def test_layer_decay_inside_timmnet_groups_every_parameter_as_timm_groups_the_bare_model():
+    """TimmNet holds the timm model as ``model.``: its layer groups must be timm's own for the bare model (a
+    ViT's position embedding and patch embedding in the lowest group, not left over at the head's rate)."""
+    from timm.optim import param_groups_layer_decay
+
+    from lit_models.optim import parameter_groups
+
+    net = TimmNet("vit_small_patch14_dinov2", 3, img_size=28, model_kwargs={**TINY_DINOV2, "depth": 3})
+    ours = {id(p): g.get("lr_scale", 1.0) for g in parameter_groups(net, 0.5) for p in g["params"]}
+    theirs = {id(p): g["lr_scale"] for g in param_groups_layer_decay(net.model, 0.0, net.model.no_weight_decay(),
+                                                                     layer_decay=0.5) for p in g["params"]}  # fmt: skip
+    assert ours == theirs
+    assert ours[id(net.model.pos_embed)] == ours[id(net.model.patch_embed.proj.weight)] == 0.5**4
