@@ -466,3 +466,36 @@ def test_layer_decay_inside_timmnet_groups_every_parameter_as_timm_groups_the_ba
                                                                      layer_decay=0.5) for p in g["params"]}  # fmt: skip
     assert ours == theirs
     assert ours[id(net.model.pos_embed)] == ours[id(net.model.patch_embed.proj.weight)] == 0.5**4
+
+
+def test_resuming_after_the_unfreezing_epoch_trains_the_backbone(tmp_path, tiny_dinov2):
+    """A run resumed past BackboneFinetuning's unfreezing epoch: setup() froze the backbone again and the
+    restored optimizer does not unfreeze it (Lightning issue #21901); ours makes it trainable again, with its
+    layer groups' rates as saved."""
+    from lightning.pytorch.callbacks import Callback
+
+    weights, _ = tiny_dinov2
+    constant = "--model.lr_scheduler=null"  # a run extended past its first end trains at a rate above zero
+    first = _dinov2_cli(tmp_path, "dinov2_fine_tune.yaml", weights, constant)
+    first.trainer.fit(
+        first.model, datamodule=first.datamodule
+    )  # 2 epochs: the backbone unfroze in the second
+    last = next(tmp_path.rglob("last.ckpt"))
+    saved_rates = sorted(g["lr"] for g in first.trainer.optimizers[0].param_groups)
+    resumed = _dinov2_cli(tmp_path, "dinov2_fine_tune.yaml", weights, constant, "--trainer.max_epochs=3")
+    seen = {}
+
+    class Record(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen["rates"] = sorted(g["lr"] for g in trainer.optimizers[0].param_groups)
+            seen["before"] = pl_module.net.model.blocks[0].attn.qkv.weight.detach().clone()
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            seen["trainable"] = pl_module.net.model.blocks[0].attn.qkv.weight.requires_grad
+            seen["moved"] = not torch.equal(seen["before"], pl_module.net.model.blocks[0].attn.qkv.weight)
+
+    resumed.trainer.callbacks.append(Record())
+    resumed.trainer.fit(resumed.model, datamodule=resumed.datamodule, ckpt_path=str(last))
+    assert resumed.trainer.current_epoch == 3
+    assert seen["trainable"] and seen["moved"]
+    assert len(seen["rates"]) == len(saved_rates)  # the same groups, restored
