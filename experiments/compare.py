@@ -40,7 +40,7 @@ from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, checkpoint_info
-from experiments.tuning import row_sweep, tune_dir, tune_rows, tuning_of
+from experiments.tuning import TUNE_JOB, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
 
 
 @dataclass
@@ -140,6 +140,9 @@ class Comparison:
             raise ConfigError(f"{self.path}: slurm: {str(err).split('() ', 1)[-1]}") from None
 
     def run_dir(self, model: str, seed: int) -> Path:
+        """A run's folder; for a launcher's tuning job (``TUNE_JOB``), the row's tuning folder."""
+        if seed == TUNE_JOB:
+            return tune_dir(self, model)
         return Path(self.out) / "runs" / f"{model}-seed{seed}"
 
     def model_file(self, model: str) -> Path:
@@ -372,21 +375,37 @@ def main(argv: list[str]) -> None:
         if getattr(args, name):
             setattr(comparison, name, getattr(args, name))
     out = Path(comparison.out)
+
+    def run_job(model: str, seed: int) -> None:  # what a launcher's job does: train one seed, or tune the row
+        if seed == TUNE_JOB:
+            tune_row(comparison, model, overrides)
+        else:
+            run_one(comparison, model, seed, out, overrides)
+
     if args.run:  # one run, started by a launcher
         model, _, seed = args.run.rpartition(":")
-        if model not in comparison.models or not seed.isdigit():
+        if model not in comparison.models or not (seed.isdigit() or seed == str(TUNE_JOB)):
             raise ConfigError(f"--run: {args.run!r} is not MODEL:SEED of {comparison.path}")
-        run_one(comparison, model, int(seed), out, overrides)
+        run_job(model, int(seed))
         return
     if args.serve:  # a local launcher's worker
-        serve(lambda model, seed: run_one(comparison, model, seed, out, overrides), comparison.run_dir)
+        serve(run_job, comparison.run_dir)
         return
     print(
         f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()}, "
         f"launcher {comparison.launcher})"
     )
     jobs = [(model, seed) for model in comparison.models for seed in range(comparison.seeds)]
-    tuned = tune_rows(comparison, overrides) if comparison.tune is not None else None
+    if comparison.tune is not None and comparison.launcher != "sequential":  # every row's tuning, at once
+        failures = _dispatch(
+            comparison, [(m, TUNE_JOB) for m in comparison.models], _child_argv(argv, comparison, out)
+        )
+        if failures:
+            raise RunsFailedError(
+                "compare: tuning failed, so no seed ran; run the same command again to resume it: "
+                + "; ".join(map(str, failures))
+            )
+    tuned = tune_rows(comparison, overrides) if comparison.tune is not None else None  # the rest, or the best
     runs, failures = [], []
     if comparison.launcher == "sequential":
         for model, seed in jobs:
@@ -431,19 +450,23 @@ def _child_argv(argv: list[str], comparison: Comparison, out: Path) -> list[str]
     return [*child, "--out", str(out.resolve())]
 
 
+def _dispatch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> list[Failure]:
+    """The jobs through the comparison's launcher (local workers or SLURM); the ones that failed."""
+    if not jobs:
+        return []
+    if comparison.launcher == "local":
+        return launch_local(argv, jobs, comparison.run_dir, parse_devices(comparison.devices))
+    options, cluster = comparison.slurm_options()
+    folder = Path(comparison.out).resolve() / "slurm"
+    return launch_slurm(argv, jobs, comparison.run_dir, options, folder, cluster)
+
+
 def _launch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> tuple[list[dict], list]:
     """The unfinished runs through the comparison's launcher, then every run's result (finished earlier or
     now) and the failures."""
     # Every run goes to the launcher, finished ones too: run_one keeps a finished run only when its settings are
     # this command's (it refuses one made with other settings), which the launching process cannot tell alone.
-    pending = jobs
-    failures = []
-    if pending and comparison.launcher == "local":
-        failures = launch_local(argv, pending, comparison.run_dir, parse_devices(comparison.devices))
-    elif pending:
-        options, cluster = comparison.slurm_options()
-        folder = Path(comparison.out).resolve() / "slurm"
-        failures = launch_slurm(argv, pending, comparison.run_dir, options, folder, cluster)
+    failures = _dispatch(comparison, jobs, argv)
     failed = {(f.model, f.seed) for f in failures}
     runs = []
     for job in jobs:

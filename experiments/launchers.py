@@ -83,7 +83,12 @@ class Failure:
     log: Path
 
     def __str__(self) -> str:
-        return f"{self.model}, seed {self.seed}: {self.reason} (log: {self.log})"
+        return f"{job_name(self.model, self.seed)}: {self.reason} (log: {self.log})"
+
+
+def job_name(model: str, seed: int) -> str:
+    """``MODEL, seed N``, or ``MODEL, tuning`` for a job that tunes the row (seed -1)."""
+    return f"{model}, tuning" if seed < 0 else f"{model}, seed {seed}"
 
 
 def compare_command(argv: list[str], *extra: str) -> list[str]:
@@ -181,7 +186,7 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                                                    stderr=err, text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
                     live.add(process)
                 log = run_dir(model, seed) / "launcher.log"
-                print(f"{model}, seed {seed}: started on {where} (log: {log})", flush=True)
+                print(f"{job_name(model, seed)}: started on {where} (log: {log})", flush=True)
                 try:
                     process.stdin.write(f"{model}\t{seed}\n")
                     process.stdin.flush()
@@ -189,7 +194,7 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                 except BrokenPipeError:  # the worker died before it read the job
                     answer = ""
                 if answer == "done":
-                    print(f"{model}, seed {seed}: finished", flush=True)
+                    print(f"{job_name(model, seed)}: finished", flush=True)
                     continue
                 if answer:  # the run raised; the worker lives on
                     failures.append(Failure(model, seed, answer.removeprefix("failed\t"), log))
@@ -245,7 +250,7 @@ def launch_slurm(
     for (model, seed), job in zip(jobs, submitted, strict=True):
         try:
             job.result()
-            print(f"{model}, seed {seed}: finished (job {job.job_id})", flush=True)
+            print(f"{job_name(model, seed)}: finished (job {job.job_id})", flush=True)
         except Exception:  # submitit says the job failed; the run's own one-line error is in its stderr
             log = Path(job.paths.stderr)
             lines = log.read_text(errors="replace").splitlines() if log.is_file() else []

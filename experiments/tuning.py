@@ -14,8 +14,10 @@ A comparison file's ``tune`` section::
 
 Each row's study, its trials and ``best.yaml`` are in ``OUT/tune/ROW/``; a re-run adds only missing trials
 (failed or interrupted ones run again) and refuses a study begun with other settings. The trials score on the
-validation split, never on the test split the table reports; each runs on one device, in the compare process,
-by epochs (a ``budget_flops`` comparison is refused: its rows would be tuned at another budget).
+validation split, never on the test split the table reports; each runs on one device, by epochs (a
+``budget_flops`` comparison is refused: its rows would be tuned at another budget). With the sequential launcher
+the rows are tuned one after another in the compare process; with ``local`` or ``slurm`` each row's tuning is one
+job of the launcher (a worker per device, a SLURM job), all rows at once, before the seeds' runs.
 """
 
 from __future__ import annotations
@@ -86,27 +88,33 @@ def row_sweep(comparison, model: str, tuning: Tuning) -> Sweep:
     return sweep
 
 
+TUNE_JOB = -1  # the seed of a launcher's job that tunes the row instead of training one of its seeds
+
+
 def tune_dir(comparison, model: str) -> Path:
     return Path(comparison.out) / "tune" / model
 
 
 def tune_rows(comparison, overrides: list[str]) -> dict[str, dict]:
-    """Tune every row in turn (the trials in this process); each row's best trial: value and settings."""
+    """Tune every row in turn, in this process; each row's best trial: value and settings."""
+    return {model: tune_row(comparison, model, overrides) for model in comparison.models}
+
+
+def tune_row(comparison, model: str, overrides: list[str]) -> dict:
+    """Run the row's missing trials (none when a launcher's worker ran them already) and write its best.yaml;
+    its best trial's value and settings."""
     tuning = tuning_of(comparison)
-    results = {}
-    for model in comparison.models:
-        sweep = row_sweep(comparison, model, tuning)
-        trial_overrides = [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
-        _check_settings(sweep, trial_overrides, model)
-        missing = max(0, tuning.trials - trials_so_far(sweep))
+    sweep = row_sweep(comparison, model, tuning)
+    trial_overrides = [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
+    _check_settings(sweep, trial_overrides, model)
+    missing = max(0, tuning.trials - trials_so_far(sweep))
+    if missing:
         print(f"\n=== tuning {model}: {missing} of {tuning.trials} trials to run, {tuning.metric} "
               f"({tuning.direction}) -> {sweep.out} ===", flush=True)  # fmt: skip
-        if missing:
-            run_worker(sweep, missing, 0, trial_overrides)
-        best = summarize(sweep)
-        results[model] = {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
-                          "value": best["value"], "params": best["params"]}  # fmt: skip
-    return results
+        run_worker(sweep, missing, 0, trial_overrides)
+    best = summarize(sweep)
+    return {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
+            "value": best["value"], "params": best["params"]}  # fmt: skip
 
 
 def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:

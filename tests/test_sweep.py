@@ -134,3 +134,31 @@ def test_compare_tuning_section_is_checked(in_tmp):
     (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"bad.yaml: tune: .*'trails'"):
         Comparison.load(in_tmp / "bad.yaml")
+
+
+def test_local_launcher_tunes_the_rows_in_parallel_workers_then_runs_their_seeds(in_tmp, monkeypatch):
+    """With ``--launcher local`` each row's tuning is one job of the worker pool (real processes), and the
+    seeds then run with each row's best settings, as with the sequential launcher."""
+    from experiments.compare import main as compare
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    config = _tuned_comparison(in_tmp, trials=1)
+    compare(["--config", config, "--launcher", "local", "--devices", "0,1", *RUN, "--trainer.max_epochs=1"])
+    report = json.loads((in_tmp / "cmp" / "results.json").read_text())
+    assert {r["model"] for r in report["runs"]} == {"CNN", "LSTM"} and set(report["tuning"]) == {
+        "CNN",
+        "LSTM",
+    }
+    for model, tuned in report["tuning"].items():
+        folder = in_tmp / "cmp" / "tune" / model
+        assert "=== tuning" in (folder / "launcher.log").read_text()  # the trials ran in a worker
+        assert [t["state"] for t in json.loads((folder / "trials.json").read_text())["trials"]] == [
+            "COMPLETE"
+        ]
+        saved = yaml.safe_load((in_tmp / "cmp" / "runs" / f"{model}-seed0" / "run_config.yaml").read_text())
+        assert (
+            saved["model"]["init_args"]["optimizer"]["init_args"]["lr"]
+            == tuned["params"]["model.optimizer.init_args.lr"]
+        )
+    assert len(list((in_tmp / "cmp").glob("worker-*.log"))) == 2
