@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archbench.errors import PretrainedError
 from lit_models.optim import prefixed_matcher
 
 
@@ -159,7 +160,10 @@ class TimmNet(nn.Module):
         kwargs = dict(model_kwargs or {})
         if weights_file:
             if not Path(weights_file).is_file():
-                raise FileNotFoundError(f"model.net.init_args.weights_file: {weights_file!r} not found")
+                raise PretrainedError(
+                    f"model.net.init_args.weights_file: {weights_file!r} not found (the files under "
+                    "data/pretrained/ come from `python -m experiments data NAME`, e.g. dinov2_small)"
+                )
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file), **saved_data_config(weights_file)}
 
         def create(**more):

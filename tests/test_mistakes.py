@@ -63,6 +63,18 @@ def test_a_model_that_cannot_be_built_says_why(in_tmp):
         )
 
 
+def test_a_missing_weights_file_says_which_and_where_it_comes_from(tmp_path):
+    from archbench.errors import PretrainedError
+
+    args = [
+        *image_args(tmp_path, "dinov2_linear_probe.yaml"),
+        "--model.net.init_args.weights_file=nope.safetensors",
+    ]
+    with pytest.raises(PretrainedError, match=r"^model.net.init_args.weights_file: 'nope.safetensors' not found "
+                                              r"\(.*python -m experiments data NAME"):  # fmt: skip
+        ExperimentCLI(args=args, run=False)
+
+
 def test_config_files_that_are_folders_or_not_yaml(in_tmp):
     (in_tmp / "folder.yaml").mkdir()
     with pytest.raises(ConfigError, match=r"--config: .*folder.yaml is a directory, expected a YAML file"):
