@@ -120,8 +120,9 @@ class Comparison:
                 f"{self.path}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
             )
         self.slurm_options()  # unknown keys are named now, not when the jobs are submitted
-        if tuning_of(self) is not None:  # the search space is checked now, not after the first row's trials
-            row_sweep(self, next(iter(self.models)), tuning_of(self))
+        tuning = tuning_of(self)
+        if tuning is not None:  # the search space is checked now, not after the first row's trials
+            row_sweep(self, next(iter(self.models)), tuning)
         if self.throughput_window < 2:
             raise ConfigError(f"{self.path}: throughput_window: {self.throughput_window} is below 2")
         for entry in self.shared():
@@ -396,10 +397,9 @@ def main(argv: list[str]) -> None:
         f"launcher {comparison.launcher})"
     )
     jobs = [(model, seed) for model in comparison.models for seed in range(comparison.seeds)]
+    child_argv = _child_argv(argv, comparison, out)
     if comparison.tune is not None and comparison.launcher != "sequential":  # every row's tuning, at once
-        failures = _dispatch(
-            comparison, [(m, TUNE_JOB) for m in comparison.models], _child_argv(argv, comparison, out)
-        )
+        failures = _dispatch(comparison, [(m, TUNE_JOB) for m in comparison.models], child_argv)
         if failures:
             raise RunsFailedError(
                 "compare: tuning failed, so no seed ran; run the same command again to resume it: "
@@ -412,7 +412,7 @@ def main(argv: list[str]) -> None:
             print(f"\n=== {model}, seed {seed} ===", flush=True)
             runs.append(run_one(comparison, model, seed, out, overrides))
     else:
-        runs, failures = _launch(comparison, jobs, _child_argv(argv, comparison, out))
+        runs, failures = _launch(comparison, jobs, child_argv)
     if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
     if not runs:

@@ -42,6 +42,7 @@ from lightning.pytorch.callbacks import Callback
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError
 from datamodules.files import write_atomic
 from experiments.configs import check_yaml, parse_file, split_options
+from experiments.launchers import worker_env
 
 KINDS = ("log_uniform", "uniform", "int", "choice")
 
@@ -327,14 +328,20 @@ def main(argv: list[str]) -> None:
     elif args.workers == 1:
         run_worker(sweep, trials, 0, overrides)
     else:
+        import torch
+
         Path(sweep.out).mkdir(parents=True, exist_ok=True)
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
         processes = []
         for k, share in enumerate(shares):
             if share:
                 log = open(Path(sweep.out) / f"worker-{k}.log", "ab")  # noqa: SIM115 (closed below)
                 command = [sys.executable, "-m", "experiments", "sweep", "--config", args.config, "--trials",
                            str(share), "--worker", str(k), *overrides]  # fmt: skip
-                processes.append((k, subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log))
+                # as compare's local workers: a GPU each (in turn), or a share of the CPU cores; own W&B service
+                env = worker_env(str(k % gpus) if gpus else str(k), args.workers, cuda=gpus > 0)
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+                processes.append((k, process, log))
         for k, process, log in processes:
             if process.wait() != 0:
                 failed.append(f"worker {k}: exit status {process.returncode} (log: {log.name})")

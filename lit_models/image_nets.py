@@ -271,8 +271,8 @@ class TimmNet(nn.Module):
         self.cache_misses += len(missing)
         computed = {}
         if missing:
-            rows = torch.tensor(missing, device=x.device)
-            computed = dict(zip(missing, self._backbone_features(x.index_select(0, rows)), strict=True))
+            index = torch.tensor(missing, device=x.device)
+            computed = dict(zip(missing, self._backbone_features(x.index_select(0, index)), strict=True))
             room = self.max_cached - len(self._cache)
             if room < len(missing) and not self._cache_full:
                 self._cache_full = True
@@ -284,7 +284,6 @@ class TimmNet(nn.Module):
             for i in missing[: max(room, 0)]:
                 self._cache[keys[i]] = computed[i]
         rows = [computed[i] if i in computed else self._cache[key] for i, key in enumerate(keys)]
-        like = (
-            rows[missing[0]] if missing else rows[0]
-        )  # this call's device and dtype (autocast may change it)
+        # as this call computes them: its device and dtype (autocast may change the dtype)
+        like = rows[missing[0]] if missing else rows[0]
         return torch.stack([r.to(device=like.device, dtype=like.dtype) for r in rows])
