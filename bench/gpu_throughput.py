@@ -1,11 +1,12 @@
-"""GPU training throughput: ViT-B/16 and ResNet-50 with bf16-mixed autocast, channels-last and torch.compile,
-ours (ViT-B/16) and timm's side by side: images/s and model FLOPs utilisation (MFU, 3 x forward FLOPs per
-image over the GPU's dense bf16 peak). Needs a CUDA GPU: on a CPU-only machine it says so and exits 0.
-Prints one JSON line.
+"""GPU training throughput: ViT-B/16, ResNet-34 and ResNet-50 with bf16-mixed autocast and channels-last, eager and
+with torch.compile, ours (ViT-B/16, ResNet-34) and timm's side by side: images/s and model FLOPs utilisation (MFU,
+3 x forward FLOPs per image over the GPU's dense bf16 peak). ``--modes compiled`` for the compiled rows alone.
+Needs a CUDA GPU: on a CPU-only machine it says so and exits 0. Prints one JSON line.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -29,10 +30,10 @@ def forward_flops(model: torch.nn.Module) -> float:
     return float(counter.get_total_flops())
 
 
-def images_per_second(model: torch.nn.Module) -> float:
+def images_per_second(model: torch.nn.Module, compile: bool) -> float:
     model = model.cuda().to(memory_format=torch.channels_last).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-    compiled = torch.compile(model)
+    compiled = torch.compile(model) if compile else model
     x = torch.randn(BATCH, 3, 224, 224, device="cuda").to(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (BATCH,), device="cuda")
     times = []
@@ -51,11 +52,15 @@ def images_per_second(model: torch.nn.Module) -> float:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--modes", nargs="+", choices=("eager", "compiled"), default=["eager", "compiled"])
+    args = parser.parse_args()
     if not torch.cuda.is_available():
         print(json.dumps({"bench": "gpu_throughput", "skipped": "needs a CUDA GPU; this machine has none"}))
         sys.exit(0)
     import timm
 
+    from lit_models.resnet import ResNet
     from lit_models.vit import VisionTransformer
 
     name = torch.cuda.get_device_name()
@@ -63,15 +68,22 @@ def main() -> None:
     models = {
         "vit_base_patch16_224 (ours)": lambda: VisionTransformer(1000),
         "vit_base_patch16_224 (timm)": lambda: timm.create_model("vit_base_patch16_224"),
+        "resnet34 (ours)": lambda: ResNet(1000, depth=34),
+        "resnet34 (timm)": lambda: timm.create_model("resnet34"),
         "resnet50 (timm)": lambda: timm.create_model("resnet50"),
     }
-    result = {"bench": "gpu_throughput", "device": name, "batch": BATCH}
+    result = {"bench": "gpu_throughput", "device": name, "torch": torch.__version__, "batch": BATCH}
     for label, make in models.items():
-        model = make().cuda()
-        flops = forward_flops(model)
-        rate = images_per_second(model)
-        mfu = 3 * flops * rate / (peak * 1e12) if peak else None
-        result[label] = {"images_per_s": round(rate, 1), "mfu": mfu and round(mfu, 4)}
+        for mode in args.modes:
+            torch.manual_seed(0)
+            model = make().cuda()
+            flops = forward_flops(model)
+            rate = images_per_second(model, compile=mode == "compiled")
+            mfu = 3 * flops * rate / (peak * 1e12) if peak else None
+            result[f"{label} {mode}"] = {"images_per_s": round(rate, 1), "mfu": mfu and round(mfu, 4)}
+            print(json.dumps({"model": label, "mode": mode, **result[f"{label} {mode}"]}), file=sys.stderr)
+            del model
+            torch.cuda.empty_cache()
     print(json.dumps(result))
 
 

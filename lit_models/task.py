@@ -112,7 +112,13 @@ class Task(L.LightningModule):
         if stage == "fit" and self.hparams.init_from and not resuming:
             self._init_from(self.hparams.init_from)
         if self.hparams.compile:
-            self.net.compile()
+            self.compile_net()
+
+    def compile_net(self) -> None:
+        """``compile: true``: the net through ``nn.Module.compile`` (parameter names and checkpoints unchanged).
+        A task whose loss over a large output gains from being fused with the net compiles both instead
+        (``LanguageModelTask``)."""
+        self.net.compile()
 
     def _init_from(self, path: str) -> None:
         """Load the net weights of checkpoint ``path`` (see ``init_from``), the head's only where shapes agree."""

@@ -229,3 +229,31 @@ def test_samples_of_fixed_prompts_reach_w_and_b_and_the_run_folder(in_tmp):
     (run_file,) = find_runs(in_tmp / "wb")
     tables = [h for h in read_run(run_file)["history"] if h.get("val/samples/_type") == "table-file"]
     assert len(tables) == 2 and tables[-1]["val/samples/nrows"] == 4
+
+
+def test_compile_fuses_the_loss_with_the_net_and_keeps_the_eager_loss_and_gradients():
+    """--model.compile true on a language model compiles the net and the cross-entropy as one graph (inductor,
+    on the CPU here): one step's loss and gradients equal the eager task's; parameter names are unchanged."""
+    from lit_models import LanguageModelTask
+    from lit_models.gpt import GPT
+
+    def task(**kwargs):
+        torch.manual_seed(0)
+        net = GPT(vocab_size=50, seq_len=12, preset=None, n_layer=1, n_head=2, n_embd=16)
+        return LanguageModelTask(net, num_outputs=50, **kwargs)
+
+    compiled, eager = task(compile=True), task()
+    compiled.setup("fit")
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    x = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
+    y = torch.cat([x[:, 1:], torch.full((3, 1), -100)], dim=1)  # the last position has no target
+    batch = {"x": x, "y": y, "lengths": None}
+    assert compiled._nll.__wrapped__ == compiled._summed_nll  # torch.compile's wrapper of net + loss
+    losses = []
+    for t in (compiled, eager):
+        loss, _ = t.compute_loss(batch)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-5)
+    for a, b in zip(compiled.parameters(), eager.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
