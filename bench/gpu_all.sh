@@ -16,7 +16,8 @@ run() {
     timeout "$limit" "$python" "$@" | tee -a "$out"
     echo "== exit ${PIPESTATUS[0]} after $((SECONDS - start)) s" >&2
 }
-run "${LIMIT_LM:-150}" bench/gpu_lm.py
-run "${LIMIT_IMAGES:-200}" bench/gpu_throughput.py
+run "${LIMIT_LM:-200}" bench/gpu_lm.py
+run "${LIMIT_IMAGES:-300}" bench/gpu_throughput.py
 run "${LIMIT_SEQUENCE:-150}" bench/gpu_sequence_precision.py
 run "${LIMIT_ATTENTION:-150}" bench/gpu_attention.py
+run "${LIMIT_MOE:-60}" bench/moe.py --device cuda
