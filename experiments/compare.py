@@ -266,6 +266,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     )
     steps = trainer.global_step
     counts, flops = module.parameter_counts(), module.flops or {}
+    trained_flops = module.flops_tally.total()  # before testing a checkpoint restores an earlier tally
     epochs = _epochs_trained(trainer)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
     results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
@@ -287,12 +288,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "seed": seed,
         "params": counts["params"],
         "params_active": counts["params_active"],
-        # counted by FlopCounterMode on the first training batch; training FLOPs: that batch's forward and
-        # backward times the batches trained (all processes)
+        # counted by FlopCounterMode: the forward on the first training batch; training FLOPs: forward and
+        # backward of each epoch's first batch times the epoch's batches, summed (all processes)
         "flops_forward_per_example": flops.get("forward_per_example"),
-        "flops_train": flops["train_per_batch"] * steps * trainer.accumulate_grad_batches * trainer.world_size
-        if flops
-        else None,
+        "flops_train": trained_flops * trainer.world_size if trained_flops is not None else None,
         **({"budget_flops": comparison.budget_flops, "budget_steps": budget.steps} if budget else {}),
         "test": test,
         **({"val": val} if val else {}),

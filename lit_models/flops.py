@@ -47,3 +47,35 @@ CPU_KERNELS = {
 
 def flop_counter() -> FlopCounterMode:
     return FlopCounterMode(display=False, custom_mapping=CPU_KERNELS)
+
+
+class FlopsTally:
+    """Training FLOPs of a fit, summed as it goes: each measurement (the forward and backward FLOPs of one
+    batch, counted at the first batch of every epoch) stands for the batches trained until the next one. A
+    step's cost can change between epochs: a frozen backbone's features read from a cache after the first
+    epoch, ACT's halting steps as the model learns. Kept in checkpoints, so a resumed run counts its whole
+    trajectory."""
+
+    def __init__(self):
+        self.segments: list[tuple[int, float]] = []  # (batches trained when measured, FLOPs per batch)
+        self.batches = 0
+
+    def measured(self, per_batch: float) -> None:
+        if self.segments and self.segments[-1][0] == self.batches:
+            self.segments[-1] = (self.batches, per_batch)  # measured again before a batch was trained
+        else:
+            self.segments.append((self.batches, per_batch))
+
+    def total(self) -> float | None:
+        """FLOPs of the batches trained (this process's); None when nothing was measured."""
+        if not self.segments:
+            return None
+        ends = [start for start, _ in self.segments[1:]] + [self.batches]
+        return float(sum(per * (end - start) for (start, per), end in zip(self.segments, ends, strict=True)))
+
+    def state_dict(self) -> dict:
+        return {"segments": [list(s) for s in self.segments], "batches": self.batches}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.segments = [(int(start), float(per)) for start, per in state["segments"]]
+        self.batches = int(state["batches"])

@@ -28,6 +28,7 @@ from lit_models.checks import (
     probe,
     unused_parameters_message,
 )
+from lit_models.flops import FlopsTally
 from lit_models.moe import ExpertUsage, MoE
 from lit_models.optim import WarmupCosineLR, parameter_groups
 
@@ -90,8 +91,11 @@ class Task(L.LightningModule):
                 setattr(self, f"{stage}_experts", ExpertUsage(len(self._moe), experts))
             if self._act:
                 setattr(self, f"{stage}_ponder", PonderSteps(max(m.max_steps for m in self._act)))
-        self.flops: dict[str, float] | None = None  # measured on the first training batch (``measure_flops``)
-        self._flops_fresh = False  # measured in this fit (a later fit, perhaps on other data, measures again)
+        self.flops: dict[str, float] | None = (
+            None  # measured on the fit's first training batch (``measure_flops``)
+        )
+        self._flops_epoch: int | None = None  # the epoch of this fit last measured (None: none yet)
+        self.flops_tally = FlopsTally()  # training FLOPs, measured again at every epoch's first batch
 
     # --- what a task provides ---------------------------------------------------------------------------
 
@@ -190,14 +194,19 @@ class Task(L.LightningModule):
 
     def _keep_flops(self, result: Probe, batch: dict) -> dict[str, float]:
         examples = max(1, self.batch_size(batch))
-        self.flops = {
+        flops = {
             "forward_per_batch": result.forward_flops,
             "train_per_batch": result.total_flops,
             "forward_per_example": result.forward_flops / examples,
         }
-        self.flops_per_batch = result.total_flops  # for Lightning's ThroughputMonitor (FLOPs/s, MFU)
-        self._flops_fresh = True
-        return self.flops
+        if self._flops_epoch is None:  # the fit's first measurement is the model's cost per example
+            self.flops = flops
+        self.flops_per_batch = (
+            result.total_flops
+        )  # for Lightning's ThroughputMonitor (FLOPs/s, MFU): the latest
+        self.flops_tally.measured(result.total_flops)
+        self._flops_epoch = self.current_epoch
+        return flops
 
     def measure_flops(self, batch: dict) -> dict[str, float]:
         """Forward and training (forward + backward) FLOPs of one batch, counted by ``FlopCounterMode``, and
@@ -206,16 +215,21 @@ class Task(L.LightningModule):
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         """At a fit's first batch, one probe does both: counts the step's FLOPs (unless a FLOPs budget did at
-        setup) and finds trainable parameters that get no gradient (``unused_parameters``)."""
+        setup) and finds trainable parameters that get no gradient (``unused_parameters``). At the first batch
+        of every later epoch the FLOPs are counted again (``flops_tally``): one probe an epoch."""
         check = not self._checked_parameters and self.hparams.unused_parameters != "ignore"
         self._checked_parameters = True
-        if self._flops_fresh and not check:
+        count = self._flops_epoch != self.current_epoch
+        if not count and not check:
             return
-        result = self._probe(batch, count_flops=not self._flops_fresh)
-        if not self._flops_fresh:
+        result = self._probe(batch, count_flops=count)
+        if count:
             self._keep_flops(result, batch)
         if check:
             self._check_parameters(result.unused)
+
+    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        self.flops_tally.batches += 1
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, task_loss, aux = self.training_loss(batch)
@@ -264,7 +278,7 @@ class Task(L.LightningModule):
         warnings.warn(message, stacklevel=1)
 
     def on_fit_end(self) -> None:
-        self._flops_fresh = False  # ``flops`` stays readable (compare reports it); the next fit measures anew
+        self._flops_epoch = None  # ``flops`` stays readable (compare reports it); the next fit measures anew
 
     def _update_statistics(self, stage: str, batch) -> None:
         if self._moe:
@@ -306,6 +320,7 @@ class Task(L.LightningModule):
             logger.log_hyperparams(self.parameter_counts())
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["flops_tally"] = self.flops_tally.state_dict()
         bad = [
             k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not v.isfinite().all()
         ]
@@ -313,6 +328,10 @@ class Task(L.LightningModule):
             raise NonFiniteLossError(
                 f"not saving a checkpoint whose weights are not finite: {', '.join(bad[:3])}"
             )
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "flops_tally" in checkpoint:  # a checkpoint from before the tally has none: it counts from here
+            self.flops_tally.load_state_dict(checkpoint["flops_tally"])
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters, trainable ones, and active ones: what one example runs through (a Mixture of Experts

@@ -401,6 +401,11 @@ def test_dinov2_linear_probe_config_trains_the_head_on_cached_features(tmp_path,
     distinct = len(cli.datamodule.splits["train"]) + len(cli.datamodule.splits["val"])
     assert net.cache_misses == distinct  # every image's features computed once, over two epochs
     assert net.cache_hits >= distinct  # the second epoch, training and validation, from the cache
+    # the training FLOPs follow the cache: counted again in the second epoch, where the head alone runs
+    tally, batches = cli.model.flops_tally, cli.trainer.num_training_batches
+    (start0, first), (start1, second) = tally.segments
+    assert (start0, start1, tally.batches) == (0, batches, 2 * batches)
+    assert second < first / 10 and tally.total() == batches * (first + second)
 
 
 def test_dinov2_fine_tune_config_head_first_then_every_layer_with_layer_decay(tmp_path, tiny_dinov2):
