@@ -371,13 +371,17 @@ class Block(nn.Module):
         return self.dropout(self.linear2(self.dropout(self._act(self.linear1(x)))))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False,
-                rotary: Rotary | None = None, cache: KVCache | None = None, start: int = 0) -> torch.Tensor:  # fmt: skip
-        """x: (B, L, D) -> (B, L, D); the attention options as in ``MultiheadSelfAttention.forward``."""
+                rotary: Rotary | None = None, cache: KVCache | None = None, start: int = 0,
+                routed: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """x: (B, L, D) -> (B, L, D); the attention options as in ``MultiheadSelfAttention.forward``; routed:
+        (B, L) bool, the tokens a Mixture of Experts routes (default ``mask``: a causal decoder reads right
+        padding with no attention mask, yet its experts should not route it)."""
+        routed = mask if routed is None else routed
         if self.norm_first:
             x = x + self.dropout(self.attn(self.norm1(x), mask, causal, rotary, cache, start))
-            return x + self._mlp(self.norm2(x), mask)
+            return x + self._mlp(self.norm2(x), routed)
         x = self.norm1(x + self.dropout(self.attn(x, mask, causal, rotary, cache, start)))
-        return self.norm2(x + self._mlp(x, mask))
+        return self.norm2(x + self._mlp(x, routed))
 
 
 EncoderBlock = Block  # the name the encoder models and their tests use

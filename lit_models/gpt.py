@@ -211,20 +211,21 @@ class GPT(nn.Module):
         elif self.config.positions in ("sinusoidal", "binary"):
             h = h + self.pe[start : start + T]
         h = self.drop(h)
-        # Causal attention already keeps real positions from reading right padding: attention needs no mask.
+        # Causal attention already keeps real positions from reading right padding: attention needs no mask,
+        # but the ponder cost, the step counts and the experts' routing are over real positions only.
+        real = torch.arange(T, device=x.device) < lengths[:, None] if lengths is not None else None
+        routed = real if self.config.moe is not None else None
         if self.depth is not None:
-            # ... but the ponder cost and the step counts are over real positions only
-            mask = torch.arange(T, device=x.device) < lengths[:, None] if lengths is not None else None
 
             def step(h: torch.Tensor, t: int) -> torch.Tensor:
                 return self.blocks[0](
-                    h, None, True, self.rotary, cache[t] if cache is not None else None, start
+                    h, None, True, self.rotary, cache[t] if cache is not None else None, start, routed
                 )
 
-            h = self.depth(h, step, mask, every_step=cache is not None)
+            h = self.depth(h, step, real, every_step=cache is not None)
         else:
             for i, block in enumerate(self.blocks):
-                h = block(h, None, True, self.rotary, cache[i] if cache is not None else None, start)
+                h = block(h, None, True, self.rotary, cache[i] if cache is not None else None, start, routed)
         return self.head(self.norm(h))
 
     def extra_repr(self) -> str:

@@ -302,6 +302,33 @@ def test_moe_counts_active_parameters_apart_and_the_task_adds_its_losses():
         torch.testing.assert_close(again[name], aux[name])
 
 
+@pytest.mark.parametrize("universal", [None, {"act": True}], ids=["gpt", "ut-gpt"])
+def test_a_moe_gpt_routes_the_real_tokens_of_right_padded_sequences_only(universal):
+    """A short sequence padded on the right in a batch: its experts' counts, its balance loss and its logits at
+    the real positions are those of the sequence alone (the padding is neither routed nor counted)."""
+    torch.manual_seed(0)
+    gpt = GPT(vocab_size=30, seq_len=12, preset=None, n_layer=2, n_head=2, n_embd=16,
+              moe=MoEOptions(experts=4, top_k=2), universal=universal).train()  # fmt: skip
+    moe = [m for m in gpt.modules() if isinstance(m, MoE)]
+    x = torch.randint(0, 30, (1, 12))
+
+    def run(tokens, lengths):
+        for m in gpt.modules():
+            if hasattr(m, "reset_statistics"):
+                m.reset_statistics()
+        torch.manual_seed(1)  # the same dropout-free forward; ACT draws nothing either
+        logits = gpt(tokens, lengths)
+        return logits, [m.counts.clone() for m in moe], [m.aux_losses["moe_balance"] for m in moe]
+
+    alone, alone_counts, alone_balance = run(x[:, :7], None)
+    padded, padded_counts, padded_balance = run(x, torch.tensor([7]))
+    torch.testing.assert_close(padded[:, :7], alone, atol=1e-5, rtol=1e-5)
+    for a, b in zip(alone_counts, padded_counts, strict=True):
+        assert torch.equal(a, b) and (universal is not None or int(a.sum()) == 7 * 2)  # 7 tokens, top-2
+    for a, b in zip(alone_balance, padded_balance, strict=True):
+        torch.testing.assert_close(a, b)
+
+
 def _usage_worker(rank: int, port: int, counts: list, out) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
