@@ -214,7 +214,8 @@ class GPT(nn.Module):
         # Causal attention already keeps real positions from reading right padding: attention needs no mask,
         # but the ponder cost, the step counts and the experts' routing are over real positions only.
         real = torch.arange(T, device=x.device) < lengths[:, None] if lengths is not None else None
-        routed = real if self.config.moe is not None else None
+        # (windows without padding, every training batch of a token stream, keep the experts' unmasked path)
+        routed = real if self.config.moe is not None and real is not None and not bool(real.all()) else None
         if self.depth is not None:
 
             def step(h: torch.Tensor, t: int) -> torch.Tensor:
