@@ -8,7 +8,11 @@ would recompile it for dynamic shapes, a slower graph). Variants (``--variants``
 - ``compiled``: the net compiled and the cross-entropy outside it, in fp32 (what ``LanguageModelTask(compile=True)``
   did until 2026-11-26: ``nn.Module.compile`` of the net alone);
 - ``task``: ``LanguageModelTask(compile=True)``'s loss: the net and the cross-entropy compiled as one graph (the
-  fp32 logits never written out).
+  fp32 logits never written out);
+- ``fused``: the same written out here (one compiled function of the net and the cross-entropy);
+- ``fused_pad``: ``fused`` with the vocabulary padded to 50,304 rows (nanoGPT's multiple of 64) and the pad logits
+  left in the softmax, which changes the model (its losses and samples are over 50,304 tokens); the FLOPs
+  counted are those of the 50,257-token model.
 
 Needs a CUDA GPU: on a CPU-only machine it says so and exits 0.
 """
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0}  # dense, from vendor sheets
 CONTEXT, STEPS, WARMUP = 1024, 20, 5
-VARIANTS = ("eager", "compiled", "task")
+VARIANTS = ("eager", "compiled", "task", "fused", "fused_pad")
 
 
 def make_step(variant: str):
@@ -38,11 +42,17 @@ def make_step(variant: str):
     from lit_models.language_model import LanguageModelTask
 
     torch.manual_seed(0)
-    net = GPT(preset="gpt2-small").cuda().train()
+    net = GPT(preset="gpt2-small", vocab_size=50304 if variant == "fused_pad" else None).cuda().train()
     if variant == "task":
         task = LanguageModelTask(net, compile=True)
         task.setup("fit")
         return net, lambda x, y: task.compute_loss({"x": x, "y": y})[0]
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(net(x).flatten(0, 1).float(), y.flatten())
+
+    if variant.startswith("fused"):
+        return net, torch.compile(loss)
     forward = net if variant == "eager" else torch.compile(net)
     return net, lambda x, y: F.cross_entropy(forward(x).flatten(0, 1).float(), y.flatten())
 
@@ -66,7 +76,9 @@ def main() -> None:
         for batch in args.batch:
             torch.compiler.reset()  # graphs compiled afresh for this batch size (static shapes)
             net, step_loss = make_step(variant)
-            params = sum(p.numel() for p in net.parameters())
+            params = (
+                sum(p.numel() for p in net.parameters()) - (net.config.vocab_size - c.vocab_size) * c.n_embd
+            )
             flops_per_token = 6 * params + 12 * c.n_layer * c.n_embd * CONTEXT
             optimizer = torch.optim.AdamW(net.parameters(), lr=3e-4, fused=True)
             x = torch.randint(0, c.vocab_size, (batch, CONTEXT), device="cuda")

@@ -1,7 +1,8 @@
 """GPU training throughput: ViT-B/16, ResNet-34 and ResNet-50 with bf16-mixed autocast and channels-last, eager and
 with torch.compile, ours (ViT-B/16, ResNet-34) and timm's side by side: images/s and model FLOPs utilisation (MFU,
 3 x forward FLOPs per image over the GPU's dense bf16 peak). ``--modes compiled`` for the compiled rows alone.
-Needs a CUDA GPU: on a CPU-only machine it says so and exits 0. Prints one JSON line.
+Needs a CUDA GPU: on a CPU-only machine it says so and exits 0. Prints one JSON line per model and mode, as each
+finishes (a run cut short keeps them).
 """
 
 from __future__ import annotations
@@ -72,7 +73,6 @@ def main() -> None:
         "resnet34 (timm)": lambda: timm.create_model("resnet34"),
         "resnet50 (timm)": lambda: timm.create_model("resnet50"),
     }
-    result = {"bench": "gpu_throughput", "device": name, "torch": torch.__version__, "batch": BATCH}
     for label, make in models.items():
         for mode in args.modes:
             torch.manual_seed(0)
@@ -80,11 +80,11 @@ def main() -> None:
             flops = forward_flops(model)
             rate = images_per_second(model, compile=mode == "compiled")
             mfu = 3 * flops * rate / (peak * 1e12) if peak else None
-            result[f"{label} {mode}"] = {"images_per_s": round(rate, 1), "mfu": mfu and round(mfu, 4)}
-            print(json.dumps({"model": label, "mode": mode, **result[f"{label} {mode}"]}), file=sys.stderr)
+            print(json.dumps({"bench": "gpu_throughput", "device": name, "torch": torch.__version__,
+                              "batch": BATCH, "model": label, "mode": mode, "images_per_s": round(rate, 1),
+                              "mfu": mfu and round(mfu, 4)}), flush=True)  # fmt: skip
             del model
             torch.cuda.empty_cache()
-    print(json.dumps(result))
 
 
 if __name__ == "__main__":

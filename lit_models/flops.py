@@ -59,6 +59,7 @@ class FlopsTally:
     def __init__(self):
         self.segments: list[tuple[int, float]] = []  # (batches trained when measured, FLOPs per batch)
         self.batches = 0
+        self.complete = True  # False after resuming a checkpoint that kept no tally: its batches are unknown
 
     def measured(self, per_batch: float) -> None:
         if self.segments and self.segments[-1][0] == self.batches:
@@ -67,15 +68,25 @@ class FlopsTally:
             self.segments.append((self.batches, per_batch))
 
     def total(self) -> float | None:
-        """FLOPs of the batches trained (this process's); None when nothing was measured."""
-        if not self.segments:
+        """FLOPs of the batches trained (this process's); None when nothing was measured or some batches were
+        trained before the tally existed."""
+        if not self.segments or not self.complete:
             return None
         ends = [start for start, _ in self.segments[1:]] + [self.batches]
         return float(sum(per * (end - start) for (start, per), end in zip(self.segments, ends, strict=True)))
 
     def state_dict(self) -> dict:
-        return {"segments": [list(s) for s in self.segments], "batches": self.batches}
+        return {
+            "segments": [list(s) for s in self.segments],
+            "batches": self.batches,
+            "complete": self.complete,
+        }
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict | None) -> None:
+        """A checkpoint's tally; None (a checkpoint from before tallies) leaves the total unknown."""
+        if state is None:
+            self.segments, self.batches, self.complete = [], 0, False
+            return
         self.segments = [(int(start), float(per)) for start, per in state["segments"]]
         self.batches = int(state["batches"])
+        self.complete = bool(state.get("complete", True))

@@ -182,7 +182,7 @@ class MaskedLanguageModelTask(LanguageModelTask):
         """Summed cross-entropy over the batch's targets, their count, correct predictions, and the logits."""
         inputs, targets = self.corrupt(batch["x"], batch.get("lengths"), fixed)
         chosen = targets != -100
-        states = getattr(self, "_token_states", self.net.token_states)(inputs, batch.get("lengths"))
+        states = self._compiled.get("token_states", self.net.token_states)(inputs, batch.get("lengths"))
         logits = self.net.head(states[chosen])
         picked = targets[chosen]
         nats = F.cross_entropy(logits.float(), picked, reduction="sum")
@@ -191,7 +191,7 @@ class MaskedLanguageModelTask(LanguageModelTask):
     def compile_net(self) -> None:
         """``compile: true`` compiles the encoder's token states (the net's ``forward`` pools, which this task
         never calls); the head and loss run on the chosen positions alone, a shape that changes every batch."""
-        self._token_states = torch.compile(self.net.token_states)
+        self._compiled["token_states"] = torch.compile(self.net.token_states)
 
     def compute_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         nats, tokens, _, logits = self._nats(batch, fixed=False)

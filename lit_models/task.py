@@ -65,7 +65,8 @@ class Task(L.LightningModule):
             nonfinite_loss: A NaN or infinite training loss: ``stop`` ends the run before that step's update,
                 naming the step and batch; ``skip`` drops the batch (no update) and counts it in
                 ``train/skipped_batches``. Under DDP the decision is taken together, so processes never diverge.
-            compile: ``torch.compile`` the net (``nn.Module.compile``: parameter names and checkpoints unchanged).
+            compile: ``torch.compile`` the net (``compile_net``: ``nn.Module.compile``, or the net with the task's
+                loss for the language models; parameter names and checkpoints unchanged).
             init_from: A checkpoint trained here whose net weights start this fit (e.g. the encoder of a masked
                 LM, ``MaskedLanguageModelTask``, under a text classifier of the same shape). Every tensor must
                 match by name and shape except the head's, which starts fresh when its shape differs; a
@@ -96,6 +97,7 @@ class Task(L.LightningModule):
         )
         self._flops_epoch: int | None = None  # the epoch of this fit last measured (None: none yet)
         self.flops_tally = FlopsTally()  # training FLOPs, measured again at every epoch's first batch
+        self._compiled: dict = {}  # torch.compile'd functions of this module (``compile_net``), never pickled
 
     # --- what a task provides ---------------------------------------------------------------------------
 
@@ -219,17 +221,23 @@ class Task(L.LightningModule):
         of every later epoch the FLOPs are counted again (``flops_tally``): one probe an epoch."""
         check = not self._checked_parameters and self.hparams.unused_parameters != "ignore"
         self._checked_parameters = True
-        count = self._flops_epoch != self.current_epoch
-        if not count and not check:
-            return
-        result = self._probe(batch, count_flops=count)
-        if count:
-            self._keep_flops(result, batch)
-        if check:
-            self._check_parameters(result.unused)
-
-    def on_train_batch_end(self, outputs, batch: dict, batch_idx: int) -> None:
+        count = self._flops_epoch != self.current_epoch and not (
+            self._flops_epoch is not None and self._uncounted_here()
+        )
+        if count or check:
+            result = self._probe(batch, count_flops=count)
+            if count:
+                self._keep_flops(result, batch)
+            if check:
+                self._check_parameters(result.unused)
+        # counted as it starts: a checkpoint a callback saves at this batch's end, which a resume takes as
+        # done, includes it
         self.flops_tally.batches += 1
+
+    def _uncounted_here(self) -> bool:
+        """FlopCounterMode has no formula for cuDNN's fused RNN kernels: on a GPU, an RNN net keeps the count it
+        has (a FLOPs budget's, made on the CPU) instead of counting again without its recurrent layers."""
+        return self.device.type == "cuda" and any(isinstance(m, nn.RNNBase) for m in self.net.modules())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, task_loss, aux = self.training_loss(batch)
@@ -330,8 +338,13 @@ class Task(L.LightningModule):
             )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "flops_tally" in checkpoint:  # a checkpoint from before the tally has none: it counts from here
-            self.flops_tally.load_state_dict(checkpoint["flops_tally"])
+        # a checkpoint from before tallies has none: the train FLOPs are then unknown, not a part of them
+        self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
+
+    def __getstate__(self) -> dict:
+        """torch.compile's wrappers hold this module: a copy or a pickle runs eagerly rather than the original's."""
+        state = super().__getstate__()
+        return {**state, "_compiled": {}}
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameters, trainable ones, and active ones: what one example runs through (a Mixture of Experts

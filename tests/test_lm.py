@@ -247,8 +247,14 @@ def test_compile_fuses_the_loss_with_the_net_and_keeps_the_eager_loss_and_gradie
     assert list(compiled.state_dict()) == list(eager.state_dict())
     x = torch.randint(0, 50, (3, 12), generator=torch.Generator().manual_seed(1))
     y = torch.cat([x[:, 1:], torch.full((3, 1), -100)], dim=1)  # the last position has no target
-    batch = {"x": x, "y": y, "lengths": None}
-    assert compiled._nll.__wrapped__ == compiled._summed_nll  # torch.compile's wrapper of net + loss
+    y[2, 7:] = -100  # a short window, as the data's last one
+    batch = {"x": x, "y": y, "lengths": torch.tensor([11, 11, 7])}
+    assert (
+        compiled._compiled["nll"].__wrapped__ == compiled._summed_nll
+    )  # torch.compile's wrapper of net + loss
+    import copy
+
+    assert copy.deepcopy(compiled)._compiled == {}  # a copy runs eagerly, never the original's graph
     losses = []
     for t in (compiled, eager):
         loss, _ = t.compute_loss(batch)

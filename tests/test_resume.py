@@ -16,6 +16,7 @@ import yaml
 from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_main, run_module
 
 from experiments.cli import ExperimentCLI
+from lit_models.flops import FlopsTally
 
 EVERY_STEP = {
     "trainer": {
@@ -92,6 +93,13 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys):
         assert len(list((killed / "runs" / "dna" / "lightning_logs").iterdir())) == 1  # the same run folder
         ours, reference = _weights(killed), _weights(whole)
         assert torch.load(_last(killed), weights_only=True)["global_step"] == 20
+        tallies = [FlopsTally() for _ in range(2)]
+        for tally, folder in zip(tallies, (killed, whole), strict=True):
+            tally.load_state_dict(torch.load(_last(folder), weights_only=True)["flops_tally"])
+        assert (
+            tallies[0].batches == tallies[1].batches == 20
+        )  # every batch counted once, the killed run's too
+        assert tallies[0].total() == tallies[1].total() > 0
         different = [k for k in reference if not torch.equal(reference[k], ours[k])]
         assert not different, f"killed at step {step}: {different}"
         ids = _wandb_ids(killed)

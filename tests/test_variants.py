@@ -546,6 +546,11 @@ def test_the_flops_tally_charges_each_count_to_the_batches_until_the_next():
     resumed.measured(10.0)
     resumed.batches = 14
     assert resumed.total() == 5 * 100 + 7 * 40 + 2 * 10
+    unknown = FlopsTally()
+    unknown.load_state_dict(None)  # a checkpoint from before tallies: its batches' FLOPs are not known
+    unknown.measured(10.0)
+    unknown.batches = 3
+    assert unknown.total() is None and unknown.state_dict()["complete"] is False
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])
