@@ -119,3 +119,17 @@ def tiny_compare(tmp_path, name: str, data_config, models: dict, seeds: int, ove
         ]
     )
     return json.loads((tmp_path / "out" / "results.json").read_text())
+
+
+def assert_same_step(first, second, batch: dict) -> None:
+    """Two tasks with the same weights (one compiled, say) give one training batch the same loss and gradients."""
+    import torch
+
+    losses = []
+    for task in (first, second):
+        loss, _ = task.compute_loss(batch)
+        loss.backward()
+        losses.append(loss)
+    torch.testing.assert_close(losses[0], losses[1], atol=1e-6, rtol=1e-5)
+    for a, b in zip(first.parameters(), second.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4)
