@@ -121,12 +121,15 @@ def tiny_compare(tmp_path, name: str, data_config, models: dict, seeds: int, ove
     return json.loads((tmp_path / "out" / "results.json").read_text())
 
 
-def assert_same_step(first, second, batch: dict) -> None:
-    """Two tasks with the same weights (one compiled, say) give one training batch the same loss and gradients."""
+def assert_same_step(first, second, batch: dict, seed: int | None = None) -> None:
+    """Two tasks with the same weights (one compiled, say) give one training batch the same loss and gradients
+    (``seed``: the same random draws for both, such as a masked LM's masks)."""
     import torch
 
     losses = []
     for task in (first, second):
+        if seed is not None:
+            torch.manual_seed(seed)
         loss, _ = task.compute_loss(batch)
         loss.backward()
         losses.append(loss)

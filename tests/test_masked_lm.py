@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CSV_ONLY, ROOT
+from conftest import CSV_ONLY, ROOT, assert_same_step
 from lm_data import tiny_corpus
 from text_data import TEXT, reviews, text_args, tiny_bert
 from wandb_offline import find_runs, read_run
@@ -21,10 +21,12 @@ SMALL = ["--model.net.init_args.d_model=16", "--model.net.init_args.nhead=2",
          "--model.net.init_args.dim_feedforward=32"]  # fmt: skip
 
 
-def tiny_task(vocab: int = 1000, mask_id: int = 3) -> MaskedLanguageModelTask:
+def tiny_task(vocab: int = 1000, mask_id: int = 3, **kwargs) -> MaskedLanguageModelTask:
     net = TransformerNet(None, vocab, 40, vocab_size=vocab, d_model=16, nhead=2, num_layers=1, dim_feedforward=32,
                          dropout=0.0)  # fmt: skip
-    return MaskedLanguageModelTask(net, num_outputs=vocab, mask_id=mask_id, special_ids=[0, 1, 2, 3])
+    return MaskedLanguageModelTask(
+        net, num_outputs=vocab, mask_id=mask_id, special_ids=[0, 1, 2, 3], **kwargs
+    )
 
 
 def test_corruption_follows_bert_shares_and_spares_special_tokens_and_padding():
@@ -201,3 +203,16 @@ def test_probe_command_scores_a_masked_lm_trained_here(tmp_path, masked_lm, monk
     assert result["table"]["all"]["pairs"] == 3
     with pytest.raises(ConfigError, match="a masked LM fills in tokens"):
         generate(["--ckpt", str(ckpt), *run_args, "--prompt", "the film"])
+
+
+def test_compile_compiles_the_encoders_token_states_and_keeps_the_eager_loss_and_gradients():
+    """--model.compile true on the masked LM compiles ``token_states`` (the pooled ``forward`` it never calls):
+    one step's loss and gradients equal the eager task's on the same masks."""
+    torch.manual_seed(0)
+    compiled = tiny_task(compile=True)
+    eager = tiny_task()
+    eager.load_state_dict(compiled.state_dict())
+    compiled.setup("fit")
+    assert "token_states" in compiled._compiled
+    x = torch.randint(4, 1000, (6, 32), generator=torch.Generator().manual_seed(2))
+    assert_same_step(compiled, eager, {"x": x, "lengths": torch.tensor([32, 30, 25, 32, 16, 20])}, seed=5)
