@@ -280,7 +280,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     if trainer.is_global_zero:
         wandb_logger.experiment.summary.update(
             {**test, **{f"best/{k}": v for k, v in val.items()}, "train_seconds": train_seconds, "params_active": counts["params_active"],
-             "flops_forward_per_example": flops.get("forward_per_example")}
+             "flops_forward_per_example": (module.test_flops or flops).get("forward_per_example")}
         )  # fmt: skip
         wandb_logger.experiment.finish()
     result = {
@@ -288,9 +288,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "seed": seed,
         "params": counts["params"],
         "params_active": counts["params_active"],
-        # counted by FlopCounterMode: the forward on the first training batch; training FLOPs: forward and
-        # backward of each epoch's first batch times the epoch's batches, summed (all processes)
-        "flops_forward_per_example": flops.get("forward_per_example"),
+        # counted by FlopCounterMode: the tested model's forward on the first test batch (the first training
+        # batch's without a test); training FLOPs: forward and backward of each epoch's first batch times the
+        # epoch's batches, summed (all processes)
+        "flops_forward_per_example": (module.test_flops or flops).get("forward_per_example"),
         "flops_train": trained_flops * trainer.world_size if trained_flops is not None else None,
         **({"budget_flops": comparison.budget_flops, "budget_steps": budget.steps} if budget else {}),
         "test": test,

@@ -127,9 +127,9 @@ def markdown_table(report: dict) -> str:
     if any(k.startswith("val/") for k in keys):
         notes.append("Val: the validation split, evaluated with the same checkpoint.")
     notes.append(
-        "FLOPs counted by torch's FlopCounterMode (matmuls and attention, 2 per multiply-add): the forward on the "
-        "first training batch; train FLOPs: the forward and backward of each epoch's first batch times that "
-        "epoch's batches, summed."
+        "FLOPs counted by torch's FlopCounterMode (matmuls and attention, 2 per multiply-add): the tested model's "
+        "forward on the first test batch; train FLOPs: the forward and backward of each epoch's first batch times "
+        "that epoch's batches, summed."
     )
     if active:
         notes.append(

@@ -28,7 +28,7 @@ from lit_models.checks import (
     probe,
     unused_parameters_message,
 )
-from lit_models.flops import FlopsTally
+from lit_models.flops import FlopsTally, flop_counter
 from lit_models.moe import ExpertUsage, MoE
 from lit_models.optim import WarmupCosineLR, parameter_groups
 
@@ -98,6 +98,7 @@ class Task(L.LightningModule):
         self._flops_epoch: int | None = None  # the epoch of this fit last measured (None: none yet)
         self.flops_tally = FlopsTally()  # training FLOPs, measured again at every epoch's first batch
         self._compiled: dict = {}  # torch.compile'd functions of this module (``compile_net``), never pickled
+        self.test_flops: dict[str, float] | None = None  # the tested model's forward, at the first test batch
 
     # --- what a task provides ---------------------------------------------------------------------------
 
@@ -308,7 +309,18 @@ class Task(L.LightningModule):
         self._reset_statistics()
 
     def on_test_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx == 0 and dataloader_idx == 0:
+            self.test_flops = self._forward_flops(batch)
         self._reset_statistics()
+
+    def _forward_flops(self, batch: dict) -> dict[str, float]:
+        """Forward FLOPs per example of the model as it is (``FlopCounterMode``, no gradient, the RNG restored):
+        at test, the trained model's cost, with ACT's learned halting and a feature cache's misses on unseen
+        inputs, where the first training batch had the untrained halting unit or a cache still empty."""
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), torch.no_grad(), flop_counter() as counter:
+            self.compute_loss(batch)
+        return {"forward_per_example": counter.get_total_flops() / max(1, self.batch_size(batch))}
 
     def on_validation_batch_end(self, outputs, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._update_statistics("val", batch)

@@ -566,6 +566,22 @@ def test_recurrent_flops_equal_hand_counts_packed_or_not(cell):
         assert forward == pytest.approx(by_hand, rel=0.01) and total > 2 * forward
 
 
+def test_the_tested_models_forward_flops_are_counted_at_the_first_test_batch():
+    """compare's FLOPs/example column: the trained model's forward on the first test batch (an LSTM's hand
+    count), counted without gradients and without touching the RNG."""
+    from lit_models import PredictionTask, RecurrentNet
+
+    task = PredictionTask(RecurrentNet(4, 1, cell="lstm", hidden_size=32), task="regression", num_outputs=1)
+    task.eval()
+    batch = {"x": torch.randn(8, 50, 4), "lengths": torch.full((8,), 50), "y": torch.randn(8)}
+    state = torch.random.get_rng_state()
+    task.on_test_batch_start(batch, 0)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    by_hand = 2 * 8 * 50 * 4 * 32 * (4 + 32) + 2 * 8 * 32
+    assert task.test_flops["forward_per_example"] == pytest.approx(by_hand / 8, rel=0.01)
+    assert all(p.grad is None for p in task.parameters())
+
+
 def test_a_universal_gpt_at_initialisation_reads_its_tokens_as_the_dense_one_does():
     """The step embedding starts at zero: a unit-sized sinusoidal one drowned the 0.02-scale token embeddings
     (a token change moved the logits by 7% of their size against the dense GPT's 141%; the model then learned
