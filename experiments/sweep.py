@@ -213,11 +213,7 @@ def objective(sweep: Sweep, overrides: list[str]):
             return fit_trial(trial)
         except (ConfigError, DataError, PretrainedError):
             raise  # the same for every trial: the sweep stops with the message
-        except (
-            RuntimeError,
-            ValueError,
-            FloatingPointError,
-        ) as err:  # this trial's own (a non-finite loss, ...)
+        except (RuntimeError, ValueError, FloatingPointError) as err:  # this trial's own (a non-finite loss)
             raise TrialFailed(str(err)) from err
 
     def fit_trial(trial: optuna.Trial) -> float:

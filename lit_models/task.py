@@ -92,9 +92,8 @@ class Task(L.LightningModule):
                 setattr(self, f"{stage}_experts", ExpertUsage(len(self._moe), experts))
             if self._act:
                 setattr(self, f"{stage}_ponder", PonderSteps(max(m.max_steps for m in self._act)))
-        self.flops: dict[str, float] | None = (
-            None  # measured on the fit's first training batch (``measure_flops``)
-        )
+        # measured on the fit's first training batch (``measure_flops``)
+        self.flops: dict[str, float] | None = None
         self._flops_epoch: int | None = None  # the epoch of this fit last measured (None: none yet)
         self.flops_tally = FlopsTally()  # training FLOPs, measured again at every epoch's first batch
         self._compiled: dict = {}  # torch.compile'd functions of this module (``compile_net``), never pickled
@@ -204,9 +203,8 @@ class Task(L.LightningModule):
         }
         if self._flops_epoch is None:  # the fit's first measurement is the model's cost per example
             self.flops = flops
-        self.flops_per_batch = (
-            result.total_flops
-        )  # for Lightning's ThroughputMonitor (FLOPs/s, MFU): the latest
+        # for Lightning's ThroughputMonitor (FLOPs/s, MFU): the latest count
+        self.flops_per_batch = result.total_flops
         self.flops_tally.measured(result.total_flops)
         self._flops_epoch = self.current_epoch
         return flops
