@@ -21,3 +21,4 @@ run "${LIMIT_IMAGES:-300}" bench/gpu_throughput.py
 run "${LIMIT_SEQUENCE:-150}" bench/gpu_sequence_precision.py
 run "${LIMIT_ATTENTION:-150}" bench/gpu_attention.py
 run "${LIMIT_MOE:-60}" bench/moe.py --device cuda
+run "${LIMIT_FLOPS:-60}" bench/gpu_flops.py

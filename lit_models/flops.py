@@ -4,9 +4,9 @@ not counted, as in the usual 6N estimate).
 
 torch's counter knows the CUDA attention kernels but not the CPU's fused one
 (``_scaled_dot_product_flash_attention_for_cpu``, which SDPA takes on the CPU), nor the CPU's oneDNN LSTM
-layer (``mkldnn_rnn_layer``, an unpacked LSTM's path), so formulas are given for those too. Like torch's, the
-attention formulas count the full score matrix: a causal or sparse mask does not lower them. cuDNN's fused RNN
-kernel on a GPU is not counted (its weights come as one flat buffer): measure RNN rows on the CPU.
+layer (``mkldnn_rnn_layer``, an unpacked LSTM's path), nor cuDNN's fused RNN (``_cudnn_rnn``, every
+``nn.RNN`` / ``nn.GRU`` / ``nn.LSTM`` on a GPU), so formulas are given for those too. Like torch's, the
+attention formulas count the full score matrix: a causal or sparse mask does not lower them.
 """
 
 from __future__ import annotations
@@ -36,17 +36,32 @@ def _onednn_rnn_layer_backward(input, w_ih, w_hh, *args, out_shape=None, **kwarg
     return 2 * _onednn_rnn_layer(input, w_ih, w_hh)  # gradients of the inputs and of the weights
 
 
+def _cudnn_rnn(input, weight, *args, out_shape=None, **kwargs) -> int:
+    """All layers and directions of a cuDNN RNN, LSTM or GRU: every time step of every sequence multiplies by
+    each weight matrix of each layer (w_ih: gates x layer input, w_hh: gates x hidden, and an LSTM's
+    projection w_hr). The input is (T, B, in), (B, T, in) or packed (steps, in): every row but the last
+    dimension is a time step of one sequence, and each layer runs the same steps."""
+    steps = math.prod(input[:-1])
+    return 2 * steps * sum(w[0] * w[1] for w in weight if len(w) == 2)  # the 1-D entries are biases
+
+
+def _cudnn_rnn_backward(input, weight, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _cudnn_rnn(input, weight)  # gradients of the inputs and of the weights
+
+
 aten = torch.ops.aten
-CPU_KERNELS = {
+KERNELS = {
     aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
     aten.mkldnn_rnn_layer: _onednn_rnn_layer,
     aten.mkldnn_rnn_layer_backward: _onednn_rnn_layer_backward,
+    aten._cudnn_rnn: _cudnn_rnn,
+    aten._cudnn_rnn_backward: _cudnn_rnn_backward,
 }
 
 
 def flop_counter() -> FlopCounterMode:
-    return FlopCounterMode(display=False, custom_mapping=CPU_KERNELS)
+    return FlopCounterMode(display=False, custom_mapping=KERNELS)
 
 
 class FlopsTally:

@@ -220,9 +220,7 @@ class Task(L.LightningModule):
         of every later epoch the FLOPs are counted again (``flops_tally``): one probe an epoch."""
         check = not self._checked_parameters and self.hparams.unused_parameters != "ignore"
         self._checked_parameters = True
-        count = self._flops_epoch != self.current_epoch and not (
-            self._flops_epoch is not None and self._uncounted_here()
-        )
+        count = self._flops_epoch != self.current_epoch
         if count or check:
             result = self._probe(batch, count_flops=count)
             if count:
@@ -232,11 +230,6 @@ class Task(L.LightningModule):
         # counted as it starts: a checkpoint a callback saves at this batch's end, which a resume takes as
         # done, includes it
         self.flops_tally.batches += 1
-
-    def _uncounted_here(self) -> bool:
-        """FlopCounterMode has no formula for cuDNN's fused RNN kernels: on a GPU, an RNN net keeps the count it
-        has (a FLOPs budget's, made on the CPU) instead of counting again without its recurrent layers."""
-        return self.device.type == "cuda" and any(isinstance(m, nn.RNNBase) for m in self.net.modules())
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor | None:
         loss, task_loss, aux = self.training_loss(batch)

@@ -566,6 +566,35 @@ def test_recurrent_flops_equal_hand_counts_packed_or_not(cell):
         assert forward == pytest.approx(by_hand, rel=0.01) and total > 2 * forward
 
 
+@pytest.mark.parametrize("kind", [nn.LSTM, nn.GRU, nn.RNN])
+def test_cudnn_rnn_formula_counts_what_the_cpu_counts(kind):
+    """cuDNN's fused RNN (a GPU's path, not run here) gets its formula the shapes FlopCounterMode hands it: the
+    same count as the CPU's kernels on the same module, two layers and both directions, padded or packed."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    from lit_models.flops import KERNELS
+
+    rnn = kind(6, 16, num_layers=2, bidirectional=True, batch_first=True)
+    x = torch.randn(3, 10, 6)
+    weights = [w.shape for w in rnn._flat_weights]  # what _cudnn_rnn receives, biases included
+    gates = {nn.LSTM: 4, nn.GRU: 3, nn.RNN: 1}[kind]
+    by_hand = 2 * 3 * 10 * 2 * gates * 16 * ((6 + 16) + (32 + 16))  # steps x directions x (layer 1 + layer 2)
+    formula, backward = KERNELS[torch.ops.aten._cudnn_rnn], KERNELS[torch.ops.aten._cudnn_rnn_backward]
+    assert formula(x.shape, weights, 4, None, None, None, 2, 16, 0, 2, True, 0.0, True, True, []) == by_hand
+    assert backward(x.shape, weights) == 2 * by_hand
+    forward, _ = measured_flops(rnn, lambda: rnn(x)[0].sum())
+    assert forward == by_hand  # the CPU's count of the same module
+    lengths = torch.tensor([10, 7, 3])
+    packed = pack_padded_sequence(x, lengths, batch_first=True)
+    steps = torch.Size([int(lengths.sum()), 6])  # packed input: one row per real step
+    formula_packed = formula(
+        steps, weights, 4, None, None, None, 2, 16, 0, 2, False, 0.0, True, True, [3, 3, 3]
+    )
+    assert formula_packed == by_hand * 20 // 30
+    forward, _ = measured_flops(rnn, lambda: rnn(packed)[0].data.sum())
+    assert forward == formula_packed
+
+
 def test_the_tested_models_forward_flops_are_counted_at_the_first_test_batch():
     """compare's FLOPs/example column: the trained model's forward on the first test batch (an LSTM's hand
     count), counted without gradients and without touching the RNG."""
