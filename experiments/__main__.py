@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archbench {__version__}")
         return 0
     os.environ.setdefault("WANDB_SILENT", "true")
+    import warnings
+
+    # Lightning 2.6's own use of a torch API that newer torch deprecates, printed at every fit; nothing a user
+    # can act on (lightning/pytorch/utilities/_pytree.py).
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
 
     # Imported late so that --help stays fast.
     from jsonargparse import ArgumentError
