@@ -217,6 +217,12 @@ class SplitLoaders:
     def _has_predict_split(self) -> bool:
         return False
 
+    def __str__(self) -> str:
+        # LightningDataModule.__str__ builds every split's loader to print its size and swallows what they
+        # raise; jsonargparse formats the datamodule while linking arguments, so a data error (an unknown
+        # symbol in the validation file) vanished there and left a half-set-up datamodule behind.
+        return f"{type(self).__name__}()"
+
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)
 

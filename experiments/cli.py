@@ -17,13 +17,14 @@ from jsonargparse import ArgumentError
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError, UserError
 from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs
-from experiments.resume import AtomicCheckpointIO, ResumeState, resume_last
+from experiments.resume import AtomicCheckpointIO, ResumeState, checkpoint_info, keep_metrics, resume_last
 from lit_models.task import Task
 
 NET = "model.init_args.net.init_args"
@@ -117,6 +118,12 @@ class ExperimentCLI(LightningCLI):
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
             raise ConfigError(f"trainer.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        interval = config.trainer.get("val_check_interval")
+        if interval is not None and not interval > 0:  # Lightning divides by it after the first step
+            raise ConfigError(
+                f"trainer.val_check_interval: {interval} is neither a positive number of batches nor a fraction "
+                "of an epoch in (0, 1]"
+            )
         if self.subcommand and config.get("weights_only") is None:
             config.weights_only = True  # checkpoints are tensors and plain values, never pickles
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
@@ -125,6 +132,37 @@ class ExperimentCLI(LightningCLI):
             config.ckpt_path = resume_last(config, dumped.get("model"))
             if config.ckpt_path:
                 print(f"resuming from {config.ckpt_path}")
+                self._resumed_step = int(checkpoint_info(config.ckpt_path)["global_step"])
+            else:
+                print("--ckpt_path last: no earlier run of this model to resume; starting a new run")
+
+    def before_fit(self) -> None:
+        if getattr(self, "_resumed_step", None) is not None:
+            for logger in self.trainer.loggers:
+                if isinstance(logger, CSVLogger):
+                    keep_metrics(logger, self._resumed_step)
+        self._data_first("fit")
+
+    def before_validate(self) -> None:
+        self._data_first("validate")
+
+    def before_test(self) -> None:
+        self._data_first("test")
+
+    def before_predict(self) -> None:
+        self._data_first("predict")
+
+    def _data_first(self, stage: str) -> None:
+        """Read and check the data before the trainer starts its loggers (a W&B run, a version folder) and the
+        config is saved: a data error then stops the command with nothing written. The trainer's own
+        ``prepare_data`` and ``setup`` calls that follow find the work done (the datamodules cache it)."""
+        data = self.datamodule
+        if data is None:
+            return
+        data.trainer = self.trainer  # what Lightning sets at the start of fit (setup writes run files by it)
+        data.prepare_data()
+        data.setup(stage)
+        self.model.check_data(data, stage)
 
     def instantiate_classes(self) -> None:
         try:

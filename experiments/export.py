@@ -10,8 +10,9 @@ import json
 import warnings
 
 from archbench.checkpoint_files import check_checkpoint
-from archbench.errors import DataError
+from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
+from lit_models.checks import state_dict_mismatch
 
 
 def main(argv: list[str]) -> None:
@@ -31,6 +32,9 @@ def main(argv: list[str]) -> None:
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=cli_args, run=False)
     module = cli.model
+    problem = state_dict_mismatch(module, checkpoint["state_dict"])
+    if problem:
+        raise ConfigError(f"--ckpt {args.ckpt} does not fit the model that --config builds ({problem})")
     module.load_state_dict(checkpoint["state_dict"])
     if not hasattr(module.net, "timm_state_dict"):
         raise DataError(

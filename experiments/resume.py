@@ -10,6 +10,7 @@ config, points the loggers at that run folder and W&B run id (saved in the check
 
 from __future__ import annotations
 
+import csv
 import random
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 import yaml
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from datamodules.files import atomic_writer
@@ -46,9 +47,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def checkpoint_info(path: str | Path) -> dict:
-    """The W&B run id and run folder kept in a checkpoint (read with mmap: the weights are not loaded)."""
+    """The W&B run id, run folder and step kept in a checkpoint (read with mmap: the weights are not loaded)."""
     checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY)}
+    return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY, "global_step")}
 
 
 def _newer_hpc_checkpoint(config, run_dir: Path, ckpt: Path) -> Path:
@@ -98,7 +99,12 @@ def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
 
 def resume_last(config, model: dict) -> str | None:
     """For ``fit --ckpt_path last``: point the config's loggers at the newest run of this model and return its
-    ``last.ckpt`` (None, and a fresh run, when there is none yet: the same command starts and resumes a job)."""
+    ``last.ckpt`` (None, and a fresh run, when there is none yet: the same command starts and resumes a job).
+    Without a logger a run has one folder, ``trainer.default_root_dir``: its ``checkpoints/last.ckpt``."""
+    if config.get("trainer", {}).get("logger") is False:
+        root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
+        last = root / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
     found = find_last_run(config, model)
     if found is None:
         return None
@@ -113,6 +119,32 @@ def resume_last(config, model: dict) -> str | None:
         elif "Wandb" in name and wandb_id:
             init["id"] = wandb_id  # WandbLogger resumes with resume="allow" by default
     return str(ckpt)
+
+
+def keep_metrics(logger: CSVLogger, step: int) -> None:
+    """A resumed run's ``metrics.csv`` keeps the rows of the steps before its checkpoint (Lightning's CSV writer
+    deletes the file of a folder it opens again). Rows logged after the checkpoint (a killed run's last steps)
+    go: the resumed run logs those steps again. Call before the logger's first use."""
+    path = Path(logger.log_dir) / "metrics.csv"
+    if not path.is_file():
+        return
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        header = list(reader.fieldnames or [])
+        rows = [r for r in reader if _before(r, step)]
+    writer = logger.experiment  # opening it deletes the file
+    writer.metrics_keys = sorted(header)  # what it appends to; a new metric rewrites the header with it
+    with path.open("w", newline="") as f:
+        out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
+        out.writeheader()
+        out.writerows(rows)
+
+
+def _before(row: dict, step: int) -> bool:
+    """A row logged before a checkpoint at ``step``: a training row's step counts the steps before it, so a
+    row at ``step`` came after; a validation at ``step`` ran before the checkpoint was saved."""
+    logged = float(row.get("step") or 0)
+    return logged < step or (logged == step and any(k.startswith("val") and row[k] for k in row))
 
 
 def _rng_state() -> dict:

@@ -77,3 +77,23 @@ def unused_parameters_message(names: list[str], total: int) -> str:
         "encoder output is never read by the head). Fix the model's forward, or set "
         "--model.unused_parameters warn to train anyway."
     )
+
+
+def state_dict_mismatch(module: nn.Module, state: dict[str, torch.Tensor]) -> str | None:
+    """Why ``state`` would not load into ``module`` strictly (tensors of other shapes, missing, unexpected), in
+    a few words; None when it loads."""
+    own = module.state_dict()
+    shapes = [f"{k} is {list(v.shape)} there, {list(own[k].shape)} here"
+              for k, v in state.items() if k in own and v.shape != own[k].shape]  # fmt: skip
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    for what, found in (
+        ("of another shape", shapes),
+        ("missing", missing),
+        ("not in this model", unexpected),
+    ):
+        if found:
+            more = f", ... ({len(found) - 2} more)" if len(found) > 2 else ""
+            parts.append(f"{len(found)} tensor(s) {what}: {'; '.join(found[:2])}{more}")
+    return " / ".join(parts) or None

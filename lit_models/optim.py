@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import Literal
 
 import torch
@@ -56,6 +57,25 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
             return 1.0
         progress = min(1.0, (step - self.warmup) / max(1, self.total_steps - self.warmup))
         return self.min_factor + (1.0 - self.min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A resumed run whose trainer plans another number of steps than the checkpoint's run (``fit --ckpt_path
+        last --trainer.max_steps`` raised to train on): the schedule stretches to the new total from the step it
+        is at, and says so, instead of training on at the old schedule's end (a rate of 0 after a cosine)."""
+        planned = self.total_steps
+        super().load_state_dict(state_dict)
+        if planned != self.total_steps and self.decay == "cosine":
+            before, old = self.factor(self.last_epoch), self.total_steps
+            self.total_steps = planned  # the warm-up stays the checkpoint's: its steps are behind
+            for group in self.optimizer.param_groups:  # restored before this, at the old schedule's rate
+                group["lr"] = group["initial_lr"] * self.factor(self.last_epoch)
+            self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            warnings.warn(
+                f"learning-rate schedule: the checkpoint's run planned {old} steps, this one {planned}: the "
+                f"cosine now ends at step {planned}, the rate at step {self.last_epoch} goes from "
+                f"{before:.3g} to {self.factor(self.last_epoch):.3g} x its peak",
+                stacklevel=2,
+            )
 
     def get_lr(self) -> list[float]:
         now = self.factor(self.last_epoch)

@@ -26,6 +26,7 @@ from lit_models.checks import (
     Probe,
     UnusedParametersError,
     probe,
+    state_dict_mismatch,
     unused_parameters_message,
 )
 from lit_models.flops import FlopsTally, flop_counter
@@ -119,6 +120,11 @@ class Task(L.LightningModule):
             self._init_from(self.hparams.init_from)
         if self.hparams.compile:
             self.compile_net()
+        self.check_data(self._trainer.datamodule if self._trainer is not None else None, stage)
+
+    def check_data(self, data: L.LightningDataModule | None, stage: str) -> None:
+        """What this model cannot read in the data of ``stage`` (a sequence longer than its positions), raised
+        before the first step. The command line calls it before the loggers start, so nothing is written."""
 
     def compile_net(self) -> None:
         """``compile: true``: the net through ``nn.Module.compile`` (parameter names and checkpoints unchanged).
@@ -341,6 +347,15 @@ class Task(L.LightningModule):
             )
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Before Lightning loads the weights (its error is a page of every mismatched tensor): a checkpoint
+        # trained with another vocabulary, data or net options is refused in one line.
+        problem = state_dict_mismatch(self, checkpoint["state_dict"])
+        if problem:
+            where = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+            raise ConfigError(
+                f"{where} does not fit the model that this config and data build ({problem}): it was trained "
+                "with another vocabulary, data or net options; give the config it was trained with"
+            )
         # a checkpoint from before tallies has none: the train FLOPs are then unknown, not a part of them
         self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
 

@@ -2,10 +2,12 @@
 the optimizer and schedule swapped from the command line, lr_find, our weights exported for timm, the
 transfer experiment."""
 
+import re
+
 import pytest
 import timm
 import torch
-from conftest import run_main
+from conftest import last_line, run_main
 from image_data import VISION, image_args
 from safetensors.torch import load_file
 
@@ -202,6 +204,13 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     out = tmp_path / "ours.safetensors"
     result = run_main("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    if model_file == "resnet.yaml":  # a config that builds another net: one line, before any weight is read
+        other = run_main("export", *args, "--model.net.init_args.width=32", "--ckpt", ckpt, "--out", "x.st",
+                         cwd=tmp_path)  # fmt: skip
+        assert other.returncode == 2 and "Traceback" not in other.stderr
+        assert re.match(rf"error: --ckpt {re.escape(ckpt)} does not fit the model that --config builds \(\d+ "
+                        r"tensor\(s\) of another shape: net\.\S+ is \[64, ", last_line(other))  # fmt: skip
+        assert not (tmp_path / "x.st").exists()
     theirs = TimmNet(timm_name, num_outputs=10, weights_file=str(out), model_kwargs=timm_kwargs).eval()
     cli.model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])  # the exported weights
     ours = cli.model.net.eval()

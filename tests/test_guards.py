@@ -129,3 +129,19 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last_line(result).startswith("error: " + cases["truncated.ckpt"])
+
+
+def test_a_checkpoint_of_another_model_is_refused_in_one_line(in_tmp):
+    """A checkpoint trained with other net options (or another vocabulary) given to test: one line naming the
+    file and the first tensors that differ, not Lightning's page of size mismatches."""
+    ExperimentCLI(args=["fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_steps=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    wider = "--model.net.init_args.channels=48"
+    result = run_main(
+        "test", "--config", CNN, *TINY_DATA, *CSV_ONLY, wider, f"--ckpt_path={ckpt}", cwd=in_tmp
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result).startswith(
+        f"error: {ckpt} does not fit the model that this config and data build ("
+    )
+    assert "tensor(s) of another shape: net." in last_line(result)

@@ -250,3 +250,37 @@ def test_a_save_interval_in_steps_for_long_epochs(in_tmp):
     killed = run_module("fit", *args, "--config", kill, cwd=in_tmp)
     assert killed.returncode == -signal.SIGKILL
     assert _step(next(in_tmp.rglob("last.ckpt"))) == 6  # the step save, after the epoch-end validation at 4
+
+
+# --- resuming with other settings -----------------------------------------------------------------------------
+
+SHORT = ["--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.log_every_n_steps=1"]  # 4 steps an epoch
+
+
+def test_training_on_keeps_the_logged_rows_and_stretches_the_schedule(in_tmp):
+    """A finished run resumed with a higher max_steps: metrics.csv keeps the first run's rows (Lightning's CSV
+    writer deletes the file of a folder it opens again), and the cosine schedule stretches to the new total
+    instead of training on at its end rate of 0."""
+    import csv
+
+    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=4"])
+    metrics = next(in_tmp.rglob("metrics.csv"))
+    first = list(csv.DictReader(metrics.open()))
+    with pytest.warns(UserWarning, match=r"planned 4 steps, this one 8: the cosine now ends at step 8"):
+        ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=8", "--ckpt_path=last"])
+    rows = list(csv.DictReader(metrics.open()))
+    assert rows[: len(first)] == [{k: r.get(k, "") for k in rows[0]} for r in first]  # kept, in order
+    lr = [float(r["lr-AdamW/pg1"]) for r in rows if r.get("lr-AdamW/pg1")]
+    # the rate of each step: cosine over 4 steps, then the first step trained on at the 8-step curve's value
+    assert len(lr) == 8 and lr[4] == pytest.approx(0.5 * lr[0]) and min(lr[4:]) > 0
+    assert _step(next(in_tmp.rglob("last.ckpt"))) == 8
+
+
+def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, capsys):
+    plain = ["fit", "--config", CNN, *TINY_DATA, "--trainer.logger=false", "--trainer.default_root_dir=out",
+             "--trainer.enable_progress_bar=false"]  # fmt: skip
+    ExperimentCLI(args=[*plain, "--ckpt_path=last", "--trainer.max_steps=2"])
+    assert "no earlier run of this model to resume; starting a new run" in capsys.readouterr().out
+    ExperimentCLI(args=[*plain, "--ckpt_path=last", "--trainer.max_steps=4"])
+    assert "resuming from out/checkpoints/last.ckpt" in capsys.readouterr().out
+    assert _step(in_tmp / "out" / "checkpoints" / "last.ckpt") == 4
