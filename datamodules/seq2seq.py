@@ -7,12 +7,14 @@ or a local folder of split files) with train / validation / test splits. Each si
 BPE trained on that side of the training split) or a Hugging Face tokenizer (a folder, or a Hub name online).
 Ids 0-3 are ``<pad> <bos> <eos> <unk>`` on every side; a subword tokenizer's own ids follow them. The ``char``
 and ``symbols`` vocabularies come from the training split, sorted, so they are the same on every machine and
-process. A source character never seen in training reads as ``<unk>``; a target symbol never seen in training
-cannot be predicted, so it stops the run naming its file, line and value.
+process. A source character never seen in training reads as ``<unk>`` (with a warning naming it); a target
+symbol never seen in training cannot be predicted, so it stops the run naming its file, line and value, as do
+an empty split, an empty field, a value that is not a string, a line break inside a field and bytes that are
+not UTF-8. ``longest`` holds each split's longest source and target, for the task to check against its net.
 
 Validation and test group the pairs by source: a word with two pronunciations is one example with two
 references, and a prediction is right when it matches either (as G2P results on CMUdict are counted); the
-loss there reads the first reference.
+loss there reads the first reference. ``predict`` reads every test pair, one example each, in the file's order.
 
 A batch: ``x`` (B, S) source ids, zero-padded; ``lengths`` (B,); ``target`` (B, T) ``<bos> ... <eos>`` ids,
 zero-padded; ``target_lengths`` (B,) with both markers; ``references``: per example, the id lists of its
@@ -21,6 +23,8 @@ references (without markers).
 
 from __future__ import annotations
 
+import csv
+import json
 import warnings
 from pathlib import Path
 
@@ -45,28 +49,70 @@ def split_symbols(text: str, tokenizer: str) -> list[str]:
 
 def read_pairs(path: str, source_column: str, target_column: str, field: str) -> pd.DataFrame:
     """A pair file as a frame of ``source``, ``target`` strings and the ``line`` each came from. Empty sources or
-    targets, missing columns and unreadable files stop with the file, line and column."""
+    targets, values that are not strings, missing columns, bytes that are not UTF-8 and unreadable files stop
+    with the file, line and column."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"data.{field}: {path!r} is not a file")
     suffix = file.suffix.lower()
+    if suffix not in (".jsonl", ".json", ".tsv", ".csv", ".txt"):
+        raise DataError(f"data.{field}: {path}: unknown pair format {suffix!r} (.tsv, .csv or .jsonl)")
     try:
         if suffix in (".jsonl", ".json"):
-            frame = pd.read_json(file, lines=True, dtype=False)
-            first_line = 1
-        elif suffix in (".tsv", ".csv", ".txt"):
-            sep = "," if suffix == ".csv" else "\t"
-            frame = pd.read_csv(
-                file, sep=sep, dtype=str, keep_default_na=False, quoting=3 if sep == "\t" else 0
-            )
-            first_line = 2  # after the header
+            frame, lines = read_json_lines(file)
         else:
-            raise DataError(f"data.{field}: {path}: unknown pair format {suffix!r} (.tsv, .csv or .jsonl)")
-    except (ValueError, pd.errors.ParserError) as err:
-        raise DataError(
-            f"data.{field}: {path}: not a readable {suffix[1:]} file: {str(err).splitlines()[0]}"
-        ) from None
-    return pair_frame(frame, source_column, target_column, path, first_line)
+            frame, lines = read_table(file, "," if suffix == ".csv" else "\t")
+    except UnicodeDecodeError:
+        raise DataError(not_utf8(file)) from None
+    return pair_frame(frame, source_column, target_column, path, lines)
+
+
+def not_utf8(file: Path) -> str:
+    """Where ``file`` stops being UTF-8, as the language-model readers say it."""
+    from datamodules.text_sources import first_non_utf8
+
+    offset, line, value = first_non_utf8(file)
+    return f"{file}: not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+
+
+def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A delimited file with a header, every field a string, and the line each row starts on (``csv``, as pandas
+    has no line numbers: blank lines and quoted line breaks shift its row count). A row with another number of
+    fields than the header stops naming its line. Raises UnicodeDecodeError on bytes that are not UTF-8."""
+    with open(file, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
+        header = next(reader, [])
+        rows, lines, line = [], [], reader.line_num + 1
+        try:
+            for row in reader:
+                if row:  # blank lines are skipped, and counted
+                    if len(row) != len(header):
+                        raise DataError(f"{file}:{line}: {len(row)} fields, the header has {len(header)}")
+                    rows.append(row)
+                    lines.append(line)
+                line = reader.line_num + 1
+        except csv.Error as err:  # a field over csv's size limit: a quote left open, most likely
+            raise DataError(f"{file}:{line}: {err} (a quote left open?)") from None
+    return pd.DataFrame(rows, columns=header, dtype=object), np.array(lines, dtype=np.int64)
+
+
+def read_json_lines(file: Path) -> tuple[pd.DataFrame, np.ndarray]:
+    """JSON Lines, one object a line (blank lines skipped but counted), values as they are (strings checked by
+    ``pair_frame``), and the line of each. Raises UnicodeDecodeError on bytes that are not UTF-8."""
+    records, lines = [], []
+    with open(file, encoding="utf-8-sig") as f:
+        for number, text in enumerate(f, 1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as err:
+                raise DataError(f"{file}:{number}: not JSON: {err.msg} (character {err.pos + 1})") from None
+            if not isinstance(record, dict):
+                raise DataError(f"{file}:{number}: a JSON {type(record).__name__}, not an object of columns")
+            records.append(record)
+            lines.append(number)
+    return pd.DataFrame(records, dtype=object), np.array(lines, dtype=np.int64)
 
 
 def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Series:
@@ -82,23 +128,34 @@ def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Serie
 
 
 def pair_frame(
-    frame: pd.DataFrame, source_column: str, target_column: str, where: str, first_line: int
+    frame: pd.DataFrame, source_column: str, target_column: str, where: str, lines: np.ndarray
 ) -> pd.DataFrame:
-    """``source``, ``target`` strings and the ``line`` (or row) of each; empty sides stop naming where."""
-    source = _column(frame, source_column, "source_column", where)
-    target = _column(frame, target_column, "target_column", where)
-    pairs = pd.DataFrame({
-        "source": source.astype(str).where(source.notna(), ""),
-        "target": target.astype(str).where(target.notna(), ""),
-        "line": np.arange(len(frame)) + first_line,
-    })  # fmt: skip
-    for side, column in (("source", source_column), ("target", target_column)):
-        empty = pairs[side].str.strip() == ""
+    """``source``, ``target`` strings and the ``line`` (or row) of each; no pairs, empty sides and values that are
+    not strings (a number, a list of symbols) stop naming where."""
+    if len(frame) == 0:
+        raise DataError(f"{where}: has no pairs (a header only?)")
+    columns = {"source": source_column, "target": target_column}
+    sides = {side: _column(frame, column, f"{side}_column", where) for side, column in columns.items()}
+    for side, values in sides.items():
+        typed = values.notna() & ~values.map(lambda v: isinstance(v, str))
+        if typed.any():
+            k = int(np.argmax(typed.to_numpy()))
+            value = values.iloc[k]
+            raise DataError(
+                f"{where}:{lines[k]}: {columns[side]} holds {value!r:.60} ({type(value).__name__}), not a string"
+            )
+    pairs = pd.DataFrame({side: values.where(values.notna(), "") for side, values in sides.items()})
+    pairs["line"] = lines
+    for side, column in columns.items():
+        empty, broken = pairs[side].str.strip() == "", pairs[side].str.contains("[\r\n]")
         if empty.any():
             row = pairs[empty].iloc[0]
             raise DataError(
                 f"{where}:{row.line}: {column} is empty (source {row.source!r}, target {row.target!r})"
             )
+        if broken.any():  # in a word, surely a mistake: in a CSV file, a quote left open
+            row = pairs[broken].iloc[0]
+            raise DataError(f"{where}:{row.line}: {column} holds a line break ({row[side][:60]!r})")
     return pairs
 
 
@@ -117,7 +174,9 @@ def read_hub_pairs(
             raise DataError(
                 f"data.dataset: {name!r} has no {' / '.join(names)} split (it has {', '.join(data)})"
             )
-        out[split] = pair_frame(data[found].to_pandas(), source_column, target_column, f"{name}[{found}]", 1)
+        frame = data[found].to_pandas()
+        rows = np.arange(1, len(frame) + 1)
+        out[split] = pair_frame(frame, source_column, target_column, f"{name}[{found}]", rows)
     return out
 
 
@@ -273,6 +332,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self.source_vocab: Vocabulary | SubwordVocabulary | None = None
         self.target_vocab: Vocabulary | SubwordVocabulary | None = None
         self._frames: dict[str, pd.DataFrame] = {}
+        # per split, the longest source and target (symbols, without markers) and the file:line of each
+        self.longest: dict[str, dict[str, tuple[int, str]]] = {}
 
     task = "seq2seq"
     in_channels = 0
@@ -333,6 +394,14 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self.source_vocab = self._vocabulary("source", [self._source_text(t) for t in train["source"]])
         self.target_vocab = self._vocabulary("target", list(train["target"]))
 
+    def _unseen(self, texts) -> str:
+        """The source symbols of ``texts`` that training never had (they read as ``<unk>``), for a warning."""
+        vocab = self.source_vocab
+        if not isinstance(vocab, Vocabulary):  # a subword tokenizer reads any text
+            return ""
+        unseen = sorted({s for t in texts for s in vocab.tokens(self._source_text(t))} - vocab.ids.keys())
+        return ", ".join(map(repr, unseen[:10])) + (", ..." if len(unseen) > 10 else "")
+
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
@@ -343,24 +412,35 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             if split == "train" and h.max_train_pairs is not None and h.max_train_pairs < len(pairs):
                 keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[: h.max_train_pairs])
                 pairs = pairs.iloc[keep]
+            where, lines = self._where(split), pairs["line"].to_numpy()
             sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
             unknown = sum(i == UNK for s in sources for i in s)
             if unknown:
-                warnings.warn(f"data.{split}_path: {unknown} source characters never seen in training read as <unk>",
-                              stacklevel=1)  # fmt: skip
+                warnings.warn(f"{where}: {unknown} source symbols never seen in training read as <unk>: "
+                              f"{self._unseen(pairs['source'])}", stacklevel=1)  # fmt: skip
             targets = []
-            for text, line in zip(pairs["target"], pairs["line"], strict=True):
+            for text, line in zip(pairs["target"], lines, strict=True):
                 ids = self.target_vocab.encode_text(text)
                 if UNK in ids:  # only a symbol vocabulary has no id for a symbol
                     bad = self.target_vocab.tokens(text)[ids.index(UNK)]
                     raise DataError(
-                        f"{self._where(split)}:{line}: target symbol {bad!r} never occurs in the training split "
+                        f"{where}:{line}: target symbol {bad!r} never occurs in the training split "
                         f"({self._where('train')}): the model cannot predict it"
                     )
                 if not ids:
-                    raise DataError(f"{self._where(split)}:{line}: target {text!r} has no tokens")
+                    raise DataError(f"{where}:{line}: target {text!r} has no tokens")
                 targets.append(ids)
             self.splits[split] = PairSplit(sources, targets, group=split != "train")
+            self.longest[split] = {}
+            for side, ids in (("source", sources), ("target", targets)):
+                k = int(np.argmax([len(i) for i in ids]))
+                self.longest[split][side] = (len(ids[k]), f"{where}:{lines[k]}")
+        # predict writes one row per test pair, in the file's order, so that its rows map back to the file's
+        self.splits["predict"] = PairSplit(sources, targets, group=False)
+        self.longest["predict"] = self.longest["test"]
+
+    def _has_predict_split(self) -> bool:
+        return True
 
     def encode_sources(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Sources typed by a user (``align --text``) as a batch: ``x``, ``lengths``, and their symbols."""
@@ -369,6 +449,10 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         empty = [t for t, s in zip(texts, symbols, strict=True) if not s]
         if empty:
             raise DataError(f"--text: {empty[0]!r} has no symbols to read")
+        for text in texts:
+            if unseen := self._unseen([text]):
+                warnings.warn(f"{text!r}: source symbols never seen in training ({self._where('train')}) read "
+                              f"as <unk>: {unseen}", stacklevel=2)  # fmt: skip
         batch = collate_pairs([(self.source_vocab.encode_text(self._source_text(t)), [[]]) for t in texts])
         return {"x": batch["x"], "lengths": batch["lengths"], "symbols": symbols}
 

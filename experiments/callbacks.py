@@ -110,8 +110,8 @@ class PeakMemory(Callback):
 
 
 class PredictionWriter(BasePredictionWriter):
-    """Writes ``predict`` outputs as TSV: one row per input sequence, in input order (numbers, or the text a
-    sequence-to-sequence model wrote)."""
+    """Writes ``predict`` outputs as TSV: one row per input sequence, in input order (numbers, or the source and
+    the text a sequence-to-sequence model wrote)."""
 
     def __init__(self, output: str | None = None):
         """
@@ -126,10 +126,11 @@ class PredictionWriter(BasePredictionWriter):
         if trainer.world_size > 1:
             path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
         index = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
-        if predictions and isinstance(predictions[0], list):  # text a model wrote (seq2seq): one string each
-            texts = [t for batch in predictions for t in batch]
-            rows = sorted(zip(index or range(len(texts)), texts, strict=True))
-            write_atomic(path, "\n".join(["index\tprediction", *(f"{i}\t{t}" for i, t in rows)]) + "\n")
+        if predictions and isinstance(predictions[0], list):  # text a model wrote (seq2seq): (source, output)
+            pairs = [p for batch in predictions for p in batch]
+            rows = sorted(zip(index or range(len(pairs)), pairs, strict=True))
+            lines = ["index\tsource\tprediction", *(f"{i}\t{s}\t{t}" for i, (s, t) in rows)]
+            write_atomic(path, "\n".join(lines) + "\n")
             print(f"predictions: {path}")
             return
         values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()

@@ -39,6 +39,7 @@ import torch
 
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
+from datamodules.seq2seq import not_utf8, read_table
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -51,15 +52,14 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"probe: {path} is not a file (python -m experiments data crows_pairs writes it)")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except (ValueError, pd.errors.ParserError) as err:
-        raise DataError(f"{path}: not a readable CSV file: {str(err).splitlines()[0]}") from None
+        frame, lines = read_table(path, ",")
+    except UnicodeDecodeError:
+        raise DataError(not_utf8(path)) from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{path}: no column {', '.join(missing)}; CrowS-Pairs has {', '.join(COLUMNS)}")
     rows = []
-    for i, row in enumerate(frame.itertuples(index=False)):
-        line = i + 2  # after the header (a quoted sentence holding a line break would shift this)
+    for line, row in zip(lines, frame.itertuples(index=False), strict=True):
         more, less, direction = row.sent_more.strip(), row.sent_less.strip(), row.stereo_antistereo.strip()
         if not more or not less:
             raise DataError(f"{path}:{line}: an empty sentence (sent_more {more!r}, sent_less {less!r})")

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 from torchmetrics.functional.text import edit_distance
 
+from archbench.errors import ConfigError, DataError
 from lit_models.seq2seq import beam_decode, greedy_decode
 from lit_models.task import Task
 
@@ -87,7 +89,8 @@ class Seq2SeqTask(Task):
             task: What the data is for; linked from the data, and it must be ``seq2seq``.
             num_outputs: The target vocabulary size; linked from the data.
             label_smoothing: Share of the target probability spread over the other symbols in training.
-            max_decode_length: Longest output decoding writes (symbols, without markers).
+            max_decode_length: Longest output decoding writes (symbols, without markers); a reference longer
+                than this warns at the start (its output is cut). With the Transformer, below its ``max_length``.
             beam_width: Hypotheses beam search keeps in validation and test; 1 decodes greedily.
             length_penalty: Beam search ranks finished outputs by log-probability / length ** this (0: raw
                 sums, which favour short outputs).
@@ -103,6 +106,12 @@ class Seq2SeqTask(Task):
             raise ValueError(
                 f"model.beam_width ({beam_width}) and model.max_decode_length ({max_decode_length}) must be >= 1"
             )
+        limit = getattr(net, "max_length", None)  # the Transformer's positions; the GRUs have no limit
+        if limit is not None and max_decode_length + 1 > limit:
+            raise ConfigError(
+                f"model.max_decode_length: {max_decode_length} symbols after <bos> do not fit the net's "
+                f"max_length={limit} (model.net.init_args.max_length)"
+            )
         super().__init__(net, **kwargs)
         self.val_errors = SequenceErrors()
         self.test_errors = SequenceErrors()
@@ -111,6 +120,26 @@ class Seq2SeqTask(Task):
     @staticmethod
     def batch_size(batch: dict) -> int:
         return len(batch["x"])
+
+    def check_data(self, data, stage: str) -> None:
+        """Before the first step: the stage's longest pairs (``data.longest``) against what the net reads (its
+        ``max_length``: the source, and ``<bos>`` then the target), and a warning when a reference is longer than
+        decoding writes (``max_decode_length``: those outputs are cut, and ``per`` cannot reach 0)."""
+        longest = getattr(data, "longest", {})
+        limit, cut = getattr(self.net, "max_length", None), self.hparams.max_decode_length
+        splits = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+        for split in (s for s in splits.get(stage, ()) if s in longest):
+            (source, source_at), (target, target_at) = longest[split]["source"], longest[split]["target"]
+            net = f"the net's max_length={limit} (model.net.init_args.max_length)"
+            if limit is not None and source > limit:
+                raise DataError(f"{source_at}: a source of {source} symbols is longer than {net}")
+            if limit is not None and target + 1 > limit and split != "predict":  # predict reads no target
+                raise DataError(f"{target_at}: a target of {target} symbols after <bos> is longer than {net}")
+            if target > cut and split != "train":
+                rank_zero_warn(
+                    f"{target_at}: a target of {target} symbols is longer than model.max_decode_length={cut}: "
+                    f"outputs are cut at {cut} symbols, so per cannot reach 0; raise --model.max_decode_length"
+                )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None, target_in: torch.Tensor) -> torch.Tensor:
         return self.net(x, lengths, target_in)
@@ -148,10 +177,16 @@ class Seq2SeqTask(Task):
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "test")
 
-    def predict_step(self, batch: dict, batch_idx: int) -> list[str]:
-        """What the model writes for each source, as text (symbols joined by spaces, characters joined)."""
+    def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, str]]:
+        """Each source as the model read it and what the model writes for it, as text (symbols joined by
+        spaces, characters joined; a source character never seen in training is left out)."""
         data = self.trainer.datamodule
-        return [data.target_vocab.decode_text(ids) for ids in self.decode(batch["x"], batch["lengths"])]
+        sources = [
+            data.source_vocab.decode_text(x[:n].tolist())
+            for x, n in zip(batch["x"], batch["lengths"], strict=True)
+        ]
+        written = [data.target_vocab.decode_text(ids) for ids in self.decode(batch["x"], batch["lengths"])]
+        return list(zip(sources, written, strict=True))
 
     def _log_errors(self, stage: str) -> None:
         metric = getattr(self, f"{stage}_errors")

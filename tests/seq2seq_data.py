@@ -39,3 +39,17 @@ def write_pairs(folder: Path, n_train: int = 120, n_eval: int = 24, seed: int = 
 def pair_args(folder: Path) -> list[str]:
     paths = write_pairs(folder)
     return [f"--data.{split}_path={path}" for split, path in paths.items()] + ["--data.batch_size=16"]
+
+
+def pair_module(paths: dict[str, Path], **kwargs):
+    """A ``Seq2SeqDataModule`` over the train / val / test files of ``write_pairs``."""
+    from datamodules.seq2seq import Seq2SeqDataModule
+
+    return Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test")), **kwargs)
+
+
+def edit_lines(path: Path, edit) -> None:
+    """Rewrite a pair file line by line: ``edit(lines)`` changes the list of its lines (header first) in place."""
+    lines = path.read_text().splitlines()
+    edit(lines)
+    path.write_text("\n".join(lines) + "\n")

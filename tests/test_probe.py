@@ -111,3 +111,14 @@ def test_probe_command_on_a_language_model_trained_here(in_tmp):
     assert "line 4: 17 tokens, more than the model's context of 16" in result["left_out_reasons"][0]
     assert "line 5" in result["left_out_reasons"][1]
     assert "| gender | 1 |" in (in_tmp / "probe" / "probe.md").read_text()
+
+
+def test_probe_lines_count_blank_lines_and_bytes_that_are_not_utf8_are_named(tmp_path):
+    path = tmp_path / "pairs.csv"
+    header = b",sent_more,sent_less,stereo_antistereo,bias_type\n"
+    path.write_bytes(header + b'0,"A\nmore",A less,stereo,race\n\n1,B more,B less,sideways,race\n')
+    with pytest.raises(DataError, match=r"pairs.csv:5: stereo_antistereo is 'sideways'"):
+        read_crows_pairs(path)
+    path.write_bytes(header + "0,Caf\u00e9 more,less,stereo,race\n".encode("latin-1"))
+    with pytest.raises(DataError, match=rf"not UTF-8 text: byte {len(header) + 5} \(line 2\) is 0xe9"):
+        read_crows_pairs(path)

@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 from conftest import CSV_ONLY, ROOT
-from seq2seq_data import pair_args, write_pairs
+from seq2seq_data import edit_lines, pair_args, pair_module, write_pairs
 from torch import nn
 
-from archbench.errors import DataError
+from archbench.errors import ConfigError, DataError
 from datamodules.seq2seq import BOS, EOS, Seq2SeqDataModule
 from experiments.align import main as align_main
 from experiments.cli import ExperimentCLI
@@ -25,7 +25,7 @@ from lit_models.seq2seq import (
     beam_decode,
     greedy_decode,
 )
-from lit_models.seq2seq_task import SequenceErrors
+from lit_models.seq2seq_task import Seq2SeqTask, SequenceErrors
 
 SEQ2SEQ = ROOT / "experiments" / "seq2seq"
 
@@ -326,6 +326,70 @@ def test_missing_columns_and_empty_sources_are_named(tmp_path):
         Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test"))).setup()
 
 
+def test_empty_splits_stop_naming_the_file(tmp_path):
+    for split in ("val", "train"):  # a header-only train file, not "a target symbol never occurs"
+        paths = write_pairs(tmp_path)
+        paths[split].write_text("word\tphonemes\n")
+        with pytest.raises(DataError, match=rf"{split}.tsv: has no pairs"):
+            pair_module(paths).setup()
+    empty = tmp_path / "test.jsonl"
+    empty.write_text("\n")
+    with pytest.raises(DataError, match=r"test.jsonl: has no pairs"):
+        pair_module(write_pairs(tmp_path) | {"test": empty}).setup()
+
+
+def test_json_values_that_are_not_strings_name_line_field_and_type(tmp_path):
+    paths = write_pairs(tmp_path)
+    good = '{"word": "ab", "phonemes": "A1 B"}'
+    for bad, expected in (('{"word": 123, "phonemes": "A1 B"}', r"word holds 123 \(int\)"),
+                          ('{"word": "ab", "phonemes": ["A1", "B"]}', r"phonemes holds \['A1', 'B'\] \(list\)")):  # fmt: skip
+        paths["train"] = tmp_path / "train.jsonl"
+        paths["train"].write_text(f"{good}\n\n{bad}\n")  # a blank line counted
+        with pytest.raises(DataError, match=rf"train.jsonl:3: {expected}, not a string"):
+            pair_module(paths).setup()
+
+
+def test_line_numbers_count_blank_lines_and_line_breaks_in_fields_are_refused(tmp_path):
+    paths = write_pairs(tmp_path)
+    edit_lines(paths["train"], lambda lines: lines.insert(3, ""))  # physical line 4 blank
+    edit_lines(paths["train"], lambda lines: lines.__setitem__(11, lines[11].split("\t")[0] + "\t"))
+    with pytest.raises(DataError, match=r"train.tsv:12: phonemes is empty"):
+        pair_module(paths).setup()
+    csv = tmp_path / "val.csv"
+    csv.write_text('word,phonemes\nab,A1 B\n\n"a\nb",A1 B\n')
+    with pytest.raises(DataError, match=r"val.csv:4: word holds a line break \('a\\nb'\)"):
+        pair_module(write_pairs(tmp_path) | {"val": csv}).setup()
+
+
+def test_bytes_that_are_not_utf8_name_line_and_offset(tmp_path):
+    paths = write_pairs(tmp_path)
+    data = paths["test"].read_bytes().split(b"\n")
+    data[2] = "café\tK A1 F E1".encode("latin-1")
+    paths["test"].write_bytes(b"\n".join(data))
+    offset = len(b"\n".join(data[:2])) + 1 + 3
+    with pytest.raises(DataError, match=rf"test.tsv: not UTF-8 text: byte {offset} \(line 3\) is 0xe9"):
+        pair_module(paths).setup()
+
+
+def test_predict_reads_every_test_pair_in_the_files_order(tmp_path):
+    paths = write_pairs(tmp_path)
+    data = pair_module(paths)
+    data.setup()
+    words = [line.split("\t")[0] for line in paths["test"].read_text().splitlines()[1:]]
+    assert len(words) == 27 and len(set(words)) == 24  # three words with two pronunciations
+    predict = data.splits["predict"]
+    assert [data.source_vocab.decode_text(s) for s in predict.sources] == words
+
+
+def test_sources_never_seen_in_training_are_named_when_typed(tmp_path):
+    data = pair_module(write_pairs(tmp_path))
+    with pytest.warns(
+        UserWarning, match=r"'日本': source symbols never seen in training .* read as <unk>: '日', '本'"
+    ):
+        batch = data.encode_sources(["日本"])
+    assert batch["x"].tolist() == [[3, 3]]
+
+
 def test_cmudict_lines_comments_alternates_and_a_split_by_word():
     text = "\n".join([
         ";;; a comment line", "'bout B AW1 T", "aalborg AO1 L B AO0 R G # place, danish", "read R IY1 D",
@@ -361,7 +425,11 @@ def test_every_model_trains_validates_and_tests_through_the_cli(model, in_tmp):
     assert cli.model.flops is not None and cli.model.flops["forward_per_example"] > 0
     cli.trainer.predict(cli.model, datamodule=cli.datamodule)
     written = sorted(in_tmp.rglob("predictions.tsv"))[0].read_text().splitlines()
-    assert written[0] == "index\tprediction" and len(written) == 1 + len(cli.datamodule.splits["test"])
+    assert (
+        written[0] == "index\tsource\tprediction" and len(written) == 1 + 27
+    )  # every test pair, repeats too
+    words = [line.split("\t")[0] for line in (in_tmp / "pairs" / "test.tsv").read_text().splitlines()[1:]]
+    assert [row.split("\t")[1] for row in written[1:]] == words  # each row's source, in the file's order
     maps = sorted(in_tmp.rglob("alignment/*.png"))
     assert len(maps) == (0 if model == "gru" else 2 * 2)  # two words at each of two validations
     if model == "gru":
@@ -393,6 +461,39 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
         DataError, match="the checkpoint's source vocabulary \\(17 symbols\\) is not this data's \\(18 ids"
     ):
         align_main(args)
+
+
+def test_a_pair_longer_than_the_nets_max_length_stops_before_training(in_tmp):
+    pairs = pair_args(in_tmp / "pairs")
+    edit_lines(in_tmp / "pairs" / "train.tsv", lambda lines: lines.insert(7, "a" * 200 + "\tA1 B"))
+    args = [
+        *pairs,
+        *CSV_ONLY,
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=0",
+        "--trainer.callbacks=[]",
+    ]
+    cli = ExperimentCLI(args=["--config", str(SEQ2SEQ / "transformer.yaml"), *args], run=False)
+    with pytest.raises(
+        DataError, match=r"train.tsv:8: a source of 200 symbols is longer than the net's max_length=128"
+    ):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert not list(in_tmp.rglob("*.ckpt"))
+    cli = ExperimentCLI(args=["--config", str(SEQ2SEQ / "gru.yaml"), *args], run=False)  # no limit: it trains
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.trainer.global_step == 1
+    with pytest.raises(ConfigError, match=r"model.max_decode_length: 128 symbols after <bos> do not fit"):
+        Seq2SeqTask(_nets()["transformer"], max_decode_length=128)
+
+
+def test_references_longer_than_max_decode_length_warn_before_decoding(in_tmp):
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY,
+            "--model.max_decode_length=3", "--trainer.callbacks=[]"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    with pytest.warns(
+        UserWarning, match=r"val.tsv:\d+: a target of \d symbols is longer than model.max_decode_length=3"
+    ):
+        cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)
 
 
 def test_subword_tokenizers_and_a_datasets_folder_with_nested_translation_pairs(in_tmp):
@@ -429,7 +530,7 @@ def test_subword_tokenizers_and_a_datasets_folder_with_nested_translation_pairs(
     cli = ExperimentCLI(args=args, run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     written = cli.trainer.predict(cli.model, datamodule=cli.datamodule)
-    assert all(isinstance(t, str) for batch in written for t in batch)
+    assert all(isinstance(s, str) and isinstance(t, str) for batch in written for s, t in batch)
 
     with pytest.raises(DataError, match=r"has no validation / valid / dev split \(it has train, test\)"):
         (folder / "validation.jsonl").unlink()
