@@ -19,6 +19,8 @@ targets (for bits per character).
 
 from __future__ import annotations
 
+import codecs
+import io
 import json
 import os
 from dataclasses import dataclass
@@ -38,7 +40,7 @@ from datamodules.text_tokenize import digest
 
 SPLITS = ("train", "val", "test")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a byte-order mark dropped, CRLF and CR read as LF
 CHUNK = 1 << 20
 
 
@@ -70,6 +72,10 @@ class Part:
                         )
                     yield text, True
             return
+        # As open(encoding="utf-8-sig") reads a file with universal newlines: a byte-order mark at the file's
+        # start dropped, CRLF and CR read as LF, so the same text saved on Windows gives the same tokens.
+        decoder = codecs.getincrementaldecoder("utf-8-sig" if self.start == 0 else "utf-8")()
+        decoder = io.IncrementalNewlineDecoder(decoder, translate=True)
         with open(self.path, "rb") as f:
             f.seek(self.start)
             position = self.start
@@ -78,7 +84,7 @@ class Part:
                 if position + len(block) < self.stop:  # end the piece at a line (a character) boundary
                     block += f.readline()[: self.stop - position - len(block)]
                 try:
-                    text = block.decode("utf-8")
+                    text = decoder.decode(block, final=position + len(block) >= self.stop)
                 except UnicodeDecodeError:
                     offset, line, value = first_non_utf8(self.path)
                     raise DataError(

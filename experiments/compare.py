@@ -40,6 +40,7 @@ from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, checkpoint_info
+from experiments.sweep import LoggedMetric, key_line
 from experiments.tuning import TUNE_JOB, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
 
 
@@ -118,6 +119,11 @@ class Comparison:
         if self.launcher not in LAUNCHERS:
             raise ConfigError(
                 f"{self.path}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
+            )
+        if not self.metric.startswith(("test/", "val/") if self.validate else "test/"):
+            raise ConfigError(
+                f"{key_line(self.path, 'metric')}: metric: {self.metric!r} is not a test metric (test/...)"
+                + ("" if self.validate else "; val/... needs validate: true")
             )
         self.slurm_options()  # unknown keys are named now, not when the jobs are submitted
         tuning = tuning_of(self)
@@ -228,7 +234,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         )
     if done.is_file():
         print(f"{model}, seed {seed}: finished earlier, kept ({done})")
-        return json.loads(done.read_text())
+        return _check_metric(comparison, json.loads(done.read_text()), done)
     if cli.trainer.is_global_zero:
         write_atomic(settings, dumped)
     resume = str(last) if last.is_file() else None
@@ -249,7 +255,12 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     throughput = ThroughputMonitor(
         batch_size_fn=batch_size, length_fn=batch_items, window_size=comparison.throughput_window
     )
-    trainer.callbacks += [timer, throughput, memory]
+    # A metric the runs do not log stops the comparison at this run's first validation, before a step trains
+    metric = comparison.metric.replace("test/", "val/", 1)
+    said = f"{key_line(comparison.path, 'metric')}: metric: " + (
+        f"{comparison.metric!r}: " if metric != comparison.metric else ""
+    )
+    trainer.callbacks += [timer, throughput, memory, LoggedMetric(metric, said)]
     budget = FlopsBudget(comparison.budget_flops) if comparison.budget_flops else None
     if budget is not None:
         trainer.callbacks.append(budget)
@@ -258,7 +269,12 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         wandb_logger.log_hyperparams({"config": config, "model_name": model, "seed": seed})
     if resume:
         print(f"{model}, seed {seed}: resuming from {resume}")
-    trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
+    except Exception:  # its W&B run ends as failed, not left open for the next run in this process to reuse
+        if trainer.is_global_zero:
+            wandb_logger.experiment.finish(exit_code=1)
+        raise
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)
     tokens_per_sec = (
@@ -308,6 +324,18 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     }
     if trainer.is_global_zero:
         write_atomic(done, json.dumps(result, indent=1) + "\n")
+    return _check_metric(comparison, result, done)
+
+
+def _check_metric(comparison: Comparison, result: dict, done: Path) -> dict:
+    """The run's result, if it has the comparison's metric; else the comparison stops, the run kept for a re-run
+    with the metric corrected."""
+    logged = {**result.get("val", {}), **result["test"]}
+    if comparison.metric not in logged:
+        raise ConfigError(
+            f"{key_line(comparison.path, 'metric')}: metric: {comparison.metric!r} is not among the metrics the "
+            f"runs report ({', '.join(sorted(logged)) or 'none'}); this run is kept ({done})"
+        )
     return result
 
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import subprocess
 import sys
 import warnings
@@ -44,7 +45,27 @@ from datamodules.files import write_atomic
 from experiments.configs import check_yaml, parse_file, split_options
 from experiments.launchers import worker_env
 
-KINDS = ("log_uniform", "uniform", "int", "choice")
+# Each kind of range and the keys it takes besides ``type``.
+KINDS = {"log_uniform": ("low", "high"), "uniform": ("low", "high"), "int": ("low", "high", "log"),
+         "choice": ("values",)}  # fmt: skip
+
+
+def key_line(path: Path | None, *keys: str) -> str:
+    """``FILE:LINE`` of a (nested) key in a YAML file, as far down as the keys are found there; ``FILE`` when the
+    file cannot be read."""
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, TypeError, yaml.YAMLError):
+        return str(path)
+    where = str(path)
+    for key in keys:
+        found = (
+            [(k, v) for k, v in node.value if k.value == key] if isinstance(node, yaml.MappingNode) else []
+        )
+        if not found:
+            break
+        where, node = f"{path}:{found[0][0].start_mark.line + 1}", found[0][1]
+    return where
 
 
 @dataclass
@@ -100,32 +121,68 @@ class Sweep:
         sweep._check()
         return sweep
 
+    def where(self, *keys: str) -> str:
+        """``FILE:LINE: KEY`` of a key of this sweep's settings, for messages."""
+        keys = (self.section, *keys) if self.section else keys
+        return f"{key_line(self.path, *keys)}: {'.'.join(keys)}"
+
     def _check(self) -> None:
-        where = f"{self.path}: {self.section}." if self.section else f"{self.path}: "
         if self.direction not in ("maximize", "minimize"):
-            raise ConfigError(f"{where}direction: {self.direction!r} is not maximize or minimize")
+            raise ConfigError(f"{self.where('direction')}: {self.direction!r} is not maximize or minimize")
         if self.pruner not in ("median", "threshold", "none"):
-            raise ConfigError(f"{where}pruner: {self.pruner!r} is not median, threshold or none")
+            raise ConfigError(f"{self.where('pruner')}: {self.pruner!r} is not median, threshold or none")
         if self.trials < 1:
-            raise ConfigError(f"{where}trials: {self.trials} is not a positive integer")
+            raise ConfigError(f"{self.where('trials')}: {self.trials} is not a positive integer")
         if not self.space:
-            raise ConfigError(f"{where}space: no keys to search")
+            raise ConfigError(f"{self.where('space')}: no keys to search")
         for key, spec in self.space.items():
-            kind = spec.get("type") if isinstance(spec, dict) else None
-            if kind not in KINDS:
-                raise ConfigError(f"{where}space.{key}.type: {kind!r} is not one of {', '.join(KINDS)}")
-            needed = ("values",) if kind == "choice" else ("low", "high")
-            missing = [n for n in needed if n not in spec]
-            if missing:
-                raise ConfigError(f"{where}space.{key}: {kind} needs {' and '.join(needed)}")
-            if kind != "choice" and not spec["low"] < spec["high"]:
-                raise ConfigError(f"{where}space.{key}: low {spec['low']} is not below high {spec['high']}")
-            if kind == "log_uniform" and spec["low"] <= 0:
-                raise ConfigError(f"{where}space.{key}: log_uniform needs low > 0, got {spec['low']}")
+            self._check_range(key, spec)
         if self.pruner == "threshold" and (not self.threshold or set(self.threshold) - {"lower", "upper"}):
-            raise ConfigError(f"{where}threshold: {self.threshold!r} needs lower and/or upper, nothing else")
+            raise ConfigError(
+                f"{self.where('threshold')}: {self.threshold!r} needs lower and/or upper, nothing else"
+            )
         for file in self.config_files():
             check_yaml(file)
+
+    def _check_range(self, key: str, spec) -> None:
+        """One key of the space, as Optuna will take it: every mistake named now, not once per trial."""
+        where = self.where("space", key)
+        if not isinstance(spec, dict):
+            raise ConfigError(
+                f"{where}: {spec!r} is not a mapping such as {{type: uniform, low: 0, high: 1}}"
+            )
+        kind = spec.get("type")
+        if kind not in KINDS:
+            raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(KINDS)}")
+        unknown = sorted(set(spec) - {"type", *KINDS[kind]})
+        if unknown:
+            raise ConfigError(f"{where}: {kind} takes {', '.join(KINDS[kind])}, not {', '.join(unknown)}")
+        needed = [n for n in KINDS[kind] if n != "log"]
+        if any(n not in spec for n in needed):
+            raise ConfigError(f"{where}: {kind} needs {' and '.join(needed)}")
+        if kind == "choice":
+            values = spec["values"]
+            if not isinstance(values, list) or not values:
+                raise ConfigError(f"{where}.values: {values!r} is not a non-empty list")
+            odd = [v for v in values if v is not None and not isinstance(v, bool | int | float | str)]
+            if odd:  # what Optuna's storages hold
+                raise ConfigError(f"{where}.values: {odd[0]!r} is not a number, string, boolean or null")
+            return
+        number = int if kind == "int" else int | float
+        for name in ("low", "high"):
+            value = spec[name]
+            if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
+                what = "a whole number" if kind == "int" else "a finite number"
+                raise ConfigError(f"{where}.{name}: {value!r} is not {what}")
+        low, high, log = spec["low"], spec["high"], spec.get("log", False)
+        if not isinstance(log, bool):
+            raise ConfigError(f"{where}.log: {log!r} is not true or false")
+        if not low < high:
+            raise ConfigError(f"{where}: low {low} is not below high {high}")
+        if kind == "log_uniform" and low <= 0:
+            raise ConfigError(f"{where}: log_uniform needs low > 0, got {low}")
+        if log and low < 1:
+            raise ConfigError(f"{where}: int with log: true needs low >= 1, got {low}")
 
     def config_files(self) -> list[Path]:
         return [(self.path.parent / c).resolve() for c in self.configs]
@@ -186,6 +243,24 @@ def nested(values: dict) -> dict:
     return out
 
 
+class LoggedMetric(Callback):
+    """Stops a run at its first validation (the sanity check's, before a step trains) when ``metric`` is not
+    among what it logged there: a misspelt name is refused before a whole run trains for nothing."""
+
+    def __init__(self, metric: str, where: str):
+        self.metric, self.where, self.checked = metric, where, False
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        if self.metric not in trainer.callback_metrics:
+            logged = ", ".join(sorted(k for k in trainer.callback_metrics if not k.startswith("train/")))
+            raise ConfigError(
+                f"{self.where}{self.metric!r} is not logged at validation (the runs log {logged})"
+            )
+
+
 class BestValue(Callback):
     """The best value of the sweep's metric over a trial's validations."""
 
@@ -214,6 +289,8 @@ def objective(sweep: Sweep, overrides: list[str]):
         except (ConfigError, DataError, PretrainedError):
             raise  # the same for every trial: the sweep stops with the message
         except (RuntimeError, ValueError, FloatingPointError) as err:  # this trial's own (a non-finite loss)
+            reason = (str(err).splitlines() or [type(err).__name__])[0]
+            print(f"sweep {sweep.name!r}: trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
             raise TrialFailed(str(err)) from err
 
     def fit_trial(trial: optuna.Trial) -> float:
@@ -233,7 +310,7 @@ def objective(sweep: Sweep, overrides: list[str]):
         cli.trainer.loggers = [CSVLogger(str(folder), name="", version=""), wandb]
         best = BestValue(sweep.metric, sweep.direction == "maximize")
         pruning = PyTorchLightningPruningCallback(trial, monitor=sweep.metric)
-        cli.trainer.callbacks += [best, pruning]
+        cli.trainer.callbacks += [LoggedMetric(sweep.metric, f"{sweep.where('metric')}: "), best, pruning]
         wandb.log_hyperparams({"trial": trial.number, **values})
         try:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -253,7 +330,9 @@ def objective(sweep: Sweep, overrides: list[str]):
 def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> None:
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna logs every failed trial with its traceback: a failed trial is said in one line above instead, and a
+    # mistake that stops the sweep as the command's one error line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
     sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker)
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), sampler=sampler,
                                 pruner=sweep.make_pruner(), direction=sweep.direction, load_if_exists=True)  # fmt: skip
@@ -339,10 +418,20 @@ def main(argv: list[str]) -> None:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
                 processes.append((k, process, log))
         for k, process, log in processes:
-            if process.wait() != 0:
-                failed.append(f"worker {k}: exit status {process.returncode} (log: {log.name})")
+            process.wait()
             log.close()
-    best = summarize(sweep)
+            if process.returncode != 0:  # the worker's error line says why, where it printed one
+                lines = Path(log.name).read_text(errors="replace").splitlines()
+                said = [line.removeprefix("error: ") for line in lines if line.startswith("error: ")]
+                failed.append(
+                    f"worker {k}: {(said or [f'exit status {process.returncode}'])[-1]} (log: {log.name})"
+                )
+    try:
+        best = summarize(sweep)
+    except RunsFailedError:
+        if not failed:
+            raise
+        raise RunsFailedError("sweep: no trial completed: " + "; ".join(failed)) from None
     print(f"best: trial {best['number']}, {sweep.metric} = {best['value']:.6g}, {best['params']}\n"
           f"-> {Path(sweep.out) / 'best.yaml'}, {Path(sweep.out) / 'trials.json'}")  # fmt: skip
     if failed:  # the best of the others is written; the failures are said, and the command fails

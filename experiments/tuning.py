@@ -22,6 +22,7 @@ job of the launcher (a worker per device, a SLURM job), all rows at once, before
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -119,7 +120,8 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
 
 def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:
     """A row's study goes on only with the settings it began with (space, metric, configs and their contents,
-    options): otherwise its trials would not be comparable. Written on the first run."""
+    options): otherwise its trials would not be comparable. Written on the first run; a study none of whose
+    trials counts (they failed, a misspelt metric say) starts again with the new settings."""
 
     def fingerprint(arg: str) -> str:
         path = Path(arg)
@@ -133,8 +135,13 @@ def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:
     text = json.dumps(settings, indent=1, default=str) + "\n"
     path = Path(sweep.out) / "settings.json"
     if path.is_file() and path.read_text() != text:
-        raise ConfigError(
-            f"{path.parent}: row {model!r} was tuned with other settings (see {path.name} there); give another "
-            "--out, or delete the folder to tune it again"
-        )
+        if trials_so_far(sweep):
+            raise ConfigError(
+                f"{path.parent}: row {model!r} was tuned with other settings (see {path.name} there); give "
+                "another --out, or delete the folder to tune it again"
+            )
+        import optuna
+
+        with contextlib.suppress(KeyError):  # a study of failed trials only starts again (KeyError: none yet)
+            optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
     write_atomic(path, text)

@@ -9,11 +9,13 @@ SENTENCES = [
 ]
 
 
-def tiny_corpus(folder: Path, repeats: int = 6) -> Path:
-    """Three documents (1-first.txt, 2-second.txt, 3-third.txt), each a sentence repeated over lines."""
+def tiny_corpus(folder: Path, repeats: int = 6, encoding: str = "utf-8", newline: str = "\n") -> Path:
+    """Three documents (1-first.txt, 2-second.txt, 3-third.txt), each a sentence repeated over lines; saved
+    as Windows tools may (``encoding="utf-8-sig"``: a byte-order mark, ``newline="\\r\\n"``) on request."""
     folder.mkdir(parents=True, exist_ok=True)
     for i, (name, sentence) in enumerate(zip(("first", "second", "third"), SENTENCES, strict=True)):
-        (folder / f"{i + 1}-{name}.txt").write_text("\n".join([sentence] * repeats) + "\n")
+        text = "\n".join([sentence] * repeats) + "\n"
+        (folder / f"{i + 1}-{name}.txt").write_text(text, encoding=encoding, newline=newline)
     return folder
 
 

@@ -81,3 +81,38 @@ def test_launcher_options_are_checked(in_tmp):
         parse_devices("0,0")
     with pytest.raises(ConfigError, match="slurm: got an unexpected keyword argument 'partion'"):
         compare(["--config", _comparison(in_tmp, "typo", launcher="slurm", slurm={"partion": "gpu"}), *RUN])
+
+
+def test_a_metric_the_runs_do_not_log_stops_the_comparison_and_keeps_what_finished(in_tmp, monkeypatch):
+    """A misspelt metric stops at the first run's sanity-check validation, before a step trains, naming what the
+    runs log; one that only the test split lacks, when the first run has tested (that run kept, so the re-run
+    with the metric corrected trains only the others)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path, out = in_tmp / "typo.yaml", in_tmp / "typo"
+
+    def with_metric(metric: str) -> list[str]:
+        spec = {"name": "typo", "seeds": 2, "out": str(out), "metric": metric, "models": {"CNN": CNN}}
+        path.write_text(yaml.safe_dump(spec))
+        return ["--config", str(path), *RUN]
+
+    with pytest.raises(
+        ConfigError, match=r"typo.yaml:\d+: metric: 'pearson' is not a test metric \(test/...\)"
+    ):
+        compare(with_metric("pearson"))
+    with pytest.raises(
+        ConfigError,
+        match=r"typo.yaml:\d+: metric: 'test/pre': 'val/pre' is not logged at validation \(the runs log val/loss, "
+        r"val/mse, val/pearson, val/r2, val/spearman\)",
+    ):
+        compare(with_metric("test/pre"))
+    assert not list(out.rglob("*.ckpt")) and not (out / "runs" / "CNN-seed1").exists()
+    # PredictionTask reports its loss at validation only
+    with pytest.raises(
+        ConfigError, match=r"'test/loss' is not among the metrics the runs report \(test/mse, "
+    ):
+        compare(with_metric("test/loss"))
+    first = out / "runs" / "CNN-seed0" / "result.json"
+    kept = first.stat().st_mtime_ns
+    assert not (out / "runs" / "CNN-seed1").exists() and not (out / "results.json").exists()
+    compare(with_metric("test/pearson"))
+    assert first.stat().st_mtime_ns == kept and len(_results(in_tmp, "typo")) == 2

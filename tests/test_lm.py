@@ -62,6 +62,28 @@ def test_a_single_file_is_cut_at_line_boundaries(tmp_path):
     )
 
 
+def test_a_byte_order_mark_and_windows_line_endings_read_as_the_plain_text(tmp_path, monkeypatch):
+    """A corpus saved on Windows (a BOM, CRLF) gives the vocabulary and the tokens of the same text saved plainly,
+    in every split: a folder split by documents, and given validation and test files."""
+    import datamodules.lm as lm
+
+    monkeypatch.setattr(lm, "CHUNK", 50)  # several pieces per file: the BOM only at a file's start
+    plain = tiny_corpus(tmp_path / "plain")
+    windows = tiny_corpus(tmp_path / "windows", encoding="utf-8-sig", newline="\r\n")
+    assert (windows / "1-first.txt").read_bytes().startswith(b"\xef\xbb\xbf")
+
+    def load(folder, given):
+        train = folder / "1-first.txt" if given else folder
+        paths = {k: str(folder / v) for k, v in given.items()}
+        return data(tmp_path / f"{folder.name}-{len(given)}", train_path=str(train), **paths)
+
+    for given in ({}, {"val_path": "2-second.txt", "test_path": "3-third.txt"}):
+        expected, saved = load(plain, given), load(windows, given)
+        assert saved.tokenizer.chars == expected.tokenizer.chars and "\r" not in saved.tokenizer.chars
+        for split in ("train", "val", "test"):
+            assert decoded(saved, split) == decoded(expected, split)
+
+
 def test_evaluation_windows_predict_every_token_once(tmp_path):
     module = data(tmp_path)
     stream = np.asarray(module.streams["val"])

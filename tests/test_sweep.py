@@ -59,17 +59,41 @@ def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
     assert last["global_step"] == 2  # of 8: stopped at the first validation
 
 
-def test_a_bad_search_space_is_named(in_tmp):
-    bad = _sweep(in_tmp, space={"model.optimizer.init_args.lr": {"type": "log_uniform", "low": 0, "high": 1}})
-    with pytest.raises(
-        ConfigError, match=r"space.model.optimizer.init_args.lr: log_uniform needs low > 0, got 0"
-    ):
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"type": "log_uniform", "low": 0, "high": 1}, "lr: log_uniform needs low > 0, got 0"),
+        ({"type": "int", "low": 0, "high": 3, "log": True}, "lr: int with log: true needs low >= 1, got 0"),
+        ({"type": "choice", "values": []}, r"lr.values: \[\] is not a non-empty list"),
+        ({"type": "uniform", "low": 0.5, "high": 0.5}, "lr: low 0.5 is not below high 0.5"),
+        (
+            {"type": "normal", "low": 0, "high": 1},
+            "lr.type: 'normal' is not one of log_uniform, uniform, int, choice",
+        ),
+        ({"type": "uniform", "low": 0, "high": 1, "log": True}, "lr: uniform takes low, high, not log"),
+        ({"type": "int", "low": 0.5, "high": 3}, r"lr.low: 0.5 is not a whole number"),
+        ({"type": "uniform", "low": "a", "high": 1}, r"lr.low: 'a' is not a finite number"),
+    ],
+)
+def test_a_bad_search_space_is_named_when_the_file_is_read(in_tmp, spec, message):
+    bad = _sweep(in_tmp, space={"model.optimizer.init_args.lr": spec})
+    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: space.model.optimizer.init_args." + message):
         Sweep.load(bad)
-    bad = _sweep(in_tmp, space={"x": {"type": "normal", "low": 0, "high": 1}})
+
+
+def test_a_metric_the_runs_do_not_log_stops_the_sweep_before_a_step_trains(in_tmp, monkeypatch, capfd):
+    """A misspelt metric is refused at the first trial's sanity-check validation, naming what the runs log, in
+    one line (no traceback from Optuna's log of the failed trial)."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    config = _sweep(in_tmp, metric="val/los", trials=2)
     with pytest.raises(
-        ConfigError, match=r"space.x.type: 'normal' is not one of log_uniform, uniform, int, choice"
+        ConfigError,
+        match=r"sweep.yaml:\d+: metric: 'val/los' is not logged at validation \(the runs log val/loss, val/mse, "
+        r"val/pearson, val/r2, val/spearman\)",
     ):
-        Sweep.load(bad)
+        main(["--config", config, *RUN])
+    assert not list((in_tmp / "sweep").rglob("*.ckpt")) and not (in_tmp / "sweep" / "trial-1").exists()
+    assert "Traceback" not in capfd.readouterr().err
 
 
 def _tuned_comparison(folder, trials=2) -> str:
@@ -127,13 +151,36 @@ def test_compare_tuning_section_is_checked(in_tmp):
     spec["tune"] = {"trials": 2, "space": {"model.optimizer.init_args.lr": {"type": "loguniform"}}}
     (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(
-        ConfigError, match=r"bad.yaml: tune.space.model.optimizer.init_args.lr.type: 'loguniform'"
+        ConfigError, match=r"bad.yaml:\d+: tune.space.model.optimizer.init_args.lr.type: 'loguniform'"
     ):
         Comparison.load(in_tmp / "bad.yaml")
     spec["tune"] = {"trails": 2, "space": {}}
     (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"bad.yaml: tune: .*'trails'"):
         Comparison.load(in_tmp / "bad.yaml")
+
+
+def test_a_row_whose_trials_all_failed_is_tuned_again_with_corrected_settings(in_tmp):
+    """A row whose every trial failed (a misspelt metric) starts its study again with the corrected settings; one
+    with a trial that counts refuses other settings."""
+    import optuna
+
+    from experiments.compare import Comparison
+    from experiments.tuning import _check_settings, row_sweep, tuning_of
+
+    comparison = Comparison.load(_tuned_comparison(in_tmp))
+    sweep = row_sweep(comparison, "CNN", tuning_of(comparison))
+    _check_settings(sweep, [], "CNN")
+    study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url())
+    study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
+    sweep.metric, sweep.direction = "val/loss", "minimize"
+    _check_settings(sweep, [], "CNN")
+    study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), direction="minimize")
+    assert study.trials == []  # begun again, in the new direction
+    study.tell(study.ask(), 0.5)
+    sweep.metric = "val/mse"
+    with pytest.raises(ConfigError, match=r"tune/CNN: row 'CNN' was tuned with other settings"):
+        _check_settings(sweep, [], "CNN")
 
 
 def test_local_launcher_tunes_the_rows_in_parallel_workers_then_runs_their_seeds(in_tmp, monkeypatch):
