@@ -418,24 +418,27 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
         return self._tokenizer
 
     def setup(self, stage: str | None = None) -> None:
-        if self.streams:
-            return
-        self.prepare_data()
-        path, context = self.cache_path, self.hparams.context_length
-        for split in SPLITS:
-            self.streams[split] = np.load(path / f"{split}.npy", mmap_mode="r")
-            need = context + 1 if split == "train" else 2
-            if len(self.streams[split]) < need:
-                where = self.hparams[f"{split}_path"] or self.hparams.train_path or self.hparams.dataset
-                raise DataError(
-                    f"{where}: the {split} split has {len(self.streams[split])} tokens, fewer than {need} "
-                    f"(training needs data.context_length {context} + 1; validation and test 2)"
-                )
-        self.token_chars = np.load(path / "token_chars.npy")
-        if self.trainer is not None and self.trainer.loggers:
+        if not self.streams:
+            self._load()
+        if self.trainer is not None and self.trainer.loggers:  # the run folder's copy, once a trainer runs
             log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank asks
             if self.trainer.is_global_zero and log_dir:
                 write_atomic(Path(log_dir) / "tokenizer.json", self.tokenizer.to_json())
+
+    def _load(self) -> None:
+        self.prepare_data()
+        path, context = self.cache_path, self.hparams.context_length
+        streams = {split: np.load(path / f"{split}.npy", mmap_mode="r") for split in SPLITS}
+        for split, stream in streams.items():
+            need = context + 1 if split == "train" else 2
+            if len(stream) < need:
+                where = self.hparams[f"{split}_path"] or self.hparams.train_path or self.hparams.dataset
+                raise DataError(
+                    f"{where}: the {split} split has {len(stream)} tokens, fewer than {need} "
+                    f"(training needs data.context_length {context} + 1; validation and test 2)"
+                )
+        self.streams.update(streams)  # only once every split is good: a failed setup leaves none
+        self.token_chars = np.load(path / "token_chars.npy")
 
     def state_dict(self) -> dict:
         """In every checkpoint: ``generate`` reads the tokenizer from it."""

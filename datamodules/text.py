@@ -263,14 +263,13 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         self.tokenizer_calls += n
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        path = self.cache_path
-        if not (path / "meta.json").exists():  # setup without prepare_data (a user calling it directly)
-            self.prepare_data()
-        for split in (*SPLITS, "predict"):
-            if (path / split).exists():
-                self.splits[split] = open_store(path / split, TOKENIZED_FILES, "token")
+        if not self.splits:
+            path = self.cache_path
+            if not (path / "meta.json").exists():  # setup without prepare_data (a user calling it directly)
+                self.prepare_data()
+            for split in (*SPLITS, "predict"):
+                if (path / split).exists():
+                    self.splits[split] = open_store(path / split, TOKENIZED_FILES, "token")
         if self.trainer is not None and self.trainer.loggers:  # without a logger there is no run folder
             log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
             if self.trainer.is_global_zero and log_dir:

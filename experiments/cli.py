@@ -155,11 +155,11 @@ class ExperimentCLI(LightningCLI):
     def _data_first(self, stage: str) -> None:
         """Read and check the data before the trainer starts its loggers (a W&B run, a version folder) and the
         config is saved: a data error then stops the command with nothing written. The trainer's own
-        ``prepare_data`` and ``setup`` calls that follow find the work done (the datamodules cache it)."""
+        ``prepare_data`` and ``setup`` calls that follow find the work done (the datamodules cache it) and write
+        the run folder's files (a tokenizer) once the trainer is attached."""
         data = self.datamodule
         if data is None:
             return
-        data.trainer = self.trainer  # what Lightning sets at the start of fit (setup writes run files by it)
         data.prepare_data()
         data.setup(stage)
         self.model.check_data(data, stage)

@@ -149,6 +149,12 @@ class MaskedLanguageModelTask(LanguageModelTask):
             self._set_tokens(mask_id, data.special_ids if hp.special_ids is None else hp.special_ids)
         super().setup(stage)
 
+    def check_data(self, data, stage: str) -> None:
+        """A tokenizer without a mask token, found before the loggers start (the command line calls this)."""
+        if self.hparams.mask_id is None and data is not None and getattr(data, "mask_id", 0) is None:
+            self._set_tokens(None, [])  # raises, naming the tokenizer option
+        super().check_data(data, stage)
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T) ids -> (B, T, vocab) logits for every position."""
         return self.net.head(self.net.token_states(x, lengths))

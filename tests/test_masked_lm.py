@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import CSV_ONLY, ROOT, assert_same_step
+from conftest import CSV_ONLY, ROOT, assert_same_step, last_line, run_main
 from lm_data import tiny_corpus
 from text_data import TEXT, reviews, text_args, tiny_bert
 from wandb_offline import find_runs, read_run
@@ -79,6 +79,9 @@ def test_a_tokenizer_without_a_mask_token_is_refused(in_tmp):
 
     args = ["--config", MLM, f"--data.train_path={tiny_corpus(in_tmp / 'corpus')}", "--data.tokenizer=char",
             "--data.context_length=16", *SMALL, *CSV_ONLY, "--trainer.max_steps=1"]  # fmt: skip
+    result = run_main("fit", *args, cwd=in_tmp)  # one line, found before a logger or the config writes a file
+    assert result.returncode == 2 and last_line(result).startswith("error: data.tokenizer: has no mask token")
+    assert not (in_tmp / "lightning_logs").exists()
     cli = ExperimentCLI(args=args, run=False)
     with pytest.raises(ConfigError, match="data.tokenizer: has no mask token"):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
