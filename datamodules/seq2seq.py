@@ -407,6 +407,7 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             return
         self._build_vocabularies()
         h = self.hparams
+        splits, longest = {}, {}  # kept only once every split is read: a failed setup leaves none
         for split in ("train", "val", "test"):
             pairs = self._read(split)
             if split == "train" and h.max_train_pairs is not None and h.max_train_pairs < len(pairs):
@@ -430,14 +431,16 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 if not ids:
                     raise DataError(f"{where}:{line}: target {text!r} has no tokens")
                 targets.append(ids)
-            self.splits[split] = PairSplit(sources, targets, group=split != "train")
-            self.longest[split] = {}
+            splits[split] = PairSplit(sources, targets, group=split != "train")
+            longest[split] = {}
             for side, ids in (("source", sources), ("target", targets)):
                 k = int(np.argmax([len(i) for i in ids]))
-                self.longest[split][side] = (len(ids[k]), f"{where}:{lines[k]}")
+                longest[split][side] = (len(ids[k]), f"{where}:{lines[k]}")
         # predict writes one row per test pair, in the file's order, so that its rows map back to the file's
-        self.splits["predict"] = PairSplit(sources, targets, group=False)
-        self.longest["predict"] = self.longest["test"]
+        splits["predict"] = PairSplit(sources, targets, group=False)
+        longest["predict"] = longest["test"]
+        self.splits.update(splits)
+        self.longest.update(longest)
 
     def _has_predict_split(self) -> bool:
         return True

@@ -120,6 +120,9 @@ def first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | N
                     data[err.start],
                 )
             offset, line = offset + len(chunk), line + chunk.count(b"\n")
+    pending = decoder.getstate()[0]
+    if pending:  # the file ends inside a character
+        return offset - len(pending), line + 1, pending[0]
     return None
 
 

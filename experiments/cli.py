@@ -119,7 +119,10 @@ class ExperimentCLI(LightningCLI):
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
             raise ConfigError(f"trainer.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
         interval = config.trainer.get("val_check_interval")
-        if interval is not None and not interval > 0:  # Lightning divides by it after the first step
+        numeric = isinstance(interval, int | float) and not isinstance(
+            interval, bool
+        )  # or a time: "00:00:10:00"
+        if numeric and not interval > 0:  # Lightning divides by it after the first step
             raise ConfigError(
                 f"trainer.val_check_interval: {interval} is neither a positive number of batches nor a fraction "
                 "of an epoch in (0, 1]"
@@ -137,11 +140,11 @@ class ExperimentCLI(LightningCLI):
                 print("--ckpt_path last: no earlier run of this model to resume; starting a new run")
 
     def before_fit(self) -> None:
-        if getattr(self, "_resumed_step", None) is not None:
+        self._data_first("fit")
+        if getattr(self, "_resumed_step", None) is not None and self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
                 if isinstance(logger, CSVLogger):
                     keep_metrics(logger, self._resumed_step)
-        self._data_first("fit")
 
     def before_validate(self) -> None:
         self._data_first("validate")

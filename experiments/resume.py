@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from archbench.errors import ConfigError
 from datamodules.files import atomic_writer
 
 WANDB_ID_KEY = "wandb_run_id"
@@ -72,6 +73,14 @@ def _logger_entries(config) -> list:
     return loggers if isinstance(loggers, list) else [loggers]
 
 
+def _same_model(saved: Path, model: dict) -> bool:
+    """Whether the run whose ``config.yaml`` is ``saved`` has this ``model`` section (as the CLI dumps it)."""
+    try:
+        return yaml.safe_load(saved.read_text()).get("model") == model
+    except (OSError, AttributeError, yaml.YAMLError):
+        return False
+
+
 def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
     """``(run folder, last.ckpt)`` of the newest run under the first versioned logger (CSV/TensorBoard) whose
     saved ``config.yaml`` has this ``model`` section (as the CLI dumps it); None if there is none."""
@@ -83,12 +92,7 @@ def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
         base = Path(init["save_dir"]) / (init.get("name") or "lightning_logs")
         candidates = []
         for ckpt in base.glob("*/checkpoints/last*.ckpt"):  # last-v1.ckpt: ModelCheckpoint's version counter
-            saved = ckpt.parent.parent / "config.yaml"
-            try:
-                same = yaml.safe_load(saved.read_text()).get("model") == model
-            except (OSError, AttributeError, yaml.YAMLError):
-                same = False
-            if same:
+            if _same_model(ckpt.parent.parent / "config.yaml", model):
                 candidates.append(ckpt)
         if candidates:
             ckpt = max(candidates, key=lambda p: p.stat().st_mtime)
@@ -104,7 +108,16 @@ def resume_last(config, model: dict) -> str | None:
     if config.get("trainer", {}).get("logger") is False:
         root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
         last = root / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
+        if not last.is_file():
+            return None
+        if not _same_model(
+            root / "config.yaml", model
+        ):  # one folder: a new run would overwrite its last.ckpt
+            raise ConfigError(
+                f"--ckpt_path last: {last} is a run of another model config ({root / 'config.yaml'}); give "
+                "another --trainer.default_root_dir, or leave out --ckpt_path to start over there"
+            )
+        return str(last)
     found = find_last_run(config, model)
     if found is None:
         return None

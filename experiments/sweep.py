@@ -255,7 +255,10 @@ class LoggedMetric(Callback):
             return
         self.checked = True
         if self.metric not in trainer.callback_metrics:
-            logged = ", ".join(sorted(k for k in trainer.callback_metrics if not k.startswith("train/")))
+            logged = (
+                ", ".join(sorted(k for k in trainer.callback_metrics if not k.startswith("train/")))
+                or "nothing"
+            )
             raise ConfigError(
                 f"{self.where}{self.metric!r} is not logged at validation (the runs log {logged})"
             )
@@ -312,12 +315,14 @@ def objective(sweep: Sweep, overrides: list[str]):
         pruning = PyTorchLightningPruningCallback(trial, monitor=sweep.metric)
         cli.trainer.callbacks += [LoggedMetric(sweep.metric, f"{sweep.where('metric')}: "), best, pruning]
         wandb.log_hyperparams({"trial": trial.number, **values})
+        failed = True
         try:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            failed = False
             pruning.check_pruned()  # raises TrialPruned when the trial was stopped
         finally:
             wandb.experiment.summary.update({"best": best.value})
-            wandb.experiment.finish()
+            wandb.experiment.finish(exit_code=1 if failed else 0)
         if best.value is None:
             raise ConfigError(
                 f"sweep: the runs never log {sweep.metric!r} at validation (metric:); see {folder}/metrics.csv"

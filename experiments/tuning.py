@@ -144,4 +144,5 @@ def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:
 
         with contextlib.suppress(KeyError):  # a study of failed trials only starts again (KeyError: none yet)
             optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
+            print(f"tune: row {model!r}: none of its trials counted; tuning it again with the new settings")
     write_atomic(path, text)

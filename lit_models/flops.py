@@ -46,7 +46,12 @@ def _cudnn_rnn(input, weight, *args, out_shape=None, **kwargs) -> int:
 
 
 def _cudnn_rnn_backward(input, weight, *args, out_shape=None, **kwargs) -> int:
-    return 2 * _cudnn_rnn(input, weight)  # gradients of the inputs and of the weights
+    """cuDNN's data pass (every layer's input and state gradients, the first layer's too: cuDNN computes them
+    whether or not the input needs one, where the CPU's autograd skips them) and, when the weights train
+    (``output_mask[3]``), its weight pass: each about the forward's FLOPs."""
+    output_mask = kwargs.get("output_mask", args[-1] if args else None)
+    weights_train = output_mask is None or bool(output_mask[3])
+    return (2 if weights_train else 1) * _cudnn_rnn(input, weight)
 
 
 aten = torch.ops.aten

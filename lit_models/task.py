@@ -349,9 +349,12 @@ class Task(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Before Lightning loads the weights (its error is a page of every mismatched tensor): a checkpoint
         # trained with another vocabulary, data or net options is refused in one line.
-        problem = state_dict_mismatch(self, checkpoint["state_dict"])
+        state = checkpoint.get("state_dict")  # FSDP's sharded (and full) loads take it out before this hook
+        problem = state_dict_mismatch(self, state) if state is not None else None
         if problem:
-            where = getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+            where = (
+                getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
+            )  # load_from_checkpoint: no trainer
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): it was trained "
                 "with another vocabulary, data or net options; give the config it was trained with"

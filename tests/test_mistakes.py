@@ -177,3 +177,12 @@ def test_a_data_error_found_at_setup_is_one_line_and_nothing_is_written(in_tmp):
 def test_a_validation_interval_of_zero_is_refused(in_tmp):
     with pytest.raises(ConfigError, match=r"^trainer.val_check_interval: 0 is neither a positive number"):
         _cli("--trainer.val_check_interval=0")
+    _cli("--trainer.val_check_interval=00:00:10:00")  # a time is Lightning's too: not refused
+
+
+def test_a_file_that_ends_inside_a_character_names_where(tmp_path):
+    from datamodules.text_sources import first_non_utf8
+
+    path = tmp_path / "cut.tsv"
+    path.write_bytes("word\tphonemes\ncafé\tK AE1 F\n".encode()[:-9] + b"\n\xc3")  # the last byte: half an é
+    assert first_non_utf8(path) == (len(path.read_bytes()) - 1, 3, 0xC3)

@@ -1,6 +1,7 @@
 """Surviving a kill: resume after SIGKILL (bit-exact), `--ckpt_path last`, atomic checkpoints, `compare`
 re-runs that keep finished runs."""
 
+import csv
 import json
 import os
 import random
@@ -15,6 +16,7 @@ import torch
 import yaml
 from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_main, run_module
 
+from archbench.errors import ConfigError
 from experiments.cli import ExperimentCLI
 from lit_models.flops import FlopsTally
 
@@ -177,8 +179,11 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == stamp
     assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]["test"] == first["test"]
     (run / "result.json").unlink()  # as if killed after its last checkpoint: resumed, not restarted
+    logged = list(csv.DictReader((run / "metrics.csv").open()))
     compare(args)
     assert json.loads((run / "result.json").read_text())["test"] == pytest.approx(first["test"])
+    rows = list(csv.DictReader((run / "metrics.csv").open()))  # the validation curve kept for comparison.png
+    assert [{k: r[k] for k in logged[0]} for r in rows[: len(logged)]] == logged
     with pytest.raises(Exception, match="this run was made with other settings"):
         compare([*args, "--model.optimizer.lr=0.1"])
 
@@ -284,3 +289,5 @@ def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, 
     ExperimentCLI(args=[*plain, "--ckpt_path=last", "--trainer.max_steps=4"])
     assert "resuming from out/checkpoints/last.ckpt" in capsys.readouterr().out
     assert _step(in_tmp / "out" / "checkpoints" / "last.ckpt") == 4
+    with pytest.raises(ConfigError, match=r"out/checkpoints/last.ckpt is a run of another model config"):
+        ExperimentCLI(args=[*plain, "--ckpt_path=last", "--model.net.init_args.dropout=0.3"])  # same shapes
