@@ -23,7 +23,6 @@ references (without markers).
 
 from __future__ import annotations
 
-import csv
 import json
 import warnings
 from pathlib import Path
@@ -36,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
+from datamodules.text_sources import not_utf8, read_table
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -65,35 +65,6 @@ def read_pairs(path: str, source_column: str, target_column: str, field: str) ->
     except UnicodeDecodeError:
         raise DataError(not_utf8(file)) from None
     return pair_frame(frame, source_column, target_column, path, lines)
-
-
-def not_utf8(file: Path) -> str:
-    """Where ``file`` stops being UTF-8, as the language-model readers say it."""
-    from datamodules.text_sources import first_non_utf8
-
-    offset, line, value = first_non_utf8(file)
-    return f"{file}: not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
-
-
-def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:
-    """A delimited file with a header, every field a string, and the line each row starts on (``csv``, as pandas
-    has no line numbers: blank lines and quoted line breaks shift its row count). A row with another number of
-    fields than the header stops naming its line. Raises UnicodeDecodeError on bytes that are not UTF-8."""
-    with open(file, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
-        header = next(reader, [])
-        rows, lines, line = [], [], reader.line_num + 1
-        try:
-            for row in reader:
-                if row:  # blank lines are skipped, and counted
-                    if len(row) != len(header):
-                        raise DataError(f"{file}:{line}: {len(row)} fields, the header has {len(header)}")
-                    rows.append(row)
-                    lines.append(line)
-                line = reader.line_num + 1
-        except csv.Error as err:  # a field over csv's size limit: a quote left open, most likely
-            raise DataError(f"{file}:{line}: {err} (a quote left open?)") from None
-    return pd.DataFrame(rows, columns=header, dtype=object), np.array(lines, dtype=np.int64)
 
 
 def read_json_lines(file: Path) -> tuple[pd.DataFrame, np.ndarray]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
 import json
 import os
 import re
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -124,6 +126,33 @@ def first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | N
     if pending:  # the file ends inside a character
         return offset - len(pending), line + 1, pending[0]
     return None
+
+
+def not_utf8(file: Path) -> str:
+    """Where ``file`` stops being UTF-8, as the language-model readers say it."""
+    offset, line, value = first_non_utf8(file)
+    return f"{file}: not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+
+
+def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:
+    """A delimited file with a header, every field a string, and the line each row starts on (``csv``, as pandas
+    has no line numbers: blank lines and quoted line breaks shift its row count). A row with another number of
+    fields than the header stops naming its line. Raises UnicodeDecodeError on bytes that are not UTF-8."""
+    with open(file, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
+        header = next(reader, [])
+        rows, lines, line = [], [], reader.line_num + 1
+        try:
+            for row in reader:
+                if row:  # blank lines are skipped, and counted
+                    if len(row) != len(header):
+                        raise DataError(f"{file}:{line}: {len(row)} fields, the header has {len(header)}")
+                    rows.append(row)
+                    lines.append(line)
+                line = reader.line_num + 1
+        except csv.Error as err:  # a field over csv's size limit: a quote left open, most likely
+            raise DataError(f"{file}:{line}: {err} (a quote left open?)") from None
+    return pd.DataFrame(rows, columns=header, dtype=object), np.array(lines, dtype=np.int64)
 
 
 def _first_bad_json_line(file: Path) -> tuple[int, str] | None:

@@ -39,7 +39,7 @@ import torch
 
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
-from datamodules.seq2seq import not_utf8, read_table
+from datamodules.text_sources import not_utf8, read_table
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
