@@ -67,6 +67,14 @@ def _open(path: Path):
 
 def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Records]:
     with _open(path) as f:
+        first = f.readline()
+        if first.startswith(b">"):  # not one base's error per line: what the file is
+            raise DataError(
+                f"{path}:1: a FASTA header ({first[:40].decode(errors='replace').strip()!r}): FASTA is not read; "
+                "write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label "
+                "columns"
+            )
+        f.seek(0)
         done = 0
         while lines := list(itertools.islice(f, chunk)):
             data = b"".join(lines)

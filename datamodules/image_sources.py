@@ -10,6 +10,8 @@ files too).
 from __future__ import annotations
 
 import gzip
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,11 +82,13 @@ def read_fashion_mnist(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 @dataclass
 class ImageSplit:
-    """Either in-memory images (uint8, (N, H, W) or (N, H, W, C)) or image files; and class ids."""
+    """Either in-memory images (uint8, (N, H, W) or (N, H, W, C)) or image files; and class ids. For files,
+    ``headers`` (N, 3) holds each file's (colour 0/1, height, width), read from its header."""
 
     labels: np.ndarray
     images: np.ndarray | None = None
     files: list[Path] | None = None
+    headers: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -94,6 +98,7 @@ class ImageSplit:
             self.labels[index],
             None if self.images is None else self.images[index],
             None if self.files is None else [self.files[i] for i in index],
+            None if self.headers is None else self.headers[index],
         )
 
     def image(self, i: int) -> Image.Image:
@@ -112,35 +117,75 @@ def _open_image(path: Path) -> Image.Image:
 
 
 def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSplit, list[str]]:
-    """``root/CLASS/*.png`` (any common image suffix) -> an ImageSplit of files; classes sorted unless given."""
+    """``root/CLASS/*.png`` (any common image suffix) -> an ImageSplit of files; classes sorted unless given.
+    Files with another suffix are skipped, with one warning that counts them."""
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (expected one subfolder per class)")
     found = sorted(p.name for p in root.iterdir() if p.is_dir())
     if not found:
         raise DataError(f"{root}: no class subfolders")
     classes = classes or found
-    files, labels = [], []
+    files, labels, headers, skipped = [], [], [], []
     for name in found:
         if name not in classes:
             raise DataError(f"{root / name}: class {name!r} is not one of the training classes {classes}")
-        images = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        entries = sorted(p for p in (root / name).iterdir() if p.is_file())
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
+        skipped += [p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
         if not images:
             raise DataError(
                 f"{root / name}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files)"
             )
-        for image in images:  # a header check of every file now, not a crash in the middle of training
-            _verify_image(image)
+        # a header check of every file now, not a crash in the middle of training
+        headers += [_verify_image(image) for image in images]
         files += images
         labels += [classes.index(name)] * len(images)
-    return ImageSplit(np.array(labels, dtype=np.int64), files=files), classes
+    if skipped:
+        shown = ", ".join(str(p.relative_to(root)) for p in skipped[:3]) + (
+            ", ..." if len(skipped) > 3 else ""
+        )
+        warnings.warn(
+            f"{root}: skipped {len(skipped)} file(s) that are not {'/'.join(sorted(IMAGE_SUFFIXES))} images: {shown}",
+            stacklevel=2,
+        )
+    split = ImageSplit(
+        np.array(labels, dtype=np.int64), files=files, headers=np.array(headers, dtype=np.int64)
+    )
+    return split, classes
 
 
-def _verify_image(path: Path) -> None:
+def _verify_image(path: Path) -> tuple[int, int, int]:
+    """(colour 0/1, height, width) from the file's header, after checking the file; no pixel is decoded
+    (except a palette image's whose palette layout is unusual)."""
     try:
         with Image.open(path) as image:
             image.verify()
+            colour = _is_colour(image)
+            size = image.height, image.width
+        if colour is None:  # a palette layout not read here: decode this one file and look at its pixels
+            rgb = np.asarray(_open_image(path).convert("RGB"))
+            colour = bool((rgb != rgb[..., :1]).any())
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
+    return int(colour), *size
+
+
+def _is_colour(image: Image.Image) -> bool | None:
+    """Whether an image (read lazily) has colour: a colour mode (RGB, RGBA, CMYK, ...), or a palette with a
+    non-grey entry. None where the palette's layout is not one read here."""
+    if image.mode not in ("P", "PA"):
+        return Image.getmodebase(image.mode) == "RGB"  # not 1, L, LA, I, I;16, F
+    palette = image.palette
+    if palette is None:
+        return None
+    layout, data = palette.rawmode or palette.mode, np.frombuffer(bytes(palette.palette), dtype=np.uint8)
+    if layout == "RGB;L":  # planar: all reds, then greens, then blues
+        rgb = data[: len(data) // 3 * 3].reshape(3, -1).T
+    elif layout in ("RGB", "BGR", "RGBA", "RGBX", "BGRX", "BGRA"):
+        rgb = data[: len(data) // len(layout) * len(layout)].reshape(-1, len(layout))[:, :3]
+    else:
+        return None
+    return bool((rgb != rgb[:, :1]).any())
 
 
 def fashion_mnist_root(root: str, download: bool) -> Path:
@@ -220,3 +265,26 @@ def pixel_statistics(split: ImageSplit, channels: int) -> tuple[tuple[float, ...
     axes = tuple(range(pixels.ndim - 1)) if pixels.ndim == 4 else None
     mean, std = np.atleast_1d(pixels.mean(axis=axes)), np.atleast_1d(pixels.std(axis=axes))
     return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def native_shape(split: ImageSplit) -> tuple[int, int, int]:
+    """(channels, height, width) the images are served at, from every image of ``split`` (headers only):
+    3 channels if any image has colour, 1 only if all are grey; the most common size (a tie: the largest of
+    the tied), with one warning that counts the images of other sizes (they are resized)."""
+    if split.images is not None:  # one array: one size and one channel count for all
+        images = split.images
+        colour = images.ndim == 4 and images.shape[-1] >= 3
+        return (3 if colour else 1), images.shape[1], images.shape[2]
+    headers = split.headers
+    counts = Counter(map(tuple, headers[:, 1:].tolist()))
+    (height, width), n = max(counts.items(), key=lambda item: (item[1], item[0][0] * item[0][1], item[0]))
+    if len(counts) > 1:
+        others = [
+            str(f) for f, h in zip(split.files, headers, strict=True) if (h[1], h[2]) != (height, width)
+        ]
+        warnings.warn(
+            f"{len(others)} of {len(split)} training images are not {height}x{width} (the most common size) "
+            f"and are resized to it, e.g. {others[0]}",
+            stacklevel=2,
+        )
+    return (3 if headers[:, 0].any() else 1), height, width

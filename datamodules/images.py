@@ -6,6 +6,11 @@ Transforms come from timm (``create_transform``): for a timm model the input it 
 linked from the net's config: its input size, mean/std, interpolation and crop), for the project's own nets
 the data's native size and its own mean/std. A grey image is made RGB when the model expects 3 channels.
 
+The data's native input, from every training image (for files, from their headers, without decoding them):
+3 channels if any image has colour (RGB, RGBA, CMYK, a palette with a colour entry), 1 only if all are grey;
+the size is the most common one (a tie: the largest), so a few odd images are resized to the rest rather
+than the rest to them (the largest would let one huge photo set the model's cost); non-square, its shorter side.
+
 A batch is a dict: ``x`` (B, C, H, W) float, ``y`` (B,) class ids; with ``patch_size`` > 0, ``x`` is
 (B, N, P*P*C) (row-major patches, each flattened channel-first) and ``lengths`` (B,) = N, so the sequence
 models (RNN, LSTM, Transformer) read images unchanged.
@@ -13,6 +18,7 @@ models (RNN, LSTM, Transformer) read images unchanged.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Literal
 
@@ -28,6 +34,7 @@ from datamodules.image_sources import (
     ImageSplit,
     fashion_mnist_root,
     load_hub_images,
+    native_shape,
     pixel_statistics,
     read_fashion_mnist,
     read_folder,
@@ -178,6 +185,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if hp.labels:
             splits = self._keep_classes(splits, list(hp.labels))
         train = splits["train"]
+        # from every training image (before the held-out split and subsets: one input shape whatever the seed)
+        self._native = native_shape(train)
         sizes = {} if "val" in splits else {"val": int(round(hp.val_fraction * len(train)))}
         parts = hold_out(len(train), sizes, hp.split_seed)
         if "val" not in splits:
@@ -190,9 +199,6 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             subset = seeded_subset(len(splits[name]), hp[f"{name}_size"], hp.split_seed, salt)
             if subset is not None:
                 splits[name] = splits[name].subset(subset.materialize(sort=True))
-        first = splits["train"].image(0)
-        channels = len(first.getbands()) if first.mode not in ("P", "1") else 1
-        self._native = (1 if channels == 1 else 3, first.height, first.width)
         self.splits = splits
         return splits
 
@@ -206,7 +212,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         kept = {}
         for name, split in splits.items():
             part = split.subset(np.flatnonzero(new_id[split.labels] >= 0))
-            kept[name] = ImageSplit(new_id[part.labels], part.images, part.files)
+            kept[name] = replace(part, labels=new_id[part.labels])
         self._labels = keep
         return kept
 
@@ -216,10 +222,11 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         """timm data config: the model's (when it is a timm model), else the data's own size and statistics."""
         self._load()
         hp = self.hparams
-        channels, height, _ = self._native
+        channels, height, width = self._native
         config = dict(self.hparams.input_config or {})
-        if not config:
-            config = {"input_size": (channels, height, height), "interpolation": "bilinear", "crop_pct": 1.0}
+        if not config:  # square, the shorter side: an image is resized by its shorter side and centre-cropped
+            side = min(height, width)
+            config = {"input_size": (channels, side, side), "interpolation": "bilinear", "crop_pct": 1.0}
             config["mean"], config["std"] = self._statistics(channels)
         if hp.img_size:
             config["input_size"] = (config["input_size"][0], hp.img_size, hp.img_size)

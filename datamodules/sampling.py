@@ -202,6 +202,8 @@ def check_loader_options(hparams) -> None:
         value = hparams.get(name)
         if value is not None and (not isinstance(value, int) or value < 1):
             raise DataError(f"data.{name}: {value!r} is not a positive integer")
+    if hparams.get("batch_size") is None and hparams.get("global_batch_size") is None:
+        raise DataError("data.batch_size: None is not a positive integer (or give data.global_batch_size)")
     if not isinstance(hparams.num_workers, int) or hparams.num_workers < 0:
         raise DataError(f"data.num_workers: {hparams.num_workers!r} is not a non-negative integer")
     for name in ("val_fraction", "test_fraction"):

@@ -122,8 +122,10 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
                 f"data: give either dataset (a hub name) or train_path (a local file), got dataset={dataset!r}, "
                 f"train_path={train_path!r} (e.g. --config experiments/text/rotten_tomatoes.yaml)"
             )
-        if max_length < 2:
-            raise DataError(f"data.max_length: {max_length} is too short (special tokens need 2)")
+        if not isinstance(max_length, int) or max_length < 2:
+            raise DataError(
+                f"data.max_length: {max_length!r} is not a length of at least 2 tokens (the specials)"
+            )
         for name in ("train_size", "val_size", "test_size", "tokenizer_vocab_size"):
             value = locals()[name]
             if value is not None and value < 1:

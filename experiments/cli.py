@@ -24,7 +24,14 @@ from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError, UserError
 from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs
-from experiments.resume import AtomicCheckpointIO, ResumeState, checkpoint_info, keep_metrics, resume_last
+from experiments.resume import (
+    AtomicCheckpointIO,
+    ResumeState,
+    checkpoint_info,
+    keep_metrics,
+    named_checkpoint,
+    resume_last,
+)
 from lit_models.task import Task
 
 NET = "model.init_args.net.init_args"
@@ -51,6 +58,7 @@ class ExperimentCLI(LightningCLI):
         else:
             args = expand_configs(list(args))
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        self._subcommands = run
         # Parse errors raise (the command line prints them as one line) instead of printing usage and exiting.
         defaults = {"default_env": False, "default_config_files": [str(GLOBAL_BASE)], "exit_on_error": False}
         # With subcommands (run=True) parser options go to each subcommand's parser; without them
@@ -73,6 +81,13 @@ class ExperimentCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser) -> None:
+        if (
+            not self._subcommands
+        ):  # a run's saved config.yaml carries its subcommand's keys: read, not used here
+            parser.add_argument("--ckpt_path", type=str | None, default=None, help="(a fit's; not used here)")
+            parser.add_argument(
+                "--weights_only", type=bool | None, default=None, help="(a fit's; not used here)"
+            )
         # The budget rule of every run (experiments/base.yaml): `--early_stopping.patience 10`,
         # `--early_stopping.monitor val/pearson --early_stopping.mode max`. A key of its own (LightningCLI's
         # way for a callback that is always there) rather than an entry of trainer.callbacks, which a command
@@ -138,6 +153,29 @@ class ExperimentCLI(LightningCLI):
                 self._resumed_step = int(checkpoint_info(config.ckpt_path)["global_step"])
             else:
                 print("--ckpt_path last: no earlier run of this model to resume; starting a new run")
+        elif self.subcommand in ("validate", "test", "predict"):
+            self._evaluated_checkpoint(config)
+
+    def _evaluated_checkpoint(self, config) -> None:
+        """validate / test / predict: ``last`` and ``best`` are the newest run of this model's (found as ``fit
+        --ckpt_path last`` finds it; Lightning would look only in this fresh trainer's folders, find nothing and
+        go on with the untrained model); no checkpoint at all is said, not silent."""
+        ckpt = config.get("ckpt_path")
+        if ckpt is None:
+            print(f"warning: {self.subcommand} without --ckpt_path: the model as its config builds it (untrained, "
+                  "unless the config loads weights); --ckpt_path PATH, last or best for a trained run",
+                  file=sys.stderr)  # fmt: skip
+        elif ckpt in ("last", "best"):
+            dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
+            found = named_checkpoint(config, dumped.get("model"), ckpt)
+            if found is None:
+                raise ConfigError(
+                    f"--ckpt_path {ckpt}: no run of this model config with a {ckpt} checkpoint under its logger's "
+                    "folder (or trainer.default_root_dir without a logger); give the checkpoint's path"
+                )
+            check_checkpoint(found)
+            config.ckpt_path = str(found)
+            print(f"{self.subcommand}: {ckpt} checkpoint {found}")
 
     def before_fit(self) -> None:
         self._data_first("fit")
@@ -166,6 +204,13 @@ class ExperimentCLI(LightningCLI):
         data.prepare_data()
         data.setup(stage)
         self.model.check_data(data, stage)
+        ckpt = self._section(self.config).get("ckpt_path")
+        if (
+            ckpt and ckpt not in NAMED and os.path.isfile(ckpt)
+        ):  # another model's: refused before anything is written
+            state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("state_dict")
+            if state is not None:
+                self.model.refuse_mismatch(state, ckpt)
 
     def instantiate_classes(self) -> None:
         try:

@@ -73,6 +73,22 @@ def _logger_entries(config) -> list:
     return loggers if isinstance(loggers, list) else [loggers]
 
 
+def named_checkpoint(config, model: dict, name: str) -> Path | None:
+    """``last`` or the newest ``best*`` checkpoint of the newest run of this ``model`` config (the run folder of
+    the first versioned logger, or ``trainer.default_root_dir`` without a logger); None when there is none."""
+    if config.get("trainer", {}).get("logger") is False:
+        root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
+        run_dir = root if _same_model(root / "config.yaml", model) else None
+    else:
+        found = find_last_run(config, model)
+        run_dir = found[0] if found else None
+    if run_dir is None:
+        return None
+    pattern = "last.ckpt" if name == "last" else "best*.ckpt"
+    candidates = sorted((run_dir / "checkpoints").glob(pattern), key=lambda p: p.stat().st_mtime)
+    return candidates[-1] if candidates else None
+
+
 def _same_model(saved: Path, model: dict) -> bool:
     """Whether the run whose ``config.yaml`` is ``saved`` has this ``model`` section (as the CLI dumps it)."""
     try:

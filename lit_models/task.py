@@ -350,17 +350,19 @@ class Task(L.LightningModule):
         # Before Lightning loads the weights (its error is a page of every mismatched tensor): a checkpoint
         # trained with another vocabulary, data or net options is refused in one line.
         state = checkpoint.get("state_dict")  # FSDP's sharded (and full) loads take it out before this hook
-        problem = state_dict_mismatch(self, state) if state is not None else None
+        if state is not None:  # load_from_checkpoint has no trainer: "the checkpoint"
+            self.refuse_mismatch(state, getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
+        # a checkpoint from before tallies has none: the train FLOPs are then unknown, not a part of them
+        self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
+
+    def refuse_mismatch(self, state: dict[str, torch.Tensor], where: str) -> None:
+        """A checkpoint's weights that do not fit this model, refused in one line."""
+        problem = state_dict_mismatch(self, state)
         if problem:
-            where = (
-                getattr(self._trainer, "ckpt_path", None) or "the checkpoint"
-            )  # load_from_checkpoint: no trainer
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): it was trained "
                 "with another vocabulary, data or net options; give the config it was trained with"
             )
-        # a checkpoint from before tallies has none: the train FLOPs are then unknown, not a part of them
-        self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
 
     def __getstate__(self) -> dict:
         """torch.compile's wrappers hold this module: a copy or a pickle runs eagerly rather than the original's."""

@@ -145,3 +145,34 @@ def test_a_checkpoint_of_another_model_is_refused_in_one_line(in_tmp):
         f"error: {ckpt} does not fit the model that this config and data build ("
     )
     assert "tensor(s) of another shape: net." in last_line(result)
+
+
+def test_evaluating_last_or_best_finds_the_newest_run_and_no_checkpoint_is_said(in_tmp):
+    """validate/test/predict --ckpt_path last|best: the newest run of this model (Lightning looked only in the
+    fresh trainer's folder, found nothing and tested the untrained model with exit status 0). A run's own
+    config.yaml builds the model for the commands that are not LightningCLI subcommands (export, probe, ...)."""
+    ExperimentCLI(args=["fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1"])
+    run = in_tmp / "lightning_logs" / "version_0"
+    for name, expected in (
+        ("last", run / "checkpoints" / "last.ckpt"),
+        ("best", next(run.rglob("best-*.ckpt"))),
+    ):
+        result = run_main("test", "--config", CNN, *TINY_DATA, *CSV_ONLY, f"--ckpt_path={name}", cwd=in_tmp)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert f"test: {name} checkpoint {expected.relative_to(in_tmp)}" in result.stdout
+    untrained = run_main("test", "--config", CNN, *TINY_DATA, *CSV_ONLY, cwd=in_tmp)
+    assert "warning: test without --ckpt_path: the model as its config builds it" in untrained.stderr
+    folders = sorted(p.name for p in (in_tmp / "lightning_logs").iterdir())
+    lstm = str(
+        ROOT / "experiments" / "dna" / "lstm.yaml"
+    )  # a CNN checkpoint for an LSTM: refused, nothing written
+    other = run_main("test", "--config", lstm, *TINY_DATA, *CSV_ONLY, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}",
+                     cwd=in_tmp)  # fmt: skip
+    assert other.returncode == 2 and "does not fit the model" in last_line(other)
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == folders
+    nothing = run_main("test", "--config", lstm, *TINY_DATA, *CSV_ONLY, "--ckpt_path=best", cwd=in_tmp)
+    assert last_line(nothing).startswith(
+        "error: --ckpt_path best: no run of this model config with a best checkpoint"
+    )
+    cli = ExperimentCLI(args=["--config", str(run / "config.yaml"), "--trainer.logger=false"], run=False)
+    assert type(cli.model.net).__name__ == "DilatedCNN"

@@ -9,6 +9,7 @@ import pytest
 import torch
 from conftest import run_main
 from image_data import fake_fashion_mnist, image_args, write_folder, write_idx
+from PIL import Image
 
 from archbench.errors import DataError
 from datamodules.images import ImageDataModule
@@ -189,3 +190,86 @@ def test_seeded_validation_and_test_subsets(tmp_path):
     assert not np.array_equal(a["test"].images, other["test"].images)
     with pytest.raises(DataError, match="data.test_size: 0 is below 1"):
         ImageDataModule(root=root, test_size=0, download=False)
+
+
+def _folder(root, images: dict[str, Image.Image]):
+    """``images``: relative path -> image, saved (the suffix picks the format)."""
+    for name, image in images.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        image.save(root / name)
+    return root
+
+
+def _rgb(size=12, seed=0):
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (size, size, 3)).astype(np.uint8))
+
+
+def test_a_first_grey_image_does_not_make_a_colour_folder_grey(tmp_path):
+    """3 channels if any training image has colour, whatever comes first; 1 only if every image is grey."""
+    grey = Image.new("L", (12, 12), 90)
+    images = {"cat/0.png": grey, **{f"{c}/{i}.png": _rgb(seed=i) for c in ("cat", "dog") for i in (1, 2, 3)}}
+    train, test = _folder(tmp_path / "train", images), _folder(tmp_path / "test", images)
+    dm = ImageDataModule(source="folder", train_path=str(train), test_path=str(test), val_fraction=0.0,
+                         batch_size=7)  # fmt: skip
+    dm.setup()
+    assert dm.in_channels == 3 and dm.data_config["input_size"] == (3, 12, 12)
+    x, _ = next(iter(dm.test_dataloader()))
+    assert x.shape == (7, 3, 12, 12)
+    assert not torch.equal(x[1, 0], x[1, 1])  # an RGB image keeps its colour
+    torch.testing.assert_close(x[0, 0], x[0, 1])  # the grey one is grey in all three channels
+    # a palette with one colour entry is colour; a GIF of a grey image (a grey palette) is not
+    palette = _rgb().convert("P")
+    for colour_image, expected in ((palette, 3), (grey, 1)):
+        only_grey = {f"{c}/{i}.gif": grey for c in ("cat", "dog") for i in (0, 1)} | {
+            "dog/2.gif": colour_image
+        }
+        root = _folder(tmp_path / f"gif{expected}", only_grey)
+        dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0)
+        assert dm.in_channels == expected, expected
+
+
+def test_the_most_common_image_size_is_the_input_size(tmp_path):
+    """An odd first image (8x8 among 12x12) neither sets the size nor is dropped: it is resized, with a warning."""
+    images = {"cat/0.png": _rgb(8), **{f"{c}/{i}.png": _rgb(seed=i) for c in ("cat", "dog") for i in (1, 2)}}
+    root = _folder(tmp_path / "train", images)
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0)
+    with pytest.warns(UserWarning, match=r"1 of 5 training images are not 12x12 .* e\.g\. .*cat/0\.png"):
+        dm.setup()
+    assert dm.img_size == 12 and dm.data_config["input_size"] == (3, 12, 12)
+    x, _ = next(iter(dm.train_dataloader()))
+    assert x.shape[1:] == (3, 12, 12)
+
+
+def test_the_input_shape_is_read_from_headers_only(tmp_path, monkeypatch):
+    """A large folder stays fast: deciding channels and size decodes no image."""
+    from PIL import ImageFile
+
+    images = {
+        "cat/0.png": Image.new("L", (12, 12)),
+        "cat/1.jpg": _rgb(16),
+        "dog/0.png": _rgb(),
+        "dog/1.bmp": _rgb(16),
+    }
+    root = _folder(tmp_path / "train", images)
+
+    def no_decoding(self):
+        raise AssertionError(f"{self.filename} was decoded")
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0)
+    with pytest.warns(UserWarning, match="2 of 4 training images are not 16x16"):
+        assert dm.data_config["input_size"] == (3, 16, 16)  # a tie of sizes: the largest
+
+
+def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path):
+    root = write_folder(tmp_path / "train", per_class=2)
+    (root / "cat" / "notes.txt").write_text("hello")
+    (root / "dog" / "Thumbs.db").write_bytes(b"\0" * 8)
+    _rgb().save(root / "dog" / "photo.jfif", format="JPEG")
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0)
+    with pytest.warns(
+        UserWarning, match=r"skipped 3 file\(s\) .*cat/notes.txt, dog/Thumbs.db, dog/photo.jfif"
+    ) as seen:
+        dm.setup()
+    assert len([w for w in seen if "skipped" in str(w.message)]) == 2  # once per folder read: train and test
+    assert len(dm.splits["train"]) == 4

@@ -186,3 +186,16 @@ def test_a_file_that_ends_inside_a_character_names_where(tmp_path):
     path = tmp_path / "cut.tsv"
     path.write_bytes("word\tphonemes\ncafé\tK AE1 F\n".encode()[:-9] + b"\n\xc3")  # the last byte: half an é
     assert first_non_utf8(path) == (len(path.read_bytes()) - 1, 3, 0xC3)
+
+
+def test_a_fasta_file_and_null_sizes_say_what_they_are(tmp_path):
+    from datamodules.dna_io import read_dna
+    from datamodules.text import TextClassificationDataModule
+
+    (tmp_path / "train.fa").write_text(">seq1 0.5\nACGTACGT\n")
+    with pytest.raises(DataError, match=r"train.fa:1: a FASTA header \('>seq1 0.5'\): FASTA is not read"):
+        read_dna(tmp_path / "train.fa")
+    with pytest.raises(DataError, match=r"^data.batch_size: None is not a positive integer"):
+        _cli("--data.batch_size=null")
+    with pytest.raises(DataError, match=r"^data.max_length: None is not a length of at least 2"):
+        TextClassificationDataModule(train_path="x.csv", max_length=None)
