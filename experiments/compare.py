@@ -3,13 +3,15 @@
 Each run is an ordinary ``fit`` + ``test`` through :class:`ExperimentCLI`. Configs apply in this order, later
 winning: ``experiments/base.yaml``, the comparison's modality base (``experiments/<modality>/base.yaml``), the
 comparison file's shared ``config``, the model's own file, then the user's ``--data.* / --model.* /
---trainer.*`` options.
+--trainer.*`` options. The modality base is the comparison's, not a row's: every row gets it, a row from a file
+outside ``experiments/`` too, and rows whose files would load different bases are refused.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -22,11 +24,11 @@ from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from archbench.errors import ConfigError, RunsFailedError
+from archbench.errors import ConfigError, RunsFailedError, UserError
 from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
-from experiments.configs import bases_of, parse_file, split_options
+from experiments.configs import bases_of, fingerprint, one_line, parse_file, split_options
 from experiments.launchers import (
     LAUNCHERS,
     Failure,
@@ -90,11 +92,38 @@ class Comparison:
     slurm: dict | None = None
     tune: dict | None = None
     path: Path | None = None
+    bases: list[Path] = field(default_factory=list, init=False)  # the modality base(s) every row loads
+
+    def _row_bases(self, model: str) -> list[Path]:
+        """The modality bases one row's files build on alone (the comparison file, the shared files, its own)."""
+        files = [self.path, *(e for e in self.shared() if isinstance(e, Path)), self.model_file(model)]
+        return list(dict.fromkeys(base for f in files for base in bases_of(f)))
+
+    def _check_bases(self) -> None:
+        """One modality base for every row, so every row trains on the same data and budget rule (epochs,
+        validation interval); a row whose files are outside ``experiments/`` gets the others' base."""
+        own = {model: self._row_bases(model) for model in self.models}
+        chains = {tuple(bases) for bases in own.values() if bases}
+        if len(chains) > 1:
+            said = "; ".join(
+                f"{', '.join(m for m, b in own.items() if tuple(b) == chain)}: {', '.join(map(str, chain))}"
+                for chain in chains
+            )
+            raise ConfigError(
+                f"{self.path}: models: the rows load different modality bases ({said}), so they would train on "
+                "other data or budgets; compare rows of one modality (a file outside experiments/ gets the "
+                "others' base)"
+            )
+        self.bases = list(next(iter(chains), ()))
+
+    def without_own_base(self) -> list[str]:
+        """The rows that get the comparison's modality base though their own files do not load it."""
+        return [m for m in self.models if self.bases and self._row_bases(m) != self.bases]
 
     @classmethod
     def parser(cls) -> ArgumentParser:
         parser = ArgumentParser(prog="archbench compare", exit_on_error=False, default_env=False)
-        parser.add_class_arguments(cls, skip={"path"})
+        parser.add_class_arguments(cls, skip={"path", "bases"})
         return parser
 
     @classmethod
@@ -112,6 +141,7 @@ class Comparison:
                 raise ConfigError(
                     f"{self.path}: models.{name}: file {file!r} not found (looked at {self.model_file(name)})"
                 )
+        self._check_bases()
         if self.seeds < 1:
             raise ConfigError(f"{self.path}: seeds: {self.seeds!r} is not a positive integer")
         if self.budget_flops is not None and not self.budget_flops > 0:
@@ -160,12 +190,10 @@ class Comparison:
         return [(self.path.parent / e).resolve() if isinstance(e, str) else e for e in entries]
 
     def run_args(self, model: str, tuned: bool = True) -> list[str]:
-        """The ``--config`` options of one run: the modality bases of the comparison, its shared files and the
-        model's file first (so the shared settings win over them), the shared settings, the model's file, and
-        (``tuned``, with a ``tune`` section) the row's best settings from its tuning."""
-        files = [self.path, *(e for e in self.shared() if isinstance(e, Path)), self.model_file(model)]
-        bases = list(dict.fromkeys(base for f in files for base in bases_of(f)))
-        args = [a for base in bases for a in ("--config", str(base))]
+        """The ``--config`` options of one run: the comparison's modality base first (every row's, so the
+        shared settings win over it), the shared settings, the model's file, and (``tuned``, with a ``tune``
+        section) the row's best settings from its tuning."""
+        args = [a for base in self.bases for a in ("--config", str(base))]
         for entry in self.shared():
             args += ["--config", str(entry) if isinstance(entry, Path) else yaml.safe_dump(entry)]
         args += ["--config", str(self.model_file(model))]
@@ -208,14 +236,82 @@ def command_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _build(args: list[str]) -> ExperimentCLI:
+    """A run's model, data and trainer, built from its options (nothing trains)."""
+    with warnings.catch_warnings():
+        # Passing args while sys.argv holds the compare command is intended here.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        return ExperimentCLI(args=args, run=False)
+
+
+def check_rows(comparison: Comparison, overrides: list[str]) -> None:
+    """Every row built once, before any trains: a row that does not (no datamodule, an unknown option, a bad
+    value) stops the comparison now, named, not after the rows before it have trained."""
+    from jsonargparse import ArgumentError
+
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:  # the trainer's and the seed's notes are said again when each run starts
+        logger.setLevel(logging.WARNING)
+    try:
+        for model in comparison.models:
+            where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
+            try:
+                _build([*comparison.run_args(model, tuned=False), *overrides, "--trainer.logger=false"])
+            except ArgumentError as err:
+                raise ConfigError(f"{where}: {one_line(err)}") from None
+            except UserError as err:
+                raise type(err)(f"{where}: {err}") from None
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _data_files(config) -> dict[str, str]:
+    """The files the run's data and model settings name (data files, weights), each with its fingerprint."""
+    found: dict[str, str] = {}
+
+    def walk(value) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str | Path) and 0 < len(str(value)) < 4096 and "\n" not in str(value):
+            path = Path(value)
+            if str(path) not in found and path.is_file():
+                found[str(path)] = fingerprint(path)
+
+    plain = _plain(config)
+    walk([plain.get("data"), plain.get("model")])
+    return found
+
+
+DATA_FILE = "# data file: "
+
+
+def _changed_files(before: str, now: str) -> list[str]:
+    """The data files whose fingerprints differ between two settings texts (none if other settings do)."""
+    strip = [[line for line in text.splitlines() if not line.startswith(DATA_FILE)] for text in (before, now)]
+    if strip[0] != strip[1]:
+        return []
+    files = [
+        dict(
+            line.removeprefix(DATA_FILE).rsplit(" ", 1)
+            for line in text.splitlines()
+            if line.startswith(DATA_FILE)
+        )
+        for text in (before, now)
+    ]
+    return [path for path in {**files[0], **files[1]} if files[0].get(path) != files[1].get(path)]
+
+
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
     run_dir = comparison.run_dir(model, seed)
     args = [*comparison.run_args(model), *overrides]
     args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
-    with warnings.catch_warnings():
-        # Passing args while sys.argv holds the compare command is intended here.
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = ExperimentCLI(args=args, run=False)
+    cli = _build(args)
     # A re-run on the same folder keeps finished runs and resumes unfinished ones, if the settings are the same.
     settings, done, last = (
         run_dir / "run_config.yaml",
@@ -227,9 +323,14 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     # set, so that folders of comparisons without them still resume
     if comparison.budget_flops is not None or comparison.validate:
         dumped += f"# compare: budget_flops={comparison.budget_flops}, validate={comparison.validate}\n"
+    # A data file changed in place (same path, other contents) is other settings too; written only when the
+    # run names files, so that folders of runs on the built-in benchmark still resume
+    dumped += "".join(f"{DATA_FILE}{path} {mark}\n" for path, mark in _data_files(cli.config).items())
     if settings.is_file() and settings.read_text() != dumped:
+        changed = _changed_files(settings.read_text(), dumped)
+        what = f"data file {', '.join(changed)} changed since" if changed else "other settings than"
         raise ConfigError(
-            f"{run_dir}: this run was made with other settings (see {settings.name} there); "
+            f"{run_dir}: this run was made with {what} this command's (see {settings.name} there); "
             "give another --out, or delete the folder to train it again"
         )
     if done.is_file():
@@ -426,6 +527,10 @@ def main(argv: list[str]) -> None:
         f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()}, "
         f"launcher {comparison.launcher})"
     )
+    if comparison.without_own_base():
+        print(f"compare: every row gets the modality base {', '.join(map(str, comparison.bases))}, also "
+              f"{', '.join(comparison.without_own_base())}, whose files are outside experiments/")  # fmt: skip
+    check_rows(comparison, overrides)
     jobs = [(model, seed) for model in comparison.models for seed in range(comparison.seeds)]
     child_argv = _child_argv(argv, comparison, out)
     if comparison.tune is not None and comparison.launcher != "sequential":  # every row's tuning, at once
@@ -450,7 +555,8 @@ def main(argv: list[str]) -> None:
     report = summarize(runs, comparison.metric)
     if tuned is not None:
         report["tuning"] = tuned
-    spec = {k: v for k, v in comparison.__dict__.items() if k != "path"}
+    spec = {k: v for k, v in comparison.__dict__.items() if k not in ("path", "bases")}
+    spec["bases"] = [str(b) for b in comparison.bases]
     report["provenance"] = provenance(
         ["archbench", "compare", *argv], started, {"file": str(comparison.path), **spec}
     )

@@ -6,6 +6,7 @@ jsonargparse sees it.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import yaml
@@ -43,6 +44,20 @@ def bases_of(path: Path) -> list[Path]:
         if (folder / "base.yaml").is_file() and folder / "base.yaml" != path:
             bases.append(folder / "base.yaml")
     return bases
+
+
+HASHED_BYTES = (
+    64 * 2**20
+)  # a bigger file is known by its size and time: hashing it would cost each run seconds
+
+
+def fingerprint(path: Path) -> str:
+    """What a settings check compares of a file a run reads, so a file changed in place (same path, other
+    contents) is told apart: the SHA-256 of its bytes, or over ``HASHED_BYTES`` its size and modification time."""
+    stat = path.stat()
+    if stat.st_size > HASHED_BYTES:
+        return f"size:{stat.st_size} mtime_ns:{stat.st_mtime_ns}"
+    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
 def parse_file(parser, path: Path) -> dict:
@@ -103,7 +118,7 @@ def expand_configs(args: list[str]) -> list[str]:
 
 
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
-          "Expected a <class 'NoneType'>", "Given value: NestedArg(")  # fmt: skip
+          "Expected a <class 'NoneType'>", "Given value: NestedArg(", "Given value: Namespace(")  # fmt: skip
 
 
 def one_line(message: str) -> str:

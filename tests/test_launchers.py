@@ -116,3 +116,68 @@ def test_a_metric_the_runs_do_not_log_stops_the_comparison_and_keeps_what_finish
     assert not (out / "runs" / "CNN-seed1").exists() and not (out / "results.json").exists()
     compare(with_metric("test/pearson"))
     assert first.stat().st_mtime_ns == kept and len(_results(in_tmp, "typo")) == 2
+
+
+def _user_file(folder, name: str, keep: tuple[str, ...] = ("model",)) -> str:
+    """A row file outside experiments/ (so it loads no modality base itself): the DNA LSTM's listed sections."""
+    spec = yaml.safe_load((ROOT / "experiments" / "dna" / "lstm.yaml").read_text())
+    (folder / name).write_text(yaml.safe_dump({k: v for k, v in spec.items() if k in keep}))
+    return name
+
+
+def _spec(folder, models: dict, **extra) -> str:
+    path = folder / "mine.yaml"
+    path.write_text(
+        yaml.safe_dump({"name": "mine", "seeds": 1, "out": str(folder / "out"), "models": models, **extra})
+    )
+    return str(path)
+
+
+def test_a_row_outside_experiments_gets_the_comparisons_modality_base_and_other_bases_are_refused(
+    in_tmp, capsys
+):
+    """A user's own row file trains on the same data and budget rule (dna/base.yaml) as the built-in rows beside
+    it; rows of two modalities are refused, naming the rows and the bases."""
+    from experiments.compare import Comparison
+
+    base = ROOT / "experiments" / "dna" / "base.yaml"
+    comparison = Comparison.load(_spec(in_tmp, {"CNN": CNN, "MyLSTM": _user_file(in_tmp, "my_lstm.yaml")}))
+    for row in ("CNN", "MyLSTM"):
+        args = comparison.run_args(row)
+        assert args[:2] == ["--config", str(base)] and args.count(str(base)) == 1, row
+    assert comparison.without_own_base() == ["MyLSTM"]
+    text = str(ROOT / "experiments" / "text" / "lstm.yaml")
+    with pytest.raises(ConfigError, match=r"mine.yaml: models: the rows load different modality bases \((CNN: "
+                       r".*dna/base.yaml; Text: .*text/base.yaml|Text: .*text/base.yaml; CNN: .*dna/base.yaml)\)"):  # fmt: skip
+        Comparison.load(_spec(in_tmp, {"CNN": CNN, "Text": text}))
+
+
+def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in_tmp):
+    typo = yaml.safe_load((in_tmp / _user_file(in_tmp, "typo.yaml")).read_text())
+    (in_tmp / "typo.yaml").write_text(yaml.safe_dump({**typo, "trainer": {"max_epoch": 3}}))
+    with pytest.raises(ConfigError, match=r"mine.yaml: models.Typo \(typo.yaml\): .*max_epoch"):
+        compare(["--config", _spec(in_tmp, {"CNN": CNN, "Typo": "typo.yaml"}), *RUN])
+    assert not (in_tmp / "out").exists()
+    with pytest.raises(ConfigError, match=r"models.MyLSTM \(my_lstm.yaml\): data: no datamodule chosen"):
+        compare(["--config", _spec(in_tmp, {"MyLSTM": _user_file(in_tmp, "my_lstm.yaml")}), *RUN])
+    assert not (in_tmp / "out").exists()
+
+
+def test_a_data_file_changed_in_place_is_refused_naming_it(in_tmp, monkeypatch):
+    """Same path, other contents: not the runs' data any more, so the table is not printed again from them."""
+    from datamodules.dna_io import write_text
+    from datamodules.dna_simulator import simulate
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    data = in_tmp / "mut.txt"
+    write_text(data, simulate(90, seq_len=40, seed=1).data)
+    run = [f"--data.train_path={data}", "--data.batch_size=16", "--trainer.max_epochs=1",
+           "--trainer.enable_progress_bar=false"]  # fmt: skip
+    config = _spec(in_tmp, {"CNN": CNN})
+    compare(["--config", config, *run])
+    compare(["--config", config, *run])  # unchanged: kept
+    write_text(data, simulate(90, seq_len=40, seed=2).data)
+    with pytest.raises(
+        ConfigError, match=rf"CNN-seed0: this run was made with data file {data} changed since"
+    ):
+        compare(["--config", config, *run])
