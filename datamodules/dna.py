@@ -8,6 +8,7 @@ encoded folder) and travel to the device as padded codes ``(B, L)`` uint8; they 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -152,7 +153,22 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             top = max(s[3] for s in stats.values())
             seq_len = max(s.max_length() for s in splits.values())
             self._stats = {"mean": mean, "std": std, "classes": int(top) + 1, "seq_len": int(seq_len)}
+            if self.task == "classification":
+                self._warn_missing_classes(splits, int(top) + 1)
         return self._stats
+
+    def _warn_missing_classes(self, splits: dict[str, RaggedStore], classes: int) -> None:
+        """The head has one output per class id up to the largest in any split: ids that no training sequence
+        has (a gap such as labels 0 and 7, or a class only the test file has) are said, not trained silently."""
+        counts = np.bincount(np.asarray(splits["train"].labels, dtype=np.int64), minlength=classes)
+        missing = np.flatnonzero(counts == 0)
+        if len(missing):
+            shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
+            warnings.warn(
+                f"{self.hparams.train_path or 'the training split'}: class ids {shown} never occur in training, yet the head has {classes} "
+                "outputs (one per id up to the largest label in any split): are the labels 0..K-1?",
+                stacklevel=2,
+            )
 
     def setup(self, stage: str | None = None) -> None:
         self._load()

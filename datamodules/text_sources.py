@@ -224,6 +224,7 @@ def text_batches(data: datasets.Dataset, column: str, size: int = 2000):
 def check_texts(split: Split, column: str) -> None:
     first, count, seen = None, 0, 0
     for texts in arrow_batches(split.data, column):
+        _one_type(texts, split.source, column)
         if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
             raise DataError(f"{split.source}: column {column!r} holds {texts.type}, not text")
         empty = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
@@ -235,9 +236,20 @@ def check_texts(split: Split, column: str) -> None:
         raise DataError(f"{row_label(split, first)}: column {column!r} is empty ({count} empty texts in all)")
 
 
-def unique_labels(data: datasets.Dataset, column: str) -> list:
+def _one_type(values: pa.Array, source: str, column: str) -> None:
+    """JSON Lines rows whose column mixes numbers and text come as Arrow's JSON extension type, which no
+    compute function takes: said as such."""
+    if isinstance(values.type, pa.BaseExtensionType):
+        raise DataError(
+            f"{source}: column {column!r} mixes kinds of value (numbers and text, say: {values.type}); give every "
+            "row the same kind (labels as text, or all as numbers)"
+        )
+
+
+def unique_labels(data: datasets.Dataset, column: str, source: str = "data") -> list:
     values: set = set()
     for batch in arrow_batches(data, column):
+        _one_type(batch, source, column)
         values.update(pc.unique(batch).to_pylist())
     return list(values)
 
@@ -245,6 +257,7 @@ def unique_labels(data: datasets.Dataset, column: str) -> list:
 def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
     seen = 0
     for values in arrow_batches(split.data, column):
+        _one_type(values, split.source, column)
         unknown = [v for v in pc.unique(values).to_pylist() if v is None or str(v) not in ids]
         if unknown:
             first = (
@@ -328,7 +341,10 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
     elif class_names is not None:
         labels = class_names
     else:
-        labels = [str(v) for v in sorted(v for v in unique_labels(train.data, column) if v is not None)]
+        labels = [
+            str(v)
+            for v in sorted(v for v in unique_labels(train.data, column, train.source) if v is not None)
+        ]
     if len(labels) < 2:
         raise DataError(f"{train.source}: column {column!r} has fewer than 2 labels: {labels}")
     return labels

@@ -96,6 +96,7 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         ("ragged.csv", b"text,label\nfine,a\nsome, more,b\nok,a\n", "ragged.csv: line 3 has 3 fields, the header has 2"),
         ("ragged.tsv", b"text\tlabel\nfine\ta\nsome\tmore\tb\n", "ragged.tsv: line 3 has 3 fields, the header has 2"),
         ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "broken.jsonl: line 2 is not a JSON object"),
+        ("mixed.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n', "mixed.jsonl: column 'label' mixes kinds of value"),
     ],
 )  # fmt: skip
 def test_text_files_that_do_not_load_say_why(name, content, expected, tmp_path):
@@ -199,3 +200,14 @@ def test_a_fasta_file_and_null_sizes_say_what_they_are(tmp_path):
         _cli("--data.batch_size=null")
     with pytest.raises(DataError, match=r"^data.max_length: None is not a length of at least 2"):
         TextClassificationDataModule(train_path="x.csv", max_length=None)
+
+
+def test_dna_class_ids_that_training_never_has_are_said(tmp_path):
+    from datamodules.dna import DNADataModule
+
+    (tmp_path / "gap.txt").write_text("ACGTACGTAC 0\nACGTTTGTAC 7\nACGAACGTAC 0\nACCTACGTAC 7\n" * 3)
+    data = DNADataModule(train_path=str(tmp_path / "gap.txt"), task="classification", val_fraction=0.25,
+                         test_fraction=0.25)  # fmt: skip
+    with pytest.warns(UserWarning, match=r"gap.txt: class ids 1, 2, 3, 4, 5, 6 never occur in training, yet the head "
+                                         r"has 8 outputs"):  # fmt: skip
+        assert data.num_outputs == 8
