@@ -23,7 +23,6 @@ job of the launcher (a worker per device, a SLURM job), all rows at once, before
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 
 from archbench.errors import ConfigError
 from datamodules.files import write_atomic
+from experiments.configs import fingerprint
 from experiments.sweep import Sweep, run_worker, summarize, trials_so_far
 
 # The functions take compare's ``Comparison`` (its models, out, name, metric, tune section and run_args), which
@@ -123,15 +123,13 @@ def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:
     options): otherwise its trials would not be comparable. Written on the first run; a study none of whose
     trials counts (they failed, a misspelt metric say) starts again with the new settings."""
 
-    def fingerprint(arg: str) -> str:
+    def with_contents(arg: str) -> str:
         path = Path(arg)
-        if len(arg) < 4096 and path.is_file():
-            return f"{arg} sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
-        return arg
+        return f"{arg} {fingerprint(path)}" if len(arg) < 4096 and path.is_file() else arg
 
     settings = {"space": sweep.space, "metric": sweep.metric, "direction": sweep.direction,
                 "pruner": sweep.pruner, "threshold": sweep.threshold, "seed": sweep.seed,
-                "args": [fingerprint(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
+                "args": [with_contents(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
     text = json.dumps(settings, indent=1, default=str) + "\n"
     path = Path(sweep.out) / "settings.json"
     if path.is_file() and path.read_text() != text:
