@@ -52,7 +52,9 @@ PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
 class ExperimentCLI(LightningCLI):
-    def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs):
+    def __init__(self, args: list[str] | None = None, run: bool = True, parse_only: bool = False, **kwargs):
+        """``parse_only``: parse and check the options, build nothing (``compare`` checks every row so, up front)."""
+        self._parse_only = parse_only
         if args is None:  # as LightningCLI would read them, with the modality bases put in
             sys.argv[1:] = expand_configs(sys.argv[1:])
         else:
@@ -213,6 +215,8 @@ class ExperimentCLI(LightningCLI):
                 self.model.refuse_mismatch(state, ckpt)
 
     def instantiate_classes(self) -> None:
+        if self._parse_only:
+            return
         try:
             super().instantiate_classes()
         except ValueError as err:

@@ -236,17 +236,20 @@ def command_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _build(args: list[str]) -> ExperimentCLI:
-    """A run's model, data and trainer, built from its options (nothing trains)."""
+def _build(args: list[str], parse_only: bool = False) -> ExperimentCLI:
+    """A run's model, data and trainer, built from its options (nothing trains); or, ``parse_only``, its options
+    parsed and checked."""
     with warnings.catch_warnings():
         # Passing args while sys.argv holds the compare command is intended here.
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        return ExperimentCLI(args=args, run=False)
+        return ExperimentCLI(args=args, run=False, parse_only=parse_only)
 
 
 def check_rows(comparison: Comparison, overrides: list[str]) -> None:
-    """Every row built once, before any trains: a row that does not (no datamodule, an unknown option, a bad
-    value) stops the comparison now, named, not after the rows before it have trained."""
+    """Every row's options parsed and checked before any trains: a row that would not build (no datamodule, an
+    unknown option, a bad value) stops the comparison now, named, not after the rows before it have trained.
+    Parsed, not built: building reads each row's data (seconds a row); what the constructors check (a missing
+    data file, a width the heads do not divide) stops that row's run when it starts."""
     from jsonargparse import ArgumentError
 
     quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
@@ -257,7 +260,7 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
         for model in comparison.models:
             where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
             try:
-                _build([*comparison.run_args(model, tuned=False), *overrides, "--trainer.logger=false"])
+                _build([*comparison.run_args(model, tuned=False), *overrides, "--trainer.logger=false"], True)
             except ArgumentError as err:
                 raise ConfigError(f"{where}: {one_line(err)}") from None
             except UserError as err:
