@@ -38,14 +38,8 @@ class AutoWandbLogger(WandbLogger):
         """
         if offline is None:
             offline = wandb_mode() == "offline"
+        Path(save_dir).mkdir(parents=True, exist_ok=True)
         # Absolute: W&B's service process keeps the working directory of the first run in this process, and
         # resolves a relative folder there (two compares in one process wrote into the first one's folder).
         save_dir = str(Path(save_dir).resolve())
         super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
-
-    @property
-    def experiment(self):
-        # The run folder appears when the run starts, not when the logger is built: a command stopped by a
-        # data or config error leaves no empty folder.
-        Path(self._save_dir).mkdir(parents=True, exist_ok=True)
-        return super().experiment
