@@ -124,7 +124,15 @@ class ExperimentCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt and ckpt not in NAMED:  # before Lightning reads it: one line for a missing or damaged file
-            check_checkpoint(ckpt)
+            self._read_checkpoint(ckpt)
+
+    def _read_checkpoint(self, path: str) -> dict:
+        """``check_checkpoint`` once per path (memory-mapped): the check at parse time and the one against the
+        model before fitting read the same file."""
+        cache = self.__dict__.setdefault("_checkpoints", {})
+        if path not in cache:
+            cache[path] = check_checkpoint(path)
+        return cache[path]
 
     def _section(self, config):
         return config[self.subcommand] if self.subcommand else config
@@ -175,7 +183,7 @@ class ExperimentCLI(LightningCLI):
                     f"--ckpt_path {ckpt}: no run of this model config with a {ckpt} checkpoint under its logger's "
                     "folder (or trainer.default_root_dir without a logger); give the checkpoint's path"
                 )
-            check_checkpoint(found)
+            self._read_checkpoint(str(found))
             config.ckpt_path = str(found)
             print(f"{self.subcommand}: {ckpt} checkpoint {found}")
 
@@ -207,10 +215,8 @@ class ExperimentCLI(LightningCLI):
         data.setup(stage)
         self.model.check_data(data, stage)
         ckpt = self._section(self.config).get("ckpt_path")
-        if (
-            ckpt and ckpt not in NAMED and os.path.isfile(ckpt)
-        ):  # another model's: refused before anything is written
-            state = torch.load(ckpt, map_location="cpu", mmap=True, weights_only=True).get("state_dict")
+        if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
+            state = self._read_checkpoint(ckpt).get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(state, ckpt)
 
