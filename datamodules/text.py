@@ -126,6 +126,10 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             raise DataError(
                 f"data.max_length: {max_length!r} is not a length of at least 2 tokens (the specials)"
             )
+        if text_column == label_column:
+            raise DataError(
+                f"data.label_column: {label_column!r} is also data.text_column: the labels need a column of their own"
+            )
         for name in ("train_size", "val_size", "test_size", "tokenizer_vocab_size"):
             value = locals()[name]
             if value is not None and value < 1:

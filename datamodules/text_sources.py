@@ -258,19 +258,21 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
     seen = 0
     for values in arrow_batches(split.data, column):
         _one_type(values, split.source, column)
-        unknown = [v for v in pc.unique(values).to_pylist() if v is None or str(v) not in ids]
+        unknown = [v for v in pc.unique(values).to_pylist() if _blank(v) or str(v) not in ids]
         if unknown:
-            first = (
-                pc.is_null(values)
-                if unknown[0] is None
-                else pc.equal(values, pa.scalar(unknown[0], values.type))
-            )
+            bad = next((v for v in unknown if _blank(v)), unknown[0])
+            first = pc.is_null(values) if bad is None else pc.equal(values, pa.scalar(bad, values.type))
             index = int(np.flatnonzero(first.fill_null(False).to_numpy(zero_copy_only=False))[0])
-            raise DataError(
-                f"{row_label(split, seen + index)}: column {column!r} value {unknown[0]!r} is not one of the "
-                f"labels {list(ids)}"
-            )
+            where = f"{row_label(split, seen + index)}: column {column!r}"
+            if _blank(bad):
+                raise DataError(f"{where} is empty: every example of a labelled split needs a label")
+            shown = f"{list(ids)}" if len(ids) <= 20 else f"{list(ids)[:20]} ... ({len(ids)} in all)"
+            raise DataError(f"{where} value {bad!r} is not one of the labels {shown}")
         seen += len(values)
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
 
 
 def load_splits(
@@ -341,10 +343,28 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
     elif class_names is not None:
         labels = class_names
     else:
-        labels = [
-            str(v)
-            for v in sorted(v for v in unique_labels(train.data, column, train.source) if v is not None)
-        ]
+        values = [v for v in unique_labels(train.data, column, train.source) if not _blank(v)]
+        _not_a_target(train, column, values)
+        labels = [str(v) for v in sorted(values)]
     if len(labels) < 2:
         raise DataError(f"{train.source}: column {column!r} has fewer than 2 labels: {labels}")
     return labels
+
+
+def _not_a_target(train: Split, column: str, values: list) -> None:
+    """Text tasks classify: a column of fractional numbers (a score to regress) or of a different value in
+    almost every row (an id, a free-text field) is refused rather than made into thousands of classes."""
+    fraction = next((v for v in values if isinstance(v, float) and not v.is_integer()), None)
+    if fraction is not None:
+        raise DataError(
+            f"{train.source}: column {column!r} holds numbers with fractions ({fraction!r}, {len(values)} distinct "
+            "values): text tasks classify, and a class label is a name or a whole number; is this column a "
+            "score to regress rather than a label? (data.label_column chooses the label column)"
+        )
+    rows = len(train.data)
+    if len(values) > 1000 and len(values) > rows // 2:
+        raise DataError(
+            f"{train.source}: column {column!r} has {len(values)} distinct values in {rows} rows, too many to be "
+            f"class labels (e.g. {sorted(map(str, values))[:3]}); is it an id or a text column? "
+            "(data.label_column chooses the label column, data.labels lists the classes)"
+        )

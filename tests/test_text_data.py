@@ -139,6 +139,18 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
             {"labels": ["fresh", "rotten"]},
             r"row 3 \(line 4\): column 'label' value 'so-so' is not one of the labels \['fresh', 'rotten'\]",
         ),
+        ("text,label\ngood,fresh\nbad,\nmeh,rotten\n", {}, r"row 2 \(line 3\): column 'label' is empty"),
+        ("text,label\ngood,fresh\nbad,  \nmeh,rotten\n", {}, r"row 2 \(line 3\): column 'label' is empty"),
+        (
+            "text,score\ngood,0.75\nbad,0.25\nmeh,1.0\n",
+            {"label_column": "score"},
+            r"column 'score' holds numbers with fractions \(0\.\d+, 3 distinct values\).*score to regress",
+        ),
+        (
+            "text,label,note\n" + "".join(f"text {i},{i % 2},note {i}\n" for i in range(3000)),
+            {"label_column": "note"},
+            r"column 'note' has 3000 distinct values in 3000 rows, too many to be class labels",
+        ),
     ],
 )
 def test_bad_input_names_file_row_column_and_value(tmp_path, content, kwargs, expected):
@@ -173,6 +185,8 @@ def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
         ).vocab_size
     with pytest.raises(DataError, match="either dataset"):
         data(tmp_path)
+    with pytest.raises(DataError, match="data.label_column: 'text' is also data.text_column"):
+        data(tmp_path, train_path=str(tmp_path / "t.csv"), label_column="text")
 
 
 def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
