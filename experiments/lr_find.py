@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import tempfile
 import warnings
 
 from datamodules.files import write_atomic
@@ -26,17 +27,24 @@ def main(argv: list[str]) -> None:
 
     cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
     cli_args += ["--trainer.callbacks=null", "--trainer.enable_checkpointing=false"]  # a probe: no files
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = ExperimentCLI(args=cli_args, run=False)
-    finder = Tuner(cli.trainer).lr_find(
-        cli.model,
-        datamodule=cli.datamodule,
-        min_lr=args.min_lr,
-        max_lr=args.max_lr,
-        num_training=args.num_training,
-        update_attr=False,  # the rate lives in the optimizer's config (model.optimizer.lr): printed, not set
-    )
+    # Tuner.lr_find saves the model's state before the test and restores it after, as a checkpoint file in
+    # the trainer's root folder: a temporary folder here, so that a killed test leaves nothing in the cwd
+    with tempfile.TemporaryDirectory(prefix="lr_find_") as scratch:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*args parameter is intended to run from within Python.*"
+            )
+            cli = ExperimentCLI(args=[*cli_args, f"--trainer.default_root_dir={scratch}"], run=False)
+        finder = Tuner(
+            cli.trainer
+        ).lr_find(
+            cli.model,
+            datamodule=cli.datamodule,
+            min_lr=args.min_lr,
+            max_lr=args.max_lr,
+            num_training=args.num_training,
+            update_attr=False,  # the rate lives in the optimizer's config (model.optimizer.lr): printed, not set
+        )
     figure = finder.plot(suggest=True)
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)

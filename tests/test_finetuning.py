@@ -3,6 +3,7 @@ the optimizer and schedule swapped from the command line, lr_find, our weights e
 transfer experiment."""
 
 import re
+from pathlib import Path
 
 import pytest
 import timm
@@ -174,13 +175,20 @@ def test_optimizer_and_schedule_swap_from_the_command_line_and_keep_the_groups(t
     assert {g["weight_decay"] for g in optimizer.param_groups} == {0.0, 0.01}  # biases: none
 
 
-def test_lr_find_command(tmp_path):
+def test_lr_find_command(tmp_path, monkeypatch):
+    from lightning.pytorch import Trainer
+
+    saved = []  # the range test's own save of the model before it starts (removed after): not in the cwd
+    save = Trainer.save_checkpoint
+    monkeypatch.setattr(Trainer, "save_checkpoint", lambda self, path, *a, **k: (saved.append(Path(path)),
+                                                                                 save(self, path, *a, **k)))  # fmt: skip
     out = tmp_path / "lr.png"
     args = [a for a in image_args(tmp_path, "mnist_cnn.yaml") if not a.startswith("--trainer.logger")]
     result = run_main("lr_find", *args, "--num_training=30", f"--out={out}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "lr_find: suggested --model.optimizer.lr" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "lightning_logs").exists()
+    assert saved and all(tmp_path not in p.resolve().parents and not p.exists() for p in saved), saved
 
 
 @pytest.mark.parametrize(
