@@ -271,19 +271,20 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
 
 
 def _data_files(config) -> dict[str, str]:
-    """The files the run's data and model settings name (data files, weights), each with its fingerprint."""
+    """The files and folders the run's data and model settings name (data, weights, tokenizers), each with its
+    fingerprint; caches (``cache_dir``), which runs themselves fill, are not data."""
     found: dict[str, str] = {}
 
-    def walk(value) -> None:
+    def walk(value, key: str = "") -> None:
         if isinstance(value, dict):
-            for v in value.values():
-                walk(v)
+            for k, v in value.items():
+                walk(v, str(k))
         elif isinstance(value, list | tuple):
             for v in value:
-                walk(v)
+                walk(v, key)
         elif isinstance(value, str | Path) and 0 < len(str(value)) < 4096 and "\n" not in str(value):
             path = Path(value)
-            if str(path) not in found and path.is_file():
+            if str(path) not in found and not key.endswith("cache_dir") and (path.is_file() or path.is_dir()):
                 found[str(path)] = fingerprint(path)
 
     plain = _plain(config)
@@ -294,11 +295,13 @@ def _data_files(config) -> dict[str, str]:
 DATA_FILE = "# data file: "
 
 
-def _changed_files(before: str, now: str) -> list[str]:
-    """The data files whose fingerprints differ between two settings texts (none if other settings do)."""
+def _changed_files(before: str, now: str) -> list[str] | None:
+    """The data files and folders whose fingerprints differ between two settings texts; None if other settings
+    do. A path fingerprinted on one side only (a folder, which earlier versions did not fingerprint) is not a
+    change."""
     strip = [[line for line in text.splitlines() if not line.startswith(DATA_FILE)] for text in (before, now)]
     if strip[0] != strip[1]:
-        return []
+        return None
     files = [
         dict(
             line.removeprefix(DATA_FILE).rsplit(" ", 1)
@@ -307,7 +310,7 @@ def _changed_files(before: str, now: str) -> list[str]:
         )
         for text in (before, now)
     ]
-    return [path for path in {**files[0], **files[1]} if files[0].get(path) != files[1].get(path)]
+    return [path for path in files[0].keys() & files[1].keys() if files[0][path] != files[1][path]]
 
 
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
@@ -329,9 +332,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     # A data file changed in place (same path, other contents) is other settings too; written only when the
     # run names files, so that folders of runs on the built-in benchmark still resume
     dumped += "".join(f"{DATA_FILE}{path} {mark}\n" for path, mark in _data_files(cli.config).items())
-    if settings.is_file() and settings.read_text() != dumped:
-        changed = _changed_files(settings.read_text(), dumped)
-        what = f"data file {', '.join(changed)} changed since" if changed else "other settings than"
+    changed = _changed_files(settings.read_text(), dumped) if settings.is_file() else []
+    if changed or changed is None:
+        kind = "data folder" if changed and all(Path(p).is_dir() for p in changed) else "data file"
+        what = f"{kind} {', '.join(sorted(changed))} changed since" if changed else "other settings than"
         raise ConfigError(
             f"{run_dir}: this run was made with {what} this command's (see {settings.name} there); "
             "give another --out, or delete the folder to train it again"

@@ -52,11 +52,21 @@ HASHED_BYTES = (
 
 
 def fingerprint(path: Path) -> str:
-    """What a settings check compares of a file a run reads, so a file changed in place (same path, other
-    contents) is told apart: the SHA-256 of its bytes, or over ``HASHED_BYTES`` its size and modification time."""
+    """What a settings check compares of a file or folder a run reads, so one changed in place (same path, other
+    contents) is told apart: the SHA-256 of a file's bytes, or over ``HASHED_BYTES`` its size and modification
+    time; for a folder (images in class folders, a tokenizer's files) a SHA-256 over every file's relative path,
+    size and modification time, without reading the files."""
+    if path.is_dir():
+        listing = hashlib.sha256()
+        count = 0
+        for file in sorted(p for p in path.rglob("*") if p.is_file()):
+            stat = file.stat()
+            listing.update(f"{file.relative_to(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+            count += 1
+        return f"files:{count},listing-sha256:{listing.hexdigest()}"  # one word: settings lines end in it
     stat = path.stat()
     if stat.st_size > HASHED_BYTES:
-        return f"size:{stat.st_size} mtime_ns:{stat.st_mtime_ns}"
+        return f"size:{stat.st_size},mtime_ns:{stat.st_mtime_ns}"
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 

@@ -181,3 +181,37 @@ def test_a_data_file_changed_in_place_is_refused_naming_it(in_tmp, monkeypatch):
         ConfigError, match=rf"CNN-seed0: this run was made with data file {data} changed since"
     ):
         compare(["--config", config, *run])
+
+
+def test_a_data_folder_is_fingerprinted_by_its_files_and_a_cache_is_not(tmp_path, monkeypatch):
+    """Image folders and tokenizer folders changed in place are told apart as data files are; a fingerprint
+    only one side has (run folders of versions that did not fingerprint folders) is no change."""
+    from jsonargparse import Namespace
+
+    from experiments.compare import DATA_FILE, _changed_files, _data_files
+    from experiments.configs import fingerprint
+
+    images, cache = tmp_path / "images", tmp_path / "cache"
+    (images / "cat").mkdir(parents=True)
+    cache.mkdir()
+    (images / "cat" / "1.png").write_bytes(b"one")
+    config = Namespace(data=Namespace(train_path=str(images), cache_dir=str(cache)), model=Namespace(lr=0.1))
+    before = _data_files(config)
+    assert list(before) == [str(images)] and before[str(images)].startswith("files:1,")
+    assert fingerprint(images) == before[str(images)]
+    (images / "cat" / "2.png").write_bytes(b"two")
+    after = fingerprint(images)
+    assert after != before[str(images)] and after.startswith("files:2,")
+    (images / "cat" / "2.png").write_bytes(b"three")  # same name, other contents (size)
+    assert fingerprint(images) != after
+
+    settings = "model: x\n"
+    old, new = settings, settings + f"{DATA_FILE}{images} {after}\n"
+    assert _changed_files(old, new) == []
+    assert _changed_files(new, settings + f"{DATA_FILE}{images} {fingerprint(images)}\n") == [str(images)]
+    assert _changed_files(new, "model: y\n" + new.split("\n", 1)[1]) is None
+    monkeypatch.setattr("experiments.configs.HASHED_BYTES", 1)  # a big file: its size and time, one word too
+    big = fingerprint(images / "cat" / "1.png")
+    assert big.startswith("size:3,") and _changed_files(f"{DATA_FILE}/a {big}", f"{DATA_FILE}/a {big}x") == [
+        "/a"
+    ]
