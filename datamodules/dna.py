@@ -112,6 +112,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self.splits: dict[str, RaggedStore] | None = None
         self.noise_ceiling: float | None = None
         self._stats: dict | None = None
+        self._predict_lines: np.ndarray | None = None  # of predict_path's records, as read
 
     # Sizes the data knows; the CLI links them into the model.
     @property
@@ -197,9 +198,11 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
                 raise DataError(f"{hp.train_path}: no training examples left after the held-out splits")
             splits = {**{s: train.view(parts[s]) for s in sizes}, **held, "train": train.view(parts["train"])}
         if hp.predict_path is not None:
+            lines: list[np.ndarray] = []
             splits["predict"] = read_dna(
-                hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, labels_required=False
+                hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, False, lines
             )
+            self._predict_lines = np.concatenate(lines) if lines else None
         if self.task == "classification":
             for name, split in splits.items():
                 if name != "predict":
@@ -215,6 +218,41 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
     def _has_predict_split(self) -> bool:
         return "predict" in self._load()
 
+    def prediction_keys(self) -> dict[str, list]:
+        """What ties each ``predict`` row to its record in ``predict_path`` (bad records ``on_bad_line: skip``
+        dropped are not rows, so the row index alone would not): its line in the file (``row`` for Parquet), and
+        for a table every column but the sequence (an id, the label), read again here. Empty for the test set
+        or an encoded folder, whose rows are in order."""
+        from pathlib import Path
+
+        from datamodules.dna_formats import _open, format_of
+
+        self._load()
+        lines = self._predict_lines
+        if lines is None:
+            return {}
+        path = Path(self.hparams.predict_path)
+        fmt = format_of(path)
+        if fmt == "text":
+            return {"line": lines.tolist()}
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            names = [n for n in pq.ParquetFile(path).schema_arrow.names if n != self.hparams.sequence_column]
+            table = pq.read_table(path, columns=names).take(lines - 1)  # rows are 1-based
+            columns = {n: table.column(n).to_pylist() for n in names}
+            return {_free("row", columns): lines.tolist(), **columns}
+        import pandas as pd
+
+        with _open(path) as f:
+            frame = pd.read_csv(
+                f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                usecols=lambda c: c != self.hparams.sequence_column,
+            )  # fmt: skip
+        frame = frame.iloc[lines - 2]  # line 1 is the header
+        columns = {str(c): frame[c].tolist() for c in frame.columns}
+        return {_free("line", columns): lines.tolist(), **columns}
+
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         codes, lengths = batch["x"], batch["lengths"]
         training = self.trainer is not None and self.trainer.training
@@ -227,6 +265,13 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         y = batch["y"]
         batch["y"] = y.long() if self.task == "classification" else y.float()
         return batch
+
+
+def _free(name: str, taken) -> str:
+    """``name``, or ``name`` with underscores before it until no column of ``taken`` has it."""
+    while name in taken:
+        name = "_" + name
+    return name
 
 
 def _check_class_ids(split: RaggedStore, name: str) -> None:

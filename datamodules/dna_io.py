@@ -112,6 +112,7 @@ class _Encoded:
         store = RaggedStore(codes, offsets, labels.astype(np.float32), str(path))
         keep = np.setdiff1d(np.arange(len(seqs)), np.array(self.bad, dtype=np.int64), assume_unique=True)
         self.store = store.take(keep) if self.bad else store
+        self.lines = np.asarray(line_numbers, dtype=np.int64)[keep]  # of the records kept, in the file
 
 
 def _encoded_chunks(
@@ -121,9 +122,12 @@ def _encoded_chunks(
     on_bad_line: OnBadLine,
     labels_required: bool,
     chunk: int,
+    lines: list | None = None,
 ) -> Iterator[RaggedStore]:
     """The file's good records as stores, a chunk at a time; a bad record stops with its line
-    (``on_bad_line="error"``) or is dropped, and one warning at the end says how many (``"skip"``)."""
+    (``on_bad_line="error"``) or is dropped, and one warning at the end says how many (``"skip"``). ``lines``,
+    when given, receives each chunk's array of the kept records' line (text, CSV/TSV) or row (Parquet)
+    numbers."""
     if on_bad_line not in ("error", "skip"):
         raise DataError(f"on_bad_line: {on_bad_line!r} is not one of 'error', 'skip'")
     label_name = label_column if format_of(path) in ("csv", "tsv", "parquet") else "label"
@@ -137,6 +141,8 @@ def _encoded_chunks(
             more = f" (and {more} more bad {unit}s; on_bad_line: skip drops them)" if more else ""
             raise DataError(part.first + more)
         total, skipped, first = total + part.total, skipped + len(part.bad), first or part.first
+        if lines is not None:
+            lines.append(part.lines)
         if len(part.store):
             yield part.store
     if total == 0:
@@ -156,9 +162,11 @@ def read_dna(
     label_column: str = "label",
     on_bad_line: OnBadLine = "error",
     labels_required: bool = True,
+    lines: list | None = None,
 ) -> RaggedStore:
     """One file of labelled sequences read into memory, or an encoded folder (:func:`encode_file`)
-    memory-mapped."""
+    memory-mapped. ``lines``, when given (a file, not a folder), receives the arrays of the records' line or
+    row numbers in the file (records ``on_bad_line="skip"`` dropped are not there)."""
     path = Path(path)
     if path.is_dir():
         if not any((path / name).exists() for name in ENCODED_FILES):
@@ -168,7 +176,7 @@ def read_dna(
             )
         return open_store(path, ENCODED_FILES, "DNA")
     parts = list(
-        _encoded_chunks(path, sequence_column, label_column, on_bad_line, labels_required, 1_000_000)
+        _encoded_chunks(path, sequence_column, label_column, on_bad_line, labels_required, 1_000_000, lines)
     )
     if len(parts) == 1:
         return parts[0]

@@ -135,12 +135,32 @@ class PredictionWriter(BasePredictionWriter):
             return
         values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
         columns = ["prediction"] if values.shape[1] == 1 else [f"p{k}" for k in range(values.shape[1])]
+        keys = _prediction_keys(trainer, ["index", *columns])
         rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
-        lines = ["index\t" + "\t".join(columns)] + [
-            f"{i}\t" + "\t".join(f"{v:.6g}" for v in row) for i, row in rows
+        lines = ["\t".join(["index", *keys, *columns])] + [
+            "\t".join([str(i), *(_cell(v[i]) for v in keys.values()), *(f"{v:.6g}" for v in row)])
+            for i, row in rows
         ]
         write_atomic(path, "\n".join(lines) + "\n")
         print(f"predictions: {path}")
+
+
+def _prediction_keys(trainer, taken: list[str]) -> dict[str, list]:
+    """The columns the datamodule gives to tie each predicted row to its input record (its line, an id
+    column), each named apart from the writer's own ``taken`` ones."""
+    give = getattr(trainer.datamodule, "prediction_keys", None)
+    keys = give() if callable(give) else {}
+    named = {}
+    for name, values in keys.items():
+        while name in taken or name in named:
+            name = "_" + name
+        named[name] = values
+    return named
+
+
+def _cell(value) -> str:
+    """A value as one TSV field: tabs and line breaks in it become spaces."""
+    return "" if value is None else " ".join(str(value).replace("\t", " ").splitlines())
 
 
 def constant_factor(epoch: int) -> float:

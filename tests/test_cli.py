@@ -247,26 +247,39 @@ def test_seed_parity_table_shows_the_course_counts(in_tmp):
     assert "198,913" in table and "268,545" in table and "112,193" in table
 
 
-def test_predict_writes_one_row_per_sequence(in_tmp):
-    (in_tmp / "new.txt").write_text("ACGTACGTAC\nGGGGCCCCAATT\nACGTN\n")
+def test_predict_writes_one_row_per_sequence_tied_to_its_record(in_tmp):
+    """Each row says its record's line (a skipped bad record would shift the row index) and, for a table,
+    the record's other columns (an id, the label), so predictions join back to the input."""
+    (in_tmp / "new.txt").write_text("ACGTACGTAC\n\nGGGGCCCCAATT\nACGTXX\nACGTN\n")
+    (in_tmp / "new.csv").write_text("id,sequence,label\nr1,ACGTAC,0.5\nr2,ACXX,1\nr\t3,GGCC,\n")
     ExperimentCLI(
         args=["fit", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER, "--trainer.max_epochs=1"]
     )
     ckpt = next(in_tmp.rglob("last.ckpt"))
-    ExperimentCLI(
-        args=[
-            "predict",
-            "--config",
-            str(DNA / "cnn.yaml"),
-            *TINY_DATA,
-            *NO_LOGGER,
-            "--data.predict_path=new.txt",
-            f"--ckpt_path={ckpt}",
-        ]
-    )
-    rows = next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()  # in the run's log folder
-    assert rows[0] == "index\tprediction" and len(rows) == 4
-    assert [r.split("\t")[0] for r in rows[1:]] == ["0", "1", "2"]
+    written = {}
+    for name in ("new.txt", "new.csv"):
+        ExperimentCLI(
+            args=[
+                "predict",
+                "--config",
+                str(DNA / "cnn.yaml"),
+                *TINY_DATA,
+                *NO_LOGGER,
+                f"--data.predict_path={name}",
+                "--data.on_bad_line=skip",
+                f"--ckpt_path={ckpt}",
+            ]
+        )
+        found = next(in_tmp.rglob("predictions.tsv"))  # in the run's log folder
+        written[name] = [r.split("\t") for r in found.read_text().splitlines()]
+        found.unlink()
+    rows = written["new.txt"]
+    assert rows[0] == ["index", "line", "prediction"] and len(rows) == 4
+    assert [r[:2] for r in rows[1:]] == [["0", "1"], ["1", "3"], ["2", "5"]]
+    rows = written["new.csv"]
+    assert rows[0] == ["index", "line", "id", "label", "prediction"]
+    assert [r[:4] for r in rows[1:]] == [["0", "2", "r1", "0.5"], ["1", "4", "r 3", ""]]
+    assert all(float(r[-1]) == float(r[-1]) for r in rows[1:])  # a number, not NaN
 
 
 def test_one_seed_reports_no_spread():
