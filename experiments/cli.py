@@ -156,7 +156,7 @@ class ExperimentCLI(LightningCLI):
             config.weights_only = True  # checkpoints are tensors and plain values, never pickles
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             # The newest run of this model in its own folder and W&B run; none yet: a fresh run.
-            dumped = yaml.safe_load(self._parser("fit").dump(config, skip_none=False))
+            dumped = yaml.safe_load(self._parser("fit").dump(config, skip_unset=False, skip_validation=True))
             config.ckpt_path = resume_last(config, dumped.get("model"))
             if config.ckpt_path:
                 print(f"resuming from {config.ckpt_path}")
@@ -176,7 +176,9 @@ class ExperimentCLI(LightningCLI):
                   "unless the config loads weights); --ckpt_path PATH, last or best for a trained run",
                   file=sys.stderr)  # fmt: skip
         elif ckpt in ("last", "best"):
-            dumped = yaml.safe_load(self._parser(self.subcommand).dump(config, skip_none=False))
+            dumped = yaml.safe_load(
+                self._parser(self.subcommand).dump(config, skip_unset=False, skip_validation=True)
+            )
             found = named_checkpoint(config, dumped.get("model"), ckpt)
             if found is None:
                 raise ConfigError(
@@ -233,7 +235,9 @@ class ExperimentCLI(LightningCLI):
         rebuilds the net), made here. Lightning makes it lazily, and a net whose every argument is linked from
         the data dumps without ``init_args``: setting the linked sizes into it then fails with an
         AssertionError ("Expected key net.init_args.in_channels to be in data"). An empty ``init_args`` fixes it."""
-        dumped = yaml.safe_load(self.parser.dump(self.config, skip_link_targets=False, skip_none=False))
+        dumped = yaml.safe_load(  # just parsed and checked: not validated a second time
+            self.parser.dump(self.config, skip_link_targets=False, skip_unset=False, skip_validation=True)
+        )
         section = dumped[self.subcommand] if self.subcommand else dumped
         net = ((section.get("model") or {}).get("init_args") or {}).get("net")
         if isinstance(net, dict) and net.get("class_path"):

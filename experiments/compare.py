@@ -324,7 +324,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         run_dir / "result.json",
         run_dir / "checkpoints" / "last.ckpt",
     )
-    dumped = cli.parser.dump(cli.config, skip_none=False)
+    dumped = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True)  # checked when parsed
     # The comparison's own settings that change what a run does (not in the run's config); written only when
     # set, so that folders of comparisons without them still resume
     if comparison.budget_flops is not None or comparison.validate:
