@@ -253,6 +253,7 @@ def test_samples_of_fixed_prompts_reach_w_and_b_and_the_run_folder(in_tmp):
     assert len(tables) == 2 and tables[-1]["val/samples/nrows"] == 4
 
 
+@pytest.mark.slow  # inductor compiles for 40 s on 2 cores (make test-all); test_models keeps a compile parity test
 def test_compile_fuses_the_loss_with_the_net_and_keeps_the_eager_loss_and_gradients():
     """--model.compile true on a language model compiles the net and the cross-entropy as one graph (inductor,
     on the CPU here): one step's loss and gradients equal the eager task's; parameter names are unchanged."""

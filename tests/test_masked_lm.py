@@ -208,6 +208,7 @@ def test_probe_command_scores_a_masked_lm_trained_here(tmp_path, masked_lm, monk
         generate(["--ckpt", str(ckpt), *run_args, "--prompt", "the film"])
 
 
+@pytest.mark.slow  # inductor compiles for 17 s on 2 cores (make test-all); test_models keeps a compile parity test
 def test_compile_compiles_the_encoders_token_states_and_keeps_the_eager_loss_and_gradients():
     """--model.compile true on the masked LM compiles ``token_states`` (the pooled ``forward`` it never calls):
     one step's loss and gradients equal the eager task's on the same masks."""

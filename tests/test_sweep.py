@@ -183,6 +183,7 @@ def test_a_row_whose_trials_all_failed_is_tuned_again_with_corrected_settings(in
         _check_settings(sweep, [], "CNN")
 
 
+@pytest.mark.slow  # 36 s of worker processes (make test-all); tuning and the local launcher each stay in the default suite
 def test_local_launcher_tunes_the_rows_in_parallel_workers_then_runs_their_seeds(in_tmp, monkeypatch):
     """With ``--launcher local`` each row's tuning is one job of the worker pool (real processes), and the
     seeds then run with each row's best settings, as with the sequential launcher."""
