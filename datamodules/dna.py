@@ -18,11 +18,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from archbench.errors import DataError
-from datamodules.dna_io import COMPLEMENT, N_CODE, OnBadLine, read_dna
+from datamodules.dna_io import ALPHABET, COMPLEMENT, N_CODE, OnBadLine, read_dna
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.splits import hold_out
-from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore
+from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, warn_shared
 
 Task = Literal["regression", "classification"]
 
@@ -207,6 +207,8 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             for name, split in splits.items():
                 if name != "predict":
                     _check_class_ids(split, name)
+        sources = {s: f"{hp.train_path} [{s} part]" for s in ("val", "test") if hp[f"{s}_path"] is None}
+        warn_shared(splits, "sequences", sources if hp.train_path is not None else None, _shown)
         self.splits = splits
         return splits
 
@@ -265,6 +267,12 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         y = batch["y"]
         batch["y"] = y.long() if self.task == "classification" else y.float()
         return batch
+
+
+def _shown(codes: np.ndarray) -> str:
+    """A sequence's first bases, for a message."""
+    text = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)[codes[:30]].tobytes().decode()
+    return text + (f"... ({len(codes)} bp)" if len(codes) > 30 else "")
 
 
 def _free(name: str, taken) -> str:

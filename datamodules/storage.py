@@ -87,6 +87,19 @@ class RaggedStore:
             values = np.zeros(0, dtype=self.values.dtype)
         return RaggedStore(values, offsets, np.asarray(self.labels[rows]), self.source)
 
+    def row_hashes(self, size: int = 65_536) -> np.ndarray:
+        """A 64-bit hash of each sequence's values (Python's bytes hash: equal sequences, equal hashes within
+        this process; others collide with chance about 2^-64), a chunk at a time: 8 bytes per row."""
+        out = np.empty(len(self), dtype=np.int64)
+        for chunk in self.chunks(size):
+            rows = self.rows(chunk)
+            starts, ends = self.offsets[rows].tolist(), self.offsets[rows + 1].tolist()
+            values = self.values
+            out[chunk] = np.fromiter(
+                (hash(values[a:b].tobytes()) for a, b in zip(starts, ends, strict=True)), np.int64, len(rows)
+            )
+        return out
+
     def max_length(self) -> int:
         return max((int(self.lengths_of(c).max()) for c in self.chunks()), default=0)
 
@@ -205,3 +218,39 @@ class RaggedCollate:
             "lengths": torch.from_numpy(lengths),
             "y": torch.from_numpy(np.array([y for _, y in items])),
         }
+
+
+def shared_rows(train: RaggedStore, other: RaggedStore) -> np.ndarray:
+    """Positions of ``other`` whose sequence also occurs in ``train`` (an exact copy: same values, same length)."""
+    if not len(train) or not len(other):
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.isin(other.row_hashes(), train.row_hashes()))
+
+
+def warn_shared(
+    splits: dict[str, RaggedStore], what: str, sources: dict[str, str] | None = None, show=None
+) -> None:
+    """One warning per held-out split (val, test) that shares sequences with training: scores on copies of
+    training examples measure memory, not generalisation, and skew a comparison of models that memorise unequally.
+    Said, not refused: some data holds honest repeats (short texts, common motifs). ``sources`` names the splits
+    (default: each store's source); ``show`` renders a row's values (the first copy is quoted). On rank zero
+    only: under DDP every process loads the same splits."""
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    train = splits.get("train")
+    if train is None:
+        return
+    for name in ("val", "test"):
+        if name not in splits:
+            continue
+        held = splits[name]
+        shared = shared_rows(train, held)
+        if len(shared):
+            first = int(shared[0])
+            quoted = f": {show(held.item(first)[0])}" if show is not None else ""
+            rank_zero_warn(
+                f"{(sources or {}).get(name, held.source)}: {len(shared)} of {len(held)} {name} {what} "
+                f"({len(shared) / len(held):.1%}) also occur in training (the first: {name} record {first + 1}"
+                f"{quoted}); the {name} scores count them. Deduplicate the data, or hold out by group, to score "
+                "only what was not seen"
+            )

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from archbench.errors import DataError
 from datamodules.files import build_folder_once, write_atomic
 from datamodules.sampling import ClassificationData, SplitLoaders, check_loader_options, make_loader
-from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store
+from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store, warn_shared
 from datamodules.text_sources import (
     Split,
     check_columns,
@@ -276,10 +276,24 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             for split in (*SPLITS, "predict"):
                 if (path / split).exists():
                     self.splits[split] = open_store(path / split, TOKENIZED_FILES, "token")
+            warn_shared(self.splits, "texts", self._split_sources(), self._shown)
         if self.trainer is not None and self.trainer.loggers:  # without a logger there is no run folder
             log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
             if self.trainer.is_global_zero and log_dir:
                 self.save_run_files(Path(log_dir))
+
+    def _split_sources(self) -> dict[str, str]:
+        """Each held-out split's file, or the part of the training file (or the hub dataset's split) it is."""
+        hp = self.hparams
+        if hp.dataset is not None:
+            return {s: f"{hp.dataset} [{s}]" for s in ("val", "test")}
+        given = {"val": hp.val_path, "test": hp.test_path}
+        return {s: given[s] or f"{hp.train_path} [{s} part]" for s in ("val", "test")}
+
+    def _shown(self, ids: np.ndarray) -> str:
+        """A tokenized text as the tokenizer reads it back, for a message."""
+        text = self.tokenizer.decode([int(i) for i in ids]).strip()
+        return repr(text if len(text) <= 60 else text[:57] + "...")
 
     def save_run_files(self, folder: Path) -> None:
         """The label mapping and the tokenizer, beside the run's logs (they are in checkpoints too)."""

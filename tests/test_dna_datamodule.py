@@ -127,3 +127,24 @@ def test_test_time_reverse_complement_view():
 def test_bad_options_are_named():
     with pytest.raises(DataError, match="val_fraction: 1.5"):
         DNADataModule(val_fraction=1.5)
+
+
+def test_sequences_shared_between_training_and_a_held_out_split_are_said(tmp_path, recwarn):
+    """Exact copies across splits (same bases, same length) are counted per held-out split and the first quoted;
+    a prefix, a longer or shorter sequence, or the reverse complement is not a copy."""
+    from datamodules.storage import shared_rows
+
+    train = from_strings(["ACGT", "ACGTA", "TTTT", "ACG", "A"], [0.0] * 5)
+    held = from_strings(["ACGT", "ACGTT", "TTT", "A", "CCCC", "TTTT", "ACGTAA"], [0.0] * 7)
+    assert shared_rows(train, held).tolist() == [0, 3, 5]
+    assert shared_rows(train, held.view(np.array([6, 5, 2, 0]))).tolist() == [1, 3]  # a subset: its positions
+
+    rng = np.random.default_rng(0)
+    unique = ["".join(rng.choice(list("ACGT"), 40)) for _ in range(60)]
+    write_text(tmp_path / "train.txt", from_strings(unique, [0.5] * 60))
+    write_text(tmp_path / "test.txt", from_strings([unique[7], "ACGT" * 10, unique[3]], [0.5] * 3))
+    DNADataModule(train_path=str(tmp_path / "train.txt"), test_path=str(tmp_path / "test.txt"),
+                  val_fraction=0.2).setup()  # fmt: skip
+    said = [str(w.message) for w in recwarn if "also occur in training" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'test.txt'}: 2 of 3 test sequences (66.7%)")
+    assert f"the first: test record 1: {unique[7][:30]}... (40 bp)" in said[0]

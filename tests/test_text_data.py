@@ -228,3 +228,18 @@ def test_an_empty_text_in_a_held_out_part_names_its_file_row(tmp_path):
             DataError, match=r"row 31 \(line 32\): column 'text' is empty \(1 empty texts in all\)"
         ):
             dm.prepare_data()
+
+
+def test_texts_shared_between_training_and_test_are_said_with_the_first_quoted(tmp_path, recwarn):
+    train = write_csv(tmp_path / "train.csv", [(f"film number {i} was fine", "fresh" if i % 2 else "rotten")
+                                               for i in range(40)])  # fmt: skip
+    test = write_csv(tmp_path / "test.csv", [("a new text", "fresh"), ("film number 5 was fine", "fresh")])
+    dm = data(tmp_path, train_path=str(train), test_path=str(test), val_fraction=0.0)
+    dm.prepare_data()
+    dm.setup()
+    said = [str(w.message) for w in recwarn if "also occur in training" in str(w.message)]
+    assert said == [
+        f"{test}: 1 of 2 test texts (50.0%) also occur in training (the first: test record 2: 'film number 5 was "
+        "fine'); the test scores count them. Deduplicate the data, or hold out by group, to score only what was "
+        "not seen"
+    ]
