@@ -220,11 +220,11 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
     def _has_predict_split(self) -> bool:
         return "predict" in self._load()
 
-    def prediction_keys(self) -> dict[str, list]:
+    def prediction_keys(self) -> dict[str, np.ndarray]:
         """What ties each ``predict`` row to its record in ``predict_path`` (bad records ``on_bad_line: skip``
-        dropped are not rows, so the row index alone would not): its line in the file (``row`` for Parquet), and
-        for a table every column but the sequence (an id, the label), read again here. Empty for the test set
-        or an encoded folder, whose rows are in order."""
+        dropped are not rows, so the row index alone would not): its line in a text file, or its data row in a
+        table (1-based, the header not counted), and a table's other columns but the sequence (an id, the label),
+        read again here. Empty for the test set or an encoded folder, whose rows are in order."""
         from pathlib import Path
 
         from datamodules.dna_formats import _open, format_of
@@ -233,27 +233,31 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         lines = self._predict_lines
         if lines is None:
             return {}
-        path = Path(self.hparams.predict_path)
+        path, sequence = Path(self.hparams.predict_path), self.hparams.sequence_column
         fmt = format_of(path)
         if fmt == "text":
-            return {"line": lines.tolist()}
+            return {"line": lines}
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            names = [n for n in pq.ParquetFile(path).schema_arrow.names if n != self.hparams.sequence_column]
-            table = pq.read_table(path, columns=names).take(lines - 1)  # rows are 1-based
-            columns = {n: table.column(n).to_pylist() for n in names}
-            return {_free("row", columns): lines.tolist(), **columns}
-        import pandas as pd
+            rows = lines  # numbered 1.. already
+            names = [n for n in pq.ParquetFile(path).schema_arrow.names if n != sequence]
+            table = pq.read_table(path, columns=names).take(rows - 1) if names else None
+            columns = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
+        else:
+            import pandas as pd
 
-        with _open(path) as f:
-            frame = pd.read_csv(
-                f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                usecols=lambda c: c != self.hparams.sequence_column,
-            )  # fmt: skip
-        frame = frame.iloc[lines - 2]  # line 1 is the header
-        columns = {str(c): frame[c].tolist() for c in frame.columns}
-        return {_free("line", columns): lines.tolist(), **columns}
+            rows = lines - 1  # the header is line 1, so data row r was numbered r + 1
+            sep = "," if fmt == "csv" else "\t"
+            with _open(path) as f:
+                names = [c for c in pd.read_csv(f, sep=sep, dtype=str, nrows=0).columns if c != sequence]
+            columns = {}
+            if names:
+                with _open(path) as f:
+                    frame = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False, usecols=names)
+                frame = frame.iloc[rows - 1]
+                columns = {str(c): frame[c].to_numpy() for c in frame.columns}
+        return {_free("row", columns): rows, **columns}
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         codes, lengths = batch["x"], batch["lengths"]

@@ -251,13 +251,16 @@ def test_predict_writes_one_row_per_sequence_tied_to_its_record(in_tmp):
     """Each row says its record's line (a skipped bad record would shift the row index) and, for a table,
     the record's other columns (an id, the label), so predictions join back to the input."""
     (in_tmp / "new.txt").write_text("ACGTACGTAC\n\nGGGGCCCCAATT\nACGTXX\nACGTN\n")
-    (in_tmp / "new.csv").write_text("id,sequence,label\nr1,ACGTAC,0.5\nr2,ACXX,1\nr\t3,GGCC,\n")
+    (in_tmp / "new.csv").write_text(
+        "id,sequence,label\nr1,ACGTAC,0.5\n\nr2,ACXX,1\nr\t3,GGCC,\n"
+    )  # a blank line
+    (in_tmp / "bare.csv").write_text("sequence\nACGTAC\nACXX\nGGCC\n")  # sequences alone
     ExperimentCLI(
         args=["fit", "--config", str(DNA / "cnn.yaml"), *TINY_DATA, *NO_LOGGER, "--trainer.max_epochs=1"]
     )
     ckpt = next(in_tmp.rglob("last.ckpt"))
     written = {}
-    for name in ("new.txt", "new.csv"):
+    for name in ("new.txt", "new.csv", "bare.csv"):
         ExperimentCLI(
             args=[
                 "predict",
@@ -276,10 +279,11 @@ def test_predict_writes_one_row_per_sequence_tied_to_its_record(in_tmp):
     rows = written["new.txt"]
     assert rows[0] == ["index", "line", "prediction"] and len(rows) == 4
     assert [r[:2] for r in rows[1:]] == [["0", "1"], ["1", "3"], ["2", "5"]]
-    rows = written["new.csv"]
-    assert rows[0] == ["index", "line", "id", "label", "prediction"]
-    assert [r[:4] for r in rows[1:]] == [["0", "2", "r1", "0.5"], ["1", "4", "r 3", ""]]
+    rows = written["new.csv"]  # data rows, 1-based (pandas skips the blank line, as the reader does)
+    assert rows[0] == ["index", "row", "id", "label", "prediction"]
+    assert [r[:4] for r in rows[1:]] == [["0", "1", "r1", "0.5"], ["1", "3", "r 3", ""]]
     assert all(float(r[-1]) == float(r[-1]) for r in rows[1:])  # a number, not NaN
+    assert [r[:2] for r in written["bare.csv"]] == [["index", "row"], ["0", "1"], ["1", "3"]]
 
 
 def test_one_seed_reports_no_spread():
@@ -300,6 +304,9 @@ def test_one_seed_reports_no_spread():
     assert report["summary"][0]["test/pearson_std"] is None
     table = markdown_table(report)
     assert "| 0.500 |" in table and "±" not in table.split("\n\n")[0]
+    assert "Throughput –" not in table
+    unmeasured = markdown_table(summarize([{**runs[0], "throughput": None}], "test/pearson"))
+    assert "| – |" in unmeasured and "Throughput –: the run trained fewer batches than" in unmeasured
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp):
