@@ -291,8 +291,10 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         return {s: given[s] or f"{hp.train_path} [{s} part]" for s in ("val", "test")}
 
     def _shown(self, ids: np.ndarray) -> str:
-        """A tokenized text as the tokenizer reads it back, for a message."""
-        text = self.tokenizer.decode([int(i) for i in ids]).strip()
+        """A tokenized text as the tokenizer reads it back, for a message (the cache's copy of the tokenizer:
+        building it again could mean reading the raw data)."""
+        tokenizer = self._tokenizer or Tokenizer.from_file(str(self.cache_path / "tokenizer.json"))
+        text = tokenizer.decode([int(i) for i in ids]).strip()
         return repr(text if len(text) <= 60 else text[:57] + "...")
 
     def save_run_files(self, folder: Path) -> None:

@@ -147,4 +147,4 @@ def test_sequences_shared_between_training_and_a_held_out_split_are_said(tmp_pat
                   val_fraction=0.2).setup()  # fmt: skip
     said = [str(w.message) for w in recwarn if "also occur in training" in str(w.message)]
     assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'test.txt'}: 2 of 3 test sequences (66.7%)")
-    assert f"the first: test record 1: {unique[7][:30]}... (40 bp)" in said[0]
+    assert f"the first is number 1 of the test split: {unique[7][:30]}... (40 bp)" in said[0]
