@@ -255,19 +255,26 @@ def unique_labels(data: datasets.Dataset, column: str, source: str = "data") -> 
 
 
 def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
+    """Every label of the split one of ``ids`` (as ``str`` of the value), or a DataError naming the first row
+    that is not (an empty label, or one outside the set)."""
     seen = 0
     for values in arrow_batches(split.data, column):
         _one_type(values, split.source, column)
-        unknown = [v for v in pc.unique(values).to_pylist() if _blank(v) or str(v) not in ids]
+        unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and str(v) not in ids]
+        bad = pc.is_null(values)
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            bad = pc.or_(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0).fill_null(True))
         if unknown:
-            bad = next((v for v in unknown if _blank(v)), unknown[0])
-            first = pc.is_null(values) if bad is None else pc.equal(values, pa.scalar(bad, values.type))
-            index = int(np.flatnonzero(first.fill_null(False).to_numpy(zero_copy_only=False))[0])
+            bad = pc.or_(bad, pc.is_in(values, value_set=pa.array(unknown, values.type)).fill_null(False))
+        flagged = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+        if len(flagged):
+            index = int(flagged[0])
+            value = values[index].as_py()
             where = f"{row_label(split, seen + index)}: column {column!r}"
-            if _blank(bad):
+            if _blank(value):
                 raise DataError(f"{where} is empty: every example of a labelled split needs a label")
             shown = f"{list(ids)}" if len(ids) <= 20 else f"{list(ids)[:20]} ... ({len(ids)} in all)"
-            raise DataError(f"{where} value {bad!r} is not one of the labels {shown}")
+            raise DataError(f"{where} value {value!r} is not one of the labels {shown}")
         seen += len(values)
 
 
