@@ -270,9 +270,14 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
             logger.setLevel(level)
 
 
-def _data_files(config) -> dict[str, str]:
-    """The files and folders the run's data and model settings name (data, weights, tokenizers), each with its
-    fingerprint; caches (``cache_dir``), which runs themselves fill, are not data."""
+# Besides ``*_path``: the settings whose folder a run reads (images, a tokenizer, pretrained weights)
+FOLDER_KEYS = ("root", "tokenizer", "path", "weights")
+
+
+def _data_files(config, out: Path | None = None) -> dict[str, str]:
+    """The files the run's data and model settings name (data, weights), and the folders of those settings
+    that are read as data (``*_path`` and ``FOLDER_KEYS``: not a cache), each with its fingerprint; the
+    comparison's output ``out`` is left out of a folder that holds it."""
     found: dict[str, str] = {}
 
     def walk(value, key: str = "") -> None:
@@ -284,8 +289,10 @@ def _data_files(config) -> dict[str, str]:
                 walk(v, key)
         elif isinstance(value, str | Path) and 0 < len(str(value)) < 4096 and "\n" not in str(value):
             path = Path(value)
-            if str(path) not in found and not key.endswith("cache_dir") and (path.is_file() or path.is_dir()):
-                found[str(path)] = fingerprint(path)
+            if str(path) in found:
+                return
+            if path.is_file() or (path.is_dir() and (key.endswith("_path") or key in FOLDER_KEYS)):
+                found[str(path)] = fingerprint(path, exclude=out)
 
     plain = _plain(config)
     walk([plain.get("data"), plain.get("model")])
@@ -303,14 +310,20 @@ def _changed_files(before: str, now: str) -> list[str] | None:
     if strip[0] != strip[1]:
         return None
     files = [
-        dict(
-            line.removeprefix(DATA_FILE).rsplit(" ", 1)
-            for line in text.splitlines()
-            if line.startswith(DATA_FILE)
-        )
+        dict(_path_and_mark(line) for line in text.splitlines() if line.startswith(DATA_FILE))
         for text in (before, now)
     ]
     return [path for path in files[0].keys() & files[1].keys() if files[0][path] != files[1][path]]
+
+
+def _path_and_mark(line: str) -> tuple[str, str]:
+    """A settings line's path and fingerprint; a big file's fingerprint of earlier versions was two words
+    (``size:N mtime_ns:T``), read as today's one (``size:N,mtime_ns:T``)."""
+    path, mark = line.removeprefix(DATA_FILE).rsplit(" ", 1)
+    head, _, size = path.rpartition(" ")
+    if mark.startswith("mtime_ns:") and size.startswith("size:"):
+        path, mark = head, f"{size},{mark}"
+    return path, mark
 
 
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
@@ -329,9 +342,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     # set, so that folders of comparisons without them still resume
     if comparison.budget_flops is not None or comparison.validate:
         dumped += f"# compare: budget_flops={comparison.budget_flops}, validate={comparison.validate}\n"
-    # A data file changed in place (same path, other contents) is other settings too; written only when the
-    # run names files, so that folders of runs on the built-in benchmark still resume
-    dumped += "".join(f"{DATA_FILE}{path} {mark}\n" for path, mark in _data_files(cli.config).items())
+    # A data file or folder changed in place (same path, other contents) is other settings too; a fingerprint
+    # only one side has is no change, so that folders of runs of earlier versions still resume
+    dumped += "".join(f"{DATA_FILE}{path} {mark}\n" for path, mark in _data_files(cli.config, out).items())
     changed = _changed_files(settings.read_text(), dumped) if settings.is_file() else []
     if changed or changed is None:
         kind = "data folder" if changed and all(Path(p).is_dir() for p in changed) else "data file"

@@ -191,27 +191,35 @@ def test_a_data_folder_is_fingerprinted_by_its_files_and_a_cache_is_not(tmp_path
     from experiments.compare import DATA_FILE, _changed_files, _data_files
     from experiments.configs import fingerprint
 
-    images, cache = tmp_path / "images", tmp_path / "cache"
+    images, cache, out = tmp_path / "images", tmp_path / "cache", tmp_path / "images" / "out"
     (images / "cat").mkdir(parents=True)
     cache.mkdir()
     (images / "cat" / "1.png").write_bytes(b"one")
-    config = Namespace(data=Namespace(train_path=str(images), cache_dir=str(cache)), model=Namespace(lr=0.1))
-    before = _data_files(config)
+    data = Namespace(train_path=str(images), cache_dir=str(cache), other=str(cache))  # not data settings
+    config = Namespace(data=data, model=Namespace(lr=0.1))
+    before = _data_files(config, out)
     assert list(before) == [str(images)] and before[str(images)].startswith("files:1,")
-    assert fingerprint(images) == before[str(images)]
+    (out / "runs").mkdir(parents=True)  # a comparison writing inside the data folder
+    (out / "runs" / "last.ckpt").write_bytes(b"weights")
+    (images / ".DS_Store").write_bytes(b"finder")
+    assert _data_files(config, out) == before
     (images / "cat" / "2.png").write_bytes(b"two")
-    after = fingerprint(images)
+    after = fingerprint(images, out)
     assert after != before[str(images)] and after.startswith("files:2,")
     (images / "cat" / "2.png").write_bytes(b"three")  # same name, other contents (size)
-    assert fingerprint(images) != after
+    assert fingerprint(images, out) != after
 
     settings = "model: x\n"
     old, new = settings, settings + f"{DATA_FILE}{images} {after}\n"
     assert _changed_files(old, new) == []
-    assert _changed_files(new, settings + f"{DATA_FILE}{images} {fingerprint(images)}\n") == [str(images)]
+    assert _changed_files(new, settings + f"{DATA_FILE}{images} {fingerprint(images, out)}\n") == [
+        str(images)
+    ]
     assert _changed_files(new, "model: y\n" + new.split("\n", 1)[1]) is None
     monkeypatch.setattr("experiments.configs.HASHED_BYTES", 1)  # a big file: its size and time, one word too
     big = fingerprint(images / "cat" / "1.png")
-    assert big.startswith("size:3,") and _changed_files(f"{DATA_FILE}/a {big}", f"{DATA_FILE}/a {big}x") == [
-        "/a"
-    ]
+    assert big.startswith("size:3,")
+    assert _changed_files(f"{DATA_FILE}/a {big}", f"{DATA_FILE}/a {big}x") == ["/a"]
+    earlier = f"{DATA_FILE}/a b/big.txt size:3 mtime_ns:5\n"  # the two-word form of earlier versions
+    assert _changed_files(earlier, f"{DATA_FILE}/a b/big.txt size:3,mtime_ns:5\n") == []
+    assert _changed_files(earlier, f"{DATA_FILE}/a b/big.txt size:4,mtime_ns:5\n") == ["/a b/big.txt"]
