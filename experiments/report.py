@@ -131,6 +131,11 @@ def markdown_table(report: dict) -> str:
         "forward on the first test batch; train FLOPs: the forward and backward of each epoch's first batch times "
         "that epoch's batches, summed."
     )
+    if any(row.get("throughput") is None for row in summary):
+        notes.append(
+            "Throughput –: the run trained fewer batches than compare's `throughput_window` (100 unless set), "
+            "which Lightning's ThroughputMonitor averages over; a smaller window measures short runs."
+        )
     if active:
         notes.append(
             "Active params: what one token runs through (a Mixture of Experts uses top_k of its experts)."

@@ -239,7 +239,7 @@ def test_texts_shared_between_training_and_test_are_said_with_the_first_quoted(t
     dm.setup()
     said = [str(w.message) for w in recwarn if "also occur in training" in str(w.message)]
     assert said == [
-        f"{test}: 1 of 2 test texts (50.0%) also occur in training (the first: test record 2: 'film number 5 was "
-        "fine'); the test scores count them. Deduplicate the data, or hold out by group, to score only what was "
+        f"{test}: 1 of 2 test texts (50.0%) also occur in training (the first is number 2 of the test split: 'film "
+        "number 5 was fine'); the test scores count them. Deduplicate the data, or hold out by group, to score only what was "
         "not seen"
     ]
