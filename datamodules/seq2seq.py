@@ -230,6 +230,29 @@ class PairSplit(Dataset):
         return self.sources[i], self.references[i]
 
 
+def _warn_seen(
+    train: PairSplit, sources: list[list[int]], texts: list[str], lines, where: str, split: str
+) -> None:
+    """One warning when sources of a held-out split also occur in training (the same word in both, say): its
+    scores then count what the model saw. On rank zero only."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank != 0:
+        return
+    seen = set(map(tuple, train.sources))
+    shared = [k for k, s in enumerate(sources) if tuple(s) in seen]
+    if shared:
+        distinct = len({tuple(sources[k]) for k in shared})
+        total = len({tuple(s) for s in sources})
+        first = shared[0]
+        warnings.warn(
+            f"{where}: {distinct} of {total} distinct {split} sources ({distinct / total:.1%}) also occur in training "
+            f"(the first: line {lines[first]}, {texts[first]!r}); the {split} scores count them. Split by source "
+            "(as `data cmudict` does by word) to score only what was not seen",
+            stacklevel=2,
+        )
+
+
 def collate_pairs(items: list[tuple[list[int], list[list[int]]]]) -> dict:
     lengths = torch.tensor([len(s) for s, _ in items])
     x = torch.zeros(len(items), int(lengths.max()), dtype=torch.long)
@@ -403,6 +426,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                     raise DataError(f"{where}:{line}: target {text!r} has no tokens")
                 targets.append(ids)
             splits[split] = PairSplit(sources, targets, group=split != "train")
+            if split != "train":
+                _warn_seen(splits["train"], sources, pairs["source"].tolist(), lines, where, split)
             longest[split] = {}
             for side, ids in (("source", sources), ("target", targets)):
                 k = int(np.argmax([len(i) for i in ids]))

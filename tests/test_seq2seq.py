@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from conftest import CSV_ONLY, ROOT
-from seq2seq_data import edit_lines, pair_args, pair_module, write_pairs
+from seq2seq_data import edit_lines, pair_args, pair_module, pronounce, write_pairs
 from torch import nn
 
 from archbench.errors import ConfigError, DataError
@@ -311,6 +311,20 @@ def test_an_unseen_target_symbol_at_test_time_names_file_line_and_symbol(tmp_pat
         DataError, match=r"test.tsv:4: target symbol 'ZH1' never occurs in the training split"
     ):
         data.setup()
+
+
+def test_sources_of_a_held_out_split_seen_in_training_are_said(tmp_path, recwarn):
+    """The same word in training and test: its test score counts what the model saw (distinct sources)."""
+    paths = write_pairs(tmp_path)
+    train_word = paths["train"].read_text().splitlines()[1].split("\t")[0]
+    lines = paths["test"].read_text().splitlines()
+    lines.insert(3, f"{train_word}\t{pronounce(train_word)}")
+    lines.insert(4, f"{train_word}\t{pronounce(train_word)}")  # twice: one distinct source
+    paths["test"].write_text("\n".join(lines) + "\n")
+    Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test"))).setup()
+    said = [str(w.message) for w in recwarn if "also occur in training" in str(w.message)]
+    assert len(said) == 1 and said[0].startswith(f"{paths['test']}: 1 of 25 distinct test sources (4.0%)")
+    assert f"(the first: line 4, {train_word!r})" in said[0]
 
 
 def test_missing_columns_and_empty_sources_are_named(tmp_path):
