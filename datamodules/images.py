@@ -275,6 +275,25 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
     def num_outputs(self) -> int:
         return len(self.labels)
 
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the class names in id order, which the outputs mean."""
+        return {"labels": self.labels}
+
+    def load_state_dict(self, state: dict) -> None:
+        """A checkpoint's classes must be this data's, in the same order: its output k means class k (other
+        folders with the same number of classes would be scored against the wrong names)."""
+        if "labels" in state and list(state["labels"]) != self.labels:
+            where = self.hparams.train_path or self.hparams.dataset or self.hparams.source
+            raise DataError(
+                f"the checkpoint's classes {list(state['labels'])} differ from this data's ({where}): "
+                f"{self.labels}; a model answers in the classes it was trained on"
+            )
+
+    def prediction_keys(self) -> dict[str, list]:
+        """The image file of each ``predict`` row (the test split: predict reads it), for a folder source."""
+        files = self._load()["test"].files
+        return {"file": [str(f) for f in files]} if files is not None else {}
+
     def transform(self, train: bool):
         from timm.data import create_transform
 

@@ -36,7 +36,12 @@ class FlopsBudget(Callback):
     fit, one training batch's forward and backward FLOPs are counted (``FlopCounterMode``, by the task's
     ``measure_flops``) and ``max_steps`` becomes the budget over the FLOPs of an optimizer step (all
     processes, gradient accumulation included); epochs no longer limit the run. The learning-rate schedule then
-    spans those steps."""
+    spans those steps.
+
+    A step's cost can change as the run goes (ACT learning to halt, a frozen backbone's cached features): each
+    time the task counts again (``flops_tally``, at every epoch's first batch) the steps left become what the
+    budget has left over that latest cost, so the run spends the budget, not the first batch's estimate of it.
+    The schedule keeps the first estimate's length."""
 
     def __init__(self, flops: float):
         if not flops > 0:
@@ -70,6 +75,25 @@ class FlopsBudget(Callback):
             )
         trainer.fit_loop.epoch_loop.max_steps = self.steps
         trainer.fit_loop.max_epochs = -1
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        tally = getattr(pl_module, "flops_tally", None)
+        if (
+            tally is None
+            or not tally.complete
+            or not tally.segments
+            or tally.segments[-1][0] != tally.batches - 1
+        ):
+            return  # no count at this batch (only an epoch's first is counted)
+        # Every process counted its own batch: all take the largest figures, so all stop together.
+        spent, per_batch = trainer.strategy.reduce(
+            torch.tensor([tally.total(), tally.segments[-1][1]], dtype=torch.float64), reduce_op="max"
+        ).tolist()
+        spent *= trainer.world_size
+        per_step = per_batch * trainer.world_size * trainer.accumulate_grad_batches
+        self.flops_per_step = per_step
+        self.steps = trainer.global_step + max(0, int((self.flops - spent) // per_step))
+        trainer.fit_loop.epoch_loop.max_steps = self.steps
 
 
 class PeakMemory(Callback):
@@ -134,13 +158,21 @@ class PredictionWriter(BasePredictionWriter):
             print(f"predictions: {path}")
             return
         values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
-        columns = ["prediction"] if values.shape[1] == 1 else [f"p{k}" for k in range(values.shape[1])]
+        # class probabilities: a column per class, named by the data's class names when it has them, and the
+        # most probable class
+        names = list(getattr(trainer.datamodule, "labels", None) or [])
+        if len(names) != values.shape[1]:
+            names = [str(k) for k in range(values.shape[1])]
+        classes = values.shape[1] > 1
+        columns = ["predicted", *(f"p_{_cell(n)}" for n in names)] if classes else ["prediction"]
         keys = _prediction_keys(trainer, ["index", *columns])
         rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
         lines = ["\t".join(["index", *keys, *columns])] + [
-            "\t".join([str(i), *(_cell(v[i]) for v in keys.values()), *(f"{v:.6g}" for v in row)])
+            "\t".join([str(i), *(_cell(v[i]) for v in keys.values())]
+                      + ([_cell(names[max(range(len(row)), key=row.__getitem__)])] if classes else [])
+                      + [f"{v:.6g}" for v in row])
             for i, row in rows
-        ]
+        ]  # fmt: skip
         write_atomic(path, "\n".join(lines) + "\n")
         print(f"predictions: {path}")
 

@@ -114,3 +114,31 @@ def test_a_tiny_vision_compare(tmp_path, monkeypatch):
     assert [r["model"] for r in runs] == ["CNN", "Transformer (patches)"]
     assert all({"test/acc", "test/ece"} <= set(r["test"]) for r in runs)
     assert (tmp_path / "out" / "comparison.png").exists()
+
+
+def test_an_image_folder_predicts_files_and_class_names_and_a_checkpoint_keeps_its_classes(in_tmp):
+    """predictions.tsv names each row's image file, the predicted class and one probability per class; a
+    checkpoint tested on folders of other classes (as many) is refused rather than scored against wrong names."""
+    from conftest import run_main
+    from image_data import write_folder
+
+    write_folder(in_tmp / "train", classes=("cat", "dog"), per_class=5)
+    write_folder(in_tmp / "test", classes=("cat", "dog"), per_class=2)
+    write_folder(in_tmp / "fruit", classes=("apple", "banana"), per_class=2)
+    args = ["--config", str(VISION / "mnist_cnn.yaml"), "--data.source=folder", "--data.train_path=train",
+            "--data.batch_size=4", "--trainer.logger=false", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    ExperimentCLI(args=["fit", *args, "--data.test_path=test", "--trainer.max_epochs=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    ExperimentCLI(args=["predict", *args, "--data.test_path=test", f"--ckpt_path={ckpt}"])
+    rows = [r.split("\t") for r in next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()]
+    assert rows[0] == ["index", "file", "predicted", "p_cat", "p_dog"] and len(rows) == 5
+    assert [r[1] for r in rows[1:]] == [f"test/{c}/{i}.png" for c in ("cat", "dog") for i in range(2)]
+    assert all(r[2] == ("cat" if float(r[3]) >= float(r[4]) else "dog") for r in rows[1:])
+    assert all(abs(float(r[3]) + float(r[4]) - 1) < 1e-5 for r in rows[1:])
+    result = run_main("test", *args, "--data.train_path=fruit", "--data.test_path=fruit", f"--ckpt_path={ckpt}",
+                      cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: the checkpoint's classes ['cat', 'dog'] differ from this data's (fruit): ['apple', 'banana']; a "
+        "model answers in the classes it was trained on"
+    )
