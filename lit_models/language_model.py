@@ -65,6 +65,12 @@ class LanguageModelTask(Task):
                 f"model: {type(self).__name__} needs language-model data (datamodules.lm.LanguageModelDataModule), "
                 f"the data's task is {task!r}"
             )
+        pooling = getattr(net, "pooling", "none")
+        if pooling != "none":
+            raise ValueError(
+                f"model.net: {type(net).__name__} with pooling {pooling!r} gives one output per sequence; a language "
+                "model predicts at every position: --model.net.init_args.pooling none"
+            )
         super().__init__(net, **kwargs)
         self.val_metrics = LanguageModelMetrics()
         self.test_metrics = LanguageModelMetrics()

@@ -278,3 +278,15 @@ def test_compile_fuses_the_loss_with_the_net_and_keeps_the_eager_loss_and_gradie
 
     assert copy.deepcopy(compiled)._compiled == {}  # a copy runs eagerly, never the original's graph
     assert_same_step(compiled, eager, batch)
+
+
+def test_a_net_that_pools_to_one_output_is_refused_as_a_language_model():
+    from lit_models import LanguageModelTask, RecurrentNet
+
+    with pytest.raises(
+        ValueError, match=r"model.net: RecurrentNet with pooling 'last' gives one output per sequence"
+    ):
+        LanguageModelTask(RecurrentNet(0, 30, cell="gru", hidden_size=8, vocab_size=30), num_outputs=30)
+    LanguageModelTask(
+        RecurrentNet(0, 30, cell="gru", hidden_size=8, vocab_size=30, pooling="none"), num_outputs=30
+    )
