@@ -12,12 +12,25 @@ from typing import BinaryIO
 import numpy as np
 
 
+def check_writable(path: str | Path, option: str | None = None) -> None:
+    """A ConfigError when ``path``, a file to write, is an existing folder (or sits below a file)."""
+    from archbench.errors import ConfigError
+
+    path, said = Path(path), f"{option} {path}" if option else str(path)
+    if path.is_dir():
+        raise ConfigError(f"{said}: is a folder; give the name of a file to write")
+    parent = next((p for p in path.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise ConfigError(f"{said}: {parent} is a file, not a folder")
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path) -> Iterator[BinaryIO]:
     """A binary file beside ``path`` that is flushed to disk and renamed into place when the block ends; on an
     error (or a kill) ``path`` keeps its previous content and the partial file is removed (or left as
     ``.tmp-PID`` after a kill, never under the real name)."""
     path = Path(path)
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:

@@ -11,7 +11,7 @@ import warnings
 
 from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError, DataError
-from datamodules.files import write_atomic
+from datamodules.files import check_writable, write_atomic
 from lit_models.checks import state_dict_mismatch
 
 
@@ -21,6 +21,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--ckpt", required=True, help="checkpoint of the run")
     parser.add_argument("--out", required=True, help="safetensors file to write")
     args, overrides = parser.parse_known_args(argv)
+    check_writable(args.out, "--out")  # before any work
     checkpoint = check_checkpoint(args.ckpt, "--ckpt")
 
     from safetensors.torch import save

@@ -216,3 +216,22 @@ def test_dna_class_ids_that_training_never_has_are_said(tmp_path):
     with pytest.warns(UserWarning, match=r"gap.txt: class ids 1, 2, 3, 4, 5, 6 never occur in training, yet the head "
                                          r"has 8 outputs"):  # fmt: skip
         assert data.num_outputs == 8
+
+
+def test_an_output_path_that_is_a_folder_or_below_a_file_is_one_line(tmp_path):
+    """export --out (and every file the commands write) names the path; nothing is written or left behind."""
+    from datamodules.files import write_atomic
+
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "afile").write_text("x")
+    result = run_main("export", "--config", CNN, "--ckpt", "missing.ckpt", "--out", str(tmp_path / "dir"),
+                      cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert (
+        last_line(result) == f"error: --out {tmp_path / 'dir'}: is a folder; give the name of a file to write"
+    )
+    with pytest.raises(ConfigError, match=r"afile is a file, not a folder"):
+        write_atomic(tmp_path / "afile" / "w.safetensors", b"data")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dir"] and not list(
+        (tmp_path / "dir").iterdir()
+    )
