@@ -316,6 +316,15 @@ def _changed_files(before: str, now: str) -> list[str] | None:
     return [path for path in files[0].keys() & files[1].keys() if files[0][path] != files[1][path]]
 
 
+def _first_difference(before: str, now: str) -> str:
+    """The first settings line that differs, as it was and as it is now (the lines of a YAML dump)."""
+    old, new = before.splitlines(), now.splitlines()
+    k = next((i for i, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), min(len(old), len(new)))
+    was = old[k].strip() if k < len(old) else "(nothing)"
+    is_now = new[k].strip() if k < len(new) else "(nothing)"
+    return f"line {k + 1} was {was!r}, is {is_now!r} now"
+
+
 def _path_and_mark(line: str) -> tuple[str, str]:
     """A settings line's path and fingerprint; a big file's fingerprint of earlier versions was two words
     (``size:N mtime_ns:T``), read as today's one (``size:N,mtime_ns:T``)."""
@@ -345,13 +354,21 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     # A data file or folder changed in place (same path, other contents) is other settings too; a fingerprint
     # only one side has is no change, so that folders of runs of earlier versions still resume
     dumped += "".join(f"{DATA_FILE}{path} {mark}\n" for path, mark in _data_files(cli.config, out).items())
-    changed = _changed_files(settings.read_text(), dumped) if settings.is_file() else []
-    if changed or changed is None:
-        kind = "data folder" if changed and all(Path(p).is_dir() for p in changed) else "data file"
-        what = f"{kind} {', '.join(sorted(changed))} changed since" if changed else "other settings than"
+    before = settings.read_text() if settings.is_file() else dumped
+    changed = _changed_files(before, dumped)
+    if (changed or changed is None) and not done.is_file() and not last.is_file():
+        # nothing to keep or resume (the run failed before its first save): it starts again with these settings
+        print(f"{model}, seed {seed}: began earlier with other settings and saved nothing; starting again")
+    elif changed:
+        kind = "data folder" if all(Path(p).is_dir() for p in changed) else "data file"
         raise ConfigError(
-            f"{run_dir}: this run was made with {what} this command's (see {settings.name} there); "
-            "give another --out, or delete the folder to train it again"
+            f"{run_dir}: {kind} {', '.join(sorted(changed))} changed since this run was made (see {settings.name} "
+            "there); give another --out, or delete the folder to train it again"
+        )
+    elif changed is None:
+        raise ConfigError(
+            f"{run_dir}: this run was made with other settings than this command's ({_first_difference(before, dumped)}"
+            f"; see {settings.name} there); give another --out, or delete the folder to train it again"
         )
     if done.is_file():
         print(f"{model}, seed {seed}: finished earlier, kept ({done})")

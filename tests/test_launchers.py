@@ -177,9 +177,7 @@ def test_a_data_file_changed_in_place_is_refused_naming_it(in_tmp, monkeypatch):
     compare(["--config", config, *run])
     compare(["--config", config, *run])  # unchanged: kept
     write_text(data, simulate(90, seq_len=40, seed=2).data)
-    with pytest.raises(
-        ConfigError, match=rf"CNN-seed0: this run was made with data file {data} changed since"
-    ):
+    with pytest.raises(ConfigError, match=rf"CNN-seed0: data file {data} changed since this run was made"):
         compare(["--config", config, *run])
 
 

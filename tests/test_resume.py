@@ -184,8 +184,15 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
     assert json.loads((run / "result.json").read_text())["test"] == pytest.approx(first["test"])
     rows = list(csv.DictReader((run / "metrics.csv").open()))  # the validation curve kept for comparison.png
     assert [{k: r[k] for k in logged[0]} for r in rows[: len(logged)]] == logged
-    with pytest.raises(Exception, match="this run was made with other settings"):
+    with pytest.raises(Exception, match=r"this run was made with other settings than this command's \(line \d+ "
+                       r"was 'lr: 0.003', is 'lr: 0.1' now; see run_config.yaml there\)"):  # fmt: skip
         compare([*args, "--model.optimizer.lr=0.1"])
+    # a run that saved nothing (it failed before its first checkpoint) starts again with the new settings
+    (run / "result.json").unlink()
+    for ckpt in (run / "checkpoints").iterdir():
+        ckpt.unlink()
+    compare([*args, "--model.optimizer.lr=0.1"])
+    assert "lr: 0.1" in (run / "run_config.yaml").read_text() and (run / "result.json").is_file()
 
 
 # --- last.ckpt is the latest state, not the best ------------------------------------------------------------
