@@ -131,12 +131,17 @@ def _sizes(parts: list[Part]) -> list[tuple[Part, int, int]]:
 
 
 def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, list[Part]]:
-    """Train / val / test as contiguous spans: whole documents from the end when there are at least three,
-    else cuts at the line boundaries nearest the fractions of the bytes."""
-    docs = _sizes(parts)
+    """Train / val / test as contiguous spans: whole documents from the end when there are at least three (empty
+    ones not counted) and some are left for training, else cuts at the line boundaries nearest the fractions of
+    the bytes."""
+    import os
+
+    docs = [d for d in _sizes(parts) if d[2] > 0]
     total = sum(n for _, _, n in docs)
+    sources = sorted({p.source for p in parts})
+    where = sources[0] if len(sources) == 1 else os.path.commonpath(sources)
     if total == 0:
-        raise DataError(f"{parts[0].source}: the corpus is empty")
+        raise DataError(f"{where}: the corpus is empty")
     want = {s: fractions[s] * total for s in ("val", "test")}
     if len(docs) >= 3:
         assigned, i = {}, len(docs)
@@ -147,12 +152,17 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
                 taken += docs[first][2]
             assigned[split], i = docs[first:i], first
         assigned["train"] = docs[:i]
-        if not assigned["train"]:
-            raise DataError(f"{parts[0].source}: no documents left for training after the val/test fractions")
-        return {s: _merge(d) for s, d in assigned.items()}
-    if any(p.table is not None for p in parts):
+        if assigned["train"]:
+            return {s: _merge(d) for s, d in assigned.items()}
+        if any(p.table is not None for p in parts):
+            raise DataError(
+                f"{where}: the val/test fractions ({fractions['val']:g}, {fractions['test']:g}) take all "
+                f"{len(docs)} non-empty documents: give data.val_path and data.test_path, or smaller fractions"
+            )
+        # a few long files: cut inside them, at line boundaries, as for one file
+    elif any(p.table is not None for p in parts):
         raise DataError(
-            f"{parts[0].source}: {len(docs)} document(s) cannot be split: give data.val_path and data.test_path"
+            f"{where}: {len(docs)} non-empty document(s) cannot be split: give data.val_path and data.test_path"
         )
     cuts = [_line_after(parts, total - want["val"] - want["test"]), _line_after(parts, total - want["test"])]
     bounds = {"train": (0, cuts[0]), "val": (cuts[0], cuts[1]), "test": (cuts[1], total)}

@@ -62,6 +62,23 @@ def test_a_single_file_is_cut_at_line_boundaries(tmp_path):
     )
 
 
+def test_a_folder_of_few_long_files_is_cut_inside_them_and_empty_files_are_no_documents(tmp_path):
+    """Two long novels, an empty file and a short note: whole documents from the end would leave training
+    nothing, so the corpus is cut at line boundaries as one file would be."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for name, k in (("a.txt", 0), ("b.txt", 1)):
+        (corpus / name).write_text(
+            "".join(f"{name} line {i}: {SENTENCES[(i + k) % 3]}\n" for i in range(150))
+        )
+    (corpus / "c.txt").write_text("")
+    (corpus / "notes.txt").write_text("a note\n")
+    module = data(tmp_path, train_path=str(corpus))
+    parts = [decoded(module, s) for s in ("train", "val", "test")]
+    assert parts[0].startswith("a.txt line 0:") and all(len(p) > 100 for p in parts)
+    assert "b.txt line" in parts[2] and "a note" in parts[2]  # the corpus's end goes to test
+
+
 def test_a_byte_order_mark_and_windows_line_endings_read_as_the_plain_text(tmp_path, monkeypatch):
     """A corpus saved on Windows (a BOM, CRLF) gives the vocabulary and the tokens of the same text saved plainly,
     in every split: a folder split by documents, and given validation and test files."""
