@@ -124,7 +124,16 @@ class ExperimentCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt and ckpt not in NAMED:  # before Lightning reads it: one line for a missing or damaged file
-            self._read_checkpoint(ckpt)
+            checkpoint = self._read_checkpoint(ckpt)
+            # Lightning parses the checkpoint's hyperparameters into the config's model next: another task's
+            # would fail there with a type error that names neither the file nor the task
+            theirs = str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "")
+            ours = str((self.config[subcommand].get("model") or {}).get("class_path") or "")
+            if theirs and ours and theirs.rsplit(".", 1)[-1] != ours.rsplit(".", 1)[-1]:
+                raise ConfigError(
+                    f"ckpt_path: {ckpt!r} is a checkpoint of {theirs.rsplit('.', 1)[-1]}, not of the config's model "
+                    f"{ours.rsplit('.', 1)[-1]}: give that task's config (or a checkpoint of this one)"
+                )
 
     def _read_checkpoint(self, path: str) -> dict:
         """``check_checkpoint`` once per path (memory-mapped): the check at parse time and the one against the

@@ -129,6 +129,12 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last_line(result).startswith("error: " + cases["truncated.ckpt"])
+    lm = str(ROOT / "experiments" / "lm" / "gpt.yaml")  # a checkpoint of another task: named as such
+    result = run_main("test", "--config", lm, *CSV_ONLY, f"--ckpt_path={good}", cwd=in_tmp)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result) == (f"error: ckpt_path: {str(good)!r} is a checkpoint of PredictionTask, not of the "
+                                 "config's model LanguageModelTask: give that task's config (or a checkpoint of this "
+                                 "one)")  # fmt: skip
 
 
 def test_a_checkpoint_of_another_model_is_refused_in_one_line(in_tmp):
