@@ -16,7 +16,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from archbench.checkpoint_files import check_checkpoint
-from archbench.errors import DataError
+from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS
 from experiments.attention import attention_figure, cli_from_configs, figure_png, keep_images
@@ -96,15 +96,14 @@ def main(argv: list[str]) -> None:
         )
     if args.ckpt:
         checkpoint = check_checkpoint(args.ckpt, "--ckpt")
+        task = str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "").rsplit(".", 1)[-1]
+        if task and task != type(module).__name__:
+            raise ConfigError(f"--ckpt {args.ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
         state = checkpoint.get(type(datamodule).__qualname__)
         if state:
             datamodule.load_state_dict(state)  # the vocabularies it was trained with, or an error
-        try:
-            module.load_state_dict(checkpoint["state_dict"])
-        except RuntimeError as err:  # another net or other sizes than the config builds
-            raise DataError(
-                f"--ckpt {args.ckpt}: its weights do not fit the config's model: {str(err)[:300]}"
-            ) from None
+        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {args.ckpt}")  # another net: one line
+        module.load_state_dict(checkpoint["state_dict"])
     else:
         print("align: no --ckpt, so these are the alignments of untrained weights")
     png, outputs = draw(module.net, datamodule, args.text, module.hparams.max_decode_length)

@@ -475,6 +475,11 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
         DataError, match="the checkpoint's source vocabulary \\(17 symbols\\) is not this data's \\(18 ids"
     ):
         align_main(args)
+    bahdanau = ["--config", str(SEQ2SEQ / "bahdanau.yaml"), "--ckpt", str(ckpt), "--text", "slim", *pairs]
+    with pytest.raises(
+        ConfigError, match=r"model.ckpt does not fit the model that this config and data build \("
+    ):
+        align_main(bahdanau)  # the Transformer's weights, the Bahdanau config: one line, not torch's key list
 
 
 def test_a_pair_longer_than_the_nets_max_length_stops_before_training(in_tmp):
