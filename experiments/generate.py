@@ -78,8 +78,14 @@ def main(argv: list[str]) -> None:
         raise ConfigError("generate: give --ckpt (with the run's --config) or --weights")
     if args.ckpt and not args.config:
         raise ConfigError("generate --ckpt: give the run's --config file(s) too (they rebuild its model)")
-    if args.max_new_tokens < 1 or args.temperature < 0 or (args.top_k is not None and args.top_k < 1):
-        raise ConfigError("generate: --max_new_tokens and --top_k must be positive, --temperature at least 0")
+    if args.max_new_tokens < 1:
+        raise ConfigError(
+            f"generate --max_new_tokens: {args.max_new_tokens} is not a positive number of tokens"
+        )
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"generate --top_k: {args.top_k} is not a positive number of tokens")
+    if args.temperature < 0:
+        raise ConfigError(f"generate --temperature: {args.temperature} is below 0 (0 is greedy)")
     if args.top_p is not None and not 0 < args.top_p <= 1:
         raise ConfigError(f"generate: --top_p {args.top_p} is outside (0, 1]")
     from lit_models.generation import generate

@@ -235,3 +235,16 @@ def test_an_output_path_that_is_a_folder_or_below_a_file_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dir"] and not list(
         (tmp_path / "dir").iterdir()
     )
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        ("--max_new_tokens=0", "generate --max_new_tokens: 0 is not a positive number of tokens"),
+        ("--top_k=0", "generate --top_k: 0 is not a positive number of tokens"),
+        ("--temperature=-1", "generate --temperature: -1.0 is below 0 (0 is greedy)"),
+    ],
+)
+def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
+    result = run_main("generate", "--weights", "w.safetensors", "--prompt", "the", option, cwd=tmp_path)
+    assert result.returncode == 2 and last_line(result) == f"error: {expected}"
