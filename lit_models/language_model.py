@@ -50,6 +50,9 @@ class LanguageModelMetrics(SummedStates):
 
 class LanguageModelTask(Task):
     counts_tokens = True  # the comparison reports its throughput in tokens/s
+    reads_the_nets_output = (
+        True  # per-position logits from ``net(x, lengths)``; the masked LM reads token states
+    )
 
     def __init__(
         self, net: nn.Module, task: str = "language_modeling", num_outputs: int | None = None, **kwargs
@@ -66,7 +69,7 @@ class LanguageModelTask(Task):
                 f"the data's task is {task!r}"
             )
         pooling = getattr(net, "pooling", "none")
-        if pooling != "none":
+        if pooling != "none" and self.reads_the_nets_output:
             raise ValueError(
                 f"model.net: {type(net).__name__} with pooling {pooling!r} gives one output per sequence; a language "
                 "model predicts at every position: --model.net.init_args.pooling none"

@@ -70,6 +70,8 @@ def window_uniform(x: torch.Tensor, salt: int) -> torch.Tensor:
 class MaskedLanguageModelTask(LanguageModelTask):
     """A language model's data, evaluation and logging; masked targets in place of next tokens."""
 
+    reads_the_nets_output = False  # the encoder's token states, whatever the net pools for a classifier
+
     def __init__(
         self,
         net: nn.Module,
