@@ -43,3 +43,9 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
             f"{option}: {str(path)!r} is a torch file but not a Lightning checkpoint (no state_dict)"
         )
     return checkpoint
+
+
+def checkpoint_task(checkpoint: dict) -> str:
+    """The class name of the task a Lightning checkpoint was saved from (``LanguageModelTask``), from the
+    hyperparameters LightningCLI saves; empty when it does not say."""
+    return str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "").rsplit(".", 1)[-1]

@@ -15,7 +15,7 @@ import argparse
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from archbench.checkpoint_files import check_checkpoint
+from archbench.checkpoint_files import check_checkpoint, checkpoint_task
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
         )
     if args.ckpt:
         checkpoint = check_checkpoint(args.ckpt, "--ckpt")
-        task = str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "").rsplit(".", 1)[-1]
+        task = checkpoint_task(checkpoint)
         if task and task != type(module).__name__:
             raise ConfigError(f"--ckpt {args.ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
         state = checkpoint.get(type(datamodule).__qualname__)

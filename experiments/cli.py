@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from archbench.checkpoint_files import check_checkpoint
+from archbench.checkpoint_files import check_checkpoint, checkpoint_task
 from archbench.errors import ConfigError, UserError
 from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs
@@ -127,12 +127,14 @@ class ExperimentCLI(LightningCLI):
             checkpoint = self._read_checkpoint(ckpt)
             # Lightning parses the checkpoint's hyperparameters into the config's model next: another task's
             # would fail there with a type error that names neither the file nor the task
-            theirs = str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "")
-            ours = str((self.config[subcommand].get("model") or {}).get("class_path") or "")
-            if theirs and ours and theirs.rsplit(".", 1)[-1] != ours.rsplit(".", 1)[-1]:
+            theirs = checkpoint_task(checkpoint)
+            ours = str((self.config[subcommand].get("model") or {}).get("class_path") or "").rsplit(".", 1)[
+                -1
+            ]
+            if theirs and ours and theirs != ours:
                 raise ConfigError(
-                    f"ckpt_path: {ckpt!r} is a checkpoint of {theirs.rsplit('.', 1)[-1]}, not of the config's model "
-                    f"{ours.rsplit('.', 1)[-1]}: give that task's config (or a checkpoint of this one)"
+                    f"ckpt_path: {ckpt!r} is a checkpoint of {theirs}, not of the config's model {ours}: give that "
+                    "task's config (or a checkpoint of this one)"
                 )
 
     def _read_checkpoint(self, path: str) -> dict:

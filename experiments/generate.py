@@ -14,7 +14,7 @@ import warnings
 
 import torch
 
-from archbench.checkpoint_files import check_checkpoint
+from archbench.checkpoint_files import check_checkpoint, checkpoint_task
 from archbench.errors import ConfigError, DataError
 
 
@@ -41,10 +41,9 @@ def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
     from experiments.cli import ExperimentCLI
 
     checkpoint = check_checkpoint(ckpt, "--ckpt")
-    task = (checkpoint.get("hyper_parameters") or {}).get("_class_path", "")
     state = checkpoint.get(LanguageModelDataModule.__qualname__)
     if not state or "tokenizer" not in state:
-        name = task.rsplit(".", 1)[-1] or "another task"
+        name = checkpoint_task(checkpoint) or "another task"
         raise ConfigError(
             f"--ckpt {ckpt}: a checkpoint of {name}, not of a language model (LanguageModelTask)"
         )
