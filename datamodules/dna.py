@@ -220,11 +220,12 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
     def _has_predict_split(self) -> bool:
         return "predict" in self._load()
 
-    def prediction_keys(self) -> dict[str, np.ndarray]:
+    def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
         """What ties each ``predict`` row to its record in ``predict_path`` (bad records ``on_bad_line: skip``
         dropped are not rows, so the row index alone would not): its line in a text file, or its data row in a
         table (1-based, the header not counted), and a table's other columns but the sequence (an id, the label),
-        read again here. Empty for the test set or an encoded folder, whose rows are in order."""
+        read again here; as (column name, values) pairs (the writer names them apart from its own). None for
+        the test set or an encoded folder, whose rows are in order."""
         from pathlib import Path
 
         from datamodules.dna_formats import _open, format_of
@@ -232,32 +233,27 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self._load()
         lines = self._predict_lines
         if lines is None:
-            return {}
+            return []
         path, sequence = Path(self.hparams.predict_path), self.hparams.sequence_column
         fmt = format_of(path)
         if fmt == "text":
-            return {"line": lines}
+            return [("line", lines)]
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
-            rows = lines  # numbered 1.. already
             names = [n for n in pq.ParquetFile(path).schema_arrow.names if n != sequence]
-            table = pq.read_table(path, columns=names).take(rows - 1) if names else None
-            columns = {n: table.column(n).to_numpy(zero_copy_only=False) for n in names}
-        else:
-            import pandas as pd
+            table = pq.read_table(path, columns=names).take(lines - 1)  # rows are numbered 1.. already
+            return [("row", lines), *((n, table.column(n).to_numpy(zero_copy_only=False)) for n in names)]
+        import pandas as pd
 
-            rows = lines - 1  # the header is line 1, so data row r was numbered r + 1
-            sep = "," if fmt == "csv" else "\t"
-            with _open(path) as f:
-                names = [c for c in pd.read_csv(f, sep=sep, dtype=str, nrows=0).columns if c != sequence]
-            columns = {}
-            if names:
-                with _open(path) as f:
-                    frame = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False, usecols=names)
-                frame = frame.iloc[rows - 1]
-                columns = {str(c): frame[c].to_numpy() for c in frame.columns}
-        return {_free("row", columns): rows, **columns}
+        rows = lines - 1  # the header is line 1, so data row r was numbered r + 1
+        with _open(path) as f:
+            frame = pd.read_csv(f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                                usecols=lambda c: c != sequence)  # fmt: skip
+        if frame.columns.empty:  # the sequences alone
+            return [("row", rows)]
+        frame = frame.iloc[rows - 1]
+        return [("row", rows), *((str(c), frame[c].to_numpy()) for c in frame.columns)]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         codes, lengths = batch["x"], batch["lengths"]
@@ -277,13 +273,6 @@ def _shown(codes: np.ndarray) -> str:
     """A sequence's first bases, for a message."""
     text = np.frombuffer(ALPHABET.encode(), dtype=np.uint8)[codes[:30]].tobytes().decode()
     return text + (f"... ({len(codes)} bp)" if len(codes) > 30 else "")
-
-
-def _free(name: str, taken) -> str:
-    """``name``, or ``name`` with underscores before it until no column of ``taken`` has it."""
-    while name in taken:
-        name = "_" + name
-    return name
 
 
 def _check_class_ids(split: RaggedStore, name: str) -> None:

@@ -289,10 +289,10 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 f"{self.labels}; a model answers in the classes it was trained on"
             )
 
-    def prediction_keys(self) -> dict[str, list]:
+    def prediction_keys(self) -> list[tuple[str, list[str]]]:
         """The image file of each ``predict`` row (the test split: predict reads it), for a folder source."""
         files = self._load()["test"].files
-        return {"file": [str(f) for f in files]} if files is not None else {}
+        return [("file", [str(f) for f in files])] if files is not None else []
 
     def transform(self, train: bool):
         from timm.data import create_transform

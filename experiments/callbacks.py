@@ -178,12 +178,13 @@ class PredictionWriter(BasePredictionWriter):
 
 
 def _prediction_keys(trainer, taken: list[str]) -> dict[str, list]:
-    """The columns the datamodule gives to tie each predicted row to its input record (its line, an id
-    column), each named apart from the writer's own ``taken`` ones."""
+    """The columns the datamodule gives (``prediction_keys``: (name, values) pairs) to tie each predicted row to
+    its input record (its line, an id column), each named apart from the others and the writer's own ``taken``
+    ones (underscores before a name that is taken)."""
     give = getattr(trainer.datamodule, "prediction_keys", None)
-    keys = give() if callable(give) else {}
+    keys = give() if callable(give) else []
     named = {}
-    for name, values in keys.items():
+    for name, values in keys:
         while name in taken or name in named:
             name = "_" + name
         named[name] = values
