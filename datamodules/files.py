@@ -11,11 +11,11 @@ from typing import BinaryIO
 
 import numpy as np
 
+from archbench.errors import ConfigError
+
 
 def check_writable(path: str | Path, option: str | None = None) -> None:
     """A ConfigError when ``path``, a file to write, is an existing folder (or sits below a file)."""
-    from archbench.errors import ConfigError
-
     path, said = Path(path), f"{option} {path}" if option else str(path)
     if path.is_dir():
         raise ConfigError(f"{said}: is a folder; give the name of a file to write")

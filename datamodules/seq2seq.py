@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
+from datamodules.storage import say_shared
 from datamodules.text_sources import not_utf8, read_table
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -242,15 +243,10 @@ def _warn_seen(
     seen = set(map(tuple, train.sources))
     shared = [k for k, s in enumerate(sources) if tuple(s) in seen]
     if shared:
-        distinct = len({tuple(sources[k]) for k in shared})
-        total = len({tuple(s) for s in sources})
         first = shared[0]
-        warnings.warn(
-            f"{where}: {distinct} of {total} distinct {split} sources ({distinct / total:.1%}) also occur in training "
-            f"(the first: line {lines[first]}, {texts[first]!r}); the {split} scores count them. Split by source "
-            "(as `data cmudict` does by word) to score only what was not seen",
-            stacklevel=2,
-        )
+        say_shared(where, len({tuple(sources[k]) for k in shared}), len({tuple(s) for s in sources}),
+                   f"distinct {split} sources", split, f"the first: line {lines[first]}, {texts[first]!r}",
+                   "Split by source (as `data cmudict` does by word)")  # fmt: skip
 
 
 def collate_pairs(items: list[tuple[list[int], list[list[int]]]]) -> dict:

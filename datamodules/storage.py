@@ -249,10 +249,15 @@ def warn_shared(
         if len(shared):
             first = int(shared[0])
             quoted = f": {show(held.item(first)[0])}" if show is not None else ""
-            warnings.warn(
-                f"{(sources or {}).get(name, held.source)}: {len(shared)} of {len(held)} {name} {what} "
-                f"({len(shared) / len(held):.1%}) also occur in training (the first is number {first + 1} of the "
-                f"{name} split{quoted}); the {name} scores count them. Deduplicate the data, or hold out by group, "
-                "to score only what was not seen",
-                stacklevel=2,
-            )
+            say_shared((sources or {}).get(name, held.source), len(shared), len(held), f"{name} {what}", name,
+                       f"the first is number {first + 1} of the {name} split{quoted}",
+                       "Deduplicate the data, or hold out by group,")  # fmt: skip
+
+
+def say_shared(where: str, shared: int, total: int, what: str, split: str, first: str, remedy: str) -> None:
+    """The warning every modality gives for held-out examples that also occur in training."""
+    warnings.warn(
+        f"{where}: {shared} of {total} {what} ({shared / total:.1%}) also occur in training ({first}); the {split} "
+        f"scores count them. {remedy} to score only what was not seen",
+        stacklevel=3,
+    )

@@ -50,9 +50,8 @@ class LanguageModelMetrics(SummedStates):
 
 class LanguageModelTask(Task):
     counts_tokens = True  # the comparison reports its throughput in tokens/s
-    reads_the_nets_output = (
-        True  # per-position logits from ``net(x, lengths)``; the masked LM reads token states
-    )
+    # per-position logits from ``net(x, lengths)`` (the masked LM reads the encoder's token states instead)
+    reads_the_nets_output = True
 
     def __init__(
         self, net: nn.Module, task: str = "language_modeling", num_outputs: int | None = None, **kwargs
