@@ -221,11 +221,13 @@ class RaggedCollate:
         }
 
 
-def shared_rows(train: RaggedStore, other: RaggedStore) -> np.ndarray:
-    """Positions of ``other`` whose sequence also occurs in ``train`` (an exact copy: same values, same length)."""
+def shared_rows(train: RaggedStore, other: RaggedStore, train_hashes: np.ndarray | None = None) -> np.ndarray:
+    """Positions of ``other`` whose sequence also occurs in ``train`` (an exact copy: same values, same length);
+    ``train_hashes``: ``train.row_hashes()`` when already computed."""
     if not len(train) or not len(other):
         return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.isin(other.row_hashes(), train.row_hashes()))
+    hashes = train.row_hashes() if train_hashes is None else train_hashes
+    return np.flatnonzero(np.isin(other.row_hashes(), hashes))
 
 
 def warn_shared(
@@ -241,11 +243,12 @@ def warn_shared(
     train = splits.get("train")
     if train is None or rank_zero_only.rank != 0:
         return
+    hashes = train.row_hashes() if len(train) else None  # once for both held-out splits
     for name in ("val", "test"):
         if name not in splits:
             continue
         held = splits[name]
-        shared = shared_rows(train, held)
+        shared = shared_rows(train, held, hashes)
         if len(shared):
             first = int(shared[0])
             quoted = f": {show(held.item(first)[0])}" if show is not None else ""
