@@ -33,7 +33,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
 from datamodules.files import NpyStream, build_folder_once, write_atomic
-from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer
+from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.text_sources import FORMATS, first_non_utf8, load_file, load_hub
 from datamodules.text_tokenize import digest
@@ -274,7 +274,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             text_column: The column holding the text (tables and Hub datasets).
             val_fraction: Share of the corpus's bytes for validation (whole documents, before the test part).
             test_fraction: Share for test (whole documents at the corpus's end).
-            tokenizer: ``char``; ``bpe`` (byte-level BPE trained on the training split); a folder with GPT-2's
+            tokenizer: ``char``; ``bpe`` (byte-level BPE trained on the training split); a run's ``tokenizer.json``
+                (its run folder's: the same vocabulary on another corpus); a folder with GPT-2's
                 ``encoder.json`` and ``vocab.bpe``; or a Hugging Face tokenizer: a folder, a ``.gguf`` file
                 (``data/pretrained/smollm2-135m``), or a Hub name (online).
             tokenizer_vocab_size: Vocabulary of a trained ``bpe``.
@@ -422,6 +423,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
 
     @property
     def tokenizer(self) -> LMTokenizer:
+        if self._tokenizer is None:
+            self._tokenizer = saved_tokenizer(self.hparams.tokenizer)  # a run's: no corpus needed
         if self._tokenizer is None:
             self.prepare_data()
             self._tokenizer = LMTokenizer.from_json((self.cache_path / "tokenizer.json").read_text())

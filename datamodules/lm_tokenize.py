@@ -166,14 +166,35 @@ def pretrained_lm_tokenizer(name: str) -> LMTokenizer:
     return LMTokenizer(backend=backend, eot_id=tokenizer.eos_token_id)
 
 
+def saved_tokenizer(spec: str) -> LMTokenizer | None:
+    """The tokenizer a run saved (its folder's ``tokenizer.json``) when ``spec`` names such a file; None when it
+    names no ``.json`` file. It needs no corpus: a run's vocabulary, reused as it is."""
+    path = Path(spec)
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"data.tokenizer: {spec}: not a JSON file ({err})") from None
+    if not isinstance(saved, dict) or saved.get("kind") not in ("char", "tokenizers"):
+        raise DataError(
+            f"data.tokenizer: {spec}: not a tokenizer a run saved (a run folder's tokenizer.json); for a "
+            "Hugging Face tokenizer give its folder"
+        )
+    return LMTokenizer.from_json(json.dumps(saved))
+
+
 def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMTokenizer:
     """``char`` (the characters of ``all_texts()``: every split encodes), ``bpe`` (trained on ``train_texts()``),
-    a folder with GPT-2's BPE files, or a Hugging Face tokenizer (folder, GGUF file or hub name); the two
-    arguments are callables giving iterables of texts."""
+    a run's saved ``tokenizer.json``, a folder with GPT-2's BPE files, or a Hugging Face tokenizer (folder, GGUF
+    file or hub name); the two arguments are callables giving iterables of texts."""
     if spec == "char":
         return char_tokenizer(all_texts())
     if spec == "bpe":
         return bpe_tokenizer(train_texts(), vocab_size)
+    saved = saved_tokenizer(spec)
+    if saved is not None:
+        return saved
     path = Path(spec)
     if path.is_dir() and all((path / f).is_file() for f in GPT2_FILES):
         return gpt2_tokenizer(path)

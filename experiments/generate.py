@@ -2,7 +2,7 @@
 
 From a run: ``generate --config experiments/lm/gpt.yaml --ckpt RUN/checkpoints/best.ckpt --prompt "..."``
 (the run's configs rebuild the model; the checkpoint gives the weights and the tokenizer it was trained
-with). From pretrained weights: ``generate --weights data/pretrained/smollm2-135m --prompt "..."`` (our GPT
+with, so the corpus need not be on disk). From pretrained weights: ``generate --weights data/pretrained/smollm2-135m --prompt "..."`` (our GPT
 holding SmolLM2, with its own tokenizer).
 """
 
@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import warnings
+from pathlib import Path
 
 import torch
 
@@ -50,17 +52,21 @@ def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
     args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        cli = ExperimentCLI(args=args, run=False)
-    if not isinstance(cli.datamodule, LanguageModelDataModule):
-        raise ConfigError(f"--config: the data is {type(cli.datamodule).__name__}, not a language model's")
-    cli.datamodule.load_state_dict(state)  # the tokenizer it was trained with, or an error
+        data = ExperimentCLI(args=args, run=False, parse_only=True).config.data.class_path
+        if data.rsplit(".", 1)[-1] != LanguageModelDataModule.__name__:
+            raise ConfigError(f"--config: the data is {data}, not a language model's")
+        with tempfile.TemporaryDirectory() as folder:  # the checkpoint's tokenizer: no corpus needed
+            saved = Path(folder) / "tokenizer.json"
+            saved.write_text(state["tokenizer"], encoding="utf-8")
+            cli = ExperimentCLI(args=[*args, f"--data.tokenizer={saved}"], run=False)
+            tokenizer = cli.datamodule.tokenizer  # read while the file is there
     try:
         cli.model.load_state_dict(checkpoint["state_dict"])
     except RuntimeError as err:
         raise ConfigError(
             f"--ckpt {ckpt}: does not fit the model of --config: {str(err).splitlines()[1].strip()}"
         ) from None
-    return cli.model, cli.datamodule.tokenizer, cli.datamodule.seq_len
+    return cli.model, tokenizer, cli.datamodule.seq_len
 
 
 def load_from_weights(path: str):

@@ -4,6 +4,7 @@ checkpoint, and one-line errors for bad input."""
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -154,6 +155,28 @@ def test_a_bpe_tokenizer_round_trips_and_counts_characters():
     assert again.encode(SENTENCES[1]).tolist() == tokenizer.encode(SENTENCES[1]).tolist()
 
 
+def test_a_runs_saved_tokenizer_is_reused_on_another_corpus_without_reading_the_first(tmp_path):
+    first = data(tmp_path, tokenizer="bpe", tokenizer_vocab_size=300)
+    saved = tmp_path / "tokenizer.json"
+    saved.write_text(first.tokenizer.to_json())
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "a.txt").write_text("Emma, handsome and clever, seemed in want of a wife.\n" * 40)
+    again = LanguageModelDataModule(train_path=str(other), tokenizer=str(saved), cache_dir=str(tmp_path / "c2"))
+    assert again.vocab_size == first.vocab_size and not (tmp_path / "c2").exists()  # no corpus read for it
+    again.setup()
+    assert decoded(again, "train").startswith("Emma, handsome") and again.tokenizer.to_json() == saved.read_text()
+    chars = tmp_path / "chars.json"
+    chars.write_text(data(tmp_path).tokenizer.to_json())  # a character vocabulary meets a new character
+    (other / "a.txt").write_text("Emma said 42\n" * 40)
+    with pytest.raises(DataError, match=r"a.txt.*character '4' .* not in the character vocabulary"):
+        LanguageModelDataModule(train_path=str(other), tokenizer=str(chars), cache_dir=str(tmp_path / "c3")).setup()
+    foreign = tmp_path / "hf.json"
+    foreign.write_text('{"version": "1.0", "model": {}}')
+    with pytest.raises(DataError, match=r"data.tokenizer: .*hf.json: not a tokenizer a run saved"):
+        _ = LanguageModelDataModule(train_path=str(other), tokenizer=str(foreign)).vocab_size
+
+
 @pytest.mark.parametrize("net", ["gpt.yaml", "lstm.yaml", "gru.yaml", "rnn.yaml"])
 def test_every_language_model_trains_and_reports_bits_per_character(net, in_tmp):
     args = ["--config", str(ROOT / "experiments" / "lm" / net), *lm_args(in_tmp / "corpus")]
@@ -177,6 +200,7 @@ def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_chara
     ]
     ExperimentCLI(args=run)
     ckpt = next((in_tmp / "run").rglob("last.ckpt"))
+    shutil.rmtree(in_tmp / "corpus")  # the checkpoint carries the tokenizer: the corpus may be gone
     common = ["generate", "--config", GPT_YAML, *args[2:], "--ckpt", ckpt, "--max_new_tokens=20", "--no_stop"]
     done = run_main(*common, "--prompt", "It is a", cwd=in_tmp)
     assert done.returncode == 0, done.stderr[-2000:]
