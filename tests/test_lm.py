@@ -162,15 +162,22 @@ def test_a_runs_saved_tokenizer_is_reused_on_another_corpus_without_reading_the_
     other = tmp_path / "other"
     other.mkdir()
     (other / "a.txt").write_text("Emma, handsome and clever, seemed in want of a wife.\n" * 40)
-    again = LanguageModelDataModule(train_path=str(other), tokenizer=str(saved), cache_dir=str(tmp_path / "c2"))
+    again = LanguageModelDataModule(
+        train_path=str(other), tokenizer=str(saved), cache_dir=str(tmp_path / "c2")
+    )
     assert again.vocab_size == first.vocab_size and not (tmp_path / "c2").exists()  # no corpus read for it
     again.setup()
-    assert decoded(again, "train").startswith("Emma, handsome") and again.tokenizer.to_json() == saved.read_text()
+    assert (
+        decoded(again, "train").startswith("Emma, handsome")
+        and again.tokenizer.to_json() == saved.read_text()
+    )
     chars = tmp_path / "chars.json"
     chars.write_text(data(tmp_path).tokenizer.to_json())  # a character vocabulary meets a new character
     (other / "a.txt").write_text("Emma said 42\n" * 40)
     with pytest.raises(DataError, match=r"a.txt.*character '4' .* not in the character vocabulary"):
-        LanguageModelDataModule(train_path=str(other), tokenizer=str(chars), cache_dir=str(tmp_path / "c3")).setup()
+        LanguageModelDataModule(
+            train_path=str(other), tokenizer=str(chars), cache_dir=str(tmp_path / "c3")
+        ).setup()
     foreign = tmp_path / "hf.json"
     foreign.write_text('{"version": "1.0", "model": {}}')
     with pytest.raises(DataError, match=r"data.tokenizer: .*hf.json: not a tokenizer a run saved"):
