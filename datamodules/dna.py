@@ -223,12 +223,12 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
     def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
         """What ties each ``predict`` row to its record in ``predict_path`` (bad records ``on_bad_line: skip``
         dropped are not rows, so the row index alone would not): its line in a text file, or its data row in a
-        table (1-based, the header not counted), and a table's other columns but the sequence (an id, the label),
-        read again here; as (column name, values) pairs (the writer names them apart from its own). None for
-        the test set or an encoded folder, whose rows are in order."""
+        table (1-based; the header, blank lines and lines of empty fields not counted), and the table's other
+        columns (an id, the label), read again here; as (column name, values) pairs (the writer names them apart
+        from its own). None for the test set or an encoded folder, whose rows are in order."""
         from pathlib import Path
 
-        from datamodules.dna_formats import _open, format_of
+        from datamodules.dna_formats import format_of, open_data, read_table_chunks
 
         self._load()
         lines = self._predict_lines
@@ -246,14 +246,17 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             return [("row", lines), *((n, table.column(n).to_numpy(zero_copy_only=False)) for n in names)]
         import pandas as pd
 
-        rows = lines - 1  # the header is line 1, so data row r was numbered r + 1
-        with _open(path) as f:
-            frame = pd.read_csv(f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                                usecols=lambda c: c != sequence)  # fmt: skip
-        if frame.columns.empty:  # the sequences alone
-            return [("row", rows)]
-        frame = frame.iloc[rows - 1]
-        return [("row", rows), *((str(c), frame[c].to_numpy()) for c in frame.columns)]
+        rows, parts, seen = [], [], 0  # rows as pandas counts them (blank lines not), and the other columns
+        with open_data(path) as f:
+            for frame in read_table_chunks(
+                f, fmt, 100_000
+            ):  # a chunk's sequences at a time, never the file's
+                hit = np.isin(frame.index.to_numpy() + 2, lines)
+                rows.append(seen + 1 + np.flatnonzero(hit))
+                parts.append(frame.loc[hit, [c for c in frame.columns if c != sequence]])
+                seen += len(frame)
+        frame = pd.concat(parts)
+        return [("row", np.concatenate(rows)), *((str(c), frame[c].to_numpy()) for c in frame.columns)]
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         codes, lengths = batch["x"], batch["lengths"]

@@ -59,14 +59,14 @@ def record_chunks(
         raise DataError(f"{path}: corrupt gzip data: {err}") from None
 
 
-def _open(path: Path):
+def open_data(path: Path):
     with open(path, "rb") as f:
         gzipped = f.read(2) == b"\x1f\x8b"
     return gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 (closed by the caller's with)
 
 
 def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Records]:
-    with _open(path) as f:
+    with open_data(path) as f:
         first = f.readline()
         if first.startswith(b">"):  # not one base's error per line: what the file is
             raise DataError(
@@ -85,21 +85,31 @@ def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Reco
 
 
 def _table_chunks(path, fmt, sequence_column, label_column, labels_required, chunk) -> Iterator[Records]:
-    with _open(path) as f:
+    with open_data(path) as f:
         try:
-            frames = pd.read_csv(
-                f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False, chunksize=chunk
-            )
-            done = 0
-            for frame in frames:  # line 1 is the header, so data row i sits on line i + 2
-                yield columns(frame, path, sequence_column, label_column, labels_required, 2 + done, "line")
-                done += len(frame)
+            frames = read_table_chunks(f, fmt, chunk)
+            for frame in frames:  # line 1 is the header; the index counts every line after it
+                if len(frame):
+                    yield columns(frame, path, sequence_column, label_column, labels_required, 2, "line")
         except pd.errors.EmptyDataError:
             raise DataError(f"{path}: file is empty") from None
         except pd.errors.ParserError as err:
             raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from None
         except UnicodeDecodeError as err:
             raise DataError(f"{path}: not UTF-8 text (byte {err.start} of a chunk): {err.reason}") from None
+
+
+def read_table_chunks(f, fmt: str, chunk: int) -> Iterator[pd.DataFrame]:
+    """A CSV/TSV's rows as strings, ``chunk`` lines at a time, blank lines left out but counted: row ``i`` of
+    the index sits on line ``i + 2`` (pandas alone skips blank lines and loses the count)."""
+    frames = pd.read_csv(f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+                         skip_blank_lines=False, chunksize=chunk)  # fmt: skip
+    for frame in frames:
+        first, *rest = (frame[c].to_numpy() for c in frame.columns)
+        blank = np.logical_and.reduce([r == "" for r in rest]) if rest else np.ones(len(frame), dtype=bool)
+        candidates = np.flatnonzero(blank)  # a blank or all-space line: the first field alone, of spaces
+        blank[candidates] = [not v.strip() for v in first[candidates]]
+        yield frame[~blank] if len(candidates) else frame
 
 
 def _parquet_chunks(path, sequence_column, label_column, labels_required, chunk) -> Iterator[Records]:
@@ -110,7 +120,8 @@ def _parquet_chunks(path, sequence_column, label_column, labels_required, chunk)
         done = 0
         for batch in batches:
             frame = batch.to_pandas()
-            yield columns(frame, path, sequence_column, label_column, labels_required, 1 + done, "row")
+            frame.index += done  # rows of the whole file
+            yield columns(frame, path, sequence_column, label_column, labels_required, 1, "row")
             done += len(frame)
     except (OSError, ValueError) as err:
         if isinstance(err, DataError):
@@ -166,7 +177,7 @@ def parse_text(data: bytes, labels_required: bool) -> Records:
 
 
 def columns(frame, path, sequence_column, label_column, labels_required, first_line, unit) -> Records:
-    """Records of a table's named columns (``first_line``: the line or row number of the frame's first row)."""
+    """Records of a table's named columns; row ``i`` of the frame's index is line (or row) ``first_line + i``."""
     wanted = [sequence_column] + ([label_column] if labels_required else [])
     for column in wanted:
         if column not in frame.columns:
@@ -190,5 +201,5 @@ def columns(frame, path, sequence_column, label_column, labels_required, first_l
         labels = frame[label_column].to_numpy(dtype=object)
     else:
         labels = np.full(len(frame), "", dtype=object)
-    line_numbers = np.arange(first_line, first_line + len(frame), dtype=np.int64)
+    line_numbers = first_line + frame.index.to_numpy(dtype=np.int64)
     return seqs, labels, line_numbers, unit, problems

@@ -188,13 +188,29 @@ def load_hub(name: str, config: str | None, cache: str) -> datasets.DatasetDict:
         raise DataError(f"data.dataset: {name!r} (config {config!r}) not found: {str(err)[:300]}") from None
 
 
+def table_line(file: Path, row: int) -> int:
+    """The line data row ``row`` (0-based, counted as pandas counts: blank lines skipped) starts on in a
+    CSV/TSV file; read up to that row, for a message."""
+    with open(file, encoding="utf-8-sig", newline="") as f:
+        reader = csv.reader(f, delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
+        next(reader, None)
+        line, seen = reader.line_num + 1, 0
+        for fields in reader:
+            if len(fields) > 1 or (fields and fields[0].strip()):  # pandas skips blank and all-space lines
+                if seen == row:
+                    return line
+                seen += 1
+            line = reader.line_num + 1
+    return line
+
+
 def row_label(split: Split, i: int) -> str:
     """Row ``i`` of a split as a row of its source, with the file's line where the format has lines."""
     row = split.source_row(i)
     file = Path(split.source.split(" [")[0])  # "train.csv [test part]": a held-out part of that file
     suffix = file.suffix.lower() if file.exists() else ""
     if suffix in (".csv", ".tsv"):
-        return f"{split.source}: row {row + 1} (line {row + 2})"
+        return f"{split.source}: row {row + 1} (line {table_line(file, row)})"
     if suffix == ".jsonl":
         return f"{split.source}: row {row + 1} (line {row + 1})"
     if suffix == ".json":

@@ -84,6 +84,15 @@ def test_missing_label_in_csv(tmp_path):
         read_dna(path)
 
 
+def test_a_table_with_blank_lines_names_the_bad_records_own_line(tmp_path):
+    path = _write(tmp_path, "sequence,label\nACGT,1\n\n   \nACXT,2\n", "d.csv")  # pandas skips lines 3, 4
+    with pytest.raises(DataError, match=r"d\.csv:5: sequence base 3 is 'X'"):
+        read_dna(path)
+    lines = []
+    read_dna(_write(tmp_path, "sequence,label\n\nACGT,1\n,\nACGA,2\n", "d.csv"), lines=lines)
+    assert np.concatenate(lines).tolist() == [3, 5]
+
+
 def test_missing_column_lists_the_columns(tmp_path):
     path = _write(tmp_path, "seq,y\nACGT,1\n", "d.csv")
     with pytest.raises(DataError, match=r"column 'sequence' not found; the file has columns \['seq', 'y'\]"):

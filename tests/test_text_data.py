@@ -140,6 +140,11 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
             r"row 3 \(line 4\): column 'label' value 'so-so' is not one of the labels \['fresh', 'rotten'\]",
         ),
         ("text,label\ngood,fresh\nbad,\nmeh,rotten\n", {}, r"row 2 \(line 3\): column 'label' is empty"),
+        (
+            "text,label\n\ngood,fresh\n  \nbad,\nmeh,rotten\n",
+            {},
+            r"row 2 \(line 5\): column 'label' is empty",
+        ),
         ("text,label\ngood,fresh\nbad,  \nmeh,rotten\n", {}, r"row 2 \(line 3\): column 'label' is empty"),
         (
             "text,score\ngood,0.75\nbad,0.25\nmeh,1.0\n",
