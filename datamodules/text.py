@@ -101,9 +101,11 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             val_size: Likewise for validation.
             test_size: Likewise for test (the course: 5,000).
             tokenizer: ``bpe`` or ``wordpiece``: train one on the training split (cached, and saved with the
-                run); otherwise a ``transformers`` AutoTokenizer hub name (``bert-base-cased``) or local folder.
-                BPE training is deterministic; WordPiece training in tokenizers 0.23 is not (ties fall in hash
-                order), so two fresh caches may hold different WordPiece vocabularies.
+                run); a run's ``tokenizer.json`` (its run folder's: what a checkpoint was trained with); otherwise
+                a ``transformers`` AutoTokenizer hub name (``bert-base-cased``) or local folder. BPE training is
+                deterministic; WordPiece training in tokenizers 0.23 is not (ties fall in hash order), so two
+                fresh caches may hold different WordPiece vocabularies: evaluate such a run's checkpoint
+                elsewhere with its ``tokenizer.json``.
             tokenizer_vocab_size: Vocabulary size of a trained tokenizer.
             max_length: Longest sequence in tokens, special tokens included; longer texts are truncated.
             batch_size: Examples per batch (per device).
@@ -198,7 +200,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             hp = self.hparams
             tokenizer = (
                 self._trained_tokenizer() if hp.tokenizer in TRAINED else pretrained_tokenizer(hp.tokenizer)
-            )
+            )  # a run's tokenizer.json included
             self._pad_id = (tokenizer.padding or {}).get("pad_id")
             if self._pad_id is None:
                 raise DataError(f"data.tokenizer: {hp.tokenizer!r} has no padding token")
@@ -209,7 +211,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _trained_tokenizer(self) -> Tokenizer:
         hp = self.hparams
-        key = digest(CACHE_VERSION, hp.tokenizer, hp.tokenizer_vocab_size, self._data_identity())
+        key = digest(CACHE_VERSION, hp.tokenizer, hp.tokenizer_vocab_size, self._data_identity(predict=False))
         path = self.cache_dir / "tokenizers" / f"{hp.tokenizer}-{key}.json"
         train = self._raw_splits()["train"]
         return cached_tokenizer(
@@ -218,12 +220,12 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     # --- cache ------------------------------------------------------------------------------------------
 
-    def _data_identity(self) -> list:
+    def _data_identity(self, predict: bool = True) -> list:
         """What the texts of the splits depend on: the files (path, size, time) or hub name, the columns and
-        the split."""
+        the split (``predict``: and the predict file; a trained tokenizer does not depend on it)."""
         hp = self.hparams
         files = []
-        for split in (*SPLITS, "predict"):
+        for split in (*SPLITS, "predict") if predict else SPLITS:
             path = hp[f"{split}_path"]
             if path:
                 stat = Path(path).stat() if Path(path).exists() else None
@@ -322,7 +324,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         if "tokenizer" in state and state["tokenizer"] != self.tokenizer_json():
             raise DataError(
                 f"the checkpoint's tokenizer differs from this data's (data.tokenizer: {self.hparams.tokenizer!r}, "
-                f"max_length {self.hparams.max_length}): use the config the checkpoint was trained with"
+                f"max_length {self.hparams.max_length}): use the config the checkpoint was trained with, and "
+                "for a trained tokenizer its run folder's tokenizer.json (--data.tokenizer RUN/tokenizer.json)"
             )
 
     def encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
@@ -341,3 +344,15 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _has_predict_split(self) -> bool:
         return "predict" in self.splits
+
+    def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
+        """What ties each ``predict`` row to its record in ``predict_path``: its row (1-based, the header and
+        blank lines not counted, as pandas and ``datasets`` count them) and the file's other columns (an id, a
+        label), read again; none for the test set, whose rows are in order."""
+        hp = self.hparams
+        if not hp.predict_path:
+            return []
+        data = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
+        others = [c for c in data.column_names if c != hp.text_column]
+        table = data.select_columns(others).with_format("numpy")
+        return [("row", np.arange(1, len(data) + 1)), *((c, np.asarray(table[c])) for c in others)]

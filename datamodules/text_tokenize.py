@@ -26,9 +26,17 @@ def digest(*parts) -> str:
 
 
 def pretrained_tokenizer(name: str) -> Tokenizer:
-    """The Rust tokenizer of a ``transformers`` AutoTokenizer (hub name or local folder), padding token set."""
+    """The Rust tokenizer of a ``transformers`` AutoTokenizer (hub name or local folder), padding token set; or a
+    ``tokenizers`` JSON file as a run saved it (``tokenizer.json``)."""
     from transformers import AutoTokenizer
 
+    if name.endswith(".json") and Path(name).is_file():  # a run's tokenizer.json: as it was saved
+        try:
+            return Tokenizer.from_file(name)
+        except Exception as err:  # tokenizers raises a bare Exception on a file it cannot parse
+            raise DataError(
+                f"data.tokenizer: {name}: not a tokenizers JSON file ({str(err)[:200]})"
+            ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:

@@ -238,3 +238,27 @@ def test_the_real_minilm_loads_offline_and_fine_tunes_a_step(tmp_path):
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     batch = cli.datamodule.encode(["a gem of a movie"])
     assert cli.datamodule.tokenizer.decode(batch["x"][0].tolist()) == "a gem of a movie"
+
+
+def test_predict_on_a_file_keeps_its_rows_and_other_columns(tmp_path, monkeypatch):
+    """Text predictions tie back to the input: its data row (blank lines not counted) and its id column; a run's
+    tokenizer.json predicts the same on a machine without the cache of its trained tokenizer."""
+    args = text_args(tmp_path, TEXT / "lstm.yaml")
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=2", "--model.net.init_args.hidden_size=8"])
+    ckpt = next((tmp_path / "logs").rglob("last.ckpt"))
+    new = tmp_path / "new.csv"
+    new.write_text('id,text\nr1,a great film\n\nr2,the plot was dull\nr\t3,"dull, yet lovely"\n')
+    predict = ["predict", *args, "--model.net.init_args.hidden_size=8", f"--data.predict_path={new}",
+               f"--ckpt_path={ckpt}"]  # fmt: skip
+    ExperimentCLI(args=predict)
+    (found,) = (tmp_path / "logs").rglob("predictions.tsv")
+    rows = [r.split("\t") for r in found.read_text().splitlines()]
+    assert rows[0] == ["index", "row", "id", "predicted", "p_rotten", "p_fresh"]  # the config's label order
+    assert [r[:3] for r in rows[1:]] == [["0", "1", "r1"], ["1", "2", "r2"], ["2", "3", "r 3"]]
+    assert all(r[3] in ("fresh", "rotten") and abs(float(r[4]) + float(r[5]) - 1) < 1e-5 for r in rows[1:])
+    saved = ckpt.parents[1] / "tokenizer.json"  # the run folder's
+    monkeypatch.setenv("ARCHBENCH_CACHE", str(tmp_path / "another-machine"))
+    found.rename(tmp_path / "first.tsv")
+    ExperimentCLI(args=[*predict, f"--data.tokenizer={saved}"])
+    (again,) = (tmp_path / "logs").rglob("predictions.tsv")
+    assert again.read_text() == (tmp_path / "first.tsv").read_text()
