@@ -10,6 +10,7 @@ files too).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -105,6 +106,36 @@ class ImageSplit:
         if self.images is not None:
             return Image.fromarray(self.images[i])
         return _open_image(self.files[i])
+
+
+def shared_images(train: ImageSplit, held: dict[str, ImageSplit]) -> dict[str, np.ndarray]:
+    """For each held-out split, the positions whose image is an exact copy of a training image: the same pixels
+    (in-memory images) or the same file bytes (files: only files whose size a file of the other side has are
+    read). The training split is keyed once for all of them."""
+    found = {name: np.zeros(0, dtype=np.int64) for name in held}
+    if not len(train):
+        return found
+    if train.images is not None:
+        keys = np.fromiter((hash(image.tobytes()) for image in train.images), np.int64, len(train))
+        for name, split in held.items():
+            if split.images is not None and len(split):
+                mine = np.fromiter((hash(image.tobytes()) for image in split.images), np.int64, len(split))
+                found[name] = np.flatnonzero(np.isin(mine, keys))
+        return found
+    sizes = np.array([f.stat().st_size for f in train.files], dtype=np.int64)
+    held_sizes = {
+        n: np.array([f.stat().st_size for f in s.files or []], dtype=np.int64) for n, s in held.items()
+    }
+    wanted = np.concatenate([np.zeros(0, dtype=np.int64), *held_sizes.values()])
+
+    def key(path: Path) -> bytes:
+        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+
+    keys = {key(train.files[i]) for i in np.flatnonzero(np.isin(sizes, wanted))}
+    for name, split in held.items():
+        candidates = np.flatnonzero(np.isin(held_sizes[name], sizes))
+        found[name] = np.array([i for i in candidates if key(split.files[i]) in keys], dtype=np.int64)
+    return found
 
 
 def _open_image(path: Path) -> Image.Image:

@@ -38,6 +38,7 @@ from datamodules.image_sources import (
     pixel_statistics,
     read_fashion_mnist,
     read_folder,
+    shared_images,
 )
 from datamodules.sampling import (
     ClassificationData,
@@ -47,6 +48,7 @@ from datamodules.sampling import (
     per_device_batch_size,
 )
 from datamodules.splits import hold_out, seeded_subset
+from datamodules.storage import say_shared
 
 
 class ImageDataset(Dataset):
@@ -199,8 +201,26 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             subset = seeded_subset(len(splits[name]), hp[f"{name}_size"], hp.split_seed, salt)
             if subset is not None:
                 splits[name] = splits[name].subset(subset.materialize(sort=True))
+        self._warn_shared(splits)
         self.splits = splits
         return splits
+
+    def _warn_shared(self, splits: dict[str, ImageSplit]) -> None:
+        """A held-out image that is an exact copy of a training image is said, as for every modality."""
+        from lightning.pytorch.utilities import rank_zero_only
+
+        if rank_zero_only.rank != 0:
+            return
+        hp = self.hparams
+        for name, shared in shared_images(splits["train"], {n: splits[n] for n in ("val", "test")}).items():
+            if len(shared):
+                held = splits[name]
+                first = f"number {shared[0] + 1} of the {name} split"
+                if held.files is not None:
+                    first = str(held.files[shared[0]])
+                where = hp[f"{name}_path"] or hp.train_path or hp.dataset or hp.root
+                say_shared(f"{where} [{name}]", len(shared), len(held), f"{name} images", name,
+                           f"the first is {first}", "Deduplicate the images, or hold out by group,")  # fmt: skip
 
     def _keep_classes(self, splits: dict[str, ImageSplit], keep: list[str]) -> dict[str, ImageSplit]:
         unknown = [c for c in keep if c not in self._labels]

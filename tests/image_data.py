@@ -32,8 +32,8 @@ def fake_fashion_mnist(root, n_train=60, n_test=20, seed=0):
     return root
 
 
-def write_folder(root, classes=("cat", "dog"), per_class=4, size=12, mode="RGB"):
-    rng = np.random.default_rng(0)
+def write_folder(root, classes=("cat", "dog"), per_class=4, size=12, mode="RGB", seed=0):
+    rng = np.random.default_rng(seed)
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):

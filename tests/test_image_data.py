@@ -105,6 +105,26 @@ def test_image_folders_and_their_bad_input(tmp_path):
         dm.setup()  # found before training starts
 
 
+def test_held_out_images_that_copy_training_images_are_said(tmp_path, recwarn):
+    train = write_folder(tmp_path / "train", per_class=5)
+    test = write_folder(tmp_path / "test", per_class=2, seed=1)
+    folder = dict(source="folder", train_path=str(train), test_path=str(test), val_fraction=0.0)
+    ImageDataModule(**folder).setup()
+    assert not [w for w in recwarn if "also occur in training" in str(w.message)]
+    (test / "dog" / "copy.png").write_bytes((train / "cat" / "3.png").read_bytes())  # the label matters not
+    with pytest.warns(UserWarning, match=r"test\]: 1 of 5 test images \(20.0%\) also occur in training \(the "
+                                         r"first is .*test/dog/copy.png\)"):  # fmt: skip
+        ImageDataModule(**folder).setup()
+    root = fake_fashion_mnist(tmp_path / "fm")  # in memory: the same pixels
+    with gzip.open(root / "train-images-idx3-ubyte.gz") as f:
+        images = np.frombuffer(f.read()[16:], dtype=np.uint8).reshape(-1, 28, 28)
+    write_idx(root / "t10k-images-idx3-ubyte.gz", np.concatenate([images[50:53], images[:17] + 1]))
+    with pytest.warns(
+        UserWarning, match=r"3 of 20 test images \(15.0%\) .*the first is number 1 of the test"
+    ):
+        ImageDataModule(root=str(root), val_fraction=0.0, download=False).setup()
+
+
 def test_hugging_face_image_dataset_from_local_files(tmp_path):
     """The hub source through ``datasets`` (here its imagefolder builder on local files; a hub name online)."""
     write_folder(tmp_path / "hf" / "train", per_class=5, mode="L")
