@@ -480,6 +480,19 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
         ConfigError, match=r"model.ckpt does not fit the model that this config and data build \("
     ):
         align_main(bahdanau)  # the Transformer's weights, the Bahdanau config: one line, not torch's key list
+    saved = torch.load(ckpt, weights_only=False)  # as a language model's run would have saved it
+    saved["hyper_parameters"]["_class_path"] = "lit_models.lm.LanguageModelTask"
+    torch.save(saved, in_tmp / "lm.ckpt")
+    transformer = [
+        "--config",
+        str(SEQ2SEQ / "transformer.yaml"),
+        "--ckpt",
+        str(in_tmp / "lm.ckpt"),
+        "--text",
+        "slim",
+    ]
+    with pytest.raises(ConfigError, match=r"lm.ckpt: a checkpoint of LanguageModelTask, not of Seq2SeqTask"):
+        align_main([*transformer, *pairs])
 
 
 def test_a_pair_longer_than_the_nets_max_length_stops_before_training(in_tmp):
