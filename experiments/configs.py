@@ -6,7 +6,11 @@ jsonargparse sees it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import importlib
+import inspect
+import re
 from pathlib import Path
 
 import yaml
@@ -136,17 +140,48 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
           "Expected a <class 'NoneType'>", "Given value: NestedArg(", "Given value: Namespace(")  # fmt: skip
 
 
+def _suggestion(class_path: str, option: str) -> str:
+    """For an option the chosen class does not take: the close name it does take, or the names it takes (its
+    own and, through ``**kwargs``, its parents' up to Lightning's and torch's classes)."""
+    try:
+        module, name = class_path.rsplit(".", 1)
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return ""
+    names = []
+    for base in cls.__mro__:
+        if base.__module__.split(".")[0] in ("lightning", "torch", "builtins") or "__init__" not in vars(
+            base
+        ):
+            continue
+        parameters = inspect.signature(base.__init__).parameters.values()
+        names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+                  and p.name not in names]  # fmt: skip
+        if not any(p.kind == p.VAR_KEYWORD for p in parameters):
+            break
+    close = difflib.get_close_matches(option, names, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else f" ({name} takes: {', '.join(names)})"
+
+
 def one_line(message: str) -> str:
     """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
-    keys, reasons = [], []
+    keys, reasons, chosen = [], [], None
     for line in str(message).splitlines():
         line = line.strip().lstrip("- ").strip()
         if not line or line.startswith(_NOISE):
             continue
         if line.startswith('Parser key "'):
             keys.append(line.split('"')[1])
-        elif not line.startswith("Problem with given class_path '") and line not in reasons:
+        elif line.startswith("Problem with given class_path '"):
+            chosen = line.split("'")[1]
+        elif line not in reasons:
+            unknown = re.fullmatch(r"Option '(\w+)' is not accepted", line)
+            line += _suggestion(chosen, unknown.group(1)) if unknown and chosen else ""
+            if line.startswith("unrecognized arguments:") and re.search(
+                r"--(optimizer|lr_scheduler)\b", line
+            ):
+                line += " (the optimizer and its schedule are the task's: --model.optimizer, --model.lr_scheduler)"
             reasons.append(line.replace("<class '", "").replace("'>", ""))
     if not reasons:
         return str(message).strip()

@@ -149,9 +149,21 @@ def test_the_command_prints_each_mistake_as_one_line(in_tmp):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last_line(result) == "error: data.batch_size: -4 is not a positive integer"
     result = run_main("fit", "--config", CNN, *TINY_DATA, "--data.batch_sise=3", cwd=in_tmp)
-    assert (
-        result.returncode == 2 and result.stderr.strip() == "error: data: Option 'batch_sise' is not accepted"
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "error: data: Option 'batch_sise' is not accepted (did you mean 'batch_size'?)"
     )
+    result = run_main(
+        "fit", "--config", CNN, *TINY_DATA, "--model.lr=0.1", cwd=in_tmp
+    )  # no close name: them all
+    assert result.stderr.startswith(
+        "error: model: Option 'lr' is not accepted (PredictionTask takes: net, task,"
+    )
+    assert ", optimizer, lr_scheduler," in result.stderr  # the base task's, through **kwargs
+    result = run_main(
+        "fit", "--config", CNN, *TINY_DATA, "--optimizer.lr=0.1", cwd=in_tmp
+    )  # LightningCLI's habit
+    assert result.stderr.strip().endswith("(the optimizer and its schedule are the task's: --model.optimizer, "
+                                          "--model.lr_scheduler)")  # fmt: skip
     assert sorted(p.name for p in in_tmp.iterdir()) == []  # nothing written
 
 
