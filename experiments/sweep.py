@@ -28,6 +28,7 @@ runs/sweeps/dna-lstm/best.yaml``), and ``trials.json`` every trial.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import subprocess
@@ -36,13 +37,14 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError
 from datamodules.files import write_atomic
-from experiments.configs import check_yaml, parse_file, split_options
+from experiments.configs import check_yaml, fingerprint, parse_file, split_options
 from experiments.launchers import worker_env
 
 # Each kind of range and the keys it takes besides ``type``.
@@ -338,7 +340,10 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
     # Optuna logs every failed trial with its traceback: a failed trial is said in one line above instead, and a
     # mistake that stops the sweep as the command's one error line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    sampler = optuna.samplers.TPESampler(seed=sweep.seed + worker)
+    # Seeded by the worker and by the trials the study holds already: a sweep run again for more trials, or a
+    # worker started again, draws new settings instead of repeating its first ones.
+    seed = np.random.SeedSequence([sweep.seed, worker, _trials_held(sweep)]).generate_state(1)[0]
+    sampler = optuna.samplers.TPESampler(seed=int(seed))
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), sampler=sampler,
                                 pruner=sweep.make_pruner(), direction=sweep.direction, load_if_exists=True)  # fmt: skip
     # A failed trial (an error, a non-finite loss) is recorded as failed; the worker goes on with the next. A
@@ -393,6 +398,8 @@ def main(argv: list[str]) -> None:
     trials = args.trials if args.trials is not None else sweep.trials
     if trials < 1 or args.workers < 1:
         raise ConfigError(f"sweep: --trials {trials} and --workers {args.workers} must be positive")
+    remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
+    check_settings(sweep, overrides, f"sweep {sweep.name!r}", remedy)
     if args.worker is not None:
         run_worker(sweep, trials, args.worker, overrides)
         return
@@ -441,6 +448,46 @@ def main(argv: list[str]) -> None:
           f"-> {Path(sweep.out) / 'best.yaml'}, {Path(sweep.out) / 'trials.json'}")  # fmt: skip
     if failed:  # the best of the others is written; the failures are said, and the command fails
         raise RunsFailedError("sweep: " + "; ".join(failed))
+
+
+def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -> None:
+    """A study goes on only with the settings it began with (space, metric, direction, configs and their
+    contents, options): otherwise its trials would not compare, and its best would be scored on two metrics.
+    Written on the first run (``OUT/settings.json``); a study none of whose trials counts (they failed, a
+    misspelt metric say) starts again with the new settings."""
+    import optuna
+
+    def with_contents(arg: str) -> str:
+        path = Path(arg)
+        return f"{arg} {fingerprint(path)}" if len(arg) < 4096 and path.is_file() else arg
+
+    settings = {"space": sweep.space, "metric": sweep.metric, "direction": sweep.direction,
+                "pruner": sweep.pruner, "threshold": sweep.threshold, "seed": sweep.seed,
+                "args": [with_contents(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
+    text = json.dumps(settings, indent=1, default=str) + "\n"
+    path = Path(sweep.out) / "settings.json"
+    if path.is_file() and path.read_text() != text:
+        if trials_so_far(sweep):
+            before, now = json.loads(path.read_text()), json.loads(text)
+            changed = ", ".join(k for k in now if before.get(k) != now[k])
+            raise ConfigError(
+                f"{path.parent}: {what} was run with other settings ({changed}; see {path.name} there): its "
+                f"trials would not compare with new ones; {remedy}"
+            )
+        with contextlib.suppress(KeyError):  # a study of failed trials only starts again (KeyError: none yet)
+            optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
+            print(f"{what}: none of its trials counted; starting again with the new settings")
+    write_atomic(path, text)
+
+
+def _trials_held(sweep: Sweep) -> int:
+    """Trials of the study in any state; 0 when it does not exist yet."""
+    import optuna
+
+    try:
+        return len(optuna.load_study(study_name=sweep.name, storage=sweep.storage_url()).trials)
+    except KeyError:
+        return 0
 
 
 def trials_so_far(sweep: Sweep) -> int:

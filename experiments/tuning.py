@@ -22,16 +22,12 @@ job of the launcher (a worker per device, a SLURM job), all rows at once, before
 
 from __future__ import annotations
 
-import contextlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from archbench.errors import ConfigError
-from datamodules.files import write_atomic
-from experiments.configs import fingerprint
-from experiments.sweep import Sweep, run_worker, summarize, trials_so_far
+from experiments.sweep import Sweep, check_settings, run_worker, summarize, trials_so_far
 
 # The functions take compare's ``Comparison`` (its models, out, name, metric, tune section and run_args), which
 # imports this module: duck-typed here, so the imports run one way.
@@ -107,7 +103,7 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     tuning = tuning_of(comparison)
     sweep = row_sweep(comparison, model, tuning)
     trial_overrides = [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
-    _check_settings(sweep, trial_overrides, model)
+    check_settings(sweep, trial_overrides, f"row {model!r}", "give another --out, or delete the folder")
     missing = max(0, tuning.trials - trials_so_far(sweep))
     if missing:
         print(f"\n=== tuning {model}: {missing} of {tuning.trials} trials to run, {tuning.metric} "
@@ -116,31 +112,3 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     best = summarize(sweep)
     return {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
             "value": best["value"], "params": best["params"]}  # fmt: skip
-
-
-def _check_settings(sweep: Sweep, overrides: list[str], model: str) -> None:
-    """A row's study goes on only with the settings it began with (space, metric, configs and their contents,
-    options): otherwise its trials would not be comparable. Written on the first run; a study none of whose
-    trials counts (they failed, a misspelt metric say) starts again with the new settings."""
-
-    def with_contents(arg: str) -> str:
-        path = Path(arg)
-        return f"{arg} {fingerprint(path)}" if len(arg) < 4096 and path.is_file() else arg
-
-    settings = {"space": sweep.space, "metric": sweep.metric, "direction": sweep.direction,
-                "pruner": sweep.pruner, "threshold": sweep.threshold, "seed": sweep.seed,
-                "args": [with_contents(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
-    text = json.dumps(settings, indent=1, default=str) + "\n"
-    path = Path(sweep.out) / "settings.json"
-    if path.is_file() and path.read_text() != text:
-        if trials_so_far(sweep):
-            raise ConfigError(
-                f"{path.parent}: row {model!r} was tuned with other settings (see {path.name} there); give "
-                "another --out, or delete the folder to tune it again"
-            )
-        import optuna
-
-        with contextlib.suppress(KeyError):  # a study of failed trials only starts again (KeyError: none yet)
-            optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
-            print(f"tune: row {model!r}: none of its trials counted; tuning it again with the new settings")
-    write_atomic(path, text)

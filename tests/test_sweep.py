@@ -46,6 +46,20 @@ def test_two_workers_share_one_study_and_the_best_config_fits(in_tmp, monkeypatc
     assert cli.model.net.rnn.hidden_size == best["params"]["model.net.init_args.hidden_size"]
 
 
+def test_a_sweep_run_again_draws_new_trials_and_refuses_other_settings(in_tmp, monkeypatch):
+    """A second run for more trials does not repeat the first run's draws (the sampler restarted at its seed
+    did); a changed metric or direction would score the study on two metrics, so it is refused."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    once = [*TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    main(["--config", _sweep(in_tmp, trials=1), *once])
+    main(["--config", _sweep(in_tmp, trials=2), *once])  # the budget grows: one more trial
+    trials = json.loads((in_tmp / "sweep" / "trials.json").read_text())["trials"]
+    assert len(trials) == 2 and trials[0]["params"] != trials[1]["params"]
+    with pytest.raises(ConfigError, match=r"sweep: sweep 'tiny' was run with other settings \(metric, direction; "
+                                          r"see settings.json there\).*delete .*sweep to start again"):  # fmt: skip
+        main(["--config", _sweep(in_tmp, trials=3, metric="val/loss", direction="minimize"), *once])
+
+
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     # No Pearson correlation reaches 2: the threshold pruner stops every trial at its first report.
@@ -133,7 +147,7 @@ def test_compare_tunes_every_row_with_the_same_budget_then_runs_its_seeds_with_t
     before = (in_tmp / "cmp" / "tune" / "CNN" / "trials.json").read_text()
     compare(["--config", config, *RUN, "--trainer.max_epochs=1"])  # everything done: kept
     assert (in_tmp / "cmp" / "tune" / "CNN" / "trials.json").read_text() == before
-    with pytest.raises(ConfigError, match=r"tune/CNN: row 'CNN' was tuned with other settings"):
+    with pytest.raises(ConfigError, match=r"tune/CNN: row 'CNN' was run with other settings"):
         compare(["--config", config, *RUN, "--trainer.max_epochs=2"])  # the study's trials ran 1 epoch
 
 
@@ -166,21 +180,22 @@ def test_a_row_whose_trials_all_failed_is_tuned_again_with_corrected_settings(in
     import optuna
 
     from experiments.compare import Comparison
-    from experiments.tuning import _check_settings, row_sweep, tuning_of
+    from experiments.sweep import check_settings
+    from experiments.tuning import row_sweep, tuning_of
 
     comparison = Comparison.load(_tuned_comparison(in_tmp))
     sweep = row_sweep(comparison, "CNN", tuning_of(comparison))
-    _check_settings(sweep, [], "CNN")
+    check_settings(sweep, [], "row 'CNN'", "give another --out")
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url())
     study.tell(study.ask(), state=optuna.trial.TrialState.FAIL)
     sweep.metric, sweep.direction = "val/loss", "minimize"
-    _check_settings(sweep, [], "CNN")
+    check_settings(sweep, [], "row 'CNN'", "give another --out")
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), direction="minimize")
     assert study.trials == []  # begun again, in the new direction
     study.tell(study.ask(), 0.5)
     sweep.metric = "val/mse"
-    with pytest.raises(ConfigError, match=r"tune/CNN: row 'CNN' was tuned with other settings"):
-        _check_settings(sweep, [], "CNN")
+    with pytest.raises(ConfigError, match=r"tune/CNN: row 'CNN' was run with other settings \(metric;"):
+        check_settings(sweep, [], "row 'CNN'", "give another --out")
 
 
 @pytest.mark.slow  # 36 s of worker processes (make test-all); tuning and the local launcher each stay in the default suite
