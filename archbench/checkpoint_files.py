@@ -49,3 +49,32 @@ def checkpoint_task(checkpoint: dict) -> str:
     """The class name of the task a Lightning checkpoint was saved from (``LanguageModelTask``), from the
     hyperparameters LightningCLI saves; empty when it does not say."""
     return str((checkpoint.get("hyper_parameters") or {}).get("_class_path") or "").rsplit(".", 1)[-1]
+
+
+def run_config(ckpt: str | Path) -> Path | None:
+    """The config a run saved beside its checkpoints (``RUN/config.yaml`` for ``RUN/checkpoints/X.ckpt``), or
+    None: what rebuilds that run's model, overrides included."""
+    path = Path(ckpt).resolve()
+    return next(
+        (f / "config.yaml" for f in (path.parent.parent, path.parent) if (f / "config.yaml").is_file()), None
+    )
+
+
+def configs_for(ckpt: str, given: list[str] | None) -> list[str]:
+    """The ``--config`` files that rebuild a checkpoint's model: those given, else its run's own config.yaml."""
+    if given:
+        return given
+    found = run_config(ckpt)
+    if found is None:
+        raise ConfigError(
+            f"--config: give the config(s) the checkpoint was trained with; no run config.yaml beside --ckpt {ckpt}"
+        )
+    return [str(found)]
+
+
+def with_run_config_hint(err: ConfigError, ckpt: str, given: list[str]) -> ConfigError:
+    """A does-not-fit error, pointing to the run's own config.yaml when there is one and it was not given."""
+    found = run_config(ckpt)
+    if found is None or any(Path(g).resolve() == found for g in given):
+        return err
+    return ConfigError(f"{err} (the run's own: --config {found})")

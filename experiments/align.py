@@ -15,7 +15,7 @@ import argparse
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from archbench.checkpoint_files import check_checkpoint, checkpoint_task
+from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS
@@ -82,13 +82,20 @@ def main(argv: list[str]) -> None:
         prog="python -m experiments align",
         description="Draw a sequence-to-sequence model's attention over a source for each symbol it writes (PNG).",
     )
-    parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="the run's config file(s), in order; empty: the --ckpt run's config.yaml",
+    )
     parser.add_argument("--ckpt", help="checkpoint to load; empty: untrained weights")
     parser.add_argument("--text", required=True, help="the source to decode and look at (a word for G2P)")
     parser.add_argument("--out", default="alignment.png", help="PNG to write (default: alignment.png)")
     args, overrides = parser.parse_known_args(argv)
 
-    cli = cli_from_configs(args.config, overrides)
+    if not args.config and not args.ckpt:
+        raise ConfigError("align: give --config (the model to draw) or --ckpt (a run's checkpoint)")
+    configs = configs_for(args.ckpt, args.config) if args.ckpt else args.config
+    cli = cli_from_configs(configs, overrides)
     module, datamodule = cli.model, cli.datamodule
     if not hasattr(datamodule, "encode_sources"):
         raise DataError(
@@ -102,7 +109,10 @@ def main(argv: list[str]) -> None:
         state = checkpoint.get(type(datamodule).__qualname__)
         if state:
             datamodule.load_state_dict(state)  # the vocabularies it was trained with, or an error
-        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {args.ckpt}")  # another net: one line
+        try:
+            module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {args.ckpt}")  # another net: one line
+        except ConfigError as err:
+            raise with_run_config_hint(err, args.ckpt, configs) from None
         module.load_state_dict(checkpoint["state_dict"])
     else:
         print("align: no --ckpt, so these are the alignments of untrained weights")

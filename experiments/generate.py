@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from archbench.checkpoint_files import check_checkpoint, checkpoint_task
+from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
 from archbench.errors import ConfigError, DataError
 
 
@@ -24,7 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m experiments generate", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--config", action="append", help="the run's config file(s), in order (with --ckpt)")
+    parser.add_argument(
+        "--config", action="append", help="the run's config file(s), in order; empty: the run's config.yaml"
+    )
     parser.add_argument("--ckpt", help="a language model's checkpoint (weights and tokenizer)")
     parser.add_argument("--weights", help="pretrained weights instead: a GGUF file or a folder holding one")
     parser.add_argument("--prompt", required=True, help="the text to continue")
@@ -43,6 +45,7 @@ def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
     from experiments.cli import ExperimentCLI
 
     checkpoint = check_checkpoint(ckpt, "--ckpt")
+    configs = configs_for(ckpt, configs)
     state = checkpoint.get(LanguageModelDataModule.__qualname__)
     if not state or "tokenizer" not in state:
         name = checkpoint_task(checkpoint) or "another task"
@@ -61,11 +64,12 @@ def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
             cli = ExperimentCLI(args=[*args, f"--data.tokenizer={saved}"], run=False)
             tokenizer = cli.datamodule.tokenizer  # read while the file is there
     try:
-        cli.model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as err:
-        raise ConfigError(
-            f"--ckpt {ckpt}: does not fit the model of --config: {str(err).splitlines()[1].strip()}"
-        ) from None
+        cli.model.refuse_mismatch(
+            checkpoint["state_dict"], f"--ckpt {ckpt}"
+        )  # one line, not torch's key list
+    except ConfigError as err:
+        raise with_run_config_hint(err, ckpt, configs) from None
+    cli.model.load_state_dict(checkpoint["state_dict"])
     return cli.model, tokenizer, cli.datamodule.seq_len
 
 
@@ -80,9 +84,7 @@ def load_from_weights(path: str):
 def main(argv: list[str]) -> None:
     args, overrides = _parser().parse_known_args(argv)
     if bool(args.ckpt) == bool(args.weights):
-        raise ConfigError("generate: give --ckpt (with the run's --config) or --weights")
-    if args.ckpt and not args.config:
-        raise ConfigError("generate --ckpt: give the run's --config file(s) too (they rebuild its model)")
+        raise ConfigError("generate: give --ckpt (a run's checkpoint) or --weights")
     if args.max_new_tokens < 1:
         raise ConfigError(
             f"generate --max_new_tokens: {args.max_new_tokens} is not a positive number of tokens"

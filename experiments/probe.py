@@ -360,7 +360,10 @@ def main(argv: list[str]) -> None:
         "or causal LM (a folder, or a Hub name online)",
     )
     parser.add_argument(
-        "--config", action="append", default=[], help="a trained LM's run config(s), with --ckpt"
+        "--config",
+        action="append",
+        default=[],
+        help="a trained LM's run config(s); empty: its run's config.yaml",
     )
     parser.add_argument(
         "--ckpt", help="a causal or masked language model checkpoint trained here (with --config)"
@@ -372,9 +375,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
     args, overrides = parser.parse_known_args(argv)
     if bool(args.ckpt) == bool(args.weights):
-        raise ConfigError("probe: give --weights (pretrained) or --ckpt with the run's --config")
-    if args.ckpt and not args.config:
-        raise ConfigError("probe --ckpt: give the run's --config file(s) too (they rebuild its model)")
+        raise ConfigError("probe: give --weights (pretrained) or --ckpt (a run's checkpoint)")
     if args.batch_size < 1:
         raise ConfigError(f"probe: --batch-size {args.batch_size} is not a positive integer")
     pairs = read_crows_pairs(args.data)

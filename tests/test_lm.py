@@ -212,6 +212,17 @@ def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_chara
     done = run_main(*common, "--prompt", "It is a", cwd=in_tmp)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("It is a") and len(done.stdout.rstrip("\n")) == len("It is a") + 20
+    alone = run_main("generate", "--ckpt", ckpt, "--max_new_tokens=5", "--prompt", "It is a", cwd=in_tmp)
+    assert alone.returncode == 0 and alone.stdout.startswith("It is a"), alone.stderr[
+        -2000:
+    ]  # its config.yaml
+    bigger = run_main(
+        "generate", "--config", GPT_YAML, *args[2:-3], "--ckpt", ckpt, "--prompt", "It", cwd=in_tmp
+    )
+    assert (
+        bigger.returncode == 2 and "does not fit the model that this config and data build" in bigger.stderr
+    )
+    assert bigger.stderr.strip().endswith(f"(the run's own: --config {in_tmp / 'run' / 'config.yaml'})")
     bad = run_main(*common, "--prompt", "It is 🙂", cwd=in_tmp)
     assert (
         bad.returncode == 2
