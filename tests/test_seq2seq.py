@@ -480,7 +480,9 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
         ConfigError, match=r"model.ckpt does not fit the model that this config and data build \("
     ):
         align_main(bahdanau)  # the Transformer's weights, the Bahdanau config: one line, not torch's key list
-    with pytest.raises(ConfigError, match=r"--config: give the config\(s\) .*no run config.yaml beside --ckpt"):
+    with pytest.raises(
+        ConfigError, match=r"--config: give the config\(s\) .*no run config.yaml beside --ckpt"
+    ):
         align_main(["--ckpt", str(ckpt), "--text", "slim"])  # saved by hand: no run folder around it
     saved = torch.load(ckpt, weights_only=False)  # as a language model's run would have saved it
     saved["hyper_parameters"]["_class_path"] = "lit_models.lm.LanguageModelTask"
