@@ -398,6 +398,7 @@ def main(argv: list[str]) -> None:
     trials = args.trials if args.trials is not None else sweep.trials
     if trials < 1 or args.workers < 1:
         raise ConfigError(f"sweep: --trials {trials} and --workers {args.workers} must be positive")
+    check_keys(sweep, overrides)
     remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
     check_settings(sweep, overrides, f"sweep {sweep.name!r}", remedy)
     if args.worker is not None:
@@ -478,6 +479,36 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
             optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
             print(f"{what}: none of its trials counted; starting again with the new settings")
     write_atomic(path, text)
+
+
+def check_keys(sweep: Sweep, overrides: list[str]) -> None:
+    """The space's keys parsed as a trial's options are, each at its low (or first) value: a misspelt key, or a
+    value its option refuses, is named now with its line in the sweep file, not when the first trial starts."""
+    from jsonargparse import ArgumentError
+
+    from experiments.cli import ExperimentCLI
+    from experiments.configs import one_line
+
+    def parse(values: dict) -> None:
+        args = [*sweep.trial_args(), "--config", yaml.safe_dump(nested(values)), *overrides]
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*args parameter is intended to run from within Python.*"
+            )
+            ExperimentCLI(args=args, run=False, parse_only=True)
+
+    values = {
+        k: spec["values"][0] if spec["type"] == "choice" else spec["low"] for k, spec in sweep.space.items()
+    }
+    try:
+        parse(values)
+    except (ArgumentError, ConfigError):
+        for key, value in values.items():  # which key: each alone
+            try:
+                parse({key: value})
+            except (ArgumentError, ConfigError) as err:
+                raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
+        raise
 
 
 def _trials_held(sweep: Sweep) -> int:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from archbench.errors import ConfigError
-from experiments.sweep import Sweep, check_settings, run_worker, summarize, trials_so_far
+from experiments.sweep import Sweep, check_keys, check_settings, run_worker, summarize, trials_so_far
 
 # The functions take compare's ``Comparison`` (its models, out, name, metric, tune section and run_args), which
 # imports this module: duck-typed here, so the imports run one way.
@@ -103,6 +103,7 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     tuning = tuning_of(comparison)
     sweep = row_sweep(comparison, model, tuning)
     trial_overrides = [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
+    check_keys(sweep, trial_overrides)
     check_settings(sweep, trial_overrides, f"row {model!r}", "give another --out, or delete the folder")
     missing = max(0, tuning.trials - trials_so_far(sweep))
     if missing:

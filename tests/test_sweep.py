@@ -60,6 +60,15 @@ def test_a_sweep_run_again_draws_new_trials_and_refuses_other_settings(in_tmp, m
         main(["--config", _sweep(in_tmp, trials=3, metric="val/loss", direction="minimize"), *once])
 
 
+def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
+    space = {"model.optimizer.init_args.lr": {"type": "log_uniform", "low": 1e-4, "high": 1e-2},
+             "model.net.init_args.hiden_size": {"type": "int", "low": 8, "high": 32}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: space.model.net.init_args.hiden_size: model.net: "
+                                          r"Option 'hiden_size' is not accepted \(did you mean 'hidden_size'\?\)"):  # fmt: skip
+        main(["--config", _sweep(in_tmp, space=space), *RUN])
+    assert not (in_tmp / "sweep").exists()
+
+
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     # No Pearson correlation reaches 2: the threshold pruner stops every trial at its first report.
