@@ -268,11 +268,10 @@ def load_hub_images(
         if theirs not in loaded:
             continue
         data = loaded[theirs]
-        for column in (image_column, label_column):
+        for option, column in (("image_column", image_column), ("label_column", label_column)):
             if column not in data.column_names:
-                raise DataError(
-                    f"{name} [{theirs}]: no column {column!r} (columns: {', '.join(data.column_names)})"
-                )
+                raise DataError(f"{name} [{theirs}]: no column {column!r} (data.{option}; columns: "
+                                f"{', '.join(data.column_names)})")  # fmt: skip
         images = np.stack([np.asarray(im) for im in data[image_column]])
         splits[ours] = ImageSplit(np.asarray(data[label_column], dtype=np.int64), images=images)
     feature = loaded["train"].features[label_column]

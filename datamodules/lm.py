@@ -107,7 +107,9 @@ def _documents(path: str, option: str, column: str, cache: str) -> list[Part]:
     if file.suffix.lower() in FORMATS:
         table = load_file(path, option, cache)
         if column not in table.column_names:
-            raise DataError(f"{path}: no column {column!r} (columns: {', '.join(table.column_names)})")
+            raise DataError(
+                f"{path}: no column {column!r} (data.text_column; columns: {', '.join(table.column_names)})"
+            )
         return [Part(path, 0, len(table), table=table, column=column)]
     return [Part(path, 0, file.stat().st_size, path=file)]
 

@@ -259,7 +259,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         if hp.predict_path:
             predict = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
             splits["predict"] = Split(predict, hp.predict_path)
-            check_columns(splits["predict"], [hp.text_column])
+            check_columns(splits["predict"], {"text_column": hp.text_column})
         counts = tokenize_splits(
             splits, self.tokenizer, self.labels, hp.text_column, hp.label_column, folder, self._count_calls
         )

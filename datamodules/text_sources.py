@@ -218,11 +218,12 @@ def row_label(split: Split, i: int) -> str:
     return f"{split.source}: row {row + 1}"
 
 
-def check_columns(split: Split, columns: list[str]) -> None:
-    for column in columns:
+def check_columns(split: Split, columns: dict[str, str]) -> None:
+    """Each option's column (``{"text_column": "text"}``) is one of the split's, or a DataError naming both."""
+    for option, column in columns.items():
         if column not in split.data.column_names:
             names = ", ".join(split.data.column_names)
-            raise DataError(f"{split.source}: no column {column!r} (columns: {names})")
+            raise DataError(f"{split.source}: no column {column!r} (data.{option}; columns: {names})")
 
 
 def arrow_batches(data: datasets.Dataset, column: str, size: int = 10_000):
@@ -327,7 +328,7 @@ def load_splits(
         raw = {s: Split(load_file(p, f"{s}_path", cache), p) for s, p in paths.items() if p}
     class_names = None
     for split in raw.values():
-        check_columns(split, [text_column, label_column])
+        check_columns(split, {"text_column": text_column, "label_column": label_column})
         class_names = _names_of_class_labels(split, label_column) or class_names
     train = raw["train"]
     held = {s: int(round(fractions[s] * len(train.data))) for s in ("val", "test") if s not in raw}

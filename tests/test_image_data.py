@@ -135,7 +135,7 @@ def test_hugging_face_image_dataset_from_local_files(tmp_path):
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 8, "val": 2, "test": 4}
     x, y = next(iter(dm.test_dataloader()))
     assert x.shape == (4, 1, 12, 12) and set(y.tolist()) <= {0, 1}
-    with pytest.raises(DataError, match="image_column|no column 'picture'"):
+    with pytest.raises(DataError, match=r"no column 'picture' \(data.image_column; columns:"):
         ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), image_column="picture").setup()
 
 

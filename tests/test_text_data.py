@@ -126,8 +126,12 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
 @pytest.mark.parametrize(
     "content, kwargs, expected",
     [
-        ("review,label\ngood film,fresh\n", {}, r"no column 'text' \(columns: review, label\)"),
-        ("text,stars\ngood film,fresh\n", {}, r"no column 'label'"),
+        (
+            "review,label\ngood film,fresh\n",
+            {},
+            r"no column 'text' \(data.text_column; columns: review, label\)",
+        ),
+        ("text,stars\ngood film,fresh\n", {}, r"no column 'label' \(data.label_column;"),
         (
             "text,label\ngood film,fresh\n,rotten\nbad,rotten\n",
             {},
