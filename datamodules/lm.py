@@ -23,6 +23,7 @@ import codecs
 import io
 import json
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,9 @@ from datamodules.text_tokenize import digest
 
 SPLITS = ("train", "val", "test")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
-CACHE_VERSION = 2  # 2: a byte-order mark dropped, CRLF and CR read as LF
+CACHE_VERSION = (
+    3  # 2: a byte-order mark dropped, CRLF and CR read as LF; 3: few documents cut, not given whole
+)
 CHUNK = 1 << 20
 
 
@@ -134,8 +137,9 @@ def _sizes(parts: list[Part]) -> list[tuple[Part, int, int]]:
 
 def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, list[Part]]:
     """Train / val / test as contiguous spans: whole documents from the end when there are at least three (empty
-    ones not counted) and some are left for training, else cuts at the line boundaries nearest the fractions of
-    the bytes."""
+    ones not counted), some are left for training and each held-out split gets at most 1.5 times its fraction
+    (plus 2% of the corpus), else cuts at the line boundaries nearest the fractions of the bytes (a table's rows
+    are never cut: a warning says the shares whole rows give)."""
     import os
 
     docs = [d for d in _sizes(parts) if d[2] > 0]
@@ -154,14 +158,26 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
                 taken += docs[first][2]
             assigned[split], i = docs[first:i], first
         assigned["train"] = docs[:i]
+        table = any(p.table is not None for p in parts)
         if assigned["train"]:
-            return {s: _merge(d) for s, d in assigned.items()}
-        if any(p.table is not None for p in parts):
+            shares = {s: sum(n for *_, n in assigned[s]) / total for s in ("val", "test")}
+            close = all(shares[s] <= 1.5 * fractions[s] + 0.02 for s in shares)
+            if not close and table:  # a table's rows are its documents: never cut
+                warnings.warn(
+                    f"{where}: whole rows give validation {shares['val']:.1%} and test {shares['test']:.1%} of the "
+                    f"corpus (data.val_fraction {fractions['val']:g}, data.test_fraction {fractions['test']:g}); "
+                    "give data.val_path and data.test_path for other shares",
+                    stacklevel=2,
+                )
+            if close or table:
+                return {s: _merge(d) for s, d in assigned.items()}
+        elif table:
             raise DataError(
                 f"{where}: the val/test fractions ({fractions['val']:g}, {fractions['test']:g}) take all "
                 f"{len(docs)} non-empty documents: give data.val_path and data.test_path, or smaller fractions"
             )
-        # a few long files: cut inside them, at line boundaries, as for one file
+        # a few long files (whole ones would leave training nothing, or take far more than the fractions ask):
+        # cut inside them, at line boundaries, as for one file
     elif any(p.table is not None for p in parts):
         raise DataError(
             f"{where}: {len(docs)} non-empty document(s) cannot be split: give data.val_path and data.test_path"

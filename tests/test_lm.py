@@ -40,10 +40,32 @@ def decoded(module, split: str) -> str:
 
 
 def test_documents_go_whole_to_one_split_in_corpus_order(tmp_path):
-    module = data(tmp_path)
+    module = data(tmp_path, val_fraction=0.3, test_fraction=0.3)  # a third each is about what is asked
     eot = module.tokenizer.decode([module.tokenizer.eot_id])
     for split, sentence in zip(("train", "val", "test"), SENTENCES, strict=True):
         assert decoded(module, split) == "\n".join([sentence] * 6) + "\n" + eot  # one document each, whole
+
+
+def test_few_documents_that_would_hold_out_far_more_than_asked_are_cut_at_lines(tmp_path):
+    """Four equal files at 10% + 10%: whole files would hold out half the corpus, so it is cut as one file is; a
+    table's rows are never cut, and the shares they give are said."""
+    corpus = tmp_path / "four"
+    corpus.mkdir()
+    for k in range(4):
+        (corpus / f"{k}.txt").write_text(
+            "".join(f"file {k} line {i}: {SENTENCES[k % 3]}\n" for i in range(50))
+        )
+    module = data(tmp_path, train_path=str(corpus))
+    sizes = {s: len(decoded(module, s)) for s in ("train", "val", "test")}
+    total = sum(sizes.values())
+    assert sizes["val"] == pytest.approx(0.1 * total, rel=0.15) and sizes["test"] == pytest.approx(
+        0.1 * total, rel=0.15
+    )
+    table = tmp_path / "rows.jsonl"
+    table.write_text("".join(json.dumps({"text": f"row {k}: {SENTENCES[k % 3]}"}) + "\n" for k in range(4)))
+    with pytest.warns(UserWarning, match=r"rows.jsonl: whole rows give validation 2\d.\d% and test 2\d.\d% of the corpus "
+                                         r"\(data.val_fraction 0.1, data.test_fraction 0.1\)"):  # fmt: skip
+        data(tmp_path, train_path=str(table))
 
 
 def test_a_single_file_is_cut_at_line_boundaries(tmp_path):
