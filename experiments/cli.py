@@ -150,6 +150,7 @@ class ExperimentCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._section(self.config)
+        self._move_loggers(config)
         self._dump_model_hparams()
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
@@ -176,6 +177,20 @@ class ExperimentCLI(LightningCLI):
                 print("--ckpt_path last: no earlier run of this model to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):
             self._evaluated_checkpoint(config)
+
+    @staticmethod
+    def _move_loggers(config) -> None:
+        """``trainer.default_root_dir``, when given, is where the run goes: the loggers' ``save_dir`` too (the
+        modality bases set theirs to ``runs/<modality>``, which Lightning would otherwise keep), so one option
+        moves the run folder, its checkpoints and the W&B files."""
+        root = config.trainer.get("default_root_dir")
+        loggers = config.trainer.get("logger")
+        if not root or not loggers or loggers is True:
+            return
+        for entry in loggers if isinstance(loggers, list) else [loggers]:
+            init = entry.get("init_args") if hasattr(entry, "get") else None
+            if init is not None and "save_dir" in init:
+                init.save_dir = str(root)
 
     def _evaluated_checkpoint(self, config) -> None:
         """validate / test / predict: ``last`` and ``best`` are the newest run of this model's (found as ``fit

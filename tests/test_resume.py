@@ -298,3 +298,18 @@ def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, 
     assert _step(in_tmp / "out" / "checkpoints" / "last.ckpt") == 4
     with pytest.raises(ConfigError, match=r"out/checkpoints/last.ckpt is a run of another model config"):
         ExperimentCLI(args=[*plain, "--ckpt_path=last", "--model.net.init_args.dropout=0.3"])  # same shapes
+
+
+def test_default_root_dir_moves_the_loggers_run_folder_and_resume_finds_it_there(in_tmp, capsys):
+    """The modality bases give the loggers save_dir runs/<modality>; --trainer.default_root_dir moves them too,
+    so the run, its checkpoints and its config land where the option says, and --ckpt_path last looks there."""
+    moved = ["fit", "--config", CNN, *TINY_DATA, "--trainer.enable_progress_bar=false",
+             "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.init_args.save_dir=runs/dna",
+             "--trainer.default_root_dir=mine", "--ckpt_path=last"]  # fmt: skip
+    ExperimentCLI(args=[*moved, "--trainer.max_steps=2"])
+    assert not (in_tmp / "runs").exists()
+    saved = yaml.safe_load((in_tmp / "mine" / "lightning_logs" / "version_0" / "config.yaml").read_text())
+    assert saved["trainer"]["logger"]["init_args"]["save_dir"] == "mine"  # as it ran
+    capsys.readouterr()
+    ExperimentCLI(args=[*moved, "--trainer.max_steps=4"])
+    assert "resuming from mine/lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
