@@ -210,6 +210,29 @@ class Vocabulary:
         return [self.symbols[i] for i in ids if i not in (PAD, BOS, EOS)]
 
 
+def saved_vocabulary(spec: str, option: str) -> Vocabulary | SubwordVocabulary | None:
+    """A side's vocabulary as a run saved it (``{"kind": "char", "symbols": [...]}``, or ``{"tokenizer": ...}``
+    for a subword one) when ``spec`` names such a ``.json`` file; None for any other spec. Needs no data."""
+    path = Path(spec)
+    if path.suffix != ".json" or not path.is_file():
+        return None
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{option}: {spec}: not a JSON file ({err})") from None
+    if (
+        isinstance(saved, dict)
+        and saved.get("kind") in SYMBOL_TOKENIZERS
+        and isinstance(saved.get("symbols"), list)
+    ):
+        return Vocabulary(set(saved["symbols"]), saved["kind"])
+    if isinstance(saved, dict) and isinstance(saved.get("tokenizer"), str):
+        from tokenizers import Tokenizer
+
+        return SubwordVocabulary(Tokenizer.from_str(saved["tokenizer"]))
+    raise DataError(f"{option}: {spec}: not a vocabulary a run saved ({{kind, symbols}} or {{tokenizer}})")
+
+
 class PairSplit(Dataset):
     """Encoded pairs; with ``group``, one example per distinct source holding all its targets."""
 
@@ -360,18 +383,22 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         h = self.hparams
         return f"{h.dataset}[{split}]" if h.dataset is not None else h[f"{split}_path"]
 
-    def _vocabulary(self, side: str, texts: list[str]) -> Vocabulary | SubwordVocabulary:
-        """A side's vocabulary from its training texts: symbols, a trained BPE, or a pretrained tokenizer."""
+    def _vocabulary(self, side: str, texts) -> Vocabulary | SubwordVocabulary:
+        """A side's vocabulary from its training texts (``texts()``: read only when needed): symbols, a trained
+        BPE, a pretrained tokenizer, or one a run saved (a checkpoint's, which ``align`` gives)."""
         kind = self.hparams[f"{side}_tokenizer"]
+        saved = saved_vocabulary(kind, f"data.{side}_tokenizer")
+        if saved is not None:
+            return saved
         if kind in SYMBOL_TOKENIZERS:
             symbols: set[str] = set()
-            for text in texts:
+            for text in texts():
                 symbols.update(split_symbols(text, kind))
             return Vocabulary(symbols, kind)
         from datamodules.lm_tokenize import bpe_tokenizer, pretrained_lm_tokenizer
 
         if kind == "bpe":
-            return SubwordVocabulary(bpe_tokenizer(texts, self.hparams.bpe_vocab_size).backend)
+            return SubwordVocabulary(bpe_tokenizer(texts(), self.hparams.bpe_vocab_size).backend)
         try:
             return SubwordVocabulary(pretrained_lm_tokenizer(kind).backend)
         except DataError as err:
@@ -380,9 +407,10 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
     def _build_vocabularies(self) -> None:
         if self.source_vocab is not None:
             return
-        train = self._read("train")
-        self.source_vocab = self._vocabulary("source", [self._source_text(t) for t in train["source"]])
-        self.target_vocab = self._vocabulary("target", list(train["target"]))
+        self.source_vocab = self._vocabulary(
+            "source", lambda: [self._source_text(t) for t in self._read("train")["source"]]
+        )
+        self.target_vocab = self._vocabulary("target", lambda: list(self._read("train")["target"]))
 
     def _unseen(self, texts) -> str:
         """The source symbols of ``texts`` that training never had (they read as ``<unk>``), for a warning."""

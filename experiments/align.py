@@ -11,6 +11,9 @@ images).
 from __future__ import annotations
 
 import argparse
+import json
+import tempfile
+from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
@@ -18,7 +21,7 @@ from lightning.pytorch.callbacks import Callback
 from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
-from datamodules.seq2seq import BOS, EOS
+from datamodules.seq2seq import BOS, EOS, SYMBOL_TOKENIZERS
 from experiments.attention import attention_figure, cli_from_configs, figure_png, keep_images
 from lit_models.seq2seq import greedy_decode
 
@@ -77,6 +80,26 @@ class AlignmentMaps(Callback):
         keep_images(trainer, log_dir, "alignment", images, self.texts)
 
 
+def _saved_vocabularies(checkpoint: dict | None, folder: Path) -> list[str]:
+    """``--data.<side>_tokenizer`` options that give the data module a checkpoint's vocabularies, written into
+    ``folder``: the model reads the ids it was trained on, and the data files need not be on disk."""
+    state = (checkpoint or {}).get("Seq2SeqDataModule") or {}
+    kinds = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
+    options = []
+    for side in ("source", "target"):
+        saved, kind = state.get(f"{side}_symbols"), kinds.get(f"{side}_tokenizer")
+        if isinstance(saved, list) and kind in SYMBOL_TOKENIZERS:
+            content = {"kind": kind, "symbols": saved}
+        elif isinstance(saved, dict) and isinstance(saved.get("tokenizer"), str):
+            content = saved
+        else:  # a checkpoint that does not say: the data's own vocabulary, checked against it below
+            continue
+        path = folder / f"{side}.json"
+        path.write_text(json.dumps(content), encoding="utf-8")
+        options.append(f"--data.{side}_tokenizer={path}")
+    return options
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m experiments align",
@@ -95,14 +118,14 @@ def main(argv: list[str]) -> None:
     if not args.config and not args.ckpt:
         raise ConfigError("align: give --config (the model to draw) or --ckpt (a run's checkpoint)")
     configs = configs_for(args.ckpt, args.config) if args.ckpt else args.config
-    cli = cli_from_configs(configs, overrides)
+    checkpoint = check_checkpoint(args.ckpt, "--ckpt") if args.ckpt else None
+    data = cli_from_configs(configs, overrides, parse_only=True).config.data.class_path
+    if not data.endswith(".Seq2SeqDataModule"):
+        raise DataError(f"data: {data} does not hold sequence pairs (use a seq2seq config)")
+    with tempfile.TemporaryDirectory() as folder:  # the checkpoint's vocabularies: no data file needed
+        cli = cli_from_configs(configs, overrides + _saved_vocabularies(checkpoint, Path(folder)))
     module, datamodule = cli.model, cli.datamodule
-    if not hasattr(datamodule, "encode_sources"):
-        raise DataError(
-            f"data: {type(datamodule).__name__} does not hold sequence pairs (use a seq2seq config)"
-        )
     if args.ckpt:
-        checkpoint = check_checkpoint(args.ckpt, "--ckpt")
         task = checkpoint_task(checkpoint)
         if task and task != type(module).__name__:
             raise ConfigError(f"--ckpt {args.ckpt}: a checkpoint of {task}, not of {type(module).__name__}")

@@ -3,10 +3,11 @@ by hand, causality, greedy decoding, the error-rate metric by hand, the pair dat
 parsing and split, and training through the CLI."""
 
 import math
+import shutil
 
 import pytest
 import torch
-from conftest import CSV_ONLY, ROOT
+from conftest import CNN, CSV_ONLY, ROOT
 from seq2seq_data import edit_lines, pair_args, pair_module, pronounce, write_pairs
 from torch import nn
 
@@ -470,11 +471,13 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
     for path in other.values():  # one more letter in every split: another source vocabulary
         path.write_text(path.read_text() + "zest\tZ E1 S T\n")
     args = ["--config", str(SEQ2SEQ / "transformer.yaml"), "--ckpt", str(ckpt), "--text", "slim",
-            *[f"--data.{s}_path={p}" for s, p in other.items()]]  # fmt: skip
-    with pytest.raises(
-        DataError, match="the checkpoint's source vocabulary \\(17 symbols\\) is not this data's \\(18 ids"
-    ):
-        align_main(args)
+            *[f"--data.{s}_path={p}" for s, p in other.items()], "--out", str(in_tmp / "a.png")]  # fmt: skip
+    align_main(args)  # the checkpoint's vocabularies, whatever the data's: 17 source symbols, as trained
+    shutil.rmtree(in_tmp / "other")
+    align_main(args)  # and with no data file on disk at all
+    assert (in_tmp / "a.png").read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(DataError, match=r"data: datamodules.dna.DNADataModule does not hold sequence pairs"):
+        align_main(["--config", CNN, "--ckpt", str(ckpt), "--text", "slim"])
     bahdanau = ["--config", str(SEQ2SEQ / "bahdanau.yaml"), "--ckpt", str(ckpt), "--text", "slim", *pairs]
     with pytest.raises(
         ConfigError, match=r"model.ckpt does not fit the model that this config and data build \("
