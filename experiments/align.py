@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+import warnings
 from pathlib import Path
 
 import torch
@@ -76,7 +77,15 @@ class AlignmentMaps(Callback):
         if not trainer.is_global_zero:
             return
         length = pl_module.hparams.max_decode_length
-        images = [draw(pl_module.net, trainer.datamodule, text, length)[0] for text in self.texts]
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            images = [draw(pl_module.net, trainer.datamodule, text, length)[0] for text in self.texts]
+        for warning in said:  # unseen symbols: said at the first validation only, with what to do about it
+            if "never seen in training" not in str(warning.message):
+                warnings.warn(warning.message, stacklevel=1)
+            elif trainer.current_epoch == 0:
+                warnings.warn(f"{warning.message} (AlignmentMaps: give words of your data after the config: "
+                              "--trainer.callbacks.texts='[word, another]')", stacklevel=1)  # fmt: skip
         keep_images(trainer, log_dir, "alignment", images, self.texts)
 
 

@@ -45,7 +45,8 @@ class TextSamples(Callback):
                 trainer.datamodule.tokenizer.encode(prompt, "TextSamples prompt")
                 usable.append(prompt)
             except DataError as err:
-                warnings.warn(f"{err}: no samples for this prompt", stacklevel=1)
+                warnings.warn(f"{err}: no samples for this prompt (give your own after the config: "
+                              "--trainer.callbacks.prompts='[Once upon a time, The]')", stacklevel=1)  # fmt: skip
         self.prompts = usable
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

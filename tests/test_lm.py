@@ -313,7 +313,8 @@ def test_samples_of_fixed_prompts_reach_w_and_b_and_the_run_folder(in_tmp):
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         "--trainer.logger.init_args.save_dir=logs",
     ]
-    with pytest.warns(UserWarning, match="character '🙂'.*no samples for this prompt"):
+    said = r"character '🙂'.*no samples for this prompt \(give your own after the config: --trainer.callbacks.prompts="
+    with pytest.warns(UserWarning, match=said):
         prompts = ["--trainer.callbacks=null", "--config", "trainer: {callbacks+: [{class_path: experiments.samples.TextSamples, "
                    "init_args: {prompts: [It is a, Emma, 🙂], max_new_tokens: 5}}]}\n"]  # fmt: skip
         cli = ExperimentCLI(args=[*args, *prompts], run=False)
