@@ -63,6 +63,18 @@ class Part:
     table: object = None  # a datasets.Dataset
     column: str = "text"
 
+    def first_line(self) -> int:
+        """The 1-based line of a file where the part starts (it may start inside the file: a held-out cut), or
+        the 1-based row of a table."""
+        if self.table is not None:
+            return self.start + 1
+        count, left = 1, self.start
+        with open(self.path, "rb") as f:
+            while left > 0:
+                block = f.read(min(CHUNK, left))
+                count, left = count + block.count(b"\n"), left - len(block)
+        return count
+
     def texts(self):
         """The part's text a piece at a time: (text, ends_document)."""
         if self.table is not None:
@@ -424,8 +436,22 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             stream = NpyStream(folder / f"{split}.npy", dtype)
             try:
                 for part in splits[split]:
+                    lines = 0  # before this piece, in the part: its line in the file only for an error
                     for text, ends_document in part.texts():
-                        stream.append(tokenizer.encode(text, part.source))
+                        try:
+                            stream.append(tokenizer.encode(text, part.source))
+                        except DataError:  # a character outside a saved character vocabulary: its line
+                            i = tokenizer.first_unknown(text)
+                            if i is None:
+                                raise
+                            line = part.first_line() + lines + text.count("\n", 0, i)
+                            row = part.table is not None
+                            where = f"{part.source}: row {line}" if row else f"{part.source}:{line}"
+                            column = i - text.rfind("\n", 0, i)
+                            raise DataError(
+                                f"{where}: {tokenizer.unknown_character(text, i, f'at column {column}')}"
+                            ) from None
+                        lines += 1 if part.table is not None else text.count("\n")
                         if ends_document and tokenizer.eot_id is not None:
                             stream.append([tokenizer.eot_id])
                 stream.close()

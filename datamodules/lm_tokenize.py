@@ -67,16 +67,30 @@ class LMTokenizer:
         """Token ids (int64) of ``text``; ``where`` names it in the error for a character outside the vocabulary."""
         if self.backend is not None:
             return np.asarray(self.backend.encode(text, add_special_tokens=False).ids, dtype=np.int64)
-        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
-        ids = np.where(codes < len(self._lookup), self._lookup[np.minimum(codes, len(self._lookup) - 1)], -1)
+        ids = self._char_ids(text)
         bad = np.flatnonzero(ids < 0)
         if len(bad):
-            i = int(bad[0])
-            raise DataError(
-                f"{where}: character {text[i]!r} (U+{ord(text[i]):04X}) at position {i} is not in the character "
-                f"vocabulary of {len(self.chars)} characters this model was trained with"
-            )
+            raise DataError(f"{where}: {self.unknown_character(text, int(bad[0]))}")
         return ids
+
+    def _char_ids(self, text: str) -> np.ndarray:
+        """A character vocabulary's ids of ``text``, -1 for a character outside it."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.int64)
+        return np.where(codes < len(self._lookup), self._lookup[np.minimum(codes, len(self._lookup) - 1)], -1)
+
+    def unknown_character(self, text: str, i: int, at: str | None = None) -> str:
+        """What is wrong with character ``i`` of ``text`` (``at``: where it is, default its position)."""
+        return (
+            f"character {text[i]!r} (U+{ord(text[i]):04X}) {at or f'at position {i}'} is not in the character "
+            f"vocabulary of {len(self.chars)} characters this model was trained with"
+        )
+
+    def first_unknown(self, text: str) -> int | None:
+        """Where ``text`` first holds a character outside a character vocabulary; None if nowhere (or subwords)."""
+        if self.chars is None:
+            return None
+        bad = np.flatnonzero(self._char_ids(text) < 0)
+        return int(bad[0]) if len(bad) else None
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = [int(i) for i in ids]

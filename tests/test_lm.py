@@ -195,8 +195,10 @@ def test_a_runs_saved_tokenizer_is_reused_on_another_corpus_without_reading_the_
     )
     chars = tmp_path / "chars.json"
     chars.write_text(data(tmp_path).tokenizer.to_json())  # a character vocabulary meets a new character
-    (other / "a.txt").write_text("Emma said 42\n" * 40)
-    with pytest.raises(DataError, match=r"a.txt.*character '4' .* not in the character vocabulary"):
+    (other / "a.txt").write_text("Emma said\n" * 37 + "Emma said 42\n" + "Emma said\n" * 2)  # in the test cut
+    with pytest.raises(
+        DataError, match=r"a.txt:38: character '4' \(U\+0034\) at column 11 is not in the character"
+    ):
         LanguageModelDataModule(
             train_path=str(other), tokenizer=str(chars), cache_dir=str(tmp_path / "c3")
         ).setup()
