@@ -168,22 +168,19 @@ def test_the_command_prints_each_mistake_as_one_line(in_tmp):
 
 
 def test_a_data_error_found_at_setup_is_one_line_and_nothing_is_written(in_tmp):
-    """The validation file holds a symbol the training file lacks. Lightning's datamodule ``__str__`` (which
+    """The validation file holds a pair without its target. Lightning's datamodule ``__str__`` (which
     jsonargparse calls while linking) builds every loader and swallowed this error, leaving ``KeyError: 'val'``;
     and the loggers used to open their run folder before the data was read."""
     from conftest import ROOT
 
     (in_tmp / "train.tsv").write_text("word\tphonemes\nab\tA1 B\nba\tB A1\n")
-    (in_tmp / "val.tsv").write_text("word\tphonemes\nab\tA1 ZH\n")
+    (in_tmp / "val.tsv").write_text("word\tphonemes\nab\n")
     (in_tmp / "test.tsv").write_text("word\tphonemes\nab\tA1 B\n")
     config = str(ROOT / "experiments" / "seq2seq" / "gru.yaml")
     paths = [f"--data.{s}_path={in_tmp / s}.tsv" for s in ("train", "val", "test")]
     result = run_main("fit", "--config", config, *paths, "--trainer.max_steps=2", cwd=in_tmp)
     assert result.returncode == 2
-    assert last_line(result) == (
-        f"error: {in_tmp / 'val.tsv'}:2: target symbol 'ZH' never occurs in the training split "
-        f"({in_tmp / 'train.tsv'}): the model cannot predict it"
-    )
+    assert last_line(result) == f"error: {in_tmp / 'val.tsv'}:2: 1 fields, the header has 2"
     written = sorted(p.name for p in in_tmp.rglob("*") if p.is_file())
     assert written == [
         "test.tsv",
