@@ -118,6 +118,11 @@ def pair_frame(
             )
     pairs = pd.DataFrame({side: values.where(values.notna(), "") for side, values in sides.items()})
     pairs["line"] = lines
+    header = (pairs["source"] == source_column) & (pairs["target"] == target_column)
+    if header.any():  # files joined with their headers (cat a.tsv b.tsv): not a pair
+        line = pairs["line"][header].iloc[0]
+        raise DataError(f"{where}:{line}: repeats the header ({source_column}, {target_column}): files joined "
+                        "with their headers? Remove the line")  # fmt: skip
     for side, column in columns.items():
         empty, broken = pairs[side].str.strip() == "", pairs[side].str.contains("[\r\n]")
         if empty.any():

@@ -238,6 +238,21 @@ def text_batches(data: datasets.Dataset, column: str, size: int = 2000):
         yield batch.to_pylist()
 
 
+def check_header_repeats(split: Split, columns: list[str]) -> None:
+    """A row whose every field is its column's name: files joined with their headers (``cat a.csv b.csv``), a
+    header that would be read as an example (and its label as a class of its own)."""
+    seen = 0
+    for batch in split.data.select_columns(columns).with_format("arrow").iter(batch_size=10_000):
+        same = [pc.equal(batch[c].cast(pa.string()), c).fill_null(False) for c in columns]
+        repeats = np.flatnonzero(np.logical_and.reduce([m.to_numpy(zero_copy_only=False) for m in same]))
+        if len(repeats):
+            raise DataError(
+                f"{row_label(split, seen + int(repeats[0]))}: repeats the header ({', '.join(columns)}): files "
+                "joined with their headers? Remove the line"
+            )
+        seen += len(batch)
+
+
 def check_texts(split: Split, column: str) -> None:
     first, count, seen = None, 0, 0
     for texts in arrow_batches(split.data, column):
@@ -329,6 +344,7 @@ def load_splits(
     class_names = None
     for split in raw.values():
         check_columns(split, {"text_column": text_column, "label_column": label_column})
+        check_header_repeats(split, [text_column, label_column])
         class_names = _names_of_class_labels(split, label_column) or class_names
     train = raw["train"]
     held = {s: int(round(fractions[s] * len(train.data))) for s in ("val", "test") if s not in raw}

@@ -340,6 +340,10 @@ def test_missing_columns_and_empty_sources_are_named(tmp_path):
     paths["val"].write_text("\n".join(lines) + "\n")
     with pytest.raises(DataError, match=r"val.tsv:3: word is empty"):
         Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test"))).setup()
+    lines = paths["train"].read_text().splitlines()
+    paths["train"].write_text("\n".join([*lines[:4], lines[0], *lines[4:]]) + "\n")  # two files joined
+    with pytest.raises(DataError, match=r"train.tsv:5: repeats the header \(word, phonemes\): files joined"):
+        Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test"))).setup()
 
 
 def test_empty_splits_stop_naming_the_file(tmp_path):

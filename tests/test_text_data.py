@@ -145,6 +145,11 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
         ),
         ("text,label\ngood,fresh\nbad,\nmeh,rotten\n", {}, r"row 2 \(line 3\): column 'label' is empty"),
         (
+            "text,label\ngood,fresh\ntext,label\nbad,rotten\n",
+            {},
+            r"row 2 \(line 3\): repeats the header \(text, label\): files joined with their headers\?",
+        ),
+        (
             "text,label\n\ngood,fresh\n  \nbad,\nmeh,rotten\n",
             {},
             r"row 2 \(line 5\): column 'label' is empty",
