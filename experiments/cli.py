@@ -169,12 +169,12 @@ class ExperimentCLI(LightningCLI):
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             # The newest run of this model in its own folder and W&B run; none yet: a fresh run.
             dumped = yaml.safe_load(self._parser("fit").dump(config, skip_unset=False, skip_validation=True))
-            config.ckpt_path = resume_last(config, dumped.get("model"))
+            config.ckpt_path = resume_last(config, {"model": dumped.get("model"), "data": dumped.get("data")})
             if config.ckpt_path:
                 print(f"resuming from {config.ckpt_path}")
                 self._resumed_step = int(checkpoint_info(config.ckpt_path)["global_step"])
             else:
-                print("--ckpt_path last: no earlier run of this model to resume; starting a new run")
+                print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):
             self._evaluated_checkpoint(config)
 
@@ -205,10 +205,10 @@ class ExperimentCLI(LightningCLI):
             dumped = yaml.safe_load(
                 self._parser(self.subcommand).dump(config, skip_unset=False, skip_validation=True)
             )
-            found = named_checkpoint(config, dumped.get("model"), ckpt)
+            found = named_checkpoint(config, {"model": dumped.get("model"), "data": dumped.get("data")}, ckpt)
             if found is None:
                 raise ConfigError(
-                    f"--ckpt_path {ckpt}: no run of this model config with a {ckpt} checkpoint under its logger's "
+                    f"--ckpt_path {ckpt}: no run of this model config and training data with a {ckpt} checkpoint under its logger's "
                     "folder (or trainer.default_root_dir without a logger); give the checkpoint's path"
                 )
             self._read_checkpoint(str(found))

@@ -4,7 +4,7 @@ latest run of the same model in its own run folder, with the same W&B run.
 Lightning restores the model, optimizer, LR scheduler, loop position (mid-epoch too: the training loader is
 resumable, see ``datamodules.sampling``) and ``ModelCheckpoint`` state from a checkpoint. What it cannot
 know is *which* run ``last`` means once a logger versions its folders: a relaunch would open ``version_N+1``
-and find nothing. :func:`resume_last` picks the newest ``last.ckpt`` of a run with the same ``model``
+and find nothing. :func:`resume_last` picks the newest ``last.ckpt`` of a run with the same ``model`` (and training data)
 config, points the loggers at that run folder and W&B run id (saved in the checkpoint), and resumes it.
 """
 
@@ -73,14 +73,14 @@ def _logger_entries(config) -> list:
     return loggers if isinstance(loggers, list) else [loggers]
 
 
-def named_checkpoint(config, model: dict, name: str) -> Path | None:
-    """``last`` or the newest ``best*`` checkpoint of the newest run of this ``model`` config (the run folder of
+def named_checkpoint(config, run: dict, name: str) -> Path | None:
+    """``last`` or the newest ``best*`` checkpoint of the newest run of this ``run``'s model and data (the run folder of
     the first versioned logger, or ``trainer.default_root_dir`` without a logger); None when there is none."""
     if config.get("trainer", {}).get("logger") is False:
         root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
-        run_dir = root if _same_model(root / "config.yaml", model) else None
+        run_dir = root if _same_model(root / "config.yaml", run) else None
     else:
-        found = find_last_run(config, model)
+        found = find_last_run(config, run)
         run_dir = found[0] if found else None
     if run_dir is None:
         return None
@@ -89,17 +89,34 @@ def named_checkpoint(config, model: dict, name: str) -> Path | None:
     return candidates[-1] if candidates else None
 
 
-def _same_model(saved: Path, model: dict) -> bool:
-    """Whether the run whose ``config.yaml`` is ``saved`` has this ``model`` section (as the CLI dumps it)."""
+# Data options that change what a run is evaluated on or how it is read, not what it trained on: a run is still
+# "this run" when they differ (test it on another file, predict on a new one, more loader workers).
+EVALUATION_ONLY = ("predict_path", "test_path", "num_workers", "cache_dir", "test_time_reverse_complement")
+
+
+def _training_data(data) -> dict | None:
+    """A dumped ``data`` section without its evaluation-only options."""
+    if not isinstance(data, dict):
+        return data
+    init = {k: v for k, v in (data.get("init_args") or {}).items() if k not in EVALUATION_ONLY}
+    return {"class_path": data.get("class_path"), "init_args": init}
+
+
+def _same_model(saved: Path, run: dict) -> bool:
+    """Whether the run whose ``config.yaml`` is ``saved`` has this ``run``'s ``model`` section and trained on its
+    ``data`` (as the CLI dumps them; the data's evaluation-only options aside)."""
     try:
-        return yaml.safe_load(saved.read_text()).get("model") == model
-    except (OSError, AttributeError, yaml.YAMLError):
+        theirs = yaml.safe_load(saved.read_text())
+    except (OSError, yaml.YAMLError):
         return False
+    if not isinstance(theirs, dict) or theirs.get("model") != run.get("model"):
+        return False
+    return "data" not in run or _training_data(theirs.get("data")) == _training_data(run["data"])
 
 
-def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
+def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
     """``(run folder, last.ckpt)`` of the newest run under the first versioned logger (CSV/TensorBoard) whose
-    saved ``config.yaml`` has this ``model`` section (as the CLI dumps it); None if there is none."""
+    saved ``config.yaml`` has this ``run``'s model and training data (as the CLI dumps them); None if none."""
     for entry in _logger_entries(config):
         init = entry.get("init_args") or {}
         versioned = entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger"))
@@ -108,7 +125,7 @@ def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
         base = Path(init["save_dir"]) / (init.get("name") or "lightning_logs")
         candidates = []
         for ckpt in base.glob("*/checkpoints/last*.ckpt"):  # last-v1.ckpt: ModelCheckpoint's version counter
-            if _same_model(ckpt.parent.parent / "config.yaml", model):
+            if _same_model(ckpt.parent.parent / "config.yaml", run):
                 candidates.append(ckpt)
         if candidates:
             ckpt = max(candidates, key=lambda p: p.stat().st_mtime)
@@ -117,8 +134,8 @@ def find_last_run(config, model: dict) -> tuple[Path, Path] | None:
     return None
 
 
-def resume_last(config, model: dict) -> str | None:
-    """For ``fit --ckpt_path last``: point the config's loggers at the newest run of this model and return its
+def resume_last(config, run: dict) -> str | None:
+    """For ``fit --ckpt_path last``: point the config's loggers at the newest run of this model and data and return its
     ``last.ckpt`` (None, and a fresh run, when there is none yet: the same command starts and resumes a job).
     Without a logger a run has one folder, ``trainer.default_root_dir``: its ``checkpoints/last.ckpt``."""
     if config.get("trainer", {}).get("logger") is False:
@@ -126,15 +143,13 @@ def resume_last(config, model: dict) -> str | None:
         last = root / "checkpoints" / "last.ckpt"
         if not last.is_file():
             return None
-        if not _same_model(
-            root / "config.yaml", model
-        ):  # one folder: a new run would overwrite its last.ckpt
+        if not _same_model(root / "config.yaml", run):  # one folder: a new run would overwrite its last.ckpt
             raise ConfigError(
-                f"--ckpt_path last: {last} is a run of another model config ({root / 'config.yaml'}); give "
+                f"--ckpt_path last: {last} is a run of another model config or data ({root / 'config.yaml'}); give "
                 "another --trainer.default_root_dir, or leave out --ckpt_path to start over there"
             )
         return str(last)
-    found = find_last_run(config, model)
+    found = find_last_run(config, run)
     if found is None:
         return None
     run_dir, ckpt = found

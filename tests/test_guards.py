@@ -178,7 +178,7 @@ def test_evaluating_last_or_best_finds_the_newest_run_and_no_checkpoint_is_said(
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == folders
     nothing = run_main("test", "--config", lstm, *TINY_DATA, *CSV_ONLY, "--ckpt_path=best", cwd=in_tmp)
     assert last_line(nothing).startswith(
-        "error: --ckpt_path best: no run of this model config with a best checkpoint"
+        "error: --ckpt_path best: no run of this model config and training data with a best checkpoint"
     )
     cli = ExperimentCLI(args=["--config", str(run / "config.yaml"), "--trainer.logger=false"], run=False)
     assert type(cli.model.net).__name__ == "DilatedCNN"

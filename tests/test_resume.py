@@ -292,7 +292,7 @@ def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, 
     plain = ["fit", "--config", CNN, *TINY_DATA, "--trainer.logger=false", "--trainer.default_root_dir=out",
              "--trainer.enable_progress_bar=false"]  # fmt: skip
     ExperimentCLI(args=[*plain, "--ckpt_path=last", "--trainer.max_steps=2"])
-    assert "no earlier run of this model to resume; starting a new run" in capsys.readouterr().out
+    assert "no earlier run of this model and data to resume; starting a new run" in capsys.readouterr().out
     ExperimentCLI(args=[*plain, "--ckpt_path=last", "--trainer.max_steps=4"])
     assert "resuming from out/checkpoints/last.ckpt" in capsys.readouterr().out
     assert _step(in_tmp / "out" / "checkpoints" / "last.ckpt") == 4
@@ -313,3 +313,20 @@ def test_default_root_dir_moves_the_loggers_run_folder_and_resume_finds_it_there
     capsys.readouterr()
     ExperimentCLI(args=[*moved, "--trainer.max_steps=4"])
     assert "resuming from mine/lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
+
+
+def test_last_is_a_run_of_this_model_on_this_training_data(in_tmp, capsys):
+    """A run of the same model on other training data is not resumed (it would go on from weights and a schedule
+    of another dataset) nor evaluated as `last`; another test file alone still finds the run."""
+    common = ["--config", CNN, *CSV_ONLY, "--trainer.max_steps=2"]
+    ExperimentCLI(args=["fit", *common, *TINY_DATA])
+    other = [a.replace("n_train=64", "n_train=80") for a in TINY_DATA]
+    capsys.readouterr()
+    ExperimentCLI(args=["fit", *common, *other, "--ckpt_path=last"])
+    assert "no earlier run of this model and data to resume; starting a new run" in capsys.readouterr().out
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+    (in_tmp / "new.txt").write_text("ACGTACGTACGTACGTAC 0.5\nGGGGCCCCAATTGGCCAA 1.5\n")
+    ExperimentCLI(
+        args=["test", *common, *TINY_DATA, f"--data.test_path={in_tmp / 'new.txt'}", "--ckpt_path=last"]
+    )
+    assert "test: last checkpoint lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
