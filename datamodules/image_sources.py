@@ -152,17 +152,20 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSpli
     Files with another suffix are skipped, with one warning that counts them."""
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (expected one subfolder per class)")
-    found = sorted(p.name for p in root.iterdir() if p.is_dir())
+    # hidden entries (.ipynb_checkpoints, macOS's ._photo.png) are a tool's, not a class or an image
+    folders = sorted(p for p in root.iterdir() if p.is_dir())
+    found = [p.name for p in folders if not p.name.startswith(".")]
+    skipped = [p for p in folders if p.name.startswith(".")]
     if not found:
         raise DataError(f"{root}: no class subfolders")
     classes = classes or found
-    files, labels, headers, skipped = [], [], [], []
+    files, labels, headers = [], [], []
     for name in found:
         if name not in classes:
             raise DataError(f"{root / name}: class {name!r} is not one of the training classes {classes}")
         entries = sorted(p for p in (root / name).iterdir() if p.is_file())
-        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES]
-        skipped += [p for p in entries if p.suffix.lower() not in IMAGE_SUFFIXES]
+        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
+        skipped += [p for p in entries if p not in images]
         if not images:
             raise DataError(
                 f"{root / name}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files)"
@@ -176,7 +179,8 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSpli
             ", ..." if len(skipped) > 3 else ""
         )
         warnings.warn(
-            f"{root}: skipped {len(skipped)} file(s) that are not {'/'.join(sorted(IMAGE_SUFFIXES))} images: {shown}",
+            f"{root}: skipped {len(skipped)} file(s) or hidden folder(s) that are not "
+            f"{'/'.join(sorted(IMAGE_SUFFIXES))} images or classes: {shown}",
             stacklevel=2,
         )
     split = ImageSplit(

@@ -293,3 +293,10 @@ def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path):
         dm.setup()
     assert len([w for w in seen if "skipped" in str(w.message)]) == 2  # once per folder read: train and test
     assert len(dm.splits["train"]) == 4
+    (root / ".ipynb_checkpoints").mkdir()  # Jupyter's: not a class; macOS's ._ files: not images
+    (root / "dog" / "._0.png").write_bytes((root / "dog" / "0.png").read_bytes())
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0)
+    with pytest.warns(UserWarning, match=r"skipped 5 file\(s\) or hidden folder\(s\) .*: .ipynb_checkpoints, "
+                                         r"cat/notes.txt, dog/._0.png, ..."):  # fmt: skip
+        dm.setup()
+    assert dm.labels == ["cat", "dog"] and len(dm.splits["train"]) == 4
