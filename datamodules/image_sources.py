@@ -189,6 +189,22 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSpli
     return split, classes
 
 
+def read_images(root: Path) -> ImageSplit:
+    """Every image under ``root`` (a folder of images, with class subfolders or not; hidden entries aside), in
+    path order, headers checked; labels -1 (unknown): what ``predict`` reads."""
+    if not root.is_dir():
+        raise DataError(f"data.predict_path: {root}: folder not found")
+    files = sorted(
+        p for p in root.rglob("*")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )  # fmt: skip
+    if not files:
+        raise DataError(f"data.predict_path: {root}: no {', '.join(sorted(IMAGE_SUFFIXES))} images in it")
+    headers = np.array([_verify_image(f) for f in files], dtype=np.int64)
+    return ImageSplit(np.full(len(files), -1, dtype=np.int64), files=files, headers=headers)
+
+
 def _verify_image(path: Path) -> tuple[int, int, int]:
     """(colour 0/1, height, width) from the file's header, after checking the file; no pixel is decoded
     (except a palette image's whose palette layout is unusual)."""

@@ -38,6 +38,7 @@ from datamodules.image_sources import (
     pixel_statistics,
     read_fashion_mnist,
     read_folder,
+    read_images,
     shared_images,
 )
 from datamodules.sampling import (
@@ -72,6 +73,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         train_path: str | None = None,
         val_path: str | None = None,
         test_path: str | None = None,
+        predict_path: str | None = None,
         dataset: str | None = None,
         image_column: str = "image",
         label_column: str = "label",
@@ -109,6 +111,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 ``datasets.load_dataset("imagefolder")`` (optional).
             val_path: Validation folder. Empty: ``val_fraction`` of the training images (seeded).
             test_path: Test folder (``folder`` source).
+            predict_path: A folder of images for ``predict`` (directly in it, or in subfolders; labels unused).
+                Empty: ``predict`` reads the test split. The training data is still read: its classes, size and
+                statistics set the input.
             dataset: ``hub``: a dataset name (e.g. ``fashion_mnist``, ``cifar10``; needs a connection).
             image_column: ``hub``: the image column.
             label_column: ``hub``: the label column.
@@ -202,8 +207,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             if subset is not None:
                 splits[name] = splits[name].subset(subset.materialize(sort=True))
         self._warn_shared(splits)
+        if hp.predict_path:
+            splits["predict"] = read_images(Path(hp.predict_path))
         self.splits = splits
         return splits
+
+    def _has_predict_split(self) -> bool:
+        return bool(self.hparams.predict_path)
 
     def _warn_shared(self, splits: dict[str, ImageSplit]) -> None:
         """A held-out image that is an exact copy of a training image is said, as for every modality."""
@@ -310,8 +320,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             )
 
     def prediction_keys(self) -> list[tuple[str, list[str]]]:
-        """The image file of each ``predict`` row (the test split: predict reads it), for a folder source."""
-        files = self._load()["test"].files
+        """The image file of each ``predict`` row (``predict_path``'s, or the test split's), for files."""
+        files = self._load()["predict" if self._has_predict_split() else "test"].files
         return [("file", [str(f) for f in files])] if files is not None else []
 
     def transform(self, train: bool):

@@ -6,6 +6,7 @@ import timm
 import torch
 from conftest import tiny_compare
 from image_data import VISION, image_args
+from PIL import Image
 
 from experiments.cli import ExperimentCLI
 from experiments.compare import Comparison
@@ -135,6 +136,18 @@ def test_an_image_folder_predicts_files_and_class_names_and_a_checkpoint_keeps_i
     assert [r[1] for r in rows[1:]] == [f"test/{c}/{i}.png" for c in ("cat", "dog") for i in range(2)]
     assert all(r[2] == ("cat" if float(r[3]) >= float(r[4]) else "dog") for r in rows[1:])
     assert all(abs(float(r[3]) + float(r[4]) - 1) < 1e-5 for r in rows[1:])
+    new = in_tmp / "new"  # new images as they come: no class folders, a grey one, a hidden folder
+    new.mkdir()
+    (in_tmp / "test" / "dog" / "1.png").rename(new / "b.png")
+    Image.open(in_tmp / "test" / "cat" / "0.png").convert("L").save(new / "a.png")
+    (new / ".ipynb_checkpoints").mkdir()
+    (new / ".ipynb_checkpoints" / "a.png").write_bytes((new / "a.png").read_bytes())
+    next(in_tmp.rglob("predictions.tsv")).unlink()
+    ExperimentCLI(args=["predict", *args, "--data.test_path=test", f"--data.predict_path={new}",
+                        f"--ckpt_path={ckpt}"])  # fmt: skip
+    rows = [r.split("\t") for r in next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()]
+    assert [r[1] for r in rows[1:]] == [str(new / "a.png"), str(new / "b.png")] and rows[0][2:] == ["predicted",
+                                                                                                    "p_cat", "p_dog"]  # fmt: skip
     result = run_main("test", *args, "--data.train_path=fruit", "--data.test_path=fruit", f"--ckpt_path={ckpt}",
                       cwd=in_tmp)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
