@@ -27,6 +27,12 @@ def main(argv: list[str]) -> None:
 
     cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
     cli_args += ["--trainer.callbacks=null", "--trainer.enable_checkpointing=false"]  # a probe: no files
+    # the test's steps, not the config's epoch budget: a small dataset's few epochs would cut it short
+    cli_args += [
+        "--trainer.max_epochs=-1",
+        f"--trainer.max_steps={args.num_training}",
+        "--trainer.max_time=null",
+    ]
     # Tuner.lr_find saves the model's state before the test and restores it after, as a checkpoint file in
     # the trainer's root folder: a temporary folder here, so that a killed test leaves nothing in the cwd
     with tempfile.TemporaryDirectory(prefix="lr_find_") as scratch:
@@ -49,7 +55,11 @@ def main(argv: list[str]) -> None:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
     write_atomic(args.out, buffer.getvalue())
-    suggestion = finder.suggestion()
+    suggestion, ran = finder.suggestion(), len(finder.results.get("lr", []))
+    said = f"lr_find: {ran} of {args.num_training} steps ran"
+    if 0 < ran < args.num_training:  # Lightning stops when the loss diverges: the rates past it are untried
+        said += f"; the loss diverged at lr {finder.results['lr'][-1]:.3g}, so higher rates were not tried"
+    print(said)
     if suggestion is None:  # Lightning needs enough finite losses to pick the steepest descent
         print(f"lr_find: no suggestion (too few usable steps; raise --num_training) (plot: {args.out})")
     else:
