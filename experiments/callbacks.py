@@ -116,6 +116,11 @@ class PeakMemory(Callback):
             now = self._peak_bytes / 2**20
         return max(self._before, now)
 
+    @property
+    def kind(self) -> str:
+        """What ``peak_mb`` measures: ``cuda`` (peak allocated) or ``process`` (the process's resident memory)."""
+        return "cuda" if self._device is not None and self._device.type == "cuda" else "process"
+
     def state_dict(self) -> dict:
         return {"peak_mb": self.peak_mb}
 

@@ -456,6 +456,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "throughput": samples_per_sec,
         **({"tokens_per_sec": tokens_per_sec} if tokens_per_sec is not None else {}),
         "peak_memory_mb": memory.peak_mb,
+        "peak_memory_of": memory.kind,
         "epochs": epochs,
         "steps": steps,
         "noise_ceiling": getattr(data, "noise_ceiling", None),
@@ -590,6 +591,8 @@ def main(argv: list[str]) -> None:
     if not runs:
         raise RunsFailedError("compare: no run finished: " + "; ".join(map(str, failures)))
     report = summarize(runs, comparison.metric)
+    if comparison.launcher == "sequential" and any(r.get("peak_memory_of") == "process" for r in runs):
+        report["peak_memory_shared"] = True  # one process for every row: said under the table
     if tuned is not None:
         report["tuning"] = tuned
     spec = {k: v for k, v in comparison.__dict__.items() if k not in ("path", "bases")}

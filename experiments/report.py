@@ -136,6 +136,12 @@ def markdown_table(report: dict) -> str:
             "Throughput –: the run trained fewer batches than compare's `throughput_window` (100 unless set), "
             "which Lightning's ThroughputMonitor averages over; a smaller window measures short runs."
         )
+    if report.get("peak_memory_shared"):
+        notes.append(
+            "Peak memory: the process's peak resident memory; the rows ran one after another in one process, so "
+            "memory an earlier row freed but the process kept counts toward later rows (`--launcher local` runs "
+            "each in a process of its own)."
+        )
     if active:
         notes.append(
             "Active params: what one token runs through (a Mixture of Experts uses top_k of its experts)."

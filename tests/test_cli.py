@@ -151,6 +151,7 @@ def test_compare_rows_stop_when_validation_stops_improving_and_the_table_shows_t
     assert run["steps"] == 10 and run["epochs"] == 2.5
     table = (in_tmp / "out" / "results.md").read_text()
     assert "| Epochs |" in table and "| 2.5 |" in table
+    assert run["peak_memory_of"] == "process" and "memory an earlier row freed but the process kept" in table
 
 
 def test_compare_writes_results_and_offline_wandb_runs(in_tmp):

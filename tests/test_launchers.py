@@ -58,6 +58,7 @@ def test_local_launcher_reports_a_killed_run_resumes_only_it_and_matches_sequent
     compare(["--config", config, *one, "--launcher", "local", "--devices", "2", *RUN])  # again: only that run
     second = _results(in_tmp, "parallel")
     assert len(second) == 2 and all(second[k] == first[k] for k in first)
+    assert "process kept" not in (in_tmp / "parallel" / "results.md").read_text()  # a process per run
     assert all((in_tmp / "parallel" / "runs" / f"{k[0]}-seed{k[1]}" / "result.json").stat().st_mtime == t
                for k, t in stamps.items())  # fmt: skip
     assert "resuming from" in log.read_text()
