@@ -335,6 +335,26 @@ def _path_and_mark(line: str) -> tuple[str, str]:
     return path, mark
 
 
+def _finished_elsewhere(
+    comparison: Comparison, others: dict[str, str], out: Path, overrides: list[str]
+) -> list:
+    """The finished runs (a ``result.json``) of rows ``--models`` left out, kept as a re-run keeps them (their
+    settings checked); a row whose settings differ stays out of the table, and that is said."""
+    chosen, kept = comparison.models, []
+    comparison.models = {**chosen, **others}
+    try:
+        for model in others:
+            for seed in range(comparison.seeds):
+                if (comparison.run_dir(model, seed) / "result.json").is_file():
+                    try:
+                        kept.append(run_one(comparison, model, seed, out, overrides))
+                    except ConfigError as err:
+                        print(f"{model}, seed {seed}: left out of the table: {err}")
+    finally:
+        comparison.models = chosen
+    return kept
+
+
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
     run_dir = comparison.run_dir(model, seed)
     args = [*comparison.run_args(model), *overrides]
@@ -540,6 +560,10 @@ def main(argv: list[str]) -> None:
                 raise ConfigError(
                     f"--models: {m!r} is not in {comparison.path} (has {list(comparison.models)})"
                 )
+        order, others = (
+            list(comparison.models),
+            {m: f for m, f in comparison.models.items() if m not in wanted},
+        )
         comparison.models = {m: comparison.models[m] for m in wanted}
     for name in ("launcher", "devices"):
         if getattr(args, name):
@@ -588,6 +612,11 @@ def main(argv: list[str]) -> None:
         runs, failures = _launch(comparison, jobs, child_argv)
     if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
+    if (
+        args.models
+    ):  # the table keeps the file's other rows that finished here earlier: --models runs, not drops
+        runs = sorted(runs + _finished_elsewhere(comparison, others, out, overrides),
+                      key=lambda r: order.index(r["model"]))  # fmt: skip
     if not runs:
         raise RunsFailedError("compare: no run finished: " + "; ".join(map(str, failures)))
     report = summarize(runs, comparison.metric)

@@ -223,6 +223,15 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
         wandb_values = [h["val/pearson"] for h in logged["history"] if "val/pearson" in h]
         assert len(csv_values) >= 2 and wandb_values == pytest.approx(csv_values)  # at least once per epoch
 
+    # --models picks the rows to run; the table keeps the file's other finished rows, in the file's order
+    again = ["--config", "cmp.yaml", "--seeds", "2", *TINY_DATA, "--trainer.max_epochs=2",
+             "--trainer.log_every_n_steps=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    compare([*again, "--models", "CNN"])
+    rerun = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["seed"], r["test"]) for r in rerun["runs"]] == [
+        (r["model"], r["seed"], r["test"]) for r in report["runs"]
+    ]
+
 
 def test_seed_parity_table_shows_the_course_counts(in_tmp):
     compare(
