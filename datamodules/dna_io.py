@@ -78,7 +78,10 @@ def _label_problem(value, label_name: str) -> str:
     try:
         float(text)
     except ValueError:
-        return f"field {label_name!r}: {text[:40]!r} is not a number"
+        return (
+            f"field {label_name!r}: {text[:40]!r} is not a number (DNA labels are numbers: a value to regress, or "
+            "a class id 0, 1, ...)"
+        )
     return f"field {label_name!r}: {text[:40]!r} is not finite"
 
 

@@ -150,9 +150,8 @@ def _suggestion(class_path: str, option: str) -> str:
         return ""
     names = []
     for base in cls.__mro__:
-        if base.__module__.split(".")[0] in ("lightning", "torch", "builtins") or "__init__" not in vars(
-            base
-        ):
+        library = base is not cls and base.__module__.split(".")[0] in ("lightning", "torch", "builtins")
+        if library or "__init__" not in vars(base):
             continue
         parameters = inspect.signature(base.__init__).parameters.values()
         names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
@@ -178,6 +177,11 @@ def one_line(message: str) -> str:
         elif line not in reasons:
             unknown = re.fullmatch(r"Option '(\w+)' is not accepted", line)
             line += _suggestion(chosen, unknown.group(1)) if unknown and chosen else ""
+            trainer = re.search(
+                r"Group 'trainer' does not accept option '(\w+)'|accept option 'trainer\.(\w+)'", line
+            )
+            if trainer:  # a Trainer option misspelt in a YAML file
+                line += _suggestion("lightning.pytorch.Trainer", trainer.group(1) or trainer.group(2))
             if line.startswith("unrecognized arguments:") and re.search(
                 r"--(optimizer|lr_scheduler)\b", line
             ):

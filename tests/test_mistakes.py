@@ -55,6 +55,13 @@ def test_unknown_and_mistyped_options_name_the_option(option, expected, in_tmp):
     assert one_line(caught.value).startswith(expected)
 
 
+def test_a_trainer_option_misspelt_in_a_yaml_file_names_the_close_one(in_tmp):
+    (in_tmp / "mine.yaml").write_text("trainer:\n  max_epoch: 3\n")
+    with pytest.raises(ArgumentError) as caught:
+        _cli("--config", str(in_tmp / "mine.yaml"))
+    assert one_line(caught.value).endswith("option 'max_epoch' (did you mean 'max_epochs'?)")
+
+
 def test_a_model_that_cannot_be_built_says_why(in_tmp):
     transformer = str(CNN).replace("cnn.yaml", "transformer.yaml")
     with pytest.raises(ConfigError, match=r"^d_model=64 is not divisible by nhead=5"):
