@@ -112,6 +112,11 @@ class _Encoded:
             k = self.bad[0]
             where = f"{path}:{line_numbers[k]}" if unit == "line" else f"{path}: row {line_numbers[k]}"
             self.first = f"{where}: {problems[k]}"
+            header = line_numbers[k] == 1 and format_of(Path(path)) == "text" and k in {i for i, _, _ in bad}
+            if header:  # "sequence label" on line 1 of a plain-text file
+                self.first += (
+                    " (a header line? Plain-text files have none: name the file .csv or .tsv for columns)"
+                )
         store = RaggedStore(codes, offsets, labels.astype(np.float32), str(path))
         keep = np.setdiff1d(np.arange(len(seqs)), np.array(self.bad, dtype=np.int64), assume_unique=True)
         self.store = store.take(keep) if self.bad else store

@@ -67,6 +67,10 @@ def _write(tmp_path, text, name="bad.txt"):
         ("ACGT 1\nACGT\n", ":2: expected 'SEQUENCE LABEL' (2 fields), found 1"),
         ("ACGT 1\n\nACGT abc\n", ":3: field 'label': 'abc' is not a number"),
         ("ACGT inf\n", ":1: field 'label': 'inf' is not finite"),
+        (
+            "sequence label\nACGT 1\n",
+            "(any case) (a header line? Plain-text files have none: name the file .csv",
+        ),
         ("ACGT nan\n", ":1: field 'label': 'nan' is not finite"),
     ],
 )
