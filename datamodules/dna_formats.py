@@ -102,9 +102,14 @@ def _table_chunks(path, fmt, sequence_column, label_column, labels_required, chu
 def read_table_chunks(f, fmt: str, chunk: int) -> Iterator[pd.DataFrame]:
     """A CSV/TSV's rows as strings, ``chunk`` lines at a time, blank lines left out but counted: row ``i`` of
     the index sits on line ``i + 2`` (pandas alone skips blank lines and loses the count)."""
+    leading = 0  # blank lines before the header: pandas would take the first for it
+    while (line := f.readline()) and not line.strip():
+        leading += 1
+    f.seek(0)
     frames = pd.read_csv(f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
-                         skip_blank_lines=False, chunksize=chunk)  # fmt: skip
+                         skip_blank_lines=False, skiprows=leading, chunksize=chunk)  # fmt: skip
     for frame in frames:
+        frame.index += leading
         first, *rest = (frame[c].to_numpy() for c in frame.columns)
         blank = np.logical_and.reduce([r == "" for r in rest]) if rest else np.ones(len(frame), dtype=bool)
         candidates = np.flatnonzero(blank)  # a blank or all-space line: the first field alone, of spaces

@@ -111,7 +111,8 @@ class ImageSplit:
 def shared_images(train: ImageSplit, held: dict[str, ImageSplit]) -> dict[str, np.ndarray]:
     """For each held-out split, the positions whose image is an exact copy of a training image: the same pixels
     (in-memory images) or the same file bytes (files: only files whose size a file of the other side has are
-    read). The training split is keyed once for all of them."""
+    read, their first 64 KiB, and the whole of larger ones whose first 64 KiB match). The training split is keyed
+    once for all of them."""
     found = {name: np.zeros(0, dtype=np.int64) for name in held}
     if not len(train):
         return found
@@ -128,13 +129,25 @@ def shared_images(train: ImageSplit, held: dict[str, ImageSplit]) -> dict[str, n
     }
     wanted = np.concatenate([np.zeros(0, dtype=np.int64), *held_sizes.values()])
 
-    def key(path: Path) -> bytes:
-        return hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+    def key(path: Path, whole: bool = False) -> bytes:  # the first 64 KiB first; the whole file to confirm
+        with open(path, "rb") as f:
+            data = f.read() if whole else f.read(1 << 16)
+        return hashlib.blake2b(data, digest_size=16).digest()
 
-    keys = {key(train.files[i]) for i in np.flatnonzero(np.isin(sizes, wanted))}
+    same_size = np.flatnonzero(np.isin(sizes, wanted))
+    heads = {}
+    for i in same_size:
+        heads.setdefault(key(train.files[i]), []).append(train.files[i])
     for name, split in held.items():
-        candidates = np.flatnonzero(np.isin(held_sizes[name], sizes))
-        found[name] = np.array([i for i in candidates if key(split.files[i]) in keys], dtype=np.int64)
+        shared = []
+        for i in np.flatnonzero(np.isin(held_sizes[name], sizes)):
+            path = split.files[i]
+            matches = heads.get(key(path), [])
+            if matches and (
+                held_sizes[name][i] <= 1 << 16 or key(path, True) in {key(m, True) for m in matches}
+            ):
+                shared.append(i)
+        found[name] = np.array(shared, dtype=np.int64)
     return found
 
 

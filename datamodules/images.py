@@ -99,6 +99,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         global_batch_size: int | None = None,
         num_workers: int = 0,
         download: bool = True,
+        check_duplicates: bool = True,
     ):
         """
         Args:
@@ -146,6 +147,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 the device count changes.
             num_workers: DataLoader worker processes.
             download: ``fashion_mnist`` only: allow torchvision's download when the files are nowhere local.
+            check_duplicates: Say held-out images that copy a training image. For files this reads every image
+                whose size another image shares (its first 64 KiB) once per run: false for a folder too large to
+                read at each start.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -219,9 +223,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         """A held-out image that is an exact copy of a training image is said, as for every modality."""
         from lightning.pytorch.utilities import rank_zero_only
 
-        if rank_zero_only.rank != 0:
-            return
         hp = self.hparams
+        if rank_zero_only.rank != 0 or not hp.check_duplicates:
+            return
         for name, shared in shared_images(splits["train"], {n: splits[n] for n in ("val", "test")}).items():
             if len(shared):
                 held = splits[name]

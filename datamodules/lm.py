@@ -444,13 +444,17 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
                             i = tokenizer.first_unknown(text)
                             if i is None:
                                 raise
-                            line = part.first_line() + lines + text.count("\n", 0, i)
-                            row = part.table is not None
-                            where = f"{part.source}: row {line}" if row else f"{part.source}:{line}"
-                            column = i - text.rfind("\n", 0, i)
-                            raise DataError(
-                                f"{where}: {tokenizer.unknown_character(text, i, f'at column {column}')}"
-                            ) from None
+                            column = i - text.rfind("\n", 0, i)  # on its line (a row's text may hold several)
+                            inner = text.count("\n", 0, i)  # line breaks before it in this piece
+                            if part.table is not None:
+                                where = f"{part.source}: row {part.first_line() + lines}"
+                                at = f"on line {inner + 1} of its text, column {column}"
+                            else:
+                                where, at = (
+                                    f"{part.source}:{part.first_line() + lines + inner}",
+                                    f"at column {column}",
+                                )
+                            raise DataError(f"{where}: {tokenizer.unknown_character(text, i, at)}") from None
                         lines += 1 if part.table is not None else text.count("\n")
                         if ends_document and tokenizer.eot_id is not None:
                             stream.append([tokenizer.eot_id])

@@ -184,8 +184,10 @@ def saved_tokenizer(spec: str) -> LMTokenizer | None:
     """The tokenizer a run saved (its folder's ``tokenizer.json``) when ``spec`` names such a file; None when it
     names no ``.json`` file. It needs no corpus: a run's vocabulary, reused as it is."""
     path = Path(spec)
-    if path.suffix != ".json" or not path.is_file():
+    if path.suffix != ".json":
         return None
+    if not path.is_file():
+        raise DataError(f"data.tokenizer: {spec}: file not found (a run's tokenizer.json)")
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -219,8 +219,10 @@ def saved_vocabulary(spec: str, option: str) -> Vocabulary | SubwordVocabulary |
     """A side's vocabulary as a run saved it (``{"kind": "char", "symbols": [...]}``, or ``{"tokenizer": ...}``
     for a subword one) when ``spec`` names such a ``.json`` file; None for any other spec. Needs no data."""
     path = Path(spec)
-    if path.suffix != ".json" or not path.is_file():
+    if path.suffix != ".json":
         return None
+    if not path.is_file():
+        raise DataError(f"{option}: {spec}: file not found (a saved vocabulary)")
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:

@@ -30,7 +30,9 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
     ``tokenizers`` JSON file as a run saved it (``tokenizer.json``)."""
     from transformers import AutoTokenizer
 
-    if name.endswith(".json") and Path(name).is_file():  # a run's tokenizer.json: as it was saved
+    if name.endswith(".json"):  # a run's tokenizer.json: as it was saved
+        if not Path(name).is_file():
+            raise DataError(f"data.tokenizer: {name}: file not found (a run's tokenizer.json)")
         try:
             return Tokenizer.from_file(name)
         except Exception as err:  # tokenizers raises a bare Exception on a file it cannot parse

@@ -19,10 +19,16 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
+from archbench.checkpoint_files import (
+    check_checkpoint,
+    checkpoint_task,
+    configs_for,
+    is_subclass,
+    with_run_config_hint,
+)
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
-from datamodules.seq2seq import BOS, EOS, SYMBOL_TOKENIZERS
+from datamodules.seq2seq import BOS, EOS, SYMBOL_TOKENIZERS, Seq2SeqDataModule
 from experiments.attention import attention_figure, cli_from_configs, figure_png, keep_images
 from lit_models.seq2seq import greedy_decode
 
@@ -69,6 +75,7 @@ class AlignmentMaps(Callback):
         if not texts:
             raise ValueError("AlignmentMaps needs at least one text")
         self.texts, self.every_n_epochs = list(texts), every_n_epochs
+        self._said = False  # unseen symbols of the texts: said once, at the first drawing
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:
@@ -80,12 +87,13 @@ class AlignmentMaps(Callback):
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             images = [draw(pl_module.net, trainer.datamodule, text, length)[0] for text in self.texts]
-        for warning in said:  # unseen symbols: said at the first validation only, with what to do about it
+        for warning in said:  # unseen symbols: said at the first drawing only, with what to do about it
             if "never seen in training" not in str(warning.message):
                 warnings.warn(warning.message, stacklevel=1)
-            elif trainer.current_epoch == 0:
+            elif not self._said:
                 warnings.warn(f"{warning.message} (AlignmentMaps: give words of your data after the config: "
                               "--trainer.callbacks.texts='[word, another]')", stacklevel=1)  # fmt: skip
+        self._said = True
         keep_images(trainer, log_dir, "alignment", images, self.texts)
 
 
@@ -129,7 +137,7 @@ def main(argv: list[str]) -> None:
     configs = configs_for(args.ckpt, args.config) if args.ckpt else args.config
     checkpoint = check_checkpoint(args.ckpt, "--ckpt") if args.ckpt else None
     data = cli_from_configs(configs, overrides, parse_only=True).config.data.class_path
-    if not data.endswith(".Seq2SeqDataModule"):
+    if not is_subclass(data, Seq2SeqDataModule):
         raise DataError(f"data: {data} does not hold sequence pairs (use a seq2seq config)")
     with tempfile.TemporaryDirectory() as folder:  # the checkpoint's vocabularies: no data file needed
         cli = cli_from_configs(configs, overrides + _saved_vocabularies(checkpoint, Path(folder)))

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentError, ArgumentParser
 from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -348,8 +348,8 @@ def _finished_elsewhere(
                 if (comparison.run_dir(model, seed) / "result.json").is_file():
                     try:
                         kept.append(run_one(comparison, model, seed, out, overrides))
-                    except ConfigError as err:
-                        print(f"{model}, seed {seed}: left out of the table: {err}")
+                    except (UserError, ArgumentError) as err:  # never the chosen rows' results lost for it
+                        print(f"{model}, seed {seed}: left out of the table: {one_line(str(err))}")
     finally:
         comparison.models = chosen
     return kept

@@ -153,11 +153,16 @@ def _suggestion(class_path: str, option: str) -> str:
         library = base is not cls and base.__module__.split(".")[0] in ("lightning", "torch", "builtins")
         if library or "__init__" not in vars(base):
             continue
-        parameters = inspect.signature(base.__init__).parameters.values()
+        try:
+            parameters = inspect.signature(base.__init__).parameters.values()
+        except (ValueError, TypeError):  # a builtin's: no signature to read
+            break
         names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
                   and p.name not in names]  # fmt: skip
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             break
+    if not names:
+        return ""
     close = difflib.get_close_matches(option, names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f" ({name} takes: {', '.join(names)})"
 

@@ -16,7 +16,13 @@ from pathlib import Path
 
 import torch
 
-from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
+from archbench.checkpoint_files import (
+    check_checkpoint,
+    checkpoint_task,
+    configs_for,
+    is_subclass,
+    with_run_config_hint,
+)
 from archbench.errors import ConfigError, DataError
 
 
@@ -56,7 +62,7 @@ def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         data = ExperimentCLI(args=args, run=False, parse_only=True).config.data.class_path
-        if data.rsplit(".", 1)[-1] != LanguageModelDataModule.__name__:
+        if not is_subclass(data, LanguageModelDataModule):
             raise ConfigError(f"--config: the data is {data}, not a language model's")
         with tempfile.TemporaryDirectory() as folder:  # the checkpoint's tokenizer: no corpus needed
             saved = Path(folder) / "tokenizer.json"

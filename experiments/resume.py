@@ -91,14 +91,20 @@ def named_checkpoint(config, run: dict, name: str) -> Path | None:
 
 # Data options that change what a run is evaluated on or how it is read, not what it trained on: a run is still
 # "this run" when they differ (test it on another file, predict on a new one, more loader workers).
-EVALUATION_ONLY = ("predict_path", "test_path", "num_workers", "cache_dir", "test_time_reverse_complement")
+EVALUATION_ONLY = ("predict_path", "test_path", "test_size", "num_workers", "batch_size", "global_batch_size",
+                   "cache_dir", "test_time_reverse_complement")  # fmt: skip
 
 
 def _training_data(data) -> dict | None:
-    """A dumped ``data`` section without its evaluation-only options."""
+    """A dumped ``data`` section without its evaluation-only options; paths resolved (``data/x.csv`` and its
+    absolute form are one file)."""
     if not isinstance(data, dict):
         return data
-    init = {k: v for k, v in (data.get("init_args") or {}).items() if k not in EVALUATION_ONLY}
+    init = {
+        k: str(Path(v).resolve()) if k.endswith("_path") and isinstance(v, str) else v
+        for k, v in (data.get("init_args") or {}).items()
+        if k not in EVALUATION_ONLY
+    }
     return {"class_path": data.get("class_path"), "init_args": init}
 
 

@@ -87,7 +87,7 @@ class Sweep:
             at the same step, after 2 trials and 1 validation), ``threshold`` (outside ``threshold``'s
             ``lower``/``upper``) or ``none``.
         threshold: ``{lower: .., upper: ..}`` for the threshold pruner.
-        seed: The sampler's seed (each worker adds its number).
+        seed: The sampler's seed (each worker's is drawn from it, its number and the trials the study holds).
         storage: A journal file (shared by processes on one machine or a shared disk) or a database URL.
             Empty: ``OUT/study.journal``.
         out: Folder of the trials' runs, trials.json and best.yaml.
@@ -467,7 +467,7 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
                 "args": [with_contents(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
     text = json.dumps(settings, indent=1, default=str) + "\n"
     path = Path(sweep.out) / "settings.json"
-    if path.is_file() and path.read_text() != text:
+    if path.is_file() and json.loads(path.read_text()) != json.loads(text):  # as values: key order aside
         if trials_so_far(sweep):
             before, now = json.loads(path.read_text()), json.loads(text)
             changed = ", ".join(k for k in now if before.get(k) != now[k])

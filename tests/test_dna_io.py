@@ -95,6 +95,9 @@ def test_a_table_with_blank_lines_names_the_bad_records_own_line(tmp_path):
     lines = []
     read_dna(_write(tmp_path, "sequence,label\n\nACGT,1\n,\nACGA,2\n", "d.csv"), lines=lines)
     assert np.concatenate(lines).tolist() == [3, 5]
+    lines = []  # blank lines before the header too (pandas took the first for the header: no columns)
+    read_dna(_write(tmp_path, "\n \nsequence,label\nACGT,1\n\nACGA,2\n", "d.csv"), lines=lines)
+    assert np.concatenate(lines).tolist() == [4, 6]
 
 
 def test_missing_column_lists_the_columns(tmp_path):

@@ -202,6 +202,16 @@ def test_a_runs_saved_tokenizer_is_reused_on_another_corpus_without_reading_the_
         LanguageModelDataModule(
             train_path=str(other), tokenizer=str(chars), cache_dir=str(tmp_path / "c3")
         ).setup()
+    rows = tmp_path / "rows.jsonl"  # a row's text of several lines: the row, then the line within it
+    rows.write_text(
+        "".join(json.dumps({"text": t}) + "\n" for t in ["Emma said", "Emma\nsaid", "Emma\nsaid 42"] * 4)
+    )
+    with pytest.raises(
+        DataError, match=r"rows.jsonl: row 3: character '4' .* on line 2 of its text, column 6"
+    ):
+        LanguageModelDataModule(
+            train_path=str(rows), tokenizer=str(chars), cache_dir=str(tmp_path / "c4")
+        ).setup()
     foreign = tmp_path / "hf.json"
     foreign.write_text('{"version": "1.0", "model": {}}')
     with pytest.raises(DataError, match=r"data.tokenizer: .*hf.json: not a tokenizer a run saved"):

@@ -205,6 +205,11 @@ def test_a_row_whose_trials_all_failed_is_tuned_again_with_corrected_settings(in
     sweep.metric = "val/mse"
     with pytest.raises(ConfigError, match=r"tune/CNN: row 'CNN' was run with other settings \(metric;"):
         check_settings(sweep, [], "row 'CNN'", "give another --out")
+    sweep.metric, sweep.space = (
+        "val/loss",
+        {k: dict(reversed(v.items())) for k, v in sweep.space.items()},
+    )  # reordered
+    check_settings(sweep, [], "row 'CNN'", "give another --out")
 
 
 @pytest.mark.slow  # 36 s of worker processes (make test-all); tuning and the local launcher each stay in the default suite
