@@ -11,7 +11,23 @@ from typing import BinaryIO
 
 import numpy as np
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, DataError
+
+
+def saved_json(spec: str, option: str, what: str):
+    """The content of a ``.json`` file a run saved (a tokenizer, a vocabulary) that option ``option`` names; None
+    when ``spec`` names no ``.json`` file (another kind of spec); a DataError when it is missing or not JSON."""
+    import json
+
+    path = Path(spec)
+    if path.suffix != ".json":
+        return None
+    if not path.is_file():
+        raise DataError(f"{option}: {spec}: file not found ({what})")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise DataError(f"{option}: {spec}: not a JSON file ({err})") from None
 
 
 def check_writable(path: str | Path, option: str | None = None) -> None:

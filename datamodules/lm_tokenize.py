@@ -16,6 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from archbench.errors import DataError
+from datamodules.files import saved_json
 
 EOT = "<|endoftext|>"
 CHAR_EOT = "\x03"
@@ -183,15 +184,9 @@ def pretrained_lm_tokenizer(name: str) -> LMTokenizer:
 def saved_tokenizer(spec: str) -> LMTokenizer | None:
     """The tokenizer a run saved (its folder's ``tokenizer.json``) when ``spec`` names such a file; None when it
     names no ``.json`` file. It needs no corpus: a run's vocabulary, reused as it is."""
-    path = Path(spec)
-    if path.suffix != ".json":
+    saved = saved_json(spec, "data.tokenizer", "a run's tokenizer.json")
+    if saved is None:
         return None
-    if not path.is_file():
-        raise DataError(f"data.tokenizer: {spec}: file not found (a run's tokenizer.json)")
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"data.tokenizer: {spec}: not a JSON file ({err})") from None
     if not isinstance(saved, dict) or saved.get("kind") not in ("char", "tokenizers"):
         raise DataError(
             f"data.tokenizer: {spec}: not a tokenizer a run saved (a run folder's tokenizer.json); for a "

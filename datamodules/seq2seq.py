@@ -34,6 +34,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
+from datamodules.files import saved_json
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.storage import say_shared
 from datamodules.text_sources import not_utf8, read_table
@@ -218,15 +219,9 @@ class Vocabulary:
 def saved_vocabulary(spec: str, option: str) -> Vocabulary | SubwordVocabulary | None:
     """A side's vocabulary as a run saved it (``{"kind": "char", "symbols": [...]}``, or ``{"tokenizer": ...}``
     for a subword one) when ``spec`` names such a ``.json`` file; None for any other spec. Needs no data."""
-    path = Path(spec)
-    if path.suffix != ".json":
+    saved = saved_json(spec, option, "a saved vocabulary")
+    if saved is None:
         return None
-    if not path.is_file():
-        raise DataError(f"{option}: {spec}: file not found (a saved vocabulary)")
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise DataError(f"{option}: {spec}: not a JSON file ({err})") from None
     if (
         isinstance(saved, dict)
         and saved.get("kind") in SYMBOL_TOKENIZERS
