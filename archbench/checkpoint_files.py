@@ -78,16 +78,3 @@ def with_run_config_hint(err: ConfigError, ckpt: str, given: list[str]) -> Confi
     if found is None or any(Path(g).resolve() == found for g in given):
         return err
     return ConfigError(f"{err} (the run's own: --config {found})")
-
-
-def is_subclass(class_path: str, base: type) -> bool:
-    """Whether the class a config names (``datamodules.lm.LanguageModelDataModule``, or a user's subclass) is
-    ``base`` or derives from it; False when it cannot be imported."""
-    import importlib
-
-    try:
-        module, name = str(class_path).rsplit(".", 1)
-        found = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
-        return False
-    return isinstance(found, type) and issubclass(found, base)

@@ -247,10 +247,8 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         import pandas as pd
 
         rows, parts, seen = [], [], 0  # rows as pandas counts them (blank lines not), and the other columns
-        with open_data(path) as f:
-            for frame in read_table_chunks(
-                f, fmt, 100_000
-            ):  # a chunk's sequences at a time, never the file's
+        with open_data(path) as f:  # a chunk's sequences at a time, never the whole file's
+            for frame in read_table_chunks(f, fmt, 100_000):
                 hit = np.isin(frame.index.to_numpy() + 2, lines)
                 rows.append(seen + 1 + np.flatnonzero(hit))
                 parts.append(frame.loc[hit, [c for c in frame.columns if c != sequence]])

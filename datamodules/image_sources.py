@@ -9,6 +9,7 @@ files too).
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 import warnings
@@ -129,6 +130,7 @@ def shared_images(train: ImageSplit, held: dict[str, ImageSplit]) -> dict[str, n
     }
     wanted = np.concatenate([np.zeros(0, dtype=np.int64), *held_sizes.values()])
 
+    @functools.cache
     def key(path: Path, whole: bool = False) -> bytes:  # the first 64 KiB first; the whole file to confirm
         with open(path, "rb") as f:
             data = f.read() if whole else f.read(1 << 16)

@@ -41,9 +41,8 @@ from datamodules.text_tokenize import digest
 
 SPLITS = ("train", "val", "test")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
-CACHE_VERSION = (
-    3  # 2: a byte-order mark dropped, CRLF and CR read as LF; 3: few documents cut, not given whole
-)
+# 2: a byte-order mark dropped, CRLF and CR read as LF; 3: a few documents cut at lines, not given whole
+CACHE_VERSION = 3
 CHUNK = 1 << 20
 
 
@@ -152,8 +151,6 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
     ones not counted), some are left for training and each held-out split gets at most 1.5 times its fraction
     (plus 2% of the corpus), else cuts at the line boundaries nearest the fractions of the bytes (a table's rows
     are never cut: a warning says the shares whole rows give)."""
-    import os
-
     docs = [d for d in _sizes(parts) if d[2] > 0]
     total = sum(n for _, _, n in docs)
     sources = sorted({p.source for p in parts})

@@ -114,7 +114,11 @@ class LMTokenizer:
 
     @classmethod
     def from_json(cls, text: str) -> LMTokenizer:
-        saved = json.loads(text)
+        return cls.from_saved(json.loads(text))
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> LMTokenizer:
+        """The tokenizer ``to_json`` saved, from its parsed JSON."""
         if saved["kind"] == "char":
             return cls(chars=saved["chars"], eot_id=saved["eot_id"])
         return cls(backend=Tokenizer.from_str(saved["tokenizer"]), eot_id=saved["eot_id"])
@@ -192,7 +196,7 @@ def saved_tokenizer(spec: str) -> LMTokenizer | None:
             f"data.tokenizer: {spec}: not a tokenizer a run saved (a run folder's tokenizer.json); for a "
             "Hugging Face tokenizer give its folder"
         )
-    return LMTokenizer.from_json(json.dumps(saved))
+    return LMTokenizer.from_saved(saved)
 
 
 def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMTokenizer:

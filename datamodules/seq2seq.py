@@ -447,9 +447,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 if not ids:
                     raise DataError(f"{where}:{line}: target {text!r} has no tokens")
                 targets.append(ids)
-            if (
-                unseen
-            ):  # kept, not dropped: a held-out split is scored whole, these pairs as the errors they are
+            # kept, not dropped: a held-out split is scored whole, these pairs as the errors they are
+            if unseen:
                 shown = ", ".join(map(repr, list(unseen)[:10])) + (", ..." if len(unseen) > 10 else "")
                 warnings.warn(
                     f"{where}:{next(iter(unseen.values()))}: target symbols never seen in the training split "

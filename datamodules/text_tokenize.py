@@ -14,6 +14,7 @@ import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from archbench.errors import DataError
+from datamodules.files import saved_json
 from datamodules.storage import StoreWriter
 from datamodules.text_sources import offline
 
@@ -30,12 +31,11 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
     ``tokenizers`` JSON file as a run saved it (``tokenizer.json``)."""
     from transformers import AutoTokenizer
 
-    if name.endswith(".json"):  # a run's tokenizer.json: as it was saved
-        if not Path(name).is_file():
-            raise DataError(f"data.tokenizer: {name}: file not found (a run's tokenizer.json)")
+    saved = saved_json(name, "data.tokenizer", "a run's tokenizer.json")
+    if saved is not None:  # a run's tokenizer.json: as it was saved
         try:
-            return Tokenizer.from_file(name)
-        except Exception as err:  # tokenizers raises a bare Exception on a file it cannot parse
+            return Tokenizer.from_str(json.dumps(saved))
+        except Exception as err:  # tokenizers raises a bare Exception on JSON it cannot read as a tokenizer
             raise DataError(
                 f"data.tokenizer: {name}: not a tokenizers JSON file ({str(err)[:200]})"
             ) from None

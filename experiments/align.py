@@ -12,24 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import warnings
-from pathlib import Path
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from archbench.checkpoint_files import (
-    check_checkpoint,
-    checkpoint_task,
-    configs_for,
-    is_subclass,
-    with_run_config_hint,
-)
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS, SYMBOL_TOKENIZERS, Seq2SeqDataModule
-from experiments.attention import attention_figure, cli_from_configs, figure_png, keep_images
+from experiments.attention import attention_figure, figure_png, keep_images
+from experiments.from_checkpoint import check_data, cli_from_checkpoint, cli_from_configs
 from lit_models.seq2seq import greedy_decode
 
 
@@ -97,24 +89,20 @@ class AlignmentMaps(Callback):
         keep_images(trainer, log_dir, "alignment", images, self.texts)
 
 
-def _saved_vocabularies(checkpoint: dict | None, folder: Path) -> list[str]:
-    """``--data.<side>_tokenizer`` options that give the data module a checkpoint's vocabularies, written into
-    ``folder``: the model reads the ids it was trained on, and the data files need not be on disk."""
-    state = (checkpoint or {}).get("Seq2SeqDataModule") or {}
-    kinds = (checkpoint or {}).get("datamodule_hyper_parameters") or {}
-    options = []
+def _saved_vocabularies(checkpoint: dict) -> dict[str, str]:
+    """The checkpoint's vocabularies as saved-vocabulary files for ``data.<side>_tokenizer``: the model reads
+    the ids it was trained on, and the data files need not be on disk."""
+    state = checkpoint.get(Seq2SeqDataModule.__qualname__) or {}
+    kinds = checkpoint.get("datamodule_hyper_parameters") or {}
+    files = {}
     for side in ("source", "target"):
         saved, kind = state.get(f"{side}_symbols"), kinds.get(f"{side}_tokenizer")
         if isinstance(saved, list) and kind in SYMBOL_TOKENIZERS:
-            content = {"kind": kind, "symbols": saved}
+            files[f"data.{side}_tokenizer"] = json.dumps({"kind": kind, "symbols": saved})
         elif isinstance(saved, dict) and isinstance(saved.get("tokenizer"), str):
-            content = saved
-        else:  # a checkpoint that does not say: the data's own vocabulary, checked against it below
-            continue
-        path = folder / f"{side}.json"
-        path.write_text(json.dumps(content), encoding="utf-8")
-        options.append(f"--data.{side}_tokenizer={path}")
-    return options
+            files[f"data.{side}_tokenizer"] = json.dumps(saved)
+        # else a checkpoint that does not say: the data's own vocabulary, checked against it
+    return files
 
 
 def main(argv: list[str]) -> None:
@@ -134,28 +122,16 @@ def main(argv: list[str]) -> None:
 
     if not args.config and not args.ckpt:
         raise ConfigError("align: give --config (the model to draw) or --ckpt (a run's checkpoint)")
-    configs = configs_for(args.ckpt, args.config) if args.ckpt else args.config
-    checkpoint = check_checkpoint(args.ckpt, "--ckpt") if args.ckpt else None
-    data = cli_from_configs(configs, overrides, parse_only=True).config.data.class_path
-    if not is_subclass(data, Seq2SeqDataModule):
-        raise DataError(f"data: {data} does not hold sequence pairs (use a seq2seq config)")
-    with tempfile.TemporaryDirectory() as folder:  # the checkpoint's vocabularies: no data file needed
-        cli = cli_from_configs(configs, overrides + _saved_vocabularies(checkpoint, Path(folder)))
-    module, datamodule = cli.model, cli.datamodule
+    holds = "sequence pairs (use a seq2seq config)"
     if args.ckpt:
-        task = checkpoint_task(checkpoint)
-        if task and task != type(module).__name__:
-            raise ConfigError(f"--ckpt {args.ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
-        state = checkpoint.get(type(datamodule).__qualname__)
-        if state:
-            datamodule.load_state_dict(state)  # the vocabularies it was trained with, or an error
-        try:
-            module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {args.ckpt}")  # another net: one line
-        except ConfigError as err:
-            raise with_run_config_hint(err, args.ckpt, configs) from None
-        module.load_state_dict(checkpoint["state_dict"])
+        cli, _ = cli_from_checkpoint(
+            args.ckpt, args.config, overrides, Seq2SeqDataModule, holds, _saved_vocabularies
+        )
     else:
+        check_data(args.config, overrides, Seq2SeqDataModule, holds)
+        cli = cli_from_configs(args.config, overrides)
         print("align: no --ckpt, so these are the alignments of untrained weights")
+    module, datamodule = cli.model, cli.datamodule
     png, outputs = draw(module.net, datamodule, args.text, module.hparams.max_decode_length)
     write_atomic(args.out, png)
     print(f"align: {args.text} -> {' '.join(o for o in outputs if o != '<eos>')} ({args.out})")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from lightning.pytorch.loggers import WandbLogger
 from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import DataError
 from datamodules.files import write_atomic
+from experiments.from_checkpoint import cli_from_configs
 
 
 def attention_figure(
@@ -124,17 +124,6 @@ def keep_images(trainer, log_dir: str | None, kind: str, images: list[bytes], ca
 
             pictures = [Image.open(io.BytesIO(png)) for png in images]
             logger.log_image(f"val/{kind}", pictures, step=trainer.global_step, caption=captions)
-
-
-def cli_from_configs(configs: list[str], overrides: list[str], parse_only: bool = False):
-    """A run's model and data rebuilt from its config files (no logger), for the commands that draw maps;
-    ``parse_only``: the parsed config alone."""
-    from experiments.cli import ExperimentCLI
-
-    cli_args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        return ExperimentCLI(args=cli_args, run=False, parse_only=parse_only)
 
 
 def main(argv: list[str]) -> None:

@@ -359,13 +359,13 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     run_dir = comparison.run_dir(model, seed)
     args = [*comparison.run_args(model), *overrides]
     args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
-    cli = _build(args)
     # A re-run on the same folder keeps finished runs and resumes unfinished ones, if the settings are the same.
     settings, done, last = (
         run_dir / "run_config.yaml",
         run_dir / "result.json",
         run_dir / "checkpoints" / "last.ckpt",
     )
+    cli = _build(args, parse_only=done.is_file())  # a finished run's settings are checked, nothing is built
     dumped = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True)  # checked when parsed
     # The comparison's own settings that change what a run does (not in the run's config); written only when
     # set, so that folders of comparisons without them still resume
@@ -560,10 +560,8 @@ def main(argv: list[str]) -> None:
                 raise ConfigError(
                     f"--models: {m!r} is not in {comparison.path} (has {list(comparison.models)})"
                 )
-        order, others = (
-            list(comparison.models),
-            {m: f for m, f in comparison.models.items() if m not in wanted},
-        )
+        order = list(comparison.models)
+        others = {m: f for m, f in comparison.models.items() if m not in wanted}
         comparison.models = {m: comparison.models[m] for m in wanted}
     for name in ("launcher", "devices"):
         if getattr(args, name):

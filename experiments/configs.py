@@ -140,14 +140,30 @@ _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "E
           "Expected a <class 'NoneType'>", "Given value: NestedArg(", "Given value: Namespace(")  # fmt: skip
 
 
+def import_class(class_path: str) -> type | None:
+    """The class a config names by ``class_path`` (``datamodules.lm.LanguageModelDataModule``); None when it
+    cannot be imported."""
+    try:
+        module, name = str(class_path).rsplit(".", 1)
+        found = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return found if isinstance(found, type) else None
+
+
+def is_subclass(class_path: str, base: type) -> bool:
+    """Whether the class a config names is ``base`` or derives from it (a user's subclass of our data module)."""
+    found = import_class(class_path)
+    return found is not None and issubclass(found, base)
+
+
 def _suggestion(class_path: str, option: str) -> str:
     """For an option the chosen class does not take: the close name it does take, or the names it takes (its
     own and, through ``**kwargs``, its parents' up to Lightning's and torch's classes)."""
-    try:
-        module, name = class_path.rsplit(".", 1)
-        cls = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError, ValueError):
+    cls = import_class(class_path)
+    if cls is None:
         return ""
+    name = cls.__name__
     names = []
     for base in cls.__mro__:
         library = base is not cls and base.__module__.split(".")[0] in ("lightning", "torch", "builtins")

@@ -10,19 +10,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
-import warnings
-from pathlib import Path
 
 import torch
 
-from archbench.checkpoint_files import (
-    check_checkpoint,
-    checkpoint_task,
-    configs_for,
-    is_subclass,
-    with_run_config_hint,
-)
+from archbench.checkpoint_files import checkpoint_task
 from archbench.errors import ConfigError, DataError
 
 
@@ -45,38 +36,24 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_from_run(configs: list[str], ckpt: str, overrides: list[str]):
-    """(task, tokenizer, context) of a trained language model, causal or masked (also the bias probe's)."""
+def load_from_run(configs: list[str] | None, ckpt: str, overrides: list[str]):
+    """(task, tokenizer, context) of a trained language model, causal or masked (also the bias probe's); the
+    checkpoint's tokenizer replaces ``data.tokenizer``, so the corpus need not be on disk."""
     from datamodules.lm import LanguageModelDataModule
-    from experiments.cli import ExperimentCLI
+    from experiments.from_checkpoint import cli_from_checkpoint
 
-    checkpoint = check_checkpoint(ckpt, "--ckpt")
-    configs = configs_for(ckpt, configs)
-    state = checkpoint.get(LanguageModelDataModule.__qualname__)
-    if not state or "tokenizer" not in state:
-        name = checkpoint_task(checkpoint) or "another task"
-        raise ConfigError(
-            f"--ckpt {ckpt}: a checkpoint of {name}, not of a language model (LanguageModelTask)"
-        )
-    args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
-        data = ExperimentCLI(args=args, run=False, parse_only=True).config.data.class_path
-        if not is_subclass(data, LanguageModelDataModule):
-            raise ConfigError(f"--config: the data is {data}, not a language model's")
-        with tempfile.TemporaryDirectory() as folder:  # the checkpoint's tokenizer: no corpus needed
-            saved = Path(folder) / "tokenizer.json"
-            saved.write_text(state["tokenizer"], encoding="utf-8")
-            cli = ExperimentCLI(args=[*args, f"--data.tokenizer={saved}"], run=False)
-            tokenizer = cli.datamodule.tokenizer  # read while the file is there
-    try:
-        cli.model.refuse_mismatch(
-            checkpoint["state_dict"], f"--ckpt {ckpt}"
-        )  # one line, not torch's key list
-    except ConfigError as err:
-        raise with_run_config_hint(err, ckpt, configs) from None
-    cli.model.load_state_dict(checkpoint["state_dict"])
-    return cli.model, tokenizer, cli.datamodule.seq_len
+    def tokenizer_of(checkpoint: dict) -> dict[str, str]:
+        state = checkpoint.get(LanguageModelDataModule.__qualname__)
+        if not state or "tokenizer" not in state:
+            name = checkpoint_task(checkpoint) or "another task"
+            raise ConfigError(
+                f"--ckpt {ckpt}: a checkpoint of {name}, not of a language model (LanguageModelTask)"
+            )
+        return {"data.tokenizer": state["tokenizer"]}
+
+    cli, _ = cli_from_checkpoint(ckpt, configs, overrides, LanguageModelDataModule,
+                                 "a language model's corpus (use a language-model config)", tokenizer_of)  # fmt: skip
+    return cli.model, cli.datamodule.tokenizer, cli.datamodule.seq_len
 
 
 def load_from_weights(path: str):

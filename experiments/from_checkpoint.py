@@ -1,0 +1,69 @@
+"""A run rebuilt for the commands that read it (``generate``, ``align``, ``probe``, ``attention``): its model and
+data from its config files, and, from a checkpoint, its weights and the data's own vocabulary."""
+
+from __future__ import annotations
+
+import tempfile
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
+from archbench.errors import ConfigError, DataError
+from experiments.configs import is_subclass
+
+
+def cli_from_configs(configs: list[str], overrides: list[str], parse_only: bool = False):
+    """A run's model and data rebuilt from its config files (no logger); ``parse_only``: the parsed config alone."""
+    from experiments.cli import ExperimentCLI
+
+    cli_args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        return ExperimentCLI(args=cli_args, run=False, parse_only=parse_only)
+
+
+def check_data(configs: list[str], overrides: list[str], data_class: type, holds: str) -> None:
+    """A DataError, before anything is built, when the configs choose other data than ``data_class``."""
+    data = cli_from_configs(configs, overrides, parse_only=True).config.data.class_path
+    if not is_subclass(data, data_class):
+        raise DataError(f"data: {data} does not hold {holds}")
+
+
+def cli_from_checkpoint(
+    ckpt: str,
+    configs: list[str] | None,
+    overrides: list[str],
+    data_class: type,
+    holds: str,
+    saved_files: Callable[[dict], dict[str, str]],
+):
+    """``(cli, checkpoint)``: a trained run rebuilt from ``ckpt`` and its configs (those given, else the run's own
+    ``config.yaml``). Configs of other data than ``data_class`` are refused before anything is built. The data
+    options ``saved_files(checkpoint)`` gives (``{"data.tokenizer": file text}``: the checkpoint's tokenizer or
+    vocabularies) point to files in a temporary folder while the run is built, so the data files need not be on
+    disk. A checkpoint of another task is refused, and weights that do not fit in one line that names the run's
+    own config."""
+    checkpoint = check_checkpoint(ckpt, "--ckpt")
+    configs = configs_for(ckpt, configs)
+    check_data(configs, overrides, data_class, holds)
+    with tempfile.TemporaryDirectory() as folder:
+        options = []
+        for option, text in saved_files(checkpoint).items():
+            path = Path(folder) / f"{option.rsplit('.', 1)[-1]}.json"
+            path.write_text(text, encoding="utf-8")
+            options.append(f"--{option}={path}")
+        cli = cli_from_configs(configs, overrides + options)
+        state = checkpoint.get(type(cli.datamodule).__qualname__)
+        if state:  # the vocabulary it was trained with (read while its file is there), or an error
+            cli.datamodule.load_state_dict(state)
+    module = cli.model
+    task = checkpoint_task(checkpoint)
+    if task and task != type(module).__name__:
+        raise ConfigError(f"--ckpt {ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
+    try:
+        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {ckpt}")  # one line, not torch's key list
+    except ConfigError as err:
+        raise with_run_config_hint(err, ckpt, configs) from None
+    module.load_state_dict(checkpoint["state_dict"])
+    return cli, checkpoint
