@@ -13,7 +13,7 @@ commands:
   compare                           every model x seed of a comparison file, one table:
                                     compare --config experiments/dna/compare.yaml [--seeds N] [--out DIR]
   attention                         PNG of every layer's and head's attention over a text:
-                                    attention --config MODEL.yaml --ckpt C --text "..."
+                                    attention --ckpt C --text "..." (its run's config.yaml, or --config)
   align                             PNG of a seq2seq model's attention over the source per written symbol:
                                     align --config experiments/seq2seq/transformer.yaml --ckpt C --text WORD
   generate                          text from a language model, printed as it comes:

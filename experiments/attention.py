@@ -1,8 +1,8 @@
 """Attention you can look at: every layer's and head's weights over the tokens of a text, as one PNG.
 
-``python -m experiments attention --config DATA.yaml --config MODEL.yaml --ckpt RUN.ckpt --text "..."``
-rebuilds the run's model from its configs, loads the checkpoint's weights (and its tokenizer, which the
-checkpoint carries) and draws a grid: one row per layer, one column per head, queries down, keys across.
+``python -m experiments attention --ckpt RUN.ckpt --text "..."`` rebuilds the run's model from its configs (those
+given with ``--config``, else the run's own ``config.yaml``), loads the checkpoint's weights and the tokenizer it
+was trained with, and draws a grid: one row per layer, one column per head, queries down, keys across.
 The :class:`AttentionMaps` callback logs the same figure to W&B (and saves it beside the run) during
 validation.
 """
@@ -17,10 +17,10 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from archbench.checkpoint_files import check_checkpoint
-from archbench.errors import DataError
+from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
-from experiments.from_checkpoint import cli_from_configs
+from datamodules.text import TextClassificationDataModule
+from experiments.from_checkpoint import check_data, cli_from_checkpoint, cli_from_configs
 
 
 def attention_figure(
@@ -126,29 +126,40 @@ def keep_images(trainer, log_dir: str | None, kind: str, images: list[bytes], ca
             logger.log_image(f"val/{kind}", pictures, step=trainer.global_step, caption=captions)
 
 
+def _saved_tokenizer(checkpoint: dict) -> dict[str, str]:
+    """The checkpoint's tokenizer as a run's ``tokenizer.json`` for ``data.tokenizer``: the model reads the ids it
+    was trained on, whatever tokenizer the configs name."""
+    state = checkpoint.get(TextClassificationDataModule.__qualname__) or {}
+    saved = state.get("tokenizer")
+    return {"data.tokenizer": saved} if isinstance(saved, str) else {}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m experiments attention",
         description="Draw every layer's and head's attention over the tokens of a text, as a PNG.",
     )
-    parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="the run's config file(s), in order; empty: the --ckpt run's config.yaml",
+    )
     parser.add_argument("--ckpt", help="checkpoint to load (weights and tokenizer); empty: untrained weights")
     parser.add_argument("--text", required=True, help="the text to look at")
     parser.add_argument("--out", default="attention.png", help="PNG to write (default: attention.png)")
     args, overrides = parser.parse_known_args(argv)
 
-    cli = cli_from_configs(args.config, overrides)
-    module, datamodule = cli.model, cli.datamodule
-    if not hasattr(datamodule, "encode"):
-        raise DataError(f"data: {type(datamodule).__name__} does not hold text (use a text config)")
+    if not args.config and not args.ckpt:
+        raise ConfigError("attention: give --config (the model to draw) or --ckpt (a run's checkpoint)")
+    holds = "texts to classify (use a text config)"
     if args.ckpt:
-        checkpoint = check_checkpoint(args.ckpt, "--ckpt")  # tensors and plain values only (weights_only)
-        module.load_state_dict(checkpoint["state_dict"])
-        state = checkpoint.get(type(datamodule).__qualname__)
-        if state:
-            datamodule.load_state_dict(state)  # the same labels and tokenizer as in training, or an error
+        cli, _ = cli_from_checkpoint(
+            args.ckpt, args.config, overrides, TextClassificationDataModule, holds, _saved_tokenizer
+        )
     else:
+        check_data(args.config, overrides, TextClassificationDataModule, holds)
+        cli = cli_from_configs(args.config, overrides)
         print("attention: no --ckpt, so these are the attention maps of untrained weights")
-    maps, tokens = text_attention(module.net, datamodule, args.text)
+    maps, tokens = text_attention(cli.model.net, cli.datamodule, args.text)
     write_atomic(args.out, figure_png(attention_figure(maps, tokens, title=args.text[:80])))
     print(f"attention: {len(maps)} layers x {maps[0].shape[0]} heads over {len(tokens)} tokens -> {args.out}")

@@ -182,6 +182,14 @@ def test_attention_command_and_callback(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "3 layers x 2 heads over 5 tokens" in result.stdout  # [CLS] a great film [SEP]
+    # the run's own config.yaml when no --config is given; another model's shape is one line naming it
+    result = run_main("attention", "--ckpt", ckpt, "--text", "a great film", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "3 layers x 2 heads over 5 tokens" in result.stdout
+    wider = run_main("attention", "--ckpt", ckpt, "--text", "a film", "--model.net.init_args.d_model=32",
+                     cwd=tmp_path)  # fmt: skip
+    assert wider.returncode == 2
+    assert "does not fit the model" in wider.stderr.strip().splitlines()[-1], wider.stderr[-2000:]
 
 
 def test_yelp_config_parses_and_says_the_machine_is_offline(tmp_path):
