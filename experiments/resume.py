@@ -229,15 +229,28 @@ class ResumeState(Callback):
         self._pending: dict | None = None
 
     def state_dict(self) -> dict:
-        return {"rng": _rng_state()}
+        """Rank 0's RNG states, and under torch.distributed every rank's (gathered: ``trainer.save_checkpoint``
+        runs on every rank), so that each process resumes its own streams: ranks that drew differently (their
+        batches' shapes, work done on rank 0 alone) would otherwise all go on from rank 0's."""
+        state = _rng_state()
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return {"rng": state}
+        states: list = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(states, state)
+        return {"rng": states[0], "rng_per_rank": states}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        self._pending = state_dict.get("rng")
+        self._pending = state_dict
 
     def on_train_start(self, trainer, pl_module) -> None:
-        if self._pending is not None:
-            _set_rng_state(self._pending)
-            self._pending = None
+        if self._pending is None:
+            return
+        per_rank = self._pending.get("rng_per_rank")
+        if per_rank and len(per_rank) == trainer.world_size:
+            _set_rng_state(per_rank[trainer.global_rank])
+        elif self._pending.get("rng") is not None:  # another world size: rank 0's, as before (not exact)
+            _set_rng_state(self._pending["rng"])
+        self._pending = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
         if trainer.loggers:  # not trainer.log_dir: that is a collective under DDP

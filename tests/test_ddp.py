@@ -191,3 +191,38 @@ def test_a_ddp_run_killed_mid_epoch_and_resumed_continues_the_same_order(in_tmp)
         after = json.loads((in_tmp / "after" / f"rank{rank}.json").read_text())["train"]
         assert [e for e, _ in after] == [1, 1, 1]  # steps 8-10: the last three of epoch 1
         assert [b for _, b in after] == [single[1][2 * k + rank] for k in (2, 3, 4)], rank
+
+
+@pytest.mark.ddp
+@pytest.mark.slow  # three 2-process runs (make test-all)
+def test_a_ddp_run_killed_and_resumed_reaches_the_weights_of_one_never_killed(in_tmp):
+    """Dropout draws from each process's own RNG, and the two ranks draw differently (150 sequences: the last
+    batches differ in size), so each rank must resume its own RNG streams, not rank 0's (which it did before
+    2026-11-27: the weights then differed after the resume)."""
+    args = ["--config", CNN, *TINY_DATA, "--data.simulation.n_train=150", "--model.net.init_args.dropout=0.3",
+            *CSV_ONLY, "--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--trainer.devices=2",
+            "--trainer.strategy=ddp"]  # fmt: skip
+
+    def callbacks(*extra: dict) -> list[str]:
+        last = "experiments.checkpoints.LastCheckpoint"
+        every_step = {"class_path": last, "init_args": {"every_n_train_steps": 1}}
+        return ["--config", yaml.safe_dump({"trainer": {"callbacks": [every_step, *extra]}})]
+
+    def digest(folder: str) -> dict:
+        return {"class_path": "faults.WeightsDigest", "init_args": {"folder": str(in_tmp / folder)}}
+
+    for folder in ("whole", "killed"):
+        (in_tmp / folder).mkdir()
+    whole = run_module("fit", *args, *callbacks(digest("whole_weights")), cwd=in_tmp / "whole")
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    kill = {"class_path": "faults.KillAt", "init_args": {"step": 7}}  # epoch 1, 5 steps an epoch
+    killed = run_module("fit", *args, *callbacks(kill), cwd=in_tmp / "killed")
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    resumed = run_module("fit", *args, *callbacks(digest("resumed_weights")), "--ckpt_path=last",
+                         cwd=in_tmp / "killed")  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    for rank in (0, 1):
+        resumed_weights, whole_weights = (
+            in_tmp / f / f"rank{rank}.txt" for f in ("resumed_weights", "whole_weights")
+        )
+        assert resumed_weights.read_text() == whole_weights.read_text(), rank
