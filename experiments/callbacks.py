@@ -8,6 +8,7 @@ import psutil
 import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.strategies import DDPStrategy
 
 from archbench.errors import ConfigError
 from datamodules.files import write_atomic
@@ -217,6 +218,26 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
     normalise with batch statistics in training but stored ones in validation. ``train_bn=True`` (the
     default, as fastai) lets the norm layers train and update their statistics while the rest is frozen.
     """
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)  # freezes, before the strategy wraps the model
+        # DDP synchronises the gradients of the parameters that required them when it wrapped the model: not
+        # the backbone frozen now (Lightning issue #20340). Once unfrozen, their gradients are averaged here.
+        self._outside_ddp = [p for p in pl_module.parameters() if not p.requires_grad]
+        if trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
+            raise ConfigError(
+                f"trainer.strategy: BackboneFinetuning under {type(trainer.strategy).__name__} would leave the "
+                "unfrozen backbone different on each process; use strategy ddp"
+            )
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.world_size == 1:
+            return
+        grads = [p.grad for p in self._outside_ddp if p.requires_grad and p.grad is not None]
+        if grads:  # the same parameters on every rank: each trains the same graph
+            mean = trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+            for grad, part in zip(grads, mean.split([g.numel() for g in grads]), strict=True):
+                grad.copy_(part.view_as(grad))
 
     def freeze_before_training(self, pl_module) -> None:
         if getattr(pl_module.net, "freeze_backbone", False):

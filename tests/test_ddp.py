@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_module
 
@@ -226,3 +227,40 @@ def test_a_ddp_run_killed_and_resumed_reaches_the_weights_of_one_never_killed(in
             in_tmp / f / f"rank{rank}.txt" for f in ("resumed_weights", "whole_weights")
         )
         assert resumed_weights.read_text() == whole_weights.read_text(), rank
+
+
+@pytest.mark.ddp
+@pytest.mark.parametrize(
+    "config", ["dinov2_fine_tune.yaml", pytest.param("efficientnet_lite0.yaml", marks=pytest.mark.slow)]
+)
+def test_a_backbone_unfrozen_under_ddp_trains_the_same_on_every_rank(config, in_tmp):
+    """BackboneFinetuning unfreezes the backbone after DDP wrapped the model without it (Lightning issue
+    #20340): its gradients are averaged over the ranks, so both processes end with the same weights, and
+    the backbone did train. DINOv2's layer-decay groups and EfficientNet's frozen norm layers."""
+    import timm
+    from image_data import image_args
+    from safetensors.torch import save_file
+    from test_finetuning import TINY_DINOV2
+
+    dinov2 = config.startswith("dinov2")
+    kwargs = TINY_DINOV2 if dinov2 else {}
+    name = "vit_small_patch14_dinov2" if dinov2 else "efficientnet_lite0"
+    torch.manual_seed(0)
+    source = timm.create_model(name, num_classes=0, **({"img_size": 28} if dinov2 else {}), **kwargs)
+    weights = in_tmp / "weights.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    args = [*image_args(in_tmp, config), f"--model.net.init_args.weights_file={weights}",
+            "--data.img_size=28", "--trainer.max_epochs=2", "--trainer.limit_train_batches=1",
+            "--trainer.limit_val_batches=1", "--trainer.accelerator=cpu", "--trainer.devices=2",
+            "--trainer.strategy=ddp", "--trainer.callbacks+=faults.WeightsDigest",
+            f"--trainer.callbacks.folder={in_tmp / 'weights'}"]  # fmt: skip
+    if dinov2:
+        args.append(f"--model.net.init_args.model_kwargs={json.dumps(kwargs)}")
+    done = run_module("fit", *args, cwd=in_tmp)
+    assert done.returncode == 0, done.stderr[-3000:]
+    digests = [(in_tmp / "weights" / f"rank{r}.txt").read_text() for r in range(2)]
+    assert digests[0] == digests[1]
+    trained = torch.load(next((in_tmp / "logs").rglob("last.ckpt")), weights_only=True)["state_dict"]
+    backbone = [k for k in source.state_dict() if source.state_dict()[k].is_floating_point()]
+    changed = [k for k in backbone if not torch.equal(trained[f"net.model.{k}"], source.state_dict()[k])]
+    assert len(changed) > len(backbone) // 2, changed  # the backbone trained in the second epoch
