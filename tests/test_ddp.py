@@ -136,24 +136,47 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def test_torchrun_script_without_a_gpu_says_what_to_set(tmp_path):
+    """No GPU (an nvidia-smi that lists none) and no NPROC_PER_NODE: one line on what to set, not a silent exit."""
+    fake = tmp_path / "bin" / "nvidia-smi"
+    fake.parent.mkdir()
+    fake.write_text("#!/bin/sh\nexit 9\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}", "NODE_RANK": "0",
+           "MASTER_ADDR": "127.0.0.1", "PY": sys.executable}  # fmt: skip
+    env.pop("NPROC_PER_NODE", None)
+    script = ROOT / "experiments" / "launch" / "torchrun.sh"
+    done = subprocess.run(["bash", str(script), "--config", CNN], env=env, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "no GPU found" in done.stderr and "NPROC_PER_NODE" in done.stderr, done.stderr
+
+
 @pytest.mark.ddp
 @pytest.mark.slow  # a minute on 2 cores: make test-all
 def test_two_nodes_on_localhost_under_torchrun_agree(tmp_path):
+    """experiments/launch/torchrun.sh on two "nodes" of localhost: the same weights on both, and the same as
+    a 2-process run on one node."""
     common = ["--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
               "--trainer", str(TRAINER / "ddp_cpu.yaml")]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests")])}
     env.pop("WANDB_SERVICE", None)
     port = _free_port()
     nodes = []
-    for rank in (0, 1):
+    for rank in (0, 1):  # the launch script users run on each node, with its CPU settings
         digest = {"class_path": "faults.WeightsDigest", "init_args": {"folder": str(tmp_path / "nodes")}}
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", f"--node-rank={rank}",
-               "--nproc-per-node=1", "--master-addr=127.0.0.1", f"--master-port={port}", "-m", "experiments",
-               "fit", *common, "--trainer.devices=1", "--trainer.num_nodes=2",
+        cmd = ["bash", str(ROOT / "experiments" / "launch" / "torchrun.sh"), "--config", CNN, *TINY_DATA,
+               "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
                "--config", yaml.safe_dump({"trainer": {"callbacks+": [digest]}})]  # fmt: skip
+        node = {"NNODES": "2", "NODE_RANK": str(rank), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                "NPROC_PER_NODE": "1", "TRAINER": str(TRAINER / "ddp_cpu.yaml"), "PY": sys.executable}  # fmt: skip
         nodes.append(
             subprocess.Popen(
-                cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                cmd,
+                cwd=tmp_path,
+                env={**env, **node},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
         )
     outputs = [n.communicate(timeout=300) for n in nodes]

@@ -10,7 +10,14 @@ NNODES="${NNODES:-2}"
 NODE_RANK="${NODE_RANK:?set NODE_RANK (0 on the first node)}"
 MASTER_ADDR="${MASTER_ADDR:?set MASTER_ADDR (the first node)}"
 MASTER_PORT="${MASTER_PORT:-29500}"
-NPROC_PER_NODE="${NPROC_PER_NODE:-$(nvidia-smi -L 2>/dev/null | wc -l)}"
+if [ -z "${NPROC_PER_NODE:-}" ]; then
+  NPROC_PER_NODE="$( (nvidia-smi -L 2>/dev/null || true) | grep -c '^GPU' || true)"
+  if [ "$NPROC_PER_NODE" -lt 1 ]; then
+    echo "torchrun.sh: no GPU found (nvidia-smi); on a CPU-only node set NPROC_PER_NODE (processes per node)" \
+      "and TRAINER=experiments/trainer/ddp_cpu.yaml" >&2
+    exit 2
+  fi
+fi
 TRAINER="${TRAINER:-experiments/trainer/multinode.yaml}"
 PY="${PY:-.venv/bin/python}"
 
