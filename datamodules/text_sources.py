@@ -75,6 +75,10 @@ def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
             f"data.{option}: {path!r}: unknown format {file.suffix!r}; expected one of {sorted(FORMATS)}"
         )
     kwargs = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
+    if (
+        fmt == "json" and first_non_utf8(file) is not None
+    ):  # pyarrow's JSON reader keeps such bytes in strings
+        raise DataError(not_utf8(file))
     try:
         with quiet():
             data = datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)
@@ -256,7 +260,7 @@ def check_header_repeats(split: Split, columns: list[str]) -> None:
 def check_texts(split: Split, column: str) -> None:
     first, count, seen = None, 0, 0
     for texts in arrow_batches(split.data, column):
-        _one_type(texts, split.source, column)
+        _one_type(texts, split, column)
         if not pa.types.is_string(texts.type) and not pa.types.is_large_string(texts.type):
             raise DataError(f"{split.source}: column {column!r} holds {texts.type}, not text")
         empty = pc.or_kleene(pc.is_null(texts), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0))
@@ -268,20 +272,28 @@ def check_texts(split: Split, column: str) -> None:
         raise DataError(f"{row_label(split, first)}: column {column!r} is empty ({count} empty texts in all)")
 
 
-def _one_type(values: pa.Array, source: str, column: str) -> None:
+def _one_type(values, split: Split, column: str) -> None:
     """JSON Lines rows whose column mixes numbers and text come as Arrow's JSON extension type, which no
-    compute function takes: said as such."""
-    if isinstance(values.type, pa.BaseExtensionType):
-        raise DataError(
-            f"{source}: column {column!r} mixes kinds of value (numbers and text, say: {values.type}); give every "
-            "row the same kind (labels as text, or all as numbers)"
-        )
+    compute function takes: said with the first row whose kind differs from the first row's (both in the
+    first batch: the type is the whole file's)."""
+    if not isinstance(values.type, pa.BaseExtensionType):
+        return
+    raw = [v for chunk in getattr(values, "chunks", [values]) for v in chunk.storage.to_pylist()]
+    kinds = [
+        "text" if v.startswith('"') else "null" if v == "null" else "a number or other JSON" for v in raw
+    ]
+    other = next((i for i, k in enumerate(kinds) if k != kinds[0]), 0)
+    raise DataError(
+        f"{row_label(split, other)}: column {column!r} holds {raw[other]} ({kinds[other]}) where "
+        f"{row_label(split, 0).removeprefix(split.source + ': ')} holds {raw[0]} ({kinds[0]}): give every row "
+        "the same kind (labels all as text, or all as numbers)"
+    )
 
 
-def unique_labels(data: datasets.Dataset, column: str, source: str = "data") -> list:
+def unique_labels(split: Split, column: str) -> list:
     values: set = set()
-    for batch in arrow_batches(data, column):
-        _one_type(batch, source, column)
+    for batch in arrow_batches(split.data, column):
+        _one_type(batch, split, column)
         values.update(pc.unique(batch).to_pylist())
     return list(values)
 
@@ -291,7 +303,7 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
     that is not (an empty label, or one outside the set)."""
     seen = 0
     for values in arrow_batches(split.data, column):
-        _one_type(values, split.source, column)
+        _one_type(values, split, column)
         unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and str(v) not in ids]
         bad = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
@@ -383,7 +395,7 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
     elif class_names is not None:
         labels = class_names
     else:
-        values = [v for v in unique_labels(train.data, column, train.source) if not _blank(v)]
+        values = [v for v in unique_labels(train, column) if not _blank(v)]
         _not_a_target(train, column, values)
         labels = [str(v) for v in sorted(values)]
     if len(labels) < 2:

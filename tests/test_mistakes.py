@@ -103,7 +103,10 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         ("ragged.csv", b"text,label\nfine,a\nsome, more,b\nok,a\n", "ragged.csv: line 3 has 3 fields, the header has 2"),
         ("ragged.tsv", b"text\tlabel\nfine\ta\nsome\tmore\tb\n", "ragged.tsv: line 3 has 3 fields, the header has 2"),
         ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "broken.jsonl: line 2 is not a JSON object"),
-        ("mixed.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n', "mixed.jsonl: column 'label' mixes kinds of value"),
+        ("mixed.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n',
+         "mixed.jsonl: row 2 (line 2): column 'label' holds \"x\" (text) where row 1 (line 1) holds 1 (a number or other JSON)"),
+        ("latin.jsonl", b'{"text": "fine", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n',
+         "latin.jsonl: not UTF-8 text: byte 44 (line 2) is 0xe9"),
     ],
 )  # fmt: skip
 def test_text_files_that_do_not_load_say_why(name, content, expected, tmp_path):
