@@ -62,12 +62,16 @@ class ExperimentCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         self._subcommands = run
         # Parse errors raise (the command line prints them as one line) instead of printing usage and exiting.
-        defaults = {"default_env": False, "default_config_files": [str(GLOBAL_BASE)], "exit_on_error": False}
+        # No abbreviated options: `--trainer.max_ep 1` is refused as unknown (with a suggestion), not taken for
+        # whichever option it begins.
+        defaults = {"default_env": False, "default_config_files": [str(GLOBAL_BASE)], "exit_on_error": False,
+                    "allow_abbrev": False}  # fmt: skip
         # With subcommands (run=True) parser options go to each subcommand's parser; without them
         # (run=False, as compare builds its runs) to the single parser. Both must load the defaults.
         kwargs.setdefault("parser_kwargs", {c: defaults for c in self.subcommands()} if run else defaults)
         if run:
             kwargs["parser_kwargs"].setdefault("exit_on_error", False)
+            kwargs["parser_kwargs"].setdefault("allow_abbrev", False)
         super().__init__(
             Task,
             L.LightningDataModule,

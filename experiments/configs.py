@@ -157,6 +157,15 @@ def is_subclass(class_path: str, base: type) -> bool:
     return found is not None and issubclass(found, base)
 
 
+_OPTIMIZER_OPTIONS = ("lr", "weight_decay", "momentum", "betas", "eps")
+
+
+def _task_class() -> type:
+    from lit_models.task import Task
+
+    return Task
+
+
 def _suggestion(class_path: str, option: str) -> str:
     """For an option the chosen class does not take: the close name it does take, or the names it takes (its
     own and, through ``**kwargs``, its parents' up to Lightning's and torch's classes)."""
@@ -179,7 +188,8 @@ def _suggestion(class_path: str, option: str) -> str:
             break
     if not names:
         return ""
-    close = difflib.get_close_matches(option, names, n=1, cutoff=0.6)
+    starting = [n for n in names if n.startswith(option)]
+    close = starting if len(starting) == 1 else difflib.get_close_matches(option, names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f" ({name} takes: {', '.join(names)})"
 
 
@@ -197,12 +207,18 @@ def one_line(message: str) -> str:
             chosen = line.split("'")[1]
         elif line not in reasons:
             unknown = re.fullmatch(r"Option '(\w+)' is not accepted", line)
-            line += _suggestion(chosen, unknown.group(1)) if unknown and chosen else ""
+            if unknown and unknown.group(1) in _OPTIMIZER_OPTIONS and is_subclass(chosen, _task_class()):
+                line += f" (an optimizer's option: --model.optimizer.{unknown.group(1)})"
+            elif unknown and chosen:
+                line += _suggestion(chosen, unknown.group(1))
             trainer = re.search(
-                r"Group 'trainer' does not accept option '(\w+)'|accept option 'trainer\.(\w+)'", line
+                r"Group 'trainer' does not accept option '(\w+)'|accept option 'trainer\.(\w+)'"
+                r"|^unrecognized arguments: --trainer\.(\w+)",
+                line,
             )
-            if trainer:  # a Trainer option misspelt in a YAML file
-                line += _suggestion("lightning.pytorch.Trainer", trainer.group(1) or trainer.group(2))
+            if trainer:  # a Trainer option misspelt in a YAML file or on the command line
+                given = next(g for g in trainer.groups() if g)
+                line += _suggestion("lightning.pytorch.Trainer", given)
             if line.startswith("unrecognized arguments:") and re.search(
                 r"--(optimizer|lr_scheduler)\b", line
             ):

@@ -163,12 +163,24 @@ def test_the_command_prints_each_mistake_as_one_line(in_tmp):
         "error: data: Option 'batch_sise' is not accepted (did you mean 'batch_size'?)"
     )
     result = run_main(
-        "fit", "--config", CNN, *TINY_DATA, "--model.lr=0.1", cwd=in_tmp
+        "fit", "--config", CNN, *TINY_DATA, "--model.warmth=0.1", cwd=in_tmp
     )  # no close name: them all
     assert result.stderr.startswith(
-        "error: model: Option 'lr' is not accepted (PredictionTask takes: net, task,"
+        "error: model: Option 'warmth' is not accepted (PredictionTask takes: net, task,"
     )
     assert ", optimizer, lr_scheduler," in result.stderr  # the base task's, through **kwargs
+    result = run_main("fit", "--config", CNN, *TINY_DATA, "--model.lr=0.1", cwd=in_tmp)
+    assert result.stderr.strip().endswith(
+        "Option 'lr' is not accepted (an optimizer's option: --model.optimizer.lr)"
+    )
+    # no abbreviations: a prefix of an option is refused, with the option it begins
+    for given, meant in (("max_ep", "max_epochs"), ("max_step", "max_steps")):
+        result = run_main("fit", "--config", CNN, *TINY_DATA, f"--trainer.{given}=1", cwd=in_tmp)
+        assert result.returncode == 2
+        assert (
+            result.stderr.strip()
+            == f"error: unrecognized arguments: --trainer.{given}=1 (did you mean '{meant}'?)"
+        )
     result = run_main(
         "fit", "--config", CNN, *TINY_DATA, "--optimizer.lr=0.1", cwd=in_tmp
     )  # LightningCLI's habit
