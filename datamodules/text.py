@@ -64,7 +64,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         predict_path: str | None = None,
         text_column: str = "text",
         label_column: str = "label",
-        labels: list[str] | None = None,
+        labels: list[str | int] | None = None,
         val_fraction: float = 0.1,
         test_fraction: float = 0.1,
         split_seed: int = 0,

@@ -68,6 +68,20 @@ def test_jsonl_with_integer_labels_and_a_seeded_held_out_split(tmp_path):
     assert set(dm.splits["val"].labels) <= {0, 1, 2}
     assert np.bincount(dm.splits["train"].labels, minlength=3).sum() == 60
     assert sorted(np.concatenate([dm.splits[s].labels for s in sizes])) == sorted(original)
+    # the label set given as integers, from the command line as a user writes it: that order, by value
+    from experiments.cli import ExperimentCLI
+
+    cli_args = ["--config", str(TEXT / "rotten_tomatoes.yaml"), "--config", str(TEXT / "lstm.yaml"),
+                f"--data.train_path={path}", "--data.val_path=null", "--data.test_path=null",
+                "--data.text_column=review", "--data.label_column=stars", "--data.labels=[2, 0, 1]"]  # fmt: skip
+    parsed = ExperimentCLI(args=cli_args, run=False, parse_only=True).config.data.init_args
+    assert parsed.labels == [2, 0, 1]
+    ordered = data(tmp_path / "ordered", train_path=str(path), text_column="review", label_column="stars",
+                   labels=parsed.labels, val_fraction=0.2, test_fraction=0.2)  # fmt: skip
+    ordered.setup()
+    assert ordered.labels == ["2", "0", "1"]
+    ids = np.concatenate([ordered.splits[s].labels for s in sizes])
+    assert np.bincount(ids, minlength=3).tolist() == [int((original == v).sum()) for v in (2, 0, 1)]
 
 
 def test_subset_sizes(tmp_path, csv_files):
