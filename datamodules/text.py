@@ -312,7 +312,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         return saved.to_str()
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint: a checkpoint alone can tokenize new text and name its classes."""
+        """Saved in every checkpoint, which is then checked against the data's labels and tokenizer (the
+        training file is still read: the labels come from it unless ``data.labels`` gives them)."""
         return {"labels": self.labels, "tokenizer": self.tokenizer_json()}
 
     def load_state_dict(self, state: dict) -> None:

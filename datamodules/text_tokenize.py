@@ -140,7 +140,7 @@ def tokenize_splits(splits: dict, tokenizer, labels: list[str], text_column: str
     counts = {}
     for name, split in splits.items():
         check_texts(split, text_column)
-        labelled = name != "predict" or label_column in split.data.column_names
+        labelled = name != "predict"  # a predict file's labels, if any, are passed through, never read
         if labelled:
             check_labels(split, label_column, ids)
 

@@ -270,3 +270,12 @@ def test_predict_on_a_file_keeps_its_rows_and_other_columns(tmp_path, monkeypatc
     ExperimentCLI(args=[*predict, f"--data.tokenizer={saved}"])
     (again,) = (tmp_path / "logs").rglob("predictions.tsv")
     assert again.read_text() == (tmp_path / "first.tsv").read_text()
+    # a label column in the file to predict is passed through as it is: empty, or a label never trained on
+    labelled = tmp_path / "labelled.csv"
+    labelled.write_text("text,label\na great film,fresh\nthe plot was dull,\nso so,meh\n")
+    again.unlink()
+    ExperimentCLI(args=[*predict, f"--data.tokenizer={saved}", f"--data.predict_path={labelled}"])
+    (found,) = (tmp_path / "logs").rglob("predictions.tsv")
+    rows = [r.split("\t") for r in found.read_text().splitlines()]
+    assert rows[0][:4] == ["index", "row", "label", "predicted"]
+    assert [r[2] for r in rows[1:]] == ["fresh", "", "meh"]
