@@ -163,8 +163,8 @@ def _open_image(path: Path) -> Image.Image:
 
 
 def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSplit, list[str]]:
-    """``root/CLASS/*.png`` (any common image suffix) -> an ImageSplit of files; classes sorted unless given.
-    Files with another suffix are skipped, with one warning that counts them."""
+    """``root/CLASS/*.png`` (any common image suffix, in subfolders of the class folder too) -> an ImageSplit of
+    files; classes sorted unless given. Files with another suffix are skipped, with one warning that counts them."""
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (expected one subfolder per class)")
     # hidden entries (.ipynb_checkpoints, macOS's ._photo.png) are a tool's, not a class or an image
@@ -178,9 +178,8 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSpli
     for name in found:
         if name not in classes:
             raise DataError(f"{root / name}: class {name!r} is not one of the training classes {classes}")
-        entries = sorted(p for p in (root / name).iterdir() if p.is_file())
-        images = [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")]
-        skipped += [p for p in entries if p not in images]
+        images, others = _images_under(root / name)  # subfolders of a class are that class (as ImageFolder)
+        skipped += others
         if not images:
             raise DataError(
                 f"{root / name}: empty class folder (no {', '.join(sorted(IMAGE_SUFFIXES))} files)"
@@ -189,15 +188,7 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSpli
         headers += [_verify_image(image) for image in images]
         files += images
         labels += [classes.index(name)] * len(images)
-    if skipped:
-        shown = ", ".join(str(p.relative_to(root)) for p in skipped[:3]) + (
-            ", ..." if len(skipped) > 3 else ""
-        )
-        warnings.warn(
-            f"{root}: skipped {len(skipped)} file(s) or hidden folder(s) that are not "
-            f"{'/'.join(sorted(IMAGE_SUFFIXES))} images or classes: {shown}",
-            stacklevel=2,
-        )
+    _say_skipped(root, skipped, "images or classes")
     split = ImageSplit(
         np.array(labels, dtype=np.int64), files=files, headers=np.array(headers, dtype=np.int64)
     )
@@ -207,17 +198,41 @@ def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSpli
 def read_images(root: Path) -> ImageSplit:
     """Every image under ``root`` (a folder of images, with class subfolders or not; hidden entries aside), in
     path order, headers checked; labels -1 (unknown): what ``predict`` reads."""
+    if root.is_file():
+        raise DataError(f"data.predict_path: {root} is a file: give the folder that holds the images")
     if not root.is_dir():
         raise DataError(f"data.predict_path: {root}: folder not found")
-    files = sorted(
-        p for p in root.rglob("*")
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )  # fmt: skip
+    files, skipped = _images_under(root)
+    _say_skipped(root, skipped, "images")
     if not files:
         raise DataError(f"data.predict_path: {root}: no {', '.join(sorted(IMAGE_SUFFIXES))} images in it")
     headers = np.array([_verify_image(f) for f in files], dtype=np.int64)
     return ImageSplit(np.full(len(files), -1, dtype=np.int64), files=files, headers=headers)
+
+
+def _say_skipped(root: Path, skipped: list[Path], what: str) -> None:
+    if skipped:
+        shown = ", ".join(str(p.relative_to(root)) for p in skipped[:3]) + (
+            ", ..." if len(skipped) > 3 else ""
+        )
+        warnings.warn(
+            f"{root}: skipped {len(skipped)} file(s) or hidden folder(s) that are not "
+            f"{'/'.join(sorted(IMAGE_SUFFIXES))} {what}: {shown}",
+            stacklevel=3,
+        )
+
+
+def _images_under(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(the images anywhere under ``folder``, in path order; the other files and the hidden entries, which a
+    tool wrote: .ipynb_checkpoints, macOS's ._photo.png)."""
+    images, others = [], []
+    for path in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in path.relative_to(folder).parts)
+        if hidden and path.name.startswith(".") and (path.is_file() or path.is_dir()):
+            others.append(path)  # said once, its contents not listed
+        elif path.is_file() and not hidden:
+            (images if path.suffix.lower() in IMAGE_SUFFIXES else others).append(path)
+    return images, others
 
 
 def _verify_image(path: Path) -> tuple[int, int, int]:

@@ -300,3 +300,20 @@ def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path):
                                          r"cat/notes.txt, dog/._0.png, ..."):  # fmt: skip
         dm.setup()
     assert dm.labels == ["cat", "dog"] and len(dm.splits["train"]) == 4
+    # a class folder's own subfolders are that class, as torchvision's ImageFolder reads them; a class that
+    # holds only subfolders is a class too
+    (root / "cat" / "2019").mkdir()
+    (root / "cat" / "2019" / "nested.png").write_bytes((root / "cat" / "0.png").read_bytes())
+    (root / "owl" / "2020").mkdir(parents=True)
+    (root / "owl" / "2020" / "0.png").write_bytes((root / "dog" / "1.png").read_bytes())
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0,
+                         check_duplicates=False)  # fmt: skip
+    with pytest.warns(UserWarning, match="skipped"):
+        dm.setup()
+    assert dm.labels == ["cat", "dog", "owl"]
+    files = [str(f.relative_to(root)) for f in dm.splits["train"].files]
+    assert "cat/2019/nested.png" in files and "owl/2020/0.png" in files and len(files) == 6
+    assert dm.labels[dm.splits["train"].labels[files.index("cat/2019/nested.png")]] == "cat"
+    with pytest.raises(DataError, match=r"data.predict_path: .*0.png is a file: give the folder"):
+        ImageDataModule(source="folder", train_path=str(root), test_path=str(root),
+                        predict_path=str(root / "dog" / "0.png")).setup()  # fmt: skip
