@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archbench.errors import PretrainedError
+from archbench.errors import ConfigError, PretrainedError
 from lit_models.optim import prefixed_matcher
 
 
@@ -179,6 +179,7 @@ class TimmNet(nn.Module):
 
         if img_size is None or "img_size" in kwargs:
             self.model = create()
+            self._check_size(kwargs.get("img_size"), img_size)
         else:  # built for the data's size where the model has one (ViTs: position grid resampled on load)
             try:
                 self.model = create(img_size=img_size)
@@ -206,6 +207,18 @@ class TimmNet(nn.Module):
             for module in self.backbone_modules():
                 module.requires_grad_(False)
             self.train(self.training)
+
+    def _check_size(self, built, data_size: int | None) -> None:
+        """A model that takes one input size only (a ViT's patch grid) built by ``model_kwargs`` for another size
+        than the data's: refused now, not at the first batch (a traceback from inside timm)."""
+        strict = getattr(getattr(self.model, "patch_embed", None), "strict_img_size", False)
+        sides = set(built) if isinstance(built, (list, tuple)) else {built}
+        if strict and built is not None and data_size is not None and sides != {data_size}:
+            raise ConfigError(
+                f"model.net.init_args.model_kwargs.img_size: {built}, but the data's images are "
+                f"{data_size}x{data_size} (data.img_size, or the weights file's input size): drop img_size from "
+                f"model_kwargs (the net is then built for the data's size) or give --data.img_size {built}"
+            )
 
     def _keep_matching_head(self, weights_file: str) -> None:
         """timm drops a weights file's classifier whenever the class count differs from the model's default

@@ -12,6 +12,7 @@ from conftest import last_line, run_main
 from image_data import VISION, image_args
 from safetensors.torch import load_file
 
+from archbench.errors import ConfigError
 from experiments.checkpoints import LastCheckpoint
 from experiments.cli import ExperimentCLI
 from experiments.compare import Comparison
@@ -385,6 +386,10 @@ def test_vit_built_for_the_data_size_and_cnn_unaffected(tmp_path):
     torch.testing.assert_close(net.model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
     assert net(torch.randn(2, 3, 28, 28)).shape == (2, 3)
     assert TimmNet("resnet18", 3, img_size=28)(torch.randn(2, 3, 28, 28)).shape == (2, 3)
+    # a ViT that model_kwargs builds for another size than the data's is refused when built, not at a batch
+    with pytest.raises(ConfigError, match=r"model_kwargs.img_size: 56, but the data's images are 28x28"):
+        TimmNet("vit_small_patch14_dinov2", 3, img_size=28, model_kwargs={**TINY_DINOV2, "img_size": 56})
+    TimmNet("vit_small_patch14_dinov2", 3, img_size=28, model_kwargs={**TINY_DINOV2, "img_size": 28})
 
 
 @pytest.fixture
