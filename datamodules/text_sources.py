@@ -15,6 +15,7 @@ import csv
 import json
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -290,12 +291,50 @@ def _one_type(values, split: Split, column: str) -> None:
     )
 
 
-def unique_labels(split: Split, column: str) -> list:
-    values: set = set()
+def label_counts(split: Split, column: str) -> dict:
+    """Each distinct value of the column and the rows that hold it."""
+    counts: dict = {}
     for batch in arrow_batches(split.data, column):
         _one_type(batch, split, column)
-        values.update(pc.unique(batch).to_pylist())
-    return list(values)
+        for entry in pc.value_counts(batch).to_pylist():
+            counts[entry["values"]] = counts.get(entry["values"], 0) + entry["counts"]
+    return counts
+
+
+def _first_row_of(split: Split, column: str, value) -> int:
+    seen = 0
+    for batch in arrow_batches(split.data, column):
+        found = pc.index(batch, value).as_py()
+        if found >= 0:
+            return seen + found
+        seen += len(batch)
+    return 0
+
+
+def _say_doubtful_labels(split: Split, column: str, counts: dict) -> None:
+    """Labels inferred from the data that look like mistakes: variants of one label (case, spaces), and a
+    label held by one or two rows where another is held by ten times as many (a typo)."""
+    variants: dict = {}
+    for value in counts:
+        if isinstance(value, str):
+            variants.setdefault(value.strip().casefold(), []).append(value)
+    for group in (sorted(g) for g in variants.values() if len(g) > 1):
+        warnings.warn(
+            f"{split.source}: column {column!r} holds labels that differ only in case or spaces, each its own "
+            f"class: {', '.join(repr(v) for v in group)} (data.labels fixes the label set and refuses the rest)",
+            stacklevel=3,
+        )
+    most = max(counts.values())
+    rare = sorted((v for v, n in counts.items() if n <= 2 and most >= 10 * n), key=str)
+    if rare:
+        first = rare[0]
+        others = f" (and {len(rare) - 1} more such: {', '.join(repr(v) for v in rare[1:4])}{', ...' if len(rare) > 4 else ''})"
+        warnings.warn(
+            f"{row_label(split, _first_row_of(split, column, first))}: label {first!r} is held by {counts[first]} "
+            f"row(s), the most common label by {most}: a typo?{others if len(rare) > 1 else ''} Each is a class "
+            "of its own (data.labels fixes the label set and refuses the rest)",
+            stacklevel=3,
+        )
 
 
 def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
@@ -395,9 +434,12 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
     elif class_names is not None:
         labels = class_names
     else:
-        values = [v for v in unique_labels(train, column) if not _blank(v)]
+        counts = {v: n for v, n in label_counts(train, column).items() if not _blank(v)}
+        values = list(counts)
         _not_a_target(train, column, values)
         labels = [str(v) for v in sorted(values)]
+        if counts:
+            _say_doubtful_labels(train, column, counts)
     if len(labels) < 2:
         raise DataError(f"{train.source}: column {column!r} has fewer than 2 labels: {labels}")
     return labels

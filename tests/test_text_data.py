@@ -199,6 +199,34 @@ def test_a_validation_label_never_seen_in_training_is_an_error(tmp_path):
         dm.prepare_data()
 
 
+def test_labels_that_look_like_mistakes_are_said_and_kept(tmp_path):
+    """Inferred labels: a typo held by one row among many of another label, and variants of one label (case,
+    spaces), each said with where it is; they stay classes (data.labels is how to fix the set)."""
+    rows = reviews(40)
+    rows[6] = (rows[6][0], "freshh")
+    rows[9] = (rows[9][0], "Rotten ")
+    train = write_csv(tmp_path / "train.csv", rows)
+    held = {s: str(write_csv(tmp_path / f"{s}.csv", reviews(6, seed=1))) for s in ("val_path", "test_path")}
+    dm = data(tmp_path, train_path=str(train), **held)
+    with pytest.warns(UserWarning) as said:
+        assert dm.labels == ["Rotten ", "fresh", "freshh", "rotten"]
+    messages = [str(w.message) for w in said]
+    assert any(
+        "differ only in case or spaces, each its own class: 'Rotten ', 'rotten'" in m for m in messages
+    )
+    (typo,) = [m for m in messages if "a typo?" in m]
+    assert typo.startswith(
+        f"{train}: row 10 (line 11): label 'Rotten ' is held by 1 row(s), the most common label by 19"
+    )
+    assert "(and 1 more such: 'freshh')" in typo
+    quiet = data(tmp_path, train_path=str(write_csv(tmp_path / "ok.csv", reviews(40))), **held)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert quiet.labels == ["fresh", "rotten"]
+
+
 def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
     with pytest.raises(DataError, match=r"data.train_path: file '.*nope.csv' not found"):
         _ = data(tmp_path, train_path=str(tmp_path / "nope.csv")).num_outputs
