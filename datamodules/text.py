@@ -260,10 +260,10 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             predict = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
             splits["predict"] = Split(predict, hp.predict_path)
             check_columns(splits["predict"], {"text_column": hp.text_column})
-        counts = tokenize_splits(
+        counts, truncated = tokenize_splits(
             splits, self.tokenizer, self.labels, hp.text_column, hp.label_column, folder, self._count_calls
         )
-        meta = {"labels": self.labels, "counts": counts, "identity": self._identity()}
+        meta = {"labels": self.labels, "counts": counts, "truncated": truncated, "identity": self._identity()}
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
         (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
 
@@ -278,11 +278,26 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             for split in (*SPLITS, "predict"):
                 if (path / split).exists():
                     self.splits[split] = open_store(path / split, TOKENIZED_FILES, "token")
+            self._say_truncated(json.loads((path / "meta.json").read_text()))
             warn_shared(self.splits, "texts", self._split_sources(), self._shown)
         if self.trainer is not None and self.trainer.loggers:  # without a logger there is no run folder
             log_dir = self.trainer.log_dir  # a broadcast under DDP: every rank must ask
             if self.trainer.is_global_zero and log_dir:
                 self.save_run_files(Path(log_dir))
+
+    def _say_truncated(self, meta: dict) -> None:
+        """Texts longer than ``max_length`` tokens, which the model reads only the start of: said per split."""
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        length = self.hparams.max_length
+        for split, cut in (meta.get("truncated") or {}).items():
+            if cut:
+                rows = meta["counts"][split]
+                rank_zero_warn(
+                    f"data.max_length {length}: {cut} of {rows} {split} texts ({100 * cut / rows:.1f}%) are longer "
+                    f"and are cut to their first {length} tokens; the model never reads the rest (raise "
+                    "data.max_length to read more)"
+                )
 
     def _split_sources(self) -> dict[str, str]:
         """Each held-out split's file, or the part of the training file (or the hub dataset's split) it is."""

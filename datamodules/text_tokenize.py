@@ -130,23 +130,26 @@ def write_tokenized(data: datasets.Dataset, folder: Path, batch_size: int = 10_0
 
 
 def tokenize_splits(splits: dict, tokenizer, labels: list[str], text_column: str, label_column: str, folder: Path,
-                    count=lambda n: None) -> dict[str, int]:  # fmt: skip
+                    count=lambda n: None) -> tuple[dict[str, int], dict[str, int]]:  # fmt: skip
     """Check and tokenize every split (``text_sources.Split``) into ``folder/<split>`` as token stores, a batch
     at a time through a scratch Arrow file (never a whole split in memory); ``count(n)`` hears of every ``n``
-    texts given to the tokenizer. Returns the rows of each split."""
+    texts given to the tokenizer. Returns the rows of each split, and how many of them the tokenizer cut at its
+    truncation length."""
     from datamodules.text_sources import check_labels, check_texts
 
     ids = {name: i for i, name in enumerate(labels)}
-    counts = {}
+    counts, truncated = {}, {}
     for name, split in splits.items():
+        truncated[name] = 0
         check_texts(split, text_column)
         labelled = name != "predict"  # a predict file's labels, if any, are passed through, never read
         if labelled:
             check_labels(split, label_column, ids)
 
-        def encode(batch: dict, labelled: bool = labelled) -> dict:
+        def encode(batch: dict, labelled: bool = labelled, name: str = name) -> dict:
             count(len(batch[text_column]))
             encodings = tokenizer.encode_batch(batch[text_column])
+            truncated[name] += sum(1 for e in encodings if e.overflowing)
             label = [ids[str(v)] for v in batch[label_column]] if labelled else [-1] * len(encodings)
             return {"input_ids": [e.ids for e in encodings], "label": label}
 
@@ -167,4 +170,4 @@ def tokenize_splits(splits: dict, tokenizer, labels: list[str], text_column: str
         counts[name] = write_tokenized(tokenized, folder / name)
         del tokenized
         scratch.unlink(missing_ok=True)
-    return counts
+    return counts, truncated

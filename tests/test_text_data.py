@@ -109,7 +109,7 @@ def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, cs
         np.testing.assert_array_equal(second.splits[split].values, first.splits[split].values)
     monkeypatch.undo()
     # another max_length is another cache entry
-    shorter = data(tmp_path, **csv_files, max_length=6)
+    shorter = data(tmp_path, **csv_files, max_length=24)
     shorter.setup()
     assert shorter.cache_path != first.cache_path and shorter.splits["train"].lengths.max() == 6
 
@@ -225,6 +225,23 @@ def test_labels_that_look_like_mistakes_are_said_and_kept(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert quiet.labels == ["fresh", "rotten"]
+
+
+def test_texts_cut_at_max_length_are_counted_per_split(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, max_length=24)
+    with pytest.warns(UserWarning) as said:
+        dm.setup()
+    cut = [str(w.message) for w in said if "data.max_length 24" in str(w.message)]
+    from tokenizers import Tokenizer
+
+    whole = Tokenizer.from_str(dm.tokenizer.to_str())
+    whole.no_truncation()
+    long = sum(len(e.ids) > 24 for e in whole.encode_batch([t for t, _ in reviews(90)[:60]]))
+    assert 0 < long < 60
+    assert cut and cut[0].startswith(f"data.max_length 24: {long} of 60 train texts")
+    again = data(tmp_path, **csv_files, max_length=24)  # from the cache: said again
+    with pytest.warns(UserWarning, match=f"data.max_length 24: {long} of 60 train texts"):
+        again.setup()
 
 
 def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
