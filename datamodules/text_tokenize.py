@@ -4,6 +4,7 @@ a memory-mappable store (``ids.npy``, ``offsets.npy``, ``labels.npy``)."""
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from pathlib import Path
@@ -46,9 +47,11 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
         hint = (
             " This machine is offline: give a local folder." if offline() and not Path(name).exists() else ""
         )
+        close = difflib.get_close_matches(name, ["bpe", "wordpiece"], n=1, cutoff=0.6)
+        hint += f" Did you mean {close[0]!r} (a tokenizer trained on the training split)?" if close else ""
         raise DataError(
             f"data.tokenizer: {name!r} ({where}) could not be loaded as a tokenizer: "
-            f"{str(err).splitlines()[0][:200]}.{hint}"
+            f"{str(err).splitlines()[0][:200].rstrip('.')}.{hint}"
         ) from None
     if not tokenizer.is_fast:
         raise DataError(f"data.tokenizer: {name!r} has no fast (Rust) tokenizer")

@@ -46,6 +46,27 @@ COMMANDS = {
 }
 
 
+def hub_offline_when_unreachable(timeout: float = 2.0) -> bool:
+    """No route to the Hugging Face Hub (its host does not resolve or answer, and no proxy is set to reach it
+    through): run offline as ``HF_HUB_OFFLINE=1`` does, before any Hugging Face library is imported, so that a hub
+    name loads from the local cache or stops at once with "offline" instead of retrying for a minute. Returns
+    whether it did; an explicit ``HF_HUB_OFFLINE`` (0 or 1) is left as it is."""
+    import socket
+    from urllib.parse import urlparse
+
+    kept = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+    if any(os.environ.get(v) for v in kept):
+        return False
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    try:
+        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+        return False
+    except OSError:
+        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -57,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archbench {__version__}")
         return 0
     os.environ.setdefault("WANDB_SILENT", "true")
+    hub_offline_when_unreachable()
     import warnings
 
     # Lightning 2.6's own use of a torch API that newer torch deprecates, printed at every fit; nothing a user

@@ -258,8 +258,47 @@ def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
         ).vocab_size
     with pytest.raises(DataError, match="either dataset"):
         data(tmp_path)
+    with pytest.raises(DataError, match=r"'bpee' \(a hub name\).*Did you mean 'bpe'"):
+        _ = data(tmp_path, train_path=write_csv(tmp_path / "t.csv", reviews(4)), tokenizer="bpee").vocab_size
     with pytest.raises(DataError, match="data.label_column: 'text' is also data.text_column"):
         data(tmp_path, train_path=str(tmp_path / "t.csv"), label_column="text")
+
+
+def test_an_unreachable_hub_means_offline_before_any_hub_library_loads(monkeypatch):
+    """A host that does not resolve: HF_HUB_OFFLINE is set (a hub name then stops at once instead of retrying
+    for a minute); a host that answers (a local socket standing in for the Hub), a proxy, or an explicit
+    HF_HUB_OFFLINE: left as it is."""
+    import os
+    import socket
+
+    from experiments.__main__ import hub_offline_when_unreachable
+
+    for variable in (
+        "HF_HUB_OFFLINE",
+        "HF_DATASETS_OFFLINE",
+        "HTTPS_PROXY",
+        "https_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    assert (
+        hub_offline_when_unreachable()
+        and os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"
+    )
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user's own choice stays
+    assert not hub_offline_when_unreachable() and os.environ["HF_HUB_OFFLINE"] == "0"
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE")
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert not hub_offline_when_unreachable() and "HF_HUB_OFFLINE" not in os.environ
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
+    monkeypatch.setenv(
+        "HTTPS_PROXY", "http://proxy.invalid:3128"
+    )  # reached through a proxy: not ours to judge
+    assert not hub_offline_when_unreachable() and "HF_HUB_OFFLINE" not in os.environ
 
 
 def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
