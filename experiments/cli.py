@@ -247,6 +247,9 @@ class ExperimentCLI(LightningCLI):
         data.setup(stage)
         self.model.check_data(data, stage)
         ckpt = self._section(self.config).get("ckpt_path")
+        init_from = getattr(self.model.hparams, "init_from", None)
+        if stage == "fit" and init_from and not ckpt:  # weights that cannot start this net: nothing written
+            self.model.init_state(init_from, data)
         if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
             state = self._read_checkpoint(ckpt).get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:

@@ -134,6 +134,17 @@ class Task(L.LightningModule):
 
     def _init_from(self, path: str) -> None:
         """Load the net weights of checkpoint ``path`` (see ``init_from``), the head's only where shapes agree."""
+        state, fresh_head = self.init_state(path, getattr(self._trainer, "datamodule", None))
+        self.net.load_state_dict(state, strict=not fresh_head)
+        rank_zero_info(
+            f"model.init_args.init_from: {len(state)} tensors from {path}"
+            + ("; the head starts fresh" if fresh_head else "")
+        )
+
+    def init_state(self, path: str, data: L.LightningDataModule | None) -> tuple[dict, bool]:
+        """The net weights ``init_from`` loads from checkpoint ``path`` and whether the head starts fresh, or a
+        ConfigError saying why they cannot start this net on ``data`` (the command line asks before the loggers
+        start, so a wrong checkpoint leaves nothing written)."""
         option = "model.init_args.init_from"
         checkpoint = check_checkpoint(path, option)
         if "state_dict" not in checkpoint:
@@ -141,7 +152,6 @@ class Task(L.LightningModule):
                 f"{option}: {path} is a sharded (FSDP) checkpoint folder; give a single-file checkpoint"
             )
         saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
-        data = getattr(self._trainer, "datamodule", None)  # None when loaded outside a Trainer
         ours = getattr(getattr(data, "hparams", None), "tokenizer", None)
         if saved_data.get("tokenizer") and ours and saved_data["tokenizer"] != ours:
             raise ConfigError(
@@ -170,10 +180,7 @@ class Task(L.LightningModule):
                 f"{option}: {path} does not fit model.net ({type(self.net).__name__}): "
                 + "; ".join(p for p in problems if p)
             )
-        self.net.load_state_dict(state, strict=not head)
-        rank_zero_info(
-            f"{option}: {len(state)} tensors from {path}" + ("; the head starts fresh" if head else "")
-        )
+        return state, bool(head)
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The task's loss plus the net's own training losses (MoE load balance, ACT ponder cost): (the sum,

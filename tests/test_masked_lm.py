@@ -134,6 +134,14 @@ def test_a_masked_lm_encoder_starts_a_text_classifier_and_the_head_starts_fresh(
     ):
         bad = ExperimentCLI(args=other, run=False)
         bad.trainer.fit(bad.model, datamodule=bad.datamodule)
+    # from the command line: one line, before the loggers start (no run folder, no W&B run)
+    from conftest import run_main
+
+    refused = tmp_path / "refused"
+    result = run_main("fit", *other, f"--trainer.default_root_dir={refused}", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "does not fit model.net (TransformerNet)" in result.stderr.strip().splitlines()[-1]
+    assert not refused.exists()
 
 
 def test_pseudo_log_likelihood_equals_a_hand_loop_on_a_tiny_bert(tmp_path):
