@@ -78,6 +78,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         image_column: str = "image",
         label_column: str = "label",
         val_fraction: float = 0.1,
+        test_fraction: float = 0.1,
         split_seed: int = 0,
         train_size: int | None = None,
         val_size: int | None = None,
@@ -111,7 +112,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             train_path: ``folder``: the training folder; ``hub``: a local data file or folder for
                 ``datasets.load_dataset("imagefolder")`` (optional).
             val_path: Validation folder. Empty: ``val_fraction`` of the training images (seeded).
-            test_path: Test folder (``folder`` source).
+            test_path: Test folder (``folder`` source). Empty, and for a source without a test split:
+                ``test_fraction`` of the training images (seeded).
             predict_path: A folder of images for ``predict`` (directly in it, or in subfolders; labels unused).
                 Empty: ``predict`` reads the test split. The training data is still read: its classes, size and
                 statistics set the input.
@@ -119,6 +121,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             image_column: ``hub``: the image column.
             label_column: ``hub``: the label column.
             val_fraction: Share of the training images held out for validation when there is no validation split.
+            test_fraction: Share of the training images held out for testing when there is no test split.
             split_seed: Seed of the held-out split and the subset.
             train_size: Train on a seeded subset of this many images.
             val_size: Validate on a seeded subset of this many of the validation images.
@@ -191,17 +194,21 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             splits, self._labels = load_hub_images(
                 hp.dataset, hp.train_path, hp.image_column, hp.label_column
             )
-        if "test" not in splits:
-            raise DataError(f"data: the {hp.source} source has no test split (give test_path)")
+        if "test" not in splits and not hp.test_fraction:
+            raise DataError(
+                f"data: the {hp.source} source has no test split: give test_path, or a test_fraction above 0"
+            )
         if hp.labels:
             splits = self._keep_classes(splits, list(hp.labels))
         train = splits["train"]
         # from every training image (before the held-out split and subsets: one input shape whatever the seed)
         self._native = native_shape(train)
-        sizes = {} if "val" in splits else {"val": int(round(hp.val_fraction * len(train)))}
+        held = [name for name in ("val", "test") if name not in splits]  # val first: its rows as before
+        sizes = {name: max(int(round(hp[f"{name}_fraction"] * len(train))), 1 if hp[f"{name}_fraction"] else 0)
+                 for name in held}  # fmt: skip
         parts = hold_out(len(train), sizes, hp.split_seed)
-        if "val" not in splits:
-            splits["val"] = train.subset(parts["val"].materialize(sort=True))
+        for name in held:
+            splits[name] = train.subset(parts[name].materialize(sort=True))
         rows = parts["train"].materialize(sort=True)
         if len(rows) == 0:
             raise DataError("data: no training images left after the held-out split")

@@ -210,6 +210,11 @@ def check_loader_options(hparams) -> None:
         value = hparams.get(name)
         if value is not None and not 0.0 <= value < 1.0:
             raise DataError(f"data.{name}: {value} is outside [0, 1)")
+    shares = [hparams.get(name) or 0.0 for name in ("val_fraction", "test_fraction")]
+    if sum(shares) >= 1.0:
+        raise DataError(
+            f"data.val_fraction + data.test_fraction: {shares[0]} + {shares[1]} leave no training data"
+        )
 
 
 class SplitLoaders:

@@ -103,6 +103,25 @@ def test_image_folders_and_their_bad_input(tmp_path):
     dm = ImageDataModule(source="folder", train_path=str(train), test_path=str(test))
     with pytest.raises(DataError, match=r"dog/broken.png: unreadable or corrupt image"):
         dm.setup()  # found before training starts
+    (train / "dog" / "broken.png").unlink()
+    # no test folder: test_fraction of the training images, seeded, apart from training and validation (the
+    # validation rows are those it held out before)
+    held = ImageDataModule(source="folder", train_path=str(train), val_fraction=0.2, test_fraction=0.2)
+    held.setup()
+    files = {k: {str(f) for f in v.files} for k, v in held.splits.items()}
+    assert {k: len(v) for k, v in files.items()} == {"train": 6, "val": 2, "test": 2}
+    assert not (files["train"] & files["test"]) and not (files["val"] & files["test"])
+    assert files["val"] == {str(f) for f in dm_files(train, test, val_fraction=0.2)}
+    with pytest.raises(DataError, match=r"no test split: give test_path, or a test_fraction above 0"):
+        ImageDataModule(source="folder", train_path=str(train), test_fraction=0.0).setup()
+    with pytest.raises(DataError, match=r"data.val_fraction \+ data.test_fraction: 0.5 \+ 0.5 leave no"):
+        ImageDataModule(source="folder", train_path=str(train), val_fraction=0.5, test_fraction=0.5)
+
+
+def dm_files(train, test, **kwargs):
+    dm = ImageDataModule(source="folder", train_path=str(train), test_path=str(test), **kwargs)
+    dm.setup()
+    return dm.splits["val"].files
 
 
 def test_held_out_images_that_copy_training_images_are_said(tmp_path, recwarn):
