@@ -20,6 +20,11 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
         raise ConfigError(f"{option}: {str(path)!r} is a directory, expected a checkpoint file (.ckpt)")
     if not path.is_file():
         raise ConfigError(f"{option}: file {str(path)!r} not found")
+    if path.suffix.lower() == ".safetensors":
+        raise ConfigError(
+            f"{option}: {str(path)!r} holds weights alone (safetensors), not a run's checkpoint (.ckpt): a timm net "
+            "starts from it with --model.net.init_args.weights_file"
+        )
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as err:

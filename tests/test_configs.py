@@ -68,6 +68,10 @@ def _tiny_data(path: Path, tmp_path: Path) -> list[str]:
             "weights_file" in path.read_text()
         ):  # weights files from `make data` / `make vision-transfer`: here
             args += ["--config", "model: {net: {init_args: {weights_file: null}}}\n"]  # the same net, scratch
+            net = (yaml.safe_load(path.read_text()).get("model") or {}).get("net") or {}
+            size = ((net.get("init_args") or {}).get("model_kwargs") or {}).get("img_size")
+            if size:  # the input size an exported file carries (and gives the data), given here in its stead
+                args.append(f"--data.img_size={size}")
         return args
     if modality == "mlm":  # a token stream read by a tokenizer with a mask token
         bert = tiny_bert(tmp_path / "bert", [t for t, _ in reviews(60)], masked=True)

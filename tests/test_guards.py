@@ -111,6 +111,9 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
     (in_tmp / "truncated.ckpt").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (in_tmp / "notes.ckpt").write_text("not a checkpoint\n")
     torch.save({"weights": torch.ones(2)}, in_tmp / "plain.pt")
+    from safetensors.torch import save_file
+
+    save_file({"weights": torch.ones(2)}, str(in_tmp / "w.safetensors"))
     (in_tmp / "folder.ckpt").mkdir()
     cases = {
         "missing.ckpt": "ckpt_path: file 'missing.ckpt' not found",
@@ -119,6 +122,7 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
         "truncated.ckpt": "ckpt_path: 'truncated.ckpt' is not a checkpoint or is damaged (truncated",
         "unsafe.ckpt": "ckpt_path: 'unsafe.ckpt' refused: it holds more than tensors and plain values",
         "plain.pt": "ckpt_path: 'plain.pt' is a torch file but not a Lightning checkpoint",
+        "w.safetensors": "ckpt_path: 'w.safetensors' holds weights alone (safetensors), not a run's checkpoint",
     }
     for name, expected in cases.items():
         with pytest.raises(ConfigError) as caught:

@@ -109,7 +109,7 @@ def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, cs
         np.testing.assert_array_equal(second.splits[split].values, first.splits[split].values)
     monkeypatch.undo()
     # another max_length is another cache entry
-    shorter = data(tmp_path, **csv_files, max_length=24)
+    shorter = data(tmp_path, **csv_files, max_length=6)
     shorter.setup()
     assert shorter.cache_path != first.cache_path and shorter.splits["train"].lengths.max() == 6
 
