@@ -63,6 +63,9 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         more, less, direction = row.sent_more.strip(), row.sent_less.strip(), row.stereo_antistereo.strip()
         if not more or not less:
             raise DataError(f"{path}:{line}: an empty sentence (sent_more {more!r}, sent_less {less!r})")
+        if more == less:
+            raise DataError(f"{path}:{line}: sent_more and sent_less are the same sentence ({more!r}): the pair "
+                            "measures nothing; fix or remove it")  # fmt: skip
         if direction not in DIRECTIONS:
             raise DataError(f"{path}:{line}: stereo_antistereo is {direction!r}, not stereo or antistereo")
         rows.append((more, less, row.bias_type.strip() or "unknown", direction, line))
@@ -348,6 +351,17 @@ def log_wandb(result: dict, out: Path) -> None:
         run.finish()
 
 
+def report(result: dict) -> str:
+    """probe.md: the table, then the pairs scored alike and those left out (said, never skipped silently)."""
+    text = markdown(result["table"], f"{result['model']} ({result['kind']} LM, {result['scoring']})")
+    if result["ties"]:
+        text += f"\n{result['ties']} pairs scored the same for both sentences: counted as not preferring sent_more\n"
+    if result["left_out"]:
+        first = result["left_out_reasons"][0]
+        text += f"\n{result['left_out']} pairs left out, the model cannot score them whole (first: {first})\n"
+    return text
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m experiments probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=["crows_pairs"], help="the probe's data")
@@ -394,11 +408,7 @@ def main(argv: list[str]) -> None:
               "ties": int((stereotyping == other).sum()), "left_out": len(left_out),
               "left_out_reasons": left_out}  # fmt: skip
     write_atomic(out / "probe.json", json.dumps(result, indent=1) + "\n")
-    text = markdown(table, f"{model.name} ({model.kind} LM, {scoring})")
-    if left_out:  # said, never skipped silently
-        text += (
-            f"\n{len(left_out)} pairs left out, the model cannot score them whole (first: {left_out[0]})\n"
-        )
+    text = report(result)
     write_atomic(out / "probe.md", text)
     if not args.no_wandb:
         log_wandb(result, out)

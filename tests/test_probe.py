@@ -63,6 +63,18 @@ def test_share_and_bootstrap_interval():
     assert 0.1 < low < 0.5 < high < 0.9  # ten pairs: a wide interval around the share
 
 
+def test_the_report_says_ties_and_pairs_left_out():
+    from experiments.probe import report
+
+    table = bias_table(pd.DataFrame({"bias_type": ["a", "a"]}), np.array([True, False]))
+    result = {"model": "m", "kind": "causal", "scoring": "s", "table": table, "ties": 1, "left_out": 2,
+              "left_out_reasons": ["line 5: an unknown character", "line 9: too long"]}  # fmt: skip
+    text = report(result)
+    assert "1 pairs scored the same for both sentences: counted as not preferring sent_more" in text
+    assert "2 pairs left out, the model cannot score them whole (first: line 5: an unknown character)" in text
+    assert "scored the same" not in report({**result, "ties": 0})
+
+
 def test_bad_probe_data_names_file_line_and_value(tmp_path):
     missing = _write(tmp_path / "m.csv", [("x", "y")], columns=("sent_more", "sent_less"))
     with pytest.raises(DataError, match="no column stereo_antistereo, bias_type"):
@@ -73,6 +85,13 @@ def test_bad_probe_data_names_file_line_and_value(tmp_path):
     direction = _write(tmp_path / "d.csv", [("A", "B", "sideways", "age")])
     with pytest.raises(DataError, match=r"d.csv:2: stereo_antistereo is 'sideways'"):
         read_crows_pairs(direction)
+    same = _write(
+        tmp_path / "s.csv", [("A b", "B a", "stereo", "age"), ("same words", " same words", "stereo", "age")]
+    )
+    with pytest.raises(
+        DataError, match=r"s.csv:3: sent_more and sent_less are the same sentence \('same words'\)"
+    ):
+        read_crows_pairs(same)
 
 
 def test_probe_command_on_a_language_model_trained_here(in_tmp):
