@@ -227,8 +227,16 @@ def check_columns(split: Split, columns: dict[str, str]) -> None:
     """Each option's column (``{"text_column": "text"}``) is one of the split's, or a DataError naming both."""
     for option, column in columns.items():
         if column not in split.data.column_names:
-            names = ", ".join(split.data.column_names)
-            raise DataError(f"{split.source}: no column {column!r} (data.{option}; columns: {names})")
+            found = [c for c in split.data.column_names if not c.startswith("__index_level_")]  # pandas' own
+            names = ", ".join(repr(c) for c in found)
+            hint = ""
+            joined = next((sep for sep in (";", "\t", "|") if len(found) == 1 and sep in found[0]), None)
+            if joined:
+                hint = (f"; the header is one column holding {joined!r}: is the file separated by {joined!r}? "
+                        "Save it comma-separated (.csv) or tab-separated (.tsv)")  # fmt: skip
+            elif any(column in c for c in found) or len(found) == 1:
+                hint = "; is the first line the header (a title line above it)?"
+            raise DataError(f"{split.source}: no column {column!r} (data.{option}; columns: {names}){hint}")
 
 
 def arrow_batches(data: datasets.Dataset, column: str, size: int = 10_000):

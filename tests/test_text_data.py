@@ -143,7 +143,22 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
         (
             "review,label\ngood film,fresh\n",
             {},
-            r"no column 'text' \(data.text_column; columns: review, label\)",
+            r"no column 'text' \(data.text_column; columns: 'review', 'label'\)$",
+        ),
+        (
+            "text;label\ngood film;fresh\n",
+            {},
+            r"columns: 'text;label'\); the header is one column holding ';': is the file separated by ';'\?",
+        ),
+        (
+            "# my reviews, exported\ntext,label\ngood film,fresh\n",
+            {},
+            r"columns: '# my reviews', ' exported'\)$",
+        ),
+        (
+            "# my reviews exported\ntext,label\ngood film,fresh\n",
+            {},
+            r"columns: '# my reviews exported'\); is the first line the header \(a title line above it\)\?",
         ),
         ("text,stars\ngood film,fresh\n", {}, r"no column 'label' \(data.label_column;"),
         (
