@@ -471,6 +471,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "flops_train": trained_flops * trainer.world_size if trained_flops is not None else None,
         **({"budget_flops": comparison.budget_flops, "budget_steps": budget.steps} if budget else {}),
         "test": test,
+        "tested": "best" if best else "final",  # final: no validation ran, so no best checkpoint was saved
         **({"val": val} if val else {}),
         "train_seconds": train_seconds,
         "throughput": samples_per_sec,

@@ -123,7 +123,17 @@ def markdown_table(report: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     seeds = summary[0]["seeds"] if summary else 0
     spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
-    notes = [f"{spread} per model; test metrics of the best-validation checkpoint."]
+    final = [r for r in report.get("runs", []) if r.get("tested") == "final"]
+    if not final:
+        notes = [f"{spread} per model; test metrics of the best-validation checkpoint."]
+    elif len(final) == len(report["runs"]):
+        notes = [
+            f"{spread} per model; test metrics of the final weights (no validation ran, so no best checkpoint)."
+        ]
+    else:
+        names = ", ".join(dict.fromkeys(f"{r['model']} (seed {r['seed']})" for r in final))
+        notes = [f"{spread} per model; test metrics of the best-validation checkpoint, but of the final weights for "
+                 f"{names}: no validation ran there."]  # fmt: skip
     if any(k.startswith("val/") for k in keys):
         notes.append("Val: the validation split, evaluated with the same checkpoint.")
     notes.append(

@@ -317,6 +317,12 @@ def test_one_seed_reports_no_spread():
     assert "Throughput –" not in table
     unmeasured = markdown_table(summarize([{**runs[0], "throughput": None}], "test/pearson"))
     assert "| – |" in unmeasured and "Throughput –: the run trained fewer batches than" in unmeasured
+    # which weights were tested: the best checkpoint, or the final weights where no validation ran
+    assert "test metrics of the best-validation checkpoint." in table
+    final = markdown_table(summarize([{**runs[0], "tested": "final"}], "test/pearson"))
+    assert "test metrics of the final weights (no validation ran, so no best checkpoint)" in final
+    mixed = markdown_table(summarize([runs[0], {**runs[0], "seed": 1, "tested": "final"}], "test/pearson"))
+    assert "of the final weights for CNN (seed 1): no validation ran there" in mixed
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp):
