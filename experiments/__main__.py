@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning 2.6's own use of a torch API that newer torch deprecates, printed at every fit; nothing a user
     # can act on (lightning/pytorch/utilities/_pytree.py).
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    # Lightning's CSV logger opening a folder that holds other files: a compare run's settings file, or a resumed
+    # run's metrics.csv, whose rows before the checkpoint experiments.resume.keep_metrics keeps. Nothing is lost.
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
     # Imported late so that --help stays fast.
     from jsonargparse import ArgumentError
