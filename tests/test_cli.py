@@ -317,6 +317,8 @@ def test_one_seed_reports_no_spread():
     assert "Throughput –" not in table
     unmeasured = markdown_table(summarize([{**runs[0], "throughput": None}], "test/pearson"))
     assert "| – |" in unmeasured and "Throughput –: the run trained fewer batches than" in unmeasured
+    short = markdown_table(summarize([{**runs[0], "train_seconds": 0.34}], "test/pearson"))
+    assert "| 0.34 |" in short  # a short run's time, not 0
     # which weights were tested: the best checkpoint, or the final weights where no validation ran
     assert "test metrics of the best-validation checkpoint." in table
     final = markdown_table(summarize([{**runs[0], "tested": "final"}], "test/pearson"))
