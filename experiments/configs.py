@@ -193,6 +193,19 @@ def _suggestion(class_path: str, option: str) -> str:
     return f" (did you mean {close[0]!r}?)" if close else f" ({name} takes: {', '.join(names)})"
 
 
+def _class_suggestion(module: str, name: str) -> str:
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        return ""
+    classes = [k for k, v in vars(found).items() if inspect.isclass(v) and not k.startswith("_")]
+    close = difflib.get_close_matches(name, classes, n=1, cutoff=0.6)
+    if close:
+        return f" (did you mean {module}.{close[0]}?)"
+    own = [k for k in classes if getattr(vars(found)[k], "__module__", "") == module]
+    return f" ({module} has: {', '.join(own)})" if own else ""
+
+
 def one_line(message: str) -> str:
     """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
@@ -219,6 +232,9 @@ def one_line(message: str) -> str:
             if trainer:  # a Trainer option misspelt in a YAML file or on the command line
                 given = next(g for g in trainer.groups() if g)
                 line += _suggestion("lightning.pytorch.Trainer", given)
+            missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", line)
+            if missing:  # a class_path's class misspelt: the module's close name, or its classes
+                line += _class_suggestion(missing.group(1), missing.group(2))
             if line.startswith("unrecognized arguments:") and re.search(
                 r"--(optimizer|lr_scheduler)\b", line
             ):

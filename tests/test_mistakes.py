@@ -173,6 +173,13 @@ def test_the_command_prints_each_mistake_as_one_line(in_tmp):
     assert result.stderr.strip().endswith(
         "Option 'lr' is not accepted (an optimizer's option: --model.optimizer.lr)"
     )
+    # a class_path's class misspelt: the module's close class, or its own classes
+    result = run_main("fit", "--config", CNN, *TINY_DATA, "--data=datamodules.dna.DNADataModul", cwd=in_tmp)
+    assert "(did you mean datamodules.dna.DNADataModule?)" in result.stderr
+    result = run_main(
+        "fit", "--config", CNN, *TINY_DATA, "--model.net=lit_models.recurrent.LSTMNet", cwd=in_tmp
+    )
+    assert "(lit_models.recurrent has: RecurrentNet)" in result.stderr
     # no abbreviations: a prefix of an option is refused, with the option it begins
     for given, meant in (("max_ep", "max_epochs"), ("max_step", "max_steps")):
         result = run_main("fit", "--config", CNN, *TINY_DATA, f"--trainer.{given}=1", cwd=in_tmp)
