@@ -140,6 +140,19 @@ class ExperimentCLI(LightningCLI):
                     f"ckpt_path: {ckpt!r} is a checkpoint of {theirs}, not of the config's model {ours}: give that "
                     "task's config (or a checkpoint of this one)"
                 )
+            saved = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path") or "")
+            data = str((self.config[subcommand].get("data") or {}).get("class_path") or "")
+            saved, data = (
+                saved.rsplit(".", 1)[-1],
+                data.rsplit(".", 1)[-1],
+            )  # a package's alias is the same class
+            if (
+                saved and data and saved != data
+            ):  # the same task on other data: say that, not which tensors differ
+                raise ConfigError(
+                    f"ckpt_path: {ckpt!r} was trained on {saved} data, and the config reads {data}: give the "
+                    "config it was trained with"
+                )
 
     def _read_checkpoint(self, path: str) -> dict:
         """``check_checkpoint`` once per path (memory-mapped): the check at parse time and the one against the

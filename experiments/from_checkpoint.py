@@ -45,6 +45,13 @@ def cli_from_checkpoint(
     disk. A checkpoint of another task is refused, and weights that do not fit in one line that names the run's
     own config."""
     checkpoint = check_checkpoint(ckpt, "--ckpt")
+    saved = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path") or "")
+    if saved and not is_subclass(saved, data_class):  # the checkpoint's own data says it first
+        task = checkpoint_task(checkpoint) or "a model"
+        raise ConfigError(
+            f"--ckpt {ckpt}: a checkpoint of {task} trained on {saved.rsplit('.', 1)[-1]} data, which does not "
+            f"hold {holds}"
+        )
     configs = configs_for(ckpt, configs)
     check_data(configs, overrides, data_class, holds)
     with tempfile.TemporaryDirectory() as folder:

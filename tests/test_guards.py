@@ -133,6 +133,13 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
     )
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert last_line(result).startswith("error: " + cases["truncated.ckpt"])
+    text = [
+        str(ROOT / "experiments" / "text" / "rotten_tomatoes.yaml"),
+        str(ROOT / "experiments" / "text" / "lstm.yaml"),
+    ]
+    result = run_main("test", "--config", text[0], "--config", text[1], f"--ckpt_path={good}", cwd=in_tmp)
+    assert last_line(result) == (f"error: ckpt_path: {str(good)!r} was trained on DNADataModule data, and the "
+                                 "config reads TextClassificationDataModule: give the config it was trained with")  # fmt: skip
     lm = str(ROOT / "experiments" / "lm" / "gpt.yaml")  # a checkpoint of another task: named as such
     result = run_main("test", "--config", lm, *CSV_ONLY, f"--ckpt_path={good}", cwd=in_tmp)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -505,6 +505,13 @@ def test_align_refuses_a_model_without_attention_and_another_vocabulary(in_tmp, 
     ]
     with pytest.raises(ConfigError, match=r"lm.ckpt: a checkpoint of LanguageModelTask, not of Seq2SeqTask"):
         align_main([*transformer, *pairs])
+    saved["hyper_parameters"]["_class_path"] = "lit_models.PredictionTask"  # a DNA model's checkpoint
+    saved["datamodule_hyper_parameters"]["_class_path"] = "datamodules.dna.DNADataModule"
+    torch.save(saved, in_tmp / "dna.ckpt")
+    transformer[3] = str(in_tmp / "dna.ckpt")
+    with pytest.raises(ConfigError, match=r"dna.ckpt: a checkpoint of PredictionTask trained on DNADataModule data, "
+                                          r"which does not hold sequence pairs"):  # fmt: skip
+        align_main([*transformer, *pairs])
 
 
 def test_a_pair_longer_than_the_nets_max_length_stops_before_training(in_tmp):
