@@ -8,13 +8,13 @@ encoded folder) and travel to the device as padded codes ``(B, L)`` uint8; they 
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from archbench.errors import DataError
@@ -165,10 +165,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         missing = np.flatnonzero(counts == 0)
         if len(missing):
             shown = ", ".join(map(str, missing[:10])) + (", ..." if len(missing) > 10 else "")
-            warnings.warn(
+            rank_zero_warn(
                 f"{self.hparams.train_path or 'the training split'}: class ids {shown} never occur in training, yet the head has {classes} "
                 "outputs (one per id up to the largest label in any split): are the labels 0..K-1?",
-                stacklevel=2,
+                stacklevel=5,
             )
 
     def setup(self, stage: str | None = None) -> None:

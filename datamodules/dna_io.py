@@ -10,13 +10,13 @@ the same way: a :class:`DataError` naming the file, the line (or row), the field
 from __future__ import annotations
 
 import gzip
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
+from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError
 from datamodules.dna_formats import check_readable, format_of, record_chunks
@@ -159,8 +159,8 @@ def _encoded_chunks(
     if skipped == total:
         raise DataError(f"{path}: all {total} {unit}s are bad; first: {first}")
     if skipped:
-        warnings.warn(
-            f"{path}: skipped {skipped} of {total} {unit}s with bad data (first: {first})", stacklevel=3
+        rank_zero_warn(
+            f"{path}: skipped {skipped} of {total} {unit}s with bad data (first: {first})", stacklevel=6
         )
 
 

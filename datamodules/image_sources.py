@@ -12,12 +12,12 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import warnings
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 
 from archbench.errors import DataError
@@ -215,10 +215,10 @@ def _say_skipped(root: Path, skipped: list[Path], what: str) -> None:
         shown = ", ".join(str(p.relative_to(root)) for p in skipped[:3]) + (
             ", ..." if len(skipped) > 3 else ""
         )
-        warnings.warn(
+        rank_zero_warn(
             f"{root}: skipped {len(skipped)} file(s) or hidden folder(s) that are not "
             f"{'/'.join(sorted(IMAGE_SUFFIXES))} {what}: {shown}",
-            stacklevel=3,
+            stacklevel=6,
         )
 
 
@@ -362,9 +362,9 @@ def native_shape(split: ImageSplit) -> tuple[int, int, int]:
         others = [
             str(f) for f, h in zip(split.files, headers, strict=True) if (h[1], h[2]) != (height, width)
         ]
-        warnings.warn(
+        rank_zero_warn(
             f"{len(others)} of {len(split)} training images are not {height}x{width} (the most common size) "
             f"and are resized to it, e.g. {others[0]}",
-            stacklevel=2,
+            stacklevel=5,
         )
     return (3 if headers[:, 0].any() else 1), height, width

@@ -23,13 +23,13 @@ import codecs
 import io
 import json
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
@@ -172,11 +172,11 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
             shares = {s: sum(n for *_, n in assigned[s]) / total for s in ("val", "test")}
             close = all(shares[s] <= 1.5 * fractions[s] + 0.02 for s in shares)
             if not close and table:  # a table's rows are its documents: never cut
-                warnings.warn(
+                rank_zero_warn(
                     f"{where}: whole rows give validation {shares['val']:.1%} and test {shares['test']:.1%} of the "
                     f"corpus (data.val_fraction {fractions['val']:g}, data.test_fraction {fractions['test']:g}); "
                     "give data.val_path and data.test_path for other shares",
-                    stacklevel=2,
+                    stacklevel=5,
                 )
             if close or table:
                 return {s: _merge(d) for s, d in assigned.items()}

@@ -24,13 +24,13 @@ references (without markers).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import lightning as L
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
@@ -437,8 +437,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
             unknown = sum(i == UNK for s in sources for i in s)
             if unknown:
-                warnings.warn(f"{where}: {unknown} source symbols never seen in training read as <unk>: "
-                              f"{self._unseen(pairs['source'])}", stacklevel=1)  # fmt: skip
+                rank_zero_warn(f"{where}: {unknown} source symbols never seen in training read as <unk>: "
+                              f"{self._unseen(pairs['source'])}", stacklevel=4)  # fmt: skip
             targets, unseen = [], {}
             for text, line in zip(pairs["target"], lines, strict=True):
                 ids = self.target_vocab.encode_text(text)
@@ -450,11 +450,11 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             # kept, not dropped: a held-out split is scored whole, these pairs as the errors they are
             if unseen:
                 shown = ", ".join(map(repr, list(unseen)[:10])) + (", ..." if len(unseen) > 10 else "")
-                warnings.warn(
+                rank_zero_warn(
                     f"{where}:{next(iter(unseen.values()))}: target symbols never seen in the training split "
                     f"({self._where('train')}): {shown}; they read as <unk>, which the model never writes, so "
                     "their pairs count as errors",
-                    stacklevel=1,
+                    stacklevel=4,
                 )
             splits[split] = PairSplit(sources, targets, group=split != "train")
             if split != "train":
@@ -481,8 +481,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             raise DataError(f"--text: {empty[0]!r} has no symbols to read")
         for text in texts:
             if unseen := self._unseen([text]):
-                warnings.warn(f"{text!r}: source symbols never seen in training ({self._where('train')}) read "
-                              f"as <unk>: {unseen}", stacklevel=2)  # fmt: skip
+                rank_zero_warn(f"{text!r}: source symbols never seen in training ({self._where('train')}) read "
+                              f"as <unk>: {unseen}", stacklevel=5)  # fmt: skip
         batch = collate_pairs([(self.source_vocab.encode_text(self._source_text(t)), [[]]) for t in texts])
         return {"x": batch["x"], "lengths": batch["lengths"], "symbols": symbols}
 

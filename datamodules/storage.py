@@ -9,13 +9,13 @@ One dataset and one collate serve every modality: a batch is ``x`` (B, L) padded
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import Dataset
 
 from archbench.errors import DataError
@@ -259,8 +259,8 @@ def warn_shared(
 
 def say_shared(where: str, shared: int, total: int, what: str, split: str, first: str, remedy: str) -> None:
     """The warning every modality gives for held-out examples that also occur in training."""
-    warnings.warn(
+    rank_zero_warn(
         f"{where}: {shared} of {total} {what} ({shared / total:.1%}) also occur in training ({first}); the {split} "
         f"scores count them. {remedy} to score only what was not seen",
-        stacklevel=3,
+        stacklevel=6,
     )

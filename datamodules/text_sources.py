@@ -15,7 +15,6 @@ import csv
 import json
 import os
 import re
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError
 from datamodules.splits import hold_out, seeded_subset
@@ -327,21 +327,21 @@ def _say_doubtful_labels(split: Split, column: str, counts: dict) -> None:
         if isinstance(value, str):
             variants.setdefault(value.strip().casefold(), []).append(value)
     for group in (sorted(g) for g in variants.values() if len(g) > 1):
-        warnings.warn(
+        rank_zero_warn(
             f"{split.source}: column {column!r} holds labels that differ only in case or spaces, each its own "
             f"class: {', '.join(repr(v) for v in group)} (data.labels fixes the label set and refuses the rest)",
-            stacklevel=3,
+            stacklevel=6,
         )
     most = max(counts.values())
     rare = sorted((v for v, n in counts.items() if n <= 2 and most >= 10 * n), key=str)
     if rare:
         first = rare[0]
         others = f" (and {len(rare) - 1} more such: {', '.join(repr(v) for v in rare[1:4])}{', ...' if len(rare) > 4 else ''})"
-        warnings.warn(
+        rank_zero_warn(
             f"{row_label(split, _first_row_of(split, column, first))}: label {first!r} is held by {counts[first]} "
             f"row(s), the most common label by {most}: a typo?{others if len(rare) > 1 else ''} Each is a class "
             "of its own (data.labels fixes the label set and refuses the rest)",
-            stacklevel=3,
+            stacklevel=6,
         )
 
 

@@ -300,7 +300,7 @@ def test_the_input_shape_is_read_from_headers_only(tmp_path, monkeypatch):
         assert dm.data_config["input_size"] == (3, 16, 16)  # a tie of sizes: the largest
 
 
-def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path):
+def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path, monkeypatch):
     root = write_folder(tmp_path / "train", per_class=2)
     (root / "cat" / "notes.txt").write_text("hello")
     (root / "dog" / "Thumbs.db").write_bytes(b"\0" * 8)
@@ -311,6 +311,16 @@ def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path):
     ) as seen:
         dm.setup()
     assert len([w for w in seen if "skipped" in str(w.message)]) == 2  # once per folder read: train and test
+    from lightning.pytorch.utilities import rank_zero_only
+
+    monkeypatch.setattr(rank_zero_only, "rank", 1)  # another process of a DDP run: rank 0 says it, once
+    import warnings
+
+    with warnings.catch_warnings(record=True) as other_rank:
+        warnings.simplefilter("always")
+        ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0).setup()
+    assert not [w for w in other_rank if "skipped" in str(w.message)]
+    monkeypatch.setattr(rank_zero_only, "rank", 0)
     assert len(dm.splits["train"]) == 4
     (root / ".ipynb_checkpoints").mkdir()  # Jupyter's: not a class; macOS's ._ files: not images
     (root / "dog" / "._0.png").write_bytes((root / "dog" / "0.png").read_bytes())
