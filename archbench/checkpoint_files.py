@@ -50,6 +50,12 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
     return checkpoint
 
 
+def checkpoint_data(checkpoint: dict) -> str:
+    """The class path of the datamodule a Lightning checkpoint was trained on (``datamodules.dna.DNADataModule``),
+    from the hyperparameters LightningCLI saves; empty when it does not say."""
+    return str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path") or "")
+
+
 def checkpoint_task(checkpoint: dict) -> str:
     """The class name of the task a Lightning checkpoint was saved from (``LanguageModelTask``), from the
     hyperparameters LightningCLI saves; empty when it does not say."""

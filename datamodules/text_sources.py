@@ -94,9 +94,8 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
     cause = err.__cause__ or err
     if file.stat().st_size == 0 or not file.read_bytes()[:4096].strip():
         return "file is empty"
-    if fmt in ("csv", "json") and (bad := first_non_utf8(file)) is not None:
-        offset, line, value = bad
-        return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+    if fmt == "csv" and first_non_utf8(file) is not None:  # JSON: checked before reading (load_file)
+        return not_utf8(file).removeprefix(f"{file}: ")
     message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if ragged:
@@ -230,11 +229,12 @@ def check_columns(split: Split, columns: dict[str, str]) -> None:
             found = [c for c in split.data.column_names if not c.startswith("__index_level_")]  # pandas' own
             names = ", ".join(repr(c) for c in found)
             hint = ""
+            table = Path(split.source.split(" [")[0]).suffix.lower() in (".csv", ".tsv")  # a header line
             joined = next((sep for sep in (";", "\t", "|") if len(found) == 1 and sep in found[0]), None)
-            if joined:
+            if table and joined:
                 hint = (f"; the header is one column holding {joined!r}: is the file separated by {joined!r}? "
                         "Save it comma-separated (.csv) or tab-separated (.tsv)")  # fmt: skip
-            elif any(column in c for c in found) or len(found) == 1:
+            elif table and len(found) == 1:
                 hint = "; is the first line the header (a title line above it)?"
             raise DataError(f"{split.source}: no column {column!r} (data.{option}; columns: {names}){hint}")
 
@@ -283,19 +283,31 @@ def check_texts(split: Split, column: str) -> None:
 
 def _one_type(values, split: Split, column: str) -> None:
     """JSON Lines rows whose column mixes numbers and text come as Arrow's JSON extension type, which no
-    compute function takes: said with the first row whose kind differs from the first row's (both in the
-    first batch: the type is the whole file's)."""
+    compute function takes: said with the first row whose kind differs from the split's first row's."""
     if not isinstance(values.type, pa.BaseExtensionType):
         return
-    raw = [v for chunk in getattr(values, "chunks", [values]) for v in chunk.storage.to_pylist()]
-    kinds = [
-        "text" if v.startswith('"') else "null" if v == "null" else "a number or other JSON" for v in raw
-    ]
-    other = next((i for i, k in enumerate(kinds) if k != kinds[0]), 0)
+
+    def kind(raw) -> str:
+        return (
+            "null" if raw in (None, "null") else "text" if raw.startswith('"') else "a number or other JSON"
+        )
+
+    first, first_row, row = None, 0, 0
+    for batch in arrow_batches(split.data, column):  # the whole column: the odd row may be in any batch
+        for raw in (v for chunk in getattr(batch, "chunks", [batch]) for v in chunk.storage.to_pylist()):
+            if kind(raw) == "null":  # a missing value: the empty-value checks say those
+                pass
+            elif first is None:
+                first, first_row = raw, row
+            elif kind(raw) != kind(first):
+                raise DataError(
+                    f"{row_label(split, row)}: column {column!r} holds {raw} ({kind(raw)}) where "
+                    f"{row_label(split, first_row).removeprefix(split.source + ': ')} holds {first} "
+                    f"({kind(first)}): give every row the same kind (labels all as text, or all as numbers)"
+                )
+            row += 1
     raise DataError(
-        f"{row_label(split, other)}: column {column!r} holds {raw[other]} ({kinds[other]}) where "
-        f"{row_label(split, 0).removeprefix(split.source + ': ')} holds {raw[0]} ({kinds[0]}): give every row "
-        "the same kind (labels all as text, or all as numbers)"
+        f"{split.source}: column {column!r} holds values of several JSON kinds; give every row one kind"
     )
 
 

@@ -52,6 +52,7 @@ def hub_offline_when_unreachable(timeout: float = 2.0) -> bool:
     name loads from the local cache or stops at once with "offline" instead of retrying for a minute. Returns
     whether it did; an explicit ``HF_HUB_OFFLINE`` (0 or 1) is left as it is."""
     import socket
+    import threading
     from urllib.parse import urlparse
 
     kept = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
@@ -59,12 +60,22 @@ def hub_offline_when_unreachable(timeout: float = 2.0) -> bool:
         return False
     endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
-    try:
-        socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+    answered = []
+
+    def connect() -> None:  # in a thread: the name lookup has no timeout of its own
+        try:
+            socket.create_connection((endpoint.hostname, port), timeout=timeout).close()
+            answered.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)
+    probe.start()
+    probe.join(timeout)
+    if answered:
         return False
-    except OSError:
-        os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
-        return True
+    os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
+    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,9 +95,6 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning 2.6's own use of a torch API that newer torch deprecates, printed at every fit; nothing a user
     # can act on (lightning/pytorch/utilities/_pytree.py).
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
-    # Lightning's CSV logger opening a folder that holds other files: a compare run's settings file, or a resumed
-    # run's metrics.csv, whose rows before the checkpoint experiments.resume.keep_metrics keeps. Nothing is lost.
-    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
 
     # Imported late so that --help stays fast.
     from jsonargparse import ArgumentError

@@ -10,18 +10,17 @@ images).
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from archbench.errors import ConfigError, DataError
+from archbench.errors import DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS, SYMBOL_TOKENIZERS, Seq2SeqDataModule
 from experiments.attention import attention_figure, figure_png, keep_images
-from experiments.from_checkpoint import check_data, cli_from_checkpoint, cli_from_configs
+from experiments.from_checkpoint import map_command
 from lit_models.seq2seq import greedy_decode
 
 
@@ -106,31 +105,11 @@ def _saved_vocabularies(checkpoint: dict) -> dict[str, str]:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments align",
-        description="Draw a sequence-to-sequence model's attention over a source for each symbol it writes (PNG).",
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        help="the run's config file(s), in order; empty: the --ckpt run's config.yaml",
-    )
-    parser.add_argument("--ckpt", help="checkpoint to load; empty: untrained weights")
-    parser.add_argument("--text", required=True, help="the source to decode and look at (a word for G2P)")
-    parser.add_argument("--out", default="alignment.png", help="PNG to write (default: alignment.png)")
-    args, overrides = parser.parse_known_args(argv)
-
-    if not args.config and not args.ckpt:
-        raise ConfigError("align: give --config (the model to draw) or --ckpt (a run's checkpoint)")
-    holds = "sequence pairs (use a seq2seq config)"
-    if args.ckpt:
-        cli, _ = cli_from_checkpoint(
-            args.ckpt, args.config, overrides, Seq2SeqDataModule, holds, _saved_vocabularies
-        )
-    else:
-        check_data(args.config, overrides, Seq2SeqDataModule, holds)
-        cli = cli_from_configs(args.config, overrides)
-        print("align: no --ckpt, so these are the alignments of untrained weights")
+    cli, args = map_command(
+        "align", "Draw a sequence-to-sequence model's attention over a source for each symbol it writes (PNG).",
+        "the source to decode and look at (a word for G2P)", argv, Seq2SeqDataModule,
+        "sequence pairs (use a seq2seq config)", _saved_vocabularies, "alignment",
+    )  # fmt: skip
     module, datamodule = cli.model, cli.datamodule
     png, outputs = draw(module.net, datamodule, args.text, module.hparams.max_decode_length)
     write_atomic(args.out, png)

@@ -9,7 +9,6 @@ validation.
 
 from __future__ import annotations
 
-import argparse
 import io
 from pathlib import Path
 
@@ -17,10 +16,9 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from archbench.errors import ConfigError, DataError
+from archbench.errors import DataError
 from datamodules.files import write_atomic
-from datamodules.text import TextClassificationDataModule
-from experiments.from_checkpoint import check_data, cli_from_checkpoint, cli_from_configs
+from experiments.from_checkpoint import map_command
 
 
 def attention_figure(
@@ -126,40 +124,26 @@ def keep_images(trainer, log_dir: str | None, kind: str, images: list[bytes], ca
             logger.log_image(f"val/{kind}", pictures, step=trainer.global_step, caption=captions)
 
 
+def _text_data() -> type:
+    from datamodules.text import TextClassificationDataModule  # here: the callbacks need no text stack
+
+    return TextClassificationDataModule
+
+
 def _saved_tokenizer(checkpoint: dict) -> dict[str, str]:
     """The checkpoint's tokenizer as a run's ``tokenizer.json`` for ``data.tokenizer``: the model reads the ids it
     was trained on, whatever tokenizer the configs name."""
-    state = checkpoint.get(TextClassificationDataModule.__qualname__) or {}
+    state = checkpoint.get(_text_data().__qualname__) or {}
     saved = state.get("tokenizer")
     return {"data.tokenizer": saved} if isinstance(saved, str) else {}
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments attention",
-        description="Draw every layer's and head's attention over the tokens of a text, as a PNG.",
-    )
-    parser.add_argument(
-        "--config",
-        action="append",
-        help="the run's config file(s), in order; empty: the --ckpt run's config.yaml",
-    )
-    parser.add_argument("--ckpt", help="checkpoint to load (weights and tokenizer); empty: untrained weights")
-    parser.add_argument("--text", required=True, help="the text to look at")
-    parser.add_argument("--out", default="attention.png", help="PNG to write (default: attention.png)")
-    args, overrides = parser.parse_known_args(argv)
-
-    if not args.config and not args.ckpt:
-        raise ConfigError("attention: give --config (the model to draw) or --ckpt (a run's checkpoint)")
-    holds = "texts to classify (use a text config)"
-    if args.ckpt:
-        cli, _ = cli_from_checkpoint(
-            args.ckpt, args.config, overrides, TextClassificationDataModule, holds, _saved_tokenizer
-        )
-    else:
-        check_data(args.config, overrides, TextClassificationDataModule, holds)
-        cli = cli_from_configs(args.config, overrides)
-        print("attention: no --ckpt, so these are the attention maps of untrained weights")
+    cli, args = map_command(
+        "attention", "Draw every layer's and head's attention over the tokens of a text, as a PNG.",
+        "the text to look at", argv, _text_data(), "texts to classify (use a text config)", _saved_tokenizer,
+        "attention",
+    )  # fmt: skip
     maps, tokens = text_attention(cli.model.net, cli.datamodule, args.text)
     write_atomic(args.out, figure_png(attention_figure(maps, tokens, title=args.text[:80])))
     print(f"attention: {len(maps)} layers x {maps[0].shape[0]} heads over {len(tokens)} tokens -> {args.out}")

@@ -224,13 +224,16 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
         # DDP synchronises the gradients of the parameters that required them when it wrapped the model: not
         # the backbone frozen now (Lightning issue #20340). Once unfrozen, their gradients are averaged here.
         self._outside_ddp = [p for p in pl_module.parameters() if not p.requires_grad]
-        if trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
+        if stage == "fit" and trainer.world_size > 1 and not isinstance(trainer.strategy, DDPStrategy):
             raise ConfigError(
                 f"trainer.strategy: BackboneFinetuning under {type(trainer.strategy).__name__} would leave the "
                 "unfrozen backbone different on each process; use strategy ddp"
             )
 
-    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+    def on_after_backward(self, trainer, pl_module) -> None:
+        """After every backward, as DDP's own buckets are: before a mixed-precision scaler unscales and checks
+        the gradients for inf (so every rank skips the same steps), and on each accumulated micro-batch
+        (averaging is linear: the parts averaged before stay equal)."""
         if trainer.world_size == 1:
             return
         grads = [p.grad for p in self._outside_ddp if p.requires_grad and p.grad is not None]

@@ -20,7 +20,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
-from archbench.checkpoint_files import check_checkpoint, checkpoint_task
+from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
 from archbench.errors import ConfigError, UserError
 from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs
@@ -140,15 +140,11 @@ class ExperimentCLI(LightningCLI):
                     f"ckpt_path: {ckpt!r} is a checkpoint of {theirs}, not of the config's model {ours}: give that "
                     "task's config (or a checkpoint of this one)"
                 )
-            saved = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path") or "")
-            data = str((self.config[subcommand].get("data") or {}).get("class_path") or "")
-            saved, data = (
-                saved.rsplit(".", 1)[-1],
-                data.rsplit(".", 1)[-1],
-            )  # a package's alias is the same class
-            if (
-                saved and data and saved != data
-            ):  # the same task on other data: say that, not which tensors differ
+            # the same task on other data: said as such, not as the tensors that differ (an alias of a
+            # package, datamodules.DNADataModule, is the same class: names compared)
+            saved = checkpoint_data(checkpoint).rsplit(".", 1)[-1]
+            data = str((self.config[subcommand].get("data") or {}).get("class_path") or "").rsplit(".", 1)[-1]
+            if saved and data and saved != data:
                 raise ConfigError(
                     f"ckpt_path: {ckpt!r} was trained on {saved} data, and the config reads {data}: give the "
                     "config it was trained with"
@@ -262,7 +258,7 @@ class ExperimentCLI(LightningCLI):
         ckpt = self._section(self.config).get("ckpt_path")
         init_from = getattr(self.model.hparams, "init_from", None)
         if stage == "fit" and init_from and not ckpt:  # weights that cannot start this net: nothing written
-            self.model.init_state(init_from, data)
+            self.model.check_init_from(data)
         if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
             state = self._read_checkpoint(ckpt).get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:

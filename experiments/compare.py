@@ -41,7 +41,7 @@ from experiments.launchers import (
 from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
-from experiments.resume import WANDB_ID_KEY, checkpoint_info, keep_metrics
+from experiments.resume import WANDB_ID_KEY, checkpoint_info, keep_metrics, open_quietly
 from experiments.sweep import LoggedMetric, key_line
 from experiments.tuning import TUNE_JOB, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
 
@@ -429,6 +429,8 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         print(f"{model}, seed {seed}: resuming from {resume}")
         if trainer.is_global_zero:  # the curve in comparison.png reads metrics.csv from the first step
             keep_metrics(trainer.loggers[0], int(checkpoint_info(resume)["global_step"]))
+    elif trainer.is_global_zero:
+        open_quietly(trainer.loggers[0])  # the run folder holds its settings file, no log yet
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     except Exception:  # its W&B run ends as failed, not left open for the next run in this process to reuse

@@ -3,14 +3,21 @@ data from its config files, and, from a checkpoint, its weights and the data's o
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from archbench.checkpoint_files import check_checkpoint, checkpoint_task, configs_for, with_run_config_hint
+from archbench.checkpoint_files import (
+    check_checkpoint,
+    checkpoint_data,
+    checkpoint_task,
+    configs_for,
+    with_run_config_hint,
+)
 from archbench.errors import ConfigError, DataError
-from experiments.configs import is_subclass
+from experiments.configs import import_class, is_subclass
 
 
 def cli_from_configs(configs: list[str], overrides: list[str], parse_only: bool = False):
@@ -45,8 +52,9 @@ def cli_from_checkpoint(
     disk. A checkpoint of another task is refused, and weights that do not fit in one line that names the run's
     own config."""
     checkpoint = check_checkpoint(ckpt, "--ckpt")
-    saved = str((checkpoint.get("datamodule_hyper_parameters") or {}).get("_class_path") or "")
-    if saved and not is_subclass(saved, data_class):  # the checkpoint's own data says it first
+    saved = checkpoint_data(checkpoint)
+    found = import_class(saved) if saved else None  # a class not importable here: the configs' check says it
+    if found is not None and not issubclass(found, data_class):  # the checkpoint's own data says it first
         task = checkpoint_task(checkpoint) or "a model"
         raise ConfigError(
             f"--ckpt {ckpt}: a checkpoint of {task} trained on {saved.rsplit('.', 1)[-1]} data, which does not "
@@ -74,3 +82,27 @@ def cli_from_checkpoint(
         raise with_run_config_hint(err, ckpt, configs) from None
     module.load_state_dict(checkpoint["state_dict"])
     return cli, checkpoint
+
+
+def map_command(command: str, description: str, text_help: str, argv: list[str], data_class: type, holds: str,
+                saved_files: Callable[[dict], dict[str, str]], drawn: str):  # fmt: skip
+    """``(cli, args)`` of a command that draws a run's maps of one text (``attention``, ``align``): its options
+    (``--config``, ``--ckpt``, ``--text``, ``--out``; the rest override the run's options) and the run rebuilt
+    from ``--ckpt`` (``cli_from_checkpoint``) or, without one, from its configs with untrained weights, said."""
+    parser = argparse.ArgumentParser(prog=f"python -m experiments {command}", description=description)
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="the run's config file(s), in order; empty: the --ckpt run's config.yaml",
+    )
+    parser.add_argument("--ckpt", help="checkpoint to load; empty: untrained weights")
+    parser.add_argument("--text", required=True, help=text_help)
+    parser.add_argument("--out", default=f"{drawn}.png", help=f"PNG to write (default: {drawn}.png)")
+    args, overrides = parser.parse_known_args(argv)
+    if not args.config and not args.ckpt:
+        raise ConfigError(f"{command}: give --config (the model to draw) or --ckpt (a run's checkpoint)")
+    if args.ckpt:
+        return cli_from_checkpoint(args.ckpt, args.config, overrides, data_class, holds, saved_files)[0], args
+    check_data(args.config, overrides, data_class, holds)
+    print(f"{command}: no --ckpt, so these are the {drawn} maps of untrained weights")
+    return cli_from_configs(args.config, overrides), args

@@ -11,7 +11,9 @@ config, points the loggers at that run folder and W&B run id (saved in the check
 from __future__ import annotations
 
 import csv
+import inspect
 import random
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +24,11 @@ from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import ConfigError
 from datamodules.files import atomic_writer
+from experiments.configs import import_class
 
 WANDB_ID_KEY = "wandb_run_id"
 RUN_DIR_KEY = "run_dir"
@@ -115,9 +119,33 @@ def _same_model(saved: Path, run: dict) -> bool:
         theirs = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError):
         return False
-    if not isinstance(theirs, dict) or theirs.get("model") != run.get("model"):
+    if not isinstance(theirs, dict) or theirs.get("model") != _as_saved(
+        theirs.get("model"), run.get("model")
+    ):
         return False
-    return "data" not in run or _training_data(theirs.get("data")) == _training_data(run["data"])
+    if "data" not in run:
+        return True
+    saved_data = _training_data(theirs.get("data"))
+    return saved_data == _as_saved(saved_data, _training_data(run["data"]))
+
+
+def _as_saved(saved, current):
+    """``current`` (a dumped class section: ``class_path`` and ``init_args``, nested) without the options its
+    classes gained after ``saved`` was written (absent there) where they hold their default: a run made before an
+    option existed is the same run (it trained as the default does)."""
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return current
+    if "init_args" in current and saved.get("class_path") == current.get("class_path"):
+        cls = import_class(str(current.get("class_path")))
+        try:
+            defaults = {k: v.default for k, v in inspect.signature(cls).parameters.items()} if cls else {}
+        except (TypeError, ValueError):
+            defaults = {}
+        old, init = saved.get("init_args") or {}, dict(current.get("init_args") or {})
+        for key in [k for k in init if k not in old and k in defaults and init[k] == defaults[k]]:
+            del init[key]
+        return {**current, "init_args": {k: _as_saved(old.get(k), v) for k, v in init.items()}}
+    return {k: _as_saved(saved.get(k), v) for k, v in current.items()}
 
 
 def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
@@ -171,6 +199,15 @@ def resume_last(config, run: dict) -> str | None:
     return str(ckpt)
 
 
+def open_quietly(logger: CSVLogger):
+    """The CSV logger's writer, opened without Lightning's warning that a folder holding other files loses its
+    old log files: the caller keeps the rows it keeps (``keep_metrics``), or the folder holds no log yet (a
+    ``compare`` run's settings file)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
+        return logger.experiment
+
+
 def keep_metrics(logger: CSVLogger, step: int) -> None:
     """A resumed run's ``metrics.csv`` keeps the rows of the steps before its checkpoint (Lightning's CSV writer
     deletes the file of a folder it opens again). Rows logged after the checkpoint (a killed run's last steps)
@@ -182,7 +219,7 @@ def keep_metrics(logger: CSVLogger, step: int) -> None:
         reader = csv.DictReader(f)
         header = list(reader.fieldnames or [])
         rows = [r for r in reader if _before(r, step)]
-    writer = logger.experiment  # opening it deletes the file
+    writer = open_quietly(logger)  # opening it deletes the file
     writer.metrics_keys = sorted(header)  # what it appends to; a new metric rewrites the header with it
     with path.open("w", newline="") as f:
         out = csv.DictWriter(f, fieldnames=writer.metrics_keys)
@@ -248,7 +285,12 @@ class ResumeState(Callback):
         per_rank = self._pending.get("rng_per_rank")
         if per_rank and len(per_rank) == trainer.world_size:
             _set_rng_state(per_rank[trainer.global_rank])
-        elif self._pending.get("rng") is not None:  # another world size: rank 0's, as before (not exact)
+        elif self._pending.get("rng") is not None:  # another number of processes: rank 0's streams for all
+            if per_rank:
+                rank_zero_warn(
+                    f"resumed on {trainer.world_size} processes from a checkpoint of {len(per_rank)}: every process "
+                    "continues rank 0's random streams, so the run does not repeat the one it resumes exactly"
+                )
             _set_rng_state(self._pending["rng"])
         self._pending = None
 

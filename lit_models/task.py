@@ -98,6 +98,7 @@ class Task(L.LightningModule):
         self._flops_epoch: int | None = None  # the epoch of this fit last measured (None: none yet)
         self.flops_tally = FlopsTally()  # training FLOPs, measured again at every epoch's first batch
         self._compiled: dict = {}  # torch.compile'd functions of this module (``compile_net``), never pickled
+        self._checked_init: tuple | None = None  # (init_from, its checked weights): check_init_from's
         self.test_flops: dict[str, float] | None = None  # the tested model's forward, at the first test batch
 
     # --- what a task provides ---------------------------------------------------------------------------
@@ -134,12 +135,22 @@ class Task(L.LightningModule):
 
     def _init_from(self, path: str) -> None:
         """Load the net weights of checkpoint ``path`` (see ``init_from``), the head's only where shapes agree."""
-        state, fresh_head = self.init_state(path, getattr(self._trainer, "datamodule", None))
+        checked, self._checked_init = self._checked_init, None
+        if checked is not None and checked[0] == path:  # the command line's check read it already
+            state, fresh_head = checked[1]
+        else:
+            state, fresh_head = self.init_state(path, getattr(self._trainer, "datamodule", None))
         self.net.load_state_dict(state, strict=not fresh_head)
         rank_zero_info(
             f"model.init_args.init_from: {len(state)} tensors from {path}"
             + ("; the head starts fresh" if fresh_head else "")
         )
+
+    def check_init_from(self, data: L.LightningDataModule | None) -> None:
+        """``init_from``'s weights checked against this net and ``data`` now (the command line asks before the
+        loggers start); the fit's setup then loads them without reading the checkpoint again."""
+        path = self.hparams.init_from
+        self._checked_init = (path, self.init_state(path, data))
 
     def init_state(self, path: str, data: L.LightningDataModule | None) -> tuple[dict, bool]:
         """The net weights ``init_from`` loads from checkpoint ``path`` and whether the head starts fresh, or a

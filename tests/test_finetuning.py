@@ -390,6 +390,13 @@ def test_vit_built_for_the_data_size_and_cnn_unaffected(tmp_path):
     with pytest.raises(ConfigError, match=r"model_kwargs.img_size: 56, but the data's images are 28x28"):
         TimmNet("vit_small_patch14_dinov2", 3, img_size=28, model_kwargs={**TINY_DINOV2, "img_size": 56})
     TimmNet("vit_small_patch14_dinov2", 3, img_size=28, model_kwargs={**TINY_DINOV2, "img_size": 28})
+    # a ViT that takes any size (dynamic_img_size) is not held to one
+    TimmNet(
+        "vit_small_patch14_dinov2",
+        3,
+        img_size=28,
+        model_kwargs={**TINY_DINOV2, "img_size": 56, "dynamic_img_size": True},
+    )
     # a command line's null reaches a net's option as the text 'None' (jsonargparse): said with the way out
     with pytest.raises(ConfigError, match=r"weights_file: 'None': for no weights file give an empty value"):
         TimmNet("resnet18", 3, weights_file="None")

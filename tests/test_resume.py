@@ -330,3 +330,24 @@ def test_last_is_a_run_of_this_model_on_this_training_data(in_tmp, capsys):
         args=["test", *common, *TINY_DATA, f"--data.test_path={in_tmp / 'new.txt'}", "--ckpt_path=last"]
     )
     assert "test: last checkpoint lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
+
+
+def test_a_run_saved_before_an_option_existed_is_the_same_run_at_that_options_default(tmp_path):
+    """``--ckpt_path last`` compares the saved config with this one: an option the data class gained since (here
+    the image folders' test_fraction) matches when it holds its default, and not otherwise."""
+    import yaml
+
+    from experiments.resume import _same_model
+
+    data = {"class_path": "datamodules.images.ImageDataModule",
+            "init_args": {"source": "folder", "train_path": "train", "test_fraction": 0.1}}  # fmt: skip
+    model = {"class_path": "lit_models.PredictionTask", "init_args": {"label_smoothing": 0.0}}
+    older = {"class_path": data["class_path"], "init_args": {"source": "folder", "train_path": "train"}}
+    saved = tmp_path / "config.yaml"
+    saved.write_text(yaml.safe_dump({"model": model, "data": older}))
+    assert _same_model(saved, {"model": model, "data": data})
+    other = {**data, "init_args": {**data["init_args"], "test_fraction": 0.3}}
+    assert not _same_model(saved, {"model": model, "data": other})
+    newer_model = {**model, "init_args": {**model["init_args"], "confidence_threshold": None}}
+    assert _same_model(saved, {"model": newer_model, "data": data})
+    assert not _same_model(saved, {"model": {**model, "init_args": {"label_smoothing": 0.1}}, "data": data})

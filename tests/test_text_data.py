@@ -280,40 +280,45 @@ def test_missing_files_unknown_formats_and_hub_names_offline(tmp_path):
 
 
 def test_an_unreachable_hub_means_offline_before_any_hub_library_loads(monkeypatch):
-    """A host that does not resolve: HF_HUB_OFFLINE is set (a hub name then stops at once instead of retrying
-    for a minute); a host that answers (a local socket standing in for the Hub), a proxy, or an explicit
+    """No route to the Hub's host: HF_HUB_OFFLINE is set (a hub name then stops at once instead of retrying for
+    a minute); a host that answers (a local socket standing in for the Hub), a proxy, or an explicit
     HF_HUB_OFFLINE: left as it is."""
     import os
     import socket
 
     from experiments.__main__ import hub_offline_when_unreachable
 
-    for variable in (
+    variables = (
         "HF_HUB_OFFLINE",
         "HF_DATASETS_OFFLINE",
         "HTTPS_PROXY",
         "https_proxy",
         "ALL_PROXY",
         "all_proxy",
-    ):
-        monkeypatch.delenv(variable, raising=False)
-    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    assert (
-        hub_offline_when_unreachable()
-        and os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"
     )
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")  # the user's own choice stays
-    assert not hub_offline_when_unreachable() and os.environ["HF_HUB_OFFLINE"] == "0"
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.delenv("HF_DATASETS_OFFLINE")
-    with socket.create_server(("127.0.0.1", 0)) as server:
+    for variable in variables:
+        monkeypatch.delenv(variable, raising=False)
+
+    def no_route(*args, **kwargs):  # a failed name lookup, without asking this machine's resolver
+        raise OSError("Name or service not known")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(socket, "create_connection", no_route)
+        assert hub_offline_when_unreachable()
+        assert os.environ["HF_HUB_OFFLINE"] == os.environ["HF_DATASETS_OFFLINE"] == "1"
+        patched.setenv("HF_HUB_OFFLINE", "0")  # the user's own choice stays
+        assert not hub_offline_when_unreachable() and os.environ["HF_HUB_OFFLINE"] == "0"
+        patched.delenv("HF_HUB_OFFLINE")
+        patched.delenv("HF_DATASETS_OFFLINE")
+        patched.setenv(
+            "HTTPS_PROXY", "http://proxy.example:3128"
+        )  # reached through a proxy: not ours to judge
+        assert not hub_offline_when_unreachable() and "HF_HUB_OFFLINE" not in os.environ
+    for variable in variables:
+        monkeypatch.delenv(variable, raising=False)
+    with socket.create_server(("127.0.0.1", 0)) as server:  # the real connect, to a host that answers
         monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
         assert not hub_offline_when_unreachable() and "HF_HUB_OFFLINE" not in os.environ
-    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")
-    monkeypatch.setenv(
-        "HTTPS_PROXY", "http://proxy.invalid:3128"
-    )  # reached through a proxy: not ours to judge
-    assert not hub_offline_when_unreachable() and "HF_HUB_OFFLINE" not in os.environ
 
 
 def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
