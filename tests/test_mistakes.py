@@ -105,6 +105,8 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "broken.jsonl: line 2 is not a JSON object"),
         ("mixed.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n',
          "mixed.jsonl: row 2 (line 2): column 'label' holds \"x\" (text) where row 1 (line 1) holds 1 (a number or other JSON)"),
+        ("late.jsonl", b'{"text": "a", "label": null}\n' + b'{"text": "a", "label": "x"}\n' * 10_001 + b'{"text": "b", "label": 2}\n',
+         "late.jsonl: row 10003 (line 10003): column 'label' holds 2 (a number or other JSON) where row 2 (line 2) holds \"x\" (text)"),
         ("latin.jsonl", b'{"text": "fine", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n',
          "latin.jsonl: not UTF-8 text: byte 44 (line 2) is 0xe9"),
     ],
