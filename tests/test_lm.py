@@ -272,7 +272,11 @@ def test_generate_refuses_a_checkpoint_of_another_task(in_tmp):
                         f"--trainer.default_root_dir={in_tmp / 'dna'}"])  # fmt: skip
     ckpt = next((in_tmp / "dna").rglob("last.ckpt"))
     done = run_main("generate", "--config", GPT_YAML, "--ckpt", ckpt, "--prompt", "x", cwd=in_tmp)
-    assert done.returncode == 2 and "a checkpoint of PredictionTask, not of a language model" in done.stderr
+    assert done.returncode == 2
+    assert (
+        "a checkpoint of PredictionTask trained on DNADataModule data, which does not hold a language"
+        in done.stderr
+    )
 
 
 def test_bad_corpora_are_named_in_one_line(tmp_path):
