@@ -211,7 +211,9 @@ def check_loader_options(hparams) -> None:
         if value is not None and not 0.0 <= value < 1.0:
             raise DataError(f"data.{name}: {value} is outside [0, 1)")
     # the shares held out of the training data: a split given as a file takes none
-    shares = [0.0 if hparams.get(f"{s}_path") else hparams.get(f"{s}_fraction") or 0.0 for s in ("val", "test")]
+    shares = [
+        0.0 if hparams.get(f"{s}_path") else hparams.get(f"{s}_fraction") or 0.0 for s in ("val", "test")
+    ]
     if sum(shares) >= 1.0:
         raise DataError(
             f"data.val_fraction + data.test_fraction: {shares[0]} + {shares[1]} leave no training data"
