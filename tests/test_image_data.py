@@ -311,12 +311,12 @@ def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path, mon
     ) as seen:
         dm.setup()
     assert len([w for w in seen if "skipped" in str(w.message)]) == 2  # once per folder read: train and test
-    from lightning.pytorch.utilities import rank_zero_only
-
-    monkeypatch.setattr(rank_zero_only, "rank", 1)  # another process of a DDP run: rank 0 says it, once
     import warnings
 
-    with warnings.catch_warnings(record=True) as other_rank:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    with monkeypatch.context() as other, warnings.catch_warnings(record=True) as other_rank:
+        other.setattr(rank_zero_only, "rank", 1)  # another process of a DDP run: rank 0 says it, once
         warnings.simplefilter("always")
         ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0).setup()
     assert not [w for w in other_rank if "skipped" in str(w.message)]
