@@ -70,12 +70,12 @@ def _last_val_metrics(folder) -> dict:
 
 
 @pytest.mark.ddp
-# text, images and seq2seq shard through the same samplers as DNA and LM: slow (make test-all), to keep the default
+# text, images, LM and seq2seq shard through the same samplers as DNA: slow (make test-all), to keep the default
 # suite under its time budget on 2 cores
 @pytest.mark.parametrize(
     "modality",
-    ["dna", pytest.param("text", marks=pytest.mark.slow), pytest.param("images", marks=pytest.mark.slow), "lm",
-     pytest.param("seq2seq", marks=pytest.mark.slow)],
+    ["dna", pytest.param("text", marks=pytest.mark.slow), pytest.param("images", marks=pytest.mark.slow),
+     pytest.param("lm", marks=pytest.mark.slow), pytest.param("seq2seq", marks=pytest.mark.slow)],
 )  # fmt: skip
 def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modality, in_tmp):
     """2 gloo processes: at step k, rank r trains on batch kW + r of the single-process order (bucketed for
