@@ -233,8 +233,8 @@ def markdown(table: dict, model: str) -> str:
              "| Bias type | Pairs | Stereotyping preferred | 95% interval |", "|---|---|---|---|"]  # fmt: skip
     for name, r in table.items():
         low, high = r["ci95"]
-        lines.append(f"| {name} | {r['pairs']:,} | {100 * r['stereotyping_preferred']:.1f}% | "
-                     f"{100 * low:.1f}–{100 * high:.1f}% |")  # fmt: skip
+        interval = f"{100 * low:.1f}–{100 * high:.1f}%" if r["pairs"] > 1 else "– (one pair)"
+        lines.append(f"| {name} | {r['pairs']:,} | {100 * r['stereotyping_preferred']:.1f}% | {interval} |")
     return "\n".join(lines) + "\n"
 
 
@@ -398,6 +398,7 @@ def main(argv: list[str]) -> None:
     if not keep.any():
         raise DataError(f"probe: the model's tokenizer reads none of the pairs of {args.data}: {left_out[0]}")
     pairs = pairs[keep].reset_index(drop=True)
+    print(f"probe: scoring {len(pairs):,} pairs with {model.name} ({model.kind} LM)", flush=True)
     stereotyping, other = pair_scores(model, pairs, args.batch_size)
     table = bias_table(pairs, stereotyping > other)
     out = Path(args.out)

@@ -73,6 +73,11 @@ def test_the_report_says_ties_and_pairs_left_out():
     assert "1 pairs scored the same for both sentences: counted as not preferring sent_more" in text
     assert "2 pairs left out, the model cannot score them whole (first: line 5: an unknown character)" in text
     assert "scored the same" not in report({**result, "ties": 0})
+    single = bias_table(pd.DataFrame({"bias_type": ["a", "a", "ageism"]}), np.array([True, False, True]))
+    lines = report({**result, "table": single}).splitlines()
+    assert (
+        "| ageism | 1 | 100.0% | – (one pair) |" in lines
+    )  # no interval from one pair (a bias type's typo?)
 
 
 def test_bad_probe_data_names_file_line_and_value(tmp_path):
@@ -94,7 +99,7 @@ def test_bad_probe_data_names_file_line_and_value(tmp_path):
         read_crows_pairs(same)
 
 
-def test_probe_command_on_a_language_model_trained_here(in_tmp):
+def test_probe_command_on_a_language_model_trained_here(in_tmp, capsys):
     import json
 
     from conftest import CSV_ONLY, ROOT
@@ -123,6 +128,7 @@ def test_probe_command_on_a_language_model_trained_here(in_tmp):
           *small, "--out", "probe"])  # fmt: skip
     result = json.loads((in_tmp / "probe" / "probe.json").read_text())
     assert result["table"]["all"]["pairs"] == 2
+    assert "probe: scoring 2 pairs with " in capsys.readouterr().out  # said before the long part starts
     assert set(result["table"]) == {"all", "direction: stereo", "direction: antistereo", "age", "gender"}
     # 'a man of fortune': 17 tokens with the end-of-text one, past the model's context of 16; 'Zoë': characters the
     # model never saw. Both pairs are left out, counted and said, not scored
