@@ -20,6 +20,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
@@ -287,8 +288,6 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _say_truncated(self, meta: dict) -> None:
         """Texts longer than ``max_length`` tokens, which the model reads only the start of: said per split."""
-        from lightning.pytorch.utilities import rank_zero_warn
-
         length = self.hparams.max_length
         for split, cut in (meta.get("truncated") or {}).items():
             if cut:

@@ -76,10 +76,8 @@ def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
             f"data.{option}: {path!r}: unknown format {file.suffix!r}; expected one of {sorted(FORMATS)}"
         )
     kwargs = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
-    if (
-        fmt == "json" and first_non_utf8(file) is not None
-    ):  # pyarrow's JSON reader keeps such bytes in strings
-        raise DataError(not_utf8(file))
+    if fmt == "json" and (reason := utf8_problem(file)):  # pyarrow's JSON reader keeps such bytes in strings
+        raise DataError(f"{file}: {reason}")
     try:
         with quiet():
             data = datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)
@@ -94,8 +92,8 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
     cause = err.__cause__ or err
     if file.stat().st_size == 0 or not file.read_bytes()[:4096].strip():
         return "file is empty"
-    if fmt == "csv" and first_non_utf8(file) is not None:  # JSON: checked before reading (load_file)
-        return not_utf8(file).removeprefix(f"{file}: ")
+    if fmt == "csv" and (reason := utf8_problem(file)):  # JSON: checked before reading (load_file)
+        return reason
     message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if ragged:
@@ -132,10 +130,18 @@ def first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | N
     return None
 
 
+def utf8_problem(file: Path) -> str | None:
+    """Where ``file`` stops being UTF-8, said as every reader says it; None when it is UTF-8 throughout."""
+    bad = first_non_utf8(file)
+    if bad is None:
+        return None
+    offset, line, value = bad
+    return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+
+
 def not_utf8(file: Path) -> str:
-    """Where ``file`` stops being UTF-8, as the language-model readers say it."""
-    offset, line, value = first_non_utf8(file)
-    return f"{file}: not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+    """``utf8_problem`` with the file's name, for a file known not to be UTF-8 (the language-model readers)."""
+    return f"{file}: {utf8_problem(file)}"
 
 
 def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:

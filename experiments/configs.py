@@ -113,9 +113,34 @@ def check_yaml(path: Path) -> None:
         )
 
 
+def _net_nulls(args: list[str]) -> list[str]:
+    """``--model.net.init_args.X null`` (or ``=null``) as the inline config ``{model: {net: {init_args: {X: null}}}}``
+    in its place: jsonargparse 4.53 reads a command-line null of an option two classes deep (the task's net) as the
+    text 'None', where the same null in YAML is None."""
+    out, i = [], 0
+    while i < len(args):
+        arg = args[i]
+        name, eq, value = arg.partition("=")
+        if not eq and i + 1 < len(args) and name.startswith("--model."):
+            value, taken = args[i + 1], 2
+        else:
+            taken = 1
+        keys = name.removeprefix("--").split(".")
+        keys = [k for k in keys if k != "init_args"]
+        if value == "null" and len(keys) == 3 and keys[:2] == ["model", "net"]:
+            out += ["--config", yaml.safe_dump({"model": {"net": {"init_args": {keys[2]: None}}}})]
+            i += taken
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
 def expand_configs(args: list[str]) -> list[str]:
-    """``args`` with the modality bases its config files build on inserted before the first ``--config``: the
-    bases are the lowest layer, whatever order the files come in."""
+    """``args`` with the modality bases its config files build on inserted before the first ``--config`` (and a
+    net option's command-line null read as YAML's, ``_net_nulls``): the bases are the lowest layer, whatever order
+    the files come in."""
+    args = _net_nulls(list(args))
     found = _config_values(args)
     bases: list[Path] = []
     given = set()

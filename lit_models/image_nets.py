@@ -158,13 +158,10 @@ class TimmNet(nn.Module):
         if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
             raise ValueError(f"model.net.init_args.name: {name!r} is not a timm model")
         kwargs = dict(model_kwargs or {})
-        if weights_file in (
-            "None",
-            "null",
-        ):  # jsonargparse 4.53 turns a net option's command-line null into 'None'
+        if weights_file in ("None", "null"):  # YAML's text None, not its null
             raise ConfigError(
-                f"model.net.init_args.weights_file: {weights_file!r}: for no weights file give an empty value "
-                "(--model.net.init_args.weights_file=), or null in a YAML config"
+                f"model.net.init_args.weights_file: {weights_file!r}: for no weights file give null (or an empty "
+                "value: --model.net.init_args.weights_file=)"
             )
         if weights_file:
             if not Path(weights_file).is_file():

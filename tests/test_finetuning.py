@@ -398,8 +398,13 @@ def test_vit_built_for_the_data_size_and_cnn_unaffected(tmp_path):
         model_kwargs={**TINY_DINOV2, "img_size": 56, "dynamic_img_size": True},
     )
     # a command line's null reaches a net's option as the text 'None' (jsonargparse): said with the way out
-    with pytest.raises(ConfigError, match=r"weights_file: 'None': for no weights file give an empty value"):
+    with pytest.raises(ConfigError, match=r"weights_file: 'None': for no weights file give null"):
         TimmNet("resnet18", 3, weights_file="None")
+    # the command line's null for a net option is null, as in YAML (jsonargparse alone reads it as 'None')
+    for null in (["--model.net.init_args.weights_file=null"], ["--model.net.init_args.weights_file", "null"]):
+        args = ["--config", str(VISION / "efficientnet_lite0.yaml"), *null]
+        parsed = ExperimentCLI(args=args, run=False, parse_only=True).config.model.init_args.net.init_args
+        assert parsed.weights_file is None
 
 
 @pytest.fixture
