@@ -57,12 +57,15 @@ def reverse_complement(codes: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
 
 
 class DNADataModule(SplitLoaders, L.LightningDataModule):
+    SAVED = ("statistics",)
+
     def __init__(
         self,
         train_path: str | None = None,
         val_path: str | None = None,
         test_path: str | None = None,
         predict_path: str | None = None,
+        checkpoint: str | None = None,
         sequence_column: str = "sequence",
         label_column: str = "label",
         on_bad_line: OnBadLine = "error",
@@ -86,6 +89,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             val_path: Validation file. Empty: ``val_fraction`` of the training file, split by ``split_seed``.
             test_path: Test file. Empty: ``test_fraction`` of the training file, split by ``split_seed``.
             predict_path: File of sequences (labels optional) for ``predict``. Empty: the test set.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the label
+                statistics, class count and sequence length come from it, and the training files are not read
+                (they need not exist). ``predict --ckpt_path FILE`` sets it.
             sequence_column: Column of sequences in CSV/TSV/Parquet files.
             label_column: Column of labels in CSV/TSV/Parquet files.
             on_bad_line: ``error`` stops at the first bad record; ``skip`` drops bad records and says how many.
@@ -111,6 +117,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self.simulation = simulation or Simulation()
         self.splits: dict[str, RaggedStore] | None = None
         self.noise_ceiling: float | None = None
+        self._state = self._checkpoint_state(checkpoint, predict_path)
         self._stats: dict | None = None
         self._predict_lines: np.ndarray | None = None  # of predict_path's records, as read
 
@@ -146,6 +153,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
 
     def _statistics(self) -> dict:
         """Label mean/std, class count and longest sequence, read a chunk at a time, once."""
+        if self._stats is None and self._state is not None:  # as trained; positions for the longest predicted
+            self._stats = dict(self._state["statistics"])
+            self._stats["seq_len"] = max(self._stats["seq_len"], int(self._load()["predict"].max_length()))
         if self._stats is None:
             splits = self._load()
             # One pass over each split's labels (predict labels may be NaN, so not that one).
@@ -178,7 +188,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         if self.splits is not None:
             return self.splits
         hp = self.hparams
-        if hp.train_path is None:
+        if self._state is not None:  # predict from a checkpoint: its statistics, no training data
+            splits = {}
+        elif hp.train_path is None:
             sim = self.simulation
             simulated = simulate_splits(
                 sim.n_train, sim.n_val, sim.n_test, sim.seq_len, sim.noise_std, sim.seed
@@ -211,6 +223,11 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         warn_shared(splits, "sequences", sources if hp.train_path is not None else None, _shown)
         self.splits = splits
         return splits
+
+    def state_dict(self) -> dict:
+        """Saved in every checkpoint: the label statistics, class count and sequence length the model was built
+        with, which ``data.checkpoint`` predicts with instead of the training files."""
+        return {"statistics": self._statistics()}
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         data = self._load()[split]

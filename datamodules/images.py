@@ -66,6 +66,8 @@ class ImageDataset(Dataset):
 
 
 class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
+    SAVED = ("labels", "data_config")
+
     def __init__(
         self,
         source: Literal["fashion_mnist", "folder", "hub"] = "fashion_mnist",
@@ -74,6 +76,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         val_path: str | None = None,
         test_path: str | None = None,
         predict_path: str | None = None,
+        checkpoint: str | None = None,
         dataset: str | None = None,
         image_column: str = "image",
         label_column: str = "label",
@@ -115,8 +118,11 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             test_path: Test folder (``folder`` source). Empty, and for a source without a test split:
                 ``test_fraction`` of the training images (seeded).
             predict_path: A folder of images for ``predict`` (directly in it, or in subfolders; labels unused).
-                Empty: ``predict`` reads the test split. The training data is still read: its classes, size and
-                statistics set the input.
+                Empty: ``predict`` reads the test split. The training data is read too (its classes, size and
+                statistics set the input) unless ``checkpoint`` gives them.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the class names
+                and the input (size, mean and std) come from it, and the training images are not read (they need
+                not exist). ``predict --ckpt_path FILE`` sets it.
             dataset: ``hub``: a dataset name (e.g. ``fashion_mnist``, ``cifar10``; needs a connection).
             image_column: ``hub``: the image column.
             label_column: ``hub``: the label column.
@@ -171,6 +177,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
         self._stats: tuple | None = None  # the training images' mean and std
         self._mixup = None
+        self._state = self._checkpoint_state(checkpoint, predict_path)
 
     # --- sources ----------------------------------------------------------------------------------------
 
@@ -178,6 +185,10 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if self.splits is not None:
             return self.splits
         hp = self.hparams
+        if self._state is not None:  # predict from a checkpoint: its classes and input, no training images
+            self._labels = list(self._state["labels"])
+            self.splits = {"predict": read_images(Path(hp.predict_path))}
+            return self.splits
         if hp.source == "fashion_mnist":
             arrays = read_fashion_mnist(fashion_mnist_root(hp.root, hp.download))
             splits = {name: ImageSplit(labels, images=images) for name, (images, labels) in arrays.items()}
@@ -261,6 +272,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
 
     def _config(self) -> dict:
         """timm data config: the model's (when it is a timm model), else the data's own size and statistics."""
+        if self._state is not None:
+            return dict(self._state["data_config"])
         self._load()
         hp = self.hparams
         channels, height, width = self._native
@@ -317,8 +330,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         return len(self.labels)
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint: the class names in id order, which the outputs mean."""
-        return {"labels": self.labels}
+        """Saved in every checkpoint: the class names in id order, which the outputs mean, and the input the
+        model saw (size, mean and std), which ``data.checkpoint`` predicts with instead of the training images."""
+        return {"labels": self.labels, "data_config": self._config()}
 
     def load_state_dict(self, state: dict) -> None:
         """A checkpoint's classes must be this data's, in the same order: its output k means class k (other

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import DataError
 from datamodules.splits import LazyPermutation
 
@@ -222,10 +223,44 @@ def check_loader_options(hparams) -> None:
 
 class SplitLoaders:
     """``train/val/test/predict_dataloader`` of a datamodule that builds any split's loader with
-    ``_loader(split, train)``; ``predict`` reads the ``predict`` split when the data has one, else ``test``."""
+    ``_loader(split, train)``; ``predict`` reads the ``predict`` split when the data has one, else ``test``.
+
+    A datamodule whose ``state_dict`` holds the keys of ``SAVED`` (what the model's inputs and outputs mean: class
+    names, a tokenizer, sizes and statistics) can predict from a checkpoint alone: with ``data.checkpoint`` it
+    takes that state from the checkpoint and reads only ``predict_path``."""
+
+    SAVED: tuple[str, ...] = ()
 
     def _has_predict_split(self) -> bool:
         return False
+
+    @classmethod
+    def saved_state(cls, checkpoint: dict) -> dict | None:
+        """This datamodule's state in a Lightning checkpoint (read with ``check_checkpoint``), or None when the
+        checkpoint holds none with every key of ``SAVED`` (another datamodule's, or saved by an older version)."""
+        state = checkpoint.get(cls.__qualname__)
+        if not cls.SAVED or not isinstance(state, dict) or not all(k in state for k in cls.SAVED):
+            return None
+        return state
+
+    def _checkpoint_state(self, path: str | None, predict_path: str | None) -> dict | None:
+        """The state ``data.checkpoint`` gives this datamodule in place of its training files' (None without
+        one), or a DataError naming the option when the file cannot give it."""
+        if not path:
+            return None
+        if not predict_path:
+            raise DataError(
+                f"data.checkpoint: {path} replaces the training data only for predict: give data.predict_path "
+                "(without it predict reads the test split, which needs the training files)"
+            )
+        state = self.saved_state(check_checkpoint(path, "data.checkpoint"))
+        if state is None:
+            raise DataError(
+                f"data.checkpoint: {path} holds no {type(self).__name__} state ({', '.join(self.SAVED)}): it was "
+                "trained on other data or saved by an older version; leave data.checkpoint empty to read the "
+                "training files"
+            )
+        return state
 
     def __str__(self) -> str:
         # LightningDataModule.__str__ builds every split's loader to print its size and swallows what they

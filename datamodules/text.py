@@ -55,6 +55,8 @@ def default_cache_dir() -> Path:
 
 
 class TextClassificationDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
+    SAVED = ("labels", "tokenizer")
+
     def __init__(
         self,
         dataset: str | None = None,
@@ -63,6 +65,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         val_path: str | None = None,
         test_path: str | None = None,
         predict_path: str | None = None,
+        checkpoint: str | None = None,
         text_column: str = "text",
         label_column: str = "label",
         labels: list[str | int] | None = None,
@@ -90,6 +93,9 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             val_path: Validation file. Empty: ``val_fraction`` of the training data, split by ``split_seed``.
             test_path: Test file. Empty: ``test_fraction`` of the training data, split by ``split_seed``.
             predict_path: File of texts (labels optional) for ``predict``. Empty: the test set.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the class names,
+                the tokenizer and ``max_length`` come from it, and the training files are not read (they need not
+                exist). ``predict --ckpt_path FILE`` sets it.
             text_column: Column holding the texts.
             label_column: Column holding the labels (strings or integers).
             labels: The label set, in class-id order. Empty: the sorted distinct training labels. A label
@@ -139,6 +145,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
                 raise DataError(f"data.{name}: {value} is not a positive integer")
         self.save_hyperparameters()
         check_loader_options(self.hparams)
+        self._state = self._checkpoint_state(checkpoint, predict_path)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._tokenizer: Tokenizer | None = None
         self._pad_id: int | None = None
@@ -159,6 +166,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     @property
     def seq_len(self) -> int:
+        if self._state is not None:  # the length the model was trained at
+            return self.tokenizer.truncation["max_length"]
         return self.hparams.max_length
 
     @property
@@ -186,6 +195,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     @property
     def labels(self) -> list[str]:
         """Class names in id order."""
+        if self._labels is None and self._state is not None:
+            self._labels = list(self._state["labels"])
         if self._labels is None:
             hp = self.hparams
             train = self._raw_splits()["train"]
@@ -199,13 +210,20 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         """The fast (Rust) tokenizer, with truncation at ``max_length`` and special tokens added."""
         if self._tokenizer is None:
             hp = self.hparams
-            tokenizer = (
-                self._trained_tokenizer() if hp.tokenizer in TRAINED else pretrained_tokenizer(hp.tokenizer)
-            )  # a run's tokenizer.json included
+            if self._state is not None:  # as trained, truncation length included
+                tokenizer = Tokenizer.from_str(self._state["tokenizer"])
+                length = (tokenizer.truncation or {}).get("max_length", hp.max_length)
+            else:
+                tokenizer = (
+                    self._trained_tokenizer()
+                    if hp.tokenizer in TRAINED
+                    else pretrained_tokenizer(hp.tokenizer)
+                )  # a run's tokenizer.json included
+                length = hp.max_length
             self._pad_id = (tokenizer.padding or {}).get("pad_id")
             if self._pad_id is None:
                 raise DataError(f"data.tokenizer: {hp.tokenizer!r} has no padding token")
-            tokenizer.enable_truncation(hp.max_length)
+            tokenizer.enable_truncation(length)
             tokenizer.no_padding()  # batches are padded by the collate function, to their own longest
             self._tokenizer = tokenizer
         return self._tokenizer
@@ -256,7 +274,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _tokenize_into(self, folder: Path) -> None:
         hp = self.hparams
-        splits = dict(self._raw_splits())
+        splits = {} if self._state is not None else dict(self._raw_splits())
         if hp.predict_path:
             predict = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
             splits["predict"] = Split(predict, hp.predict_path)
@@ -288,7 +306,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def _say_truncated(self, meta: dict) -> None:
         """Texts longer than ``max_length`` tokens, which the model reads only the start of: said per split."""
-        length = self.hparams.max_length
+        length = self.seq_len
         for split, cut in (meta.get("truncated") or {}).items():
             if cut:
                 rows = meta["counts"][split]
@@ -326,8 +344,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         return saved.to_str()
 
     def state_dict(self) -> dict:
-        """Saved in every checkpoint, which is then checked against the data's labels and tokenizer (the
-        training file is still read: the labels come from it unless ``data.labels`` gives them)."""
+        """Saved in every checkpoint: checked against the data's labels and tokenizer when a checkpoint is
+        restored, and what ``data.checkpoint`` predicts with instead of the training files."""
         return {"labels": self.labels, "tokenizer": self.tokenizer_json()}
 
     def load_state_dict(self, state: dict) -> None:

@@ -7,6 +7,7 @@ Config files load in this order: ``experiments/base.yaml``, the modality's ``bas
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
@@ -190,6 +191,8 @@ class ExperimentCLI(LightningCLI):
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):
             self._evaluated_checkpoint(config)
+        if self.subcommand == "predict":
+            self._data_from_checkpoint(config)
 
     @staticmethod
     def _move_loggers(config) -> None:
@@ -227,6 +230,28 @@ class ExperimentCLI(LightningCLI):
             self._read_checkpoint(str(found))
             config.ckpt_path = str(found)
             print(f"{self.subcommand}: {ckpt} checkpoint {found}")
+
+    def _data_from_checkpoint(self, config) -> None:
+        """predict with a checkpoint file and a ``data.predict_path``: the data's state (class names, tokenizer,
+        sizes, statistics) comes from the checkpoint (``data.checkpoint``), so the model reads the new data as it
+        read its training data, and the training files are not read (they need not exist). A checkpoint saved
+        without that state (an older version) leaves the data to read its training files, as before."""
+        ckpt, data = config.get("ckpt_path"), config.get("data")
+        init = data.get("init_args") if data is not None else None
+        if (
+            not ckpt
+            or init is None
+            or "checkpoint" not in init
+            or init.checkpoint
+            or not init.get("predict_path")
+        ):
+            return
+        module, _, name = str(data.class_path).rpartition(".")
+        data_class = getattr(importlib.import_module(module), name)
+        if data_class.saved_state(self._read_checkpoint(ckpt)) is not None:
+            init.checkpoint = ckpt
+            print(f"predict: the data as the model was trained (class names, tokenizer, sizes, statistics) from "
+                  f"{ckpt}; the training files are not read")  # fmt: skip
 
     def before_fit(self) -> None:
         self._data_first("fit")

@@ -38,8 +38,14 @@ class AutoWandbLogger(WandbLogger):
         """
         if offline is None:
             offline = wandb_mode() == "offline"
-        Path(save_dir).mkdir(parents=True, exist_ok=True)
         # Absolute: W&B's service process keeps the working directory of the first run in this process, and
         # resolves a relative folder there (two compares in one process wrote into the first one's folder).
         save_dir = str(Path(save_dir).resolve())
         super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
+
+    @property
+    def experiment(self):
+        """The W&B run, its folder made when the run starts (not when the logger is built: a command that stops
+        on a user's mistake after building it leaves no empty folder behind)."""
+        Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+        return super().experiment

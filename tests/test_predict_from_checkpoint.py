@@ -1,0 +1,161 @@
+"""``predict`` from a checkpoint alone: the data's state (class names, tokenizer, input size and statistics,
+label statistics) travels in every checkpoint, and ``data.checkpoint`` (set by ``predict --ckpt_path``) reads
+only the file to predict. Parity: the same sizes and the same batches as the data read from its training files."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from conftest import ROOT, TINY_DATA, run_main
+from image_data import write_folder
+from text_data import reviews, text_args, write_csv
+
+from archbench.errors import ConfigError, DataError
+from datamodules.dna import DNADataModule
+from datamodules.images import ImageDataModule
+from datamodules.text import TextClassificationDataModule
+from experiments.cli import ExperimentCLI
+
+DNA = ROOT / "experiments" / "dna"
+
+
+def saved(data, path) -> str:
+    """A checkpoint holding ``data``'s state as Lightning saves it (under the class's name), no weights."""
+    torch.save({"state_dict": {}, type(data).__qualname__: data.state_dict()}, path)
+    return str(path)
+
+
+def batches(data) -> list[dict]:
+    return [dict(b) if isinstance(b, dict) else {"x": b[0], "y": b[1]} for b in data.predict_dataloader()]
+
+
+def assert_same_batches(ours: list[dict], theirs: list[dict]) -> None:
+    assert len(ours) == len(theirs) > 0
+    for a, b in zip(ours, theirs, strict=True):
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(
+                a[key], b[key], rtol=0, atol=0, equal_nan=True, msg=key
+            )  # unlabelled: NaN
+
+
+def test_dna_predicts_from_a_checkpoint_as_from_its_training_file(tmp_path):
+    rng = np.random.default_rng(0)
+    train = tmp_path / "train.txt"
+    train.write_text(
+        "".join(f"{''.join(rng.choice(list('ACGT'), 30 + i % 9))} {rng.normal():.3f}\n" for i in range(60))
+    )
+    new = tmp_path / "new.txt"
+    # the second is longer than any training sequence
+    new.write_text("ACGTACGTAC\nGGGGCCCCAATTGGGGCCCCAATTGGGGCCCCAATTGGGGCCCCAATT\n")
+    first = DNADataModule(train_path=str(train), predict_path=str(new), batch_size=4)
+    first.setup("predict")
+    ckpt = saved(first, tmp_path / "model.ckpt")
+    train.unlink()
+    second = DNADataModule(train_path=str(train), predict_path=str(new), checkpoint=ckpt, batch_size=4)
+    second.setup("predict")
+    for size in ("num_outputs", "target_mean", "target_std", "seq_len"):
+        assert getattr(second, size) == getattr(first, size), size
+    # positions for the longest sequence to predict, as when it was read with the training data
+    assert second.seq_len == 48
+    assert_same_batches(batches(second), batches(first))
+
+
+def test_text_predicts_from_a_checkpoint_as_from_its_training_file(tmp_path):
+    train = write_csv(tmp_path / "train.csv", reviews(80))
+    new = write_csv(
+        tmp_path / "new.csv", [("a great film", 1), ("the plot was dull and " * 40, 2)], ("text", "id")
+    )
+    options = {"train_path": str(train), "predict_path": str(new), "tokenizer": "bpe", "tokenizer_vocab_size": 150,
+               "max_length": 32, "labels": ["rotten", "fresh"], "batch_size": 4}  # fmt: skip
+    first = TextClassificationDataModule(**options, cache_dir=str(tmp_path / "cache"))
+    first.setup("predict")
+    ckpt = saved(first, tmp_path / "model.ckpt")
+    train.unlink()
+    # another machine: no cache, no training file, and a config that says another length
+    second = TextClassificationDataModule(**{**options, "max_length": 64}, checkpoint=ckpt,
+                                          cache_dir=str(tmp_path / "elsewhere"))  # fmt: skip
+    second.setup("predict")
+    for size in ("labels", "vocab_size", "num_outputs", "pad_id", "seq_len"):
+        assert getattr(second, size) == getattr(first, size), size
+    assert second.tokenizer_json() == first.tokenizer_json()
+    assert_same_batches(batches(second), batches(first))
+    second.load_state_dict(first.state_dict())  # what Lightning checks on restoring: the same state
+
+
+def test_images_predict_from_a_checkpoint_as_from_their_training_folder(tmp_path):
+    write_folder(tmp_path / "train", per_class=5, size=12)
+    write_folder(tmp_path / "new", classes=("unsorted",), per_class=3, size=20, seed=1)
+    options = {"source": "folder", "train_path": str(tmp_path / "train"), "predict_path": str(tmp_path / "new"),
+               "batch_size": 2}  # fmt: skip
+    first = ImageDataModule(**options)
+    first.setup("predict")
+    ckpt = saved(first, tmp_path / "model.ckpt")
+    shutil.rmtree(tmp_path / "train")
+    second = ImageDataModule(**options, checkpoint=ckpt)
+    second.setup("predict")
+    for size in ("labels", "in_channels", "img_size", "num_outputs", "data_config"):
+        assert getattr(second, size) == getattr(first, size), size
+    assert_same_batches(batches(second), batches(first))
+
+
+def test_a_checkpoint_without_the_datas_state_or_without_a_file_to_predict_is_refused_by_name(tmp_path):
+    train = write_csv(tmp_path / "train.csv", reviews(40))
+    old = tmp_path / "old.ckpt"  # as an older version saved images' state: labels, no input size
+    torch.save({"state_dict": {}, "ImageDataModule": {"labels": ["cat", "dog"]}}, old)
+    with pytest.raises(DataError) as err:
+        ImageDataModule(source="folder", train_path="x", predict_path=str(tmp_path), checkpoint=str(old))
+    assert str(err.value) == (
+        f"data.checkpoint: {old} holds no ImageDataModule state (labels, data_config): it was trained on other "
+        "data or saved by an older version; leave data.checkpoint empty to read the training files"
+    )
+    with pytest.raises(DataError, match=r"^data.checkpoint: .* replaces the training data only for predict: give "
+                                        "data.predict_path"):  # fmt: skip
+        TextClassificationDataModule(train_path=str(train), checkpoint=str(old))
+    with pytest.raises(ConfigError, match=r"^data.checkpoint: file '.*missing.ckpt' not found$"):
+        DNADataModule(predict_path=str(train), checkpoint=str(tmp_path / "missing.ckpt"))
+
+
+def test_predict_needs_no_training_file_and_says_the_same(tmp_path, monkeypatch):
+    """The command line: a run's checkpoint predicts a new file after its training files (and the tokenized
+    cache) are gone, with the predictions it made while they were there."""
+    monkeypatch.setenv("ARCHBENCH_CACHE", str(tmp_path / "cache"))
+    args = [
+        *text_args(tmp_path, ROOT / "experiments" / "text" / "lstm.yaml"),
+        "--model.net.init_args.hidden_size=8",
+    ]
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=2"])
+    ckpt = next((tmp_path / "logs").rglob("last.ckpt"))
+    new = write_csv(tmp_path / "new.csv", [("r1", "a great film"), ("r2", "dull")], ("id", "text"))
+    predict = ["predict", *args, f"--data.predict_path={new}", f"--ckpt_path={ckpt}"]
+    ExperimentCLI(args=predict)
+    (found,) = (tmp_path / "logs").rglob("predictions.tsv")
+    first = found.read_text()
+    found.unlink()
+    shutil.rmtree(tmp_path / "d")  # train, val and test files
+    shutil.rmtree(tmp_path / "cache")
+    ExperimentCLI(args=predict)
+    (found,) = (tmp_path / "logs").rglob("predictions.tsv")
+    assert found.read_text() == first and first.count("\n") == 3
+    # test still reads its split: without the files, the missing file is named, not a traceback
+    result = run_main("test", *args, f"--ckpt_path={ckpt}", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "train.csv" in result.stderr.strip().splitlines()[-1]
+
+
+def test_a_refused_checkpoint_leaves_no_run_folder(in_tmp):
+    """A checkpoint that does not fit the model is refused after the loggers are built, before any writes: the
+    default_root_dir (the W&B logger's folder too) is not made."""
+    (in_tmp / "new.txt").write_text("ACGTACGTAC\n")
+    args = ["--config", str(DNA / "transformer.yaml"), *TINY_DATA, "--model.net.init_args.d_model=16",
+            "--model.net.init_args.num_layers=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1", "--trainer.logger=false"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    result = run_main("predict", *args, "--data.predict_path=new.txt", f"--ckpt_path={ckpt}",
+                      "--trainer.default_root_dir=elsewhere", "--model.net.init_args.dim_feedforward=64",
+                      cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2 and "does not fit the model" in result.stderr.strip().splitlines()[-1]
+    assert not (in_tmp / "elsewhere").exists()
