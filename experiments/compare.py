@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import sys
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -256,11 +257,15 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
     levels = [logger.level for logger in quiet]
     for logger in quiet:  # the trainer's and the seed's notes are said again when each run starts
         logger.setLevel(logging.WARNING)
+    parsed = {}
     try:
         for model in comparison.models:
             where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
             try:
-                _build([*comparison.run_args(model, tuned=False), *overrides, "--trainer.logger=false"], True)
+                args = [*comparison.run_args(model, tuned=False), "--trainer.logger=false"]
+                parsed[model] = [_build([*args, *overrides], True).config]
+                if overrides and len(comparison.models) > 1:  # and as the files alone set it, to compare
+                    parsed[model].append(_build(args, True).config)
             except ArgumentError as err:
                 raise ConfigError(f"{where}: {one_line(err)}") from None
             except UserError as err:
@@ -268,6 +273,43 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
     finally:
         for logger, level in zip(quiet, levels, strict=True):
             logger.setLevel(level)
+    if overrides and len(parsed) > 1:
+        _say_flattened(
+            comparison, {m: [_settings(c) for c in configs] for m, configs in parsed.items()}, overrides
+        )
+
+
+def _settings(config) -> dict[str, str]:
+    """A parsed run config as ``key: value`` text (nested keys joined by dots; the config files aside)."""
+    flat = {}
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            flat[key] = value if isinstance(value, str) else json.dumps(value, default=str)
+
+    walk({k: v for k, v in config.as_dict().items() if k not in ("config", "__path__")}, "")
+    return flat
+
+
+def _say_flattened(
+    comparison: Comparison, settings: dict[str, list[dict[str, str]]], overrides: list[str]
+) -> None:
+    """A command-line option that gives every row the same value of a setting their model files set apart (the
+    scratch row's ``init_from`` and the pre-trained row's, say) removes the difference the comparison is about:
+    said before anything trains, naming the setting and each row's own value."""
+    rows = list(settings)
+    shared = set.intersection(*(set(given) & set(own) for given, own in settings.values()))
+    for key in sorted(shared):
+        given = {settings[m][0][key] for m in rows}
+        own = {m: settings[m][1][key] for m in rows}
+        if len(given) == 1 and len(set(own.values())) > 1:
+            values = "; ".join(f"{m}: {v}" for m, v in own.items())
+            print(f"warning: compare: the command line ({' '.join(overrides)}) sets {key} to {given.pop()} in "
+                  f"every row, where the rows' own files set it apart ({values}): the rows no longer differ "
+                  "there; to change one row, give it in that row's model file", file=sys.stderr)  # fmt: skip
 
 
 # Besides ``*_path``: the settings whose folder a run reads (images, a tokenizer, pretrained weights)

@@ -343,3 +343,21 @@ def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp
         logged["config"]["params"] == 28_929
     )  # the GRU config (stem 64 x 4 x 15 + GRU + head), as in the README
     assert [h["val/pearson"] for h in logged["history"] if "val/pearson" in h] == pytest.approx(val)
+
+
+def test_a_command_line_option_that_erases_the_rows_difference_is_said(capsys):
+    """``--model.init_from`` given to the pre-training comparison starts its scratch row from the checkpoint
+    too: said before anything trains, with each row's own value; an option the rows share is not."""
+    from experiments.compare import Comparison, check_rows
+
+    comparison = Comparison.load(ROOT / "experiments" / "text" / "pretrained" / "compare.yaml")
+    check_rows(comparison, ["--model.init_from", "other.ckpt", "--trainer.max_epochs", "1"])
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "warning: compare: the command line (--model.init_from other.ckpt --trainer.max_epochs 1) sets "
+        "model.init_args.init_from to other.ckpt in every row, where the rows' own files set it apart (Transformer "
+        "(scratch): null; Transformer (MLM pre-trained): runs/mlm_transfer/pretrain/checkpoints/last.ckpt): the "
+        "rows no longer differ there; to change one row, give it in that row's model file"
+    )
+    check_rows(comparison, ["--trainer.max_epochs", "1", "--data.batch_size", "8"])
+    assert capsys.readouterr().err == ""
