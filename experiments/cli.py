@@ -285,9 +285,13 @@ class ExperimentCLI(LightningCLI):
         if stage == "fit" and init_from and not ckpt:  # weights that cannot start this net: nothing written
             self.model.check_init_from(data)
         if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
-            state = self._read_checkpoint(ckpt).get("state_dict")  # None: a sharded (FSDP) folder
+            checkpoint = self._read_checkpoint(ckpt)
+            state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(state, ckpt)
+            saved = checkpoint.get(type(data).__qualname__)  # other class names, another tokenizer: likewise
+            if saved:
+                data.load_state_dict(saved)
 
     def instantiate_classes(self) -> None:
         if self._parse_only:

@@ -149,8 +149,10 @@ def test_an_image_folder_predicts_files_and_class_names_and_a_checkpoint_keeps_i
     assert [r[1] for r in rows[1:]] == [str(new / "a.png"), str(new / "b.png")] and rows[0][2:] == ["predicted",
                                                                                                     "p_cat", "p_dog"]  # fmt: skip
     result = run_main("test", *args, "--data.train_path=fruit", "--data.test_path=fruit", f"--ckpt_path={ckpt}",
+                      "--trainer.logger=lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir=elsewhere",
                       cwd=in_tmp)  # fmt: skip
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert not (in_tmp / "elsewhere").exists()  # refused before the logger wrote its config
     assert result.stderr.strip().splitlines()[-1] == (
         "error: the checkpoint's classes ['cat', 'dog'] differ from this data's (fruit): ['apple', 'banana']; a "
         "model answers in the classes it was trained on"
