@@ -227,7 +227,10 @@ def plot(report: dict, path: Path | io.BytesIO) -> None:
                 )
     left.set(xlabel="training step", ylabel=val_key, title="Validation curves (one line per seed)")
     left.grid(alpha=0.3)
-    left.legend()
+    if left.lines:
+        left.legend()
+    else:  # no run logged the metric at validation (runs kept without their logs, a metric only tested)
+        left.text(0.5, 0.5, f"no {val_key} logged", ha="center", va="center", transform=left.transAxes)
     names = [row["model"] for row in report["summary"]]
     means = [row.get(f"{metric}_mean", float("nan")) for row in report["summary"]]
     stds = [row.get(f"{metric}_std") or 0.0 for row in report["summary"]]
