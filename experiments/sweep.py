@@ -31,6 +31,7 @@ import argparse
 import contextlib
 import json
 import math
+import shutil
 import subprocess
 import sys
 import warnings
@@ -42,7 +43,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
-from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError
+from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
 from datamodules.files import write_atomic
 from experiments.configs import check_yaml, fingerprint, parse_file, split_options
 from experiments.launchers import worker_env
@@ -289,10 +290,14 @@ def objective(sweep: Sweep, overrides: list[str]):
     from experiments.loggers import AutoWandbLogger
 
     def run(trial: optuna.Trial) -> float:
+        run.started.append(trial.number)
         try:
             return fit_trial(trial)
         except (ConfigError, DataError, PretrainedError):
-            raise  # the same for every trial: the sweep stops with the message
+            # the same for every trial: the sweep stops with the message, and this trial's folder goes (a re-run
+            # after the mend starts that trial number afresh, not over its files)
+            shutil.rmtree(Path(sweep.out) / f"trial-{trial.number}", ignore_errors=True)
+            raise
         except (RuntimeError, ValueError, FloatingPointError) as err:  # this trial's own (a non-finite loss)
             reason = (str(err).splitlines() or [type(err).__name__])[0]
             print(f"sweep {sweep.name!r}: trial {trial.number} failed: {reason}", file=sys.stderr, flush=True)
@@ -331,6 +336,7 @@ def objective(sweep: Sweep, overrides: list[str]):
             )
         return best.value
 
+    run.started = []  # the trials this worker began, for an interruption to close
     return run
 
 
@@ -340,6 +346,9 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
     # Optuna logs every failed trial with its traceback: a failed trial is said in one line above instead, and a
     # mistake that stops the sweep as the command's one error line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    # The pruning callback reports once per epoch (its step): a second validation in an epoch is not reported,
+    # which Optuna would warn about at every one
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
     # Seeded by the worker and by the trials the study holds already: a sweep run again for more trials, or a
     # worker started again, draws new settings instead of repeating its first ones.
     seed = np.random.SeedSequence([sweep.seed, worker, _trials_held(sweep)]).generate_state(1)[0]
@@ -348,7 +357,20 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
                                 pruner=sweep.make_pruner(), direction=sweep.direction, load_if_exists=True)  # fmt: skip
     # A failed trial (an error, a non-finite loss) is recorded as failed; the worker goes on with the next. A
     # mistake in the config or the data stops the sweep instead.
-    study.optimize(objective(sweep, overrides), n_trials=trials, catch=(TrialFailed,))
+    run = objective(sweep, overrides)
+    try:
+        study.optimize(run, n_trials=trials, catch=(TrialFailed,))
+    except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning's handler of it exits with status 1): Optuna
+        # leaves the trial RUNNING for good; it failed, and a re-run replaces it
+        running = optuna.trial.TrialState.RUNNING
+        for trial in study.get_trials(deepcopy=False, states=(running,)):
+            if trial.number in run.started:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                print(
+                    f"sweep {sweep.name!r}: trial {trial.number} interrupted (recorded as failed)",
+                    file=sys.stderr,
+                )
+        raise
 
 
 class TrialFailed(RuntimeError):
@@ -414,7 +436,12 @@ def main(argv: list[str]) -> None:
     if trials == 0:
         pass
     elif args.workers == 1:
-        run_worker(sweep, trials, 0, overrides)
+        try:
+            run_worker(sweep, trials, 0, overrides)
+        except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the sweep stops
+            with contextlib.suppress(UserError, KeyError):
+                summarize(sweep)
+            raise
     else:
         import torch
 
@@ -482,8 +509,10 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
 
 
 def check_keys(sweep: Sweep, overrides: list[str]) -> None:
-    """The space's keys parsed as a trial's options are, each at its low (or first) value: a misspelt key, or a
-    value its option refuses, is named now with its line in the sweep file, not when the first trial starts."""
+    """The space's keys parsed as a trial's options are, at every choice value and at each range's low and high:
+    a misspelt key, or a value its option refuses (a choice ``lstmm``, a dropout up to 1.5), is named now with its
+    line in the sweep file, not when a trial draws it (which would stop the sweep midway). A few parses in all:
+    the n-th value of every key at once, then each key alone only to name the one that failed."""
     from jsonargparse import ArgumentError
 
     from experiments.cli import ExperimentCLI
@@ -497,18 +526,19 @@ def check_keys(sweep: Sweep, overrides: list[str]) -> None:
             )
             ExperimentCLI(args=args, run=False, parse_only=True)
 
-    values = {
-        k: spec["values"][0] if spec["type"] == "choice" else spec["low"] for k, spec in sweep.space.items()
-    }
-    try:
-        parse(values)
-    except (ArgumentError, ConfigError):
-        for key, value in values.items():  # which key: each alone
-            try:
-                parse({key: value})
-            except (ArgumentError, ConfigError) as err:
-                raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
-        raise
+    given = {k: spec["values"] if spec["type"] == "choice" else [spec["low"], spec["high"]]
+             for k, spec in sweep.space.items()}  # fmt: skip
+    for n in range(max(len(v) for v in given.values())):
+        values = {k: v[min(n, len(v) - 1)] for k, v in given.items()}
+        try:
+            parse(values)
+        except (ArgumentError, ConfigError):
+            for key, value in values.items():  # which key: each alone
+                try:
+                    parse({key: value})
+                except (ArgumentError, ConfigError) as err:
+                    raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
+            raise
 
 
 def _trials_held(sweep: Sweep) -> int:

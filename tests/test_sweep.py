@@ -2,6 +2,7 @@
 W&B runs in one group, a pruned trial that stops early, and a bad search space named."""
 
 import json
+import signal
 
 import pytest
 import torch
@@ -116,7 +117,47 @@ def test_a_metric_the_runs_do_not_log_stops_the_sweep_before_a_step_trains(in_tm
     ):
         main(["--config", config, *RUN])
     assert not list((in_tmp / "sweep").rglob("*.ckpt")) and not (in_tmp / "sweep" / "trial-1").exists()
+    assert not (in_tmp / "sweep" / "trial-0").exists()  # a re-run after the mend starts it afresh
     assert "Traceback" not in capfd.readouterr().err
+
+
+def test_every_choice_and_range_end_is_checked_before_a_trial_runs(in_tmp):
+    """A value of the space its option refuses is named with its line when the file is read, whichever value
+    it is: drawn by a later trial it would stop the sweep midway."""
+    space = {"model.net.init_args.hidden_size": {"type": "int", "low": 8, "high": 32},
+             "model.net.init_args.cell": {"type": "choice", "values": ["gru", "lstm", "lstmm"]}}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: space.model.net.init_args.cell: .*lstmm"):
+        main(["--config", _sweep(in_tmp, space=space), *RUN])
+    assert not (in_tmp / "sweep").exists()
+
+
+def test_an_interrupted_sweep_keeps_its_finished_trials_and_closes_the_running_one(in_tmp, monkeypatch):
+    """Ctrl-C in the second trial: trials.json holds the first (complete) and the second as failed, not running
+    for ever; the same command again runs the trial the budget still lacks."""
+    from experiments import sweep
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    seen = sweep.BestValue.on_validation_end
+
+    def interrupt_second_trial(self, trainer, pl_module):
+        if str(trainer.default_root_dir).endswith("trial-1"):
+            raise KeyboardInterrupt
+        seen(self, trainer, pl_module)
+
+    monkeypatch.setattr(sweep.BestValue, "on_validation_end", interrupt_second_trial)
+    once = [*TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
+    try:
+        with pytest.raises(SystemExit):  # as Lightning ends a fit that Ctrl-C interrupted
+            main(["--config", _sweep(in_tmp, trials=2), *once])
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # which Lightning's handler set aside
+    trials = json.loads((in_tmp / "sweep" / "trials.json").read_text())["trials"]
+    assert [t["state"] for t in trials] == ["COMPLETE", "FAIL"] and trials[0]["value"] is not None
+    assert (in_tmp / "sweep" / "best.yaml").is_file()
+    monkeypatch.setattr(sweep.BestValue, "on_validation_end", seen)
+    main(["--config", _sweep(in_tmp, trials=2), *once])
+    trials = json.loads((in_tmp / "sweep" / "trials.json").read_text())["trials"]
+    assert [t["state"] for t in trials] == ["COMPLETE", "FAIL", "COMPLETE"]
 
 
 def _tuned_comparison(folder, trials=2) -> str:
