@@ -10,12 +10,13 @@ outside ``experiments/`` too, and rows whose files would load different bases ar
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import logging
 import math
 import sys
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -172,10 +173,15 @@ class Comparison:
         cluster = section.pop("cluster", None)
         if cluster not in (None, "slurm", "local"):
             raise ConfigError(f"{self.path}: slurm.cluster: {cluster!r} is not slurm or local")
-        try:
-            return SlurmOptions(**section), None if cluster == "slurm" else cluster
-        except TypeError as err:
-            raise ConfigError(f"{self.path}: slurm: {str(err).split('() ', 1)[-1]}") from None
+        keys = [f.name for f in fields(SlurmOptions)]
+        for name in section:
+            if name not in keys:  # named with its line, and the close option (or every option)
+                close = difflib.get_close_matches(name, [*keys, "cluster"], n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"it takes: cluster, {', '.join(keys)}"
+                raise ConfigError(
+                    f"{key_line(self.path, 'slurm', name)}: slurm.{name}: not an option ({hint})"
+                )
+        return SlurmOptions(**section), None if cluster == "slurm" else cluster
 
     def run_dir(self, model: str, seed: int) -> Path:
         """A run's folder; for a launcher's tuning job (``TUNE_JOB``), the row's tuning folder."""
@@ -267,7 +273,9 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
                 if overrides and len(comparison.models) > 1:  # and as the files alone set it, to compare
                     parsed[model].append(_build(args, True).config)
             except ArgumentError as err:
-                raise ConfigError(f"{where}: {one_line(err)}") from None
+                raise ConfigError(
+                    f"{where}: {one_line(err)}{_from_command_line(str(err), overrides)}"
+                ) from None
             except UserError as err:
                 raise type(err)(f"{where}: {err}") from None
     finally:
@@ -277,6 +285,16 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
         _say_flattened(
             comparison, {m: [_settings(c) for c in configs] for m, configs in parsed.items()}, overrides
         )
+
+
+def _from_command_line(message: str, overrides: list[str]) -> str:
+    """ " (given on the command line, to every row)" when the option a parser refused is one of ``overrides``
+    (a misspelt ``--trainer.max_epoch``): the row's file is where it was found wanting, not where it came from."""
+    for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
+        last = option.rsplit(".", 1)[-1]
+        if option in message or f"'{last}'" in message:
+            return f" ({option} was given on the command line, to every row)"
+    return ""
 
 
 def _settings(config) -> dict[str, str]:
@@ -611,6 +629,11 @@ def main(argv: list[str]) -> None:
     for name in ("launcher", "devices"):
         if getattr(args, name):
             setattr(comparison, name, getattr(args, name))
+    if args.devices and comparison.launcher != "local":  # given, and nothing would read it
+        raise ConfigError(
+            f"--devices {args.devices}: only the local launcher takes devices, and this comparison's launcher is "
+            f"{comparison.launcher} (add --launcher local, or leave --devices out)"
+        )
     out = Path(comparison.out)
 
     def run_job(model: str, seed: int) -> None:  # what a launcher's job does: train one seed, or tune the row
@@ -652,7 +675,7 @@ def main(argv: list[str]) -> None:
             print(f"\n=== {model}, seed {seed} ===", flush=True)
             runs.append(run_one(comparison, model, seed, out, overrides))
     else:
-        runs, failures = _launch(comparison, jobs, child_argv)
+        runs, failures = _launch(comparison, jobs, child_argv, out, overrides)
     if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
     if (
@@ -709,17 +732,23 @@ def _dispatch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[st
     return launch_slurm(argv, jobs, comparison.run_dir, options, folder, cluster)
 
 
-def _launch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> tuple[list[dict], list]:
+def _launch(
+    comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str], out: Path, overrides: list[str]
+) -> tuple[list[dict], list]:
     """The unfinished runs through the comparison's launcher, then every run's result (finished earlier or
     now) and the failures."""
-    # Every run goes to the launcher, finished ones too: run_one keeps a finished run only when its settings are
-    # this command's (it refuses one made with other settings), which the launching process cannot tell alone.
-    failures = _dispatch(comparison, jobs, argv)
+    # A finished run is kept here, as the sequential launcher keeps it: run_one checks that its settings are this
+    # command's (parsed, nothing built) and says "finished earlier, kept"; no worker or job starts for it.
+    kept = {job: run_one(comparison, *job, out, overrides) for job in jobs
+            if (comparison.run_dir(*job) / "result.json").is_file()}  # fmt: skip
+    failures = _dispatch(comparison, [job for job in jobs if job not in kept], argv)
     failed = {(f.model, f.seed) for f in failures}
     runs = []
     for job in jobs:
         done = comparison.run_dir(*job) / "result.json"
-        if job not in failed and done.is_file():
+        if job in kept:
+            runs.append(kept[job])
+        elif job not in failed and done.is_file():
             runs.append(json.loads(done.read_text()))
         elif job not in failed:  # the process ended well but left no result: say so, never skip silently
             failures.append(

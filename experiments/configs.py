@@ -227,8 +227,8 @@ def _class_suggestion(module: str, name: str) -> str:
     close = difflib.get_close_matches(name, classes, n=1, cutoff=0.6)
     if close:
         return f" (did you mean {module}.{close[0]}?)"
-    own = [k for k in classes if getattr(vars(found)[k], "__module__", "") == module]
-    return f" ({module} has: {', '.join(own)})" if own else ""
+    own = [k for k in classes if f"{getattr(vars(found)[k], '__module__', '')}.".startswith(f"{module}.")]
+    return f" ({module} has: {', '.join(own[:15])}{', ...' if len(own) > 15 else ''})" if own else ""
 
 
 def one_line(message: str) -> str:

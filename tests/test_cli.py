@@ -361,3 +361,16 @@ def test_a_command_line_option_that_erases_the_rows_difference_is_said(capsys):
     )
     check_rows(comparison, ["--trainer.max_epochs", "1", "--data.batch_size", "8"])
     assert capsys.readouterr().err == ""
+
+
+def test_a_misspelt_command_line_option_of_compare_is_said_to_come_from_the_command_line():
+    from archbench.errors import ConfigError
+    from experiments.compare import Comparison, check_rows
+
+    comparison = Comparison.load(DNA / "compare.yaml")
+    with pytest.raises(ConfigError) as err:
+        check_rows(comparison, ["--trainer.max_epoch", "1"])
+    assert str(err.value).endswith(
+        "models.RNN (rnn.yaml): unrecognized arguments: --trainer.max_epoch 1 (did you mean 'max_epochs'?) "
+        "(--trainer.max_epoch was given on the command line, to every row)"
+    )

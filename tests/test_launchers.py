@@ -37,7 +37,9 @@ def _results(folder, out: str) -> dict:
     return {(r["model"], r["seed"]): r["test"] for r in runs}
 
 
-def test_local_launcher_reports_a_killed_run_resumes_only_it_and_matches_sequential(in_tmp, monkeypatch):
+def test_local_launcher_reports_a_killed_run_resumes_only_it_and_matches_sequential(
+    in_tmp, monkeypatch, capsys
+):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))  # faults, in workers
     monkeypatch.setenv("WANDB_MODE", "disabled")  # no W&B service to start in each worker (tested elsewhere)
     config = _comparison(in_tmp, "parallel")
@@ -55,7 +57,11 @@ def test_local_launcher_reports_a_killed_run_resumes_only_it_and_matches_sequent
         k: (in_tmp / "parallel" / "runs" / f"{k[0]}-seed{k[1]}" / "result.json").stat().st_mtime
         for k in first
     }
+    capsys.readouterr()
     compare(["--config", config, *one, "--launcher", "local", "--devices", "2", *RUN])  # again: only that run
+    said = capsys.readouterr().out
+    assert "CNN, seed 0: finished earlier, kept" in said and "CNN, seed 0: started" not in said
+    assert "Killed, seed 0: started on worker" in said
     second = _results(in_tmp, "parallel")
     assert len(second) == 2 and all(second[k] == first[k] for k in first)
     assert "process kept" not in (in_tmp / "parallel" / "results.md").read_text()  # a process per run
@@ -82,8 +88,13 @@ def test_launcher_options_are_checked(in_tmp):
     assert parse_devices("0,1,2,3") == ["0", "1", "2", "3"] and parse_devices("3") == ["0", "1", "2"]
     with pytest.raises(ConfigError, match="not a list of distinct device numbers"):
         parse_devices("0,0")
-    with pytest.raises(ConfigError, match="slurm: got an unexpected keyword argument 'partion'"):
+    with pytest.raises(
+        ConfigError, match=r"typo.yaml:\d+: slurm.partion: not an option \(did you mean 'partition'\?\)"
+    ):
         compare(["--config", _comparison(in_tmp, "typo", launcher="slurm", slurm={"partion": "gpu"}), *RUN])
+    with pytest.raises(ConfigError, match=r"--devices 0,1: only the local launcher takes devices, and this "
+                                          r"comparison's launcher is sequential"):  # fmt: skip
+        compare(["--config", _comparison(in_tmp, "seq"), "--devices", "0,1", *RUN])
 
 
 def test_a_metric_the_runs_do_not_log_stops_the_comparison_and_keeps_what_finished(in_tmp, monkeypatch):
