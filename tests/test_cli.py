@@ -374,3 +374,11 @@ def test_a_misspelt_command_line_option_of_compare_is_said_to_come_from_the_comm
         "models.RNN (rnn.yaml): unrecognized arguments: --trainer.max_epoch 1 (did you mean 'max_epochs'?) "
         "(--trainer.max_epoch was given on the command line, to every row)"
     )
+
+
+def test_a_misspelt_class_of_a_package_lists_the_classes_it_exports():
+    from experiments.configs import one_line
+
+    said = one_line("model.net: module 'lit_models' has no attribute 'CNNNet'")
+    assert said.startswith("model.net: module 'lit_models' has no attribute 'CNNNet' (lit_models has: ")
+    assert "DilatedCNN" in said and "RecurrentNet" in said and "TransformerNet" in said
