@@ -43,7 +43,7 @@ from experiments.launchers import (
 from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
-from experiments.resume import WANDB_ID_KEY, checkpoint_info, keep_metrics, open_quietly
+from experiments.resume import WANDB_ID_KEY, as_saved, checkpoint_info, keep_metrics, open_quietly
 from experiments.sweep import LoggedMetric, key_line
 from experiments.tuning import TUNE_JOB, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
 
@@ -367,13 +367,28 @@ def _changed_files(before: str, now: str) -> list[str] | None:
     do. A path fingerprinted on one side only (a folder, which earlier versions did not fingerprint) is not a
     change."""
     strip = [[line for line in text.splitlines() if not line.startswith(DATA_FILE)] for text in (before, now)]
-    if strip[0] != strip[1]:
+    if strip[0] != strip[1] and not _same_but_newer(*strip):
         return None
     files = [
         dict(_path_and_mark(line) for line in text.splitlines() if line.startswith(DATA_FILE))
         for text in (before, now)
     ]
     return [path for path in files[0].keys() & files[1].keys() if files[0][path] != files[1][path]]
+
+
+def _same_but_newer(before: list[str], now: list[str]) -> bool:
+    """Settings lines that differ only by options the model's or data's classes gained since ``before`` was
+    written, at their defaults: the same run, which trained as the default does (resume's rule, ``as_saved``),
+    so a comparison folder of an earlier version keeps its finished runs."""
+    if [line for line in before if line.startswith("#")] != [line for line in now if line.startswith("#")]:
+        return False
+    try:
+        old, new = yaml.safe_load("\n".join(before)), yaml.safe_load("\n".join(now))
+    except yaml.YAMLError:
+        return False
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return False
+    return old == {**new, **{k: as_saved(old.get(k), new[k]) for k in ("model", "data") if k in new}}
 
 
 def _first_difference(before: str, now: str) -> str:

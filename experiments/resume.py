@@ -119,17 +119,17 @@ def _same_model(saved: Path, run: dict) -> bool:
         theirs = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError):
         return False
-    if not isinstance(theirs, dict) or theirs.get("model") != _as_saved(
+    if not isinstance(theirs, dict) or theirs.get("model") != as_saved(
         theirs.get("model"), run.get("model")
     ):
         return False
     if "data" not in run:
         return True
     saved_data = _training_data(theirs.get("data"))
-    return saved_data == _as_saved(saved_data, _training_data(run["data"]))
+    return saved_data == as_saved(saved_data, _training_data(run["data"]))
 
 
-def _as_saved(saved, current):
+def as_saved(saved, current):
     """``current`` (a dumped class section: ``class_path`` and ``init_args``, nested) without the options its
     classes gained after ``saved`` was written (absent there) where they hold their default: a run made before an
     option existed is the same run (it trained as the default does)."""
@@ -144,8 +144,8 @@ def _as_saved(saved, current):
         old, init = saved.get("init_args") or {}, dict(current.get("init_args") or {})
         for key in [k for k in init if k not in old and k in defaults and init[k] == defaults[k]]:
             del init[key]
-        return {**current, "init_args": {k: _as_saved(old.get(k), v) for k, v in init.items()}}
-    return {k: _as_saved(saved.get(k), v) for k, v in current.items()}
+        return {**current, "init_args": {k: as_saved(old.get(k), v) for k, v in init.items()}}
+    return {k: as_saved(saved.get(k), v) for k, v in current.items()}
 
 
 def find_last_run(config, run: dict) -> tuple[Path, Path] | None:

@@ -177,6 +177,12 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
     stamp = (run / "checkpoints" / "last.ckpt").stat().st_mtime
     compare(args)  # finished: not trained again
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == stamp
+    # made by a version whose data module lacked an option that holds its default now: the same run, kept
+    saved = (run / "run_config.yaml").read_text()
+    assert "    checkpoint: null\n" in saved
+    (run / "run_config.yaml").write_text(saved.replace("    checkpoint: null\n", "", 1))
+    compare(args)
+    assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == stamp
     assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]["test"] == first["test"]
     (run / "result.json").unlink()  # as if killed after its last checkpoint: resumed, not restarted
     logged = list(csv.DictReader((run / "metrics.csv").open()))
