@@ -9,6 +9,7 @@ fields, with the problems found while splitting them (a wrong field count, a mis
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import itertools
 import zlib
@@ -68,13 +69,15 @@ def open_data(path: Path):
 def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Records]:
     with open_data(path) as f:
         first = f.readline()
+        start = len(codecs.BOM_UTF8) if first.startswith(codecs.BOM_UTF8) else 0  # as pandas drops a CSV's
+        first = first[start:]
         if first.startswith(b">"):  # not one base's error per line: what the file is
             raise DataError(
                 f"{path}:1: a FASTA header ({first[:40].decode(errors='replace').strip()!r}): FASTA is not read; "
                 "write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label "
                 "columns"
             )
-        f.seek(0)
+        f.seek(start)
         done = 0
         while lines := list(itertools.islice(f, chunk)):
             data = b"".join(lines)
