@@ -194,3 +194,16 @@ def test_a_byte_order_mark_is_dropped_and_lines_keep_their_numbers(tmp_path, gzi
         str(err.value)
         == f"{tmp_path / 'bad.txt'}:2: sequence base 3 is 'X', expected one of A, C, G, T, N (any case)"
     )
+
+
+@pytest.mark.parametrize("pack", [bytes, gzip.compress])
+def test_a_fastq_file_says_what_it_is(tmp_path, pack):
+    path = tmp_path / "a.fastq"
+    path.write_bytes(pack(b"@seq0\nACGTACGT\n+\nIIIIIIII\n@seq1\nGGCC\n+\nIIII\n"))
+    with pytest.raises(DataError) as err:
+        read_dna(path, on_bad_line="skip")
+    assert str(err.value) == (
+        f"{path}:1: a FASTQ record ('@seq0', then its sequence and a '+' line): FASTQ is not read (it has no "
+        "labels); write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label "
+        "columns"
+    )
