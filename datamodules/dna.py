@@ -18,7 +18,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader
 
 from archbench.errors import DataError
-from datamodules.dna_io import ALPHABET, COMPLEMENT, N_CODE, OnBadLine, read_dna
+from datamodules.dna_io import (
+    ALPHABET,
+    COMPLEMENT,
+    N_CODE,
+    NOT_A_CLASS_ID,
+    OnBadLine,
+    not_class_ids,
+    read_dna,
+)
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.splits import hold_out
@@ -198,9 +206,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             splits = {name: split.data for name, split in simulated.items()}
             self.noise_ceiling = noise_ceiling(simulated["test"])
         else:
-            read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column}
-            train = read_dna(hp.train_path, on_bad_line=hp.on_bad_line, **read)
-            held = {s: read_dna(hp[f"{s}_path"], on_bad_line=hp.on_bad_line, **read)
+            read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column,
+                    "on_bad_line": hp.on_bad_line, "class_ids": self.task == "classification"}  # fmt: skip
+            train = read_dna(hp.train_path, **read)
+            held = {s: read_dna(hp[f"{s}_path"], **read)
                     for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
             sizes = {
                 s: int(round(hp[f"{s}_fraction"] * len(train))) for s in ("val", "test") if s not in held
@@ -215,10 +224,8 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
                 hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, False, lines
             )
             self._predict_lines = np.concatenate(lines) if lines else None
-        if self.task == "classification":
-            for name, split in splits.items():
-                if name != "predict":
-                    _check_class_ids(split, name)
+        if self.task == "classification":  # a file's labels were checked as read, naming lines
+            _check_class_ids([split for name, split in splits.items() if name != "predict"])
         sources = {s: f"{hp.train_path} [{s} part]" for s in ("val", "test") if hp[f"{s}_path"] is None}
         warn_shared(splits, "sequences", sources if hp.train_path is not None else None, _shown)
         self.splits = splits
@@ -293,12 +300,15 @@ def _shown(codes: np.ndarray) -> str:
     return text + (f"... ({len(codes)} bp)" if len(codes) > 30 else "")
 
 
-def _check_class_ids(split: RaggedStore, name: str) -> None:
-    for chunk in split.chunks():
-        labels = split.labels_of(chunk)
-        bad = np.flatnonzero((labels != np.round(labels)) | (labels < 0))
-        if len(bad):
-            raise DataError(
-                f"{split.source}: {name} record {chunk[bad[0]] + 1}: label {float(labels[bad[0]]):g} is not a "
-                "class id (classification needs integers 0..K-1)"
-            )
+def _check_class_ids(splits: list[RaggedStore]) -> None:
+    """An encoded folder's labels (a file's are checked as read), all its rows in order whichever split holds
+    them: the first bad one is named by its row in the folder, which keeps no line numbers."""
+    sources = {s.source: RaggedStore(s.values, s.offsets, s.labels, s.source) for s in splits}  # every row
+    for whole in sources.values():
+        for chunk in whole.chunks():
+            labels = whole.labels_of(chunk).astype(np.float64)
+            bad = not_class_ids(labels)
+            if len(bad):  # float32 as stored: 7 digits
+                raise DataError(
+                    f"{whole.source}: record {chunk[bad[0]] + 1}: label {labels[bad[0]]:.7g} {NOT_A_CLASS_ID}"
+                )

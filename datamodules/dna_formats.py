@@ -9,6 +9,7 @@ fields, with the problems found while splitting them (a wrong field count, a mis
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import itertools
 import zlib
@@ -68,13 +69,10 @@ def open_data(path: Path):
 def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Records]:
     with open_data(path) as f:
         first = f.readline()
-        if first.startswith(b">"):  # not one base's error per line: what the file is
-            raise DataError(
-                f"{path}:1: a FASTA header ({first[:40].decode(errors='replace').strip()!r}): FASTA is not read; "
-                "write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label "
-                "columns"
-            )
-        f.seek(0)
+        start = len(codecs.BOM_UTF8) if first.startswith(codecs.BOM_UTF8) else 0  # as pandas drops a CSV's
+        first = first[start:]
+        _refuse_fasta_and_fastq(path, first, f)
+        f.seek(start)
         done = 0
         while lines := list(itertools.islice(f, chunk)):
             data = b"".join(lines)
@@ -82,6 +80,25 @@ def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Reco
                 seqs, labels, numbers, unit, problems = parse_text(data, labels_required)
                 yield seqs, labels, numbers + done, unit, problems
             done += len(lines)
+
+
+_INSTEAD = (
+    "write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label columns"
+)
+
+
+def _refuse_fasta_and_fastq(path: Path, first: bytes, f) -> None:
+    """Not one base's error per line: what the file is (``first`` is line 1, ``f`` is just past it)."""
+    shown = first[:40].decode(errors="replace").strip()
+    if first.startswith(b">"):
+        raise DataError(f"{path}:1: a FASTA header ({shown!r}): FASTA is not read; {_INSTEAD}")
+    if first.startswith(b"@"):  # FASTQ: @name, its bases, +, their qualities
+        f.readline()
+        if f.readline().startswith(b"+"):
+            raise DataError(
+                f"{path}:1: a FASTQ record ({shown!r}, then its sequence and a '+' line): FASTQ is not read (it has "
+                f"no labels); {_INSTEAD}"
+            )
 
 
 def _table_chunks(path, fmt, sequence_column, label_column, labels_required, chunk) -> Iterator[Records]:

@@ -85,10 +85,21 @@ def _label_problem(value, label_name: str) -> str:
     return f"field {label_name!r}: {text[:40]!r} is not finite"
 
 
+NOT_A_CLASS_ID = (
+    "is not a class id (task classification takes integer ids 0..K-1; task regression reads numbers)"
+)
+
+
+def not_class_ids(labels: np.ndarray) -> np.ndarray:
+    """Positions of the finite labels that are not integers 0, 1, ...: float64 (N,) -> int64 (n_bad,)."""
+    return np.flatnonzero(np.isfinite(labels) & ((labels != np.round(labels)) | (labels < 0)))
+
+
 class _Encoded:
     """One chunk of records encoded and checked: the good ones as a store, the problems by record."""
 
-    def __init__(self, path, seqs, raw_labels, line_numbers, unit, problems, labels_required, label_name):
+    def __init__(self, path, seqs, raw_labels, line_numbers, unit, problems, labels_required, label_name,
+                 class_ids=False):  # fmt: skip
         codes, offsets, bad = encode(seqs)
         for i, column, char in bad:
             problems.setdefault(
@@ -105,6 +116,13 @@ class _Encoded:
                 problems.setdefault(int(i), _label_problem(raw_labels[i], label_name))
         else:
             labels = np.where(np.isfinite(labels), labels, np.nan)
+        if labels_required and class_ids:  # here, where the line is known; a held-out split no longer has it
+            field = "label" if format_of(Path(path)) == "text" else f"field {label_name!r}:"
+            for i in not_class_ids(labels):
+                shown = (
+                    f"{labels[i]:.10g}" if raw_labels.dtype == np.float64 else str(raw_labels[i]).strip()[:40]
+                )
+                problems.setdefault(int(i), f"{field} {shown} {NOT_A_CLASS_ID}")
         self.total, self.unit = len(seqs), unit
         self.bad = sorted(problems)
         self.first = None
@@ -131,18 +149,19 @@ def _encoded_chunks(
     labels_required: bool,
     chunk: int,
     lines: list | None = None,
+    class_ids: bool = False,
 ) -> Iterator[RaggedStore]:
     """The file's good records as stores, a chunk at a time; a bad record stops with its line
     (``on_bad_line="error"``) or is dropped, and one warning at the end says how many (``"skip"``). ``lines``,
     when given, receives each chunk's array of the kept records' line (text, CSV/TSV) or row (Parquet)
-    numbers."""
+    numbers. ``class_ids``: a label that is not an integer 0, 1, ... is a bad record (task classification)."""
     if on_bad_line not in ("error", "skip"):
         raise DataError(f"on_bad_line: {on_bad_line!r} is not one of 'error', 'skip'")
     label_name = label_column if format_of(path) in ("csv", "tsv", "parquet") else "label"
     total = skipped = 0
     first, unit = None, "line"
     for records in record_chunks(path, sequence_column, label_column, labels_required, chunk):
-        part = _Encoded(path, *records, labels_required=labels_required, label_name=label_name)
+        part = _Encoded(path, *records, labels_required, label_name, class_ids)
         unit = part.unit
         if part.bad and on_bad_line == "error":
             more = len(part.bad) - 1
@@ -171,10 +190,13 @@ def read_dna(
     on_bad_line: OnBadLine = "error",
     labels_required: bool = True,
     lines: list | None = None,
+    class_ids: bool = False,
 ) -> RaggedStore:
     """One file of labelled sequences read into memory, or an encoded folder (:func:`encode_file`)
     memory-mapped. ``lines``, when given (a file, not a folder), receives the arrays of the records' line or
-    row numbers in the file (records ``on_bad_line="skip"`` dropped are not there)."""
+    row numbers in the file (records ``on_bad_line="skip"`` dropped are not there). ``class_ids``: labels must
+    be integers 0, 1, ... (task classification), checked as read so that an error names the line; an encoded
+    folder, which keeps no lines, is not checked here."""
     path = Path(path)
     if path.is_dir():
         if not any((path / name).exists() for name in ENCODED_FILES):
@@ -184,7 +206,9 @@ def read_dna(
             )
         return open_store(path, ENCODED_FILES, "DNA")
     parts = list(
-        _encoded_chunks(path, sequence_column, label_column, on_bad_line, labels_required, 1_000_000, lines)
+        _encoded_chunks(
+            path, sequence_column, label_column, on_bad_line, labels_required, 1_000_000, lines, class_ids
+        )
     )
     if len(parts) == 1:
         return parts[0]

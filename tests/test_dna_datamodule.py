@@ -148,3 +148,43 @@ def test_sequences_shared_between_training_and_a_held_out_split_are_said(tmp_pat
     said = [str(w.message) for w in recwarn if "also occur in training" in str(w.message)]
     assert len(said) == 1 and said[0].startswith(f"{tmp_path / 'test.txt'}: 2 of 3 test sequences (66.7%)")
     assert f"the first is number 1 of the test split: {unique[7][:30]}... (40 bp)" in said[0]
+
+
+def test_a_label_that_is_not_a_class_id_names_its_line_in_the_training_file(tmp_path):
+    from datamodules.dna_io import encode_file
+
+    lines = [
+        "ACGT 0",
+        "GGCC 2",
+        "AATT 1",
+        "ACGA 1",
+        "TTGA 0",
+        "CCGA 2",
+        "GGGTGA 5.111",
+        "ACCA 0",
+        "GATT 1",
+        "CA 2",
+    ]
+    path = tmp_path / "c.txt"
+    path.write_text("\n".join(lines) + "\n")
+    split = {"task": "classification", "val_fraction": 0.2, "test_fraction": 0.2, "split_seed": 1}
+    why = "is not a class id (task classification takes integer ids 0..K-1; task regression reads numbers)"
+    with pytest.raises(DataError) as err:  # line 7 is held out for validation by this seed
+        DNADataModule(train_path=str(path), **split).setup()
+    assert str(err.value) == f"{path}:7: label 5.111 {why}"
+    path.with_suffix(".csv").write_text("sequence,y\n" + "\n".join(x.replace(" ", ",") for x in lines) + "\n")
+    with pytest.raises(DataError) as err:  # a table names its label column; line 1 is the header
+        DNADataModule(train_path=str(path.with_suffix(".csv")), label_column="y", **split).setup()
+    assert str(err.value) == f"{path.with_suffix('.csv')}:8: field 'y': 5.111 {why}"
+    with pytest.warns(
+        UserWarning, match=r"skipped 1 of 10 lines with bad data \(first: .*c\.txt:7: label 5\.111"
+    ):
+        dm = DNADataModule(train_path=str(path), on_bad_line="skip", **split)
+        dm.setup()
+    assert sum(map(len, dm.splits.values())) == 9 and dm.num_outputs == 3
+    # An encoded folder keeps no lines: its first bad record (in the folder, whichever split holds it) is named.
+    path.write_text("\n".join(lines).replace("AATT 1", "AATT -1") + "\n")  # record 3, a training one
+    encode_file(path, tmp_path / "enc")
+    with pytest.raises(DataError) as err:
+        DNADataModule(train_path=str(tmp_path / "enc"), **split).setup()
+    assert str(err.value) == f"{tmp_path / 'enc'}: record 3: label -1 {why}"

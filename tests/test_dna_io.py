@@ -171,3 +171,39 @@ def test_windows_line_endings_and_blank_lines(tmp_path):
     path.write_bytes(b"ACGT 1\r\n\r\nGG\t-2.5\r\n")
     data = read_dna(path)
     assert to_strings(data) == ["ACGT", "GG"] and data.labels.tolist() == [1.0, -2.5]
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_a_byte_order_mark_is_dropped_and_lines_keep_their_numbers(tmp_path, gzipped):
+    text = b"ACGT 1\r\n\r\nGG\t-2.5\r\n"
+    pack = gzip.compress if gzipped else bytes
+    (tmp_path / "plain.txt").write_bytes(pack(text))
+    (tmp_path / "bom.txt").write_bytes(pack(b"\xef\xbb\xbf" + text))
+    lines, bom_lines = [], []
+    plain, bom = (
+        read_dna(tmp_path / "plain.txt", lines=lines),
+        read_dna(tmp_path / "bom.txt", lines=bom_lines),
+    )
+    assert to_strings(bom) == to_strings(plain) == ["ACGT", "GG"]
+    assert bom.labels.tolist() == plain.labels.tolist()
+    assert np.concatenate(bom_lines).tolist() == np.concatenate(lines).tolist() == [1, 3]
+    (tmp_path / "bad.txt").write_bytes(pack(b"\xef\xbb\xbfACGT 1\nACXT 2\n"))
+    with pytest.raises(DataError) as err:
+        read_dna(tmp_path / "bad.txt")
+    assert (
+        str(err.value)
+        == f"{tmp_path / 'bad.txt'}:2: sequence base 3 is 'X', expected one of A, C, G, T, N (any case)"
+    )
+
+
+@pytest.mark.parametrize("pack", [bytes, gzip.compress])
+def test_a_fastq_file_says_what_it_is(tmp_path, pack):
+    path = tmp_path / "a.fastq"
+    path.write_bytes(pack(b"@seq0\nACGTACGT\n+\nIIIIIIII\n@seq1\nGGCC\n+\nIIII\n"))
+    with pytest.raises(DataError) as err:
+        read_dna(path, on_bad_line="skip")
+    assert str(err.value) == (
+        f"{path}:1: a FASTQ record ('@seq0', then its sequence and a '+' line): FASTQ is not read (it has no "
+        "labels); write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label "
+        "columns"
+    )
