@@ -119,9 +119,7 @@ def _same_model(saved: Path, run: dict) -> bool:
         theirs = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError):
         return False
-    if not isinstance(theirs, dict) or theirs.get("model") != as_saved(
-        theirs.get("model"), run.get("model")
-    ):
+    if not isinstance(theirs, dict) or theirs.get("model") != as_saved(theirs.get("model"), run.get("model")):
         return False
     if "data" not in run:
         return True
