@@ -9,6 +9,7 @@ holding SmolLM2, with its own tokenizer).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
@@ -74,9 +75,12 @@ def main(argv: list[str]) -> None:
         )
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"generate --top_k: {args.top_k} is not a positive number of tokens")
+    # nan stops sampling with torch's traceback; inf samples uniformly
+    if not math.isfinite(args.temperature):
+        raise ConfigError(f"generate --temperature: {args.temperature} is not a finite number (0 is greedy)")
     if args.temperature < 0:
         raise ConfigError(f"generate --temperature: {args.temperature} is below 0 (0 is greedy)")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
+    if args.top_p is not None and not 0 < args.top_p <= 1:  # nan and inf included
         raise ConfigError(f"generate: --top_p {args.top_p} is outside (0, 1]")
     from lit_models.generation import generate
 

@@ -283,6 +283,10 @@ def test_an_output_path_that_is_a_folder_or_below_a_file_is_one_line(tmp_path):
         ("--max_new_tokens=0", "generate --max_new_tokens: 0 is not a positive number of tokens"),
         ("--top_k=0", "generate --top_k: 0 is not a positive number of tokens"),
         ("--temperature=-1", "generate --temperature: -1.0 is below 0 (0 is greedy)"),
+        ("--temperature=nan", "generate --temperature: nan is not a finite number (0 is greedy)"),
+        ("--temperature=inf", "generate --temperature: inf is not a finite number (0 is greedy)"),
+        ("--top_p=nan", "generate: --top_p nan is outside (0, 1]"),
+        ("--top_p=inf", "generate: --top_p inf is outside (0, 1]"),
     ],
 )
 def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
