@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import CNN, CSV_ONLY, ROOT
+from conftest import CNN, CSV_ONLY, ROOT, last_line, run_main
 from seq2seq_data import edit_lines, pair_args, pair_module, pronounce, write_pairs
 from torch import nn
 
@@ -535,6 +535,16 @@ def test_a_pair_longer_than_the_nets_max_length_stops_before_training(in_tmp):
     assert cli.trainer.global_step == 1
     with pytest.raises(ConfigError, match=r"model.max_decode_length: 128 symbols after <bos> do not fit"):
         Seq2SeqTask(_nets()["transformer"], max_decode_length=128)
+
+
+def test_align_refuses_a_text_longer_than_the_nets_max_length_in_one_line(in_tmp):
+    result = run_main("align", "--config", SEQ2SEQ / "transformer.yaml", "--text", "slim" * 75,
+                      *pair_args(in_tmp / "pairs"), cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2 and last_line(result) == (
+        "error: --text: a source of 300 symbols is longer than the net's max_length=128 "
+        "(model.net.init_args.max_length); give a shorter one"
+    )
+    assert not list(in_tmp.glob("*.png"))
 
 
 def test_references_longer_than_max_decode_length_warn_before_decoding(in_tmp):
