@@ -369,6 +369,20 @@ def test_json_values_that_are_not_strings_name_line_field_and_type(tmp_path):
             pair_module(paths).setup()
 
 
+def test_a_json_line_without_a_key_names_line_and_its_keys(tmp_path):
+    paths = write_pairs(tmp_path)
+    paths["train"] = tmp_path / "train.jsonl"
+    paths["train"].write_text('{"word": "ab", "phonemes": "A1 B"}\n\n{"word": "ba"}\n{"phonemes": "B A1"}\n')
+    with pytest.raises(DataError, match=r"^\S*train.jsonl:3: has no key 'phonemes' \(its keys: word\)$"):
+        pair_module(paths).setup()
+    paths["train"].write_text('{"word": "ab", "phonemes": "A1 B"}\n{}\n')
+    with pytest.raises(DataError, match=r"^\S*train.jsonl:2: has no key 'word' \(its keys: none\)$"):
+        pair_module(paths).setup()
+    paths["train"].write_text('{"word": "ab", "phonemes": null}\n')  # a key there, its value empty: said so
+    with pytest.raises(DataError, match=r"train.jsonl:1: phonemes is empty"):
+        pair_module(paths).setup()
+
+
 def test_line_numbers_count_blank_lines_and_line_breaks_in_fields_are_refused(tmp_path):
     paths = write_pairs(tmp_path)
     edit_lines(paths["train"], lambda lines: lines.insert(3, ""))  # physical line 4 blank
