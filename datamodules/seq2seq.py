@@ -451,8 +451,9 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             where, lines = self._where(split), pairs["line"].to_numpy()
             sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
             unknown = sum(i == UNK for s in sources for i in s)
-            if unknown:
-                rank_zero_warn(f"{where}: {unknown} source symbols never seen in training read as <unk>: "
+            if unknown:  # named at the first line that has one, as the target symbols below are
+                first = next(line for s, line in zip(sources, lines, strict=True) if UNK in s)
+                rank_zero_warn(f"{where}:{first}: {unknown} source symbols never seen in training read as <unk>: "
                               f"{self._unseen(pairs['source'])}", stacklevel=4)  # fmt: skip
             targets, unseen = [], {}
             for text, line in zip(pairs["target"], lines, strict=True):

@@ -315,6 +315,15 @@ def test_an_unseen_target_symbol_at_test_time_is_said_and_scored_as_an_error(tmp
     assert any(UNK in r for refs in data.splits["test"].references for r in refs)  # the pair is kept
 
 
+def test_an_unseen_source_symbol_is_said_at_its_first_line(tmp_path, recwarn):
+    paths = write_pairs(tmp_path)
+    edit_lines(paths["test"], lambda lines: lines.__setitem__(5, "9" + lines[5]))
+    edit_lines(paths["test"], lambda lines: lines.__setitem__(8, "9" + lines[8]))
+    pair_module(paths).setup()
+    said = [str(w.message) for w in recwarn if "source symbols never seen" in str(w.message)]
+    assert said == [f"{paths['test']}:6: 2 source symbols never seen in training read as <unk>: '9'"]
+
+
 def test_sources_of_a_held_out_split_seen_in_training_are_said(tmp_path, recwarn):
     """The same word in training and test: its test score counts what the model saw (distinct sources)."""
     paths = write_pairs(tmp_path)
