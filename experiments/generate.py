@@ -8,7 +8,6 @@ holding SmolLM2, with its own tokenizer).
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
@@ -16,12 +15,11 @@ import torch
 
 from archbench.checkpoint_files import checkpoint_task
 from archbench.errors import ConfigError, DataError
+from experiments.configs import CommandParser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments generate", description=__doc__.split("\n\n")[0]
-    )
+def _parser() -> CommandParser:
+    parser = CommandParser(prog="python -m experiments generate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--config", action="append", help="the run's config file(s), in order; empty: the run's config.yaml"
     )
@@ -91,6 +89,10 @@ def main(argv: list[str]) -> None:
         if isinstance(task, MaskedLanguageModelTask):
             raise ConfigError(f"--ckpt {args.ckpt}: a masked LM fills in tokens, it does not continue text")
         net = task.net
+    elif overrides:  # a run's options (or a typo) would be ignored: pretrained weights have no run to change
+        raise ConfigError(
+            f"generate --weights: unrecognized option {overrides[0]!r} (a run's options go with --ckpt)"
+        )
     else:
         net, tokenizer, context = load_from_weights(args.weights)
     net.eval()
