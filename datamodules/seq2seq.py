@@ -61,7 +61,7 @@ def read_pairs(path: str, source_column: str, target_column: str, field: str) ->
         raise DataError(f"data.{field}: {path}: unknown pair format {suffix!r} (.tsv, .csv or .jsonl)")
     try:
         if suffix in (".jsonl", ".json"):
-            frame, lines = read_json_lines(file)
+            frame, lines = read_json_lines(file, (source_column, target_column))
         else:
             frame, lines = read_table(file, "," if suffix == ".csv" else "\t")
     except UnicodeDecodeError:
@@ -69,9 +69,11 @@ def read_pairs(path: str, source_column: str, target_column: str, field: str) ->
     return pair_frame(frame, source_column, target_column, path, lines)
 
 
-def read_json_lines(file: Path) -> tuple[pd.DataFrame, np.ndarray]:
+def read_json_lines(file: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray]:
     """JSON Lines, one object a line (blank lines skipped but counted), values as they are (strings checked by
-    ``pair_frame``), and the line of each. Raises UnicodeDecodeError on bytes that are not UTF-8."""
+    ``pair_frame``), and the line of each. An object without one of ``columns`` that others have stops naming its
+    line (a column no object has is ``pair_frame``'s to say). Raises UnicodeDecodeError on bytes that are not
+    UTF-8."""
     records, lines = [], []
     with open(file, encoding="utf-8-sig") as f:
         for number, text in enumerate(f, 1):
@@ -85,7 +87,20 @@ def read_json_lines(file: Path) -> tuple[pd.DataFrame, np.ndarray]:
                 raise DataError(f"{file}:{number}: a JSON {type(record).__name__}, not an object of columns")
             records.append(record)
             lines.append(number)
+    # a missing key is not an empty value (pandas would fill it with NaN, read as ""): the first line without one
+    somewhere = [c for c in columns if any(_has_key(record, c) for record in records)]
+    for record, line in zip(records, lines, strict=True):
+        missing = [c for c in somewhere if not _has_key(record, c)]
+        if missing:
+            keys = ", ".join(record) or "none"
+            raise DataError(f"{file}:{line}: has no key {missing[0]!r} (its keys: {keys})")
     return pd.DataFrame(records, dtype=object), np.array(lines, dtype=np.int64)
+
+
+def _has_key(record: dict, column: str) -> bool:
+    """Whether a JSON object holds ``column``, or its nested form (``translation.de``, as ``_column`` reads it)."""
+    outer, _, key = column.partition(".")
+    return column in record or bool(key) and isinstance(record.get(outer), dict) and key in record[outer]
 
 
 def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Series:
@@ -436,8 +451,9 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             where, lines = self._where(split), pairs["line"].to_numpy()
             sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
             unknown = sum(i == UNK for s in sources for i in s)
-            if unknown:
-                rank_zero_warn(f"{where}: {unknown} source symbols never seen in training read as <unk>: "
+            if unknown:  # named at the first line that has one, as the target symbols below are
+                first = next(line for s, line in zip(sources, lines, strict=True) if UNK in s)
+                rank_zero_warn(f"{where}:{first}: {unknown} source symbols never seen in training read as <unk>: "
                               f"{self._unseen(pairs['source'])}", stacklevel=4)  # fmt: skip
             targets, unseen = [], {}
             for text, line in zip(pairs["target"], lines, strict=True):

@@ -24,12 +24,16 @@ from experiments.from_checkpoint import map_command
 from lit_models.seq2seq import greedy_decode
 
 
-def alignment(net: torch.nn.Module, datamodule, text: str, max_length: int = 48):
+def alignment(net: torch.nn.Module, datamodule, text: str, max_length: int = 48, option: str = "--text"):
     """One source's alignment maps (per layer: heads x written x source), the written symbols (and ``<eos>``)
-    and the source symbols."""
+    and the source symbols. A source longer than the net's positions stops naming ``option``, where it came from."""
     if not hasattr(net, "alignments"):
         raise DataError(f"model.net: {type(net).__name__} has no attention over the source to show")
     batch = datamodule.encode_sources([text])
+    limit, length = getattr(net, "max_length", None), int(batch["lengths"][0])  # the Transformer's positions
+    if limit is not None and length > limit:
+        raise DataError(f"{option}: a source of {length} symbols is longer than the net's max_length={limit} "
+                        "(model.net.init_args.max_length); give a shorter one")  # fmt: skip
     device = next(net.parameters()).device
     x, lengths = batch["x"].to(device), batch["lengths"].to(device)
     was_training = net.training
@@ -47,8 +51,8 @@ def alignment(net: torch.nn.Module, datamodule, text: str, max_length: int = 48)
     return [m[:, : len(outputs)] for m in maps], outputs, batch["symbols"][0]
 
 
-def draw(net, datamodule, text: str, max_length: int = 48) -> tuple[bytes, list[str]]:
-    maps, outputs, sources = alignment(net, datamodule, text, max_length)
+def draw(net, datamodule, text: str, max_length: int = 48, option: str = "--text") -> tuple[bytes, list[str]]:
+    maps, outputs, sources = alignment(net, datamodule, text, max_length, option)
     title = f"{text} -> {' '.join(o for o in outputs if o != '<eos>')}"
     return figure_png(attention_figure(maps, sources, title=title[:100], queries=outputs)), outputs
 
@@ -77,7 +81,8 @@ class AlignmentMaps(Callback):
         length = pl_module.hparams.max_decode_length
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
-            images = [draw(pl_module.net, trainer.datamodule, text, length)[0] for text in self.texts]
+            images = [draw(pl_module.net, trainer.datamodule, text, length, "--trainer.callbacks.texts")[0]
+                      for text in self.texts]  # fmt: skip
         for warning in said:  # unseen symbols: said at the first drawing only, with what to do about it
             if "never seen in training" not in str(warning.message):
                 warnings.warn(warning.message, stacklevel=1)

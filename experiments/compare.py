@@ -30,7 +30,15 @@ from archbench.errors import ConfigError, RunsFailedError, UserError
 from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
-from experiments.configs import bases_of, fingerprint, one_line, parse_file, split_options
+from experiments.configs import (
+    CommandParser,
+    bases_of,
+    did_you_mean,
+    fingerprint,
+    one_line,
+    parse_file,
+    split_options,
+)
 from experiments.launchers import (
     LAUNCHERS,
     Failure,
@@ -213,11 +221,11 @@ class Comparison:
         return args
 
 
-def command_parser() -> argparse.ArgumentParser:
+def command_parser() -> CommandParser:
     keys = (
         Comparison.parser().format_help().split("options:", 1)[-1]
     )  # the comparison file's keys, documented
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="archbench compare",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train every model of a comparison file x seed on the same data and budget; write "
@@ -607,16 +615,12 @@ def main(argv: list[str]) -> None:
     own, overrides = split_options(argv)
     parser = command_parser()
     unknown = [
-        a
-        for a in own
-        if a.startswith("--")
-        and a.split("=")[0]
-        not in ("--config", "--seeds", "--out", "--models", "--budget_flops", "--launcher", "--devices", "--run", "--serve",
-                "--help", "-h")
-    ]  # fmt: skip
+        a.split("=")[0] for a in own if a.startswith("--") and a.split("=")[0] not in parser.own_options
+    ]
     if unknown:
         raise ConfigError(
-            f"compare: unrecognized option {unknown[0]!r}: runs take --data.*, --model.*, --trainer.*, --early_stopping.*"
+            f"compare: unrecognized option {unknown[0]!r}{did_you_mean(unknown[0], parser.own_options)}: runs take "
+            "--data.*, --model.*, --trainer.*, --early_stopping.*"
         )
     args = parser.parse_args(own)
     started = datetime.now(timezone.utc)

@@ -6,11 +6,13 @@ jsonargparse sees it.
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import hashlib
 import importlib
 import inspect
 import re
+import sys
 from pathlib import Path
 
 import yaml
@@ -268,6 +270,54 @@ def one_line(message: str) -> str:
     if not reasons:
         return str(message).strip()
     return f"{'.'.join(keys)}: {'; '.join(reasons)}" if keys else "; ".join(reasons)
+
+
+# What a command's parser leaves to the run it builds besides RUN_OPTIONS (LightningCLI's own): never mistyped.
+PASSED_ON = ("--config", "--print_config", "--ckpt_path", "--weights_only")
+
+
+def did_you_mean(option: str, options: list[str]) -> str:
+    """`` (did you mean --temperature?)`` for an option close to one of ``options``; else ``""``."""
+    close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse's parser for a command (generate, align, sweep, ...): an option it does not take that is close to
+    one it does stops with that name, in one line, rather than going on to the run (``parse_known_args``), or
+    argparse's usage text (``parse_args``, a required option misspelt); the run's options (``--data.*``, ...) go
+    on untouched."""
+
+    def add_argument(self, *args, **kwargs):
+        action = super().add_argument(*args, **kwargs)
+        names = [o for o in action.option_strings if o.startswith("--")]
+        self.own_options = [*getattr(self, "own_options", []), *names]  # -h/--help comes first, from __init__
+        return action
+
+    def parse_known_args(self, args=None, namespace=None):  # parse_args and subcommands' parsers call it too
+        self._given = list(sys.argv[1:] if args is None else args)
+        parsed, extras = super().parse_known_args(args, namespace)
+        self._refuse_close(extras)
+        return parsed, extras
+
+    def error(self, message: str):
+        self._refuse_close(
+            getattr(self, "_given", [])
+        )  # "required: --text" when --txt was given: say so first
+        super().error(message)
+
+    def _refuse_close(self, args: list[str]) -> None:
+        own = getattr(self, "own_options", [])
+        for arg in args:
+            name = arg.split("=", 1)[0]
+            if not name.startswith("--") or name in PASSED_ON or name.startswith(RUN_OPTIONS):
+                continue
+            if any(o.startswith(name) for o in own):  # its own, or a prefix argparse reads as one
+                continue
+            suggestion = did_you_mean(name, own)
+            if suggestion:
+                command = re.sub(r"^(python -m experiments|archbench) ", "", self.prog)
+                raise ConfigError(f"{command}: unrecognized option {name!r}{suggestion}")
 
 
 def split_options(argv: list[str]) -> tuple[list[str], list[str]]:

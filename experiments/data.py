@@ -28,7 +28,6 @@ bias probe (``python -m experiments probe crows_pairs``).
 
 from __future__ import annotations
 
-import argparse
 import bz2
 import gzip
 import io
@@ -46,6 +45,7 @@ from archbench.errors import DataError
 from datamodules.dna_io import write_text
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
 from datamodules.files import write_atomic
+from experiments.configs import CommandParser
 
 MAVENN = "mavenn==1.1.4"
 SORTSEQ_MEMBER = "mavenn/examples/datasets/sortseq_data.csv.gz"
@@ -350,7 +350,7 @@ FETCHERS = {
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments data")
+    parser = CommandParser(prog="python -m experiments data")
     sub = parser.add_subparsers(dest="dataset", required=True)
     for name, (help_text, default, cache, _, _) in FETCHERS.items():
         p = sub.add_parser(name, help=help_text)

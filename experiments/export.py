@@ -5,18 +5,18 @@ weights as a safetensors file in timm's names, so that ``TimmNet(name=..., weigh
 
 from __future__ import annotations
 
-import argparse
 import json
 import warnings
 
 from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError, DataError
 from datamodules.files import check_writable, write_atomic
+from experiments.configs import CommandParser
 from lit_models.checks import state_dict_mismatch
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments export", description=__doc__)
+    parser = CommandParser(prog="python -m experiments export", description=__doc__)
     parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
     parser.add_argument("--ckpt", required=True, help="checkpoint of the run")
     parser.add_argument("--out", required=True, help="safetensors file to write")

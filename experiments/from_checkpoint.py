@@ -3,7 +3,6 @@ data from its config files, and, from a checkpoint, its weights and the data's o
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from archbench.checkpoint_files import (
     with_run_config_hint,
 )
 from archbench.errors import ConfigError, DataError
-from experiments.configs import import_class, is_subclass
+from experiments.configs import CommandParser, import_class, is_subclass
 
 
 def cli_from_configs(configs: list[str], overrides: list[str], parse_only: bool = False):
@@ -89,7 +88,7 @@ def map_command(command: str, description: str, text_help: str, argv: list[str],
     """``(cli, args)`` of a command that draws a run's maps of one text (``attention``, ``align``): its options
     (``--config``, ``--ckpt``, ``--text``, ``--out``; the rest override the run's options) and the run rebuilt
     from ``--ckpt`` (``cli_from_checkpoint``) or, without one, from its configs with untrained weights, said."""
-    parser = argparse.ArgumentParser(prog=f"python -m experiments {command}", description=description)
+    parser = CommandParser(prog=f"python -m experiments {command}", description=description)
     parser.add_argument(
         "--config",
         action="append",

@@ -8,19 +8,18 @@ holding SmolLM2, with its own tokenizer).
 
 from __future__ import annotations
 
-import argparse
+import math
 import sys
 
 import torch
 
 from archbench.checkpoint_files import checkpoint_task
 from archbench.errors import ConfigError, DataError
+from experiments.configs import CommandParser
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments generate", description=__doc__.split("\n\n")[0]
-    )
+def _parser() -> CommandParser:
+    parser = CommandParser(prog="python -m experiments generate", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--config", action="append", help="the run's config file(s), in order; empty: the run's config.yaml"
     )
@@ -74,9 +73,12 @@ def main(argv: list[str]) -> None:
         )
     if args.top_k is not None and args.top_k < 1:
         raise ConfigError(f"generate --top_k: {args.top_k} is not a positive number of tokens")
+    # nan stops sampling with torch's traceback; inf samples uniformly
+    if not math.isfinite(args.temperature):
+        raise ConfigError(f"generate --temperature: {args.temperature} is not a finite number (0 is greedy)")
     if args.temperature < 0:
         raise ConfigError(f"generate --temperature: {args.temperature} is below 0 (0 is greedy)")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
+    if args.top_p is not None and not 0 < args.top_p <= 1:  # nan and inf included
         raise ConfigError(f"generate: --top_p {args.top_p} is outside (0, 1]")
     from lit_models.generation import generate
 
@@ -87,6 +89,10 @@ def main(argv: list[str]) -> None:
         if isinstance(task, MaskedLanguageModelTask):
             raise ConfigError(f"--ckpt {args.ckpt}: a masked LM fills in tokens, it does not continue text")
         net = task.net
+    elif overrides:  # a run's options (or a typo) would be ignored: pretrained weights have no run to change
+        raise ConfigError(
+            f"generate --weights: unrecognized option {overrides[0]!r} (a run's options go with --ckpt)"
+        )
     else:
         net, tokenizer, context = load_from_weights(args.weights)
     net.eval()

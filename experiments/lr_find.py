@@ -4,16 +4,16 @@ the run a config describes; prints the suggested ``--model.optimizer.lr`` and sa
 
 from __future__ import annotations
 
-import argparse
 import io
 import tempfile
 import warnings
 
 from datamodules.files import write_atomic
+from experiments.configs import CommandParser
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments lr_find", description=__doc__)
+    parser = CommandParser(prog="python -m experiments lr_find", description=__doc__)
     parser.add_argument("--config", action="append", required=True, help="config file(s), in order")
     parser.add_argument("--min_lr", type=float, default=1e-6)
     parser.add_argument("--max_lr", type=float, default=1.0)

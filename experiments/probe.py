@@ -25,7 +25,6 @@ unless this machine has credentials).
 
 from __future__ import annotations
 
-import argparse
 import difflib
 import json
 from collections.abc import Callable
@@ -40,6 +39,7 @@ import torch
 from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
 from datamodules.text_sources import not_utf8, read_table
+from experiments.configs import CommandParser
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
@@ -363,7 +363,7 @@ def report(result: dict) -> str:
 
 
 def main(argv: list[str]) -> None:
-    parser = argparse.ArgumentParser(prog="python -m experiments probe", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m experiments probe", description=__doc__.split("\n\n")[0])
     parser.add_argument("dataset", choices=["crows_pairs"], help="the probe's data")
     parser.add_argument(
         "--data", default="data/crows_pairs/crows_pairs_anonymized.csv", help="the pairs (CSV)"

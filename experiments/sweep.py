@@ -27,7 +27,6 @@ runs/sweeps/dna-lstm/best.yaml``), and ``trials.json`` every trial.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import math
@@ -45,7 +44,7 @@ from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
 from datamodules.files import write_atomic
-from experiments.configs import check_yaml, fingerprint, parse_file, split_options
+from experiments.configs import CommandParser, check_yaml, fingerprint, parse_file, split_options
 from experiments.launchers import worker_env
 
 # Each kind of range and the keys it takes besides ``type``.
@@ -406,7 +405,7 @@ def summarize(sweep: Sweep) -> dict:
 
 def main(argv: list[str]) -> None:
     own, overrides = split_options(argv)
-    parser = argparse.ArgumentParser(prog="python -m experiments sweep", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="python -m experiments sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, help="the sweep file")
     parser.add_argument(
         "--trials", type=int, help="trials in all (with --worker: this worker's); overrides the file"

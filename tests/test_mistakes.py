@@ -283,8 +283,36 @@ def test_an_output_path_that_is_a_folder_or_below_a_file_is_one_line(tmp_path):
         ("--max_new_tokens=0", "generate --max_new_tokens: 0 is not a positive number of tokens"),
         ("--top_k=0", "generate --top_k: 0 is not a positive number of tokens"),
         ("--temperature=-1", "generate --temperature: -1.0 is below 0 (0 is greedy)"),
+        ("--temperature=nan", "generate --temperature: nan is not a finite number (0 is greedy)"),
+        ("--temperature=inf", "generate --temperature: inf is not a finite number (0 is greedy)"),
+        ("--top_p=nan", "generate: --top_p nan is outside (0, 1]"),
+        ("--top_p=inf", "generate: --top_p inf is outside (0, 1]"),
     ],
 )
 def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
     result = run_main("generate", "--weights", "w.safetensors", "--prompt", "the", option, cwd=tmp_path)
+    assert result.returncode == 2 and last_line(result) == f"error: {expected}"
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["generate", "--weights", "w", "--prompt", "the", "--temprature", "0.5"],
+         "generate: unrecognized option '--temprature' (did you mean --temperature?)"),
+        (["generate", "--weights", "w", "--prompt", "the", "--top-p=0.9"],
+         "generate: unrecognized option '--top-p' (did you mean --top_p?)"),
+        (["align", "--config", "c.yaml", "--txt", "slim"], "align: unrecognized option '--txt' (did you mean --text?)"),
+        (["attention", "--ckpt", "c.ckpt", "--text", "a", "--outt", "m.png"],
+         "attention: unrecognized option '--outt' (did you mean --out?)"),
+        (["lr_find", "--config", "c.yaml", "--max-lr", "1"], "lr_find: unrecognized option '--max-lr' (did you mean --max_lr?)"),
+        (["sweep", "--config", "s.yaml", "--trails", "3"], "sweep: unrecognized option '--trails' (did you mean --trials?)"),
+        (["data", "simulate", "--seq_len", "5"], "data simulate: unrecognized option '--seq_len' (did you mean --seq-len?)"),
+        (["compare", "--config", "c.yaml", "--seed", "2"], "compare: unrecognized option '--seed' (did you mean --seeds?): "
+         "runs take --data.*, --model.*, --trainer.*, --early_stopping.*"),
+        (["generate", "--weights", "w", "--prompt", "the", "--zzz", "1"],  # none close: not ignored either
+         "generate --weights: unrecognized option '--zzz' (a run's options go with --ckpt)"),
+    ],
+)  # fmt: skip
+def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expected):
+    result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 2 and last_line(result) == f"error: {expected}"

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 import torch
-from conftest import CNN, CSV_ONLY, ROOT
+from conftest import CNN, CSV_ONLY, ROOT, last_line, run_main
 from seq2seq_data import edit_lines, pair_args, pair_module, pronounce, write_pairs
 from torch import nn
 
@@ -315,6 +315,15 @@ def test_an_unseen_target_symbol_at_test_time_is_said_and_scored_as_an_error(tmp
     assert any(UNK in r for refs in data.splits["test"].references for r in refs)  # the pair is kept
 
 
+def test_an_unseen_source_symbol_is_said_at_its_first_line(tmp_path, recwarn):
+    paths = write_pairs(tmp_path)
+    edit_lines(paths["test"], lambda lines: lines.__setitem__(5, "9" + lines[5]))
+    edit_lines(paths["test"], lambda lines: lines.__setitem__(8, "9" + lines[8]))
+    pair_module(paths).setup()
+    said = [str(w.message) for w in recwarn if "source symbols never seen" in str(w.message)]
+    assert said == [f"{paths['test']}:6: 2 source symbols never seen in training read as <unk>: '9'"]
+
+
 def test_sources_of_a_held_out_split_seen_in_training_are_said(tmp_path, recwarn):
     """The same word in training and test: its test score counts what the model saw (distinct sources)."""
     paths = write_pairs(tmp_path)
@@ -367,6 +376,20 @@ def test_json_values_that_are_not_strings_name_line_field_and_type(tmp_path):
         paths["train"].write_text(f"{good}\n\n{bad}\n")  # a blank line counted
         with pytest.raises(DataError, match=rf"train.jsonl:3: {expected}, not a string"):
             pair_module(paths).setup()
+
+
+def test_a_json_line_without_a_key_names_line_and_its_keys(tmp_path):
+    paths = write_pairs(tmp_path)
+    paths["train"] = tmp_path / "train.jsonl"
+    paths["train"].write_text('{"word": "ab", "phonemes": "A1 B"}\n\n{"word": "ba"}\n{"phonemes": "B A1"}\n')
+    with pytest.raises(DataError, match=r"^\S*train.jsonl:3: has no key 'phonemes' \(its keys: word\)$"):
+        pair_module(paths).setup()
+    paths["train"].write_text('{"word": "ab", "phonemes": "A1 B"}\n{}\n')
+    with pytest.raises(DataError, match=r"^\S*train.jsonl:2: has no key 'word' \(its keys: none\)$"):
+        pair_module(paths).setup()
+    paths["train"].write_text('{"word": "ab", "phonemes": null}\n')  # a key there, its value empty: said so
+    with pytest.raises(DataError, match=r"train.jsonl:1: phonemes is empty"):
+        pair_module(paths).setup()
 
 
 def test_line_numbers_count_blank_lines_and_line_breaks_in_fields_are_refused(tmp_path):
@@ -535,6 +558,16 @@ def test_a_pair_longer_than_the_nets_max_length_stops_before_training(in_tmp):
     assert cli.trainer.global_step == 1
     with pytest.raises(ConfigError, match=r"model.max_decode_length: 128 symbols after <bos> do not fit"):
         Seq2SeqTask(_nets()["transformer"], max_decode_length=128)
+
+
+def test_align_refuses_a_text_longer_than_the_nets_max_length_in_one_line(in_tmp):
+    result = run_main("align", "--config", SEQ2SEQ / "transformer.yaml", "--text", "slim" * 75,
+                      *pair_args(in_tmp / "pairs"), cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2 and last_line(result) == (
+        "error: --text: a source of 300 symbols is longer than the net's max_length=128 "
+        "(model.net.init_args.max_length); give a shorter one"
+    )
+    assert not list(in_tmp.glob("*.png"))
 
 
 def test_references_longer_than_max_decode_length_warn_before_decoding(in_tmp):
