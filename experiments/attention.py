@@ -10,6 +10,7 @@ validation.
 from __future__ import annotations
 
 import io
+import sys
 from pathlib import Path
 
 import torch
@@ -144,6 +145,9 @@ def main(argv: list[str]) -> None:
         "the text to look at", argv, _text_data(), "texts to classify (use a text config)", _saved_tokenizer,
         "attention",
     )  # fmt: skip
+    if cli.datamodule.tokenizer.encode(args.text).overflowing:  # cut to the length the model was trained at
+        print(f"warning: --text: longer than data.max_length {cli.datamodule.seq_len} tokens, the model's: the map "
+              "shows its start, as the model reads it", file=sys.stderr)  # fmt: skip
     maps, tokens = text_attention(cli.model.net, cli.datamodule, args.text)
     write_atomic(args.out, figure_png(attention_figure(maps, tokens, title=args.text[:80])))
     print(f"attention: {len(maps)} layers x {maps[0].shape[0]} heads over {len(tokens)} tokens -> {args.out}")

@@ -35,6 +35,7 @@ from experiments.configs import (
     bases_of,
     did_you_mean,
     fingerprint,
+    finite_float,
     one_line,
     parse_file,
     split_options,
@@ -239,7 +240,7 @@ def command_parser() -> CommandParser:
     parser.add_argument("--models", help="comma-separated subset of the file's models")
     parser.add_argument(
         "--budget_flops",
-        type=float,
+        type=finite_float,
         help="train every row for this many training FLOPs (e.g. 2e14); overrides the file",
     )
     parser.add_argument("--launcher", choices=LAUNCHERS, help="where the runs execute; overrides the file")

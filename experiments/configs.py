@@ -11,6 +11,7 @@ import difflib
 import hashlib
 import importlib
 import inspect
+import math
 import re
 import sys
 from pathlib import Path
@@ -282,6 +283,17 @@ def did_you_mean(option: str, options: list[str]) -> str:
     return f" (did you mean {close[0]}?)" if close else ""
 
 
+def finite_float(text: str) -> float:
+    """An argparse type: a number, nan and inf refused (they would reach a sampler or a schedule unnoticed)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse's parser for a command (generate, align, sweep, ...): an option it does not take that is close to
     one it does stops with that name, in one line, rather than going on to the run (``parse_known_args``), or
@@ -301,10 +313,12 @@ class CommandParser(argparse.ArgumentParser):
         return parsed, extras
 
     def error(self, message: str):
+        """One line, as every other mistake is said (argparse would print its usage text and exit)."""
         self._refuse_close(
             getattr(self, "_given", [])
         )  # "required: --text" when --txt was given: say so first
-        super().error(message)
+        command = re.sub(r"^(python -m experiments|archbench) ", "", self.prog)
+        raise ConfigError(f"{command}: {message}")
 
     def _refuse_close(self, args: list[str]) -> None:
         own = getattr(self, "own_options", [])

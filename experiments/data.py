@@ -45,7 +45,7 @@ from archbench.errors import DataError
 from datamodules.dna_io import write_text
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
 from datamodules.files import write_atomic
-from experiments.configs import CommandParser
+from experiments.configs import CommandParser, finite_float
 
 MAVENN = "mavenn==1.1.4"
 SORTSEQ_MEMBER = "mavenn/examples/datasets/sortseq_data.csv.gz"
@@ -362,7 +362,7 @@ def main(argv: list[str]) -> None:
     p.add_argument("--n-val", type=int, default=2_000)
     p.add_argument("--n-test", type=int, default=2_000)
     p.add_argument("--seq-len", type=int, default=250)
-    p.add_argument("--noise-std", type=float, default=0.7)
+    p.add_argument("--noise-std", type=finite_float, default=0.7)
     p.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("encode", help="a DNA file as an encoded folder that training memory-maps")
     p.add_argument("--input", required=True, help="text, CSV/TSV or Parquet file of labelled sequences")

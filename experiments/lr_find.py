@@ -9,14 +9,14 @@ import tempfile
 import warnings
 
 from datamodules.files import write_atomic
-from experiments.configs import CommandParser
+from experiments.configs import CommandParser, finite_float
 
 
 def main(argv: list[str]) -> None:
     parser = CommandParser(prog="python -m experiments lr_find", description=__doc__)
     parser.add_argument("--config", action="append", required=True, help="config file(s), in order")
-    parser.add_argument("--min_lr", type=float, default=1e-6)
-    parser.add_argument("--max_lr", type=float, default=1.0)
+    parser.add_argument("--min_lr", type=finite_float, default=1e-6)
+    parser.add_argument("--max_lr", type=finite_float, default=1.0)
     parser.add_argument("--num_training", type=int, default=100, help="steps of the range test")
     parser.add_argument("--out", default="lr_find.png", help="plot to write (default: lr_find.png)")
     args, overrides = parser.parse_known_args(argv)

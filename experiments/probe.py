@@ -392,6 +392,12 @@ def main(argv: list[str]) -> None:
         raise ConfigError("probe: give --weights (pretrained) or --ckpt (a run's checkpoint)")
     if args.batch_size < 1:
         raise ConfigError(f"probe: --batch-size {args.batch_size} is not a positive integer")
+    if (
+        args.weights and overrides
+    ):  # a run's options (or a typo) would be ignored: weights have no run to change
+        raise ConfigError(
+            f"probe --weights: unrecognized option {overrides[0]!r} (a run's options go with --ckpt)"
+        )
     pairs = read_crows_pairs(args.data)
     model = probed_run(args.config, args.ckpt, overrides) if args.ckpt else probed_weights(args.weights)
     keep, left_out = scorable(model.encode, pairs, model.context)

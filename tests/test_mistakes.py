@@ -311,6 +311,14 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
          "runs take --data.*, --model.*, --trainer.*, --early_stopping.*"),
         (["generate", "--weights", "w", "--prompt", "the", "--zzz", "1"],  # none close: not ignored either
          "generate --weights: unrecognized option '--zzz' (a run's options go with --ckpt)"),
+        (["probe", "crows_pairs", "--weights", "w", "--zzz", "1"],
+         "probe --weights: unrecognized option '--zzz' (a run's options go with --ckpt)"),
+        # argparse's own refusals: one line too, not its usage text
+        (["generate", "--weights", "w", "--prompt", "the", "--top", "5"],
+         "generate: ambiguous option: --top could match --top_k, --top_p"),
+        (["lr_find", "--config", "c.yaml", "--min_lr", "nan"], "lr_find: argument --min_lr: nan is not a finite number"),
+        (["compare", "--config", "c.yaml", "--budget_flops", "inf"],
+         "compare: argument --budget_flops: inf is not a finite number"),
     ],
 )  # fmt: skip
 def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expected):

@@ -186,6 +186,11 @@ def test_attention_command_and_callback(tmp_path):
     result = run_main("attention", "--ckpt", ckpt, "--text", "a great film", "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 layers x 2 heads over 5 tokens" in result.stdout
+    long = run_main(
+        "attention", "--ckpt", ckpt, "--text", "a great film " * 100, "--out", str(out), cwd=tmp_path
+    )
+    assert long.returncode == 0, long.stderr[-3000:]
+    assert "warning: --text: longer than data.max_length" in long.stderr  # cut, as the model reads it: said
     wider = run_main("attention", "--ckpt", ckpt, "--text", "a film", "--model.net.init_args.d_model=32",
                      cwd=tmp_path)  # fmt: skip
     assert wider.returncode == 2
