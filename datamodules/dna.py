@@ -9,6 +9,7 @@ encoded folder) and travel to the device as padded codes ``(B, L)`` uint8; they 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import lightning as L
@@ -98,8 +99,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             test_path: Test file. Empty: ``test_fraction`` of the training file, split by ``split_seed``.
             predict_path: File of sequences (labels optional) for ``predict``. Empty: the test set.
             checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the label
-                statistics, class count and sequence length come from it, and the training files are not read
-                (they need not exist). ``predict --ckpt_path FILE`` sets it.
+                statistics, class count and sequence length come from it (the length raised to the longest
+                sequence to predict, as reading the data with the rest did, with a warning), and the training
+                files are not read (they need not exist). ``predict --ckpt_path FILE`` sets it.
             sequence_column: Column of sequences in CSV/TSV/Parquet files.
             label_column: Column of labels in CSV/TSV/Parquet files.
             on_bad_line: ``error`` stops at the first bad record; ``skip`` drops bad records and says how many.
@@ -163,7 +165,14 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         """Label mean/std, class count and longest sequence, read a chunk at a time, once."""
         if self._stats is None and self._state is not None:  # as trained; positions for the longest predicted
             self._stats = dict(self._state["statistics"])
-            self._stats["seq_len"] = max(self._stats["seq_len"], int(self._load()["predict"].max_length()))
+            longest = int(self._load()["predict"].max_length())
+            if longest > self._stats["seq_len"]:
+                rank_zero_warn(
+                    f"{self.hparams.predict_path}: sequences up to {longest} bp, longer than the model's training "
+                    f"data ({self._stats['seq_len']} bp): a Transformer reads them at positions it never trained "
+                    "at, and one with learned positions (or flatten pooling) does not fit them"
+                )
+                self._stats["seq_len"] = longest
         if self._stats is None:
             splits = self._load()
             # One pass over each split's labels (predict labels may be NaN, so not that one).
@@ -224,8 +233,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
                 hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, False, lines
             )
             self._predict_lines = np.concatenate(lines) if lines else None
-        if self.task == "classification":  # a file's labels were checked as read, naming lines
-            _check_class_ids([split for name, split in splits.items() if name != "predict"])
+        if (
+            self.task == "classification"
+        ):  # a file's labels were checked as read (naming lines), a folder's here
+            _check_class_ids([s for n, s in splits.items() if n != "predict" and Path(s.source).is_dir()])
         sources = {s: f"{hp.train_path} [{s} part]" for s in ("val", "test") if hp[f"{s}_path"] is None}
         warn_shared(splits, "sequences", sources if hp.train_path is not None else None, _shown)
         self.splits = splits
@@ -250,8 +261,6 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         table (1-based; the header, blank lines and lines of empty fields not counted), and the table's other
         columns (an id, the label), read again here; as (column name, values) pairs (the writer names them apart
         from its own). None for the test set or an encoded folder, whose rows are in order."""
-        from pathlib import Path
-
         from datamodules.dna_formats import format_of, open_data, read_table_chunks
 
         self._load()
@@ -307,7 +316,7 @@ def _check_class_ids(splits: list[RaggedStore]) -> None:
     for whole in sources.values():
         for chunk in whole.chunks():
             labels = whole.labels_of(chunk).astype(np.float64)
-            bad = not_class_ids(labels)
+            bad = np.union1d(not_class_ids(labels), np.flatnonzero(~np.isfinite(labels)))
             if len(bad):  # float32 as stored: 7 digits
                 raise DataError(
                     f"{whole.source}: record {chunk[bad[0]] + 1}: label {labels[bad[0]]:.7g} {NOT_A_CLASS_ID}"

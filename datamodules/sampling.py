@@ -253,7 +253,13 @@ class SplitLoaders:
                 f"data.checkpoint: {path} replaces the training data only for predict: give data.predict_path "
                 "(without it predict reads the test split, which needs the training files)"
             )
-        state = self.saved_state(check_checkpoint(path, "data.checkpoint"))
+        checkpoint = check_checkpoint(path, "data.checkpoint")
+        if not checkpoint:  # a sharded (FSDP) folder: Lightning's strategy reads its weights, no data state
+            raise DataError(
+                f"data.checkpoint: {path} is a sharded (FSDP) checkpoint folder, which holds no data state; leave "
+                "data.checkpoint empty to read the training files"
+            )
+        state = self.saved_state(checkpoint)
         if state is None:
             raise DataError(
                 f"data.checkpoint: {path} holds no {type(self).__name__} state ({', '.join(self.SAVED)}): it was "

@@ -262,7 +262,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         hp = self.hparams
         tokenizer = digest(self.tokenizer.to_str())
         return [CACHE_VERSION, self._data_identity(), hp.labels, hp.tokenizer, hp.tokenizer_vocab_size,
-                hp.max_length, tokenizer]  # fmt: skip
+                hp.max_length, tokenizer, self._state is not None]  # fmt: skip  # predict alone: its own folder
 
     @property
     def cache_path(self) -> Path:

@@ -7,7 +7,6 @@ Config files load in this order: ``experiments/base.yaml``, the modality's ``bas
 
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 
@@ -24,7 +23,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
 from archbench.errors import ConfigError, UserError
 from experiments.checkpoints import NAMED
-from experiments.configs import GLOBAL_BASE, expand_configs
+from experiments.configs import GLOBAL_BASE, expand_configs, import_class
 from experiments.resume import (
     AtomicCheckpointIO,
     ResumeState,
@@ -191,8 +190,7 @@ class ExperimentCLI(LightningCLI):
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):
             self._evaluated_checkpoint(config)
-        if self.subcommand == "predict":
-            self._data_from_checkpoint(config)
+        self._data_from_checkpoint(config)
 
     @staticmethod
     def _move_loggers(config) -> None:
@@ -238,17 +236,19 @@ class ExperimentCLI(LightningCLI):
         without that state (an older version) leaves the data to read its training files, as before."""
         ckpt, data = config.get("ckpt_path"), config.get("data")
         init = data.get("init_args") if data is not None else None
-        if (
-            not ckpt
-            or init is None
-            or "checkpoint" not in init
-            or init.checkpoint
-            or not init.get("predict_path")
-        ):
+        if init is None or "checkpoint" not in init:
             return
-        module, _, name = str(data.class_path).rpartition(".")
-        data_class = getattr(importlib.import_module(module), name)
-        if data_class.saved_state(self._read_checkpoint(ckpt)) is not None:
+        given = init.checkpoint  # a config that names one (a predict run's config.yaml) reads no other's data
+        if given and self.subcommand != "predict":
+            raise ConfigError(f"data.checkpoint: {given}: only predict takes the data from a checkpoint (predict "
+                              "--ckpt_path sets it); leave data.checkpoint out")  # fmt: skip
+        if given and given != ckpt:
+            raise ConfigError(f"data.checkpoint: {given} is not --ckpt_path {ckpt}: predict takes the data from the "
+                              "checkpoint it predicts with (it sets data.checkpoint); leave data.checkpoint out")  # fmt: skip
+        saved_state = getattr(import_class(str(data.class_path)), "saved_state", None)
+        if self.subcommand != "predict" or not ckpt or not init.get("predict_path") or saved_state is None:
+            return
+        if saved_state(self._read_checkpoint(ckpt)) is not None:
             init.checkpoint = ckpt
             print(f"predict: the data as the model was trained (class names, tokenizer, sizes, statistics) from "
                   f"{ckpt}; the training files are not read")  # fmt: skip

@@ -324,7 +324,8 @@ class CommandParser(argparse.ArgumentParser):
         own = getattr(self, "own_options", [])
         for arg in args:
             name = arg.split("=", 1)[0]
-            if not name.startswith("--") or name in PASSED_ON or name.startswith(RUN_OPTIONS):
+            run_option = name in RUN_OPTIONS or name.startswith(tuple(f"{o}." for o in RUN_OPTIONS))
+            if not name.startswith("--") or name in PASSED_ON or run_option:
                 continue
             if any(o.startswith(name) for o in own):  # its own, or a prefix argparse reads as one
                 continue

@@ -47,5 +47,6 @@ class AutoWandbLogger(WandbLogger):
     def experiment(self):
         """The W&B run, its folder made when the run starts (not when the logger is built: a command that stops
         on a user's mistake after building it leaves no empty folder behind)."""
-        Path(self.save_dir).mkdir(parents=True, exist_ok=True)
+        if self._experiment is None:
+            Path(self.save_dir).mkdir(parents=True, exist_ok=True)
         return super().experiment

@@ -96,7 +96,7 @@ def named_checkpoint(config, run: dict, name: str) -> Path | None:
 # Data options that change what a run is evaluated on or how it is read, not what it trained on: a run is still
 # "this run" when they differ (test it on another file, predict on a new one, more loader workers).
 EVALUATION_ONLY = ("predict_path", "test_path", "test_size", "num_workers", "batch_size", "global_batch_size",
-                   "cache_dir", "test_time_reverse_complement")  # fmt: skip
+                   "cache_dir", "test_time_reverse_complement", "checkpoint")  # fmt: skip
 
 
 def _training_data(data) -> dict | None:

@@ -438,8 +438,7 @@ def main(argv: list[str]) -> None:
         try:
             run_worker(sweep, trials, 0, overrides)
         except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the sweep stops
-            with contextlib.suppress(UserError, KeyError):
-                summarize(sweep)
+            _summarize_what_finished(sweep)
             raise
     else:
         import torch
@@ -456,8 +455,16 @@ def main(argv: list[str]) -> None:
                 env = worker_env(str(k % gpus) if gpus else str(k), args.workers, cuda=gpus > 0)
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
                 processes.append((k, process, log))
+        try:
+            for _, process, _ in processes:
+                process.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the workers too: each closes its trial; then what finished
+            for _, process, log in processes:
+                process.wait()
+                log.close()
+            _summarize_what_finished(sweep)
+            raise
         for k, process, log in processes:
-            process.wait()
             log.close()
             if process.returncode != 0:  # the worker's error line says why, where it printed one
                 lines = Path(log.name).read_text(errors="replace").splitlines()
@@ -475,6 +482,13 @@ def main(argv: list[str]) -> None:
           f"-> {Path(sweep.out) / 'best.yaml'}, {Path(sweep.out) / 'trials.json'}")  # fmt: skip
     if failed:  # the best of the others is written; the failures are said, and the command fails
         raise RunsFailedError("sweep: " + "; ".join(failed))
+
+
+def _summarize_what_finished(sweep: Sweep) -> None:
+    """trials.json and best.yaml of a sweep that is stopping, as far as its study allows: whatever goes wrong
+    here (no trial finished, a storage locked) must not hide why the sweep stopped."""
+    with contextlib.suppress(Exception):
+        summarize(sweep)
 
 
 def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -> None:

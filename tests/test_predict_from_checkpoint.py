@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import ROOT, TINY_DATA, run_main
 from image_data import write_folder
 from text_data import reviews, text_args, write_csv
@@ -86,6 +87,26 @@ def test_text_predicts_from_a_checkpoint_as_from_its_training_file(tmp_path):
     second.load_state_dict(first.state_dict())  # what Lightning checks on restoring: the same state
 
 
+def test_a_prediction_from_a_checkpoint_has_a_cache_of_its_own(tmp_path):
+    """The tokenized cache of a predict from a checkpoint holds the predict split alone: a later test or fit of
+    the same data (same files, tokenizer and length) must not open it and miss its splits."""
+    train = write_csv(tmp_path / "train.csv", reviews(60))
+    new = write_csv(tmp_path / "new.csv", [("a great film", 1)], ("text", "id"))
+    options = {"train_path": str(train), "predict_path": str(new), "tokenizer": "bpe", "tokenizer_vocab_size": 150,
+               "max_length": 32, "labels": ["rotten", "fresh"], "batch_size": 4,
+               "cache_dir": str(tmp_path / "cache")}  # fmt: skip
+    trained = TextClassificationDataModule(**options)
+    trained.setup("fit")
+    ckpt = saved(trained, tmp_path / "model.ckpt")
+    shutil.rmtree(tmp_path / "cache")  # the predict comes first
+    alone = TextClassificationDataModule(**options, checkpoint=ckpt)
+    alone.setup("predict")
+    assert set(alone.splits) == {"predict"}
+    again = TextClassificationDataModule(**options)
+    again.setup("fit")
+    assert set(again.splits) == {"train", "val", "test", "predict"}
+
+
 def test_images_predict_from_a_checkpoint_as_from_their_training_folder(tmp_path):
     write_folder(tmp_path / "train", per_class=5, size=12)
     write_folder(tmp_path / "new", classes=("unsorted",), per_class=3, size=20, seed=1)
@@ -135,6 +156,21 @@ def test_predict_needs_no_training_file_and_says_the_same(tmp_path, monkeypatch)
     (found,) = (tmp_path / "logs").rglob("predictions.tsv")
     first = found.read_text()
     found.unlink()
+    # data.checkpoint is predict's, set from its --ckpt_path: a config that carries one (a predict run's) is
+    # refused by the other commands, and by a predict with another checkpoint, rather than read the wrong data
+    saved = yaml.safe_load((found.parent / "config.yaml").read_text())["data"]["init_args"]["checkpoint"]
+    assert saved == str(ckpt)
+    with pytest.raises(
+        ConfigError, match=r"^data.checkpoint: .*: only predict takes the data from a checkpoint"
+    ):
+        ExperimentCLI(args=[*args, f"--data.checkpoint={ckpt}", f"--data.predict_path={new}"], run=False)
+    other = ckpt.parent / "other.ckpt"
+    shutil.copy(ckpt, other)
+    with pytest.raises(
+        ConfigError, match=rf"^data.checkpoint: {ckpt} is not --ckpt_path {other}: predict takes"
+    ):
+        ExperimentCLI(args=[*predict[:-1], f"--ckpt_path={other}", f"--data.checkpoint={ckpt}"])
+    other.unlink()
     shutil.rmtree(tmp_path / "d")  # train, val and test files
     shutil.rmtree(tmp_path / "cache")
     ExperimentCLI(args=predict)

@@ -128,6 +128,9 @@ def test_every_choice_and_range_end_is_checked_before_a_trial_runs(in_tmp):
              "model.net.init_args.cell": {"type": "choice", "values": ["gru", "lstm", "lstmm"]}}  # fmt: skip
     with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: space.model.net.init_args.cell: .*lstmm"):
         main(["--config", _sweep(in_tmp, space=space), *RUN])
+    space = {"model.net.init_args.hidden_size": {"type": "uniform", "low": 8, "high": 32.5}}  # an int option
+    with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: space.model.net.init_args.hidden_size: .*32.5"):
+        main(["--config", _sweep(in_tmp, space=space), *RUN])
     assert not (in_tmp / "sweep").exists()
 
 
