@@ -286,12 +286,25 @@ class ExperimentCLI(LightningCLI):
             self.model.check_init_from(data)
         if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
             checkpoint = self._read_checkpoint(ckpt)
+            if stage == "fit":
+                self._refuse_past_max_epochs(checkpoint, ckpt)
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(state, ckpt)
             saved = checkpoint.get(type(data).__qualname__)  # other class names, another tokenizer: likewise
             if saved:
                 data.load_state_dict(saved)
+
+    def _refuse_past_max_epochs(self, checkpoint: dict, ckpt: str) -> None:
+        """A run resumed with a ``max_epochs`` below the epochs it has trained (Ctrl-C in epoch 23, resumed with
+        ``max_epochs 3``): Lightning would stop inside its loop with "Please call iter(combined_loader) first".
+        A run that finished at exactly ``max_epochs`` is left to say "nothing to train"."""
+        epoch, limit = checkpoint.get("epoch"), self.trainer.max_epochs
+        if isinstance(epoch, int) and limit not in (None, -1) and epoch > limit:
+            raise ConfigError(
+                f"ckpt_path: {ckpt} is at epoch {epoch} (step {checkpoint.get('global_step')}), past "
+                f"trainer.max_epochs {limit}: raise trainer.max_epochs to train on, or start a new run"
+            )
 
     def instantiate_classes(self) -> None:
         if self._parse_only:

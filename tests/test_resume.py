@@ -357,3 +357,17 @@ def test_a_run_saved_before_an_option_existed_is_the_same_run_at_that_options_de
     newer_model = {**model, "init_args": {**model["init_args"], "confidence_threshold": None}}
     assert _same_model(saved, {"model": newer_model, "data": data})
     assert not _same_model(saved, {"model": {**model, "init_args": {"label_smoothing": 0.1}}, "data": data})
+
+
+def test_a_run_resumed_with_fewer_epochs_than_it_trained_is_refused_in_one_line(in_tmp):
+    """Resumed with a max_epochs below the epochs it has trained, Lightning stops inside its loop ("Please call
+    iter(combined_loader) first"): said instead, before anything is written."""
+    args = ["--config", CNN, *TINY_DATA, "--trainer.logger=false", "--trainer.enable_progress_bar=false"]
+    ExperimentCLI(args=["fit", *args, "--trainer.max_epochs=3"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    result = run_main("fit", *args, "--trainer.max_epochs=1", f"--ckpt_path={ckpt}", cwd=in_tmp)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: ckpt_path: {ckpt} is at epoch 3 (step 12), past trainer.max_epochs 1: raise trainer.max_epochs "
+        "to train on, or start a new run"
+    )
