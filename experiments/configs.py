@@ -114,6 +114,23 @@ def check_yaml(path: Path) -> None:
         raise ConfigError(
             f"{path}: expected a mapping of options (trainer:, model:, data:), found {loaded!r:.60}"
         )
+    _refuse_duplicate_keys(path, yaml.compose(path.read_text()))
+
+
+def _refuse_duplicate_keys(path: Path, node, where: str = "") -> None:
+    """A key given twice in one mapping (two rows of a comparison named alike): YAML keeps the last silently."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else None
+            if name is not None and name in seen:
+                raise ConfigError(f"{path}:{key.start_mark.line + 1}: {where}{name}: given twice in one mapping "
+                                  "(YAML would keep the last one alone); rename or remove one")  # fmt: skip
+            seen.add(name)
+            _refuse_duplicate_keys(path, value, f"{where}{name}." if name is not None else where)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(path, item, where)
 
 
 def _net_nulls(args: list[str]) -> list[str]:

@@ -145,3 +145,18 @@ def test_every_yaml_parses_and_instantiates(path, tmp_path, monkeypatch):
 def test_without_a_modality_config_the_data_is_asked_for(in_tmp):
     with pytest.raises(ConfigError, match=r"data: no datamodule chosen .*--config experiments/dna/lstm.yaml"):
         ExperimentCLI(args=["--config", str(EXPERIMENTS / "base.yaml"), SMALL_NET["dna"]], run=False)
+
+
+def test_a_key_given_twice_in_a_config_is_refused_with_its_line(tmp_path):
+    """YAML keeps the last of two equal keys silently: two comparison rows named alike made a table whose one
+    row was the second model under the first one's name."""
+    from archbench.errors import ConfigError
+    from experiments.configs import check_yaml
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: d\nmodels:\n  CNN: cnn.yaml\n  GRU: gru.yaml\n  CNN: other.yaml\n")
+    with pytest.raises(ConfigError) as err:
+        check_yaml(path)
+    assert str(err.value) == (
+        f"{path}:5: models.CNN: given twice in one mapping (YAML would keep the last one alone); rename or remove one"
+    )
