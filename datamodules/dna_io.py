@@ -236,6 +236,9 @@ def encode_file(
     do. Nothing is left in ``folder`` when it fails. Returns the number of sequences."""
     path, folder = Path(path), Path(folder)
     check_readable(path)
+    if folder.exists() and not folder.is_dir():
+        raise DataError(f"{folder}: is a file, not a folder to encode into")
+    made = not folder.exists()
     writer = StoreWriter(folder, np.uint8, np.float32, ENCODED_FILES)
     try:
         for part in _encoded_chunks(path, sequence_column, label_column, on_bad_line, True, chunk_records):
@@ -243,6 +246,8 @@ def encode_file(
         writer.close()
     except BaseException:
         writer.discard()
+        if made and folder.is_dir() and not any(folder.iterdir()):  # the folder this call made, left empty
+            folder.rmdir()
         raise
     return writer.rows
 

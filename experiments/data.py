@@ -41,9 +41,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from archbench.errors import DataError
+from archbench.errors import ConfigError, DataError
 from datamodules.dna_io import write_text
-from datamodules.dna_simulator import noise_ceiling, simulate_splits
+from datamodules.dna_simulator import MIN_LENGTH, noise_ceiling, simulate_splits
 from datamodules.files import write_atomic
 from experiments.configs import CommandParser, finite_float
 
@@ -382,6 +382,17 @@ def main(argv: list[str]) -> None:
         *_, write, report = FETCHERS[args.dataset]
         print(f"{args.dataset}: {report(write(out, Path(args.cache)), out)}")
         return
+    for name in ("n_train", "n_val", "n_test"):
+        if getattr(args, name) < 1:
+            raise ConfigError(
+                f"data simulate --{name.replace('_', '-')}: {getattr(args, name)} is not a positive count"
+            )
+    if args.seq_len < MIN_LENGTH:
+        raise ConfigError(
+            f"data simulate --seq-len: {args.seq_len} is below {MIN_LENGTH} (the simulator's grammar)"
+        )
+    if args.noise_std < 0:
+        raise ConfigError(f"data simulate --noise-std: {args.noise_std} is below 0")
     splits = simulate_splits(args.n_train, args.n_val, args.n_test, args.seq_len, args.noise_std, args.seed)
     for split, sim in splits.items():
         write_text(out / f"{split}.txt", sim.data)

@@ -8,6 +8,7 @@ import io
 import tempfile
 import warnings
 
+from archbench.errors import ConfigError
 from datamodules.files import write_atomic
 from experiments.configs import CommandParser, finite_float
 
@@ -20,6 +21,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--num_training", type=int, default=100, help="steps of the range test")
     parser.add_argument("--out", default="lr_find.png", help="plot to write (default: lr_find.png)")
     args, overrides = parser.parse_known_args(argv)
+    if args.num_training < 2:  # Lightning divides by it, and a curve needs two points
+        raise ConfigError(f"lr_find --num_training: {args.num_training} is below 2")
+    if not 0 < args.min_lr < args.max_lr:
+        raise ConfigError(
+            f"lr_find: --min_lr {args.min_lr:g} and --max_lr {args.max_lr:g} are not a range above 0"
+        )
 
     from lightning.pytorch.tuner import Tuner
 

@@ -207,3 +207,13 @@ def test_a_fastq_file_says_what_it_is(tmp_path, pack):
         "labels); write one sequence and its label per line (ACGT... 0.5), or a CSV/TSV with sequence and label "
         "columns"
     )
+
+
+def test_a_failed_encode_leaves_no_folder(tmp_path):
+    from datamodules.dna_io import encode_file
+
+    bad = tmp_path / "bad.txt"
+    bad.write_text("ACGT 1\nACGU 2\n")
+    with pytest.raises(DataError, match=r"bad.txt:2: "):
+        encode_file(bad, tmp_path / "enc")
+    assert not (tmp_path / "enc").exists()

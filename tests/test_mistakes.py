@@ -307,6 +307,10 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
         (["lr_find", "--config", "c.yaml", "--max-lr", "1"], "lr_find: unrecognized option '--max-lr' (did you mean --max_lr?)"),
         (["sweep", "--config", "s.yaml", "--trails", "3"], "sweep: unrecognized option '--trails' (did you mean --trials?)"),
         (["data", "simulate", "--seq_len", "5"], "data simulate: unrecognized option '--seq_len' (did you mean --seq-len?)"),
+        (["data", "simulate", "--out", "s", "--n-train", "0"], "data simulate --n-train: 0 is not a positive count"),
+        (["data", "simulate", "--out", "s", "--seq-len", "5"],
+         "data simulate --seq-len: 5 is below 40 (the simulator's grammar)"),
+        (["data", "encode", "--input", "x.txt", "--out", "x.txt"], "x.txt: is a file, not a folder to encode into"),
         (["compare", "--config", "c.yaml", "--seed", "2"], "compare: unrecognized option '--seed' (did you mean --seeds?): "
          "runs take --data.*, --model.*, --trainer.*, --early_stopping.*"),
         (["generate", "--weights", "w", "--prompt", "the", "--zzz", "1"],  # none close: not ignored either
@@ -317,10 +321,15 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
         (["generate", "--weights", "w", "--prompt", "the", "--top", "5"],
          "generate: ambiguous option: --top could match --top_k, --top_p"),
         (["lr_find", "--config", "c.yaml", "--min_lr", "nan"], "lr_find: argument --min_lr: nan is not a finite number"),
+        (["lr_find", "--config", "c.yaml", "--num_training", "0"], "lr_find --num_training: 0 is below 2"),
+        (["lr_find", "--config", "c.yaml", "--min_lr", "1", "--max_lr", "0.001"],
+         "lr_find: --min_lr 1 and --max_lr 0.001 are not a range above 0"),
         (["compare", "--config", "c.yaml", "--budget_flops", "inf"],
          "compare: argument --budget_flops: inf is not a finite number"),
     ],
 )  # fmt: skip
 def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expected):
+    (tmp_path / "x.txt").write_text("ACGT 1\n")
     result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 2 and last_line(result) == f"error: {expected}"
+    assert not (tmp_path / "s").exists()  # nothing written
