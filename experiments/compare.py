@@ -36,6 +36,7 @@ from experiments.configs import (
     did_you_mean,
     fingerprint,
     finite_float,
+    key_line,
     one_line,
     parse_file,
     split_options,
@@ -53,7 +54,7 @@ from experiments.loggers import AutoWandbLogger, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, as_saved, checkpoint_info, keep_metrics, open_quietly
-from experiments.sweep import LoggedMetric, key_line
+from experiments.sweep import LoggedMetric
 from experiments.tuning import TUNE_JOB, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
 
 

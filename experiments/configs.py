@@ -82,16 +82,41 @@ def fingerprint(path: Path, exclude: Path | None = None) -> str:
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
+def key_line(path: Path | None, *keys: str) -> str:
+    """``FILE:LINE`` of a (nested) key in a YAML file, as far down as the keys are found there; ``FILE`` when the
+    file cannot be read."""
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, TypeError, yaml.YAMLError):
+        return str(path)
+    where = str(path)
+    for key in keys:
+        found = (
+            [(k, v) for k, v in node.value if k.value == key] if isinstance(node, yaml.MappingNode) else []
+        )
+        if not found:
+            break
+        where, node = f"{path}:{found[0][0].start_mark.line + 1}", found[0][1]
+    return where
+
+
 def parse_file(parser, path: Path) -> dict:
     """A settings file (a comparison, a sweep) read by its jsonargparse ``parser``: the values, or a ConfigError
-    naming the file and the option."""
+    naming the file and the option (a key the file does not take: its line, and the close key)."""
     from jsonargparse import ArgumentError
 
     check_yaml(path)
     try:
         parsed = parser.parse_path(str(path))
     except ArgumentError as err:
-        raise ConfigError(f"{path}: {one_line(err)}") from None
+        said = one_line(err)
+        unknown = re.fullmatch(r"Option '(\w+)' is not accepted", said)
+        if unknown:
+            keys = sorted({k.split(".")[0] for k in parser.get_defaults().keys()} - {"__path__"})  # noqa: SIM118 (a Namespace)
+            close = difflib.get_close_matches(unknown.group(1), keys, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"it takes: {', '.join(keys)}"
+            raise ConfigError(f"{key_line(path, unknown.group(1))}: {said} ({hint})") from None
+        raise ConfigError(f"{path}: {said}") from None
     return {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
 
 

@@ -66,7 +66,8 @@ def load_from_weights(path: str):
 def main(argv: list[str]) -> None:
     args, overrides = _parser().parse_known_args(argv)
     if bool(args.ckpt) == bool(args.weights):
-        raise ConfigError("generate: give --ckpt (a run's checkpoint) or --weights")
+        which = "not both" if args.ckpt else "one of them"
+        raise ConfigError(f"generate: give --ckpt (a run's checkpoint) or --weights (pretrained), {which}")
     if args.max_new_tokens < 1:
         raise ConfigError(
             f"generate --max_new_tokens: {args.max_new_tokens} is not a positive number of tokens"

@@ -389,7 +389,8 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
     args, overrides = parser.parse_known_args(argv)
     if bool(args.ckpt) == bool(args.weights):
-        raise ConfigError("probe: give --weights (pretrained) or --ckpt (a run's checkpoint)")
+        which = "not both" if args.ckpt else "one of them"
+        raise ConfigError(f"probe: give --weights (pretrained) or --ckpt (a run's checkpoint), {which}")
     if args.batch_size < 1:
         raise ConfigError(f"probe: --batch-size {args.batch_size} is not a positive integer")
     if (

@@ -44,30 +44,12 @@ from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
 from datamodules.files import write_atomic
-from experiments.configs import CommandParser, check_yaml, fingerprint, parse_file, split_options
+from experiments.configs import CommandParser, check_yaml, fingerprint, key_line, parse_file, split_options
 from experiments.launchers import worker_env
 
 # Each kind of range and the keys it takes besides ``type``.
 KINDS = {"log_uniform": ("low", "high"), "uniform": ("low", "high"), "int": ("low", "high", "log"),
          "choice": ("values",)}  # fmt: skip
-
-
-def key_line(path: Path | None, *keys: str) -> str:
-    """``FILE:LINE`` of a (nested) key in a YAML file, as far down as the keys are found there; ``FILE`` when the
-    file cannot be read."""
-    try:
-        node = yaml.compose(Path(path).read_text())
-    except (OSError, TypeError, yaml.YAMLError):
-        return str(path)
-    where = str(path)
-    for key in keys:
-        found = (
-            [(k, v) for k, v in node.value if k.value == key] if isinstance(node, yaml.MappingNode) else []
-        )
-        if not found:
-            break
-        where, node = f"{path}:{found[0][0].start_mark.line + 1}", found[0][1]
-    return where
 
 
 @dataclass

@@ -160,3 +160,14 @@ def test_a_key_given_twice_in_a_config_is_refused_with_its_line(tmp_path):
     assert str(err.value) == (
         f"{path}:5: models.CNN: given twice in one mapping (YAML would keep the last one alone); rename or remove one"
     )
+
+
+def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tmp_path):
+    from archbench.errors import ConfigError
+    from experiments.compare import Comparison
+
+    path = tmp_path / "c.yaml"
+    path.write_text("name: d\nseed: 1\nmodels: {CNN: cnn.yaml}\n")
+    with pytest.raises(ConfigError) as err:
+        Comparison.load(path)
+    assert str(err.value) == f"{path}:2: Option 'seed' is not accepted (did you mean 'seeds'?)"

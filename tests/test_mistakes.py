@@ -315,6 +315,8 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
          "runs take --data.*, --model.*, --trainer.*, --early_stopping.*"),
         (["generate", "--weights", "w", "--prompt", "the", "--zzz", "1"],  # none close: not ignored either
          "generate --weights: unrecognized option '--zzz' (a run's options go with --ckpt)"),
+        (["generate", "--weights", "w", "--ckpt", "c.ckpt", "--prompt", "the"],
+         "generate: give --ckpt (a run's checkpoint) or --weights (pretrained), not both"),
         (["probe", "crows_pairs", "--weights", "w", "--zzz", "1"],
          "probe --weights: unrecognized option '--zzz' (a run's options go with --ckpt)"),
         # argparse's own refusals: one line too, not its usage text
