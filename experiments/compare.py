@@ -656,6 +656,10 @@ def main(argv: list[str]) -> None:
             f"{comparison.launcher} (add --launcher local, or leave --devices out)"
         )
     out = Path(comparison.out)
+    if out.is_dir() and any(out.iterdir()) and not any((out / d).is_dir() for d in ("runs", "tune", "slurm")):
+        shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
+        raise ConfigError(f"--out {out}: a folder of other files ({shown}), not a comparison's: its results.json and "
+                          "the like would be overwritten; give another --out")  # fmt: skip
 
     def run_job(model: str, seed: int) -> None:  # what a launcher's job does: train one seed, or tune the row
         if seed == TUNE_JOB:

@@ -382,3 +382,15 @@ def test_a_misspelt_class_of_a_package_lists_the_classes_it_exports():
     said = one_line("model.net: module 'lit_models' has no attribute 'CNNNet'")
     assert said.startswith("model.net: module 'lit_models' has no attribute 'CNNNet' (lit_models has: ")
     assert "DilatedCNN" in said and "RecurrentNet" in said and "TransformerNet" in said
+
+
+def test_compare_refuses_an_out_folder_of_other_files(in_tmp):
+    from archbench.errors import ConfigError
+
+    (in_tmp / "mine").mkdir()
+    (in_tmp / "mine" / "results.json").write_text('{"x": 1}')
+    with pytest.raises(
+        ConfigError, match=r"^--out mine: a folder of other files \(results.json\), not a comparison's"
+    ):
+        compare(["--config", str(DNA / "compare.yaml"), "--out", "mine", *TINY_DATA])
+    assert (in_tmp / "mine" / "results.json").read_text() == '{"x": 1}'
