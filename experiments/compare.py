@@ -656,7 +656,8 @@ def main(argv: list[str]) -> None:
             f"{comparison.launcher} (add --launcher local, or leave --devices out)"
         )
     out = Path(comparison.out)
-    if out.is_dir() and any(out.iterdir()) and not any((out / d).is_dir() for d in ("runs", "tune", "slurm")):
+    ours = any((out / d).is_dir() for d in ("runs", "tune", "slurm")) or any(out.glob("worker-*.log"))
+    if not (args.run or args.serve) and out.is_dir() and any(out.iterdir()) and not ours:
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
         raise ConfigError(f"--out {out}: a folder of other files ({shown}), not a comparison's: its results.json and "
                           "the like would be overwritten; give another --out")  # fmt: skip
