@@ -35,6 +35,7 @@ print(bases, peak <= limit, vm("RssAnon"))
 """
 
 
+@pytest.mark.slow  # 27 s; the chunked encode under the same limit stays in the default suite
 def test_data_several_times_larger_than_the_memory_limit_trains_from_disk(tmp_path):
     from datamodules.dna_io import read_dna
 
