@@ -10,7 +10,6 @@ outside ``experiments/`` too, and rows whose files would load different bases ar
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import logging
 import math
@@ -36,6 +35,7 @@ from experiments.configs import (
     did_you_mean,
     fingerprint,
     finite_float,
+    key_hint,
     key_line,
     one_line,
     parse_file,
@@ -183,13 +183,11 @@ class Comparison:
         cluster = section.pop("cluster", None)
         if cluster not in (None, "slurm", "local"):
             raise ConfigError(f"{self.path}: slurm.cluster: {cluster!r} is not slurm or local")
-        keys = [f.name for f in fields(SlurmOptions)]
+        keys = ["cluster", *(f.name for f in fields(SlurmOptions))]
         for name in section:
             if name not in keys:  # named with its line, and the close option (or every option)
-                close = difflib.get_close_matches(name, [*keys, "cluster"], n=1)
-                hint = f"did you mean {close[0]!r}?" if close else f"it takes: cluster, {', '.join(keys)}"
                 raise ConfigError(
-                    f"{key_line(self.path, 'slurm', name)}: slurm.{name}: not an option ({hint})"
+                    f"{key_line(self.path, 'slurm', name)}: slurm.{name}: not an option ({key_hint(name, keys)})"
                 )
         return SlurmOptions(**section), None if cluster == "slurm" else cluster
 

@@ -100,6 +100,12 @@ def key_line(path: Path | None, *keys: str) -> str:
     return where
 
 
+def key_hint(name: str, keys: list[str]) -> str:
+    """For a key a settings file does not take: ``did you mean 'seeds'?``, or the keys it takes."""
+    close = difflib.get_close_matches(name, keys, n=1)
+    return f"did you mean {close[0]!r}?" if close else f"it takes: {', '.join(keys)}"
+
+
 def parse_file(parser, path: Path) -> dict:
     """A settings file (a comparison, a sweep) read by its jsonargparse ``parser``: the values, or a ConfigError
     naming the file and the option (a key the file does not take: its line, and the close key)."""
@@ -113,9 +119,9 @@ def parse_file(parser, path: Path) -> dict:
         unknown = re.fullmatch(r"Option '(\w+)' is not accepted", said)
         if unknown:
             keys = sorted({k.split(".")[0] for k in parser.get_defaults().keys()} - {"__path__"})  # noqa: SIM118 (a Namespace)
-            close = difflib.get_close_matches(unknown.group(1), keys, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"it takes: {', '.join(keys)}"
-            raise ConfigError(f"{key_line(path, unknown.group(1))}: {said} ({hint})") from None
+            raise ConfigError(
+                f"{key_line(path, unknown.group(1))}: {said} ({key_hint(unknown.group(1), keys)})"
+            ) from None
         raise ConfigError(f"{path}: {said}") from None
     return {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
 
