@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Every GPU benchmark, one after another (never two at once: they share the GPU), each under its own time
 # limit, each JSON line appended to ${1:-gpu_bench.jsonl} as soon as it is printed, so a run cut short keeps
-# what finished. On a machine without a CUDA GPU each bench says "skipped" and exits 0.
-#   bash bench/gpu_all.sh [OUTPUT.jsonl]
+# what finished. On a machine without a CUDA GPU each bench says "skipped" and exits 0. The checkout is put on
+# PYTHONPATH, so a Python that has the dependencies but not this project installed (a GPU machine's own) runs it.
+#   PYTHON=python3 bash bench/gpu_all.sh [OUTPUT.jsonl]
 set -u
 out=${1:-gpu_bench.jsonl}
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python=${PYTHON:-python}
 run() {
     local limit=$1
