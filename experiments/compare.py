@@ -13,6 +13,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass, field, fields
@@ -516,9 +517,12 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         open_quietly(trainer.loggers[0])  # the run folder holds its settings file, no log yet
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
-    except Exception:  # its W&B run ends as failed, not left open for the next run in this process to reuse
+    except Exception as err:  # its W&B run ends as failed, not left open for the next run in this process to reuse
         if trainer.is_global_zero:
             wandb_logger.experiment.finish(exit_code=1)
+            if isinstance(err, ConfigError) and resume is None and not last.is_file():
+                # the user's mistake (a metric the runs do not log), found before a step trained: the folder goes
+                shutil.rmtree(run_dir, ignore_errors=True)
         raise
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)
