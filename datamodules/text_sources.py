@@ -457,6 +457,16 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
         labels = [str(v) for v in given]
         if len(set(labels)) != len(labels):
             raise DataError(f"data.labels: {given} has repeated labels")
+        if len(labels) < 2:
+            raise DataError(f"data.labels: {given} lists fewer than 2 labels; a classifier needs 2 or more")
+        held = {str(v) for v in label_counts(train, column) if not _blank(v)}
+        unused = [label for label in labels if label not in held]
+        if unused:
+            rank_zero_warn(
+                f"data.labels: {', '.join(map(repr, unused))} held by no row of {train.source} (column "
+                f"{column!r}): a class the model is never trained on (a typo in data.labels?)",
+                stacklevel=6,
+            )
     elif class_names is not None:
         labels = class_names
     else:
