@@ -202,14 +202,24 @@ def table_line(file: Path, row: int) -> int:
     """The line data row ``row`` (0-based, counted as pandas counts: blank lines skipped) starts on in a
     CSV/TSV file; read up to that row, for a message."""
     with open(file, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
+        raw: list[str] = []  # the lines of the record just read
+
+        def lines():
+            for text in f:
+                raw.append(text)
+                yield text
+
+        reader = csv.reader(lines(), delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
         next(reader, None)
+        raw.clear()
         line, seen = reader.line_num + 1, 0
-        for fields in reader:
-            if len(fields) > 1 or (fields and fields[0].strip()):  # pandas skips blank and all-space lines
+        for _ in reader:
+            # pandas skips blank and all-space lines, but not a quoted empty field ("" is a row)
+            if "".join(raw).strip():
                 if seen == row:
                     return line
                 seen += 1
+            raw.clear()
             line = reader.line_num + 1
     return line
 

@@ -386,3 +386,16 @@ def test_a_declared_label_no_row_holds_is_said_and_a_single_label_refused(tmp_pa
     assert dm.labels == ["rotten", "fresh", "certified"]
     with pytest.raises(DataError, match=r"data.labels: \['fresh'\] lists fewer than 2 labels"):
         data(tmp_path, **csv_files, labels=["fresh"]).setup()
+
+
+def test_a_rows_line_is_counted_as_pandas_reads_rows_blank_lines_skipped_a_quoted_empty_kept(tmp_path):
+    """A one-column CSV's "" is a row to pandas (an empty text), a blank or all-space line is not: the line an
+    error names is the row's own, not one above it."""
+    import pandas as pd
+
+    from datamodules.text_sources import table_line
+
+    path = tmp_path / "one.csv"
+    path.write_text('text\n\nhello\n""\n"multi\nline"\n   \nworld\n')
+    assert pd.read_csv(path, keep_default_na=False)["text"].tolist() == ["hello", "", "multi\nline", "world"]
+    assert [table_line(path, row) for row in range(4)] == [3, 4, 5, 8]
