@@ -23,7 +23,7 @@ import codecs
 import io
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
@@ -61,6 +61,7 @@ class Part:
     path: Path | None = None
     table: object = None  # a datasets.Dataset
     column: str = "text"
+    said_empty: bool = field(default=False, compare=False)  # its rows without text, said once (read twice)
 
     def first_line(self) -> int:
         """The 1-based line of a file where the part starts (it may start inside the file: a held-out cut), or
@@ -77,14 +78,25 @@ class Part:
     def texts(self):
         """The part's text a piece at a time: (text, ends_document)."""
         if self.table is not None:
+            # rows without text (a CSV's empty cell is read as missing): no document, said once
+            empty, first_empty = 0, None
             for first in range(self.start, self.stop, 1000):
                 batch = self.table[first : min(first + 1000, self.stop)][self.column]
                 for k, text in enumerate(batch):
+                    if text is None or text == "":
+                        empty, first_empty = empty + 1, first_empty or first + k + 1
+                        continue
                     if not isinstance(text, str):
                         raise DataError(
-                            f"{self.source}: row {first + k + 1}: column {self.column!r} is not text"
+                            f"{self.source}: row {first + k + 1}: column {self.column!r} is not text ({text!r})"
                         )
                     yield text, True
+            if empty and not self.said_empty:
+                self.said_empty = True
+                rank_zero_warn(
+                    f"{self.source}: {empty} row(s) with column {self.column!r} empty or missing (first: row "
+                    f"{first_empty}) skipped: no text to learn from"
+                )
             return
         # As open(encoding="utf-8-sig") reads a file with universal newlines: a byte-order mark at the file's
         # start dropped, CRLF and CR read as LF, so the same text saved on Windows gives the same tokens.

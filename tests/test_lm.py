@@ -5,6 +5,7 @@ checkpoint, and one-line errors for bad input."""
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -291,6 +292,28 @@ def test_bad_corpora_are_named_in_one_line(tmp_path):
         data(tmp_path, train_path=str(tmp_path / "short.txt"))
     with pytest.raises(DataError, match="data.train_path: file 'missing.txt' not found"):
         data(tmp_path, train_path="missing.txt")
+
+
+def test_a_tables_empty_cells_are_no_documents_said_once_and_a_number_is_refused(tmp_path):
+    """A CSV's empty cell (read as missing) or "" is no document, the same whether a split is held out or given:
+    skipped and counted in one warning with its first row; a column of numbers is refused, with a value."""
+    paths = {f"{split}_path": str(tmp_path / f"{split}.csv") for split in ("train", "val", "test")}
+    Path(paths["train_path"]).write_text(
+        "text,note\n" + "".join(f'"{SENTENCES[0]} {i}",x\n' for i in range(8)) + ",empty\n" + ",\n"
+    )
+    for k, split in ((1, "val"), (2, "test")):
+        Path(paths[f"{split}_path"]).write_text(
+            "text\n" + "".join(f'"{SENTENCES[k]} {i}"\n' for i in range(8)) + '""\n'
+        )
+    with pytest.warns(
+        UserWarning, match=r"train.csv: 2 row\(s\) with column 'text' empty or missing \(first: row 9\)"
+    ):
+        module = data(tmp_path, **paths)
+    for split in ("train", "val", "test"):  # one end-of-text per row that holds text
+        assert (np.asarray(module.streams[split]) == module.tokenizer.eot_id).sum() == 8
+    (tmp_path / "numbers.csv").write_text("text\n41\n42\n")
+    with pytest.raises(DataError, match=r"numbers.csv: row 1: column 'text' is not text \(41\)"):
+        data(tmp_path / "n", **{**paths, "train_path": str(tmp_path / "numbers.csv")})
 
 
 def test_a_tokenizer_that_does_not_fit_pretrained_weights_is_refused(tmp_path):

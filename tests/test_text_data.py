@@ -381,7 +381,9 @@ def test_a_declared_label_no_row_holds_is_said_and_a_single_label_refused(tmp_pa
     """data.labels with a class the training data never holds trains a class that can never be learnt: said,
     with the file; a list of one label is refused as data.labels', not blamed on the column."""
     dm = data(tmp_path, **csv_files, labels=["rotten", "fresh", "certified"])
-    with pytest.warns(UserWarning, match=r"data.labels: 'certified' held by no row of .*train.csv \(column 'label'\)"):
+    with pytest.warns(
+        UserWarning, match=r"data.labels: 'certified' held by no row of .*train.csv \(column 'label'\)"
+    ):
         dm.setup()
     assert dm.labels == ["rotten", "fresh", "certified"]
     with pytest.raises(DataError, match=r"data.labels: \['fresh'\] lists fewer than 2 labels"):
