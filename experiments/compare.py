@@ -517,7 +517,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         open_quietly(trainer.loggers[0])  # the run folder holds its settings file, no log yet
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
-    except Exception as err:  # its W&B run ends failed, not left open for the next run in this process to reuse
+    except Exception as err:  # the W&B run ends failed, not left open for this process's next run to reuse
         if trainer.is_global_zero:
             wandb_logger.experiment.finish(exit_code=1)
             if isinstance(err, ConfigError) and resume is None and not last.is_file():
