@@ -98,10 +98,11 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             val_path: Validation file. Empty: ``val_fraction`` of the training file, split by ``split_seed``.
             test_path: Test file. Empty: ``test_fraction`` of the training file, split by ``split_seed``.
             predict_path: File of sequences (labels optional) for ``predict``. Empty: the test set.
-            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the label
-                statistics, class count and sequence length come from it (the length raised to the longest
-                sequence to predict, as reading the data with the rest did, with a warning), and the training
-                files are not read (they need not exist). ``predict --ckpt_path FILE`` sets it.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``, and ``test`` (or
+                ``predict``) with a ``test_path`` and no ``predict_path``: the label statistics, class count and sequence length come
+                from it (the length raised to the longest sequence read, as reading the data with the rest did,
+                with a warning), and the training files are not read (they need not exist). ``predict`` and
+                ``test`` with ``--ckpt_path FILE`` set it.
             sequence_column: Column of sequences in CSV/TSV/Parquet files.
             label_column: Column of labels in CSV/TSV/Parquet files.
             on_bad_line: ``error`` stops at the first bad record; ``skip`` drops bad records and says how many.
@@ -127,7 +128,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self.simulation = simulation or Simulation()
         self.splits: dict[str, RaggedStore] | None = None
         self.noise_ceiling: float | None = None
-        self._state = self._checkpoint_state(checkpoint, predict_path)
+        self._state = self._checkpoint_state(checkpoint, predict_path, test_path)
         self._stats: dict | None = None
         self._predict_lines: np.ndarray | None = None  # of predict_path's records, as read
 
@@ -163,12 +164,14 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
 
     def _statistics(self) -> dict:
         """Label mean/std, class count and longest sequence, read a chunk at a time, once."""
-        if self._stats is None and self._state is not None:  # as trained; positions for the longest predicted
+        if self._stats is None and self._state is not None:  # as trained; positions for the longest read
             self._stats = dict(self._state["statistics"])
-            longest = int(self._load()["predict"].max_length())
+            read = self._load()
+            name = max(read, key=lambda s: read[s].max_length())
+            longest = int(read[name].max_length())
             if longest > self._stats["seq_len"]:
                 rank_zero_warn(
-                    f"{self.hparams.predict_path}: sequences up to {longest} bp, longer than the model's training "
+                    f"{self.hparams[f'{name}_path']}: sequences up to {longest} bp, longer than the model's training "
                     f"data ({self._stats['seq_len']} bp): a Transformer reads them at positions it never trained "
                     "at, and one with learned positions (or flatten pooling) does not fit them"
                 )
@@ -205,8 +208,18 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         if self.splits is not None:
             return self.splits
         hp = self.hparams
-        if self._state is not None:  # predict from a checkpoint: its statistics, no training data
-            splits = {}
+        read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column,
+                "on_bad_line": hp.on_bad_line, "class_ids": self.task == "classification"}  # fmt: skip
+        if self._state is not None:  # from a checkpoint: its statistics, no training data
+            # predict_path alone where there is one (predict reads no other split)
+            splits = {"test": read_dna(hp.test_path, **read)} if hp.predict_path is None else {}
+            classes = self._state["statistics"]["classes"]
+            top = splits["test"].label_stats()[3] if self.task == "classification" and splits else -1
+            if top >= classes:
+                raise DataError(
+                    f"{hp.test_path}: class id {int(top)} is outside the checkpoint's {classes} classes "
+                    f"(0..{classes - 1}): a model answers in the classes it was trained on"
+                )
         elif hp.train_path is None:
             sim = self.simulation
             simulated = simulate_splits(
@@ -215,8 +228,6 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             splits = {name: split.data for name, split in simulated.items()}
             self.noise_ceiling = noise_ceiling(simulated["test"])
         else:
-            read = {"sequence_column": hp.sequence_column, "label_column": hp.label_column,
-                    "on_bad_line": hp.on_bad_line, "class_ids": self.task == "classification"}  # fmt: skip
             train = read_dna(hp.train_path, **read)
             held = {s: read_dna(hp[f"{s}_path"], **read)
                     for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
@@ -244,7 +255,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
 
     def state_dict(self) -> dict:
         """Saved in every checkpoint: the label statistics, class count and sequence length the model was built
-        with, which ``data.checkpoint`` predicts with instead of the training files."""
+        with, which ``data.checkpoint`` predicts and tests with instead of the training files."""
         return {"statistics": self._statistics()}
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:

@@ -120,9 +120,10 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             predict_path: A folder of images for ``predict`` (directly in it, or in subfolders; labels unused).
                 Empty: ``predict`` reads the test split. The training data is read too (its classes, size and
                 statistics set the input) unless ``checkpoint`` gives them.
-            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the class names
-                and the input (size, mean and std) come from it, and the training images are not read (they need
-                not exist). ``predict --ckpt_path FILE`` sets it.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``, and ``test`` (or
+                ``predict``) with a ``test_path`` and no ``predict_path``: the class names and the input (size, mean and std) come from
+                it, and the training images are not read (they need not exist). ``predict`` and ``test`` with
+                ``--ckpt_path FILE`` set it.
             dataset: ``hub``: a dataset name (e.g. ``fashion_mnist``, ``cifar10``; needs a connection).
             image_column: ``hub``: the image column.
             label_column: ``hub``: the label column.
@@ -177,7 +178,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
         self._stats: tuple | None = None  # the training images' mean and std
         self._mixup = None
-        self._state = self._checkpoint_state(checkpoint, predict_path)
+        self._state = self._checkpoint_state(checkpoint, predict_path, test_path)
 
     # --- sources ----------------------------------------------------------------------------------------
 
@@ -185,9 +186,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if self.splits is not None:
             return self.splits
         hp = self.hparams
-        if self._state is not None:  # predict from a checkpoint: its classes and input, no training images
+        if self._state is not None:  # from a checkpoint: its classes and input, no training images
             self._labels = list(self._state["labels"])
-            self.splits = {"predict": read_images(Path(hp.predict_path))}
+            self.splits = {}
+            if hp.predict_path:
+                self.splits["predict"] = read_images(Path(hp.predict_path))
+            else:  # predict_path alone where there is one; its class folders among the checkpoint's classes
+                self.splits["test"], _ = read_folder(Path(hp.test_path), self._labels)
             return self.splits
         if hp.source == "fashion_mnist":
             arrays = read_fashion_mnist(fashion_mnist_root(hp.root, hp.download))

@@ -226,8 +226,9 @@ class SplitLoaders:
     ``_loader(split, train)``; ``predict`` reads the ``predict`` split when the data has one, else ``test``.
 
     A datamodule whose ``state_dict`` holds the keys of ``SAVED`` (what the model's inputs and outputs mean: class
-    names, a tokenizer, sizes and statistics) can predict from a checkpoint alone: with ``data.checkpoint`` it
-    takes that state from the checkpoint and reads only ``predict_path``."""
+    names, a tokenizer, sizes and statistics) can predict and test from a checkpoint alone: with
+    ``data.checkpoint`` it takes that state from the checkpoint and reads only ``predict_path``, or without one
+    ``test_path``."""
 
     SAVED: tuple[str, ...] = ()
 
@@ -243,15 +244,17 @@ class SplitLoaders:
             return None
         return state
 
-    def _checkpoint_state(self, path: str | None, predict_path: str | None) -> dict | None:
+    def _checkpoint_state(
+        self, path: str | None, predict_path: str | None, test_path: str | None
+    ) -> dict | None:
         """The state ``data.checkpoint`` gives this datamodule in place of its training files' (None without
         one), or a DataError naming the option when the file cannot give it."""
         if not path:
             return None
-        if not predict_path:
+        if not predict_path and not test_path:
             raise DataError(
-                f"data.checkpoint: {path} replaces the training data only for predict: give data.predict_path "
-                "(without it predict reads the test split, which needs the training files)"
+                f"data.checkpoint: {path} replaces the training data for files of their own: give "
+                "data.predict_path or data.test_path (a test split held out of the training data needs its files)"
             )
         checkpoint = check_checkpoint(path, "data.checkpoint")
         if not checkpoint:  # a sharded (FSDP) folder: Lightning's strategy reads its weights, no data state

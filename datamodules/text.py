@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 from archbench.errors import DataError
 from datamodules.files import build_folder_once, write_atomic
 from datamodules.sampling import ClassificationData, SplitLoaders, check_loader_options, make_loader
+from datamodules.splits import seeded_subset
 from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store, warn_shared
 from datamodules.text_sources import (
     Split,
@@ -93,9 +94,10 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             val_path: Validation file. Empty: ``val_fraction`` of the training data, split by ``split_seed``.
             test_path: Test file. Empty: ``test_fraction`` of the training data, split by ``split_seed``.
             predict_path: File of texts (labels optional) for ``predict``. Empty: the test set.
-            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``: the class names,
-                the tokenizer and ``max_length`` come from it, and the training files are not read (they need not
-                exist). ``predict --ckpt_path FILE`` sets it.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``, and ``test`` (or
+                ``predict``) with a ``test_path`` and no ``predict_path``: the class names, the tokenizer and ``max_length`` come from
+                it, and the training files are not read (they need not exist). ``predict`` and ``test`` with
+                ``--ckpt_path FILE`` set it.
             text_column: Column holding the texts.
             label_column: Column holding the labels (strings or integers).
             labels: The label set, in class-id order. Empty: the sorted distinct training labels. A label
@@ -145,7 +147,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
                 raise DataError(f"data.{name}: {value} is not a positive integer")
         self.save_hyperparameters()
         check_loader_options(self.hparams)
-        self._state = self._checkpoint_state(checkpoint, predict_path)
+        self._state = self._checkpoint_state(checkpoint, predict_path, test_path)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self._tokenizer: Tokenizer | None = None
         self._pad_id: int | None = None
@@ -262,7 +264,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         hp = self.hparams
         tokenizer = digest(self.tokenizer.to_str())
         return [CACHE_VERSION, self._data_identity(), hp.labels, hp.tokenizer, hp.tokenizer_vocab_size,
-                hp.max_length, tokenizer, self._state is not None]  # fmt: skip  # predict alone: its own folder
+                hp.max_length, tokenizer, self._state is not None]  # fmt: skip  # from a checkpoint: its own folder
 
     @property
     def cache_path(self) -> Path:
@@ -275,6 +277,13 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     def _tokenize_into(self, folder: Path) -> None:
         hp = self.hparams
         splits = {} if self._state is not None else dict(self._raw_splits())
+        if self._state is not None and not hp.predict_path:  # predict_path alone where there is one
+            test = Split(load_file(hp.test_path, "test_path", str(self.cache_dir / "hf")), hp.test_path)
+            subset = seeded_subset(
+                len(test.data), hp.test_size, hp.split_seed, 2
+            )  # the subset reading all takes
+            splits["test"] = test.select(subset.materialize(sort=True)) if subset is not None else test
+            check_columns(splits["test"], {"text_column": hp.text_column, "label_column": hp.label_column})
         if hp.predict_path:
             predict = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
             splits["predict"] = Split(predict, hp.predict_path)

@@ -230,28 +230,37 @@ class ExperimentCLI(LightningCLI):
             print(f"{self.subcommand}: {ckpt} checkpoint {found}")
 
     def _data_from_checkpoint(self, config) -> None:
-        """predict with a checkpoint file and a ``data.predict_path``: the data's state (class names, tokenizer,
-        sizes, statistics) comes from the checkpoint (``data.checkpoint``), so the model reads the new data as it
-        read its training data, and the training files are not read (they need not exist). A checkpoint saved
-        without that state (an older version) leaves the data to read its training files, as before."""
+        """predict with a checkpoint file and a ``data.predict_path``, or test (or predict) with a ``data.test_path``
+        and no ``data.predict_path``: the data's state (class names, tokenizer, sizes, statistics) comes from the
+        checkpoint (``data.checkpoint``), so the model reads the new data as it read its training data, and the
+        training files are not read (they need not exist; a trained tokenizer is not trained again on a training
+        split that a test file of its own changed). A checkpoint saved without that state (an older version)
+        leaves the data to read its training files, as before."""
         ckpt, data = config.get("ckpt_path"), config.get("data")
         init = data.get("init_args") if data is not None else None
         if init is None or "checkpoint" not in init:
             return
         given = init.checkpoint  # a config that names one (a predict run's config.yaml) reads no other's data
-        if given and self.subcommand != "predict":
-            raise ConfigError(f"data.checkpoint: {given}: only predict takes the data from a checkpoint (predict "
-                              "--ckpt_path sets it); leave data.checkpoint out")  # fmt: skip
+        if given and self.subcommand not in ("predict", "test"):
+            raise ConfigError(f"data.checkpoint: {given}: only predict and test take the data from a checkpoint "
+                              "(--ckpt_path sets it); leave data.checkpoint out")  # fmt: skip
         if given and given != ckpt:
-            raise ConfigError(f"data.checkpoint: {given} is not --ckpt_path {ckpt}: predict takes the data from the "
-                              "checkpoint it predicts with (it sets data.checkpoint); leave data.checkpoint out")  # fmt: skip
+            raise ConfigError(f"data.checkpoint: {given} is not --ckpt_path {ckpt}: {self.subcommand} takes the data "
+                              "from the checkpoint it runs (it sets data.checkpoint); leave data.checkpoint out")  # fmt: skip
         saved_state = getattr(import_class(str(data.class_path)), "saved_state", None)
-        if self.subcommand != "predict" or not ckpt or not init.get("predict_path") or saved_state is None:
+        # the file read in place of the training data: predict_path where there is one, else test_path
+        file = "predict_path" if init.get("predict_path") else "test_path" if init.get("test_path") else None
+        if given and self.subcommand == "test" and file != "test_path":
+            raise ConfigError(f"data.checkpoint: {given}: test from a checkpoint reads data.test_path alone, and "
+                              f"this config has {'data.predict_path' if file else 'none'}; leave data.checkpoint out "
+                              "(test with a data.test_path and no data.predict_path sets it)")  # fmt: skip
+        wanted = {"predict": ("predict_path", "test_path"), "test": ("test_path",)}.get(self.subcommand, ())
+        if file not in wanted or not ckpt or saved_state is None:
             return
         if saved_state(self._read_checkpoint(ckpt)) is not None:
             init.checkpoint = ckpt
-            print(f"predict: the data as the model was trained (class names, tokenizer, sizes, statistics) from "
-                  f"{ckpt}; the training files are not read")  # fmt: skip
+            print(f"{self.subcommand}: the data as the model was trained (class names, tokenizer, sizes, statistics) "
+                  f"from {ckpt}; the training files are not read")  # fmt: skip
 
     def before_fit(self) -> None:
         self._data_first("fit")

@@ -1,6 +1,7 @@
-"""``predict`` from a checkpoint alone: the data's state (class names, tokenizer, input size and statistics,
-label statistics) travels in every checkpoint, and ``data.checkpoint`` (set by ``predict --ckpt_path``) reads
-only the file to predict. Parity: the same sizes and the same batches as the data read from its training files."""
+"""``predict`` and ``test`` from a checkpoint alone: the data's state (class names, tokenizer, input size and
+statistics, label statistics) travels in every checkpoint, and ``data.checkpoint`` (set by ``predict`` and ``test``
+with ``--ckpt_path``) reads only the file to predict or test. Parity: the same sizes and the same batches as the
+data read from its training files."""
 
 from __future__ import annotations
 
@@ -29,8 +30,9 @@ def saved(data, path) -> str:
     return str(path)
 
 
-def batches(data) -> list[dict]:
-    return [dict(b) if isinstance(b, dict) else {"x": b[0], "y": b[1]} for b in data.predict_dataloader()]
+def batches(data, split: str = "predict") -> list[dict]:
+    loader = getattr(data, f"{split}_dataloader")()
+    return [dict(b) if isinstance(b, dict) else {"x": b[0], "y": b[1]} for b in loader]
 
 
 def assert_same_batches(ours: list[dict], theirs: list[dict]) -> None:
@@ -123,6 +125,48 @@ def test_images_predict_from_a_checkpoint_as_from_their_training_folder(tmp_path
     assert_same_batches(batches(second), batches(first))
 
 
+def test_each_modality_tests_a_file_of_its_own_from_a_checkpoint_as_from_its_training_files(tmp_path):
+    """``data.checkpoint`` with a ``test_path``: the same test batches as the data read with its training files,
+    which are gone; a DNA test file with a class the checkpoint's model does not have is refused by name."""
+    rng = np.random.default_rng(0)
+    dna = {name: tmp_path / f"{name}.txt" for name in ("train", "test")}
+    for name, n in (("train", 60), ("test", 12)):
+        dna[name].write_text("".join(f"{''.join(rng.choice(list('ACGT'), 30))} {i % 3}\n" for i in range(n)))
+    texts = {
+        "train": write_csv(tmp_path / "train.csv", reviews(80)),
+        "test": write_csv(tmp_path / "test.csv", reviews(20, seed=1)),
+    }
+    write_folder(tmp_path / "images" / "train", per_class=5, size=12)
+    write_folder(tmp_path / "images" / "test", classes=("dog",), per_class=3, size=12, seed=1)
+    images = {name: tmp_path / "images" / name for name in ("train", "test")}
+    cases = [
+        (DNADataModule, dna, {"task": "classification", "batch_size": 4}),
+        (TextClassificationDataModule, texts, {"tokenizer": "bpe", "tokenizer_vocab_size": 150, "batch_size": 4,
+                                               "cache_dir": str(tmp_path / "cache")}),
+        (ImageDataModule, images, {"source": "folder", "batch_size": 2}),
+    ]  # fmt: skip
+    for cls, files, options in cases:
+        options = {**options, "train_path": str(files["train"]), "test_path": str(files["test"])}
+        first = cls(**options)
+        first.setup("test")
+        ckpt = saved(first, tmp_path / f"{cls.__name__}.ckpt")
+        moved = files["train"].rename(files["train"].with_name("gone"))
+        second = cls(**{**options, "cache_dir": str(tmp_path / "elsewhere")} if "cache_dir" in options else options,
+                     checkpoint=ckpt)  # fmt: skip
+        second.setup("test")
+        assert set(second.splits) == {"test"}, cls.__name__
+        assert_same_batches(batches(second, "test"), batches(first, "test"))
+        second.load_state_dict(first.state_dict())
+        moved.rename(files["train"])
+    dna["test"].write_text("ACGT" * 8 + " 3\n")
+    with pytest.raises(
+        DataError, match=r"test.txt: class id 3 is outside the checkpoint's 3 classes \(0..2\)"
+    ):
+        DNADataModule(
+            test_path=str(dna["test"]), task="classification", checkpoint=str(tmp_path / "DNADataModule.ckpt")
+        ).setup("test")
+
+
 def test_a_checkpoint_without_the_datas_state_or_without_a_file_to_predict_is_refused_by_name(tmp_path):
     train = write_csv(tmp_path / "train.csv", reviews(40))
     old = tmp_path / "old.ckpt"  # as an older version saved images' state: labels, no input size
@@ -133,8 +177,8 @@ def test_a_checkpoint_without_the_datas_state_or_without_a_file_to_predict_is_re
         f"data.checkpoint: {old} holds no ImageDataModule state (labels, data_config): it was trained on other "
         "data or saved by an older version; leave data.checkpoint empty to read the training files"
     )
-    with pytest.raises(DataError, match=r"^data.checkpoint: .* replaces the training data only for predict: give "
-                                        "data.predict_path"):  # fmt: skip
+    with pytest.raises(DataError, match=r"^data.checkpoint: .* replaces the training data for files of their own: "
+                                        "give data.predict_path or data.test_path"):  # fmt: skip
         TextClassificationDataModule(train_path=str(train), checkpoint=str(old))
     with pytest.raises(ConfigError, match=r"^data.checkpoint: file '.*missing.ckpt' not found$"):
         DNADataModule(predict_path=str(train), checkpoint=str(tmp_path / "missing.ckpt"))
@@ -161,7 +205,7 @@ def test_predict_needs_no_training_file_and_says_the_same(tmp_path, monkeypatch)
     saved = yaml.safe_load((found.parent / "config.yaml").read_text())["data"]["init_args"]["checkpoint"]
     assert saved == str(ckpt)
     with pytest.raises(
-        ConfigError, match=r"^data.checkpoint: .*: only predict takes the data from a checkpoint"
+        ConfigError, match=r"^data.checkpoint: .*: only predict and test take the data from a checkpoint"
     ):
         ExperimentCLI(args=[*args, f"--data.checkpoint={ckpt}", f"--data.predict_path={new}"], run=False)
     other = ckpt.parent / "other.ckpt"
@@ -176,10 +220,10 @@ def test_predict_needs_no_training_file_and_says_the_same(tmp_path, monkeypatch)
     ExperimentCLI(args=predict)
     (found,) = (tmp_path / "logs").rglob("predictions.tsv")
     assert found.read_text() == first and first.count("\n") == 3
-    # test still reads its split: without the files, the missing file is named, not a traceback
+    # test reads its own file alone: without it, that file is named, not a traceback
     result = run_main("test", *args, f"--ckpt_path={ckpt}", cwd=tmp_path)
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "train.csv" in result.stderr.strip().splitlines()[-1]
+    assert "test.csv" in result.stderr.strip().splitlines()[-1]
 
 
 def test_a_refused_checkpoint_leaves_no_run_folder(in_tmp):
@@ -195,3 +239,31 @@ def test_a_refused_checkpoint_leaves_no_run_folder(in_tmp):
                       cwd=in_tmp)  # fmt: skip
     assert result.returncode == 2 and "does not fit the model" in result.stderr.strip().splitlines()[-1]
     assert not (in_tmp / "elsewhere").exists()
+
+
+def test_a_test_file_of_its_own_is_read_with_the_checkpoints_tokenizer(tmp_path, monkeypatch, capsys):
+    """A run that held its test split out of the training file, tested later on a file of its own: that file
+    changes the training split (nothing is held out now), so a BPE trained again differed and the checkpoint was
+    refused; test now reads the file with the checkpoint's tokenizer and class names."""
+    monkeypatch.setenv("ARCHBENCH_CACHE", str(tmp_path / "cache"))
+    model = ROOT / "experiments" / "text" / "lstm.yaml"
+    args = [a for a in text_args(tmp_path, model, tokenizer="bpe") if not a.startswith("--data.test_path")]
+    args += ["--data.test_path=null"]  # held out of the training file
+    # a made-up word in every row: the merges a BPE learns depend on which rows the split holds out
+    rng = np.random.default_rng(1)
+    rows = [(f"{text} {''.join(rng.choice(list('qxzjkv'), 6))}", label) for text, label in reviews(80)]
+    args += [
+        f"--data.train_path={write_csv(tmp_path / 'train.csv', rows)}",
+        "--data.tokenizer_vocab_size=1000",
+        "--model.net.init_args.hidden_size=8",
+    ]
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=2"])
+    ckpt = next((tmp_path / "logs").rglob("last.ckpt"))
+    new = write_csv(tmp_path / "new.csv", reviews(30, seed=2))
+    cli = ExperimentCLI(args=["test", *args, f"--data.test_path={new}", f"--ckpt_path={ckpt}"])
+    assert (
+        f"test: the data as the model was trained (class names, tokenizer, sizes, statistics) from {ckpt}"
+        in (capsys.readouterr().out)
+    )
+    assert set(cli.datamodule.splits) == {"test"} and len(cli.datamodule.splits["test"]) == 30
+    assert "test/acc" in cli.trainer.callback_metrics
