@@ -88,7 +88,7 @@ class RaggedStore:
             values = np.zeros(0, dtype=self.values.dtype)
         return RaggedStore(values, offsets, np.asarray(self.labels[rows]), self.source)
 
-    def row_hashes(self, size: int = 65_536) -> np.ndarray:
+    def row_hashes(self, size: int = 16_384) -> np.ndarray:
         """A 64-bit hash of each sequence's values (Python's bytes hash: equal sequences, equal hashes within
         this process; others collide with chance about 2^-64), a chunk at a time: 8 bytes per row."""
         out = np.empty(len(self), dtype=np.int64)
@@ -223,11 +223,18 @@ class RaggedCollate:
 
 def shared_rows(train: RaggedStore, other: RaggedStore, train_hashes: np.ndarray | None = None) -> np.ndarray:
     """Positions of ``other`` whose sequence also occurs in ``train`` (an exact copy: same values, same length);
-    ``train_hashes``: ``train.row_hashes()`` when already computed."""
+    ``train_hashes``: ``train.row_hashes()``, sorted, when already computed. A binary search in the sorted hashes:
+    8 bytes per held-out row beside them (``np.isin`` sorted a copy of both, several times their size, which data
+    larger than the memory limit could not afford)."""
     if not len(train) or not len(other):
         return np.zeros(0, dtype=np.int64)
-    hashes = train.row_hashes() if train_hashes is None else train_hashes
-    return np.flatnonzero(np.isin(other.row_hashes(), hashes))
+    if train_hashes is None:
+        train_hashes = train.row_hashes()
+        train_hashes.sort()
+    mine = other.row_hashes()
+    at = np.searchsorted(train_hashes, mine)
+    np.minimum(at, len(train_hashes) - 1, out=at)
+    return np.flatnonzero(train_hashes[at] == mine)
 
 
 def warn_shared(
@@ -243,7 +250,10 @@ def warn_shared(
     train = splits.get("train")
     if train is None or rank_zero_only.rank != 0:
         return
-    hashes = train.row_hashes() if len(train) else None  # once for both held-out splits
+    hashes = None
+    if len(train):  # once for both held-out splits
+        hashes = train.row_hashes()
+        hashes.sort()
     for name in ("val", "test"):
         if name not in splits:
             continue

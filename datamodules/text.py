@@ -279,9 +279,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         splits = {} if self._state is not None else dict(self._raw_splits())
         if self._state is not None and not hp.predict_path:  # predict_path alone where there is one
             test = Split(load_file(hp.test_path, "test_path", str(self.cache_dir / "hf")), hp.test_path)
-            subset = seeded_subset(
-                len(test.data), hp.test_size, hp.split_seed, 2
-            )  # the subset reading all takes
+            # the subset reading every split takes
+            subset = seeded_subset(len(test.data), hp.test_size, hp.split_seed, 2)
             splits["test"] = test.select(subset.materialize(sort=True)) if subset is not None else test
             check_columns(splits["test"], {"text_column": hp.text_column, "label_column": hp.label_column})
         if hp.predict_path:
@@ -294,6 +293,9 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         meta = {"labels": self.labels, "counts": counts, "truncated": truncated, "identity": self._identity()}
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
         (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
+        # the raw tables (a held-out split's row list among them) are done with: their memory goes back for the
+        # rest of set-up (data larger than the memory limit needs it)
+        self._raw = None
 
     def _count_calls(self, n: int) -> None:
         self.tokenizer_calls += n
