@@ -476,7 +476,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         )
     if done.is_file():
         print(f"{model}, seed {seed}: finished earlier, kept ({done})")
-        return _check_metric(comparison, json.loads(done.read_text()), done)
+        return _check_metric(comparison, _read_result(done), done)
     if cli.trainer.is_global_zero:
         write_atomic(settings, dumped)
     resume = str(last) if last.is_file() else None
@@ -488,7 +488,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         name=f"{model}-seed{seed}",
         tags=[model, f"seed{seed}"],
         job_type="train",
-        id=checkpoint_info(last)[WANDB_ID_KEY] if resume else None,
+        id=checkpoint_info(last, "compare")[WANDB_ID_KEY] if resume else None,
     )
     trainer.loggers = [CSVLogger(str(run_dir), name="", version=""), wandb_logger]
     # Every row measured the same way: Lightning's Timer and ThroughputMonitor, and the peak memory they lack.
@@ -576,6 +576,24 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     if trainer.is_global_zero:
         write_atomic(done, json.dumps(result, indent=1) + "\n")
     return _check_metric(comparison, result, done)
+
+
+def _read_result(done: Path) -> dict:
+    """A finished run's result.json (written whole, by a rename), or a ConfigError naming it when something else
+    damaged it: once it is deleted, the run resumes from its last checkpoint and is tested again."""
+    try:
+        result = json.loads(done.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{done}: damaged ({str(err).splitlines()[0]}); delete it and run again: that run resumes from its "
+            "last checkpoint and is tested again, the others are kept"
+        ) from None
+    if not isinstance(result, dict) or not isinstance(result.get("test"), dict):
+        raise ConfigError(
+            f"{done}: not a run's result (no test metrics); delete it and run again: that run resumes from its "
+            "last checkpoint and is tested again, the others are kept"
+        )
+    return result
 
 
 def _check_metric(comparison: Comparison, result: dict, done: Path) -> dict:
@@ -777,7 +795,7 @@ def _launch(
         if job in kept:
             runs.append(kept[job])
         elif job not in failed and done.is_file():
-            runs.append(json.loads(done.read_text()))
+            runs.append(_read_result(done))
         elif job not in failed:  # the process ended well but left no result: say so, never skip silently
             failures.append(
                 Failure(*job, "no result.json written", comparison.run_dir(*job) / "launcher.log")

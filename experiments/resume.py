@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError
 from datamodules.files import atomic_writer
 from experiments.configs import import_class
@@ -51,9 +52,17 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
-def checkpoint_info(path: str | Path) -> dict:
-    """The W&B run id, run folder and step kept in a checkpoint (read with mmap: the weights are not loaded)."""
-    checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+def checkpoint_info(path: str | Path, option: str = "--ckpt_path last") -> dict:
+    """The W&B run id, run folder and step kept in a checkpoint (read with mmap: the weights are not loaded). A
+    damaged file (a copy cut short, a full disk) is a ConfigError naming it and, for ``fit --ckpt_path last``, the
+    checkpoints beside it to resume from instead."""
+    try:
+        checkpoint = check_checkpoint(path, option)
+    except ConfigError as err:
+        beside = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
+        shown = f" (beside it: {', '.join(beside)}; --ckpt_path FILE resumes from one)"
+        shown = shown if beside and option.startswith("--ckpt_path") else ""
+        raise ConfigError(f"{err}; delete it to start the run over{shown}") from None
     return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY, "global_step")}
 
 

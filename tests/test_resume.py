@@ -184,7 +184,18 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
     compare(args)
     assert (run / "checkpoints" / "last.ckpt").stat().st_mtime == stamp
     assert json.loads((tmp_path / "out" / "results.json").read_text())["runs"][0]["test"] == first["test"]
+    # damaged by something else (a copy cut short): named, in one line, and nothing else is touched
+    whole = {f: f.read_bytes() for f in (run / "result.json", run / "checkpoints" / "last.ckpt")}
+    (run / "result.json").write_bytes(whole[run / "result.json"][:100])
+    with pytest.raises(ConfigError, match=rf"^{run / 'result.json'}: damaged \(Unterminated string .*\); delete it "
+                       "and run again: that run resumes from its last checkpoint"):  # fmt: skip
+        compare(args)
     (run / "result.json").unlink()  # as if killed after its last checkpoint: resumed, not restarted
+    (run / "checkpoints" / "last.ckpt").write_bytes(whole[run / "checkpoints" / "last.ckpt"][:1000])
+    with pytest.raises(ConfigError, match=r"^compare: '.*last.ckpt' is not a checkpoint or is damaged .*; delete it "
+                       "to start the run over$"):  # fmt: skip
+        compare(args)
+    (run / "checkpoints" / "last.ckpt").write_bytes(whole[run / "checkpoints" / "last.ckpt"])
     logged = list(csv.DictReader((run / "metrics.csv").open()))
     compare(args)
     assert json.loads((run / "result.json").read_text())["test"] == pytest.approx(first["test"])
@@ -304,6 +315,19 @@ def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, 
     assert _step(in_tmp / "out" / "checkpoints" / "last.ckpt") == 4
     with pytest.raises(ConfigError, match=r"out/checkpoints/last.ckpt is a run of another model config"):
         ExperimentCLI(args=[*plain, "--ckpt_path=last", "--model.net.init_args.dropout=0.3"])  # same shapes
+
+
+def test_a_damaged_last_checkpoint_is_named_with_the_checkpoints_beside_it(in_tmp):
+    """``fit --ckpt_path last`` on a run whose last.ckpt something else cut short: one line naming it and the
+    checkpoints to resume from instead, not torch's traceback."""
+    common = ["fit", "--config", CNN, *TINY_DATA, *CSV_ONLY]
+    ExperimentCLI(args=[*common, "--trainer.max_steps=2"])
+    last = in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=r"^--ckpt_path last: '.*version_0/checkpoints/last.ckpt' is not a checkpoint "
+                       r"or is damaged .*; delete it to start the run over \(beside it: best-epoch=\d+-step=\d+.ckpt; "
+                       r"--ckpt_path FILE resumes from one\)$"):  # fmt: skip
+        ExperimentCLI(args=[*common, "--ckpt_path=last", "--trainer.max_steps=4"])
 
 
 def test_default_root_dir_moves_the_loggers_run_folder_and_resume_finds_it_there(in_tmp, capsys):
