@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -29,6 +30,7 @@ from experiments.resume import (
     ResumeState,
     checkpoint_info,
     keep_metrics,
+    logger_entries,
     named_checkpoint,
     resume_last,
 )
@@ -164,6 +166,7 @@ class ExperimentCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         config = self._section(self.config)
         self._move_loggers(config)
+        self._refuse_files_as_folders(config)
         self._dump_model_hparams()
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
@@ -191,6 +194,24 @@ class ExperimentCLI(LightningCLI):
         elif self.subcommand in ("validate", "test", "predict"):
             self._evaluated_checkpoint(config)
         self._data_from_checkpoint(config)
+
+    @staticmethod
+    def _refuse_files_as_folders(config) -> None:
+        """The run's folders (``trainer.default_root_dir``, each logger's ``save_dir``) must be folders or not exist
+        yet, nor lie inside a file: one line before anything is built, not an OS error from a logger."""
+        folders = {"trainer.default_root_dir": config.trainer.get("default_root_dir")}
+        for i, entry in enumerate(logger_entries(config)):
+            init = (entry.get("init_args") if hasattr(entry, "get") else None) or {}
+            folders[f"trainer.logger[{i}].init_args.save_dir"] = init.get("save_dir")
+        for option, folder in folders.items():
+            if not folder or "://" in str(folder):  # a remote store (s3://) is the filesystem's business
+                continue
+            path = Path(str(folder))
+            found = next((p for p in (path, *path.parents) if p.exists()), None)
+            if found == path and not found.is_dir():
+                raise ConfigError(f"{option}: {folder} is a file, not a folder")
+            if found is not None and not found.is_dir():
+                raise ConfigError(f"{option}: {folder} lies inside {found}, which is a file, not a folder")
 
     @staticmethod
     def _move_loggers(config) -> None:

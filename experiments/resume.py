@@ -79,7 +79,7 @@ def _newer_hpc_checkpoint(config, run_dir: Path, ckpt: Path) -> Path:
     return newest
 
 
-def _logger_entries(config) -> list:
+def logger_entries(config) -> list:
     loggers = config.get("trainer", {}).get("logger")
     if not loggers or loggers is True:
         return []
@@ -158,7 +158,7 @@ def as_saved(saved, current):
 def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
     """``(run folder, last.ckpt)`` of the newest run under the first versioned logger (CSV/TensorBoard) whose
     saved ``config.yaml`` has this ``run``'s model and training data (as the CLI dumps them); None if none."""
-    for entry in _logger_entries(config):
+    for entry in logger_entries(config):
         init = entry.get("init_args") or {}
         versioned = entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger"))
         if not versioned or not init.get("save_dir"):
@@ -196,7 +196,7 @@ def resume_last(config, run: dict) -> str | None:
     run_dir, ckpt = found
     ckpt = _newer_hpc_checkpoint(config, run_dir, ckpt)
     wandb_id = checkpoint_info(ckpt)[WANDB_ID_KEY]
-    for entry in _logger_entries(config):
+    for entry in logger_entries(config):
         init = entry.get("init_args")
         name = entry.get("class_path", "")
         if name.endswith(("CSVLogger", "TensorBoardLogger")):

@@ -335,3 +335,20 @@ def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expe
     result = run_main(*args, cwd=tmp_path)
     assert result.returncode == 2 and last_line(result) == f"error: {expected}"
     assert not (tmp_path / "s").exists()  # nothing written
+
+
+def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_built(in_tmp):
+    """trainer.default_root_dir and a logger's save_dir that are files, or lie inside one, are one line each
+    (they were a logger's FileExistsError / NotADirectoryError or fsspec's traceback)."""
+    (in_tmp / "taken").write_text("x")
+    with pytest.raises(ConfigError, match=r"^trainer.default_root_dir: taken is a file, not a folder$"):
+        _cli("--trainer.default_root_dir=taken")
+    with pytest.raises(
+        ConfigError, match=r"^trainer.default_root_dir: taken/sub lies inside taken, which is a file"
+    ):
+        _cli("--trainer.default_root_dir=taken/sub", "--trainer.logger=false")
+    with pytest.raises(
+        ConfigError, match=r"^trainer.logger\[0\].init_args.save_dir: taken is a file, not a folder$"
+    ):
+        ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY[:1], "--trainer.logger.init_args.save_dir=taken"],
+                      run=False)  # fmt: skip
