@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -237,18 +238,32 @@ def _images_under(folder: Path) -> tuple[list[Path], list[Path]]:
 
 def _verify_image(path: Path) -> tuple[int, int, int]:
     """(colour 0/1, height, width) from the file's header, after checking the file; no pixel is decoded
-    (except a palette image's whose palette layout is unusual)."""
+    (except a palette image's whose palette layout is unusual, and a JPEG's that does not end with its end
+    marker: ``verify`` checks a PNG's chunks but reads no JPEG data, so a JPEG cut short passed, to stop training
+    when it was first loaded)."""
     try:
         with Image.open(path) as image:
             image.verify()
             colour = _is_colour(image)
-            size = image.height, image.width
+            size, kind = (image.height, image.width), image.format
+        if kind == "JPEG" and not _ends_with(path, b"\xff\xd9"):  # cut short, or data after it: decode to know
+            with Image.open(path) as image:
+                image.load()
         if colour is None:  # a palette layout not read here: decode this one file and look at its pixels
             rgb = np.asarray(_open_image(path).convert("RGB"))
             colour = bool((rgb != rgb[..., :1]).any())
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
     return int(colour), *size
+
+
+def _ends_with(path: Path, marker: bytes) -> bool:
+    with open(path, "rb") as f:
+        f.seek(0, os.SEEK_END)
+        if f.tell() < len(marker):
+            return False
+        f.seek(-len(marker), os.SEEK_END)
+        return f.read() == marker
 
 
 def _is_colour(image: Image.Image) -> bool | None:

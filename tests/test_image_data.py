@@ -345,3 +345,27 @@ def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path, mon
     with pytest.raises(DataError, match=r"data.predict_path: .*0.png is a file: give the folder"):
         ImageDataModule(source="folder", train_path=str(root), test_path=str(root),
                         predict_path=str(root / "dog" / "0.png")).setup()  # fmt: skip
+
+
+def test_a_jpeg_cut_short_is_found_when_the_folder_is_read_and_one_with_data_after_its_end_is_not(tmp_path):
+    """PIL's verify reads no JPEG data: a JPEG cut short (header whole) passed the check and stopped training at
+    its first load. One without its end marker at the end is decoded once now; a whole one with bytes after its
+    end marker (some cameras append data) still loads."""
+    import io
+
+    from PIL import Image
+
+    from datamodules.image_sources import read_folder
+
+    rng = np.random.default_rng(0)
+    for name in ("cat", "dog"):
+        (tmp_path / name).mkdir()
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / name / "a.jpg")
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(buffer, "JPEG")
+    (tmp_path / "dog" / "tail.jpg").write_bytes(buffer.getvalue() + b"appended by a camera")
+    split, classes = read_folder(tmp_path)
+    assert classes == ["cat", "dog"] and len(split.files) == 3
+    (tmp_path / "dog" / "cut.jpg").write_bytes(buffer.getvalue()[:-171])  # the header whole, the last rows gone
+    with pytest.raises(DataError, match=r"dog/cut.jpg: unreadable or corrupt image \(image file is truncated"):
+        read_folder(tmp_path)
