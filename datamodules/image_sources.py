@@ -246,7 +246,9 @@ def _verify_image(path: Path) -> tuple[int, int, int]:
             image.verify()
             colour = _is_colour(image)
             size, kind = (image.height, image.width), image.format
-        if kind == "JPEG" and not _ends_with(path, b"\xff\xd9"):  # cut short, or data after it: decode to know
+        if kind == "JPEG" and not _ends_with(
+            path, b"\xff\xd9"
+        ):  # cut short, or data after it: decode to know
             with Image.open(path) as image:
                 image.load()
         if colour is None:  # a palette layout not read here: decode this one file and look at its pixels
@@ -323,6 +325,9 @@ def load_hub_images(
             loaded = datasets.load_dataset(dataset)
         elif train_path:
             loaded = datasets.load_dataset("imagefolder", data_dir=train_path)
+            if Path(train_path).is_dir():  # what imagefolder passes over, said as the folder source says it
+                _, others = _images_under(Path(train_path))
+                _say_skipped(Path(train_path), [p for p in others if not p.name.startswith("metadata.")], "images")
         else:
             raise DataError("data: the hub source needs data.dataset (a hub name) or data.train_path")
     except (ConnectionError, FileNotFoundError, ValueError) as err:
@@ -337,8 +342,10 @@ def load_hub_images(
             if column not in data.column_names:
                 raise DataError(f"{name} [{theirs}]: no column {column!r} (data.{option}; columns: "
                                 f"{', '.join(data.column_names)})")  # fmt: skip
-        images = np.stack([np.asarray(im) for im in data[image_column]])
-        splits[ours] = ImageSplit(np.asarray(data[label_column], dtype=np.int64), images=images)
+        splits[ours] = ImageSplit(
+            np.asarray(data[label_column], dtype=np.int64),
+            images=_one_array(data[image_column], f"{name} [{theirs}]"),
+        )
     feature = loaded["train"].features[label_column]
     labels = list(getattr(feature, "names", [])) or [
         str(i) for i in range(int(splits["train"].labels.max()) + 1)
@@ -350,6 +357,25 @@ def load_hub_images(
                 f"{name} [{split_name}]: row {bad[0] + 1}: label {split.labels[bad[0]]} outside 0..{len(labels) - 1}"
             )
     return splits, labels
+
+
+def _one_array(pictures: list, where: str) -> np.ndarray:
+    """The hub source's images as one array: one colour mode for all (RGB if any has colour, else grey), and one
+    size, or a DataError that names the first image of another size."""
+    sizes = [im.size for im in pictures]
+    other = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
+    if other is not None:
+        (w0, h0), (w, h) = sizes[0], sizes[other]
+        raise DataError(
+            f"{where}: image {other + 1} is {w}x{h}, image 1 {w0}x{h0}: the hub source holds its images in one array "
+            "of one size; for a folder of images of several sizes use data.source folder (it resizes each)"
+        )
+    modes = {im.mode for im in pictures}
+    if modes <= {"L"} or modes <= {"RGB"}:
+        return np.stack([np.asarray(im) for im in pictures])
+    grey = {"1", "L", "LA", "I", "I;16", "F"}
+    mode = "L" if modes <= grey else "RGB"
+    return np.stack([np.asarray(im.convert(mode)) for im in pictures])
 
 
 def pixel_statistics(split: ImageSplit, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -156,6 +156,23 @@ def test_hugging_face_image_dataset_from_local_files(tmp_path):
     assert x.shape == (4, 1, 12, 12) and set(y.tolist()) <= {0, 1}
     with pytest.raises(DataError, match=r"no column 'picture' \(data.image_column; columns:"):
         ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), image_column="picture").setup()
+    # grey, RGB and RGBA images together: one colour mode for all (the stack of arrays of three shapes failed)
+    write_folder(tmp_path / "hf" / "train", classes=("cat",), per_class=1, mode="RGB", seed=3)
+    Image.open(tmp_path / "hf" / "train" / "cat" / "0.png").convert("RGBA").save(
+        tmp_path / "hf" / "train" / "dog" / "9.png"
+    )
+    (tmp_path / "hf" / "train" / "notes.txt").write_text("where the photos came from")
+    mixed = ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), val_fraction=0.2, batch_size=4)
+    with pytest.warns(
+        UserWarning,
+        match=r"hf: skipped 1 file\(s\) or hidden folder\(s\) that are not .* images: train/notes.txt",
+    ):
+        mixed.setup()
+    assert mixed.in_channels == 3 and mixed.splits["train"].images.shape[1:] == (12, 12, 3)
+    Image.new("L", (20, 12)).save(tmp_path / "hf" / "test" / "dog" / "wide.png")
+    with pytest.raises(DataError, match=r"\[test\]: image \d+ is 20x12, image 1 12x12: the hub source holds its images "
+                                        "in one array of one size; .* use data.source folder"):  # fmt: skip
+        ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), val_fraction=0.2).setup()
 
 
 def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
@@ -366,6 +383,10 @@ def test_a_jpeg_cut_short_is_found_when_the_folder_is_read_and_one_with_data_aft
     (tmp_path / "dog" / "tail.jpg").write_bytes(buffer.getvalue() + b"appended by a camera")
     split, classes = read_folder(tmp_path)
     assert classes == ["cat", "dog"] and len(split.files) == 3
-    (tmp_path / "dog" / "cut.jpg").write_bytes(buffer.getvalue()[:-171])  # the header whole, the last rows gone
-    with pytest.raises(DataError, match=r"dog/cut.jpg: unreadable or corrupt image \(image file is truncated"):
+    (tmp_path / "dog" / "cut.jpg").write_bytes(
+        buffer.getvalue()[:-171]
+    )  # the header whole, the last rows gone
+    with pytest.raises(
+        DataError, match=r"dog/cut.jpg: unreadable or corrupt image \(image file is truncated"
+    ):
         read_folder(tmp_path)
