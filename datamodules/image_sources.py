@@ -327,7 +327,9 @@ def load_hub_images(
             loaded = datasets.load_dataset("imagefolder", data_dir=train_path)
             if Path(train_path).is_dir():  # what imagefolder passes over, said as the folder source says it
                 _, others = _images_under(Path(train_path))
-                _say_skipped(Path(train_path), [p for p in others if not p.name.startswith("metadata.")], "images")
+                _say_skipped(
+                    Path(train_path), [p for p in others if not p.name.startswith("metadata.")], "images"
+                )
         else:
             raise DataError("data: the hub source needs data.dataset (a hub name) or data.train_path")
     except (ConnectionError, FileNotFoundError, ValueError) as err:
