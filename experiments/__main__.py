@@ -88,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(f"archbench {__version__}")
         return 0
+    every = ("fit", "validate", "test", "predict", *COMMANDS)
+    if argv[0] not in every and not argv[0].startswith("-"):  # LightningCLI's own would list its four alone
+        import difflib
+
+        close = difflib.get_close_matches(argv[0], every, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        print(f"error: {argv[0]!r} is not a command{hint}; commands: {', '.join(every)}", file=sys.stderr)
+        return 2
     os.environ.setdefault("WANDB_SILENT", "true")
     hub_offline_when_unreachable()
     import warnings

@@ -394,3 +394,14 @@ def test_compare_refuses_an_out_folder_of_other_files(in_tmp):
     ):
         compare(["--config", str(DNA / "compare.yaml"), "--out", "mine", *TINY_DATA])
     assert (in_tmp / "mine" / "results.json").read_text() == '{"x": 1}'
+
+
+def test_a_misspelt_command_names_the_close_one_and_every_command(capsys):
+    """Not LightningCLI's "invalid choice ... (choose from 'fit', 'validate', 'test', 'predict')", which lists
+    four of the thirteen commands."""
+    from experiments.__main__ import main
+
+    assert main(["comapre", "--config", "x.yaml"]) == 2
+    said = capsys.readouterr().err.strip()
+    assert said.startswith("error: 'comapre' is not a command (did you mean compare?); commands: fit, validate, ")
+    assert said.endswith("sweep, lr_find, data") and "\n" not in said
