@@ -175,6 +175,18 @@ def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
     return None
 
 
+def _refuse_without_last(run_dir: Path) -> None:
+    """A run of this model that kept checkpoints but not ``last.ckpt`` (deleted by hand: it is written with every
+    save) is neither resumed nor passed over for a new run without a word: the user chooses."""
+    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    if kept:
+        raise ConfigError(
+            f"--ckpt_path last: {run_dir} is a run of this model and data without its last.ckpt (it kept "
+            f"{', '.join(kept)}): resume from one with --ckpt_path {run_dir / 'checkpoints' / kept[-1]}, or leave "
+            "out --ckpt_path to start a new run"
+        )
+
+
 def resume_last(config, run: dict) -> str | None:
     """For ``fit --ckpt_path last``: point the config's loggers at the newest run of this model and data and return its
     ``last.ckpt`` (None, and a fresh run, when there is none yet: the same command starts and resumes a job).
@@ -183,6 +195,8 @@ def resume_last(config, run: dict) -> str | None:
         root = Path(config.get("trainer", {}).get("default_root_dir") or ".")
         last = root / "checkpoints" / "last.ckpt"
         if not last.is_file():
+            if _same_model(root / "config.yaml", run):
+                _refuse_without_last(root)
             return None
         if not _same_model(root / "config.yaml", run):  # one folder: a new run would overwrite its last.ckpt
             raise ConfigError(
@@ -192,6 +206,13 @@ def resume_last(config, run: dict) -> str | None:
         return str(last)
     found = find_last_run(config, run)
     if found is None:
+        for entry in logger_entries(config):  # a run of this model whose last.ckpt is gone: not a new run silently
+            init = entry.get("init_args") or {}
+            if entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger")) and init.get("save_dir"):
+                for folder in (Path(init["save_dir"]) / (init.get("name") or "lightning_logs")).glob("*/"):
+                    if _same_model(folder / "config.yaml", run):
+                        _refuse_without_last(folder)
+                break
         return None
     run_dir, ckpt = found
     ckpt = _newer_hpc_checkpoint(config, run_dir, ckpt)

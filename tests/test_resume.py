@@ -317,9 +317,9 @@ def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, 
         ExperimentCLI(args=[*plain, "--ckpt_path=last", "--model.net.init_args.dropout=0.3"])  # same shapes
 
 
-def test_a_damaged_last_checkpoint_is_named_with_the_checkpoints_beside_it(in_tmp):
-    """``fit --ckpt_path last`` on a run whose last.ckpt something else cut short: one line naming it and the
-    checkpoints to resume from instead, not torch's traceback."""
+def test_a_damaged_or_deleted_last_checkpoint_is_named_with_the_checkpoints_beside_it(in_tmp):
+    """``fit --ckpt_path last`` on a run whose last.ckpt something else cut short, or deleted: one line naming
+    it and the checkpoints to resume from instead, not torch's traceback or a new run."""
     common = ["fit", "--config", CNN, *TINY_DATA, *CSV_ONLY]
     ExperimentCLI(args=[*common, "--trainer.max_steps=2"])
     last = in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
@@ -328,6 +328,13 @@ def test_a_damaged_last_checkpoint_is_named_with_the_checkpoints_beside_it(in_tm
                        r"or is damaged .*; delete it to start the run over \(beside it: best-epoch=\d+-step=\d+.ckpt; "
                        r"--ckpt_path FILE resumes from one\)$"):  # fmt: skip
         ExperimentCLI(args=[*common, "--ckpt_path=last", "--trainer.max_steps=4"])
+    # deleted: the run is neither resumed nor passed over for a new one without a word ("no earlier run")
+    last.unlink()
+    with pytest.raises(ConfigError, match=r"^--ckpt_path last: lightning_logs/version_0 is a run of this model and "
+                       r"data without its last.ckpt \(it kept best-epoch=\d+-step=\d+.ckpt\): resume from one with "
+                       r"--ckpt_path lightning_logs/version_0/checkpoints/best-.*, or leave out --ckpt_path"):  # fmt: skip
+        ExperimentCLI(args=[*common, "--ckpt_path=last", "--trainer.max_steps=4"])
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0"]
 
 
 def test_default_root_dir_moves_the_loggers_run_folder_and_resume_finds_it_there(in_tmp, capsys):
