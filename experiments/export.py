@@ -33,17 +33,36 @@ def main(argv: list[str]) -> None:
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=cli_args, run=False)
     module = cli.model
+    target = module.net.timm_args() if hasattr(module.net, "timm_args") else None
+    if target is None:
+        what = type(module.net).__name__
+        raise DataError(
+            f"model.net: this {what} has no timm counterpart"
+            + (
+                " (timm's resnet18/34 have a 7x7 stem with pooling and 64 channels in the first stage: "
+                "small_input: false, width: 64, as experiments/vision/transfer/resnet.yaml)"
+                if what == "ResNet"
+                else " (ResNet, VisionTransformer have)"
+            )
+        )
     problem = state_dict_mismatch(module, checkpoint["state_dict"])
     if problem:
         raise ConfigError(f"--ckpt {args.ckpt} does not fit the model that --config builds ({problem})")
     module.load_state_dict(checkpoint["state_dict"])
-    if not hasattr(module.net, "timm_state_dict"):
-        raise DataError(
-            f"model.net: {type(module.net).__name__} has no timm counterpart (ResNet, VisionTransformer)"
-        )
+    name, kwargs = target
     state = {k: v.contiguous() for k, v in module.net.timm_state_dict().items()}
-    write_atomic(args.out, save(state, metadata=data_config_metadata(cli.datamodule)))
+    metadata = {
+        **data_config_metadata(cli.datamodule),
+        "timm.name": name,
+        "timm.model_kwargs": json.dumps(kwargs),
+    }
+    write_atomic(args.out, save(state, metadata=metadata))
     print(f"export: {len(state)} tensors (timm names) -> {args.out}")
+    print(
+        "fine-tune from it: --model.net lit_models.image_nets.TimmNet --model.net.init_args.name "
+        f"{name} --model.net.init_args.model_kwargs '{json.dumps(kwargs)}' --model.net.init_args.weights_file "
+        f"{args.out} --model.net.init_args.reset_head true (reset_head for other classes)"
+    )
 
 
 def data_config_metadata(datamodule) -> dict[str, str]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import re
 import warnings
 from pathlib import Path
 
@@ -58,6 +60,79 @@ def saved_data_config(weights_file: str) -> dict:
             value = json.loads(value)
             config[key.removeprefix("pretrained_cfg.")] = tuple(value) if isinstance(value, list) else value
     return config
+
+
+class TimmLoadReport(logging.Handler):
+    """What timm says, while building a model, of a weights file it loaded without ``strict`` (it does whenever the
+    head is replaced): the model's tensors the file lacked and the file's tensors the model has no place for. timm
+    only logs them (the missing ones at INFO level), so a file of another architecture left most of the model at
+    its random start without a word; ``refuse_gaps`` makes that an error."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.missing: list[str] = []
+        self.unexpected: list[str] = []
+        self._logger = logging.getLogger("timm.models._builder")
+
+    def __enter__(self) -> TimmLoadReport:
+        self._level = self._logger.level
+        self._logger.setLevel(logging.INFO)
+        self._logger.addHandler(self)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        found = re.match(r"(Missing|Unexpected) keys \((.*)\) (?:discovered|found)", record.getMessage())
+        if found:
+            keys = [k for k in found.group(2).split(", ") if k]
+            (self.missing if found.group(1) == "Missing" else self.unexpected).extend(keys)
+
+    def refuse_gaps(self, model: nn.Module, weights_file: str, name: str, model_kwargs: dict | None) -> None:
+        """A PretrainedError when the file left a tensor of the model besides its new head unloaded, or held one
+        the model has no place for."""
+        heads = model.pretrained_cfg.get("classifier") or ()
+        heads = (heads,) if isinstance(heads, str) else tuple(heads)
+        missing = [k for k in self.missing if not k.startswith(tuple(f"{h}." for h in heads))]
+        if missing or self.unexpected:
+            gaps = [f"{len(missing)} of the model's tensors not in the file"] if missing else []
+            gaps += [f"{len(self.unexpected)} of the file's not in the model"] if self.unexpected else []
+            first = (missing or self.unexpected)[0]
+            problem = RuntimeError(f"\n{'missing' if missing else 'unexpected'}: {first}")
+            raise PretrainedError(
+                weights_mismatch(weights_file, name, model_kwargs, problem, "; ".join(gaps))
+            )
+
+
+def weights_mismatch(
+    weights_file: str, name: str, model_kwargs: dict | None, err: RuntimeError, counted: str | None = None
+) -> str:
+    """One line for a weights file that does not load into the timm model built: the first difference torch
+    found, how many there are, and the model the file was exported for where its metadata says (``export``)."""
+    details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    first = details[0] if details else str(err).splitlines()[0]
+    first = first.replace("copying a param with shape torch.Size(", "").replace("torch.Size(", "")
+    if counted is None and not details:  # timm's own refusal, one line already
+        counted = "timm"
+    elif counted is None:
+        counts = sum(
+            line.count('", "') + 1 if line.startswith(("Missing", "Unexpected")) else 1 for line in details
+        )
+        counted = f"{counts} difference(s)"
+    made_for = ""
+    if str(weights_file).endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(weights_file, framework="pt") as f:
+            saved = f.metadata() or {}
+        if "timm.name" in saved:
+            made_for = f"; it was exported for name: {saved['timm.name']}, model_kwargs: {saved.get('timm.model_kwargs', '{}')}"
+    return (
+        f"model.net.init_args.weights_file: {weights_file} does not fit timm's {name} with model_kwargs "
+        f"{model_kwargs or {}} ({counted}{': ' if counted == 'timm' else '; the first: '}{first[:200]}){made_for}"
+    )
 
 
 def timm_data_config(name: str, weights_file: str | None = None) -> dict:
@@ -172,15 +247,24 @@ class TimmNet(nn.Module):
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file), **saved_data_config(weights_file)}
 
         def create(**more):
-            return timm.create_model(
-                name,
-                pretrained=pretrained or bool(weights_file),
-                num_classes=num_outputs,
-                drop_rate=drop_rate,
-                drop_path_rate=drop_path_rate,
-                **kwargs,
-                **more,
-            )
+            try:
+                with TimmLoadReport() as report:
+                    model = timm.create_model(
+                        name,
+                        pretrained=pretrained or bool(weights_file),
+                        num_classes=num_outputs,
+                        drop_rate=drop_rate,
+                        drop_path_rate=drop_path_rate,
+                        **kwargs,
+                        **more,
+                    )
+            except RuntimeError as err:  # torch's list of every tensor that differs (or timm's own): one line
+                if not weights_file:
+                    raise
+                raise PretrainedError(weights_mismatch(weights_file, name, model_kwargs, err)) from None
+            if weights_file:  # timm loads leniently when the head is new: a file of another model half-loaded
+                report.refuse_gaps(model, weights_file, name, model_kwargs)
+            return model
 
         if img_size is None or "img_size" in kwargs:
             self.model = create()

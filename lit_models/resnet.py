@@ -58,6 +58,7 @@ class ResNet(nn.Module):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"depth={depth}: BasicBlock ResNets are {sorted(DEPTHS)}")
+        self.depth = depth
         if small_input:
             self.conv1 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
             self.maxpool = nn.Identity()
@@ -88,6 +89,15 @@ class ResNet(nn.Module):
     def timm_state_dict(self) -> dict[str, torch.Tensor]:
         """Weights in timm's (and torchvision's) names: they are ours already."""
         return self.state_dict()
+
+    def timm_args(self) -> tuple[str, dict] | None:
+        """The timm model these weights load into (``resnet18``/``resnet34``, with ``in_chans`` in its
+        ``model_kwargs`` for other than 3 channels), or None where timm's ResNets have no such layout: the
+        small-input stem (3x3, stride 1, no pooling), a first stage other than 64 channels wide."""
+        if isinstance(self.maxpool, nn.Identity) or self.conv1.out_channels != 64:
+            return None
+        channels = self.conv1.in_channels
+        return f"resnet{self.depth}", ({"in_chans": channels} if channels != 3 else {})
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, num_features) pooled features."""

@@ -88,7 +88,7 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, n + pos_embed_class, embed_dim))
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.normal_(self.cls_token, std=1e-6)
-        hidden = int(embed_dim * mlp_ratio)
+        hidden, self.mlp_ratio = int(embed_dim * mlp_ratio), mlp_ratio
         self.blocks = nn.ModuleList(
             EncoderBlock(embed_dim, num_heads, hidden, dropout, "gelu", norm_first=True, norm_eps=1e-6)
             for _ in range(depth)
@@ -111,8 +111,29 @@ class VisionTransformer(nn.Module):
         return {"pos_embed", "cls_token"}
 
     def timm_state_dict(self) -> dict[str, torch.Tensor]:
-        """Weights in timm's names: ``timm.create_model("vit_...", pretrained_cfg_overlay={"file": ...})``."""
-        return to_timm_vit_state_dict(self.state_dict())
+        """Weights in timm's names: ``timm.create_model("vit_...", pretrained_cfg_overlay={"file": ...})``. A
+        ``linear`` patch embedding's weight goes as the convolution kernel it equals."""
+        state = to_timm_vit_state_dict(self.state_dict())
+        if self.patch_embed.mode == "linear":
+            weight, P = state["patch_embed.proj.weight"], self.patch_embed.patch_size
+            state["patch_embed.proj.weight"] = weight.reshape(len(weight), -1, P, P)
+        return state
+
+    def timm_args(self) -> tuple[str, dict]:
+        """The timm model these weights load into: a ``vit_*`` name and the ``model_kwargs`` that give it this
+        net's sizes (``TimmNet(name, model_kwargs=..., weights_file=...)``)."""
+        patch = self.patch_embed.patch_size
+        side = int(round((self.pos_embed.shape[1] - self.pos_embed_class) ** 0.5)) * patch
+        kwargs = {"img_size": side, "patch_size": patch, "embed_dim": self.num_features, "depth": len(self.blocks),
+                  "num_heads": self.blocks[0].attn.nhead, "mlp_ratio": self.mlp_ratio}  # fmt: skip
+        in_chans = self.patch_embed.proj.weight.shape[1] // (patch * patch if self.patch_embed.mode == "linear" else 1)
+        if in_chans != 3:
+            kwargs["in_chans"] = in_chans
+        if not self.pos_embed_class:
+            kwargs["no_embed_class"] = True
+        if isinstance(self.norm, nn.Identity):
+            kwargs["final_norm"] = False
+        return "vit_tiny_patch16_224", kwargs
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C, H, W) -> (B, embed_dim), the class token after the blocks."""

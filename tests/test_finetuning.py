@@ -2,6 +2,7 @@
 the optimizer and schedule swapped from the command line, lr_find, our weights exported for timm, the
 transfer experiment."""
 
+import json
 import re
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from conftest import last_line, run_main
 from image_data import VISION, image_args
 from safetensors.torch import load_file
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, PretrainedError
 from experiments.checkpoints import LastCheckpoint
 from experiments.cli import ExperimentCLI
 from experiments.compare import Comparison
@@ -218,13 +219,39 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     out = tmp_path / "ours.safetensors"
     result = run_main("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    # it says, and the file records, the timm model that takes it
+    said = re.search(
+        r"--model.net.init_args.name (\S+) --model.net.init_args.model_kwargs '(.*?)'", result.stdout
+    )
+    assert said and said.group(1) == timm_name and json.loads(said.group(2)) == timm_kwargs
+    from safetensors import safe_open
+
+    with safe_open(out, framework="pt") as f:
+        assert (
+            f.metadata()["timm.name"] == timm_name
+            and json.loads(f.metadata()["timm.model_kwargs"]) == timm_kwargs
+        )
+    # another architecture: one line with the first gap and what the file was made for (timm loads leniently
+    # when the head is new, so this used to half-load silently)
+    other_name, other_kwargs = (
+        ("resnet34", timm_kwargs) if timm_name == "resnet18" else (timm_name, {**timm_kwargs, "depth": 5})
+    )
+    with pytest.raises(PretrainedError, match=rf"weights_file: .*ours.safetensors does not fit timm's {other_name} "
+                       rf"with model_kwargs .*\(\d+ of the model's tensors not in the file; the first: missing: .*\); "
+                       rf"it was exported for name: {timm_name}, model_kwargs: "):  # fmt: skip
+        TimmNet(other_name, num_outputs=5, weights_file=str(out), model_kwargs=other_kwargs)
     if model_file == "resnet.yaml":  # a config that builds another net: one line, before any weight is read
-        other = run_main("export", *args, "--model.net.init_args.width=32", "--ckpt", ckpt, "--out", "x.st",
+        other = run_main("export", *args, "--model.net.init_args.depth=34", "--ckpt", ckpt, "--out", "x.st",
                          cwd=tmp_path)  # fmt: skip
         assert other.returncode == 2 and "Traceback" not in other.stderr
-        assert re.match(rf"error: --ckpt {re.escape(ckpt)} does not fit the model that --config builds \(\d+ "
-                        r"tensor\(s\) of another shape: net\.\S+ is \[64, ", last_line(other))  # fmt: skip
+        assert re.match(rf"error: --ckpt {re.escape(ckpt)} does not fit the model that --config builds \(.*"
+                        r"net\.layer1\.2\.", last_line(other)), last_line(other)  # fmt: skip
         assert not (tmp_path / "x.st").exists()
+        small = run_main("export", *args, "--model.net.init_args.small_input=true", "--ckpt", ckpt, "--out", "x.st",
+                         cwd=tmp_path)  # fmt: skip  # the course's 3x3 stem: timm's ResNets have none
+        assert small.returncode == 2 and last_line(small).startswith(
+            "error: model.net: this ResNet has no timm counterpart (timm's resnet18/34 have a 7x7 stem with pooling"
+        )
     theirs = TimmNet(timm_name, num_outputs=10, weights_file=str(out), model_kwargs=timm_kwargs).eval()
     cli.model.load_state_dict(torch.load(ckpt, weights_only=True)["state_dict"])  # the exported weights
     ours = cli.model.net.eval()
