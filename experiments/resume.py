@@ -206,9 +206,13 @@ def resume_last(config, run: dict) -> str | None:
         return str(last)
     found = find_last_run(config, run)
     if found is None:
-        for entry in logger_entries(config):  # a run of this model whose last.ckpt is gone: not a new run silently
+        for entry in logger_entries(
+            config
+        ):  # a run of this model whose last.ckpt is gone: not a new run silently
             init = entry.get("init_args") or {}
-            if entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger")) and init.get("save_dir"):
+            if entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger")) and init.get(
+                "save_dir"
+            ):
                 for folder in (Path(init["save_dir"]) / (init.get("name") or "lightning_logs")).glob("*/"):
                     if _same_model(folder / "config.yaml", run):
                         _refuse_without_last(folder)

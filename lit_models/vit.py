@@ -126,7 +126,9 @@ class VisionTransformer(nn.Module):
         side = int(round((self.pos_embed.shape[1] - self.pos_embed_class) ** 0.5)) * patch
         kwargs = {"img_size": side, "patch_size": patch, "embed_dim": self.num_features, "depth": len(self.blocks),
                   "num_heads": self.blocks[0].attn.nhead, "mlp_ratio": self.mlp_ratio}  # fmt: skip
-        in_chans = self.patch_embed.proj.weight.shape[1] // (patch * patch if self.patch_embed.mode == "linear" else 1)
+        in_chans = self.patch_embed.proj.weight.shape[1] // (
+            patch * patch if self.patch_embed.mode == "linear" else 1
+        )
         if in_chans != 3:
             kwargs["in_chans"] = in_chans
         if not self.pos_embed_class:

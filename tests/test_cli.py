@@ -403,5 +403,7 @@ def test_a_misspelt_command_names_the_close_one_and_every_command(capsys):
 
     assert main(["comapre", "--config", "x.yaml"]) == 2
     said = capsys.readouterr().err.strip()
-    assert said.startswith("error: 'comapre' is not a command (did you mean compare?); commands: fit, validate, ")
+    assert said.startswith(
+        "error: 'comapre' is not a command (did you mean compare?); commands: fit, validate, "
+    )
     assert said.endswith("sweep, lr_find, data") and "\n" not in said

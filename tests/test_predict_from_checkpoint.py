@@ -160,7 +160,9 @@ def test_each_modality_tests_a_file_of_its_own_from_a_checkpoint_as_from_its_tra
         moved.rename(files["train"])
     # restoring a checkpoint of other class names into data read from its files (fit --ckpt_path) is refused
     trained = ImageDataModule(source="folder", train_path=str(images["train"]), test_path=str(images["test"]))
-    with pytest.raises(DataError, match=r"the checkpoint's classes \['apple', 'banana'\] differ from this data's"):
+    with pytest.raises(
+        DataError, match=r"the checkpoint's classes \['apple', 'banana'\] differ from this data's"
+    ):
         trained.load_state_dict({"labels": ["apple", "banana"]})
     dna["test"].write_text("ACGT" * 8 + " 3\n")
     with pytest.raises(
