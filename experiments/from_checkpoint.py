@@ -16,6 +16,7 @@ from archbench.checkpoint_files import (
     with_run_config_hint,
 )
 from archbench.errors import ConfigError, DataError
+from datamodules.files import check_writable
 from experiments.configs import CommandParser, import_class, is_subclass
 
 
@@ -98,6 +99,7 @@ def map_command(command: str, description: str, text_help: str, argv: list[str],
     parser.add_argument("--text", required=True, help=text_help)
     parser.add_argument("--out", default=f"{drawn}.png", help=f"PNG to write (default: {drawn}.png)")
     args, overrides = parser.parse_known_args(argv)
+    check_writable(args.out, "--out")  # before the model is built
     if not args.config and not args.ckpt:
         raise ConfigError(f"{command}: give --config (the model to draw) or --ckpt (a run's checkpoint)")
     if args.ckpt:

@@ -9,7 +9,7 @@ import tempfile
 import warnings
 
 from archbench.errors import ConfigError
-from datamodules.files import write_atomic
+from datamodules.files import check_writable, write_atomic
 from experiments.configs import CommandParser, finite_float
 
 
@@ -21,6 +21,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--num_training", type=int, default=100, help="steps of the range test")
     parser.add_argument("--out", default="lr_find.png", help="plot to write (default: lr_find.png)")
     args, overrides = parser.parse_known_args(argv)
+    check_writable(args.out, "--out")  # before the range test
     if args.num_training < 2:  # Lightning divides by it, and a curve needs two points
         raise ConfigError(f"lr_find --num_training: {args.num_training} is below 2")
     if not 0 < args.min_lr < args.max_lr:

@@ -352,3 +352,22 @@ def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_built(in_tmp)
     ):
         ExperimentCLI(args=["--config", CNN, *TINY_DATA, *CSV_ONLY[:1], "--trainer.logger.init_args.save_dir=taken"],
                       run=False)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "command, args, written",
+    [
+        ("probe", ["crows_pairs", "--weights", "w"], "probe.json"),
+        ("lr_find", ["--config", CNN], "x.png"),
+        ("attention", ["--config", CNN, "--text", "ACGT"], "a.png"),
+    ],
+)
+def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, command, args, written):
+    """probe scored every pair (minutes with a pretrained LM) before finding its --out was a file."""
+    import importlib
+
+    (tmp_path / "taken").write_text("x")
+    out = tmp_path / "taken" / ("" if command == "probe" else written)
+    main = importlib.import_module(f"experiments.{command}").main
+    with pytest.raises(ConfigError, match=rf"^--out .*taken/{written}: .*taken is a file, not a folder$"):
+        main([*args, "--out", str(out).rstrip("/")])
