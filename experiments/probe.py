@@ -57,12 +57,24 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         raise DataError(not_utf8(path)) from None
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
-        raise DataError(f"{path}: no column {', '.join(missing)}; CrowS-Pairs has {', '.join(COLUMNS)}")
+        found = ", ".join(repr(c) for c in frame.columns[:8]) + (", ..." if len(frame.columns) > 8 else "")
+        joined = next(
+            (s for s in (";", "\t", "|") if len(frame.columns) == 1 and s in frame.columns[0]), None
+        )
+        hint = (
+            f" (one column holding {joined!r}: is the file separated by {joined!r}? Save it comma-separated)"
+        )
+        raise DataError(
+            f"{path}: no column {', '.join(missing)} (its columns: {found}){hint if joined else ''}; CrowS-Pairs has "
+            f"{', '.join(COLUMNS)}"
+        )
     rows = []
     for line, row in zip(lines, frame.itertuples(index=False), strict=True):
         more, less, direction = row.sent_more.strip(), row.sent_less.strip(), row.stereo_antistereo.strip()
         if not more or not less:
-            raise DataError(f"{path}:{line}: an empty sentence (sent_more {more!r}, sent_less {less!r})")
+            raise DataError(
+                f"{path}:{line}: an empty sentence (sent_more {row.sent_more!r}, sent_less {row.sent_less!r})"
+            )
         if more == less:
             raise DataError(f"{path}:{line}: sent_more and sent_less are the same sentence ({more!r}): the pair "
                             "measures nothing; fix or remove it")  # fmt: skip

@@ -82,10 +82,15 @@ def test_the_report_says_ties_and_pairs_left_out():
 
 def test_bad_probe_data_names_file_line_and_value(tmp_path):
     missing = _write(tmp_path / "m.csv", [("x", "y")], columns=("sent_more", "sent_less"))
-    with pytest.raises(DataError, match="no column stereo_antistereo, bias_type"):
+    with pytest.raises(
+        DataError, match=r"no column stereo_antistereo, bias_type \(its columns: '', 'sent_more', 'sent_less'\)"
+    ):
         read_crows_pairs(missing)
-    empty = _write(tmp_path / "e.csv", [("A", "B", "stereo", "age"), ("C", "", "stereo", "age")])
-    with pytest.raises(DataError, match=r"e.csv:3: an empty sentence"):
+    (tmp_path / "semi.csv").write_text("sent_more;sent_less;stereo_antistereo;bias_type\nA;B;stereo;age\n")
+    with pytest.raises(DataError, match=r"one column holding ';': is the file separated by ';'\?"):
+        read_crows_pairs(tmp_path / "semi.csv")
+    empty = _write(tmp_path / "e.csv", [("A", "B", "stereo", "age"), ("C", "   ", "stereo", "age")])
+    with pytest.raises(DataError, match=r"e.csv:3: an empty sentence \(sent_more 'C', sent_less '   '\)"):
         read_crows_pairs(empty)
     direction = _write(tmp_path / "d.csv", [("A", "B", "sideways", "age")])
     with pytest.raises(DataError, match=r"d.csv:2: stereo_antistereo is 'sideways'"):
