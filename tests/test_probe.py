@@ -83,7 +83,8 @@ def test_the_report_says_ties_and_pairs_left_out():
 def test_bad_probe_data_names_file_line_and_value(tmp_path):
     missing = _write(tmp_path / "m.csv", [("x", "y")], columns=("sent_more", "sent_less"))
     with pytest.raises(
-        DataError, match=r"no column stereo_antistereo, bias_type \(its columns: '', 'sent_more', 'sent_less'\)"
+        DataError,
+        match=r"no column stereo_antistereo, bias_type \(its columns: '', 'sent_more', 'sent_less'\)",
     ):
         read_crows_pairs(missing)
     (tmp_path / "semi.csv").write_text("sent_more;sent_less;stereo_antistereo;bias_type\nA;B;stereo;age\n")
