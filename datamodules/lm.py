@@ -75,6 +75,15 @@ class Part:
                 count, left = count + block.count(b"\n"), left - len(block)
         return count
 
+    def say_empty(self, count: int, first_row: int) -> None:
+        """One warning for the table's rows without text (no documents: skipped), however often it is read."""
+        if not self.said_empty:
+            self.said_empty = True
+            rank_zero_warn(
+                f"{self.source}: {count} row(s) with column {self.column!r} empty or missing (first: row {first_row}) "
+                "skipped: no text to learn from"
+            )
+
     def texts(self):
         """The part's text a piece at a time: (text, ends_document)."""
         if self.table is not None:
@@ -91,12 +100,8 @@ class Part:
                             f"{self.source}: row {first + k + 1}: column {self.column!r} is not text ({text!r})"
                         )
                     yield text, True
-            if empty and not self.said_empty:
-                self.said_empty = True
-                rank_zero_warn(
-                    f"{self.source}: {empty} row(s) with column {self.column!r} empty or missing (first: row "
-                    f"{first_empty}) skipped: no text to learn from"
-                )
+            if empty:
+                self.say_empty(empty, first_empty)
             return
         # As open(encoding="utf-8-sig") reads a file with universal newlines: a byte-order mark at the file's
         # start dropped, CRLF and CR read as LF, so the same text saved on Windows gives the same tokens.
@@ -163,7 +168,16 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
     ones not counted), some are left for training and each held-out split gets at most 1.5 times its fraction
     (plus 2% of the corpus), else cuts at the line boundaries nearest the fractions of the bytes (a table's rows
     are never cut: a warning says the shares whole rows give)."""
-    docs = [d for d in _sizes(parts) if d[2] > 0]
+    sizes = _sizes(parts)
+    empty: dict[
+        int, list
+    ] = {}  # a table's rows without text are no documents: said, as when a split is given
+    for part, row, n in sizes:
+        if n == 0 and part.table is not None:
+            empty.setdefault(id(part), [part, 0, row])[1] += 1
+    for part, count, first in empty.values():
+        part.say_empty(count, first + 1)
+    docs = [d for d in sizes if d[2] > 0]
     total = sum(n for _, _, n in docs)
     sources = sorted({p.source for p in parts})
     where = sources[0] if len(sources) == 1 else os.path.commonpath(sources)

@@ -311,6 +311,11 @@ def test_a_tables_empty_cells_are_no_documents_said_once_and_a_number_is_refused
         module = data(tmp_path, **paths)
     for split in ("train", "val", "test"):  # one end-of-text per row that holds text
         assert (np.asarray(module.streams[split]) == module.tokenizer.eot_id).sum() == 8
+    with pytest.warns(
+        UserWarning, match=r"train.csv: 2 row\(s\) with column 'text' empty or missing \(first: row 9\)"
+    ):
+        held = data(tmp_path / "held", train_path=paths["train_path"], val_fraction=0.2, test_fraction=0.2)
+    assert sum(int((np.asarray(held.streams[s]) == held.tokenizer.eot_id).sum()) for s in held.streams) == 8
     (tmp_path / "numbers.csv").write_text("text\n41\n42\n")
     with pytest.raises(DataError, match=r"numbers.csv: row 1: column 'text' is not text \(41\)"):
         data(tmp_path / "n", **{**paths, "train_path": str(tmp_path / "numbers.csv")})
