@@ -35,6 +35,18 @@ def check_writable(path: str | Path, option: str | None = None) -> None:
     path, said = Path(path), f"{option} {path}" if option else str(path)
     if path.is_dir():
         raise ConfigError(f"{said}: is a folder; give the name of a file to write")
+    _refuse_file_above(path, said)
+
+
+def check_folder(path: str | Path, option: str) -> None:
+    """A ConfigError when ``path``, a folder to write into, is a file (or sits below one)."""
+    path = Path(path)
+    if path.is_file():
+        raise ConfigError(f"{option}: {path} is a file, not a folder")
+    _refuse_file_above(path, f"{option}: {path}")
+
+
+def _refuse_file_above(path: Path, said: str) -> None:
     parent = next((p for p in path.parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise ConfigError(f"{said}: {parent} is a file, not a folder")

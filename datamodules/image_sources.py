@@ -246,9 +246,8 @@ def _verify_image(path: Path) -> tuple[int, int, int]:
             image.verify()
             colour = _is_colour(image)
             size, kind = (image.height, image.width), image.format
-        if kind == "JPEG" and not _ends_with(
-            path, b"\xff\xd9"
-        ):  # cut short, or data after it: decode to know
+        # cut short, or data after it: decode to know (MPO: a phone's multi-picture JPEG)
+        if kind in ("JPEG", "MPO") and not _ends_with(path, b"\xff\xd9"):
             with Image.open(path) as image:
                 image.load()
         if colour is None:  # a palette layout not read here: decode this one file and look at its pixels
@@ -326,10 +325,14 @@ def load_hub_images(
         elif train_path:
             loaded = datasets.load_dataset("imagefolder", data_dir=train_path)
             if Path(train_path).is_dir():  # what imagefolder passes over, said as the folder source says it
+                from datasets.packaged_modules.imagefolder.imagefolder import ImageFolder
+
                 _, others = _images_under(Path(train_path))
-                _say_skipped(
-                    Path(train_path), [p for p in others if not p.name.startswith("metadata.")], "images"
-                )
+                taken = {
+                    *ImageFolder.EXTENSIONS,
+                    *(f".{n.split('.')[-1]}" for n in ImageFolder.METADATA_FILENAMES),
+                }
+                _say_skipped(Path(train_path), [p for p in others if p.suffix.lower() not in taken], "images")
         else:
             raise DataError("data: the hub source needs data.dataset (a hub name) or data.train_path")
     except (ConnectionError, FileNotFoundError, ValueError) as err:
@@ -362,8 +365,18 @@ def load_hub_images(
 
 
 def _one_array(pictures: list, where: str) -> np.ndarray:
-    """The hub source's images as one array: one colour mode for all (RGB if any has colour, else grey), and one
-    size, or a DataError that names the first image of another size."""
+    """The hub source's images as one array: PIL images brought to one colour mode (RGB if any has colour, else
+    grey) and one size, or a DataError that names the first image of another size; arrays stacked as they are."""
+    if not all(
+        isinstance(im, Image.Image) for im in pictures
+    ):  # an array column (a Sequence or Array2D feature)
+        arrays = [np.asarray(im) for im in pictures]
+        other = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
+        if other is not None:
+            raise DataError(
+                f"{where}: image {other + 1} has shape {arrays[other].shape}, image 1 {arrays[0].shape}"
+            )
+        return np.stack(arrays)
     sizes = [im.size for im in pictures]
     other = next((i for i, size in enumerate(sizes) if size != sizes[0]), None)
     if other is not None:
@@ -373,10 +386,9 @@ def _one_array(pictures: list, where: str) -> np.ndarray:
             "of one size; for a folder of images of several sizes use data.source folder (it resizes each)"
         )
     modes = {im.mode for im in pictures}
-    if modes <= {"L"} or modes <= {"RGB"}:
+    if len(modes) == 1:
         return np.stack([np.asarray(im) for im in pictures])
-    grey = {"1", "L", "LA", "I", "I;16", "F"}
-    mode = "L" if modes <= grey else "RGB"
+    mode = "L" if all(Image.getmodebase(m) == "L" for m in modes) else "RGB"
     return np.stack([np.asarray(im.convert(mode)) for im in pictures])
 
 

@@ -191,8 +191,19 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             self.splits = {}
             if hp.predict_path:
                 self.splits["predict"] = read_images(Path(hp.predict_path))
+            elif (
+                hp.labels
+            ):  # the classes the run kept (its checkpoint's): the folder's others dropped, as then
+                test, found = read_folder(Path(hp.test_path))
+                new_id = np.array([self._labels.index(c) if c in self._labels else -1 for c in found])
+                kept = test.subset(np.flatnonzero(new_id[test.labels] >= 0))
+                self.splits["test"] = replace(kept, labels=new_id[kept.labels])
             else:  # predict_path alone where there is one; its class folders among the checkpoint's classes
                 self.splits["test"], _ = read_folder(Path(hp.test_path), self._labels)
+            if "test" in self.splits:  # the subset reading every split takes
+                subset = seeded_subset(len(self.splits["test"]), hp.test_size, hp.split_seed, 2)
+                if subset is not None:
+                    self.splits["test"] = self.splits["test"].subset(subset.materialize(sort=True))
             return self.splits
         if hp.source == "fashion_mnist":
             arrays = read_fashion_mnist(fashion_mnist_root(hp.root, hp.download))

@@ -209,13 +209,16 @@ def table_line(file: Path, row: int) -> int:
                 raw.append(text)
                 yield text
 
-        reader = csv.reader(lines(), delimiter="\t" if file.suffix.lower() == ".tsv" else ",")
+        delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
+        reader = csv.reader(lines(), delimiter=delimiter)
         next(reader, None)
         raw.clear()
         line, seen = reader.line_num + 1, 0
         for _ in reader:
-            # pandas skips blank and all-space lines, but not a quoted empty field ("" is a row)
-            if "".join(raw).strip():
+            # pandas skips blank and all-space lines, but not a quoted empty field ("" is a row) nor a line of
+            # separators alone (a spreadsheet's empty row: tabs are white space too)
+            record = "".join(raw)
+            if record.strip() or delimiter in record:
                 if seen == row:
                     return line
                 seen += 1

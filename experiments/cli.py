@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import sys
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -23,6 +22,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
 from archbench.errors import ConfigError, UserError
+from datamodules.files import check_folder
 from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs, import_class
 from experiments.resume import (
@@ -188,7 +188,8 @@ class ExperimentCLI(LightningCLI):
             config.ckpt_path = resume_last(config, {"model": dumped.get("model"), "data": dumped.get("data")})
             if config.ckpt_path:
                 print(f"resuming from {config.ckpt_path}")
-                self._resumed_step = int(checkpoint_info(config.ckpt_path)["global_step"])
+                step = checkpoint_info(config.ckpt_path)["global_step"]  # None: a sharded (FSDP) folder
+                self._resumed_step = int(step) if step is not None else None
             else:
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):
@@ -206,12 +207,7 @@ class ExperimentCLI(LightningCLI):
         for option, folder in folders.items():
             if not folder or "://" in str(folder):  # a remote store (s3://) is the filesystem's business
                 continue
-            path = Path(str(folder))
-            found = next((p for p in (path, *path.parents) if p.exists()), None)
-            if found == path and not found.is_dir():
-                raise ConfigError(f"{option}: {folder} is a file, not a folder")
-            if found is not None and not found.is_dir():
-                raise ConfigError(f"{option}: {folder} lies inside {found}, which is a file, not a folder")
+            check_folder(str(folder), option)
 
     @staticmethod
     def _move_loggers(config) -> None:

@@ -488,7 +488,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         name=f"{model}-seed{seed}",
         tags=[model, f"seed{seed}"],
         job_type="train",
-        id=checkpoint_info(last, "compare")[WANDB_ID_KEY] if resume else None,
+        id=checkpoint_info(last, "compare", "delete it to train that run again")[WANDB_ID_KEY]
+        if resume
+        else None,
     )
     trainer.loggers = [CSVLogger(str(run_dir), name="", version=""), wandb_logger]
     # Every row measured the same way: Lightning's Timer and ThroughputMonitor, and the peak memory they lack.
@@ -521,8 +523,13 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         if trainer.is_global_zero:
             wandb_logger.experiment.finish(exit_code=1)
             if isinstance(err, ConfigError) and resume is None and not last.is_file():
-                # the user's mistake (a metric the runs do not log), found before a step trained: the folder goes
-                shutil.rmtree(run_dir, ignore_errors=True)
+                # the user's mistake (a metric the runs do not log), found before a step trained: the folder goes,
+                # but for a launcher's log, which the launcher's worker is writing and its report names
+                for entry in run_dir.iterdir():
+                    if entry.name != "launcher.log":
+                        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+                if not any(run_dir.iterdir()):
+                    run_dir.rmdir()
         raise
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)

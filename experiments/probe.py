@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 
 from archbench.errors import ConfigError, DataError
-from datamodules.files import check_writable, write_atomic
+from datamodules.files import check_folder, write_atomic
 from datamodules.text_sources import not_utf8, read_table
 from experiments.configs import CommandParser
 
@@ -400,7 +400,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.md")
     parser.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
     args, overrides = parser.parse_known_args(argv)
-    check_writable(Path(args.out) / "probe.json", "--out")  # before the scoring, which can take minutes
+    check_folder(args.out, "--out")  # before the scoring, which can take minutes
     if bool(args.ckpt) == bool(args.weights):
         which = "not both" if args.ckpt else "one of them"
         raise ConfigError(f"probe: give --weights (pretrained) or --ckpt (a run's checkpoint), {which}")

@@ -52,18 +52,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return super().load_checkpoint(path, map_location=map_location, weights_only=weights_only)
 
 
-def checkpoint_info(path: str | Path, option: str = "--ckpt_path last") -> dict:
+def checkpoint_info(path: str | Path, option: str = "--ckpt_path last", instead: str | None = None) -> dict:
     """The W&B run id, run folder and step kept in a checkpoint (read with mmap: the weights are not loaded). A
-    damaged file (a copy cut short, a full disk) is a ConfigError naming it and, for ``fit --ckpt_path last``, the
-    checkpoints beside it to resume from instead."""
+    damaged file (a copy cut short, a full disk) is a ConfigError naming it and what to do ``instead`` (default,
+    for ``fit --ckpt_path last``: resume from a checkpoint beside it, or start a new run)."""
     try:
         checkpoint = check_checkpoint(path, option)
     except ConfigError as err:
-        beside = sorted(p.name for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
-        shown = f" (beside it: {', '.join(beside)}; --ckpt_path FILE resumes from one)"
-        shown = shown if beside and option.startswith("--ckpt_path") else ""
-        raise ConfigError(f"{err}; delete it to start the run over{shown}") from None
+        if "is not a checkpoint or is damaged" not in str(err):
+            raise
+        if instead is None:
+            beside = _newest_first(p for p in Path(path).parent.glob("*.ckpt") if p.name != Path(path).name)
+            instead = "leave out --ckpt_path to start a new run" + (
+                f", or resume from one beside it with --ckpt_path FILE ({', '.join(p.name for p in beside)})"
+                if beside
+                else ""
+            )
+        raise ConfigError(f"{err}; {instead}") from None
     return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY, "global_step")}
+
+
+def _newest_first(paths) -> list[Path]:
+    return sorted(paths, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
 def _newer_hpc_checkpoint(config, run_dir: Path, ckpt: Path) -> Path:
@@ -73,7 +83,9 @@ def _newer_hpc_checkpoint(config, run_dir: Path, ckpt: Path) -> Path:
     newest = ckpt
     for hpc in root.glob("hpc_ckpt_*.ckpt"):
         if hpc.stat().st_mtime > newest.stat().st_mtime:
-            saved = checkpoint_info(hpc)[RUN_DIR_KEY]
+            saved = checkpoint_info(hpc, "SLURM's requeue checkpoint", "delete it to resume from last.ckpt")[
+                RUN_DIR_KEY
+            ]
             if saved and Path(saved).resolve() == run_dir.resolve():
                 newest = hpc
     return newest
@@ -158,31 +170,36 @@ def as_saved(saved, current):
 def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
     """``(run folder, last.ckpt)`` of the newest run under the first versioned logger (CSV/TensorBoard) whose
     saved ``config.yaml`` has this ``run``'s model and training data (as the CLI dumps them); None if none."""
+    base = _versioned_base(config)
+    if base is None:
+        return None
+    candidates = []
+    for ckpt in base.glob("*/checkpoints/last*.ckpt"):  # last-v1.ckpt: ModelCheckpoint's version counter
+        if _same_model(ckpt.parent.parent / "config.yaml", run):
+            candidates.append(ckpt)
+    if candidates:
+        ckpt = max(candidates, key=lambda p: p.stat().st_mtime)
+        return ckpt.parent.parent, ckpt
+    return None
+
+
+def _versioned_base(config) -> Path | None:
+    """The folder of the run folders (``version_N``) of the first versioned logger (CSV/TensorBoard), if any."""
     for entry in logger_entries(config):
         init = entry.get("init_args") or {}
-        versioned = entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger"))
-        if not versioned or not init.get("save_dir"):
-            continue
-        base = Path(init["save_dir"]) / (init.get("name") or "lightning_logs")
-        candidates = []
-        for ckpt in base.glob("*/checkpoints/last*.ckpt"):  # last-v1.ckpt: ModelCheckpoint's version counter
-            if _same_model(ckpt.parent.parent / "config.yaml", run):
-                candidates.append(ckpt)
-        if candidates:
-            ckpt = max(candidates, key=lambda p: p.stat().st_mtime)
-            return ckpt.parent.parent, ckpt
-        return None
+        if entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger")) and init.get("save_dir"):
+            return Path(init["save_dir"]) / (init.get("name") or "lightning_logs")
     return None
 
 
 def _refuse_without_last(run_dir: Path) -> None:
     """A run of this model that kept checkpoints but not ``last.ckpt`` (deleted by hand: it is written with every
     save) is neither resumed nor passed over for a new run without a word: the user chooses."""
-    kept = sorted(p.name for p in (run_dir / "checkpoints").glob("*.ckpt"))
+    kept = _newest_first((run_dir / "checkpoints").glob("*.ckpt"))
     if kept:
         raise ConfigError(
             f"--ckpt_path last: {run_dir} is a run of this model and data without its last.ckpt (it kept "
-            f"{', '.join(kept)}): resume from one with --ckpt_path {run_dir / 'checkpoints' / kept[-1]}, or leave "
+            f"{', '.join(p.name for p in kept)}): resume from one with --ckpt_path {kept[0]} (the newest), or leave "
             "out --ckpt_path to start a new run"
         )
 
@@ -206,17 +223,10 @@ def resume_last(config, run: dict) -> str | None:
         return str(last)
     found = find_last_run(config, run)
     if found is None:
-        for entry in logger_entries(
-            config
-        ):  # a run of this model whose last.ckpt is gone: not a new run silently
-            init = entry.get("init_args") or {}
-            if entry.get("class_path", "").endswith(("CSVLogger", "TensorBoardLogger")) and init.get(
-                "save_dir"
-            ):
-                for folder in (Path(init["save_dir"]) / (init.get("name") or "lightning_logs")).glob("*/"):
-                    if _same_model(folder / "config.yaml", run):
-                        _refuse_without_last(folder)
-                break
+        base = _versioned_base(config)  # a run of this model whose last.ckpt is gone: not a new run silently
+        for folder in base.glob("*/") if base is not None else ():
+            if _same_model(folder / "config.yaml", run):
+                _refuse_without_last(folder)
         return None
     run_dir, ckpt = found
     ckpt = _newer_hpc_checkpoint(config, run_dir, ckpt)

@@ -62,6 +62,30 @@ def saved_data_config(weights_file: str) -> dict:
     return config
 
 
+def check_weights_file(weights_file: str) -> None:
+    """A PretrainedError naming a weights file that is damaged (cut short) or not one at all, before timm reads
+    it (its error would say the file does not fit the model)."""
+    try:
+        if str(weights_file).endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(weights_file, framework="pt") as f:
+                f.keys()
+        else:
+            try:
+                torch.load(weights_file, map_location="cpu", mmap=True, weights_only=True)
+            except RuntimeError as err:  # a file in torch's old (not zip) format loads, without mmap
+                if "mmap can only be used" not in str(err):
+                    raise
+                torch.load(weights_file, map_location="cpu", weights_only=True)
+    except Exception as err:  # safetensors' own error type, torch's RuntimeError, pickle's, OSError
+        reason = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        raise PretrainedError(
+            f"model.net.init_args.weights_file: {weights_file} is damaged (cut short?) or not a weights file "
+            f"({reason})"
+        ) from None
+
+
 class TimmLoadReport(logging.Handler):
     """What timm says, while building a model, of a weights file it loaded without ``strict`` (it does whenever the
     head is replaced): the model's tensors the file lacked and the file's tensors the model has no place for. timm
@@ -244,6 +268,7 @@ class TimmNet(nn.Module):
                     f"model.net.init_args.weights_file: {weights_file!r} not found (the files under "
                     "data/pretrained/ come from `python -m experiments data NAME`, e.g. dinov2_small)"
                 )
+            check_weights_file(weights_file)
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file), **saved_data_config(weights_file)}
 
         def create(**more):

@@ -390,3 +390,15 @@ def test_a_jpeg_cut_short_is_found_when_the_folder_is_read_and_one_with_data_aft
         DataError, match=r"dog/cut.jpg: unreadable or corrupt image \(image file is truncated"
     ):
         read_folder(tmp_path)
+
+
+def test_the_hub_sources_one_array_takes_arrays_and_one_grey_mode():
+    """Images as arrays (an Array2D or Sequence column) stack as they are, one of another shape is named;
+    grey images of several modes stay grey."""
+    from datamodules.image_sources import _one_array
+
+    assert _one_array([np.zeros((4, 4)), np.ones((4, 4))], "d [train]").shape == (2, 4, 4)
+    with pytest.raises(DataError, match=r"d \[train\]: image 2 has shape \(4, 5\), image 1 \(4, 4\)"):
+        _one_array([np.zeros((4, 4)), np.zeros((4, 5))], "d [train]")
+    grey = [Image.new("L", (4, 4), 7), Image.new("LA", (4, 4), (7, 255)), Image.new("1", (4, 4), 1)]
+    assert _one_array(grey, "d [train]").shape == (3, 4, 4)

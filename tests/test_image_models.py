@@ -157,3 +157,19 @@ def test_an_image_folder_predicts_files_and_class_names_and_a_checkpoint_keeps_i
     assert result.stderr.strip().splitlines()[-1] == (
         "error: fruit/apple: class 'apple' is not one of the training classes ['cat', 'dog']"
     )
+
+
+def test_a_damaged_weights_file_is_named_as_damaged(tmp_path):
+    """Not "does not fit the model", which is what timm's error said of a file cut short."""
+    from safetensors.torch import save_file
+
+    from archbench.errors import PretrainedError
+    from lit_models.image_nets import TimmNet
+
+    whole = tmp_path / "w.safetensors"
+    save_file({k: v.contiguous() for k, v in timm.create_model("resnet18").state_dict().items()}, whole)
+    (tmp_path / "cut.safetensors").write_bytes(whole.read_bytes()[:2000])
+    with pytest.raises(
+        PretrainedError, match=r"cut.safetensors is damaged \(cut short\?\) or not a weights file"
+    ):
+        TimmNet("resnet18", num_outputs=3, weights_file=str(tmp_path / "cut.safetensors"))

@@ -75,6 +75,7 @@ def test_local_launcher_reports_a_killed_run_resumes_only_it_and_matches_sequent
         assert second[key] == pytest.approx(test, rel=1e-3, abs=1e-4), key
 
 
+@pytest.mark.slow  # 27 s (make test-all); the local launcher stays in the default suite
 def test_submitit_local_executor_runs_the_comparison_as_a_job_array(in_tmp, monkeypatch):
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
     (in_tmp / "killed-once").touch()  # no kill in this one

@@ -173,6 +173,24 @@ def test_each_modality_tests_a_file_of_its_own_from_a_checkpoint_as_from_its_tra
         ).setup("test")
 
 
+def test_images_from_a_checkpoint_keep_the_runs_classes_and_test_subset(tmp_path):
+    """A run that kept some classes (data.labels) and tests a subset (data.test_size): the test folder read from
+    its checkpoint gives the same batches as read with the training folders (its other classes dropped, the same
+    seeded subset), where it used to refuse the dropped class and test the whole folder."""
+    write_folder(tmp_path / "train", classes=("bird", "cat", "dog"), per_class=4, size=12)
+    write_folder(tmp_path / "test", classes=("bird", "cat", "dog"), per_class=3, size=12, seed=1)
+    options = {"source": "folder", "train_path": str(tmp_path / "train"), "test_path": str(tmp_path / "test"),
+               "labels": ["dog", "cat"], "test_size": 4, "batch_size": 2}  # fmt: skip
+    first = ImageDataModule(**options)
+    first.setup("test")
+    ckpt = saved(first, tmp_path / "model.ckpt")
+    shutil.rmtree(tmp_path / "train")
+    second = ImageDataModule(**options, checkpoint=ckpt)
+    second.setup("test")
+    assert second.labels == ["dog", "cat"] and len(second.splits["test"]) == 4
+    assert_same_batches(batches(second, "test"), batches(first, "test"))
+
+
 def test_a_checkpoint_without_the_datas_state_or_without_a_file_to_predict_is_refused_by_name(tmp_path):
     train = write_csv(tmp_path / "train.csv", reviews(40))
     old = tmp_path / "old.ckpt"  # as an older version saved images' state: labels, no input size

@@ -193,7 +193,7 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
     (run / "result.json").unlink()  # as if killed after its last checkpoint: resumed, not restarted
     (run / "checkpoints" / "last.ckpt").write_bytes(whole[run / "checkpoints" / "last.ckpt"][:1000])
     with pytest.raises(ConfigError, match=r"^compare: '.*last.ckpt' is not a checkpoint or is damaged .*; delete it "
-                       "to start the run over$"):  # fmt: skip
+                       "to train that run again$"):  # fmt: skip
         compare(args)
     (run / "checkpoints" / "last.ckpt").write_bytes(whole[run / "checkpoints" / "last.ckpt"])
     logged = list(csv.DictReader((run / "metrics.csv").open()))
@@ -325,8 +325,8 @@ def test_a_damaged_or_deleted_last_checkpoint_is_named_with_the_checkpoints_besi
     last = in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.raises(ConfigError, match=r"^--ckpt_path last: '.*version_0/checkpoints/last.ckpt' is not a checkpoint "
-                       r"or is damaged .*; delete it to start the run over \(beside it: best-epoch=\d+-step=\d+.ckpt; "
-                       r"--ckpt_path FILE resumes from one\)$"):  # fmt: skip
+                       r"or is damaged .*; leave out --ckpt_path to start a new run, or resume from one beside it "
+                       r"with --ckpt_path FILE \(best-epoch=\d+-step=\d+.ckpt\)$"):  # fmt: skip
         ExperimentCLI(args=[*common, "--ckpt_path=last", "--trainer.max_steps=4"])
     # deleted: the run is neither resumed nor passed over for a new one without a word ("no earlier run")
     last.unlink()

@@ -173,6 +173,7 @@ def _tuned_comparison(folder, trials=2) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # 27 s (make test-all); tuning a row (all trials failed, then mended) and the sweep stay default
 def test_compare_tunes_every_row_with_the_same_budget_then_runs_its_seeds_with_the_best(in_tmp, monkeypatch):
     """Each row gets its own study of the same number of trials on the validation metric; every seed of the row
     then trains with that row's best rate; results.json and results.md say so; a re-run adds no trial."""

@@ -401,3 +401,7 @@ def test_a_rows_line_is_counted_as_pandas_reads_rows_blank_lines_skipped_a_quote
     path.write_text('text\n\nhello\n""\n"multi\nline"\n   \nworld\n')
     assert pd.read_csv(path, keep_default_na=False)["text"].tolist() == ["hello", "", "multi\nline", "world"]
     assert [table_line(path, row) for row in range(4)] == [3, 4, 5, 8]
+    tsv = tmp_path / "rows.tsv"  # a line of tabs alone (a spreadsheet's empty row) is a row too
+    tsv.write_text("text\tlabel\nhello\tpos\n\t\n\nworld\tneg\n")
+    assert len(pd.read_csv(tsv, sep="\t")) == 3
+    assert [table_line(tsv, row) for row in range(3)] == [2, 3, 5]
