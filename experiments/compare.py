@@ -480,6 +480,12 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     if cli.trainer.is_global_zero:
         write_atomic(settings, dumped)
     resume = str(last) if last.is_file() else None
+    stale = sorted((run_dir / "checkpoints").glob("*.ckpt")) if resume is None else []
+    if stale and cli.trainer.is_global_zero:  # an earlier attempt's, beside which the new run's would pile up
+        print(f"{model}, seed {seed}: no last.ckpt to resume from; starting again without the earlier attempt's "
+              f"{', '.join(p.name for p in stale)}")  # fmt: skip
+        for path in stale:
+            path.unlink()
     trainer, module, data = cli.trainer, cli.model, cli.datamodule
     wandb_logger = AutoWandbLogger(
         project=comparison.project,

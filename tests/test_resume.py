@@ -210,6 +210,11 @@ def test_compare_rerun_keeps_finished_runs_and_resumes_unfinished(tmp_path, monk
         ckpt.unlink()
     compare([*args, "--model.optimizer.lr=0.1"])
     assert "lr: 0.1" in (run / "run_config.yaml").read_text() and (run / "result.json").is_file()
+    # its last.ckpt deleted by hand: trained again, without the earlier attempt's best-*.ckpt piling up beside
+    (run / "result.json").unlink()
+    (run / "checkpoints" / "last.ckpt").unlink()
+    compare([*args, "--model.optimizer.lr=0.1"])
+    assert not list((run / "checkpoints").glob("*-v*.ckpt")) and (run / "checkpoints" / "last.ckpt").is_file()
 
 
 # --- last.ckpt is the latest state, not the best ------------------------------------------------------------
