@@ -393,6 +393,8 @@ def main(argv: list[str]) -> None:
         )
     if args.noise_std < 0:
         raise ConfigError(f"data simulate --noise-std: {args.noise_std} is below 0")
+    if args.seed < 0:  # numpy's generator takes none
+        raise ConfigError(f"data simulate --seed: {args.seed} is not a non-negative integer")
     splits = simulate_splits(args.n_train, args.n_val, args.n_test, args.seq_len, args.noise_std, args.seed)
     for split, sim in splits.items():
         write_text(out / f"{split}.txt", sim.data)

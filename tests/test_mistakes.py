@@ -310,6 +310,7 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
         (["data", "simulate", "--out", "s", "--n-train", "0"], "data simulate --n-train: 0 is not a positive count"),
         (["data", "simulate", "--out", "s", "--seq-len", "5"],
          "data simulate --seq-len: 5 is below 40 (the simulator's grammar)"),
+        (["data", "simulate", "--out", "s", "--seed", "-1"], "data simulate --seed: -1 is not a non-negative integer"),
         (["data", "encode", "--input", "x.txt", "--out", "x.txt"], "x.txt: is a file, not a folder to encode into"),
         (["compare", "--config", "c.yaml", "--seed", "2"], "compare: unrecognized option '--seed' (did you mean --seeds?): "
          "runs take --data.*, --model.*, --trainer.*, --early_stopping.*"),

@@ -634,3 +634,16 @@ def test_a_universal_gpt_at_initialisation_reads_its_tokens_as_the_dense_one_doe
     universal = GPT(60, 16, preset="gpt-mini", intermediate_size=1536, universal={"act": True})
     assert (universal.depth.time == 0).all() and universal.depth.time.requires_grad
     assert sensitivity(universal) > 0.5 * sensitivity(dense)
+
+
+def test_a_short_algorithmic_run_trains_with_the_bases_validation_interval(in_tmp):
+    """The base validates every 125 steps, counted across epochs: a run whose epochs hold fewer batches trains
+    (Lightning refused it with a traceback, after writing the run folder: the interval above an epoch's batches)."""
+    from conftest import CSV_ONLY, ROOT
+
+    from experiments.cli import ExperimentCLI
+
+    lstm = ROOT / "experiments" / "algorithmic" / "lstm.yaml"
+    cli = ExperimentCLI(args=["fit", "--config", str(lstm), "--data.n_train=64", "--data.n_val=16",
+                              "--data.n_test=16", "--data.batch_size=16", *CSV_ONLY, "--trainer.max_steps=6"])  # fmt: skip
+    assert cli.trainer.global_step == 6 and cli.trainer.current_epoch >= 1  # 4 batches an epoch
