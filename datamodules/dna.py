@@ -99,8 +99,8 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             test_path: Test file. Empty: ``test_fraction`` of the training file, split by ``split_seed``.
             predict_path: File of sequences (labels optional) for ``predict``. Empty: the test set.
             checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``, and ``test`` (or
-                ``predict``) with a ``test_path`` and no ``predict_path``: the label statistics, class count and sequence length come
-                from it (the length raised to the longest sequence read, as reading the data with the rest did,
+                ``predict``) with a ``test_path`` and no ``predict_path``: the label statistics, class count and
+                sequence length come from it (the length raised to the longest sequence read, as reading the data with the rest did,
                 with a warning), and the training files are not read (they need not exist). ``predict`` and
                 ``test`` with ``--ckpt_path FILE`` set it.
             sequence_column: Column of sequences in CSV/TSV/Parquet files.

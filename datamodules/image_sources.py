@@ -367,9 +367,8 @@ def load_hub_images(
 def _one_array(pictures: list, where: str) -> np.ndarray:
     """The hub source's images as one array: PIL images brought to one colour mode (RGB if any has colour, else
     grey) and one size, or a DataError that names the first image of another size; arrays stacked as they are."""
-    if not all(
-        isinstance(im, Image.Image) for im in pictures
-    ):  # an array column (a Sequence or Array2D feature)
+    # an array column (a Sequence or Array2D feature)
+    if not all(isinstance(im, Image.Image) for im in pictures):
         arrays = [np.asarray(im) for im in pictures]
         other = next((i for i, a in enumerate(arrays) if a.shape != arrays[0].shape), None)
         if other is not None:

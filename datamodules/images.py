@@ -121,9 +121,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 Empty: ``predict`` reads the test split. The training data is read too (its classes, size and
                 statistics set the input) unless ``checkpoint`` gives them.
             checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``, and ``test`` (or
-                ``predict``) with a ``test_path`` and no ``predict_path``: the class names and the input (size, mean and std) come from
-                it, and the training images are not read (they need not exist). ``predict`` and ``test`` with
-                ``--ckpt_path FILE`` set it.
+                ``predict``) with a ``test_path`` and no ``predict_path``: the class names and the input (size,
+                mean and std) come from it, and the training images are not read (they need not exist).
+                ``predict`` and ``test`` with ``--ckpt_path FILE`` set it.
             dataset: ``hub``: a dataset name (e.g. ``fashion_mnist``, ``cifar10``; needs a connection).
             image_column: ``hub``: the image column.
             label_column: ``hub``: the label column.
@@ -195,9 +195,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 hp.labels
             ):  # the classes the run kept (its checkpoint's): the folder's others dropped, as then
                 test, found = read_folder(Path(hp.test_path))
-                new_id = np.array([self._labels.index(c) if c in self._labels else -1 for c in found])
-                kept = test.subset(np.flatnonzero(new_id[test.labels] >= 0))
-                self.splits["test"] = replace(kept, labels=new_id[kept.labels])
+                self.splits["test"] = _renumbered(test, found, self._labels)
             else:  # predict_path alone where there is one; its class folders among the checkpoint's classes
                 self.splits["test"], _ = read_folder(Path(hp.test_path), self._labels)
             if "test" in self.splits:  # the subset reading every split takes
@@ -275,12 +273,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if unknown or len(set(keep)) != len(keep):
             problem = f"unknown class {unknown[0]!r}" if unknown else "a class is listed twice"
             raise DataError(f"data.labels: {problem} (the data's classes: {', '.join(self._labels)})")
-        new_id = np.full(len(self._labels), -1, dtype=np.int64)
-        new_id[[self._labels.index(c) for c in keep]] = np.arange(len(keep))
-        kept = {}
-        for name, split in splits.items():
-            part = split.subset(np.flatnonzero(new_id[split.labels] >= 0))
-            kept[name] = replace(part, labels=new_id[part.labels])
+        kept = {name: _renumbered(split, self._labels, keep) for name, split in splits.items()}
         self._labels = keep
         return kept
 
@@ -429,3 +422,10 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             out["x"] = patchify(x, p)
             out["lengths"] = torch.full((len(x),), out["x"].shape[1], dtype=torch.long, device=x.device)
         return out
+
+
+def _renumbered(split: ImageSplit, classes: list[str], keep: list[str]) -> ImageSplit:
+    """The rows of ``split`` (labels indexing ``classes``) whose class is in ``keep``, numbered as ``keep``."""
+    new_id = np.array([keep.index(c) if c in keep else -1 for c in classes], dtype=np.int64)
+    part = split.subset(np.flatnonzero(new_id[split.labels] >= 0))
+    return replace(part, labels=new_id[part.labels])

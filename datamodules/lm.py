@@ -169,9 +169,8 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
     (plus 2% of the corpus), else cuts at the line boundaries nearest the fractions of the bytes (a table's rows
     are never cut: a warning says the shares whole rows give)."""
     sizes = _sizes(parts)
-    empty: dict[
-        int, list
-    ] = {}  # a table's rows without text are no documents: said, as when a split is given
+    # a table's rows without text are no documents: said, as when a split is given
+    empty: dict[int, list] = {}
     for part, row, n in sizes:
         if n == 0 and part.table is not None:
             empty.setdefault(id(part), [part, 0, row])[1] += 1

@@ -229,12 +229,17 @@ def shared_rows(train: RaggedStore, other: RaggedStore, train_hashes: np.ndarray
     if not len(train) or not len(other):
         return np.zeros(0, dtype=np.int64)
     if train_hashes is None:
-        train_hashes = train.row_hashes()
-        train_hashes.sort()
+        train_hashes = _sorted_hashes(train)
     mine = other.row_hashes()
     at = np.searchsorted(train_hashes, mine)
     np.minimum(at, len(train_hashes) - 1, out=at)
     return np.flatnonzero(train_hashes[at] == mine)
+
+
+def _sorted_hashes(store: RaggedStore) -> np.ndarray:
+    hashes = store.row_hashes()
+    hashes.sort()  # in place: no second copy
+    return hashes
 
 
 def warn_shared(
@@ -250,10 +255,7 @@ def warn_shared(
     train = splits.get("train")
     if train is None or rank_zero_only.rank != 0:
         return
-    hashes = None
-    if len(train):  # once for both held-out splits
-        hashes = train.row_hashes()
-        hashes.sort()
+    hashes = _sorted_hashes(train) if len(train) else None  # once for both held-out splits
     for name in ("val", "test"):
         if name not in splits:
             continue

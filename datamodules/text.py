@@ -95,8 +95,8 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             test_path: Test file. Empty: ``test_fraction`` of the training data, split by ``split_seed``.
             predict_path: File of texts (labels optional) for ``predict``. Empty: the test set.
             checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path``, and ``test`` (or
-                ``predict``) with a ``test_path`` and no ``predict_path``: the class names, the tokenizer and ``max_length`` come from
-                it, and the training files are not read (they need not exist). ``predict`` and ``test`` with
+                ``predict``) with a ``test_path`` and no ``predict_path``: the class names, the tokenizer and
+                ``max_length`` come from it, and the training files are not read (they need not exist). ``predict`` and ``test`` with
                 ``--ckpt_path FILE`` set it.
             text_column: Column holding the texts.
             label_column: Column holding the labels (strings or integers).

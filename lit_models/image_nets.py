@@ -123,28 +123,14 @@ class TimmLoadReport(logging.Handler):
         if missing or self.unexpected:
             gaps = [f"{len(missing)} of the model's tensors not in the file"] if missing else []
             gaps += [f"{len(self.unexpected)} of the file's not in the model"] if self.unexpected else []
-            first = (missing or self.unexpected)[0]
-            problem = RuntimeError(f"\n{'missing' if missing else 'unexpected'}: {first}")
-            raise PretrainedError(
-                weights_mismatch(weights_file, name, model_kwargs, problem, "; ".join(gaps))
-            )
+            first = f"{'missing' if missing else 'unexpected'}: {(missing or self.unexpected)[0]}"
+            what = f"{'; '.join(gaps)}; the first: {first}"
+            raise PretrainedError(weights_mismatch(weights_file, name, model_kwargs, what))
 
 
-def weights_mismatch(
-    weights_file: str, name: str, model_kwargs: dict | None, err: RuntimeError, counted: str | None = None
-) -> str:
-    """One line for a weights file that does not load into the timm model built: the first difference torch
-    found, how many there are, and the model the file was exported for where its metadata says (``export``)."""
-    details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-    first = details[0] if details else str(err).splitlines()[0]
-    first = first.replace("copying a param with shape torch.Size(", "").replace("torch.Size(", "")
-    if counted is None and not details:  # timm's own refusal, one line already
-        counted = "timm"
-    elif counted is None:
-        counts = sum(
-            line.count('", "') + 1 if line.startswith(("Missing", "Unexpected")) else 1 for line in details
-        )
-        counted = f"{counts} difference(s)"
+def weights_mismatch(weights_file: str, name: str, model_kwargs: dict | None, what: str) -> str:
+    """One line for a weights file that does not load into the timm model built: ``what`` differs, and the model
+    the file was exported for where its metadata says (``export``)."""
     made_for = ""
     if str(weights_file).endswith(".safetensors"):
         from safetensors import safe_open
@@ -155,8 +141,20 @@ def weights_mismatch(
             made_for = f"; it was exported for name: {saved['timm.name']}, model_kwargs: {saved.get('timm.model_kwargs', '{}')}"
     return (
         f"model.net.init_args.weights_file: {weights_file} does not fit timm's {name} with model_kwargs "
-        f"{model_kwargs or {}} ({counted}{': ' if counted == 'timm' else '; the first: '}{first[:200]}){made_for}"
+        f"{model_kwargs or {}} ({what}){made_for}"
     )
+
+
+def _load_error(err: RuntimeError) -> str:
+    """torch's list of every tensor that differs as a count and the first (timm's own refusal is one line)."""
+    details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+    if not details:
+        return f"timm: {str(err).splitlines()[0][:200]}"
+    first = details[0].replace("copying a param with shape torch.Size(", "").replace("torch.Size(", "")
+    counts = sum(
+        line.count('", "') + 1 if line.startswith(("Missing", "Unexpected")) else 1 for line in details
+    )
+    return f"{counts} difference(s); the first: {first[:200]}"
 
 
 def timm_data_config(name: str, weights_file: str | None = None) -> dict:
@@ -286,7 +284,9 @@ class TimmNet(nn.Module):
             except RuntimeError as err:  # torch's list of every tensor that differs (or timm's own): one line
                 if not weights_file:
                     raise
-                raise PretrainedError(weights_mismatch(weights_file, name, model_kwargs, err)) from None
+                raise PretrainedError(
+                    weights_mismatch(weights_file, name, model_kwargs, _load_error(err))
+                ) from None
             if weights_file:  # timm loads leniently when the head is new: a file of another model half-loaded
                 report.refuse_gaps(model, weights_file, name, model_kwargs)
             return model
