@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from archbench.errors import DataError
+from datamodules.files import not_utf8
 
 Records = tuple[list[bytes], np.ndarray, np.ndarray, str, dict[int, str]]
 
@@ -112,8 +113,8 @@ def _table_chunks(path, fmt, sequence_column, label_column, labels_required, chu
             raise DataError(f"{path}: file is empty") from None
         except pd.errors.ParserError as err:
             raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from None
-        except UnicodeDecodeError as err:
-            raise DataError(f"{path}: not UTF-8 text (byte {err.start} of a chunk): {err.reason}") from None
+        except UnicodeDecodeError:
+            raise DataError(not_utf8(path, open_data)) from None
 
 
 def read_table_chunks(f, fmt: str, chunk: int) -> Iterator[pd.DataFrame]:
@@ -194,8 +195,22 @@ def parse_text(data: bytes, labels_required: bool) -> Records:
             labels.append(b"")
             shown = b" ".join(f)[:60].decode("utf-8", "replace")
             problems[k] = f"expected 'SEQUENCE LABEL' (2 fields), found {len(f)}: {shown!r}"
+    for k, label in enumerate(labels):
+        if (problem := utf8_field_problem("label", label)) is not None:
+            problems.setdefault(k, problem)
     labels = np.array([s.decode("utf-8", "replace") for s in labels], dtype=object)
     return seqs, labels, line_numbers, "line", problems
+
+
+def utf8_field_problem(field: str, data: bytes) -> str | None:
+    """What is wrong when a field's bytes are not UTF-8 text (a file saved as Latin-1, say); None when they are."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return (
+            f"not UTF-8 text: {field} byte {err.start + 1} is 0x{data[err.start]:02x}; save the file as UTF-8"
+        )
+    return None
 
 
 def columns(frame, path, sequence_column, label_column, labels_required, first_line, unit) -> Records:

@@ -19,7 +19,7 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError
-from datamodules.dna_formats import check_readable, format_of, record_chunks
+from datamodules.dna_formats import check_readable, format_of, record_chunks, utf8_field_problem
 from datamodules.files import write_atomic
 from datamodules.storage import RaggedStore, StoreWriter, open_store
 
@@ -59,10 +59,11 @@ def encode(sequences: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray, list[tup
 
 
 def from_strings(sequences: Sequence[str], labels: Sequence[float], source: str = "<memory>") -> RaggedStore:
-    codes, offsets, bad = encode([s.encode("ascii", "replace") for s in sequences])
+    encoded = [s.encode("utf-8", "surrogatepass") for s in sequences]
+    codes, offsets, bad = encode(encoded)
     if bad:
-        i, column, char = bad[0]
-        raise DataError(f"{source}: sequence {i + 1}: base {column + 1} is {char!r}, expected one of ACGTN")
+        i, column, _ = bad[0]
+        raise DataError(f"{source}: sequence {i + 1}: {_base_problem(encoded[i], column)}")
     return RaggedStore(codes, offsets, np.asarray(labels, dtype=np.float32), source)
 
 
@@ -95,16 +96,24 @@ def not_class_ids(labels: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.isfinite(labels) & ((labels != np.round(labels)) | (labels < 0)))
 
 
+def _base_problem(sequence: bytes, column: int) -> str:
+    """What is wrong with the byte at ``column`` of a sequence: a character other than a base (counted in
+    characters, as the user sees the line), or bytes that are not UTF-8 text."""
+    if (problem := utf8_field_problem("sequence", sequence)) is not None:
+        return problem
+    position = len(sequence[:column].decode("utf-8")) + 1
+    char = sequence[column:].decode("utf-8")[0]
+    return f"sequence base {position} is {char!r}, expected one of A, C, G, T, N (any case)"
+
+
 class _Encoded:
     """One chunk of records encoded and checked: the good ones as a store, the problems by record."""
 
     def __init__(self, path, seqs, raw_labels, line_numbers, unit, problems, labels_required, label_name,
                  class_ids=False):  # fmt: skip
         codes, offsets, bad = encode(seqs)
-        for i, column, char in bad:
-            problems.setdefault(
-                i, f"sequence base {column + 1} is {char!r}, expected one of A, C, G, T, N (any case)"
-            )
+        for i, column, _ in bad:
+            problems.setdefault(i, _base_problem(seqs[i], column))
         for i in np.flatnonzero(np.diff(offsets) == 0):
             problems.setdefault(int(i), "sequence is empty")
         if raw_labels.dtype == np.float64:  # parsed already

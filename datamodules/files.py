@@ -1,11 +1,12 @@
-"""Writing files whole or not at all."""
+"""Files: written whole or not at all, folders checked before a run writes, and where a text file stops being UTF-8."""
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -134,3 +135,43 @@ def build_folder_once(path: Path, build) -> None:
             os.replace(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def first_non_utf8(
+    file: Path, block: int = 1 << 20, opener: Callable[[Path], BinaryIO] | None = None
+) -> tuple[int, int, int] | None:
+    """(byte offset, line, byte value) of the first byte that is not UTF-8, reading a block at a time; ``opener``
+    (a binary stream of the file, say a gzip file's decompressed bytes) when not ``open(file, "rb")``."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = line = 0
+    with (opener or (lambda path: open(path, "rb")))(file) as f:  # noqa: SIM115 (closed by this with)
+        while chunk := f.read(block):
+            pending = decoder.getstate()[0]  # the end of the last block, when it split a character
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:  # err.start counts from the pending bytes
+                data = pending + chunk
+                return (
+                    offset - len(pending) + err.start,
+                    line + data[: err.start].count(b"\n") + 1,
+                    data[err.start],
+                )
+            offset, line = offset + len(chunk), line + chunk.count(b"\n")
+    pending = decoder.getstate()[0]
+    if pending:  # the file ends inside a character
+        return offset - len(pending), line + 1, pending[0]
+    return None
+
+
+def utf8_problem(file: Path, opener: Callable[[Path], BinaryIO] | None = None) -> str | None:
+    """Where ``file`` stops being UTF-8, said as every reader says it; None when it is UTF-8 throughout."""
+    bad = first_non_utf8(file, opener=opener)
+    if bad is None:
+        return None
+    offset, line, value = bad
+    return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+
+
+def not_utf8(file: Path, opener: Callable[[Path], BinaryIO] | None = None) -> str:
+    """``utf8_problem`` with the file's name, for a file known not to be UTF-8."""
+    return f"{file}: {utf8_problem(file, opener)}"

@@ -33,10 +33,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.files import NpyStream, build_folder_once, write_atomic
+from datamodules.files import NpyStream, build_folder_once, first_non_utf8, write_atomic
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
-from datamodules.text_sources import FORMATS, first_non_utf8, load_file, load_hub
+from datamodules.text_sources import FORMATS, load_file, load_hub
 from datamodules.text_tokenize import digest
 
 SPLITS = ("train", "val", "test")

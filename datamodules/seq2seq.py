@@ -34,10 +34,10 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.files import saved_json
+from datamodules.files import not_utf8, saved_json
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.storage import say_shared
-from datamodules.text_sources import not_utf8, read_table
+from datamodules.text_sources import read_table
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")

@@ -9,7 +9,6 @@ name a problem by the row of its source file (``Split.rows`` maps a subset's row
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import json
@@ -26,6 +25,7 @@ import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError
+from datamodules.files import utf8_problem
 from datamodules.splits import hold_out, seeded_subset
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -105,43 +105,6 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
         line, problem = bad_line
         return f"line {line} is not a JSON object: {problem}"
     return f"could not be read as {fmt}: {message[:300]}"
-
-
-def first_non_utf8(file: Path, block: int = 1 << 20) -> tuple[int, int, int] | None:
-    """(byte offset, line, byte value) of the first byte that is not UTF-8, reading a block at a time."""
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    offset = line = 0
-    with open(file, "rb") as f:
-        while chunk := f.read(block):
-            pending = decoder.getstate()[0]  # the end of the last block, when it split a character
-            try:
-                decoder.decode(chunk)
-            except UnicodeDecodeError as err:  # err.start counts from the pending bytes
-                data = pending + chunk
-                return (
-                    offset - len(pending) + err.start,
-                    line + data[: err.start].count(b"\n") + 1,
-                    data[err.start],
-                )
-            offset, line = offset + len(chunk), line + chunk.count(b"\n")
-    pending = decoder.getstate()[0]
-    if pending:  # the file ends inside a character
-        return offset - len(pending), line + 1, pending[0]
-    return None
-
-
-def utf8_problem(file: Path) -> str | None:
-    """Where ``file`` stops being UTF-8, said as every reader says it; None when it is UTF-8 throughout."""
-    bad = first_non_utf8(file)
-    if bad is None:
-        return None
-    offset, line, value = bad
-    return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
-
-
-def not_utf8(file: Path) -> str:
-    """``utf8_problem`` with the file's name, for a file known not to be UTF-8 (the language-model readers)."""
-    return f"{file}: {utf8_problem(file)}"
 
 
 def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:

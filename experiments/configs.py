@@ -19,6 +19,7 @@ from pathlib import Path
 import yaml
 
 from archbench.errors import ConfigError
+from datamodules.files import not_utf8
 
 EXPERIMENTS = Path(__file__).resolve().parent
 GLOBAL_BASE = EXPERIMENTS / "base.yaml"
@@ -133,9 +134,9 @@ def check_yaml(path: Path) -> None:
     if not path.is_file():
         raise ConfigError(f"--config: file {str(path)!r} not found")
     try:
-        loaded = yaml.safe_load(path.read_text())
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}): not a YAML config") from None
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(not_utf8(path)) from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)

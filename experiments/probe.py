@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 
 from archbench.errors import ConfigError, DataError
-from datamodules.files import check_folder, write_atomic
-from datamodules.text_sources import not_utf8, read_table
+from datamodules.files import check_folder, not_utf8, write_atomic
+from datamodules.text_sources import read_table
 from experiments.configs import CommandParser
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")

@@ -217,3 +217,29 @@ def test_a_failed_encode_leaves_no_folder(tmp_path):
     with pytest.raises(DataError, match=r"bad.txt:2: "):
         encode_file(bad, tmp_path / "enc")
     assert not (tmp_path / "enc").exists()
+
+
+@pytest.mark.parametrize(
+    "name, data, expected",
+    [
+        # a Latin-1 byte: the line and byte, as every reader of the project says it
+        ("d.txt", b"ACGT 1\nACG\xe9T 2\n", "d.txt:2: not UTF-8 text: sequence byte 4 is 0xe9; save the file as UTF-8"),
+        ("d.txt", b"ACGT 1\nACGT 2\xe9\n", "d.txt:2: not UTF-8 text: label byte 2 is 0xe9; save the file as UTF-8"),
+        ("d.tsv", b"sequence\tlabel\nACGT\t1\nACGT\t2\xe9\n",
+         "d.tsv: not UTF-8 text: byte 28 (line 3) is 0xe9; save the file as UTF-8"),
+        # UTF-8 text: the character as written, counted in characters (not bytes, not a chunk's offset)
+        ("d.txt", "ACGT 1\nAé\u00e9CT 2\n".encode(), "d.txt:2: sequence base 2 is 'é', expected one of A, C, G"),
+        ("d.csv", "sequence,label\nACGT,1\nACé,2\n".encode(), "d.csv:3: sequence base 3 is 'é', expected"),
+    ],
+)  # fmt: skip
+def test_bytes_that_are_not_utf8_and_letters_that_are_not_bases_are_named(tmp_path, name, data, expected):
+    for path in (tmp_path / name, tmp_path / f"{name}.gz"):  # gzip: the decompressed bytes are counted
+        path.write_bytes(gzip.compress(data) if path.suffix == ".gz" else data)
+        with pytest.raises(DataError) as err:
+            read_dna(path)
+        assert str(err.value).startswith(f"{path}{expected.removeprefix(name)}")
+
+
+def test_sequences_given_as_strings_show_the_letter_that_is_not_a_base():
+    with pytest.raises(DataError, match=r"<memory>: sequence 2: sequence base 3 is 'é', expected one of"):
+        from_strings(["ACGT", "ACéT"], [1.0, 2.0])

@@ -90,7 +90,7 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
     with pytest.raises(ConfigError, match=r"list.yaml: expected a mapping of options"):
         _cli("--config=list.yaml")
     (in_tmp / "latin.yaml").write_bytes(b"trainer: {max_epochs: 1}\n# caf\xe9\n")
-    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text \(byte 30\)"):
+    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text: byte 30 \(line 2\) is 0xe9; save the file as UTF-8"):
         _cli("--config=latin.yaml")
 
 
@@ -227,7 +227,7 @@ def test_a_validation_interval_of_zero_is_refused(in_tmp):
 
 
 def test_a_file_that_ends_inside_a_character_names_where(tmp_path):
-    from datamodules.text_sources import first_non_utf8
+    from datamodules.files import first_non_utf8
 
     path = tmp_path / "cut.tsv"
     path.write_bytes("word\tphonemes\ncafé\tK AE1 F\n".encode()[:-9] + b"\n\xc3")  # the last byte: half an é
