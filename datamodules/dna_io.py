@@ -10,6 +10,8 @@ the same way: a :class:`DataError` naming the file, the line (or row), the field
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Literal
@@ -240,24 +242,37 @@ def encode_file(
     on_bad_line: OnBadLine = "error",
     chunk_records: int = 50_000,
 ) -> int:
-    """Encode a labelled DNA file into an encoded folder chunk by chunk (``chunk_records`` lines or rows at a
-    time), so files larger than memory can be converted; errors name the file and line as :func:`read_dna`'s
-    do. Nothing is left in ``folder`` when it fails. Returns the number of sequences."""
+    """Encode a labelled DNA file into a new encoded folder chunk by chunk (``chunk_records`` lines or rows at
+    a time), so files larger than memory can be converted; errors name the file and line as :func:`read_dna`'s
+    do. The folder is built beside its place and renamed into it, so it appears whole or not at all; a folder
+    that holds files already is refused (a second encoding over a first would mix or lose them). Returns the
+    number of sequences."""
     path, folder = Path(path), Path(folder)
     check_readable(path)
     if folder.exists() and not folder.is_dir():
         raise DataError(f"{folder}: is a file, not a folder to encode into")
-    made = not folder.exists()
-    writer = StoreWriter(folder, np.uint8, np.float32, ENCODED_FILES)
+    if folder.is_dir() and (held := sorted(p.name for p in folder.iterdir())):
+        shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
+        raise DataError(
+            f"{folder}: the folder holds files already ({shown}); encode into a new folder, or delete this one first"
+        )
+    scratch = folder.parent / f".{folder.name}.partial-{os.getpid()}"  # made with the user's umask
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
     try:
-        for part in _encoded_chunks(path, sequence_column, label_column, on_bad_line, True, chunk_records):
-            writer.append(part.values, np.diff(part.offsets), part.labels)
-        writer.close()
-    except BaseException:
-        writer.discard()
-        if made and folder.is_dir() and not any(folder.iterdir()):  # the folder this call made, left empty
-            folder.rmdir()
-        raise
+        writer = StoreWriter(scratch, np.uint8, np.float32, ENCODED_FILES)
+        try:
+            for part in _encoded_chunks(
+                path, sequence_column, label_column, on_bad_line, True, chunk_records
+            ):
+                writer.append(part.values, np.diff(part.offsets), part.labels)
+            writer.close()
+        except BaseException:
+            writer.discard()
+            raise
+        scratch.replace(folder)  # over an empty folder, or none
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return writer.rows
 
 
@@ -266,6 +281,11 @@ def write_text(path: str | Path, data: RaggedStore) -> None:
 
     The file appears whole or not at all.
     """
-    labels = [float(data.item(i)[1]) for i in range(len(data))]
-    text = "".join(f"{s}\t{y:.6g}\n" for s, y in zip(to_strings(data), labels, strict=True))
+    text = to_text(data)
     write_atomic(path, gzip.compress(text.encode(), mtime=0) if str(path).endswith(".gz") else text)
+
+
+def to_text(data: RaggedStore) -> str:
+    """Sequences in the course's format, ``SEQUENCE<TAB>LABEL`` a line."""
+    labels = [float(data.item(i)[1]) for i in range(len(data))]
+    return "".join(f"{s}\t{y:.6g}\n" for s, y in zip(to_strings(data), labels, strict=True))

@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from archbench.errors import ConfigError, DataError
-from datamodules.dna_io import write_text
+from datamodules.dna_io import to_text
 from datamodules.dna_simulator import MIN_LENGTH, noise_ceiling, simulate_splits
-from datamodules.files import write_atomic
+from datamodules.files import check_folder, check_writable, write_atomic
 from experiments.configs import CommandParser, finite_float
 
 MAVENN = "mavenn==1.1.4"
@@ -396,7 +396,16 @@ def main(argv: list[str]) -> None:
     if args.seed < 0:  # numpy's generator takes none
         raise ConfigError(f"data simulate --seed: {args.seed} is not a non-negative integer")
     splits = simulate_splits(args.n_train, args.n_val, args.n_test, args.seq_len, args.noise_std, args.seed)
-    for split, sim in splits.items():
-        write_text(out / f"{split}.txt", sim.data)
+    texts = {out / f"{split}.txt": to_text(sim.data) for split, sim in splits.items()}
+    check_folder(out, "data simulate --out")
+    for path, text in texts.items():  # the same files again are fine (make data); other data is the user's
+        check_writable(path, "data simulate --out")
+        if path.exists() and path.read_bytes() != text.encode():
+            raise ConfigError(
+                f"data simulate --out: {path} exists and holds other data (another seed or size, or a file of "
+                "your own); give another --out, or delete it first"
+            )
+    for path, text in texts.items():
+        write_atomic(path, text)
     print(f"noise ceiling (Pearson r, noiseless vs noisy test labels): {noise_ceiling(splits['test']):.4f}")
     print(f"simulated: {args.n_train}/{args.n_val}/{args.n_test} sequences -> {out}/{{train,val,test}}.txt")

@@ -243,3 +243,22 @@ def test_bytes_that_are_not_utf8_and_letters_that_are_not_bases_are_named(tmp_pa
 def test_sequences_given_as_strings_show_the_letter_that_is_not_a_base():
     with pytest.raises(DataError, match=r"<memory>: sequence 2: sequence base 3 is 'é', expected one of"):
         from_strings(["ACGT", "ACéT"], [1.0, 2.0])
+
+
+def test_encode_builds_a_new_folder_whole_and_refuses_one_that_holds_files(tmp_path):
+    from datamodules.dna_io import encode_file
+
+    good, bad = tmp_path / "good.txt", tmp_path / "bad.txt"
+    good.write_text("ACGT 1\nACGA 2\n")
+    bad.write_text("ACGT 1\nACGU 2\n")
+    (tmp_path / "empty").mkdir()
+    assert encode_file(good, tmp_path / "empty") == 2  # an empty folder is taken
+    before = {p.name: p.read_bytes() for p in (tmp_path / "empty").iterdir()}
+    for source in (good, bad):  # a second encoding, good or bad, neither mixes nor deletes the first
+        with pytest.raises(
+            DataError, match=r"empty: the folder holds files already \(codes.npy, labels.npy, "
+        ):
+            encode_file(source, tmp_path / "empty")
+        assert {p.name: p.read_bytes() for p in (tmp_path / "empty").iterdir()} == before
+    assert read_dna(tmp_path / "empty").labels.tolist() == [1.0, 2.0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "empty", "good.txt"]  # no scratch left

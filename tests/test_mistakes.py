@@ -90,7 +90,9 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
     with pytest.raises(ConfigError, match=r"list.yaml: expected a mapping of options"):
         _cli("--config=list.yaml")
     (in_tmp / "latin.yaml").write_bytes(b"trainer: {max_epochs: 1}\n# caf\xe9\n")
-    with pytest.raises(ConfigError, match=r"latin.yaml: not UTF-8 text: byte 30 \(line 2\) is 0xe9; save the file as UTF-8"):
+    with pytest.raises(
+        ConfigError, match=r"latin.yaml: not UTF-8 text: byte 30 \(line 2\) is 0xe9; save the file as UTF-8"
+    ):
         _cli("--config=latin.yaml")
 
 
@@ -374,3 +376,29 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, comm
     shown = "taken" if command == "probe" else f"taken/{written}: .*taken"
     with pytest.raises(ConfigError, match=rf"^--out[: ].*{shown} is a file, not a folder$"):
         main([*args, "--out", str(out).rstrip("/")])
+
+
+def test_data_simulate_writes_the_same_files_again_but_never_over_other_data(tmp_path):
+    small = [
+        "data",
+        "simulate",
+        "--out",
+        "s",
+        "--n-train",
+        "30",
+        "--n-val",
+        "10",
+        "--n-test",
+        "10",
+        "--seq-len",
+        "40",
+    ]
+    assert run_main(*small, cwd=tmp_path).returncode == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
+    assert run_main(*small, cwd=tmp_path).returncode == 0  # the same data: make data may run it twice
+    result = run_main(*small, "--seed", "1", cwd=tmp_path)
+    assert result.returncode == 2 and last_line(result) == (
+        "error: data simulate --out: s/train.txt exists and holds other data (another seed or size, or a file of "
+        "your own); give another --out, or delete it first"
+    )
+    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
