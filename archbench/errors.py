@@ -1,6 +1,8 @@
 """The errors a user's mistake raises. The command line prints any of them as one line, ``error: ...``, and
 exits with status 2 before anything is written; the message names the file, line or option, and the value."""
 
+NET = "model.net.init_args"  # where a net's options sit in a config: the messages that name one start with it
+
 
 class UserError(Exception):
     """A mistake in what the user gave: a file, an option, a config, a checkpoint."""

@@ -214,7 +214,8 @@ def expand_configs(args: list[str]) -> list[str]:
 
 
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
-          "Expected a <class 'NoneType'>", "Given value: NestedArg(", "Given value: Namespace(")  # fmt: skip
+          "Expected a <class 'NoneType'>", "Given value: NestedArg(", "Given value: Namespace(",
+          "Given value: {", "Given value: [")  # fmt: skip
 
 
 def import_class(class_path: str) -> type | None:

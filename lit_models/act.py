@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from archbench.errors import NET, ConfigError
+
 
 @dataclass
 class UniversalOptions:
@@ -40,9 +42,9 @@ class UniversalOptions:
 
     def __post_init__(self):
         if not 0.0 <= self.threshold <= 1.0:
-            raise ValueError(f"universal.threshold={self.threshold} must be between 0 and 1")
+            raise ConfigError(f"{NET}.universal.threshold: {self.threshold} is not between 0 and 1")
         if self.ponder_cost < 0:
-            raise ValueError(f"universal.ponder_cost={self.ponder_cost} must not be negative")
+            raise ConfigError(f"{NET}.universal.ponder_cost: {self.ponder_cost} is negative")
 
 
 def universal_options(value: UniversalOptions | dict | None) -> UniversalOptions | None:

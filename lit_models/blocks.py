@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archbench.errors import NET, ConfigError
 from lit_models.moe import MoE, MoEOptions
 
 Norm = Literal["layernorm", "rmsnorm"]
@@ -59,6 +60,20 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, allowed: torch.Tensor | 
 
 Pattern = Literal["full", "local", "strided", "block"]
 Kernel = Literal["sdpa", "flex"]
+
+
+def sparse_window(
+    attention: Pattern, window: int | None, default: int, old_default: int | None = None
+) -> int:
+    """The window of a sparse attention pattern: ``default`` when none is given. A window given to ``full``
+    attention would be ignored, so it is refused; ``old_default`` is the value checkpoints saved before
+    ``window`` could be empty, which they pass with ``full`` and is taken."""
+    if attention == "full" and window is not None and window != old_default:
+        raise ConfigError(
+            f"{NET}.window: {window}, but attention is 'full', which has no window: set attention (local, strided "
+            "or block) or leave window out"
+        )
+    return default if window is None else window
 
 
 def pattern_rule(
@@ -137,7 +152,7 @@ class Rotary(nn.Module):
     def __init__(self, head_dim: int, base: float = 10000.0):
         super().__init__()
         if head_dim % 2:
-            raise ValueError(f"rotary positions need an even head width, got {head_dim}")
+            raise ConfigError(f"{NET}.positions: rotary positions need an even head width, got {head_dim}")
         inv_freq = base ** (-torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim)
         self.register_buffer("inv_freq", inv_freq, persistent=False)
 
@@ -203,7 +218,9 @@ class MultiheadSelfAttention(nn.Module):
     ):
         super().__init__()
         if pattern != "full" and window < 1:
-            raise ValueError(f"attention pattern {pattern!r} needs window >= 1, got {window}")
+            raise ConfigError(
+                f"{NET}.window: {window} is below 1 (attention {pattern!r} needs a window of positions)"
+            )
         if kernel not in ("sdpa", "flex"):
             raise ValueError(f"unknown attention kernel {kernel!r}: sdpa or flex")
         if kernel == "flex" and dropout:
@@ -214,11 +231,13 @@ class MultiheadSelfAttention(nn.Module):
         self._block_masks: dict = {}  # FlexAttention block masks by shape (kernel flex, no padding)
         if head_dim is None:
             if d_model % nhead:
-                raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
+                raise ConfigError(
+                    f"{NET}.nhead: {nhead} heads do not divide d_model {d_model} (or give head_dim)"
+                )
             head_dim = d_model // nhead
         kv_heads = kv_heads or nhead
         if nhead % kv_heads:
-            raise ValueError(f"nhead={nhead} is not a multiple of kv_heads={kv_heads}")
+            raise ConfigError(f"{NET}: {nhead} heads are not a multiple of {kv_heads} key/value heads")
         self.nhead, self.kv_heads, self.head_dim, self.dropout = nhead, kv_heads, head_dim, dropout
         self.qkv = nn.Linear(d_model, (nhead + 2 * kv_heads) * head_dim, bias=bias)
         self.proj = nn.Linear(nhead * head_dim, d_model, bias=bias)

@@ -28,6 +28,7 @@ from lit_models.blocks import (
     Rotary,
     make_norm,
     position_table,
+    sparse_window,
 )
 from lit_models.gpt_config import PRESETS, GPTConfig, preset_config
 from lit_models.gpt_weights import convert_hf, load_hf_causal_lm
@@ -110,6 +111,7 @@ class GPT(nn.Module):
         if block_size is None and not own_positions:
             given["block_size"] = seq_len or GPTConfig.block_size
         config = preset_config(preset, **given)
+        sparse_window(config.attention, window, config.window)  # a window given to full attention: refused
         if seq_len is not None and seq_len > config.block_size:
             raise ValueError(
                 f"the data's context ({seq_len} tokens) is longer than the model's {config.block_size} positions "
@@ -140,7 +142,10 @@ class GPT(nn.Module):
 
     @classmethod
     def from_config(cls, config: GPTConfig) -> GPT:
-        return cls(preset=None, **asdict(config))
+        values = asdict(config)
+        if config.attention == "full":  # a resolved config's window, not one given to full attention
+            values["window"] = None
+        return cls(preset=None, **values)
 
     def build(self, c: GPTConfig) -> None:
         head_dim = c.head_dim or c.n_embd // c.n_head

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from archbench.errors import NET, ConfigError
 from lit_models.act import UniversalOptions, universal_options
 from lit_models.blocks import Activation, Kernel, Norm, Pattern, Positions
 from lit_models.moe import MoEOptions, moe_options
@@ -39,12 +40,14 @@ class GPTConfig:
         object.__setattr__(self, "universal", universal_options(self.universal))
         kv = self.n_kv_head or self.n_head
         if self.n_head % kv:
-            raise ValueError(f"GPT: n_head={self.n_head} is not a multiple of n_kv_head={kv}")
+            raise ConfigError(f"{NET}.n_head: {self.n_head} is not a multiple of n_kv_head ({kv})")
         if self.head_dim is None and self.n_embd % self.n_head:
-            raise ValueError(f"GPT: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+            raise ConfigError(
+                f"{NET}.n_head: {self.n_head} heads do not divide n_embd {self.n_embd} (or give head_dim)"
+            )
         if self.vocab_size < 1 or self.block_size < 1:
-            raise ValueError(
-                f"GPT: vocab_size {self.vocab_size} and block_size {self.block_size} must be positive"
+            raise ConfigError(
+                f"{NET}: vocab_size {self.vocab_size} and block_size {self.block_size} must be positive"
             )
 
 
@@ -77,6 +80,6 @@ PRESETS: dict[str, dict] = {
 def preset_config(preset: str | None, **overrides) -> GPTConfig:
     """The named preset's config with ``overrides`` (None values are left to the preset)."""
     if preset is not None and preset not in PRESETS:
-        raise ValueError(f"GPT: unknown preset {preset!r}; presets: {', '.join(PRESETS)}")
+        raise ConfigError(f"{NET}.preset: {preset!r} is not a preset; presets: {', '.join(PRESETS)}")
     values = {**PRESETS.get(preset, {}), **{k: v for k, v in overrides.items() if v is not None}}
     return GPTConfig(**values)

@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
+from archbench.errors import NET, ConfigError
+
 
 @dataclass
 class MoEOptions:
@@ -52,18 +54,24 @@ class MoEOptions:
 
     def __post_init__(self):
         if self.experts < 1:
-            raise ValueError(f"MoE: experts={self.experts} must be at least 1")
+            raise ConfigError(f"{NET}.moe.experts: {self.experts} is below 1")
         if not 1 <= self.top_k <= self.experts:
-            raise ValueError(f"MoE: top_k={self.top_k} must be between 1 and experts={self.experts}")
+            raise ConfigError(
+                f"{NET}.moe.top_k: {self.top_k} is not between 1 and moe.experts ({self.experts})"
+            )
         if self.expert not in ("swiglu", "gelu"):
-            raise ValueError(f"MoE: expert={self.expert!r} is not an expert kind (swiglu or gelu)")
+            raise ConfigError(f"{NET}.moe.expert: {self.expert!r} is not an expert kind (swiglu or gelu)")
         if self.hidden is not None and self.hidden < 1:
-            raise ValueError(f"MoE: hidden={self.hidden} must be a positive width (or empty: the block's)")
+            raise ConfigError(
+                f"{NET}.moe.hidden: {self.hidden} is not a positive width (or empty: the block's)"
+            )
         if self.balance < 0 or self.z_loss < 0:
-            raise ValueError(f"MoE: balance={self.balance} and z_loss={self.z_loss} must not be negative")
+            raise ConfigError(
+                f"{NET}.moe: balance {self.balance} and z_loss {self.z_loss} must not be negative"
+            )
         if self.capacity_factor is not None and self.capacity_factor <= 0:
-            raise ValueError(
-                f"MoE: capacity_factor={self.capacity_factor} must be positive (or empty: dropless)"
+            raise ConfigError(
+                f"{NET}.moe.capacity_factor: {self.capacity_factor} is not positive (or empty: dropless)"
             )
 
 

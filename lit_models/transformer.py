@@ -23,6 +23,7 @@ from lit_models.blocks import (
     Rotary,
     make_norm,
     position_table,
+    sparse_window,
 )
 from lit_models.embedding import input_layer
 from lit_models.moe import MoEOptions, moe_options
@@ -52,7 +53,7 @@ class TransformerNet(nn.Module):
         norm: Norm = "layernorm",
         positions: Positions = "sinusoidal",
         attention: Pattern = "full",
-        window: int = 16,
+        window: int | None = None,
         attention_kernel: Kernel = "sdpa",
         moe: MoEOptions | None = None,
         universal: UniversalOptions | None = None,
@@ -89,7 +90,7 @@ class TransformerNet(nn.Module):
             attention: ``full``, or a sparse pattern through a mask: ``local`` (keys within ``window``),
                 ``strided`` (the window and every ``window``-th position) or ``block`` (blocks of ``window``
                 positions and each block's last position); see ``lit_models.blocks.pattern_mask``.
-            window: The sparse pattern's width, in tokens.
+            window: The sparse pattern's width, in tokens (empty: 16); full attention takes none.
             attention_kernel: ``sdpa`` (a bool mask through scaled_dot_product_attention), or ``flex``: a
                 sparse pattern as a FlexAttention block mask on CUDA, which skips the masked-out blocks
                 (2-10x faster from 4,096 tokens on an H100, slower at 1,024: README); on other devices SDPA
@@ -155,6 +156,7 @@ class TransformerNet(nn.Module):
         self.rotary = Rotary(head_dim or d_model // nhead) if positions == "rotary" else None
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model)) if pooling == "cls" else None
         universal = universal_options(universal)
+        window = sparse_window(attention, window, 16, old_default=16)
         self.blocks = nn.ModuleList(
             EncoderBlock(
                 d_model, nhead, dim_feedforward, dropout, activation, norm_first, attention_dropout, head_dim,
