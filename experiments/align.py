@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import Callback
 from archbench.errors import DataError
 from datamodules.files import write_atomic
 from datamodules.seq2seq import BOS, EOS, SYMBOL_TOKENIZERS, Seq2SeqDataModule
-from experiments.attention import attention_figure, figure_png, keep_images
+from experiments.attention import attention_figure, figure_bytes, keep_images
 from experiments.from_checkpoint import map_command
 from lit_models.seq2seq import greedy_decode
 
@@ -51,10 +51,12 @@ def alignment(net: torch.nn.Module, datamodule, text: str, max_length: int = 48,
     return [m[:, : len(outputs)] for m in maps], outputs, batch["symbols"][0]
 
 
-def draw(net, datamodule, text: str, max_length: int = 48, option: str = "--text") -> tuple[bytes, list[str]]:
+def draw(
+    net, datamodule, text: str, max_length: int = 48, option: str = "--text", fmt: str = "png"
+) -> tuple[bytes, list[str]]:
     maps, outputs, sources = alignment(net, datamodule, text, max_length, option)
     title = f"{text} -> {' '.join(o for o in outputs if o != '<eos>')}"
-    return figure_png(attention_figure(maps, sources, title=title[:100], queries=outputs)), outputs
+    return figure_bytes(attention_figure(maps, sources, title=title[:100], queries=outputs), fmt), outputs
 
 
 class AlignmentMaps(Callback):
@@ -116,6 +118,8 @@ def main(argv: list[str]) -> None:
         "sequence pairs (use a seq2seq config)", _saved_vocabularies, "alignment",
     )  # fmt: skip
     module, datamodule = cli.model, cli.datamodule
-    png, outputs = draw(module.net, datamodule, args.text, module.hparams.max_decode_length)
-    write_atomic(args.out, png)
+    picture, outputs = draw(
+        module.net, datamodule, args.text, module.hparams.max_decode_length, fmt=args.format
+    )
+    write_atomic(args.out, picture)
     print(f"align: {args.text} -> {' '.join(o for o in outputs if o != '<eos>')} ({args.out})")

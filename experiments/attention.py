@@ -49,11 +49,12 @@ def attention_figure(
     return fig
 
 
-def figure_png(fig) -> bytes:
+def figure_bytes(fig, fmt: str = "png") -> bytes:
+    """The figure as a file's bytes in ``fmt`` (any of ``image_format``'s), and closed."""
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
+    fig.savefig(buffer, format=fmt, dpi=110)
     plt.close(fig)
     return buffer.getvalue()
 
@@ -104,7 +105,7 @@ class AttentionMaps(Callback):
         images = []
         for text in self.texts:
             maps, tokens = text_attention(pl_module.net, trainer.datamodule, text)
-            images.append(figure_png(attention_figure(maps, tokens, title=text[:80])))
+            images.append(figure_bytes(attention_figure(maps, tokens, title=text[:80])))
         keep_images(trainer, log_dir, "attention", images, self.texts)
 
 
@@ -149,5 +150,5 @@ def main(argv: list[str]) -> None:
         print(f"warning: --text: longer than data.max_length {cli.datamodule.seq_len} tokens, the model's: the map "
               "shows its start, as the model reads it", file=sys.stderr)  # fmt: skip
     maps, tokens = text_attention(cli.model.net, cli.datamodule, args.text)
-    write_atomic(args.out, figure_png(attention_figure(maps, tokens, title=args.text[:80])))
+    write_atomic(args.out, figure_bytes(attention_figure(maps, tokens, title=args.text[:80]), args.format))
     print(f"attention: {len(maps)} layers x {maps[0].shape[0]} heads over {len(tokens)} tokens -> {args.out}")

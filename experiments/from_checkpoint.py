@@ -84,6 +84,19 @@ def cli_from_checkpoint(
     return cli, checkpoint
 
 
+def image_format(path: str) -> str:
+    """The picture format a file name asks for (``maps.svg`` -> ``svg``), one matplotlib writes, or a ConfigError."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    formats = sorted(f for f in FigureCanvasAgg.get_supported_filetypes() if f not in ("raw", "rgba"))
+    fmt = Path(path).suffix.lower().removeprefix(".")
+    if fmt not in formats:
+        raise ConfigError(
+            f"--out {path}: name the picture with its format: {', '.join('.' + f for f in formats)}"
+        )
+    return fmt
+
+
 def map_command(command: str, description: str, text_help: str, argv: list[str], data_class: type, holds: str,
                 saved_files: Callable[[dict], dict[str, str]], drawn: str):  # fmt: skip
     """``(cli, args)`` of a command that draws a run's maps of one text (``attention``, ``align``): its options
@@ -97,9 +110,16 @@ def map_command(command: str, description: str, text_help: str, argv: list[str],
     )
     parser.add_argument("--ckpt", help="checkpoint to load; empty: untrained weights")
     parser.add_argument("--text", required=True, help=text_help)
-    parser.add_argument("--out", default=f"{drawn}.png", help=f"PNG to write (default: {drawn}.png)")
+    parser.add_argument(
+        "--out",
+        default=f"{drawn}.png",
+        help=f"picture to write, its format by its name: .png, .svg, .pdf, .jpg, ... (default: {drawn}.png)",
+    )
     args, overrides = parser.parse_known_args(argv)
     check_writable(args.out, "--out")  # before the model is built
+    args.format = image_format(args.out)
+    if not args.text.strip():
+        raise ConfigError(f"{command} --text: {args.text!r} holds no symbols; give {text_help}")
     if not args.config and not args.ckpt:
         raise ConfigError(f"{command}: give --config (the model to draw) or --ckpt (a run's checkpoint)")
     if args.ckpt:

@@ -318,6 +318,10 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
         (["generate", "--weights", "w", "--prompt", "the", "--top-p=0.9"],
          "generate: unrecognized option '--top-p' (did you mean --top_p?)"),
         (["align", "--config", "c.yaml", "--txt", "slim"], "align: unrecognized option '--txt' (did you mean --text?)"),
+        (["align", "--config", "c.yaml", "--text", "  "],
+         "align --text: '  ' holds no symbols; give the source to decode and look at (a word for G2P)"),
+        (["attention", "--ckpt", "c.ckpt", "--text", "a", "--out", "m.bmp"], "--out m.bmp: name the picture with its "
+         "format: .avif, .eps, .gif, .jpeg, .jpg, .pdf, .pgf, .png, .ps, .svg, .svgz, .tif, .tiff, .webp"),
         (["attention", "--ckpt", "c.ckpt", "--text", "a", "--outt", "m.png"],
          "attention: unrecognized option '--outt' (did you mean --out?)"),
         (["lr_find", "--config", "c.yaml", "--max-lr", "1"], "lr_find: unrecognized option '--max-lr' (did you mean --max_lr?)"),

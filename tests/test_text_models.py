@@ -9,7 +9,7 @@ from text_data import TEXT, reviews, text_args, tiny_bert
 from wandb_offline import find_runs, read_run
 
 from datamodules.text import TextClassificationDataModule
-from experiments.attention import attention_figure, figure_png
+from experiments.attention import attention_figure, figure_bytes
 from experiments.cli import ExperimentCLI
 from lit_models import PretrainedEncoder, RecurrentNet, TransformerNet
 from lit_models.cnn import DilatedCNN
@@ -96,7 +96,7 @@ def test_attention_maps_are_the_weights_the_forward_pass_uses():
     with torch.no_grad():
         recorded = net(x, lengths)
     torch.testing.assert_close(recorded, plain, atol=1e-5, rtol=1e-5)
-    png = figure_png(attention_figure([m[0] for m in maps], [f"t{i}" for i in range(8)]))
+    png = figure_bytes(attention_figure([m[0] for m in maps], [f"t{i}" for i in range(8)]))
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -182,10 +182,13 @@ def test_attention_command_and_callback(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "3 layers x 2 heads over 5 tokens" in result.stdout  # [CLS] a great film [SEP]
-    # the run's own config.yaml when no --config is given; another model's shape is one line naming it
-    result = run_main("attention", "--ckpt", ckpt, "--text", "a great film", "--out", str(out), cwd=tmp_path)
+    # the run's own config.yaml when no --config is given, and the format the name asks for; another model's
+    # shape is one line naming it
+    svg = tmp_path / "maps.svg"
+    result = run_main("attention", "--ckpt", ckpt, "--text", "a great film", "--out", str(svg), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "3 layers x 2 heads over 5 tokens" in result.stdout
+    assert svg.read_bytes().startswith(b"<?xml") and b"<svg" in svg.read_bytes()[:1000]
     long = run_main(
         "attention", "--ckpt", ckpt, "--text", "a great film " * 100, "--out", str(out), cwd=tmp_path
     )
