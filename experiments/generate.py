@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Iterator
 
 import torch
 
 from archbench.checkpoint_files import checkpoint_task
 from archbench.errors import ConfigError, DataError
+from datamodules.lm_tokenize import EOT
 from experiments.configs import CommandParser
 
 
@@ -103,17 +105,32 @@ def main(argv: list[str]) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     stop = None if args.no_stop else tokenizer.eot_id
     sys.stdout.write(args.prompt)
+    tokens = generate(
+        net, ids, args.max_new_tokens, context, args.temperature, args.top_k, args.top_p, stop, generator
+    )
+    for piece in text_pieces((int(t) for t in tokens), tokenizer, stop):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    sys.stdout.write("\n")
+
+
+def text_pieces(tokens: Iterable[int], tokenizer, stop: int | None) -> Iterator[str]:
+    """The text of generated tokens as it grows, up to ``stop``. Decoded whole, as a byte-level token may
+    complete an earlier one's character (nothing is shown while one is incomplete). With no ``stop``
+    (``--no_stop``), the end-of-text token is shown as GPT-2 writes it, ``<|endoftext|>``, not as the raw
+    control character a character vocabulary holds for it."""
     new: list[int] = []
     shown = ""
-    for token in generate(
-        net, ids, args.max_new_tokens, context, args.temperature, args.top_k, args.top_p, stop, generator
-    ):
-        if stop is not None and int(token) == stop:
+    for token in tokens:
+        if token == stop:
             break
-        new.append(int(token))
-        text = tokenizer.decode(new)  # decoded whole: a byte-level token may complete an earlier character
+        if token == tokenizer.eot_id:
+            yield tokenizer.decode(new)[len(shown) :] + EOT
+            new, shown = [], ""
+            continue
+        new.append(token)
+        text = tokenizer.decode(new)
         if not text.endswith("\ufffd"):
-            sys.stdout.write(text[len(shown) :])
-            sys.stdout.flush()
+            yield text[len(shown) :]
             shown = text
-    sys.stdout.write(tokenizer.decode(new)[len(shown) :] + "\n")
+    yield tokenizer.decode(new)[len(shown) :]

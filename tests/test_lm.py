@@ -416,3 +416,17 @@ def test_a_net_that_pools_to_one_output_is_refused_as_a_language_model():
     LanguageModelTask(
         RecurrentNet(0, 30, cell="gru", hidden_size=8, vocab_size=30, pooling="none"), num_outputs=30
     )
+
+
+def test_generated_text_shows_the_end_of_text_token_by_name_and_stops_there_unless_told(in_tmp):
+    from datamodules.lm_tokenize import bpe_tokenizer, char_tokenizer
+    from experiments.generate import text_pieces
+
+    chars = char_tokenizer(["ab c"])
+    ids = [*chars.encode("ab"), chars.eot_id, *chars.encode("c a")]
+    assert "".join(text_pieces(ids, chars, stop=chars.eot_id)) == "ab"
+    assert "".join(text_pieces(ids, chars, stop=None)) == "ab<|endoftext|>c a"  # not a raw \x03
+    bpe = bpe_tokenizer(["naïve café résumé " * 20], 300)
+    ids = [*bpe.encode("café"), bpe.eot_id, *bpe.encode("naïve")]
+    pieces = list(text_pieces(ids, bpe, stop=None))
+    assert "".join(pieces) == "café<|endoftext|>naïve" and not any("\ufffd" in p for p in pieces)
