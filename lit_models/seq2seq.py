@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from archbench.errors import NET, ConfigError
 from lit_models.blocks import Activation, Block, attention, attention_weights, make_norm, position_table
 
 PAD = 0  # the datamodule's padding id (datamodules.seq2seq)
@@ -44,7 +45,7 @@ class CrossAttention(nn.Module):
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
         if d_model % nhead:
-            raise ValueError(f"d_model={d_model} is not divisible by nhead={nhead}")
+            raise ConfigError(f"{NET}.nhead: {nhead} heads do not divide d_model {d_model}")
         self.nhead, self.dropout = nhead, dropout
         self.q = nn.Linear(d_model, d_model, bias=bias)
         self.kv = nn.Linear(d_model, 2 * d_model, bias=bias)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from archbench.errors import NET, ConfigError
 from lit_models.blocks import EncoderBlock
 
 
@@ -80,7 +81,9 @@ class VisionTransformer(nn.Module):
         """
         super().__init__()
         if img_size % patch_size:
-            raise ValueError(f"img_size={img_size} is not a multiple of patch_size={patch_size}")
+            raise ConfigError(f"{NET}.patch_size: {patch_size} does not divide img_size {img_size}")
+        if embed_dim % num_heads:
+            raise ConfigError(f"{NET}.num_heads: {num_heads} heads do not divide embed_dim {embed_dim}")
         n = (img_size // patch_size) ** 2
         self.pos_embed_class = pos_embed_class
         self.patch_embed = PatchEmbedding(patch_size, in_channels, embed_dim, patch_embedding)

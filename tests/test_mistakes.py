@@ -435,3 +435,18 @@ def test_a_choice_misspelt_in_a_yaml_file_is_one_line_without_the_whole_model_re
         one_line(caught.value)
         == "model.net.moe.expert: Expected a typing.Literal['swiglu', 'gelu']. Got value: swigl"
     )
+
+
+@pytest.mark.parametrize(
+    "options, expected",
+    [
+        ({"embed_dim": 100, "num_heads": 12}, "model.net.init_args.num_heads: 12 heads do not divide embed_dim 100"),
+        ({"img_size": 30}, "model.net.init_args.patch_size: 4 does not divide img_size 30"),
+    ],
+)  # fmt: skip
+def test_a_vit_that_cannot_be_built_names_its_own_options(options, expected):
+    from lit_models.vit import VisionTransformer
+
+    with pytest.raises(ConfigError) as caught:
+        VisionTransformer(**{"img_size": 32, "patch_size": 4, "in_channels": 3, "num_outputs": 10, **options})
+    assert str(caught.value) == expected
