@@ -199,7 +199,14 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             else:  # predict_path alone where there is one; its class folders among the checkpoint's classes
                 self.splits["test"], _ = read_folder(Path(hp.test_path), self._labels)
             if "test" in self.splits:  # the subset reading every split takes
-                subset = seeded_subset(len(self.splits["test"]), hp.test_size, hp.split_seed, 2)
+                subset = seeded_subset(
+                    len(self.splits["test"]),
+                    hp.test_size,
+                    hp.split_seed,
+                    2,
+                    "data.test_size",
+                    str(hp.test_path),
+                )
                 if subset is not None:
                     self.splits["test"] = self.splits["test"].subset(subset.materialize(sort=True))
             return self.splits
@@ -239,7 +246,14 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             raise DataError("data: no training images left after the held-out split")
         splits["train"] = train.subset(rows)
         for salt, name in enumerate(("train", "val", "test")):
-            subset = seeded_subset(len(splits[name]), hp[f"{name}_size"], hp.split_seed, salt)
+            subset = seeded_subset(
+                len(splits[name]),
+                hp[f"{name}_size"],
+                hp.split_seed,
+                salt,
+                f"data.{name}_size",
+                f"the {name} split",
+            )
             if subset is not None:
                 splits[name] = splits[name].subset(subset.materialize(sort=True))
         self._warn_shared(splits)

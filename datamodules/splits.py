@@ -112,8 +112,15 @@ def hold_out(n: int, sizes: dict[str, int], seed: int) -> dict[str, IndexView]:
     return out
 
 
-def seeded_subset(n: int, size: int | None, seed: int, salt: int) -> IndexView | None:
-    """``size`` seeded rows of ``range(n)`` (None when there is no size or it is not smaller)."""
+def seeded_subset(
+    n: int, size: int | None, seed: int, salt: int, option: str | None = None, source: str = "the split"
+) -> IndexView | None:
+    """``size`` seeded rows of ``range(n)`` (None when there is no size or it is not smaller). A ``size`` above
+    ``n`` takes every row, and says so naming ``option`` (``data.train_size``) and ``source`` when given."""
+    if size is not None and size > n and option:
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(f"{option} {size}: {source} has {n:,} examples; all {n:,} are used")
     if size is None or size >= n:
         return None
     return IndexView(LazyPermutation(n, (seed, salt)), 0, size)

@@ -280,7 +280,9 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         if self._state is not None and not hp.predict_path:  # predict_path alone where there is one
             test = Split(load_file(hp.test_path, "test_path", str(self.cache_dir / "hf")), hp.test_path)
             # the subset reading every split takes
-            subset = seeded_subset(len(test.data), hp.test_size, hp.split_seed, 2)
+            subset = seeded_subset(
+                len(test.data), hp.test_size, hp.split_seed, 2, "data.test_size", hp.test_path
+            )
             splits["test"] = test.select(subset.materialize(sort=True)) if subset is not None else test
             check_columns(splits["test"], {"text_column": hp.text_column, "label_column": hp.label_column})
         if hp.predict_path:

@@ -408,7 +408,10 @@ def load_splits(
         raw[s] = train.select(parts[s].materialize(sort=True), f"{train.source} [{s} part]")
     raw["train"] = train.select(parts["train"].materialize(sort=True))
     for k, name in enumerate(("train", "val", "test")):
-        subset = seeded_subset(len(raw[name].data), sizes.get(name), seed, k)
+        source = raw[name].source + (
+            f" (its size: data.{name}_fraction of the training file)" if name in held else ""
+        )
+        subset = seeded_subset(len(raw[name].data), sizes.get(name), seed, k, f"data.{name}_size", source)
         if subset is not None:
             raw[name] = raw[name].select(subset.materialize(sort=True))
     keep = [text_column, label_column]

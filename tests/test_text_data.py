@@ -405,3 +405,13 @@ def test_a_rows_line_is_counted_as_pandas_reads_rows_blank_lines_skipped_a_quote
     tsv.write_text("text\tlabel\nhello\tpos\n\t\n\nworld\tneg\n")
     assert len(pd.read_csv(tsv, sep="\t")) == 3
     assert [table_line(tsv, row) for row in range(3)] == [2, 3, 5]
+
+
+def test_subset_sizes_above_a_split_take_it_all_and_say_so(tmp_path, csv_files):
+    dm = data(tmp_path, **csv_files, train_size=1000, test_size=500)
+    with pytest.warns(UserWarning) as caught:
+        dm.setup()
+    said = [str(w.message) for w in caught]
+    assert len(dm.splits["train"]) == 60 and len(dm.splits["test"]) == 15
+    assert f"data.train_size 1000: {csv_files['train_path']} has 60 examples; all 60 are used" in said
+    assert f"data.test_size 500: {csv_files['test_path']} has 15 examples; all 15 are used" in said
