@@ -459,7 +459,9 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             for text, line in zip(pairs["target"], lines, strict=True):
                 ids = self.target_vocab.encode_text(text)
                 if UNK in ids:  # only a symbol vocabulary has no id for a symbol (training has them all)
-                    unseen.setdefault(self.target_vocab.tokens(text)[ids.index(UNK)], line)
+                    for symbol, i in zip(self.target_vocab.tokens(text), ids, strict=True):
+                        if i == UNK:
+                            unseen.setdefault(symbol, line)
                 if not ids:
                     raise DataError(f"{where}:{line}: target {text!r} has no tokens")
                 targets.append(ids)

@@ -306,11 +306,12 @@ def test_an_unseen_target_symbol_at_test_time_is_said_and_scored_as_an_error(tmp
     """Kept, not refused: dropping hard test pairs would flatter every model; <unk> is never written."""
     paths = write_pairs(tmp_path)
     lines = paths["test"].read_text().splitlines()
-    lines[3] = lines[3].split("\t")[0] + "\tZH1 K"
+    lines[3] = lines[3].split("\t")[0] + "\tZH1 K QQ"  # every unseen symbol of a target is named
+    lines[4] = lines[4].split("\t")[0] + "\tRR ZH1"
     paths["test"].write_text("\n".join(lines) + "\n")
     data = Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test")))
     with pytest.warns(UserWarning, match=r"test.tsv:4: target symbols never seen in the training split \(.*train"
-                                         r".tsv\): 'ZH1'; they read as <unk>"):  # fmt: skip
+                                         r".tsv\): 'ZH1', 'QQ', 'RR'; they read as <unk>"):  # fmt: skip
         data.setup()
     assert any(UNK in r for refs in data.splits["test"].references for r in refs)  # the pair is kept
 
