@@ -710,10 +710,15 @@ def main(argv: list[str]) -> None:
     if args.serve:  # a local launcher's worker
         serve(run_job, comparison.run_dir)
         return
+    budget = f", {comparison.budget_flops:.3g} training FLOPs per run" if comparison.budget_flops else ""
     print(
         f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()}, "
-        f"launcher {comparison.launcher})"
+        f"launcher {comparison.launcher}{budget})"
     )
+    if not comparison.bases:  # the rows' and the shared files are all the user's own: nothing more is loaded
+        print("compare: no modality base: every file is outside experiments/, so the rows build on "
+              "experiments/base.yaml and these files alone (list experiments/<modality>/base.yaml under config: "
+              "for a modality's defaults, its epoch bound and bucketing)")  # fmt: skip
     if comparison.without_own_base():
         print(f"compare: every row gets the modality base {', '.join(map(str, comparison.bases))}, also "
               f"{', '.join(comparison.without_own_base())}, whose files are outside experiments/")  # fmt: skip

@@ -142,6 +142,18 @@ def markdown_table(report: dict) -> str:
         "forward on the first test batch; train FLOPs: the forward and backward of each epoch's first batch times "
         "that epoch's batches, summed."
     )
+    budgeted = [r for r in report.get("runs", []) if r.get("budget_flops")]
+    if budgeted:  # matched compute: the rows' steps differ by design, and the table says why
+        steps: dict[str, list[int]] = {}
+        for r in budgeted:
+            steps.setdefault(r["model"], []).append(r["budget_steps"])
+        shown = ", ".join(
+            f"{m} {min(s):,}" + (f"–{max(s):,}" if max(s) != min(s) else "") for m, s in steps.items()
+        )
+        notes.append(
+            f"Matched compute: each run trained for {budgeted[0]['budget_flops']:.3g} training FLOPs (compare's "
+            f"budget_flops, counted as above), so the rows train for different steps: {shown}."
+        )
     if any(row.get("throughput") is None for row in summary):
         notes.append(
             "Throughput –: the run trained fewer batches than compare's `throughput_window` (100 unless set), "

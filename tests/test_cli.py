@@ -325,6 +325,13 @@ def test_one_seed_reports_no_spread():
     assert "test metrics of the final weights (no validation ran, so no best checkpoint)" in final
     mixed = markdown_table(summarize([runs[0], {**runs[0], "seed": 1, "tested": "final"}], "test/pearson"))
     assert "of the final weights for CNN (seed 1): no validation ran there" in mixed
+    assert "Matched compute" not in table
+    budget = {"budget_flops": 5e6}
+    matched = markdown_table(summarize([{**runs[0], **budget, "budget_steps": 40}, {**runs[0], **budget, "seed": 1,
+                                        "budget_steps": 42}, {**runs[0], **budget, "model": "RNN", "budget_steps": 90}],
+                                       "test/pearson"))  # fmt: skip
+    assert ("Matched compute: each run trained for 5e+06 training FLOPs (compare's budget_flops, counted as above), "
+            "so the rows train for different steps: CNN 40–42, RNN 90.") in matched  # fmt: skip
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp):

@@ -168,7 +168,7 @@ def test_a_row_outside_experiments_gets_the_comparisons_modality_base_and_other_
         Comparison.load(_spec(in_tmp, {"CNN": CNN, "Text": text}))
 
 
-def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in_tmp):
+def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in_tmp, capsys):
     typo = yaml.safe_load((in_tmp / _user_file(in_tmp, "typo.yaml")).read_text())
     (in_tmp / "typo.yaml").write_text(yaml.safe_dump({**typo, "trainer": {"max_epoch": 3}}))
     with pytest.raises(ConfigError, match=r"mine.yaml: models.Typo \(typo.yaml\): .*max_epoch"):
@@ -177,6 +177,8 @@ def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in
     with pytest.raises(ConfigError, match=r"models.MyLSTM \(my_lstm.yaml\): data: no datamodule chosen"):
         compare(["--config", _spec(in_tmp, {"MyLSTM": _user_file(in_tmp, "my_lstm.yaml")}), *RUN])
     assert not (in_tmp / "out").exists()
+    # only the user's own files: the plan says that no modality base is loaded (no epoch bound, no bucketing)
+    assert "compare: no modality base: every file is outside experiments/" in capsys.readouterr().out
 
 
 def test_a_data_file_changed_in_place_is_refused_naming_it(in_tmp, monkeypatch):
