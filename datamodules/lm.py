@@ -37,7 +37,7 @@ from datamodules.files import NpyStream, build_folder_once, first_non_utf8, writ
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.text_sources import FORMATS, load_file, load_hub
-from datamodules.text_tokenize import digest
+from datamodules.text_tokenize import check_bpe_size, digest
 
 SPLITS = ("train", "val", "test")
 TEXT_SUFFIXES = (".txt", ".md", ".text")
@@ -349,6 +349,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             value = locals()[name]
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise DataError(f"data.{name}: {value!r} is not a positive integer")
+        if tokenizer == "bpe":
+            check_bpe_size(tokenizer_vocab_size, 1, "data.tokenizer char")  # and the end-of-text token
         self.save_hyperparameters()
         check_loader_options(self.hparams)
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()

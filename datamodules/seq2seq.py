@@ -38,6 +38,7 @@ from datamodules.files import not_utf8, saved_json
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.storage import say_shared
 from datamodules.text_sources import read_table
+from datamodules.text_tokenize import check_bpe_size
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -354,8 +355,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 raise DataError(f"data.{name}: empty (char, symbols, bpe or a Hugging Face tokenizer)")
         if max_train_pairs is not None and max_train_pairs < 1:
             raise DataError(f"data.max_train_pairs: {max_train_pairs} is not a positive number of pairs")
-        if bpe_vocab_size < len(SPECIALS) + 1:
-            raise DataError(f"data.bpe_vocab_size: {bpe_vocab_size} is too small for a vocabulary")
+        if "bpe" in (source_tokenizer, target_tokenizer):
+            check_bpe_size(bpe_vocab_size, 1, "the char or symbols tokenizer", "data.bpe_vocab_size")
         if dataset is None and (not val_path or not test_path):
             raise DataError("data.val_path and data.test_path: both splits are needed (pair files)")
         self.splits: dict[str, PairSplit] = {}

@@ -37,8 +37,10 @@ from datamodules.text_sources import (
     load_splits,
 )
 from datamodules.text_tokenize import (
+    SPECIAL,
     TOKENIZED_FILES,
     cached_tokenizer,
+    check_bpe_size,
     digest,
     pretrained_tokenizer,
     tokenize_splits,
@@ -145,6 +147,12 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             value = locals()[name]
             if value is not None and value < 1:
                 raise DataError(f"data.{name}: {value} is not a positive integer")
+        if tokenizer == "bpe":
+            check_bpe_size(
+                tokenizer_vocab_size,
+                len(SPECIAL),
+                "data.tokenizer wordpiece (its alphabet: the corpus's characters)",
+            )
         self.save_hyperparameters()
         check_loader_options(self.hparams)
         self._state = self._checkpoint_state(checkpoint, predict_path, test_path)

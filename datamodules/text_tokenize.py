@@ -61,6 +61,18 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
     return backend
 
 
+def check_bpe_size(
+    vocab_size: int, specials: int, instead: str, option: str = "data.tokenizer_vocab_size"
+) -> None:
+    """A byte-level BPE starts from its 256 bytes and the special tokens: a smaller vocabulary (``option``) could
+    not be met (``tokenizers`` would train the minimum and say nothing), so it is refused."""
+    if vocab_size < 256 + specials:
+        raise DataError(
+            f"{option}: {vocab_size} is below a byte-level BPE's {256 + specials} base tokens "
+            f"(256 bytes and {specials} special); give at least that, or {instead}"
+        )
+
+
 def train_tokenizer(kind: str, texts, vocab_size: int, length: int | None = None) -> Tokenizer:
     """A WordPiece (BERT-style, lower-cased) or byte-level BPE tokenizer trained on ``texts`` (batches)."""
     from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers

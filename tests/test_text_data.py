@@ -415,3 +415,15 @@ def test_subset_sizes_above_a_split_take_it_all_and_say_so(tmp_path, csv_files):
     assert len(dm.splits["train"]) == 60 and len(dm.splits["test"]) == 15
     assert f"data.train_size 1000: {csv_files['train_path']} has 60 examples; all 60 are used" in said
     assert f"data.test_size 500: {csv_files['test_path']} has 15 examples; all 15 are used" in said
+
+
+def test_a_bpe_vocabulary_below_its_bytes_is_refused_not_trained_bigger(tmp_path, csv_files):
+    with pytest.raises(DataError, match=r"^data.tokenizer_vocab_size: 5 is below a byte-level BPE's 260 base tokens "
+                                        r"\(256 bytes and 4 special\); give at least that, or data.tokenizer wordpiece"):  # fmt: skip
+        data(tmp_path, **csv_files, tokenizer="bpe", tokenizer_vocab_size=5)
+    assert (
+        data(
+            tmp_path, **csv_files, tokenizer="wordpiece", tokenizer_vocab_size=5
+        ).hparams.tokenizer_vocab_size
+        == 5
+    )

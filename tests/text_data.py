@@ -95,7 +95,7 @@ def text_args(tmp_path, *model_files, tokenizer="wordpiece"):
         f"--data.val_path={val}",
         f"--data.test_path={test}",
         f"--data.tokenizer={tokenizer}",
-        "--data.tokenizer_vocab_size=150",
+        f"--data.tokenizer_vocab_size={260 if tokenizer == 'bpe' else 150}",  # a byte-level BPE: 256 bytes + 4
         "--data.batch_size=16",
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.init_args.save_dir={tmp_path / 'logs'}",
