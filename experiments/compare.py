@@ -51,7 +51,7 @@ from experiments.launchers import (
     parse_devices,
     serve,
 )
-from experiments.loggers import AutoWandbLogger, wandb_mode
+from experiments.loggers import AutoWandbLogger, discard_run, wandb_mode
 from experiments.provenance import provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, as_saved, checkpoint_info, keep_metrics, open_quietly
@@ -527,15 +527,20 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     except Exception as err:  # the W&B run ends failed, not left open for this process's next run to reuse
         if trainer.is_global_zero:
-            wandb_logger.experiment.finish(exit_code=1)
             if isinstance(err, ConfigError) and resume is None and not last.is_file():
-                # the user's mistake (a metric the runs do not log), found before a step trained: the folder goes,
-                # but for a launcher's log, which the launcher's worker is writing and its report names
+                # the user's mistake (a metric the runs do not log), found before a step trained: the folder and
+                # the W&B run go, but for a launcher's log, which the launcher's worker is writing and its report
+                # names
+                discard_run(wandb_logger)
                 for entry in run_dir.iterdir():
                     if entry.name != "launcher.log":
                         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
                 if not any(run_dir.iterdir()):
                     run_dir.rmdir()
+                    if not any(run_dir.parent.iterdir()):  # runs/, made for this run
+                        run_dir.parent.rmdir()
+            else:
+                wandb_logger.experiment.finish(exit_code=1)
         raise
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)

@@ -50,3 +50,17 @@ class AutoWandbLogger(WandbLogger):
         if self._experiment is None:
             Path(self.save_dir).mkdir(parents=True, exist_ok=True)
         return super().experiment
+
+
+def discard_run(logger: WandbLogger) -> None:
+    """End a W&B run that a user's mistake stopped before a step trained, and delete its local files, so that
+    ``wandb sync`` has no aborted run to upload (an online run stays on the server, marked failed). The ``wandb``
+    folder goes too when no other run is left in it."""
+    import shutil
+
+    folder = Path(logger.experiment.dir).parent  # wandb/offline-run-...(or run-...)/files
+    logger.experiment.finish(exit_code=1)
+    shutil.rmtree(folder, ignore_errors=True)
+    top = folder.parent
+    if top.name == "wandb" and not any(p.is_dir() and not p.is_symlink() for p in top.iterdir()):
+        shutil.rmtree(top, ignore_errors=True)  # its debug logs and the latest-run link alone

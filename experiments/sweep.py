@@ -268,7 +268,7 @@ def objective(sweep: Sweep, overrides: list[str]):
     from optuna_integration import PyTorchLightningPruningCallback
 
     from experiments.cli import ExperimentCLI
-    from experiments.loggers import AutoWandbLogger
+    from experiments.loggers import AutoWandbLogger, discard_run
 
     def run(trial: optuna.Trial) -> float:
         run.started.append(trial.number)
@@ -303,14 +303,18 @@ def objective(sweep: Sweep, overrides: list[str]):
         pruning = PyTorchLightningPruningCallback(trial, monitor=sweep.metric)
         cli.trainer.callbacks += [LoggedMetric(sweep.metric, f"{sweep.where('metric')}: "), best, pruning]
         wandb.log_hyperparams({"trial": trial.number, **values})
-        failed = True
         try:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-            failed = False
-            pruning.check_pruned()  # raises TrialPruned when the trial was stopped
-        finally:
+        except (ConfigError, DataError, PretrainedError):  # a mistake that stops the sweep: no run to keep
+            discard_run(wandb)
+            raise
+        except BaseException:
             wandb.experiment.summary.update({"best": best.value})
-            wandb.experiment.finish(exit_code=1 if failed else 0)
+            wandb.experiment.finish(exit_code=1)
+            raise
+        wandb.experiment.summary.update({"best": best.value})
+        wandb.experiment.finish(exit_code=0)
+        pruning.check_pruned()  # raises TrialPruned when the trial was stopped
         if best.value is None:
             raise ConfigError(
                 f"sweep: the runs never log {sweep.metric!r} at validation (metric:); see {folder}/metrics.csv"

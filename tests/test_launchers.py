@@ -120,8 +120,9 @@ def test_a_metric_the_runs_do_not_log_stops_the_comparison_and_keeps_what_finish
         r"val/mse, val/pearson, val/r2, val/spearman\)",
     ):
         compare(with_metric("test/pre"))
-    # the first run's folder goes with it (nothing trained); the second never began
-    assert not (out / "runs" / "CNN-seed0").exists() and not (out / "runs" / "CNN-seed1").exists()
+    # the first run's folder goes with it (nothing trained), and its W&B run (no aborted run for wandb sync);
+    # the second never began
+    assert not (out / "runs").exists() and not (out / "wandb").exists()
     # PredictionTask reports its loss at validation only
     with pytest.raises(
         ConfigError, match=r"'test/loss' is not among the metrics the runs report \(test/mse, "
