@@ -333,7 +333,7 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     # The pruning callback reports once per epoch (its step): a second validation in an epoch is not reported,
     # which Optuna would warn about at every one
-    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step`")
+    warnings.filterwarnings("ignore", message="The reported value is ignored because this `step")
     # Seeded by the worker and by the trials the study holds already: a sweep run again for more trials, or a
     # worker started again, draws new settings instead of repeating its first ones.
     seed = np.random.SeedSequence([sweep.seed, worker, _trials_held(sweep)]).generate_state(1)[0]
