@@ -74,7 +74,7 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
                 f"learning-rate schedule: the checkpoint's run planned {old} steps, this one {planned}: the "
                 f"cosine now ends at step {planned}, the rate at step {self.last_epoch} goes from "
                 f"{before:.3g} to {self.factor(self.last_epoch):.3g} x its peak",
-                stacklevel=2,
+                stacklevel=1,  # this file: a Lightning frame would make it look like Lightning's message
             )
 
     def get_lr(self) -> list[float]:
