@@ -9,7 +9,7 @@ knows each token's length in characters, which turns a loss in nats per token in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -216,3 +216,25 @@ def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMT
     if not path.exists() and ("/" in spec and spec.startswith((".", "/")) or spec.endswith(".gguf")):
         raise DataError(f"data.tokenizer: {spec!r} not found")
     return pretrained_lm_tokenizer(spec)
+
+
+def text_pieces(tokens: Iterable[int], tokenizer: LMTokenizer, stop: int | None) -> Iterator[str]:
+    """The text of generated tokens as it grows, up to ``stop``. Decoded whole, as a byte-level token may
+    complete an earlier one's character (nothing is shown while one is incomplete). With no ``stop``
+    (``--no_stop``), the end-of-text token is shown as GPT-2 writes it, ``<|endoftext|>``, not as the raw
+    control character a character vocabulary holds for it."""
+    new: list[int] = []
+    shown = ""
+    for token in tokens:
+        if token == stop:
+            break
+        if token == tokenizer.eot_id:
+            yield tokenizer.decode(new)[len(shown) :] + EOT
+            new, shown = [], ""
+            continue
+        new.append(token)
+        text = tokenizer.decode(new)
+        if not text.endswith("\ufffd"):
+            yield text[len(shown) :]
+            shown = text
+    yield tokenizer.decode(new)[len(shown) :]

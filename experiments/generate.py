@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable, Iterator
 
 import torch
 
 from archbench.checkpoint_files import checkpoint_task
 from archbench.errors import ConfigError, DataError
-from datamodules.lm_tokenize import EOT
+from datamodules.lm_tokenize import text_pieces
 from experiments.configs import CommandParser
 
 
@@ -112,25 +111,3 @@ def main(argv: list[str]) -> None:
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
-
-
-def text_pieces(tokens: Iterable[int], tokenizer, stop: int | None) -> Iterator[str]:
-    """The text of generated tokens as it grows, up to ``stop``. Decoded whole, as a byte-level token may
-    complete an earlier one's character (nothing is shown while one is incomplete). With no ``stop``
-    (``--no_stop``), the end-of-text token is shown as GPT-2 writes it, ``<|endoftext|>``, not as the raw
-    control character a character vocabulary holds for it."""
-    new: list[int] = []
-    shown = ""
-    for token in tokens:
-        if token == stop:
-            break
-        if token == tokenizer.eot_id:
-            yield tokenizer.decode(new)[len(shown) :] + EOT
-            new, shown = [], ""
-            continue
-        new.append(token)
-        text = tokenizer.decode(new)
-        if not text.endswith("\ufffd"):
-            yield text[len(shown) :]
-            shown = text
-    yield tokenizer.decode(new)[len(shown) :]

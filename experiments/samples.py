@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
+from datamodules.lm_tokenize import text_pieces
 from lit_models.generation import generate
 
 
@@ -67,7 +68,8 @@ class TextSamples(Callback):
                 tokens = generate(
                     net, ids, self.max_new_tokens, context, self.temperature, generator=generator
                 )
-                text = tokenizer.decode(torch.cat(list(tokens), dim=1)[0].tolist())
+                ids = torch.cat(list(tokens), dim=1)[0].tolist()
+                text = "".join(text_pieces(ids, tokenizer, stop=None))  # an end of text as <|endoftext|>
                 new_rows.append([trainer.global_step, prompt, text])
         finally:
             net.train(was_training)

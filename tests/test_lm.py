@@ -419,8 +419,7 @@ def test_a_net_that_pools_to_one_output_is_refused_as_a_language_model():
 
 
 def test_generated_text_shows_the_end_of_text_token_by_name_and_stops_there_unless_told(in_tmp):
-    from datamodules.lm_tokenize import bpe_tokenizer, char_tokenizer
-    from experiments.generate import text_pieces
+    from datamodules.lm_tokenize import bpe_tokenizer, char_tokenizer, text_pieces
 
     chars = char_tokenizer(["ab c"])
     ids = [*chars.encode("ab"), chars.eot_id, *chars.encode("c a")]
