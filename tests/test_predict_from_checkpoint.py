@@ -72,7 +72,7 @@ def test_text_predicts_from_a_checkpoint_as_from_its_training_file(tmp_path):
     new = write_csv(
         tmp_path / "new.csv", [("a great film", 1), ("the plot was dull and " * 40, 2)], ("text", "id")
     )
-    options = {"train_path": str(train), "predict_path": str(new), "tokenizer": "bpe", "tokenizer_vocab_size": 150,
+    options = {"train_path": str(train), "predict_path": str(new), "tokenizer": "bpe", "tokenizer_vocab_size": 260,
                "max_length": 32, "labels": ["rotten", "fresh"], "batch_size": 4}  # fmt: skip
     first = TextClassificationDataModule(**options, cache_dir=str(tmp_path / "cache"))
     first.setup("predict")
@@ -94,7 +94,7 @@ def test_a_prediction_from_a_checkpoint_has_a_cache_of_its_own(tmp_path):
     the same data (same files, tokenizer and length) must not open it and miss its splits."""
     train = write_csv(tmp_path / "train.csv", reviews(60))
     new = write_csv(tmp_path / "new.csv", [("a great film", 1)], ("text", "id"))
-    options = {"train_path": str(train), "predict_path": str(new), "tokenizer": "bpe", "tokenizer_vocab_size": 150,
+    options = {"train_path": str(train), "predict_path": str(new), "tokenizer": "bpe", "tokenizer_vocab_size": 260,
                "max_length": 32, "labels": ["rotten", "fresh"], "batch_size": 4,
                "cache_dir": str(tmp_path / "cache")}  # fmt: skip
     trained = TextClassificationDataModule(**options)
@@ -141,7 +141,7 @@ def test_each_modality_tests_a_file_of_its_own_from_a_checkpoint_as_from_its_tra
     images = {name: tmp_path / "images" / name for name in ("train", "test")}
     cases = [
         (DNADataModule, dna, {"task": "classification", "batch_size": 4}),
-        (TextClassificationDataModule, texts, {"tokenizer": "bpe", "tokenizer_vocab_size": 150, "batch_size": 4,
+        (TextClassificationDataModule, texts, {"tokenizer": "bpe", "tokenizer_vocab_size": 260, "batch_size": 4,
                                                "cache_dir": str(tmp_path / "cache")}),
         (ImageDataModule, images, {"source": "folder", "batch_size": 2}),
     ]  # fmt: skip

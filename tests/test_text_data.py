@@ -15,7 +15,9 @@ from datamodules.text import TextClassificationDataModule
 
 
 def data(tmp_path, **kwargs) -> TextClassificationDataModule:
-    kwargs.setdefault("tokenizer_vocab_size", 100)
+    kwargs.setdefault(
+        "tokenizer_vocab_size", 260 if kwargs.get("tokenizer", "bpe") == "bpe" else 100
+    )  # BPE: its bytes + 4
     kwargs.setdefault("batch_size", 8)
     return TextClassificationDataModule(cache_dir=str(tmp_path / "cache"), **kwargs)
 
