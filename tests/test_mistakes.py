@@ -397,11 +397,13 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, comm
 
 
 def test_data_simulate_writes_the_same_files_again_but_never_over_other_data(tmp_path):
+    from experiments.data import main as data_main
+
+    out = tmp_path / "s"
     small = [
-        "data",
         "simulate",
         "--out",
-        "s",
+        str(out),
         "--n-train",
         "30",
         "--n-val",
@@ -411,15 +413,16 @@ def test_data_simulate_writes_the_same_files_again_but_never_over_other_data(tmp
         "--seq-len",
         "40",
     ]
-    assert run_main(*small, cwd=tmp_path).returncode == 0
-    before = {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()}
-    assert run_main(*small, cwd=tmp_path).returncode == 0  # the same data: make data may run it twice
-    result = run_main(*small, "--seed", "1", cwd=tmp_path)
-    assert result.returncode == 2 and last_line(result) == (
-        "error: data simulate --out: s/train.txt exists and holds other data (another seed or size, or a file of "
+    data_main(small)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    data_main(small)  # the same data: make data may run it twice
+    with pytest.raises(ConfigError) as caught:
+        data_main([*small, "--seed", "1"])
+    assert str(caught.value) == (
+        f"data simulate --out: {out / 'train.txt'} exists and holds other data (another seed or size, or a file of "
         "your own); give another --out, or delete it first"
     )
-    assert {p.name: p.read_bytes() for p in (tmp_path / "s").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_a_choice_misspelt_in_a_yaml_file_is_one_line_without_the_whole_model_repeated(in_tmp):

@@ -70,6 +70,7 @@ def _wandb_ids(folder) -> list[str]:
     return sorted(p.name.rsplit("-", 1)[-1] for p in folder.rglob("offline-run-*"))
 
 
+@pytest.mark.slow  # 40 s (make test-all); a kill after the best and a kill mid-save stay in the default suite
 def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys):
     """Killed mid-epoch, and killed on the first batch of an epoch (the checkpoint holds the last step of the
     one before: Lightning then restarts on that epoch's last batch without reading from the loader). The

@@ -28,6 +28,7 @@ def _sweep(folder, **extra) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # 26 s (make test-all); the one-worker sweeps stay in the default suite
 def test_two_workers_share_one_study_and_the_best_config_fits(in_tmp, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     main(["--config", _sweep(in_tmp), "--workers", "2", *RUN])
