@@ -305,7 +305,7 @@ class ExperimentCLI(LightningCLI):
             return
         data.prepare_data()
         data.setup(stage)
-        self.model.check_data(data, stage)
+        self.model.check_data_once(data, stage)
         ckpt = self._section(self.config).get("ckpt_path")
         init_from = getattr(self.model.hparams, "init_from", None)
         if stage == "fit" and init_from and not ckpt:  # weights that cannot start this net: nothing written

@@ -121,7 +121,15 @@ class Task(L.LightningModule):
             self._init_from(self.hparams.init_from)
         if self.hparams.compile:
             self.compile_net()
-        self.check_data(self._trainer.datamodule if self._trainer is not None else None, stage)
+        self.check_data_once(self._trainer.datamodule if self._trainer is not None else None, stage)
+
+    def check_data_once(self, data: L.LightningDataModule | None, stage: str) -> None:
+        """``check_data``, once per datamodule and stage: the command line checks before the trainer starts (so
+        a mistake stops it with nothing written), and the trainer's ``setup`` would check, and warn, again."""
+        key = (id(data), stage)
+        if getattr(self, "_data_checked", None) != key:
+            self.check_data(data, stage)
+            self._data_checked = key
 
     def check_data(self, data: L.LightningDataModule | None, stage: str) -> None:
         """What this model cannot read in the data of ``stage`` (a sequence longer than its positions), raised

@@ -621,3 +621,15 @@ def test_subword_tokenizers_and_a_datasets_folder_with_nested_translation_pairs(
         (folder / "validation.jsonl").unlink()
         Seq2SeqDataModule(dataset=str(folder), source_column="translation.en",
                           target_column="translation.xx").setup()  # fmt: skip
+
+
+def test_a_command_warns_of_long_references_once_not_at_its_check_and_again_in_setup(in_tmp):
+    import warnings
+
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY,
+            "--model.max_decode_length=3", "--trainer.callbacks=[]", "--trainer.logger=false"]  # fmt: skip
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every warning, repeats too (pytest's own filter shows each once)
+        ExperimentCLI(args=["validate", *args])
+    said = [w for w in caught if "is longer than model.max_decode_length=3" in str(w.message)]
+    assert len(said) == 1, [str(w.message) for w in said]
