@@ -247,15 +247,25 @@ def encode_file(
     do. The folder is built beside its place and renamed into it, so it appears whole or not at all; a folder
     that holds files already is refused (a second encoding over a first would mix or lose them). Returns the
     number of sequences."""
-    path, folder = Path(path), Path(folder)
+    given = folder  # as the user wrote it, for the messages
+    path, folder = Path(path), Path(os.path.abspath(folder))  # "." and "x/.." by name, as the user meant them
     check_readable(path)
+    if folder.is_symlink():
+        folder = folder.resolve()  # a link to a folder: the folder is made there
+    if folder == Path.cwd().resolve() or folder in Path.cwd().resolve().parents:
+        raise DataError(
+            f"{given}: is the current folder (or holds it); encode into a new folder, e.g. ./encoded"
+        )
     if folder.exists() and not folder.is_dir():
-        raise DataError(f"{folder}: is a file, not a folder to encode into")
+        raise DataError(f"{given}: is a file, not a folder to encode into")
     if folder.is_dir() and (held := sorted(p.name for p in folder.iterdir())):
         shown = ", ".join(held[:4]) + (f" and {len(held) - 4} more" if len(held) > 4 else "")
         raise DataError(
-            f"{folder}: the folder holds files already ({shown}); encode into a new folder, or delete this one first"
+            f"{given}: the folder holds files already ({shown}); encode into a new folder, or delete this one first"
         )
+    for stale in folder.parent.glob(f".{folder.name}.partial-*"):  # left by a killed encoding
+        if not _running(stale.name.rsplit("-", 1)[-1]):
+            shutil.rmtree(stale, ignore_errors=True)
     scratch = folder.parent / f".{folder.name}.partial-{os.getpid()}"  # made with the user's umask
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
@@ -274,6 +284,17 @@ def encode_file(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return writer.rows
+
+
+def _running(pid: str) -> bool:
+    """Whether the process ``pid`` (a scratch folder's suffix) still runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_text(path: str | Path, data: RaggedStore) -> None:

@@ -356,7 +356,7 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         if max_train_pairs is not None and max_train_pairs < 1:
             raise DataError(f"data.max_train_pairs: {max_train_pairs} is not a positive number of pairs")
         if "bpe" in (source_tokenizer, target_tokenizer):
-            check_bpe_size(bpe_vocab_size, 1, "the char or symbols tokenizer", "data.bpe_vocab_size")
+            check_bpe_size(bpe_vocab_size, 1, "the side's char or symbols tokenizer", "data.bpe_vocab_size")
         if dataset is None and (not val_path or not test_path):
             raise DataError("data.val_path and data.test_path: both splits are needed (pair files)")
         self.splits: dict[str, PairSplit] = {}

@@ -64,12 +64,15 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
 def check_bpe_size(
     vocab_size: int, specials: int, instead: str, option: str = "data.tokenizer_vocab_size"
 ) -> None:
-    """A byte-level BPE starts from its 256 bytes and the special tokens: a smaller vocabulary (``option``) could
-    not be met (``tokenizers`` would train the minimum and say nothing), so it is refused."""
+    """A byte-level BPE starts from its 256 bytes and the special tokens: a smaller vocabulary (``option``) cannot
+    be met, and ``tokenizers`` trains the minimum without a word, so this says it. A warning, not a refusal: runs
+    saved with such a size (their tokenizer has the minimum) load and resume as they did."""
     if vocab_size < 256 + specials:
-        raise DataError(
-            f"{option}: {vocab_size} is below a byte-level BPE's {256 + specials} base tokens "
-            f"(256 bytes and {specials} special); give at least that, or {instead}"
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        rank_zero_warn(
+            f"{option}: {vocab_size} is below a byte-level BPE's {256 + specials} base tokens (256 bytes and "
+            f"{specials} special), so the tokenizer has {256 + specials}; give at least that, or {instead}"
         )
 
 

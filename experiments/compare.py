@@ -10,6 +10,7 @@ outside ``experiments/`` too, and rows whose files would load different bases ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -535,10 +536,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
                 for entry in run_dir.iterdir():
                     if entry.name != "launcher.log":
                         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-                if not any(run_dir.iterdir()):
-                    run_dir.rmdir()
-                    if not any(run_dir.parent.iterdir()):  # runs/, made for this run
-                        run_dir.parent.rmdir()
+                with contextlib.suppress(OSError):  # a launcher's other worker may write beside it
+                    run_dir.rmdir()  # when empty
+                    run_dir.parent.rmdir()  # runs/, when no other run is in it
             else:
                 wandb_logger.experiment.finish(exit_code=1)
         raise

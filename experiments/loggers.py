@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
 from pathlib import Path
@@ -58,9 +59,13 @@ def discard_run(logger: WandbLogger) -> None:
     folder goes too when no other run is left in it."""
     import shutil
 
-    folder = Path(logger.experiment.dir).parent  # wandb/offline-run-...(or run-...)/files
-    logger.experiment.finish(exit_code=1)
+    run = logger.experiment
+    folder = Path(run.dir).parent  # wandb/offline-run-...(or run-...)/files
+    run.finish(exit_code=1)
+    top, own = folder.parent, Path(logger.save_dir).resolve()
+    if wandb_mode() == "disabled" or top.name != "wandb" or top.resolve().parent != own:
+        return  # no files of its own (disabled: a scratch folder elsewhere), or not where this logger writes
     shutil.rmtree(folder, ignore_errors=True)
-    top = folder.parent
-    if top.name == "wandb" and not any(p.is_dir() and not p.is_symlink() for p in top.iterdir()):
-        shutil.rmtree(top, ignore_errors=True)  # its debug logs and the latest-run link alone
+    with contextlib.suppress(OSError):  # another process's run may appear in it meanwhile: then it stays
+        if not any(p.is_dir() and not p.is_symlink() for p in top.iterdir()):
+            shutil.rmtree(top)  # its debug logs and the latest-run link alone

@@ -66,12 +66,15 @@ def sparse_window(
     attention: Pattern, window: int | None, default: int, old_default: int | None = None
 ) -> int:
     """The window of a sparse attention pattern: ``default`` when none is given. A window given to ``full``
-    attention would be ignored, so it is refused; ``old_default`` is the value checkpoints saved before
-    ``window`` could be empty, which they pass with ``full`` and is taken."""
+    attention is ignored, and said (a warning, so that a sweep over both options goes on); ``old_default`` is the
+    value checkpoints saved before ``window`` could be empty, which they pass with ``full``: taken quietly."""
     if attention == "full" and window is not None and window != old_default:
-        raise ConfigError(
-            f"{NET}.window: {window}, but attention is 'full', which has no window: set attention (local, strided "
-            "or block) or leave window out"
+        import warnings
+
+        warnings.warn(
+            f"{NET}.window: {window}, but attention is 'full', which has no window: the window is ignored (set "
+            "attention local, strided or block to use it)",
+            stacklevel=3,
         )
     return default if window is None else window
 
@@ -231,9 +234,7 @@ class MultiheadSelfAttention(nn.Module):
         self._block_masks: dict = {}  # FlexAttention block masks by shape (kernel flex, no padding)
         if head_dim is None:
             if d_model % nhead:
-                raise ConfigError(
-                    f"{NET}.nhead: {nhead} heads do not divide d_model {d_model} (or give head_dim)"
-                )
+                raise ConfigError(f"{NET}.nhead: {nhead} heads do not divide d_model {d_model}")
             head_dim = d_model // nhead
         kv_heads = kv_heads or nhead
         if nhead % kv_heads:

@@ -262,3 +262,23 @@ def test_encode_builds_a_new_folder_whole_and_refuses_one_that_holds_files(tmp_p
         assert {p.name: p.read_bytes() for p in (tmp_path / "empty").iterdir()} == before
     assert read_dna(tmp_path / "empty").labels.tolist() == [1.0, 2.0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.txt", "empty", "good.txt"]  # no scratch left
+
+
+def test_encode_into_a_link_the_current_folder_or_beside_a_killed_encoding(tmp_path, monkeypatch):
+    from datamodules.dna_io import encode_file
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "g.txt").write_text("ACGT 1\nACGA 2\n")
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert (
+        encode_file("g.txt", "link") == 2 and (tmp_path / "real" / "codes.npy").is_file()
+    )  # made in its target
+    for here in (".", "new/.."):
+        with pytest.raises(
+            DataError, match=r": is the current folder \(or holds it\); encode into a new folder"
+        ):
+            encode_file("g.txt", here)
+    (tmp_path / ".out.partial-999999999" / "x").mkdir(parents=True)  # a killed encoding's (no such process)
+    assert encode_file("g.txt", "out") == 2 and not list(tmp_path.glob(".out.partial-*"))
+    assert not (tmp_path / "new").exists()

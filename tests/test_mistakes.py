@@ -65,14 +65,11 @@ def test_a_trainer_option_misspelt_in_a_yaml_file_names_the_close_one(in_tmp):
 @pytest.mark.parametrize(
     "options, expected",
     [
-        (["--model.net.init_args.nhead=5"], "model.net.init_args.nhead: 5 heads do not divide d_model 64 (or give head_dim)"),
+        (["--model.net.init_args.nhead=5"], "model.net.init_args.nhead: 5 heads do not divide d_model 64"),
         (["--model.net.init_args.moe={experts: 8, top_k: 9}"],
          "model.net.init_args.moe.top_k: 9 is not between 1 and moe.experts (8)"),
         (["--model.net.init_args.attention=local", "--model.net.init_args.window=0"],
          "model.net.init_args.window: 0 is below 1 (attention 'local' needs a window of positions)"),
-        (["--model.net.init_args.window=8"],  # it would be ignored
-         "model.net.init_args.window: 8, but attention is 'full', which has no window: set attention (local, "
-         "strided or block) or leave window out"),
         (["--model.net.init_args.universal={threshold: 1.5}"],
          "model.net.init_args.universal.threshold: 1.5 is not between 0 and 1"),
     ],
@@ -453,3 +450,12 @@ def test_a_vit_that_cannot_be_built_names_its_own_options(options, expected):
     with pytest.raises(ConfigError) as caught:
         VisionTransformer(**{"img_size": 32, "patch_size": 4, "in_channels": 3, "num_outputs": 10, **options})
     assert str(caught.value) == expected
+
+
+def test_a_window_given_to_full_attention_is_said_as_ignored(in_tmp):
+    transformer = str(CNN).replace("cnn.yaml", "transformer.yaml")
+    with pytest.warns(UserWarning, match=r"model.net.init_args.window: 8, but attention is 'full', which has no "
+                                         r"window: the window is ignored"):  # fmt: skip
+        ExperimentCLI(
+            args=["--config", transformer, *TINY_DATA, *CSV_ONLY, "--model.net.init_args.window=8"], run=False
+        )
