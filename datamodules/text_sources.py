@@ -409,8 +409,9 @@ def load_splits(
     raw["train"] = train.select(parts["train"].materialize(sort=True))
     for k, name in enumerate(("train", "val", "test")):
         source = raw[name].source + (
-            f" (its size: data.{name}_fraction of the training file)" if name in held else ""
-        )
+            f" (its size: data.{name}_fraction of the training data)" if name in held
+            else " (what the held-out parts left)" if name == "train" and held else ""
+        )  # fmt: skip
         subset = seeded_subset(len(raw[name].data), sizes.get(name), seed, k, f"data.{name}_size", source)
         if subset is not None:
             raw[name] = raw[name].select(subset.materialize(sort=True))

@@ -113,7 +113,7 @@ def _saved_vocabularies(checkpoint: dict) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     cli, args = map_command(
-        "align", "Draw a sequence-to-sequence model's attention over a source for each symbol it writes (PNG).",
+        "align", "Draw a sequence-to-sequence model's attention over a source for each symbol it writes (PNG, SVG, PDF, ...).",
         "the source to decode and look at (a word for G2P)", argv, Seq2SeqDataModule,
         "sequence pairs (use a seq2seq config)", _saved_vocabularies, "alignment",
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Attention you can look at: every layer's and head's weights over the tokens of a text, as one PNG.
+"""Attention you can look at: every layer's and head's weights over the tokens of a text, as one picture.
 
 ``python -m experiments attention --ckpt RUN.ckpt --text "..."`` rebuilds the run's model from its configs (those
 given with ``--config``, else the run's own ``config.yaml``), loads the checkpoint's weights and the tokenizer it
@@ -142,7 +142,7 @@ def _saved_tokenizer(checkpoint: dict) -> dict[str, str]:
 
 def main(argv: list[str]) -> None:
     cli, args = map_command(
-        "attention", "Draw every layer's and head's attention over the tokens of a text, as a PNG.",
+        "attention", "Draw every layer's and head's attention over the tokens of a text, as a picture (PNG, SVG, PDF, ...).",
         "the text to look at", argv, _text_data(), "texts to classify (use a text config)", _saved_tokenizer,
         "attention",
     )  # fmt: skip

@@ -32,6 +32,7 @@ from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import (
+    EXPERIMENTS,
     CommandParser,
     bases_of,
     did_you_mean,
@@ -720,7 +721,9 @@ def main(argv: list[str]) -> None:
         f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()}, "
         f"launcher {comparison.launcher}{budget})"
     )
-    if not comparison.bases:  # the rows' and the shared files are all the user's own: nothing more is loaded
+    modality_bases = [e for e in comparison.shared() if isinstance(e, Path) and e.name == "base.yaml"
+                      and e.parent.parent == EXPERIMENTS]  # fmt: skip
+    if not comparison.bases and not modality_bases:  # every file the user's own, none a modality's base
         print("compare: no modality base: every file is outside experiments/, so the rows build on "
               "experiments/base.yaml and these files alone (list experiments/<modality>/base.yaml under config: "
               "for a modality's defaults, its epoch bound and bucketing)")  # fmt: skip

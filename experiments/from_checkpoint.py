@@ -88,7 +88,8 @@ def image_format(path: str) -> str:
     """The picture format a file name asks for (``maps.svg`` -> ``svg``), one matplotlib writes, or a ConfigError."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    formats = sorted(f for f in FigureCanvasAgg.get_supported_filetypes() if f not in ("raw", "rgba"))
+    # not raw pixels, and not pgf (it needs a LaTeX installation to write)
+    formats = sorted(f for f in FigureCanvasAgg.get_supported_filetypes() if f not in ("raw", "rgba", "pgf"))
     fmt = Path(path).suffix.lower().removeprefix(".")
     if fmt not in formats:
         raise ConfigError(

@@ -94,7 +94,8 @@ class GPT(nn.Module):
             dropout: Dropout on the embeddings and the residual branches.
             attention: ``full`` causal attention, or a sparse causal pattern: ``local`` (the last ``window``
                 tokens), ``strided`` or ``block`` (``lit_models.blocks.pattern_mask``).
-            window: The sparse pattern's width, in tokens.
+            window: The sparse pattern's width, in tokens (empty: the preset's, 64); full attention has none
+                (one given to it is ignored, with a warning).
             attention_kernel: ``sdpa``, or ``flex``: a sparse pattern as a FlexAttention block mask on CUDA
                 (``lit_models.transformer.TransformerNet``'s option of the same name).
             moe: A Mixture of Experts in place of every MLP, e.g. ``{experts: 8, top_k: 2}``

@@ -90,7 +90,8 @@ class TransformerNet(nn.Module):
             attention: ``full``, or a sparse pattern through a mask: ``local`` (keys within ``window``),
                 ``strided`` (the window and every ``window``-th position) or ``block`` (blocks of ``window``
                 positions and each block's last position); see ``lit_models.blocks.pattern_mask``.
-            window: The sparse pattern's width, in tokens (empty: 16); full attention takes none.
+            window: The sparse pattern's width, in tokens (empty: 16); full attention has none (one given to it
+                is ignored, with a warning).
             attention_kernel: ``sdpa`` (a bool mask through scaled_dot_product_attention), or ``flex``: a
                 sparse pattern as a FlexAttention block mask on CUDA, which skips the masked-out blocks
                 (2-10x faster from 4,096 tokens on an H100, slower at 1,024: README); on other devices SDPA

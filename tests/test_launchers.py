@@ -180,6 +180,10 @@ def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in
     assert not (in_tmp / "out").exists()
     # only the user's own files: the plan says that no modality base is loaded (no epoch bound, no bucketing)
     assert "compare: no modality base: every file is outside experiments/" in capsys.readouterr().out
+    base = str(ROOT / "experiments" / "dna" / "base.yaml")  # as that line advises: then it says nothing of it
+    with pytest.raises(ConfigError, match=r"models.Typo \(typo.yaml\): .*max_epoch"):
+        compare(["--config", _spec(in_tmp, {"Typo": "typo.yaml"}, config=[base]), *RUN])
+    assert "no modality base" not in capsys.readouterr().out
 
 
 def test_a_data_file_changed_in_place_is_refused_naming_it(in_tmp, monkeypatch):
