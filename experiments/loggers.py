@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import netrc
 import os
+import shutil
 from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
@@ -57,8 +58,6 @@ def discard_run(logger: WandbLogger) -> None:
     """End a W&B run that a user's mistake stopped before a step trained, and delete its local files, so that
     ``wandb sync`` has no aborted run to upload (an online run stays on the server, marked failed). The ``wandb``
     folder goes too when no other run is left in it."""
-    import shutil
-
     run = logger.experiment
     folder = Path(run.dir).parent  # wandb/offline-run-...(or run-...)/files
     run.finish(exit_code=1)

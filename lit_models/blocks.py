@@ -10,6 +10,7 @@ of the encoder models load unchanged.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Literal
 
@@ -69,8 +70,6 @@ def sparse_window(
     attention is ignored, and said (a warning, so that a sweep over both options goes on); ``old_default`` is the
     value checkpoints saved before ``window`` could be empty, which they pass with ``full``: taken quietly."""
     if attention == "full" and window is not None and window != old_default:
-        import warnings
-
         warnings.warn(
             f"{NET}.window: {window}, but attention is 'full', which has no window: the window is ignored (set "
             "attention local, strided or block to use it)",

@@ -109,17 +109,23 @@ def test_a_prediction_from_a_checkpoint_has_a_cache_of_its_own(tmp_path):
     assert set(again.splits) == {"train", "val", "test", "predict"}
 
 
+def _images_alone(options: dict, stage: str, tmp_path) -> tuple[ImageDataModule, ImageDataModule]:
+    """The images read with their training folder, then from its checkpoint with that folder gone."""
+    first = ImageDataModule(**options)
+    first.setup(stage)
+    ckpt = saved(first, tmp_path / "model.ckpt")
+    shutil.rmtree(tmp_path / "train")
+    second = ImageDataModule(**options, checkpoint=ckpt)
+    second.setup(stage)
+    return first, second
+
+
 def test_images_predict_from_a_checkpoint_as_from_their_training_folder(tmp_path):
     write_folder(tmp_path / "train", per_class=5, size=12)
     write_folder(tmp_path / "new", classes=("unsorted",), per_class=3, size=20, seed=1)
     options = {"source": "folder", "train_path": str(tmp_path / "train"), "predict_path": str(tmp_path / "new"),
                "batch_size": 2}  # fmt: skip
-    first = ImageDataModule(**options)
-    first.setup("predict")
-    ckpt = saved(first, tmp_path / "model.ckpt")
-    shutil.rmtree(tmp_path / "train")
-    second = ImageDataModule(**options, checkpoint=ckpt)
-    second.setup("predict")
+    first, second = _images_alone(options, "predict", tmp_path)
     for size in ("labels", "in_channels", "img_size", "num_outputs", "data_config"):
         assert getattr(second, size) == getattr(first, size), size
     assert_same_batches(batches(second), batches(first))
@@ -181,12 +187,7 @@ def test_images_from_a_checkpoint_keep_the_runs_classes_and_test_subset(tmp_path
     write_folder(tmp_path / "test", classes=("bird", "cat", "dog"), per_class=3, size=12, seed=1)
     options = {"source": "folder", "train_path": str(tmp_path / "train"), "test_path": str(tmp_path / "test"),
                "labels": ["dog", "cat"], "test_size": 4, "batch_size": 2}  # fmt: skip
-    first = ImageDataModule(**options)
-    first.setup("test")
-    ckpt = saved(first, tmp_path / "model.ckpt")
-    shutil.rmtree(tmp_path / "train")
-    second = ImageDataModule(**options, checkpoint=ckpt)
-    second.setup("test")
+    first, second = _images_alone(options, "test", tmp_path)
     assert second.labels == ["dog", "cat"] and len(second.splits["test"]) == 4
     assert_same_batches(batches(second, "test"), batches(first, "test"))
 
