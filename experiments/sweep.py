@@ -308,17 +308,27 @@ def objective(sweep: Sweep, overrides: list[str]):
         except (ConfigError, DataError, PretrainedError):  # a mistake that stops the sweep: no run to keep
             discard_run(wandb)
             raise
+        except optuna.TrialPruned:  # stopped by the pruner (in one process): a run that ended as asked
+            wandb.experiment.summary.update({"best": best.value, "pruned": True})
+            wandb.experiment.finish(exit_code=0)
+            raise
         except BaseException:
             wandb.experiment.summary.update({"best": best.value})
             wandb.experiment.finish(exit_code=1)
             raise
-        wandb.experiment.summary.update({"best": best.value})
-        wandb.experiment.finish(exit_code=0)
-        pruning.check_pruned()  # raises TrialPruned when the trial was stopped
-        if best.value is None:
+        if best.value is None:  # no validation ran: a setting, the same for every trial
+            discard_run(wandb)
             raise ConfigError(
                 f"sweep: the runs never log {sweep.metric!r} at validation (metric:); see {folder}/metrics.csv"
             )
+        try:
+            pruning.check_pruned()  # under DDP the pruner stops the fit and says so here
+        except optuna.TrialPruned:
+            wandb.experiment.summary.update({"best": best.value, "pruned": True})
+            wandb.experiment.finish(exit_code=0)
+            raise
+        wandb.experiment.summary.update({"best": best.value})
+        wandb.experiment.finish(exit_code=0)
         return best.value
 
     run.started = []  # the trials this worker began, for an interruption to close

@@ -84,6 +84,18 @@ def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
     assert all(t["steps_reported"] == 1 for t in trials)  # of 4 validations
     last = torch.load(in_tmp / "sweep" / "trial-0" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == 2  # of 8: stopped at the first validation
+    # in W&B a pruned trial is a run that ended as asked (status 0, not a crash), marked pruned
+    runs = [read_run(r) for r in find_runs(in_tmp / "sweep")]
+    assert [(r["exit_code"], r["summary"].get("pruned")) for r in runs] == [(0, True), (0, True)]
+
+
+def test_a_sweep_whose_runs_never_validate_stops_and_keeps_no_run(in_tmp, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    with pytest.raises(
+        ConfigError, match=r"sweep: the runs never log 'val/pearson' at validation \(metric:\)"
+    ):
+        main(["--config", _sweep(in_tmp, trials=1), *RUN, "--trainer.limit_val_batches=0"])
+    assert not find_runs(in_tmp / "sweep") and not (in_tmp / "sweep" / "trial-0").exists()
 
 
 @pytest.mark.parametrize(

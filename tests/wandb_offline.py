@@ -48,8 +48,9 @@ def records(path: str | Path) -> list[wandb_internal_pb2.Record]:
 
 
 def read_run(path: str | Path) -> dict:
-    """{"run": {id, group, name, tags, ...}, "config": {...}, "history": [{key: value}], "summary": {...}}."""
-    run, config, history, summary = {}, {}, [], {}
+    """{"run": {id, group, name, tags, ...}, "config": {...}, "history": [{key: value}], "summary": {...},
+    "exit_code": the status the run finished with (None while unfinished)}."""
+    run, config, history, summary, exit_code = {}, {}, [], {}, None
     for r in records(path):
         kind = r.WhichOneof("record_type")
         if kind == "run":
@@ -72,7 +73,9 @@ def read_run(path: str | Path) -> dict:
         elif kind == "summary":
             for item in r.summary.update:
                 summary[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
-    return {"run": run, "config": config, "history": history, "summary": summary}
+        elif kind == "exit":
+            exit_code = r.exit.exit_code
+    return {"run": run, "config": config, "history": history, "summary": summary, "exit_code": exit_code}
 
 
 def find_runs(root: str | Path) -> list[Path]:
