@@ -1,4 +1,6 @@
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 # Tokenized-text caches of this session only (never the user's ~/.cache).
 os.environ["ARCHBENCH_CACHE"] = tempfile.mkdtemp(prefix="archbench-test-cache-")
+atexit.register(shutil.rmtree, os.environ["ARCHBENCH_CACHE"], ignore_errors=True)  # gone with the session
 
 CNN = str(ROOT / "experiments" / "dna" / "cnn.yaml")
 CSV_ONLY = [  # CSV logs in the working folder, no W&B run, no progress bar

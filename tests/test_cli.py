@@ -334,13 +334,19 @@ def test_one_seed_reports_no_spread():
             "so the rows train for different steps: CNN 40–42, RNN 90.") in matched  # fmt: skip
 
 
-def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run(in_tmp):
+def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(in_tmp):
     """`fit` as a user runs it, a process of its own: base.yaml's CSV logger and W&B logger (offline without
-    credentials)."""
+    credentials); the W&B API key in the environment lands in no file the run writes, nor in what it prints."""
+    secret = "sk-archbench-test-" + "7f3a9c" * 6
     result = run_module(
-        "fit", "--config", str(DNA / "gru.yaml"), *TINY_DATA, "--trainer.max_epochs=1", cwd=in_tmp
-    )
+        "fit", "--config", str(DNA / "gru.yaml"), *TINY_DATA, "--trainer.max_epochs=1", cwd=in_tmp,
+        env={"WANDB_API_KEY": secret, "WANDB_MODE": "offline"},
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    files = [p for p in in_tmp.rglob("*") if p.is_file()]
+    assert any(p.suffix == ".ckpt" for p in files) and any(p.name == "config.yaml" for p in files)
+    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
+    assert not leaked and secret not in result.stdout + result.stderr
     metrics = next((in_tmp / "runs" / "dna").rglob("metrics.csv"))
     val = [float(r["val/pearson"]) for r in _read_csv(metrics) if r.get("val/pearson")]
     runs = find_runs(in_tmp / "runs" / "dna")

@@ -6,7 +6,7 @@ import random
 import pytest
 import torch
 import yaml
-from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main, run_module
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main
 
 from archbench.errors import ConfigError, DataError, NonFiniteLossError
 from experiments.cli import ExperimentCLI
@@ -75,20 +75,6 @@ def test_global_batch_size_splits_over_processes_and_accumulation(tmp_path):
         DataError, match=r"data.global_batch_size: 30 does not split over 1 process\(es\) x 4"
     ):
         cli.datamodule.train_dataloader()
-
-
-def test_a_wandb_api_key_never_lands_in_run_files(in_tmp):
-    secret = "sk-archbench-test-" + "7f3a9c" * 6
-    result = run_module(
-        "fit", "--config", CNN, *TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
-        cwd=in_tmp, env={"WANDB_API_KEY": secret, "WANDB_MODE": "offline"},
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    files = [p for p in in_tmp.rglob("*") if p.is_file()]
-    assert any(p.suffix == ".ckpt" for p in files) and any(p.name == "config.yaml" for p in files)
-    assert any(p.suffix == ".wandb" for p in files)
-    leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
-    assert not leaked and secret not in result.stdout + result.stderr
 
 
 def test_nothing_trusts_remote_code_by_default():
