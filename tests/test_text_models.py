@@ -152,6 +152,7 @@ def test_attention_command_and_callback(tmp_path):
         "--model.net.init_args.d_model=16",
         "--model.net.init_args.head_dim=16",
         "--model.net.init_args.nhead=2",
+        "--data.max_length=24",  # the long text's map stays small: 24 tokens a side, not 128
     ]
     callback = [
         "--trainer.callbacks+=experiments.attention.AttentionMaps",
