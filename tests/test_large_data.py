@@ -123,7 +123,7 @@ print(encode_file(sys.argv[1], sys.argv[2], chunk_records=10_000))
 
 
 def test_a_file_several_times_larger_than_the_memory_limit_encodes_in_chunks(tmp_path):
-    n, length, headroom = 800_000, 250, 64 * 2**20  # a 200 MB text file, 64 MB of room
+    n, length, headroom = 400_000, 250, 32 * 2**20  # a 100 MB text file, 32 MB of room
     rng = np.random.default_rng(0)
     letters = np.frombuffer(b"ACGT", dtype=np.uint8)
     with open(tmp_path / "big.txt", "wb") as f:
