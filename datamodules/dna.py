@@ -130,7 +130,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self.noise_ceiling: float | None = None
         self._state = self._checkpoint_state(checkpoint, predict_path, test_path)
         self._stats: dict | None = None
-        self._predict_lines: np.ndarray | None = None  # of predict_path's records, as read
+        # where each row of the split ``predict`` reads (predict_path's, else the test split) comes from: the file
+        # (or encoded folder) and the row's line (or record) there, in the split's order
+        self._origin: dict[str, tuple[str, np.ndarray]] = {}
 
     # Sizes the data knows; the CLI links them into the model.
     @property
@@ -212,7 +214,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
                 "on_bad_line": hp.on_bad_line, "class_ids": self.task == "classification"}  # fmt: skip
         if self._state is not None:  # from a checkpoint: its statistics, no training data
             # predict_path alone where there is one (predict reads no other split)
-            splits = {"test": read_dna(hp.test_path, **read)} if hp.predict_path is None else {}
+            splits = {"test": self._read(hp.test_path, "test", read)} if hp.predict_path is None else {}
             classes = self._state["statistics"]["classes"]
             top = splits["test"].label_stats()[3] if self.task == "classification" and splits else -1
             if top >= classes:
@@ -228,8 +230,8 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             splits = {name: split.data for name, split in simulated.items()}
             self.noise_ceiling = noise_ceiling(simulated["test"])
         else:
-            train = read_dna(hp.train_path, **read)
-            held = {s: read_dna(hp[f"{s}_path"], **read)
+            train = self._read(hp.train_path, "train", read)
+            held = {s: self._read(hp[f"{s}_path"], s, read)
                     for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
             sizes = {
                 s: int(round(hp[f"{s}_fraction"] * len(train))) for s in ("val", "test") if s not in held
@@ -238,12 +240,13 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             if len(parts["train"]) == 0:
                 raise DataError(f"{hp.train_path}: no training examples left after the held-out splits")
             splits = {**{s: train.view(parts[s]) for s in sizes}, **held, "train": train.view(parts["train"])}
+            path, lines = self._origin.pop("train")
+            if "test" in sizes:  # held out of the training file: its rows' lines there
+                rows = splits["test"].rows(np.arange(len(splits["test"])))
+                self._origin["test"] = (path, None if lines is None else lines[rows])
         if hp.predict_path is not None:
-            lines: list[np.ndarray] = []
-            splits["predict"] = read_dna(
-                hp.predict_path, hp.sequence_column, hp.label_column, hp.on_bad_line, False, lines
-            )
-            self._predict_lines = np.concatenate(lines) if lines else None
+            read = {**read, "labels_required": False, "class_ids": False}
+            splits["predict"] = self._read(hp.predict_path, "predict", read)
         if (
             self.task == "classification"
         ):  # a file's labels were checked as read (naming lines), a folder's here
@@ -258,6 +261,15 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         with, which ``data.checkpoint`` predicts and tests with instead of the training files."""
         return {"statistics": self._statistics()}
 
+    def _read(self, path: str, split: str, read: dict) -> RaggedStore:
+        """``read_dna`` of one split's file, noting where its rows come from (``_origin``) for ``predict``: their
+        lines in a file, their records (1-based) in an encoded folder. Only what ``predict`` may read is kept."""
+        lines: list[np.ndarray] = []
+        data = read_dna(path, **read, lines=lines)
+        if split in ("train", "test", "predict"):
+            self._origin[split] = (str(path), np.concatenate(lines) if lines else None)  # None: a folder
+        return data
+
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         data = self._load()[split]
         collate = RaggedCollate(pad_value=N_CODE, dtype=np.uint8)
@@ -267,38 +279,28 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         return "predict" in self._load()
 
     def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
-        """What ties each ``predict`` row to its record in ``predict_path`` (bad records ``on_bad_line: skip``
-        dropped are not rows, so the row index alone would not): its line in a text file, or its data row in a
-        table (1-based; the header, blank lines and lines of empty fields not counted), and the table's other
-        columns (an id, the label), read again here; as (column name, values) pairs (the writer names them apart
-        from its own). None for the test set or an encoded folder, whose rows are in order."""
-        from datamodules.dna_formats import format_of, open_data, read_table_chunks
+        """What ties each ``predict`` row to its record in the file it was read from (``predict_path``, else the
+        test split's: ``test_path``, or the training file it was held out of; bad records ``on_bad_line: skip``
+        dropped are not rows, so the row index alone would not): its line in a text file, its data row in a
+        table (1-based; the header, blank lines and lines of empty fields not counted) with the table's other
+        columns (an id, the label) read again here, or its record (1-based) in an encoded folder; and for the
+        test split, the label each row is scored against where those columns do not hold it. As (column name,
+        values) pairs (the writer names them apart from its own); the simulated data's rows are only labelled."""
+        from datamodules.dna_formats import format_of
 
-        self._load()
-        lines = self._predict_lines
-        if lines is None:
-            return []
-        path, sequence = Path(self.hparams.predict_path), self.hparams.sequence_column
-        fmt = format_of(path)
+        splits = self._load()
+        split = "predict" if "predict" in splits else "test"
+        data = splits[split]
+        labels = [("label", data.labels_of(np.arange(len(data))))] if split == "test" else []
+        if split not in self._origin:  # the simulated benchmark
+            return labels
+        path, lines = self._origin[split]
+        if lines is None:  # an encoded folder
+            return [("record", data.rows(np.arange(len(data))) + 1), *labels]
+        fmt = format_of(Path(path))
         if fmt == "text":
-            return [("line", lines)]
-        if fmt == "parquet":
-            import pyarrow.parquet as pq
-
-            names = [n for n in pq.ParquetFile(path).schema_arrow.names if n != sequence]
-            table = pq.read_table(path, columns=names).take(lines - 1)  # rows are numbered 1.. already
-            return [("row", lines), *((n, table.column(n).to_numpy(zero_copy_only=False)) for n in names)]
-        import pandas as pd
-
-        rows, parts, seen = [], [], 0  # rows as pandas counts them (blank lines not), and the other columns
-        with open_data(path) as f:  # a chunk's sequences at a time, never the whole file's
-            for frame in read_table_chunks(f, fmt, 100_000):
-                hit = np.isin(frame.index.to_numpy() + 2, lines)
-                rows.append(seen + 1 + np.flatnonzero(hit))
-                parts.append(frame.loc[hit, [c for c in frame.columns if c != sequence]])
-                seen += len(frame)
-        frame = pd.concat(parts)
-        return [("row", np.concatenate(rows)), *((str(c), frame[c].to_numpy()) for c in frame.columns)]
+            return [("line", lines), *labels]
+        return _table_keys(Path(path), fmt, lines, self.hparams.sequence_column)
 
     def on_after_batch_transfer(self, batch: dict, dataloader_idx: int) -> dict:
         codes, lengths = batch["x"], batch["lengths"]
@@ -332,3 +334,34 @@ def _check_class_ids(splits: list[RaggedStore]) -> None:
                 raise DataError(
                     f"{whole.source}: record {chunk[bad[0]] + 1}: label {labels[bad[0]]:.7g} {NOT_A_CLASS_ID}"
                 )
+
+
+def _table_keys(path: Path, fmt: str, lines: np.ndarray, sequence: str) -> list[tuple[str, np.ndarray]]:
+    """The data row (1-based) of each of a table's records at ``lines`` (as ``read_dna`` numbers them), and its
+    other columns, in the order of ``lines``: read again a chunk at a time, never the whole file's sequences."""
+    from datamodules.dna_formats import open_data, read_table_chunks
+
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        names = [n for n in pq.ParquetFile(path).schema_arrow.names if n != sequence]
+        table = pq.read_table(path, columns=names).take(lines - 1)  # rows are numbered 1.. already
+        return [("row", lines), *((n, table.column(n).to_numpy(zero_copy_only=False)) for n in names)]
+    import pandas as pd
+
+    order = np.argsort(lines, kind="stable")  # the file's order, in which the chunks come
+    wanted = lines[order]
+    rows, parts, seen = [], [], 0  # rows as pandas counts them (blank lines not), and the other columns
+    with open_data(path) as f:
+        for frame in read_table_chunks(f, fmt, 100_000):
+            hit = np.isin(frame.index.to_numpy() + 2, wanted)
+            rows.append(seen + 1 + np.flatnonzero(hit))
+            parts.append(frame.loc[hit, [c for c in frame.columns if c != sequence]])
+            seen += len(frame)
+    frame = pd.concat(parts)
+    back = np.empty_like(order)
+    back[order] = np.arange(len(order))  # from the file's order to the split's
+    return [
+        ("row", np.concatenate(rows)[back]),
+        *((str(c), frame[c].to_numpy()[back]) for c in frame.columns),
+    ]

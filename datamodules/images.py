@@ -368,9 +368,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             )
 
     def prediction_keys(self) -> list[tuple[str, list[str]]]:
-        """The image file of each ``predict`` row (``predict_path``'s, or the test split's), for files."""
-        files = self._load()["predict" if self._has_predict_split() else "test"].files
-        return [("file", [str(f) for f in files])] if files is not None else []
+        """The image file of each ``predict`` row (``predict_path``'s, or the test split's), for files; for the
+        test split, the class each row is scored against."""
+        split = self._load()["predict" if self._has_predict_split() else "test"]
+        keys = [("file", [str(f) for f in split.files])] if split.files is not None else []
+        if not self._has_predict_split():
+            keys.append(("label", [self.labels[i] for i in np.asarray(split.labels).tolist()]))
+        return keys
 
     def transform(self, train: bool):
         from timm.data import create_transform

@@ -485,8 +485,15 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         # predict writes one row per test pair, in the file's order, so that its rows map back to the file's
         splits["predict"] = PairSplit(sources, targets, group=False)
         longest["predict"] = longest["test"]
+        self._predict_keys = [("line", lines), ("target", pairs["target"].tolist())]
         self.splits.update(splits)
         self.longest.update(longest)
+
+    def prediction_keys(self) -> list[tuple[str, list]]:
+        """Beside each ``predict`` row (a test pair): its line in the test file and its target as written there
+        (the reference the prediction is scored against)."""
+        self.setup()
+        return self._predict_keys
 
     def _has_predict_split(self) -> bool:
         return True

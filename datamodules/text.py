@@ -402,10 +402,12 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
         """What ties each ``predict`` row to its record in ``predict_path``: its row (1-based, the header and
         blank lines not counted, as pandas and ``datasets`` count them) and the file's other columns (an id, a
-        label), read again; none for the test set, whose rows are in order."""
+        label), read again. For the test split (no ``predict_path``): the label each row is scored against."""
         hp = self.hparams
         if not hp.predict_path:
-            return []
+            test = self.splits["test"]
+            ids = np.asarray(test.labels_of(np.arange(len(test)))).tolist()
+            return [("label", [self.labels[i] if i >= 0 else "" for i in ids])]
         data = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
         others = [c for c in data.column_names if c != hp.text_column]
         table = data.select_columns(others).with_format("numpy")

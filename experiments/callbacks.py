@@ -159,7 +159,14 @@ class PredictionWriter(BasePredictionWriter):
         if predictions and isinstance(predictions[0], list):  # text a model wrote (seq2seq): (source, output)
             pairs = [p for batch in predictions for p in batch]
             rows = sorted(zip(index or range(len(pairs)), pairs, strict=True))
-            lines = ["index\tsource\tprediction", *(f"{i}\t{s}\t{t}" for i, (s, t) in rows)]
+            keys = _prediction_keys(trainer, ["index", "source", "prediction"])
+            before = [k for k in keys if k != "target"]  # the row's place, then source, target, prediction
+            after = ["target"] if "target" in keys else []
+            lines = ["\t".join(["index", *before, "source", *after, "prediction"])] + [
+                "\t".join([str(i), *(_cell(keys[k][i]) for k in before), _cell(s),
+                           *(_cell(keys[k][i]) for k in after), _cell(t)])
+                for i, (s, t) in rows
+            ]  # fmt: skip
             write_atomic(path, "\n".join(lines) + "\n")
             print(f"predictions: {path}")
             return

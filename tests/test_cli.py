@@ -296,6 +296,42 @@ def test_predict_writes_one_row_per_sequence_tied_to_its_record(in_tmp):
     assert [r[:2] for r in written["bare.csv"]] == [["index", "row"], ["0", "1"], ["1", "3"]]
 
 
+def test_predict_on_the_test_split_says_where_each_row_comes_from_and_its_label(in_tmp):
+    """Without a predict_path, predict reads the test split: each row then carries the label it is scored
+    against, and where it comes from: the training file's row (id and label columns beside it) for a split held
+    out of it, in the split's seeded order; the record of an encoded folder; nothing more for simulated data."""
+    import numpy as np
+
+    from datamodules.dna_io import encode_file
+
+    rng = np.random.default_rng(0)
+    records = [
+        (f"s{k}", "".join(rng.choice(list("ACGT"), 40)), round(float(rng.normal()), 3)) for k in range(80)
+    ]
+    lines = ["id,sequence,label", *(f"{i},{q},{y}" for i, q, y in records)]
+    (in_tmp / "train.csv").write_text("\n".join(lines) + "\n")
+    encode_file(in_tmp / "train.csv", in_tmp / "encoded")
+    written = {}
+    for name, data in (("table", ["--data.train_path=train.csv"]), ("folder", ["--data.train_path=encoded"]),
+                       ("simulated", TINY_DATA)):  # fmt: skip
+        args = ["--config", str(DNA / "cnn.yaml"), *data, *NO_LOGGER, "--data.batch_size=16"]
+        ExperimentCLI(args=["fit", *args, "--trainer.max_epochs=1", f"--trainer.default_root_dir={name}"])
+        ckpt = next((in_tmp / name).rglob("last.ckpt"))
+        ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={name}"])
+        found = next((in_tmp / name).rglob("predictions.tsv"))
+        written[name] = [r.split("\t") for r in found.read_text().splitlines()]
+    table, folder = written["table"], written["folder"]
+    assert table[0] == ["index", "row", "id", "label", "prediction"]  # the file's own label column
+    assert folder[0] == ["index", "record", "label", "prediction"]
+    assert len(table) == len(folder) == 1 + 8  # the base's test_fraction 0.1 of 80
+    for row, record in zip(table[1:], folder[1:], strict=True):
+        k = int(row[1]) - 1  # the file's data row, 1-based
+        assert row[2:4] == [records[k][0], str(records[k][2])]
+        assert int(record[1]) == k + 1 and float(record[2]) == pytest.approx(records[k][2])  # the same split
+    assert [int(r[1]) for r in table[1:]] != sorted(int(r[1]) for r in table[1:])  # the split's seeded order
+    assert written["simulated"][0] == ["index", "label", "prediction"] and len(written["simulated"]) == 1 + 21
+
+
 def test_one_seed_reports_no_spread():
     from experiments.report import markdown_table, summarize
 

@@ -132,10 +132,11 @@ def test_an_image_folder_predicts_files_and_class_names_and_a_checkpoint_keeps_i
     ckpt = next(in_tmp.rglob("last.ckpt"))
     ExperimentCLI(args=["predict", *args, "--data.test_path=test", f"--ckpt_path={ckpt}"])
     rows = [r.split("\t") for r in next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()]
-    assert rows[0] == ["index", "file", "predicted", "p_cat", "p_dog"] and len(rows) == 5
+    assert rows[0] == ["index", "file", "label", "predicted", "p_cat", "p_dog"] and len(rows) == 5
     assert [r[1] for r in rows[1:]] == [f"test/{c}/{i}.png" for c in ("cat", "dog") for i in range(2)]
-    assert all(r[2] == ("cat" if float(r[3]) >= float(r[4]) else "dog") for r in rows[1:])
-    assert all(abs(float(r[3]) + float(r[4]) - 1) < 1e-5 for r in rows[1:])
+    assert [r[2] for r in rows[1:]] == ["cat", "cat", "dog", "dog"]  # the class each row is scored against
+    assert all(r[3] == ("cat" if float(r[4]) >= float(r[5]) else "dog") for r in rows[1:])
+    assert all(abs(float(r[4]) + float(r[5]) - 1) < 1e-5 for r in rows[1:])
     new = in_tmp / "new"  # new images as they come: no class folders, a grey one, a hidden folder
     new.mkdir()
     (in_tmp / "test" / "dog" / "1.png").rename(new / "b.png")

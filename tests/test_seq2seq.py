@@ -470,10 +470,13 @@ def test_every_model_trains_validates_and_tests_through_the_cli(model, in_tmp):
     cli.trainer.predict(cli.model, datamodule=cli.datamodule)
     written = sorted(in_tmp.rglob("predictions.tsv"))[0].read_text().splitlines()
     assert (
-        written[0] == "index\tsource\tprediction" and len(written) == 1 + 27
+        written[0] == "index\tline\tsource\ttarget\tprediction" and len(written) == 1 + 27
     )  # every test pair, repeats too
-    words = [line.split("\t")[0] for line in (in_tmp / "pairs" / "test.tsv").read_text().splitlines()[1:]]
-    assert [row.split("\t")[1] for row in written[1:]] == words  # each row's source, in the file's order
+    pairs = [line.split("\t") for line in (in_tmp / "pairs" / "test.tsv").read_text().splitlines()[1:]]
+    # each row's line, source and target (the reference it is scored against), in the file's order
+    assert [row.split("\t")[1:4] for row in written[1:]] == [
+        [str(k + 2), *pair] for k, pair in enumerate(pairs)
+    ]
     maps = sorted(in_tmp.rglob("alignment/*.png"))
     assert len(maps) == (0 if model == "gru" else 2 * 2)  # two words at each of two validations
     if model == "gru":

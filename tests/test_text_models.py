@@ -1,6 +1,8 @@
 """Models on tokens: pads never change the logits, the course's Transformer counted by hand, attention maps,
 every text config trains a step, the pretrained encoder, the attention command, the text comparison."""
 
+import csv
+
 import numpy as np
 import pytest
 import torch
@@ -288,3 +290,11 @@ def test_predict_on_a_file_keeps_its_rows_and_other_columns(tmp_path, monkeypatc
     rows = [r.split("\t") for r in found.read_text().splitlines()]
     assert rows[0][:4] == ["index", "row", "label", "predicted"]
     assert [r[2] for r in rows[1:]] == ["fresh", "", "meh"]
+    # no predict_path: the test split, each row with the label it is scored against (the file's, in its order)
+    found.unlink()
+    ExperimentCLI(args=[a for a in predict if not a.startswith("--data.predict_path")])
+    (found,) = (tmp_path / "logs").rglob("predictions.tsv")
+    rows = [r.split("\t") for r in found.read_text().splitlines()]
+    with open(tmp_path / "d" / "test.csv", newline="") as f:
+        expected = [r["label"] for r in csv.DictReader(f)]
+    assert rows[0][:3] == ["index", "label", "predicted"] and [r[1] for r in rows[1:]] == expected
