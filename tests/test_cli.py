@@ -312,7 +312,13 @@ def test_predict_on_the_test_split_says_where_each_row_comes_from_and_its_label(
     (in_tmp / "train.csv").write_text("\n".join(lines) + "\n")
     encode_file(in_tmp / "train.csv", in_tmp / "encoded")
     written = {}
-    fit = ["--config", str(DNA / "cnn.yaml"), "--data.train_path=train.csv", *NO_LOGGER, "--data.batch_size=16"]
+    fit = [
+        "--config",
+        str(DNA / "cnn.yaml"),
+        "--data.train_path=train.csv",
+        *NO_LOGGER,
+        "--data.batch_size=16",
+    ]
     ExperimentCLI(args=["fit", *fit, "--trainer.max_epochs=1", "--trainer.default_root_dir=fit"])
     ckpt = next((in_tmp / "fit").rglob("last.ckpt"))  # a CNN reads sequences of any length: one model for all
     for name, data in (("table", ["--data.train_path=train.csv"]), ("folder", ["--data.train_path=encoded"]),
