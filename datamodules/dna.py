@@ -132,7 +132,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self._stats: dict | None = None
         # where each row of the split ``predict`` reads (predict_path's, else the test split) comes from: the file
         # (or encoded folder) and the row's line (or record) there, in the split's order
-        self._origin: dict[str, tuple[str, np.ndarray]] = {}
+        self._origin: dict[str, tuple[str, np.ndarray | None]] = {}
 
     # Sizes the data knows; the CLI links them into the model.
     @property
