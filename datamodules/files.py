@@ -140,8 +140,9 @@ def build_folder_once(path: Path, build) -> None:
 def first_non_utf8(
     file: Path, block: int = 1 << 20, opener: Callable[[Path], BinaryIO] | None = None
 ) -> tuple[int, int, int] | None:
-    """(byte offset, line, byte value) of the first byte that is not UTF-8, reading a block at a time; ``opener``
-    (a binary stream of the file, say a gzip file's decompressed bytes) when not ``open(file, "rb")``."""
+    """(byte, line, byte value) of the first byte that is not UTF-8, its byte and line counted from 1 as ``cmp``
+    counts them (and as a field's byte is counted), reading a block at a time; ``opener`` (a binary stream of the
+    file, say a gzip file's decompressed bytes) when not ``open(file, "rb")``."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = line = 0
     with (opener or (lambda path: open(path, "rb")))(file) as f:  # noqa: SIM115 (closed by this with)
@@ -152,14 +153,14 @@ def first_non_utf8(
             except UnicodeDecodeError as err:  # err.start counts from the pending bytes
                 data = pending + chunk
                 return (
-                    offset - len(pending) + err.start,
+                    offset - len(pending) + err.start + 1,
                     line + data[: err.start].count(b"\n") + 1,
                     data[err.start],
                 )
             offset, line = offset + len(chunk), line + chunk.count(b"\n")
     pending = decoder.getstate()[0]
     if pending:  # the file ends inside a character
-        return offset - len(pending), line + 1, pending[0]
+        return offset - len(pending) + 1, line + 1, pending[0]
     return None
 
 
@@ -168,8 +169,8 @@ def utf8_problem(file: Path, opener: Callable[[Path], BinaryIO] | None = None) -
     bad = first_non_utf8(file, opener=opener)
     if bad is None:
         return None
-    offset, line, value = bad
-    return f"not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save the file as UTF-8"
+    byte, line, value = bad
+    return f"not UTF-8 text: byte {byte} (line {line}) is 0x{value:02x}; save the file as UTF-8"
 
 
 def not_utf8(file: Path, opener: Callable[[Path], BinaryIO] | None = None) -> str:

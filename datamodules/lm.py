@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.files import NpyStream, build_folder_once, first_non_utf8, write_atomic
+from datamodules.files import NpyStream, build_folder_once, not_utf8, write_atomic
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.text_sources import FORMATS, load_file, load_hub
@@ -117,10 +117,7 @@ class Part:
                 try:
                     text = decoder.decode(block, final=position + len(block) >= self.stop)
                 except UnicodeDecodeError:
-                    offset, line, value = first_non_utf8(self.path)
-                    raise DataError(
-                        f"{self.path}: not UTF-8 text: byte {offset} (line {line}) is 0x{value:02x}; save it as UTF-8"
-                    ) from None
+                    raise DataError(not_utf8(self.path)) from None
                 position += len(block)
                 yield text, position >= self.stop and self.stop == self.path.stat().st_size
 

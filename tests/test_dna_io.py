@@ -226,7 +226,7 @@ def test_a_failed_encode_leaves_no_folder(tmp_path):
         ("d.txt", b"ACGT 1\nACG\xe9T 2\n", "d.txt:2: not UTF-8 text: sequence byte 4 is 0xe9; save the file as UTF-8"),
         ("d.txt", b"ACGT 1\nACGT 2\xe9\n", "d.txt:2: not UTF-8 text: label byte 2 is 0xe9; save the file as UTF-8"),
         ("d.tsv", b"sequence\tlabel\nACGT\t1\nACGT\t2\xe9\n",
-         "d.tsv: not UTF-8 text: byte 28 (line 3) is 0xe9; save the file as UTF-8"),
+         "d.tsv: not UTF-8 text: byte 29 (line 3) is 0xe9; save the file as UTF-8"),
         # UTF-8 text: the character as written, counted in characters (not bytes, not a chunk's offset)
         ("d.txt", "ACGT 1\nAé\u00e9CT 2\n".encode(), "d.txt:2: sequence base 2 is 'é', expected one of A, C, G"),
         ("d.csv", "sequence,label\nACGT,1\nACé,2\n".encode(), "d.csv:3: sequence base 3 is 'é', expected"),

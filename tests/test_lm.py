@@ -282,7 +282,7 @@ def test_generate_refuses_a_checkpoint_of_another_task(in_tmp):
 
 def test_bad_corpora_are_named_in_one_line(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 10)
-    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text: byte 3 \(line 1\) is 0xe9"):
+    with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text: byte 4 \(line 1\) is 0xe9"):
         data(tmp_path, train_path=str(tmp_path / "latin1.txt"))
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="empty.txt: the corpus is empty"):

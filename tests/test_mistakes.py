@@ -102,7 +102,7 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         _cli("--config=list.yaml")
     (in_tmp / "latin.yaml").write_bytes(b"trainer: {max_epochs: 1}\n# caf\xe9\n")
     with pytest.raises(
-        ConfigError, match=r"latin.yaml: not UTF-8 text: byte 30 \(line 2\) is 0xe9; save the file as UTF-8"
+        ConfigError, match=r"latin.yaml: not UTF-8 text: byte 31 \(line 2\) is 0xe9; save the file as UTF-8"
     ):
         _cli("--config=latin.yaml")
 
@@ -110,7 +110,7 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
 @pytest.mark.parametrize(
     "name, content, expected",
     [
-        ("latin.csv", b"text,label\nfine,a\ncaf\xe9 au lait,b\n", "latin.csv: not UTF-8 text: byte 21 (line 3) is 0xe9"),
+        ("latin.csv", b"text,label\nfine,a\ncaf\xe9 au lait,b\n", "latin.csv: not UTF-8 text: byte 22 (line 3) is 0xe9"),
         ("empty.csv", b"", "empty.csv: file is empty"),
         ("header.csv", b"text,label\n", "header.csv: no data rows (a header only?)"),
         ("ragged.csv", b"text,label\nfine,a\nsome, more,b\nok,a\n", "ragged.csv: line 3 has 3 fields, the header has 2"),
@@ -121,7 +121,7 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         ("late.jsonl", b'{"text": "a", "label": null}\n' + b'{"text": "a", "label": "x"}\n' * 10_001 + b'{"text": "b", "label": 2}\n',
          "late.jsonl: row 10003 (line 10003): column 'label' holds 2 (a number or other JSON) where row 2 (line 2) holds \"x\" (text)"),
         ("latin.jsonl", b'{"text": "fine", "label": "a"}\n{"text": "caf\xe9", "label": "b"}\n',
-         "latin.jsonl: not UTF-8 text: byte 44 (line 2) is 0xe9"),
+         "latin.jsonl: not UTF-8 text: byte 45 (line 2) is 0xe9"),
     ],
 )  # fmt: skip
 def test_text_files_that_do_not_load_say_why(name, content, expected, tmp_path):
@@ -244,7 +244,7 @@ def test_a_file_that_ends_inside_a_character_names_where(tmp_path):
 
     path = tmp_path / "cut.tsv"
     path.write_bytes("word\tphonemes\ncafé\tK AE1 F\n".encode()[:-9] + b"\n\xc3")  # the last byte: half an é
-    assert first_non_utf8(path) == (len(path.read_bytes()) - 1, 3, 0xC3)
+    assert first_non_utf8(path) == (len(path.read_bytes()), 3, 0xC3)  # the file's last byte, counted from 1
 
 
 def test_a_fasta_file_and_null_sizes_say_what_they_are(tmp_path):

@@ -151,5 +151,5 @@ def test_probe_lines_count_blank_lines_and_bytes_that_are_not_utf8_are_named(tmp
     with pytest.raises(DataError, match=r"pairs.csv:5: stereo_antistereo is 'sideways'"):
         read_crows_pairs(path)
     path.write_bytes(header + "0,Caf\u00e9 more,less,stereo,race\n".encode("latin-1"))
-    with pytest.raises(DataError, match=rf"not UTF-8 text: byte {len(header) + 5} \(line 2\) is 0xe9"):
+    with pytest.raises(DataError, match=rf"not UTF-8 text: byte {len(header) + 6} \(line 2\) is 0xe9"):
         read_crows_pairs(path)

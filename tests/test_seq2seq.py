@@ -410,7 +410,7 @@ def test_bytes_that_are_not_utf8_name_line_and_offset(tmp_path):
     data = paths["test"].read_bytes().split(b"\n")
     data[2] = "café\tK A1 F E1".encode("latin-1")
     paths["test"].write_bytes(b"\n".join(data))
-    offset = len(b"\n".join(data[:2])) + 1 + 3
+    offset = len(b"\n".join(data[:2])) + 1 + 4  # counted from 1, as cmp counts
     with pytest.raises(DataError, match=rf"test.tsv: not UTF-8 text: byte {offset} \(line 3\) is 0xe9"):
         pair_module(paths).setup()
 
