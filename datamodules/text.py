@@ -301,6 +301,14 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             splits, self.tokenizer, self.labels, hp.text_column, hp.label_column, folder, self._count_calls
         )
         meta = {"labels": self.labels, "counts": counts, "truncated": truncated, "identity": self._identity()}
+        if (
+            "test" in splits
+        ):  # for predict on the test split: each row's data row in the file it was read from
+            test = splits["test"]
+            np.save(folder / "test_rows.npy", np.arange(len(test.data)) if test.rows is None else test.rows)
+            meta["test_file"] = hp.test_path or (
+                hp.train_path if hp.dataset is None else None
+            )  # None: the hub's
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
         (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         # the raw tables (a held-out split's row list among them) are done with: their memory goes back for the
@@ -402,12 +410,26 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
         """What ties each ``predict`` row to its record in ``predict_path``: its row (1-based, the header and
         blank lines not counted, as pandas and ``datasets`` count them) and the file's other columns (an id, a
-        label), read again. For the test split (no ``predict_path``): the label each row is scored against."""
+        label), read again. For the test split (no ``predict_path``) likewise, in the file it was read from
+        (``test_path``, or the training file it was held out of; a hub dataset's test split), and the label each
+        row is scored against."""
         hp = self.hparams
         if not hp.predict_path:
             test = self.splits["test"]
             ids = np.asarray(test.labels_of(np.arange(len(test)))).tolist()
-            return [("label", [self.labels[i] if i >= 0 else "" for i in ids])]
+            label = ("label", [self.labels[i] if i >= 0 else "" for i in ids])
+            if not (self.cache_path / "test_rows.npy").exists():  # a cache written by an older version
+                return [label]
+            rows = np.load(self.cache_path / "test_rows.npy")
+            file = json.loads((self.cache_path / "meta.json").read_text()).get("test_file")
+            if not file:  # a hub dataset's test split: its rows there, counted from 1
+                return [("row", rows + 1), label]
+            data = load_file(
+                file, "test_path" if file == hp.test_path else "train_path", str(self.cache_dir / "hf")
+            )
+            others = [c for c in data.column_names if c not in (hp.text_column, hp.label_column)]
+            table = data.select(rows).select_columns(others).with_format("numpy")
+            return [("row", rows + 1), *((c, np.asarray(table[c])) for c in others), label]
         data = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
         others = [c for c in data.column_names if c != hp.text_column]
         table = data.select_columns(others).with_format("numpy")

@@ -290,11 +290,19 @@ def test_predict_on_a_file_keeps_its_rows_and_other_columns(tmp_path, monkeypatc
     rows = [r.split("\t") for r in found.read_text().splitlines()]
     assert rows[0][:4] == ["index", "row", "label", "predicted"]
     assert [r[2] for r in rows[1:]] == ["fresh", "", "meh"]
-    # no predict_path: the test split, each row with the label it is scored against (the file's, in its order)
-    found.unlink()
-    ExperimentCLI(args=[a for a in predict if not a.startswith("--data.predict_path")])
-    (found,) = (tmp_path / "logs").rglob("predictions.tsv")
-    rows = [r.split("\t") for r in found.read_text().splitlines()]
-    with open(tmp_path / "d" / "test.csv", newline="") as f:
-        expected = [r["label"] for r in csv.DictReader(f)]
-    assert rows[0][:3] == ["index", "label", "predicted"] and [r[1] for r in rows[1:]] == expected
+    # no predict_path: the test split, each row with its data row in the file it was read from and the label it
+    # is scored against: test_path's, then a part held out of the training file (rows in the split's order)
+    for test, file in (
+        ([], "test.csv"),
+        (["--data.test_path=null", "--data.test_fraction=0.25"], "train.csv"),
+    ):
+        found.unlink()
+        ExperimentCLI(args=[*(a for a in predict if not a.startswith("--data.predict_path")),
+                            f"--data.tokenizer={saved}", *test])  # fmt: skip
+        (found,) = (tmp_path / "logs").rglob("predictions.tsv")
+        rows = [r.split("\t") for r in found.read_text().splitlines()]
+        with open(tmp_path / "d" / file, newline="") as f:
+            expected = [r["label"] for r in csv.DictReader(f)]
+        assert rows[0][:4] == ["index", "row", "label", "predicted"] and len(rows) == 1 + 20
+        assert [r[2] for r in rows[1:]] == [expected[int(r[1]) - 1] for r in rows[1:]]
+    assert len({int(r[1]) for r in rows[1:]}) == 20 and max(int(r[1]) for r in rows[1:]) <= 80
