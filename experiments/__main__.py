@@ -106,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # Imported late so that --help stays fast.
     from jsonargparse import ArgumentError
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from archbench.errors import UserError
     from experiments.configs import one_line
@@ -130,6 +131,15 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         print("interrupted", file=sys.stderr)
         return 130
+    except (
+        SIGTERMException
+    ):  # Lightning's, after the step under way (a SystemExit of status 0): not a success
+        print(
+            "terminated (SIGTERM): the run stopped after a whole step, which its last.ckpt holds (LastCheckpoint, in "
+            "every base config); 'fit ... --ckpt_path last' resumes it (compare and sweep: the same command again)",
+            file=sys.stderr,
+        )
+        return 143  # the shell's status for SIGTERM
     return 0
 
 

@@ -108,6 +108,15 @@ class LastCheckpoint(ModelCheckpoint):
         if not (self._finished and self._finished["step"] == trainer.global_step):
             self._save(trainer, finished=True)
 
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """SIGTERM (a scheduler's time limit or pre-emption, ``kill``): Lightning ends the step under way, then
+        raises on every rank; the state is whole there, so it is saved, and the run resumes from the step it
+        was stopped at rather than from the last save."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException) and trainer.training:
+            self._save(trainer)
+
     def on_fit_end(self, trainer, pl_module) -> None:
         done = self._resumed_finished
         nothing_trained = done and done["step"] == trainer.global_step and not done["stopped_early"]

@@ -24,6 +24,17 @@ class KillAt(Callback):
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+class TermAt(Callback):
+    """Send this process SIGTERM (as a scheduler's time limit does) when training reaches ``step``."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class KillOnce(KillAt):
     """``KillAt``, but only the first process of all to reach ``step`` dies: it creates ``marker`` (atomically)
     first, so a re-run with the same settings goes through."""

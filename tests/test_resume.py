@@ -14,7 +14,7 @@ import warnings
 import pytest
 import torch
 import yaml
-from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, run_main, run_module
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main, run_module
 
 from archbench.errors import ConfigError
 from experiments.cli import ExperimentCLI
@@ -107,6 +107,33 @@ def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys):
         assert not different, f"killed at step {step}: {different}"
         ids = _wandb_ids(killed)
         assert len(ids) == 2 and ids[0] == ids[1], ids  # the resumed W&B run has the same id
+
+
+def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tmp_path, capsys):
+    """SIGTERM (a scheduler's time limit) mid-epoch, between the every-3-steps saves: the step under way ends,
+    last.ckpt holds it, the command says so with the shell's status for SIGTERM (Lightning's own exit was
+    status 0, and the steps since the last save were lost), and the resumed run ends on the weights of a run
+    never stopped."""
+    every_third = [
+        {"class_path": "experiments.checkpoints.LastCheckpoint", "init_args": {"every_n_train_steps": 3}}
+    ]
+    once = "--trainer.max_epochs=1"  # 10 steps
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    _fit(whole, once, in_process=True)
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    config = yaml.safe_dump({"trainer": {"callbacks": [*every_third, {"class_path": "faults.TermAt",
+                                                                      "init_args": {"step": 7}}]}})  # fmt: skip
+    result = run_main("fit", *RESUMABLE, "--config", config, once, cwd=stopped)
+    assert result.returncode == 143, result.stderr[-2000:]
+    assert last_line(result).startswith("terminated (SIGTERM): the run stopped after a whole step")
+    assert torch.load(_last(stopped), weights_only=True)["global_step"] == 8  # step 7 ended; not 6, the save
+    _fit(stopped, "--ckpt_path=last", once, in_process=True)
+    assert "resuming from" in capsys.readouterr().out
+    ours, reference = _weights(stopped), _weights(whole)
+    assert torch.load(_last(stopped), weights_only=True)["global_step"] == 10
+    assert not [k for k in reference if not torch.equal(reference[k], ours[k])]
 
 
 def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
