@@ -44,6 +44,10 @@ class AutoWandbLogger(WandbLogger):
         # resolves a relative folder there (two compares in one process wrote into the first one's folder).
         save_dir = str(Path(save_dir).resolve())
         super().__init__(project=project, save_dir=save_dir, offline=offline, **kwargs)
+        # Lightning 2.6 passes anonymous=None to wandb.init unless asked, and W&B 0.2x warns at every run that
+        # the setting "has no effect": a line a user can do nothing about. Left out unless given.
+        if self._wandb_init.get("anonymous", "") is None:
+            del self._wandb_init["anonymous"]
 
     @property
     def experiment(self):

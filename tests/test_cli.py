@@ -390,6 +390,9 @@ def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_ne
     assert any(p.suffix == ".ckpt" for p in files) and any(p.name == "config.yaml" for p in files)
     leaked = [str(p) for p in files if secret.encode() in p.read_bytes()]
     assert not leaked and secret not in result.stdout + result.stderr
+    assert (
+        "anonymous setting has no effect" not in result.stderr
+    )  # W&B's warning at every run, on Lightning's None
     metrics = next((in_tmp / "runs" / "dna").rglob("metrics.csv"))
     val = [float(r["val/pearson"]) for r in _read_csv(metrics) if r.get("val/pearson")]
     runs = find_runs(in_tmp / "runs" / "dna")
