@@ -144,7 +144,7 @@ class Comparison:
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
         path = Path(path)
-        comparison = cls(**parse_file(cls.parser(), path), path=path)
+        comparison = cls(**parse_file(cls.parser(), path, cls), path=path)
         comparison._check()
         return comparison
 

@@ -107,12 +107,21 @@ def key_hint(name: str, keys: list[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else f"it takes: {', '.join(keys)}"
 
 
-def parse_file(parser, path: Path) -> dict:
-    """A settings file (a comparison, a sweep) read by its jsonargparse ``parser``: the values, or a ConfigError
-    naming the file and the option (a key the file does not take: its line, and the close key)."""
+def parse_file(parser, path: Path, settings: type) -> dict:
+    """A settings file (a comparison, a sweep) read by its jsonargparse ``parser`` (of the dataclass
+    ``settings``): the values, or a ConfigError naming the file and the option (a key the file does not take:
+    its line, and the close key; a file that holds no settings, or not a mapping: the keys it needs)."""
+    import dataclasses
+
     from jsonargparse import ArgumentError
 
-    check_yaml(path)
+    needs = [f.name for f in dataclasses.fields(settings)
+             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]  # fmt: skip
+    expected = ", ".join(f"{k}:" for k in needs) + ", ..."
+    if check_yaml(path, expected) is None:
+        raise ConfigError(
+            f"{path}: holds no settings (it is empty, or comments alone); it needs {expected[:-5]}"
+        )
     try:
         parsed = parser.parse_path(str(path))
     except ArgumentError as err:
@@ -127,12 +136,13 @@ def parse_file(parser, path: Path) -> dict:
     return {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
 
 
-def check_yaml(path: Path) -> None:
-    """A config file that exists and parses, or a ConfigError naming the file, line and column."""
+def check_yaml(path: Path, expected: str = "trainer:, model:, data:", option: str = "--config"):
+    """A config file that exists and parses, or a ConfigError naming the file, line and column (and ``option``,
+    which gave the file; a file that is no mapping: the ``expected`` keys). Returns what the file holds."""
     if path.is_dir():
-        raise ConfigError(f"--config: {path} is a directory, expected a YAML file")
+        raise ConfigError(f"{option}: {path} is a directory, expected a YAML file")
     if not path.is_file():
-        raise ConfigError(f"--config: file {str(path)!r} not found")
+        raise ConfigError(f"{option}: file {str(path)!r} not found")
     try:
         loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError:
@@ -143,10 +153,9 @@ def check_yaml(path: Path) -> None:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if loaded is not None and not isinstance(loaded, dict):
-        raise ConfigError(
-            f"{path}: expected a mapping of options (trainer:, model:, data:), found {loaded!r:.60}"
-        )
+        raise ConfigError(f"{path}: expected a mapping of options ({expected}), found {loaded!r:.60}")
     _refuse_duplicate_keys(path, yaml.compose(path.read_text()))
+    return loaded
 
 
 def _refuse_duplicate_keys(path: Path, node, where: str = "") -> None:

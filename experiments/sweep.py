@@ -101,7 +101,7 @@ class Sweep:
         path = Path(path)
         parser = ArgumentParser(prog="archbench sweep", exit_on_error=False, default_env=False)
         parser.add_class_arguments(cls, skip={"path", "base_args", "section"})
-        sweep = cls(**parse_file(parser, path), path=path)
+        sweep = cls(**parse_file(parser, path, cls), path=path)
         sweep._check()
         return sweep
 
@@ -125,8 +125,8 @@ class Sweep:
             raise ConfigError(
                 f"{self.where('threshold')}: {self.threshold!r} needs lower and/or upper, nothing else"
             )
-        for file in self.config_files():
-            check_yaml(file)
+        for k, file in enumerate(self.config_files()):  # named in the sweep file, where a user looks
+            check_yaml(file, option=f"{self.where('configs')}[{k}]")
 
     def _check_range(self, key: str, spec) -> None:
         """One key of the space, as Optuna will take it: every mistake named now, not once per trial."""

@@ -99,6 +99,22 @@ def test_a_sweep_whose_runs_never_validate_stops_and_keeps_no_run(in_tmp, monkey
 
 
 @pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"sweep.yaml: holds no settings \(it is empty, or comments alone\); it needs configs:, space:, metric:$"),
+        ("# to do\n", r"sweep.yaml: holds no settings"),
+        ("- a\n- b\n", r"sweep.yaml: expected a mapping of options \(configs:, space:, metric:, ...\), found \['a', 'b'\]"),
+        ("name: x\nconfigs: [nope.yaml]\nmetric: val/loss\nspace: {lr: {type: uniform, low: 0, high: 1}}\n",
+         r"sweep.yaml:2: configs\[0\]: file '.*nope.yaml' not found"),
+    ],
+)  # fmt: skip
+def test_a_sweep_file_that_is_empty_not_a_mapping_or_names_a_missing_config_says_so(in_tmp, text, message):
+    (in_tmp / "sweep.yaml").write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        Sweep.load(in_tmp / "sweep.yaml")
+
+
+@pytest.mark.parametrize(
     ("spec", "message"),
     [
         ({"type": "log_uniform", "low": 0, "high": 1}, "lr: log_uniform needs low > 0, got 0"),
