@@ -230,7 +230,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             splits = {name: split.data for name, split in simulated.items()}
             self.noise_ceiling = noise_ceiling(simulated["test"])
         else:
-            train = self._read(hp.train_path, "train", read)
+            # the training file's lines only where predict may read a split held out of it
+            train = self._read(
+                hp.train_path, "train" if hp.test_path is None and hp.test_fraction else "", read
+            )
             held = {s: self._read(hp[f"{s}_path"], s, read)
                     for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
             sizes = {
@@ -240,7 +243,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             if len(parts["train"]) == 0:
                 raise DataError(f"{hp.train_path}: no training examples left after the held-out splits")
             splits = {**{s: train.view(parts[s]) for s in sizes}, **held, "train": train.view(parts["train"])}
-            path, lines = self._origin.pop("train")
+            path, lines = self._origin.pop("train", (str(hp.train_path), None))
             if "test" in sizes:  # held out of the training file: its rows' lines there
                 rows = splits["test"].rows(np.arange(len(splits["test"])))
                 self._origin["test"] = (path, None if lines is None else lines[rows])
@@ -264,7 +267,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
     def _read(self, path: str, split: str, read: dict) -> RaggedStore:
         """``read_dna`` of one split's file, noting where its rows come from (``_origin``) for ``predict``: their
         lines in a file, their records (1-based) in an encoded folder. Only what ``predict`` may read is kept."""
-        lines: list[np.ndarray] = []
+        lines: list[np.ndarray] | None = [] if split in ("train", "test", "predict") else None
         data = read_dna(path, **read, lines=lines)
         if split in ("train", "test", "predict"):
             self._origin[split] = (str(path), np.concatenate(lines) if lines else None)  # None: a folder
@@ -291,7 +294,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         splits = self._load()
         split = "predict" if "predict" in splits else "test"
         data = splits[split]
-        labels = [("label", data.labels_of(np.arange(len(data))))] if split == "test" else []
+        values = data.labels_of(np.arange(len(data)))
+        if self.task == "classification":  # class ids, written as the predicted column writes them
+            values = values.astype(np.int64)
+        labels = [("label", values)] if split == "test" else []
         if split not in self._origin:  # the simulated benchmark
             return labels
         path, lines = self._origin[split]
@@ -359,6 +365,10 @@ def _table_keys(path: Path, fmt: str, lines: np.ndarray, sequence: str) -> list[
             parts.append(frame.loc[hit, [c for c in frame.columns if c != sequence]])
             seen += len(frame)
     frame = pd.concat(parts)
+    if len(frame) != len(lines):  # the file changed since it was read
+        raise DataError(
+            f"{path}: {len(lines) - len(frame)} of the rows read earlier are not there now; was it changed?"
+        )
     back = np.empty_like(order)
     back[order] = np.arange(len(order))  # from the file's order to the split's
     return [

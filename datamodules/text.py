@@ -301,14 +301,10 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             splits, self.tokenizer, self.labels, hp.text_column, hp.label_column, folder, self._count_calls
         )
         meta = {"labels": self.labels, "counts": counts, "truncated": truncated, "identity": self._identity()}
-        if (
-            "test" in splits
-        ):  # for predict on the test split: each row's data row in the file it was read from
+        if "test" in splits:  # for predict on the test split: each row's row in what it was read from
             test = splits["test"]
             np.save(folder / "test_rows.npy", np.arange(len(test.data)) if test.rows is None else test.rows)
-            meta["test_file"] = hp.test_path or (
-                hp.train_path if hp.dataset is None else None
-            )  # None: the hub's
+            meta["test_rows_of"] = "train" if test.source.endswith("[test part]") else "test"
         (folder / "tokenizer.json").write_text(self.tokenizer_json())
         (folder / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         # the raw tables (a held-out split's row list among them) are done with: their memory goes back for the
@@ -418,15 +414,19 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
             test = self.splits["test"]
             ids = np.asarray(test.labels_of(np.arange(len(test)))).tolist()
             label = ("label", [self.labels[i] if i >= 0 else "" for i in ids])
-            if not (self.cache_path / "test_rows.npy").exists():  # a cache written by an older version
+            rows_of = json.loads((self.cache_path / "meta.json").read_text()).get("test_rows_of")
+            if rows_of is None:  # a cache written by an older version
+                rank_zero_warn(f"{self.cache_path}: tokenized by an older version, which kept no rows of the test "
+                               "split: predictions.tsv has their labels alone; delete that folder for the rows")  # fmt: skip
                 return [label]
             rows = np.load(self.cache_path / "test_rows.npy")
-            file = json.loads((self.cache_path / "meta.json").read_text()).get("test_file")
-            if not file:  # a hub dataset's test split: its rows there, counted from 1
-                return [("row", rows + 1), label]
-            data = load_file(
-                file, "test_path" if file == hp.test_path else "train_path", str(self.cache_dir / "hf")
-            )
+            hub = (
+                hp.dataset is not None and self._state is None
+            )  # (from a checkpoint, the test file is local)
+            if hub:  # rows of the hub's test split, or of its train split the test was held out of, from 1
+                return [(f"{rows_of}_row", rows + 1), label]
+            option = "test_path" if rows_of == "test" else "train_path"
+            data = load_file(hp[option], option, str(self.cache_dir / "hf"))
             others = [c for c in data.column_names if c not in (hp.text_column, hp.label_column)]
             table = data.select(rows).select_columns(others).with_format("numpy")
             return [("row", rows + 1), *((c, np.asarray(table[c])) for c in others), label]

@@ -131,15 +131,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         print("interrupted", file=sys.stderr)
         return 130
-    except (
-        SIGTERMException
-    ):  # Lightning's, after the step under way (a SystemExit of status 0): not a success
-        print(
-            "terminated (SIGTERM): the run stopped after a whole step, which its last.ckpt holds (LastCheckpoint, in "
-            "every base config); 'fit ... --ckpt_path last' resumes it (compare and sweep: the same command again)",
-            file=sys.stderr,
-        )
-        return 143  # the shell's status for SIGTERM
+    except SIGTERMException as err:  # Lightning's, after the batch under way (a SystemExit of status 0)
+        saved = getattr(err, "last_checkpoint", None)  # set by LastCheckpoint where it saved that step
+        resume = {
+            "fit": "'fit ... --ckpt_path last' resumes it",
+            "compare": "the same command again resumes it",
+        }
+        if saved and command in resume:
+            said = f"the run stopped after a whole step, saved in {saved}; {resume[command]}"
+        elif command in resume:
+            said = f"the step under way was not saved; {resume[command]} from the run's last save"
+        else:
+            said = "stopped"
+        print(f"terminated (SIGTERM): {said}", file=sys.stderr)
+        return 143  # the shell's status for SIGTERM, whatever was saved
     return 0
 
 

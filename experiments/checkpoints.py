@@ -109,13 +109,21 @@ class LastCheckpoint(ModelCheckpoint):
             self._save(trainer, finished=True)
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        """SIGTERM (a scheduler's time limit or pre-emption, ``kill``): Lightning ends the step under way, then
-        raises on every rank; the state is whole there, so it is saved, and the run resumes from the step it
-        was stopped at rather than from the last save."""
+        """SIGTERM (a scheduler's time limit or pre-emption, ``kill``): Lightning ends the batch under way, then
+        raises; the state is whole there, so it is saved, and the run resumes from the step it was stopped at
+        rather than from the last save. The checkpoint is set on the exception (``last_checkpoint``) for the
+        command's message. Not saved (the last save stands): during a validation; between the micro-batches of
+        an accumulated step (their gradients are in no checkpoint); under several processes, whose ranks may
+        stop a batch apart (a save's barrier would wait for a rank that trains on)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if isinstance(exception, SIGTERMException) and trainer.training:
-            self._save(trainer)
+        if not isinstance(exception, SIGTERMException) or not trainer.training:
+            return
+        if trainer.world_size > 1 or trainer.accumulate_grad_batches > 1:
+            return
+        self._save(trainer)
+        if self._saved_step == trainer.global_step:
+            exception.last_checkpoint = self.last_model_path
 
     def on_fit_end(self, trainer, pl_module) -> None:
         done = self._resumed_finished

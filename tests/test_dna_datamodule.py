@@ -188,3 +188,27 @@ def test_a_label_that_is_not_a_class_id_names_its_line_in_the_training_file(tmp_
     with pytest.raises(DataError) as err:
         DNADataModule(train_path=str(tmp_path / "enc"), **split).setup()
     assert str(err.value) == f"{tmp_path / 'enc'}: record 3: label -1 {why}"
+
+
+def test_predict_on_a_held_out_split_of_a_text_file_names_its_lines_and_class_ids(tmp_path):
+    """A classifier's test split held out of a plain-text file (blank and bad lines skipped): each row's line in
+    the file and its class id, written as the predicted class is (2, not 2.0), in the split's order."""
+    lines = [
+        "ACGT 0",
+        "",
+        "GGCCA 1",
+        "ACGU 2",
+        *(f"{'ACGT'[k % 4] * (k % 7 + 3)} {k % 3}" for k in range(40)),
+    ]
+    (tmp_path / "c.txt").write_text("\n".join(lines) + "\n")
+    data = DNADataModule(train_path=str(tmp_path / "c.txt"), task="classification", on_bad_line="skip",
+                         val_fraction=0.2, test_fraction=0.25)  # fmt: skip
+    data.setup()
+    keys = dict(data.prediction_keys())
+    assert (
+        list(keys) == ["line", "label"] and len(keys["line"]) == len(data.splits["test"]) == 10
+    )  # 0.25 of 42
+    assert keys["label"].dtype == np.int64
+    for line, label in zip(keys["line"], keys["label"], strict=True):
+        assert lines[line - 1].split()[1] == str(label)  # the file's line, counted from 1
+    assert 4 not in set(keys["line"].tolist())  # the bad record is no row

@@ -1,5 +1,5 @@
 """compare's launchers with real processes: the local launcher's worker pool (2 workers on the CPU) gives the
-sequential launcher's results, reports a killed run with its log and resumes only that run; submitit's
+sequential launcher's results and reports a killed run with its log, which a re-run alone resumes; submitit's
 LocalExecutor stands in for SLURM."""
 
 import json
@@ -37,9 +37,11 @@ def _results(folder, out: str) -> dict:
     return {(r["model"], r["seed"]): r["test"] for r in runs}
 
 
-def test_local_launcher_reports_a_killed_run_resumes_only_it_and_matches_sequential(
+def test_local_launcher_reports_a_killed_run_which_a_rerun_alone_resumes_and_matches_sequential(
     in_tmp, monkeypatch, capsys
 ):
+    """Two workers, one run killed: reported with its log, the other tabled; the re-run (sequential, in this
+    process) resumes only the killed run; both equal a sequential comparison's."""
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))  # faults, in workers
     monkeypatch.setenv("WANDB_MODE", "disabled")  # no W&B service to start in each worker (tested elsewhere)
     config = _comparison(in_tmp, "parallel")

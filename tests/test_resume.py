@@ -134,6 +134,18 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
     ours, reference = _weights(stopped), _weights(whole)
     assert torch.load(_last(stopped), weights_only=True)["global_step"] == 10
     assert not [k for k in reference if not torch.equal(reference[k], ours[k])]
+    # stopped between the micro-batches of an accumulated step: their gradients are in no checkpoint, so nothing
+    # is saved, and the message says the run resumes from its last save instead
+    config = yaml.safe_dump({"trainer": {"callbacks": [*every_third, {"class_path": "faults.TermAt",
+                                                                      "init_args": {"step": 2}}]}})  # fmt: skip
+    accumulating = tmp_path / "accumulating"
+    accumulating.mkdir()
+    result = run_main("fit", *RESUMABLE, "--config", config, once, "--trainer.accumulate_grad_batches=2",
+                      cwd=accumulating)  # fmt: skip
+    assert result.returncode == 143 and last_line(result) == (
+        "terminated (SIGTERM): the step under way was not saved; 'fit ... --ckpt_path last' resumes it from the "
+        "run's last save"
+    )
 
 
 def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
