@@ -8,15 +8,29 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 
+from google.protobuf.message import DecodeError
 from wandb.proto import wandb_internal_pb2
 
 _BLOCK = 32 * 1024
 _FULL, _FIRST, _MIDDLE, _LAST = 1, 2, 3, 4
 
 
-def records(path: str | Path) -> list[wandb_internal_pb2.Record]:
+def records(path: str | Path, wait: float = 10.0) -> list[wandb_internal_pb2.Record]:
+    """The file's records. W&B's service writes the file on its own after ``finish()`` returns: a record cut short
+    at the end (a busy machine) is read again, every 0.2 s for up to ``wait`` seconds, before it counts as
+    corrupt."""
+    for _ in range(int(wait / 0.2)):
+        try:
+            return _records(path)
+        except DecodeError:
+            time.sleep(0.2)
+    return _records(path)
+
+
+def _records(path: str | Path) -> list[wandb_internal_pb2.Record]:
     data = Path(path).read_bytes()
     assert data[:4] == b":W&B", f"{path}: not a .wandb file"
     pos, out, pending = 7, [], b""
