@@ -16,23 +16,20 @@ from lightning.pytorch.callbacks import Callback
 class KillAt(Callback):
     """SIGKILL this process (a real kill: no clean-up, no handlers) when training reaches ``step``."""
 
-    def __init__(self, step: int):
-        self.step = step
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGKILL)
-
-
-class TermAt(Callback):
-    """Send this process SIGTERM (as a scheduler's time limit does) when training reaches ``step``."""
+    SIGNAL = signal.SIGKILL
 
     def __init__(self, step: int):
         self.step = step
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if trainer.global_step == self.step:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), self.SIGNAL)
+
+
+class TermAt(KillAt):
+    """``KillAt`` with SIGTERM, as a scheduler's time limit sends: Lightning's handler lets the step end."""
+
+    SIGNAL = signal.SIGTERM
 
 
 class KillOnce(KillAt):
