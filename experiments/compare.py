@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import math
 import shutil
 import sys
@@ -40,6 +39,7 @@ from experiments.configs import (
     finite_float,
     key_hint,
     key_line,
+    lightning_quiet,
     one_line,
     parse_file,
     split_options,
@@ -270,12 +270,8 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
     data file, a width the heads do not divide) stops that row's run when it starts."""
     from jsonargparse import ArgumentError
 
-    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
-    levels = [logger.level for logger in quiet]
-    for logger in quiet:  # the trainer's and the seed's notes are said again when each run starts
-        logger.setLevel(logging.WARNING)
     parsed = {}
-    try:
+    with lightning_quiet():  # the trainer's and the seed's notes are said again when each run starts
         for model in comparison.models:
             where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
             try:
@@ -289,9 +285,6 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
                 ) from None
             except UserError as err:
                 raise type(err)(f"{where}: {err}") from None
-    finally:
-        for logger, level in zip(quiet, levels, strict=True):
-            logger.setLevel(level)
     if overrides and len(parsed) > 1:
         _say_flattened(
             comparison, {m: [_settings(c) for c in configs] for m, configs in parsed.items()}, overrides

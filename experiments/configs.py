@@ -7,10 +7,12 @@ jsonargparse sees it.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import hashlib
 import importlib
 import inspect
+import logging
 import math
 import re
 import sys
@@ -105,6 +107,21 @@ def key_hint(name: str, keys: list[str]) -> str:
     """For a key a settings file does not take: ``did you mean 'seeds'?``, or the keys it takes."""
     close = difflib.get_close_matches(name, keys, n=1)
     return f"did you mean {close[0]!r}?" if close else f"it takes: {', '.join(keys)}"
+
+
+@contextlib.contextmanager
+def lightning_quiet():
+    """Lightning's info lines (the seed set, the accelerators found) held back, for the parses that check every
+    row's or trial's options before any runs: each run says them when it starts."""
+    quiet = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+    levels = [logger.level for logger in quiet]
+    for logger in quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(quiet, levels, strict=True):
+            logger.setLevel(level)
 
 
 def parse_file(parser, path: Path, settings: type) -> dict:

@@ -44,7 +44,15 @@ from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
 from datamodules.files import write_atomic
-from experiments.configs import CommandParser, check_yaml, fingerprint, key_line, parse_file, split_options
+from experiments.configs import (
+    CommandParser,
+    check_yaml,
+    fingerprint,
+    key_line,
+    lightning_quiet,
+    parse_file,
+    split_options,
+)
 from experiments.launchers import worker_env
 
 # Each kind of range and the keys it takes besides ``type``.
@@ -537,17 +545,18 @@ def check_keys(sweep: Sweep, overrides: list[str]) -> None:
 
     given = {k: spec["values"] if spec["type"] == "choice" else [spec["low"], spec["high"]]
              for k, spec in sweep.space.items()}  # fmt: skip
-    for n in range(max(len(v) for v in given.values())):
-        values = {k: v[min(n, len(v) - 1)] for k, v in given.items()}
-        try:
-            parse(values)
-        except (ArgumentError, ConfigError):
-            for key, value in values.items():  # which key: each alone
-                try:
-                    parse({key: value})
-                except (ArgumentError, ConfigError) as err:
-                    raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
-            raise
+    with lightning_quiet():  # the seed's note is said again when each trial starts
+        for n in range(max(len(v) for v in given.values())):
+            values = {k: v[min(n, len(v) - 1)] for k, v in given.items()}
+            try:
+                parse(values)
+            except (ArgumentError, ConfigError):
+                for key, value in values.items():  # which key: each alone
+                    try:
+                        parse({key: value})
+                    except (ArgumentError, ConfigError) as err:
+                        raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
+                raise
 
 
 def _trials_held(sweep: Sweep) -> int:
