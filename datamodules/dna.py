@@ -214,7 +214,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
                 "on_bad_line": hp.on_bad_line, "class_ids": self.task == "classification"}  # fmt: skip
         if self._state is not None:  # from a checkpoint: its statistics, no training data
             # predict_path alone where there is one (predict reads no other split)
-            splits = {"test": self._read(hp.test_path, "test", read)} if hp.predict_path is None else {}
+            splits = {"test": self._read(hp.test_path, read, "test")} if hp.predict_path is None else {}
             classes = self._state["statistics"]["classes"]
             top = splits["test"].label_stats()[3] if self.task == "classification" and splits else -1
             if top >= classes:
@@ -232,9 +232,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         else:
             # the training file's lines only where predict may read a split held out of it
             train = self._read(
-                hp.train_path, "train" if hp.test_path is None and hp.test_fraction else "", read
+                hp.train_path, read, "train" if hp.test_path is None and hp.test_fraction else None
             )
-            held = {s: self._read(hp[f"{s}_path"], s, read)
+            held = {s: self._read(hp[f"{s}_path"], read, s if s == "test" else None)
                     for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
             sizes = {
                 s: int(round(hp[f"{s}_fraction"] * len(train))) for s in ("val", "test") if s not in held
@@ -249,7 +249,7 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
                 self._origin["test"] = (path, None if lines is None else lines[rows])
         if hp.predict_path is not None:
             read = {**read, "labels_required": False, "class_ids": False}
-            splits["predict"] = self._read(hp.predict_path, "predict", read)
+            splits["predict"] = self._read(hp.predict_path, read, "predict")
         if (
             self.task == "classification"
         ):  # a file's labels were checked as read (naming lines), a folder's here
@@ -264,13 +264,14 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         with, which ``data.checkpoint`` predicts and tests with instead of the training files."""
         return {"statistics": self._statistics()}
 
-    def _read(self, path: str, split: str, read: dict) -> RaggedStore:
-        """``read_dna`` of one split's file, noting where its rows come from (``_origin``) for ``predict``: their
-        lines in a file, their records (1-based) in an encoded folder. Only what ``predict`` may read is kept."""
-        lines: list[np.ndarray] | None = [] if split in ("train", "test", "predict") else None
+    def _read(self, path: str, read: dict, origin: str | None) -> RaggedStore:
+        """``read_dna`` of one split's file; with ``origin`` (a split ``predict`` may read, or the file one is held
+        out of), noting where its rows come from (``_origin[origin]``): their lines in a file, None for an encoded
+        folder (whose rows are its records)."""
+        lines: list[np.ndarray] | None = [] if origin else None
         data = read_dna(path, **read, lines=lines)
-        if split in ("train", "test", "predict"):
-            self._origin[split] = (str(path), np.concatenate(lines) if lines else None)  # None: a folder
+        if origin:
+            self._origin[origin] = (str(path), np.concatenate(lines) if lines else None)
         return data
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
@@ -294,10 +295,12 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         splits = self._load()
         split = "predict" if "predict" in splits else "test"
         data = splits[split]
-        values = data.labels_of(np.arange(len(data)))
-        if self.task == "classification":  # class ids, written as the predicted column writes them
-            values = values.astype(np.int64)
-        labels = [("label", values)] if split == "test" else []
+        labels = []
+        if split == "test":
+            values = data.labels_of(np.arange(len(data)))
+            if self.task == "classification":  # class ids, written as the predicted column writes them
+                values = values.astype(np.int64)
+            labels = [("label", values)]
         if split not in self._origin:  # the simulated benchmark
             return labels
         path, lines = self._origin[split]

@@ -410,27 +410,27 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
         (``test_path``, or the training file it was held out of; a hub dataset's test split), and the label each
         row is scored against."""
         hp = self.hparams
+        option, rows, label = "predict_path", None, []  # a file to predict: every row, its columns as written
         if not hp.predict_path:
             test = self.splits["test"]
             ids = np.asarray(test.labels_of(np.arange(len(test)))).tolist()
-            label = ("label", [self.labels[i] if i >= 0 else "" for i in ids])
+            label = [("label", [self.labels[i] if i >= 0 else "" for i in ids])]
             rows_of = json.loads((self.cache_path / "meta.json").read_text()).get("test_rows_of")
             if rows_of is None:  # a cache written by an older version
                 rank_zero_warn(f"{self.cache_path}: tokenized by an older version, which kept no rows of the test "
                                "split: predictions.tsv has their labels alone; delete that folder for the rows")  # fmt: skip
-                return [label]
+                return label
             rows = np.load(self.cache_path / "test_rows.npy")
-            hub = (
-                hp.dataset is not None and self._state is None
-            )  # (from a checkpoint, the test file is local)
-            if hub:  # rows of the hub's test split, or of its train split the test was held out of, from 1
-                return [(f"{rows_of}_row", rows + 1), label]
+            # a hub dataset's rows: of its test split, or of its train split the test was held out of (from a
+            # checkpoint, the test split is read from test_path)
+            if hp.dataset is not None and self._state is None:
+                return [(f"{rows_of}_row", rows + 1), *label]
             option = "test_path" if rows_of == "test" else "train_path"
-            data = load_file(hp[option], option, str(self.cache_dir / "hf"))
-            others = [c for c in data.column_names if c not in (hp.text_column, hp.label_column)]
-            table = data.select(rows).select_columns(others).with_format("numpy")
-            return [("row", rows + 1), *((c, np.asarray(table[c])) for c in others), label]
-        data = load_file(hp.predict_path, "predict_path", str(self.cache_dir / "hf"))
-        others = [c for c in data.column_names if c != hp.text_column]
+        data = load_file(hp[option], option, str(self.cache_dir / "hf"))
+        if rows is not None:
+            data = data.select(rows)
+        taken = (hp.text_column,) if option == "predict_path" else (hp.text_column, hp.label_column)
+        others = [c for c in data.column_names if c not in taken]
         table = data.select_columns(others).with_format("numpy")
-        return [("row", np.arange(1, len(data) + 1)), *((c, np.asarray(table[c])) for c in others)]
+        rows = np.arange(len(data)) if rows is None else rows
+        return [("row", rows + 1), *((c, np.asarray(table[c])) for c in others), *label]

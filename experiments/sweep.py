@@ -313,27 +313,21 @@ def objective(sweep: Sweep, overrides: list[str]):
         wandb.log_hyperparams({"trial": trial.number, **values})
         try:
             cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+            if best.value is None:  # no validation ran: a setting, the same for every trial
+                raise ConfigError(
+                    f"sweep: the runs never log {sweep.metric!r} at validation (metric:); see {folder}/metrics.csv"
+                )
+            pruning.check_pruned()  # under DDP the pruner stops the fit and says so here (in one process: in fit)
         except (ConfigError, DataError, PretrainedError):  # a mistake that stops the sweep: no run to keep
             discard_run(wandb)
             raise
-        except optuna.TrialPruned:  # stopped by the pruner (in one process): a run that ended as asked
+        except optuna.TrialPruned:  # stopped by the pruner: a run that ended as asked
             wandb.experiment.summary.update({"best": best.value, "pruned": True})
             wandb.experiment.finish(exit_code=0)
             raise
         except BaseException:
             wandb.experiment.summary.update({"best": best.value})
             wandb.experiment.finish(exit_code=1)
-            raise
-        if best.value is None:  # no validation ran: a setting, the same for every trial
-            discard_run(wandb)
-            raise ConfigError(
-                f"sweep: the runs never log {sweep.metric!r} at validation (metric:); see {folder}/metrics.csv"
-            )
-        try:
-            pruning.check_pruned()  # under DDP the pruner stops the fit and says so here
-        except optuna.TrialPruned:
-            wandb.experiment.summary.update({"best": best.value, "pruned": True})
-            wandb.experiment.finish(exit_code=0)
             raise
         wandb.experiment.summary.update({"best": best.value})
         wandb.experiment.finish(exit_code=0)
