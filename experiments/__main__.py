@@ -137,7 +137,9 @@ def main(argv: list[str] | None = None) -> int:
             "fit": "'fit ... --ckpt_path last' resumes it",
             "compare": "the same command again resumes it",
         }
-        if saved and command in resume:
+        if getattr(err, "said", None):  # the local launcher's, for the runs of its workers
+            said = err.said
+        elif saved and command in resume:
             said = f"the run stopped after a whole step, saved in {saved}; {resume[command]}"
         elif command in resume:
             said = f"the step under way was not saved; {resume[command]} from the run's last save"

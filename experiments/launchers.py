@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -214,16 +215,40 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
 
     pool = ThreadPoolExecutor(max_workers=len(devices))
     futures = [pool.submit(worker, device) for device in devices]
+    # SIGTERM to this process (``kill``, a scheduler's time limit) would end it alone and leave the workers
+    # training unattended; it stops the pool as Ctrl-C does. Signal handlers are set in the main thread only.
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
     try:
         return [f for future in futures for f in future.result()]
-    except KeyboardInterrupt:  # stop taking runs, end the workers; their runs resume on the next command
+    except (KeyboardInterrupt, _Terminated) as stop:  # no new runs; the workers end theirs, resumed next time
+        if main:  # a second SIGTERM while the workers save would cut their saves short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stopping.set()
-        for process in list(live):
+        for process in list(live):  # SIGTERM: each worker's run ends its step and saves it (LastCheckpoint)
             process.terminate()
-        print("compare: interrupted; the unfinished runs resume when the same command runs again", flush=True)
-        raise
+        pool.shutdown(wait=True, cancel_futures=True)
+        said = "the runs under way stopped (each one's launcher.log says what it saved); the same command again resumes them"  # fmt: skip
+        if isinstance(stop, KeyboardInterrupt):
+            print(f"compare: interrupted; {said}", flush=True)
+            raise
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        terminated = SIGTERMException()
+        terminated.said = said  # what ``experiments.__main__`` prints
+        raise terminated from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if main:  # None: the previous handler was not set from Python (the default)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+class _Terminated(Exception):
+    """SIGTERM reached the local launcher's process."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise _Terminated
 
 
 def launch_slurm(

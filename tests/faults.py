@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import signal
+import time
 from pathlib import Path
 
 import torch
@@ -30,6 +31,18 @@ class TermAt(KillAt):
     """``KillAt`` with SIGTERM, as a scheduler's time limit sends: Lightning's handler lets the step end."""
 
     SIGNAL = signal.SIGTERM
+
+
+class TermParentAt(KillAt):
+    """At ``step``, SIGTERM the parent process (a comparison's local launcher, as ``kill`` or a scheduler signals
+    it), then wait up to 60 s for the SIGTERM the launcher passes on to this worker."""
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getppid(), signal.SIGTERM)
+            deadline = time.monotonic() + 60
+            while not trainer.received_sigterm and time.monotonic() < deadline:
+                time.sleep(0.05)
 
 
 class KillOnce(KillAt):

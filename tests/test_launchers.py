@@ -4,9 +4,11 @@ LocalExecutor stands in for SLURM."""
 
 import json
 import os
+import signal
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import CNN, ROOT, TINY_DATA
 
@@ -76,6 +78,39 @@ def test_local_launcher_reports_a_killed_run_which_a_rerun_alone_resumes_and_mat
     sequential = _results(in_tmp, "sequential")
     for key, test in sequential.items():  # workers use 1 thread each, this process 2: float sums may differ
         assert second[key] == pytest.approx(test, rel=1e-3, abs=1e-4), key
+
+
+def test_sigterm_to_the_local_launcher_stops_its_workers_which_save_their_step(in_tmp, monkeypatch):
+    """``kill`` of ``compare --launcher local`` (a scheduler's time limit): the workers are told too, each run
+    ends its step and saves it, and the launcher waits for them and stops with SIGTERM's message; before, the
+    launcher alone died and its workers trained on unattended."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), str(ROOT / "tests")]))  # faults, in workers
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    spec = yaml.safe_load(Path(CNN).read_text())
+    spec["trainer"] = {"callbacks+": [{"class_path": "faults.TermParentAt", "init_args": {"step": 2}}]}
+    (in_tmp / "term.yaml").write_text(yaml.safe_dump(spec))
+    comparison = {"name": "term", "seeds": 1, "out": str(in_tmp / "term"), "metric": "test/pearson",
+                  "config": [str(ROOT / "experiments" / "dna" / "base.yaml")],
+                  "models": {"Term": str(in_tmp / "term.yaml")}}  # fmt: skip
+    (in_tmp / "term-compare.yaml").write_text(yaml.safe_dump(comparison))
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    received = []  # this test's process is the launcher: without the launcher's handler, pytest would end here
+    before = signal.signal(signal.SIGTERM, lambda *_: received.append(True))
+    try:
+        with pytest.raises(SIGTERMException) as stopped:
+            compare(["--config", str(in_tmp / "term-compare.yaml"), "--launcher", "local", "--devices", "0,1",
+                     *TINY_DATA, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])  # fmt: skip
+    finally:
+        signal.signal(signal.SIGTERM, before)
+    assert "the runs under way stopped" in stopped.value.said and "resumes them" in stopped.value.said
+    run = in_tmp / "term" / "runs" / "Term-seed0"
+    assert not (run / "result.json").exists()  # it did not train on to the end (8 steps)
+    log = (run / "launcher.log").read_text().splitlines()
+    assert log[-1].startswith("terminated (SIGTERM): the run stopped after a whole step, saved in"), log[-5:]
+    saved = Path(log[-1].split("saved in ")[1].split(";")[0])
+    # 4 steps an epoch, validated (and saved) after steps 2 and 4: step 2 ended and was saved, not the last save
+    assert torch.load(saved, weights_only=True)["global_step"] == 3
 
 
 @pytest.mark.slow  # 27 s (make test-all); the local launcher stays in the default suite
