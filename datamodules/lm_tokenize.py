@@ -9,6 +9,7 @@ knows each token's length in characters, which turns a loss in nats per token in
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -173,7 +174,7 @@ def pretrained_lm_tokenizer(name: str) -> LMTokenizer:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         else:
             tokenizer = AutoTokenizer.from_pretrained(name)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, struct.error) as err:  # struct.error: a GGUF file cut short
         raise DataError(
             f"data.tokenizer: {name!r} could not be loaded as a tokenizer: {str(err).splitlines()[0][:200]}"
         ) from None

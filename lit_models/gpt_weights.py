@@ -99,24 +99,48 @@ def load_hf_causal_lm(path: str | Path):
     """A transformers causal LM from a folder or a GGUF file (SmolLM2's), float32, in eval mode."""
     from transformers import AutoModelForCausalLM
 
+    path = weights_path(path)
+    kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
+    folder = path.parent if path.suffix == ".gguf" else path
+    # A user's file that transformers' readers refuse (OSError, ValueError, struct.error from a GGUF cut short,
+    # an unpickling error): what it is, in one line, rather than their traceback.
+    try:
+        model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
+    except Exception as err:
+        said = (str(err).strip().splitlines() or [""])[0][:200]
+        kind = type(err).__name__ if type(err).__module__ == "builtins" else f"{type(err).__module__}.{type(err).__name__}"  # fmt: skip
+        raise ConfigError(
+            f"pretrained weights {str(path)!r} could not be read as a model ({kind}: {said})"
+        ) from None
+    return model.eval()
+
+
+def weights_path(path: str | Path) -> Path:
+    """The GGUF file or transformers folder that ``path`` names (a folder holding a GGUF file: that file);
+    anything else (missing, another kind of file, a folder without a model) stops in one line."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"pretrained weights {str(path)!r} not found (python -m experiments data smollm2)")
-    if path.is_dir() and (path / SMOLLM2_GGUF).is_file():
-        path = path / SMOLLM2_GGUF
-    kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
-    folder = path.parent if path.suffix == ".gguf" else path
-    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
-    return model.eval()
+    if path.is_dir() and not (path / "config.json").is_file():
+        ggufs = [path / SMOLLM2_GGUF] if (path / SMOLLM2_GGUF).is_file() else sorted(path.glob("*.gguf"))
+        if not ggufs:
+            raise ConfigError(
+                f"pretrained weights {str(path)!r}: the folder holds neither a .gguf file nor a config.json"
+            )
+        path = ggufs[0]
+    if path.is_file() and path.suffix != ".gguf":
+        raise ConfigError(
+            f"pretrained weights {str(path)!r} are not a language model: give a .gguf file or a folder holding "
+            "one or a transformers model (config.json)"
+        )
+    return path
 
 
 def load_tokenizer(path: str | Path):
     """The transformers tokenizer beside a model folder or inside a GGUF file."""
     from transformers import AutoTokenizer
 
-    path = Path(path)
-    if path.is_dir() and (path / SMOLLM2_GGUF).is_file():
-        path = path / SMOLLM2_GGUF
+    path = weights_path(path)
     if path.suffix == ".gguf":
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     return AutoTokenizer.from_pretrained(str(path))

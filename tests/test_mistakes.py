@@ -3,6 +3,8 @@ unknown or mistyped options, a missing or broken config file, a model that canno
 not load, a folder given as a file, mixup with an odd batch. (Bad checkpoints: test_guards.py; bad DNA and
 text records: test_dna_io.py and test_text.py.)"""
 
+import re
+
 import pytest
 from conftest import CNN, CSV_ONLY, TINY_DATA, last_line, run_main, run_module
 from image_data import image_args
@@ -288,6 +290,29 @@ def test_an_output_path_that_is_a_folder_or_below_a_file_is_one_line(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "dir"] and not list(
         (tmp_path / "dir").iterdir()
     )
+
+
+def test_pretrained_weights_that_are_not_a_language_model_are_one_line(tmp_path):
+    """``generate`` / ``probe --weights`` on what is not a causal LM: another kind of file, a folder without a
+    model, a config.json given as the file, a GGUF download cut short (each was a transformers traceback)."""
+    from experiments.generate import load_from_weights
+
+    (tmp_path / "vit.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "hf").mkdir()
+    (tmp_path / "hf" / "config.json").write_text('{"model_type": "llama"}')
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "m.gguf").write_bytes(b"GGUFxxxx")
+    cases = {
+        "vit.safetensors": "are not a language model: give a .gguf file or a folder holding one or a transformers",
+        "empty": "the folder holds neither a .gguf file nor a config.json",
+        "hf/config.json": "are not a language model",
+        "cut": "cut/m.gguf' could not be read as a model (",
+        "cut/m.gguf": "could not be read as a model (",
+    }
+    for name, expected in cases.items():
+        with pytest.raises(ConfigError, match=re.escape(expected)):
+            load_from_weights(str(tmp_path / name))
 
 
 @pytest.mark.parametrize(
