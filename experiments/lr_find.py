@@ -4,7 +4,6 @@ the run a config describes; prints the suggested ``--model.optimizer.lr`` and sa
 
 from __future__ import annotations
 
-import io
 import tempfile
 import warnings
 
@@ -19,9 +18,12 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--min_lr", type=finite_float, default=1e-6)
     parser.add_argument("--max_lr", type=finite_float, default=1.0)
     parser.add_argument("--num_training", type=int, default=100, help="steps of the range test")
-    parser.add_argument("--out", default="lr_find.png", help="plot to write (default: lr_find.png)")
+    parser.add_argument("--out", default="lr_find.png", help="plot to write, its format by its name (default: lr_find.png)")  # fmt: skip
     args, overrides = parser.parse_known_args(argv)
+    from experiments.from_checkpoint import image_format
+
     check_writable(args.out, "--out")  # before the range test
+    fmt = image_format(args.out)
     if args.num_training < 2:  # Lightning divides by it, and a curve needs two points
         raise ConfigError(f"lr_find --num_training: {args.num_training} is below 2")
     if not 0 < args.min_lr < args.max_lr:
@@ -59,10 +61,9 @@ def main(argv: list[str]) -> None:
             num_training=args.num_training,
             update_attr=False,  # the rate lives in the optimizer's config (model.optimizer.lr): printed, not set
         )
-    figure = finder.plot(suggest=True)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100)
-    write_atomic(args.out, buffer.getvalue())
+    from experiments.attention import figure_bytes
+
+    write_atomic(args.out, figure_bytes(finder.plot(suggest=True), fmt))
     suggestion, ran = finder.suggestion(), len(finder.results.get("lr", []))
     said = f"lr_find: {ran} of {args.num_training} steps ran"
     if 0 < ran < args.num_training:  # Lightning stops when the loss diverges: the rates past it are untried

@@ -315,6 +315,14 @@ def test_pretrained_weights_that_are_not_a_language_model_are_one_line(tmp_path)
             load_from_weights(str(tmp_path / name))
 
 
+def test_a_plot_named_with_no_picture_format_is_refused_before_the_work(tmp_path):
+    from experiments.lr_find import main as lr_find
+
+    with pytest.raises(ConfigError, match=r"lr\.xyz: name the picture with its format: .*\.png.*\.svg"):
+        lr_find(["--config", "c.yaml", "--out", str(tmp_path / "lr.xyz")])  # c.yaml is never read
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.parametrize(
     "option, expected",
     [
