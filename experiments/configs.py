@@ -313,7 +313,7 @@ def _class_suggestion(module: str, name: str) -> str:
 def one_line(message: str) -> str:
     """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
-    keys, reasons, chosen = [], [], None
+    keys, reasons, chosen = [], [], None  # reasons: (the class_path they were found under, the reason)
     for line in str(message).splitlines():
         line = line.strip().lstrip("- ").strip()
         if not line or line.startswith(_NOISE):
@@ -322,7 +322,7 @@ def one_line(message: str) -> str:
             keys.append(line.split('"')[1])
         elif line.startswith("Problem with given class_path '"):
             chosen = line.split("'")[1]
-        elif line not in reasons:
+        elif line not in (r for _, r in reasons):
             unknown = re.fullmatch(r"Option '(\w+)' is not accepted", line)
             if unknown and unknown.group(1) in _OPTIMIZER_OPTIONS and is_subclass(chosen, _task_class()):
                 line += f" (an optimizer's option: --model.optimizer.{unknown.group(1)})"
@@ -343,10 +343,21 @@ def one_line(message: str) -> str:
                 r"--(optimizer|lr_scheduler)\b", line
             ):
                 line += " (the optimizer and its schedule are the task's: --model.optimizer, --model.lr_scheduler)"
-            reasons.append(line.replace("<class '", "").replace("'>", ""))
+            number = re.fullmatch(r"Expected a <class 'str'>\. Got value: (-?[\d.]+(e-?\d+)?)", line)
+            if number:  # YAML read the text as a number
+                line += f' (a number where text goes: write it in quotes, "{number.group(1)}")'
+            reasons.append((chosen, line.replace("<class '", "").replace("'>", "")))
     if not reasons:
         return str(message).strip()
-    return f"{'.'.join(keys)}: {'; '.join(reasons)}" if keys else "; ".join(reasons)
+    # jsonargparse tries every type a value may take: a list item's own class (TextSamples: "prompts: expected a
+    # str") and its base class (Callback: "option 'prompts' is not accepted"). The base's refusal only repeats
+    # that the option is the subclass's: left out where the subclass said why.
+    chosen = {c for c, _ in reasons if c}
+    bases = {
+        c for c in chosen if any(o != c and is_subclass(o, import_class(c) or type(None)) for o in chosen)
+    }
+    said = [r for c, r in reasons if c not in bases]
+    return f"{'.'.join(keys)}: {'; '.join(said)}" if keys else "; ".join(said)
 
 
 # What a command's parser leaves to the run it builds besides RUN_OPTIONS (LightningCLI's own): never mistyped.

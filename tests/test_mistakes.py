@@ -6,7 +6,7 @@ text records: test_dna_io.py and test_text.py.)"""
 import re
 
 import pytest
-from conftest import CNN, CSV_ONLY, TINY_DATA, last_line, run_main, run_module
+from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main, run_module
 from image_data import image_args
 from jsonargparse import ArgumentError
 from text_data import reviews, write_csv
@@ -55,6 +55,27 @@ def test_unknown_and_mistyped_options_name_the_option(option, expected, in_tmp):
     with pytest.raises(ArgumentError) as caught:
         _cli(option)
     assert one_line(caught.value).startswith(expected)
+
+
+@pytest.mark.parametrize(
+    "option, expected",
+    [
+        (  # a list item's class says why; its base class's "not accepted" is left out (it contradicted that)
+            "--trainer.callbacks.prompts=[123, 45]",
+            'trainer.callbacks.prompts: Expected a str. Got value: 123 (a number where text goes: write it in '
+            'quotes, "123")',
+        ),
+        ("--trainer.callbacks.max_new_tokens=abc", "trainer.callbacks.max_new_tokens: Expected a int. Got value: abc"),
+    ],
+)  # fmt: skip
+def test_a_callback_option_of_the_wrong_type_says_only_why(option, expected, tmp_path):
+    (tmp_path / "corpus.txt").write_text("some text\n" * 50)
+    lm = str(ROOT / "experiments" / "lm" / "gpt.yaml")
+    with pytest.raises(ArgumentError) as caught:
+        ExperimentCLI(
+            args=["--config", lm, f"--data.train_path={tmp_path / 'corpus.txt'}", option], run=False
+        )
+    assert one_line(caught.value) == expected
 
 
 def test_a_trainer_option_misspelt_in_a_yaml_file_names_the_close_one(in_tmp):
