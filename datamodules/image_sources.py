@@ -13,6 +13,7 @@ import functools
 import gzip
 import hashlib
 import os
+import shutil
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,14 +299,24 @@ def fashion_mnist_root(root: str, download: bool) -> Path:
     if download:
         from torchvision.datasets import FashionMNIST
 
+        target = path / "torchvision"
+        new = [d for d in (target, *target.parents) if not d.exists()]  # the folders the download creates
         try:
-            FashionMNIST(str(path / "torchvision"), download=True)
-        except Exception as err:  # no network: say what to do
+            FashionMNIST(str(target), download=True)
+        except Exception as err:  # no network: say why in one line and what to do, and leave no empty folders
+            for folder in new:  # deepest first: what the failed download wrote, then the folders above it
+                if folder == target:
+                    shutil.rmtree(folder, ignore_errors=True)
+                elif folder.is_dir() and not any(folder.iterdir()):
+                    folder.rmdir()
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+            # torchvision's: the file, then the cause
+            why = lines[0].rstrip(":") + (f": {lines[-1]}" if len(lines) > 1 else "")
             raise DataError(
-                f"data.root: Fashion-MNIST is not in {path} and could not be downloaded ({str(err)[:120]}); "
+                f"data.root: Fashion-MNIST is not in {path} and could not be downloaded ({why[:200]}); "
                 "run: python -m experiments data fashion_mnist"
             ) from None
-        return path / "torchvision" / "FashionMNIST" / "raw"
+        return target / "FashionMNIST" / "raw"
     raise DataError(
         f"data.root: Fashion-MNIST IDX files not found in {path}; run: python -m experiments data fashion_mnist"
     )

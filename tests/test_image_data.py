@@ -205,6 +205,25 @@ def test_missing_fashion_mnist_offline_is_one_clear_line(tmp_path):
     assert "python -m experiments data fashion_mnist" in result.stderr.strip().splitlines()[-1]
 
 
+def test_a_failed_fashion_mnist_download_is_one_line_and_leaves_no_folders(tmp_path, monkeypatch):
+    """torchvision's own download, from a mirror that refuses the connection (as offline): its several-line error
+    in one line, with the file and the cause, and none of the folders it made left behind."""
+    from torchvision.datasets import FashionMNIST
+
+    from datamodules.image_sources import fashion_mnist_root
+
+    monkeypatch.setattr(FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])  # the discard port: refused at once
+    root = tmp_path / "data" / "fashion_mnist"
+    with pytest.raises(DataError) as caught:
+        fashion_mnist_root(str(root), download=True)
+    said = str(caught.value)
+    assert (
+        "\n" not in said and "could not be downloaded (Error downloading train-images-idx3-ubyte.gz: " in said
+    )
+    assert said.endswith("; run: python -m experiments data fashion_mnist")
+    assert not list(tmp_path.iterdir())
+
+
 def test_mixup_trains_on_soft_targets(tmp_path):
     from lightning.pytorch.callbacks import Callback
 
