@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -68,7 +69,7 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
             f"{path}: no column {', '.join(missing)} (its columns: {found}){hint if joined else ''}; CrowS-Pairs has "
             f"{', '.join(COLUMNS)}"
         )
-    rows = []
+    rows, untyped = [], []
     for line, row in zip(lines, frame.itertuples(index=False), strict=True):
         more, less, direction = row.sent_more.strip(), row.sent_less.strip(), row.stereo_antistereo.strip()
         if not more or not less:
@@ -81,8 +82,17 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         if direction not in DIRECTIONS:
             raise DataError(f"{path}:{line}: stereo_antistereo is {direction!r}, not stereo or antistereo")
         rows.append((more, less, row.bias_type.strip() or "unknown", direction, line))
+        if not row.bias_type.strip():
+            untyped.append(line)
     if not rows:
         raise DataError(f"{path}: no pairs")
+    if untyped:
+        shown = ", ".join(map(str, untyped[:5])) + (", ..." if len(untyped) > 5 else "")
+        warnings.warn(
+            f"{path}: {len(untyped)} of {len(rows)} pairs have no bias_type (line {shown}): they count in the "
+            "overall share, in a group of their own called 'unknown'",
+            stacklevel=2,
+        )
     return pd.DataFrame(rows, columns=["stereotyping", "other", "bias_type", "direction", "line"])
 
 

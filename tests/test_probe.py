@@ -52,6 +52,17 @@ def test_sent_more_is_the_stereotyping_sentence_in_both_directions(tmp_path):
     assert table["direction: antistereo"]["stereotyping_preferred"] == 0.0
 
 
+def test_pairs_without_a_bias_type_are_said_and_grouped_as_unknown(tmp_path):
+    path = _write(
+        tmp_path / "p.csv", [("A more", "A less", "stereo", "age"), ("B more", "B less", "stereo", " ")]
+    )
+    with pytest.warns(
+        UserWarning, match=r"p.csv: 1 of 2 pairs have no bias_type \(line 3\): they count in the overall"
+    ):
+        pairs = read_crows_pairs(path)
+    assert pairs["bias_type"].tolist() == ["age", "unknown"]
+
+
 def test_share_and_bootstrap_interval():
     pairs = pd.DataFrame({"bias_type": ["a"] * 6 + ["b"] * 4})
     prefers = np.array([1, 1, 1, 1, 0, 0, 1, 0, 0, 0], dtype=bool)
