@@ -168,7 +168,9 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
     pending: queue.Queue[tuple[str, int]] = queue.Queue()
     for job in jobs:
         pending.put(job)
-    stopping, live = threading.Event(), set()  # Ctrl-C: no new runs, the workers stopped
+    # Ctrl-C or SIGTERM: no new runs, the workers stopped. One lock orders a stop against a worker taking a job,
+    # so that no worker starts a run (or a process) after the stop, which would then train it unattended.
+    stopping, live, lock = threading.Event(), set(), threading.Lock()
 
     def worker(device: str) -> list[Failure]:
         failures, process, worker_log = [], None, None
@@ -179,21 +181,26 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                     model, seed = pending.get_nowait()
                 except queue.Empty:
                     return failures
-                if process is None:  # its own output before and between runs: worker-N.log
-                    worker_log = run_dir(model, seed).parent.parent / f"worker-{device}.log"
-                    worker_log.parent.mkdir(parents=True, exist_ok=True)
-                    with open(worker_log, "ab") as err:
-                        process = subprocess.Popen(compare_command(argv, "--serve"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                                   stderr=err, text=True, env=worker_env(device, len(devices), cuda))  # fmt: skip
-                    live.add(process)
-                log = run_dir(model, seed) / "launcher.log"
-                print(f"{job_name(model, seed)}: started on {where} (log: {log})", flush=True)
-                try:
-                    process.stdin.write(f"{model}\t{seed}\n")
-                    process.stdin.flush()
-                    answer = process.stdout.readline().rstrip("\n")
-                except BrokenPipeError:  # the worker died before it read the job
-                    answer = ""
+                with lock:
+                    if stopping.is_set():
+                        return failures
+                    if process is None:  # its own output before and between runs: worker-N.log
+                        worker_log = run_dir(model, seed).parent.parent / f"worker-{device}.log"
+                        worker_log.parent.mkdir(parents=True, exist_ok=True)
+                        with open(worker_log, "ab") as err:
+                            process = subprocess.Popen(compare_command(argv, "--serve"), stdin=subprocess.PIPE,
+                                                       stdout=subprocess.PIPE, stderr=err, text=True,
+                                                       env=worker_env(device, len(devices), cuda))  # fmt: skip
+                        live.add(process)
+                    log = run_dir(model, seed) / "launcher.log"
+                    print(f"{job_name(model, seed)}: started on {where} (log: {log})", flush=True)
+                    try:
+                        process.stdin.write(f"{model}\t{seed}\n")
+                        process.stdin.flush()
+                        sent = True
+                    except BrokenPipeError:  # the worker died before it read the job
+                        sent = False
+                answer = process.stdout.readline().rstrip("\n") if sent else ""
                 if answer == "done":
                     print(f"{job_name(model, seed)}: finished", flush=True)
                     continue
@@ -213,42 +220,52 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
                 process.wait()
                 live.discard(process)
 
-    pool = ThreadPoolExecutor(max_workers=len(devices))
-    futures = [pool.submit(worker, device) for device in devices]
+    def stop() -> None:  # each worker's run gets SIGTERM: it ends its step and saves it (LastCheckpoint)
+        with lock:
+            stopping.set()
+            for process in live:
+                process.terminate()
+
+    def on_sigterm(
+        signum, frame
+    ) -> None:  # the first SIGTERM stops; a second, while the workers save, is ignored
+        if not stopping.is_set():
+            raise _Terminated
+
     # SIGTERM to this process (``kill``, a scheduler's time limit) would end it alone and leave the workers
-    # training unattended; it stops the pool as Ctrl-C does. Signal handlers are set in the main thread only.
+    # training unattended: it stops the pool instead. Handlers are set in the main thread only; a Python handler,
+    # unlike an ignored signal, is not inherited by the worker processes.
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if main else None
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    pool = ThreadPoolExecutor(max_workers=len(devices))
     try:
+        if main:
+            signal.signal(signal.SIGTERM, on_sigterm)
+        futures = [pool.submit(worker, device) for device in devices]
         return [f for future in futures for f in future.result()]
-    except (KeyboardInterrupt, _Terminated) as stop:  # no new runs; the workers end theirs, resumed next time
-        if main:  # a second SIGTERM while the workers save would cut their saves short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stopping.set()
-        for process in list(live):  # SIGTERM: each worker's run ends its step and saves it (LastCheckpoint)
-            process.terminate()
+    except KeyboardInterrupt:  # Ctrl-C reaches the workers too (their runs save nothing): no new runs
+        print("compare: interrupted; the unfinished runs resume when the same command runs again", flush=True)
+        stop()
+        raise
+    except _Terminated:
+        stop()
         pool.shutdown(wait=True, cancel_futures=True)
-        said = "the runs under way stopped (each one's launcher.log says what it saved); the same command again resumes them"  # fmt: skip
-        if isinstance(stop, KeyboardInterrupt):
-            print(f"compare: interrupted; {said}", flush=True)
-            raise
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         terminated = SIGTERMException()
-        terminated.said = said  # what ``experiments.__main__`` prints
+        terminated.said = (  # what ``experiments.__main__`` prints
+            "the runs under way stopped (each one's launcher.log says what it saved); the same command again "
+            "resumes them"
+        )
         raise terminated from None
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        if main:  # None: the previous handler was not set from Python (the default)
+        if main:  # None: the handler before was not set from Python (the default)
             signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class _Terminated(Exception):
     """SIGTERM reached the local launcher's process."""
-
-
-def _raise_terminated(signum, frame) -> None:
-    raise _Terminated
 
 
 def launch_slurm(

@@ -96,11 +96,16 @@ def test_sigterm_to_the_local_launcher_stops_its_workers_which_save_their_step(i
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     received = []  # this test's process is the launcher: without the launcher's handler, pytest would end here
-    before = signal.signal(signal.SIGTERM, lambda *_: received.append(True))
+
+    def ours(*_):
+        received.append(True)
+
+    before = signal.signal(signal.SIGTERM, ours)
     try:
         with pytest.raises(SIGTERMException) as stopped:
             compare(["--config", str(in_tmp / "term-compare.yaml"), "--launcher", "local", "--devices", "0,1",
                      *TINY_DATA, "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false"])  # fmt: skip
+        assert not received and signal.getsignal(signal.SIGTERM) is ours  # the launcher's, then ours again
     finally:
         signal.signal(signal.SIGTERM, before)
     assert "the runs under way stopped" in stopped.value.said and "resumes them" in stopped.value.said
@@ -111,6 +116,22 @@ def test_sigterm_to_the_local_launcher_stops_its_workers_which_save_their_step(i
     saved = Path(log[-1].split("saved in ")[1].split(";")[0])
     # 4 steps an epoch, validated (and saved) after steps 2 and 4: step 2 ended and was saved, not the last save
     assert torch.load(saved, weights_only=True)["global_step"] == 3
+
+
+def test_the_command_says_the_launchers_sigterm_in_one_line_with_the_shells_status(monkeypatch, capsys):
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    import experiments.compare
+    from experiments.__main__ import main
+
+    def terminated(argv):
+        err = SIGTERMException()
+        err.said = "the runs under way stopped"
+        raise err
+
+    monkeypatch.setattr(experiments.compare, "main", terminated)
+    assert main(["compare", "--config", "c.yaml"]) == 143
+    assert capsys.readouterr().err == "terminated (SIGTERM): the runs under way stopped\n"
 
 
 @pytest.mark.slow  # 27 s (make test-all); the local launcher stays in the default suite
