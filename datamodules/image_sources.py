@@ -9,11 +9,13 @@ files too).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import os
 import shutil
+import tempfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -297,29 +299,56 @@ def fashion_mnist_root(root: str, download: bool) -> Path:
     if DEBIAN_FASHION_MNIST.is_dir() and root == DEFAULT_ROOT:  # apt-get install'ed
         return DEBIAN_FASHION_MNIST
     if download:
-        from torchvision.datasets import FashionMNIST
-
-        target = path / "torchvision"
-        new = [d for d in (target, *target.parents) if not d.exists()]  # the folders the download creates
-        try:
-            FashionMNIST(str(target), download=True)
-        except Exception as err:  # no network: say why in one line and what to do, and leave no empty folders
-            for folder in new:  # deepest first: what the failed download wrote, then the folders above it
-                if folder == target:
-                    shutil.rmtree(folder, ignore_errors=True)
-                elif folder.is_dir() and not any(folder.iterdir()):
-                    folder.rmdir()
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-            # torchvision's: the file, then the cause
-            why = lines[0].rstrip(":") + (f": {lines[-1]}" if len(lines) > 1 else "")
-            raise DataError(
-                f"data.root: Fashion-MNIST is not in {path} and could not be downloaded ({why[:200]}); "
-                "run: python -m experiments data fashion_mnist"
-            ) from None
-        return target / "FashionMNIST" / "raw"
+        return download_fashion_mnist(path)
     raise DataError(
         f"data.root: Fashion-MNIST IDX files not found in {path}; run: python -m experiments data fashion_mnist"
     )
+
+
+def download_fashion_mnist(path: Path) -> Path:
+    """torchvision's download of Fashion-MNIST into ``path/torchvision`` (its raw IDX files). A first download
+    goes to a temporary folder beside it, moved into place when whole; when it fails (no network) it removes
+    only what it made: that folder and the folders above it that it created, emptied, never one that was there
+    (another process's download into the same place, say). One line says why it failed."""
+    from torchvision.datasets import FashionMNIST
+
+    where = path.resolve()  # a folder named through one that does not exist yet (``new/../data``) included
+    target = where / "torchvision"
+    made, scratch = [], None
+    if not target.is_dir():
+        for folder in reversed([where, *where.parents]):  # from the top down
+            try:
+                folder.mkdir()
+                made.append(folder)
+            except FileExistsError:
+                pass
+            except OSError as err:  # a file in the way, no permission
+                raise DataError(
+                    f"data.root: {folder} cannot be made for the download: {err.strerror}"
+                ) from None
+        scratch = Path(tempfile.mkdtemp(prefix=".torchvision-", dir=where))
+    try:
+        FashionMNIST(str(scratch or target), download=True)
+    except Exception as err:  # no network, a mirror down: the cause in one line, and what to do
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        for folder in reversed(made):  # deepest first; one another process has filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
+        why = lines[0].rstrip(":") + (
+            f": {lines[-1]}" if len(lines) > 1 else ""
+        )  # torchvision's: file, cause
+        raise DataError(
+            f"data.root: Fashion-MNIST is not in {path} and could not be downloaded ({why[:200]}); "
+            "run: python -m experiments data fashion_mnist"
+        ) from None
+    if scratch is not None:
+        try:
+            os.replace(scratch, target)
+        except OSError:  # another process's download got there first: its files are the same
+            shutil.rmtree(scratch, ignore_errors=True)
+    return target / "FashionMNIST" / "raw"
 
 
 def load_hub_images(

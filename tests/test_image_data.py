@@ -205,14 +205,14 @@ def test_missing_fashion_mnist_offline_is_one_clear_line(tmp_path):
     assert "python -m experiments data fashion_mnist" in result.stderr.strip().splitlines()[-1]
 
 
-def test_a_failed_fashion_mnist_download_is_one_line_and_leaves_no_folders(tmp_path, monkeypatch):
-    """torchvision's own download, from a mirror that refuses the connection (as offline): its several-line error
-    in one line, with the file and the cause, and none of the folders it made left behind."""
+def test_a_failed_fashion_mnist_download_is_one_line_and_leaves_only_what_was_there(tmp_path, monkeypatch):
+    """torchvision's own download, from a mirror that is not there (as offline): its several-line error in one
+    line, with the file and the cause; none of the folders it made are left, and none that were there go."""
     from torchvision.datasets import FashionMNIST
 
     from datamodules.image_sources import fashion_mnist_root
 
-    monkeypatch.setattr(FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])  # the discard port: refused at once
+    monkeypatch.setattr(FashionMNIST, "mirrors", [(tmp_path / "no-mirror").as_uri() + "/"])
     root = tmp_path / "data" / "fashion_mnist"
     with pytest.raises(DataError) as caught:
         fashion_mnist_root(str(root), download=True)
@@ -222,6 +222,16 @@ def test_a_failed_fashion_mnist_download_is_one_line_and_leaves_no_folders(tmp_p
     )
     assert said.endswith("; run: python -m experiments data fashion_mnist")
     assert not list(tmp_path.iterdir())
+    # the folders above, and a download folder another process has begun, named through a folder not there
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "mine.txt").write_text("kept")
+    begun = root / "torchvision" / "FashionMNIST" / "raw"
+    begun.mkdir(parents=True)
+    (begun / "part.gz").write_bytes(b"")
+    with pytest.raises(DataError, match="could not be downloaded"):
+        fashion_mnist_root(str(tmp_path / "elsewhere" / ".." / "data" / "fashion_mnist"), download=True)
+    assert (tmp_path / "data" / "mine.txt").is_file() and (begun / "part.gz").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]
 
 
 def test_mixup_trains_on_soft_targets(tmp_path):
