@@ -1,4 +1,5 @@
-"""Checkpoint files a user names (``--ckpt``, ``model.init_args.init_from``): read safely, or one line saying why not."""
+"""Checkpoint and weights files a user names (``--ckpt``, ``model.init_args.init_from``, ``--weights``): read safely,
+or one line saying why not."""
 
 from __future__ import annotations
 
@@ -89,3 +90,13 @@ def with_run_config_hint(err: ConfigError, ckpt: str, given: list[str]) -> Confi
     if found is None or any(Path(g).resolve() == found for g in given):
         return err
     return ConfigError(f"{err} (the run's own: --config {found})")
+
+
+def gguf_in(folder: Path) -> Path | None:
+    """The GGUF file of a weights folder, None where it has none. A folder of several is refused: which file the
+    model and which the tokenizer would come from would be a guess."""
+    found = sorted(folder.glob("*.gguf"))
+    if len(found) > 1:
+        names = ", ".join(f.name for f in found[:4]) + (", ..." if len(found) > 4 else "")
+        raise ConfigError(f"{str(folder)!r} holds {len(found)} .gguf files ({names}): name the one to use")
+    return found[0] if found else None

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from archbench.checkpoint_files import gguf_in
 from archbench.errors import DataError
 from datamodules.files import saved_json
 
@@ -167,10 +168,10 @@ def pretrained_lm_tokenizer(name: str) -> LMTokenizer:
 
     path = Path(name)
     try:
-        if path.suffix == ".gguf" or (
-            path.is_dir() and any(path.glob("*.gguf")) and not (path / "tokenizer.json").exists()
-        ):
-            gguf = path if path.suffix == ".gguf" else sorted(path.glob("*.gguf"))[0]
+        gguf = path if path.suffix == ".gguf" else None
+        if path.is_dir() and not (path / "tokenizer.json").exists():
+            gguf = gguf_in(path)  # the model's: several are refused, as for the weights
+        if gguf is not None:
             tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         else:
             tokenizer = AutoTokenizer.from_pretrained(name)

@@ -343,20 +343,21 @@ def one_line(message: str) -> str:
                 r"--(optimizer|lr_scheduler)\b", line
             ):
                 line += " (the optimizer and its schedule are the task's: --model.optimizer, --model.lr_scheduler)"
-            number = re.fullmatch(r"Expected a <class 'str'>\. Got value: (-?[\d.]+(e-?\d+)?)", line)
-            if number:  # YAML read the text as a number
-                line += f' (a number where text goes: write it in quotes, "{number.group(1)}")'
+            if re.fullmatch(r"Expected a <class 'str'>\. Got value: [-+.\w]+", line) and re.search(
+                r"\d", line
+            ):
+                line += " (YAML read a number where text goes: write the text in quotes)"
             reasons.append((chosen, line.replace("<class '", "").replace("'>", "")))
     if not reasons:
         return str(message).strip()
     # jsonargparse tries every type a value may take: a list item's own class (TextSamples: "prompts: expected a
     # str") and its base class (Callback: "option 'prompts' is not accepted"). The base's refusal only repeats
     # that the option is the subclass's: left out where the subclass said why.
-    chosen = {c for c, _ in reasons if c}
-    bases = {
-        c for c in chosen if any(o != c and is_subclass(o, import_class(c) or type(None)) for o in chosen)
-    }
-    said = [r for c, r in reasons if c not in bases]
+    paths = {c for c, _ in reasons if c}
+    classes = {c: import_class(c) for c in paths}
+    bases = {c for c in paths if classes[c] and any(classes[o] not in (None, classes[c])
+                                                     and issubclass(classes[o], classes[c]) for o in paths)}  # fmt: skip
+    said = [r for c, r in reasons if c not in bases] or [r for _, r in reasons]
     return f"{'.'.join(keys)}: {'; '.join(said)}" if keys else "; ".join(said)
 
 

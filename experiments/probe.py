@@ -81,15 +81,16 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
                             "measures nothing; fix or remove it")  # fmt: skip
         if direction not in DIRECTIONS:
             raise DataError(f"{path}:{line}: stereo_antistereo is {direction!r}, not stereo or antistereo")
-        rows.append((more, less, row.bias_type.strip() or "unknown", direction, line))
-        if not row.bias_type.strip():
+        bias = row.bias_type.strip()
+        rows.append((more, less, bias or "unknown", direction, line))
+        if not bias:
             untyped.append(line)
     if not rows:
         raise DataError(f"{path}: no pairs")
     if untyped:
         shown = ", ".join(map(str, untyped[:5])) + (", ..." if len(untyped) > 5 else "")
         warnings.warn(
-            f"{path}: {len(untyped)} of {len(rows)} pairs have no bias_type (line {shown}): they count in the "
+            f"{path}: {len(untyped)} of {len(rows)} pairs have no bias_type ({'line' if len(untyped) == 1 else 'lines'} {shown}): they count in the "
             "overall share, in a group of their own called 'unknown'",
             stacklevel=2,
         )

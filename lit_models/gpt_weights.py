@@ -6,10 +6,13 @@ Parity (tests/test_gpt.py): our logits equal the Hugging Face model's on the sam
 
 from __future__ import annotations
 
+import pickle
+import struct
 from pathlib import Path
 
 import torch
 
+from archbench.checkpoint_files import gguf_in
 from archbench.errors import ConfigError
 from lit_models.gpt_config import GPTConfig
 
@@ -102,11 +105,11 @@ def load_hf_causal_lm(path: str | Path):
     path = weights_path(path)
     kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
     folder = path.parent if path.suffix == ".gguf" else path
-    # A user's file that transformers' readers refuse (OSError, ValueError, struct.error from a GGUF cut short,
-    # an unpickling error): what it is, in one line, rather than their traceback.
+    # A user's file that transformers' readers refuse (struct.error: a GGUF cut short): what it is, in one line,
+    # rather than their traceback. Not caught: a missing package, memory, an API change (the code's, not the file's).
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
-    except Exception as err:
+    except (OSError, ValueError, KeyError, EOFError, struct.error, pickle.UnpicklingError) as err:
         said = (str(err).strip().splitlines() or [""])[0][:200]
         kind = type(err).__name__ if type(err).__module__ == "builtins" else f"{type(err).__module__}.{type(err).__name__}"  # fmt: skip
         raise ConfigError(
@@ -122,12 +125,12 @@ def weights_path(path: str | Path) -> Path:
     if not path.exists():
         raise ConfigError(f"pretrained weights {str(path)!r} not found (python -m experiments data smollm2)")
     if path.is_dir() and not (path / "config.json").is_file():
-        ggufs = [path / SMOLLM2_GGUF] if (path / SMOLLM2_GGUF).is_file() else sorted(path.glob("*.gguf"))
-        if not ggufs:
+        gguf = gguf_in(path)
+        if gguf is None:
             raise ConfigError(
                 f"pretrained weights {str(path)!r}: the folder holds neither a .gguf file nor a config.json"
             )
-        path = ggufs[0]
+        path = gguf
     if path.is_file() and path.suffix != ".gguf":
         raise ConfigError(
             f"pretrained weights {str(path)!r} are not a language model: give a .gguf file or a folder holding "

@@ -62,8 +62,8 @@ def test_unknown_and_mistyped_options_name_the_option(option, expected, in_tmp):
     [
         (  # a list item's class says why; its base class's "not accepted" is left out (it contradicted that)
             "--trainer.callbacks.prompts=[123, 45]",
-            'trainer.callbacks.prompts: Expected a str. Got value: 123 (a number where text goes: write it in '
-            'quotes, "123")',
+            "trainer.callbacks.prompts: Expected a str. Got value: 123 (YAML read a number where text goes: write "
+            "the text in quotes)",
         ),
         ("--trainer.callbacks.max_new_tokens=abc", "trainer.callbacks.max_new_tokens: Expected a int. Got value: abc"),
     ],
@@ -324,12 +324,16 @@ def test_pretrained_weights_that_are_not_a_language_model_are_one_line(tmp_path)
     (tmp_path / "hf" / "config.json").write_text('{"model_type": "llama"}')
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / "m.gguf").write_bytes(b"GGUFxxxx")
+    (tmp_path / "two").mkdir()
+    for name in ("a.gguf", "b.gguf"):
+        (tmp_path / "two" / name).write_bytes(b"GGUFxxxx")
     cases = {
         "vit.safetensors": "are not a language model: give a .gguf file or a folder holding one or a transformers",
         "empty": "the folder holds neither a .gguf file nor a config.json",
         "hf/config.json": "are not a language model",
         "cut": "cut/m.gguf' could not be read as a model (",
         "cut/m.gguf": "could not be read as a model (",
+        "two": "holds 2 .gguf files (a.gguf, b.gguf): name the one to use",  # which one would be a guess
     }
     for name, expected in cases.items():
         with pytest.raises(ConfigError, match=re.escape(expected)):
