@@ -226,9 +226,8 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
             for process in live:
                 process.terminate()
 
-    def on_sigterm(
-        signum, frame
-    ) -> None:  # the first SIGTERM stops; a second, while the workers save, is ignored
+    def on_sigterm(signum, frame) -> None:
+        """The first SIGTERM stops the pool; a second, while the workers save, is ignored."""
         if not stopping.is_set():
             raise _Terminated
 
