@@ -669,8 +669,12 @@ def main(argv: list[str]) -> None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops} is not a positive number")
         comparison.budget_flops = args.budget_flops
-    if args.models:
+    if args.models is not None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
+        if not wanted:  # "" or "," would run nothing (or, before, silently every row)
+            raise ConfigError(
+                f"--models: {args.models!r} names no model; {comparison.path} has {', '.join(comparison.models)}"
+            )
         for m in wanted:
             if m not in comparison.models:
                 raise ConfigError(

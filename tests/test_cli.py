@@ -6,6 +6,7 @@ import pytest
 from conftest import ROOT, TINY_DATA, run_main, run_module
 from wandb_offline import find_runs, read_run
 
+from archbench.errors import ConfigError
 from experiments.cli import ExperimentCLI
 from experiments.compare import main as compare
 from lit_models.checks import UnusedParametersError
@@ -231,6 +232,9 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     assert [(r["model"], r["seed"], r["test"]) for r in rerun["runs"]] == [
         (r["model"], r["seed"], r["test"]) for r in report["runs"]
     ]
+    with pytest.raises(ConfigError, match=r"--models: ',' names no model; cmp.yaml has GRU, CNN$"):
+        compare([*again, "--models", ","])  # it ran nothing and rewrote the table (and "" ran every row)
+    assert json.loads((out / "results.json").read_text()) == rerun
 
 
 def test_seed_parity_table_shows_the_course_counts(in_tmp):

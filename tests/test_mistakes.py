@@ -449,7 +449,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, comm
         main([*args, "--out", str(out).rstrip("/")])
 
 
-def test_data_simulate_writes_the_same_files_again_but_never_over_other_data(tmp_path):
+def test_data_simulate_leaves_the_same_files_as_they_are_and_never_writes_over_other_data(tmp_path):
     from experiments.data import main as data_main
 
     out = tmp_path / "s"
@@ -468,7 +468,13 @@ def test_data_simulate_writes_the_same_files_again_but_never_over_other_data(tmp
     ]
     data_main(small)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    data_main(small)  # the same data: make data may run it twice
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    data_main(
+        small
+    )  # the same data: make data may run it twice; left as they are (a comparison's fingerprint
+    assert {
+        p.name: p.stat().st_mtime_ns for p in out.iterdir()
+    } == stamps  # of a large file is size and time)
     with pytest.raises(ConfigError) as caught:
         data_main([*small, "--seed", "1"])
     assert str(caught.value) == (
