@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
                 " (timm's resnet18/34 have a 7x7 stem with pooling and 64 channels in the first stage: "
                 "small_input: false, width: 64, as experiments/vision/transfer/resnet.yaml)"
                 if what == "ResNet"
-                else " (ResNet, VisionTransformer have)"
+                else " (ResNet, VisionTransformer and TimmNet have)"
             )
         )
     problem = state_dict_mismatch(module, checkpoint["state_dict"])

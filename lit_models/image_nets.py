@@ -291,12 +291,14 @@ class TimmNet(nn.Module):
                 report.refuse_gaps(model, weights_file, name, model_kwargs)
             return model
 
+        self._timm = (name, dict(model_kwargs or {}))  # what ``export`` names (timm_args)
         if img_size is None or "img_size" in kwargs:
             self.model = create()
             self._check_size(kwargs.get("img_size"), img_size)
         else:  # built for the data's size where the model has one (ViTs: position grid resampled on load)
             try:
                 self.model = create(img_size=img_size)
+                self._timm[1]["img_size"] = img_size
             except TypeError as err:
                 if "img_size" not in str(err):
                     raise
@@ -321,6 +323,15 @@ class TimmNet(nn.Module):
             for module in self.backbone_modules():
                 module.requires_grad_(False)
             self.train(self.training)
+
+    def timm_args(self) -> tuple[str, dict]:
+        """The timm model ``export`` writes these weights for: this net's own name and ``model_kwargs`` (with the
+        input size it was built for, where the model has one)."""
+        return self._timm[0], dict(self._timm[1])
+
+    def timm_state_dict(self) -> dict[str, torch.Tensor]:
+        """Weights in timm's names: the timm model's own."""
+        return self.model.state_dict()
 
     def _check_size(self, built, data_size: int | None) -> None:
         """A model that takes one input size only (a ViT's patch grid) built by ``model_kwargs`` for another size

@@ -276,6 +276,23 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     assert all(torch.equal(new.model.state_dict()[k], v) for k, v in backbone.items())
 
 
+def test_a_timm_net_exports_its_own_weights_which_load_back_the_same(tmp_path):
+    """A TimmNet (DINOv2 probes and fine-tunes) exports as our ViT and ResNet do: its own timm name, the size it
+    was built for, its weights; ``export`` said it had "no timm counterpart"."""
+    from safetensors.torch import save_file
+
+    net = TimmNet("vit_tiny_patch16_224", num_outputs=3, img_size=32).eval()
+    name, kwargs = net.timm_args()
+    assert (name, kwargs) == ("vit_tiny_patch16_224", {"img_size": 32})
+    save_file({k: v.contiguous() for k, v in net.timm_state_dict().items()}, tmp_path / "w.safetensors")
+    back = TimmNet(
+        name, num_outputs=3, weights_file=str(tmp_path / "w.safetensors"), model_kwargs=kwargs
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(back(x), net(x))
+
+
 @pytest.mark.parametrize(
     "arch, pretrain_file",
     [("vit", VISION / "vit.yaml"), ("resnet", VISION / "transfer" / "resnet.yaml")],
