@@ -335,10 +335,9 @@ def download_fashion_mnist(path: Path) -> Path:
         for folder in reversed(made):  # deepest first; one another process has filled meanwhile stays
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        # torchvision's message: the file on its first line, the cause on its last
         lines = [line.strip() for line in str(err).splitlines() if line.strip()] or [type(err).__name__]
-        why = lines[0].rstrip(":") + (
-            f": {lines[-1]}" if len(lines) > 1 else ""
-        )  # torchvision's: file, cause
+        why = lines[0].rstrip(":") + (f": {lines[-1]}" if len(lines) > 1 else "")
         raise DataError(
             f"data.root: Fashion-MNIST is not in {path} and could not be downloaded ({why[:200]}); "
             "run: python -m experiments data fashion_mnist"

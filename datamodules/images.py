@@ -394,6 +394,12 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             crop_pct=1.0 if not augment and not self.hparams.input_config else config.get("crop_pct"),
         )
 
+    def prepare_data(self) -> None:
+        """Fashion-MNIST's download where its files are nowhere local: once per machine (Lightning calls this on
+        one process), not once per DDP process in ``setup``, which then finds the files."""
+        if self.hparams.source == "fashion_mnist" and self.hparams.download:
+            fashion_mnist_root(self.hparams.root, True)
+
     def setup(self, stage: str | None = None) -> None:
         self._load()
         hp = self.hparams

@@ -398,7 +398,6 @@ def main(argv: list[str]) -> None:
     splits = simulate_splits(args.n_train, args.n_val, args.n_test, args.seq_len, args.noise_std, args.seed)
     texts = {out / f"{split}.txt": to_text(sim.data) for split, sim in splits.items()}
     check_folder(out, "data simulate --out")
-    same = set()  # the same files again are left as they are (make data; a comparison's fingerprint of them)
     for path, text in texts.items():  # other data is the user's
         check_writable(path, "data simulate --out")
         if path.exists() and path.read_bytes() != text.encode():
@@ -406,10 +405,8 @@ def main(argv: list[str]) -> None:
                 f"data simulate --out: {path} exists and holds other data (another seed or size, or a file of "
                 "your own); give another --out, or delete it first"
             )
-        if path.exists():
-            same.add(path)
-    for path, text in texts.items():
-        if path not in same:
+    for path, text in texts.items():  # the same files again are left as they are (make data; a comparison's
+        if not path.exists():  # fingerprint of a large file is its size and time)
             write_atomic(path, text)
     print(f"noise ceiling (Pearson r, noiseless vs noisy test labels): {noise_ceiling(splits['test']):.4f}")
     print(f"simulated: {args.n_train}/{args.n_val}/{args.n_test} sequences -> {out}/{{train,val,test}}.txt")
