@@ -4,6 +4,13 @@ exits with status 2 before anything is written; the message names the file, line
 NET = "model.net.init_args"  # where a net's options sit in a config: the messages that name one start with it
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """What a library's error says, for one line of ours: its message's first non-blank line, at most ``limit``
+    characters (its type's name when the message is empty)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
 class UserError(Exception):
     """A mistake in what the user gave: a file, an option, a config, a checkpoint."""
 

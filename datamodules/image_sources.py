@@ -24,7 +24,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 from PIL import Image, UnidentifiedImageError
 
-from archbench.errors import DataError
+from archbench.errors import DataError, first_line
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -375,7 +375,7 @@ def load_hub_images(
         else:
             raise DataError("data: the hub source needs data.dataset (a hub name) or data.train_path")
     except (ConnectionError, FileNotFoundError, ValueError) as err:
-        raise DataError(f"data.dataset: {name!r} could not be loaded: {str(err)[:200]}") from None
+        raise DataError(f"data.dataset: {name!r} could not be loaded: {first_line(err)}") from None
     named = {"train": "train", "val": "validation", "test": "test"}
     splits = {}
     for ours, theirs in named.items():

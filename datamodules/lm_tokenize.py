@@ -17,7 +17,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from archbench.checkpoint_files import gguf_in
-from archbench.errors import DataError
+from archbench.errors import DataError, first_line
 from datamodules.files import saved_json
 
 EOT = "<|endoftext|>"
@@ -177,7 +177,7 @@ def pretrained_lm_tokenizer(name: str) -> LMTokenizer:
             tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError, struct.error) as err:  # struct.error: a GGUF file cut short
         raise DataError(
-            f"data.tokenizer: {name!r} could not be loaded as a tokenizer: {str(err).splitlines()[0][:200]}"
+            f"data.tokenizer: {name!r} could not be loaded as a tokenizer: {first_line(err)}"
         ) from None
     if not tokenizer.is_fast:
         raise DataError(f"data.tokenizer: {name!r} has no fast (Rust) tokenizer")

@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
-from archbench.errors import DataError
+from archbench.errors import DataError, first_line
 from datamodules.files import saved_json
 from datamodules.storage import StoreWriter
 from datamodules.text_sources import offline
@@ -38,7 +38,7 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
             return Tokenizer.from_str(json.dumps(saved))
         except Exception as err:  # tokenizers raises a bare Exception on JSON it cannot read as a tokenizer
             raise DataError(
-                f"data.tokenizer: {name}: not a tokenizers JSON file ({str(err)[:200]})"
+                f"data.tokenizer: {name}: not a tokenizers JSON file ({first_line(err)})"
             ) from None
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
@@ -51,7 +51,7 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
         hint += f" Did you mean {close[0]!r} (a tokenizer trained on the training split)?" if close else ""
         raise DataError(
             f"data.tokenizer: {name!r} ({where}) could not be loaded as a tokenizer: "
-            f"{str(err).splitlines()[0][:200].rstrip('.')}.{hint}"
+            f"{first_line(err).rstrip('.')}.{hint}"
         ) from None
     if not tokenizer.is_fast:
         raise DataError(f"data.tokenizer: {name!r} has no fast (Rust) tokenizer")

@@ -15,8 +15,9 @@ import json
 import math
 import shutil
 import sys
+import textwrap
 import warnings
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -89,6 +90,10 @@ class Comparison:
         slurm: For ``slurm``: the jobs' resources (``experiments.launchers.SlurmOptions``: partition, time_min,
             account, nodes, gpus_per_node, tasks_per_node, cpus_per_task, mem_gb, array_parallelism, qos,
             constraint, setup), and ``cluster: local`` to run the array with submitit's LocalExecutor instead.
+        tune: Tune every row with the same trial budget before its seeds run, each row's best settings then
+            training all of its seeds: ``space`` (as a sweep file's), ``trials`` (per row, 8), ``metric``
+            (default: ``metric`` at validation), ``direction``, ``pruner``, ``threshold``, ``seed``. See
+            ``experiments.tuning``.
         path: Set when loaded: the comparison file.
     """
 
@@ -224,17 +229,40 @@ class Comparison:
         return args
 
 
+def file_keys() -> str:
+    """The comparison file's keys as they are written in it (``KEY: value``), each with its default and what it
+    does, from ``Comparison``'s docstring (jsonargparse's own help would show them as ``--flags``)."""
+    from docstring_parser import parse  # jsonargparse's [signatures] extra reads the docstrings with it
+
+    said = {
+        p.arg_name: " ".join(p.description.replace("``", "").split())
+        for p in parse(Comparison.__doc__).params
+    }
+    lines = []
+    for f in fields(Comparison):
+        if f.name in ("path", "bases"):  # set when loaded, not written
+            continue
+        if f.default is not MISSING:
+            default = (
+                "empty" if f.default is None else yaml.safe_dump(f.default, default_flow_style=True).strip()
+            )
+            default = default.removesuffix("\n...").strip()
+        else:
+            default = "required" if f.default_factory is MISSING else "empty"
+        lines.append(textwrap.fill(f"{f.name}: {said[f.name]} ({default})", width=100, initial_indent="  ",
+                                   subsequent_indent="      "))  # fmt: skip
+    return "\n".join(lines)
+
+
 def command_parser() -> CommandParser:
-    keys = (
-        Comparison.parser().format_help().split("options:", 1)[-1]
-    )  # the comparison file's keys, documented
     parser = CommandParser(
         prog="archbench compare",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train every model of a comparison file x seed on the same data and budget; write "
         "results.json, results.md and comparison.png. Other options (--data.*, --model.*, --trainer.*) go to "
         "every run, as for 'fit'.",
-        epilog="A comparison file is YAML with these keys (KEY: value):" + keys,
+        epilog="A comparison file is YAML with these keys (KEY: value; the default last, in parentheses):\n"
+        + file_keys(),
     )
     parser.add_argument("--config", required=True, help="comparison file, e.g. experiments/dna/compare.yaml")
     parser.add_argument("--seeds", type=int, help="seeds per model (0..N-1); overrides the file")
@@ -761,6 +789,11 @@ def main(argv: list[str]) -> None:
         report["tuning"] = tuned
     spec = {k: v for k, v in comparison.__dict__.items() if k not in ("path", "bases")}
     spec["bases"] = [str(b) for b in comparison.bases]
+    if (
+        args.models
+    ):  # the file's rows, as the table keeps its other finished rows; and the ones this command ran
+        spec["models"] = {m: others.get(m) or comparison.models[m] for m in order}
+        spec["models_run"] = list(comparison.models)
     report["provenance"] = provenance(
         ["archbench", "compare", *argv], started, {"file": str(comparison.path), **spec}
     )

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from archbench.errors import ConfigError, DataError
+from archbench.errors import ConfigError, DataError, first_line
 from datamodules.files import check_folder, not_utf8, write_atomic
 from datamodules.text_sources import read_table
 from experiments.configs import CommandParser
@@ -309,7 +309,7 @@ def weights_kind(path: str) -> str:
             architectures = AutoConfig.from_pretrained(path).architectures or []
         except (OSError, ValueError) as err:
             raise ConfigError(
-                f"--weights: {path!r} could not be read: {str(err).splitlines()[0][:200]}"
+                f"--weights: {path!r} could not be read: {first_line(err)}"
             ) from None
     if any(a.endswith("ForMaskedLM") for a in architectures):
         return "masked"

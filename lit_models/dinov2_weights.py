@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from archbench.errors import DataError
+from archbench.errors import DataError, first_line
 
 _LAYER = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)\.(.+)$")
 _RENAMES = {  # within a layer: Hugging Face -> timm
@@ -86,7 +86,7 @@ def timm_state_from_onnx(path: str | Path, target: dict[str, torch.Tensor]) -> d
         graph = onnx.load(str(path)).graph
     except Exception as err:  # protobuf's DecodeError, a missing file: one line
         raise DataError(
-            f"{where}: not a readable ONNX file ({type(err).__name__}: {str(err)[:200]})"
+            f"{where}: not a readable ONNX file ({type(err).__name__}: {first_line(err)})"
         ) from None
     hf = named_tensors(graph, where)
     prefix = next((k[: -len("embeddings.cls_token")] for k in hf if k.endswith("embeddings.cls_token")), None)

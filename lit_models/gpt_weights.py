@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from archbench.checkpoint_files import gguf_in
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, first_line
 from lit_models.gpt_config import GPTConfig
 
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -110,7 +110,7 @@ def load_hf_causal_lm(path: str | Path):
     try:
         model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32, **kwargs)
     except (OSError, ValueError, KeyError, EOFError, struct.error, pickle.UnpicklingError) as err:
-        said = (str(err).strip().splitlines() or [""])[0][:200]
+        said = first_line(err)
         kind = type(err).__name__ if type(err).__module__ == "builtins" else f"{type(err).__module__}.{type(err).__name__}"  # fmt: skip
         raise ConfigError(
             f"pretrained weights {str(path)!r} could not be read as a model ({kind}: {said})"

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archbench.errors import ConfigError, PretrainedError
+from archbench.errors import ConfigError, PretrainedError, first_line
 from lit_models.optim import prefixed_matcher
 
 
@@ -149,7 +149,7 @@ def _load_error(err: RuntimeError) -> str:
     """torch's list of every tensor that differs as a count and the first (timm's own refusal is one line)."""
     details = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
     if not details:
-        return f"timm: {str(err).splitlines()[0][:200]}"
+        return f"timm: {first_line(err)}"
     first = details[0].replace("copying a param with shape torch.Size(", "").replace("torch.Size(", "")
     counts = sum(
         line.count('", "') + 1 if line.startswith(("Missing", "Unexpected")) else 1 for line in details

@@ -8,7 +8,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from archbench.errors import PretrainedError
+from archbench.errors import PretrainedError, first_line
 from lit_models.pooling import full_lengths, masked_mean, padding_mask
 
 
@@ -66,7 +66,7 @@ class PretrainedEncoder(nn.Module):
                 )
         except OSError as err:
             raise PretrainedError(
-                f"model.net.init_args.path: {path!r} could not be loaded: {str(err).splitlines()[0][:200]}"
+                f"model.net.init_args.path: {path!r} could not be loaded: {first_line(err)}"
             ) from None
         config = self.encoder.config
         if vocab_size and vocab_size > config.vocab_size:

@@ -137,6 +137,23 @@ def test_compare_tells_its_own_options_from_the_runs_options():
                     "datamodules.dna.DNADataModule", "--seed_everything", "4"]  # fmt: skip
 
 
+def test_compare_help_lists_the_comparison_files_keys_as_they_are_written_with_defaults():
+    from dataclasses import fields
+
+    from experiments.compare import Comparison, command_parser
+
+    text = command_parser().format_help()
+    own, keys = text.split("A comparison file is YAML with these keys")
+    assert own.count("-h, --help") == 1 and "-h, --help" not in keys  # the command's own flag, once
+    listed = [line.split(":")[0].strip() for line in keys.splitlines()[1:] if line.startswith("  ") and
+              not line.startswith("      ")]  # fmt: skip
+    assert listed == [f.name for f in fields(Comparison) if f.name not in ("path", "bases")]
+    assert "--" not in keys.replace("--launcher", "")  # keys as written in the file, not flags
+    assert "  models: Row name -> the model's config file" in keys and "(required)" in keys
+    assert "  seeds: Seeds per model" in keys and "(3)" in keys and "  launcher: " in keys
+    assert "  tune: Tune every row with the same trial budget" in keys  # it had no description
+
+
 def test_compare_rows_stop_when_validation_stops_improving_and_the_table_shows_their_epochs(in_tmp):
     # The same rule for every row: early stopping on val/loss (patience 4 validations, base.yaml) within the
     # bound. A row that cannot improve (learning rate 0) stops at its 5th validation: 2.5 epochs of 4 batches.
@@ -232,6 +249,9 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     assert [(r["model"], r["seed"], r["test"]) for r in rerun["runs"]] == [
         (r["model"], r["seed"], r["test"]) for r in report["runs"]
     ]
+    settings = rerun["provenance"]["settings"]  # the file's rows, as the table holds them; and what ran now
+    assert list(settings["models"]) == ["GRU", "CNN"] and settings["models_run"] == ["CNN"]
+    assert "models_run" not in made["settings"]
     with pytest.raises(ConfigError, match=r"--models: ',' names no model; cmp.yaml has GRU, CNN$"):
         compare([*again, "--models", ","])  # it ran nothing and rewrote the table (and "" ran every row)
     assert json.loads((out / "results.json").read_text()) == rerun

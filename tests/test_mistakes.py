@@ -11,7 +11,7 @@ from image_data import image_args
 from jsonargparse import ArgumentError
 from text_data import reviews, write_csv
 
-from archbench.errors import ConfigError, DataError
+from archbench.errors import ConfigError, DataError, first_line
 from experiments.cli import ExperimentCLI
 from experiments.configs import one_line
 
@@ -530,3 +530,12 @@ def test_a_picture_named_without_a_format_matplotlib_writes_is_refused_before_th
         "error: --out m.bmp: name the picture with its format: "
     )
     assert ".png" in said and ".svg" in said and ".pdf" in said and ".pgf" not in said  # pgf needs LaTeX
+
+
+def test_a_librarys_error_is_said_by_its_first_line_even_when_its_message_is_empty_or_starts_blank():
+    # An empty message raised IndexError at some of the places that now use first_line (str(err).splitlines()[0]).
+    assert first_line(OSError()) == "OSError"
+    assert (
+        first_line(ValueError("\n  Unable to load weights \nTraceback follows\n")) == "Unable to load weights"
+    )
+    assert first_line(ValueError("x" * 500), limit=10) == "x" * 10
