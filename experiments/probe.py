@@ -308,9 +308,7 @@ def weights_kind(path: str) -> str:
         try:
             architectures = AutoConfig.from_pretrained(path).architectures or []
         except (OSError, ValueError) as err:
-            raise ConfigError(
-                f"--weights: {path!r} could not be read: {first_line(err)}"
-            ) from None
+            raise ConfigError(f"--weights: {path!r} could not be read: {first_line(err)}") from None
     if any(a.endswith("ForMaskedLM") for a in architectures):
         return "masked"
     if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
