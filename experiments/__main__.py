@@ -78,6 +78,36 @@ def hub_offline_when_unreachable(timeout: float = 2.0) -> bool:
     return True
 
 
+SIGTERM_RECEIVED = False
+
+
+def _note_sigterm(signum, frame) -> None:
+    """SIGTERM noted, so that an error it causes is said as the stop it is (below). Lightning's handler, while a
+    run is under way, calls this one too (it keeps the handler it found) and stops the run after its step; with no
+    run under way, this is the only handler, and the process ends at once, as without it."""
+    global SIGTERM_RECEIVED
+    SIGTERM_RECEIVED = True
+    import signal
+
+    if signal.getsignal(signal.SIGTERM) is _note_sigterm:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _raised_handling_sigterm(err: BaseException) -> bool:
+    """Whether ``err`` came out of a SIGTERM handler (a frame of its traceback holds ``signum`` 15): Lightning's, under
+    DDP, broadcasts the stop to the other processes from inside the handler, and that fails when they stop first;
+    the handlers after it (``_note_sigterm``) are then never called."""
+    import signal
+
+    tb = err.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_locals.get("signum") == signal.SIGTERM:
+            return True
+        tb = tb.tb_next
+    return False
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -112,6 +142,16 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.configs import one_line
 
     command, rest = argv[0], argv[1:]
+    import signal
+
+    global SIGTERM_RECEIVED
+    SIGTERM_RECEIVED = False
+    import threading
+
+    ours = threading.current_thread() is threading.main_thread()  # only the main thread sets handlers
+    previous = signal.getsignal(signal.SIGTERM) if ours else None
+    if previous == signal.SIG_DFL:  # not where a caller handles it
+        signal.signal(signal.SIGTERM, _note_sigterm)
     try:
         if command in COMMANDS:
             import importlib
@@ -147,6 +187,20 @@ def main(argv: list[str] | None = None) -> int:
             said = "stopped"
         print(f"terminated (SIGTERM): {said}", file=sys.stderr)
         return 143  # the shell's status for SIGTERM, whatever was saved
+    except RuntimeError as err:
+        if not (SIGTERM_RECEIVED or _raised_handling_sigterm(err)):
+            raise
+        # A SIGTERM to every process of a multi-process run (a scheduler's, or a kill of the process group): the
+        # processes stop a step apart, and one still in a collective finds its peer gone (gloo's "Connection
+        # closed by peer"), which is the stop, not a fault of its own.
+        from archbench.errors import first_line
+
+        print(f"terminated (SIGTERM): stopped when another process of the run had stopped ({type(err).__name__}: "
+              f"{first_line(err, 120)}); the run's last save resumes it", file=sys.stderr)  # fmt: skip
+        return 143
+    finally:
+        if previous == signal.SIG_DFL:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -55,7 +55,7 @@ class FlopsBudget(Callback):
         if stage != "fit":
             return
         if trainer.datamodule is None:
-            raise ValueError(
+            raise ConfigError(
                 "budget_flops needs the data as a LightningDataModule (to count a training batch)"
             )
         batch = next(iter(trainer.datamodule.train_dataloader()))  # a fresh loader: the fit's is its own
@@ -71,8 +71,9 @@ class FlopsBudget(Callback):
         self.flops_per_step = per_batch * trainer.world_size * trainer.accumulate_grad_batches
         self.steps = int(self.flops // self.flops_per_step)
         if self.steps < 1:
-            raise ValueError(
-                f"budget_flops={self.flops:.3g} is less than one optimizer step ({self.flops_per_step:.3g} FLOPs)"
+            raise ConfigError(
+                f"budget_flops: {self.flops:.3g} is less than one optimizer step of this model "
+                f"({self.flops_per_step:.3g} FLOPs); give at least that"
             )
         trainer.fit_loop.epoch_loop.max_steps = self.steps
         trainer.fit_loop.max_epochs = -1

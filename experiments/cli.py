@@ -7,13 +7,14 @@ Config files load in this order: ``experiments/base.yaml``, the modality's ``bas
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 
 import lightning as L
 import torch
 import yaml
-from jsonargparse import ArgumentError
+from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI
@@ -165,6 +166,7 @@ class ExperimentCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._section(self.config)
+        self._default_logger_named(config)
         self._move_loggers(config)
         self._refuse_files_as_folders(config)
         self._dump_model_hparams()
@@ -208,6 +210,24 @@ class ExperimentCLI(LightningCLI):
             if not folder or "://" in str(folder):  # a remote store (s3://) is the filesystem's business
                 continue
             check_folder(str(folder), option)
+
+    @staticmethod
+    def _default_logger_named(config) -> None:
+        """A config that sets no logger (``trainer.logger`` unset or ``true``: a user's own files, with no modality
+        base) gets Lightning's default written out: a TensorBoardLogger where tensorboard is installed, else a
+        CSVLogger, in ``trainer.default_root_dir`` (or here) under ``lightning_logs/version_N``, as Lightning would
+        make it. Named, the run folder is one ``--ckpt_path last`` and ``best`` find (trial 11: a killed run of a
+        user's own config started over), and it is in the run's ``config.yaml``."""
+        if config.trainer.get("logger") not in (None, True):
+            return
+        tensorboard = any(
+            importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")
+        )  # Lightning's rule
+        name = "TensorBoardLogger" if tensorboard else "CSVLogger"
+        root = config.trainer.get("default_root_dir") or os.getcwd()
+        config.trainer.logger = Namespace(
+            class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=str(root))
+        )
 
     @staticmethod
     def _move_loggers(config) -> None:

@@ -292,10 +292,11 @@ def _build(args: list[str], parse_only: bool = False) -> ExperimentCLI:
 
 
 def check_rows(comparison: Comparison, overrides: list[str]) -> None:
-    """Every row's options parsed and checked before any trains: a row that would not build (no datamodule, an
-    unknown option, a bad value) stops the comparison now, named, not after the rows before it have trained.
-    Parsed, not built: building reads each row's data (seconds a row); what the constructors check (a missing
-    data file, a width the heads do not divide) stops that row's run when it starts."""
+    """Every row built (its data module, model and trainer) before any trains: a row that would not build (no
+    datamodule, an unknown option, a bad value, an option its net's constructor refuses, such as a top_k above the
+    experts or a width the heads do not divide) stops the comparison now, named, not after the rows before it have
+    trained. Building reads no data (the data modules read in ``setup``) and takes about a second a row; what
+    only the data shows (a malformed line) stops that row's run when it starts."""
     from jsonargparse import ArgumentError
 
     parsed = {}
@@ -304,7 +305,7 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
             where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
             try:
                 args = [*comparison.run_args(model, tuned=False), "--trainer.logger=false"]
-                parsed[model] = [_build([*args, *overrides], True).config]
+                parsed[model] = [_build([*args, *overrides]).config]
                 if overrides and len(comparison.models) > 1:  # and as the files alone set it, to compare
                     parsed[model].append(_build(args, True).config)
             except ArgumentError as err:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -148,6 +149,57 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
     )
 
 
+FAKE_RUN = """
+import os, signal
+
+def main(rest):  # a run under a handler that, as Lightning's, calls the one it found; then a peer's error
+    found = signal.getsignal(signal.SIGTERM)
+
+    def handler(signum, frame):
+        if rest == ["in_handler"]:  # Lightning's DDP broadcast from inside its handler, the peer gone
+            raise RuntimeError("Connection reset by peer")
+        found(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        if rest != ["no_sigterm"]:
+            os.kill(os.getpid(), signal.SIGTERM)
+        raise RuntimeError("[pair.cc:561] Connection closed by peer [127.0.0.1]:15541")
+    finally:
+        signal.signal(signal.SIGTERM, found)
+"""
+
+
+def test_a_peers_error_after_sigterm_is_said_as_the_stop_and_any_other_error_is_not(
+    tmp_path, monkeypatch, capsys
+):
+    """Trial 11: SIGTERM to every process of a DDP run (a kill of the process group) left a process whose peer had
+    stopped first with gloo's 100-line traceback; it now says the stop in one line, status 143."""
+    import signal
+
+    from experiments import __main__ as command_line
+
+    (tmp_path / "fake_run.py").write_text(FAKE_RUN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(command_line.COMMANDS, "fake", "fake_run")
+    for case in ([], ["in_handler"]):
+        assert command_line.main(["fake", *case]) == 143
+        said = capsys.readouterr().err.strip()
+        assert said.startswith("terminated (SIGTERM): stopped when another process of the run had stopped "
+                               "(RuntimeError: ") and said.endswith("; the run's last save resumes it")  # fmt: skip
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # as it was before the command
+    with pytest.raises(RuntimeError, match="Connection closed by peer"):  # no SIGTERM: the error as it is
+        command_line.main(["fake", "no_sigterm"])
+    # with no run under way to stop after its step, SIGTERM ends the process at once, as without the note
+    (tmp_path / "fake_wait.py").write_text("import os, signal, time\ndef main(rest):\n"
+                                           "    os.kill(os.getpid(), signal.SIGTERM)\n    time.sleep(30)\n")  # fmt: skip
+    script = ("import sys\nfrom experiments import __main__ as m\nm.COMMANDS['fake'] = 'fake_wait'\n"
+              "sys.exit(m.main(['fake']))\n")  # fmt: skip
+    ended = subprocess.run([sys.executable, "-c", script], timeout=60, capture_output=True,
+                           env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"})  # fmt: skip
+    assert ended.returncode == -signal.SIGTERM, ended.stderr[-2000:]
+
+
 def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_run(in_tmp):
     for config in (CNN, str(ROOT / "experiments" / "dna" / "lstm.yaml")):  # the LSTM must not resume the CNN
         run = run_main(
@@ -163,6 +215,30 @@ def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_r
         assert run.returncode == 0, run.stderr[-3000:]
         assert "resuming" not in run.stdout
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+
+
+def test_a_users_own_config_without_a_logger_is_resumed_and_tested_from_its_run_folder(in_tmp, capsys):
+    """No modality base sets a logger: the run goes where Lightning's default logger puts it
+    (``lightning_logs/version_N``), and ``--ckpt_path last`` finds it there (trial 11: it said "no earlier run" and
+    started over, and ``test --ckpt_path last`` found nothing)."""
+    spec = yaml.safe_load(Path(CNN).read_text())
+    (in_tmp / "mine.yaml").write_text(yaml.safe_dump({"model": spec["model"], "data": {
+        "class_path": "datamodules.dna.DNADataModule", "init_args": {"batch_size": 16}}}))  # fmt: skip
+    args = ["--config", "mine.yaml", *TINY_DATA, "--trainer.enable_progress_bar=false"]
+    for root in (None, "elsewhere"):  # here, and in trainer.default_root_dir
+        where = [f"--trainer.default_root_dir={root}"] if root else []
+        ExperimentCLI(args=["fit", *args, *where, "--trainer.max_epochs=1"])
+        folder = in_tmp / (root or ".") / "lightning_logs" / "version_0"
+        steps = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+        capsys.readouterr()
+        resumed = ExperimentCLI(args=["fit", *args, *where, "--trainer.max_epochs=2", "--ckpt_path=last"])
+        assert "resuming from " in capsys.readouterr().out
+        assert resumed.trainer.global_step == 2 * steps and resumed.trainer.logger.log_dir.endswith(
+            "version_0"
+        )
+        assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * steps
+        tested = ExperimentCLI(args=["test", *args, *where, "--ckpt_path=last"])
+        assert Path(tested.trainer.ckpt_path).resolve() == (folder / "checkpoints" / "last.ckpt").resolve()
 
 
 def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole(tmp_path):

@@ -531,6 +531,30 @@ def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp):
     assert (in_tmp / "out" / "ponder.png").stat().st_size > 5_000
 
 
+def test_a_flops_budget_below_one_step_is_one_line_and_leaves_no_run_behind(in_tmp, monkeypatch):
+    """Trial 11: ``--budget_flops 1e3`` was a ValueError's traceback, and left the row's offline W&B run."""
+    from conftest import CNN, TINY_DATA
+
+    from archbench.errors import ConfigError
+    from experiments.compare import main as compare
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (in_tmp / "cmp.yaml").write_text(f"name: tiny\nseeds: 1\nout: out\nmodels:\n  CNN: {CNN}\n")
+    with pytest.raises(ConfigError, match=r"^budget_flops: 1e\+03 is less than one optimizer step of this model "
+                       r"\(\d\.\d+e\+\d+ FLOPs\); give at least that$"):  # fmt: skip
+        compare(
+            [
+                "--config",
+                "cmp.yaml",
+                "--budget_flops",
+                "1e3",
+                *TINY_DATA,
+                "--trainer.enable_progress_bar=false",
+            ]
+        )
+    assert not list((in_tmp / "out").rglob("offline-run-*")) and not list((in_tmp / "out").rglob("*.ckpt"))
+
+
 def test_the_flops_tally_charges_each_count_to_the_batches_until_the_next():
     from lit_models.flops import FlopsTally
 
