@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, first_line
 
 
 def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
@@ -29,7 +29,7 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
     except pickle.UnpicklingError as err:
-        first = str(err).splitlines()[0]
+        first = first_line(err, 1000)
         if "Weights only load failed" in first:
             raise ConfigError(
                 f"{option}: {str(path)!r} refused: it holds more than tensors and plain values, so it does not "
@@ -39,7 +39,7 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
             f"{option}: {str(path)!r} is not a checkpoint or is damaged ({first[:120]})"
         ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as err:
-        first = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        first = first_line(err, 120)
         raise ConfigError(
             f"{option}: {str(path)!r} is not a checkpoint or is damaged (truncated by a kill or a full disk?): "
             f"{first}"

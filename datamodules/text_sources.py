@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
-from archbench.errors import DataError
+from archbench.errors import DataError, first_line
 from datamodules.files import utf8_problem
 from datamodules.splits import hold_out, seeded_subset
 
@@ -94,7 +94,7 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
         return "file is empty"
     if fmt == "csv" and (reason := utf8_problem(file)):  # JSON: checked before reading (load_file)
         return reason
-    message = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+    message = first_line(cause, 1000)
     ragged = re.search(r"Expected (\d+) fields in line (\d+), saw (\d+)", message)
     if ragged:
         expected, line, saw = ragged.groups()

@@ -78,33 +78,22 @@ def hub_offline_when_unreachable(timeout: float = 2.0) -> bool:
     return True
 
 
-SIGTERM_RECEIVED = False
-
-
-def _note_sigterm(signum, frame) -> None:
-    """SIGTERM noted, so that an error it causes is said as the stop it is (below). Lightning's handler, while a
-    run is under way, calls this one too (it keeps the handler it found) and stops the run after its step; with no
-    run under way, this is the only handler, and the process ends at once, as without it."""
-    global SIGTERM_RECEIVED
-    SIGTERM_RECEIVED = True
+def _after_sigterm(err: BaseException) -> bool:
+    """Whether ``err`` is a multi-process run's peer gone after a SIGTERM: ``LastCheckpoint.on_exception`` marks it
+    (``after_sigterm``) where Lightning had received one; or it came out of the SIGTERM handler itself (a frame of
+    its traceback, or of what it was raised from, holds ``signum`` 15): Lightning's, under DDP, broadcasts the stop
+    to the other processes from inside the handler, which fails when they stopped first."""
     import signal
 
-    if signal.getsignal(signal.SIGTERM) is _note_sigterm:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def _raised_handling_sigterm(err: BaseException) -> bool:
-    """Whether ``err`` came out of a SIGTERM handler (a frame of its traceback holds ``signum`` 15): Lightning's, under
-    DDP, broadcasts the stop to the other processes from inside the handler, and that fails when they stop first;
-    the handlers after it (``_note_sigterm``) are then never called."""
-    import signal
-
-    tb = err.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_locals.get("signum") == signal.SIGTERM:
+    while err is not None:
+        if getattr(err, "after_sigterm", False):
             return True
-        tb = tb.tb_next
+        tb = err.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_locals.get("signum") == signal.SIGTERM:
+                return True
+            tb = tb.tb_next
+        err = err.__cause__ or err.__context__
     return False
 
 
@@ -142,16 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     from experiments.configs import one_line
 
     command, rest = argv[0], argv[1:]
-    import signal
-
-    global SIGTERM_RECEIVED
-    SIGTERM_RECEIVED = False
-    import threading
-
-    ours = threading.current_thread() is threading.main_thread()  # only the main thread sets handlers
-    previous = signal.getsignal(signal.SIGTERM) if ours else None
-    if previous == signal.SIG_DFL:  # not where a caller handles it
-        signal.signal(signal.SIGTERM, _note_sigterm)
+    resume = {"fit": "'fit ... --ckpt_path last' resumes it", "compare": "the same command again resumes it"}
     try:
         if command in COMMANDS:
             import importlib
@@ -173,10 +153,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except SIGTERMException as err:  # Lightning's, after the batch under way (a SystemExit of status 0)
         saved = getattr(err, "last_checkpoint", None)  # set by LastCheckpoint where it saved that step
-        resume = {
-            "fit": "'fit ... --ckpt_path last' resumes it",
-            "compare": "the same command again resumes it",
-        }
         if getattr(err, "said", None):  # the local launcher's, for the runs of its workers
             said = err.said
         elif saved and command in resume:
@@ -188,19 +164,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"terminated (SIGTERM): {said}", file=sys.stderr)
         return 143  # the shell's status for SIGTERM, whatever was saved
     except RuntimeError as err:
-        if not (SIGTERM_RECEIVED or _raised_handling_sigterm(err)):
+        if not _after_sigterm(err):
             raise
         # A SIGTERM to every process of a multi-process run (a scheduler's, or a kill of the process group): the
         # processes stop a step apart, and one still in a collective finds its peer gone (gloo's "Connection
         # closed by peer"), which is the stop, not a fault of its own.
         from archbench.errors import first_line
 
+        again = f"; {resume[command]} from the run's last save" if command in resume else ""
         print(f"terminated (SIGTERM): stopped when another process of the run had stopped ({type(err).__name__}: "
-              f"{first_line(err, 120)}); the run's last save resumes it", file=sys.stderr)  # fmt: skip
+              f"{first_line(err, 120)}){again}", file=sys.stderr)  # fmt: skip
         return 143
-    finally:
-        if previous == signal.SIG_DFL:
-            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

@@ -3,13 +3,58 @@ gives are read by ``archbench.checkpoint_files``)."""
 
 from __future__ import annotations
 
+import logging
+import signal
+import threading
 import time
 
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 
 from archbench.errors import ConfigError
 
+log = logging.getLogger(
+    "lightning.pytorch.trainer.connectors.signal_connector"
+)  # where Lightning says SIGTERM
 NAMED = ("last", "best", "hpc", "registry")  # resolved by Lightning (and `fit --ckpt_path last` by us)
+
+
+_SIGTERMS: list[
+    int
+] = []  # the SIGTERMs this process got during its DDP fit (stop_after_the_step_without_broadcast)
+
+
+def stop_after_the_step_without_broadcast(trainer) -> None:
+    """Under DDP, SIGTERM handled as Lightning's handler does (note it, forward it to the processes Lightning started,
+    stop after the step under way) but without the broadcast Lightning 2.6's handler makes from inside the signal
+    handler (Lightning-AI/pytorch-lightning#20825; the hang it meant to fix is #20806). Run whenever the signal lands,
+    that broadcast pairs with whatever collective the other process is in (DDP's buffer broadcast, the per-batch
+    stop broadcast) and both processes waited forever: 3 of 7 tries here, a kill of rank 0 or of the process group,
+    where rank 1 gets two SIGTERMs (the group's and rank 0's forward) and broadcasts twice. The stop still reaches
+    every process in step: rank 0's flag is broadcast at every batch's start (``_broadcast_sigterm_tensor``), and a
+    process whose peer stopped first finds it gone (said as the stop, ``on_exception``). Later SIGTERMs are
+    dropped: a second ``kill`` does not stop a run that is stopping; SIGKILL does. Private: Lightning offers no
+    public way to handle SIGTERM without its broadcast (its connector's ``received_sigterm`` is what its loops read)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    connector = trainer._signal_connector
+    before = connector._original_handlers.get(
+        signal.SIGTERM
+    )  # the handler before the fit, which Lightning calls too
+    _SIGTERMS.clear()
+
+    def handler(signum, frame):
+        _SIGTERMS.append(signum)
+        if len(_SIGTERMS) > 1:
+            return
+        log.info(rank_prefixed_message(f"Received SIGTERM: {signum}", trainer.local_rank))
+        if trainer.strategy.launcher is not None:
+            trainer.strategy.launcher.kill(signum)
+        connector.received_sigterm = True
+        if callable(before):
+            before(signum, frame)
+
+    signal.signal(signal.SIGTERM, handler)  # Lightning's teardown puts back the handler from before the fit
 
 
 class LastCheckpoint(ModelCheckpoint):
@@ -80,6 +125,8 @@ class LastCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._since = time.monotonic()
+        if trainer.world_size > 1:  # after Lightning set its handlers (Trainer._run), before the first step
+            stop_after_the_step_without_broadcast(trainer)
         done = self._resumed_finished
         if done and done["stopped_early"]:
             trainer.should_stop = True  # the loop ends before its first step
@@ -117,6 +164,12 @@ class LastCheckpoint(ModelCheckpoint):
         stop a batch apart (a save's barrier would wait for a rank that trains on)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        stopped = trainer.received_sigterm or bool(_SIGTERMS)
+        if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
+            # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and
+            # one still in a collective finds its peer gone (gloo's "Connection closed by peer"): the stop, said
+            # as such by the command (experiments.__main__), not a fault of its own
+            exception.after_sigterm = True
         if not isinstance(exception, SIGTERMException) or not trainer.training:
             return
         if trainer.world_size > 1 or trainer.accumulate_grad_batches > 1:

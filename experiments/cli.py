@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
-from archbench.errors import ConfigError, UserError
+from archbench.errors import ConfigError, UserError, first_line
 from datamodules.files import check_folder
 from experiments.checkpoints import NAMED
 from experiments.configs import GLOBAL_BASE, expand_configs, import_class
@@ -215,8 +215,8 @@ class ExperimentCLI(LightningCLI):
     def _default_logger_named(config) -> None:
         """A config that sets no logger (``trainer.logger`` unset or ``true``: a user's own files, with no modality
         base) gets Lightning's default written out: a TensorBoardLogger where tensorboard is installed, else a
-        CSVLogger, in ``trainer.default_root_dir`` (or here) under ``lightning_logs/version_N``, as Lightning would
-        make it. Named, the run folder is one ``--ckpt_path last`` and ``best`` find (trial 11: a killed run of a
+        CSVLogger, in ``trainer.default_root_dir`` (or here) under ``lightning_logs/version_N``, as Lightning makes
+        it (but for its TensorBoard default's version under SLURM, the job's id: here ``version_N`` there too). Named, the run folder is one ``--ckpt_path last`` and ``best`` find (trial 11: a killed run of a
         user's own config started over), and it is in the run's ``config.yaml``."""
         if config.trainer.get("logger") not in (None, True):
             return
@@ -224,9 +224,11 @@ class ExperimentCLI(LightningCLI):
             importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")
         )  # Lightning's rule
         name = "TensorBoardLogger" if tensorboard else "CSVLogger"
-        root = config.trainer.get("default_root_dir") or os.getcwd()
+        root = os.path.normpath(
+            os.path.expanduser(config.trainer.get("default_root_dir") or ".")
+        )  # as Lightning
         config.trainer.logger = Namespace(
-            class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=str(root))
+            class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=root)
         )
 
     @staticmethod
@@ -401,7 +403,7 @@ class ExperimentCLI(LightningCLI):
             ) from None
         except (MisconfigurationException, ValueError, TypeError, ModuleNotFoundError) as err:
             # An impossible request (no such accelerator, too many devices, a precision the device lacks).
-            raise ConfigError(f"trainer: {str(err).splitlines()[0]} ({available_hardware()})") from None
+            raise ConfigError(f"trainer: {first_line(err, 1000)} ({available_hardware()})") from None
 
 
 def user_error(err: ValueError) -> Exception:
@@ -418,7 +420,7 @@ def user_error(err: ValueError) -> Exception:
             return found
     innermost = chain[-1]
     if "Union subtypes" in str(err) and isinstance(innermost, ValueError):
-        return ConfigError(str(innermost).splitlines()[0])
+        return ConfigError(first_line(innermost, 1000))
     return err
 
 

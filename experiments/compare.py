@@ -238,6 +238,9 @@ def file_keys() -> str:
         p.arg_name: " ".join(p.description.replace("``", "").split())
         for p in parse(Comparison.__doc__).params
     }
+    said = {
+        f.name: said.get(f.name, "") for f in fields(Comparison)
+    }  # a key not documented yet: listed all the same
     lines = []
     for f in fields(Comparison):
         if f.name in ("path", "bases"):  # set when loaded, not written
@@ -292,11 +295,13 @@ def _build(args: list[str], parse_only: bool = False) -> ExperimentCLI:
 
 
 def check_rows(comparison: Comparison, overrides: list[str]) -> None:
-    """Every row built (its data module, model and trainer) before any trains: a row that would not build (no
-    datamodule, an unknown option, a bad value, an option its net's constructor refuses, such as a top_k above the
-    experts or a width the heads do not divide) stops the comparison now, named, not after the rows before it have
-    trained. Building reads no data (the data modules read in ``setup``) and takes about a second a row; what
-    only the data shows (a malformed line) stops that row's run when it starts."""
+    """Every row's options parsed and checked before any trains: a row that would not build (no datamodule, an
+    unknown option, a bad value) stops the comparison now, named, not after the rows before it have trained.
+    Parsed, not built: building reads each row's data (the links to the net read the data's sizes and
+    statistics, train a tokenizer) and loads pretrained weights, and a launcher's jobs may build where this
+    process cannot (a GPU trainer, data on the compute nodes). What the constructors check (a missing data file,
+    a top_k above the experts, a width the heads do not divide) stops the comparison when that row's run starts,
+    named the same way (``run_one``); the rows before it are kept."""
     from jsonargparse import ArgumentError
 
     parsed = {}
@@ -305,7 +310,7 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
             where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
             try:
                 args = [*comparison.run_args(model, tuned=False), "--trainer.logger=false"]
-                parsed[model] = [_build([*args, *overrides]).config]
+                parsed[model] = [_build([*args, *overrides], True).config]
                 if overrides and len(comparison.models) > 1:  # and as the files alone set it, to compare
                     parsed[model].append(_build(args, True).config)
             except ArgumentError as err:
@@ -473,7 +478,12 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         run_dir / "result.json",
         run_dir / "checkpoints" / "last.ckpt",
     )
-    cli = _build(args, parse_only=done.is_file())  # a finished run's settings are checked, nothing is built
+    try:  # a finished run's settings are checked, nothing is built
+        cli = _build(args, parse_only=done.is_file())
+    except (
+        UserError
+    ) as err:  # what only the constructors check (check_rows parsed): named as check_rows names it
+        raise type(err)(f"{comparison.path}: models.{model} ({comparison.models[model]}): {err}") from None
     dumped = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True)  # checked when parsed
     # The comparison's own settings that change what a run does (not in the run's config); written only when
     # set, so that folders of comparisons without them still resume

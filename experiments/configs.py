@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, first_line
 from datamodules.files import not_utf8
 
 EXPERIMENTS = Path(__file__).resolve().parent
@@ -167,7 +167,7 @@ def check_yaml(path: Path, expected: str = "trainer:, model:, data:", option: st
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        problem = getattr(err, "problem", None) or first_line(err, 1000)
         raise ConfigError(f"{where}: YAML syntax error: {problem}") from None
     if loaded is not None and not isinstance(loaded, dict):
         raise ConfigError(f"{path}: expected a mapping of options ({expected}), found {loaded!r:.60}")
