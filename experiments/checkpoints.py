@@ -29,7 +29,7 @@ def stop_after_the_step_without_broadcast(trainer) -> None:
     stop after the step under way) but without the broadcast Lightning 2.6's handler makes from inside the signal
     handler (Lightning-AI/pytorch-lightning#20825; the hang it meant to fix is #20806). Run whenever the signal lands,
     that broadcast pairs with whatever collective the other process is in (DDP's buffer broadcast, the per-batch
-    stop broadcast) and both processes waited forever: 3 of 7 tries here, a kill of rank 0 or of the process group,
+    stop broadcast) and both processes waited forever: 3 of 15 tries here, a kill of rank 0 or of the process group,
     where rank 1 gets two SIGTERMs (the group's and rank 0's forward) and broadcasts twice. The stop still reaches
     every process in step: rank 0's flag is broadcast at every batch's start (``_broadcast_sigterm_tensor``), and a
     process whose peer stopped first finds it gone (said as the stop, ``on_exception``). Later SIGTERMs are

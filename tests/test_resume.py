@@ -202,7 +202,7 @@ def test_a_peers_error_after_sigterm_is_said_as_the_stop_and_any_other_error_is_
 
 def test_under_ddp_sigterm_stops_after_the_step_once_without_a_broadcast_in_the_handler():
     """Lightning's DDP handler broadcasts from inside the signal handler, which paired with another collective and
-    hung both processes (trial 11, 3 of 7 kills); ours notes the stop for Lightning's loops, forwards it to the
+    hung both processes (3 of 15 kills); ours notes the stop for Lightning's loops, forwards it to the
     processes Lightning started, once, and calls the handler from before the fit."""
     import signal
     from types import SimpleNamespace
