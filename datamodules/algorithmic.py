@@ -132,6 +132,12 @@ class AlgorithmicDataModule(ClassificationData, SplitLoaders, L.LightningDataMod
             seed = zlib.crc32(f"{h.problem}/{split}/{h.seed}".encode())
             self.splits[split] = _Examples(*parity_examples(n, tuple(lengths), seed))
 
+    def prediction_keys(self) -> list[tuple[str, np.ndarray]]:
+        """For each ``predict`` row (the test split: generated data has no file to predict), the label it is scored
+        against, as the other datamodules' test-split rows carry theirs."""
+        self.setup()
+        return [("label", self.splits["test"].labels)]
+
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         self.setup()
         return make_loader(self.splits[split], self.hparams, self.trainer, train, collate_fn=_collate)

@@ -468,6 +468,10 @@ def _finished_elsewhere(
     return kept
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
     run_dir = comparison.run_dir(model, seed)
     args = [*comparison.run_args(model), *overrides]
@@ -754,7 +758,8 @@ def main(argv: list[str]) -> None:
         return
     budget = f", {comparison.budget_flops:.3g} training FLOPs per run" if comparison.budget_flops else ""
     print(
-        f"compare: {len(comparison.models)} models x {comparison.seeds} seeds -> {out} (W&B {wandb_mode()}, "
+        f"compare: {_count(len(comparison.models), 'model')} x {_count(comparison.seeds, 'seed')} -> {out} (W&B "
+        f"{wandb_mode()}, "
         f"launcher {comparison.launcher}{budget})"
     )
     modality_bases = [e for e in comparison.shared() if isinstance(e, Path) and e.name == "base.yaml"

@@ -14,6 +14,7 @@ positions, so later tokens never change how long an earlier one ponders.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -45,6 +46,15 @@ class UniversalOptions:
             raise ConfigError(f"{NET}.universal.threshold: {self.threshold} is not between 0 and 1")
         if self.ponder_cost < 0:
             raise ConfigError(f"{NET}.universal.ponder_cost: {self.ponder_cost} is negative")
+        defaults = UniversalOptions.__dataclass_fields__
+        given = [f"{k}: {getattr(self, k)}" for k in ("ponder_cost", "threshold", "halt_bias")
+                 if getattr(self, k) != defaults[k].default]  # fmt: skip
+        if not self.act and given:  # said, as a window given to full attention is (a sweep over both goes on)
+            warnings.warn(
+                f"{NET}.universal: {', '.join(given)}, but act is false (every position takes every step, no "
+                "halting unit): ignored (set act: true to use them)",
+                stacklevel=2,
+            )
 
 
 def universal_options(value: UniversalOptions | dict | None) -> UniversalOptions | None:

@@ -85,7 +85,8 @@ def test_missing_file_in_compare(in_tmp):
         "compare", "--config", str(DNA / "compare.yaml"), "--data.train_path=nope.txt", cwd=in_tmp
     )
     assert result.returncode == 2
-    assert "error: nope.txt: file not found" in result.stderr and "Traceback" not in result.stderr
+    said = f"error: {DNA / 'compare.yaml'}: models.RNN (rnn.yaml): nope.txt: file not found"  # the first row's run
+    assert said in result.stderr and "Traceback" not in result.stderr
     assert list(in_tmp.iterdir()) == []
 
 

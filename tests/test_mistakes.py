@@ -523,6 +523,20 @@ def test_a_window_given_to_full_attention_is_said_as_ignored(in_tmp):
         )
 
 
+def test_act_options_given_without_act_are_said_as_ignored():
+    import warnings
+
+    from lit_models.act import UniversalOptions
+
+    with pytest.warns(UserWarning, match=r"^model.net.init_args.universal: ponder_cost: 0.5, but act is false \(every "
+                      r"position takes every step, no halting unit\): ignored"):  # fmt: skip
+        UniversalOptions(act=False, ponder_cost=0.5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        UniversalOptions(act=False)  # nothing given that it ignores
+        UniversalOptions(ponder_cost=0.5)
+
+
 def test_a_picture_named_without_a_format_matplotlib_writes_is_refused_before_the_model_is_built(tmp_path):
     result = run_main("attention", "--ckpt", "c.ckpt", "--text", "a", "--out", "m.bmp", cwd=tmp_path)
     said = last_line(result)

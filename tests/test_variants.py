@@ -671,3 +671,11 @@ def test_a_short_algorithmic_run_trains_with_the_bases_validation_interval(in_tm
     cli = ExperimentCLI(args=["fit", "--config", str(lstm), "--data.n_train=64", "--data.n_val=16",
                               "--data.n_test=16", "--data.batch_size=16", *CSV_ONLY, "--trainer.max_steps=6"])  # fmt: skip
     assert cli.trainer.global_step == 6 and cli.trainer.current_epoch >= 1  # 4 batches an epoch
+    # predict on the test split: each row beside the label it is scored against (trial 11: index and p_k only)
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    ExperimentCLI(args=["predict", "--config", str(lstm), "--data.n_train=64", "--data.n_val=16", "--data.n_test=16",
+                        "--data.batch_size=16", *CSV_ONLY, f"--ckpt_path={ckpt}"])  # fmt: skip
+    rows = [r.split("\t") for r in next(in_tmp.rglob("predictions.tsv")).read_text().splitlines()]
+    assert rows[0] == ["index", "label", "predicted", "p_0", "p_1"] and len(rows) == 1 + 16
+    labels = cli.datamodule.splits["test"].labels
+    assert [int(r[1]) for r in rows[1:]] == labels.tolist() and set(labels.tolist()) == {0, 1}
