@@ -5,10 +5,16 @@ NET = "model.net.init_args"  # where a net's options sit in a config: the messag
 
 
 def first_line(err: BaseException, limit: int = 200) -> str:
-    """What a library's error says, for one line of ours: its message's first non-blank line, at most ``limit``
-    characters (its type's name when the message is empty)."""
+    """What a library's error says, for one line of ours: its message's first non-blank line (its type's name when
+    the message is empty); one over ``limit`` characters is cut at a word's end there and ends in "...", not
+    mid-word."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    return (lines[0] if lines else type(err).__name__)[:limit]
+    line = lines[0] if lines else type(err).__name__
+    if len(line) <= limit:
+        return line
+    cut = line[:limit]
+    space = cut.rfind(" ")
+    return (cut[:space] if space > limit // 2 else cut).rstrip(" ,;:") + "..."
 
 
 class UserError(Exception):

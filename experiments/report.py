@@ -151,8 +151,9 @@ def markdown_table(report: dict) -> str:
             f"{m} {min(s):,}" + (f"–{max(s):,}" if max(s) != min(s) else "") for m, s in steps.items()
         )
         notes.append(
-            f"Matched compute: each run trained for {budgeted[0]['budget_flops']:.3g} training FLOPs (compare's "
-            f"budget_flops, counted as above), so the rows train for different steps: {shown}."
+            f"Matched compute: each run trained for the whole steps that fit in {budgeted[0]['budget_flops']:.3g} "
+            f"training FLOPs (compare's budget_flops, counted as above; its Train FLOPs are at most that), so the rows "
+            f"train for different steps: {shown}."
         )
     if any(row.get("throughput") is None for row in summary):
         notes.append(

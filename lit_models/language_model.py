@@ -118,7 +118,10 @@ class LanguageModelTask(Task):
 
     def _log_epoch(self, metrics: LanguageModelMetrics, prefix: str) -> None:
         values = metrics.compute()
-        self.log_dict({f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=False)
+        # the same on every process (summed states): their max is the value, and Lightning does not warn under DDP
+        self.log_dict(
+            {f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True, reduce_fx="max"
+        )
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -325,7 +325,11 @@ class Task(L.LightningModule):
             metric = getattr(self, f"{stage}_{kind}", None)
             if metric is not None:
                 values = metric.compute()
-                self.log_dict({f"{stage}/{prefix}/{k}": v for k, v in values.items()}, sync_dist=False)
+                # the same on every process (the metric's states are summed across them): the max of equal values
+                # is the value, exactly, and keeps Lightning from warning under DDP that a value was not synced
+                self.log_dict(
+                    {f"{stage}/{prefix}/{k}": v for k, v in values.items()}, sync_dist=True, reduce_fx="max"
+                )
                 metric.reset()
 
     def on_validation_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -398,8 +398,9 @@ def test_one_seed_reports_no_spread():
     matched = markdown_table(summarize([{**runs[0], **budget, "budget_steps": 40}, {**runs[0], **budget, "seed": 1,
                                         "budget_steps": 42}, {**runs[0], **budget, "model": "RNN", "budget_steps": 90}],
                                        "test/pearson"))  # fmt: skip
-    assert ("Matched compute: each run trained for 5e+06 training FLOPs (compare's budget_flops, counted as above), "
-            "so the rows train for different steps: CNN 40–42, RNN 90.") in matched  # fmt: skip
+    assert ("Matched compute: each run trained for the whole steps that fit in 5e+06 training FLOPs (compare's "
+            "budget_flops, counted as above; its Train FLOPs are at most that), so the rows train for different "
+            "steps: CNN 40–42, RNN 90.") in matched  # fmt: skip
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(in_tmp):

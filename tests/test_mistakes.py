@@ -552,4 +552,10 @@ def test_a_librarys_error_is_said_by_its_first_line_even_when_its_message_is_emp
     assert (
         first_line(ValueError("\n  Unable to load weights \nTraceback follows\n")) == "Unable to load weights"
     )
-    assert first_line(ValueError("x" * 500), limit=10) == "x" * 10
+    assert first_line(ValueError("x" * 500), limit=10) == "x" * 10 + "..."
+    said = (
+        "mmap can only be used with files saved with torch.save(_use_new_zipfile_serialization=True), please"
+    )
+    assert (
+        first_line(RuntimeError(said), limit=60) == "mmap can only be used with files saved with..."
+    )  # a word's end
