@@ -13,15 +13,13 @@ from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
 
 from archbench.errors import ConfigError
 
-log = logging.getLogger(
-    "lightning.pytorch.trainer.connectors.signal_connector"
-)  # where Lightning says SIGTERM
+# where Lightning says it received SIGTERM
+log = logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector")
 NAMED = ("last", "best", "hpc", "registry")  # resolved by Lightning (and `fit --ckpt_path last` by us)
 
 
-_SIGTERMS: list[
-    int
-] = []  # the SIGTERMs this process got during its DDP fit (stop_after_the_step_without_broadcast)
+# the SIGTERMs this process got during its DDP fit (stop_after_the_step_without_broadcast)
+_SIGTERMS: list[int] = []
 
 
 def stop_after_the_step_without_broadcast(trainer) -> None:
@@ -38,9 +36,8 @@ def stop_after_the_step_without_broadcast(trainer) -> None:
     if threading.current_thread() is not threading.main_thread():
         return
     connector = trainer._signal_connector
-    before = connector._original_handlers.get(
-        signal.SIGTERM
-    )  # the handler before the fit, which Lightning calls too
+    # the handler from before the fit, which Lightning's calls too
+    before = connector._original_handlers.get(signal.SIGTERM)
     _SIGTERMS.clear()
 
     def handler(signum, frame):

@@ -216,17 +216,16 @@ class ExperimentCLI(LightningCLI):
         """A config that sets no logger (``trainer.logger`` unset or ``true``: a user's own files, with no modality
         base) gets Lightning's default written out: a TensorBoardLogger where tensorboard is installed, else a
         CSVLogger, in ``trainer.default_root_dir`` (or here) under ``lightning_logs/version_N``, as Lightning makes
-        it (but for its TensorBoard default's version under SLURM, the job's id: here ``version_N`` there too). Named, the run folder is one ``--ckpt_path last`` and ``best`` find (trial 11: a killed run of a
-        user's own config started over), and it is in the run's ``config.yaml``."""
+        it (but for its TensorBoard default's version under SLURM, the job's id: here ``version_N`` there too).
+        Named, the run folder is one ``--ckpt_path last`` and ``best`` find (trial 11: a killed run of a user's own
+        config started over), and it is in the run's ``config.yaml``."""
         if config.trainer.get("logger") not in (None, True):
             return
-        tensorboard = any(
-            importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")
-        )  # Lightning's rule
+        # Lightning's rule for its default logger
+        tensorboard = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
         name = "TensorBoardLogger" if tensorboard else "CSVLogger"
-        root = os.path.normpath(
-            os.path.expanduser(config.trainer.get("default_root_dir") or ".")
-        )  # as Lightning
+        # as Lightning reads it
+        root = os.path.normpath(os.path.expanduser(config.trainer.get("default_root_dir") or "."))
         config.trainer.logger = Namespace(
             class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=root)
         )
