@@ -166,6 +166,7 @@ class ExperimentCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self._section(self.config)
+        self._home_expanded(config)
         self._default_logger_named(config)
         self._move_loggers(config)
         self._refuse_files_as_folders(config)
@@ -212,6 +213,19 @@ class ExperimentCLI(LightningCLI):
             check_folder(str(folder), option)
 
     @staticmethod
+    def _home_expanded(config) -> None:
+        """``~`` in ``trainer.default_root_dir`` and the loggers' ``save_dir`` expanded once, here: quoted (a YAML
+        value, ``--opt=~/x``) it reaches no shell, and the loggers expanded it where the checkpoints and the
+        ``last`` lookup did not (trial 12: one run in two folders, a resume that started over)."""
+        root = config.trainer.get("default_root_dir")
+        if isinstance(root, str) and root.startswith("~"):
+            config.trainer.default_root_dir = os.path.expanduser(root)
+        for entry in logger_entries(config):
+            init = (entry.get("init_args") if hasattr(entry, "get") else None) or {}
+            if isinstance(init.get("save_dir"), str) and init["save_dir"].startswith("~"):
+                init["save_dir"] = os.path.expanduser(init["save_dir"])
+
+    @staticmethod
     def _default_logger_named(config) -> None:
         """A config that sets no logger (``trainer.logger`` unset or ``true``: a user's own files, with no modality
         base) gets Lightning's default written out: a TensorBoardLogger where tensorboard is installed, else a
@@ -224,8 +238,7 @@ class ExperimentCLI(LightningCLI):
         # Lightning's rule for its default logger
         tensorboard = any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX"))
         name = "TensorBoardLogger" if tensorboard else "CSVLogger"
-        # as Lightning reads it
-        root = os.path.normpath(os.path.expanduser(config.trainer.get("default_root_dir") or "."))
+        root = os.path.normpath(config.trainer.get("default_root_dir") or ".")
         config.trainer.logger = Namespace(
             class_path=f"lightning.pytorch.loggers.{name}", init_args=Namespace(save_dir=root)
         )

@@ -13,6 +13,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import shutil
 import sys
 import textwrap
@@ -708,6 +709,9 @@ def main(argv: list[str]) -> None:
         comparison.seeds = args.seeds
     if args.out:
         comparison.out = args.out
+    # "~/runs" quoted (in the file, or --out=~/runs) reaches no shell: expanded here, or the loggers would expand it
+    # and the checkpoints and W&B not (trial 12: a run split across two folders, then a traceback)
+    comparison.out = os.path.expanduser(comparison.out)
     if args.budget_flops is not None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops} is not a positive number")
@@ -756,7 +760,8 @@ def main(argv: list[str]) -> None:
     if args.serve:  # a local launcher's worker
         serve(run_job, comparison.run_dir)
         return
-    budget = f", {comparison.budget_flops:.3g} training FLOPs per run" if comparison.budget_flops else ""
+    budget = (f", {comparison.budget_flops:.3g} training FLOPs per run in place of the epoch bound (each row's steps "
+              "from its cost, said as it starts)" if comparison.budget_flops else "")  # fmt: skip
     print(
         f"compare: {_count(len(comparison.models), 'model')} x {_count(comparison.seeds, 'seed')} -> {out} (W&B "
         f"{wandb_mode()}, "

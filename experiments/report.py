@@ -150,10 +150,18 @@ def markdown_table(report: dict) -> str:
         shown = ", ".join(
             f"{m} {min(s):,}" + (f"–{max(s):,}" if max(s) != min(s) else "") for m, s in steps.items()
         )
+        short = [f"{r['model']} seed {r['seed']} ({r['steps']:,} of {r['budget_steps']:,} steps)" for r in budgeted
+                 if r.get("steps") is not None and r["steps"] < r["budget_steps"]]  # fmt: skip
         notes.append(
             f"Matched compute: each run trained for the whole steps that fit in {budgeted[0]['budget_flops']:.3g} "
             f"training FLOPs (compare's budget_flops, counted as above; its Train FLOPs are at most that), so the rows "
             f"train for different steps: {shown}."
+            + (
+                f" Stopped before their budget by the validation rule (early stopping), so trained on less compute "
+                f"than the others: {', '.join(short)}."
+                if short
+                else ""
+            )  # fmt: skip
         )
     if any(row.get("throughput") is None for row in summary):
         notes.append(

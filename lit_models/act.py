@@ -52,7 +52,7 @@ class UniversalOptions:
         if not self.act and given:  # said, as a window given to full attention is (a sweep over both goes on)
             warnings.warn(
                 f"{NET}.universal: {', '.join(given)}, but act is false (every position takes every step, no "
-                "halting unit): ignored (set act: true to use them)",
+                f"halting unit): ignored (set act: true to use {'them' if len(given) > 1 else 'it'})",
                 stacklevel=2,
             )
 

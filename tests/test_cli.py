@@ -258,6 +258,19 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     assert json.loads((out / "results.json").read_text()) == rerun
 
 
+def test_compare_out_under_home_given_quoted_is_one_folder(in_tmp, monkeypatch):
+    """``--out=~/cmp`` (no shell expands it): the logs went to ~/cmp and the checkpoints and W&B to ./~/cmp, then a
+    traceback (trial 12)."""
+    monkeypatch.setenv("HOME", str(in_tmp / "home"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (in_tmp / "cmp.yaml").write_text(f"name: tiny\nseeds: 1\nmodels:\n  CNN: {DNA / 'cnn.yaml'}\n")
+    compare(["--config", "cmp.yaml", "--out=~/cmp", *TINY_DATA, "--trainer.max_epochs=1",
+             "--trainer.enable_progress_bar=false"])  # fmt: skip
+    out = in_tmp / "home" / "cmp"
+    assert (out / "results.json").is_file() and list((out / "runs").rglob("last.ckpt"))
+    assert not (in_tmp / "~").exists()
+
+
 def test_seed_parity_table_shows_the_course_counts(in_tmp):
     compare(
         [
@@ -400,7 +413,12 @@ def test_one_seed_reports_no_spread():
                                        "test/pearson"))  # fmt: skip
     assert ("Matched compute: each run trained for the whole steps that fit in 5e+06 training FLOPs (compare's "
             "budget_flops, counted as above; its Train FLOPs are at most that), so the rows train for different "
-            "steps: CNN 40–42, RNN 90.") in matched  # fmt: skip
+            "steps: CNN 40–42, RNN 90.") in matched and "Stopped before their budget" not in matched  # fmt: skip
+    short = markdown_table(summarize([{**runs[0], **budget, "budget_steps": 40, "steps": 40},
+                                      {**runs[0], **budget, "model": "RNN", "budget_steps": 90, "steps": 32}],
+                                     "test/pearson"))  # fmt: skip
+    assert ("Stopped before their budget by the validation rule (early stopping), so trained on less compute than "
+            "the others: RNN seed 0 (32 of 90 steps).") in short  # fmt: skip
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(in_tmp):

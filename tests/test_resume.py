@@ -243,7 +243,9 @@ def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_r
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
 
 
-def test_a_users_own_config_without_a_logger_is_resumed_and_tested_from_its_run_folder(in_tmp, capsys):
+def test_a_users_own_config_without_a_logger_is_resumed_and_tested_from_its_run_folder(
+    in_tmp, capsys, monkeypatch
+):
     """No modality base sets a logger: the run goes where Lightning's default logger puts it
     (``lightning_logs/version_N``), and ``--ckpt_path last`` finds it there (trial 11: it said "no earlier run" and
     started over, and ``test --ckpt_path last`` found nothing)."""
@@ -251,10 +253,17 @@ def test_a_users_own_config_without_a_logger_is_resumed_and_tested_from_its_run_
     (in_tmp / "mine.yaml").write_text(yaml.safe_dump({"model": spec["model"], "data": {
         "class_path": "datamodules.dna.DNADataModule", "init_args": {"batch_size": 16}}}))  # fmt: skip
     args = ["--config", "mine.yaml", *TINY_DATA, "--trainer.enable_progress_bar=false"]
-    for root in (None, "elsewhere"):  # here, and in trainer.default_root_dir
+    monkeypatch.setenv("HOME", str(in_tmp / "home"))
+    # here, in trainer.default_root_dir, and in one under ~ given quoted (no shell expands it: trial 12 found the
+    # logs in ~/mine and the checkpoints in ./~/mine, and a resume that started over)
+    for root, made in (
+        (None, in_tmp),
+        ("elsewhere", in_tmp / "elsewhere"),
+        ("~/mine", in_tmp / "home" / "mine"),
+    ):
         where = [f"--trainer.default_root_dir={root}"] if root else []
         ExperimentCLI(args=["fit", *args, *where, "--trainer.max_epochs=1"])
-        folder = in_tmp / (root or ".") / "lightning_logs" / "version_0"
+        folder = made / "lightning_logs" / "version_0"
         steps = torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
         capsys.readouterr()
         resumed = ExperimentCLI(args=["fit", *args, *where, "--trainer.max_epochs=2", "--ckpt_path=last"])
@@ -265,6 +274,7 @@ def test_a_users_own_config_without_a_logger_is_resumed_and_tested_from_its_run_
         assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 2 * steps
         tested = ExperimentCLI(args=["test", *args, *where, "--ckpt_path=last"])
         assert Path(tested.trainer.ckpt_path).resolve() == (folder / "checkpoints" / "last.ckpt").resolve()
+    assert not (in_tmp / "~").exists()
 
 
 def test_a_kill_while_a_checkpoint_is_written_leaves_the_previous_one_whole(tmp_path):
