@@ -44,10 +44,11 @@ class FlopsBudget(Callback):
     budget has left over that latest cost, so the run spends the budget, not the first batch's estimate of it.
     The schedule keeps the first estimate's length."""
 
-    def __init__(self, flops: float):
+    def __init__(self, flops: float, where: str = ""):
+        """``where``: what the messages start with (compare's comparison file and row)."""
         if not flops > 0:
             raise ValueError(f"budget_flops: {flops} is not a positive number of FLOPs")
-        self.flops = flops
+        self.flops, self.where = flops, where
         self.steps: int | None = None
         self.flops_per_step: float | None = None
 
@@ -72,7 +73,7 @@ class FlopsBudget(Callback):
         self.steps = int(self.flops // self.flops_per_step)
         if self.steps < 1:
             raise ConfigError(
-                f"budget_flops: {self.flops:.3g} is less than one optimizer step of this model "
+                f"{self.where}budget_flops: {self.flops:.3g} is less than one optimizer step of this model "
                 f"({self.flops_per_step:.3g} FLOPs); give at least that"
             )
         trainer.fit_loop.epoch_loop.max_steps = self.steps

@@ -550,7 +550,8 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         f"{comparison.metric!r}: " if metric != comparison.metric else ""
     )
     trainer.callbacks += [timer, throughput, memory, LoggedMetric(metric, said)]
-    budget = FlopsBudget(comparison.budget_flops) if comparison.budget_flops else None
+    where = f"{comparison.path}: models.{model} ({comparison.models[model]}): "
+    budget = FlopsBudget(comparison.budget_flops, where) if comparison.budget_flops else None
     if budget is not None:
         trainer.callbacks.append(budget)
     config = _plain(cli.config)

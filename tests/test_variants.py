@@ -540,7 +540,8 @@ def test_a_flops_budget_below_one_step_is_one_line_and_leaves_no_run_behind(in_t
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     (in_tmp / "cmp.yaml").write_text(f"name: tiny\nseeds: 1\nout: out\nmodels:\n  CNN: {CNN}\n")
-    with pytest.raises(ConfigError, match=r"^budget_flops: 1e\+03 is less than one optimizer step of this model "
+    with pytest.raises(ConfigError, match=r"cmp.yaml: models.CNN \(.*cnn.yaml\): budget_flops: 1e\+03 is less than "
+                       r"one optimizer step of this model "
                        r"\(\d\.\d+e\+\d+ FLOPs\); give at least that$"):  # fmt: skip
         compare(
             [
