@@ -209,6 +209,10 @@ class Comparison:
     def model_file(self, model: str) -> Path:
         return (self.path.parent / self.models[model]).resolve()
 
+    def row(self, model: str) -> str:
+        """How a message names a row: the comparison file, the row and its model file."""
+        return f"{self.path}: models.{model} ({self.models[model]})"
+
     def shared(self) -> list[Path | dict]:
         entries = self.config if isinstance(self.config, list) else [self.config]
         return [(self.path.parent / e).resolve() if isinstance(e, str) else e for e in entries]
@@ -235,13 +239,11 @@ def file_keys() -> str:
     does, from ``Comparison``'s docstring (jsonargparse's own help would show them as ``--flags``)."""
     from docstring_parser import parse  # jsonargparse's [signatures] extra reads the docstrings with it
 
+    documented = {p.arg_name: p.description for p in parse(Comparison.__doc__).params}
+    # a key not documented yet is listed all the same
     said = {
-        p.arg_name: " ".join(p.description.replace("``", "").split())
-        for p in parse(Comparison.__doc__).params
+        f.name: " ".join(documented.get(f.name, "").replace("``", "").split()) for f in fields(Comparison)
     }
-    said = {
-        f.name: said.get(f.name, "") for f in fields(Comparison)
-    }  # a key not documented yet: listed all the same
     lines = []
     for f in fields(Comparison):
         if f.name in ("path", "bases"):  # set when loaded, not written
@@ -308,7 +310,7 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
     parsed = {}
     with lightning_quiet():  # the trainer's and the seed's notes are said again when each run starts
         for model in comparison.models:
-            where = f"{comparison.path}: models.{model} ({comparison.models[model]})"
+            where = comparison.row(model)
             try:
                 args = [*comparison.run_args(model, tuned=False), "--trainer.logger=false"]
                 parsed[model] = [_build([*args, *overrides], True).config]
@@ -483,12 +485,12 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         run_dir / "result.json",
         run_dir / "checkpoints" / "last.ckpt",
     )
-    try:  # a finished run's settings are checked, nothing is built
+    # a finished run's settings are checked, nothing is built; what only the constructors check (check_rows
+    # parsed) is named as check_rows names it
+    try:
         cli = _build(args, parse_only=done.is_file())
-    except (
-        UserError
-    ) as err:  # what only the constructors check (check_rows parsed): named as check_rows names it
-        raise type(err)(f"{comparison.path}: models.{model} ({comparison.models[model]}): {err}") from None
+    except UserError as err:
+        raise type(err)(f"{comparison.row(model)}: {err}") from None
     dumped = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True)  # checked when parsed
     # The comparison's own settings that change what a run does (not in the run's config); written only when
     # set, so that folders of comparisons without them still resume
@@ -550,8 +552,11 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         f"{comparison.metric!r}: " if metric != comparison.metric else ""
     )
     trainer.callbacks += [timer, throughput, memory, LoggedMetric(metric, said)]
-    where = f"{comparison.path}: models.{model} ({comparison.models[model]}): "
-    budget = FlopsBudget(comparison.budget_flops, where) if comparison.budget_flops else None
+    budget = (
+        FlopsBudget(comparison.budget_flops, f"{comparison.row(model)}: ")
+        if comparison.budget_flops
+        else None
+    )
     if budget is not None:
         trainer.callbacks.append(budget)
     config = _plain(cli.config)

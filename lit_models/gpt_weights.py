@@ -16,8 +16,6 @@ from archbench.checkpoint_files import gguf_in
 from archbench.errors import ConfigError, first_line
 from lit_models.gpt_config import GPTConfig
 
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 def llama_config(hf) -> GPTConfig:
     """Our config for a transformers ``LlamaConfig``."""

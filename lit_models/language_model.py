@@ -117,11 +117,7 @@ class LanguageModelTask(Task):
         self._evaluate(batch, self.test_metrics)
 
     def _log_epoch(self, metrics: LanguageModelMetrics, prefix: str) -> None:
-        values = metrics.compute()
-        # the same on every process (summed states): their max is the value, and Lightning does not warn under DDP
-        self.log_dict(
-            {f"{prefix}/{k}": v for k, v in values.items()}, prog_bar=True, sync_dist=True, reduce_fx="max"
-        )
+        self.log_computed({f"{prefix}/{k}": v for k, v in metrics.compute().items()}, prog_bar=True)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:

@@ -319,17 +319,18 @@ class Task(L.LightningModule):
             difficulty = batch.get("difficulty") if isinstance(batch, dict) else None
             getattr(self, f"{stage}_ponder").update(self._act, difficulty)
 
+    def log_computed(self, values: dict, **kwargs) -> None:
+        """Values a torchmetrics metric computed over a whole split (its states summed across processes), so the
+        same on every process: logged synced with their max, which is each value exactly, so that Lightning does
+        not warn under DDP that an epoch-level value was not synced."""
+        self.log_dict(values, sync_dist=True, reduce_fx="max", **kwargs)
+
     def _log_statistics(self, stage: str) -> None:
         """Expert usage per MoE layer and ACT's steps per position, over the whole split (all processes)."""
         for kind, prefix in (("experts", "moe"), ("ponder", "act")):
             metric = getattr(self, f"{stage}_{kind}", None)
             if metric is not None:
-                values = metric.compute()
-                # the same on every process (the metric's states are summed across them): the max of equal values
-                # is the value, exactly, and keeps Lightning from warning under DDP that a value was not synced
-                self.log_dict(
-                    {f"{stage}/{prefix}/{k}": v for k, v in values.items()}, sync_dist=True, reduce_fx="max"
-                )
+                self.log_computed({f"{stage}/{prefix}/{k}": v for k, v in metric.compute().items()})
                 metric.reset()
 
     def on_validation_batch_start(self, batch, batch_idx: int, dataloader_idx: int = 0) -> None:
