@@ -56,7 +56,7 @@ from experiments.launchers import (
     serve,
 )
 from experiments.loggers import AutoWandbLogger, discard_run, wandb_mode
-from experiments.provenance import provenance
+from experiments.provenance import code_version, provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, as_saved, checkpoint_info, keep_metrics, open_quietly
 from experiments.sweep import LoggedMetric
@@ -634,6 +634,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         "noise_ceiling": getattr(data, "noise_ceiling", None),
         "metrics_csv": str(run_dir / "metrics.csv"),
         "config": config,
+        # a re-run keeps finished runs, so the table's runs may come from earlier commands and other code: each
+        # says when and at which commit it was made (the provenance's times and commit are the latest command's)
+        "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **code_version(),
     }
     if trainer.is_global_zero:
         write_atomic(done, json.dumps(result, indent=1) + "\n")

@@ -187,11 +187,29 @@ def markdown_table(report: dict) -> str:
         )
         notes.append(f"Each row tuned first with the same budget ({first['trials']} trials on {first['metric']}); "
                      f"its best settings then ran every seed: {best}.")  # fmt: skip
+    made = _made_at(report.get("runs", []))
+    if made:
+        notes.append(made)
     if "noise_ceiling" in report:
         notes.append(
             f"Noise ceiling (Pearson r of noiseless vs noisy test labels): {report['noise_ceiling']:.3f}."
         )
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
+
+
+def _made_at(runs: list[dict]) -> str | None:
+    """A note when the table's runs were made at different commits (a re-run keeps finished runs, made by the
+    code of its time); runs of versions that did not record it are left out."""
+    commits: dict[str, list[str]] = {}
+    for r in runs:
+        if r.get("git_commit"):
+            commits.setdefault(r["git_commit"], []).append(f"{r['model']} seed {r['seed']}")
+    if len(commits) < 2:
+        return None
+    groups = "; ".join(f"{commit[:7]}: {', '.join(names)}" for commit, names in commits.items())
+    return (
+        f"The runs were made at {len(commits)} commits of this code (a re-run keeps finished runs): {groups}."
+    )
 
 
 def _short(value) -> str:

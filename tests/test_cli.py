@@ -253,6 +253,12 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     settings = rerun["provenance"]["settings"]  # the file's rows, as the table holds them; and what ran now
     assert list(settings["models"]) == ["GRU", "CNN"] and settings["models_run"] == ["CNN"]
     assert "models_run" not in made["settings"]
+    # each run says when and at which commit it was made: the kept ones are the earlier command's
+    assert all(made["started"] <= r["finished"] <= made["finished"] for r in report["runs"])
+    assert [r["finished"] for r in rerun["runs"] if r["model"] == "GRU"] == [
+        r["finished"] for r in report["runs"] if r["model"] == "GRU"
+    ]
+    assert all(r["git_commit"] == made["git_commit"] for r in rerun["runs"])
     with pytest.raises(ConfigError, match=r"--models: ',' names no model; cmp.yaml has GRU, CNN$"):
         compare([*again, "--models", ","])  # it ran nothing and rewrote the table (and "" ran every row)
     assert json.loads((out / "results.json").read_text()) == rerun
@@ -419,6 +425,12 @@ def test_one_seed_reports_no_spread():
                                      "test/pearson"))  # fmt: skip
     assert ("Stopped before their budget by the validation rule (early stopping), so trained on less compute than "
             "the others: RNN seed 0 (32 of 90 steps).") in short  # fmt: skip
+    # a re-run keeps finished runs made by earlier code: the table says which commit made which
+    assert "commits of this code" not in table
+    commits = [{**runs[0], "git_commit": "a" * 40}, {**runs[0], "seed": 1, "git_commit": "b" * 40},
+               {**runs[0], "model": "RNN", "git_commit": "a" * 40}]  # fmt: skip
+    assert ("The runs were made at 2 commits of this code (a re-run keeps finished runs): aaaaaaa: CNN seed 0, "
+            "RNN seed 0; bbbbbbb: CNN seed 1.") in markdown_table(summarize(commits, "test/pearson"))  # fmt: skip
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(in_tmp):
