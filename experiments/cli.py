@@ -17,7 +17,7 @@ import yaml
 from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -54,6 +54,19 @@ DATA_LINKS = {
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
+class SaveRunConfig(SaveConfigCallback):
+    """LightningCLI's config saving, but a ``test``, ``validate`` or ``predict`` never writes over the
+    ``config.yaml`` of the run it evaluates: without a logger (``--trainer.logger false``) its log folder is the
+    trained run's ``default_root_dir``, and the fit's record of how the weights were made would go. It writes
+    ``config.<stage>.yaml`` beside it instead; with a logger it has a version folder of its own, as before."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage != "fit" and not self.already_saved and trainer.log_dir is not None:
+            if os.path.isfile(os.path.join(trainer.log_dir, self.config_filename)):
+                self.config_filename = f"config.{getattr(stage, 'value', stage)}.yaml"  # TrainerFn or str
+        super().setup(trainer, pl_module, stage)
+
+
 class ExperimentCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, parse_only: bool = False, **kwargs):
         """``parse_only``: parse and check the options, build nothing (``compare`` checks every row so, up front)."""
@@ -62,6 +75,7 @@ class ExperimentCLI(LightningCLI):
             sys.argv[1:] = expand_configs(sys.argv[1:])
         else:
             args = expand_configs(list(args))
+        kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         self._subcommands = run
         # Parse errors raise (the command line prints them as one line) instead of printing usage and exiting.

@@ -474,6 +474,19 @@ def test_resume_last_without_a_logger_takes_the_root_folders_checkpoint(in_tmp, 
         ExperimentCLI(args=[*plain, "--ckpt_path=last", "--model.net.init_args.dropout=0.3"])  # same shapes
 
 
+def test_an_evaluation_without_a_logger_keeps_the_fits_config_and_writes_its_own_beside_it(in_tmp):
+    """Without a logger an evaluation's log folder is the trained run's default_root_dir: LightningCLI would
+    write its config over the fit's config.yaml, the record of how the weights were made."""
+    plain = ["--config", CNN, *TINY_DATA, "--trainer.logger=false", "--trainer.default_root_dir=out",
+             "--trainer.enable_progress_bar=false"]  # fmt: skip
+    ExperimentCLI(args=["fit", *plain, "--trainer.max_steps=2"])
+    made = (in_tmp / "out" / "config.yaml").read_text()
+    for stage in ("test", "validate", "predict"):
+        ExperimentCLI(args=[stage, *plain, "--ckpt_path=last", "--data.batch_size=3"])
+        assert (in_tmp / "out" / "config.yaml").read_text() == made
+        assert "batch_size: 3" in (in_tmp / "out" / f"config.{stage}.yaml").read_text()
+
+
 def test_a_damaged_or_deleted_last_checkpoint_is_named_with_the_checkpoints_beside_it(in_tmp):
     """``fit --ckpt_path last`` on a run whose last.ckpt something else cut short, or deleted: one line naming
     it and the checkpoints to resume from instead, not torch's traceback or a new run."""
