@@ -61,9 +61,9 @@ class SaveRunConfig(SaveConfigCallback):
     ``config.<stage>.yaml`` beside it instead; with a logger it has a version folder of its own, as before."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage != "fit" and not self.already_saved and trainer.log_dir is not None:
-            if os.path.isfile(os.path.join(trainer.log_dir, self.config_filename)):
-                self.config_filename = f"config.{getattr(stage, 'value', stage)}.yaml"  # TrainerFn or str
+        log_dir = trainer.log_dir if stage != "fit" and not self.already_saved else None
+        if log_dir is not None and os.path.isfile(os.path.join(log_dir, self.config_filename)):
+            self.config_filename = f"config.{getattr(stage, 'value', stage)}.yaml"  # TrainerFn or str
         super().setup(trainer, pl_module, stage)
 
 
