@@ -130,6 +130,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         self.noise_ceiling: float | None = None
         self._state = self._checkpoint_state(checkpoint, predict_path, test_path)
         self._stats: dict | None = None
+        # read from a checkpoint, a file to predict or test with longer sequences than it trained on: said by a
+        # model whose size depends on the length (learned positions, flatten pooling) when the weights do not fit
+        self.longer_than_trained: str | None = None
         # where each row of the split ``predict`` reads (predict_path's, else the test split) comes from: the file
         # (or encoded folder) and the row's line (or record) there, in the split's order
         self._origin: dict[str, tuple[str, np.ndarray | None]] = {}
@@ -172,10 +175,13 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             name = max(read, key=lambda s: read[s].max_length())
             longest = int(read[name].max_length())
             if longest > self._stats["seq_len"]:
-                rank_zero_warn(
+                self.longer_than_trained = (
                     f"{self.hparams[f'{name}_path']}: sequences up to {longest} bp, longer than the model's training "
-                    f"data ({self._stats['seq_len']} bp): a Transformer reads them at positions it never trained "
-                    "at, and one with learned positions (or flatten pooling) does not fit them"
+                    f"data ({self._stats['seq_len']} bp)"
+                )
+                rank_zero_warn(
+                    f"{self.longer_than_trained}: a Transformer reads them at positions it never trained at, and one "
+                    "with learned positions (or flatten pooling) does not fit them"
                 )
                 self._stats["seq_len"] = longest
         if self._stats is None:

@@ -364,7 +364,7 @@ class ExperimentCLI(LightningCLI):
                 self._refuse_past_max_epochs(checkpoint, ckpt)
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
-                self.model.refuse_mismatch(state, ckpt)
+                self.model.refuse_mismatch(state, ckpt, data)
             saved = checkpoint.get(type(data).__qualname__)  # other class names, another tokenizer: likewise
             if saved:
                 data.load_state_dict(saved)

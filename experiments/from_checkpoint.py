@@ -77,7 +77,8 @@ def cli_from_checkpoint(
     if task and task != type(module).__name__:
         raise ConfigError(f"--ckpt {ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
     try:
-        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {ckpt}")  # one line, not torch's key list
+        # one line, not torch's key list
+        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {ckpt}", cli.datamodule)
     except ConfigError as err:
         raise with_run_config_hint(err, ckpt, configs) from None
     module.load_state_dict(checkpoint["state_dict"])

@@ -382,13 +382,24 @@ class Task(L.LightningModule):
         # trained with another vocabulary, data or net options is refused in one line.
         state = checkpoint.get("state_dict")  # FSDP's sharded (and full) loads take it out before this hook
         if state is not None:  # load_from_checkpoint has no trainer: "the checkpoint"
-            self.refuse_mismatch(state, getattr(self._trainer, "ckpt_path", None) or "the checkpoint")
+            trainer = self._trainer
+            where = getattr(trainer, "ckpt_path", None) or "the checkpoint"
+            self.refuse_mismatch(state, where, getattr(trainer, "datamodule", None))
         # a checkpoint from before tallies has none: the train FLOPs are then unknown, not a part of them
         self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
 
-    def refuse_mismatch(self, state: dict[str, torch.Tensor], where: str) -> None:
-        """A checkpoint's weights that do not fit this model, refused in one line."""
+    def refuse_mismatch(self, state: dict[str, torch.Tensor], where: str, data=None) -> None:
+        """A checkpoint's weights that do not fit this model, refused in one line; ``data``, the data the model is
+        built for, may say why (sequences longer than the checkpoint's training data)."""
         problem = state_dict_mismatch(self, state)
+        longer = getattr(data, "longer_than_trained", None)
+        if problem and longer:  # the config is right, the sequences are longer than the size it learned
+            raise ConfigError(
+                f"{where} does not fit the model that this config and data build ({problem}): {longer}, and a net "
+                "whose weights depend on the length (learned positions, flatten pooling) fits only the lengths it "
+                "trained on; cut the sequences to that length, or train a net with positions sinusoidal or rotary "
+                "and another pooling"
+            )
         if problem:
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): it was trained "

@@ -266,6 +266,34 @@ def test_a_refused_checkpoint_leaves_no_run_folder(in_tmp):
     assert not (in_tmp / "elsewhere").exists()
 
 
+def test_longer_sequences_than_learned_positions_fit_are_said_as_such_not_as_a_wrong_config(in_tmp):
+    """The config is the run's own: the file to predict is what does not fit a net with learned positions. The
+    same file predicts with sinusoidal positions (built for its length; their table is not in the checkpoint)."""
+    (in_tmp / "new.txt").write_text("ACGT" * 20 + "\n")  # 80 bp, the training data's 60
+    args = ["--config", str(DNA / "transformer.yaml"), *TINY_DATA, "--model.net.init_args.d_model=16",
+            "--model.net.init_args.num_layers=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false"]  # fmt: skip
+    for positions in ("learned", "sinusoidal"):
+        run = [
+            *args,
+            f"--model.net.init_args.positions={positions}",
+            f"--trainer.default_root_dir={positions}",
+        ]
+        ExperimentCLI(args=["fit", *run, "--trainer.max_steps=1"])
+        ckpt = next((in_tmp / positions).rglob("last.ckpt"))
+        result = run_main("predict", *run, "--data.predict_path=new.txt", f"--ckpt_path={ckpt}", cwd=in_tmp)
+        if positions == "sinusoidal":
+            assert result.returncode == 0, result.stderr[-2000:]
+            continue
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-1] == (
+            f"error: {ckpt} does not fit the model that this config and data build (1 tensor(s) of another shape: "
+            "net.pos is [12, 16] there, [16, 16] here): new.txt: sequences up to 80 bp, longer than the model's training data (60 bp), "
+            "and a net whose weights depend on the length (learned positions, flatten pooling) fits only the lengths "
+            "it trained on; cut the sequences to that length, or train a net with positions sinusoidal or rotary and "
+            "another pooling"
+        )
+
+
 def test_a_test_file_of_its_own_is_read_with_the_checkpoints_tokenizer(tmp_path, monkeypatch, capsys):
     """A run that held its test split out of the training file, tested later on a file of its own: that file
     changes the training split (nothing is held out now), so a BPE trained again differed and the checkpoint was
