@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from archbench.errors import UserError
-    from experiments.configs import one_line
+    from experiments.configs import expand_configs, one_line, where_set
 
     command, rest = argv[0], argv[1:]
     resume = {"fit": "'fit ... --ckpt_path last' resumes it", "compare": "the same command again resumes it"}
@@ -146,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ArgumentError as err:  # jsonargparse: unknown option, wrong type, missing value
-        print(f"error: {one_line(err)}", file=sys.stderr)
+        said = one_line(err)
+        where = where_set(said, expand_configs(rest)) if command not in COMMANDS else ""
+        print(f"error: {where}{said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         print("interrupted", file=sys.stderr)

@@ -45,6 +45,7 @@ from experiments.configs import (
     one_line,
     parse_file,
     split_options,
+    where_set,
 )
 from experiments.launchers import (
     LAUNCHERS,
@@ -317,8 +318,10 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
                 if overrides and len(comparison.models) > 1:  # and as the files alone set it, to compare
                     parsed[model].append(_build(args, True).config)
             except ArgumentError as err:
+                said = one_line(err)  # with the line of the row's file (or shared file) that set the option
                 raise ConfigError(
-                    f"{where}: {one_line(err)}{_from_command_line(str(err), overrides)}"
+                    f"{where}: {where_set(said, [*args, *overrides])}{said}"
+                    f"{_from_command_line(str(err), overrides)}"
                 ) from None
             except UserError as err:
                 raise type(err)(f"{where}: {err}") from None

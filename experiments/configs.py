@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import hashlib
 import importlib
@@ -103,6 +104,57 @@ def key_line(path: Path | None, *keys: str) -> str:
     return where
 
 
+def _yaml_line(path: Path, keys: list[str]) -> int | None:
+    """The line of a config's (nested) option in a YAML file, where jsonargparse's key (``model.net.moe``) may
+    be written with the ``init_args`` levels (``model: init_args: net: init_args: moe:``) or without; None when
+    the file does not set it."""
+    try:
+        node = yaml.compose(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    line = None
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            return None
+        found = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        if key not in found and "init_args" in found and isinstance(found["init_args"][1], yaml.MappingNode):
+            found = {
+                k.value: (k, v) for k, v in found["init_args"][1].value if isinstance(k, yaml.ScalarNode)
+            }
+        if key not in found:
+            return None
+        line, node = found[key][0].start_mark.line + 1, found[key][1]
+    return line
+
+
+def where_set(said: str, args: list[str]) -> str:
+    """``FILE:LINE: `` of the config file that set the option a parse error (``one_line``'s ``KEY: ...``) concerns,
+    the last of ``args``' files that sets it (the one that wins); ``""`` when the command line sets it or no file
+    does (the message names the option either way)."""
+    named = re.match(r"([\w.]+): (?:Option '([\w.]+)' is not accepted)?", said)
+    group = re.search(r"does not accept option '([\w.]+)'", said)  # a group's (trainer:) unknown key
+    if named is None and group is None:
+        return ""
+    if group is not None:
+        keys = group.group(1).split(".")
+    else:
+        keys = named.group(1).split(".") + (named.group(2).split(".") if named.group(2) else [])
+    given = ".".join(keys)
+    for arg in args:  # --model.net.init_args.moe=8 or --model.net.moe 8: the command line said it
+        option = arg.split("=", 1)[0].removeprefix("--").replace(".init_args.", ".")
+        if (
+            arg.startswith("--")
+            and given.replace(".init_args.", ".").startswith(option)
+            and option.count(".")
+        ):
+            return ""
+    for _, value in reversed(_config_values(args)):
+        line = _yaml_line(Path(value), keys) if "\n" not in value else None
+        if line is not None:
+            return f"{value}:{line}: "
+    return ""
+
+
 def key_hint(name: str, keys: list[str]) -> str:
     """For a key a settings file does not take: ``did you mean 'seeds'?``, or the keys it takes."""
     close = difflib.get_close_matches(name, keys, n=1)
@@ -128,8 +180,6 @@ def parse_file(parser, path: Path, settings: type) -> dict:
     """A settings file (a comparison, a sweep) read by its jsonargparse ``parser`` (of the dataclass
     ``settings``): the values, or a ConfigError naming the file and the option (a key the file does not take:
     its line, and the close key; a file that holds no settings, or not a mapping: the keys it needs)."""
-    import dataclasses
-
     from jsonargparse import ArgumentError
 
     needs = [f.name for f in dataclasses.fields(settings)
@@ -241,7 +291,9 @@ def expand_configs(args: list[str]) -> list[str]:
 
 _NOISE = ("Does not validate against any of the Union subtypes", "Subtypes:", "Errors:", "Given value type:",
           "Expected a <class 'NoneType'>", "Given value: NestedArg(", "Given value: Namespace(",
-          "Given value: {", "Given value: [")  # fmt: skip
+          "Given value: {", "Given value: [", "Subclass types expect one of:", "a class path (str)",
+          "a dict with class_path entry", "a dict without class_path but with init_args entry",
+          "a dict with parameters accepted by the base class")  # fmt: skip
 
 
 def import_class(class_path: str) -> type | None:
@@ -310,12 +362,43 @@ def _class_suggestion(module: str, name: str) -> str:
     return f" ({module} has: {', '.join(own[:15])}{', ...' if len(own) > 15 else ''})" if own else ""
 
 
+# What jsonargparse says of a value that is no class path, config path or mapping for a class-typed option
+_ABOUT_A_CLASS = re.compile(
+    r"Expected a path but .* either not accessible or invalid|Expected a dot import path"
+)
+
+
+def _options_class(said: str) -> type | None:
+    """The project's dataclass of options (MoEOptions, UniversalOptions) that ``said`` names: jsonargparse's
+    "Not a valid subclass of NAME", or a class path; None for anything else (its class-path advice stands)."""
+    named = re.fullmatch(r"Not a valid subclass of (\w+)|([\w.]+\.\w+)", said)
+    if named is None:
+        return None
+    if named.group(2):
+        found = import_class(named.group(2)) if named.group(2).split(".")[0] in _OWN else None
+        return found if found is not None and dataclasses.is_dataclass(found) else None
+    for name, module in list(sys.modules.items()):
+        if name.split(".")[0] in _OWN:
+            found = getattr(module, named.group(1), None)
+            if isinstance(found, type) and dataclasses.is_dataclass(found):
+                return found
+    return None
+
+
+_OWN = ("lit_models", "datamodules", "experiments")
+
+
 def one_line(message: str) -> str:
     """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
     keys, reasons, chosen = [], [], None  # reasons: (the class_path they were found under, the reason)
+    options_union = None  # the dataclass of options of the union being read (a line "Subtypes: [...]")
     for line in str(message).splitlines():
         line = line.strip().lstrip("- ").strip()
+        if line.startswith("Subtypes: ["):  # a union with one of the project's dataclasses of options
+            options_union = next(
+                filter(None, map(_options_class, re.findall(r"<class '([\w.]+)'>", line))), None
+            )
         if not line or line.startswith(_NOISE):
             continue
         if line.startswith('Parser key "'):
@@ -328,6 +411,8 @@ def one_line(message: str) -> str:
                 line += f" (an optimizer's option: --model.optimizer.{unknown.group(1)})"
             elif unknown and chosen:
                 line += _suggestion(chosen, unknown.group(1))
+            elif re.fullmatch(r"Option 'init_args\.[\w.]+' is not accepted", line):
+                line += " (options under an init_args of their own: indent them under the class_path they belong to)"
             trainer = re.search(
                 r"Group 'trainer' does not accept option '(\w+)'|accept option 'trainer\.(\w+)'"
                 r"|^unrecognized arguments: --trainer\.(\w+)",
@@ -336,6 +421,12 @@ def one_line(message: str) -> str:
             if trainer:  # a Trainer option misspelt in a YAML file or on the command line
                 given = next(g for g in trainer.groups() if g)
                 line += _suggestion("lightning.pytorch.Trainer", given)
+            options = _options_class(line) or (options_union if _ABOUT_A_CLASS.match(line) else None)
+            if options is not None:  # a dataclass of options (MoEOptions, UniversalOptions) given a scalar
+                fields = ", ".join(f.name for f in dataclasses.fields(options))
+                line = f"expected {options.__name__} as a mapping of its options ({fields}), or null"
+                if line in (r for _, r in reasons):
+                    continue
             missing = re.search(r"module '([\w.]+)' has no attribute '(\w+)'", line)
             if missing:  # a class_path's class misspelt: the module's close name, or its classes
                 line += _class_suggestion(missing.group(1), missing.group(2))
@@ -350,6 +441,10 @@ def one_line(message: str) -> str:
             reasons.append((chosen, line.replace("<class '", "").replace("'>", "")))
     if not reasons:
         return str(message).strip()
+    if any(
+        " as a mapping of its options (" in r for _, r in reasons
+    ):  # said for what the path errors concern
+        reasons = [(c, r) for c, r in reasons if not _ABOUT_A_CLASS.match(r)]
     # jsonargparse tries every type a value may take: a list item's own class (TextSamples: "prompts: expected a
     # str") and its base class (Callback: "option 'prompts' is not accepted"). The base's refusal only repeats
     # that the option is the subclass's: left out where the subclass said why.

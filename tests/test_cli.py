@@ -491,6 +491,24 @@ def test_a_misspelt_command_line_option_of_compare_is_said_to_come_from_the_comm
     )
 
 
+def test_a_mistake_in_a_rows_file_is_named_with_its_line(tmp_path):
+    from archbench.errors import ConfigError
+    from experiments.compare import Comparison, check_rows
+
+    (tmp_path / "moe.yaml").write_text(
+        "model:\n  class_path: lit_models.PredictionTask\n  init_args:\n    net:\n      class_path: "
+        "lit_models.TransformerNet\n      init_args:\n        moe: 8\n"
+    )
+    (tmp_path / "cmp.yaml").write_text(f"name: x\nmodels:\n  GRU: {DNA / 'gru.yaml'}\n  MoE: moe.yaml\n")
+    with pytest.raises(ConfigError) as err:
+        check_rows(Comparison.load(tmp_path / "cmp.yaml"), [])
+    assert str(err.value) == (
+        f"{tmp_path / 'cmp.yaml'}: models.MoE (moe.yaml): {tmp_path / 'moe.yaml'}:7: model.net.moe: expected "
+        "MoEOptions as a mapping of its options (experts, top_k, expert, hidden, balance, z_loss, capacity_factor), "
+        "or null; Given value: 8"
+    )
+
+
 def test_a_misspelt_class_of_a_package_lists_the_classes_it_exports():
     from experiments.configs import one_line
 

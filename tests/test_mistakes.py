@@ -500,6 +500,38 @@ def test_a_choice_misspelt_in_a_yaml_file_is_one_line_without_the_whole_model_re
 
 
 @pytest.mark.parametrize(
+    "yaml_text, expected",
+    [  # a dataclass of options given a scalar: its keys, not jsonargparse's advice on class paths
+        ("model:\n  init_args:\n    net:\n      init_args:\n        moe: 8\n",
+         "mine.yaml:5: model.net.moe: expected MoEOptions as a mapping of its options (experts, top_k, expert, "
+         "hidden, balance, z_loss, capacity_factor), or null; Given value: 8"),
+        ("model:\n  net:\n    init_args:\n      universal: 3\n",
+         "mine.yaml:4: model.net.universal: expected UniversalOptions as a mapping of its options (act, ponder_cost, "
+         "threshold, halt_bias), or null; Given value: 3"),
+        # the net's init_args one level too far left: beside net, in the task's own options
+        ("model:\n  init_args:\n    net:\n      class_path: lit_models.TransformerNet\n    init_args:\n"
+         "      d_model: 32\n",
+         "mine.yaml:6: model: Option 'init_args.d_model' is not accepted (options under an init_args of their own: "
+         "indent them under the class_path they belong to)"),
+        ("trainer:\n  max_epoch: 3\n",
+         "mine.yaml:2: Subcommand 'fit' does not accept option 'trainer.max_epoch' (did you mean 'max_epochs'?)"),
+        ("model:\n  net:\n    init_args:\n      d_model: abc\n",
+         "mine.yaml:4: model.net.d_model: Expected a int. Got value: abc"),
+    ],
+)  # fmt: skip
+def test_a_mistake_in_a_config_file_names_the_files_line(in_tmp, yaml_text, expected):
+    """The command's one line starts with FILE:LINE of the config file that set the option (the last given file
+    that sets it, the one that wins); an option the command line sets is named without a file."""
+    transformer = str(CNN).replace("cnn.yaml", "transformer.yaml")
+    (in_tmp / "mine.yaml").write_text(yaml_text)
+    result = run_main("fit", "--config", transformer, "--config", "mine.yaml", *TINY_DATA, cwd=in_tmp)
+    assert result.returncode == 2 and last_line(result) == f"error: {expected}"
+    if "moe" in yaml_text:
+        on_line = run_main("fit", "--config", transformer, "--model.net.init_args.moe=8", cwd=in_tmp)
+        assert last_line(on_line) == "error: " + expected.removeprefix("mine.yaml:5: ")
+
+
+@pytest.mark.parametrize(
     "options, expected",
     [
         ({"embed_dim": 100, "num_heads": 12}, "model.net.init_args.num_heads: 12 heads do not divide embed_dim 100"),
