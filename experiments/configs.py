@@ -139,13 +139,15 @@ def where_set(said: str, args: list[str]) -> str:
         keys = group.group(1).split(".")
     else:
         keys = named.group(1).split(".") + (named.group(2).split(".") if named.group(2) else [])
-    given = ".".join(keys)
-    for arg in args:  # --model.net.init_args.moe=8 or --model.net.moe 8: the command line said it
+    given = ".".join(keys).replace(".init_args.", ".")
+    for (
+        arg
+    ) in args:  # --model.net.init_args.moe=8 or --model.net.moe 8: the command line said it (or below it)
         option = arg.split("=", 1)[0].removeprefix("--").replace(".init_args.", ".")
         if (
             arg.startswith("--")
-            and given.replace(".init_args.", ".").startswith(option)
             and option.count(".")
+            and (given.startswith(option) or option.startswith(given))
         ):
             return ""
     for _, value in reversed(_config_values(args)):
@@ -406,13 +408,16 @@ def one_line(message: str) -> str:
         elif line.startswith("Problem with given class_path '"):
             chosen = line.split("'")[1]
         elif line not in (r for _, r in reasons):
-            unknown = re.fullmatch(r"Option '(\w+)' is not accepted", line)
-            if unknown and unknown.group(1) in _OPTIMIZER_OPTIONS and is_subclass(chosen, _task_class()):
+            # a key of an option the class lacks (moe.experts on a recurrent net): said of the option, moe
+            unknown = re.fullmatch(r"Option '(\w+)(\.[\w.]+)?' is not accepted", line) or (
+                re.fullmatch(r"unrecognized arguments: --(\w+)(\.[\w.]+)(=\S*)?", line) if chosen else None
+            )
+            if unknown and unknown.group(1) == "init_args":
+                line += " (options under an init_args of their own: indent them under the class_path they belong to)"
+            elif unknown and unknown.group(1) in _OPTIMIZER_OPTIONS and is_subclass(chosen, _task_class()):
                 line += f" (an optimizer's option: --model.optimizer.{unknown.group(1)})"
             elif unknown and chosen:
-                line += _suggestion(chosen, unknown.group(1))
-            elif re.fullmatch(r"Option 'init_args\.[\w.]+' is not accepted", line):
-                line += " (options under an init_args of their own: indent them under the class_path they belong to)"
+                line = f"Option '{unknown.group(1)}' is not accepted" + _suggestion(chosen, unknown.group(1))
             trainer = re.search(
                 r"Group 'trainer' does not accept option '(\w+)'|accept option 'trainer\.(\w+)'"
                 r"|^unrecognized arguments: --trainer\.(\w+)",

@@ -44,6 +44,11 @@ def test_values_out_of_range_name_the_option_and_value(option, expected, in_tmp)
         ("--data.batch_sise=3", "data: Option 'batch_sise' is not accepted"),
         ("--trainer.max_epochs=abc", "trainer.max_epochs: Expected a int; Given value: abc"),
         ("--model.net.init_args.bogus=1", "model.net: Option 'bogus' is not accepted"),
+        # an option of a variant the net does not have: said of the option, not of its key
+        (
+            "--model.net.init_args.moe.experts=8",
+            "model.net: Option 'moe' is not accepted (DilatedCNN takes: ",
+        ),
         ("--model.optimizer=torch.optim.Nope", "model.optimizer: Expected a path but torch.optim.Nope"),
         (
             "--data.on_bad_line=ignore",
