@@ -167,7 +167,7 @@ class Comparison:
         if self.seeds < 1:
             raise ConfigError(f"{self.path}: seeds: {self.seeds!r} is not a positive integer")
         if self.budget_flops is not None and not self.budget_flops > 0:
-            raise ConfigError(f"{self.path}: budget_flops: {self.budget_flops!r} is not a positive number")
+            raise ConfigError(f"{self.path}: budget_flops: {self.budget_flops:g} is not a positive number")
         if self.launcher not in LAUNCHERS:
             raise ConfigError(
                 f"{self.path}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
@@ -727,7 +727,7 @@ def main(argv: list[str]) -> None:
     comparison.out = os.path.expanduser(comparison.out)
     if args.budget_flops is not None:
         if not args.budget_flops > 0:
-            raise ConfigError(f"--budget_flops: {args.budget_flops} is not a positive number")
+            raise ConfigError(f"--budget_flops: {args.budget_flops:g} is not a positive number")
         comparison.budget_flops = args.budget_flops
     if args.models is not None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -482,6 +482,21 @@ def finite_float(text: str) -> float:
     return value
 
 
+def _negative_values(args: list[str], options: list[str]) -> list[str]:
+    """``--budget_flops -1e9`` as ``--budget_flops=-1e9``: argparse takes a value that starts with ``-`` and is not
+    a plain number (``-1e9``) for an option and says "expected one argument"; joined, the option's own check
+    says what is wrong with the value."""
+    joined, i = [], 0
+    while i < len(args):
+        if args[i] in options and i + 1 < len(args) and re.fullmatch(r"-\.?\d[\w.+-]*", args[i + 1]):
+            joined.append(f"{args[i]}={args[i + 1]}")
+            i += 2
+            continue
+        joined.append(args[i])
+        i += 1
+    return joined
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse's parser for a command (generate, align, sweep, ...): an option it does not take that is close to
     one it does stops with that name, in one line, rather than going on to the run (``parse_known_args``), or
@@ -495,8 +510,8 @@ class CommandParser(argparse.ArgumentParser):
         return action
 
     def parse_known_args(self, args=None, namespace=None):  # parse_args and subcommands' parsers call it too
-        self._given = list(sys.argv[1:] if args is None else args)
-        parsed, extras = super().parse_known_args(args, namespace)
+        self._given = _negative_values(list(sys.argv[1:] if args is None else args), self.own_options)
+        parsed, extras = super().parse_known_args(self._given, namespace)
         self._refuse_close(extras)
         return parsed, extras
 

@@ -407,6 +407,9 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
          "lr_find: --min_lr 1 and --max_lr 0.001 are not a range above 0"),
         (["compare", "--config", "c.yaml", "--budget_flops", "inf"],
          "compare: argument --budget_flops: inf is not a finite number"),
+        # a negative number argparse would take for an option ("expected one argument")
+        (["compare", "--config", str(ROOT / "experiments" / "dna" / "compare.yaml"), "--budget_flops", "-1e9"],
+         "--budget_flops: -1e+09 is not a positive number"),
     ],
 )  # fmt: skip
 def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expected):
