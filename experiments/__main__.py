@@ -122,6 +122,10 @@ def main(argv: list[str] | None = None) -> int:
     # Lightning 2.6's own use of a torch API that newer torch deprecates, printed at every fit; nothing a user
     # can act on (lightning/pytorch/utilities/_pytree.py).
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
+    if argv[0] in ("validate", "test", "predict"):
+        # ModelCheckpoint's state, restored from the evaluated checkpoint though an evaluation saves none: its
+        # "dirpath has changed ... won't be reloaded" at every test of a run's checkpoint concerns nothing here
+        warnings.filterwarnings("ignore", message=r"The dirpath has changed from .* won't be reloaded")
 
     # Imported late so that --help stays fast.
     from jsonargparse import ArgumentError

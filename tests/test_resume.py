@@ -487,6 +487,18 @@ def test_an_evaluation_without_a_logger_keeps_the_fits_config_and_writes_its_own
         assert "batch_size: 3" in (in_tmp / "out" / f"config.{stage}.yaml").read_text()
 
 
+def test_a_test_of_a_runs_checkpoint_says_nothing_of_the_checkpoint_folders_state(in_tmp, recwarn):
+    """An evaluation has a version folder of its own, so Lightning's ModelCheckpoint, restored from the run's
+    checkpoint, warned "The dirpath has changed ... won't be reloaded" at every test: nothing an evaluation uses."""
+    common = ["--config", CNN, *TINY_DATA, *CSV_ONLY]
+    ExperimentCLI(args=["fit", *common, "--trainer.max_steps=2"])
+    for stage in ("test", "validate"):
+        result = run_main(stage, *common, "--ckpt_path=last", cwd=in_tmp)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "dirpath has changed" not in result.stderr + result.stdout
+    assert not [w for w in recwarn if "dirpath has changed" in str(w.message)]
+
+
 def test_a_damaged_or_deleted_last_checkpoint_is_named_with_the_checkpoints_beside_it(in_tmp):
     """``fit --ckpt_path last`` on a run whose last.ckpt something else cut short, or deleted: one line naming
     it and the checkpoints to resume from instead, not torch's traceback or a new run."""
