@@ -29,6 +29,7 @@ from datamodules.dna_io import (
     read_dna,
 )
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
+from datamodules.files import not_found
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.splits import hold_out
 from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, warn_shared
@@ -275,6 +276,10 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
         out of), noting where its rows come from (``_origin[origin]``): their lines in a file, None for an encoded
         folder (whose rows are its records)."""
         lines: list[np.ndarray] | None = [] if origin else None
+        if not Path(path).exists():  # named by its option, as the other data modules name theirs
+            option = next(f"data.{s}_path" for s in ("train", "val", "test", "predict")
+                          if self.hparams[f"{s}_path"] == path)  # fmt: skip
+            raise DataError(not_found(option, path))
         data = read_dna(path, **read, lines=lines)
         if origin:
             self._origin[origin] = (str(path), np.concatenate(lines) if lines else None)

@@ -15,6 +15,13 @@ import numpy as np
 from archbench.errors import ConfigError, DataError
 
 
+def not_found(option: str, path: str | Path) -> str:
+    """What a data option's missing file is said as: the option, the path, and for a relative path the folder it
+    was looked for in (a run's saved config.yaml keeps paths as given, relative to where ``fit`` ran)."""
+    relative = "" if Path(path).is_absolute() else f" (relative to the working folder {Path.cwd()})"
+    return f"{option}: file {str(path)!r} not found{relative}"
+
+
 def saved_json(spec: str, option: str, what: str):
     """The content of a ``.json`` file a run saved (a tokenizer, a vocabulary) that option ``option`` names; None
     when ``spec`` names no ``.json`` file (another kind of spec); a DataError when it is missing or not JSON."""

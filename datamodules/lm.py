@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.files import NpyStream, build_folder_once, not_utf8, write_atomic
+from datamodules.files import NpyStream, build_folder_once, not_found, not_utf8, write_atomic
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.text_sources import FORMATS, load_file, load_hub
@@ -131,7 +131,7 @@ def _documents(path: str, option: str, column: str, cache: str) -> list[Part]:
             raise DataError(f"data.{option}: folder {path!r} has no text files ({', '.join(TEXT_SUFFIXES)})")
         return [Part(str(p), 0, p.stat().st_size, path=p) for p in files]
     if not file.is_file():
-        raise DataError(f"data.{option}: file {path!r} not found")
+        raise DataError(not_found(f"data.{option}", path))
     if file.suffix.lower() in FORMATS:
         table = load_file(path, option, cache)
         if column not in table.column_names:

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError, first_line
-from datamodules.files import utf8_problem
+from datamodules.files import not_found, utf8_problem
 from datamodules.splits import hold_out, seeded_subset
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -69,7 +69,7 @@ def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
     if file.is_dir():
         raise DataError(f"data.{option}: {path!r} is a directory, expected a data file")
     if not file.is_file():
-        raise DataError(f"data.{option}: file {path!r} not found")
+        raise DataError(not_found(f"data.{option}", path))
     fmt = FORMATS.get(file.suffix.lower())
     if fmt is None:
         raise DataError(

@@ -97,6 +97,19 @@ def _after_sigterm(err: BaseException) -> bool:
     return False
 
 
+def _where_set(said: str, argv: list[str]) -> str:
+    """``FILE:LINE: `` of the config file that set the option a fit/validate/test/predict message names; ``""``
+    for the other commands (their own files are named by their own messages) or where none is found."""
+    from experiments.configs import expand_configs, where_set
+
+    if argv[0] in COMMANDS:
+        return ""
+    try:
+        return where_set(said, expand_configs(argv[1:]))
+    except Exception:  # a config that does not even load was said by the message itself
+        return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -132,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     from archbench.errors import UserError
-    from experiments.configs import expand_configs, one_line, where_set
+    from experiments.configs import one_line
 
     command, rest = argv[0], argv[1:]
     resume = {"fit": "'fit ... --ckpt_path last' resumes it", "compare": "the same command again resumes it"}
@@ -146,13 +159,10 @@ def main(argv: list[str] | None = None) -> int:
 
             # args=None lets LightningCLI read sys.argv itself (it warns when both are given).
             ExperimentCLI(args=None if argv == sys.argv[1:] else argv)
-    except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except ArgumentError as err:  # jsonargparse: unknown option, wrong type, missing value
-        said = one_line(err)
-        where = where_set(said, expand_configs(rest)) if command not in COMMANDS else ""
-        print(f"error: {where}{said}", file=sys.stderr)
+    except (UserError, ArgumentError) as err:  # ArgumentError: jsonargparse's (unknown option, wrong type)
+        said = one_line(err) if isinstance(err, ArgumentError) else str(err)
+        # an option's mistake (data.train_path: ...) starts with the config file and line that set it
+        print(f"error: {_where_set(said, argv)}{said}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C: one line, the shell's status for SIGINT
         print("interrupted", file=sys.stderr)

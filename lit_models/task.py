@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from archbench.checkpoint_files import check_checkpoint
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, first_line
 from lit_models.act import AdaptiveDepth, PonderSteps
 from lit_models.checks import (
     NonFiniteLossError,
@@ -32,6 +32,27 @@ from lit_models.checks import (
 from lit_models.flops import FlopsTally, flop_counter
 from lit_models.moe import ExpertUsage, MoE
 from lit_models.optim import WarmupCosineLR, parameter_groups
+
+
+def _check_optimizer(optimizer, lr_scheduler) -> None:
+    """The optimizer and schedule built once on a stand-in parameter, when the task is built: a value torch
+    refuses (a negative learning rate, betas outside [0, 1)) stops the run before a logger writes, in one line,
+    rather than as a traceback from ``configure_optimizers`` once the run folder exists."""
+    try:
+        built = optimizer([nn.Parameter(torch.zeros(1))])
+    except ValueError as err:
+        raise ConfigError(f"model.optimizer: {first_line(err)}") from None
+    if lr_scheduler is None:
+        return
+    try:
+        try:
+            lr_scheduler(built, total_steps=100)
+        except TypeError as err:
+            if "total_steps" not in str(err):
+                raise
+            lr_scheduler(built)
+    except ValueError as err:
+        raise ConfigError(f"model.lr_scheduler: {first_line(err)}") from None
 
 
 class Task(L.LightningModule):
@@ -79,6 +100,7 @@ class Task(L.LightningModule):
         self.net = net
         self.optimizer = optimizer
         self.lr_scheduler = lr_scheduler
+        _check_optimizer(optimizer, lr_scheduler)
         self.skipped_batches = 0
         self._checked_parameters = False
         # Parts of the net with losses of their own (MoE balance, ACT ponder cost) and statistics to log.

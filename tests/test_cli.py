@@ -85,7 +85,10 @@ def test_missing_file_in_compare(in_tmp):
         "compare", "--config", str(DNA / "compare.yaml"), "--data.train_path=nope.txt", cwd=in_tmp
     )
     assert result.returncode == 2
-    said = f"error: {DNA / 'compare.yaml'}: models.RNN (rnn.yaml): nope.txt: file not found"  # the first row's run
+    said = (  # the first row's run; the folder a relative path was looked for in
+        f"error: {DNA / 'compare.yaml'}: models.RNN (rnn.yaml): data.train_path: file 'nope.txt' not found "
+        f"(relative to the working folder {in_tmp})"
+    )
     assert said in result.stderr and "Traceback" not in result.stderr
     assert list(in_tmp.iterdir()) == []
 

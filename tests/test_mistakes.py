@@ -539,6 +539,28 @@ def test_a_mistake_in_a_config_file_names_the_files_line(in_tmp, yaml_text, expe
         assert last_line(on_line) == "error: " + expected.removeprefix("mine.yaml:5: ")
 
 
+def test_a_value_the_optimizer_refuses_is_one_line_before_anything_is_written(in_tmp):
+    """torch's optimizers check their values when built, in configure_optimizers once the run folder and the
+    W&B run exist: the task builds them once when it is built, so the refusal comes first."""
+    for option, said in [
+        ("--model.optimizer.init_args.lr=-0.1", "model.optimizer: Invalid learning rate: -0.1"),
+        ("--model.optimizer.init_args.betas=[0.9,1.5]", "model.optimizer: Invalid beta parameter at index 1: 1.5"),
+        ("--model.lr_scheduler.init_args.warmup_fraction=2",
+         "model.lr_scheduler: WarmupCosineLR: warmup_fraction 2.0 is outside [0, 1)"),
+    ]:  # fmt: skip
+        result = run_main(
+            "fit", "--config", CNN, *TINY_DATA, option, "--trainer.default_root_dir=out", cwd=in_tmp
+        )
+        assert result.returncode == 2 and last_line(result) == f"error: {said}"
+    assert list(in_tmp.iterdir()) == []
+    # a data option's missing file: the config file and line that set it, and the folder it was looked for in
+    (in_tmp / "mine.yaml").write_text("data:\n  init_args:\n    train_path: own.csv\n")
+    result = run_main("fit", "--config", CNN, "--config", "mine.yaml", cwd=in_tmp)
+    assert last_line(result) == (
+        f"error: mine.yaml:3: data.train_path: file 'own.csv' not found (relative to the working folder {in_tmp})"
+    )
+
+
 @pytest.mark.parametrize(
     "options, expected",
     [
