@@ -751,6 +751,14 @@ def main(argv: list[str]) -> None:
             f"--devices {args.devices}: only the local launcher takes devices, and this comparison's launcher is "
             f"{comparison.launcher} (add --launcher local, or leave --devices out)"
         )
+    if comparison.launcher == "slurm" and not (args.run or args.serve):
+        _, cluster = comparison.slurm_options()  # its mistakes said now, not after the tuning
+        if cluster is None and shutil.which("sbatch") is None:  # submitit would say it in a traceback
+            raise ConfigError(
+                f"--launcher slurm: no SLURM on this machine (no sbatch command); run on the cluster's login "
+                f"node, or set slurm: {{cluster: local}} in {comparison.path} to run the jobs here with "
+                "submitit's local executor, or use --launcher local"
+            )
     out = Path(comparison.out)
     ours = any((out / d).is_dir() for d in ("runs", "tune", "slurm")) or any(out.glob("worker-*.log"))
     if not (args.run or args.serve) and out.is_dir() and any(out.iterdir()) and not ours:

@@ -144,7 +144,7 @@ def test_submitit_local_executor_runs_the_comparison_as_a_job_array(in_tmp, monk
     assert list((in_tmp / "array" / "slurm").rglob("*_log.out"))  # submitit's own job logs
 
 
-def test_launcher_options_are_checked(in_tmp):
+def test_launcher_options_are_checked(in_tmp, monkeypatch):
     assert parse_devices("0,1,2,3") == ["0", "1", "2", "3"] and parse_devices("3") == ["0", "1", "2"]
     with pytest.raises(ConfigError, match="not a list of distinct device numbers"):
         parse_devices("0,0")
@@ -155,6 +155,12 @@ def test_launcher_options_are_checked(in_tmp):
     with pytest.raises(ConfigError, match=r"--devices 0,1: only the local launcher takes devices, and this "
                                           r"comparison's launcher is sequential"):  # fmt: skip
         compare(["--config", _comparison(in_tmp, "seq"), "--devices", "0,1", *RUN])
+    # SLURM where there is none: said before any run or tuning, not as submitit's traceback at the first submit
+    monkeypatch.setenv("PATH", str(in_tmp))  # no sbatch on it
+    with pytest.raises(ConfigError, match=r"^--launcher slurm: no SLURM on this machine \(no sbatch command\); .*"
+                                          r"set slurm: \{cluster: local\} in .*seq.yaml"):  # fmt: skip
+        compare(["--config", _comparison(in_tmp, "seq"), "--launcher", "slurm", *RUN])
+    assert not (in_tmp / "seq" / "runs").exists()
 
 
 def test_a_metric_the_runs_do_not_log_stops_the_comparison_and_keeps_what_finished(in_tmp, monkeypatch):
