@@ -345,7 +345,7 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
     seen = 0
     for values in arrow_batches(split.data, column):
         _one_type(values, split, column)
-        unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and str(v) not in ids]
+        unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and label_text(v) not in ids]
         bad = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             bad = pc.or_(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0).fill_null(True))
@@ -361,6 +361,12 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
             shown = f"{list(ids)}" if len(ids) <= 20 else f"{list(ids)[:20]} ... ({len(ids)} in all)"
             raise DataError(f"{where} value {value!r} is not one of the labels {shown}")
         seen += len(values)
+
+
+def label_text(value) -> str:
+    """A label value as its class name: a whole number read as a float (a column of numbers that one row with a
+    fraction, or a missing value, made floats) is the integer's name, ``2`` not ``2.0``."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _blank(value) -> bool:
@@ -434,12 +440,12 @@ def _names_of_class_labels(split: Split, column: str) -> list[str] | None:
 def label_names(train: Split, column: str, given: list | None, class_names: list[str] | None) -> list[str]:
     """The class names in id order: as given, else a hub dataset's, else the sorted distinct training labels."""
     if given is not None:
-        labels = [str(v) for v in given]
+        labels = [label_text(v) for v in given]
         if len(set(labels)) != len(labels):
             raise DataError(f"data.labels: {given} has repeated labels")
         if len(labels) < 2:
             raise DataError(f"data.labels: {given} lists fewer than 2 labels; a classifier needs 2 or more")
-        held = {str(v) for v in label_counts(train, column) if not _blank(v)}
+        held = {label_text(v) for v in label_counts(train, column) if not _blank(v)}
         unused = [label for label in labels if label not in held]
         if unused:
             rank_zero_warn(
@@ -453,7 +459,7 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
         counts = {v: n for v, n in label_counts(train, column).items() if not _blank(v)}
         values = list(counts)
         _not_a_target(train, column, values)
-        labels = [str(v) for v in sorted(values)]
+        labels = [label_text(v) for v in sorted(values)]
         if counts:
             _say_doubtful_labels(train, column, counts)
     if len(labels) < 2:
@@ -467,8 +473,9 @@ def _not_a_target(train: Split, column: str, values: list) -> None:
     fraction = next((v for v in values if isinstance(v, float) and not v.is_integer()), None)
     if fraction is not None:
         raise DataError(
-            f"{train.source}: column {column!r} holds numbers with fractions ({fraction!r}, {len(values)} distinct "
-            "values): text tasks classify, and a class label is a name or a whole number; is this column a "
+            f"{row_label(train, _first_row_of(train, column, fraction))}: column {column!r} holds a number with a "
+            f"fraction ({fraction!r}; {len(values)} distinct values in the column): text tasks classify, and a "
+            "class label is a name or a whole number; is this column a "
             "score to regress rather than a label? (data.label_column chooses the label column)"
         )
     rows = len(train.data)

@@ -189,7 +189,13 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
         (
             "text,score\ngood,0.75\nbad,0.25\nmeh,1.0\n",
             {"label_column": "score"},
-            r"column 'score' holds numbers with fractions \(0\.\d+, 3 distinct values\).*score to regress",
+            r"row \d \(line \d\): column 'score' holds a number with a fraction \(0\.\d+; 3 distinct values in the "
+            r"column\).*score to regress",
+        ),
+        (  # whole numbers that one row's fraction made floats: that row is named, the others are 0, 1, 2
+            "text,label\n" + "".join(f"text {i},{i % 3}\n" for i in range(30)) + "odd,1.5\n",
+            {"labels": [0, 1, 2]},
+            r"row 31 \(line 32\): column 'label' value 1.5 is not one of the labels \['0', '1', '2'\]",
         ),
         (
             "text,label,note\n" + "".join(f"text {i},{i % 2},note {i}\n" for i in range(3000)),

@@ -209,8 +209,12 @@ def test_yelp_config_parses_and_says_the_machine_is_offline(tmp_path):
     assert result.returncode == 2
     last = result.stderr.strip().splitlines()[-1]
     # whichever of the two hub names (dataset, tokenizer) is resolved first is reported
+    yelp = TEXT / "yelp.yaml"  # the file and line that set it, then the option
     assert last.startswith(
-        ("error: data.dataset: 'yelp_review_full'", "error: data.tokenizer: 'bert-base-cased'")
+        (
+            f"error: {yelp}:11: data.dataset: 'yelp_review_full'",
+            f"error: {yelp}:16: data.tokenizer: 'bert-base-cased'",
+        )
     )
     assert "offline" in last
 
