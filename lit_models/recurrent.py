@@ -8,6 +8,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from archbench.errors import NET, ConfigError
 from lit_models.embedding import input_layer
 from lit_models.pooling import full_lengths, masked_mean, padding_mask
 from lit_models.stem import ConvStem
@@ -50,7 +51,8 @@ class RecurrentNet(nn.Module):
             hidden_size: Width of the recurrent state.
             num_layers: Stacked recurrent layers.
             bidirectional: Also read each sequence backwards; the head sees both final states.
-            dropout: Dropout between stacked layers.
+            dropout: Dropout between stacked layers (torch's) and on what the head reads, so that it acts with one
+                layer too (torch's alone does nothing there).
             pooling: ``last``: the final state(s); ``mean``: the mean of the top layer's states over real positions;
                 ``none``: an output at every position, (B, L, num_outputs) (a language model's next-token
                 logits; unidirectional only).
@@ -60,6 +62,8 @@ class RecurrentNet(nn.Module):
             stem_pool_size: Max-pooling after the stem.
         """
         super().__init__()
+        if not 0 <= dropout < 1:
+            raise ConfigError(f"{NET}.dropout: {dropout} is outside [0, 1)")
         if pooling == "none" and bidirectional:
             raise ValueError(
                 "pooling 'none' (an output per position) reads left to right: bidirectional must be false"
@@ -77,6 +81,7 @@ class RecurrentNet(nn.Module):
             dropout=dropout if num_layers > 1 else 0.0,
             batch_first=True,
         )
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(hidden_size * (2 if bidirectional else 1), num_outputs)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -103,8 +108,8 @@ class RecurrentNet(nn.Module):
                     outputs, batch_first=True, total_length=x.shape[1]
                 )
             if self.pooling == "none":
-                return self.head(outputs)
-            return self.head(masked_mean(outputs, padding_mask(lengths, x.shape[1])))
+                return self.head(self.drop(outputs))
+            return self.head(self.drop(masked_mean(outputs, padding_mask(lengths, x.shape[1]))))
         h_n = state[0] if isinstance(state, tuple) else state  # (layers * directions, B, H)
         final = torch.cat([h_n[-2], h_n[-1]], dim=-1) if self.rnn.bidirectional else h_n[-1]
-        return self.head(final)
+        return self.head(self.drop(final))

@@ -4,6 +4,7 @@ from conftest import assert_same_step
 from course_models import CourseTransformer
 from torch import nn
 
+from archbench.errors import ConfigError
 from lit_models import DilatedCNN, MultiheadSelfAttention, RecurrentNet, TransformerNet
 from lit_models.blocks import EncoderBlock, attention, sinusoidal_positions
 from lit_models.checks import parameters_without_gradient
@@ -308,3 +309,20 @@ def test_compiled_net_gives_the_eager_loss_and_gradients():
     x, lengths = _batch([30, 30, 30, 30])
     batch = {"x": x, "lengths": lengths, "y": torch.randn(4)}
     assert_same_step(compiled, eager, batch)
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_recurrent_dropout_acts_with_one_layer_and_only_in_training(pooling):
+    """torch's GRU/LSTM dropout acts only between stacked layers: a 1-layer net's ``dropout`` did nothing, so a
+    sweep over it tuned noise. It now also drops what the head reads."""
+    torch.manual_seed(0)
+    x = torch.randn(6, 10, 4)
+    net = RecurrentNet(4, 3, cell="lstm", hidden_size=16, dropout=0.5, pooling=pooling)
+    plain = RecurrentNet(4, 3, cell="lstm", hidden_size=16, pooling=pooling)
+    plain.load_state_dict(net.state_dict())  # dropout adds no weights: checkpoints load as before
+    net.train()
+    assert not torch.equal(net(x), net(x))
+    net.eval(), plain.eval()
+    torch.testing.assert_close(net(x), plain(x), rtol=0, atol=0)
+    with pytest.raises(ConfigError, match=r"^model.net.init_args.dropout: -0.3 is outside \[0, 1\)$"):
+        RecurrentNet(4, 3, dropout=-0.3)
