@@ -39,6 +39,7 @@ from experiments.configs import (
     did_you_mean,
     fingerprint,
     finite_float,
+    from_command_line,
     key_hint,
     key_line,
     lightning_quiet,
@@ -321,7 +322,7 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
                 said = one_line(err)  # with the line of the row's file (or shared file) that set the option
                 raise ConfigError(
                     f"{where}: {where_set(said, [*args, *overrides])}{said}"
-                    f"{_from_command_line(str(err), overrides)}"
+                    f"{from_command_line(str(err), overrides, 'every row')}"
                 ) from None
             except UserError as err:
                 raise type(err)(f"{where}: {err}") from None
@@ -329,16 +330,6 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
         _say_flattened(
             comparison, {m: [_settings(c) for c in configs] for m, configs in parsed.items()}, overrides
         )
-
-
-def _from_command_line(message: str, overrides: list[str]) -> str:
-    """ " (given on the command line, to every row)" when the option a parser refused is one of ``overrides``
-    (a misspelt ``--trainer.max_epoch``): the row's file is where it was found wanting, not where it came from."""
-    for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
-        last = option.rsplit(".", 1)[-1]
-        if option in message or f"'{last}'" in message:
-            return f" ({option} was given on the command line, to every row)"
-    return ""
 
 
 def _settings(config) -> dict[str, str]:

@@ -465,6 +465,17 @@ def one_line(message: str) -> str:
 PASSED_ON = ("--config", "--print_config", "--ckpt_path", "--weights_only")
 
 
+def from_command_line(message: str, overrides: list[str], to: str) -> str:
+    """ " (--X was given on the command line, to every row)" when the option a parser refused is one of
+    ``overrides`` (a misspelt ``--trainer.max_epoch``): the file it was parsed with (a comparison's row, a sweep's
+    space) is where it was found wanting, not where it came from."""
+    for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
+        last = option.rsplit(".", 1)[-1]
+        if option in message or f"'{last}'" in message:
+            return f" ({option} was given on the command line, to {to})"
+    return ""
+
+
 def did_you_mean(option: str, options: list[str]) -> str:
     """`` (did you mean --temperature?)`` for an option close to one of ``options``; else ``""``."""
     close = difflib.get_close_matches(option, options, n=1, cutoff=0.6)

@@ -527,7 +527,7 @@ def check_keys(sweep: Sweep, overrides: list[str]) -> None:
     from jsonargparse import ArgumentError
 
     from experiments.cli import ExperimentCLI
-    from experiments.configs import one_line
+    from experiments.configs import from_command_line, one_line, where_set
 
     def parse(values: dict) -> None:
         args = [*sweep.trial_args(), "--config", yaml.safe_dump(nested(values)), *overrides]
@@ -540,6 +540,14 @@ def check_keys(sweep: Sweep, overrides: list[str]) -> None:
     given = {k: spec["values"] if spec["type"] == "choice" else [spec["low"], spec["high"]]
              for k, spec in sweep.space.items()}  # fmt: skip
     with lightning_quiet():  # the seed's note is said again when each trial starts
+        try:  # the trials' options without the space: a mistake there is not the space's
+            parse({})
+        except (ArgumentError, ConfigError) as err:
+            said = one_line(str(err))
+            args = [*sweep.trial_args(), *overrides]
+            raise ConfigError(
+                f"sweep: {where_set(said, args)}{said}{from_command_line(str(err), overrides, 'every trial')}"
+            ) from None
         for n in range(max(len(v) for v in given.values())):
             values = {k: v[min(n, len(v) - 1)] for k, v in given.items()}
             try:

@@ -71,6 +71,11 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
                                           r"Option 'hiden_size' is not accepted \(did you mean 'hidden_size'\?\)"):  # fmt: skip
         main(["--config", _sweep(in_tmp, space=space), *RUN])
     assert not (in_tmp / "sweep").exists()
+    # a command-line option misspelt: said as the command line's, not as the space key that happened to be parsed
+    with pytest.raises(ConfigError, match=r"^sweep: unrecognized arguments: --trainer.max_epoch 1 \(did you mean "
+                       r"'max_epochs'\?\) \(--trainer.max_epoch was given on the command line, to every trial\)$"):  # fmt: skip
+        main(["--config", _sweep(in_tmp), *RUN, "--trainer.max_epoch", "1"])
+    assert not (in_tmp / "sweep").exists()
 
 
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
