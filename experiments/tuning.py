@@ -23,10 +23,11 @@ job of the launcher (a worker per device, a SLURM job), all rows at once, before
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from archbench.errors import ConfigError
+from experiments.configs import key_hint, key_line
 from experiments.sweep import Sweep, check_keys, check_settings, run_worker, summarize, trials_so_far
 
 # The functions take compare's ``Comparison`` (its models, out, name, metric, tune section and run_args), which
@@ -55,10 +56,18 @@ def tuning_of(comparison) -> Tuning | None:
     """The comparison's ``tune`` section, checked (unknown keys and bad ranges named), or None."""
     if comparison.tune is None:
         return None
-    try:
-        tuning = Tuning(**comparison.tune)
-    except TypeError as err:
-        raise ConfigError(f"{comparison.path}: tune: {str(err).split('() ', 1)[-1]}") from None
+    keys = [f.name for f in fields(Tuning)]
+    if not isinstance(comparison.tune, dict):
+        raise ConfigError(f"{key_line(comparison.path, 'tune')}: tune: expected a mapping of {', '.join(keys)}, "
+                          f"found {comparison.tune!r:.60}")  # fmt: skip
+    for name in comparison.tune:  # named with its line and the close key, as the file's other keys are
+        if name not in keys:
+            raise ConfigError(
+                f"{key_line(comparison.path, 'tune', name)}: tune.{name}: not an option ({key_hint(name, keys)})"
+            )
+    if "space" not in comparison.tune:
+        raise ConfigError(f"{key_line(comparison.path, 'tune')}: tune: needs space (the options to tune)")
+    tuning = Tuning(**comparison.tune)
     if comparison.budget_flops is not None:
         raise ConfigError(
             f"{comparison.path}: tune: trials train by epochs, not to budget_flops ({comparison.budget_flops:g}); "
@@ -68,7 +77,8 @@ def tuning_of(comparison) -> Tuning | None:
     tuning.direction = tuning.direction or default_direction(tuning.metric)
     if not tuning.metric.startswith("val/"):
         raise ConfigError(
-            f"{comparison.path}: tune.metric: {tuning.metric!r} is not a validation metric (val/...): "
+            f"{key_line(comparison.path, 'tune', 'metric')}: tune.metric: {tuning.metric!r} is not a validation "
+            "metric (val/...): "
             "tuning on the test split would make the table's test figures optimistic"
         )
     return tuning

@@ -250,7 +250,7 @@ def test_compare_tuning_section_is_checked(in_tmp):
     spec["tune"]["metric"] = "test/pearson"
     (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(
-        ConfigError, match=r"bad.yaml: tune.metric: 'test/pearson' is not a validation metric"
+        ConfigError, match=r"bad.yaml:\d+: tune.metric: 'test/pearson' is not a validation metric"
     ):
         Comparison.load(in_tmp / "bad.yaml")
     spec["tune"] = {"trials": 2, "space": {"model.optimizer.init_args.lr": {"type": "loguniform"}}}
@@ -261,7 +261,13 @@ def test_compare_tuning_section_is_checked(in_tmp):
         Comparison.load(in_tmp / "bad.yaml")
     spec["tune"] = {"trails": 2, "space": {}}
     (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
-    with pytest.raises(ConfigError, match=r"bad.yaml: tune: .*'trails'"):
+    with pytest.raises(
+        ConfigError, match=r"bad.yaml:\d+: tune.trails: not an option \(did you mean 'trials'\?\)$"
+    ):
+        Comparison.load(in_tmp / "bad.yaml")
+    spec["tune"] = {"trials": 2}
+    (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: tune: needs space \(the options to tune\)$"):
         Comparison.load(in_tmp / "bad.yaml")
 
 
