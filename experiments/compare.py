@@ -565,11 +565,14 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     except Exception as err:  # the W&B run ends failed, not left open for this process's next run to reuse
+        mistake = (
+            isinstance(err, UserError) and resume is None and trainer.global_step == 0 and not last.is_file()
+        )
         if trainer.is_global_zero:
-            if isinstance(err, ConfigError) and resume is None and not last.is_file():
-                # the user's mistake (a metric the runs do not log), found before a step trained: the folder and
-                # the W&B run go, but for a launcher's log, which the launcher's worker is writing and its report
-                # names
+            if mistake:
+                # the user's mistake (a metric the runs do not log, a bad row in a data file), found before
+                # anything was saved: the folder and the W&B run go, but for a launcher's log, which the
+                # launcher's worker is writing and its report names
                 discard_run(wandb_logger)
                 for entry in run_dir.iterdir():
                     if entry.name != "launcher.log":
@@ -579,6 +582,8 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
                     run_dir.parent.rmdir()  # runs/, when no other run is in it
             else:
                 wandb_logger.experiment.finish(exit_code=1)
+        if isinstance(err, UserError) and not str(err).startswith(str(comparison.path)):
+            raise type(err)(f"{comparison.row(model)}: {err}") from None  # which row met it
         raise
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)

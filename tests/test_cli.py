@@ -543,3 +543,27 @@ def test_a_misspelt_command_names_the_close_one_and_every_command(capsys):
         "error: 'comapre' is not a command (did you mean compare?); commands: fit, validate, "
     )
     assert said.endswith("sweep, lr_find, data") and "\n" not in said
+
+
+def test_a_data_error_when_a_row_starts_names_the_row_and_leaves_no_run(in_tmp, monkeypatch):
+    """A bad row of a data file found when the run sets up (a text split's empty label): the comparison file and
+    row are named, and the run's folder and its W&B run go (nothing trained), so neither a failed empty W&B run
+    nor a settings file is left; fixed, the same command starts the run afresh."""
+    from text_data import reviews, text_args, write_csv
+
+    from archbench.errors import DataError
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = text_args(in_tmp, ROOT / "experiments" / "text" / "lstm.yaml")
+    data = [a for a in args if a.startswith("--data.")]
+    (in_tmp / "cmp.yaml").write_text(
+        f"name: t\nseeds: 1\nout: {in_tmp / 'out'}\nmetric: test/acc\nmodels:\n  LSTM: {ROOT}/experiments/text/lstm.yaml\n"
+    )
+    bad = write_csv(in_tmp / "d" / "val.csv", [*reviews(10), ("a film", "")])
+    run = ["--config", "cmp.yaml", *data, "--trainer.max_steps=1", "--trainer.enable_progress_bar=false"]
+    with pytest.raises(DataError) as err:
+        compare(run)
+    assert str(err.value).startswith(
+        f"cmp.yaml: models.LSTM ({ROOT}/experiments/text/lstm.yaml): {bad}: row 11"
+    )
+    assert not (in_tmp / "out" / "runs").exists() and not list((in_tmp / "out").rglob("*.wandb"))
