@@ -60,6 +60,19 @@ class SaveRunConfig(SaveConfigCallback):
     trained run's ``default_root_dir``, and the fit's record of how the weights were made would go. It writes
     ``config.<stage>.yaml`` beside it instead; with a logger it has a version folder of its own, as before."""
 
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        """The whole run config in each W&B run's config (``config``: the net, the optimizer, the seed, the
+        trainer's bounds), so two runs differ there as they differ in fact; the task's and the data's own
+        hyper-parameters, which Lightning logs, hold neither the net nor the optimizer. (LightningCLI's hook
+        for saving the config elsewhere than the log folder.)"""
+        from lightning.pytorch.loggers import WandbLogger
+
+        wandb = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        if wandb:
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
+            for logger in wandb:
+                logger.log_hyperparams({"config": config})
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         log_dir = trainer.log_dir if stage != "fit" and not self.already_saved else None
         if log_dir is not None and os.path.isfile(os.path.join(log_dir, self.config_filename)):

@@ -461,6 +461,11 @@ def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_ne
         logged["config"]["params"] == 28_929
     )  # the GRU config (stem 64 x 4 x 15 + GRU + head), as in the README
     assert [h["val/pearson"] for h in logged["history"] if "val/pearson" in h] == pytest.approx(val)
+    # the whole run config, as compare's runs log it: the net and optimizer tell a GRU's run from an LSTM's
+    config = logged["config"]["config"]
+    assert config["model"]["init_args"]["net"]["init_args"]["cell"] == "gru"
+    assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.003
+    assert config["trainer"]["max_epochs"] == 1 and "seed_everything" in config
 
 
 def test_a_command_line_option_that_erases_the_rows_difference_is_said(capsys):
