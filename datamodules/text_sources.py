@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import difflib
 import json
 import os
 import re
@@ -218,6 +219,9 @@ def check_columns(split: Split, columns: dict[str, str]) -> None:
                         "Save it comma-separated (.csv) or tab-separated (.tsv)")  # fmt: skip
             elif table and len(found) == 1:
                 hint = "; is the first line the header (a title line above it)?"
+            else:
+                close = difflib.get_close_matches(column, found, n=1, cutoff=0.7)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
             raise DataError(f"{split.source}: no column {column!r} (data.{option}; columns: {names}){hint}")
 
 

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from archbench.errors import DataError, first_line
-from datamodules.files import saved_json
+from datamodules.files import not_found, saved_json
 from datamodules.storage import StoreWriter
 from datamodules.text_sources import label_text, offline
 
@@ -40,6 +40,9 @@ def pretrained_tokenizer(name: str) -> Tokenizer:
             raise DataError(
                 f"data.tokenizer: {name}: not a tokenizers JSON file ({first_line(err)})"
             ) from None
+    if not Path(name).exists() and (name.startswith(("/", ".", "~")) or name.count("/") > 1):
+        # a path (a hub name is NAME or ORG/NAME): not looked up on the hub, which would say "Repo id must be ..."
+        raise DataError(not_found("data.tokenizer", name).replace(": file ", ": folder ", 1))
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
     except (OSError, ValueError) as err:

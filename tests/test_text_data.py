@@ -163,6 +163,11 @@ def test_bpe_tokenizer_is_trained_too(tmp_path, csv_files):
             r"columns: '# my reviews exported'\); is the first line the header \(a title line above it\)\?",
         ),
         ("text,stars\ngood film,fresh\n", {}, r"no column 'label' \(data.label_column;"),
+        (  # a misspelt column: the close one
+            "sentence,label\ngood film,fresh\n",
+            {"text_column": "sentense"},
+            r"no column 'sentense' \(data.text_column; columns: 'sentence', 'label'\); did you mean 'sentence'\?$",
+        ),
         (
             "text,label\ngood film,fresh\n,rotten\nbad,rotten\n",
             {},
@@ -432,3 +437,16 @@ def test_a_bpe_vocabulary_below_its_bytes_is_said_not_trained_bigger_behind_the_
                                          r"\(256 bytes and 4 special\), so the tokenizer has 260; give at least that, or "
                                          r"data.tokenizer wordpiece"):  # fmt: skip
         data(tmp_path, **csv_files, tokenizer="bpe", tokenizer_vocab_size=5)
+
+
+def test_a_tokenizer_path_that_does_not_exist_is_said_as_a_missing_folder(tmp_path, monkeypatch):
+    """A path (starts with / or ., or has more than ORG/NAME's one slash) is not looked up as a hub name, whose
+    error would be "Repo id must be in the form 'repo_name' or 'namespace/repo_name'"."""
+    from datamodules.text_tokenize import pretrained_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DataError, match=r"^data.tokenizer: folder '/nonexistent/tok' not found$"):
+        pretrained_tokenizer("/nonexistent/tok")
+    with pytest.raises(DataError, match=rf"^data.tokenizer: folder 'models/my/tok' not found \(relative to the "
+                                        rf"working folder {tmp_path}\)$"):  # fmt: skip
+        pretrained_tokenizer("models/my/tok")
