@@ -375,12 +375,13 @@ class ExperimentCLI(LightningCLI):
             checkpoint = self._read_checkpoint(ckpt)
             if stage == "fit":
                 self._refuse_past_max_epochs(checkpoint, ckpt)
+            # other class names, another tokenizer: said as such first, not as the embedding's other shape
+            saved = checkpoint.get(type(data).__qualname__)
+            if saved:
+                data.load_state_dict(saved)
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(state, ckpt, data)
-            saved = checkpoint.get(type(data).__qualname__)  # other class names, another tokenizer: likewise
-            if saved:
-                data.load_state_dict(saved)
 
     def _refuse_past_max_epochs(self, checkpoint: dict, ckpt: str) -> None:
         """A run resumed with a ``max_epochs`` below the epochs it has trained (Ctrl-C in epoch 23, resumed with

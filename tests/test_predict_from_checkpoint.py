@@ -320,3 +320,20 @@ def test_a_test_file_of_its_own_is_read_with_the_checkpoints_tokenizer(tmp_path,
     )
     assert set(cli.datamodule.splits) == {"test"} and len(cli.datamodule.splits["test"]) == 30
     assert "test/acc" in cli.trainer.callback_metrics
+
+
+def test_a_checkpoint_tested_under_another_tokenizer_is_said_so_not_as_the_embeddings_shape(
+    tmp_path, monkeypatch
+):
+    """A test split held out of the training file is read with the data's own tokenizer: another one than the
+    checkpoint's is named as such, before the net's weights are compared (whose first difference is the
+    embedding's row count, which says nothing of why)."""
+    monkeypatch.setenv("ARCHBENCH_CACHE", str(tmp_path / "cache"))
+    args = [*text_args(tmp_path, ROOT / "experiments" / "text" / "lstm.yaml"), "--data.test_path=null",
+            "--model.net.init_args.hidden_size=8"]  # fmt: skip
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
+    ckpt = next((tmp_path / "logs").rglob("last.ckpt"))
+    with pytest.raises(DataError, match=r"^the checkpoint's tokenizer differs from this data's \(data.tokenizer: "
+                                        r"'bpe', max_length \d+\)"):  # fmt: skip
+        ExperimentCLI(args=["test", *args, "--data.tokenizer=bpe", "--data.tokenizer_vocab_size=260",
+                            f"--ckpt_path={ckpt}"])  # fmt: skip
