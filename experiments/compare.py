@@ -162,7 +162,8 @@ class Comparison:
         for name, file in self.models.items():
             if not self.model_file(name).is_file():
                 raise ConfigError(
-                    f"{self.path}: models.{name}: file {file!r} not found (looked at {self.model_file(name)})"
+                    f"{key_line(self.path, 'models', name)}: models.{name}: file {file!r} not found (looked at "
+                    f"{self.model_file(name)})"
                 )
         self._check_bases()
         if self.seeds < 1:

@@ -201,7 +201,16 @@ def parse_file(parser, path: Path, settings: type) -> dict:
             raise ConfigError(
                 f"{key_line(path, unknown.group(1))}: {said} ({key_hint(unknown.group(1), keys)})"
             ) from None
-        raise ConfigError(f"{path}: {said}") from None
+        required = re.fullmatch(r"the following arguments are required: ([\w.]+)", said)
+        if required:  # written with nothing under it (``space:``), or left out
+            key = required.group(1)
+            where = key_line(path, *key.split("."))
+            said = f"{key}: empty" if where != str(path) else f"{key}: missing"
+            raise ConfigError(f"{where}: {said}; the file needs it") from None
+        keyed = re.match(r"([\w.]+): ", said)  # a value of the wrong type: the line of its key
+        raise ConfigError(
+            f"{key_line(path, *keyed.group(1).split('.')) if keyed else path}: {said}"
+        ) from None
     return {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
 
 

@@ -171,3 +171,23 @@ def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tm
     with pytest.raises(ConfigError) as err:
         Comparison.load(path)
     assert str(err.value) == f"{path}:2: Option 'seed' is not accepted (did you mean 'seeds'?)"
+
+
+@pytest.mark.parametrize(
+    "text, said",
+    [
+        ("name: d\nseeds: two\nmodels: {CNN: cnn.yaml}\n", ":2: seeds: Expected a int. Got value: two"),
+        ("name: d\nmodels:\n", ":2: models: empty; the file needs it"),
+        ("name: d\n", ": models: missing; the file needs it"),
+        ("name: d\nmodels:\n  CNN: nope.yaml\n", ":3: models.CNN: file 'nope.yaml' not found (looked at "),
+    ],
+)
+def test_a_comparison_files_wrong_or_empty_value_names_its_line(tmp_path, text, said):
+    from archbench.errors import ConfigError
+    from experiments.compare import Comparison
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        Comparison.load(path)
+    assert str(err.value).startswith(f"{path}{said}")
