@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
 import sys
 import textwrap
@@ -901,6 +902,11 @@ def _launch(
 def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
     import wandb
 
+    # One summary run per comparison folder: a re-run (a resumed or extended table) logs its table again in the
+    # same W&B run, rather than adding a second summary run to the group beside the stale one.
+    kept = out / "wandb_summary_id"
+    run_id = kept.read_text().strip() if kept.is_file() else secrets.token_hex(4)  # a W&B id: [a-z0-9]
+    write_atomic(kept, run_id + "\n")
     run = wandb.init(
         project=comparison.project,
         group=comparison.name,
@@ -908,13 +914,12 @@ def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
         job_type="summary",
         dir=str(out.resolve()),  # absolute, as in AutoWandbLogger
         mode=wandb_mode(),
-        config={
-            "comparison": comparison.name,
-            "seeds": comparison.seeds,
-            "models": list(comparison.models),
-            "provenance": report["provenance"],
-        },
+        id=run_id,
+        resume="allow",
     )
+    settings = {"comparison": comparison.name, "seeds": comparison.seeds, "models": list(comparison.models),
+                "provenance": report["provenance"]}  # fmt: skip
+    run.config.update(settings, allow_val_change=True)  # this command's, over an earlier one's
     columns = list(dict.fromkeys(c for row in report["summary"] for c in row))  # rows differ (ACT, MoE)
     run.log(
         {

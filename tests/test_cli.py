@@ -265,6 +265,13 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     with pytest.raises(ConfigError, match=r"--models: ',' names no model; cmp.yaml has GRU, CNN$"):
         compare([*again, "--models", ","])  # it ran nothing and rewrote the table (and "" ran every row)
     assert json.loads((out / "results.json").read_text()) == rerun
+    # one summary run for the folder: the re-run logged its table in it again, with its own provenance
+    summaries = [read_run(p) for p in find_runs(out) if read_run(p)["run"]["name"] == "tiny-summary"]
+    assert len(summaries) == 2 and len({r["run"]["id"] for r in summaries}) == 1
+    assert [r["config"]["provenance"]["started"] for r in summaries] == [
+        made["started"],
+        rerun["provenance"]["started"],
+    ]
 
 
 def test_compare_out_under_home_given_quoted_is_one_folder(in_tmp, monkeypatch):
