@@ -18,7 +18,7 @@ from jsonargparse import ArgumentError, Namespace
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
@@ -65,8 +65,6 @@ class SaveRunConfig(SaveConfigCallback):
         trainer's bounds), so two runs differ there as they differ in fact; the task's and the data's own
         hyper-parameters, which Lightning logs, hold neither the net nor the optimizer. (LightningCLI's hook
         for saving the config elsewhere than the log folder.)"""
-        from lightning.pytorch.loggers import WandbLogger
-
         wandb = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
         if wandb:
             config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
@@ -355,6 +353,11 @@ class ExperimentCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._data_first("predict")
+        # a prediction logs no metric: its W&B run would be an empty one in the project (predictions.tsv and the
+        # settings go to the run folder, as before)
+        self.trainer.loggers = [
+            logger for logger in self.trainer.loggers if not isinstance(logger, WandbLogger)
+        ]
 
     def _data_first(self, stage: str) -> None:
         """Read and check the data before the trainer starts its loggers (a W&B run, a version folder) and the

@@ -443,7 +443,9 @@ def test_one_seed_reports_no_spread():
             "RNN seed 0; bbbbbbb: CNN seed 1.") in markdown_table(summarize(commits, "test/pearson"))  # fmt: skip
 
 
-def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(in_tmp):
+def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(
+    in_tmp, monkeypatch
+):
     """`fit` as a user runs it, a process of its own: base.yaml's CSV logger and W&B logger (offline without
     credentials); the W&B API key in the environment lands in no file the run writes, nor in what it prints."""
     secret = "sk-archbench-test-" + "7f3a9c" * 6
@@ -473,6 +475,14 @@ def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_ne
     assert config["model"]["init_args"]["net"]["init_args"]["cell"] == "gru"
     assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.003
     assert config["trainer"]["max_epochs"] == 1 and "seed_everything" in config
+    # a prediction logs nothing to W&B: no empty run beside the fit's; its predictions go to its run folder
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    predicted = run_main(
+        "predict", "--config", str(DNA / "gru.yaml"), *TINY_DATA, "--ckpt_path=last", cwd=in_tmp
+    )
+    assert predicted.returncode == 0, predicted.stderr[-2000:]
+    assert len(find_runs(in_tmp / "runs" / "dna")) == 1
+    assert len(list((in_tmp / "runs" / "dna").rglob("predictions.tsv"))) == 1
 
 
 def test_a_command_line_option_that_erases_the_rows_difference_is_said(capsys):
