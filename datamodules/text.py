@@ -32,6 +32,7 @@ from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_
 from datamodules.text_sources import (
     Split,
     check_columns,
+    label_key,
     label_names,
     load_file,
     load_splits,
@@ -375,7 +376,7 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
 
     def load_state_dict(self, state: dict) -> None:
         """A checkpoint's labels and tokenizer must be this data's: ids would mean other tokens otherwise."""
-        if "labels" in state and state["labels"] != self.labels:
+        if "labels" in state and list(map(label_key, state["labels"])) != list(map(label_key, self.labels)):
             raise DataError(
                 f"checkpoint labels {state['labels']} differ from this data's labels {self.labels}"
             )

@@ -349,7 +349,7 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
     seen = 0
     for values in arrow_batches(split.data, column):
         _one_type(values, split, column)
-        unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and label_text(v) not in ids]
+        unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and label_key(v) not in ids]
         bad = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             bad = pc.or_(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0).fill_null(True))
@@ -367,10 +367,16 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
         seen += len(values)
 
 
-def label_text(value) -> str:
-    """A label value as its class name: a whole number read as a float (a column of numbers that one row with a
-    fraction, or a missing value, made floats) is the integer's name, ``2`` not ``2.0``."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+def label_key(value) -> str:
+    """What a label value or a class name is matched by: a whole number read as a float (a column of numbers
+    that one row with a fraction, or a missing value, made floats) is the integer, so ``2.0``, ``"2.0"`` (a name
+    an earlier version saved for such a column, or a ``data.labels`` entry) and ``2`` are one class; any other
+    value is its text."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str) and re.fullmatch(r"-?\d+\.0+", value):
+        return value.split(".")[0]
+    return str(value)
 
 
 def _blank(value) -> bool:
@@ -444,13 +450,13 @@ def _names_of_class_labels(split: Split, column: str) -> list[str] | None:
 def label_names(train: Split, column: str, given: list | None, class_names: list[str] | None) -> list[str]:
     """The class names in id order: as given, else a hub dataset's, else the sorted distinct training labels."""
     if given is not None:
-        labels = [label_text(v) for v in given]
-        if len(set(labels)) != len(labels):
+        labels = [str(v) for v in given]
+        if len(set(map(label_key, labels))) != len(labels):
             raise DataError(f"data.labels: {given} has repeated labels")
         if len(labels) < 2:
             raise DataError(f"data.labels: {given} lists fewer than 2 labels; a classifier needs 2 or more")
-        held = {label_text(v) for v in label_counts(train, column) if not _blank(v)}
-        unused = [label for label in labels if label not in held]
+        held = {label_key(v) for v in label_counts(train, column) if not _blank(v)}
+        unused = [label for label in labels if label_key(label) not in held]
         if unused:
             rank_zero_warn(
                 f"data.labels: {', '.join(map(repr, unused))} held by no row of {train.source} (column "
@@ -463,7 +469,7 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
         counts = {v: n for v, n in label_counts(train, column).items() if not _blank(v)}
         values = list(counts)
         _not_a_target(train, column, values)
-        labels = [label_text(v) for v in sorted(values)]
+        labels = [label_key(v) for v in sorted(values)]
         if counts:
             _say_doubtful_labels(train, column, counts)
     if len(labels) < 2:

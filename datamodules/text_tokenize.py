@@ -17,7 +17,7 @@ from tokenizers import Tokenizer
 from archbench.errors import DataError, first_line
 from datamodules.files import not_found, saved_json
 from datamodules.storage import StoreWriter
-from datamodules.text_sources import label_text, offline
+from datamodules.text_sources import label_key, offline
 
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]"]
 TOKENIZED_FILES = ("ids.npy", "offsets.npy", "labels.npy")
@@ -158,7 +158,7 @@ def tokenize_splits(splits: dict, tokenizer, labels: list[str], text_column: str
     truncation length."""
     from datamodules.text_sources import check_labels, check_texts
 
-    ids = {name: i for i, name in enumerate(labels)}
+    ids = {label_key(name): i for i, name in enumerate(labels)}  # values and names matched alike
     counts, truncated = {}, {}
     for name, split in splits.items():
         truncated[name] = 0
@@ -171,7 +171,7 @@ def tokenize_splits(splits: dict, tokenizer, labels: list[str], text_column: str
             count(len(batch[text_column]))
             encodings = tokenizer.encode_batch(batch[text_column])
             truncated[name] += sum(1 for e in encodings if e.overflowing)
-            label = [ids[label_text(v)] for v in batch[label_column]] if labelled else [-1] * len(encodings)
+            label = [ids[label_key(v)] for v in batch[label_column]] if labelled else [-1] * len(encodings)
             return {"input_ids": [e.ids for e in encodings], "label": label}
 
         scratch = folder / f"{name}.tokenizing.arrow"

@@ -8,6 +8,7 @@ Config files load in this order: ``experiments/base.yaml``, the modality's ``bas
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import sys
 
@@ -65,11 +66,11 @@ class SaveRunConfig(SaveConfigCallback):
         trainer's bounds), so two runs differ there as they differ in fact; the task's and the data's own
         hyper-parameters, which Lightning logs, hold neither the net nor the optimizer. (LightningCLI's hook
         for saving the config elsewhere than the log folder.)"""
-        wandb = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
-        if wandb:
-            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False, skip_validation=True))
-            for logger in wandb:
-                logger.log_hyperparams({"config": config})
+        for logger in trainer.loggers:
+            # compare's runs log theirs (with the row's name and seed) before the fit: kept as they are
+            if isinstance(logger, WandbLogger) and "config" not in logger.experiment.config:
+                # as compare logs it: the parsed config as plain data (no API key can be in it)
+                logger.log_hyperparams({"config": json.loads(json.dumps(self.config.as_dict(), default=str))})
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         log_dir = trainer.log_dir if stage != "fit" and not self.already_saved else None
@@ -249,6 +250,16 @@ class ExperimentCLI(LightningCLI):
             init = (entry.get("init_args") if hasattr(entry, "get") else None) or {}
             if isinstance(init.get("save_dir"), str) and init["save_dir"].startswith("~"):
                 init["save_dir"] = os.path.expanduser(init["save_dir"])
+        data = config.get("data")
+        init = (data.get("init_args") if hasattr(data, "get") else None) or {}
+        for key in list(init.keys()) if hasattr(init, "keys") else []:  # the data's files and tokenizer too
+            value = init[key]
+            if (
+                isinstance(value, str)
+                and value.startswith("~")
+                and (key.endswith(("_path", "_dir")) or "tokenizer" in key or key == "checkpoint")
+            ):
+                init[key] = os.path.expanduser(value)
 
     @staticmethod
     def _default_logger_named(config) -> None:
@@ -354,10 +365,10 @@ class ExperimentCLI(LightningCLI):
     def before_predict(self) -> None:
         self._data_first("predict")
         # a prediction logs no metric: its W&B run would be an empty one in the project (predictions.tsv and the
-        # settings go to the run folder, as before)
-        self.trainer.loggers = [
-            logger for logger in self.trainer.loggers if not isinstance(logger, WandbLogger)
-        ]
+        # settings go to the first logger's run folder, as before)
+        kept = [logger for logger in self.trainer.loggers if not isinstance(logger, WandbLogger)]
+        if kept:  # a W&B logger alone stays: its folder is where the predictions go
+            self.trainer.loggers = kept
 
     def _data_first(self, stage: str) -> None:
         """Read and check the data before the trainer starts its loggers (a W&B run, a version folder) and the

@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from archbench.errors import ConfigError, RunsFailedError, UserError
+from archbench.errors import ConfigError, DataError, RunsFailedError, UserError
 from datamodules.files import write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
@@ -567,9 +567,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     try:
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     except Exception as err:  # the W&B run ends failed, not left open for this process's next run to reuse
-        mistake = (
-            isinstance(err, UserError) and resume is None and trainer.global_step == 0 and not last.is_file()
-        )
+        # a setting or data mistake (not a loss gone NaN, whose logs tell what happened)
+        mistake = (isinstance(err, ConfigError | DataError) and resume is None and trainer.global_step == 0
+                   and not last.is_file())  # fmt: skip
         if trainer.is_global_zero:
             if mistake:
                 # the user's mistake (a metric the runs do not log, a bad row in a data file), found before
@@ -753,7 +753,7 @@ def main(argv: list[str]) -> None:
         _, cluster = comparison.slurm_options()  # its mistakes said now, not after the tuning
         if cluster is None and shutil.which("sbatch") is None:  # submitit would say it in a traceback
             raise ConfigError(
-                f"--launcher slurm: no SLURM on this machine (no sbatch command); run on the cluster's login "
+                f"launcher slurm: no SLURM on this machine (no sbatch command); run on the cluster's login "
                 f"node, or set slurm: {{cluster: local}} in {comparison.path} to run the jobs here with "
                 "submitit's local executor, or use --launcher local"
             )

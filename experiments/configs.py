@@ -104,33 +104,35 @@ def key_line(path: Path | None, *keys: str) -> str:
     return where
 
 
-def _yaml_line(path: Path, keys: list[str]) -> int | None:
-    """The line of a config's (nested) option in a YAML file, where jsonargparse's key (``model.net.moe``) may
-    be written with the ``init_args`` levels (``model: init_args: net: init_args: moe:``) or without; None when
-    the file does not set it."""
+def _yaml_node(text: str, keys: list[str]) -> tuple[yaml.Node, yaml.Node] | None:
+    """(key node, value node) of a config's (nested) option in YAML ``text``, where jsonargparse's key
+    (``model.net.moe``) may be written with the ``init_args`` levels (``model: init_args: net: init_args: moe:``)
+    or without; None when the text does not set it."""
     try:
-        node = yaml.compose(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
+        node = yaml.compose(text)
+    except yaml.YAMLError:
         return None
-    line = None
+    found_at = None
     for key in keys:
         if not isinstance(node, yaml.MappingNode):
             return None
         found = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
         if key not in found and "init_args" in found and isinstance(found["init_args"][1], yaml.MappingNode):
-            found = {
-                k.value: (k, v) for k, v in found["init_args"][1].value if isinstance(k, yaml.ScalarNode)
-            }
+            inner = found["init_args"][1].value
+            found = {k.value: (k, v) for k, v in inner if isinstance(k, yaml.ScalarNode)}
         if key not in found:
             return None
-        line, node = found[key][0].start_mark.line + 1, found[key][1]
-    return line
+        found_at = found[key]
+        node = found_at[1]
+    return found_at
 
 
 def where_set(said: str, args: list[str]) -> str:
-    """``FILE:LINE: `` of the config file that set the option a parse error (``one_line``'s ``KEY: ...``) concerns,
-    the last of ``args``' files that sets it (the one that wins); ``""`` when the command line sets it or no file
-    does (the message names the option either way)."""
+    """``FILE:LINE: `` of the config file that set the option a message (``one_line``'s ``KEY: ...``) concerns;
+    ``""`` when the command line sets it (or an option above or below it), when an inline config (compare's
+    ``config:`` mapping) sets it, or when no file does (the message names the option either way). Of several
+    files that set it: the first whose value is the message's "Given value" (jsonargparse stops at the first
+    file with a bad value), else the last (the one that wins, which the run read)."""
     named = re.match(r"([\w.]+): (?:Option '([\w.]+)' is not accepted)?", said)
     group = re.search(r"does not accept option '([\w.]+)'", said)  # a group's (trainer:) unknown key
     if named is None and group is None:
@@ -140,21 +142,30 @@ def where_set(said: str, args: list[str]) -> str:
     else:
         keys = named.group(1).split(".") + (named.group(2).split(".") if named.group(2) else [])
     given = ".".join(keys).replace(".init_args.", ".")
-    for (
-        arg
-    ) in args:  # --model.net.init_args.moe=8 or --model.net.moe 8: the command line said it (or below it)
+    configs = {i for i, _ in _config_values(args)}
+    for i, arg in enumerate(args):  # --model.net.init_args.moe=8, --ckpt_path X: the command line said it
         option = arg.split("=", 1)[0].removeprefix("--").replace(".init_args.", ".")
-        if (
-            arg.startswith("--")
-            and option.count(".")
-            and (given.startswith(option) or option.startswith(given))
-        ):
+        if not arg.startswith("--") or i in configs or option == "config":
+            continue
+        if option == given or given.startswith(option + ".") or option.startswith(given + "."):
             return ""
-    for _, value in reversed(_config_values(args)):
-        line = _yaml_line(Path(value), keys) if "\n" not in value else None
-        if line is not None:
-            return f"{value}:{line}: "
-    return ""
+    setting = []  # (file, key node) of each config that sets it, in order
+    for _, value in _config_values(args):
+        inline = "\n" in value or value.lstrip().startswith("{")
+        try:
+            text = value if inline else Path(value).read_text()
+        except OSError:
+            continue
+        node = _yaml_node(text, keys)
+        if node is not None:
+            setting.append((None if inline else value, node))
+    if not setting:
+        return ""
+    value = re.search(r"(?:Given|Got) value: (.+?)(?:;|$)", said)
+    bad = [(f, n) for f, n in setting if value and isinstance(n[1], yaml.ScalarNode)
+           and n[1].value == value.group(1).strip()]  # fmt: skip
+    file, (key_node, _) = (bad or setting[-1:])[0]
+    return f"{file}:{key_node.start_mark.line + 1}: " if file is not None else ""
 
 
 def key_hint(name: str, keys: list[str]) -> str:

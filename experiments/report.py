@@ -187,7 +187,7 @@ def markdown_table(report: dict) -> str:
         )
         notes.append(f"Each row tuned first with the same budget ({first['trials']} trials on {first['metric']}); "
                      f"its best settings then ran every seed: {best}.")  # fmt: skip
-    made = _made_at(report.get("runs", []))
+    made = _made_at(report.get("runs", []), report.get("provenance"))
     if made:
         notes.append(made)
     if "noise_ceiling" in report:
@@ -197,19 +197,27 @@ def markdown_table(report: dict) -> str:
     return "\n".join(lines) + "\n\n" + " ".join(notes) + "\n"
 
 
-def _made_at(runs: list[dict]) -> str | None:
-    """A note when the table's runs were made at different commits (a re-run keeps finished runs, made by the
-    code of its time); runs of versions that did not record it are left out."""
+def _made_at(runs: list[dict], provenance: dict | None) -> str | None:
+    """A note when the table's runs were not all made by this code: at different commits, or all at another
+    commit than the command that wrote the table (a re-run keeps finished runs, made by the code of their time);
+    a commit with uncommitted changes counts apart. Runs of versions that did not record it are left out."""
     commits: dict[str, list[str]] = {}
     for r in runs:
         if r.get("git_commit"):
-            commits.setdefault(r["git_commit"], []).append(f"{r['model']} seed {r['seed']}")
-    if len(commits) < 2:
+            made = r["git_commit"][:7] + (" with uncommitted changes" if r.get("git_dirty") else "")
+            commits.setdefault(made, []).append(f"{r['model']} seed {r['seed']}")
+    now = (provenance or {}).get("git_commit")
+    if now:
+        now = now[:7] + (" with uncommitted changes" if provenance.get("git_dirty") else "")
+    if len(commits) < 2 and (not commits or now is None or now in commits):
         return None
-    groups = "; ".join(f"{commit[:7]}: {', '.join(names)}" for commit, names in commits.items())
-    return (
-        f"The runs were made at {len(commits)} commits of this code (a re-run keeps finished runs): {groups}."
+    groups = "; ".join(f"{made}: {', '.join(names)}" for made, names in commits.items())
+    head = (
+        f"Not every run was made by this command's code ({now})"
+        if now
+        else f"Runs made at {len(commits)} commits"
     )
+    return f"{head}: a re-run keeps finished runs. By commit: {groups}."
 
 
 def _short(value) -> str:

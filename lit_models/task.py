@@ -39,14 +39,16 @@ def _check_optimizer(optimizer, lr_scheduler) -> None:
     refuses (a negative learning rate, betas outside [0, 1)) stops the run before a logger writes, in one line,
     rather than as a traceback from ``configure_optimizers`` once the run folder exists."""
     try:
-        built = optimizer([nn.Parameter(torch.zeros(1))])
+        built = optimizer(
+            [nn.Parameter(torch.zeros(2, 2))]
+        )  # a matrix: optimizers for weight matrices take it
     except ValueError as err:
         raise ConfigError(f"model.optimizer: {first_line(err)}") from None
     if lr_scheduler is None:
         return
     try:
         try:
-            lr_scheduler(built, total_steps=100)
+            lr_scheduler(built, total_steps=1_000_000)  # long enough for any warm-up a schedule checks
         except TypeError as err:
             if "total_steps" not in str(err):
                 raise
@@ -415,7 +417,16 @@ class Task(L.LightningModule):
         built for, may say why (sequences longer than the checkpoint's training data)."""
         problem = state_dict_mismatch(self, state)
         longer = getattr(data, "longer_than_trained", None)
-        if problem and longer:  # the config is right, the sequences are longer than the size it learned
+        own = self.state_dict()
+        differ = {
+            k
+            for k in own.keys() | state.keys()
+            if k not in own or k not in state or own[k].shape != state[k].shape
+        }
+        # only the tensors sized by the length (learned positions, a flatten head), of another shape
+        by_length = differ and all(k in own and k in state and k.split(".")[-1] in ("pos", "weight")
+                                   and (k.endswith(".pos") or ".head." in f".{k}") for k in differ)  # fmt: skip
+        if problem and longer and by_length:  # the config is right, the sequences are longer than it learned
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): {longer}, and a net "
                 "whose weights depend on the length (learned positions, flatten pooling) fits only the lengths it "

@@ -436,11 +436,22 @@ def test_one_seed_reports_no_spread():
     assert ("Stopped before their budget by the validation rule (early stopping), so trained on less compute than "
             "the others: RNN seed 0 (32 of 90 steps).") in short  # fmt: skip
     # a re-run keeps finished runs made by earlier code: the table says which commit made which
-    assert "commits of this code" not in table
+    assert "By commit" not in table
     commits = [{**runs[0], "git_commit": "a" * 40}, {**runs[0], "seed": 1, "git_commit": "b" * 40},
                {**runs[0], "model": "RNN", "git_commit": "a" * 40}]  # fmt: skip
-    assert ("The runs were made at 2 commits of this code (a re-run keeps finished runs): aaaaaaa: CNN seed 0, "
-            "RNN seed 0; bbbbbbb: CNN seed 1.") in markdown_table(summarize(commits, "test/pearson"))  # fmt: skip
+    assert ("Runs made at 2 commits: a re-run keeps finished runs. By commit: aaaaaaa: CNN seed 0, RNN seed 0; "
+            "bbbbbbb: CNN seed 1.") in markdown_table(summarize(commits, "test/pearson"))  # fmt: skip
+    # every run kept from other code than the command's (or with uncommitted changes): said too
+    report = {
+        **summarize(commits[:1], "test/pearson"),
+        "provenance": {"git_commit": "c" * 40, "git_dirty": False},
+    }
+    assert ("Not every run was made by this command's code (ccccccc): a re-run keeps finished runs. By commit: "
+            "aaaaaaa: CNN seed 0.") in markdown_table(report)  # fmt: skip
+    report["provenance"]["git_commit"] = "a" * 40
+    assert "By commit" not in markdown_table(report)
+    report["runs"][0]["git_dirty"] = True
+    assert "By commit: aaaaaaa with uncommitted changes: CNN seed 0." in markdown_table(report)
 
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(

@@ -157,7 +157,7 @@ def test_launcher_options_are_checked(in_tmp, monkeypatch):
         compare(["--config", _comparison(in_tmp, "seq"), "--devices", "0,1", *RUN])
     # SLURM where there is none: said before any run or tuning, not as submitit's traceback at the first submit
     monkeypatch.setenv("PATH", str(in_tmp))  # no sbatch on it
-    with pytest.raises(ConfigError, match=r"^--launcher slurm: no SLURM on this machine \(no sbatch command\); .*"
+    with pytest.raises(ConfigError, match=r"^launcher slurm: no SLURM on this machine \(no sbatch command\); .*"
                                           r"set slurm: \{cluster: local\} in .*seq.yaml"):  # fmt: skip
         compare(["--config", _comparison(in_tmp, "seq"), "--launcher", "slurm", *RUN])
     assert not (in_tmp / "seq" / "runs").exists()

@@ -621,3 +621,46 @@ def test_a_librarys_error_is_said_by_its_first_line_even_when_its_message_is_emp
     assert (
         first_line(RuntimeError(said), limit=60) == "mmap can only be used with files saved with..."
     )  # a word's end
+
+
+def test_where_set_names_the_file_that_gave_the_value_or_none(tmp_path, monkeypatch):
+    """Of two files setting one option, the one holding the refused value (jsonargparse stops at the first bad
+    file) or else the last (which the run read); nothing where the command line set the option, or an option
+    above or below it, or where an inline config set it; a key path, not a text prefix (``model.lr`` is not
+    ``--model.lr_scheduler``)."""
+    from experiments.configs import where_set
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.yaml").write_text("trainer:\n  max_epochs: abc\n")
+    (tmp_path / "b.yaml").write_text("seed_everything: 3\ntrainer:\n  max_epochs: 5\n")
+    files = ["--config", "a.yaml", "--config", "b.yaml"]
+    assert where_set("trainer.max_epochs: Expected a int. Got value: abc", files) == "a.yaml:2: "
+    assert where_set("trainer.max_epochs: 5 is too many", files) == "b.yaml:3: "
+    assert where_set("trainer.max_epochs: 5 is too many", [*files, "--trainer.max_epochs=5"]) == ""
+    assert where_set("trainer.max_epochs: 5 is too many", [*files, "--trainer", "x.yaml"]) == ""
+    assert where_set("seed_everything: 3 is odd", [*files, "--seed_everything", "3"]) == ""
+    assert where_set("ckpt_path: last.ckpt is at epoch 3", [*files, "--ckpt_path", "last.ckpt"]) == ""
+    assert (
+        where_set("trainer.max_epochs: 5 is too many", [*files, "--config", "trainer: {max_epochs: 5}\n"])
+        == ""
+    )
+    (tmp_path / "c.yaml").write_text("model:\n  init_args:\n    lr: 1\n")
+    assert (
+        where_set("model.lr: Option 'lr' is odd", ["--config", "c.yaml", "--model.lr_scheduler=x"])
+        == "c.yaml:3: "
+    )
+
+
+def test_a_data_path_under_home_given_quoted_is_expanded(in_tmp, monkeypatch):
+    """``--data.train_path=~/x.txt`` (no shell expands it, nor a YAML file): the data's files are looked for in
+    the home folder, as the run folder's ``~`` is, not in a folder named ``~`` here."""
+    monkeypatch.setenv("HOME", str(in_tmp / "home"))
+    (in_tmp / "home").mkdir()
+    result = run_main(
+        "fit", "--config", CNN, "--data.train_path=~/x.txt", "--trainer.max_steps=1", cwd=in_tmp
+    )
+    assert last_line(result) == f"error: data.train_path: file '{in_tmp / 'home' / 'x.txt'}' not found"
+    (in_tmp / "home" / "x.txt").write_text("".join(f"{'ACGT' * 5} {i % 3}.5\n" for i in range(40)))
+    result = run_main("fit", "--config", CNN, "--data.train_path=~/x.txt", "--trainer.max_steps=1",
+                      "--trainer.logger=false", "--data.batch_size=8", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]

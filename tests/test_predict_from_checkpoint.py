@@ -292,6 +292,13 @@ def test_longer_sequences_than_learned_positions_fit_are_said_as_such_not_as_a_w
             "it trained on; cut the sequences to that length, or train a net with positions sinusoidal or rotary and "
             "another pooling"
         )
+        # another net as well (wider): said as another config, not put down to the length
+        wider = run_main("predict", *run, "--data.predict_path=new.txt", f"--ckpt_path={ckpt}",
+                         "--model.net.init_args.d_model=32", cwd=in_tmp)  # fmt: skip
+        assert (
+            "it was trained with another vocabulary, data or net options"
+            in wider.stderr.strip().splitlines()[-1]
+        )
 
 
 def test_a_test_file_of_its_own_is_read_with_the_checkpoints_tokenizer(tmp_path, monkeypatch, capsys):

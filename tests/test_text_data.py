@@ -450,3 +450,31 @@ def test_a_tokenizer_path_that_does_not_exist_is_said_as_a_missing_folder(tmp_pa
     with pytest.raises(DataError, match=rf"^data.tokenizer: folder 'models/my/tok' not found \(relative to the "
                                         rf"working folder {tmp_path}\)$"):  # fmt: skip
         pretrained_tokenizer("models/my/tok")
+
+
+def test_whole_number_labels_read_as_floats_match_names_written_either_way(tmp_path):
+    """A label column of whole numbers that a fraction-free float column (a missing value, an old export) gives
+    as 2.0: the class names are the integers; names written "2.0" (data.labels, or a checkpoint of an earlier
+    version, which saved them so) are the same classes, and the checkpoint's names are kept."""
+    from datamodules.text_sources import label_key
+
+    assert [label_key(v) for v in (2.0, "2.0", 2, "2", "two", 1.5, "-1.00")] == [
+        "2",
+        "2",
+        "2",
+        "2",
+        "two",
+        "1.5",
+        "-1",
+    ]
+    path = tmp_path / "f.csv"
+    path.write_text("text,label\n" + "".join(f"text {i},{float(i % 2)}\n" for i in range(20)))
+    dm = data(tmp_path, train_path=str(path), val_fraction=0.0, test_fraction=0.0)
+    dm.prepare_data()
+    assert dm.labels == ["0", "1"]
+    given = data(tmp_path, train_path=str(path), val_fraction=0.0, test_fraction=0.0, labels=["0.0", "1.0"])
+    given.prepare_data()
+    assert given.labels == ["0.0", "1.0"]
+    dm.load_state_dict({"labels": ["0.0", "1.0"]})  # an earlier version's names of the same classes
+    with pytest.raises(DataError, match="differ from this data's labels"):
+        dm.load_state_dict({"labels": ["1", "0"]})

@@ -210,10 +210,15 @@ def test_yelp_config_parses_and_says_the_machine_is_offline(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     # whichever of the two hub names (dataset, tokenizer) is resolved first is reported
     yelp = TEXT / "yelp.yaml"  # the file and line that set it, then the option
+    lines = yelp.read_text().splitlines()
+    line = {
+        k: 1 + next(i for i, t in enumerate(lines) if t.strip().startswith(f"{k}:"))
+        for k in ("dataset", "tokenizer")
+    }
     assert last.startswith(
         (
-            f"error: {yelp}:11: data.dataset: 'yelp_review_full'",
-            f"error: {yelp}:16: data.tokenizer: 'bert-base-cased'",
+            f"error: {yelp}:{line['dataset']}: data.dataset: 'yelp_review_full'",
+            f"error: {yelp}:{line['tokenizer']}: data.tokenizer: 'bert-base-cased'",
         )
     )
     assert "offline" in last
