@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from archbench.errors import DataError
+from archbench.errors import DataError, first_line
 from datamodules.image_sources import (
     DEFAULT_ROOT,
     FASHION_MNIST_CLASSES,
@@ -63,6 +63,32 @@ class ImageDataset(Dataset):
         image = self.split.image(i)
         image = image.convert("RGB" if self.rgb else "L")
         return self.transform(image), int(self.split.labels[i])
+
+
+def _check_auto_augment(policy: str) -> None:
+    """A policy timm's transforms take, or a DataError naming it: timm asserts on a misspelt one when the
+    training loader is built (a bare AssertionError once the run has started)."""
+    from timm.data.auto_augment import (
+        augment_and_mix_transform,
+        auto_augment_transform,
+        rand_augment_transform,
+    )
+
+    build = (
+        rand_augment_transform
+        if policy.startswith("rand")
+        else augment_and_mix_transform
+        if policy.startswith("augmix")
+        else auto_augment_transform
+    )  # fmt: skip (timm's own dispatch)
+    try:
+        build(policy, {"translate_const": 100, "img_mean": (124, 116, 104)})
+    except (AssertionError, ValueError, KeyError, IndexError) as err:
+        said = first_line(err) if str(err).strip() else "not a policy timm knows"
+        raise DataError(
+            f"data.auto_augment: {policy!r}: {said} (timm's policies: e.g. rand-m9-mstd0.5, augmix-m5-w4-d2, "
+            "original, v0)"
+        ) from None
 
 
 class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
@@ -173,6 +199,13 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         ):
             if value is not None and value < low:
                 raise DataError(f"data.{name}: {value} is below {low}")
+        for name in ("mixup_alpha", "cutmix_alpha"):  # timm's Mixup takes a negative alpha for "off"
+            if self.hparams[name] < 0:
+                raise DataError(f"data.{name}: {self.hparams[name]} is below 0 (0 leaves it out)")
+        if auto_augment:
+            _check_auto_augment(auto_augment)
+        if not 0 < scale[0] <= scale[1] <= 1:
+            raise DataError(f"data.scale: {list(scale)} is not an area range [low, high] within (0, 1]")
         self.splits: dict[str, ImageSplit] | None = None
         self._labels: list[str] = []
         self._native: tuple[int, int, int] | None = None  # (channels, height, width) of the data
@@ -219,6 +252,11 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 raise DataError("data.train_path: the folder source needs a training folder")
             splits = {}
             splits["train"], self._labels = read_folder(Path(hp.train_path))
+            if len(self._labels) < 2:  # torchmetrics would refuse it with no folder named
+                raise DataError(
+                    f"data.train_path: {hp.train_path}: one class folder ({self._labels[0]}); a classifier needs 2 "
+                    "or more (one subfolder per class)"
+                )
             for name in ("val", "test"):
                 if hp[f"{name}_path"]:
                     splits[name], _ = read_folder(Path(hp[f"{name}_path"]), self._labels)
@@ -307,10 +345,18 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             config["mean"], config["std"] = self._statistics(channels)
         if hp.img_size:
             config["input_size"] = (config["input_size"][0], hp.img_size, hp.img_size)
-        if hp.mean is not None:
-            config["mean"] = tuple(hp.mean)
-        if hp.std is not None:
-            config["std"] = tuple(hp.std)
+        for name in ("mean", "std"):  # one value per channel the model sees (one value: every channel)
+            given = hp[name]
+            if given is None:
+                continue
+            channels = config["input_size"][0]
+            if len(given) not in (1, channels):
+                raise DataError(f"data.{name}: {list(given)} has {len(given)} values for {channels} channels")
+            if name == "std" and not all(v > 0 for v in given):
+                raise DataError(
+                    f"data.std: {list(given)}: every value must be above 0 (images are divided by it)"
+                )
+            config[name] = tuple(given)
         return config
 
     @property

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import WandbLogger
 
-from archbench.errors import DataError
+from archbench.errors import ConfigError, DataError
 from datamodules.files import write_atomic
 from experiments.from_checkpoint import map_command
 
@@ -93,6 +93,16 @@ class AttentionMaps(Callback):
         if not texts:
             raise ValueError("AttentionMaps needs at least one text")
         self.texts, self.every_n_epochs = list(texts), every_n_epochs
+
+    def check_before_run(self, pl_module, datamodule) -> None:
+        """Called by the CLI before the run starts (``experiments.cli``): a model or data it cannot draw is
+        refused then, not at the first validation after an epoch has trained."""
+        net = pl_module.net
+        if not hasattr(net, "attention_maps") or not hasattr(datamodule, "encode"):
+            raise ConfigError(
+                f"trainer.callbacks: AttentionMaps draws a text model's attention over fixed texts; "
+                f"{type(net).__name__} on {type(datamodule).__name__} has none to draw that way: leave it out"
+            )
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or trainer.current_epoch % self.every_n_epochs:

@@ -385,6 +385,10 @@ class ExperimentCLI(LightningCLI):
         init_from = getattr(self.model.hparams, "init_from", None)
         if stage == "fit" and init_from and not ckpt:  # weights that cannot start this net: nothing written
             self.model.check_init_from(data)
+        if stage == "fit":  # callbacks that can tell now that they cannot work on this model and data
+            for callback in self.trainer.callbacks:
+                if hasattr(callback, "check_before_run"):
+                    callback.check_before_run(self.model, data)
         if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
             checkpoint = self._read_checkpoint(ckpt)
             if stage == "fit":

@@ -415,6 +415,11 @@ def one_line(message: str) -> str:
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
     keys, reasons, chosen = [], [], None  # reasons: (the class_path they were found under, the reason)
     options_union = None  # the dataclass of options of the union being read (a line "Subtypes: [...]")
+    # a link's compute function that raised (the data config of a timm model's name): its own message, not
+    # jsonargparse's wrapping that repeats the whole model config
+    message = re.sub(
+        r"Call to compute_fn of link '[^']*' with args \(.*?\) failed: ", "", str(message), flags=re.S
+    )
     for line in str(message).splitlines():
         line = line.strip().lstrip("- ").strip()
         if line.startswith("Subtypes: ["):  # a union with one of the project's dataclasses of options

@@ -31,6 +31,9 @@ class MnistCNN(nn.Module):
             dropout: Dropout after pooling (the second dropout, before the last layer, is twice this).
         """
         super().__init__()
+        if img_size < 6:  # two 3x3 convolutions and a 2x2 pooling leave nothing below 6 pixels
+            raise ConfigError(f"data.img_size: {img_size} is below 6, the least MnistCNN reads (two 3x3 convolutions "
+                              "and a 2x2 max-pool)")  # fmt: skip
         self.conv1 = nn.Conv2d(in_channels, 32, 3)
         self.conv2 = nn.Conv2d(32, 64, 3)
         side = (img_size - 4) // 2
@@ -157,6 +160,19 @@ def _load_error(err: RuntimeError) -> str:
     return f"{counts} difference(s); the first: {first[:200]}"
 
 
+def check_timm_name(name: str) -> None:
+    """A ConfigError naming a ``name`` that is no timm model, with the close names timm has."""
+    import difflib
+
+    import timm
+
+    if name in timm.list_models() or name in timm.list_models(pretrained=True):
+        return
+    close = difflib.get_close_matches(str(name), timm.list_models(), n=3, cutoff=0.75)
+    hint = f" (did you mean {', '.join(close)}?)" if close else " (timm.list_models() lists them)"
+    raise ConfigError(f"model.net.init_args.name: {name!r} is not a timm model{hint}")
+
+
 def timm_data_config(name: str, weights_file: str | None = None) -> dict:
     """The input timm model ``name`` expects (input size, mean/std, interpolation, crop), from its pretrained
     config and, for a file written by ``python -m experiments export``, the data config kept in the file: what
@@ -164,6 +180,7 @@ def timm_data_config(name: str, weights_file: str | None = None) -> dict:
     import timm
     from timm.data import resolve_data_config
 
+    check_timm_name(name)
     cfg = timm.models.get_pretrained_cfg(name) if name in timm.list_models() else None
     config = cfg.to_dict() if cfg is not None else {}
     if weights_file and Path(weights_file).is_file():
@@ -252,8 +269,7 @@ class TimmNet(nn.Module):
                 "it needs freeze_backbone: true"
             )
 
-        if name not in timm.list_models() and name not in timm.list_models(pretrained=True):
-            raise ValueError(f"model.net.init_args.name: {name!r} is not a timm model")
+        check_timm_name(name)
         kwargs = dict(model_kwargs or {})
         if weights_file in ("None", "null"):  # YAML's text None, not its null
             raise ConfigError(
@@ -286,6 +302,14 @@ class TimmNet(nn.Module):
                     raise
                 raise PretrainedError(
                     weights_mismatch(weights_file, name, model_kwargs, _load_error(err))
+                ) from None
+            except (OSError, ValueError) as err:  # the hub's weights, not reached (offline) or not there
+                if not pretrained or weights_file:
+                    raise
+                raise PretrainedError(
+                    f"model.net.init_args.pretrained: {name}'s pretrained weights could not be fetched from the "
+                    f"Hugging Face Hub ({first_line(err)}); without a connection give a local "
+                    "model.net.init_args.weights_file, or pretrained: false"
                 ) from None
             if weights_file:  # timm loads leniently when the head is new: a file of another model half-loaded
                 report.refuse_gaps(model, weights_file, name, model_kwargs)

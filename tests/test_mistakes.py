@@ -664,3 +664,57 @@ def test_a_data_path_under_home_given_quoted_is_expanded(in_tmp, monkeypatch):
     result = run_main("fit", "--config", CNN, "--data.train_path=~/x.txt", "--trainer.max_steps=1",
                       "--trainer.logger=false", "--data.batch_size=8", cwd=in_tmp)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    "options, said",
+    [
+        (["--data.img_size=2"], "data.img_size: 2 is below 6, the least MnistCNN reads"),
+        (["--data.std=[0]"], "data.std: [0.0]: every value must be above 0"),
+        (["--data.mean=[0.5,0.5]"], "data.mean: [0.5, 0.5] has 2 values for 1 channels"),
+        (["--data.augment=true", "--data.auto_augment=randaugmnt"],
+         "data.auto_augment: 'randaugmnt': not a policy timm knows (timm's policies: e.g. rand-m9-mstd0.5"),
+        (["--data.mixup_alpha=-1"], "data.mixup_alpha: -1.0 is below 0 (0 leaves it out)"),
+        (["--data.scale=[0.9,0.1]"], "data.scale: [0.9, 0.1] is not an area range [low, high] within (0, 1]"),
+        (["--trainer.callbacks+=experiments.attention.AttentionMaps", "--trainer.callbacks.texts=[a]"],
+         "trainer.callbacks: AttentionMaps draws a text model's attention over fixed texts; MnistCNN on "
+         "ImageDataModule has none to draw that way: leave it out"),
+    ],
+)  # fmt: skip
+def test_image_values_torch_or_timm_would_refuse_mid_run_are_one_line_first(tmp_path, options, said):
+    """Each was a traceback from the first batch or validation (a convolution larger than the image, a zero std,
+    a mean per channel of another count, timm's assertion on a policy), or silently off (a negative mixup alpha),
+    with the run folder and W&B run made: now one line before anything is written."""
+    result = run_main(
+        "fit", *image_args(tmp_path, "mnist_cnn.yaml"), *options, "--trainer.max_steps=1", cwd=tmp_path
+    )
+    assert result.returncode == 2 and last_line(result).startswith(f"error: {said}"), result.stderr[-1500:]
+    assert not (tmp_path / "logs").exists()
+
+
+def test_an_image_folder_of_one_class_and_an_unknown_timm_model_are_named(tmp_path):
+    from image_data import write_folder
+
+    write_folder(tmp_path / "one", classes=("cat",))
+    one = run_main("fit", "--config", str(ROOT / "experiments" / "vision" / "mnist_cnn.yaml"), "--data.source=folder",
+                   f"--data.train_path={tmp_path / 'one'}", cwd=tmp_path)  # fmt: skip
+    assert last_line(one) == (
+        f"error: data.train_path: {tmp_path / 'one'}: one class folder (cat); a classifier needs 2 or more (one "
+        "subfolder per class)"
+    )
+    write_folder(tmp_path / "two")
+    timm = run_main("fit", "--config", str(ROOT / "experiments" / "vision" / "efficientnet_lite0.yaml"),
+                    "--data.source=folder", f"--data.train_path={tmp_path / 'two'}",
+                    "--model.net.init_args.name=efficientnet_lite9", cwd=tmp_path)  # fmt: skip
+    assert last_line(timm).startswith(
+        "error: model.net.init_args.name: 'efficientnet_lite9' is not a timm model (did you mean efficientnet_lite"
+    )
+    hub = run_main("fit", "--config", str(ROOT / "experiments" / "vision" / "efficientnet_lite0.yaml"),
+                   "--data.source=folder", f"--data.train_path={tmp_path / 'two'}", "--model.net.init_args.weights_file=",
+                   "--model.net.init_args.pretrained=true", cwd=tmp_path)  # fmt: skip
+    assert last_line(hub).startswith(
+        "error: model.net.init_args.pretrained: efficientnet_lite0's pretrained weights could not be fetched from the "
+        "Hugging Face Hub ("
+    ) and last_line(hub).endswith(
+        "without a connection give a local model.net.init_args.weights_file, or pretrained: false"
+    )
