@@ -323,6 +323,7 @@ class TimmNet(nn.Module):
             try:
                 self.model = create(img_size=img_size)
                 self._timm[1]["img_size"] = img_size
+                self._check_size(None, img_size)
             except TypeError as err:
                 if "img_size" not in str(err):
                     raise
@@ -361,6 +362,14 @@ class TimmNet(nn.Module):
         """A model that takes one input size only (a ViT's patch grid) built by ``model_kwargs`` for another size
         than the data's: refused now, not at the first batch (a traceback from inside timm)."""
         strict = getattr(getattr(self.model, "patch_embed", None), "strict_img_size", False)
+        patch = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        patch = patch[0] if isinstance(patch, (list, tuple)) else patch
+        side = built if isinstance(built, int) else data_size
+        if isinstance(patch, int) and side and side % patch:  # the patch convolution's stride drops the rest
+            raise ConfigError(
+                f"data.img_size: {side} is not a multiple of {self._timm[0]}'s patch size {patch}: the last "
+                f"{side % patch} pixels of each side would not be read; give a multiple (e.g. {side - side % patch})"
+            )
         sides = set(built) if isinstance(built, (list, tuple)) else {built}
         if strict and built is not None and data_size is not None and sides != {data_size}:
             raise ConfigError(

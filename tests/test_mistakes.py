@@ -718,3 +718,11 @@ def test_an_image_folder_of_one_class_and_an_unknown_timm_model_are_named(tmp_pa
     ) and last_line(hub).endswith(
         "without a connection give a local model.net.init_args.weights_file, or pretrained: false"
     )
+    # a timm ViT built for the data's size: a size its patches do not divide drops pixels without a word
+    vit = run_main("fit", "--config", str(ROOT / "experiments" / "vision" / "efficientnet_lite0.yaml"),
+                   "--data.source=folder", f"--data.train_path={tmp_path / 'two'}", "--model.net.init_args.weights_file=",
+                   "--model.net.init_args.name=vit_tiny_patch16_224", "--data.img_size=30", cwd=tmp_path)  # fmt: skip
+    assert last_line(vit) == (
+        "error: data.img_size: 30 is not a multiple of vit_tiny_patch16_224's patch size 16: the last 14 pixels of "
+        "each side would not be read; give a multiple (e.g. 16)"
+    )
