@@ -410,11 +410,36 @@ def _options_class(said: str) -> type | None:
 _OWN = ("lit_models", "datamodules", "experiments")
 
 
+def _init_args_beside_options(message: str) -> str | None:
+    """jsonargparse's "Not a valid subclass" for a mapping that holds ``init_args`` beside other options (a
+    nested class's ``init_args`` indented one level too far left, under its parent): said as such."""
+    import ast
+
+    key = re.match(r'Parser key "([\w.]+)"', message)
+    given = re.search(r"^\s*Given value: (\{.*\})\s*$", message, flags=re.M)
+    if key is None or given is None or "Not a valid subclass of" not in message:
+        return None
+    try:
+        value = ast.literal_eval(given.group(1))
+    except (ValueError, SyntaxError):
+        return None
+    beside = [k for k in value if k not in ("class_path", "init_args")] if isinstance(value, dict) else []
+    if "init_args" not in value or not beside:
+        return None
+    inner = ", ".join(value["init_args"]) if isinstance(value["init_args"], dict) else value["init_args"]
+    return (f"{key.group(1)}: init_args ({inner}) beside {', '.join(beside)}: a class's options go all under its "
+            f"init_args or all beside its class_path; is this init_args meant for {beside[-1]} (indented one level "
+            "too far left)?")  # fmt: skip
+
+
 def one_line(message: str) -> str:
     """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
     keys, reasons, chosen = [], [], None  # reasons: (the class_path they were found under, the reason)
     options_union = None  # the dataclass of options of the union being read (a line "Subtypes: [...]")
+    mixed = _init_args_beside_options(str(message))
+    if mixed:
+        return mixed
     # a link's compute function that raised (the data config of a timm model's name): its own message, not
     # jsonargparse's wrapping that repeats the whole model config
     message = re.sub(

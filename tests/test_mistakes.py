@@ -521,6 +521,10 @@ def test_a_choice_misspelt_in_a_yaml_file_is_one_line_without_the_whole_model_re
          "      d_model: 32\n",
          "mine.yaml:6: model: Option 'init_args.d_model' is not accepted (options under an init_args of their own: "
          "indent them under the class_path they belong to)"),
+        # the net's init_args at the task's level, beside net (no class_path of the task's in the file)
+        ("model:\n  net:\n    class_path: lit_models.TransformerNet\n  init_args:\n    d_model: 32\n",
+         "mine.yaml:1: model: init_args (d_model) beside net: a class's options go all under its init_args or all "
+         "beside its class_path; is this init_args meant for net (indented one level too far left)?"),
         ("trainer:\n  max_epoch: 3\n",
          "mine.yaml:2: Subcommand 'fit' does not accept option 'trainer.max_epoch' (did you mean 'max_epochs'?)"),
         ("model:\n  net:\n    init_args:\n      d_model: abc\n",
