@@ -23,6 +23,7 @@ references (without markers).
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -420,7 +421,15 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         try:
             return SubwordVocabulary(pretrained_lm_tokenizer(kind).backend)
         except DataError as err:
-            raise DataError(str(err).replace("data.tokenizer", f"data.{side}_tokenizer", 1)) from None
+            said = str(err).replace("data.tokenizer", f"data.{side}_tokenizer", 1)
+            if (
+                "/" not in kind and not Path(kind).exists()
+            ):  # a bare word: a built-in one misspelt, most likely
+                close = difflib.get_close_matches(kind, [*SYMBOL_TOKENIZERS, "bpe"], n=1, cutoff=0.5)
+                said = (f"data.{side}_tokenizer: {kind!r} is not char, symbols or bpe"
+                        + (f" (did you mean {close[0]!r}?)" if close else "")
+                        + f", nor a tokenizer folder or hub name that loads: {said.split(': ', 1)[-1]}")  # fmt: skip
+            raise DataError(said) from None
 
     def _build_vocabularies(self) -> None:
         if self.source_vocab is not None:

@@ -636,3 +636,11 @@ def test_a_command_warns_of_long_references_once_not_at_its_check_and_again_in_s
         ExperimentCLI(args=["validate", *args])
     said = [w for w in caught if "is longer than model.max_decode_length=3" in str(w.message)]
     assert len(said) == 1, [str(w.message) for w in said]
+
+
+def test_a_misspelt_built_in_tokenizer_is_said_as_such(tmp_path):
+    """``source_tokenizer: chars``: not looked up on the hub alone, whose offline error hid the built-in choices."""
+    data = pair_module(write_pairs(tmp_path), source_tokenizer="chars")
+    with pytest.raises(DataError, match=r"^data.source_tokenizer: 'chars' is not char, symbols or bpe \(did you mean "
+                                        r"'char'\?\), nor a tokenizer folder or hub name that loads: "):  # fmt: skip
+        data.setup()
