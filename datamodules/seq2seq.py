@@ -533,9 +533,10 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             if saved != vocab.state():
                 size = f" ({len(saved)} symbols)" if isinstance(saved, list) else " (a subword tokenizer's)"
                 raise DataError(
-                    f"data.{side}_tokenizer: the checkpoint's {side} vocabulary{size} is not this data's ({len(vocab)} ids, "
-                    f"{self.hparams[f'{side}_tokenizer']!r} on {self._where('train')}): read it with the data and "
-                    "tokenizers it was trained with"
+                    f"{self._where('train')}: the {side} vocabulary built from it ({len(vocab)} ids, data.{side}_tokenizer "
+                    f"{self.hparams[f'{side}_tokenizer']!r}) is not the checkpoint's{size}: test and predict build the "
+                    "vocabularies from the training file, so give the one the model was trained on, unchanged, and its "
+                    "tokenizers"
                 )
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:

@@ -644,3 +644,16 @@ def test_a_misspelt_built_in_tokenizer_is_said_as_such(tmp_path):
     with pytest.raises(DataError, match=r"^data.source_tokenizer: 'chars' is not char, symbols or bpe \(did you mean "
                                         r"'char'\?\), nor a tokenizer folder or hub name that loads: "):  # fmt: skip
         data.setup()
+
+
+def test_a_changed_training_file_is_named_when_its_vocabulary_no_longer_fits_the_checkpoint(in_tmp):
+    """test and predict build the vocabularies from the training file: one that gained a symbol since gives other
+    ids, said of that file (it was said as the tokenizer option, which the user never touched)."""
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY]
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    train = in_tmp / "pairs" / "train.tsv"
+    train.write_text(train.read_text() + "zzzz\tZ Z Z Z\n")  # letters and phonemes these pairs do not hold
+    result = run_main("test", *args, f"--ckpt_path={ckpt}", cwd=in_tmp)
+    assert last_line(result).startswith(f"error: {train}: the source vocabulary built from it (")
+    assert "is not the checkpoint's" in last_line(result) and "unchanged" in last_line(result)
