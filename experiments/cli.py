@@ -87,6 +87,7 @@ class ExperimentCLI(LightningCLI):
             sys.argv[1:] = expand_configs(sys.argv[1:])
         else:
             args = expand_configs(list(args))
+        self._given = list(sys.argv[1:] if args is None else args)  # the command line's own model options
         kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         self._subcommands = run
@@ -114,6 +115,25 @@ class ExperimentCLI(LightningCLI):
             run=run,
             **kwargs,
         )
+
+    def _parse_ckpt_path(self) -> None:
+        """Lightning's: with ``--ckpt_path``, the checkpoint's hyper-parameters are parsed over the config, and
+        the command line's model options went with them (``test --ckpt_path X --model.beam_width 5`` decoded
+        greedily, without a word; a ``--model.beam_width 0`` was not even checked). Those options are put back
+        over the checkpoint's: what the command line says wins. A private method of LightningCLI that this
+        overrides (no public hook exists; Lightning issue #20801, PR #21455 makes it the default)."""
+        sub = self.config.get("subcommand")
+        before = self.config.clone() if sub else None
+        super()._parse_ckpt_path()
+        if before is None:
+            return
+        for option in self._given:
+            name = option.split("=", 1)[0]
+            if not name.startswith("--model."):
+                continue
+            path = _namespace_path(before[sub], name.removeprefix("--").split("."))
+            if path is not None:
+                self.config[f"{sub}.{path}"] = before[f"{sub}.{path}"]
 
     def add_arguments_to_parser(self, parser) -> None:
         if (
@@ -488,6 +508,22 @@ def available_hardware() -> str:
     names = sorted({torch.cuda.get_device_name(i) for i in range(gpus)})
     gpu = f"{gpus} CUDA GPU(s): {', '.join(names)}" if gpus else "no CUDA GPU"
     return f"this machine: accelerator cpu ({os.cpu_count()} cores), {gpu}; precision {', '.join(PRECISIONS)}"
+
+
+def _namespace_path(config, parts: list[str]) -> str | None:
+    """The dotted key in ``config`` of a command-line option's parts (``model.beam_width`` is
+    ``model.init_args.beam_width`` there: ``init_args`` levels put in where the option leaves them out); None
+    when the config holds no such key."""
+    path, node = [], config
+    for part in parts:
+        if part != "init_args" and isinstance(node, Namespace) and part not in node and "init_args" in node:
+            path.append("init_args")
+            node = node["init_args"]
+        if not isinstance(node, Namespace) or part not in node:
+            return None
+        path.append(part)
+        node = node[part]
+    return ".".join(path)
 
 
 def _img_size(data) -> int | None:

@@ -657,3 +657,19 @@ def test_a_changed_training_file_is_named_when_its_vocabulary_no_longer_fits_the
     result = run_main("test", *args, f"--ckpt_path={ckpt}", cwd=in_tmp)
     assert last_line(result).startswith(f"error: {train}: the source vocabulary built from it (")
     assert "is not the checkpoint's" in last_line(result) and "unchanged" in last_line(result)
+
+
+def test_the_command_lines_model_options_win_over_the_checkpoints_hyper_parameters(in_tmp):
+    """LightningCLI parses a --ckpt_path's hyper-parameters over the config, and the command line's model options
+    went with them: a test asked to decode by beam search decoded greedily, and a beam width of 0 was not checked."""
+    import yaml
+
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY]
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    refused = run_main("test", *args, f"--ckpt_path={ckpt}", "--model.beam_width=0", cwd=in_tmp)
+    assert last_line(refused) == "error: model.beam_width (0) and model.max_decode_length (40) must be >= 1"
+    cli = ExperimentCLI(args=["test", *args, f"--ckpt_path={ckpt}", "--model.beam_width=2"])
+    assert cli.model.hparams.beam_width == 2
+    saved = yaml.safe_load(next(p for p in in_tmp.rglob("config.yaml") if "version_1" in str(p)).read_text())
+    assert saved["model"]["init_args"]["beam_width"] == 2
