@@ -116,6 +116,26 @@ class ExperimentCLI(LightningCLI):
             **kwargs,
         )
 
+    def _say_linked_given(self) -> None:
+        """A size the CLI links from the data (``num_outputs``, ``in_channels``, ...) given in a config file or on
+        the command line is not used: jsonargparse puts the data's value over it without a word. Said, with
+        where it was given."""
+        from lightning.pytorch.utilities import rank_zero_warn
+
+        from experiments.configs import where_set
+
+        for source, targets in DATA_LINKS.items():
+            for target in [targets] if isinstance(targets, str) else targets:
+                short = target.replace(".init_args.", ".")
+                where = where_set(f"{short}: given", self._given)  # a file's line; "" for the command line
+                on_line = any(a.split("=", 1)[0].removeprefix("--").replace(".init_args.", ".") == short
+                              for a in self._given if a.startswith("--"))  # fmt: skip
+                if where or on_line:
+                    rank_zero_warn(
+                        f"{where}{short}: the value given is not used: it is linked from the data ({source}); "
+                        "leave it out"
+                    )
+
     def _parse_ckpt_path(self) -> None:
         """Lightning's: with ``--ckpt_path``, the checkpoint's hyper-parameters are parsed over the config, and
         the command line's model options went with them (``test --ckpt_path X --model.beam_width 5`` decoded
@@ -217,6 +237,7 @@ class ExperimentCLI(LightningCLI):
         self._move_loggers(config)
         self._refuse_files_as_folders(config)
         self._dump_model_hparams()
+        self._say_linked_given()
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
             raise ConfigError(f"trainer.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")

@@ -730,3 +730,16 @@ def test_an_image_folder_of_one_class_and_an_unknown_timm_model_are_named(tmp_pa
         "error: data.img_size: 30 is not a multiple of vit_tiny_patch16_224's patch size 16: the last 14 pixels of "
         "each side would not be read; give a multiple (e.g. 16)"
     )
+
+
+def test_a_size_linked_from_the_data_given_by_hand_is_said_as_not_used(in_tmp):
+    """jsonargparse puts the data's value over a linked size the user typed (5 classes where the data has 3),
+    without a word: said, with the file and line that gave it."""
+    with pytest.warns(UserWarning, match=r"^model.net.num_outputs: the value given is not used: it is linked from "
+                                         r"the data \(data.num_outputs\); leave it out$"):  # fmt: skip
+        _cli("--model.net.init_args.num_outputs=5")
+    (in_tmp / "mine.yaml").write_text(
+        "model:\n  init_args:\n    net:\n      init_args:\n        in_channels: 7\n"
+    )
+    with pytest.warns(UserWarning, match=r"^mine.yaml:5: model.net.in_channels: the value given is not used"):
+        _cli("--config", "mine.yaml")
