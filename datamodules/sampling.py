@@ -217,7 +217,8 @@ def check_loader_options(hparams) -> None:
     ]
     if sum(shares) >= 1.0:
         raise DataError(
-            f"data.val_fraction + data.test_fraction: {shares[0]} + {shares[1]} leave no training data"
+            f"data.val_fraction: {shares[0]}, with data.test_fraction {shares[1]}, leaves no training data (their sum "
+            "must stay below 1)"
         )
 
 

@@ -278,9 +278,15 @@ class TimmNet(nn.Module):
             )
         if weights_file:
             if not Path(weights_file).is_file():
+                relative = (
+                    ""
+                    if Path(weights_file).is_absolute()
+                    else f", relative to the working folder {Path.cwd()}"
+                )
                 raise PretrainedError(
-                    f"model.net.init_args.weights_file: {weights_file!r} not found (the files under "
-                    "data/pretrained/ come from `python -m experiments data NAME`, e.g. dinov2_small)"
+                    f"model.net.init_args.weights_file: {weights_file!r} not found{relative} (the files under "
+                    f"data/pretrained/ come from `python -m experiments data NAME`: for this one, if it is one of "
+                    f"them, `python -m experiments data {Path(weights_file).stem}`, run in the project folder)"
                 )
             check_weights_file(weights_file)
             kwargs["pretrained_cfg_overlay"] = {"file": str(weights_file), **saved_data_config(weights_file)}

@@ -116,8 +116,9 @@ def test_a_missing_weights_file_says_which_and_where_it_comes_from(tmp_path):
         *image_args(tmp_path, "dinov2_linear_probe.yaml"),
         "--model.net.init_args.weights_file=nope.safetensors",
     ]
-    with pytest.raises(PretrainedError, match=r"^model.net.init_args.weights_file: 'nope.safetensors' not found "
-                                              r"\(.*python -m experiments data NAME"):  # fmt: skip
+    with pytest.raises(PretrainedError, match=r"^model.net.init_args.weights_file: 'nope.safetensors' not found, "
+                                              r"relative to the working folder .* \(.*python -m experiments data NAME"
+                                              r".*`python -m experiments data nope`"):  # fmt: skip
         ExperimentCLI(args=args, run=False)
 
 
@@ -743,3 +744,12 @@ def test_a_size_linked_from_the_data_given_by_hand_is_said_as_not_used(in_tmp):
     )
     with pytest.warns(UserWarning, match=r"^mine.yaml:5: model.net.in_channels: the value given is not used"):
         _cli("--config", "mine.yaml")
+
+
+def test_held_out_shares_that_leave_no_training_data_name_the_file_that_set_them(in_tmp):
+    (in_tmp / "mine.yaml").write_text("data:\n  init_args:\n    val_fraction: 0.6\n    test_fraction: 0.6\n")
+    result = run_main("fit", "--config", CNN, "--config", "mine.yaml", *TINY_DATA, cwd=in_tmp)
+    assert last_line(result) == (
+        "error: mine.yaml:3: data.val_fraction: 0.6, with data.test_fraction 0.6, leaves no training data (their sum "
+        "must stay below 1)"
+    )
