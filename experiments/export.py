@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import warnings
 
-from archbench.checkpoint_files import check_checkpoint
+from archbench.checkpoint_files import check_checkpoint, configs_for
 from archbench.errors import ConfigError, DataError
 from datamodules.files import check_writable, write_atomic
 from experiments.configs import CommandParser
@@ -17,7 +17,11 @@ from lit_models.checks import state_dict_mismatch
 
 def main(argv: list[str]) -> None:
     parser = CommandParser(prog="python -m experiments export", description=__doc__)
-    parser.add_argument("--config", action="append", required=True, help="the run's config file(s), in order")
+    parser.add_argument(
+        "--config",
+        action="append",
+        help="the run's config file(s), in order; empty: the --ckpt run's config.yaml",
+    )
     parser.add_argument("--ckpt", required=True, help="checkpoint of the run")
     parser.add_argument("--out", required=True, help="safetensors file to write")
     args, overrides = parser.parse_known_args(argv)
@@ -28,7 +32,8 @@ def main(argv: list[str]) -> None:
 
     from experiments.cli import ExperimentCLI
 
-    cli_args = [a for c in args.config for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
+    configs = configs_for(args.ckpt, args.config)  # as align and attention: the run's own config.yaml
+    cli_args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
         cli = ExperimentCLI(args=cli_args, run=False)

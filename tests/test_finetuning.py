@@ -590,3 +590,13 @@ def test_resuming_after_the_unfreezing_epoch_trains_the_backbone(tmp_path, tiny_
     assert resumed.trainer.current_epoch == 3
     assert seen["trainable"] and seen["moved"]
     assert len(seen["rates"]) == len(saved_rates)  # the same groups, restored
+
+
+def test_export_without_config_rebuilds_the_run_from_its_own_config_yaml(tmp_path):
+    """As align and attention do: the run's config.yaml beside its checkpoints folder."""
+    args = [*image_args(tmp_path, "vit.yaml"), "--trainer.max_steps=1", "--trainer.limit_val_batches=1"]
+    ExperimentCLI(args=["fit", *args])
+    ckpt = next((tmp_path / "logs").rglob("last.ckpt"))
+    result = run_main("export", "--ckpt", str(ckpt), "--out", str(tmp_path / "w.safetensors"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert load_file(tmp_path / "w.safetensors")
