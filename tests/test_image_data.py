@@ -114,7 +114,9 @@ def test_image_folders_and_their_bad_input(tmp_path):
     assert files["val"] == {str(f) for f in dm_files(train, test, val_fraction=0.2)}
     with pytest.raises(DataError, match=r"no test split: give test_path, or a test_fraction above 0"):
         ImageDataModule(source="folder", train_path=str(train), test_fraction=0.0).setup()
-    with pytest.raises(DataError, match=r"data.val_fraction \+ data.test_fraction: 0.5 \+ 0.5 leave no"):
+    with pytest.raises(
+        DataError, match=r"data.val_fraction: 0.5, with data.test_fraction 0.5, leaves no training data"
+    ):
         ImageDataModule(source="folder", train_path=str(train), val_fraction=0.5, test_fraction=0.5)
 
 
