@@ -135,6 +135,12 @@ class Sweep:
             )
         for k, file in enumerate(self.config_files()):  # named in the sweep file, where a user looks
             check_yaml(file, option=f"{self.where('configs')}[{k}]")
+        if (
+            self.out and Path(self.out).exists() and not Path(self.out).is_dir()
+        ):  # before a trial writes there
+            raise ConfigError(
+                f"{self.where('out')}: {self.out} is a file, not a folder for the sweep's files"
+            )
 
     def _check_range(self, key: str, spec) -> None:
         """One key of the space, as Optuna will take it: every mistake named now, not once per trial."""

@@ -76,6 +76,12 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
                        r"'max_epochs'\?\) \(--trainer.max_epoch was given on the command line, to every trial\)$"):  # fmt: skip
         main(["--config", _sweep(in_tmp), *RUN, "--trainer.max_epoch", "1"])
     assert not (in_tmp / "sweep").exists()
+    # an out that is a file: its line in the sweep file, before a trial runs
+    (in_tmp / "taken").write_text("")
+    with pytest.raises(
+        ConfigError, match=r"sweep.yaml:\d+: out: .*taken is a file, not a folder for the sweep's files$"
+    ):
+        main(["--config", _sweep(in_tmp, out=str(in_tmp / "taken")), *RUN])
 
 
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
