@@ -86,45 +86,44 @@ def fingerprint(path: Path, exclude: Path | None = None) -> str:
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
+def _key_nodes(node: yaml.Node | None, keys: list[str]) -> list[tuple[yaml.Node, yaml.Node]]:
+    """(key node, value node) of each of ``keys`` in turn, as far down a composed YAML document as they are
+    found; a config's ``init_args`` level may be left out of the keys (``model.net.moe`` finds
+    ``model: init_args: net: init_args: moe:``)."""
+    path = []
+    for key in keys:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        found = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
+        if key not in found and "init_args" in found and isinstance(found["init_args"][1], yaml.MappingNode):
+            found = {
+                k.value: (k, v) for k, v in found["init_args"][1].value if isinstance(k, yaml.ScalarNode)
+            }
+        if key not in found:
+            break
+        path.append(found[key])
+        node = found[key][1]
+    return path
+
+
 def key_line(path: Path | None, *keys: str) -> str:
     """``FILE:LINE`` of a (nested) key in a YAML file, as far down as the keys are found there; ``FILE`` when the
     file cannot be read."""
     try:
-        node = yaml.compose(Path(path).read_text())
+        found = _key_nodes(yaml.compose(Path(path).read_text()), list(keys))
     except (OSError, TypeError, yaml.YAMLError):
         return str(path)
-    where = str(path)
-    for key in keys:
-        found = (
-            [(k, v) for k, v in node.value if k.value == key] if isinstance(node, yaml.MappingNode) else []
-        )
-        if not found:
-            break
-        where, node = f"{path}:{found[0][0].start_mark.line + 1}", found[0][1]
-    return where
+    return f"{path}:{found[-1][0].start_mark.line + 1}" if found else str(path)
 
 
 def _yaml_node(text: str, keys: list[str]) -> tuple[yaml.Node, yaml.Node] | None:
-    """(key node, value node) of a config's (nested) option in YAML ``text``, where jsonargparse's key
-    (``model.net.moe``) may be written with the ``init_args`` levels (``model: init_args: net: init_args: moe:``)
-    or without; None when the text does not set it."""
+    """(key node, value node) of a config's (nested) option in YAML ``text`` (``_key_nodes``); None when the
+    text does not set it."""
     try:
-        node = yaml.compose(text)
+        found = _key_nodes(yaml.compose(text), keys)
     except yaml.YAMLError:
         return None
-    found_at = None
-    for key in keys:
-        if not isinstance(node, yaml.MappingNode):
-            return None
-        found = {k.value: (k, v) for k, v in node.value if isinstance(k, yaml.ScalarNode)}
-        if key not in found and "init_args" in found and isinstance(found["init_args"][1], yaml.MappingNode):
-            inner = found["init_args"][1].value
-            found = {k.value: (k, v) for k, v in inner if isinstance(k, yaml.ScalarNode)}
-        if key not in found:
-            return None
-        found_at = found[key]
-        node = found_at[1]
-    return found_at
+    return found[-1] if keys and len(found) == len(keys) else None
 
 
 def where_set(said: str, args: list[str]) -> str:
