@@ -7,10 +7,12 @@ Config files load in this order: ``experiments/base.yaml``, the modality's ``bas
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
 import sys
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -122,10 +124,16 @@ class ExperimentCLI(LightningCLI):
         where it was given."""
         from lightning.pytorch.utilities import rank_zero_warn
 
-        from experiments.configs import where_set
+        from experiments.configs import _config_values, where_set
 
+        texts = " ".join(self._given)  # the command line and every config's text, read once
+        for _, value in _config_values(self._given):
+            with contextlib.suppress(OSError):
+                texts += value if "\n" in value else Path(value).read_text()
         for source, targets in DATA_LINKS.items():
             for target in [targets] if isinstance(targets, str) else targets:
+                if target.rsplit(".", 1)[-1] not in texts:  # the usual case: nothing parsed on every run
+                    continue
                 short = target.replace(".init_args.", ".")
                 where = where_set(f"{short}: given", self._given)  # a file's line; "" for the command line
                 on_line = any(a.split("=", 1)[0].removeprefix("--").replace(".init_args.", ".") == short

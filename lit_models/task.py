@@ -34,6 +34,20 @@ from lit_models.moe import ExpertUsage, MoE
 from lit_models.optim import WarmupCosineLR, parameter_groups
 
 
+def _only_length_sized(own: dict, saved: dict) -> bool:
+    """Whether the only tensors that differ are ones sized by the sequence length, of another shape: learned
+    positions (``.pos``) and a flatten-pooling head's weight."""
+    differ = [
+        k
+        for k in own.keys() | saved.keys()
+        if k not in own or k not in saved or own[k].shape != saved[k].shape
+    ]
+    return bool(differ) and all(
+        k in own and k in saved and (k.endswith(".pos") or (".head." in f".{k}" and k.endswith(".weight")))
+        for k in differ
+    )
+
+
 def _check_optimizer(optimizer, lr_scheduler) -> None:
     """The optimizer and schedule built once on a stand-in parameter, when the task is built: a value torch
     refuses (a negative learning rate, betas outside [0, 1)) stops the run before a logger writes, in one line,
@@ -417,16 +431,8 @@ class Task(L.LightningModule):
         built for, may say why (sequences longer than the checkpoint's training data)."""
         problem = state_dict_mismatch(self, state)
         longer = getattr(data, "longer_than_trained", None)
-        own = self.state_dict()
-        differ = {
-            k
-            for k in own.keys() | state.keys()
-            if k not in own or k not in state or own[k].shape != state[k].shape
-        }
-        # only the tensors sized by the length (learned positions, a flatten head), of another shape
-        by_length = differ and all(k in own and k in state and k.split(".")[-1] in ("pos", "weight")
-                                   and (k.endswith(".pos") or ".head." in f".{k}") for k in differ)  # fmt: skip
-        if problem and longer and by_length:  # the config is right, the sequences are longer than it learned
+        if problem and longer and _only_length_sized(self.state_dict(), state):
+            # the config is right, the sequences are longer than it learned
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): {longer}, and a net "
                 "whose weights depend on the length (learned positions, flatten pooling) fits only the lengths it "
