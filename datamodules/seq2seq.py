@@ -14,7 +14,10 @@ not UTF-8. ``longest`` holds each split's longest source and target, for the tas
 
 Validation and test group the pairs by source: a word with two pronunciations is one example with two
 references, and a prediction is right when it matches either (as G2P results on CMUdict are counted); the
-loss there reads the first reference. ``predict`` reads every test pair, one example each, in the file's order.
+loss there reads the first reference. ``predict`` reads every test pair, one example each, in the file's order,
+or with ``predict_path`` a file of sources alone (its target column, where it has one, passed through unread).
+Every checkpoint holds both vocabularies: ``predict`` and ``test`` from one (``--ckpt_path``, which sets
+``data.checkpoint``) read only the file they score or write, not the training files.
 
 A batch: ``x`` (B, S) source ids, zero-padded; ``lengths`` (B,); ``target`` (B, T) ``<bos> ... <eos>`` ids,
 zero-padded; ``target_lengths`` (B,) with both markers; ``references``: per example, the id lists of its
@@ -51,10 +54,13 @@ def split_symbols(text: str, tokenizer: str) -> list[str]:
     return list(text) if tokenizer == "char" else text.split()
 
 
-def read_pairs(path: str, source_column: str, target_column: str, field: str) -> pd.DataFrame:
+def read_pairs(
+    path: str, source_column: str, target_column: str, field: str, sources_only: bool = False
+) -> pd.DataFrame:
     """A pair file as a frame of ``source``, ``target`` strings and the ``line`` each came from. Empty sources or
     targets, values that are not strings, missing columns, bytes that are not UTF-8 and unreadable files stop
-    with the file, line and column."""
+    with the file, line and column. ``sources_only`` (a file to predict): the target column may be missing
+    (``target`` is then None) and is passed through as written, never checked."""
     file = Path(path)
     if not file.is_file():
         raise DataError(f"data.{field}: {path!r} is not a file")
@@ -68,7 +74,7 @@ def read_pairs(path: str, source_column: str, target_column: str, field: str) ->
             frame, lines = read_table(file, "," if suffix == ".csv" else "\t")
     except UnicodeDecodeError:
         raise DataError(not_utf8(file)) from None
-    return pair_frame(frame, source_column, target_column, path, lines)
+    return pair_frame(frame, source_column, target_column, path, lines, sources_only)
 
 
 def read_json_lines(file: Path, columns: tuple[str, ...]) -> tuple[pd.DataFrame, np.ndarray]:
@@ -105,6 +111,11 @@ def _has_key(record: dict, column: str) -> bool:
     return column in record or bool(key) and isinstance(record.get(outer), dict) and key in record[outer]
 
 
+def _has_column(frame: pd.DataFrame, column: str) -> bool:
+    outer, _, key = column.partition(".")
+    return column in frame.columns or bool(key) and outer in frame.columns
+
+
 def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Series:
     """A column, or a key inside a column of dicts (``translation.de``, as translation datasets nest pairs)."""
     if column in frame.columns:
@@ -118,13 +129,21 @@ def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Serie
 
 
 def pair_frame(
-    frame: pd.DataFrame, source_column: str, target_column: str, where: str, lines: np.ndarray
+    frame: pd.DataFrame,
+    source_column: str,
+    target_column: str,
+    where: str,
+    lines: np.ndarray,
+    sources_only: bool = False,
 ) -> pd.DataFrame:
     """``source``, ``target`` strings and the ``line`` (or row) of each; no pairs, empty sides and values that are
-    not strings (a number, a list of symbols) stop naming where."""
+    not strings (a number, a list of symbols) stop naming where. ``sources_only``: the sources are checked, the
+    targets (None where the column is missing) kept as written."""
     if len(frame) == 0:
-        raise DataError(f"{where}: has no pairs (a header only?)")
-    columns = {"source": source_column, "target": target_column}
+        raise DataError(f"{where}: has no {'sources' if sources_only else 'pairs'} (a header only?)")
+    columns = (
+        {"source": source_column} if sources_only else {"source": source_column, "target": target_column}
+    )
     sides = {side: _column(frame, column, f"{side}_column", where) for side, column in columns.items()}
     for side, values in sides.items():
         typed = values.notna() & ~values.map(lambda v: isinstance(v, str))
@@ -136,6 +155,9 @@ def pair_frame(
             )
     pairs = pd.DataFrame({side: values.where(values.notna(), "") for side, values in sides.items()})
     pairs["line"] = lines
+    if sources_only:
+        given = _has_column(frame, target_column)
+        pairs["target"] = _column(frame, target_column, "target_column", where).to_numpy() if given else None
     header = (pairs["source"] == source_column) & (pairs["target"] == target_column)
     if header.any():  # files joined with their headers (cat a.tsv b.tsv): not a pair
         line = pairs["line"][header].iloc[0]
@@ -252,6 +274,21 @@ def saved_vocabulary(spec: str, option: str) -> Vocabulary | SubwordVocabulary |
     raise DataError(f"{option}: {spec}: not a vocabulary a run saved ({{kind, symbols}} or {{tokenizer}})")
 
 
+def state_vocabulary(state, kind: str, where: str) -> Vocabulary | SubwordVocabulary:
+    """A side's vocabulary from its ``state()`` in a checkpoint: a symbol list (ids in its order) read with
+    ``kind`` (char or symbols), or a subword tokenizer."""
+    if isinstance(state, dict) and isinstance(state.get("tokenizer"), str):
+        from tokenizers import Tokenizer
+
+        return SubwordVocabulary(Tokenizer.from_str(state["tokenizer"]))
+    if not isinstance(state, list) or list(state[: len(SPECIALS)]) != list(SPECIALS):
+        raise DataError(f"{where}: its vocabulary is neither a symbol list nor a tokenizer")
+    vocab = Vocabulary(set(state), kind if kind in SYMBOL_TOKENIZERS else "symbols")
+    if vocab.symbols != list(state):  # saved sorted: another order would give other ids
+        raise DataError(f"{where}: its vocabulary's symbols are not in the order this version gives them ids")
+    return vocab
+
+
 class PairSplit(Dataset):
     """Encoded pairs; with ``group``, one example per distinct source holding all its targets."""
 
@@ -305,6 +342,8 @@ def collate_pairs(items: list[tuple[list[int], list[list[int]]]]) -> dict:
 
 
 class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
+    SAVED = ("source_symbols", "target_symbols")
+
     def __init__(
         self,
         train_path: str = "data/cmudict/train.tsv",
@@ -323,6 +362,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         batch_size: int = 64,
         global_batch_size: int | None = None,
         num_workers: int = 0,
+        predict_path: str | None = None,
+        checkpoint: str | None = None,
     ):
         """
         Args:
@@ -347,6 +388,12 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             batch_size: Pairs per batch and process.
             global_batch_size: Pairs per optimizer step over all processes (instead of ``batch_size``).
             num_workers: DataLoader worker processes.
+            predict_path: Sources to write targets for (``predict``): a file of the pair files' formats with the
+                source column (a one-column ``.tsv`` with its header names it); a target column there is passed
+                through as written. Empty: ``predict`` reads the test pairs.
+            checkpoint: A trained model's checkpoint, for ``predict`` with a ``predict_path`` and ``test`` (or
+                ``predict``) with a ``test_path`` and no ``predict_path``: the vocabularies come from it, and
+                the training and validation files are not read. ``--ckpt_path`` sets it for you.
         """
         super().__init__()
         self.save_hyperparameters()
@@ -358,7 +405,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             raise DataError(f"data.max_train_pairs: {max_train_pairs} is not a positive number of pairs")
         if "bpe" in (source_tokenizer, target_tokenizer):
             check_bpe_size(bpe_vocab_size, 1, "the side's char or symbols tokenizer", "data.bpe_vocab_size")
-        if dataset is None and (not val_path or not test_path):
+        self._state = self._checkpoint_state(checkpoint, predict_path, test_path)
+        if dataset is None and self._state is None and (not val_path or not test_path):
             raise DataError("data.val_path and data.test_path: both splits are needed (pair files)")
         self.splits: dict[str, PairSplit] = {}
         self.source_vocab: Vocabulary | SubwordVocabulary | None = None
@@ -402,10 +450,20 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         h = self.hparams
         return f"{h.dataset}[{split}]" if h.dataset is not None else h[f"{split}_path"]
 
+    def _trained_on(self) -> str:
+        """Where the vocabularies come from, for warnings: the training split, or a checkpoint's."""
+        if self._state is not None:
+            return f"the vocabulary of data.checkpoint {self.hparams.checkpoint}"
+        return f"the training split, {self._where('train')}"
+
     def _vocabulary(self, side: str, texts) -> Vocabulary | SubwordVocabulary:
         """A side's vocabulary from its training texts (``texts()``: read only when needed): symbols, a trained
         BPE, a pretrained tokenizer, or one a run saved (a checkpoint's, which ``align`` gives)."""
         kind = self.hparams[f"{side}_tokenizer"]
+        if self._state is not None:  # the checkpoint's (data.checkpoint): no training file read
+            return state_vocabulary(
+                self._state[f"{side}_symbols"], kind, f"data.checkpoint {self.hparams.checkpoint}"
+            )
         saved = saved_vocabulary(kind, f"data.{side}_tokenizer")
         if saved is not None:
             return saved
@@ -453,18 +511,15 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self._build_vocabularies()
         h = self.hparams
         splits, longest = {}, {}  # kept only once every split is read: a failed setup leaves none
-        for split in ("train", "val", "test"):
+        # from a checkpoint: its vocabularies, and the file to predict (predict_path) or else the test pairs alone
+        read = ("train", "val", "test") if self._state is None else () if h.predict_path else ("test",)
+        for split in read:
             pairs = self._read(split)
             if split == "train" and h.max_train_pairs is not None and h.max_train_pairs < len(pairs):
                 keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[: h.max_train_pairs])
                 pairs = pairs.iloc[keep]
             where, lines = self._where(split), pairs["line"].to_numpy()
-            sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
-            unknown = sum(i == UNK for s in sources for i in s)
-            if unknown:  # named at the first line that has one, as the target symbols below are
-                first = next(line for s, line in zip(sources, lines, strict=True) if UNK in s)
-                rank_zero_warn(f"{where}:{first}: {unknown} source symbols never seen in training read as <unk>: "
-                              f"{self._unseen(pairs['source'])}", stacklevel=4)  # fmt: skip
+            sources = self._encode_sources(pairs, where)
             targets, unseen = [], {}
             for text, line in zip(pairs["target"], lines, strict=True):
                 ids = self.target_vocab.encode_text(text)
@@ -479,28 +534,51 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             if unseen:
                 shown = ", ".join(map(repr, list(unseen)[:10])) + (", ..." if len(unseen) > 10 else "")
                 rank_zero_warn(
-                    f"{where}:{next(iter(unseen.values()))}: target symbols never seen in the training split "
-                    f"({self._where('train')}): {shown}; they read as <unk>, which the model never writes, so "
+                    f"{where}:{next(iter(unseen.values()))}: target symbols never seen in training "
+                    f"({self._trained_on()}): {shown}; they read as <unk>, which the model never writes, so "
                     "their pairs count as errors",
                     stacklevel=4,
                 )
             splits[split] = PairSplit(sources, targets, group=split != "train")
-            if split != "train":
+            if split != "train" and "train" in splits:
                 _warn_seen(splits["train"], sources, pairs["source"].tolist(), lines, where, split)
             longest[split] = {}
             for side, ids in (("source", sources), ("target", targets)):
                 k = int(np.argmax([len(i) for i in ids]))
                 longest[split][side] = (len(ids[k]), f"{where}:{lines[k]}")
-        # predict writes one row per test pair, in the file's order, so that its rows map back to the file's
-        splits["predict"] = PairSplit(sources, targets, group=False)
-        longest["predict"] = longest["test"]
-        self._predict_keys = [("line", lines), ("target", pairs["target"].tolist())]
+        if h.predict_path:  # the sources to write targets for, one row each, in the file's order
+            pairs = read_pairs(
+                h.predict_path, h.source_column, h.target_column, "predict_path", sources_only=True
+            )
+            lines = pairs["line"].to_numpy()
+            sources = self._encode_sources(pairs, h.predict_path)
+            splits["predict"] = PairSplit(sources, [[] for _ in sources], group=False)
+            k = int(np.argmax([len(s) for s in sources]))
+            longest["predict"] = {"source": (len(sources[k]), f"{h.predict_path}:{lines[k]}"),
+                                  "target": (0, h.predict_path)}  # fmt: skip
+        else:  # predict writes one row per test pair, in the file's order, so that its rows map back to the file's
+            splits["predict"] = PairSplit(sources, targets, group=False)
+            longest["predict"] = longest["test"]
+        given = pairs["target"].tolist() if pairs["target"].notna().any() else None
+        self._predict_keys = [("line", lines)] + ([("target", given)] if given is not None else [])
         self.splits.update(splits)
         self.longest.update(longest)
 
+    def _encode_sources(self, pairs: pd.DataFrame, where: str) -> list[list[int]]:
+        """The sources' ids; symbols training never had read as ``<unk>``, said in one warning at the first line
+        that has one."""
+        sources = [self.source_vocab.encode_text(self._source_text(s)) for s in pairs["source"]]
+        unknown = sum(i == UNK for s in sources for i in s)
+        if unknown:
+            first = next(line for s, line in zip(sources, pairs["line"], strict=True) if UNK in s)
+            rank_zero_warn(f"{where}:{first}: {unknown} source symbols never seen in training read as <unk>: "
+                          f"{self._unseen(pairs['source'])}", stacklevel=5)  # fmt: skip
+        return sources
+
     def prediction_keys(self) -> list[tuple[str, list]]:
-        """Beside each ``predict`` row (a test pair): its line in the test file and its target as written there
-        (the reference the prediction is scored against)."""
+        """Beside each ``predict`` row: its line in ``predict_path`` and the target column as written there, where
+        the file has one; without a ``predict_path`` (a test pair), its line in the test file and its target (the
+        reference the prediction is scored against)."""
         self.setup()
         return self._predict_keys
 
@@ -516,7 +594,7 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             raise DataError(f"--text: {empty[0]!r} has no symbols to read")
         for text in texts:
             if unseen := self._unseen([text]):
-                rank_zero_warn(f"{text!r}: source symbols never seen in training ({self._where('train')}) read "
+                rank_zero_warn(f"{text!r}: source symbols never seen in training ({self._trained_on()}) read "
                               f"as <unk>: {unseen}", stacklevel=5)  # fmt: skip
         batch = collate_pairs([(self.source_vocab.encode_text(self._source_text(t)), [[]]) for t in texts])
         return {"x": batch["x"], "lengths": batch["lengths"], "symbols": symbols}

@@ -244,7 +244,6 @@ class ExperimentCLI(LightningCLI):
         self._default_logger_named(config)
         self._move_loggers(config)
         self._refuse_files_as_folders(config)
-        self._dump_model_hparams()
         self._say_linked_given()
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
@@ -273,6 +272,7 @@ class ExperimentCLI(LightningCLI):
         elif self.subcommand in ("validate", "test", "predict"):
             self._evaluated_checkpoint(config)
         self._data_from_checkpoint(config)
+        self._dump_model_hparams()  # what the hyper-parameters hold: the config as changed above
 
     @staticmethod
     def _refuse_files_as_folders(config) -> None:

@@ -179,7 +179,7 @@ class Seq2SeqTask(Task):
 
     def predict_step(self, batch: dict, batch_idx: int) -> list[tuple[str, str]]:
         """Each source as the model read it and what the model writes for it, as text (symbols joined by
-        spaces, characters joined; a source character never seen in training is left out)."""
+        spaces, characters joined; a source symbol never seen in training shows as ``<unk>``)."""
         data = self.trainer.datamodule
         sources = [
             data.source_vocab.decode_text(x[:n].tolist())

@@ -4,6 +4,7 @@ parsing and split, and training through the CLI."""
 
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -310,7 +311,7 @@ def test_an_unseen_target_symbol_at_test_time_is_said_and_scored_as_an_error(tmp
     lines[4] = lines[4].split("\t")[0] + "\tRR ZH1"
     paths["test"].write_text("\n".join(lines) + "\n")
     data = Seq2SeqDataModule(*(str(paths[s]) for s in ("train", "val", "test")))
-    with pytest.warns(UserWarning, match=r"test.tsv:4: target symbols never seen in the training split \(.*train"
+    with pytest.warns(UserWarning, match=r"test.tsv:4: target symbols never seen in training \(the training split, .*train"
                                          r".tsv\): 'ZH1', 'QQ', 'RR'; they read as <unk>"):  # fmt: skip
         data.setup()
     assert any(UNK in r for refs in data.splits["test"].references for r in refs)  # the pair is kept
@@ -647,16 +648,65 @@ def test_a_misspelt_built_in_tokenizer_is_said_as_such(tmp_path):
 
 
 def test_a_changed_training_file_is_named_when_its_vocabulary_no_longer_fits_the_checkpoint(in_tmp):
-    """test and predict build the vocabularies from the training file: one that gained a symbol since gives other
-    ids, said of that file (it was said as the tokenizer option, which the user never touched)."""
+    """validate builds the vocabularies from the training file: one that gained a symbol since gives other ids,
+    said of that file (it was said as the tokenizer option, which the user never touched). test from the
+    checkpoint reads the checkpoint's vocabularies and no training file, so it scores as before."""
     args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY]
     ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
     ckpt = next(in_tmp.rglob("last.ckpt"))
+    before = ExperimentCLI(args=["test", *args, f"--ckpt_path={ckpt}"]).trainer.callback_metrics["test/per"]
     train = in_tmp / "pairs" / "train.tsv"
     train.write_text(train.read_text() + "zzzz\tZ Z Z Z\n")  # letters and phonemes these pairs do not hold
-    result = run_main("test", *args, f"--ckpt_path={ckpt}", cwd=in_tmp)
+    result = run_main("validate", *args, f"--ckpt_path={ckpt}", cwd=in_tmp)
     assert last_line(result).startswith(f"error: {train}: the source vocabulary built from it (")
     assert "is not the checkpoint's" in last_line(result) and "unchanged" in last_line(result)
+    cli = ExperimentCLI(args=["test", *args, f"--ckpt_path={ckpt}"])
+    assert cli.datamodule.hparams.checkpoint == str(ckpt) and set(cli.datamodule.splits) == {
+        "test",
+        "predict",
+    }
+    assert cli.trainer.callback_metrics["test/per"] == before
+
+
+def test_predict_from_a_checkpoint_writes_targets_for_a_file_of_sources_alone(in_tmp):
+    """``predict --ckpt_path X --data.predict_path words.tsv``: a word list (one column) needs neither the
+    training, validation nor test files; a target column there is passed through as written, and a source
+    symbol the model never saw is said at its line."""
+    import warnings
+
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY]
+    fit = ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    for split in ("train", "val", "test"):
+        (in_tmp / "pairs" / f"{split}.tsv").unlink()
+    (in_tmp / "words.tsv").write_text("word\nbad\n\nmuumi\n")
+    cli = ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=words.tsv"])
+    written = (Path(cli.trainer.log_dir) / "predictions.tsv").read_text().splitlines()
+    assert written[0] == "index\tline\tsource\tprediction" and len(written) == 3
+    assert [row.split("\t")[1:3] for row in written[1:]] == [["2", "bad"], ["4", "muumi"]]
+    outputs = fit.model.decode(
+        *(cli.datamodule.encode_sources(["bad", "muumi"])[k] for k in ("x", "lengths"))
+    )
+    assert [row.split("\t")[3] for row in written[1:]] == [
+        fit.datamodule.target_vocab.decode_text(o) for o in outputs
+    ]
+
+    (in_tmp / "words.csv").write_text("word,phonemes\nxbad,\nmat,M A1 T\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cli = ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=words.csv"])
+    assert any(str(w.message) == "words.csv:2: 1 source symbols never seen in training read as <unk>: 'x'"
+               for w in caught)  # fmt: skip
+    written = (Path(cli.trainer.log_dir) / "predictions.tsv").read_text().splitlines()
+    assert written[0] == "index\tline\tsource\ttarget\tprediction"
+    assert [row.split("\t")[:4] for row in written[1:]] == [
+        ["0", "2", "<unk>bad", ""],
+        ["1", "3", "mat", "M A1 T"],
+    ]
+
+    (in_tmp / "words.tsv").write_text("wort\nbad\n")
+    result = run_main("predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=words.tsv", cwd=in_tmp)
+    assert last_line(result) == "error: words.tsv: no column 'word' (data.source_column); it has wort"
 
 
 def test_the_command_lines_model_options_win_over_the_checkpoints_hyper_parameters(in_tmp):
