@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from pathlib import Path
 
 import psutil
@@ -143,7 +145,8 @@ class PeakMemory(Callback):
 
 class PredictionWriter(BasePredictionWriter):
     """Writes ``predict`` outputs as TSV: one row per input sequence, in input order (numbers, or the source and
-    the text a sequence-to-sequence model wrote)."""
+    the text a sequence-to-sequence model wrote). A value holding a tab, a line break or a double quote is
+    quoted as ``csv`` and pandas read it back (``"a""b"``); every other value is written as it is."""
 
     def __init__(self, output: str | None = None):
         """
@@ -164,12 +167,10 @@ class PredictionWriter(BasePredictionWriter):
             keys = _prediction_keys(trainer, ["index", "source", "prediction"])
             before = [k for k in keys if k != "target"]  # the row's place, then source, target, prediction
             after = ["target"] if "target" in keys else []
-            lines = ["\t".join(["index", *before, "source", *after, "prediction"])] + [
-                "\t".join([str(i), *(_cell(keys[k][i]) for k in before), _cell(s),
-                           *(_cell(keys[k][i]) for k in after), _cell(t)])
-                for i, (s, t) in rows
-            ]  # fmt: skip
-            write_atomic(path, "\n".join(lines) + "\n")
+            lines = [["index", *before, "source", *after, "prediction"]] + [
+                [i, *(keys[k][i] for k in before), s, *(keys[k][i] for k in after), t] for i, (s, t) in rows
+            ]
+            write_atomic(path, _tsv(lines))
             print(f"predictions: {path}")
             return
         values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
@@ -179,16 +180,16 @@ class PredictionWriter(BasePredictionWriter):
         if len(names) != values.shape[1]:
             names = [str(k) for k in range(values.shape[1])]
         classes = values.shape[1] > 1
-        columns = ["predicted", *(f"p_{_cell(n)}" for n in names)] if classes else ["prediction"]
+        columns = ["predicted", *(f"p_{n}" for n in names)] if classes else ["prediction"]
         keys = _prediction_keys(trainer, ["index", *columns])
         rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
-        lines = ["\t".join(["index", *keys, *columns])] + [
-            "\t".join([str(i), *(_cell(v[i]) for v in keys.values())]
-                      + ([_cell(names[max(range(len(row)), key=row.__getitem__)])] if classes else [])
-                      + [f"{v:.6g}" for v in row])
+        lines = [["index", *keys, *columns]] + [
+            [i, *(v[i] for v in keys.values())]
+            + ([names[max(range(len(row)), key=row.__getitem__)]] if classes else [])
+            + [f"{v:.6g}" for v in row]
             for i, row in rows
-        ]  # fmt: skip
-        write_atomic(path, "\n".join(lines) + "\n")
+        ]
+        write_atomic(path, _tsv(lines))
         print(f"predictions: {path}")
 
 
@@ -206,9 +207,12 @@ def _prediction_keys(trainer, taken: list[str]) -> dict[str, list]:
     return named
 
 
-def _cell(value) -> str:
-    """A value as one TSV field: tabs and line breaks in it become spaces."""
-    return "" if value is None else " ".join(str(value).replace("\t", " ").splitlines())
+def _tsv(rows: list[list]) -> str:
+    """Rows as TSV (None as an empty field), quoted only where a value needs it, so that nothing is lost."""
+    out = io.StringIO()
+    writer = csv.writer(out, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+    writer.writerows([["" if v is None else v for v in row] for row in rows])
+    return out.getvalue()
 
 
 def constant_factor(epoch: int) -> float:

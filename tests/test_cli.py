@@ -338,14 +338,15 @@ def test_predict_writes_one_row_per_sequence_tied_to_its_record(in_tmp):
             ]
         )
         found = next(in_tmp.rglob("predictions.tsv"))  # in the run's log folder
-        written[name] = [r.split("\t") for r in found.read_text().splitlines()]
+        with open(found, newline="") as f:  # a value with a tab in it is quoted, as csv reads it back
+            written[name] = list(csv.reader(f, delimiter="\t"))
         found.unlink()
     rows = written["new.txt"]
     assert rows[0] == ["index", "line", "prediction"] and len(rows) == 4
     assert [r[:2] for r in rows[1:]] == [["0", "1"], ["1", "3"], ["2", "5"]]
     rows = written["new.csv"]  # data rows, 1-based (pandas skips the blank line, as the reader does)
     assert rows[0] == ["index", "row", "id", "label", "prediction"]
-    assert [r[:4] for r in rows[1:]] == [["0", "1", "r1", "0.5"], ["1", "3", "r 3", ""]]
+    assert [r[:4] for r in rows[1:]] == [["0", "1", "r1", "0.5"], ["1", "3", "r\t3", ""]]
     assert all(float(r[-1]) == float(r[-1]) for r in rows[1:])  # a number, not NaN
     assert [r[:2] for r in written["bare.csv"]] == [["index", "row"], ["0", "1"], ["1", "3"]]
 
@@ -380,7 +381,8 @@ def test_predict_on_the_test_split_says_where_each_row_comes_from_and_its_label(
         args = ["--config", str(DNA / "cnn.yaml"), *data, *NO_LOGGER, "--data.batch_size=16"]
         ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={name}"])
         found = next((in_tmp / name).rglob("predictions.tsv"))
-        written[name] = [r.split("\t") for r in found.read_text().splitlines()]
+        with open(found, newline="") as f:  # a value with a tab in it is quoted, as csv reads it back
+            written[name] = list(csv.reader(f, delimiter="\t"))
     table, folder = written["table"], written["folder"]
     assert table[0] == ["index", "row", "id", "label", "prediction"]  # the file's own label column
     assert folder[0] == ["index", "record", "label", "prediction"]

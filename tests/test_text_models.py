@@ -280,9 +280,11 @@ def test_predict_on_a_file_keeps_its_rows_and_other_columns(tmp_path, monkeypatc
                f"--ckpt_path={ckpt}"]  # fmt: skip
     ExperimentCLI(args=predict)
     (found,) = (tmp_path / "logs").rglob("predictions.tsv")
-    rows = [r.split("\t") for r in found.read_text().splitlines()]
+    with open(found, newline="") as f:  # a value with a tab in it is quoted, as csv and pandas read it back
+        rows = list(csv.reader(f, delimiter="\t"))
     assert rows[0] == ["index", "row", "id", "predicted", "p_rotten", "p_fresh"]  # the config's label order
-    assert [r[:3] for r in rows[1:]] == [["0", "1", "r1"], ["1", "2", "r2"], ["2", "3", "r 3"]]
+    assert [r[:3] for r in rows[1:]] == [["0", "1", "r1"], ["1", "2", "r2"], ["2", "3", "r\t3"]]
+    assert found.read_text().splitlines()[3].startswith('2\t3\t"r\t3"\t')
     assert all(r[3] in ("fresh", "rotten") and abs(float(r[4]) + float(r[5]) - 1) < 1e-5 for r in rows[1:])
     saved = ckpt.parents[1] / "tokenizer.json"  # the run folder's
     monkeypatch.setenv("ARCHBENCH_CACHE", str(tmp_path / "another-machine"))
