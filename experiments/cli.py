@@ -412,6 +412,11 @@ class ExperimentCLI(LightningCLI):
         self._data_first("test")
 
     def before_predict(self) -> None:
+        task = type(self.model)
+        if task.predict_step is L.LightningModule.predict_step:  # Lightning's would call forward on the batch
+            instead = getattr(task, "instead_of_predict", None)
+            raise ConfigError(f"predict: {task.__name__} writes no predictions"
+                              + (f"; use {instead}" if instead else ""))  # fmt: skip
         self._data_first("predict")
         # a prediction logs no metric: its W&B run would be an empty one in the project (predictions.tsv and the
         # settings go to the first logger's run folder, as before)

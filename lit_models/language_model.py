@@ -50,6 +50,8 @@ class LanguageModelMetrics(SummedStates):
 
 class LanguageModelTask(Task):
     counts_tokens = True  # the comparison reports its throughput in tokens/s
+    # what a user runs in place of ``predict``, which a language model has no step for (said before a run starts)
+    instead_of_predict = "generate (text that follows a prompt) or test (the loss and perplexity on a split)"
     # per-position logits from ``net(x, lengths)`` (the masked LM reads the encoder's token states instead)
     reads_the_nets_output = True
 

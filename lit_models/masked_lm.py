@@ -71,6 +71,9 @@ class MaskedLanguageModelTask(LanguageModelTask):
     """A language model's data, evaluation and logging; masked targets in place of next tokens."""
 
     reads_the_nets_output = False  # the encoder's token states, whatever the net pools for a classifier
+    instead_of_predict = (
+        "test (the masked-token loss and accuracy on a split) or probe (which of two sentences it prefers)"
+    )
 
     def __init__(
         self,

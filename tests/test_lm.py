@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, assert_same_step, run_main
+from conftest import ROOT, assert_same_step, last_line, run_main
 from lm_data import SENTENCES, lm_args, tiny_corpus
 
 from archbench.errors import DataError
@@ -242,6 +242,17 @@ def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_chara
     ]
     ExperimentCLI(args=run)
     ckpt = next((in_tmp / "run").rglob("last.ckpt"))
+    # predict has no step here: said before the data is read or a run folder made (a traceback in the net, and
+    # a half-written run folder, before)
+    out = in_tmp / "predicted"
+    refused = run_main(
+        "predict", *args, f"--ckpt_path={ckpt}", f"--trainer.default_root_dir={out}", cwd=in_tmp
+    )
+    assert refused.returncode == 2 and last_line(refused) == (
+        "error: predict: LanguageModelTask writes no predictions; use generate (text that follows a prompt) or "
+        "test (the loss and perplexity on a split)"
+    )
+    assert not out.exists()
     shutil.rmtree(in_tmp / "corpus")  # the checkpoint carries the tokenizer: the corpus may be gone
     common = ["generate", "--config", GPT_YAML, *args[2:], "--ckpt", ckpt, "--max_new_tokens=20", "--no_stop"]
     done = run_main(*common, "--prompt", "It is a", cwd=in_tmp)
