@@ -727,6 +727,16 @@ def main(argv: list[str]) -> None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops:g} is not a positive number")
         comparison.budget_flops = args.budget_flops
+    bound = next(
+        (o for o in overrides if o.split("=")[0] in ("--trainer.max_steps", "--trainer.max_epochs")), None
+    )
+    # the budget sets every row's steps: the option would be dropped unsaid
+    if comparison.budget_flops and bound:
+        given = "--budget_flops" if args.budget_flops is not None else f"{comparison.path}: budget_flops"
+        raise ConfigError(
+            f"{bound.split('=')[0]}: {given} {comparison.budget_flops:g} sets each row's steps from its cost, in "
+            "place of the configs' step and epoch bounds; give one of them"
+        )
     if args.models is not None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         if not wanted:  # "" or "," would run nothing (or, before, silently every row)

@@ -411,6 +411,11 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
         # a negative number argparse would take for an option ("expected one argument")
         (["compare", "--config", str(ROOT / "experiments" / "dna" / "compare.yaml"), "--budget_flops", "-1e9"],
          "--budget_flops: -1e+09 is not a positive number"),
+        # a step bound beside the budget: the budget's steps won, and the run's config kept the bound (trial 15)
+        (["compare", "--config", str(ROOT / "experiments" / "dna" / "compare.yaml"), "--budget_flops", "5e9",
+          "--trainer.max_steps", "3"],
+         "--trainer.max_steps: --budget_flops 5e+09 sets each row's steps from its cost, in place of the configs' "
+         "step and epoch bounds; give one of them"),
     ],
 )  # fmt: skip
 def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expected):
