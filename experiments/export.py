@@ -11,7 +11,8 @@ import warnings
 from archbench.checkpoint_files import check_checkpoint, configs_for
 from archbench.errors import ConfigError, DataError
 from datamodules.files import check_writable, write_atomic
-from experiments.configs import CommandParser
+from experiments.configs import CommandParser, import_class
+from experiments.from_checkpoint import cli_from_configs
 from lit_models.checks import state_dict_mismatch
 
 
@@ -33,6 +34,11 @@ def main(argv: list[str]) -> None:
     from experiments.cli import ExperimentCLI
 
     configs = configs_for(args.ckpt, args.config)  # as align and attention: the run's own config.yaml
+    # a net with no timm counterpart is said before the data is read (its files need not be on disk for that)
+    net = cli_from_configs(configs, overrides, parse_only=True).config.model.init_args.get("net")
+    net_class = import_class(str(net.class_path)) if net is not None and net.get("class_path") else None
+    if net_class is not None and not hasattr(net_class, "timm_args"):
+        raise DataError(_no_timm(net_class.__name__))
     cli_args = [a for c in configs for a in ("--config", c)] + overrides + ["--trainer.logger=false"]
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
@@ -40,16 +46,7 @@ def main(argv: list[str]) -> None:
     module = cli.model
     target = module.net.timm_args() if hasattr(module.net, "timm_args") else None
     if target is None:
-        what = type(module.net).__name__
-        raise DataError(
-            f"model.net: this {what} has no timm counterpart"
-            + (
-                " (timm's resnet18/34 have a 7x7 stem with pooling and 64 channels in the first stage: "
-                "small_input: false, width: 64, as experiments/vision/transfer/resnet.yaml)"
-                if what == "ResNet"
-                else " (ResNet, VisionTransformer and TimmNet have)"
-            )
-        )
+        raise DataError(_no_timm(type(module.net).__name__))
     problem = state_dict_mismatch(module, checkpoint["state_dict"])
     if problem:
         raise ConfigError(f"--ckpt {args.ckpt} does not fit the model that --config builds ({problem})")
@@ -67,6 +64,15 @@ def main(argv: list[str]) -> None:
         "fine-tune from it: --model.net lit_models.image_nets.TimmNet --model.net.init_args.name "
         f"{name} --model.net.init_args.model_kwargs '{json.dumps(kwargs)}' --model.net.init_args.weights_file "
         f"{args.out} --model.net.init_args.reset_head true (reset_head for other classes)"
+    )
+
+
+def _no_timm(net: str) -> str:
+    return f"model.net: this {net} has no timm counterpart" + (
+        " (timm's resnet18/34 have a 7x7 stem with pooling and 64 channels in the first stage: "
+        "small_input: false, width: 64, as experiments/vision/transfer/resnet.yaml)"
+        if net == "ResNet"
+        else " (ResNet, VisionTransformer and TimmNet have)"
     )
 
 

@@ -723,3 +723,17 @@ def test_the_command_lines_model_options_win_over_the_checkpoints_hyper_paramete
     assert cli.model.hparams.beam_width == 2
     saved = yaml.safe_load(next(p for p in in_tmp.rglob("config.yaml") if "version_1" in str(p)).read_text())
     assert saved["model"]["init_args"]["beam_width"] == 2
+
+
+def test_export_of_a_net_without_a_timm_counterpart_is_said_before_its_data_is_read(in_tmp):
+    """Trial 15: with the pair files moved away, ``export`` said the training file was missing; once it was back,
+    that the net has no timm counterpart. The net is said first now."""
+    args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY]
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    shutil.rmtree(in_tmp / "pairs")
+    result = run_main("export", "--ckpt", ckpt, "--out", "w.safetensors", cwd=in_tmp)  # the run's config.yaml
+    assert result.returncode == 2 and last_line(result) == (
+        "error: model.net: this GRUSeq2Seq has no timm counterpart (ResNet, VisionTransformer and TimmNet have)"
+    )
+    assert not (in_tmp / "w.safetensors").exists()
