@@ -159,6 +159,10 @@ def pair_frame(
         given = _has_column(frame, target_column)
         pairs["target"] = _column(frame, target_column, "target_column", where).to_numpy() if given else None
     header = (pairs["source"] == source_column) & (pairs["target"] == target_column)
+    named = pairs["source"] == source_column
+    if sources_only and pairs["target"].isna().all() and named.any():  # a word list: the word may be real
+        rank_zero_warn(f"{where}:{pairs['line'][named].iloc[0]}: the source {source_column!r} is the header's "
+                       "name: files joined with their headers? It is predicted as a source", stacklevel=4)  # fmt: skip
     if header.any():  # files joined with their headers (cat a.tsv b.tsv): not a pair
         line = pairs["line"][header].iloc[0]
         raise DataError(f"{where}:{line}: repeats the header ({source_column}, {target_column}): files joined "

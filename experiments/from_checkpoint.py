@@ -19,6 +19,13 @@ from archbench.errors import ConfigError, DataError
 from datamodules.files import check_writable
 from experiments.configs import CommandParser, import_class, is_subclass
 
+# the commands that read a checkpoint of a task (beside predict and test), for a checkpoint given to another
+READ_BY = {
+    "Seq2SeqTask": "align",
+    "LanguageModelTask": "generate or probe",
+    "MaskedLanguageModelTask": "probe",
+}
+
 
 def cli_from_configs(configs: list[str], overrides: list[str], parse_only: bool = False):
     """A run's model and data rebuilt from its config files (no logger); ``parse_only``: the parsed config alone."""
@@ -55,10 +62,12 @@ def cli_from_checkpoint(
     saved = checkpoint_data(checkpoint)
     found = import_class(saved) if saved else None  # a class not importable here: the configs' check says it
     if found is not None and not issubclass(found, data_class):  # the checkpoint's own data says it first
-        task = checkpoint_task(checkpoint) or "a model"
+        task, data = checkpoint_task(checkpoint) or "a model", saved.rsplit(".", 1)[-1]
+        # the command that reads such a checkpoint, in place of the config hint (the user may have given none)
+        reader = READ_BY.get(task) or ("attention" if data == "TextDataModule" else None)
         raise ConfigError(
-            f"--ckpt {ckpt}: a checkpoint of {task} trained on {saved.rsplit('.', 1)[-1]} data, which does not "
-            f"hold {holds}"
+            f"--ckpt {ckpt}: a checkpoint of {task} trained on {data} data, which does not hold "
+            f"{holds.split(' (use ')[0]}" + (f"; {reader} reads it" if reader else "")
         )
     configs = configs_for(ckpt, configs)
     check_data(configs, overrides, data_class, holds)

@@ -46,6 +46,10 @@ COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 DIRECTIONS = ("stereo", "antistereo")
 
 
+def _pairs(n: int) -> str:
+    return f"{n:,} pair" + ("" if n == 1 else "s")
+
+
 def read_crows_pairs(path: str | Path) -> pd.DataFrame:
     """The pairs as ``stereotyping``, ``other``, ``bias_type`` rows (with the file's line of each); missing
     columns, empty sentences and unknown directions stop with the file, line and value."""
@@ -87,6 +91,17 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
             untyped.append(line)
     if not rows:
         raise DataError(f"{path}: no pairs")
+    first_of: dict[tuple[str, str], int] = {}
+    repeats = [(line, first_of.setdefault((more, less), line)) for more, less, *_, line in rows]
+    repeats = [(line, first) for line, first in repeats if line != first]
+    if repeats:  # CrowS-Pairs itself repeats one pair (lines 1462 and 1505 of crows_pairs_anonymized.csv)
+        line, first = repeats[0]
+        warnings.warn(
+            f"{path}: {_pairs(len(repeats))} of {len(rows):,} {'repeats' if len(repeats) == 1 else 'repeat'} an "
+            f"earlier one (line {line} repeats line {first}): each counts again in the shares, as in the published "
+            "figures; remove the copies to count each pair once",
+            stacklevel=2,
+        )
     if untyped:
         shown = ", ".join(map(str, untyped[:5])) + (", ..." if len(untyped) > 5 else "")
         warnings.warn(
@@ -376,10 +391,13 @@ def report(result: dict) -> str:
     """probe.md: the table, then the pairs scored alike and those left out (said, never skipped silently)."""
     text = markdown(result["table"], f"{result['model']} ({result['kind']} LM, {result['scoring']})")
     if result["ties"]:
-        text += f"\n{result['ties']} pairs scored the same for both sentences: counted as not preferring sent_more\n"
+        ties = _pairs(result["ties"])
+        text += f"\n{ties} scored the same for both sentences: counted as not preferring sent_more\n"
     if result["left_out"]:
         first = result["left_out_reasons"][0]
-        text += f"\n{result['left_out']} pairs left out, the model cannot score them whole (first: {first})\n"
+        text += (
+            f"\n{_pairs(result['left_out'])} left out, the model cannot score them whole (first: {first})\n"
+        )
     return text
 
 
@@ -427,7 +445,7 @@ def main(argv: list[str]) -> None:
     if not keep.any():
         raise DataError(f"probe: the model's tokenizer reads none of the pairs of {args.data}: {left_out[0]}")
     pairs = pairs[keep].reset_index(drop=True)
-    print(f"probe: scoring {len(pairs):,} pairs with {model.name} ({model.kind} LM)", flush=True)
+    print(f"probe: scoring {_pairs(len(pairs))} with {model.name} ({model.kind} LM)", flush=True)
     stereotyping, other = pair_scores(model, pairs, args.batch_size)
     table = bias_table(pairs, stereotyping > other)
     out = Path(args.out)

@@ -74,6 +74,17 @@ def test_share_and_bootstrap_interval():
     assert 0.1 < low < 0.5 < high < 0.9  # ten pairs: a wide interval around the share
 
 
+def test_a_pair_given_twice_is_scored_twice_and_said(tmp_path):
+    """Trial 15: a repeated pair counted twice in the shares unsaid. CrowS-Pairs itself repeats one (its published
+    figures count both), so it is a warning, not an error."""
+    path = _write(tmp_path / "pairs.csv", [("A more", "A less", "stereo", "race-color"),
+                                            ("B more", "B less", "stereo", "gender"),
+                                            ("A more", "A less", "stereo", "race-color")])  # fmt: skip
+    with pytest.warns(UserWarning, match=r"pairs.csv: 1 pair of 3 repeats an earlier one \(line 4 repeats line 2\): "
+                                         r"each counts again in the shares"):  # fmt: skip
+        assert len(read_crows_pairs(path)) == 3
+
+
 def test_the_report_says_ties_and_pairs_left_out():
     from experiments.probe import report
 
@@ -81,7 +92,7 @@ def test_the_report_says_ties_and_pairs_left_out():
     result = {"model": "m", "kind": "causal", "scoring": "s", "table": table, "ties": 1, "left_out": 2,
               "left_out_reasons": ["line 5: an unknown character", "line 9: too long"]}  # fmt: skip
     text = report(result)
-    assert "1 pairs scored the same for both sentences: counted as not preferring sent_more" in text
+    assert "\n1 pair scored the same for both sentences: counted as not preferring sent_more" in text
     assert "2 pairs left out, the model cannot score them whole (first: line 5: an unknown character)" in text
     assert "scored the same" not in report({**result, "ties": 0})
     single = bias_table(pd.DataFrame({"bias_type": ["a", "a", "ageism"]}), np.array([True, False, True]))

@@ -704,6 +704,12 @@ def test_predict_from_a_checkpoint_writes_targets_for_a_file_of_sources_alone(in
         ["1", "3", "mat", "M A1 T"],
     ]
 
+    (in_tmp / "joined.tsv").write_text("word\nbad\nword\nmuumi\n")  # two word lists joined with their headers
+    with pytest.warns(
+        UserWarning, match=r"^joined.tsv:3: the source 'word' is the header's name: files joined"
+    ):
+        ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=joined.tsv"])
+
     (in_tmp / "words.tsv").write_text("wort\nbad\n")
     result = run_main("predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=words.tsv", cwd=in_tmp)
     assert last_line(result) == "error: words.tsv: no column 'word' (data.source_column); it has wort"
@@ -725,9 +731,10 @@ def test_the_command_lines_model_options_win_over_the_checkpoints_hyper_paramete
     assert saved["model"]["init_args"]["beam_width"] == 2
 
 
-def test_export_of_a_net_without_a_timm_counterpart_is_said_before_its_data_is_read(in_tmp):
+def test_commands_that_cannot_read_a_seq2seq_checkpoint_say_so_before_its_data_is_read(in_tmp):
     """Trial 15: with the pair files moved away, ``export`` said the training file was missing; once it was back,
-    that the net has no timm counterpart. The net is said first now."""
+    that the net has no timm counterpart. The net is said first now. ``attention`` said "use a text config" to a
+    user who gave none: it names the command that reads the checkpoint."""
     args = ["--config", str(SEQ2SEQ / "gru.yaml"), *pair_args(in_tmp / "pairs"), *CSV_ONLY]
     ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1"])
     ckpt = next(in_tmp.rglob("last.ckpt"))
@@ -737,3 +744,8 @@ def test_export_of_a_net_without_a_timm_counterpart_is_said_before_its_data_is_r
         "error: model.net: this GRUSeq2Seq has no timm counterpart (ResNet, VisionTransformer and TimmNet have)"
     )
     assert not (in_tmp / "w.safetensors").exists()
+    result = run_main("attention", "--ckpt", ckpt, "--text", "abba", "--out", "a.png", cwd=in_tmp)
+    assert result.returncode == 2 and last_line(result) == (
+        f"error: --ckpt {ckpt}: a checkpoint of Seq2SeqTask trained on Seq2SeqDataModule data, which does not hold "
+        "texts to classify; align reads it"
+    )
