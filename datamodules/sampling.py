@@ -126,8 +126,10 @@ class ResumableDataLoader(DataLoader):
         self.consumed = consumed
 
     def state_dict(self) -> dict:
+        """The position, and what it counts in: batches of ``batch_size`` on each of ``processes``."""
         batches = self.consumed() if self.consumed is not None else 0
-        return {"epoch": self.sampler.epoch, "batches": int(batches)}
+        return {"epoch": self.sampler.epoch, "batches": int(batches), "batch_size": self.sampler.batch_size,
+                "processes": self.sampler.num_replicas}  # fmt: skip
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.resume(state["epoch"], state["batches"])

@@ -447,6 +447,7 @@ class ExperimentCLI(LightningCLI):
             checkpoint = self._read_checkpoint(ckpt)
             if stage == "fit":
                 self._refuse_past_max_epochs(checkpoint, ckpt)
+                self._refuse_other_batches(checkpoint, ckpt, data)
             # other class names, another tokenizer: said as such first, not as the embedding's other shape
             saved = checkpoint.get(type(data).__qualname__)
             if saved:
@@ -454,6 +455,29 @@ class ExperimentCLI(LightningCLI):
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(state, ckpt, data)
+
+    def _refuse_other_batches(self, checkpoint: dict, ckpt: str, data) -> None:
+        """A run that stopped mid-epoch resumes at a count of batches: read in batches of another size, or on
+        another number of processes, that count means other examples (part of the epoch skipped or read twice,
+        unsaid). Refused, naming what the run read; a run stopped between epochs resumes with any."""
+        loop = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+        states = (loop.get("state_dict") or {}).get("combined_loader") or []
+        state = states[0] if states and isinstance(states[0], dict) else {}
+        ended = (loop.get("epoch_loop.batch_progress") or {}).get("is_last_batch")
+        # nothing consumed, between epochs, or a checkpoint of an older version (no sizes saved)
+        if not state.get("batches") or ended or "batch_size" not in state:
+            return
+        from datamodules.sampling import per_device_batch_size
+
+        then = (state["batch_size"], state.get("processes", 1))
+        now = (per_device_batch_size(data.hparams, self.trainer), self.trainer.world_size)
+        if then != now:
+            raise ConfigError(
+                f"ckpt_path: {ckpt} stopped in epoch {state.get('epoch')} after {state['batches']} batches of "
+                f"{then[0]} on {then[1]} process(es), and this run reads batches of {now[0]} on {now[1]}: its "
+                f"position would mean other examples. Resume with --data.batch_size {then[0]} on {then[1]} "
+                "process(es), or start a new run from its weights (--model.init_from CKPT)"
+            )
 
     def _refuse_past_max_epochs(self, checkpoint: dict, ckpt: str) -> None:
         """A run resumed with a ``max_epochs`` below the epochs it has trained (Ctrl-C in epoch 23, resumed with

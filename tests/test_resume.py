@@ -243,6 +243,30 @@ def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_r
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
 
 
+def test_a_run_stopped_mid_epoch_resumes_only_in_batches_of_its_own_size(in_tmp):
+    """Trial 16: ``--data.batch_size 32`` on resuming a run of batches of 8, stopped at batch 300 of an epoch, was
+    taken unsaid: the saved count of batches then meant 4x the examples, the epoch's last quarter was never
+    trained and the epoch after had one step."""
+    args = ["fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--data.batch_size=8"]  # 8 batches an epoch
+    ExperimentCLI(args=[*args, "--trainer.max_steps=3"])
+    ckpt = next(in_tmp.rglob("last.ckpt"))
+    with pytest.raises(ConfigError) as said:
+        ExperimentCLI(args=[*args, f"--ckpt_path={ckpt}", "--trainer.max_steps=6", "--data.batch_size=16"])
+    assert str(said.value) == (
+        f"ckpt_path: {ckpt} stopped in epoch 0 after 3 batches of 8 on 1 process(es), and this run reads batches "
+        "of 16 on 1: its position would mean other examples. Resume with --data.batch_size 8 on 1 process(es), or "
+        "start a new run from its weights (--model.init_from CKPT)"
+    )
+    assert len(list(in_tmp.rglob("version_*"))) == 1  # nothing written
+    resumed = ExperimentCLI(args=[*args, f"--ckpt_path={ckpt}", "--trainer.max_steps=8"])  # the epoch's end
+    assert resumed.trainer.global_step == 8
+    ckpt = next(Path(resumed.trainer.log_dir).rglob("last.ckpt"))
+    again = ExperimentCLI(
+        args=[*args, f"--ckpt_path={ckpt}", "--trainer.max_steps=10", "--data.batch_size=16"]
+    )
+    assert again.trainer.global_step == 10  # between epochs: any batch size
+
+
 def test_a_users_own_config_without_a_logger_is_resumed_and_tested_from_its_run_folder(
     in_tmp, capsys, monkeypatch
 ):
