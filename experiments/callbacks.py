@@ -157,40 +157,60 @@ class PredictionWriter(BasePredictionWriter):
         self.output = output
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        path = Path(self.output or Path(trainer.log_dir or ".") / "predictions.tsv")
-        if trainer.world_size > 1:
-            path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+        path = Path(
+            self.output or Path(trainer.log_dir or ".") / "predictions.tsv"
+        )  # every rank asks (a broadcast)
         index = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
-        if predictions and isinstance(predictions[0], list):  # text a model wrote (seq2seq): (source, output)
-            pairs = [p for batch in predictions for p in batch]
-            rows = sorted(zip(index or range(len(pairs)), pairs, strict=True))
-            keys = _prediction_keys(trainer, ["index", "source", "prediction"])
-            before = [k for k in keys if k != "target"]  # the row's place, then source, target, prediction
-            after = ["target"] if "target" in keys else []
-            lines = [["index", *before, "source", *after, "prediction"]] + [
-                [i, *(keys[k][i] for k in before), s, *(keys[k][i] for k in after), t] for i, (s, t) in rows
-            ]
-            write_atomic(path, _tsv(lines))
-            print(f"predictions: {path}")
+        table = _table(trainer, predictions, index) if predictions else None
+        if trainer.world_size > 1:
+            import torch.distributed as dist
+
+            if not (dist.is_available() and dist.is_initialized()):  # no process group: a file per process
+                path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
+            else:  # each process predicted its share of the rows: rank 0 writes them all, in input order
+                shares: list = [None] * trainer.world_size
+                dist.all_gather_object(shares, table)
+                if not trainer.is_global_zero:
+                    return
+                shares = [t for t in shares if t is not None]
+                rows = {row[0]: row for _, share in shares for row in share}  # by index: each row once
+                table = (shares[0][0], [rows[i] for i in sorted(rows)]) if shares else None
+        if table is None:
             return
-        values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
-        # class probabilities: a column per class, named by the data's class names when it has them, and the
-        # most probable class
-        names = list(getattr(trainer.datamodule, "labels", None) or [])
-        if len(names) != values.shape[1]:
-            names = [str(k) for k in range(values.shape[1])]
-        classes = values.shape[1] > 1
-        columns = ["predicted", *(f"p_{n}" for n in names)] if classes else ["prediction"]
-        keys = _prediction_keys(trainer, ["index", *columns])
-        rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
-        lines = [["index", *keys, *columns]] + [
-            [i, *(v[i] for v in keys.values())]
-            + ([names[max(range(len(row)), key=row.__getitem__)]] if classes else [])
-            + [f"{v:.6g}" for v in row]
-            for i, row in rows
-        ]
-        write_atomic(path, _tsv(lines))
+        header, rows = table
+        write_atomic(path, _tsv([header, *rows]))
         print(f"predictions: {path}")
+
+
+def _table(trainer, predictions: list, index: list[int]) -> tuple[list[str], list[list]]:
+    """``predict``'s outputs as a header and rows (each starting with its index), in input order: the source and
+    the text a sequence-to-sequence model wrote, or numbers (class probabilities with the most probable class,
+    or a regression's prediction), beside the columns that tie each row to its input record."""
+    if isinstance(predictions[0], list):  # text a model wrote (seq2seq): (source, output)
+        pairs = [p for batch in predictions for p in batch]
+        rows = sorted(zip(index or range(len(pairs)), pairs, strict=True))
+        keys = _prediction_keys(trainer, ["index", "source", "prediction"])
+        before = [k for k in keys if k != "target"]  # the row's place, then source, target, prediction
+        after = ["target"] if "target" in keys else []
+        return ["index", *before, "source", *after, "prediction"], [
+            [i, *(keys[k][i] for k in before), s, *(keys[k][i] for k in after), t] for i, (s, t) in rows
+        ]
+    values = torch.cat([p.reshape(len(p), -1) for p in predictions]).cpu()
+    # class probabilities: a column per class, named by the data's class names when it has them, and the
+    # most probable class
+    names = list(getattr(trainer.datamodule, "labels", None) or [])
+    if len(names) != values.shape[1]:
+        names = [str(k) for k in range(values.shape[1])]
+    classes = values.shape[1] > 1
+    columns = ["predicted", *(f"p_{n}" for n in names)] if classes else ["prediction"]
+    keys = _prediction_keys(trainer, ["index", *columns])
+    rows = sorted(zip(index or range(len(values)), values.tolist(), strict=True))
+    return ["index", *keys, *columns], [
+        [i, *(v[i] for v in keys.values())]
+        + ([names[max(range(len(row)), key=row.__getitem__)]] if classes else [])
+        + [f"{v:.6g}" for v in row]
+        for i, row in rows
+    ]
 
 
 def _prediction_keys(trainer, taken: list[str]) -> dict[str, list]:

@@ -120,6 +120,20 @@ def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modali
     )
     assert single[0] != single[1]  # epochs differ
     assert other[0] != single[0]  # another seed, another order
+    if modality == "dna":  # predict: each rank its share of the rows, written as one file in input order
+        predicted = run_module("predict", *args, *ddp, f"--ckpt_path={ckpt}", "--trainer.logger=false",
+                               "--trainer.default_root_dir=predicted", cwd=in_tmp, env=cache)  # fmt: skip
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        (written,) = (in_tmp / "predicted").rglob("predictions*.tsv")  # one file, not one per rank
+        ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--trainer.logger=false",
+                            "--trainer.default_root_dir=single"])  # fmt: skip
+        (alone,) = (in_tmp / "single").rglob("predictions.tsv")
+        rows = [r.split("\t") for r in written.read_text().splitlines()]
+        assert written.name == "predictions.tsv" and [r[0] for r in rows[1:]] == [str(i) for i in range(21)]
+        expected = [r.split("\t") for r in alone.read_text().splitlines()]
+        assert rows[0] == expected[0] and len(rows) == len(expected)
+        for ours, theirs in zip(rows[1:], expected[1:], strict=True):
+            assert ours[:-1] == theirs[:-1] and float(ours[-1]) == pytest.approx(float(theirs[-1]), abs=1e-5)
     if modality == "text":  # the order the ranks shard is bucketed: each batch holds texts of similar length
         flat = np.random.default_rng(0).permutation([n for b in lengths for n in b])
         sizes = np.cumsum([len(b) for b in lengths])[:-1]
