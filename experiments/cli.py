@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
@@ -28,7 +27,7 @@ from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkp
 from archbench.errors import ConfigError, UserError, first_line
 from datamodules.files import check_folder
 from experiments.checkpoints import NAMED
-from experiments.configs import GLOBAL_BASE, expand_configs, import_class
+from experiments.configs import GLOBAL_BASE, expand_configs, import_class, plain_config
 from experiments.resume import (
     AtomicCheckpointIO,
     ResumeState,
@@ -72,7 +71,7 @@ class SaveRunConfig(SaveConfigCallback):
             # compare's runs log theirs (with the row's name and seed) before the fit: kept as they are
             if isinstance(logger, WandbLogger) and "config" not in logger.experiment.config:
                 # as compare logs it: the parsed config as plain data (no API key can be in it)
-                logger.log_hyperparams({"config": json.loads(json.dumps(self.config.as_dict(), default=str))})
+                logger.log_hyperparams({"config": plain_config(self.config)})
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         log_dir = trainer.log_dir if stage != "fit" and not self.already_saved else None

@@ -46,6 +46,7 @@ from experiments.configs import (
     lightning_quiet,
     one_line,
     parse_file,
+    plain_config,
     split_options,
     where_set,
 )
@@ -391,7 +392,7 @@ def _data_files(config, out: Path | None = None) -> dict[str, str]:
             if path.is_file() or (path.is_dir() and (key.endswith("_path") or key in FOLDER_KEYS)):
                 found[str(path)] = fingerprint(path, exclude=out)
 
-    plain = _plain(config)
+    plain = plain_config(config)
     walk([plain.get("data"), plain.get("model")])
     return found
 
@@ -555,7 +556,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     )
     if budget is not None:
         trainer.callbacks.append(budget)
-    config = _plain(cli.config)
+    config = plain_config(cli.config)
     if trainer.is_global_zero:
         wandb_logger.log_hyperparams({"config": config, "model_name": model, "seed": seed})
     if resume:
@@ -693,11 +694,6 @@ def _logged_throughput(trainer, what: str = "samples_per_sec") -> float | None:
             value = float(logged[key])
             return value if key == f"train/{what}" else value * trainer.world_size
     return None
-
-
-def _plain(config) -> dict:
-    """A jsonargparse Namespace as plain data (no API key can be in it: keys come from env/netrc)."""
-    return json.loads(json.dumps(config.as_dict(), default=str))
 
 
 def main(argv: list[str]) -> None:

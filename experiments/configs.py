@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import importlib
 import inspect
+import json
 import logging
 import math
 import re
@@ -283,6 +284,16 @@ def _net_nulls(args: list[str]) -> list[str]:
         out.append(arg)
         i += 1
     return out
+
+
+def plain_config(config) -> dict:
+    """A parsed config (a jsonargparse Namespace) as plain data, as W&B runs log it (no API key can be in it: keys
+    come from the environment or netrc). Its ``config`` list names the files it was read from; settings given
+    inline (a sweep trial's values, a comparison's shared settings) have no file and show as ``<inline>``."""
+    plain = json.loads(json.dumps(config.as_dict(), default=str))
+    if isinstance(plain.get("config"), list):
+        plain["config"] = [c if c is not None else "<inline>" for c in plain["config"]]
+    return plain
 
 
 def _configs_first(args: list[str]) -> list[str]:

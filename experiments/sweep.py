@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import shlex
 import shutil
 import subprocess
 import sys
@@ -380,7 +381,7 @@ class TrialFailed(RuntimeError):
     """One trial's own failure (a non-finite loss, say): recorded as failed, the sweep goes on."""
 
 
-def summarize(sweep: Sweep) -> dict:
+def summarize(sweep: Sweep, overrides: list[str] = ()) -> dict:
     """trials.json and best.yaml from the study; the best trial's value and settings."""
     import optuna
 
@@ -397,9 +398,15 @@ def summarize(sweep: Sweep) -> dict:
     use = (
         "# compare uses it after the row's own configs"
         if sweep.base_args is not None
-        else "# Use after the sweep's configs: "
-        + " ".join(f"--config {c}" for c in sweep.config_files())
-        + f" --config {out / 'best.yaml'}"
+        else "# Use after the sweep's configs, with the options its trials ran with: "
+        + shlex.join(
+            [
+                *(a for c in sweep.config_files() for a in ("--config", str(c))),
+                "--config",
+                str(out / "best.yaml"),
+                *overrides,
+            ]
+        )  # fmt: skip
     )
     header = (f"# Best of sweep {sweep.name!r}: trial {best.number}, {sweep.metric} = {best.value:.6g} "
               f"({len(complete)} of {len(trials)} trials completed).\n{use}\n")  # fmt: skip
@@ -431,7 +438,9 @@ def main(argv: list[str]) -> None:
         return
     done = trials_so_far(sweep)
     if done:  # the study goes on: `trials` counts every trial of it, earlier ones included
-        print(f"sweep {sweep.name!r}: {done} trials in the study already", flush=True)
+        print(
+            f"sweep {sweep.name!r}: {done} trial{'s' if done != 1 else ''} in the study already", flush=True
+        )
     trials = max(0, trials - done)
     shares = [trials // args.workers + (k < trials % args.workers) for k in range(args.workers)]
     print(f"sweep {sweep.name!r}: {trials} trials over {args.workers} workers -> {sweep.out}", flush=True)
@@ -442,7 +451,7 @@ def main(argv: list[str]) -> None:
         try:
             run_worker(sweep, trials, 0, overrides)
         except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the sweep stops
-            _summarize_what_finished(sweep)
+            _summarize_what_finished(sweep, overrides)
             raise
     else:
         import torch
@@ -466,7 +475,7 @@ def main(argv: list[str]) -> None:
             for _, process, log in processes:
                 process.wait()
                 log.close()
-            _summarize_what_finished(sweep)
+            _summarize_what_finished(sweep, overrides)
             raise
         for k, process, log in processes:
             log.close()
@@ -477,7 +486,7 @@ def main(argv: list[str]) -> None:
                     f"worker {k}: {(said or [f'exit status {process.returncode}'])[-1]} (log: {log.name})"
                 )
     try:
-        best = summarize(sweep)
+        best = summarize(sweep, overrides)
     except RunsFailedError:
         if not failed:
             raise
@@ -488,11 +497,11 @@ def main(argv: list[str]) -> None:
         raise RunsFailedError("sweep: " + "; ".join(failed))
 
 
-def _summarize_what_finished(sweep: Sweep) -> None:
+def _summarize_what_finished(sweep: Sweep, overrides: list[str]) -> None:
     """trials.json and best.yaml of a sweep that is stopping, as far as its study allows: whatever goes wrong
     here (no trial finished, a storage locked) must not hide why the sweep stopped."""
     with contextlib.suppress(Exception):
-        summarize(sweep)
+        summarize(sweep, overrides)
 
 
 def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -> None:
@@ -514,7 +523,7 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
     if path.is_file() and json.loads(path.read_text()) != json.loads(text):  # as values: key order aside
         if trials_so_far(sweep):
             before, now = json.loads(path.read_text()), json.loads(text)
-            changed = ", ".join(k for k in now if before.get(k) != now[k])
+            changed = ", ".join(_change(k, before.get(k), now[k]) for k in now if before.get(k) != now[k])
             raise ConfigError(
                 f"{path.parent}: {what} was run with other settings ({changed}; see {path.name} there): its "
                 f"trials would not compare with new ones; {remedy}"
@@ -523,6 +532,33 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
             optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
             print(f"{what}: none of its trials counted; starting again with the new settings")
     write_atomic(path, text)
+
+
+def _change(key: str, before, now) -> str:
+    """What changed in one of a study's settings, for the refusal: the options that differ (``args:
+    --data.batch_size 8 -> 16``; a config file whose contents changed, by name), or the key alone."""
+    if key != "args" or not isinstance(before, list):
+        return key
+    import difflib
+
+    said = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=before, b=now, autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        was, is_ = before[i1:i2], now[j1:j2]
+        if len(was) == len(is_) == 1 and was[0].split(" ")[0] == is_[0].split(" ")[0] != was[0]:
+            said.append(f"{was[0].split(' ')[0]} (its contents changed)")  # a file, fingerprinted
+            continue
+        flag = before[i1 - 1] if i1 else ""  # a value changed after its option: said with the option
+        value = tag == "replace" and flag.startswith("-") and "=" not in flag and not was[0].startswith("-")
+        lead = f"{flag} " if value else ""
+        if tag == "insert":
+            said.append(f"added {' '.join(is_)}")
+        elif tag == "delete":
+            said.append(f"left out {' '.join(was)}")
+        else:
+            said.append(f"{lead}{' '.join(was)} -> {' '.join(is_)}")
+    return f"args: {'; '.join(said)}"
 
 
 def check_keys(sweep: Sweep, overrides: list[str]) -> None:

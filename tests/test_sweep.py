@@ -62,6 +62,20 @@ def test_a_sweep_run_again_draws_new_trials_and_refuses_other_settings(in_tmp, m
     with pytest.raises(ConfigError, match=r"sweep: sweep 'tiny' was run with other settings \(metric, direction; "
                                           r"see settings.json there\).*delete .*sweep to start again"):  # fmt: skip
         main(["--config", _sweep(in_tmp, trials=3, metric="val/loss", direction="minimize"), *once])
+    # an option changed is named with its values (trial 16: "args" alone)
+    with pytest.raises(ConfigError, match=r"other settings \(args: --trainer.max_epochs=1 -> --trainer.max_epochs=2; "
+                                          r"see settings.json there\)"):  # fmt: skip
+        main(["--config", _sweep(in_tmp, trials=3), *TINY_DATA, "--trainer.max_epochs=2",
+              "--trainer.enable_progress_bar=false"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"other settings \(args: added --data.batch_size 16; see"):
+        main(["--config", _sweep(in_tmp, trials=3), *once, "--data.batch_size", "16"])
+    # best.yaml says how to use it: after the sweep's configs, with the options the trials ran with (trial 16:
+    # without them, it trained on other data)
+    usage = (in_tmp / "sweep" / "best.yaml").read_text().splitlines()[1]
+    assert usage.startswith(
+        "# Use after the sweep's configs, with the options its trials ran with: --config "
+    )
+    assert usage.endswith(f"--config {in_tmp / 'sweep' / 'best.yaml'} " + " ".join(once))
 
 
 def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
