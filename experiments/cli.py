@@ -35,6 +35,7 @@ from experiments.resume import (
     keep_metrics,
     logger_entries,
     named_checkpoint,
+    nearest_run,
     resume_last,
 )
 from lit_models.task import Task
@@ -261,11 +262,18 @@ class ExperimentCLI(LightningCLI):
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             # The newest run of this model in its own folder and W&B run; none yet: a fresh run.
             dumped = yaml.safe_load(self._parser("fit").dump(config, skip_unset=False, skip_validation=True))
-            config.ckpt_path = resume_last(config, {"model": dumped.get("model"), "data": dumped.get("data")})
+            run = {"model": dumped.get("model"), "data": dumped.get("data")}
+            config.ckpt_path = resume_last(config, run)
             if config.ckpt_path:
                 print(f"resuming from {config.ckpt_path}")
                 step = checkpoint_info(config.ckpt_path)["global_step"]  # None: a sharded (FSDP) folder
                 self._resumed_step = int(step) if step is not None else None
+            elif near := nearest_run(config, run):  # a setting changed: which, and how to go on from that run
+                folder, diffs = near
+                shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+                print(f"--ckpt_path last: starting a new run: {folder}, the nearest earlier run of this model, "
+                      f"was made with other settings ({shown}). To go on from its checkpoint instead, give "
+                      f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}", file=sys.stderr)  # fmt: skip
             else:
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):

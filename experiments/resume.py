@@ -183,6 +183,47 @@ def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
     return None
 
 
+def _flat(section, prefix: str) -> dict:
+    """A dumped section as ``{dotted key: value}`` (lists and values as leaves)."""
+    if not isinstance(section, dict):
+        return {prefix: section}
+    out = {}
+    for key, value in section.items():
+        out.update(_flat(value, f"{prefix}.{key}"))
+    return out
+
+
+def nearest_run(config, run: dict) -> tuple[Path, list[str]] | None:
+    """For a ``--ckpt_path last`` that found no run of this model and data: the run with a ``last.ckpt`` of the same
+    task, net and data classes whose settings differ in the fewest keys (the newest of those), and the keys that
+    differ (``model.init_args.optimizer.init_args.lr: 0.003 -> 0.01``), so the user hears which setting made it
+    another run. None when there is no such run."""
+    base = _versioned_base(config)
+    if base is None:
+        return None
+    found = []
+    for ckpt in base.glob("*/checkpoints/last*.ckpt"):
+        try:
+            theirs = yaml.safe_load((ckpt.parent.parent / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if not isinstance(theirs, dict):
+            continue
+        saved_data = _training_data(theirs.get("data"))
+        then = _flat({"model": theirs.get("model"), "data": saved_data}, "")
+        ours = _flat({"model": as_saved(theirs.get("model"), run.get("model")),
+                      "data": as_saved(saved_data, _training_data(run.get("data")))}, "")  # fmt: skip
+        if any(then.get(k) != v for k, v in ours.items() if k.endswith("class_path")):  # another kind of run
+            continue
+        diffs = [f"{k[1:]}: {then.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(then) | set(ours))
+                 if then.get(k) != ours.get(k)]  # fmt: skip
+        found.append((len(diffs), -ckpt.stat().st_mtime, ckpt.parent.parent, diffs))
+    if not found:
+        return None
+    _, _, folder, diffs = min(found, key=lambda f: f[:2])
+    return folder, diffs
+
+
 def _versioned_base(config) -> Path | None:
     """The folder of the run folders (``version_N``) of the first versioned logger (CSV/TensorBoard), if any."""
     for entry in logger_entries(config):

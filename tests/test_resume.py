@@ -241,6 +241,16 @@ def test_resume_last_starts_fresh_without_a_run_and_never_takes_another_models_r
         assert run.returncode == 0, run.stderr[-3000:]
         assert "resuming" not in run.stdout
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
+    # the CNN again with another learning rate: a new run, and the setting that made it one is said (trial 16:
+    # "no earlier run of this model and data" while version_0 was one)
+    run = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_epochs=1", "--ckpt_path=last",
+                   "--model.optimizer.init_args.lr=0.01", cwd=in_tmp)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (
+        "--ckpt_path last: starting a new run: lightning_logs/version_0, the nearest earlier run of this model, was "
+        "made with other settings (model.init_args.optimizer.init_args.lr: 0.003 -> 0.01). To go on from its "
+        "checkpoint instead, give --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt" in run.stderr
+    )
 
 
 def test_a_run_stopped_mid_epoch_resumes_only_in_batches_of_its_own_size(in_tmp):
