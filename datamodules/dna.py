@@ -225,9 +225,18 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             classes = self._state["statistics"]["classes"]
             top = splits["test"].label_stats()[3] if self.task == "classification" and splits else -1
             if top >= classes:
+                from datamodules.dna_formats import format_of
+
+                test = splits["test"]
+                first = next(
+                    int(c[k]) for c in test.chunks() for k in np.flatnonzero(test.labels_of(c) >= classes)
+                )
+                _, lines = self._origin["test"]
+                parquet = format_of(Path(hp.test_path)) == "parquet"  # rows there; lines in text and tables
+                at = "" if lines is None else f", row {lines[first]}" if parquet else f":{lines[first]}"
                 raise DataError(
-                    f"{hp.test_path}: class id {int(top)} is outside the checkpoint's {classes} classes "
-                    f"(0..{classes - 1}): a model answers in the classes it was trained on"
+                    f"{hp.test_path}{at}: class id {int(test.labels_of(first))} is outside the checkpoint's {classes} "
+                    f"classes (0..{classes - 1}): a model answers in the classes it was trained on"
                 )
         elif hp.train_path is None:
             sim = self.simulation

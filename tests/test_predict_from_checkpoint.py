@@ -170,9 +170,9 @@ def test_each_modality_tests_a_file_of_its_own_from_a_checkpoint_as_from_its_tra
         DataError, match=r"the checkpoint's classes \['apple', 'banana'\] differ from this data's"
     ):
         trained.load_state_dict({"labels": ["apple", "banana"]})
-    dna["test"].write_text("ACGT" * 8 + " 3\n")
+    dna["test"].write_text("ACGT" * 8 + " 1\n\n" + "ACGT" * 8 + " 3\n")  # named at its line (trial 16)
     with pytest.raises(
-        DataError, match=r"test.txt: class id 3 is outside the checkpoint's 3 classes \(0..2\)"
+        DataError, match=r"test.txt:3: class id 3 is outside the checkpoint's 3 classes \(0..2\)"
     ):
         DNADataModule(
             test_path=str(dna["test"]), task="classification", checkpoint=str(tmp_path / "DNADataModule.ckpt")
