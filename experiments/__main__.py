@@ -179,6 +179,19 @@ def main(argv: list[str] | None = None) -> int:
             said = "stopped"
         print(f"terminated (SIGTERM): {said}", file=sys.stderr)
         return 143  # the shell's status for SIGTERM, whatever was saved
+    except (
+        SystemExit
+    ) as err:  # Lightning's on Ctrl-C during a fit (status 1, after "Detected KeyboardInterrupt")
+        from experiments.checkpoints import interrupted_at
+
+        step = interrupted_at()
+        if err.code != 1 or step is None:
+            raise
+        again = f"; {resume[command]} from the run's last save" if command in resume else ""
+        print(
+            f"interrupted (Ctrl-C) at step {step}: the step under way was not saved{again}", file=sys.stderr
+        )
+        return 130
     except RuntimeError as err:
         if not _after_sigterm(err):
             raise

@@ -20,6 +20,13 @@ NAMED = ("last", "best", "hpc", "registry")  # resolved by Lightning (and `fit -
 
 # the SIGTERMs this process got during its DDP fit (stop_after_the_step_without_broadcast)
 _SIGTERMS: list[int] = []
+# the step at which a Ctrl-C stopped this process's run (Lightning says it, then exits with status 1)
+_INTERRUPTED: list[int] = []
+
+
+def interrupted_at() -> int | None:
+    """The step a Ctrl-C stopped the run at, for the command's message; None when none did."""
+    return _INTERRUPTED[-1] if _INTERRUPTED else None
 
 
 def stop_after_the_step_without_broadcast(trainer) -> None:
@@ -121,6 +128,7 @@ class LastCheckpoint(ModelCheckpoint):
         self._saved_step, self._since = trainer.global_step, time.monotonic()
 
     def on_train_start(self, trainer, pl_module) -> None:
+        _INTERRUPTED.clear()  # a Ctrl-C of an earlier fit in this process is not this one's
         self._since = time.monotonic()
         if trainer.world_size > 1:  # after Lightning set its handlers (Trainer._run), before the first step
             stop_after_the_step_without_broadcast(trainer)
@@ -161,6 +169,10 @@ class LastCheckpoint(ModelCheckpoint):
         stop a batch apart (a save's barrier would wait for a rank that trains on)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+        if isinstance(
+            exception, KeyboardInterrupt
+        ):  # anywhere in a step: its state is not whole, nothing saved
+            _INTERRUPTED.append(trainer.global_step)
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
             # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and

@@ -296,40 +296,29 @@ def plain_config(config) -> dict:
     return plain
 
 
-def _configs_first(args: list[str]) -> list[str]:
-    """``args`` with every ``--config`` moved before the run's other options (after the subcommand), in their
-    order: an option is the user's, whichever side of a config file it is typed on. jsonargparse applies them in
-    order, so ``--data.batch_size 4 --config gpt.yaml`` was checked before any datamodule was chosen ("no
-    datamodule chosen"), and an option a later config also sets was silently overridden. Said once when it
-    moves one."""
-    start = 1 if args and args[0] in ("fit", "validate", "test", "predict") else 0
-    configs, others, i = [], [], start
-    while i < len(args):
-        if args[i] in ("--config", "-c") and i + 1 < len(args):
-            configs += args[i : i + 2]
-            i += 2
-            continue
-        (configs if args[i].startswith("--config=") else others).append(args[i])
-        i += 1
+def _say_options_before_configs(args: list[str]) -> None:
+    """A note when options come before a ``--config``: jsonargparse reads them in order, so a config file after an
+    option may set it again, and an option of a class the file chooses is checked before it is chosen
+    (``--data.batch_size 4 --config gpt.yaml``: "no datamodule chosen"). Order is kept (a later file may append
+    to or override earlier options on purpose); the note says why the result may not be what was typed."""
     last = max((k for k, _ in _config_values(args)), default=-1)
-    before = [a.split("=")[0] for a in args[start:last] if a.startswith("-") and a not in ("--config", "-c")]
-    before = [
-        a for a in before if not a.startswith("--config=") and a not in ("--print_config", "--help", "-h")
-    ]
+    before = [a.split("=")[0] for a in args[:last] if a.startswith("--") and a != "--config"]
+    before = [a for a in before if not a.startswith("--config") and a not in ("--print_config", "--help")]
     if before:
         from lightning.pytorch.utilities import rank_zero_only
 
         if rank_zero_only.rank == 0:
-            print(f"note: {', '.join(dict.fromkeys(before))} given before --config: applied after every config "
-                  "file, as if given last", file=sys.stderr)  # fmt: skip
-    return [*args[:start], *configs, *others]
+            print(f"note: {', '.join(dict.fromkeys(before))} given before --config: options and config files are "
+                  "read in order, so a later config file may set it again, and an option of a class the file "
+                  "chooses is read before it is chosen; put --config first", file=sys.stderr)  # fmt: skip
 
 
 def expand_configs(args: list[str]) -> list[str]:
     """``args`` with the modality bases its config files build on inserted before the first ``--config`` (and a
     net option's command-line null read as YAML's, ``_net_nulls``): the bases are the lowest layer, whatever order
-    the files come in. Config files come before the other options (``_configs_first``)."""
-    args = _configs_first(_net_nulls(list(args)))
+    the files come in."""
+    args = _net_nulls(list(args))
+    _say_options_before_configs(args)
     found = _config_values(args)
     bases: list[Path] = []
     given = set()

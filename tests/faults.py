@@ -33,6 +33,12 @@ class TermAt(KillAt):
     SIGNAL = signal.SIGTERM
 
 
+class InterruptAt(KillAt):
+    """``KillAt`` with SIGINT, as Ctrl-C in a terminal sends."""
+
+    SIGNAL = signal.SIGINT
+
+
 class TermParentAt(KillAt):
     """At ``step``, SIGTERM the parent process (a comparison's local launcher, as ``kill`` or a scheduler signals
     it), then wait up to 60 s for the SIGTERM the launcher passes on to this worker."""

@@ -141,6 +141,20 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
                                                                       "init_args": {"step": 2}}]}})  # fmt: skip
     accumulating = tmp_path / "accumulating"
     accumulating.mkdir()
+    # Ctrl-C: one line and the shell's status for SIGINT (Lightning's "Detected KeyboardInterrupt" and status 1)
+    config_int = yaml.safe_dump({"trainer": {"callbacks": [*every_third, {"class_path": "faults.InterruptAt",
+                                                                          "init_args": {"step": 4}}]}})  # fmt: skip
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        result = run_main("fit", *RESUMABLE, "--config", config_int, once, cwd=interrupted)
+    finally:  # Lightning ignores SIGINT from a Ctrl-C on: this test process's own handler comes back
+        signal.signal(signal.SIGINT, previous)
+    assert result.returncode == 130 and last_line(result) == (
+        "interrupted (Ctrl-C) at step 4: the step under way was not saved; 'fit ... --ckpt_path last' resumes it "
+        "from the run's last save"
+    )
     result = run_main("fit", *RESUMABLE, "--config", config, once, "--trainer.accumulate_grad_batches=2",
                       cwd=accumulating)  # fmt: skip
     assert result.returncode == 143 and last_line(result) == (
@@ -576,7 +590,10 @@ def test_last_is_a_run_of_this_model_on_this_training_data(in_tmp, capsys):
     other = [a.replace("n_train=64", "n_train=80") for a in TINY_DATA]
     capsys.readouterr()
     ExperimentCLI(args=["fit", *common, *other, "--ckpt_path=last"])
-    assert "no earlier run of this model and data to resume; starting a new run" in capsys.readouterr().out
+    assert (
+        "--ckpt_path last: starting a new run: lightning_logs/version_0, the nearest earlier run of this model, was "
+        "made with other settings (data.init_args.simulation.n_train: 64 -> 80)" in capsys.readouterr().err
+    )
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0", "version_1"]
     (in_tmp / "new.txt").write_text("ACGTACGTACGTACGTAC 0.5\nGGGGCCCCAATTGGCCAA 1.5\n")
     ExperimentCLI(
