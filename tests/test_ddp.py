@@ -163,6 +163,14 @@ def test_torchrun_script_without_a_gpu_says_what_to_set(tmp_path):
     done = subprocess.run(["bash", str(script), "--config", CNN], env=env, capture_output=True, text=True)
     assert done.returncode == 2
     assert "no GPU found" in done.stderr and "NPROC_PER_NODE" in done.stderr, done.stderr
+    # from another working folder, its defaults are the project's files (trial 16: ./.venv/bin/python not found,
+    # a bare shell error); an interpreter that is not there is said
+    env = {**env, "NPROC_PER_NODE": "1", "PY": str(tmp_path / "none" / "python")}
+    done = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"torchrun.sh: no Python at {tmp_path / 'none' / 'python'}; set PY to the interpreter that has the project "
+        "installed"
+    )
 
 
 @pytest.mark.ddp

@@ -18,8 +18,16 @@ if [ -z "${NPROC_PER_NODE:-}" ]; then
     exit 2
   fi
 fi
+# The project's files are found from this script's place, so it runs from any working folder (a job's own).
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TRAINER="${TRAINER:-experiments/trainer/multinode.yaml}"
-PY="${PY:-.venv/bin/python}"
+if [ ! -e "$TRAINER" ] && [ -e "$ROOT/$TRAINER" ]; then TRAINER="$ROOT/$TRAINER"; fi
+PY="${PY:-$ROOT/.venv/bin/python}"
+if [ ! -x "$PY" ]; then
+  echo "torchrun.sh: no Python at $PY; set PY to the interpreter that has the project installed" >&2
+  exit 2
+fi
+export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
 exec "$PY" -m torch.distributed.run \
   --nnodes "$NNODES" --node-rank "$NODE_RANK" --nproc-per-node "$NPROC_PER_NODE" \
