@@ -179,9 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             said = "stopped"
         print(f"terminated (SIGTERM): {said}", file=sys.stderr)
         return 143  # the shell's status for SIGTERM, whatever was saved
-    except (
-        SystemExit
-    ) as err:  # Lightning's on Ctrl-C during a fit (status 1, after "Detected KeyboardInterrupt")
+    except SystemExit as err:
+        # Lightning's on Ctrl-C during a fit: status 1, after its "Detected KeyboardInterrupt"
         from experiments.checkpoints import interrupted_at
 
         step = interrupted_at()

@@ -169,9 +169,8 @@ class LastCheckpoint(ModelCheckpoint):
         stop a batch apart (a save's barrier would wait for a rank that trains on)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-        if isinstance(
-            exception, KeyboardInterrupt
-        ):  # anywhere in a step: its state is not whole, nothing saved
+        # Ctrl-C, anywhere in a step: its state is not whole, so nothing is saved; the command says the step
+        if isinstance(exception, KeyboardInterrupt):
             _INTERRUPTED.append(trainer.global_step)
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
