@@ -57,6 +57,11 @@ DATA_LINKS = {
 PRECISIONS = ("32-true", "32", "bf16-mixed", "16-mixed")
 
 
+def _shown(diffs: list[str]) -> str:
+    """The settings in which a run differs (``nearest_run``), the first three."""
+    return "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
+
+
 class SaveRunConfig(SaveConfigCallback):
     """LightningCLI's config saving, but a ``test``, ``validate`` or ``predict`` never writes over the
     ``config.yaml`` of the run it evaluates: without a logger (``--trainer.logger false``) its log folder is the
@@ -270,9 +275,8 @@ class ExperimentCLI(LightningCLI):
                 self._resumed_step = int(step) if step is not None else None
             elif near := nearest_run(config, run):  # a setting changed: which, and how to go on from that run
                 folder, diffs = near
-                shown = "; ".join(diffs[:3]) + (f"; and {len(diffs) - 3} more" if len(diffs) > 3 else "")
                 print(f"--ckpt_path last: starting a new run: {folder}, the nearest earlier run of this model, "
-                      f"was made with other settings ({shown}). To go on from its checkpoint instead, give "
+                      f"was made with other settings ({_shown(diffs)}). To go on from its checkpoint instead, give "
                       f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}", file=sys.stderr)  # fmt: skip
             else:
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
@@ -362,11 +366,20 @@ class ExperimentCLI(LightningCLI):
             dumped = yaml.safe_load(
                 self._parser(self.subcommand).dump(config, skip_unset=False, skip_validation=True)
             )
-            found = named_checkpoint(config, {"model": dumped.get("model"), "data": dumped.get("data")}, ckpt)
+            run = {"model": dumped.get("model"), "data": dumped.get("data")}
+            found = named_checkpoint(config, run, ckpt)
             if found is None:
+                near, hint = nearest_run(config, run), ""
+                if near:  # a setting that differs (a column name given for a new file, say): which one
+                    folder, diffs = near
+                    kept = sorted((folder / "checkpoints").glob("last*.ckpt" if ckpt == "last" else "best*.ckpt"),
+                                  key=lambda p: p.stat().st_mtime)  # fmt: skip
+                    if kept:
+                        hint = (f"; the nearest run, {folder}, was made with other settings ({_shown(diffs)}): "
+                                f"give --ckpt_path {kept[-1]} for it")  # fmt: skip
                 raise ConfigError(
                     f"--ckpt_path {ckpt}: no run of this model config and training data with a {ckpt} checkpoint under its logger's "
-                    "folder (or trainer.default_root_dir without a logger); give the checkpoint's path"
+                    "folder (or trainer.default_root_dir without a logger); give the checkpoint's path" + hint
                 )
             self._read_checkpoint(str(found))
             config.ckpt_path = str(found)

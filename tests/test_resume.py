@@ -600,6 +600,15 @@ def test_last_is_a_run_of_this_model_on_this_training_data(in_tmp, capsys):
         args=["test", *common, *TINY_DATA, f"--data.test_path={in_tmp / 'new.txt'}", "--ckpt_path=last"]
     )
     assert "test: last checkpoint lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
+    # a reading option given for a new file makes `last` another run's: the nearest is named, and how to read it
+    # (trial 16: `--data.sequence_column seq` for a CSV to predict said only "no run ...")
+    (in_tmp / "new.csv").write_text("seq,label\nACGTACGTACGTACGTAC,0.5\n")
+    with pytest.raises(ConfigError, match=r"give the checkpoint's path; the nearest run, lightning_logs/version_1, was "
+                                          r"made with other settings \(data.init_args.sequence_column: 'sequence' -> "
+                                          r"'seq'\): give --ckpt_path lightning_logs/version_1/checkpoints/last.ckpt "
+                                          r"for it$"):  # fmt: skip
+        ExperimentCLI(args=["predict", *common, *other, "--data.predict_path=new.csv", "--data.sequence_column=seq",
+                            "--ckpt_path=last"])  # fmt: skip
 
 
 def test_a_run_saved_before_an_option_existed_is_the_same_run_at_that_options_default(tmp_path):
