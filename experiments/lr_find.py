@@ -4,6 +4,7 @@ the run a config describes; prints the suggested ``--model.optimizer.lr`` and sa
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import warnings
 
@@ -63,8 +64,16 @@ def main(argv: list[str]) -> None:
         )
     from experiments.attention import figure_bytes
 
-    write_atomic(args.out, figure_bytes(finder.plot(suggest=True), fmt))
-    suggestion, ran = finder.suggestion(), len(finder.results.get("lr", []))
+    # Lightning logs its own "Failed to compute suggestion" at each call (the plot makes one): said once below
+    finder_log = logging.getLogger("lightning.pytorch.tuner.lr_finder")
+    level = finder_log.level
+    finder_log.setLevel(logging.CRITICAL)
+    try:
+        suggestion = finder.suggestion()
+    finally:
+        finder_log.setLevel(level)
+    write_atomic(args.out, figure_bytes(finder.plot(suggest=suggestion is not None), fmt))
+    ran = len(finder.results.get("lr", []))
     said = f"lr_find: {ran} of {args.num_training} steps ran"
     if 0 < ran < args.num_training:  # Lightning stops when the loss diverges: the rates past it are untried
         said += f"; the loss diverged at lr {finder.results['lr'][-1]:.3g}, so higher rates were not tried"
