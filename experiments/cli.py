@@ -22,12 +22,19 @@ from lightning.pytorch.callbacks import EarlyStopping, LearningRateMonitor
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
 from archbench.errors import ConfigError, UserError, first_line
 from datamodules.files import check_folder
 from experiments.checkpoints import NAMED
-from experiments.configs import GLOBAL_BASE, expand_configs, import_class, plain_config
+from experiments.configs import (
+    GLOBAL_BASE,
+    expand_configs,
+    import_class,
+    options_before_configs,
+    plain_config,
+)
 from experiments.resume import (
     AtomicCheckpointIO,
     ResumeState,
@@ -95,6 +102,11 @@ class ExperimentCLI(LightningCLI):
         else:
             args = expand_configs(list(args))
         self._given = list(sys.argv[1:] if args is None else args)  # the command line's own model options
+        self._before_configs = options_before_configs(self._given)
+        if self._before_configs and rank_zero_only.rank == 0:
+            print(f"note: {', '.join(self._before_configs)} given before --config: options and config files are "
+                  "read in order, so a later config file may set it again, and an option of a class the file "
+                  "chooses is read before it is chosen; put --config first", file=sys.stderr)  # fmt: skip
         kwargs.setdefault("save_config_callback", SaveRunConfig)
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         self._subcommands = run
@@ -202,6 +214,12 @@ class ExperimentCLI(LightningCLI):
                 "class_path 'lightning.LightningDataModule'" in message
                 or "arguments are required: data" in message
             ):
+                data_first = [o for o in self._before_configs if o.startswith("--data.")]
+                if data_first:  # the config that chooses the data came after: its choice was not made yet
+                    raise ConfigError(
+                        f"data: no datamodule chosen yet when {data_first[0]} was read: options and config files "
+                        "are read in order; put --config first"
+                    ) from None
                 raise ConfigError(
                     "data: no datamodule chosen (data.class_path); load a modality's config, e.g. --config "
                     "experiments/dna/lstm.yaml, or give --data CLASS"

@@ -296,21 +296,15 @@ def plain_config(config) -> dict:
     return plain
 
 
-def _say_options_before_configs(args: list[str]) -> None:
-    """A note when options come before a ``--config``: jsonargparse reads them in order, so a config file after an
-    option may set it again, and an option of a class the file chooses is checked before it is chosen
-    (``--data.batch_size 4 --config gpt.yaml``: "no datamodule chosen"). Order is kept (a later file may append
-    to or override earlier options on purpose); the note says why the result may not be what was typed."""
+def options_before_configs(args: list[str]) -> list[str]:
+    """The options given before the last ``--config``: jsonargparse reads options and files in order, so a config
+    file after an option may set it again, and an option of a class the file chooses is read before it is chosen
+    (``--data.batch_size 4 --config gpt.yaml``: "no datamodule chosen"). The order is kept (a later file may
+    append to or override earlier options on purpose); the command says it (``ExperimentCLI``)."""
     last = max((k for k, _ in _config_values(args)), default=-1)
     before = [a.split("=")[0] for a in args[:last] if a.startswith("--") and a != "--config"]
     before = [a for a in before if not a.startswith("--config") and a not in ("--print_config", "--help")]
-    if before:
-        from lightning.pytorch.utilities import rank_zero_only
-
-        if rank_zero_only.rank == 0:
-            print(f"note: {', '.join(dict.fromkeys(before))} given before --config: options and config files are "
-                  "read in order, so a later config file may set it again, and an option of a class the file "
-                  "chooses is read before it is chosen; put --config first", file=sys.stderr)  # fmt: skip
+    return list(dict.fromkeys(before))
 
 
 def expand_configs(args: list[str]) -> list[str]:
@@ -318,7 +312,6 @@ def expand_configs(args: list[str]) -> list[str]:
     net option's command-line null read as YAML's, ``_net_nulls``): the bases are the lowest layer, whatever order
     the files come in."""
     args = _net_nulls(list(args))
-    _say_options_before_configs(args)
     found = _config_values(args)
     bases: list[Path] = []
     given = set()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_DATA
+from conftest import ROOT, TINY_DATA, run_main
 from image_data import fake_fashion_mnist
 from lm_data import lm_args
 from seq2seq_data import pair_args
@@ -152,13 +152,20 @@ def test_an_option_typed_before_a_config_is_said_with_the_order_they_are_read_in
     checked before a datamodule was chosen and said only "no datamodule chosen" (trial 15). The order is kept (a
     later file may append to earlier options on purpose), and a note says it."""
     lm = ROOT / "experiments" / "lm" / "gpt.yaml"
-    with pytest.raises(ConfigError, match=r"^data: no datamodule chosen"):
+    with pytest.raises(ConfigError, match=r"^data: no datamodule chosen yet when --data.val_fraction was read: "
+                                          r"options and config files are read in order; put --config first$"):  # fmt: skip
         ExperimentCLI(args=["--data.val_fraction=0.3", "--model.net.init_args.n_layer", "1", "--config", str(lm),
                             *lm_args(in_tmp / "corpus")], run=False)  # fmt: skip
     assert capsys.readouterr().err.splitlines()[0] == (
         "note: --data.val_fraction, --model.net.init_args.n_layer given before --config: options and config files "
         "are read in order, so a later config file may set it again, and an option of a class the file chooses is "
         "read before it is chosen; put --config first"
+    )
+    said = run_main("fit", "--data.batch_size=8", "--config", lm, "--print_config", cwd=in_tmp)  # the command
+    assert said.returncode == 2 and said.stderr.count("note: --data.batch_size given before --config") == 1
+    assert said.stderr.strip().splitlines()[-1] == (
+        "error: data: no datamodule chosen yet when --data.batch_size was read: options and config files are read "
+        "in order; put --config first"
     )
     cli = ExperimentCLI(
         args=["--config", str(lm), *lm_args(in_tmp / "corpus"), "--data.val_fraction=0.3"], run=False
