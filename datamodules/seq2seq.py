@@ -465,9 +465,14 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         BPE, a pretrained tokenizer, or one a run saved (a checkpoint's, which ``align`` gives)."""
         kind = self.hparams[f"{side}_tokenizer"]
         if self._state is not None:  # the checkpoint's (data.checkpoint): no training file read
-            return state_vocabulary(
-                self._state[f"{side}_symbols"], kind, f"data.checkpoint {self.hparams.checkpoint}"
-            )
+            where = f"data.checkpoint {self.hparams.checkpoint}"
+            saved_kind = self._state.get(f"{side}_kind")  # None: a checkpoint saved before kinds were kept
+            if saved_kind in SYMBOL_TOKENIZERS and kind in SYMBOL_TOKENIZERS and saved_kind != kind:
+                raise DataError(
+                    f"data.{side}_tokenizer: {kind!r}, and the model of {where} read its {side}s as {saved_kind!r} "
+                    f"(the same symbols, split otherwise): give --data.{side}_tokenizer {saved_kind}"
+                )
+            return state_vocabulary(self._state[f"{side}_symbols"], saved_kind or kind, where)
         saved = saved_vocabulary(kind, f"data.{side}_tokenizer")
         if saved is not None:
             return saved
@@ -604,9 +609,16 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         return {"x": batch["x"], "lengths": batch["lengths"], "symbols": symbols}
 
     def state_dict(self) -> dict:
-        """The vocabularies, kept in every checkpoint: a model is only read with the ids it was trained on."""
+        """The vocabularies and how each side is split (char, symbols or subword), kept in every checkpoint: a
+        model is only read with the ids it was trained on."""
         self._build_vocabularies()
-        return {"source_symbols": self.source_vocab.state(), "target_symbols": self.target_vocab.state()}
+        kinds = {f"{side}_kind": vocab.kind if isinstance(vocab, Vocabulary) else "subword"
+                 for side, vocab in (("source", self.source_vocab), ("target", self.target_vocab))}  # fmt: skip
+        return {
+            "source_symbols": self.source_vocab.state(),
+            "target_symbols": self.target_vocab.state(),
+            **kinds,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self._build_vocabularies()

@@ -186,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
         step = interrupted_at()
         if err.code != 1 or step is None:
             raise
+        if step < 0:  # an evaluation, or a validation within a fit: no training step was under way
+            print(f"interrupted (Ctrl-C) during {command}", file=sys.stderr)
+            return 130
         again = f"; {resume[command]} from the run's last save" if command in resume else ""
         print(
             f"interrupted (Ctrl-C) at step {step}: the step under way was not saved{again}", file=sys.stderr

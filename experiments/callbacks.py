@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import psutil
@@ -168,8 +166,10 @@ class PredictionWriter(BasePredictionWriter):
             if not (dist.is_available() and dist.is_initialized()):  # no process group: a file per process
                 path = path.with_name(f"{path.stem}.rank{trainer.global_rank}{path.suffix}")
             else:  # each process predicted its share of the rows: rank 0 writes them all, in input order
-                shares: list = [None] * trainer.world_size
-                dist.all_gather_object(shares, table)
+                if predictions and not index:  # rows without their dataset index could not be merged
+                    raise RuntimeError("predict under several processes: the batches' indices were not kept")
+                shares: list | None = [None] * trainer.world_size if trainer.is_global_zero else None
+                dist.gather_object(table, shares, dst=0)
                 if not trainer.is_global_zero:
                     return
                 shares = [t for t in shares if t is not None]
@@ -228,11 +228,15 @@ def _prediction_keys(trainer, taken: list[str]) -> dict[str, list]:
 
 
 def _tsv(rows: list[list]) -> str:
-    """Rows as TSV (None as an empty field), quoted only where a value needs it, so that nothing is lost."""
-    out = io.StringIO()
-    writer = csv.writer(out, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
-    writer.writerows([["" if v is None else v for v in row] for row in rows])
-    return out.getvalue()
+    """Rows as TSV (None as an empty field): a value holding a tab, a line break (``\\n`` or ``\\r``) or a double
+    quote is quoted as ``csv`` quotes it (quotes doubled), so that ``csv`` and pandas read it back whole; Python's
+    ``csv.writer`` with ``\\n`` line ends leaves a lone ``\\r`` unquoted, which splits the row."""
+
+    def cell(value) -> str:
+        text = "" if value is None else str(value)
+        return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in '\t\n\r"') else text
+
+    return "".join("\t".join(map(cell, row)) + "\n" for row in rows)
 
 
 def constant_factor(epoch: int) -> float:

@@ -25,7 +25,8 @@ _INTERRUPTED: list[int] = []
 
 
 def interrupted_at() -> int | None:
-    """The step a Ctrl-C stopped the run at, for the command's message; None when none did."""
+    """The step a Ctrl-C stopped the run at, for the command's message (-1: outside training, an evaluation);
+    None when none did."""
     return _INTERRUPTED[-1] if _INTERRUPTED else None
 
 
@@ -171,7 +172,7 @@ class LastCheckpoint(ModelCheckpoint):
 
         # Ctrl-C, anywhere in a step: its state is not whole, so nothing is saved; the command says the step
         if isinstance(exception, KeyboardInterrupt):
-            _INTERRUPTED.append(trainer.global_step)
+            _INTERRUPTED.append(trainer.global_step if trainer.training else -1)  # -1: not while training
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
             # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and

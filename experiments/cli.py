@@ -292,10 +292,10 @@ class ExperimentCLI(LightningCLI):
                 step = checkpoint_info(config.ckpt_path)["global_step"]  # None: a sharded (FSDP) folder
                 self._resumed_step = int(step) if step is not None else None
             elif near := nearest_run(config, run):  # a setting changed: which, and how to go on from that run
-                folder, diffs = near
-                print(f"--ckpt_path last: starting a new run: {folder}, the nearest earlier run of this model, "
-                      f"was made with other settings ({_shown(diffs)}). To go on from its checkpoint instead, give "
-                      f"--ckpt_path {folder / 'checkpoints' / 'last.ckpt'}", file=sys.stderr)  # fmt: skip
+                last, diffs = near
+                print(f"--ckpt_path last: starting a new run: {last.parent.parent}, the nearest earlier run of this "
+                      f"model, was made with other settings ({_shown(diffs)}). To go on from its checkpoint "
+                      f"instead, give --ckpt_path {last}", file=sys.stderr)  # fmt: skip
             else:
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
         elif self.subcommand in ("validate", "test", "predict"):
@@ -389,7 +389,7 @@ class ExperimentCLI(LightningCLI):
             if found is None:
                 near, hint = nearest_run(config, run), ""
                 if near:  # a setting that differs (a column name given for a new file, say): which one
-                    folder, diffs = near
+                    folder, diffs = near[0].parent.parent, near[1]
                     kept = sorted((folder / "checkpoints").glob("last*.ckpt" if ckpt == "last" else "best*.ckpt"),
                                   key=lambda p: p.stat().st_mtime)  # fmt: skip
                     if kept:
@@ -510,10 +510,16 @@ class ExperimentCLI(LightningCLI):
         then = (state["batch_size"], state.get("processes", 1))
         now = (per_device_batch_size(data.hparams, self.trainer), self.trainer.world_size)
         if then != now:
+            option = (
+                "--data.global_batch_size" if data.hparams.get("global_batch_size") else "--data.batch_size"
+            )
+            size = (
+                "the global batch size it trained with" if option.endswith("global_batch_size") else then[0]
+            )
             raise ConfigError(
                 f"ckpt_path: {ckpt} stopped in epoch {state.get('epoch')} after {state['batches']} batches of "
                 f"{then[0]} on {then[1]} process(es), and this run reads batches of {now[0]} on {now[1]}: its "
-                f"position would mean other examples. Resume with --data.batch_size {then[0]} on {then[1]} "
+                f"position would mean other examples. Resume with {option} {size} on {then[1]} "
                 "process(es), or start a new run from its weights (--model.init_from CKPT)"
             )
 

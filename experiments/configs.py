@@ -302,6 +302,8 @@ def options_before_configs(args: list[str]) -> list[str]:
     (``--data.batch_size 4 --config gpt.yaml``: "no datamodule chosen"). The order is kept (a later file may
     append to or override earlier options on purpose); the command says it (``ExperimentCLI``)."""
     last = max((k for k, _ in _config_values(args)), default=-1)
+    if last < 0:  # no config file: nothing comes before one
+        return []
     before = [a.split("=")[0] for a in args[:last] if a.startswith("--") and a != "--config"]
     before = [a for a in before if not a.startswith("--config") and a not in ("--print_config", "--help")]
     return list(dict.fromkeys(before))

@@ -194,10 +194,10 @@ def _flat(section, prefix: str) -> dict:
 
 
 def nearest_run(config, run: dict) -> tuple[Path, list[str]] | None:
-    """For a ``--ckpt_path last`` that found no run of this model and data: the run with a ``last.ckpt`` of the same
-    task, net and data classes whose settings differ in the fewest keys (the newest of those), and the keys that
-    differ (``model.init_args.optimizer.init_args.lr: 0.003 -> 0.01``), so the user hears which setting made it
-    another run. None when there is no such run."""
+    """For a ``--ckpt_path last`` that found no run of this model and data: the ``last.ckpt`` of the run of the same
+    task, net and data classes whose settings differ in the fewest keys (the newest of those; its run folder is
+    the checkpoint's grandparent), and the keys that differ (``model.init_args.optimizer.init_args.lr: 0.003 ->
+    0.01``), so the user hears which setting made it another run. None when there is no such run."""
     base = _versioned_base(config)
     if base is None:
         return None
@@ -217,11 +217,11 @@ def nearest_run(config, run: dict) -> tuple[Path, list[str]] | None:
             continue
         diffs = [f"{k[1:]}: {then.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(then) | set(ours))
                  if then.get(k) != ours.get(k)]  # fmt: skip
-        found.append((len(diffs), -ckpt.stat().st_mtime, ckpt.parent.parent, diffs))
+        found.append((len(diffs), -ckpt.stat().st_mtime, ckpt, diffs))
     if not found:
         return None
-    _, _, folder, diffs = min(found, key=lambda f: f[:2])
-    return folder, diffs
+    _, _, ckpt, diffs = min(found, key=lambda f: f[:2])
+    return ckpt, diffs
 
 
 def _versioned_base(config) -> Path | None:

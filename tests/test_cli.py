@@ -311,6 +311,25 @@ def test_seed_parity_table_shows_the_course_counts(in_tmp):
     assert "198,913" in table and "268,545" in table and "112,193" in table
 
 
+def test_predictions_tsv_quotes_what_would_split_a_row_and_reads_back_whole():
+    """Tabs, line breaks (a lone carriage return too, which ``csv.writer`` with ``\\n`` line ends leaves bare) and
+    double quotes in passed-through values: quoted, and read back as written by ``csv`` and pandas."""
+    import io
+
+    import pandas as pd
+
+    from experiments.callbacks import _tsv
+
+    rows = [["index", "id", "text"], [0, "a\rb", 'he said "hi"'], [1, "r\t3", None], [2, "plain", "x\ny"]]
+    written = _tsv(rows)
+    assert written.splitlines()[0] == "index\tid\ttext" and "\tplain\t" in written  # plain values as they are
+    assert list(csv.reader(io.StringIO(written, newline=""), delimiter="\t")) == [
+        [str(v) if v is not None else "" for v in row] for row in rows
+    ]
+    frame = pd.read_csv(io.StringIO(written), sep="\t", keep_default_na=False)
+    assert frame["id"].tolist() == ["a\rb", "r\t3", "plain"] and frame["text"].tolist()[0] == 'he said "hi"'
+
+
 def test_predict_writes_one_row_per_sequence_tied_to_its_record(in_tmp):
     """Each row says its record's line (a skipped bad record would shift the row index) and, for a table,
     the record's other columns (an id, the label), so predictions join back to the input."""

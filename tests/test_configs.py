@@ -167,6 +167,11 @@ def test_an_option_typed_before_a_config_is_said_with_the_order_they_are_read_in
         "error: data: no datamodule chosen yet when --data.batch_size was read: options and config files are read "
         "in order; put --config first"
     )
+    from experiments.configs import options_before_configs
+
+    assert (
+        options_before_configs(["fit", "--data.batch_size", "8", "--trainer.max_epochs", "1"]) == []
+    )  # no file
     cli = ExperimentCLI(
         args=["--config", str(lm), *lm_args(in_tmp / "corpus"), "--data.val_fraction=0.3"], run=False
     )

@@ -710,6 +710,12 @@ def test_predict_from_a_checkpoint_writes_targets_for_a_file_of_sources_alone(in
     ):
         ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=joined.tsv"])
 
+    # the same symbols split otherwise (characters for phonemes) would give other outputs unsaid: refused
+    with pytest.raises(DataError, match=r"^data.target_tokenizer: 'char', and the model of data.checkpoint .* read "
+                                        r"its targets as 'symbols' .*: give --data.target_tokenizer symbols$"):  # fmt: skip
+        ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=joined.tsv",
+                            "--data.target_tokenizer=char"])  # fmt: skip
+
     (in_tmp / "words.tsv").write_text("wort\nbad\n")
     result = run_main("predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=words.tsv", cwd=in_tmp)
     assert last_line(result) == "error: words.tsv: no column 'word' (data.source_column); it has wort"

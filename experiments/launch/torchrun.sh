@@ -23,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 TRAINER="${TRAINER:-experiments/trainer/multinode.yaml}"
 if [ ! -e "$TRAINER" ] && [ -e "$ROOT/$TRAINER" ]; then TRAINER="$ROOT/$TRAINER"; fi
 PY="${PY:-$ROOT/.venv/bin/python}"
-if [ ! -x "$PY" ]; then
+if ! command -v "$PY" >/dev/null 2>&1; then  # a path, or a command on PATH (python3 of a cluster's module)
   echo "torchrun.sh: no Python at $PY; set PY to the interpreter that has the project installed" >&2
   exit 2
 fi
