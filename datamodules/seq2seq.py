@@ -489,9 +489,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             return SubwordVocabulary(pretrained_lm_tokenizer(kind).backend)
         except DataError as err:
             said = str(err).replace("data.tokenizer", f"data.{side}_tokenizer", 1)
-            if (
-                "/" not in kind and not Path(kind).exists()
-            ):  # a bare word: a built-in one misspelt, most likely
+            # a bare word: a built-in one misspelt, most likely
+            if "/" not in kind and not Path(kind).exists():
                 close = difflib.get_close_matches(kind, [*SYMBOL_TOKENIZERS, "bpe"], n=1, cutoff=0.5)
                 said = (f"data.{side}_tokenizer: {kind!r} is not char, symbols or bpe"
                         + (f" (did you mean {close[0]!r}?)" if close else "")

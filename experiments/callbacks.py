@@ -155,9 +155,8 @@ class PredictionWriter(BasePredictionWriter):
         self.output = output
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
-        path = Path(
-            self.output or Path(trainer.log_dir or ".") / "predictions.tsv"
-        )  # every rank asks (a broadcast)
+        # every rank asks for the log folder (a broadcast), whichever writes
+        path = Path(self.output or Path(trainer.log_dir or ".") / "predictions.tsv")
         index = [i for batch in batch_indices[0] for i in batch] if batch_indices else []
         table = _table(trainer, predictions, index) if predictions else None
         if trainer.world_size > 1:

@@ -510,17 +510,13 @@ class ExperimentCLI(LightningCLI):
         then = (state["batch_size"], state.get("processes", 1))
         now = (per_device_batch_size(data.hparams, self.trainer), self.trainer.world_size)
         if then != now:
-            option = (
-                "--data.global_batch_size" if data.hparams.get("global_batch_size") else "--data.batch_size"
-            )
-            size = (
-                "the global batch size it trained with" if option.endswith("global_batch_size") else then[0]
-            )
+            same = ("--data.global_batch_size the global batch size it trained with"
+                    if data.hparams.get("global_batch_size") else f"--data.batch_size {then[0]}")  # fmt: skip
             raise ConfigError(
                 f"ckpt_path: {ckpt} stopped in epoch {state.get('epoch')} after {state['batches']} batches of "
                 f"{then[0]} on {then[1]} process(es), and this run reads batches of {now[0]} on {now[1]}: its "
-                f"position would mean other examples. Resume with {option} {size} on {then[1]} "
-                "process(es), or start a new run from its weights (--model.init_from CKPT)"
+                f"position would mean other examples. Resume with {same} on {then[1]} process(es), or start a "
+                "new run from its weights (--model.init_from CKPT)"
             )
 
     def _refuse_past_max_epochs(self, checkpoint: dict, ckpt: str) -> None:

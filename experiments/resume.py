@@ -133,19 +133,45 @@ def _training_data(data) -> dict | None:
     return {"class_path": data.get("class_path"), "init_args": init}
 
 
-def _same_model(saved: Path, run: dict) -> bool:
-    """Whether the run whose ``config.yaml`` is ``saved`` has this ``run``'s ``model`` section and trained on its
-    ``data`` (as the CLI dumps them; the data's evaluation-only options aside)."""
+def _saved_config(saved: Path) -> dict | None:
+    """A run's ``config.yaml`` as data; None when it is missing or not a mapping of YAML."""
     try:
         theirs = yaml.safe_load(saved.read_text())
     except (OSError, yaml.YAMLError):
-        return False
-    if not isinstance(theirs, dict) or theirs.get("model") != as_saved(theirs.get("model"), run.get("model")):
-        return False
-    if "data" not in run:
-        return True
-    saved_data = _training_data(theirs.get("data"))
-    return saved_data == as_saved(saved_data, _training_data(run["data"]))
+        return None
+    return theirs if isinstance(theirs, dict) else None
+
+
+def _flat(section, prefix: str) -> dict:
+    """A dumped section as ``{dotted key: value}`` (lists and values as leaves)."""
+    if not isinstance(section, dict):
+        return {prefix: section}
+    out = {}
+    for key, value in section.items():
+        out.update(_flat(value, f"{prefix}.{key}"))
+    return out
+
+
+def _differences(theirs: dict, run: dict) -> list[tuple[str, object, object]]:
+    """``(dotted key, saved value, this value)`` of each setting in which a saved run (``theirs``, its
+    ``config.yaml``) differs from this ``run``'s ``model`` section and, where ``run`` has one, its training ``data``
+    (as the CLI dumps them; the data's evaluation-only options aside, and options added since the run was saved
+    at their default: ``as_saved``)."""
+    then, ours = {"model": theirs.get("model")}, {"model": as_saved(theirs.get("model"), run.get("model"))}
+    if "data" in run:
+        then["data"] = _training_data(theirs.get("data"))
+        ours["data"] = as_saved(then["data"], _training_data(run["data"]))
+    then, ours = _flat(then, ""), _flat(ours, "")
+    return [
+        (k[1:], then.get(k), ours.get(k)) for k in sorted(set(then) | set(ours)) if then.get(k) != ours.get(k)
+    ]
+
+
+def _same_model(saved: Path, run: dict) -> bool:
+    """Whether the run whose ``config.yaml`` is ``saved`` has this ``run``'s ``model`` section and trained on its
+    ``data`` (no ``_differences``)."""
+    theirs = _saved_config(saved)
+    return theirs is not None and not _differences(theirs, run)
 
 
 def as_saved(saved, current):
@@ -183,16 +209,6 @@ def find_last_run(config, run: dict) -> tuple[Path, Path] | None:
     return None
 
 
-def _flat(section, prefix: str) -> dict:
-    """A dumped section as ``{dotted key: value}`` (lists and values as leaves)."""
-    if not isinstance(section, dict):
-        return {prefix: section}
-    out = {}
-    for key, value in section.items():
-        out.update(_flat(value, f"{prefix}.{key}"))
-    return out
-
-
 def nearest_run(config, run: dict) -> tuple[Path, list[str]] | None:
     """For a ``--ckpt_path last`` that found no run of this model and data: the ``last.ckpt`` of the run of the same
     task, net and data classes whose settings differ in the fewest keys (the newest of those; its run folder is
@@ -203,20 +219,13 @@ def nearest_run(config, run: dict) -> tuple[Path, list[str]] | None:
         return None
     found = []
     for ckpt in base.glob("*/checkpoints/last*.ckpt"):
-        try:
-            theirs = yaml.safe_load((ckpt.parent.parent / "config.yaml").read_text())
-        except (OSError, yaml.YAMLError):
+        theirs = _saved_config(ckpt.parent.parent / "config.yaml")
+        if theirs is None:
             continue
-        if not isinstance(theirs, dict):
+        differences = _differences(theirs, run)
+        if any(key.endswith("class_path") for key, _, _ in differences):  # another task, net or data
             continue
-        saved_data = _training_data(theirs.get("data"))
-        then = _flat({"model": theirs.get("model"), "data": saved_data}, "")
-        ours = _flat({"model": as_saved(theirs.get("model"), run.get("model")),
-                      "data": as_saved(saved_data, _training_data(run.get("data")))}, "")  # fmt: skip
-        if any(then.get(k) != v for k, v in ours.items() if k.endswith("class_path")):  # another kind of run
-            continue
-        diffs = [f"{k[1:]}: {then.get(k)!r} -> {ours.get(k)!r}" for k in sorted(set(then) | set(ours))
-                 if then.get(k) != ours.get(k)]  # fmt: skip
+        diffs = [f"{key}: {then!r} -> {now!r}" for key, then, now in differences]
         found.append((len(diffs), -ckpt.stat().st_mtime, ckpt, diffs))
     if not found:
         return None

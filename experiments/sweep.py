@@ -136,9 +136,8 @@ class Sweep:
             )
         for k, file in enumerate(self.config_files()):  # named in the sweep file, where a user looks
             check_yaml(file, option=f"{self.where('configs')}[{k}]")
-        if (
-            self.out and Path(self.out).exists() and not Path(self.out).is_dir()
-        ):  # before a trial writes there
+        # an out that is a file: said before a trial writes there
+        if self.out and Path(self.out).exists() and not Path(self.out).is_dir():
             raise ConfigError(
                 f"{self.where('out')}: {self.out} is a file, not a folder for the sweep's files"
             )
