@@ -103,17 +103,22 @@ class EpochSampler(DistributedSampler):
 class EvaluationSampler(DistributedSampler):
     """Rank ``r`` of ``W`` reads positions ``r, r + W, r + 2W, ...`` in order: every example exactly once
     across processes, no padding duplicates in the metrics (Lightning's ``UnrepeatedDistributedSampler`` does
-    the same from a list of every index)."""
+    the same from a list of every index). ``pad`` (predict, whose rows are merged by index): a rank that would
+    hold none reads one row again, since Lightning skips a process without batches, and the processes that
+    gather its rows would wait for it."""
 
-    def __init__(self, n: int, rank: int = 0, world: int = 1):
+    def __init__(self, n: int, rank: int = 0, world: int = 1, pad: bool = False):
         super().__init__(range(n), num_replicas=world, rank=rank, shuffle=False)
         self.n = n
+        self.positions = range(self.rank, self.n, self.num_replicas)
+        if pad and n and not self.positions:
+            self.positions = range(rank % n, rank % n + 1)
 
     def __len__(self) -> int:
-        return len(range(self.rank, self.n, self.num_replicas))
+        return len(self.positions)
 
     def __iter__(self) -> Iterator[int]:
-        return iter(range(self.rank, self.n, self.num_replicas))
+        return iter(self.positions)
 
 
 class ResumableDataLoader(DataLoader):
@@ -171,7 +176,16 @@ def make_loader(
     }
     n = len(dataset)
     if not train:
-        return DataLoader(dataset, sampler=EvaluationSampler(n, rank, world), drop_last=drop_last, **common)
+        predicting = trainer is not None and trainer.predicting
+        if 0 < n < world and not predicting:  # Lightning stops on a process without batches, in its words
+            split = "test" if trainer.testing else "validation"
+            raise DataError(
+                f"data: the {split} split has {n} example(s), fewer than the {world} processes that share it "
+                f"(trainer.devices x trainer.num_nodes), each of which scores at least one: use {n} "
+                f"(--trainer.devices={n}) or a larger {split} split"
+            )
+        sampler = EvaluationSampler(n, rank, world, pad=predicting)
+        return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **common)
     bucket = lengths if hparams.get("bucket_by_length") else None
     sampler = EpochSampler(
         n, batch_size, _seed(trainer), rank, world, bucket, drop_last=drop_last, samples=samples

@@ -134,11 +134,48 @@ def test_each_rank_trains_on_a_disjoint_shard_of_the_single_process_order(modali
         assert rows[0] == expected[0] and len(rows) == len(expected)
         for ours, theirs in zip(rows[1:], expected[1:], strict=True):
             assert ours[:-1] == theirs[:-1] and float(ours[-1]) == pytest.approx(float(theirs[-1]), abs=1e-5)
+        # one row for two processes: Lightning skips a process without batches, and rank 0 waited for its share
+        # forever (or stopped on "zero length"); the second reads the row again and the file has it once
+        (in_tmp / "one.txt").write_text("ACGT" * 15 + "\n")
+        one_row = run_module("predict", *args, *ddp, f"--ckpt_path={ckpt}", "--trainer.logger=false",
+                             "--data.predict_path=one.txt", "--trainer.default_root_dir=one", cwd=in_tmp, env=cache,
+                             timeout=240)  # fmt: skip
+        assert one_row.returncode == 0, one_row.stderr[-3000:]
+        (written,) = (in_tmp / "one").rglob("predictions*.tsv")
+        header, row = [r.split("\t")[:2] for r in written.read_text().splitlines()]
+        assert header == ["index", "line"] and row == ["0", "1"]
     if modality == "text":  # the order the ranks shard is bucketed: each batch holds texts of similar length
         flat = np.random.default_rng(0).permutation([n for b in lengths for n in b])
         sizes = np.cumsum([len(b) for b in lengths])[:-1]
         random_spread = np.mean([np.ptp(b) for b in np.split(flat, sizes)])
         assert np.mean([np.ptp(b) for b in lengths]) < 0.5 * random_spread
+
+
+def test_an_evaluation_split_smaller_than_the_processes_is_said_and_predict_reads_a_row_again():
+    """Evaluation shards: every example once across processes. A split with fewer examples than processes would
+    leave a process without batches, which Lightning stops on with its own traceback: said as the split's size
+    and the device count to use. ``predict`` merges rows by index, so there the idle process reads a row again
+    (the rows a process reads, as ``make_loader`` builds them for rank r of 3)."""
+    from types import SimpleNamespace
+
+    from archbench.errors import DataError
+    from datamodules.sampling import make_loader
+
+    hparams = {"batch_size": 4, "num_workers": 0}
+    hparams = SimpleNamespace(**hparams, get=hparams.get)
+
+    def rows(n: int, rank: int, predicting: bool = False, testing: bool = False) -> list[int]:
+        trainer = SimpleNamespace(global_rank=rank, world_size=3, predicting=predicting, testing=testing)
+        return list(make_loader(range(n), hparams, trainer, train=False).sampler)
+
+    assert [rows(7, r) for r in range(3)] == [[0, 3, 6], [1, 4], [2, 5]]
+    assert [rows(2, r, predicting=True) for r in range(3)] == [[0], [1], [0]]
+    assert [rows(5, r, predicting=True) for r in range(3)] == [[0, 3], [1, 4], [2]]  # none read twice
+    with pytest.raises(DataError, match=r"the test split has 2 example\(s\), fewer than the 3 processes .*"
+                       r"--trainer.devices=2\) or a larger test split"):  # fmt: skip
+        rows(2, 0, testing=True)
+    with pytest.raises(DataError, match="the validation split has 1 example"):
+        rows(1, 2)
 
 
 # --- validation and nodes ---------------------------------------------------------------------------------------
