@@ -69,7 +69,9 @@ def read_pairs(
         raise DataError(f"data.{field}: {path}: unknown pair format {suffix!r} (.tsv, .csv or .jsonl)")
     try:
         if suffix in (".jsonl", ".json"):
-            frame, lines = read_json_lines(file, (source_column, target_column))
+            # a file to predict needs its sources alone: a record without a target is passed through empty
+            needed = (source_column,) if sources_only else (source_column, target_column)
+            frame, lines = read_json_lines(file, needed)
         else:
             frame, lines = read_table(file, "," if suffix == ".csv" else "\t")
     except UnicodeDecodeError:
@@ -567,7 +569,9 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         else:  # predict writes one row per test pair, in the file's order, so that its rows map back to the file's
             splits["predict"] = PairSplit(sources, targets, group=False)
             longest["predict"] = longest["test"]
-        given = pairs["target"].tolist() if pairs["target"].notna().any() else None
+        # as written; a record without one (NaN in the frame) is an empty field, not "nan"
+        given = [None if isinstance(t, float) and np.isnan(t) else t for t in pairs["target"]]
+        given = given if pairs["target"].notna().any() else None
         self._predict_keys = [("line", lines)] + ([("target", given)] if given is not None else [])
         self.splits.update(splits)
         self.longest.update(longest)

@@ -2,6 +2,7 @@
 by hand, causality, greedy decoding, the error-rate metric by hand, the pair data and its bad inputs, CMUdict's
 parsing and split, and training through the CLI."""
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -703,6 +704,13 @@ def test_predict_from_a_checkpoint_writes_targets_for_a_file_of_sources_alone(in
         ["0", "2", "<unk>bad", ""],
         ["1", "3", "mat", "M A1 T"],
     ]
+    # JSON Lines where some records have a target: the others' is empty (it stopped on the key, and "nan")
+    records = [{"word": "mat", "phonemes": "M A1 T"}, {"word": "bad"}, {"word": "ba", "phonemes": None}]
+    (in_tmp / "words.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    cli = ExperimentCLI(args=["predict", *args, f"--ckpt_path={ckpt}", "--data.predict_path=words.jsonl"])
+    written = (Path(cli.trainer.log_dir) / "predictions.tsv").read_text().splitlines()
+    assert [row.split("\t")[1:4] for row in written[1:]] == [["1", "mat", "M A1 T"], ["2", "bad", ""],
+                                                              ["3", "ba", ""]]  # fmt: skip
 
     (in_tmp / "joined.tsv").write_text("word\nbad\nword\nmuumi\n")  # two word lists joined with their headers
     with pytest.warns(
