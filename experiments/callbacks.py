@@ -78,6 +78,9 @@ class FlopsBudget(Callback):
             )
         trainer.fit_loop.epoch_loop.max_steps = self.steps
         trainer.fit_loop.max_epochs = -1
+        if trainer.is_global_zero:
+            print(f"{self.where}budget_flops {self.flops:.3g}: {self.steps} steps of {self.flops_per_step:.3g} "
+                  "training FLOPs (an optimizer step's, counted on a training batch)")  # fmt: skip
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         tally = getattr(pl_module, "flops_tally", None)

@@ -14,6 +14,7 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
 import shutil
 import sys
@@ -162,6 +163,15 @@ class Comparison:
         if not self.models:
             raise ConfigError(f"{self.path}: 'models' must map row names to config files")
         for name, file in self.models.items():
+            # a row's name is its runs' folder (runs/NAME-seedK; "ViT-S/14" a folder in a folder): "../x" would
+            # write outside the output folder, "x/../GRU" in another row's
+            parts = re.split(r"[/\\]", name)
+            if not name.strip() or not name.isprintable() or any(not p or p.startswith(".") for p in parts):
+                raise ConfigError(
+                    f"{key_line(self.path, 'models', name)}: models: the row name {name!r} names its runs' folders "
+                    "(runs/NAME-seed0), which stay in the output folder: no part between slashes may be empty or "
+                    "start with '.'"
+                )
             if not self.model_file(name).is_file():
                 raise ConfigError(
                     f"{key_line(self.path, 'models', name)}: models.{name}: file {file!r} not found (looked at "
@@ -169,7 +179,9 @@ class Comparison:
                 )
         self._check_bases()
         if self.seeds < 1:
-            raise ConfigError(f"{self.path}: seeds: {self.seeds!r} is not a positive integer")
+            raise ConfigError(
+                f"{key_line(self.path, 'seeds')}: seeds: {self.seeds!r} is not a positive integer"
+            )
         if self.budget_flops is not None and not self.budget_flops > 0:
             raise ConfigError(f"{self.path}: budget_flops: {self.budget_flops:g} is not a positive number")
         if self.launcher not in LAUNCHERS:
@@ -186,7 +198,9 @@ class Comparison:
         if tuning is not None:  # the search space is checked now, not after the first row's trials
             row_sweep(self, next(iter(self.models)), tuning)
         if self.throughput_window < 2:
-            raise ConfigError(f"{self.path}: throughput_window: {self.throughput_window} is below 2")
+            raise ConfigError(
+                f"{key_line(self.path, 'throughput_window')}: throughput_window: {self.throughput_window} is below 2"
+            )
         for entry in self.shared():
             if isinstance(entry, Path) and not entry.is_file():
                 raise ConfigError(f"{self.path}: config: file {entry.name!r} not found (looked at {entry})")
@@ -733,6 +747,20 @@ def main(argv: list[str]) -> None:
             f"{bound.split('=')[0]}: {given} {comparison.budget_flops:g} sets each row's steps from its cost, in "
             "place of the configs' step and epoch bounds; give one of them"
         )
+    if (
+        comparison.budget_flops
+    ):  # a bound of the comparison's own settings gives way: said, not dropped unsaid
+        for entry in comparison.shared():
+            settings = yaml.safe_load(entry.read_text()) if isinstance(entry, Path) else entry
+            trainer = (settings or {}).get("trainer") or {}
+            for key in [k for k in ("max_steps", "max_epochs") if isinstance(trainer, dict) and k in trainer]:
+                where = (
+                    key_line(entry, "trainer", key)
+                    if isinstance(entry, Path)
+                    else key_line(comparison.path, "config")
+                )
+                print(f"warning: {where}: trainer.{key}: {trainer[key]} gives way to budget_flops "
+                      f"{comparison.budget_flops:g}: each row's steps come from its cost")  # fmt: skip
     if args.models is not None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         if not wanted:  # "" or "," would run nothing (or, before, silently every row)

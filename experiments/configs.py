@@ -18,6 +18,8 @@ import logging
 import math
 import re
 import sys
+import types
+import typing
 from pathlib import Path
 
 import yaml
@@ -206,11 +208,13 @@ def parse_file(parser, path: Path, settings: type) -> dict:
         parsed = parser.parse_path(str(path))
     except ArgumentError as err:
         said = one_line(err)
-        unknown = re.fullmatch(r"Option '(\w+)' is not accepted", said)
+        # a misspelt key; with a mapping under it (modles: {GRU: ...}) jsonargparse names the key below it
+        unknown = re.fullmatch(r"Option '(\w+)(?:\.[\w.]+)?' is not accepted", said)
         if unknown:
+            key = unknown.group(1)
             keys = sorted({k.split(".")[0] for k in parser.get_defaults().keys()} - {"__path__"})  # noqa: SIM118 (a Namespace)
             raise ConfigError(
-                f"{key_line(path, unknown.group(1))}: {said} ({key_hint(unknown.group(1), keys)})"
+                f"{key_line(path, key)}: Option '{key}' is not accepted ({key_hint(key, keys)})"
             ) from None
         required = re.fullmatch(r"the following arguments are required: ([\w.]+)", said)
         if required:  # written with nothing under it (``space:``), or left out
@@ -222,7 +226,25 @@ def parse_file(parser, path: Path, settings: type) -> dict:
         raise ConfigError(
             f"{key_line(path, *keyed.group(1).split('.')) if keyed else path}: {said}"
         ) from None
-    return {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
+    values = {k: v for k, v in parsed.as_dict().items() if k != "__path__"}
+    hints = typing.get_type_hints(settings)
+    for name, value in values.items():  # ``seeds: null``: jsonargparse takes it for any type
+        hint = hints.get(name)
+        if value is None and hint is not None and type(None) not in typing.get_args(hint):
+            raise ConfigError(
+                f"{key_line(path, name)}: {name}: null (empty) where it takes {_type_said(hint)}"
+            )
+    return values
+
+
+def _type_said(hint) -> str:
+    """A field's type as a message says it: ``an integer``, ``a mapping``, ``a string or a list``."""
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false", dict: "a mapping",
+             list: "a list"}  # fmt: skip
+    kinds = [typing.get_origin(h) or h for h in (typing.get_args(hint) or (hint,))]
+    if typing.get_origin(hint) is not typing.Union and not isinstance(hint, types.UnionType):
+        kinds = [typing.get_origin(hint) or hint]
+    return " or ".join(dict.fromkeys(names.get(k, getattr(k, "__name__", str(k))) for k in kinds))
 
 
 def check_yaml(path: Path, expected: str = "trainer:, model:, data:", option: str = "--config"):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_DATA, run_main
+from conftest import CNN, ROOT, TINY_DATA, run_main
 from image_data import fake_fashion_mnist
 from lm_data import lm_args
 from seq2seq_data import pair_args
@@ -202,6 +202,12 @@ def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tm
     with pytest.raises(ConfigError) as err:
         Comparison.load(path)
     assert str(err.value) == f"{path}:2: Option 'seed' is not accepted (did you mean 'seeds'?)"
+    path.write_text(
+        "name: d\nmodles:\n  CNN: cnn.yaml\n"
+    )  # a mapping under it: jsonargparse names 'modles.CNN'
+    with pytest.raises(ConfigError) as err:
+        Comparison.load(path)
+    assert str(err.value) == f"{path}:2: Option 'modles' is not accepted (did you mean 'models'?)"
 
 
 @pytest.mark.parametrize(
@@ -211,6 +217,20 @@ def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tm
         ("name: d\nmodels:\n", ":2: models: empty; the file needs it"),
         ("name: d\n", ": models: missing; the file needs it"),
         ("name: d\nmodels:\n  CNN: nope.yaml\n", ":3: models.CNN: file 'nope.yaml' not found (looked at "),
+        # null where a value is needed: jsonargparse takes it, and the comparison stopped on a bare TypeError
+        (f"models: {{CNN: {CNN}}}\nseeds: null\n", ":2: seeds: null (empty) where it takes an integer"),
+        (f"models: {{CNN: {CNN}}}\nmetric:\n", ":2: metric: null (empty) where it takes a string"),
+        (f"models: {{CNN: {CNN}}}\nseeds: 0\n", ":2: seeds: 0 is not a positive integer"),
+        # a row's name is its runs' folder: a path in it wrote outside the output folder (trial 19)
+        (f"models:\n  CNN: {CNN}\n  ../../x: {CNN}\n", ":3: models: the row name '../../x' names its runs' "),
+        (
+            f"models:\n  CNN: {CNN}\n  a/../CNN: {CNN}\n",
+            ":3: models: the row name 'a/../CNN' names its runs'",
+        ),
+        (
+            f"models:\n  CNN: {CNN}\n  /tmp/x: {CNN}\n",
+            ":3: models: the row name '/tmp/x' names its runs' folders",
+        ),
     ],
 )
 def test_a_comparison_files_wrong_or_empty_value_names_its_line(tmp_path, text, said):

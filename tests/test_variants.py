@@ -4,6 +4,7 @@ Experts, the Universal Transformer with ACT, and FLOPs counted by FlopCounterMod
 import json
 import math
 import os
+import re
 import socket
 
 import numpy as np
@@ -503,7 +504,7 @@ def test_variant_rows_are_matched_in_active_parameters_within_5_percent(comparis
 
 
 @pytest.mark.slow  # 75 s on 2 cores (make test-all)
-def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp):
+def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp, capsys):
     from conftest import ROOT
 
     from experiments.compare import main as compare
@@ -511,11 +512,19 @@ def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp):
     algo = ROOT / "experiments" / "algorithmic"
     (in_tmp / "cmp.yaml").write_text(
         f"name: tiny\nseeds: 1\nout: out\nvalidate: true\nbudget_flops: 2.0e10\nmetric: test/acc\n"
-        f"models:\n  UT: {algo / 'ut_act.yaml'}\n  LSTM: {algo / 'lstm.yaml'}\n"
+        f"models:\n  UT: {algo / 'ut_act.yaml'}\n  LSTM: {algo / 'lstm.yaml'}\nconfig:\n  - trainer:\n"
+        "      max_steps: 3\n"
     )
     compare(["--config", "cmp.yaml", "--data.n_train=256", "--data.n_val=32", "--data.n_test=32",
              "--data.batch_size=16", "--trainer.val_check_interval=8", "--trainer.enable_progress_bar=false",
              "--trainer.logger=false", "--early_stopping.patience=1000"])  # fmt: skip
+    # the shared settings' bound gives way to the budget, said (trial 19: it was dropped unsaid), and each row's
+    # steps are said as it starts
+    said = capsys.readouterr().out
+    assert "warning: cmp.yaml:10: trainer.max_steps: 3 gives way to budget_flops 2e+10" in said
+    assert re.search(
+        r"models.LSTM \(.*lstm.yaml\): budget_flops 2e\+10: \d+ steps of [\d.e+]+ training FLOPs", said
+    )
     report = json.loads((in_tmp / "out" / "results.json").read_text())
     for run in report["runs"]:
         assert run["budget_steps"] == run["steps"] and run["flops_train"] > 0  # each row its own steps
