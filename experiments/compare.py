@@ -463,10 +463,11 @@ def _path_and_mark(line: str) -> tuple[str, str]:
 
 
 def _finished_elsewhere(
-    comparison: Comparison, others: dict[str, str], out: Path, overrides: list[str]
+    comparison: Comparison, others: dict[str, str], out: Path, overrides: list[str], left_out: list[dict]
 ) -> list:
     """The finished runs (a ``result.json``) of rows ``--models`` left out, kept as a re-run keeps them (their
-    settings checked); a row whose settings differ stays out of the table, and that is said."""
+    settings checked); a row whose settings differ stays out of the table, and that is said (and added to
+    ``left_out``, for the table's note)."""
     chosen, kept = comparison.models, []
     comparison.models = {**chosen, **others}
     try:
@@ -476,7 +477,9 @@ def _finished_elsewhere(
                     try:
                         kept.append(run_one(comparison, model, seed, out, overrides))
                     except (UserError, ArgumentError) as err:  # never the chosen rows' results lost for it
-                        print(f"{model}, seed {seed}: left out of the table: {one_line(str(err))}")
+                        why = one_line(str(err))
+                        print(f"{model}, seed {seed}: left out of the table: {why}")
+                        left_out.append({"model": model, "seed": seed, "why": f"left out: {why}"})
     finally:
         comparison.models = chosen
     return kept
@@ -849,14 +852,21 @@ def main(argv: list[str]) -> None:
         runs, failures = _launch(comparison, jobs, child_argv, out, overrides)
     if rank_zero_only.rank != 0:
         return  # only rank 0 writes results
+    # the runs the table lacks, named under it (the console's lines scroll away)
+    missing = [
+        {"model": f.model, "seed": f.seed, "why": f"failed: {f.reason}; log: {f.log}"} for f in failures
+    ]
     if (
         args.models
     ):  # the table keeps the file's other rows that finished here earlier: --models runs, not drops
-        runs = sorted(runs + _finished_elsewhere(comparison, others, out, overrides),
+        runs = sorted(runs + _finished_elsewhere(comparison, others, out, overrides, missing),
                       key=lambda r: order.index(r["model"]))  # fmt: skip
     if not runs:
         raise RunsFailedError("compare: no run finished: " + "; ".join(map(str, failures)))
     report = summarize(runs, comparison.metric)
+    report["seeds_planned"] = comparison.seeds
+    if missing:
+        report["missing"] = missing
     if comparison.launcher == "sequential" and any(r.get("peak_memory_of") == "process" for r in runs):
         report["peak_memory_shared"] = True  # one process for every row: said under the table
     if tuned is not None:

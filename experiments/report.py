@@ -122,8 +122,17 @@ def markdown_table(report: dict) -> str:
         cells += [_rate(row.get("throughput"))]
         cells += [_rate(row.get("tokens_per_sec"))] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
-    seeds = summary[0]["seeds"] if summary else 0
-    spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
+    counts = {row["model"]: row["seeds"] for row in summary}
+    planned = report.get("seeds_planned") or max(counts.values(), default=0)
+    seeds = planned if set(counts.values()) == {planned} else None
+    if seeds is None:  # a run failed or was left out: each row's count, not one that is wrong for some
+        spread = (
+            "Mean ± std over the seeds each row has (one: no spread measured): "
+            + ", ".join(f"{m} {c} of {planned}" for m, c in counts.items())
+            + ";"
+        )
+    else:
+        spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
     final = [r for r in report.get("runs", []) if r.get("tested") == "final"]
     if not final:
         notes = [f"{spread} per model; test metrics of the best-validation checkpoint."]
@@ -163,6 +172,24 @@ def markdown_table(report: dict) -> str:
                 else ""
             )  # fmt: skip
         )
+    missing = report.get("missing") or []
+    if missing:
+        notes.append("Not in the table: " + "; ".join(f"{m['model']} seed {m['seed']} ({m['why']})" for m in missing)
+                     + ".")  # fmt: skip
+    runs = report.get("runs", [])
+    partly = {
+        row["model"]: (
+            sum(r.get("throughput") is not None for r in runs if r["model"] == row["model"]),
+            row["seeds"],
+        )
+        for row in summary
+        if row.get("throughput") is not None
+    }
+    partly = {m: (k, n) for m, (k, n) in partly.items() if k < n}
+    if partly:  # a mean over fewer runs than the row's other columns: said
+        notes.append("Throughput over fewer runs than the row's seeds (a run that trained fewer batches than the "
+                     "window, as a resumed one can, has none): "
+                     + ", ".join(f"{m} {k} of {n}" for m, (k, n) in partly.items()) + ".")  # fmt: skip
     if any(row.get("throughput") is None for row in summary):
         notes.append(
             "Throughput –: the run trained fewer batches than compare's `throughput_window` (100 unless set), "

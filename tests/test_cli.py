@@ -474,6 +474,21 @@ def test_one_seed_reports_no_spread():
     report["runs"][0]["git_dirty"] = True
     assert "By commit: aaaaaaa with uncommitted changes: CNN seed 0." in markdown_table(report)
 
+    # a run that failed under a launcher (trial 19: "One seed (no spread measured)" under a row of two seeds, and
+    # nothing in the files said which run was missing), and a run kept without throughput
+    two = [{**runs[0], "model": "CNN"}, {**runs[0], "model": "CNN", "seed": 1, "throughput": None},
+           {**runs[0], "model": "GRU"}]  # fmt: skip
+    report = {**summarize(two, "test/pearson"), "seeds_planned": 2,
+              "missing": [{"model": "GRU", "seed": 1, "why": "failed: exit status -9 (killed); log: l.log"}]}  # fmt: skip
+    table = markdown_table(report)
+    assert "One seed" not in table and "Mean ± std over the seeds each row has" in table
+    assert "CNN 2 of 2, GRU 1 of 2;" in table
+    assert "Not in the table: GRU seed 1 (failed: exit status -9 (killed); log: l.log)." in table
+    assert "Throughput over fewer runs than the row's seeds (" in table and ": CNN 1 of 2." in table
+    assert "Mean ± std over 2 seeds" in markdown_table(
+        {**summarize(two[:2], "test/pearson"), "seeds_planned": 2}
+    )
+
 
 def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_never_the_api_key(
     in_tmp, monkeypatch

@@ -54,10 +54,15 @@ def test_local_launcher_reports_a_killed_run_which_a_rerun_alone_resumes_and_mat
         compare(["--config", config, *one, "--launcher", "local", "--devices", "0,1", *RUN])
     first = _results(in_tmp, "parallel")
     assert set(first) == {("CNN", 0)}  # the other was kept and tabled
-    assert "process kept" not in (in_tmp / "parallel" / "results.md").read_text()  # a process per run
+    table = (in_tmp / "parallel" / "results.md").read_text()
+    assert "process kept" not in table  # a process per run
     killed = ("Killed", 0)
     log = in_tmp / "parallel" / "runs" / f"Killed-seed{killed[1]}" / "launcher.log"
     assert log.is_file()
+    # the files say which run the table lacks and why (trial 19: the console alone said it)
+    assert f"Not in the table: Killed seed 0 (failed: exit status -9 (killed); log: {log})." in table
+    (missing,) = json.loads((in_tmp / "parallel" / "results.json").read_text())["missing"]
+    assert (missing["model"], missing["seed"]) == killed and str(log) in missing["why"]
     stamps = {
         k: (in_tmp / "parallel" / "runs" / f"{k[0]}-seed{k[1]}" / "result.json").stat().st_mtime
         for k in first
