@@ -109,8 +109,27 @@ class ImageSplit:
 
     def image(self, i: int) -> Image.Image:
         if self.images is not None:
-            return Image.fromarray(self.images[i])
-        return _open_image(self.files[i])
+            return eight_bit(Image.fromarray(self.images[i]))
+        return eight_bit(_open_image(self.files[i]))
+
+
+def eight_bit(image: Image.Image) -> Image.Image:
+    """An image of 16- or 32-bit integer pixels, or of floats, as 8-bit grey (what the transforms and
+    ``convert`` read): integers over 257 (65535 -> 255), floats in [0, 1] times 255; any other mode as it is.
+    Pillow's ``convert`` clips instead: a 16-bit image came out all but white, a float one black."""
+    if image.mode.startswith(
+        "I"
+    ):  # I;16, I;16B, I (32-bit, of a 16-bit file: _verify_image checks the range)
+        values = np.asarray(image, dtype=np.float64) / 257
+    elif image.mode == "F":
+        values = np.asarray(image, dtype=np.float64) * 255
+    else:
+        return image
+    return Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
+
+
+# the pixel values eight_bit reads in a 32-bit integer or a float image; others are refused at the header check
+WIDE_RANGES = {"I": (0, 65535), "F": (0.0, 1.0)}
 
 
 def shared_images(train: ImageSplit, held: dict[str, ImageSplit]) -> dict[str, np.ndarray]:
@@ -248,7 +267,7 @@ def _verify_image(path: Path) -> tuple[int, int, int]:
         with Image.open(path) as image:
             image.verify()
             colour = _is_colour(image)
-            size, kind = (image.height, image.width), image.format
+            size, kind, mode = (image.height, image.width), image.format, image.mode
         # cut short, or data after it: decode to know (MPO: a phone's multi-picture JPEG)
         if kind in ("JPEG", "MPO") and not _ends_with(path, b"\xff\xd9"):
             with Image.open(path) as image:
@@ -256,6 +275,16 @@ def _verify_image(path: Path) -> tuple[int, int, int]:
         if colour is None:  # a palette layout not read here: decode this one file and look at its pixels
             rgb = np.asarray(_open_image(path).convert("RGB"))
             colour = bool((rgb != rgb[..., :1]).any())
+        if mode in WIDE_RANGES:  # 32-bit integers or floats (scientific images): a range eight_bit can read
+            values = np.asarray(_open_image(path), dtype=np.float64)
+            low, high = WIDE_RANGES[mode]
+            if not (np.isfinite(values).all() and values.min() >= low and values.max() <= high):
+                kind = "32-bit integer" if mode == "I" else "floating-point"
+                raise DataError(
+                    f"{path}: {kind} pixels from {np.nanmin(values):g} to {np.nanmax(values):g}; read as "
+                    f"{low:g} (black) to {high:g} (white), so values outside would be clipped: save it rescaled to "
+                    f"that range, or as an 8- or 16-bit image"
+                )
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
     return int(colour), *size
@@ -427,7 +456,7 @@ def _one_array(pictures: list, where: str) -> np.ndarray:
     if len(modes) == 1:
         return np.stack([np.asarray(im) for im in pictures])
     mode = "L" if all(Image.getmodebase(m) == "L" for m in modes) else "RGB"
-    return np.stack([np.asarray(im.convert(mode)) for im in pictures])
+    return np.stack([np.asarray(eight_bit(im).convert(mode)) for im in pictures])
 
 
 def pixel_statistics(split: ImageSplit, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

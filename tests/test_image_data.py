@@ -315,6 +315,32 @@ def test_a_first_grey_image_does_not_make_a_colour_folder_grey(tmp_path):
         assert dm.in_channels == expected, expected
 
 
+def test_16_bit_and_float_images_read_as_their_8_bit_equivalent(tmp_path):
+    """The same grey ramp saved as 8-bit, 16-bit (PNG and 32-bit integer TIFF) and float TIFF reads as one image:
+    Pillow's ``convert`` clipped the 16-bit one to all but white and the float one to black (trial 18). Floats
+    outside 0-1 are refused at the header check, naming the file."""
+    ramp = np.linspace(0, 1, 144).reshape(12, 12)
+    images = {
+        "a/8.png": Image.fromarray(np.rint(ramp * 255).astype(np.uint8)),
+        "a/16.png": Image.fromarray(np.rint(ramp * 65535).astype(np.uint16)),
+        "b/32.tif": Image.fromarray(np.rint(ramp * 65535).astype(np.int32)),
+        "b/float.tif": Image.fromarray(ramp.astype(np.float32)),
+    }
+    root = _folder(tmp_path / "train", images)
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0,
+                         batch_size=4)  # fmt: skip
+    dm.setup()
+    x, _ = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 1, 12, 12)
+    for other in x[1:]:
+        torch.testing.assert_close(other, x[0], atol=1.01 / 255 / min(dm.data_config["std"]), rtol=0)
+    Image.fromarray((ramp * 3).astype(np.float32)).save(root / "b" / "bright.tif")
+    with pytest.raises(
+        DataError, match=r"bright.tif: floating-point pixels from 0 to 3; read as 0 \(black\) to 1"
+    ):
+        ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0).setup()
+
+
 def test_the_most_common_image_size_is_the_input_size(tmp_path):
     """An odd first image (8x8 among 12x12) neither sets the size nor is dropped: it is resized, with a warning."""
     images = {"cat/0.png": _rgb(8), **{f"{c}/{i}.png": _rgb(seed=i) for c in ("cat", "dog") for i in (1, 2)}}
