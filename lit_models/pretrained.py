@@ -34,7 +34,7 @@ class PretrainedEncoder(nn.Module):
             num_outputs: Classes; linked from the data.
             seq_len: Longest sequence in tokens; linked from the data, checked against the encoder's positions.
             vocab_size: The data tokenizer's vocabulary size; linked from the data and checked against the
-                encoder's, which catches a tokenizer that is not the encoder's own.
+                encoder's (``check_data`` then compares the vocabularies token for token).
             pooling: ``mean`` over real tokens (as sentence-transformers pools MiniLM) or the first (``cls``) token.
             dropout: Dropout before the head.
             freeze_encoder: Train the head only.
@@ -77,11 +77,36 @@ class PretrainedEncoder(nn.Module):
         limit = getattr(config, "max_position_embeddings", None)
         if seq_len and limit and seq_len > limit:
             raise PretrainedError(f"data.max_length {seq_len} exceeds the encoder's {limit} positions")
+        self.path = path
         self.pooling = pooling
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(config.hidden_size, num_outputs)
         if freeze_encoder:
             self.encoder.requires_grad_(False)
+
+    def check_data(self, data) -> None:
+        """The data's tokenizer must be the encoder's own, token for token: another vocabulary's ids (a BPE
+        trained on the data, of any size) index embeddings learned for other tokens, and the run trained without
+        a word (trial 18: the size check alone let a smaller one through). An encoder whose folder has no
+        tokenizer is checked by size alone, as before."""
+        tokenizer = getattr(data, "tokenizer", None)
+        if not hasattr(tokenizer, "get_vocab"):
+            return
+        from transformers import AutoTokenizer
+
+        try:
+            own = AutoTokenizer.from_pretrained(self.path).get_vocab()
+        except (OSError, ValueError):  # weights without a tokenizer beside them
+            return
+        theirs = tokenizer.get_vocab(with_added_tokens=True)
+        if theirs != own:
+            other = sum(own.get(token) != i for token, i in theirs.items())
+            given = getattr(getattr(data, "hparams", None), "tokenizer", "the data's")
+            raise PretrainedError(
+                f"data.tokenizer: {given!r} is not the encoder's own tokenizer ({self.path!r}): {other:,} of its "
+                f"{len(theirs):,} tokens have another id there or none, so the encoder would read other tokens; "
+                f"give data.tokenizer: {self.path}"
+            )
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, L) token ids, lengths: (B,), None when all are L -> (B, num_outputs)."""

@@ -171,7 +171,11 @@ class Task(L.LightningModule):
 
     def check_data(self, data: L.LightningDataModule | None, stage: str) -> None:
         """What this model cannot read in the data of ``stage`` (a sequence longer than its positions), raised
-        before the first step. The command line calls it before the loggers start, so nothing is written."""
+        before the first step. The command line calls it before the loggers start, so nothing is written. Here:
+        the net's own ``check_data`` where it has one (a pretrained encoder's tokenizer)."""
+        check = getattr(self.net, "check_data", None)
+        if callable(check) and data is not None:
+            check(data)
 
     def compile_net(self) -> None:
         """``compile: true``: the net through ``nn.Module.compile`` (parameter names and checkpoints unchanged).

@@ -2,6 +2,7 @@
 every text config trains a step, the pretrained encoder, the attention command, the text comparison."""
 
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -139,6 +140,15 @@ def test_the_pretrained_encoder_path_with_a_tiny_bert(tmp_path):
                   "--data.tokenizer_vocab_size=400"],
             run=False,
         )  # fmt: skip
+    # one of another vocabulary that is no larger (a WordPiece of the data of 80 tokens, the encoder's 120)
+    # trained without a word (trial 18): refused token for token, in one line, before anything is written
+    smaller = [*text_args(tmp_path, TEXT / "minilm.yaml", tokenizer="wordpiece"), f"--model.net.init_args.path={folder}",
+               "--data.tokenizer_vocab_size=80", "--trainer.default_root_dir=refused"]  # fmt: skip
+    result = run_main("fit", *smaller, cwd=tmp_path)
+    assert result.returncode == 2 and not (tmp_path / "refused").exists(), result.stderr[-2000:]
+    assert re.search(r"error: data.tokenizer: 'wordpiece' is not the encoder's own tokenizer \(.*bert'\): [\d,]+ of its "
+                     r"\d+ tokens have another id there or none, .*give data.tokenizer: .*bert$",
+                     result.stderr.splitlines()[-1])  # fmt: skip
 
 
 def test_missing_pretrained_folder_is_one_clear_line(tmp_path):
