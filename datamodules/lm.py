@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.files import NpyStream, build_folder_once, not_found, not_utf8, write_atomic
+from datamodules.files import NpyStream, build_folder_once, fingerprint, not_found, not_utf8, write_atomic
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.text_sources import FORMATS, load_file, load_hub
@@ -411,12 +411,9 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             if path:
                 p = Path(path)
                 files = sorted(p.iterdir()) if p.is_dir() else [p]
+                # each file by its contents (fingerprint): one edited and given its old time back is read again
                 sources.append(
-                    [
-                        split,
-                        str(p.resolve()),
-                        [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()],
-                    ]
+                    [split, str(p.resolve()), [[f.name, fingerprint(f)] for f in files if f.is_file()]]
                 )
         tokenizer = hp.tokenizer
         if Path(tokenizer).exists():

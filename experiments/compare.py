@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.errors import ConfigError, DataError, RunsFailedError, UserError
-from datamodules.files import write_atomic
+from datamodules.files import fingerprint, write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import (
@@ -39,7 +39,6 @@ from experiments.configs import (
     CommandParser,
     bases_of,
     did_you_mean,
-    fingerprint,
     finite_float,
     from_command_line,
     key_hint,

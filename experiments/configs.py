@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import dataclasses
 import difflib
-import hashlib
 import importlib
 import inspect
 import json
@@ -58,35 +57,6 @@ def bases_of(path: Path) -> list[Path]:
         if (folder / "base.yaml").is_file() and folder / "base.yaml" != path:
             bases.append(folder / "base.yaml")
     return bases
-
-
-HASHED_BYTES = (
-    64 * 2**20
-)  # a bigger file is known by its size and time: hashing it would cost each run seconds
-
-
-def fingerprint(path: Path, exclude: Path | None = None) -> str:
-    """What a settings check compares of a file or folder a run reads, so one changed in place (same path, other
-    contents) is told apart: the SHA-256 of a file's bytes, or over ``HASHED_BYTES`` its size and modification
-    time; for a folder (images in class folders, a tokenizer's files) a SHA-256 over every file's relative path,
-    size and modification time, without reading the files: hidden files and folders (``.cache``, ``.git``) and
-    anything under ``exclude`` (a comparison's output inside the folder) left out."""
-    if path.is_dir():
-        listing = hashlib.sha256()
-        count = 0
-        skip = exclude.resolve() if exclude is not None else None
-        for file in sorted(p for p in path.rglob("*") if p.is_file()):
-            hidden = any(part.startswith(".") for part in file.relative_to(path).parts)
-            if hidden or (skip is not None and file.resolve().is_relative_to(skip)):
-                continue
-            stat = file.stat()
-            listing.update(f"{file.relative_to(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
-            count += 1
-        return f"files:{count},listing-sha256:{listing.hexdigest()}"  # one word: settings lines end in it
-    stat = path.stat()
-    if stat.st_size > HASHED_BYTES:
-        return f"size:{stat.st_size},mtime_ns:{stat.st_mtime_ns}"
-    return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
 def _key_nodes(node: yaml.Node | None, keys: list[str]) -> list[tuple[yaml.Node, yaml.Node]]:

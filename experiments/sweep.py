@@ -44,11 +44,10 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
-from datamodules.files import write_atomic
+from datamodules.files import fingerprint, write_atomic
 from experiments.configs import (
     CommandParser,
     check_yaml,
-    fingerprint,
     key_line,
     lightning_quiet,
     parse_file,

@@ -290,8 +290,8 @@ def test_a_data_folder_is_fingerprinted_by_its_files_and_a_cache_is_not(tmp_path
     only one side has (run folders of versions that did not fingerprint folders) is no change."""
     from jsonargparse import Namespace
 
+    from datamodules.files import fingerprint
     from experiments.compare import DATA_FILE, _changed_files, _data_files
-    from experiments.configs import fingerprint
 
     images, cache, out = tmp_path / "images", tmp_path / "cache", tmp_path / "images" / "out"
     (images / "cat").mkdir(parents=True)
@@ -318,7 +318,7 @@ def test_a_data_folder_is_fingerprinted_by_its_files_and_a_cache_is_not(tmp_path
         str(images)
     ]
     assert _changed_files(new, "model: y\n" + new.split("\n", 1)[1]) is None
-    monkeypatch.setattr("experiments.configs.HASHED_BYTES", 1)  # a big file: its size and time, one word too
+    monkeypatch.setattr("datamodules.files.HASHED_BYTES", 1)  # a big file: its size and time, one word too
     big = fingerprint(images / "cat" / "1.png")
     assert big.startswith("size:3,")
     assert _changed_files(f"{DATA_FILE}/a {big}", f"{DATA_FILE}/a {big}x") == ["/a"]

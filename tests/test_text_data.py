@@ -3,6 +3,8 @@ named by file, row, column and value."""
 
 import csv
 import json
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +112,17 @@ def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, cs
     for split in ("train", "val", "test"):
         np.testing.assert_array_equal(second.splits[split].values, first.splits[split].values)
     monkeypatch.undo()
+    # a file edited in place and given its old time back (cp -p, rsync -a, tar x) is read again (trial 18: the
+    # cache keyed on its size and time trained on the old labels)
+    train = Path(csv_files["train_path"])
+    stat, text, before = train.stat(), train.read_text(), first.cache_path
+    edited = text.replace("rotten", "rottex", 1)
+    assert len(edited) == len(text) and edited != text
+    train.write_text(edited)
+    os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    changed = data(tmp_path, **csv_files)
+    assert changed.cache_path != before
+    train.write_text(text)
     # another max_length is another cache entry
     shorter = data(tmp_path, **csv_files, max_length=6)
     shorter.setup()
