@@ -453,16 +453,37 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             raise DataError(
                 f"data.patch_size: {hp.patch_size} does not divide the image size {self.img_size}"
             )
+        if stage in (None, "fit"):  # before the trainer starts (the command line sets up the data first)
+            self._check_mixing()
+
+    def _check_mixing(self) -> None:
+        """timm's Mixup pairs the images of a batch, so with mixup or cutmix every training batch is full (the
+        last incomplete one dropped) and even: an odd size, or one above the training images per process (no
+        batch at all: Lightning said "No training batches" and the command ended with status 0, no model
+        written), is refused."""
+        if not self._mixing:
+            return
+        size = per_device_batch_size(self.hparams, self.trainer)
+        if size % 2:
+            raise DataError(
+                f"data.batch_size: {size} images per device is odd; mixup and cutmix pair the images of a batch, "
+                "so they need an even batch size"
+            )
+        world = self.trainer.world_size if self.trainer is not None else 1
+        n = len(self._load()["train"])
+        if n // world < size:
+            raise DataError(
+                f"data.batch_size: {size} images per device, and the training split holds {n} ({n // world} per "
+                f"process): mixup and cutmix train on full batches only (the last incomplete one is dropped), so "
+                f"no batch would train; give data.batch_size at most {n // world // 2 * 2}"
+            )
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:
         data = self._load()[split]
         rgb = self._config()["input_size"][0] == 3
         dataset = ImageDataset(data, self.transform(train), rgb)
-        if train and self._mixing and per_device_batch_size(self.hparams, self.trainer) % 2:
-            raise DataError(
-                f"data.batch_size: {per_device_batch_size(self.hparams, self.trainer)} images per device is odd; "
-                "mixup and cutmix pair the images of a batch, so they need an even batch size"
-            )
+        if train:
+            self._check_mixing()  # again with the trainer: its process count
         # timm's Mixup pairs images within a batch: every training batch full (and so even)
         return make_loader(dataset, self.hparams, self.trainer, train, drop_last=train and self._mixing)
 

@@ -194,6 +194,17 @@ def test_mixup_with_an_odd_batch_says_why(tmp_path):
         DataError, match=r"data.batch_size: 7 images per device is odd; mixup and cutmix pair"
     ):
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    # a batch larger than the training images: no full batch, so none trained, and the command ended with status
+    # 0 and no model (trial 18); refused as the command starts, nothing written
+    n = len(cli.datamodule._load()["train"])
+    result = run_main("fit", *image_args(tmp_path, "mnist_cnn.yaml"), "--data.mixup_alpha=0.4",
+                      f"--data.batch_size={n + 2}", "--trainer.default_root_dir=refused", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 2 and not (tmp_path / "refused").exists()
+    assert result.stderr.splitlines()[-1] == (
+        f"error: data.batch_size: {n + 2} images per device, and the training split holds {n} ({n} per process): "
+        f"mixup and cutmix train on full batches only (the last incomplete one is dropped), so no batch would "
+        f"train; give data.batch_size at most {n // 2 * 2}"
+    )
 
 
 def test_the_command_prints_each_mistake_as_one_line(in_tmp):
