@@ -13,6 +13,7 @@ import contextlib
 import functools
 import gzip
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -406,7 +407,7 @@ def load_hub_images(
     except (ConnectionError, FileNotFoundError, ValueError) as err:
         raise DataError(f"data.dataset: {name!r} could not be loaded: {first_line(err)}") from None
     named = {"train": "train", "val": "validation", "test": "test"}
-    splits = {}
+    splits, raw = {}, {}
     for ours, theirs in named.items():
         if theirs not in loaded:
             continue
@@ -415,14 +416,18 @@ def load_hub_images(
             if column not in data.column_names:
                 raise DataError(f"{name} [{theirs}]: no column {column!r} (data.{option}; columns: "
                                 f"{', '.join(data.column_names)})")  # fmt: skip
+        raw[ours] = data[label_column]
         splits[ours] = ImageSplit(
-            np.asarray(data[label_column], dtype=np.int64),
-            images=_one_array(data[image_column], f"{name} [{theirs}]"),
+            np.zeros(0, dtype=np.int64), images=_decoded(data, image_column, name, theirs)
         )
     feature = loaded["train"].features[label_column]
-    labels = list(getattr(feature, "names", [])) or [
-        str(i) for i in range(int(splits["train"].labels.max()) + 1)
-    ]
+    labels = list(getattr(feature, "names", []))
+    ids = _label_ids(raw, label_column, {o: f"{name} [{t}]" for o, t in named.items()})
+    if isinstance(ids, tuple):  # class names written in the metadata (cat, dog): sorted, as folders are
+        ids, labels = ids
+    for ours, split in splits.items():
+        split.labels = ids[ours]
+    labels = labels or [str(i) for i in range(int(splits["train"].labels.max()) + 1)]
     for split_name, split in splits.items():
         bad = np.flatnonzero((split.labels < 0) | (split.labels >= len(labels)))
         if len(bad):
@@ -430,6 +435,59 @@ def load_hub_images(
                 f"{name} [{split_name}]: row {bad[0] + 1}: label {split.labels[bad[0]]} outside 0..{len(labels) - 1}"
             )
     return splits, labels
+
+
+def _decoded(data, column: str, name: str, split: str) -> np.ndarray:
+    """A hub split's images as one array (``_one_array``); an image that does not decode (a file cut short) is
+    named by its file, as the folder source names it, not left to Pillow's bare "image file is truncated"."""
+    try:
+        return _one_array(data[column], f"{name} [{split}]")
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        import datasets
+
+        files = data.cast_column(column, datasets.Image(decode=False))[column]
+        for k, item in enumerate(files):
+            source = item.get("path") or f"{name} [{split}]: image {k + 1}"
+            try:
+                with Image.open(
+                    item["path"] if item.get("bytes") is None else io.BytesIO(item["bytes"])
+                ) as image:
+                    image.load()
+            except (UnidentifiedImageError, OSError, SyntaxError) as bad:
+                raise DataError(f"{source}: unreadable or corrupt image ({first_line(bad)})") from None
+        raise DataError(f"{name} [{split}]: an image could not be read ({first_line(err)})") from None
+
+
+def _label_ids(raw: dict[str, list], column: str, where: dict[str, str]):
+    """The hub source's labels per split as class ids: integers as they are (a ClassLabel's, or numbers), or
+    class names (strings, as an imagefolder's metadata.csv writes them) as their place among the training
+    split's sorted names, returned with those names. An empty label, a mix of kinds, or a name the training
+    split lacks stops naming the split, row and value."""
+    kinds = set()
+    for split, values in raw.items():
+        for k, value in enumerate(values):
+            if value is None or isinstance(value, float) and np.isnan(value) or value == "":
+                raise DataError(f"{where[split]}: row {k + 1}: {column} is empty")
+            kind = str if isinstance(value, str) else int if isinstance(value, (int, np.integer)) else None
+            if kind is None or isinstance(value, bool):
+                raise DataError(f"{where[split]}: row {k + 1}: {column} {value!r} is neither a class name nor an "
+                                "integer class id")  # fmt: skip
+            kinds.add(kind)
+            if len(kinds) > 1:
+                raise DataError(f"{where[split]}: row {k + 1}: {column} {value!r}: the labels mix class names and "
+                                "integer ids; give one kind")  # fmt: skip
+    if kinds != {str}:
+        return {split: np.asarray(values, dtype=np.int64) for split, values in raw.items()}
+    names = sorted(set(raw["train"]))
+    place = {n: i for i, n in enumerate(names)}
+    for split, values in raw.items():
+        unseen = next((k for k, v in enumerate(values) if v not in place), None)
+        if unseen is not None:
+            raise DataError(f"{where[split]}: row {unseen + 1}: {column} {values[unseen]!r} is not a training "
+                            f"class ({', '.join(names)})")  # fmt: skip
+    return {
+        split: np.asarray([place[v] for v in values], dtype=np.int64) for split, values in raw.items()
+    }, names
 
 
 def _one_array(pictures: list, where: str) -> np.ndarray:

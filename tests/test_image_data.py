@@ -177,6 +177,35 @@ def test_hugging_face_image_dataset_from_local_files(tmp_path):
         ImageDataModule(source="hub", train_path=str(tmp_path / "hf"), val_fraction=0.2).setup()
 
 
+def test_the_hub_source_reads_class_names_in_a_metadata_file_and_names_bad_rows_and_files(tmp_path):
+    """imagefolder with a metadata.csv: class names as strings are classes (sorted, as folders are), not an
+    int() traceback; an empty label and a name the training split lacks name their split and row; a file cut
+    short is named as the folder source names it, not Pillow's bare "image file is truncated" (trial 18)."""
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    names = ["dog", "cat", "dog", "cat", "bird", "cat"]
+    for i in range(len(names)):
+        _rgb(seed=i).save(flat / f"{i}.png")
+    metadata = "file_name,label\n" + "".join(f"{i}.png,{n}\n" for i, n in enumerate(names))
+    (flat / "metadata.csv").write_text(metadata)
+    dm = ImageDataModule(
+        source="hub", train_path=str(flat), val_fraction=0.0, test_fraction=0.2, batch_size=2
+    )
+    dm.setup()
+    assert dm.labels == ["bird", "cat", "dog"]
+    ids = np.concatenate([dm.splits[s].labels for s in ("train", "test")])
+    assert sorted(ids.tolist()) == sorted(dm.labels.index(n) for n in names)
+    (flat / "metadata.csv").write_text(metadata.replace("3.png,cat", "3.png,"))
+    with pytest.raises(DataError, match=r"flat \[train\]: row \d: label is empty$"):
+        ImageDataModule(source="hub", train_path=str(flat), val_fraction=0.0).setup()
+    folders = tmp_path / "folders"
+    write_folder(folders / "train", per_class=3)
+    whole = (folders / "train" / "cat" / "1.png").read_bytes()
+    (folders / "train" / "cat" / "1.png").write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=r"folders/train/cat/1.png: unreadable or corrupt image \("):
+        ImageDataModule(source="hub", train_path=str(folders), val_fraction=0.0).setup()
+
+
 def test_grey_images_become_rgb_for_a_timm_model(tmp_path):
     """The timm model's input (size, ImageNet mean/std, RGB) reaches the data from the config alone: the CLI
     links it from the net's settings, nothing reads the built model back."""
