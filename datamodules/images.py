@@ -25,6 +25,7 @@ from typing import Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError, first_line
@@ -326,6 +327,15 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             problem = f"unknown class {unknown[0]!r}" if unknown else "a class is listed twice"
             raise DataError(f"data.labels: {problem} (the data's classes: {', '.join(self._labels)})")
         kept = {name: _renumbered(split, self._labels, keep) for name, split in splits.items()}
+        left = [c for c in self._labels if c not in keep]
+        if (
+            left
+        ):  # chosen, but said with what it leaves out (a folder left out unsaid looked like a lost class)
+            counts = ", ".join(
+                f"{len(splits[n]) - len(kept[n])} of the {n} split's {len(splits[n])}" for n in splits
+            )
+            rank_zero_warn(f"data.labels keeps {len(keep)} of the data's {len(self._labels)} classes, leaving out "
+                           f"{', '.join(left)}: {counts} images", stacklevel=2)  # fmt: skip
         self._labels = keep
         return kept
 
