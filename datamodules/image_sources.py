@@ -544,7 +544,8 @@ def native_shape(split: ImageSplit) -> tuple[int, int, int]:
         ]
         rank_zero_warn(
             f"{len(others)} of {len(split)} training images are not {height}x{width} (the most common size) "
-            f"and are resized to it, e.g. {others[0]}",
+            f"and are resized to it, e.g. {others[0]} (counted in the training files, before any validation or "
+            "test images are held out of them)",
             stacklevel=5,
         )
     return (3 if headers[:, 0].any() else 1), height, width

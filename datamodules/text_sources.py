@@ -102,10 +102,27 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
         return f"line {line} has {saw} fields, the header has {expected} (an unquoted separator in a text?)"
     if "corresponds to no data" in str(err):
         return "no data rows (a header only?)"
+    if fmt == "csv" and "EOF inside string" in message:  # pandas counts rows, not lines: the quote's line
+        return (
+            f"line {_open_quote_line(file)}: a quote opened there is never closed (the file ends inside it)"
+        )
     if fmt == "json" and file.suffix.lower() == ".jsonl" and (bad_line := _first_bad_json_line(file)):
         line, problem = bad_line
         return f"line {line} is not a JSON object: {problem}"
     return f"could not be read as {fmt}: {message[:300]}"
+
+
+def _open_quote_line(file: Path) -> int:
+    """The line on which the record that never closes its quote starts (``csv`` in strict mode stops at the
+    file's end inside it)."""
+    with open(file, encoding="utf-8-sig", newline="") as f:
+        reader, start = csv.reader(f, strict=True), 1
+        try:
+            for _ in reader:
+                start = reader.line_num + 1
+        except csv.Error:
+            return start
+    return start
 
 
 def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -264,7 +281,8 @@ def check_texts(split: Split, column: str) -> None:
             first = seen + int(bad[0])
         count, seen = count + len(bad), seen + len(texts)
     if count:
-        raise DataError(f"{row_label(split, first)}: column {column!r} is empty ({count} empty texts in all)")
+        raise DataError(f"{row_label(split, first)}: column {column!r} is empty ({count} empty "
+                        f"{'text' if count == 1 else 'texts'} in this split)")  # fmt: skip
 
 
 def _one_type(values, split: Split, column: str) -> None:

@@ -144,6 +144,9 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         ("header.csv", b"text,label\n", "header.csv: no data rows (a header only?)"),
         ("ragged.csv", b"text,label\nfine,a\nsome, more,b\nok,a\n", "ragged.csv: line 3 has 3 fields, the header has 2"),
         ("ragged.tsv", b"text\tlabel\nfine\ta\nsome\tmore\tb\n", "ragged.tsv: line 3 has 3 fields, the header has 2"),
+        # pandas said "EOF inside string starting at row 1", a row that is not the quote's line
+        ("open.csv", b'text,label\nfine,a\n"not closed, b\nok,a\nfine,b\n',
+         "open.csv: line 3: a quote opened there is never closed (the file ends inside it)"),
         ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "broken.jsonl: line 2 is not a JSON object"),
         ("mixed.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n',
          "mixed.jsonl: row 2 (line 2): column 'label' holds \"x\" (text) where row 1 (line 1) holds 1 (a number or other JSON)"),

@@ -365,7 +365,7 @@ def test_cli_reports_bad_text_data_in_one_line_and_writes_nothing(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert (
         result.stderr.strip().splitlines()[-1]
-        == f"error: {bad}: row 2 (line 3): column 'text' is empty (1 empty texts in all)"
+        == f"error: {bad}: row 2 (line 3): column 'text' is empty (1 empty text in this split)"
     )
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "runs").exists()
@@ -383,7 +383,7 @@ def test_an_empty_text_in_a_held_out_part_names_its_file_row(tmp_path):
     for val, test in ((0.0, 0.25), (0.25, 0.25), (0.0, 0.0)):
         dm = TextClassificationDataModule(train_path=str(path), val_fraction=val, test_fraction=test)
         with pytest.raises(
-            DataError, match=r"row 31 \(line 32\): column 'text' is empty \(1 empty texts in all\)"
+            DataError, match=r"row 31 \(line 32\): column 'text' is empty \(1 empty text in this split\)"
         ):
             dm.prepare_data()
 
