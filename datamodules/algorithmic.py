@@ -18,6 +18,7 @@ import zlib
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
@@ -100,6 +101,15 @@ class AlgorithmicDataModule(ClassificationData, SplitLoaders, L.LightningDataMod
                 raise DataError(
                     f"data.{name}: {[low, high]} must be [shortest, longest] with 1 <= shortest <= longest"
                 )
+        (_, longest), (shortest, _) = self.hparams.train_lengths, self.hparams.test_lengths
+        if shortest <= longest:  # allowed (a test of the training lengths), but not what the test is read as
+            rank_zero_warn(
+                f"data.test_lengths {list(self.hparams.test_lengths)} overlap data.train_lengths "
+                f"{list(self.hparams.train_lengths)}: the test split holds lengths the model trained on, so its "
+                "accuracy does not measure length generalisation alone (test from "
+                f"{longest + 1} up for that)",
+                stacklevel=2,
+            )
         for name in ("n_train", "n_val", "n_test"):
             if getattr(self.hparams, name) < 1:
                 raise DataError(

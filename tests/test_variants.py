@@ -475,6 +475,10 @@ def test_parity_data_is_seeded_labelled_by_the_ones_and_tests_longer_sequences()
     assert min(len(s) for s in data.splits["test"].sequences) >= 9
     batch = next(iter(data.test_dataloader()))
     assert batch["x"].shape[-1] == 1 and (batch["difficulty"] == (batch["x"] != 0).sum((1, 2))).all()
+    # test lengths the model trains on: allowed, said (trial 19: taken without a word for a generalisation test)
+    with pytest.warns(UserWarning, match=r"^data.test_lengths \[2, 4\] overlap data.train_lengths \[1, 8\]: .* "
+                                         r"\(test from 9 up for that\)$"):  # fmt: skip
+        AlgorithmicDataModule(train_lengths=(1, 8), test_lengths=(2, 4))
 
 
 @pytest.mark.parametrize(
