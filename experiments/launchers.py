@@ -165,6 +165,13 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
         raise ConfigError(
             f"--devices: {','.join(devices)} but this machine has {torch.cuda.device_count()} GPUs"
         )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if not cuda and len(devices) > cores:  # each worker then gets a thread, and they share the cores: said
+        print(f"warning: --devices: {len(devices)} CPU workers on {cores} core{'s' * (cores != 1)}: they share them, so each run takes "
+              f"longer than alone; --devices {cores} or fewer uses one core each at most", flush=True)  # fmt: skip
+    if len(devices) > len(jobs):
+        print(f"compare: {len(jobs)} run(s) for {len(devices)} workers: {len(devices) - len(jobs)} start no run",
+              flush=True)  # fmt: skip
     pending: queue.Queue[tuple[str, int]] = queue.Queue()
     for job in jobs:
         pending.put(job)

@@ -48,10 +48,15 @@ def test_local_launcher_reports_a_killed_run_which_a_rerun_alone_resumes_and_mat
     monkeypatch.setenv("WANDB_MODE", "disabled")  # no W&B service to start in each worker (tested elsewhere)
     config = _comparison(in_tmp, "parallel")
     one = ["--seeds", "1"]  # two runs on two workers at once: the CNN's and the one killed
-    with pytest.raises(
-        RunsFailedError, match=r"1 of 2 runs failed.*Killed, seed 0: exit status -9 \(killed\)"
+    with (
+        monkeypatch.context() as patched,
+        pytest.raises(
+            RunsFailedError, match=r"1 of 2 runs failed.*Killed, seed 0: exit status -9 \(killed\)"
+        ),
     ):
+        patched.setattr(os, "sched_getaffinity", lambda pid: {0})  # as on a machine of one core: said
         compare(["--config", config, *one, "--launcher", "local", "--devices", "0,1", *RUN])
+    assert "warning: --devices: 2 CPU workers on 1 core: they share them" in capsys.readouterr().out
     first = _results(in_tmp, "parallel")
     assert set(first) == {("CNN", 0)}  # the other was kept and tabled
     table = (in_tmp / "parallel" / "results.md").read_text()
