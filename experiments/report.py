@@ -280,10 +280,12 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 
 def _val_curve(metrics_csv: str, key: str) -> list[tuple[int, float]]:
+    """(training steps done, value) of each validation: Lightning writes a validation after N steps at step N - 1
+    of metrics.csv (its last training step's index), plotted at N (trial 19: each point one step early)."""
     if not Path(metrics_csv).is_file():
         return []
     with open(metrics_csv, newline="") as f:
-        return [(int(r["step"]), float(r[key])) for r in csv.DictReader(f) if r.get(key)]
+        return [(int(r["step"]) + 1, float(r[key])) for r in csv.DictReader(f) if r.get(key)]
 
 
 def plot(report: dict, path: Path | io.BytesIO) -> None:
@@ -299,7 +301,7 @@ def plot(report: dict, path: Path | io.BytesIO) -> None:
                 left.plot(
                     steps, values, color=color, alpha=0.8, marker=".", label=row["model"] if j == 0 else None
                 )
-    left.set(xlabel="training step", ylabel=val_key, title="Validation curves (one line per seed)")
+    left.set(xlabel="training steps done", ylabel=val_key, title="Validation curves (one line per seed)")
     left.grid(alpha=0.3)
     if left.lines:
         left.legend()

@@ -171,6 +171,10 @@ def test_compare_rows_stop_when_validation_stops_improving_and_the_table_shows_t
     )
     (run,) = json.loads((in_tmp / "out" / "results.json").read_text())["runs"]
     assert run["steps"] == 10 and run["epochs"] == 2.5
+    # the plot's curve: a validation every 2 steps, at the steps done (Lightning's metrics.csv says one less)
+    from experiments.report import _val_curve
+
+    assert [step for step, _ in _val_curve(run["metrics_csv"], "val/loss")] == [2, 4, 6, 8, 10]
     table = (in_tmp / "out" / "results.md").read_text()
     assert "| Epochs |" in table and "| 2.5 |" in table
     assert run["peak_memory_of"] == "process" and "memory an earlier row freed but the process kept" in table
