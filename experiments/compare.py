@@ -336,9 +336,12 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
                     parsed[model].append(_build(args, True).config)
             except ArgumentError as err:
                 said = one_line(err)  # with the line of the row's file (or shared file) that set the option
+                given = where_set(said, [*args, *overrides])
+                shared = None if given else _set_inline(comparison, said)
+                if shared:  # the comparison's own config: mapping, which every row reads: not this row's
+                    where, given = f"{key_line(comparison.path, 'config')}: config", f"{shared}: "
                 raise ConfigError(
-                    f"{where}: {where_set(said, [*args, *overrides])}{said}"
-                    f"{from_command_line(str(err), overrides, 'every row')}"
+                    f"{where}: {given}{said}{from_command_line(str(err), overrides, 'every row')}"
                 ) from None
             except UserError as err:
                 raise type(err)(f"{where}: {err}") from None
@@ -346,6 +349,24 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
         _say_flattened(
             comparison, {m: [_settings(c) for c in configs] for m, configs in parsed.items()}, overrides
         )
+
+
+def _set_inline(comparison: Comparison, said: str) -> str | None:
+    """The key of the comparison's inline ``config:`` settings that a parser's message concerns (a misspelt
+    ``trainer: {max_epochss: 1}``: "Group 'trainer' does not accept option 'max_epochss'"), or None."""
+    keys = []
+
+    def walk(value, key: str) -> None:
+        if isinstance(value, dict) and value:
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        else:
+            keys.append(key)
+
+    for entry in comparison.shared():
+        if isinstance(entry, dict):
+            walk(entry, "")
+    return next((k for k in keys if said.startswith(f"{k}:") or f"'{k.rsplit('.', 1)[-1]}'" in said), None)
 
 
 def _settings(config) -> dict[str, str]:

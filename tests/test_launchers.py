@@ -259,6 +259,12 @@ def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in
     with pytest.raises(ConfigError, match=r"models.Typo \(typo.yaml\): .*max_epoch"):
         compare(["--config", _spec(in_tmp, {"Typo": "typo.yaml"}, config=[base]), *RUN])
     assert "no modality base" not in capsys.readouterr().out
+    # a misspelt key in the comparison's own config: mapping is said there, not as the first row's (trial 19)
+    with pytest.raises(ConfigError, match=r"mine.yaml:\d+: config: trainer.max_epochss: Group 'trainer' does not "
+                                          r"accept option 'max_epochss' \(did you mean 'max_epochs'\?\)$"):  # fmt: skip
+        compare(
+            ["--config", _spec(in_tmp, {"CNN": CNN}, config=[base, {"trainer": {"max_epochss": 1}}]), *RUN]
+        )
     # an option only the net's constructor refuses (trial 11: the comparison stopped at this row with neither the
     # file nor the row named): said when the row's run starts, named as the parsed options are
     transformer = yaml.safe_load((ROOT / "experiments" / "dna" / "transformer.yaml").read_text())
