@@ -182,6 +182,23 @@ def load_hub(name: str, config: str | None, cache: str) -> datasets.DatasetDict:
 def table_line(file: Path, row: int) -> int:
     """The line data row ``row`` (0-based, counted as pandas counts: blank lines skipped) starts on in a
     CSV/TSV file; read up to that row, for a message."""
+    return _table_record(file, row)[0]
+
+
+def _short_row(split: Split, i: int) -> str:
+    """For an empty field's message: `` (the row has 1 field, the header 2)`` where row ``i`` of a CSV/TSV
+    split has fewer fields than its header (pandas fills the missing ones as empty), else ``""``."""
+    file = Path(split.source.split(" [")[0])
+    if not file.is_file() or file.suffix.lower() not in (".csv", ".tsv"):
+        return ""
+    _, fields, header = _table_record(file, split.source_row(i))
+    return (
+        f" (the row has {fields} field{'s' * (fields != 1)}, the header {header})" if fields < header else ""
+    )
+
+
+def _table_record(file: Path, row: int) -> tuple[int, int, int]:
+    """(the line data row ``row`` starts on, its number of fields, the header's) in a CSV/TSV file."""
     with open(file, encoding="utf-8-sig", newline="") as f:
         raw: list[str] = []  # the lines of the record just read
 
@@ -192,20 +209,20 @@ def table_line(file: Path, row: int) -> int:
 
         delimiter = "\t" if file.suffix.lower() == ".tsv" else ","
         reader = csv.reader(lines(), delimiter=delimiter)
-        next(reader, None)
+        header = len(next(reader, []))
         raw.clear()
         line, seen = reader.line_num + 1, 0
-        for _ in reader:
+        for fields in reader:
             # pandas skips blank and all-space lines, but not a quoted empty field ("" is a row) nor a line of
             # separators alone (a spreadsheet's empty row: tabs are white space too)
             record = "".join(raw)
             if record.strip() or delimiter in record:
                 if seen == row:
-                    return line
+                    return line, len(fields), header
                 seen += 1
             raw.clear()
             line = reader.line_num + 1
-    return line
+    return line, header, header
 
 
 def row_label(split: Split, i: int) -> str:
@@ -281,8 +298,8 @@ def check_texts(split: Split, column: str) -> None:
             first = seen + int(bad[0])
         count, seen = count + len(bad), seen + len(texts)
     if count:
-        raise DataError(f"{row_label(split, first)}: column {column!r} is empty ({count} empty "
-                        f"{'text' if count == 1 else 'texts'} in this split)")  # fmt: skip
+        raise DataError(f"{row_label(split, first)}: column {column!r} is empty{_short_row(split, first)} ({count} "
+                        f"empty {'text' if count == 1 else 'texts'} in this split)")  # fmt: skip
 
 
 def _one_type(values, split: Split, column: str) -> None:
@@ -379,7 +396,8 @@ def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
             value = values[index].as_py()
             where = f"{row_label(split, seen + index)}: column {column!r}"
             if _blank(value):
-                raise DataError(f"{where} is empty: every example of a labelled split needs a label")
+                short = _short_row(split, seen + index)
+                raise DataError(f"{where} is empty{short}: every example of a labelled split needs a label")
             shown = f"{list(ids)}" if len(ids) <= 20 else f"{list(ids)[:20]} ... ({len(ids)} in all)"
             raise DataError(f"{where} value {value!r} is not one of the labels {shown}")
         seen += len(values)

@@ -147,6 +147,9 @@ def test_config_files_that_are_folders_or_not_yaml(in_tmp):
         # pandas said "EOF inside string starting at row 1", a row that is not the quote's line
         ("open.csv", b'text,label\nfine,a\n"not closed, b\nok,a\nfine,b\n',
          "open.csv: line 3: a quote opened there is never closed (the file ends inside it)"),
+        # a row short of a field: pandas fills it empty, and the message said only "empty" (trial 18)
+        ("short.csv", b"text,label\nfine,a\n\nno label here\nok,b\n",
+         "short.csv: row 2 (line 4): column 'label' is empty (the row has 1 field, the header 2)"),
         ("broken.jsonl", b'{"text": "a", "label": "x"}\n{"text": "b", "label": \n', "broken.jsonl: line 2 is not a JSON object"),
         ("mixed.jsonl", b'{"text": "a", "label": 1}\n{"text": "b", "label": "x"}\n',
          "mixed.jsonl: row 2 (line 2): column 'label' holds \"x\" (text) where row 1 (line 1) holds 1 (a number or other JSON)"),
