@@ -78,9 +78,18 @@ class FlopsBudget(Callback):
             )
         trainer.fit_loop.epoch_loop.max_steps = self.steps
         trainer.fit_loop.max_epochs = -1
+        saved = Path(trainer.log_dir or ".") / "config.yaml"  # every rank asks (a broadcast), rank 0 writes
         if trainer.is_global_zero:
             print(f"{self.where}budget_flops {self.flops:.3g}: {self.steps} steps of {self.flops_per_step:.3g} "
                   "training FLOPs (an optimizer step's, counted on a training batch)")  # fmt: skip
+            # the run's saved config keeps the configs' bound, which the budget replaced: said in it, so that a
+            # `fit --config` of it is not taken for the same run (a resumed run's note is there already)
+            note = "# budget_flops "
+            if saved.is_file() and note not in saved.read_text():
+                with open(saved, "a") as f:
+                    f.write(f"{note}{self.flops:.3g} (compare): this run's steps came from the budget "
+                            f"({self.steps} at the start, re-estimated each epoch), not from trainer.max_steps or "
+                            "max_epochs above\n")  # fmt: skip
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         tally = getattr(pl_module, "flops_tally", None)

@@ -529,6 +529,12 @@ def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp, capsy
     assert re.search(
         r"models.LSTM \(.*lstm.yaml\): budget_flops 2e\+10: \d+ steps of [\d.e+]+ training FLOPs", said
     )
+    # the run's saved config keeps the bound the budget replaced, and says so
+    saved = next((in_tmp / "out" / "runs" / "LSTM-seed0").rglob("config.yaml")).read_text()
+    assert (
+        "max_steps: 3" in saved
+        and "# budget_flops 2e+10 (compare): this run's steps came from the budget" in saved
+    )
     report = json.loads((in_tmp / "out" / "results.json").read_text())
     for run in report["runs"]:
         assert run["budget_steps"] == run["steps"] and run["flops_train"] > 0  # each row its own steps
