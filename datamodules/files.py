@@ -44,6 +44,16 @@ def fingerprint(path: Path, exclude: Path | None = None) -> str:
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
+def change_stamp(path: Path) -> str:
+    """What a cache of a file's contents is keyed on (with its path): size, modification and change time, read
+    from the file's metadata without reading it. The change time (``ctime``) is the kernel's, set on every write
+    and every ``utime``: a file edited in place and given its old modification time back (``cp -p``, ``rsync -a``,
+    ``tar x``) has a new one, which a key of size and modification time alone missed (trial 18). A ``chmod`` or a
+    rename makes a new one too: a cache built again, never a stale one used."""
+    stat = path.stat()
+    return f"size:{stat.st_size},mtime_ns:{stat.st_mtime_ns},ctime_ns:{stat.st_ctime_ns}"
+
+
 def not_found(option: str, path: str | Path) -> str:
     """What a data option's missing file is said as: the option, the path, and for a relative path the folder it
     was looked for in (a run's saved config.yaml keeps paths as given, relative to where ``fit`` ran)."""

@@ -33,7 +33,15 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, Dataset
 
 from archbench.errors import DataError
-from datamodules.files import NpyStream, build_folder_once, fingerprint, not_found, not_utf8, write_atomic
+from datamodules.files import (
+    NpyStream,
+    build_folder_once,
+    change_stamp,
+    fingerprint,
+    not_found,
+    not_utf8,
+    write_atomic,
+)
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
 from datamodules.text_sources import FORMATS, load_file, load_hub
@@ -122,11 +130,16 @@ class Part:
                 yield text, position >= self.stop and self.stop == self.path.stat().st_size
 
 
+def corpus_files(folder: Path) -> list[Path]:
+    """The text files of a corpus folder that are read, in order (a .pdf or .DS_Store beside them is not)."""
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+
+
 def _documents(path: str, option: str, column: str, cache: str) -> list[Part]:
     """Every document of a local source, whole, in order."""
     file = Path(path)
     if file.is_dir():
-        files = sorted(p for p in file.iterdir() if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+        files = corpus_files(file)
         if not files:
             raise DataError(f"data.{option}: folder {path!r} has no text files ({', '.join(TEXT_SUFFIXES)})")
         return [Part(str(p), 0, p.stat().st_size, path=p) for p in files]
@@ -410,14 +423,15 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             path = hp[f"{split}_path"]
             if path:
                 p = Path(path)
-                files = sorted(p.iterdir()) if p.is_dir() else [p]
-                # each file by its contents (fingerprint): one edited and given its old time back is read again
+                files = corpus_files(p) if p.is_dir() else [p]
+                # each file read, by change_stamp: one edited and given its old time back is read again
                 sources.append(
-                    [split, str(p.resolve()), [[f.name, fingerprint(f)] for f in files if f.is_file()]]
+                    [split, str(p.resolve()), [[f.name, change_stamp(f)] for f in files if f.is_file()]]
                 )
         tokenizer = hp.tokenizer
-        if Path(tokenizer).exists():
-            tokenizer = [str(Path(tokenizer).resolve()), Path(tokenizer).stat().st_mtime_ns]
+        if Path(tokenizer).exists():  # a run's tokenizer.json, or a pretrained tokenizer's folder
+            stamp = change_stamp if Path(tokenizer).is_file() else fingerprint  # a folder: its files' listing
+            tokenizer = [str(Path(tokenizer).resolve()), stamp(Path(tokenizer))]
         fields = [
             "dataset",
             "dataset_config",

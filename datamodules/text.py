@@ -25,7 +25,7 @@ from tokenizers import Tokenizer
 from torch.utils.data import DataLoader
 
 from archbench.errors import DataError
-from datamodules.files import build_folder_once, fingerprint, write_atomic
+from datamodules.files import build_folder_once, change_stamp, write_atomic
 from datamodules.sampling import ClassificationData, SplitLoaders, check_loader_options, make_loader
 from datamodules.splits import seeded_subset
 from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, open_store, warn_shared
@@ -251,16 +251,16 @@ class TextClassificationDataModule(SplitLoaders, ClassificationData, L.Lightning
     # --- cache ------------------------------------------------------------------------------------------
 
     def _data_identity(self, predict: bool = True) -> list:
-        """What the texts of the splits depend on: the files (path and contents: ``fingerprint``, so a file edited
-        and given its old time back, as ``cp -p`` and ``rsync -a`` do, is read again) or hub name, the columns and
-        the split (``predict``: and the predict file; a trained tokenizer does not depend on it)."""
+        """What the texts of the splits depend on: the files (path and ``change_stamp``, so a file edited and given
+        its old time back, as ``cp -p`` and ``rsync -a`` do, is read again) or hub name, the columns and the split
+        (``predict``: and the predict file; a trained tokenizer does not depend on it)."""
         hp = self.hparams
         files = []
         for split in (*SPLITS, "predict") if predict else SPLITS:
             path = hp[f"{split}_path"]
             if path:
                 found = Path(path).exists()
-                files.append([split, str(Path(path).resolve()), fingerprint(Path(path)) if found else None])
+                files.append([split, str(Path(path).resolve()), change_stamp(Path(path)) if found else None])
         fields = [
             "dataset", "dataset_config", "text_column", "label_column", "val_fraction", "test_fraction",
             "split_seed", "train_size", "val_size", "test_size",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import difflib
+import hashlib
 import json
 import os
 import re
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError, first_line
-from datamodules.files import not_found, utf8_problem
+from datamodules.files import change_stamp, not_found, utf8_problem
 from datamodules.splits import hold_out, seeded_subset
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -79,6 +80,9 @@ def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
     kwargs = {"delimiter": "\t"} if file.suffix.lower() == ".tsv" else {}
     if fmt == "json" and (reason := utf8_problem(file)):  # pyarrow's JSON reader keeps such bytes in strings
         raise DataError(f"{file}: {reason}")
+    # datasets keys its own cache of a local file on the path and modification time: a file edited and given its
+    # old time back was read from the old copy; its cache goes in a folder of the file's change_stamp
+    cache = str(Path(cache) / hashlib.sha256(change_stamp(file).encode()).hexdigest()[:16])
     try:
         with quiet():
             data = datasets.load_dataset(fmt, data_files=str(file), split="train", cache_dir=cache, **kwargs)

@@ -122,6 +122,10 @@ def test_second_setup_reads_the_cache_and_never_calls_the_tokenizer(tmp_path, cs
     os.utime(train, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     changed = data(tmp_path, **csv_files)
     assert changed.cache_path != before
+    with pytest.warns(UserWarning):  # "rottex" beside "rotten": a typo? (said, and read as a class)
+        changed.setup()
+    # the edited file is what is read (datasets' own cache of the file, keyed on its path and time, gave the old)
+    assert changed.labels == ["fresh", "rotten", "rottex"]
     train.write_text(text)
     # another max_length is another cache entry
     shorter = data(tmp_path, **csv_files, max_length=6)
