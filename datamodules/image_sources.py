@@ -109,8 +109,8 @@ class ImageSplit:
         )
 
     def image(self, i: int) -> Image.Image:
-        if self.images is not None:
-            return eight_bit(Image.fromarray(self.images[i]))
+        if self.images is not None:  # 8-bit already (_one_array), or an array column as its dataset holds it
+            return Image.fromarray(self.images[i])
         return eight_bit(_open_image(self.files[i]))
 
 
@@ -277,18 +277,23 @@ def _verify_image(path: Path) -> tuple[int, int, int]:
             rgb = np.asarray(_open_image(path).convert("RGB"))
             colour = bool((rgb != rgb[..., :1]).any())
         if mode in WIDE_RANGES:  # 32-bit integers or floats (scientific images): a range eight_bit can read
-            values = np.asarray(_open_image(path), dtype=np.float64)
-            low, high = WIDE_RANGES[mode]
-            if not (np.isfinite(values).all() and values.min() >= low and values.max() <= high):
-                kind = "32-bit integer" if mode == "I" else "floating-point"
-                raise DataError(
-                    f"{path}: {kind} pixels from {np.nanmin(values):g} to {np.nanmax(values):g}; read as "
-                    f"{low:g} (black) to {high:g} (white), so values outside would be clipped: save it rescaled to "
-                    f"that range, or as an 8- or 16-bit image"
-                )
+            _refuse_out_of_range(np.asarray(_open_image(path), dtype=np.float64), mode, str(path))
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise DataError(f"{path}: unreadable or corrupt image ({err})") from None
     return int(colour), *size
+
+
+def _refuse_out_of_range(values: np.ndarray, mode: str, where: str) -> None:
+    """A DataError naming ``where`` when a 32-bit integer or float image holds values ``eight_bit`` would clip
+    (or NaN)."""
+    low, high = WIDE_RANGES[mode]
+    if not (np.isfinite(values).all() and values.min() >= low and values.max() <= high):
+        kind = "32-bit integer" if mode == "I" else "floating-point"
+        raise DataError(
+            f"{where}: {kind} pixels from {np.nanmin(values):g} to {np.nanmax(values):g}; read as {low:g} (black) "
+            f"to {high:g} (white), so values outside would be clipped: save it rescaled to that range, or as an 8- "
+            "or 16-bit image"
+        )
 
 
 def _ends_with(path: Path, marker: bytes) -> bool:
@@ -510,11 +515,15 @@ def _one_array(pictures: list, where: str) -> np.ndarray:
             f"{where}: image {other + 1} is {w}x{h}, image 1 {w0}x{h0}: the hub source holds its images in one array "
             "of one size; for a folder of images of several sizes use data.source folder (it resizes each)"
         )
+    for k, im in enumerate(pictures):  # 16-bit and float images as 8-bit (eight_bit), in the range it reads
+        if im.mode in WIDE_RANGES:
+            _refuse_out_of_range(np.asarray(im, dtype=np.float64), im.mode, f"{where}: image {k + 1}")
+    pictures = [eight_bit(im) for im in pictures]
     modes = {im.mode for im in pictures}
     if len(modes) == 1:
         return np.stack([np.asarray(im) for im in pictures])
     mode = "L" if all(Image.getmodebase(m) == "L" for m in modes) else "RGB"
-    return np.stack([np.asarray(eight_bit(im).convert(mode)) for im in pictures])
+    return np.stack([np.asarray(im.convert(mode)) for im in pictures])
 
 
 def pixel_statistics(split: ImageSplit, channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -367,6 +367,20 @@ def test_16_bit_and_float_images_read_as_their_8_bit_equivalent(tmp_path):
     assert x.shape == (4, 1, 12, 12)
     for other in x[1:]:
         torch.testing.assert_close(other, x[0], atol=1.01 / 255 / min(dm.data_config["std"]), rtol=0)
+    # the hub source (datasets' imagefolder) holds them as one 8-bit array, its statistics in 0-1 (review: the
+    # 16-bit values were stacked as they are and divided by 255)
+    hub = ImageDataModule(source="hub", train_path=str(root), val_fraction=0.0, test_fraction=0.5)
+    hub.setup()
+    held = np.concatenate([hub.splits[s].images for s in ("train", "test")])
+    assert held.dtype == np.uint8 and held.shape == (4, 12, 12)
+    assert np.abs(held.astype(int) - np.rint(ramp * 255)).max() <= 1
+    assert 0 < hub.data_config["mean"][0] < 1 and 0 < hub.data_config["std"][0] < 1
+    sixteen = _folder(
+        tmp_path / "sixteen", {f"{c}/{i}.png": images["a/16.png"] for c in "ab" for i in range(2)}
+    )
+    hub = ImageDataModule(source="hub", train_path=str(sixteen), val_fraction=0.0, test_fraction=0.5)
+    hub.setup()  # every image of one mode (I;16): stacked as it was, before
+    assert hub.splits["train"].images.dtype == np.uint8 and 0 < hub.data_config["mean"][0] < 1
     Image.fromarray((ramp * 3).astype(np.float32)).save(root / "b" / "bright.tif")
     with pytest.raises(
         DataError, match=r"bright.tif: floating-point pixels from 0 to 3; read as 0 \(black\) to 1"
