@@ -471,21 +471,25 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         last incomplete one dropped) and even: an odd size, or one above the training images per process (no
         batch at all: Lightning said "No training batches" and the command ended with status 0, no model
         written), is refused."""
-        if not self._mixing:
+        split_over = self.hparams.get("global_batch_size")
+        if not self._mixing or (split_over and self.trainer is None):  # its share per device needs the trainer
             return
+        option = "data.global_batch_size" if split_over else "data.batch_size"
         size = per_device_batch_size(self.hparams, self.trainer)
         if size % 2:
             raise DataError(
-                f"data.batch_size: {size} images per device is odd; mixup and cutmix pair the images of a batch, "
-                "so they need an even batch size"
+                f"{option}: {size} images per device is odd; mixup and cutmix pair the images of a batch, so they "
+                "need an even batch size"
             )
         world = self.trainer.world_size if self.trainer is not None else 1
         n = len(self._load()["train"])
         if n // world < size:
+            most = n // world // 2 * 2
             raise DataError(
-                f"data.batch_size: {size} images per device, and the training split holds {n} ({n // world} per "
-                f"process): mixup and cutmix train on full batches only (the last incomplete one is dropped), so "
-                f"no batch would train; give data.batch_size at most {n // world // 2 * 2}"
+                f"{option}: {size} images per device, and the training split holds {n} ({n // world} per process): "
+                "mixup and cutmix train on full batches only (the last incomplete one is dropped), so no batch "
+                "would train; "
+                + (f"give at most {most} images per device" if most else "too few images to pair: turn them off")
             )
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:

@@ -206,10 +206,17 @@ def test_mixup_with_an_odd_batch_says_why(tmp_path):
     result = run_main("fit", *image_args(tmp_path, "mnist_cnn.yaml"), "--data.mixup_alpha=0.4",
                       f"--data.batch_size={n + 2}", "--trainer.default_root_dir=refused", cwd=tmp_path)  # fmt: skip
     assert result.returncode == 2 and not (tmp_path / "refused").exists()
+    # a global batch is split over the devices and accumulated batches, which the trainer knows: more images in
+    # all than the split holds, a quarter of them per device (review: refused before the trainer was asked)
+    total = (n + 2) + (-(n + 2)) % 8
+    ExperimentCLI(args=["fit", *image_args(tmp_path, "mnist_cnn.yaml"), "--data.mixup_alpha=0.4",
+                        f"--data.global_batch_size={total}", "--trainer.accumulate_grad_batches=4",
+                        "--trainer.max_steps=1", f"--trainer.default_root_dir={tmp_path / 'global'}"])  # fmt: skip
+    assert list((tmp_path / "global").rglob("last.ckpt"))
     assert result.stderr.splitlines()[-1] == (
         f"error: data.batch_size: {n + 2} images per device, and the training split holds {n} ({n} per process): "
         f"mixup and cutmix train on full batches only (the last incomplete one is dropped), so no batch would "
-        f"train; give data.batch_size at most {n // 2 * 2}"
+        f"train; give at most {n // 2 * 2} images per device"
     )
 
 
