@@ -161,6 +161,9 @@ class Comparison:
     def _check(self) -> None:
         if not self.models:
             raise ConfigError(f"{self.path}: 'models' must map row names to config files")
+        self.models = {
+            str(name): file for name, file in self.models.items()
+        }  # a YAML key may be a number (1:)
         for name, file in self.models.items():
             # a row's name is its runs' folder (runs/NAME-seedK; "ViT-S/14" a folder in a folder): "../x" would
             # write outside the output folder, "x/../GRU" in another row's
@@ -349,6 +352,25 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
         _say_flattened(
             comparison, {m: [_settings(c) for c in configs] for m, configs in parsed.items()}, overrides
         )
+
+
+def _say_bounds_given_way(comparison: Comparison) -> None:
+    """A step or epoch bound of the comparison's own ``config:`` settings gives way to ``budget_flops``: said,
+    with its line, not dropped unsaid. A file that does not parse, or is no mapping, is the rows' check's to say."""
+    for entry in comparison.shared():
+        try:
+            settings = yaml.safe_load(entry.read_text()) if isinstance(entry, Path) else entry
+        except (OSError, UnicodeDecodeError, yaml.YAMLError):
+            continue
+        trainer = settings.get("trainer") if isinstance(settings, dict) else None
+        for key in [k for k in ("max_steps", "max_epochs") if isinstance(trainer, dict) and k in trainer]:
+            where = (
+                key_line(entry, "trainer", key)
+                if isinstance(entry, Path)
+                else key_line(comparison.path, "config")
+            )
+            print(f"warning: {where}: trainer.{key}: {trainer[key]} gives way to budget_flops "
+                  f"{comparison.budget_flops:g}: each row's steps come from its cost")  # fmt: skip
 
 
 def _set_inline(comparison: Comparison, said: str) -> str | None:
@@ -770,20 +792,8 @@ def main(argv: list[str]) -> None:
             f"{bound.split('=')[0]}: {given} {comparison.budget_flops:g} sets each row's steps from its cost, in "
             "place of the configs' step and epoch bounds; give one of them"
         )
-    if (
-        comparison.budget_flops
-    ):  # a bound of the comparison's own settings gives way: said, not dropped unsaid
-        for entry in comparison.shared():
-            settings = yaml.safe_load(entry.read_text()) if isinstance(entry, Path) else entry
-            trainer = (settings or {}).get("trainer") or {}
-            for key in [k for k in ("max_steps", "max_epochs") if isinstance(trainer, dict) and k in trainer]:
-                where = (
-                    key_line(entry, "trainer", key)
-                    if isinstance(entry, Path)
-                    else key_line(comparison.path, "config")
-                )
-                print(f"warning: {where}: trainer.{key}: {trainer[key]} gives way to budget_flops "
-                      f"{comparison.budget_flops:g}: each row's steps come from its cost")  # fmt: skip
+    if comparison.budget_flops:
+        _say_bounds_given_way(comparison)
     if args.models is not None:
         wanted = [m.strip() for m in args.models.split(",") if m.strip()]
         if not wanted:  # "" or "," would run nothing (or, before, silently every row)
