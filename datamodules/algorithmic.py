@@ -101,8 +101,10 @@ class AlgorithmicDataModule(ClassificationData, SplitLoaders, L.LightningDataMod
                 raise DataError(
                     f"data.{name}: {[low, high]} must be [shortest, longest] with 1 <= shortest <= longest"
                 )
-        (_, longest), (shortest, _) = self.hparams.train_lengths, self.hparams.test_lengths
-        if shortest <= longest:  # allowed (a test of the training lengths), but not what the test is read as
+        (low, longest), (shortest, high) = self.hparams.train_lengths, self.hparams.test_lengths
+        if (
+            shortest <= longest and high >= low
+        ):  # allowed (a test of trained lengths), but not what it is read as
             rank_zero_warn(
                 f"data.test_lengths {list(self.hparams.test_lengths)} overlap data.train_lengths "
                 f"{list(self.hparams.train_lengths)}: the test split holds lengths the model trained on, so its "

@@ -472,7 +472,9 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         batch at all: Lightning said "No training batches" and the command ended with status 0, no model
         written), is refused."""
         split_over = self.hparams.get("global_batch_size")
-        if not self._mixing or (split_over and self.trainer is None):  # its share per device needs the trainer
+        if not self._mixing or (
+            split_over and self.trainer is None
+        ):  # its share per device needs the trainer
             return
         option = "data.global_batch_size" if split_over else "data.batch_size"
         size = per_device_batch_size(self.hparams, self.trainer)
@@ -489,7 +491,11 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
                 f"{option}: {size} images per device, and the training split holds {n} ({n // world} per process): "
                 "mixup and cutmix train on full batches only (the last incomplete one is dropped), so no batch "
                 "would train; "
-                + (f"give at most {most} images per device" if most else "too few images to pair: turn them off")
+                + (
+                    f"give at most {most} images per device"
+                    if most
+                    else "too few images to pair: turn them off"
+                )
             )
 
     def _loader(self, split: str, train: bool = False) -> DataLoader:

@@ -143,6 +143,11 @@ def parse_devices(devices: str | None) -> list[str]:
     return parts
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (a container's or a job's share), not the machine's count."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_env(device: str, workers: int, cuda: bool) -> dict[str, str]:
     """A worker's environment: its one GPU (``CUDA_VISIBLE_DEVICES``), or on CPU its share of the cores."""
     env = own_env()
@@ -150,7 +155,7 @@ def worker_env(device: str, workers: int, cuda: bool) -> dict[str, str]:
         visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
         env["CUDA_VISIBLE_DEVICES"] = visible[int(device)] if visible else device
     else:
-        threads = str(max(1, (os.cpu_count() or 1) // workers))
+        threads = str(max(1, usable_cores() // workers))
         env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
     return env
 
@@ -165,8 +170,8 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
         raise ConfigError(
             f"--devices: {','.join(devices)} but this machine has {torch.cuda.device_count()} GPUs"
         )
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if not cuda and len(devices) > cores:  # each worker then gets a thread, and they share the cores: said
+    cores = usable_cores()
+    if not cuda and len(devices) > cores:  # each worker then gets one thread, and they still share the cores
         print(f"warning: --devices: {len(devices)} CPU workers on {cores} core{'s' * (cores != 1)}: they share them, so each run takes "
               f"longer than alone; --devices {cores} or fewer uses one core each at most", flush=True)  # fmt: skip
     if len(devices) > len(jobs):

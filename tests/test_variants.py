@@ -6,6 +6,7 @@ import math
 import os
 import re
 import socket
+import warnings
 
 import numpy as np
 import pytest
@@ -479,6 +480,9 @@ def test_parity_data_is_seeded_labelled_by_the_ones_and_tests_longer_sequences()
     with pytest.warns(UserWarning, match=r"^data.test_lengths \[2, 4\] overlap data.train_lengths \[1, 8\]: .* "
                                          r"\(test from 9 up for that\)$"):  # fmt: skip
         AlgorithmicDataModule(train_lengths=(1, 8), test_lengths=(2, 4))
+    with warnings.catch_warnings():  # shorter than every training length: disjoint, nothing to say
+        warnings.simplefilter("error")
+        AlgorithmicDataModule(train_lengths=(9, 16), test_lengths=(1, 8))
 
 
 @pytest.mark.parametrize(
