@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from archbench.errors import PretrainedError, first_line
@@ -96,12 +97,18 @@ class PretrainedEncoder(nn.Module):
 
         try:
             own = AutoTokenizer.from_pretrained(self.path).get_vocab()
-        except (OSError, ValueError):  # weights without a tokenizer beside them
+        except (
+            OSError,
+            ValueError,
+            ImportError,
+        ) as err:  # none beside the weights; one needing sentencepiece
+            rank_zero_warn(f"model.net.init_args.path: the encoder's own tokenizer could not be read from "
+                           f"{self.path!r} ({first_line(err)}), so the data's is checked by its size alone")  # fmt: skip
             return
         theirs = tokenizer.get_vocab(with_added_tokens=True)
         if theirs != own:
             other = sum(own.get(token) != i for token, i in theirs.items())
-            given = getattr(getattr(data, "hparams", None), "tokenizer", "the data's")
+            given = getattr(getattr(data, "hparams", None), "tokenizer", None)
             raise PretrainedError(
                 f"data.tokenizer: {given!r} is not the encoder's own tokenizer ({self.path!r}): {other:,} of its "
                 f"{len(theirs):,} tokens have another id there or none, so the encoder would read other tokens; "
