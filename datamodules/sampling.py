@@ -181,8 +181,8 @@ def make_loader(
             split = "test" if trainer.testing else "validation"
             raise DataError(
                 f"data: the {split} split has {n} example(s), fewer than the {world} processes that share it "
-                f"(trainer.devices x trainer.num_nodes), each of which scores at least one: use {n} "
-                f"(--trainer.devices={n}) or a larger {split} split"
+                f"(trainer.devices x trainer.num_nodes), each of which scores at least one: use at most {n} "
+                f"process(es) or a larger {split} split"
             )
         sampler = EvaluationSampler(n, rank, world, pad=predicting)
         return DataLoader(dataset, sampler=sampler, drop_last=drop_last, **common)

@@ -126,11 +126,8 @@ def markdown_table(report: dict) -> str:
     planned = report.get("seeds_planned") or max(counts.values(), default=0)
     seeds = planned if set(counts.values()) == {planned} else None
     if seeds is None:  # a run failed or was left out: each row's count, not one that is wrong for some
-        spread = (
-            "Mean ± std over the seeds each row has (one: no spread measured): "
-            + ", ".join(f"{m} {c} of {planned}" for m, c in counts.items())
-            + ";"
-        )
+        each = ", ".join(f"{m} {c} of {planned}" for m, c in counts.items())
+        spread = f"Mean ± std over the seeds each row has ({each}; one: no spread measured)"
     else:
         spread = f"Mean ± std over {seeds} seeds" if seeds > 1 else "One seed (no spread measured)"
     final = [r for r in report.get("runs", []) if r.get("tested") == "final"]

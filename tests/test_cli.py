@@ -486,7 +486,7 @@ def test_one_seed_reports_no_spread():
               "missing": [{"model": "GRU", "seed": 1, "why": "failed: exit status -9 (killed); log: l.log"}]}  # fmt: skip
     table = markdown_table(report)
     assert "One seed" not in table and "Mean ± std over the seeds each row has" in table
-    assert "CNN 2 of 2, GRU 1 of 2;" in table
+    assert "the seeds each row has (CNN 2 of 2, GRU 1 of 2; one: no spread measured) per model;" in table
     assert "Not in the table: GRU seed 1 (failed: exit status -9 (killed); log: l.log)." in table
     assert "Throughput over fewer runs than the row's seeds (" in table and ": CNN 1 of 2." in table
     assert "Mean ± std over 2 seeds" in markdown_table(

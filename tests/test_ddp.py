@@ -172,7 +172,7 @@ def test_an_evaluation_split_smaller_than_the_processes_is_said_and_predict_read
     assert [rows(2, r, predicting=True) for r in range(3)] == [[0], [1], [0]]
     assert [rows(5, r, predicting=True) for r in range(3)] == [[0, 3], [1, 4], [2]]  # none read twice
     with pytest.raises(DataError, match=r"the test split has 2 example\(s\), fewer than the 3 processes .*"
-                       r"--trainer.devices=2\) or a larger test split"):  # fmt: skip
+                       r"use at most 2 process\(es\) or a larger test split"):  # fmt: skip
         rows(2, 0, testing=True)
     with pytest.raises(DataError, match="the validation split has 1 example"):
         rows(1, 2)
