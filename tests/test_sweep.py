@@ -188,6 +188,11 @@ def test_every_choice_and_range_end_is_checked_before_a_trial_runs(in_tmp):
     space = {"model.net.init_args.hidden_size": {"type": "uniform", "low": 8, "high": 32.5}}  # an int option
     with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: space.model.net.init_args.hidden_size: .*32.5"):
         main(["--config", _sweep(in_tmp, space=space), *RUN])
+    # a value only the net's constructor refuses: built before any trial (trial 20: trials 0 and 1 ran, then the
+    # sweep stopped at trial 2's draw without naming the sweep file)
+    space = {"model.net.init_args.dropout": {"type": "choice", "values": [0.1, 2.5]}}
+    with pytest.raises(ConfigError, match=r"^\S*sweep.yaml:\d+: space.model.net.init_args.dropout: .*2.5"):
+        main(["--config", _sweep(in_tmp, space=space), *RUN])
     assert not (in_tmp / "sweep").exists()
 
 
