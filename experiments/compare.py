@@ -64,7 +64,7 @@ from experiments.provenance import code_version, provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, as_saved, checkpoint_info, keep_metrics, open_quietly
 from experiments.sweep import LoggedMetric
-from experiments.tuning import TUNE_JOB, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
+from experiments.tuning import TUNE_JOB, check_tuning, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
 
 
 @dataclass
@@ -865,6 +865,8 @@ def main(argv: list[str]) -> None:
     check_rows(comparison, overrides)
     jobs = [(model, seed) for model in comparison.models for seed in range(comparison.seeds)]
     child_argv = _child_argv(argv, comparison, out)
+    if comparison.tune is not None:  # every row's space checked before any row tunes
+        check_tuning(comparison, overrides)
     if comparison.tune is not None and comparison.launcher != "sequential":  # every row's tuning, at once
         failures = _dispatch(comparison, [(m, TUNE_JOB) for m in comparison.models], child_argv)
         if failures:

@@ -102,6 +102,22 @@ def tune_dir(comparison, model: str) -> Path:
     return Path(comparison.out) / "tune" / model
 
 
+def _trial_overrides(tuning: Tuning, overrides: list[str]) -> list[str]:
+    return [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
+
+
+def check_tuning(comparison, overrides: list[str]) -> None:
+    """Every row's trials checked (``check_keys``: the space parsed and built with each row's options) before
+    any row tunes: a key one row does not take stops the comparison now, naming the row, not after the rows
+    before it have tuned."""
+    tuning = tuning_of(comparison)
+    for model in comparison.models:
+        try:
+            check_keys(row_sweep(comparison, model, tuning), _trial_overrides(tuning, overrides))
+        except ConfigError as err:
+            raise ConfigError(f"{err} (row {model!r}, {comparison.models[model]})") from None
+
+
 def tune_rows(comparison, overrides: list[str]) -> dict[str, dict]:
     """Tune every row in turn, in this process; each row's best trial: value and settings."""
     return {model: tune_row(comparison, model, overrides) for model in comparison.models}
@@ -112,7 +128,7 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     its best trial's value and settings."""
     tuning = tuning_of(comparison)
     sweep = row_sweep(comparison, model, tuning)
-    trial_overrides = [*overrides, f"--seed_everything={tuning.seed}", "--trainer.devices=1"]
+    trial_overrides = _trial_overrides(tuning, overrides)
     check_keys(sweep, trial_overrides)
     check_settings(sweep, trial_overrides, f"row {model!r}", "give another --out, or delete the folder")
     missing = max(0, tuning.trials - trials_so_far(sweep))

@@ -294,6 +294,20 @@ def test_compare_tuning_section_is_checked(in_tmp):
     (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(ConfigError, match=r"bad.yaml:\d+: tune: needs space \(the options to tune\)$"):
         Comparison.load(in_tmp / "bad.yaml")
+    # a key the second row does not take (the LSTM's hidden_size, not the CNN's): named with that row before
+    # any row tunes (trial 20: the first row's trials ran, then the error named no row)
+    from experiments.compare import main as compare
+
+    spec["tune"] = {
+        "trials": 2,
+        "space": {"model.net.init_args.hidden_size": {"type": "int", "low": 8, "high": 16}},
+    }
+    spec["models"] = {"LSTM": LSTM, "CNN": str(ROOT / "experiments" / "dna" / "cnn.yaml")}
+    (in_tmp / "bad.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))  # the LSTM first
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+: tune.space.model.net.init_args.hidden_size: .*"
+                                          r"'hidden_size' is not accepted.*\(row 'CNN', .*cnn.yaml\)$"):  # fmt: skip
+        compare(["--config", str(in_tmp / "bad.yaml"), *RUN])
+    assert not (in_tmp / "cmp" / "tune").exists()
 
 
 def test_a_row_whose_trials_all_failed_is_tuned_again_with_corrected_settings(in_tmp):
