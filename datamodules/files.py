@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -94,9 +95,20 @@ def check_folder(path: str | Path, option: str) -> None:
 
 
 def _refuse_file_above(path: Path, said: str) -> None:
-    parent = next((p for p in path.parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise ConfigError(f"{said}: {parent} is a file, not a folder")
+    """A file where a folder above ``path`` goes, or a folder above it nothing can be written in (read-only,
+    ``/proc``, no permission): tried with a folder made there and removed, since ``os.access`` says yes to root
+    on a read-only file system."""
+    parent = next((p for p in [path, *path.parents] if p.exists()), None)
+    if parent is None:
+        return
+    if not parent.is_dir():
+        if parent != path:
+            raise ConfigError(f"{said}: {parent} is a file, not a folder")
+        parent = path.parent
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".archbench-", dir=parent))
+    except OSError as err:
+        raise ConfigError(f"{said}: nothing can be written in {parent} ({err.strerror})") from None
 
 
 @contextlib.contextmanager
@@ -165,8 +177,6 @@ def build_folder_once(path: Path, build) -> None:
     """Make the folder ``path`` with ``build(tmp)`` unless it is complete (has ``meta.json``, written last):
     one process builds (behind a file lock; the others wait, then find it), in a scratch folder renamed into
     place, so a killed build never leaves a folder that looks complete."""
-    import tempfile
-
     from filelock import FileLock
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.errors import ConfigError, DataError, RunsFailedError, UserError
-from datamodules.files import fingerprint, write_atomic
+from datamodules.files import check_folder, fingerprint, write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import (
@@ -778,6 +778,7 @@ def main(argv: list[str]) -> None:
     # "~/runs" quoted (in the file, or --out=~/runs) reaches no shell: expanded here, or the loggers would expand it
     # and the checkpoints and W&B not (trial 12: a run split across two folders, then a traceback)
     comparison.out = os.path.expanduser(comparison.out)
+    check_folder(comparison.out, "--out" if args.out else f"{key_line(comparison.path, 'out')}: out")
     if args.budget_flops is not None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops:g} is not a positive number")

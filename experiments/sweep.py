@@ -44,7 +44,7 @@ from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
 from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
-from datamodules.files import fingerprint, write_atomic
+from datamodules.files import check_folder, check_writable, fingerprint, write_atomic
 from experiments.configs import (
     CommandParser,
     check_yaml,
@@ -428,6 +428,11 @@ def main(argv: list[str]) -> None:
     trials = args.trials if args.trials is not None else sweep.trials
     if trials < 1 or args.workers < 1:
         raise ConfigError(f"sweep: --trials {trials} and --workers {args.workers} must be positive")
+    check_folder(sweep.out, f"{sweep.where('out')}")  # where the trials go, before any is written
+    if (
+        sweep.storage and "://" not in sweep.storage
+    ):  # a journal file (a database URL is the database's to say)
+        check_writable(sweep.storage, f"{sweep.where('storage')}:")
     check_keys(sweep, overrides)
     remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
     check_settings(sweep, overrides, f"sweep {sweep.name!r}", remedy)

@@ -4,6 +4,7 @@ not load, a folder given as a file, mixup with an odd batch. (Bad checkpoints: t
 text records: test_dna_io.py and test_text.py.)"""
 
 import re
+from pathlib import Path
 
 import pytest
 from conftest import CNN, CSV_ONLY, ROOT, TINY_DATA, last_line, run_main, run_module
@@ -451,7 +452,12 @@ def test_a_commands_own_option_misspelt_names_the_close_one(tmp_path, args, expe
 
 def test_a_run_folder_that_is_a_file_is_refused_before_anything_is_built(in_tmp):
     """trainer.default_root_dir and a logger's save_dir that are files, or lie inside one, are one line each
-    (they were a logger's FileExistsError / NotADirectoryError or fsspec's traceback)."""
+    (they were a logger's FileExistsError / NotADirectoryError or fsspec's traceback); so is one in a folder
+    nothing can be written in (trial 20: a FileNotFoundError traceback from the logger; /proc refuses root too)."""
+    if Path("/proc/self").is_dir():
+        with pytest.raises(ConfigError, match=r"^trainer.default_root_dir: /proc/none/run: nothing can be written in "
+                                              r"/proc \(.*\)$"):  # fmt: skip
+            _cli("--trainer.default_root_dir=/proc/none/run")
     (in_tmp / "taken").write_text("x")
     with pytest.raises(ConfigError, match=r"^trainer.default_root_dir: taken is a file, not a folder$"):
         _cli("--trainer.default_root_dir=taken")

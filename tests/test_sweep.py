@@ -3,6 +3,7 @@ W&B runs in one group, a pruned trial that stops early, and a bad search space n
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -96,6 +97,17 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
         ConfigError, match=r"sweep.yaml:\d+: out: .*taken is a file, not a folder for the sweep's files$"
     ):
         main(["--config", _sweep(in_tmp, out=str(in_tmp / "taken")), *RUN])
+    # a storage or an out where nothing can be written: its line, before anything is written (trial 20: a
+    # traceback, and settings.json left behind); /proc refuses root too
+    if Path("/proc/self").is_dir():
+        with pytest.raises(ConfigError, match=r"sweep.yaml:\d+: storage: /proc/none/study.journal: nothing can be "
+                                              r"written in /proc"):  # fmt: skip
+            main(["--config", _sweep(in_tmp, storage="/proc/none/study.journal"), *RUN])
+        with pytest.raises(
+            ConfigError, match=r"sweep.yaml:\d+: out: /proc/none/out: nothing can be written in /proc"
+        ):
+            main(["--config", _sweep(in_tmp, out="/proc/none/out"), *RUN])
+        assert not (in_tmp / "sweep").exists()
 
 
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
