@@ -36,6 +36,7 @@ import subprocess
 import sys
 import warnings
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -342,7 +343,31 @@ def objective(sweep: Sweep, overrides: list[str]):
     return run
 
 
-def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> None:
+class StudyBudget:
+    """An Optuna callback that stops this worker once the study holds ``total`` trials that count: completed or
+    pruned, or running since ``since`` (another command's on the same storage, started meanwhile). Two sweep
+    commands started at once on one storage then share the budget instead of each running all of it (trial 20:
+    6 trials of a budget of 3); a trial left running by a kill before ``since`` is not counted (it runs again)."""
+
+    def __init__(self, total: int, since):
+        self.total, self.since = total, since
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        state = optuna.trial.TrialState
+        counted = sum(
+            t.state in (state.COMPLETE, state.PRUNED)
+            or (t.state == state.RUNNING and t.datetime_start is not None and t.datetime_start >= self.since)
+            for t in study.get_trials(deepcopy=False)
+        )
+        if counted >= self.total:
+            study.stop()
+
+
+def run_worker(
+    sweep: Sweep, trials: int, worker: int, overrides: list[str], budget: StudyBudget | None = None
+) -> None:
     import optuna
 
     # Optuna logs every failed trial with its traceback: a failed trial is said in one line above instead, and a
@@ -361,7 +386,7 @@ def run_worker(sweep: Sweep, trials: int, worker: int, overrides: list[str]) -> 
     # mistake in the config or the data stops the sweep instead.
     run = objective(sweep, overrides)
     try:
-        study.optimize(run, n_trials=trials, catch=(TrialFailed,))
+        study.optimize(run, n_trials=trials, catch=(TrialFailed,), callbacks=[budget] if budget else None)
     except (KeyboardInterrupt, SystemExit):  # Ctrl-C (Lightning's handler of it exits with status 1): Optuna
         # leaves the trial RUNNING for good; it failed, and a re-run replaces it
         running = optuna.trial.TrialState.RUNNING
@@ -424,6 +449,7 @@ def main(argv: list[str]) -> None:
         "--worker", type=int, help="run as worker number N only (a SLURM task, say), no summary"
     )
     args = parser.parse_args(own)
+    started = datetime.now()  # Optuna's trial times are local and naive
     sweep = Sweep.load(args.config)
     trials = args.trials if args.trials is not None else sweep.trials
     if trials < 1 or args.workers < 1:
@@ -451,8 +477,8 @@ def main(argv: list[str]) -> None:
     if trials == 0:
         pass
     elif args.workers == 1:
-        try:
-            run_worker(sweep, trials, 0, overrides)
+        try:  # the study's budget shared with any other command on the same storage
+            run_worker(sweep, trials, 0, overrides, StudyBudget(trials + done, started))
         except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the sweep stops
             _summarize_what_finished(sweep, overrides)
             raise

@@ -378,3 +378,28 @@ def test_local_launcher_tunes_the_rows_in_parallel_workers_then_runs_their_seeds
             == tuned["params"]["model.optimizer.init_args.lr"]
         )
     assert len(list((in_tmp / "cmp").glob("worker-*.log"))) == 2
+
+
+def test_two_commands_on_one_storage_share_the_studys_trial_budget():
+    """The budget counts every trial of the study that counts, whichever command ran it: a worker stops once the
+    study holds them (trial 20: two sweep commands started at once on one storage ran the budget each). A trial
+    left running by a kill before this command started is not counted (it is run again). Real Optuna studies."""
+    import datetime
+
+    import optuna
+
+    from experiments.sweep import StudyBudget
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    study = optuna.create_study()
+    for value in (1.0, 2.0):  # another command's, finished
+        study.add_trial(optuna.trial.create_trial(params={}, distributions={}, value=value))
+    stale = study.ask()  # killed long ago: RUNNING for good
+    since = datetime.datetime.now()
+    assert stale.datetime_start < since
+    study.optimize(lambda t: 0.0, n_trials=5, callbacks=[StudyBudget(4, since)])
+    states = [t.state for t in study.trials]
+    assert states.count(optuna.trial.TrialState.COMPLETE) == 4  # two more, not five
+    running_now = study.ask()  # a concurrent command's trial, started since: counted
+    study.optimize(lambda t: 0.0, n_trials=5, callbacks=[StudyBudget(6, since)])
+    assert [t.state for t in study.trials].count(optuna.trial.TrialState.COMPLETE) == 5 and running_now.number
