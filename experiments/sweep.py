@@ -549,7 +549,7 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
                 "args": [with_contents(a) for a in [*sweep.trial_args(), *overrides]]}  # fmt: skip
     text = json.dumps(settings, indent=1, default=str) + "\n"
     path = Path(sweep.out) / "settings.json"
-    if path.is_file() and json.loads(path.read_text()) != json.loads(text):  # as values: key order aside
+    if path.is_file() and _as_compared(json.loads(path.read_text())) != _as_compared(json.loads(text)):
         if trials_so_far(sweep):
             before, now = json.loads(path.read_text()), json.loads(text)
             changed = ", ".join(_change(k, before.get(k), now[k]) for k in now if before.get(k) != now[k])
@@ -561,6 +561,33 @@ def check_settings(sweep: Sweep, overrides: list[str], what: str, remedy: str) -
             optuna.delete_study(study_name=sweep.name, storage=sweep.storage_url())
             print(f"{what}: none of its trials counted; starting again with the new settings")
     write_atomic(path, text)
+
+
+def _as_compared(settings: dict) -> dict:
+    """A study's settings as two runs of it are compared: values (key order aside), and the options as the
+    parser reads them: ``--x 8`` as ``--x=8``, and the options other than ``--config`` in any order (the configs
+    keep theirs, which decides what wins). Trial 20: the same options reordered, or written with ``=``, were
+    refused as "added --trainer.max_steps 8; left out --trainer.max_steps 8"."""
+    args = settings.get("args")
+    if not isinstance(args, list):
+        return settings
+    joined, k = [], 0
+    while k < len(args):
+        arg = str(args[k])
+        takes_value = arg.startswith("--") and "=" not in arg and k + 1 < len(args)
+        if takes_value and not str(args[k + 1]).startswith("--"):
+            joined.append(f"{arg}={args[k + 1]}")
+            k += 2
+        else:
+            joined.append(arg)
+            k += 1
+    configs = [a for a in joined if a.startswith("--config=")]
+    last: dict = {}  # an option given twice: the last wins, as in the parser (an append, ``+=``, keeps each)
+    for a in joined:
+        if not a.startswith("--config="):
+            key = a.split("=", 1)[0]
+            last[(key, len(last)) if key.endswith("+") else key] = a
+    return {**settings, "args": configs + sorted(last.values())}
 
 
 def _change(key: str, before, now) -> str:

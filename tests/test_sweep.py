@@ -68,8 +68,8 @@ def test_a_sweep_run_again_draws_new_trials_and_refuses_other_settings(in_tmp, m
                                           r"see settings.json there\)"):  # fmt: skip
         main(["--config", _sweep(in_tmp, trials=3), *TINY_DATA, "--trainer.max_epochs=2",
               "--trainer.enable_progress_bar=false"])  # fmt: skip
-    with pytest.raises(ConfigError, match=r"other settings \(args: added --data.batch_size 16; see"):
-        main(["--config", _sweep(in_tmp, trials=3), *once, "--data.batch_size", "16"])
+    with pytest.raises(ConfigError, match=r"other settings \(args: added --data.batch_size 8; see"):
+        main(["--config", _sweep(in_tmp, trials=3), *once, "--data.batch_size", "8"])
     # best.yaml says how to use it: after the sweep's configs, with the options the trials ran with (trial 16:
     # without them, it trained on other data)
     usage = (in_tmp / "sweep" / "best.yaml").read_text().splitlines()[1]
@@ -77,6 +77,11 @@ def test_a_sweep_run_again_draws_new_trials_and_refuses_other_settings(in_tmp, m
         "# Use after the sweep's configs, with the options its trials ran with: --config "
     )
     assert usage.endswith(f"--config {in_tmp / 'sweep' / 'best.yaml'} " + " ".join(once))
+    # the same options in another order, or with "=" written as a space, are the same settings (trial 20: refused
+    # as "added X; left out X"): the study goes on
+    main(["--config", _sweep(in_tmp, trials=2), *reversed(once[2:]), *once[:2]])
+    spaced = [part for option in once for part in option.split("=", 1)]
+    main(["--config", _sweep(in_tmp, trials=2), *spaced])
 
 
 def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
