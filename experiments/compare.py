@@ -567,9 +567,16 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
             "there); give another --out, or delete the folder to train it again"
         )
     elif changed is None:
+        # with tune, more trials can find another best: the row's seeds trained with the one before (trial 20)
+        tuned = (
+            f"; the row's tuning may have found another best since (its {tune_dir(comparison, model) / 'best.yaml'}),"
+            f" which this run did not train with"
+            if comparison.tune is not None
+            else ""
+        )
         raise ConfigError(
             f"{run_dir}: this run was made with other settings than this command's ({_first_difference(before, dumped)}"
-            f"; see {settings.name} there); give another --out, or delete the folder to train it again"
+            f"; see {settings.name} there{tuned}); give another --out, or delete the folder to train it again"
         )
     if done.is_file():
         print(f"{model}, seed {seed}: finished earlier, kept ({done})")
