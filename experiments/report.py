@@ -209,7 +209,8 @@ def markdown_table(report: dict) -> str:
             f"{model}: " + ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in t["params"].items())
             for model, t in tuned.items()
         )
-        notes.append(f"Each row tuned first with the same budget ({first['trials']} trials on {first['metric']}); "
+        notes.append(f"Each row tuned first with the same budget ({first['trials']} trial{'s' * (first['trials'] != 1)} "
+                     f"on {first['metric']}); "
                      f"its best settings then ran every seed: {best}.")  # fmt: skip
     made = _made_at(report.get("runs", []), report.get("provenance"))
     if made:

@@ -166,12 +166,14 @@ class Sweep:
             if odd:  # what Optuna's storages hold
                 raise ConfigError(f"{where}.values: {odd[0]!r} is not a number, string, boolean or null")
             return
-        number = int if kind == "int" else int | float
         for name in ("low", "high"):
             value = spec[name]
-            if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value):
-                what = "a whole number" if kind == "int" else "a finite number"
-                raise ConfigError(f"{where}.{name}: {value!r} is not {what}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{where}.{name}: {value!r} is not a finite number")
+            if kind == "int" and value != int(value):
+                raise ConfigError(f"{where}.{name}: {value!r} is not a whole number")
+            if kind == "int":  # 16.0 is the whole number 16 (Optuna's int range takes ints)
+                spec[name] = int(value)
         low, high, log = spec["low"], spec["high"], spec.get("log", False)
         if not isinstance(log, bool):
             raise ConfigError(f"{where}.log: {log!r} is not true or false")

@@ -178,6 +178,14 @@ def test_a_bad_search_space_is_named_when_the_file_is_read(in_tmp, spec, message
         Sweep.load(bad)
 
 
+def test_an_int_range_written_with_decimals_is_its_whole_numbers(in_tmp):
+    """``low: 16.0`` is the whole number 16 (trial 20: refused as "not a whole number")."""
+    space = {"model.net.init_args.hidden_size": {"type": "int", "low": 16.0, "high": 64.0}}
+    sweep = Sweep.load(_sweep(in_tmp, space=space))
+    assert sweep.space["model.net.init_args.hidden_size"] | {} == {"type": "int", "low": 16, "high": 64}
+    assert isinstance(sweep.space["model.net.init_args.hidden_size"]["low"], int)
+
+
 def test_a_metric_the_runs_do_not_log_stops_the_sweep_before_a_step_trains(in_tmp, monkeypatch, capfd):
     """A misspelt metric is refused at the first trial's sanity-check validation, naming what the runs log, in
     one line (no traceback from Optuna's log of the failed trial)."""
