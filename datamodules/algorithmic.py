@@ -102,9 +102,8 @@ class AlgorithmicDataModule(ClassificationData, SplitLoaders, L.LightningDataMod
                     f"data.{name}: {[low, high]} must be [shortest, longest] with 1 <= shortest <= longest"
                 )
         (low, longest), (shortest, high) = self.hparams.train_lengths, self.hparams.test_lengths
-        if (
-            shortest <= longest and high >= low
-        ):  # allowed (a test of trained lengths), but not what it is read as
+        # allowed (a test of trained lengths), but not what such a test is read as
+        if shortest <= longest and high >= low:
             rank_zero_warn(
                 f"data.test_lengths {list(self.hparams.test_lengths)} overlap data.train_lengths "
                 f"{list(self.hparams.train_lengths)}: the test split holds lengths the model trained on, so its "

@@ -118,9 +118,8 @@ def eight_bit(image: Image.Image) -> Image.Image:
     """An image of 16- or 32-bit integer pixels, or of floats, as 8-bit grey (what the transforms and
     ``convert`` read): integers over 257 (65535 -> 255), floats in [0, 1] times 255; any other mode as it is.
     Pillow's ``convert`` clips instead: a 16-bit image came out all but white, a float one black."""
-    if image.mode.startswith(
-        "I"
-    ):  # I;16, I;16B, I (32-bit, of a 16-bit file: _verify_image checks the range)
+    # I;16, I;16B, I (32-bit, of a 16-bit file: _verify_image checks the range)
+    if image.mode.startswith("I"):
         values = np.asarray(image, dtype=np.float64) / 257
     elif image.mode == "F":
         values = np.asarray(image, dtype=np.float64) * 255

@@ -328,9 +328,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             raise DataError(f"data.labels: {problem} (the data's classes: {', '.join(self._labels)})")
         kept = {name: _renumbered(split, self._labels, keep) for name, split in splits.items()}
         left = [c for c in self._labels if c not in keep]
-        if (
-            left
-        ):  # chosen, but said with what it leaves out (a folder left out unsaid looked like a lost class)
+        # chosen, but said with what it leaves out (a folder left out unsaid looked like a lost class)
+        if left:
             counts = ", ".join(
                 f"{len(splits[n]) - len(kept[n])} of the {n} split's {len(splits[n])}" for n in splits
             )
@@ -472,9 +471,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         batch at all: Lightning said "No training batches" and the command ended with status 0, no model
         written), is refused."""
         split_over = self.hparams.get("global_batch_size")
-        if not self._mixing or (
-            split_over and self.trainer is None
-        ):  # its share per device needs the trainer
+        # with a global batch, the share per device needs the trainer (devices, accumulated batches)
+        if not self._mixing or (split_over and self.trainer is None):
             return
         option = "data.global_batch_size" if split_over else "data.batch_size"
         size = per_device_batch_size(self.hparams, self.trainer)

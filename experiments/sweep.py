@@ -456,10 +456,9 @@ def main(argv: list[str]) -> None:
     trials = args.trials if args.trials is not None else sweep.trials
     if trials < 1 or args.workers < 1:
         raise ConfigError(f"sweep: --trials {trials} and --workers {args.workers} must be positive")
-    check_folder(sweep.out, f"{sweep.where('out')}")  # where the trials go, before any is written
-    if (
-        sweep.storage and "://" not in sweep.storage
-    ):  # a journal file (a database URL is the database's to say)
+    # where the trials go, before any is written; a journal file too (a database URL is the database's to say)
+    check_folder(sweep.out, sweep.where("out"))
+    if sweep.storage and "://" not in sweep.storage:
         check_writable(sweep.storage, f"{sweep.where('storage')}:")
     check_keys(sweep, overrides)
     remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
