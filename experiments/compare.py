@@ -1003,6 +1003,9 @@ def _log_table(comparison: Comparison, out: Path, report: dict) -> None:
     )
     settings = {"comparison": comparison.name, "seeds": comparison.seeds, "models": list(comparison.models),
                 "provenance": report["provenance"]}  # fmt: skip
+    # each row's best trial (value and settings) where the rows were tuned, and the runs the table lacks, as
+    # results.json has them (trial 20: the summary run held neither)
+    settings.update({k: report[k] for k in ("tuning", "missing") if k in report})
     run.config.update(settings, allow_val_change=True)  # this command's, over an earlier one's
     columns = list(dict.fromkeys(c for row in report["summary"] for c in row))  # rows differ (ACT, MoE)
     run.log(

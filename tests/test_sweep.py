@@ -284,6 +284,11 @@ def test_compare_tunes_every_row_with_the_same_budget_then_runs_its_seeds_with_t
         "Each row tuned first with the same budget (2 trials on val/pearson)"
         in (in_tmp / "cmp" / "results.md").read_text()
     )
+    # the W&B summary run holds each row's best trial too (trial 20: only the settings of the comparison)
+    (summary,) = [
+        read_run(p) for p in find_runs(in_tmp / "cmp") if read_run(p)["run"]["name"] == "tuned-summary"
+    ]
+    assert summary["config"]["tuning"] == report["tuning"]
 
     before = (in_tmp / "cmp" / "tune" / "CNN" / "trials.json").read_text()
     compare(["--config", config, *RUN, "--trainer.max_epochs=1"])  # everything done: kept
