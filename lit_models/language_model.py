@@ -12,6 +12,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 from torchmetrics import Metric
 
@@ -40,11 +41,13 @@ class LanguageModelMetrics(SummedStates):
     states = ("nats", "tokens", "chars")
 
     def compute(self) -> dict[str, torch.Tensor]:
-        loss = self.nats / self.tokens.clamp(min=1)
+        loss = self.nats / self.tokens  # no token scored: NaN, never a loss of 0 (a perfect score)
         return {
             "loss": loss.float(),
             "ppl": loss.exp().float(),
-            "bpc": (self.nats / (math.log(2) * self.chars.clamp(min=1))).float(),
+            "bpc": (
+                self.nats / (math.log(2) * self.chars.clamp(min=1)) + loss * 0
+            ).float(),  # NaN with the loss
         }
 
 
@@ -119,8 +122,16 @@ class LanguageModelTask(Task):
         self._evaluate(batch, self.test_metrics)
 
     def _log_epoch(self, metrics: LanguageModelMetrics, prefix: str) -> None:
-        self.log_computed({f"{prefix}/{k}": v for k, v in metrics.compute().items()}, prog_bar=True)
+        computed = metrics.compute()  # every process takes part (a sum across them)
+        if metrics.tokens == 0 and not self.trainer.sanity_checking:
+            split = "validation" if prefix == "val" else prefix
+            rank_zero_warn(f"{prefix}: the {split} split scored no token ({self.no_tokens_scored}), so its loss "
+                           "and perplexity are NaN, not a score: give it more text")  # fmt: skip
+        self.log_computed({f"{prefix}/{k}": v for k, v in computed.items()}, prog_bar=True)
         metrics.reset()
+
+    # why a split may score no token, for the warning above
+    no_tokens_scored = "it holds no window of two tokens"
 
     def on_validation_epoch_end(self) -> None:
         self._log_epoch(self.val_metrics, "val")

@@ -48,9 +48,8 @@ class MaskedLMMetrics(SummedStates):
     states = ("nats", "tokens", "correct")
 
     def compute(self) -> dict[str, torch.Tensor]:
-        loss = self.nats / self.tokens.clamp(min=1)
-        return {"loss": loss.float(), "ppl": loss.exp().float(),
-                "acc": (self.correct / self.tokens.clamp(min=1)).float()}  # fmt: skip
+        loss = self.nats / self.tokens  # none masked: NaN, never a loss of 0 (trial 21: a perfect score)
+        return {"loss": loss.float(), "ppl": loss.exp().float(), "acc": (self.correct / self.tokens).float()}
 
 
 def window_uniform(x: torch.Tensor, salt: int) -> torch.Tensor:
@@ -69,6 +68,8 @@ def window_uniform(x: torch.Tensor, salt: int) -> torch.Tensor:
 
 class MaskedLanguageModelTask(LanguageModelTask):
     """A language model's data, evaluation and logging; masked targets in place of next tokens."""
+
+    no_tokens_scored = "none of its tokens is chosen for masking, by the fixed choice evaluation uses"
 
     reads_the_nets_output = False  # the encoder's token states, whatever the net pools for a classifier
     instead_of_predict = (

@@ -228,3 +228,21 @@ def test_compile_compiles_the_encoders_token_states_and_keeps_the_eager_loss_and
     assert "token_states" in compiled._compiled
     x = torch.randint(4, 1000, (6, 32), generator=torch.Generator().manual_seed(2))
     assert_same_step(compiled, eager, {"x": x, "lengths": torch.tensor([32, 30, 25, 32, 16, 20])}, seed=5)
+
+
+def test_a_split_where_no_token_is_masked_is_nan_and_said_not_a_perfect_score(in_tmp):
+    """A validation file of two tokens: the fixed evaluation masks choose none of them. Its loss was 0 and its
+    perplexity 1 (trial 21: a perfect score, and the best checkpoint); now NaN, with a warning that says why."""
+    from experiments.cli import ExperimentCLI
+
+    folder = str(tiny_bert(in_tmp / "bert", [t for t, _ in reviews(200)], masked=True))
+    (in_tmp / "tiny.txt").write_text("a film\n")
+    args = ["--config", MLM, f"--data.train_path={tiny_corpus(in_tmp / 'corpus')}", f"--data.tokenizer={folder}",
+            f"--data.val_path={in_tmp / 'tiny.txt'}", "--data.context_length=16", "--data.batch_size=4", *SMALL,
+            *CSV_ONLY, "--trainer.max_steps=2", f"--trainer.default_root_dir={in_tmp / 'mlm'}",
+            "--trainer.enable_progress_bar=false", f"--data.cache_dir={in_tmp / 'cache'}"]  # fmt: skip
+    cli = ExperimentCLI(args=args, run=False)
+    with pytest.warns(UserWarning, match=r"^val: the validation split scored no token \(none of its tokens is chosen "
+                                         r"for masking.*\), so its loss and perplexity are NaN"):  # fmt: skip
+        (metrics,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule)
+    assert torch.isnan(torch.tensor([metrics["val/loss"], metrics["val/ppl"], metrics["val/acc"]])).all()
