@@ -40,6 +40,7 @@ from datamodules.files import (
     fingerprint,
     not_found,
     not_utf8,
+    utf8_problem,
     write_atomic,
 )
 from datamodules.lm_tokenize import LMTokenizer, resolve_tokenizer, saved_tokenizer
@@ -228,6 +229,16 @@ def split_corpus(parts: list[Part], fractions: dict[str, float]) -> dict[str, li
         )
     cuts = [_line_after(parts, total - want["val"] - want["test"]), _line_after(parts, total - want["test"])]
     bounds = {"train": (0, cuts[0]), "val": (cuts[0], cuts[1]), "test": (cuts[1], total)}
+    empty = [s for s in ("val", "test") if want[s] > 0 and bounds[s][0] == bounds[s][1]]
+    # the cut falls in a document of one line (a file without line breaks): said as such (the split's size alone
+    # said nothing of why), unless the file is not text at all, which reading it says
+    one_line = [p for p in parts if p.path is not None and _one_line(p)] if empty else []
+    if one_line and not any(utf8_problem(p.path) for p in one_line):
+        raise DataError(
+            f"{one_line[-1].source}: one line of {one_line[-1].stop - one_line[-1].start:,} bytes, with no line "
+            f"break to cut the {' and '.join(empty)} split(s) at; give data.val_path and data.test_path, or a "
+            "corpus with line breaks"
+        )
     return {s: _byte_range(parts, a, b) for s, (a, b) in bounds.items()}
 
 
@@ -255,6 +266,21 @@ def _line_after(parts: list[Part], offset: float) -> int:
             return min(base + size, int(offset) + len(line))
         base += size
     return base
+
+
+def _one_line(part: Part) -> bool:
+    """Whether a document holds no line break before its last byte (read until the first one)."""
+    with open(part.path, "rb") as f:
+        f.seek(part.start)
+        left = part.stop - part.start - 1
+        while left > 0:
+            block = f.read(min(left, 1 << 20))
+            if not block:
+                return True
+            if b"\n" in block:
+                return False
+            left -= len(block)
+    return True
 
 
 def _byte_range(parts: list[Part], a: int, b: int) -> list[Part]:

@@ -67,6 +67,11 @@ def test_few_documents_that_would_hold_out_far_more_than_asked_are_cut_at_lines(
     with pytest.warns(UserWarning, match=r"rows.jsonl: whole rows give validation 2\d.\d% and test 2\d.\d% of the corpus "
                                          r"\(data.val_fraction 0.1, data.test_fraction 0.1\)"):  # fmt: skip
         data(tmp_path, train_path=str(table))
+    # one long line: no line break to cut at (trial 21: "the val split has 0 tokens", the cause unsaid)
+    (tmp_path / "one.txt").write_text(f"{SENTENCES[0]} " * 400)
+    with pytest.raises(DataError, match=r"one.txt: one line of [\d,]+ bytes, with no line break to cut the val and "
+                                        r"test split\(s\) at; give data.val_path and data.test_path"):  # fmt: skip
+        data(tmp_path, train_path=str(tmp_path / "one.txt"))
 
 
 def test_a_single_file_is_cut_at_line_boundaries(tmp_path):
