@@ -109,6 +109,19 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
             "overall share, in a group of their own called 'unknown'",
             stacklevel=2,
         )
+    spelt: dict[str, dict[str, int]] = {}  # bias types told apart by case or spaces alone: their own groups
+    for *_, bias, _, line in rows:
+        spelt.setdefault(" ".join(bias.lower().split()), {}).setdefault(bias, line)
+    variants = [names for names in spelt.values() if len(names) > 1]
+    if variants:
+        said = "; ".join(
+            ", ".join(f"{name!r} (line {line})" for name, line in names.items()) for names in variants
+        )
+        warnings.warn(
+            f"{path}: bias types that differ only in case or spaces are separate groups: {said}; a typo? Write "
+            "each alike to group them",
+            stacklevel=2,
+        )
     return pd.DataFrame(rows, columns=["stereotyping", "other", "bias_type", "direction", "line"])
 
 

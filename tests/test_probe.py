@@ -83,6 +83,12 @@ def test_a_pair_given_twice_is_scored_twice_and_said(tmp_path):
     with pytest.warns(UserWarning, match=r"pairs.csv: 1 pair of 3 repeats an earlier one \(line 4 repeats line 2\): "
                                          r"each counts again in the shares"):  # fmt: skip
         assert len(read_crows_pairs(path)) == 3
+    # bias types that differ only in case: groups of their own, said (trial 21: 'race' and 'Race' rows unsaid)
+    path = _write(tmp_path / "cased.csv", [("A more", "A less", "stereo", "race"),
+                                           ("B more", "B less", "stereo", "Race")])  # fmt: skip
+    with pytest.warns(UserWarning, match=r"cased.csv: bias types that differ only in case or spaces are separate "
+                                         r"groups: 'race' \(line 2\), 'Race' \(line 3\); a typo\?"):  # fmt: skip
+        assert read_crows_pairs(path)["bias_type"].tolist() == ["race", "Race"]
 
 
 def test_the_report_says_ties_and_pairs_left_out():
