@@ -192,7 +192,7 @@ def table_line(file: Path, row: int) -> int:
 def _short_row(split: Split, i: int) -> str:
     """For an empty field's message: `` (the row has 1 field, the header 2)`` where row ``i`` of a CSV/TSV
     split has fewer fields than its header (pandas fills the missing ones as empty), else ``""``."""
-    file = Path(split.source.split(" [")[0])
+    file = _source_file(split)
     if not file.is_file() or file.suffix.lower() not in (".csv", ".tsv"):
         return ""
     _, fields, header = _table_record(file, split.source_row(i))
@@ -229,10 +229,15 @@ def _table_record(file: Path, row: int) -> tuple[int, int, int]:
     return line, header, header
 
 
+def _source_file(split: Split) -> Path:
+    """The file a split was read from (``train.csv [test part]``: a held-out part of that file)."""
+    return Path(split.source.split(" [")[0])
+
+
 def row_label(split: Split, i: int) -> str:
     """Row ``i`` of a split as a row of its source, with the file's line where the format has lines."""
     row = split.source_row(i)
-    file = Path(split.source.split(" [")[0])  # "train.csv [test part]": a held-out part of that file
+    file = _source_file(split)
     suffix = file.suffix.lower() if file.exists() else ""
     if suffix in (".csv", ".tsv"):
         return f"{split.source}: row {row + 1} (line {table_line(file, row)})"

@@ -40,6 +40,7 @@ from experiments.configs import (
     bases_of,
     did_you_mean,
     finite_float,
+    flatten,
     from_command_line,
     key_hint,
     key_line,
@@ -161,9 +162,8 @@ class Comparison:
     def _check(self) -> None:
         if not self.models:
             raise ConfigError(f"{self.path}: 'models' must map row names to config files")
-        self.models = {
-            str(name): file for name, file in self.models.items()
-        }  # a YAML key may be a number (1:)
+        # a YAML key may be a number (1: a.yaml)
+        self.models = {str(name): file for name, file in self.models.items()}
         for name, file in self.models.items():
             # a row's name is its runs' folder (runs/NAME-seedK; "ViT-S/14" a folder in a folder): "../x" would
             # write outside the output folder, "x/../GRU" in another row's
@@ -376,34 +376,14 @@ def _say_bounds_given_way(comparison: Comparison) -> None:
 def _set_inline(comparison: Comparison, said: str) -> str | None:
     """The key of the comparison's inline ``config:`` settings that a parser's message concerns (a misspelt
     ``trainer: {max_epochss: 1}``: "Group 'trainer' does not accept option 'max_epochss'"), or None."""
-    keys = []
-
-    def walk(value, key: str) -> None:
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        else:
-            keys.append(key)
-
-    for entry in comparison.shared():
-        if isinstance(entry, dict):
-            walk(entry, "")
+    keys = [key for entry in comparison.shared() if isinstance(entry, dict) for key in flatten(entry)]
     return next((k for k in keys if said.startswith(f"{k}:") or f"'{k.rsplit('.', 1)[-1]}'" in said), None)
 
 
 def _settings(config) -> dict[str, str]:
     """A parsed run config as ``key: value`` text (nested keys joined by dots; the config files aside)."""
-    flat = {}
-
-    def walk(value, key: str) -> None:
-        if isinstance(value, dict) and value:
-            for k, v in value.items():
-                walk(v, f"{key}.{k}" if key else str(k))
-        else:
-            flat[key] = value if isinstance(value, str) else json.dumps(value, default=str)
-
-    walk({k: v for k, v in config.as_dict().items() if k not in ("config", "__path__")}, "")
-    return flat
+    given = {k: v for k, v in config.as_dict().items() if k not in ("config", "__path__")}
+    return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in flatten(given).items()}
 
 
 def _say_flattened(

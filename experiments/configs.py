@@ -278,6 +278,17 @@ def _net_nulls(args: list[str]) -> list[str]:
     return out
 
 
+def flatten(value, prefix: str = "") -> dict:
+    """Nested settings as ``{dotted key: value}``: mappings are walked, anything else (a list, an empty mapping)
+    is a value."""
+    if not (isinstance(value, dict) and value):
+        return {prefix: value}
+    out = {}
+    for key, inner in value.items():
+        out.update(flatten(inner, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
 def plain_config(config) -> dict:
     """A parsed config (a jsonargparse Namespace) as plain data, as W&B runs log it (no API key can be in it: keys
     come from the environment or netrc). Its ``config`` list names the files it was read from; settings given

@@ -172,8 +172,9 @@ def launch_local(argv: list[str], jobs: list[tuple[str, int]], run_dir, devices:
         )
     cores = usable_cores()
     if not cuda and len(devices) > cores:  # each worker then gets one thread, and they still share the cores
-        print(f"warning: --devices: {len(devices)} CPU workers on {cores} core{'s' * (cores != 1)}: they share them, so each run takes "
-              f"longer than alone; --devices {cores} or fewer uses one core each at most", flush=True)  # fmt: skip
+        print(f"warning: --devices: {len(devices)} CPU workers on {cores} core{'s' * (cores != 1)}: they share "
+              f"them, so each run takes longer than alone; --devices {cores} or fewer uses one core each at most",
+              flush=True)  # fmt: skip
     if len(devices) > len(jobs):
         print(f"compare: {len(jobs)} run(s) for {len(devices)} workers: {len(devices) - len(jobs)} start no run",
               flush=True)  # fmt: skip

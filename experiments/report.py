@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -173,20 +174,12 @@ def markdown_table(report: dict) -> str:
     if missing:
         notes.append("Not in the table: " + "; ".join(f"{m['model']} seed {m['seed']} ({m['why']})" for m in missing)
                      + ".")  # fmt: skip
-    runs = report.get("runs", [])
-    partly = {
-        row["model"]: (
-            sum(r.get("throughput") is not None for r in runs if r["model"] == row["model"]),
-            row["seeds"],
-        )
-        for row in summary
-        if row.get("throughput") is not None
-    }
-    partly = {m: (k, n) for m, (k, n) in partly.items() if k < n}
+    measured = Counter(r["model"] for r in report.get("runs", []) if r.get("throughput") is not None)
+    partly = [f"{row['model']} {measured[row['model']]} of {row['seeds']}" for row in summary
+              if 0 < measured[row["model"]] < row["seeds"]]  # fmt: skip
     if partly:  # a mean over fewer runs than the row's other columns: said
         notes.append("Throughput over fewer runs than the row's seeds (a run that trained fewer batches than the "
-                     "window, as a resumed one can, has none): "
-                     + ", ".join(f"{m} {k} of {n}" for m, (k, n) in partly.items()) + ".")  # fmt: skip
+                     f"window, as a resumed one can, has none): {', '.join(partly)}.")  # fmt: skip
     if any(row.get("throughput") is None for row in summary):
         notes.append(
             "Throughput –: the run trained fewer batches than compare's `throughput_window` (100 unless set), "

@@ -29,7 +29,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError
 from datamodules.files import atomic_writer
-from experiments.configs import import_class
+from experiments.configs import flatten, import_class
 
 WANDB_ID_KEY = "wandb_run_id"
 RUN_DIR_KEY = "run_dir"
@@ -142,16 +142,6 @@ def _saved_config(saved: Path) -> dict | None:
     return theirs if isinstance(theirs, dict) else None
 
 
-def _flat(section, prefix: str) -> dict:
-    """A dumped section as ``{dotted key: value}`` (lists and values as leaves)."""
-    if not isinstance(section, dict):
-        return {prefix: section}
-    out = {}
-    for key, value in section.items():
-        out.update(_flat(value, f"{prefix}.{key}"))
-    return out
-
-
 def _differences(theirs: dict, run: dict) -> list[tuple[str, object, object]]:
     """``(dotted key, saved value, this value)`` of each setting in which a saved run (``theirs``, its
     ``config.yaml``) differs from this ``run``'s ``model`` section and, where ``run`` has one, its training ``data``
@@ -161,9 +151,10 @@ def _differences(theirs: dict, run: dict) -> list[tuple[str, object, object]]:
     if "data" in run:
         then["data"] = _training_data(theirs.get("data"))
         ours["data"] = as_saved(then["data"], _training_data(run["data"]))
-    then, ours = _flat(then, ""), _flat(ours, "")
+    # an empty mapping is no setting (``init_args: {}`` beside none)
+    then, ours = ({k: v for k, v in flatten(s).items() if v != {}} for s in (then, ours))
     return [
-        (k[1:], then.get(k), ours.get(k)) for k in sorted(set(then) | set(ours)) if then.get(k) != ours.get(k)
+        (k, then.get(k), ours.get(k)) for k in sorted(set(then) | set(ours)) if then.get(k) != ours.get(k)
     ]
 
 

@@ -619,49 +619,46 @@ def _change(key: str, before, now) -> str:
 
 
 def check_keys(sweep: Sweep, overrides: list[str]) -> None:
-    """The space's keys parsed as a trial's options are, at every choice value and at each range's low and high:
-    a misspelt key, or a value its option refuses (a choice ``lstmm``, a dropout up to 1.5), is named now with its
-    line in the sweep file, not when a trial draws it (which would stop the sweep midway). A few parses in all:
-    the n-th value of every key at once, then each key alone only to name the one that failed."""
+    """The space's keys built as a trial's options are (model and data, no logger), at every choice value and at
+    each range's low and high: a misspelt key, or a value its option or only a constructor refuses (a choice
+    ``lstmm``, a dropout up to 1.5), is named now with its line in the sweep file, not when a trial draws it
+    (which would stop the sweep midway). A few builds in all: the trials' options alone (a mistake there is not
+    the space's), the n-th value of every key at once, then each key alone only to name the one that failed."""
     from jsonargparse import ArgumentError
 
     from experiments.cli import ExperimentCLI
     from experiments.configs import from_command_line, one_line, where_set
 
-    def parse(values: dict, build: bool = False) -> None:
+    def build(values: dict) -> None:
         args = [*sweep.trial_args(), "--config", yaml.safe_dump(nested(values)), *overrides]
         with warnings.catch_warnings():
             warnings.filterwarnings(
                 "ignore", message=".*args parameter is intended to run from within Python.*"
             )
-            if build:  # what only the constructors refuse (a dropout of 2.5): built, nothing written
-                ExperimentCLI(args=[*args, "--trainer.logger=false"], run=False)
-            else:
-                ExperimentCLI(args=args, run=False, parse_only=True)
+            ExperimentCLI(args=[*args, "--trainer.logger=false"], run=False)
 
     given = {k: spec["values"] if spec["type"] == "choice" else [spec["low"], spec["high"]]
              for k, spec in sweep.space.items()}  # fmt: skip
     with lightning_quiet():  # the seed's note is said again when each trial starts
         try:  # the trials' options without the space: a mistake there is not the space's
-            parse({})
-        except (ArgumentError, ConfigError) as err:
+            build({})
+        except (ArgumentError, UserError) as err:
             said = one_line(str(err))
             args = [*sweep.trial_args(), *overrides]
             raise ConfigError(
                 f"sweep: {where_set(said, args)}{said}{from_command_line(str(err), overrides, 'every trial')}"
             ) from None
-        for build in (False, True):  # parsed first (quick), then built (the constructors' own checks)
-            for n in range(max(len(v) for v in given.values())):
-                values = {k: v[min(n, len(v) - 1)] for k, v in given.items()}
-                try:
-                    parse(values, build)
-                except (ArgumentError, UserError):
-                    for key, value in values.items():  # which key: each alone
-                        try:
-                            parse({key: value}, build)
-                        except (ArgumentError, UserError) as err:
-                            raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
-                    raise
+        for n in range(max(len(v) for v in given.values())):
+            values = {k: v[min(n, len(v) - 1)] for k, v in given.items()}
+            try:
+                build(values)
+            except (ArgumentError, UserError):
+                for key, value in values.items():  # which key: each alone
+                    try:
+                        build({key: value})
+                    except (ArgumentError, UserError) as err:
+                        raise ConfigError(f"{sweep.where('space', key)}: {one_line(str(err))}") from None
+                raise
 
 
 def _trials_held(sweep: Sweep) -> int:

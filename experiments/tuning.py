@@ -107,7 +107,7 @@ def _trial_overrides(tuning: Tuning, overrides: list[str]) -> list[str]:
 
 
 def check_tuning(comparison, overrides: list[str]) -> None:
-    """Every row's trials checked (``check_keys``: the space parsed and built with each row's options) before
+    """Every row's trials checked (``check_keys``: the space built with each row's options) before
     any row tunes: a key one row does not take stops the comparison now, naming the row, not after the rows
     before it have tuned."""
     tuning = tuning_of(comparison)
@@ -128,8 +128,7 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     its best trial's value and settings."""
     tuning = tuning_of(comparison)
     sweep = row_sweep(comparison, model, tuning)
-    trial_overrides = _trial_overrides(tuning, overrides)
-    check_keys(sweep, trial_overrides)
+    trial_overrides = _trial_overrides(tuning, overrides)  # its space checked by check_tuning, before any row
     check_settings(sweep, trial_overrides, f"row {model!r}", "give another --out, or delete the folder")
     missing = max(0, tuning.trials - trials_so_far(sweep))
     if missing:

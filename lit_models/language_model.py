@@ -42,13 +42,8 @@ class LanguageModelMetrics(SummedStates):
 
     def compute(self) -> dict[str, torch.Tensor]:
         loss = self.nats / self.tokens  # no token scored: NaN, never a loss of 0 (a perfect score)
-        return {
-            "loss": loss.float(),
-            "ppl": loss.exp().float(),
-            "bpc": (
-                self.nats / (math.log(2) * self.chars.clamp(min=1)) + loss * 0
-            ).float(),  # NaN with the loss
-        }
+        bpc = self.nats / (math.log(2) * self.chars.clamp(min=1)) + loss * 0  # NaN with the loss
+        return {"loss": loss.float(), "ppl": loss.exp().float(), "bpc": bpc.float()}
 
 
 class LanguageModelTask(Task):

@@ -95,13 +95,9 @@ class PretrainedEncoder(nn.Module):
             return
         from transformers import AutoTokenizer
 
-        try:
+        try:  # none beside the weights (OSError), or one that needs sentencepiece (ImportError)
             own = AutoTokenizer.from_pretrained(self.path).get_vocab()
-        except (
-            OSError,
-            ValueError,
-            ImportError,
-        ) as err:  # none beside the weights; one needing sentencepiece
+        except (OSError, ValueError, ImportError) as err:
             rank_zero_warn(f"model.net.init_args.path: the encoder's own tokenizer could not be read from "
                            f"{self.path!r} ({first_line(err)}), so the data's is checked by its size alone")  # fmt: skip
             return
