@@ -43,7 +43,10 @@ from datamodules.text_sources import read_table
 from experiments.configs import CommandParser
 
 COLUMNS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
+REQUIRED = COLUMNS[:2]  # a file of one's own minimal pairs may have no direction or bias type
 DIRECTIONS = ("stereo", "antistereo")
+_PER = {"stereo_antistereo": "direction", "bias_type": "bias type"}
+_COLUMN_OF = {"stereo_antistereo": "direction", "bias_type": "bias_type"}
 
 
 def _pairs(n: int) -> str:
@@ -51,8 +54,10 @@ def _pairs(n: int) -> str:
 
 
 def read_crows_pairs(path: str | Path) -> pd.DataFrame:
-    """The pairs as ``stereotyping``, ``other``, ``bias_type`` rows (with the file's line of each); missing
-    columns, empty sentences and unknown directions stop with the file, line and value."""
+    """The pairs as ``stereotyping``, ``other``, ``bias_type``, ``direction`` rows (with the file's line of each);
+    missing sentence columns, empty sentences and unknown directions stop with the file, line and value. A file
+    without ``bias_type`` or ``stereo_antistereo`` (one's own minimal pairs) is read with a warning, and the
+    table then has no rows per bias type or direction."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"probe: {path} is not a file (python -m experiments data crows_pairs writes it)")
@@ -60,7 +65,7 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         frame, lines = read_table(path, ",")
     except UnicodeDecodeError:
         raise DataError(not_utf8(path)) from None
-    missing = [c for c in COLUMNS if c not in frame.columns]
+    missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         found = ", ".join(repr(c) for c in frame.columns[:8]) + (", ..." if len(frame.columns) > 8 else "")
         joined = next(
@@ -71,11 +76,19 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         )
         raise DataError(
             f"{path}: no column {', '.join(missing)} (its columns: {found}){hint if joined else ''}; CrowS-Pairs has "
-            f"{', '.join(COLUMNS)}"
+            f"{', '.join(COLUMNS)} (the last two may be left out)"
+        )
+    absent = [c for c in COLUMNS[2:] if c not in frame.columns]
+    if absent:
+        warnings.warn(
+            f"{path}: no column {' or '.join(absent)}: sent_more is taken as the more stereotyping sentence of "
+            f"every pair, and the table has no rows per {' or '.join(_PER[c] for c in absent)}",
+            stacklevel=2,
         )
     rows, untyped = [], []
     for line, row in zip(lines, frame.itertuples(index=False), strict=True):
-        more, less, direction = row.sent_more.strip(), row.sent_less.strip(), row.stereo_antistereo.strip()
+        more, less = row.sent_more.strip(), row.sent_less.strip()
+        direction = row.stereo_antistereo.strip() if "stereo_antistereo" in frame.columns else None
         if not more or not less:
             raise DataError(
                 f"{path}:{line}: an empty sentence (sent_more {row.sent_more!r}, sent_less {row.sent_less!r})"
@@ -83,11 +96,11 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         if more == less:
             raise DataError(f"{path}:{line}: sent_more and sent_less are the same sentence ({more!r}): the pair "
                             "measures nothing; fix or remove it")  # fmt: skip
-        if direction not in DIRECTIONS:
+        if direction is not None and direction not in DIRECTIONS:
             raise DataError(f"{path}:{line}: stereo_antistereo is {direction!r}, not stereo or antistereo")
-        bias = row.bias_type.strip()
+        bias = row.bias_type.strip() if "bias_type" in frame.columns else None
         rows.append((more, less, bias or "unknown", direction, line))
-        if not bias:
+        if bias == "":
             untyped.append(line)
     if not rows:
         raise DataError(f"{path}: no pairs")
@@ -122,7 +135,8 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
             "each alike to group them",
             stacklevel=2,
         )
-    return pd.DataFrame(rows, columns=["stereotyping", "other", "bias_type", "direction", "line"])
+    pairs = pd.DataFrame(rows, columns=["stereotyping", "other", "bias_type", "direction", "line"])
+    return pairs.drop(columns=[_COLUMN_OF[c] for c in absent])
 
 
 def causal_scores(net: torch.nn.Module, tokenizer, sentences: list[str], batch_size: int = 16) -> np.ndarray:
@@ -273,7 +287,7 @@ def bias_table(pairs: pd.DataFrame, prefers: np.ndarray, resamples: int = 1000, 
         for direction in DIRECTIONS:
             if (pairs["direction"] == direction).any():
                 table[f"direction: {direction}"] = row((pairs["direction"] == direction).to_numpy())
-    for bias in sorted(pairs["bias_type"].unique()):
+    for bias in sorted(pairs["bias_type"].unique()) if "bias_type" in pairs else ():
         table[bias] = row((pairs["bias_type"] == bias).to_numpy())
     return table
 

@@ -108,11 +108,32 @@ def test_the_report_says_ties_and_pairs_left_out():
     )  # no interval from one pair (a bias type's typo?)
 
 
+def test_own_pairs_need_only_the_two_sentences(tmp_path):
+    path = _write(
+        tmp_path / "own.csv", [("x more", "x less"), ("y more", "y less")], columns=("sent_more", "sent_less")
+    )
+    with pytest.warns(
+        UserWarning,
+        match=r"own.csv: no column stereo_antistereo or bias_type: sent_more is taken as the more stereotyping "
+        r"sentence of every pair, and the table has no rows per direction or bias type",
+    ):
+        pairs = read_crows_pairs(path)
+    assert pairs.columns.tolist() == ["stereotyping", "other", "line"]
+    assert list(bias_table(pairs, np.array([True, False]))) == ["all"]
+    typed = _write(
+        tmp_path / "typed.csv", [("x more", "x less", "age")], columns=("sent_more", "sent_less", "bias_type")
+    )
+    with pytest.warns(UserWarning, match=r"no column stereo_antistereo: .* no rows per direction$"):
+        pairs = read_crows_pairs(typed)
+    assert list(bias_table(pairs, np.array([True]))) == ["all", "age"]
+
+
 def test_bad_probe_data_names_file_line_and_value(tmp_path):
-    missing = _write(tmp_path / "m.csv", [("x", "y")], columns=("sent_more", "sent_less"))
+    missing = _write(tmp_path / "m.csv", [("x", "y")], columns=("sent_more", "sent_les"))
     with pytest.raises(
         DataError,
-        match=r"no column stereo_antistereo, bias_type \(its columns: '', 'sent_more', 'sent_less'\)",
+        match=r"no column sent_less \(its columns: '', 'sent_more', 'sent_les'\); CrowS-Pairs has sent_more, "
+        r"sent_less, stereo_antistereo, bias_type \(the last two may be left out\)",
     ):
         read_crows_pairs(missing)
     (tmp_path / "semi.csv").write_text("sent_more;sent_less;stereo_antistereo;bias_type\nA;B;stereo;age\n")
