@@ -584,6 +584,25 @@ def _negative_values(args: list[str], options: list[str]) -> list[str]:
     return joined
 
 
+def _either_spelling(args: list[str], options: list[str]) -> list[str]:
+    """``--batch_size`` for ``--batch-size`` and ``--max-new-tokens`` for ``--max_new_tokens``: the commands'
+    own options follow the names of what they set (Lightning's ``ckpt_path``, ``transformers``'
+    ``max_new_tokens``) or the shell's dashes, so either spelling of a word break is taken."""
+    spelt = []
+    for arg in args:
+        name, sep, value = arg.partition("=")
+        if name.startswith("--") and "." not in name and name not in options:
+            word = name[2:]
+            other = next(
+                (o for o in ("--" + word.replace("_", "-"), "--" + word.replace("-", "_")) if o in options),
+                None,
+            )
+            if other is not None:
+                arg = other + sep + value
+        spelt.append(arg)
+    return spelt
+
+
 class CommandParser(argparse.ArgumentParser):
     """argparse's parser for a command (generate, align, sweep, ...): an option it does not take that is close to
     one it does stops with that name, in one line, rather than going on to the run (``parse_known_args``), or
@@ -597,7 +616,8 @@ class CommandParser(argparse.ArgumentParser):
         return action
 
     def parse_known_args(self, args=None, namespace=None):  # parse_args and subcommands' parsers call it too
-        self._given = _negative_values(list(sys.argv[1:] if args is None else args), self.own_options)
+        given = _either_spelling(list(sys.argv[1:] if args is None else args), self.own_options)
+        self._given = _negative_values(given, self.own_options)
         parsed, extras = super().parse_known_args(self._given, namespace)
         self._refuse_close(extras)
         return parsed, extras
