@@ -143,6 +143,13 @@ def _documents(path: str, option: str, column: str, cache: str) -> list[Part]:
         files = corpus_files(file)
         if not files:
             raise DataError(f"data.{option}: folder {path!r} has no text files ({', '.join(TEXT_SUFFIXES)})")
+        others = sorted(p.name for p in file.iterdir() if p not in files and not p.name.startswith("."))
+        if others:
+            shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
+            rank_zero_warn(
+                f"data.{option}: folder {path!r}: {len(others)} of its entries are not read, only text files "
+                f"({', '.join(TEXT_SUFFIXES)}) directly in it are: {shown}"
+            )
         return [Part(str(p), 0, p.stat().st_size, path=p) for p in files]
     if not file.is_file():
         raise DataError(not_found(f"data.{option}", path))

@@ -98,16 +98,37 @@ def main(argv: list[str]) -> None:
     else:
         net, tokenizer, context = load_from_weights(args.weights)
     net.eval()
-    ids = torch.as_tensor(tokenizer.encode(args.prompt, "--prompt"))[None]
-    if ids.shape[1] == 0:
-        raise DataError("--prompt: empty after tokenizing")
+    # a prompt read from a Windows file: the corpus was read with universal newlines, so the model saw "\n" alone
+    prompt = args.prompt.replace("\r\n", "\n")
+    ids = torch.as_tensor(tokenizer.encode(prompt, "--prompt"))[None]
+    if ids.shape[1] == 0 and tokenizer.eot_id is not None:
+        # nothing to continue: start a new document, as after the end-of-text token between documents
+        ids = torch.tensor([[tokenizer.eot_id]])
+    elif ids.shape[1] == 0:
+        raise DataError(
+            f"--prompt: {args.prompt!r} is empty after tokenizing, and this tokenizer has no end-of-text token "
+            "to start a text from: give some text to continue"
+        )
     generator = torch.Generator().manual_seed(args.seed)
     stop = None if args.no_stop else tokenizer.eot_id
-    sys.stdout.write(args.prompt)
+    sys.stdout.write(prompt)
     tokens = generate(
         net, ids, args.max_new_tokens, context, args.temperature, args.top_k, args.top_p, stop, generator
     )
-    for piece in text_pieces((int(t) for t in tokens), tokenizer, stop):
+    written: list[int] = []  # the new tokens, to say where generation stopped
+
+    def counted():
+        for token in tokens:
+            written.append(int(token))
+            yield written[-1]
+
+    for piece in text_pieces(counted(), tokenizer, stop):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    if stop is not None and written and written[-1] == stop:
+        print(
+            f"generate: stopped at the end-of-text token after {len(written) - 1} new token(s) "
+            f"(of --max_new_tokens {args.max_new_tokens}); --no_stop goes on past it",
+            file=sys.stderr,
+        )

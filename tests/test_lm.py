@@ -236,7 +236,7 @@ def test_every_language_model_trains_and_reports_bits_per_character(net, in_tmp)
     assert ppl == pytest.approx(math.exp(loss), rel=1e-5)
 
 
-def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_characters(in_tmp):
+def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_characters(in_tmp, monkeypatch):
     args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), *TINY_GPT]
     run = [
         "fit",
@@ -279,6 +279,25 @@ def test_generate_continues_a_prompt_from_a_checkpoint_and_refuses_unknown_chara
         bad.returncode == 2
         and "--prompt: character '🙂' (U+1F642) at position 6 is not in the character vocabulary"
         in bad.stderr
+    )
+    # a prompt from a Windows file reads as the corpus did (universal newlines); an empty one starts a document
+    crlf = run_main(*common, "--prompt", "It is\r\na", cwd=in_tmp)
+    assert crlf.returncode == 0 and crlf.stdout.startswith("It is\na"), crlf.stderr[-2000:]
+    empty = run_main(*common, "--prompt", "", "--max-new-tokens=7", cwd=in_tmp)  # either spelling
+    assert empty.returncode == 0, empty.stderr[-2000:]
+    assert len(empty.stdout.replace("<|endoftext|>", "\x03")) == 7 + 1  # 7 characters and the line's end
+    # where the model writes the end-of-text token, generation stops there and says so
+    import lit_models.generation
+
+    def ends_soon(net, prompt, max_new_tokens, context, temperature, top_k, top_p, stop_id, generator):
+        yield from (torch.tensor([[t]]) for t in (prompt[0, 0], prompt[0, 0], stop_id, prompt[0, 0]))
+
+    monkeypatch.setattr(lit_models.generation, "generate", ends_soon)
+    stopped = run_main(*common[:-1], "--prompt", "It", cwd=in_tmp)
+    assert stopped.returncode == 0 and stopped.stdout == "ItII\n", stopped.stderr[-2000:]
+    assert stopped.stderr.strip().splitlines()[-1] == (
+        "generate: stopped at the end-of-text token after 2 new token(s) (of --max_new_tokens 20); --no_stop goes "
+        "on past it"
     )
 
 
@@ -453,3 +472,18 @@ def test_a_bpe_vocabulary_below_its_bytes_is_said(tmp_path):
                                          r"that, or data.tokenizer char"):  # fmt: skip
         module = data(tmp_path, tokenizer="bpe", tokenizer_vocab_size=100)
     assert module.vocab_size == 257
+
+
+def test_a_corpus_folder_reads_its_text_files_and_names_what_it_leaves(tmp_path):
+    folder = tiny_corpus(tmp_path / "corpus")
+    (folder / "paper.pdf").write_bytes(b"%PDF-1.4 not text")
+    (folder / "drafts").mkdir()
+    (folder / ".DS_Store").write_bytes(b"\0\0")  # hidden: not worth a word
+    with pytest.warns(
+        UserWarning,
+        match=r"data.train_path: folder '.*corpus': 2 of its entries are not read, only text files \(.txt, .md, "
+        r".text\) directly in it are: drafts, paper.pdf$",
+    ):
+        module = data(tmp_path, train_path=str(folder))
+    read = decoded(module, "train") + decoded(module, "val") + decoded(module, "test")
+    assert "PDF" not in read and SENTENCES[0][:20] in read
