@@ -328,6 +328,7 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
     named the same way (``run_one``); the rows before it are kept."""
     from jsonargparse import ArgumentError
 
+    _refuse_shared_net_options(comparison)
     parsed = {}
     with lightning_quiet():  # the trainer's and the seed's notes are said again when each run starts
         for model in comparison.models:
@@ -338,13 +339,8 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
                 if overrides and len(comparison.models) > 1:  # and as the files alone set it, to compare
                     parsed[model].append(_build(args, True).config)
             except ArgumentError as err:
-                said = one_line(err)  # with the line of the row's file (or shared file) that set the option
-                given = where_set(said, [*args, *overrides])
-                shared = None if given else _set_inline(comparison, said)
-                if shared:  # the comparison's own config: mapping, which every row reads: not this row's
-                    where, given = f"{key_line(comparison.path, 'config')}: config", f"{shared}: "
                 raise ConfigError(
-                    f"{where}: {given}{said}{from_command_line(str(err), overrides, 'every row')}"
+                    _named(comparison, model, one_line(err), [*args, *overrides], overrides)
                 ) from None
             except UserError as err:
                 raise type(err)(f"{where}: {err}") from None
@@ -354,30 +350,87 @@ def check_rows(comparison: Comparison, overrides: list[str]) -> None:
         )
 
 
-def _say_bounds_given_way(comparison: Comparison) -> None:
-    """A step or epoch bound of the comparison's own ``config:`` settings gives way to ``budget_flops``: said,
-    with its line, not dropped unsaid. A file that does not parse, or is no mapping, is the rows' check's to say."""
+def _shared_settings(comparison: Comparison) -> list[tuple[Path | None, dict]]:
+    """(file or None for the inline mapping, settings) of each entry of the comparison's ``config:``; a file
+    that does not parse, or is no mapping, is left to the rows' check to say."""
+    found = []
     for entry in comparison.shared():
         try:
             settings = yaml.safe_load(entry.read_text()) if isinstance(entry, Path) else entry
         except (OSError, UnicodeDecodeError, yaml.YAMLError):
             continue
-        trainer = settings.get("trainer") if isinstance(settings, dict) else None
+        if isinstance(settings, dict):
+            found.append((entry if isinstance(entry, Path) else None, settings))
+    return found
+
+
+def _refuse_shared_net_options(comparison: Comparison) -> None:
+    """A net's option among the comparison's shared settings (``model.net.init_args.nhead: 5``) comes before the
+    rows' model files, which choose the net: the parser cannot take an option of a class not chosen yet, and
+    would blame the row's file ("Option 'nhead' is not accepted"). Said at the shared setting instead, with
+    where it works."""
+    for file, settings in _shared_settings(comparison):
+        flat = {re.sub(r"^model\.init_args\.", "model.", k): v for k, v in flatten(settings).items()}
+        if "model.net" in flat or "model.net.class_path" in flat:  # the shared settings choose the net too
+            continue
+        for key, value in flat.items():
+            if key.startswith("model.net."):
+                where = (
+                    key_line(file, *key.split("."))
+                    if file
+                    else f"{key_line(comparison.path, 'config')}: config"
+                )
+                raise ConfigError(
+                    f"{where}: {key}: a net's option cannot be shared here: the shared settings come before each "
+                    f"row's model file, which chooses the net; give it to every row on the command line "
+                    f"(--{key}={json.dumps(value)}) or in each row's model file"
+                )
+
+
+def _say_bounds_given_way(comparison: Comparison) -> None:
+    """A step or epoch bound of the comparison's own ``config:`` settings gives way to ``budget_flops``: said,
+    with its line, not dropped unsaid. A file that does not parse, or is no mapping, is the rows' check's to say."""
+    for file, settings in _shared_settings(comparison):
+        trainer = settings.get("trainer")
         for key in [k for k in ("max_steps", "max_epochs") if isinstance(trainer, dict) and k in trainer]:
-            where = (
-                key_line(entry, "trainer", key)
-                if isinstance(entry, Path)
-                else key_line(comparison.path, "config")
-            )
+            where = key_line(file, "trainer", key) if file else key_line(comparison.path, "config")
             print(f"warning: {where}: trainer.{key}: {trainer[key]} gives way to budget_flops "
                   f"{comparison.budget_flops:g}: each row's steps come from its cost")  # fmt: skip
 
 
+def _named(comparison: Comparison, model: str, said: str, args: list[str], overrides: list[str]) -> str:
+    """A refusal met parsing or building one row's run (``said``: ``KEY: ...``, as ``one_line`` or a constructor
+    says it), named where the value came from: the comparison's own ``config:`` mapping, which every row reads
+    (not this row's doing), or else the row, with the line of the file that set it (its model file, a shared
+    file) or the command line that gave it to every row."""
+    by_command = from_command_line(said, overrides, "every row")
+    given = where_set(said, args)
+    shared = None if given or by_command else _set_inline(comparison, said)
+    if shared:
+        key = "" if said.startswith(f"{shared}:") else f"{shared}: "
+        return f"{key_line(comparison.path, 'config')}: config: {key}{said}"
+    own = re.fullmatch(rf"{re.escape(str(comparison.model_file(model)))}:(\d+): ", given)
+    if own:  # the row's own file: its line beside the file's name as the comparison wrote it
+        return f"{comparison.path}: models.{model} ({comparison.models[model]}:{own.group(1)}): {said}{by_command}"
+    return f"{comparison.row(model)}: {given}{said}{by_command}"
+
+
 def _set_inline(comparison: Comparison, said: str) -> str | None:
-    """The key of the comparison's inline ``config:`` settings that a parser's message concerns (a misspelt
-    ``trainer: {max_epochss: 1}``: "Group 'trainer' does not accept option 'max_epochss'"), or None."""
+    """The key of the comparison's inline ``config:`` settings that a message concerns (a constructor's
+    ``data.val_fraction: 1.5 is outside [0, 1)``, a misspelt ``trainer: {max_epochss: 1}``: "Group 'trainer' does
+    not accept option 'max_epochss'"), or None."""
     keys = [key for entry in comparison.shared() if isinstance(entry, dict) for key in flatten(entry)]
-    return next((k for k in keys if said.startswith(f"{k}:") or f"'{k.rsplit('.', 1)[-1]}'" in said), None)
+    named = re.match(r"([\w.]+): ", said)
+    plain = named and named.group(1).replace(".init_args.", ".")
+    return next(
+        (
+            k
+            for k in keys
+            if k.replace(".init_args.", ".") == plain
+            or f"option '{k.rsplit('.', 1)[-1]}'".lower() in said.lower()
+        ),  # fmt: skip
+        None,
+    )
 
 
 def _settings(config) -> dict[str, str]:
@@ -526,7 +579,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     try:
         cli = _build(args, parse_only=done.is_file())
     except UserError as err:
-        raise type(err)(f"{comparison.row(model)}: {err}") from None
+        raise type(err)(_named(comparison, model, str(err), args, overrides)) from None
     dumped = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True)  # checked when parsed
     # The comparison's own settings that change what a run does (not in the run's config); written only when
     # set, so that folders of comparisons without them still resume

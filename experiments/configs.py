@@ -545,6 +545,7 @@ def from_command_line(message: str, overrides: list[str], to: str) -> str:
     """ " (--X was given on the command line, to every row)" when the option a parser refused is one of
     ``overrides`` (a misspelt ``--trainer.max_epoch``): the file it was parsed with (a comparison's row, a sweep's
     space) is where it was found wanting, not where it came from."""
+    message = re.sub(r"\(did you mean [^)]*\)", "", message)  # the suggestion is not what was refused
     for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
         last = option.rsplit(".", 1)[-1]
         if option in message or f"'{last}'" in message:

@@ -12,10 +12,11 @@ import torch
 import yaml
 from conftest import CNN, ROOT, TINY_DATA
 
-from archbench.errors import ConfigError, RunsFailedError
+from archbench.errors import ConfigError, DataError, RunsFailedError
 from experiments.compare import main as compare
 from experiments.launchers import parse_devices
 
+DNA = f"{ROOT}/experiments/dna"
 RUN = [*TINY_DATA, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]
 
 
@@ -265,12 +266,38 @@ def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in
         compare(
             ["--config", _spec(in_tmp, {"CNN": CNN}, config=[base, {"trainer": {"max_epochss": 1}}]), *RUN]
         )
+    # a value only a constructor refuses, set in the shared mapping: said there, not as the first row's fault
+    with pytest.raises(
+        DataError, match=r"mine.yaml:\d+: config: data.val_fraction: 1.5 is outside \[0, 1\)$"
+    ):
+        compare(
+            [
+                "--config",
+                _spec(in_tmp, {"CNN": CNN, "GRU": f"{DNA}/gru.yaml"}, config={"data.val_fraction": 1.5}),
+                *RUN,
+            ]
+        )
+    assert not (in_tmp / "out").exists()
+    # a net's option shared by every row: the rows' files choose the net after it, so the parser cannot take it
+    with pytest.raises(ConfigError, match=r"mine.yaml:\d+: config: model.net.init_args.nhead: a net's option cannot "
+                       r"be shared here: .* on the command line \(--model.net.init_args.nhead=5\) or in each row's"):  # fmt: skip
+        compare(
+            [
+                "--config",
+                _spec(
+                    in_tmp,
+                    {"T": f"{DNA}/transformer.yaml"},
+                    config={"model": {"net": {"init_args": {"nhead": 5}}}},
+                ),
+                *RUN,
+            ]
+        )
     # an option only the net's constructor refuses (trial 11: the comparison stopped at this row with neither the
     # file nor the row named): said when the row's run starts, named as the parsed options are
     transformer = yaml.safe_load((ROOT / "experiments" / "dna" / "transformer.yaml").read_text())
     transformer["model"]["net"]["init_args"]["moe"] = {"experts": 2, "top_k": 4}
     (in_tmp / "moe.yaml").write_text(yaml.safe_dump(transformer))
-    with pytest.raises(ConfigError, match=r"mine.yaml: models.Bad \(moe.yaml\): model.net.init_args.moe.top_k: 4 is "
+    with pytest.raises(ConfigError, match=r"mine.yaml: models.Bad \(moe.yaml:\d+\): model.net.init_args.moe.top_k: 4 is "
                        r"not between 1 and moe.experts \(2\)$"):  # fmt: skip
         compare(
             ["--config", _spec(in_tmp, {"Bad": "moe.yaml", "CNN": CNN}, out=str(in_tmp / "moe_out")), *RUN]
