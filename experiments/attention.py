@@ -132,8 +132,14 @@ def keep_images(trainer, log_dir: str | None, kind: str, images: list[bytes], ca
         if isinstance(logger, WandbLogger):
             from PIL import Image
 
-            pictures = [Image.open(io.BytesIO(png)) for png in images]
-            logger.log_image(f"val/{kind}", pictures, step=trainer.global_step, caption=captions)
+            pictures = [Image.open(io.BytesIO(png)).convert("RGB") for png in images]
+            # one size for all (W&B shows a set of images of several sizes wrongly, and says so on the root
+            # logger at every validation): each on a white canvas of the largest width and height
+            size = (max(p.width for p in pictures), max(p.height for p in pictures))
+            canvases = [Image.new("RGB", size, "white") for _ in pictures]
+            for canvas, picture in zip(canvases, pictures, strict=True):
+                canvas.paste(picture, (0, 0))
+            logger.log_image(f"val/{kind}", canvases, step=trainer.global_step, caption=captions)
 
 
 def _text_data() -> type:

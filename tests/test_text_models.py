@@ -187,6 +187,11 @@ def test_attention_command_and_callback(tmp_path):
     log_dir = tmp_path / "logs" / "lightning_logs" / "version_0"
     drawn = sorted((log_dir / "attention").glob("*.png"))
     assert [p.name.split("-text")[1] for p in drawn] == ["0.png", "1.png"]
+    from PIL import Image
+
+    # the maps differ in size (3 and 4 tokens); W&B gets them on one canvas size, which it needs to show a set
+    assert len({Image.open(p).size for p in drawn}) == 2
+    assert len({Image.open(p).size for p in run_file.parent.rglob("media/images/val/attention_*.png")}) == 1
     ckpt = cli.trainer.checkpoint_callback.best_model_path
     out = tmp_path / "maps.png"
     result = run_main(
