@@ -71,6 +71,16 @@ def _check_optimizer(optimizer, lr_scheduler) -> None:
         raise ConfigError(f"model.lr_scheduler: {first_line(err)}") from None
 
 
+def _data_apart(saved: dict, data: L.LightningDataModule | None) -> str:
+    """Where a checkpoint's data and this run's differ, for a shape mismatch (a vocabulary or an input size is
+    the data's doing): ``; trained on data.train_path a.txt, this run's is b.txt``; ``""`` where none differ."""
+    ours = dict(getattr(data, "hparams", None) or {})
+    keys = ("train_path", "dataset", "root", "tokenizer", "tokenizer_vocab_size", "seq_len")
+    apart = [f"data.{k} {saved[k]!r}, this run's {ours[k]!r}" for k in keys
+             if k in saved and k in ours and saved[k] != ours[k]]  # fmt: skip
+    return f"; the checkpoint was trained on other data ({'; '.join(apart)})" if apart else ""
+
+
 class Task(L.LightningModule):
     def __init__(
         self,
@@ -240,6 +250,7 @@ class Task(L.LightningModule):
             raise ConfigError(
                 f"{option}: {path} does not fit model.net ({type(self.net).__name__}): "
                 + "; ".join(p for p in problems if p)
+                + (_data_apart(saved_data, data) if wrong else "")
             )
         return state, bool(head)
 

@@ -487,3 +487,23 @@ def test_a_corpus_folder_reads_its_text_files_and_names_what_it_leaves(tmp_path)
         module = data(tmp_path, train_path=str(folder))
     read = decoded(module, "train") + decoded(module, "val") + decoded(module, "test")
     assert "PDF" not in read and SENTENCES[0][:20] in read
+
+
+def test_init_from_a_checkpoint_of_other_data_names_the_data(in_tmp):
+    """A character vocabulary is the corpus's: weights of another corpus do not fit, and the refusal says that
+    the data differs, not only which shapes do."""
+    args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), *TINY_GPT, "--trainer.logger=false"]
+    run = in_tmp / "run"
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1", f"--trainer.default_root_dir={run}"])
+    ckpt = next(run.rglob("last.ckpt"))
+    other = in_tmp / "other"
+    other.mkdir()
+    (other / "z.txt").write_text("Zebras, quietly: xylophones & jazz!\n" * 40)
+    result = run_main("fit", *args, f"--data.train_path={other}", f"--model.init_from={ckpt}",
+                      f"--trainer.default_root_dir={in_tmp / 'refused'}", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2
+    said = last_line(result)
+    assert "does not fit model.net (GPT): shapes differ: " in said, said
+    assert said.endswith(f"; the checkpoint was trained on other data (data.train_path '{in_tmp / 'corpus'}', "
+                         f"this run's '{other}')")  # fmt: skip
+    assert not (in_tmp / "refused").exists()
