@@ -45,6 +45,36 @@ def fingerprint(path: Path, exclude: Path | None = None) -> str:
     return f"sha256:{hashlib.sha256(path.read_bytes()).hexdigest()}"
 
 
+# Besides ``*_path``: the settings whose folder a run reads (images, a tokenizer, pretrained weights)
+FOLDER_KEYS = ("root", "tokenizer", "path", "weights")
+
+
+def data_fingerprints(settings, exclude: Path | None = None, skip: tuple[str, ...] = ()) -> dict[str, str]:
+    """The files that ``settings`` (plain config data: mappings and lists) name, and the folders of the settings
+    read as data (``*_path`` and ``FOLDER_KEYS``: not a cache), each with its ``fingerprint``; settings named in
+    ``skip`` and anything under ``exclude`` (a comparison's output) left out."""
+    found: dict[str, str] = {}
+
+    def walk(value, key: str = "") -> None:
+        if key in skip:
+            return
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, str(k))
+        elif isinstance(value, list | tuple):
+            for v in value:
+                walk(v, key)
+        elif isinstance(value, str | Path) and 0 < len(str(value)) < 4096 and "\n" not in str(value):
+            path = Path(value)
+            if str(path) in found:
+                return
+            if path.is_file() or (path.is_dir() and (key.endswith("_path") or key in FOLDER_KEYS)):
+                found[str(path)] = fingerprint(path, exclude=exclude)
+
+    walk(settings)
+    return found
+
+
 def change_stamp(path: Path) -> str:
     """What a cache of a file's contents is keyed on (with its path): size, modification and change time, read
     from the file's metadata without reading it. The change time (``ctime``) is the kernel's, set on every write

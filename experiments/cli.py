@@ -38,6 +38,7 @@ from experiments.configs import (
 from experiments.resume import (
     AtomicCheckpointIO,
     ResumeState,
+    check_same_files,
     checkpoint_info,
     keep_metrics,
     logger_entries,
@@ -288,6 +289,7 @@ class ExperimentCLI(LightningCLI):
             run = {"model": dumped.get("model"), "data": dumped.get("data")}
             config.ckpt_path = resume_last(config, run)
             if config.ckpt_path:
+                check_same_files(config, config.ckpt_path, "last")
                 print(f"resuming from {config.ckpt_path}")
                 step = checkpoint_info(config.ckpt_path)["global_step"]  # None: a sharded (FSDP) folder
                 self._resumed_step = int(step) if step is not None else None
@@ -298,10 +300,35 @@ class ExperimentCLI(LightningCLI):
                       f"instead, give --ckpt_path {last}", file=sys.stderr)  # fmt: skip
             else:
                 print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
+        elif self.subcommand == "fit" and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
+            check_same_files(config, config.ckpt_path, config.ckpt_path)
         elif self.subcommand in ("validate", "test", "predict"):
+            self._unpin_logger_versions(config)
             self._evaluated_checkpoint(config)
         self._data_from_checkpoint(config)
         self._dump_model_hparams()  # what the hyper-parameters hold: the config as changed above
+
+    def _unpin_logger_versions(self, config) -> None:
+        """A resumed run's ``config.yaml`` pins its loggers to the run's own version folder and W&B run (so that the
+        resume went on there). Given to ``validate``/``test``/``predict``, the CSV logger would open that folder
+        again and Lightning's writer delete the fit's ``metrics.csv`` (trial 22), and a second predict would write
+        over the first's predictions: a version folder that holds files gets a new one instead, as with a config
+        that pins none, and the W&B run is a new one too."""
+        for entry in logger_entries(config):
+            init = (entry.get("init_args") if hasattr(entry, "get") else None) or {}
+            name = str(entry.get("class_path", "")) if hasattr(entry, "get") else ""
+            pinned = init.get("version")
+            if name.endswith(("CSVLogger", "TensorBoardLogger")) and pinned is not None:
+                version = pinned if isinstance(pinned, str) else f"version_{pinned}"
+                root = init.get("save_dir") or config.trainer.get("default_root_dir") or "."
+                folder = Path(root) / (init.get("name") or "") / version
+                if folder.is_dir() and any(folder.iterdir()):
+                    init["version"] = None
+                    print(f"{self.subcommand}: {folder} holds a run's logs (the config pins trainer.logger's version "
+                          f"{pinned!r}, as a resumed run's config.yaml does): this {self.subcommand} writes to a "
+                          "new version folder beside it")  # fmt: skip
+            elif "Wandb" in name and init.get("id"):
+                init["id"] = None  # the trained run's W&B run stays as it ended
 
     @staticmethod
     def _refuse_files_as_folders(config) -> None:

@@ -31,7 +31,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.errors import ConfigError, DataError, RunsFailedError, UserError
-from datamodules.files import check_folder, fingerprint, write_atomic
+from datamodules.files import check_folder, data_fingerprints, write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
 from experiments.configs import (
@@ -457,33 +457,11 @@ def _say_flattened(
                   "there; to change one row, give it in that row's model file", file=sys.stderr)  # fmt: skip
 
 
-# Besides ``*_path``: the settings whose folder a run reads (images, a tokenizer, pretrained weights)
-FOLDER_KEYS = ("root", "tokenizer", "path", "weights")
-
-
 def _data_files(config, out: Path | None = None) -> dict[str, str]:
-    """The files the run's data and model settings name (data, weights), and the folders of those settings
-    that are read as data (``*_path`` and ``FOLDER_KEYS``: not a cache), each with its fingerprint; the
-    comparison's output ``out`` is left out of a folder that holds it."""
-    found: dict[str, str] = {}
-
-    def walk(value, key: str = "") -> None:
-        if isinstance(value, dict):
-            for k, v in value.items():
-                walk(v, str(k))
-        elif isinstance(value, list | tuple):
-            for v in value:
-                walk(v, key)
-        elif isinstance(value, str | Path) and 0 < len(str(value)) < 4096 and "\n" not in str(value):
-            path = Path(value)
-            if str(path) in found:
-                return
-            if path.is_file() or (path.is_dir() and (key.endswith("_path") or key in FOLDER_KEYS)):
-                found[str(path)] = fingerprint(path, exclude=out)
-
+    """The files the run's data and model settings name (data, weights) and the folders they read as data,
+    each with its fingerprint; the comparison's output ``out`` is left out of a folder that holds it."""
     plain = plain_config(config)
-    walk([plain.get("data"), plain.get("model")])
-    return found
+    return data_fingerprints([plain.get("data"), plain.get("model")], exclude=out)
 
 
 DATA_FILE = "# data file: "

@@ -28,11 +28,12 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError
-from datamodules.files import atomic_writer
+from datamodules.files import atomic_writer, data_fingerprints
 from experiments.configs import flatten, import_class
 
 WANDB_ID_KEY = "wandb_run_id"
 RUN_DIR_KEY = "run_dir"
+DATA_KEY = "data_fingerprints"  # the training data files' fingerprints, paths resolved
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -69,7 +70,7 @@ def checkpoint_info(path: str | Path, option: str = "--ckpt_path last", instead:
                 else ""
             )
         raise ConfigError(f"{err}; {instead}") from None
-    return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY, "global_step")}
+    return {k: checkpoint.get(k) for k in (WANDB_ID_KEY, RUN_DIR_KEY, DATA_KEY, "global_step")}
 
 
 def _newest_first(paths) -> list[Path]:
@@ -118,6 +119,36 @@ def named_checkpoint(config, run: dict, name: str) -> Path | None:
 # "this run" when they differ (test it on another file, predict on a new one, more loader workers).
 EVALUATION_ONLY = ("predict_path", "test_path", "test_size", "num_workers", "batch_size", "global_batch_size",
                    "cache_dir", "test_time_reverse_complement", "checkpoint")  # fmt: skip
+
+
+def training_files(data_settings) -> dict[str, str]:
+    """Fingerprints of the files and folders a run trains and validates on (a data section or a datamodule's
+    hyper-parameters; evaluation-only options aside), keyed by resolved path."""
+    found = data_fingerprints(data_settings, skip=EVALUATION_ONLY)
+    return {str(Path(path).resolve()): mark for path, mark in found.items()}
+
+
+def check_same_files(config, ckpt: str, given: str) -> None:
+    """A run resumed on a training file changed in place (same path, other contents) would go on with splits
+    and an order made from other rows: rows held out before may now be trained on, or the reverse (trial 22:
+    ``compare`` refused this, ``fit --ckpt_path last`` did not). Refused for ``last``; said for a checkpoint the
+    user names (continuing on new data on purpose: ``--model.init_from`` starts a run of its own for that)."""
+    saved = checkpoint_info(ckpt).get(DATA_KEY)
+    if not saved:  # a checkpoint of an earlier version: nothing to compare
+        return
+    data = config.get("data")
+    now = training_files(data.as_dict() if hasattr(data, "as_dict") else data)
+    changed = [path for path in sorted(saved.keys() & now.keys()) if saved[path] != now[path]]
+    if not changed:
+        return
+    said = (f"{', '.join(changed)} changed since {ckpt} was saved (same path, other contents): the run's "
+            "held-out splits and training order were made from the file as it was")  # fmt: skip
+    if given == "last":
+        raise ConfigError(
+            f"--ckpt_path last: {said}, so going on would mix them; put the file back as it was, or start a new run "
+            "(leave out --ckpt_path; --model.init_from CKPT starts it from this run's weights)"
+        )
+    rank_zero_warn(f"--ckpt_path {ckpt}: {said}; this fit goes on with the file as it is now")
 
 
 def _training_data(data) -> dict | None:
@@ -347,6 +378,7 @@ class ResumeState(Callback):
 
     def __init__(self):
         self._pending: dict | None = None
+        self._files: dict[str, str] | None = None  # the training data's fingerprints, taken at the first save
 
     def state_dict(self) -> dict:
         """Rank 0's RNG states, and under torch.distributed every rank's (gathered: ``trainer.save_checkpoint``
@@ -378,6 +410,10 @@ class ResumeState(Callback):
         self._pending = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
+        if self._files is None:
+            hparams = getattr(trainer.datamodule, "hparams", None)
+            self._files = training_files(dict(hparams)) if hparams else {}
+        checkpoint[DATA_KEY] = self._files
         if trainer.loggers:  # not trainer.log_dir: that is a collective under DDP
             first = trainer.loggers[0]
             checkpoint[RUN_DIR_KEY] = str(getattr(first, "log_dir", None) or first.save_dir)

@@ -644,3 +644,64 @@ def test_a_run_resumed_with_fewer_epochs_than_it_trained_is_refused_in_one_line(
         f"error: ckpt_path: {ckpt} is at epoch 3 (step 12), past trainer.max_epochs 1: raise trainer.max_epochs "
         "to train on, or start a new run"
     )
+
+
+def test_a_resumed_runs_config_evaluates_in_a_folder_of_its_own(in_tmp):
+    """Trial 22: the config.yaml of a resumed run pins its logger to the run's version folder; predict and test
+    given it opened that folder again, and Lightning's CSV writer deleted the fit's metrics.csv (a second predict
+    wrote over the first's predictions)."""
+    common = ["--config", CNN, *TINY_DATA, *CSV_ONLY]
+    assert run_main("fit", *common, "--trainer.max_epochs=1", cwd=in_tmp).returncode == 0
+    resumed = run_main("fit", *common, "--trainer.max_epochs=2", "--ckpt_path=last", cwd=in_tmp)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout, resumed.stderr[-3000:]
+    run = in_tmp / "lightning_logs" / "version_0"
+    logger = yaml.safe_load((run / "config.yaml").read_text())["trainer"]["logger"]
+    assert (logger[0] if isinstance(logger, list) else logger)["init_args"]["version"] == "version_0"
+    trained = (run / "metrics.csv").read_text()
+    assert "val/loss" in trained
+    saved = run / "config.yaml"
+    for stage, wrote in (
+        ("predict", "predictions.tsv"),
+        ("test", "metrics.csv"),
+        ("predict", "predictions.tsv"),
+    ):
+        result = run_main(
+            stage, "--config", saved, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=in_tmp
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert f"{stage}: lightning_logs/version_0 holds a run's logs" in result.stdout
+        assert (run / "metrics.csv").read_text() == trained
+        assert not (run / wrote).exists() or wrote == "metrics.csv"
+    folders = sorted(p.name for p in (in_tmp / "lightning_logs").iterdir())
+    assert folders == ["version_0", "version_1", "version_2", "version_3"]
+    assert all((in_tmp / "lightning_logs" / f"version_{i}" / "predictions.tsv").is_file() for i in (1, 3))
+
+
+def test_resuming_on_a_training_file_changed_in_place_is_refused(in_tmp):
+    """Trial 22: the file reshuffled and grown under the same path, ``fit --ckpt_path last`` resumed unsaid, and
+    20 of the new test split's 30 rows had been training or validation rows."""
+    from datamodules.dna_io import write_text
+    from datamodules.dna_simulator import simulate
+
+    data = in_tmp / "mine.txt"
+    write_text(data, simulate(90, seq_len=40, seed=1).data)
+    common = ["fit", "--config", CNN, f"--data.train_path={data}", "--data.batch_size=16", *CSV_ONLY]
+    assert run_main(*common, "--trainer.max_epochs=1", cwd=in_tmp).returncode == 0
+    ckpt = in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert (
+        run_main(*common, "--trainer.max_epochs=2", "--ckpt_path=last", cwd=in_tmp).returncode == 0
+    )  # same file
+    write_text(data, simulate(120, seq_len=40, seed=2).data)
+    refused = run_main(*common, "--trainer.max_epochs=3", "--ckpt_path=last", cwd=in_tmp)
+    assert refused.returncode == 2
+    assert last_line(refused) == (
+        f"error: --ckpt_path last: {data} changed since {ckpt.relative_to(in_tmp)} was saved (same path, other contents): the run's "
+        "held-out splits and training order were made from the file as it was, so going on would mix them; put "
+        "the file back as it was, or start a new run (leave out --ckpt_path; --model.init_from CKPT starts it "
+        "from this run's weights)"
+    )
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0"]
+    with pytest.warns(
+        UserWarning, match=rf"--ckpt_path {ckpt}: {data} changed since .* goes on with the file as it is now"
+    ):
+        ExperimentCLI(args=[*common, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])
