@@ -10,7 +10,7 @@ from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.strategies import DDPStrategy
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, NonFiniteLossError
 from datamodules.files import write_atomic
 
 
@@ -30,6 +30,41 @@ def batch_items(batch) -> int:
     if isinstance(batch, dict) and batch.get("y") is not None and batch["y"].dim() == 2:
         return int((batch["y"] != -100).sum())
     return batch_size(batch)
+
+
+class FiniteValidation(Callback):
+    """A validation loss that is NaN or infinite (weights driven so far that the outputs overflow, while the
+    training loss of the step before was finite) ends the run as a non-finite training loss does, before the
+    checkpoint callbacks see it: Lightning's EarlyStopping stopped such a run silently (exit status 0) and its
+    ModelCheckpoint had saved that validation's weights as the best (trial 22). With ``model.nonfinite_loss
+    skip`` it is said and the run goes on. The CLI adds it to every run; Lightning runs checkpoint callbacks
+    after the others."""
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        # fitting only (validate reports what a checkpoint gives); a language model's split that scored no token
+        # has a NaN loss by design, said by the task
+        fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
+        if (
+            not fitting
+            or "val/loss" not in trainer.callback_metrics
+            or getattr(pl_module, "nothing_scored", False)
+        ):
+            return
+        loss = trainer.callback_metrics["val/loss"]
+        bad = not bool(torch.isfinite(loss))
+        if trainer.world_size > 1:  # every process stops, or none
+            bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
+        if not bad:
+            return
+        message = (f"validation loss is {float(loss)} after step {trainer.global_step} (epoch "
+                   f"{trainer.current_epoch}): the model's outputs are no longer finite")  # fmt: skip
+        if getattr(pl_module.hparams, "nonfinite_loss", "stop") == "skip":
+            pl_module.print(f"warning: {message}; going on (model.nonfinite_loss=skip)")
+            return
+        raise NonFiniteLossError(
+            f"{message}; stopped before this validation's checkpoint (earlier ones stand; a lower learning rate or "
+            "trainer.gradient_clip_val may help)"
+        )
 
 
 class FlopsBudget(Callback):

@@ -118,7 +118,8 @@ class LanguageModelTask(Task):
 
     def _log_epoch(self, metrics: LanguageModelMetrics, prefix: str) -> None:
         computed = metrics.compute()  # every process takes part (a sum across them)
-        if metrics.tokens == 0 and not self.trainer.sanity_checking:
+        self.nothing_scored = bool(metrics.tokens == 0)  # a NaN loss that says so, not a diverged model
+        if self.nothing_scored and not self.trainer.sanity_checking:
             split = "validation" if prefix == "val" else prefix
             rank_zero_warn(f"{prefix}: the {split} split scored no token ({self.no_tokens_scored}), so its loss "
                            "and perplexity are NaN, not a score: give it more text")  # fmt: skip

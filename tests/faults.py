@@ -88,6 +88,24 @@ class NaNAt(Callback):
             self.changed = any(not torch.equal(a, b) for a, b in zip(self._before, after, strict=True))
 
 
+class NaNValidationFrom(Callback):
+    """Make the net's output NaN in every validation after ``step`` training steps (the training losses finite):
+    weights whose outputs overflow on the held-out data."""
+
+    def __init__(self, step: int):
+        self.step = step
+        self._hook = None
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if trainer.global_step >= self.step and not trainer.sanity_checking:
+            self._hook = pl_module.net.register_forward_hook(lambda m, i, out: out * float("nan"))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+
 class WeightsDigest(Callback):
     """At the end of ``fit``, each process writes a digest of its weights to ``folder/rank<N>.txt``."""
 

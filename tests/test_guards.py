@@ -38,6 +38,25 @@ def test_a_nan_loss_stops_the_command_with_one_line(in_tmp):
     assert last_line(result).startswith("error: training loss is nan at step 2 (epoch 0, batch 2)")
 
 
+def test_a_nan_validation_loss_stops_the_run_before_its_checkpoint(tmp_path, capsys):
+    """Trial 22: Lightning's EarlyStopping ended such a run silently with status 0, and ModelCheckpoint had kept
+    the NaN validation's weights as the best."""
+    from faults import NaNValidationFrom
+
+    cli = _cli(tmp_path, "--trainer.max_epochs=2")  # validations at steps 2 and 4 (half an epoch each)
+    cli.trainer.callbacks.append(NaNValidationFrom(step=4))
+    with pytest.raises(NonFiniteLossError, match=r"^validation loss is nan after step 4 \(epoch 0\): the model's "
+                       r"outputs are no longer finite; stopped before this validation's checkpoint"):  # fmt: skip
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    saved = list(tmp_path.rglob("*.ckpt"))  # step 2's validation saved; nothing of step 4's
+    assert saved and all(torch.load(f, weights_only=True)["global_step"] == 2 for f in saved)
+    cli = _cli(tmp_path / "skip", "--trainer.max_epochs=1", "--model.nonfinite_loss=skip")
+    cli.trainer.callbacks.append(NaNValidationFrom(step=4))
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert "warning: validation loss is nan after step 4 (epoch 0): the model's outputs are no longer finite; " \
+           "going on (model.nonfinite_loss=skip)" in capsys.readouterr().out  # fmt: skip
+
+
 def test_skipping_nan_batches_counts_them_and_keeps_training(tmp_path):
     from faults import NaNAt
 

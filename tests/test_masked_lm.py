@@ -246,3 +246,7 @@ def test_a_split_where_no_token_is_masked_is_nan_and_said_not_a_perfect_score(in
                                          r"for masking.*\), so its loss and perplexity are NaN"):  # fmt: skip
         (metrics,) = cli.trainer.validate(cli.model, datamodule=cli.datamodule)
     assert torch.isnan(torch.tensor([metrics["val/loss"], metrics["val/ppl"], metrics["val/acc"]])).all()
+    cli = ExperimentCLI(args=[*args, "--trainer.val_check_interval=1"], run=False)
+    with pytest.warns(UserWarning, match=r"^val: the validation split scored no token"):
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)  # not a diverged model: the run goes on
+    assert cli.trainer.global_step == 2
