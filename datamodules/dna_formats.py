@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import codecs
 import gzip
+import io
 import itertools
 import zlib
 from collections.abc import Iterator
@@ -126,7 +127,11 @@ def read_table_chunks(f, fmt: str, chunk: int) -> Iterator[pd.DataFrame]:
     f.seek(0)
     frames = pd.read_csv(f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
                          skip_blank_lines=False, skiprows=leading, chunksize=chunk)  # fmt: skip
+    start = 0
     for frame in frames:
+        if not isinstance(frame.index, pd.RangeIndex):  # every row a field longer than the header
+            frame = _without_trailing_field(frame, start, leading)
+        start += len(frame)
         frame.index += leading
         first, *rest = (frame[c].to_numpy() for c in frame.columns)
         blank = np.logical_and.reduce([r == "" for r in rest]) if rest else np.ones(len(frame), dtype=bool)
@@ -135,11 +140,40 @@ def read_table_chunks(f, fmt: str, chunk: int) -> Iterator[pd.DataFrame]:
         yield frame[~blank] if len(candidates) else frame
 
 
+def _without_trailing_field(frame: pd.DataFrame, start: int, leading: int) -> pd.DataFrame:
+    """Rows of one field more than the header, which pandas reads as an index and every column shifted one to
+    the right: where that last field is empty on every line (a delimiter at each line's end, as spreadsheets
+    export), the rows as the header names them; otherwise a ParserError naming the first value past the header
+    (a file separated by another character, decimal commas)."""
+    fields = [frame.index.to_numpy(dtype=object), *(frame[c].to_numpy() for c in frame.columns)]
+    extra = fields[-1]
+    filled = np.flatnonzero(extra != "")
+    if len(filled):
+        header = list(frame.columns)
+        joined = next((s for s in (";", "\t", "|") if len(header) == 1 and s in header[0]), None)
+        hint = (
+            f": the header is one field holding {joined!r}, a file separated by {joined!r}? Save it comma-separated"
+            if joined
+            else ""
+        )
+        raise pd.errors.ParserError(
+            f"line {leading + start + filled[0] + 2} has {len(fields)} fields where the header has {len(header)} "
+            f"({', '.join(header)}): {extra[filled[0]]!r} is past its last column{hint}"
+        )
+    return pd.DataFrame(
+        dict(zip(frame.columns, fields[:-1], strict=True)), index=pd.RangeIndex(start, start + len(frame))
+    )
+
+
 def _parquet_chunks(path, sequence_column, label_column, labels_required, chunk) -> Iterator[Records]:
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=chunk)
+        with open_data(
+            path
+        ) as f:  # Parquet compresses itself; a gzipped copy (.parquet.gz) is read in memory
+            source = io.BytesIO(f.read()) if isinstance(f, gzip.GzipFile) else path
+        batches = pq.ParquetFile(source).iter_batches(batch_size=chunk)
         done = 0
         for batch in batches:
             frame = batch.to_pandas()

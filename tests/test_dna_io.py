@@ -35,12 +35,14 @@ def test_subset_gathers_the_right_sequences():
     assert part.labels.tolist() == [3.0, 0.5]
 
 
-@pytest.mark.parametrize("name", ["d.csv", "d.tsv", "d.csv.gz", "d.parquet"])
+@pytest.mark.parametrize("name", ["d.csv", "d.tsv", "d.csv.gz", "d.parquet", "d.parquet.gz"])
 def test_tables_with_named_columns(tmp_path, name):
     frame = pd.DataFrame({"id": [1, 2, 3], "seq": SEQS, "y": LABELS})
     path = tmp_path / name
-    if name.endswith(".parquet"):
-        frame.to_parquet(path)
+    if ".parquet" in name:
+        frame.to_parquet(tmp_path / "plain.parquet")
+        data = (tmp_path / "plain.parquet").read_bytes()
+        path.write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
     else:
         frame.to_csv(path, sep="\t" if ".tsv" in name else ",", index=False)
     data = read_dna(path, sequence_column="seq", label_column="y")
@@ -98,6 +100,40 @@ def test_a_table_with_blank_lines_names_the_bad_records_own_line(tmp_path):
     lines = []  # blank lines before the header too (pandas took the first for the header: no columns)
     read_dna(_write(tmp_path, "\n \nsequence,label\nACGT,1\n\nACGA,2\n", "d.csv"), lines=lines)
     assert np.concatenate(lines).tolist() == [4, 6]
+
+
+def test_a_delimiter_at_every_lines_end_is_read_and_a_value_past_the_header_is_named(tmp_path):
+    """Trial 22: a spreadsheet's export with a comma at each line's end, and a ';'-separated file with decimal
+    commas, crashed with pandas' TypeError (it takes the extra field for an index)."""
+    lines = []
+    text = "\nid,sequence,label\n" + "".join(f"s{i},ACG{'T' * i},{i}.5,\n" for i in range(5)) + "\ns9,AC,2,\n"
+    data = read_dna(_write(tmp_path, text, "trailing.csv"), lines=lines)
+    assert to_strings(data) == [f"ACG{'T' * i}" for i in range(5)] + ["AC"]
+    assert data.labels.tolist() == [0.5, 1.5, 2.5, 3.5, 4.5, 2.0] and np.concatenate(lines).tolist() == [
+        3,
+        4,
+        5,
+        6,
+        7,
+        9,
+    ]
+    import io
+
+    from datamodules.dna_formats import read_table_chunks
+
+    chunks = list(
+        read_table_chunks(io.StringIO(text), "csv", 2)
+    )  # rows counted across chunks: line = index + 2
+    assert [c.index.tolist() for c in chunks] == [[1, 2], [3, 4], [5], [7]] and chunks[3]["id"].tolist() == [
+        "s9"
+    ]
+    past = "sequence,label\nACGT,1,\nACGT,2,x\n"
+    with pytest.raises(DataError, match=r"past.csv: cannot parse as CSV: line 3 has 3 fields where the header has "
+                       r"2 \(sequence, label\): 'x' is past its last column$"):  # fmt: skip
+        read_dna(_write(tmp_path, past, "past.csv"))
+    with pytest.raises(DataError, match=r"line 2 has 2 fields where the header has 1 \(sequence;label\): '5' is "
+                       r"past its last column: the header is one field holding ';', a file separated by ';'\?"):  # fmt: skip
+        read_dna(_write(tmp_path, "sequence;label\nACGT;1,5\n", "semi.csv"))
 
 
 def test_missing_column_lists_the_columns(tmp_path):
