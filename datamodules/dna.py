@@ -31,7 +31,7 @@ from datamodules.dna_io import (
 from datamodules.dna_simulator import noise_ceiling, simulate_splits
 from datamodules.files import not_found
 from datamodules.sampling import SplitLoaders, check_loader_options, make_loader
-from datamodules.splits import hold_out
+from datamodules.splits import held_out_sizes, hold_out
 from datamodules.storage import RaggedCollate, RaggedDataset, RaggedStore, warn_shared
 
 Task = Literal["regression", "classification"]
@@ -252,9 +252,9 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
             )
             held = {s: self._read(hp[f"{s}_path"], read, s if s == "test" else None)
                     for s in ("val", "test") if hp[f"{s}_path"] is not None}  # fmt: skip
-            sizes = {
-                s: int(round(hp[f"{s}_fraction"] * len(train))) for s in ("val", "test") if s not in held
-            }
+            sizes = held_out_sizes(
+                len(train), {s: hp[f"{s}_fraction"] for s in ("val", "test") if s not in held}
+            )
             parts = hold_out(len(train), sizes, hp.split_seed)  # index views: an encoded folder stays on disk
             if len(parts["train"]) == 0:
                 raise DataError(f"{hp.train_path}: no training examples left after the held-out splits")

@@ -49,7 +49,7 @@ from datamodules.sampling import (
     make_loader,
     per_device_batch_size,
 )
-from datamodules.splits import hold_out, seeded_subset
+from datamodules.splits import held_out_sizes, hold_out, seeded_subset
 from datamodules.storage import say_shared
 
 
@@ -275,8 +275,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         # from every training image (before the held-out split and subsets: one input shape whatever the seed)
         self._native = native_shape(train)
         held = [name for name in ("val", "test") if name not in splits]  # val first: its rows as before
-        sizes = {name: max(int(round(hp[f"{name}_fraction"] * len(train))), 1 if hp[f"{name}_fraction"] else 0)
-                 for name in held}  # fmt: skip
+        sizes = held_out_sizes(len(train), {name: hp[f"{name}_fraction"] for name in held})
         parts = hold_out(len(train), sizes, hp.split_seed)
         for name in held:
             splits[name] = train.subset(parts[name].materialize(sort=True))

@@ -177,6 +177,16 @@ def make_loader(
     n = len(dataset)
     if not train:
         predicting = trainer is not None and trainer.predicting
+        command = str(getattr(trainer.state.fn, "value", trainer.state.fn)) if trainer is not None else "fit"
+        if n == 0 and command in ("validate", "test", "predict"):  # Lightning would end at once, status 0
+            split = (
+                "validation" if command == "validate" else "test"
+            )  # predict reads it without a predict_path
+            raise DataError(
+                f"data: the {split} split has no examples, so {command} has nothing to do: give a file "
+                f"(data.{'val' if command == 'validate' else 'test'}_path{', data.predict_path' if predicting else ''}) "
+                f"or a held-out fraction above 0 of a training file large enough to hold one"
+            )
         if 0 < n < world and not predicting:  # Lightning stops on a process without batches, in its words
             split = "test" if trainer.testing else "validation"
             raise DataError(

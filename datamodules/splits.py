@@ -112,6 +112,12 @@ def hold_out(n: int, sizes: dict[str, int], seed: int) -> dict[str, IndexView]:
     return out
 
 
+def held_out_sizes(n: int, fractions: dict[str, float]) -> dict[str, int]:
+    """Rows each held-out split takes of ``n``: its fraction, rounded, and at least one where the fraction is
+    above 0 (a 5-row file's 10% was no row: fit then had no validation and test nothing to score, unsaid)."""
+    return {name: max(int(round(f * n)), 1 if f > 0 else 0) for name, f in fractions.items()}
+
+
 def seeded_subset(
     n: int, size: int | None, seed: int, salt: int, option: str | None = None, source: str = "the split"
 ) -> IndexView | None:

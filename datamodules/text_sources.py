@@ -28,7 +28,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError, first_line
 from datamodules.files import change_stamp, not_found, utf8_problem
-from datamodules.splits import hold_out, seeded_subset
+from datamodules.splits import held_out_sizes, hold_out, seeded_subset
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -461,7 +461,7 @@ def load_splits(
         check_header_repeats(split, [text_column, label_column])
         class_names = _names_of_class_labels(split, label_column) or class_names
     train = raw["train"]
-    held = {s: int(round(fractions[s] * len(train.data))) for s in ("val", "test") if s not in raw}
+    held = held_out_sizes(len(train.data), {s: fractions[s] for s in ("val", "test") if s not in raw})
     parts = hold_out(len(train.data), held, seed)
     if len(parts["train"]) == 0:
         raise DataError(f"{train.source}: no training examples left after the held-out splits")

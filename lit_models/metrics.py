@@ -37,6 +37,16 @@ class SelectiveAccuracy(Metric):
         return self.correct / self.answered if self.answered > 0 else torch.tensor(float("nan"))
 
 
+class R2(R2Score):
+    """torchmetrics' R², NaN on fewer than two examples (as Pearson's and Spearman's are there), where
+    torchmetrics raises: a one-sequence validation split ended the run with a traceback (trial 22)."""
+
+    def compute(self) -> torch.Tensor:
+        if self.total < 2:
+            return torch.tensor(float("nan"))
+        return super().compute()
+
+
 def prediction_metrics(
     kind: str, num_outputs: int, confidence_threshold: float | None = None
 ) -> MetricCollection:
@@ -47,7 +57,7 @@ def prediction_metrics(
             {
                 "pearson": PearsonCorrCoef(),
                 "spearman": SpearmanCorrCoef(),
-                "r2": R2Score(),
+                "r2": R2(),
                 "mse": MeanSquaredError(),
             }
         )

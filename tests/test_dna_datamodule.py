@@ -100,6 +100,39 @@ def test_missing_val_and_test_files_are_a_seeded_split(tmp_path):
     assert sorted(all_seqs) == sorted(to_strings(simulate(100, seq_len=50, seed=1).data))
 
 
+def test_a_small_file_holds_out_at_least_one_sequence_and_an_empty_split_is_not_evaluated(tmp_path):
+    """Trial 22: 10% of a 5-sequence file was no sequence: fit ran without validation, and test and predict ended
+    with status 0 and no output."""
+    from conftest import CNN, CSV_ONLY, last_line, run_main
+
+    from lit_models.metrics import prediction_metrics
+
+    write_text(tmp_path / "tiny.txt", simulate(5, seq_len=50, seed=1).data)
+    dm = DNADataModule(train_path=str(tmp_path / "tiny.txt"), val_fraction=0.1, test_fraction=0.1)
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 3, "val": 1, "test": 1}
+    one = prediction_metrics(
+        "regression", 1
+    )  # R² of one example: NaN as Pearson's, not torchmetrics' ValueError
+    one.update(torch.tensor([0.5]), torch.tensor([1.0]))
+    with pytest.warns(UserWarning):  # torchmetrics' own, of Pearson's variance
+        assert torch.isnan(one.compute()["r2"])
+    args = [
+        "--config",
+        CNN,
+        f"--data.train_path={tmp_path / 'tiny.txt'}",
+        "--data.test_fraction=0",
+        *CSV_ONLY,
+    ]
+    for command in ("test", "predict"):
+        result = run_main(command, *args, cwd=tmp_path)
+        assert result.returncode == 2 and last_line(result) == (
+            f"error: data: the test split has no examples, so {command} has nothing to do: give a file "
+            f"(data.test_path{', data.predict_path' if command == 'predict' else ''}) or a held-out fraction above "
+            "0 of a training file large enough to hold one"
+        )
+
+
 def test_classification_labels_must_be_class_ids(tmp_path):
     (tmp_path / "c.txt").write_text("ACGT 0\nGGCC 2\nAATT 1\n" * 5)
     dm = DNADataModule(
