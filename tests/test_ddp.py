@@ -208,6 +208,14 @@ def test_torchrun_script_without_a_gpu_says_what_to_set(tmp_path):
         f"torchrun.sh: no Python at {tmp_path / 'none' / 'python'}; set PY to the interpreter that has the project "
         "installed"
     )
+    # a project config named from another folder is the project's; a config found nowhere is one line, before
+    # torchrun starts a process (trial 22: the error was buried in every process's traceback)
+    env = {**env, "PY": sys.executable}
+    done = subprocess.run(["bash", str(script), "--config", "experiments/dna/nope.yaml"], env=env,
+                          capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2 and done.stderr.strip() == (
+        f"torchrun.sh: --config: file 'experiments/dna/nope.yaml' not found (looked in {tmp_path} and in {ROOT})"
+    )
 
 
 @pytest.mark.ddp

@@ -29,12 +29,44 @@ if ! command -v "$PY" >/dev/null 2>&1; then  # a path, or a command on PATH (pyt
 fi
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 
+# Your --config files first, then the trainer preset and the layout torchrun was given (a config's own
+# trainer.devices would not match the processes started), then your other options, which win over all of them.
+# A config path that is not found here but is in the project (experiments/...) is taken from the project, as
+# TRAINER is; any other stops here in one line, not in every process under torchrun's traceback. Settings
+# given inline (--config "trainer: {...}") pass as they are.
+CONFIGS=()
+OTHERS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config|--config=*)
+      if [ "$1" = "--config" ]; then
+        [ $# -ge 2 ] || { echo "torchrun.sh: --config needs a file" >&2; exit 2; }
+        FILE="$2"; shift 2
+      else
+        FILE="${1#--config=}"; shift
+      fi
+      case "$FILE" in
+        *$'\n'*|"{"*) INLINE=1 ;;  # settings given inline (YAML), not a file
+        *) INLINE=0 ;;
+      esac
+      if [ "$INLINE" = 0 ] && [ ! -e "$FILE" ] && [ -e "$ROOT/$FILE" ]; then FILE="$ROOT/$FILE"; fi
+      if [ "$INLINE" = 0 ] && [ ! -e "$FILE" ]; then
+        echo "torchrun.sh: --config: file '$FILE' not found (looked in $(pwd) and in $ROOT)" >&2
+        exit 2
+      fi
+      CONFIGS+=(--config "$FILE")
+      ;;
+    *) OTHERS+=("$1"); shift ;;
+  esac
+done
+
 exec "$PY" -m torch.distributed.run \
   --nnodes "$NNODES" --node-rank "$NODE_RANK" --nproc-per-node "$NPROC_PER_NODE" \
   --master-addr "$MASTER_ADDR" --master-port "$MASTER_PORT" \
   -m experiments fit \
+  ${CONFIGS[@]+"${CONFIGS[@]}"} \
   --trainer "$TRAINER" \
   --trainer.num_nodes "$NNODES" \
   --trainer.devices "$NPROC_PER_NODE" \
   --ckpt_path last \
-  "$@"
+  ${OTHERS[@]+"${OTHERS[@]}"}
