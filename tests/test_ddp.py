@@ -218,6 +218,26 @@ def test_torchrun_script_without_a_gpu_says_what_to_set(tmp_path):
     )
 
 
+def test_the_slurm_script_puts_your_configs_before_its_layout_and_your_options_after(tmp_path):
+    """Its own options came before --config: the 'put --config first' note on every job, and a config's own
+    trainer.devices would have undone the layout SLURM started (trial 22, as torchrun.sh)."""
+    srun = tmp_path / "bin" / "srun"
+    srun.parent.mkdir()
+    srun.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')  # what srun would start, one argument a line
+    srun.chmod(0o755)
+    env = {**os.environ, "PATH": f"{srun.parent}{os.pathsep}{os.environ['PATH']}", "SLURM_JOB_NUM_NODES": "2",
+           "SLURM_NTASKS_PER_NODE": "4", "SLURM_SUBMIT_DIR": str(tmp_path), "PY": "python"}  # fmt: skip
+    script = ROOT / "experiments" / "launch" / "slurm.sh"
+    args = ["--config", "a.yaml", "--trainer.max_epochs=3", "--config=b.yaml", "--ckpt_path", "x.ckpt"]
+    done = subprocess.run(["bash", str(script), *args], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [
+        "python", "-m", "experiments", "fit", "--config", "a.yaml", "--config=b.yaml",
+        "--trainer", "experiments/trainer/multinode.yaml", "--trainer.num_nodes", "2", "--trainer.devices", "4",
+        "--ckpt_path", "last", "--trainer.max_epochs=3", "--ckpt_path", "x.ckpt",
+    ]  # fmt: skip
+
+
 @pytest.mark.ddp
 @pytest.mark.slow  # a minute on 2 cores: make test-all
 def test_two_nodes_on_localhost_under_torchrun_agree(tmp_path):

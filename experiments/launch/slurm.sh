@@ -19,9 +19,22 @@ set -euo pipefail
 cd "${SLURM_SUBMIT_DIR:-.}"
 PY="${PY:-.venv/bin/python}"
 
+# Your --config files first, then the preset and the layout SLURM gave (a config's own trainer.devices would not
+# match the tasks started), then your other options, which win over all of them.
+CONFIGS=()
+OTHERS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --config) CONFIGS+=("$1" "${2:?--config needs a file}"); shift 2 ;;
+    --config=*) CONFIGS+=("$1"); shift ;;
+    *) OTHERS+=("$1"); shift ;;
+  esac
+done
+
 srun "$PY" -m experiments fit \
+  ${CONFIGS[@]+"${CONFIGS[@]}"} \
   --trainer experiments/trainer/multinode.yaml \
   --trainer.num_nodes "$SLURM_JOB_NUM_NODES" \
   --trainer.devices "$SLURM_NTASKS_PER_NODE" \
   --ckpt_path last \
-  "$@"
+  ${OTHERS[@]+"${OTHERS[@]}"}
