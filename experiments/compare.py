@@ -538,6 +538,22 @@ def _finished_elsewhere(
     return kept
 
 
+def _refuse_model_for_models(comparison: Comparison, overrides: list[str]) -> None:
+    """``--model CNN`` (for ``--models CNN``) is a run option, the task class of every row: the first row's
+    parser refused it as "Expected a path but CNN either not accessible" (trial 22). Said as what it likely is."""
+    for i, arg in enumerate(overrides):
+        name, _, value = arg.partition("=")
+        if name != "--model":
+            continue
+        value = value or (overrides[i + 1] if i + 1 < len(overrides) else "")
+        rows = [v for v in value.split(",") if v]
+        if rows and all(row in comparison.models for row in rows):
+            raise ConfigError(
+                f"compare: --model {value} sets every row's task (model), not the rows to run: did you mean --models "
+                f"{value}?"
+            )
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -787,6 +803,7 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args(own)
     started = datetime.now(timezone.utc)
     comparison = Comparison.load(args.config)
+    _refuse_model_for_models(comparison, overrides)
     if args.seeds is not None:
         if args.seeds < 1:
             raise ConfigError(f"--seeds: {args.seeds} is not a positive integer")

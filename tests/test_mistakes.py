@@ -416,6 +416,8 @@ def test_generate_names_the_option_out_of_range(tmp_path, option, expected):
          "data simulate --seq-len: 5 is below 40 (the simulator's grammar)"),
         (["data", "simulate", "--out", "s", "--seed", "-1"], "data simulate --seed: -1 is not a non-negative integer"),
         (["data", "encode", "--input", "x.txt", "--out", "x.txt"], "x.txt: is a file, not a folder to encode into"),
+        (["compare", "--config", str(ROOT / "experiments" / "dna" / "compare.yaml"), "--model", "CNN"],
+         "compare: --model CNN sets every row's task (model), not the rows to run: did you mean --models CNN?"),
         (["compare", "--config", "c.yaml", "--seed", "2"], "compare: unrecognized option '--seed' (did you mean --seeds?): "
          "runs take --data.*, --model.*, --trainer.*, --early_stopping.*"),
         (["generate", "--weights", "w", "--prompt", "the", "--zzz", "1"],  # none close: not ignored either
