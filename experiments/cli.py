@@ -519,7 +519,7 @@ class ExperimentCLI(LightningCLI):
                 data.load_state_dict(saved)
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
-                self.model.refuse_mismatch(state, ckpt, data)
+                self.model.refuse_mismatch(state, ckpt, data, checkpoint.get("datamodule_hyper_parameters"))
 
     def _refuse_other_batches(self, checkpoint: dict, ckpt: str, data) -> None:
         """A run that stopped mid-epoch resumes at a count of batches: read in batches of another size, or on

@@ -87,7 +87,12 @@ def cli_from_checkpoint(
         raise ConfigError(f"--ckpt {ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
     try:
         # one line, not torch's key list
-        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {ckpt}", cli.datamodule)
+        module.refuse_mismatch(
+            checkpoint["state_dict"],
+            f"--ckpt {ckpt}",
+            cli.datamodule,
+            checkpoint.get("datamodule_hyper_parameters"),
+        )
     except ConfigError as err:
         raise with_run_config_hint(err, ckpt, configs) from None
     module.load_state_dict(checkpoint["state_dict"])

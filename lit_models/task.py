@@ -75,7 +75,7 @@ def _data_apart(saved: dict, data: L.LightningDataModule | None) -> str:
     """Where a checkpoint's data and this run's differ, for a shape mismatch (a vocabulary or an input size is
     the data's doing): ``; trained on data.train_path a.txt, this run's is b.txt``; ``""`` where none differ."""
     ours = dict(getattr(data, "hparams", None) or {})
-    keys = ("train_path", "dataset", "root", "tokenizer", "tokenizer_vocab_size", "seq_len")
+    keys = ("task", "train_path", "dataset", "root", "tokenizer", "tokenizer_vocab_size", "seq_len")
     apart = [f"data.{k} {saved[k]!r}, this run's {ours[k]!r}" for k in keys
              if k in saved and k in ours and saved[k] != ours[k]]  # fmt: skip
     return f"; the checkpoint was trained on other data ({'; '.join(apart)})" if apart else ""
@@ -437,13 +437,21 @@ class Task(L.LightningModule):
         if state is not None:  # load_from_checkpoint has no trainer: "the checkpoint"
             trainer = self._trainer
             where = getattr(trainer, "ckpt_path", None) or "the checkpoint"
-            self.refuse_mismatch(state, where, getattr(trainer, "datamodule", None))
+            self.refuse_mismatch(
+                state,
+                where,
+                getattr(trainer, "datamodule", None),
+                checkpoint.get("datamodule_hyper_parameters"),
+            )
         # a checkpoint from before tallies has none: the train FLOPs are then unknown, not a part of them
         self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
 
-    def refuse_mismatch(self, state: dict[str, torch.Tensor], where: str, data=None) -> None:
+    def refuse_mismatch(
+        self, state: dict[str, torch.Tensor], where: str, data=None, saved_data: dict | None = None
+    ) -> None:
         """A checkpoint's weights that do not fit this model, refused in one line; ``data``, the data the model is
-        built for, may say why (sequences longer than the checkpoint's training data)."""
+        built for, may say why (sequences longer than the checkpoint's training data), as may the checkpoint's
+        own data settings ``saved_data`` where they differ (a regression checkpoint given classification data)."""
         problem = state_dict_mismatch(self, state)
         longer = getattr(data, "longer_than_trained", None)
         if problem and longer and _only_length_sized(self.state_dict(), state):
@@ -455,9 +463,10 @@ class Task(L.LightningModule):
                 "and another pooling"
             )
         if problem:
+            apart = _data_apart(dict(saved_data or {}), data)
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): it was trained "
-                "with another vocabulary, data or net options; give the config it was trained with"
+                f"with another vocabulary, data or net options{apart}; give the config it was trained with"
             )
 
     def __getstate__(self) -> dict:

@@ -296,9 +296,19 @@ def test_longer_sequences_than_learned_positions_fit_are_said_as_such_not_as_a_w
         wider = run_main("predict", *run, "--data.predict_path=new.txt", f"--ckpt_path={ckpt}",
                          "--model.net.init_args.d_model=32", cwd=in_tmp)  # fmt: skip
         assert (
-            "it was trained with another vocabulary, data or net options"
-            in wider.stderr.strip().splitlines()[-1]
-        )
+            wider.stderr.strip()
+            .splitlines()[-1]
+            .endswith(
+                "it was trained with another vocabulary, data or net options; give the config it was trained with"
+            )
+        )  # the same data: nothing said of it
+        # a regression checkpoint given classification data: the task that differs is said (trial 22)
+        other = run_main("predict", *run, "--data.predict_path=new.txt", f"--ckpt_path={ckpt}",
+                         "--data.task=classification", cwd=in_tmp)  # fmt: skip
+        assert (
+            "the checkpoint was trained on other data (data.task 'regression', this run's 'classification')"
+            in (other.stderr.strip().splitlines()[-1])
+        ), other.stderr[-2000:]
 
 
 def test_a_test_file_of_its_own_is_read_with_the_checkpoints_tokenizer(tmp_path, monkeypatch, capsys):
