@@ -25,6 +25,10 @@ class DataError(UserError, ValueError):
     """Bad user data: the message names the file, the line or row, the field and the value."""
 
 
+class EmptySplitError(DataError):
+    """An evaluation split without examples asked to be evaluated (``test`` with ``test_fraction 0``)."""
+
+
 class ConfigError(UserError, ValueError):
     """A bad config file, comparison file, option, trainer setting or checkpoint path."""
 

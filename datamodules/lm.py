@@ -143,7 +143,8 @@ def _documents(path: str, option: str, column: str, cache: str) -> list[Part]:
         files = corpus_files(file)
         if not files:
             raise DataError(f"data.{option}: folder {path!r} has no text files ({', '.join(TEXT_SUFFIXES)})")
-        others = sorted(p.name for p in file.iterdir() if p not in files and not p.name.startswith("."))
+        read = set(files)
+        others = sorted(p.name for p in file.iterdir() if p not in read and not p.name.startswith("."))
         if others:
             shown = ", ".join(others[:5]) + (", ..." if len(others) > 5 else "")
             rank_zero_warn(

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from archbench.checkpoint_files import check_checkpoint
-from archbench.errors import DataError
+from archbench.errors import DataError, EmptySplitError
 from datamodules.splits import LazyPermutation
 
 
@@ -182,7 +182,7 @@ def make_loader(
             split = (
                 "validation" if command == "validate" else "test"
             )  # predict reads it without a predict_path
-            raise DataError(
+            raise EmptySplitError(
                 f"data: the {split} split has no examples, so {command} has nothing to do: give a file "
                 f"(data.{'val' if command == 'validate' else 'test'}_path{', data.predict_path' if predicting else ''}) "
                 f"or a held-out fraction above 0 of a training file large enough to hold one"

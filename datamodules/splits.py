@@ -105,17 +105,22 @@ def hold_out(n: int, sizes: dict[str, int], seed: int) -> dict[str, IndexView]:
     ``"train"`` the rest. The same (n, sizes, seed) always gives the same rows."""
     order = LazyPermutation(n, (seed, 0x5E11))
     out, first = {}, 0
-    for name, size in sizes.items():
-        out[name] = IndexView(order, first, first + size)
+    for name, size in sizes.items():  # sizes summing past n leave "train" empty, which the callers refuse
+        out[name] = IndexView(order, min(first, n), min(first + size, n))
         first += size
-    out["train"] = IndexView(order, first, n)
+    out["train"] = IndexView(order, min(first, n), n)
     return out
 
 
 def held_out_sizes(n: int, fractions: dict[str, float]) -> dict[str, int]:
-    """Rows each held-out split takes of ``n``: its fraction, rounded, and at least one where the fraction is
-    above 0 (a 5-row file's 10% was no row: fit then had no validation and test nothing to score, unsaid)."""
-    return {name: max(int(round(f * n)), 1 if f > 0 else 0) for name, f in fractions.items()}
+    """Rows each held-out split takes of ``n``: its fraction, rounded, and one where a fraction above 0 rounds to
+    none while a training row is left (a 5-row file's 10% was no row: fit then had no validation and test
+    nothing to score, unsaid); a file too small for that holds out what it can, earlier splits first."""
+    sizes = {name: int(round(f * n)) for name, f in fractions.items()}
+    for name, f in fractions.items():
+        if f > 0 and sizes[name] == 0 and sum(sizes.values()) + 1 < n:
+            sizes[name] = 1
+    return sizes
 
 
 def seeded_subset(

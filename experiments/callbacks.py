@@ -41,18 +41,14 @@ class FiniteValidation(Callback):
     after the others."""
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        # fitting only (validate reports what a checkpoint gives); a language model's split that scored no token
-        # has a NaN loss by design, said by the task
+        # fitting only (validate reports what a checkpoint gives): the same on every process
         fitting = trainer.state.fn == "fit" and not trainer.sanity_checking
-        if (
-            not fitting
-            or "val/loss" not in trainer.callback_metrics
-            or getattr(pl_module, "nothing_scored", False)
-        ):
+        if not fitting or "val/loss" not in trainer.callback_metrics:
             return
         loss = trainer.callback_metrics["val/loss"]
-        bad = not bool(torch.isfinite(loss))
-        if trainer.world_size > 1:  # every process stops, or none
+        # a language model's split that scored no token has a NaN loss by design, said by the task
+        bad = not bool(torch.isfinite(loss)) and not getattr(pl_module, "nothing_scored", False)
+        if trainer.world_size > 1:  # every process stops, or none: each takes part before any returns
             bad = trainer.strategy.reduce_boolean_decision(bad, all=False)
         if not bad:
             return

@@ -312,22 +312,30 @@ class ExperimentCLI(LightningCLI):
         """A resumed run's ``config.yaml`` pins its loggers to the run's own version folder and W&B run (so that the
         resume went on there). Given to ``validate``/``test``/``predict``, the CSV logger would open that folder
         again and Lightning's writer delete the fit's ``metrics.csv`` (trial 22), and a second predict would write
-        over the first's predictions: a version folder that holds files gets a new one instead, as with a config
-        that pins none, and the W&B run is a new one too."""
-        for entry in logger_entries(config):
-            init = (entry.get("init_args") if hasattr(entry, "get") else None) or {}
-            name = str(entry.get("class_path", "")) if hasattr(entry, "get") else ""
+        over the first's predictions: a pinned folder that holds a fit (its ``checkpoints/``) gets a new version
+        folder beside it instead, as with a config that pins none, and then a new W&B run too. A version that
+        names a folder of evaluations (``--trainer.logger.init_args.version final_eval``) stays as given."""
+        moved = False
+        entries = [e for e in logger_entries(config) if hasattr(e, "get")]
+        for entry in entries:
+            init = entry.get("init_args") or {}
             pinned = init.get("version")
-            if name.endswith(("CSVLogger", "TensorBoardLogger")) and pinned is not None:
+            if (
+                str(entry.get("class_path", "")).endswith(("CSVLogger", "TensorBoardLogger"))
+                and pinned is not None
+            ):
                 version = pinned if isinstance(pinned, str) else f"version_{pinned}"
                 root = init.get("save_dir") or config.trainer.get("default_root_dir") or "."
                 folder = Path(root) / (init.get("name") or "") / version
-                if folder.is_dir() and any(folder.iterdir()):
+                if (folder / "checkpoints").is_dir():
                     init["version"] = None
-                    print(f"{self.subcommand}: {folder} holds a run's logs (the config pins trainer.logger's version "
-                          f"{pinned!r}, as a resumed run's config.yaml does): this {self.subcommand} writes to a "
-                          "new version folder beside it")  # fmt: skip
-            elif "Wandb" in name and init.get("id"):
+                    moved = True
+                    print(f"{self.subcommand}: {folder} holds a fit's logs and checkpoints (the config pins "
+                          f"trainer.logger's version {pinned!r}, as a resumed run's config.yaml does): this "
+                          f"{self.subcommand} writes to a new version folder beside it")  # fmt: skip
+        for entry in entries if moved else ():
+            init = entry.get("init_args") or {}
+            if "Wandb" in str(entry.get("class_path", "")) and init.get("id"):
                 init["id"] = None  # the trained run's W&B run stays as it ended
 
     @staticmethod

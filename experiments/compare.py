@@ -30,7 +30,7 @@ from lightning.pytorch.callbacks import ThroughputMonitor, Timer
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from archbench.errors import ConfigError, DataError, RunsFailedError, UserError
+from archbench.errors import ConfigError, DataError, EmptySplitError, RunsFailedError, UserError
 from datamodules.files import check_folder, data_fingerprints, write_atomic
 from experiments.callbacks import FlopsBudget, PeakMemory, batch_items, batch_size
 from experiments.cli import ExperimentCLI
@@ -369,10 +369,13 @@ def _refuse_shared_net_options(comparison: Comparison) -> None:
     rows' model files, which choose the net: the parser cannot take an option of a class not chosen yet, and
     would blame the row's file ("Option 'nhead' is not accepted"). Said at the shared setting instead, with
     where it works."""
-    for file, settings in _shared_settings(comparison):
-        flat = {re.sub(r"^model\.init_args\.", "model.", k): v for k, v in flatten(settings).items()}
-        if "model.net" in flat or "model.net.class_path" in flat:  # the shared settings choose the net too
-            continue
+    shared = [
+        (file, {re.sub(r"^model\.init_args\.", "model.", k): v for k, v in flatten(settings).items()})
+        for file, settings in _shared_settings(comparison)
+    ]
+    if any("model.net" in flat or "model.net.class_path" in flat for _, flat in shared):
+        return  # the shared settings choose the net too (one entry of them, before or after the option)
+    for file, flat in shared:
         for key, value in flat.items():
             if key.startswith("model.net."):
                 where = (
@@ -403,12 +406,21 @@ def _named(comparison: Comparison, model: str, said: str, args: list[str], overr
     says it), named where the value came from: the comparison's own ``config:`` mapping, which every row reads
     (not this row's doing), or else the row, with the line of the file that set it (its model file, a shared
     file) or the command line that gave it to every row."""
-    by_command = from_command_line(said, overrides, "every row")
+    named = re.match(r"([\w.]+): ", said)
+    key = named.group(1).replace(".init_args.", ".") if named else None
+    given_option = next(
+        (o for o in (a.split("=", 1)[0] for a in overrides if a.startswith("--"))
+         if key and o[2:].replace(".init_args.", ".") == key),
+        None,
+    )  # fmt: skip
+    by_command = from_command_line(said, overrides, "every row") or (
+        f" ({given_option} was given on the command line, to every row)" if given_option else ""
+    )
     given = where_set(said, args)
     shared = None if given or by_command else _set_inline(comparison, said)
     if shared:
-        key = "" if said.startswith(f"{shared}:") else f"{shared}: "
-        return f"{key_line(comparison.path, 'config')}: config: {key}{said}"
+        named_key = "" if said.startswith(f"{shared}:") else f"{shared}: "
+        return f"{key_line(comparison.path, 'config')}: config: {named_key}{said}"
     own = re.fullmatch(rf"{re.escape(str(comparison.model_file(model)))}:(\d+): ", given)
     if own:  # the row's own file: its line beside the file's name as the comparison wrote it
         return f"{comparison.path}: models.{model} ({comparison.models[model]}:{own.group(1)}): {said}{by_command}"
@@ -691,7 +703,14 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     trained_flops = module.flops_tally.total()  # before testing a checkpoint restores an earlier tally
     epochs = _epochs_trained(trainer)
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback is not None else None
-    results = trainer.test(module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True)
+    try:
+        results = trainer.test(
+            module, datamodule=data, ckpt_path=best or None, verbose=False, weights_only=True
+        )
+    except EmptySplitError:
+        if not comparison.validate:  # nothing would be compared
+            raise
+        results = []  # a comparison of validation metrics (validate: true) on data held out for validation only
     test = {k: float(v) for k, v in results[0].items()} if results else {}
     val = {}
     if comparison.validate:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import inspect
+import os
 import random
 import warnings
 from pathlib import Path
@@ -125,30 +126,43 @@ def training_files(data_settings) -> dict[str, str]:
     """Fingerprints of the files and folders a run trains and validates on (a data section or a datamodule's
     hyper-parameters; evaluation-only options aside), keyed by resolved path."""
     found = data_fingerprints(data_settings, skip=EVALUATION_ONLY)
-    return {str(Path(path).resolve()): mark for path, mark in found.items()}
+    # absolute, not resolved: a link pointed at other data is another file under the name the run read
+    return {os.path.abspath(path): mark for path, mark in found.items()}
 
 
 def check_same_files(config, ckpt: str, given: str) -> None:
     """A run resumed on a training file changed in place (same path, other contents) would go on with splits
     and an order made from other rows: rows held out before may now be trained on, or the reverse (trial 22:
-    ``compare`` refused this, ``fit --ckpt_path last`` did not). Refused for ``last``; said for a checkpoint the
-    user names (continuing on new data on purpose: ``--model.init_from`` starts a run of its own for that)."""
+    ``compare`` refused this, ``fit --ckpt_path last`` did not). Refused for ``last`` where the contents are
+    known to differ (the SHA-256 of a file up to ``HASHED_BYTES``, the same on every node that holds a copy);
+    said where only a size, a time or a folder's listing differ (a copy, ``touch``, a file added beside the data:
+    the contents were not compared), and for a checkpoint the user names (going on with new data on purpose)."""
     saved = checkpoint_info(ckpt).get(DATA_KEY)
     if not saved:  # a checkpoint of an earlier version: nothing to compare
         return
     data = config.get("data")
     now = training_files(data.as_dict() if hasattr(data, "as_dict") else data)
     changed = [path for path in sorted(saved.keys() & now.keys()) if saved[path] != now[path]]
-    if not changed:
-        return
-    said = (f"{', '.join(changed)} changed since {ckpt} was saved (same path, other contents): the run's "
-            "held-out splits and training order were made from the file as it was")  # fmt: skip
-    if given == "last":
+    known = [
+        path for path in changed if saved[path].startswith("sha256:") and now[path].startswith("sha256:")
+    ]
+    if known and given == "last":
         raise ConfigError(
-            f"--ckpt_path last: {said}, so going on would mix them; put the file back as it was, or start a new run "
-            "(leave out --ckpt_path; --model.init_from CKPT starts it from this run's weights)"
+            f"--ckpt_path last: {', '.join(known)} changed since {ckpt} was saved (same path, other contents): the "
+            "run's held-out splits and training order were made from the file as it was, so going on would mix "
+            "them; put the file back as it was, start a new run (leave out --ckpt_path; --model.init_from CKPT "
+            f"starts it from this run's weights), or go on anyway with --ckpt_path {ckpt}"
         )
-    rank_zero_warn(f"--ckpt_path {ckpt}: {said}; this fit goes on with the file as it is now")
+    if changed:
+        how = (
+            "changed (other contents)"
+            if known
+            else "modified (its size, time or listing differ; contents not compared)"
+        )
+        rank_zero_warn(
+            f"--ckpt_path {given}: {', '.join(changed)} {how} since {ckpt} was saved; this fit goes on with the data "
+            "as it is now, though the run's held-out splits and order were made from it as it was"
+        )
 
 
 def _training_data(data) -> dict | None:
@@ -410,9 +424,9 @@ class ResumeState(Callback):
         self._pending = None
 
     def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict) -> None:
-        if self._files is None:
+        if self._files is None:  # the process that writes the checkpoint reads the data's files, once
             hparams = getattr(trainer.datamodule, "hparams", None)
-            self._files = training_files(dict(hparams)) if hparams else {}
+            self._files = training_files(dict(hparams)) if hparams and trainer.is_global_zero else {}
         checkpoint[DATA_KEY] = self._files
         if trainer.loggers:  # not trainer.log_dir: that is a collective under DDP
             first = trainer.loggers[0]

@@ -41,6 +41,7 @@ class LanguageModelMetrics(SummedStates):
     states = ("nats", "tokens", "chars")
 
     def compute(self) -> dict[str, torch.Tensor]:
+        self.scored = float(self.tokens)  # every process's sum (compute runs synced), for _log_epoch
         loss = self.nats / self.tokens  # no token scored: NaN, never a loss of 0 (a perfect score)
         bpc = self.nats / (math.log(2) * self.chars.clamp(min=1)) + loss * 0  # NaN with the loss
         return {"loss": loss.float(), "ppl": loss.exp().float(), "bpc": bpc.float()}
@@ -118,7 +119,8 @@ class LanguageModelTask(Task):
 
     def _log_epoch(self, metrics: LanguageModelMetrics, prefix: str) -> None:
         computed = metrics.compute()  # every process takes part (a sum across them)
-        self.nothing_scored = bool(metrics.tokens == 0)  # a NaN loss that says so, not a diverged model
+        # a NaN loss that says so, not a diverged model: the same on every process (the synced count)
+        self.nothing_scored = metrics.scored == 0
         if self.nothing_scored and not self.trainer.sanity_checking:
             split = "validation" if prefix == "val" else prefix
             rank_zero_warn(f"{prefix}: the {split} split scored no token ({self.no_tokens_scored}), so its loss "

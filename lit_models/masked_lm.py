@@ -48,6 +48,7 @@ class MaskedLMMetrics(SummedStates):
     states = ("nats", "tokens", "correct")
 
     def compute(self) -> dict[str, torch.Tensor]:
+        self.scored = float(self.tokens)  # every process's sum (compute runs synced), for _log_epoch
         loss = self.nats / self.tokens  # none masked: NaN, never a loss of 0 (trial 21: a perfect score)
         return {"loss": loss.float(), "ppl": loss.exp().float(), "acc": (self.correct / self.tokens).float()}
 

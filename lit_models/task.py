@@ -8,6 +8,7 @@ fine-tuning callback freezes. A task subclass implements ``compute_loss(batch) -
 
 from __future__ import annotations
 
+import os
 import warnings
 from contextlib import nullcontext
 from typing import Literal
@@ -76,8 +77,15 @@ def _data_apart(saved: dict, data: L.LightningDataModule | None) -> str:
     the data's doing): ``; trained on data.train_path a.txt, this run's is b.txt``; ``""`` where none differ."""
     ours = dict(getattr(data, "hparams", None) or {})
     keys = ("task", "train_path", "dataset", "root", "tokenizer", "tokenizer_vocab_size", "seq_len")
+
+    def same(key: str) -> bool:  # data/x.csv and its absolute form are one file
+        a, b = saved[key], ours[key]
+        if key in ("train_path", "root", "tokenizer") and isinstance(a, str) and isinstance(b, str):
+            return a == b or os.path.abspath(a) == os.path.abspath(b)
+        return a == b
+
     apart = [f"data.{k} {saved[k]!r}, this run's {ours[k]!r}" for k in keys
-             if k in saved and k in ours and saved[k] != ours[k]]  # fmt: skip
+             if k in saved and k in ours and not same(k)]  # fmt: skip
     return f"; the checkpoint was trained on other data ({'; '.join(apart)})" if apart else ""
 
 

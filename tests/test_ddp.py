@@ -216,6 +216,14 @@ def test_torchrun_script_without_a_gpu_says_what_to_set(tmp_path):
     assert done.returncode == 2 and done.stderr.strip() == (
         f"torchrun.sh: --config: file 'experiments/dna/nope.yaml' not found (looked in {tmp_path} and in {ROOT})"
     )
+    # settings given inline go through as they are (a stand-in Python prints what torchrun would be given)
+    echo = tmp_path / "echo_python"
+    echo.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n')
+    echo.chmod(0o755)
+    done = subprocess.run(["bash", str(script), "--config", "trainer: {max_epochs: 1}", "--config= {a: 1}"],
+                          env={**env, "PY": str(echo)}, capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "--config\ntrainer: {max_epochs: 1}\n--config\n {a: 1}\n--trainer\n" in done.stdout
 
 
 def test_the_slurm_script_puts_your_configs_before_its_layout_and_your_options_after(tmp_path):

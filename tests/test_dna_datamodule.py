@@ -111,6 +111,14 @@ def test_a_small_file_holds_out_at_least_one_sequence_and_an_empty_split_is_not_
     dm = DNADataModule(train_path=str(tmp_path / "tiny.txt"), val_fraction=0.1, test_fraction=0.1)
     dm.setup()
     assert {k: len(v) for k, v in dm.splits.items()} == {"train": 3, "val": 1, "test": 1}
+    from datamodules.splits import held_out_sizes, hold_out
+
+    tenths = {"val": 0.1, "test": 0.1}  # smaller files hold out what they can and keep a training row
+    assert [held_out_sizes(n, tenths) for n in (1, 2, 3)] == [{"val": 0, "test": 0}, {"val": 1, "test": 0},
+                                                               {"val": 1, "test": 1}]  # fmt: skip
+    assert (
+        len(hold_out(1, {"val": 1, "test": 1}, 0)["train"]) == 0
+    )  # sizes past the file: no training row, no crash
     one = prediction_metrics(
         "regression", 1
     )  # R² of one example: NaN as Pearson's, not torchmetrics' ValueError

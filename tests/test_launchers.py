@@ -305,6 +305,23 @@ def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in
     assert not list((in_tmp / "moe_out").rglob("*.ckpt"))  # the first row (safe_dump sorts): nothing trained
 
 
+def test_a_comparison_of_validation_metrics_needs_no_test_split(in_tmp, monkeypatch):
+    """validate: true with no test data (test_fraction 0): the table of validation metrics, not the empty test
+    split's refusal that a plain ``test`` command gets."""
+    import json
+
+    from datamodules.dna_io import write_text
+    from datamodules.dna_simulator import simulate
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    write_text(in_tmp / "d.txt", simulate(80, seq_len=40, seed=1).data)
+    run = [f"--data.train_path={in_tmp / 'd.txt'}", "--data.test_fraction=0", "--data.batch_size=16",
+           "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false"]  # fmt: skip
+    compare(["--config", _spec(in_tmp, {"CNN": CNN}, validate=True, metric="val/pearson"), *run])
+    (result,) = json.loads((in_tmp / "out" / "results.json").read_text())["runs"]
+    assert result["test"] == {} and "val/pearson" in result["val"]
+
+
 def test_a_data_file_changed_in_place_is_refused_naming_it(in_tmp, monkeypatch):
     """Same path, other contents: not the runs' data any more, so the table is not printed again from them."""
     from datamodules.dna_io import write_text

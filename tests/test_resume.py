@@ -669,7 +669,7 @@ def test_a_resumed_runs_config_evaluates_in_a_folder_of_its_own(in_tmp):
             stage, "--config", saved, f"--ckpt_path={run / 'checkpoints' / 'last.ckpt'}", cwd=in_tmp
         )
         assert result.returncode == 0, result.stderr[-3000:]
-        assert f"{stage}: lightning_logs/version_0 holds a run's logs" in result.stdout
+        assert f"{stage}: lightning_logs/version_0 holds a fit's logs and checkpoints" in result.stdout
         assert (run / "metrics.csv").read_text() == trained
         assert not (run / wrote).exists() or wrote == "metrics.csv"
     folders = sorted(p.name for p in (in_tmp / "lightning_logs").iterdir())
@@ -688,20 +688,19 @@ def test_resuming_on_a_training_file_changed_in_place_is_refused(in_tmp):
     common = ["fit", "--config", CNN, f"--data.train_path={data}", "--data.batch_size=16", *CSV_ONLY]
     assert run_main(*common, "--trainer.max_epochs=1", cwd=in_tmp).returncode == 0
     ckpt = in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
-    assert (
-        run_main(*common, "--trainer.max_epochs=2", "--ckpt_path=last", cwd=in_tmp).returncode == 0
-    )  # same file
+    os.utime(data, (1e9, 1e9))  # a copy's new time, the same contents: the same data
+    resumed = run_main(*common, "--trainer.max_epochs=2", "--ckpt_path=last", cwd=in_tmp)
+    assert resumed.returncode == 0 and "resuming" in resumed.stdout and "changed" not in resumed.stderr
     write_text(data, simulate(120, seq_len=40, seed=2).data)
     refused = run_main(*common, "--trainer.max_epochs=3", "--ckpt_path=last", cwd=in_tmp)
     assert refused.returncode == 2
     assert last_line(refused) == (
-        f"error: --ckpt_path last: {data} changed since {ckpt.relative_to(in_tmp)} was saved (same path, other contents): the run's "
-        "held-out splits and training order were made from the file as it was, so going on would mix them; put "
-        "the file back as it was, or start a new run (leave out --ckpt_path; --model.init_from CKPT starts it "
-        "from this run's weights)"
+        f"error: --ckpt_path last: {data} changed since {ckpt.relative_to(in_tmp)} was saved (same path, other "
+        "contents): the run's held-out splits and training order were made from the file as it was, so going on "
+        "would mix them; put the file back as it was, start a new run (leave out --ckpt_path; --model.init_from "
+        f"CKPT starts it from this run's weights), or go on anyway with --ckpt_path {ckpt.relative_to(in_tmp)}"
     )
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0"]
-    with pytest.warns(
-        UserWarning, match=rf"--ckpt_path {ckpt}: {data} changed since .* goes on with the file as it is now"
-    ):
+    with pytest.warns(UserWarning, match=rf"--ckpt_path {ckpt}: {data} changed \(other contents\) since .* goes on "
+                      r"with the data as it is now"):  # fmt: skip
         ExperimentCLI(args=[*common, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])

@@ -32,8 +32,8 @@ export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 # Your --config files first, then the trainer preset and the layout torchrun was given (a config's own
 # trainer.devices would not match the processes started), then your other options, which win over all of them.
 # A config path that is not found here but is in the project (experiments/...) is taken from the project, as
-# TRAINER is; any other stops here in one line, not in every process under torchrun's traceback. Settings
-# given inline (--config "trainer: {...}") pass as they are.
+# TRAINER is; another name of a .yaml/.yml/.json file stops here in one line, not in every process under
+# torchrun's traceback. Settings given inline (--config "trainer: {max_epochs: 1}") pass as they are.
 CONFIGS=()
 OTHERS=()
 while [ $# -gt 0 ]; do
@@ -45,12 +45,14 @@ while [ $# -gt 0 ]; do
       else
         FILE="${1#--config=}"; shift
       fi
+      if [ ! -e "$FILE" ] && [ -e "$ROOT/$FILE" ]; then FILE="$ROOT/$FILE"; fi
+      # a name of a config file found nowhere; anything else is settings given inline ("trainer: {...}")
       case "$FILE" in
-        *$'\n'*|"{"*) INLINE=1 ;;  # settings given inline (YAML), not a file
-        *) INLINE=0 ;;
+        *$'\n'*) LOOKS_LIKE_FILE=0 ;;
+        *.yaml|*.yml|*.json|*.YAML|*.YML|*.JSON) LOOKS_LIKE_FILE=1 ;;
+        *) LOOKS_LIKE_FILE=0 ;;
       esac
-      if [ "$INLINE" = 0 ] && [ ! -e "$FILE" ] && [ -e "$ROOT/$FILE" ]; then FILE="$ROOT/$FILE"; fi
-      if [ "$INLINE" = 0 ] && [ ! -e "$FILE" ]; then
+      if [ "$LOOKS_LIKE_FILE" = 1 ] && [ ! -e "$FILE" ]; then
         echo "torchrun.sh: --config: file '$FILE' not found (looked in $(pwd) and in $ROOT)" >&2
         exit 2
       fi
