@@ -177,7 +177,8 @@ def make_loader(
     n = len(dataset)
     if not train:
         predicting = trainer is not None and trainer.predicting
-        command = str(getattr(trainer.state.fn, "value", trainer.state.fn)) if trainer is not None else "fit"
+        state = getattr(trainer, "state", None)  # None: no trainer, or a stand-in of one
+        command = str(getattr(state.fn, "value", state.fn)) if state is not None else "fit"
         if n == 0 and command in ("validate", "test", "predict"):  # Lightning would end at once, status 0
             split = (
                 "validation" if command == "validate" else "test"

@@ -387,13 +387,14 @@ def _say_doubtful_labels(split: Split, column: str, counts: dict) -> None:
         )
 
 
-def check_labels(split: Split, column: str, ids: dict[str, int]) -> None:
+def check_labels(split: Split, column: str, ids: dict[str, int] | None) -> None:
     """Every label of the split one of ``ids`` (as ``str`` of the value), or a DataError naming the first row
-    that is not (an empty label, or one outside the set)."""
+    that is not (an empty label, or one outside the set); with ``ids`` None, every label present."""
     seen = 0
     for values in arrow_batches(split.data, column):
         _one_type(values, split, column)
-        unknown = [v for v in pc.unique(values).to_pylist() if not _blank(v) and label_key(v) not in ids]
+        unknown = [v for v in pc.unique(values).to_pylist() if ids is not None and not _blank(v)
+                   and label_key(v) not in ids]  # fmt: skip
         bad = pc.is_null(values)
         if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
             bad = pc.or_(bad, pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(values)), 0).fill_null(True))
@@ -461,6 +462,10 @@ def load_splits(
         check_header_repeats(split, [text_column, label_column])
         class_names = _names_of_class_labels(split, label_column) or class_names
     train = raw["train"]
+    # the whole training file's rows checked before parts are held out of it: a bad row is said as the file's
+    # (row and line), and before another file's mistakes, wherever the seeded split puts it
+    check_texts(train, text_column)
+    check_labels(train, label_column, None)
     held = held_out_sizes(len(train.data), {s: fractions[s] for s in ("val", "test") if s not in raw})
     parts = hold_out(len(train.data), held, seed)
     if len(parts["train"]) == 0:

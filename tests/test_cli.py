@@ -579,7 +579,7 @@ def test_a_mistake_in_a_rows_file_is_named_with_its_line(tmp_path):
     with pytest.raises(ConfigError) as err:
         check_rows(Comparison.load(tmp_path / "cmp.yaml"), [])
     assert str(err.value) == (
-        f"{tmp_path / 'cmp.yaml'}: models.MoE (moe.yaml): {tmp_path / 'moe.yaml'}:7: model.net.moe: expected "
+        f"{tmp_path / 'cmp.yaml'}: models.MoE (moe.yaml:7): model.net.moe: expected "
         "MoEOptions as a mapping of its options (experts, top_k, expert, hidden, balance, z_loss, capacity_factor), "
         "or null; Given value: 8"
     )

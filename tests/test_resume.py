@@ -147,6 +147,9 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     previous = signal.getsignal(signal.SIGINT)
+    # as a new process starts (Python's handler): an earlier test's KeyboardInterrupt in a trainer leaves SIGINT
+    # ignored in this shared pytest process (Lightning's call.py sets SIG_IGN for its shutdown)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         result = run_main("fit", *RESUMABLE, "--config", config_int, once, cwd=interrupted)
     finally:  # Lightning ignores SIGINT from a Ctrl-C on: this test process's own handler comes back
