@@ -39,6 +39,7 @@ from experiments.configs import (
 from experiments.resume import (
     AtomicCheckpointIO,
     ResumeState,
+    check_held_out_source,
     check_same_files,
     checkpoint_info,
     keep_metrics,
@@ -518,6 +519,8 @@ class ExperimentCLI(LightningCLI):
                     callback.check_before_run(self.model, data)
         if ckpt and ckpt not in NAMED:  # another model's checkpoint: refused before anything is written
             checkpoint = self._read_checkpoint(ckpt)
+            if stage != "fit":
+                check_held_out_source(data, checkpoint, ckpt, stage)
             if stage == "fit":
                 self._refuse_past_max_epochs(checkpoint, ckpt)
                 self._refuse_other_batches(checkpoint, ckpt, data)

@@ -165,6 +165,32 @@ def check_same_files(config, ckpt: str, given: str) -> None:
         )
 
 
+def check_held_out_source(data, checkpoint: dict, ckpt: str, stage: str) -> None:
+    """``validate``/``test``/``predict`` of a split held out of the training file (no file of its own): the split
+    is drawn again from the file as it is now, so a file whose contents changed since the checkpoint gives
+    other rows, some of them trained on (trial 23: test scored 4 rows of the run's training part, unsaid).
+    Refused where the contents are known to differ (SHA-256), said where only a size or time does."""
+    hp = getattr(data, "hparams", None) or {}
+    split = "val" if stage == "validate" else "test"
+    if not hp.get("train_path") or hp.get(f"{split}_path") or (stage == "predict" and hp.get("predict_path")):
+        return
+    saved = checkpoint.get(DATA_KEY) or {}
+    path = os.path.abspath(hp["train_path"])
+    now = training_files({"train_path": hp["train_path"]}).get(path)
+    if path not in saved or now is None or saved[path] == now:
+        return
+    said = (f"{stage}: the {'validation' if split == 'val' else 'test'} split is held out of data.train_path "
+            f"{hp['train_path']}, which changed since {ckpt} was saved")  # fmt: skip
+    if saved[path].startswith("sha256:") and now.startswith("sha256:"):
+        raise ConfigError(
+            f"{said} (other contents): drawn again now it would hold other rows, some of them trained on; put the "
+            f"file back as it was, or give the split a file of its own (data.{split}_path)"
+        )
+    rank_zero_warn(
+        f"{said} (its size or time; contents not compared): if its rows changed, the split does too"
+    )
+
+
 def _training_data(data) -> dict | None:
     """A dumped ``data`` section without its evaluation-only options; paths resolved (``data/x.csv`` and its
     absolute form are one file)."""

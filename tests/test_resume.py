@@ -704,6 +704,18 @@ def test_resuming_on_a_training_file_changed_in_place_is_refused(in_tmp):
         f"CKPT starts it from this run's weights), or go on anyway with --ckpt_path {ckpt.relative_to(in_tmp)}"
     )
     assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0"]
+    # a test split held out of that file would be drawn again with other rows (trial 23); one of its own is fine
+    evaluate = ["--config", CNN, f"--data.train_path={data}", *CSV_ONLY, f"--ckpt_path={ckpt}"]
+    tested = run_main("test", *evaluate, cwd=in_tmp)
+    assert tested.returncode == 2 and last_line(tested) == (
+        f"error: test: the test split is held out of data.train_path {data}, which changed since {ckpt} was saved "
+        "(other contents): drawn again now it would hold other rows, some of them trained on; put the file back as "
+        "it was, or give the split a file of its own (data.test_path)"
+    )
+    write_text(in_tmp / "own_test.txt", simulate(20, seq_len=40, seed=3).data)
+    assert (
+        run_main("test", *evaluate, f"--data.test_path={in_tmp / 'own_test.txt'}", cwd=in_tmp).returncode == 0
+    )
     with pytest.warns(UserWarning, match=rf"--ckpt_path {ckpt}: {data} changed \(other contents\) since .* goes on "
                       r"with the data as it is now"):  # fmt: skip
         ExperimentCLI(args=[*common, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])
