@@ -409,7 +409,11 @@ def check_labels(split: Split, column: str, ids: dict[str, int] | None) -> None:
                 short = _short_row(split, seen + index)
                 raise DataError(f"{where} is empty{short}: every example of a labelled split needs a label")
             shown = f"{list(ids)}" if len(ids) <= 20 else f"{list(ids)[:20]} ... ({len(ids)} in all)"
-            raise DataError(f"{where} value {value!r} is not one of the labels {shown}")
+            # a part held out of the training file: the labels came from the rest of it (trial 23)
+            held = (" (the labels of the training part of that file: the seeded split put every row of this class "
+                    "in this part; data.labels lists every class, or give the file more rows of it)"
+                    if split.source.endswith(" part]") else "")  # fmt: skip
+            raise DataError(f"{where} value {value!r} is not one of the labels {shown}{held}")
         seen += len(values)
 
 
@@ -509,8 +513,9 @@ def label_names(train: Split, column: str, given: list | None, class_names: list
         unused = [label for label in labels if label_key(label) not in held]
         if unused:
             rank_zero_warn(
-                f"data.labels: {', '.join(map(repr, unused))} held by no row of {train.source} (column "
-                f"{column!r}): a class the model is never trained on (a typo in data.labels?)",
+                f"data.labels: {', '.join(map(repr, unused))} held by no training row of {train.source} (column "
+                f"{column!r}): a class the model is never trained on (a typo in data.labels, or a class whose "
+                "every row the held-out splits took?)",
                 stacklevel=6,
             )
     elif class_names is not None:

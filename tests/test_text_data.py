@@ -412,7 +412,8 @@ def test_a_declared_label_no_row_holds_is_said_and_a_single_label_refused(tmp_pa
     with the file; a list of one label is refused as data.labels', not blamed on the column."""
     dm = data(tmp_path, **csv_files, labels=["rotten", "fresh", "certified"])
     with pytest.warns(
-        UserWarning, match=r"data.labels: 'certified' held by no row of .*train.csv \(column 'label'\)"
+        UserWarning,
+        match=r"data.labels: 'certified' held by no training row of .*train.csv \(column 'label'\)",
     ):
         dm.setup()
     assert dm.labels == ["rotten", "fresh", "certified"]
@@ -495,3 +496,22 @@ def test_whole_number_labels_read_as_floats_match_names_written_either_way(tmp_p
     dm.load_state_dict({"labels": ["0.0", "1.0"]})  # an earlier version's names of the same classes
     with pytest.raises(DataError, match="differ from this data's labels"):
         dm.load_state_dict({"labels": ["1", "0"]})
+
+
+def test_a_class_whose_only_row_is_held_out_is_said_as_such(tmp_path):
+    """Trial 23: 'value meh is not one of the labels' named no cause: the seeded split had put the class's only
+    row in the validation part, and the labels come from the training part."""
+    from datamodules.text import TextClassificationDataModule
+
+    rows = [
+        "text,stars",
+        *(f"film {i} was ok,{'good' if i % 2 else 'bad'}" for i in range(29)),
+        "odd one,meh",
+    ]
+    (tmp_path / "rare.csv").write_text("\n".join(rows) + "\n")
+    module = TextClassificationDataModule(train_path=str(tmp_path / "rare.csv"), label_column="stars",
+                                          val_fraction=0.3, test_fraction=0.3, cache_dir=str(tmp_path / "c"))  # fmt: skip
+    with pytest.raises(DataError, match=r"rare.csv \[val part\]: row 30 \(line 31\): column 'stars' value 'meh' is "
+                       r"not one of the labels \['bad', 'good'\] \(the labels of the training part of that file: the "
+                       r"seeded split put every row of this class in this part"):  # fmt: skip
+        module.setup()
