@@ -90,7 +90,14 @@ def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
         raise DataError(f"{path}: {_diagnose(file, fmt, err)}") from None
     if len(data) == 0:
         raise DataError(f"{path}: no data rows (a header only?)")
-    return data
+    # a delimiter at the end of every line (a spreadsheet's export): pandas names the empty field after it
+    # "Unnamed: N"; dropped, or predictions.tsv carried a column of nothing (trial 23)
+    trailing = [
+        c
+        for c in data.column_names
+        if c.startswith("Unnamed: ") and data.data.column(c).null_count == len(data)
+    ]
+    return data.remove_columns(trailing) if trailing else data
 
 
 def _diagnose(file: Path, fmt: str, err: Exception) -> str:

@@ -515,3 +515,17 @@ def test_a_class_whose_only_row_is_held_out_is_said_as_such(tmp_path):
                        r"not one of the labels \['bad', 'good'\] \(the labels of the training part of that file: the "
                        r"seeded split put every row of this class in this part"):  # fmt: skip
         module.setup()
+
+
+def test_a_delimiter_at_every_lines_end_adds_no_column(tmp_path):
+    """Trial 23: a spreadsheet's export, a comma ending every line: predictions.tsv carried an empty 'Unnamed: 2'."""
+    from datamodules.text_sources import load_file
+
+    (tmp_path / "t.csv").write_text("text,label,\n" + "".join(f"film {i},good,\n" for i in range(5)))
+    assert load_file(str(tmp_path / "t.csv"), "train_path", str(tmp_path / "c")).column_names == [
+        "text",
+        "label",
+    ]
+    (tmp_path / "u.csv").write_text("text,label,\n" + "".join(f"film {i},good,{i}\n" for i in range(5)))
+    kept = load_file(str(tmp_path / "u.csv"), "train_path", str(tmp_path / "c")).column_names
+    assert kept == ["text", "label", "Unnamed: 2"]  # values there: a column of the file, kept
