@@ -92,6 +92,19 @@ def _check_auto_augment(policy: str) -> None:
         ) from None
 
 
+def _say_colour_read_as_grey(split: ImageSplit, channels: int) -> None:
+    """Colour images given to a model of one channel (trained on grey images) are read as grey, their
+    luminance: said, with how many and the first, rather than done unsaid (trial 23)."""
+    if channels != 1 or split.headers is None:
+        return
+    colour = np.flatnonzero(split.headers[:, 0] == 1)
+    if len(colour):
+        rank_zero_warn(
+            f"data.predict_path: {len(colour)} of {len(split)} images have colour (the first: {split.files[colour[0]]}); "
+            "the model was trained on grey images, so they are read as grey (their luminance)"
+        )
+
+
 class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
     SAVED = ("labels", "data_config")
 
@@ -225,6 +238,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             self.splits = {}
             if hp.predict_path:
                 self.splits["predict"] = read_images(Path(hp.predict_path))
+                _say_colour_read_as_grey(self.splits["predict"], self._state["data_config"]["input_size"][0])
             elif (
                 hp.labels
             ):  # the classes the run kept (its checkpoint's): the folder's others dropped, as then
@@ -297,6 +311,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         self._warn_shared(splits)
         if hp.predict_path:
             splits["predict"] = read_images(Path(hp.predict_path))
+            _say_colour_read_as_grey(splits["predict"], self._native[0])
         self.splits = splits
         return splits
 

@@ -174,3 +174,23 @@ def test_a_damaged_weights_file_is_named_as_damaged(tmp_path):
         PretrainedError, match=r"cut.safetensors is damaged \(cut short\?\) or not a weights file"
     ):
         TimmNet("resnet18", num_outputs=3, weights_file=str(tmp_path / "cut.safetensors"))
+
+
+def test_colour_images_given_to_a_grey_model_are_said(tmp_path):
+    """Trial 23: a model trained on grey images reads colour ones as grey, their luminance; now said."""
+    from image_data import write_folder
+
+    from datamodules.image_sources import read_images
+    from datamodules.images import _say_colour_read_as_grey
+
+    folder = write_folder(tmp_path / "new", classes=("a",), per_class=2)  # colour
+    Image.open(folder / "a" / "0.png").convert("L").save(folder / "a" / "2.png")
+    split = read_images(folder)
+    with pytest.warns(UserWarning, match=r"data.predict_path: 2 of 3 images have colour \(the first: .*a/0.png\); the "
+                      r"model was trained on grey images, so they are read as grey"):  # fmt: skip
+        _say_colour_read_as_grey(split, channels=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _say_colour_read_as_grey(split, channels=3)  # a colour model: nothing to say
