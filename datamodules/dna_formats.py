@@ -169,9 +169,8 @@ def _parquet_chunks(path, sequence_column, label_column, labels_required, chunk)
     import pyarrow.parquet as pq
 
     try:
-        with open_data(
-            path
-        ) as f:  # Parquet compresses itself; a gzipped copy (.parquet.gz) is read in memory
+        # Parquet compresses itself; a gzipped copy (.parquet.gz) is read in memory
+        with open_data(path) as f:
             source = io.BytesIO(f.read()) if isinstance(f, gzip.GzipFile) else path
         batches = pq.ParquetFile(source).iter_batches(batch_size=chunk)
         done = 0

@@ -180,13 +180,12 @@ def make_loader(
         state = getattr(trainer, "state", None)  # None: no trainer, or a stand-in of one
         command = str(getattr(state.fn, "value", state.fn)) if state is not None else "fit"
         if n == 0 and command in ("validate", "test", "predict"):  # Lightning would end at once, status 0
-            split = (
-                "validation" if command == "validate" else "test"
-            )  # predict reads it without a predict_path
+            # predict reads the test split where it has no predict_path
+            split, option = ("validation", "val") if command == "validate" else ("test", "test")
+            files = f"data.{option}_path" + (", data.predict_path" if predicting else "")
             raise EmptySplitError(
-                f"data: the {split} split has no examples, so {command} has nothing to do: give a file "
-                f"(data.{'val' if command == 'validate' else 'test'}_path{', data.predict_path' if predicting else ''}) "
-                f"or a held-out fraction above 0 of a training file large enough to hold one"
+                f"data: the {split} split has no examples, so {command} has nothing to do: give a file ({files}) "
+                "or a held-out fraction above 0 of a training file large enough to hold one"
             )
         if 0 < n < world and not predicting:  # Lightning stops on a process without batches, in its words
             split = "test" if trainer.testing else "validation"

@@ -48,6 +48,7 @@ from experiments.configs import (
     one_line,
     parse_file,
     plain_config,
+    said_key,
     split_options,
     where_set,
 )
@@ -406,16 +407,7 @@ def _named(comparison: Comparison, model: str, said: str, args: list[str], overr
     says it), named where the value came from: the comparison's own ``config:`` mapping, which every row reads
     (not this row's doing), or else the row, with the line of the file that set it (its model file, a shared
     file) or the command line that gave it to every row."""
-    named = re.match(r"([\w.]+): ", said)
-    key = named.group(1).replace(".init_args.", ".") if named else None
-    given_option = next(
-        (o for o in (a.split("=", 1)[0] for a in overrides if a.startswith("--"))
-         if key and o[2:].replace(".init_args.", ".") == key),
-        None,
-    )  # fmt: skip
-    by_command = from_command_line(said, overrides, "every row") or (
-        f" ({given_option} was given on the command line, to every row)" if given_option else ""
-    )
+    by_command = from_command_line(said, overrides, "every row")
     given = where_set(said, args)
     shared = None if given or by_command else _set_inline(comparison, said)
     if shared:
@@ -432,8 +424,7 @@ def _set_inline(comparison: Comparison, said: str) -> str | None:
     ``data.val_fraction: 1.5 is outside [0, 1)``, a misspelt ``trainer: {max_epochss: 1}``: "Group 'trainer' does
     not accept option 'max_epochss'"), or None."""
     keys = [key for entry in comparison.shared() if isinstance(entry, dict) for key in flatten(entry)]
-    named = re.match(r"([\w.]+): ", said)
-    plain = named and named.group(1).replace(".init_args.", ".")
+    plain = said_key(said)
     return next(
         (
             k

@@ -541,14 +541,22 @@ def one_line(message: str) -> str:
 PASSED_ON = ("--config", "--print_config", "--ckpt_path", "--weights_only")
 
 
+def said_key(message: str) -> str | None:
+    """The option a one-line message starts with (``data.val_fraction: 1.5 is outside [0, 1)``), ``init_args``
+    left out so that ``model.net.init_args.moe`` and ``model.net.moe`` are one key; None when it names none."""
+    named = re.match(r"([\w.]+): ", message)
+    return named.group(1).replace(".init_args.", ".") if named else None
+
+
 def from_command_line(message: str, overrides: list[str], to: str) -> str:
     """ " (--X was given on the command line, to every row)" when the option a parser refused is one of
     ``overrides`` (a misspelt ``--trainer.max_epoch``): the file it was parsed with (a comparison's row, a sweep's
     space) is where it was found wanting, not where it came from."""
     message = re.sub(r"\(did you mean [^)]*\)", "", message)  # the suggestion is not what was refused
+    key = said_key(message)  # a constructor's "data.train_path: ..." names the option without its dashes
     for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
         last = option.rsplit(".", 1)[-1]
-        if option in message or f"'{last}'" in message:
+        if option in message or f"'{last}'" in message or option[2:].replace(".init_args.", ".") == key:
             return f" ({option} was given on the command line, to {to})"
     return ""
 

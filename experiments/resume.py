@@ -130,6 +130,14 @@ def training_files(data_settings) -> dict[str, str]:
     return {os.path.abspath(path): mark for path, mark in found.items()}
 
 
+def _changed(saved: dict[str, str], now: dict[str, str]) -> tuple[list[str], list[str]]:
+    """(the paths whose fingerprints differ, those of them known to hold other contents: SHA-256 on both sides,
+    where a size, time or folder-listing mark says only that something was touched)."""
+    changed = [path for path in sorted(saved.keys() & now.keys()) if saved[path] != now[path]]
+    known = [p for p in changed if saved[p].startswith("sha256:") and now[p].startswith("sha256:")]
+    return changed, known
+
+
 def check_same_files(config, ckpt: str, given: str) -> None:
     """A run resumed on a training file changed in place (same path, other contents) would go on with splits
     and an order made from other rows: rows held out before may now be trained on, or the reverse (trial 22:
@@ -141,11 +149,7 @@ def check_same_files(config, ckpt: str, given: str) -> None:
     if not saved:  # a checkpoint of an earlier version: nothing to compare
         return
     data = config.get("data")
-    now = training_files(data.as_dict() if hasattr(data, "as_dict") else data)
-    changed = [path for path in sorted(saved.keys() & now.keys()) if saved[path] != now[path]]
-    known = [
-        path for path in changed if saved[path].startswith("sha256:") and now[path].startswith("sha256:")
-    ]
+    changed, known = _changed(saved, training_files(data.as_dict() if hasattr(data, "as_dict") else data))
     if known and given == "last":
         raise ConfigError(
             f"--ckpt_path last: {', '.join(known)} changed since {ckpt} was saved (same path, other contents): the "
@@ -174,14 +178,14 @@ def check_held_out_source(data, checkpoint: dict, ckpt: str, stage: str) -> None
     split = "val" if stage == "validate" else "test"
     if not hp.get("train_path") or hp.get(f"{split}_path") or (stage == "predict" and hp.get("predict_path")):
         return
-    saved = checkpoint.get(DATA_KEY) or {}
-    path = os.path.abspath(hp["train_path"])
-    now = training_files({"train_path": hp["train_path"]}).get(path)
-    if path not in saved or now is None or saved[path] == now:
+    changed, known = _changed(
+        checkpoint.get(DATA_KEY) or {}, training_files({"train_path": hp["train_path"]})
+    )
+    if not changed:
         return
     said = (f"{stage}: the {'validation' if split == 'val' else 'test'} split is held out of data.train_path "
             f"{hp['train_path']}, which changed since {ckpt} was saved")  # fmt: skip
-    if saved[path].startswith("sha256:") and now.startswith("sha256:"):
+    if known:
         raise ConfigError(
             f"{said} (other contents): drawn again now it would hold other rows, some of them trained on; put the "
             f"file back as it was, or give the split a file of its own (data.{split}_path)"
