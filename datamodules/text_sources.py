@@ -97,7 +97,48 @@ def load_file(path: str, option: str, cache: str) -> datasets.Dataset:
         for c in data.column_names
         if c.startswith("Unnamed: ") and data.data.column(c).null_count == len(data)
     ]
+    if fmt == "csv":
+        _say_merged_rows(data, file, "\t" if file.suffix.lower() == ".tsv" else ",")
     return data.remove_columns(trailing) if trailing else data
+
+
+def _say_merged_rows(data: datasets.Dataset, file: Path, delimiter: str) -> None:
+    """Warn of a quoted field that runs over lines which read as rows of their own: a quote opened in a text
+    and closed a few lines later makes those lines one row, and the rows between are lost without a word. A
+    line inside such a field counts as a row when it splits into the header's fields and its value in every
+    column of few distinct values (a label) is one that column holds."""
+    names, table = data.column_names, data.data.table
+    spanning = {
+        i: pc.indices_nonzero(pc.fill_null(pc.match_substring(table.column(name), "\n"), False)).to_pylist()
+        for i, name in enumerate(names)
+        if pa.types.is_string(table.column(name).type) or pa.types.is_large_string(table.column(name).type)
+    }
+    if len(names) < 2 or not any(spanning.values()):
+        return
+    labels = {}  # column position -> the values it holds, for columns of few distinct values
+    for i, name in enumerate(names):
+        values = pc.unique(table.column(name).cast(pa.string()))
+        if len(values) <= max(20, len(data) // 10):
+            labels[i] = {v for v in values.to_pylist() if v is not None}
+    for i, rows in spanning.items():
+        others = [j for j in labels if j != i]
+        for row in rows if others else ():
+            value = table.column(names[i])[row].as_py()
+            merged = [
+                part
+                for part in value.replace("\r\n", "\n").split("\n")
+                if len(fields := part.split(delimiter)) == len(names)
+                and all(fields[j].strip() in labels[j] for j in others)
+            ]
+            if merged:
+                rank_zero_warn(
+                    f"{file}:{table_line(file, row)}: column {names[i]!r} holds a quoted text that runs over "
+                    f"{value.count(chr(10)) + 1} lines, and {len(merged)} of them read as rows of their own "
+                    f"({merged[0]!r}): a quote opened in a text and closed lines later makes them one row. "
+                    'Close the quote on its line, or double the quotes inside the text ("")',
+                    stacklevel=4,
+                )
+                return
 
 
 def _diagnose(file: Path, fmt: str, err: Exception) -> str:

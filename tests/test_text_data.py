@@ -4,6 +4,7 @@ named by file, row, column and value."""
 import csv
 import json
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -529,3 +530,24 @@ def test_a_delimiter_at_every_lines_end_adds_no_column(tmp_path):
     (tmp_path / "u.csv").write_text("text,label,\n" + "".join(f"film {i},good,{i}\n" for i in range(5)))
     kept = load_file(str(tmp_path / "u.csv"), "train_path", str(tmp_path / "c")).column_names
     assert kept == ["text", "label", "Unnamed: 2"]  # values there: a column of the file, kept
+
+
+@pytest.mark.parametrize("suffix, sep", [(".tsv", "\t"), (".csv", ",")])
+def test_a_quote_closed_lines_later_is_said_and_a_text_over_lines_is_not(tmp_path, suffix, sep):
+    """A quote opened in a text and closed two lines later made those lines one row: two rows were lost unsaid."""
+    from datamodules.text_sources import load_file
+
+    merged = tmp_path / f"m{suffix}"
+    merged.write_text(
+        f'text{sep}label\ngood film{sep}1\n"great movie{sep}1\nbad film{sep}0\nok"{sep}1\nfine{sep}0\n'
+    )
+    with pytest.warns(UserWarning, match=rf"m\{suffix}:3: column 'text' holds a quoted text that runs over 3 "
+                      r"lines, and 2 of them read as rows of their own \('great movie"):  # fmt: skip
+        assert len(load_file(str(merged), "train_path", str(tmp_path / "c"))) == 3
+    whole = tmp_path / f"w{suffix}"  # a review over two lines, a separator in it: a row as it should be
+    whole.write_text(
+        f'text{sep}label\ngood film{sep}1\n"a review{sep} and more\nover two lines"{sep}1\nfine{sep}0\n'
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_file(str(whole), "train_path", str(tmp_path / "c"))) == 3
