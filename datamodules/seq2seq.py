@@ -178,7 +178,9 @@ def pair_frame(
             )
         if broken.any():  # in a word, surely a mistake: in a CSV file, a quote left open
             row = pairs[broken].iloc[0]
-            raise DataError(f"{where}:{row.line}: {column} holds a line break ({row[side][:60]!r})")
+            csv = where.lower().endswith(".csv")
+            quote = ": a quote opened there and closed lines later? Close it on its line" if csv else ""
+            raise DataError(f"{where}:{row.line}: {column} holds a line break ({row[side][:60]!r}){quote}")
     return pairs
 
 

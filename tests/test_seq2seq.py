@@ -403,7 +403,9 @@ def test_line_numbers_count_blank_lines_and_line_breaks_in_fields_are_refused(tm
         pair_module(paths).setup()
     csv = tmp_path / "val.csv"
     csv.write_text('word,phonemes\nab,A1 B\n\n"a\nb",A1 B\n')
-    with pytest.raises(DataError, match=r"val.csv:4: word holds a line break \('a\\nb'\)"):
+    with pytest.raises(
+        DataError, match=r"val.csv:4: word holds a line break \('a\\nb'\): a quote opened there and closed"
+    ):
         pair_module(write_pairs(tmp_path) | {"val": csv}).setup()
 
 
