@@ -9,6 +9,7 @@ import torch
 from lightning.pytorch import callbacks
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import ConfigError, NonFiniteLossError
 from datamodules.files import write_atomic
@@ -107,20 +108,29 @@ class FlopsBudget(Callback):
                 f"{self.where}budget_flops: {self.flops:.3g} is less than one optimizer step of this model "
                 f"({self.flops_per_step:.3g} FLOPs); give at least that"
             )
+        bound = trainer.max_steps
         trainer.fit_loop.epoch_loop.max_steps = self.steps
         trainer.fit_loop.max_epochs = -1
-        saved = Path(trainer.log_dir or ".") / "config.yaml"  # every rank asks (a broadcast), rank 0 writes
         if trainer.is_global_zero:
             print(f"{self.where}budget_flops {self.flops:.3g}: {self.steps} steps of {self.flops_per_step:.3g} "
                   "training FLOPs (an optimizer step's, counted on a training batch)")  # fmt: skip
-            # the run's saved config keeps the configs' bound, which the budget replaced: said in it, so that a
-            # `fit --config` of it is not taken for the same run (a resumed run's note is there already)
-            note = "# budget_flops "
-            if saved.is_file() and note not in saved.read_text():
-                with open(saved, "a") as f:
-                    f.write(f"{note}{self.flops:.3g} (compare): this run's steps came from the budget "
-                            f"({self.steps} at the start, re-estimated each epoch), not from trainer.max_steps or "
-                            "max_epochs above\n")  # fmt: skip
+            if bound != -1 and not self.where:  # compare says a config's bound and refuses a command line's
+                rank_zero_warn(
+                    f"trainer.max_steps: {bound} gives way to the FlopsBudget callback's {self.flops:.3g} FLOPs "
+                    f"({self.steps} steps); give one of them",
+                    stacklevel=2,
+                )
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        # The run's saved config (written at setup, by LightningCLI's callback, which may come after this one)
+        # keeps the configs' bound, which the budget replaced: said in it, so that a `fit --config` of it is not
+        # taken for the same run (a resumed run's note is there already).
+        saved = Path(trainer.log_dir or ".") / "config.yaml"  # every rank asks (a broadcast), rank 0 writes
+        note = "# budget_flops "
+        if trainer.is_global_zero and saved.is_file() and note not in saved.read_text():
+            with open(saved, "a") as f:
+                f.write(f"{note}{self.flops:.3g}: this run's steps came from the budget ({self.steps} at the "
+                        "start, re-estimated each epoch), not from trainer.max_steps or max_epochs above\n")  # fmt: skip
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         tally = getattr(pl_module, "flops_tally", None)

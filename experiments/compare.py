@@ -39,6 +39,7 @@ from experiments.configs import (
     CommandParser,
     bases_of,
     did_you_mean,
+    either_spelling,
     finite_float,
     flatten,
     from_command_line,
@@ -574,9 +575,16 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     # a finished run's settings are checked, nothing is built; what only the constructors check (check_rows
     # parsed) is named as check_rows names it
     try:
-        cli = _build(args, parse_only=done.is_file())
+        with warnings.catch_warnings(record=True) as said:
+            cli = _build(args, parse_only=done.is_file())
     except UserError as err:
         raise type(err)(_named(comparison, model, str(err), args, overrides)) from None
+    finally:  # a constructor's warning of a setting (model.net.init_args.window: ...): named as its errors are
+        for w in said:
+            if said_key(str(w.message)) and str(w.message).startswith(("model.", "data.", "trainer.")):
+                print(f"warning: {_named(comparison, model, str(w.message), args, overrides)}")
+            else:
+                warnings.showwarning(w.message, w.category, w.filename, w.lineno, w.file, w.line)
     dumped = cli.parser.dump(cli.config, skip_unset=False, skip_validation=True)  # checked when parsed
     # The comparison's own settings that change what a run does (not in the run's config); written only when
     # set, so that folders of comparisons without them still resume
@@ -802,6 +810,7 @@ def _logged_throughput(trainer, what: str = "samples_per_sec") -> float | None:
 def main(argv: list[str]) -> None:
     own, overrides = split_options(argv)
     parser = command_parser()
+    own = either_spelling(own, parser.own_options)  # --budget-flops for --budget_flops
     unknown = [
         a.split("=")[0] for a in own if a.startswith("--") and a.split("=")[0] not in parser.own_options
     ]
@@ -902,9 +911,12 @@ def main(argv: list[str]) -> None:
     modality_bases = [e for e in comparison.shared() if isinstance(e, Path) and e.name == "base.yaml"
                       and e.parent.parent == EXPERIMENTS]  # fmt: skip
     if not comparison.bases and not modality_bases:  # every file the user's own, none a modality's base
+        # config: paths are read from the comparison file's folder: the project's, from there
+        project = Path(os.path.relpath(EXPERIMENTS, comparison.path.resolve().parent))
+        shown = project if not project.parts or project.parts[0] != ".." else EXPERIMENTS
         print("compare: no modality base: every file is outside experiments/, so the rows build on "
-              "experiments/base.yaml and these files alone (list experiments/<modality>/base.yaml under config: "
-              "for a modality's defaults, its epoch bound and bucketing)")  # fmt: skip
+              f"experiments/base.yaml and these files alone (list {shown / '<modality>' / 'base.yaml'} under "
+              "config: for a modality's defaults, its epoch bound and bucketing)")  # fmt: skip
     if comparison.without_own_base():
         print(f"compare: every row gets the modality base {', '.join(map(str, comparison.bases))}, also "
               f"{', '.join(comparison.without_own_base())}, whose files are outside experiments/")  # fmt: skip

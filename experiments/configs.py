@@ -370,6 +370,20 @@ def _task_class() -> type:
     return Task
 
 
+# One setting under two names: the Transformer nets' (torch's words) and the GPT's (litgpt's and nanoGPT's)
+_SAME_OPTION = dict(
+    pair
+    for torch_name, gpt_name in (
+        ("activation", "mlp"),
+        ("dim_feedforward", "intermediate_size"),
+        ("d_model", "n_embd"),
+        ("nhead", "n_head"),
+        ("num_layers", "n_layer"),
+    )
+    for pair in ((torch_name, gpt_name), (gpt_name, torch_name))
+)
+
+
 def _suggestion(class_path: str, option: str) -> str:
     """For an option the chosen class does not take: the close name it does take, or the names it takes (its
     own and, through ``**kwargs``, its parents' up to Lightning's and torch's classes)."""
@@ -392,6 +406,8 @@ def _suggestion(class_path: str, option: str) -> str:
             break
     if not names:
         return ""
+    if _SAME_OPTION.get(option) in names:  # the other family's name (the GPT's for the Transformer's or back)
+        return f" (did you mean {_SAME_OPTION[option]!r}? {name}'s name for {option})"
     starting = [n for n in names if n.startswith(option)]
     close = starting if len(starting) == 1 else difflib.get_close_matches(option, names, n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else f" ({name} takes: {', '.join(names)})"
@@ -515,6 +531,9 @@ def one_line(message: str) -> str:
                 r"--(optimizer|lr_scheduler)\b", line
             ):
                 line += " (the optimizer and its schedule are the task's: --model.optimizer, --model.lr_scheduler)"
+            if line.startswith("unrecognized arguments:") and re.search(r"--budget[_-]flops\b", line):
+                line += (" (compare's option; a single run takes the budget as a callback: --trainer.callbacks+ "
+                         "experiments.callbacks.FlopsBudget --trainer.callbacks.flops N)")  # fmt: skip
             if re.fullmatch(r"Expected a <class 'str'>\. Got value: [-+.\w]+", line) and re.search(
                 r"\d", line
             ):
@@ -534,6 +553,11 @@ def one_line(message: str) -> str:
     bases = {c for c in paths if classes[c] and any(classes[o] not in (None, classes[c])
                                                      and issubclass(classes[o], classes[c]) for o in paths)}  # fmt: skip
     said = [r for c, r in reasons if c not in bases] or [r for _, r in reasons]
+    if said[-1] == "Given value: None" and len(keys) > 2:
+        # a null for an option inside an option (--model.net.init_args.moe.capacity_factor null): jsonargparse
+        # 4.53 reads it back as the text 'None'
+        said[-1] += (" (a null given on the command line for an option inside another is read as the text "
+                     "'None': write it in a config file; moe's capacity_factor and hidden take 0 for empty)")  # fmt: skip
     return f"{'.'.join(keys)}: {'; '.join(said)}" if keys else "; ".join(said)
 
 
@@ -593,7 +617,7 @@ def _negative_values(args: list[str], options: list[str]) -> list[str]:
     return joined
 
 
-def _either_spelling(args: list[str], options: list[str]) -> list[str]:
+def either_spelling(args: list[str], options: list[str]) -> list[str]:
     """``--batch_size`` for ``--batch-size`` and ``--max-new-tokens`` for ``--max_new_tokens``: the commands'
     own options follow the names of what they set (Lightning's ``ckpt_path``, ``transformers``'
     ``max_new_tokens``) or the shell's dashes, so either spelling of a word break is taken."""
@@ -625,7 +649,7 @@ class CommandParser(argparse.ArgumentParser):
         return action
 
     def parse_known_args(self, args=None, namespace=None):  # parse_args and subcommands' parsers call it too
-        given = _either_spelling(list(sys.argv[1:] if args is None else args), self.own_options)
+        given = either_spelling(list(sys.argv[1:] if args is None else args), self.own_options)
         self._given = _negative_values(given, self.own_options)
         parsed, extras = super().parse_known_args(self._given, namespace)
         self._refuse_close(extras)

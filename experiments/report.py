@@ -119,7 +119,7 @@ def markdown_table(report: dict) -> str:
             _number(row.get("flops_train"), ".3g"),
         ]
         seconds = row["train_seconds"]
-        cells += [_number(row.get("epochs"), ".1f"), f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"]
+        cells += [_number(row.get("epochs"), ".3g"), f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"]
         cells += [_rate(row.get("throughput"))]
         cells += [_rate(row.get("tokens_per_sec"))] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")

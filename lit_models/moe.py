@@ -38,10 +38,12 @@ class MoEOptions:
         experts: Expert feed-forward networks per layer.
         top_k: Experts each token goes to.
         expert: ``swiglu`` experts (a gate and an up projection, as Mixtral) or ``gelu`` MLPs.
-        hidden: Each expert's hidden width. Empty: the block's ``dim_feedforward`` (``intermediate_size``).
+        hidden: Each expert's hidden width. Empty or 0: the block's ``dim_feedforward`` (``intermediate_size``).
         balance: Weight alpha of the load-balancing loss (Switch Transformer's 0.01).
         z_loss: Weight of the router z-loss (ST-MoE uses 1e-3); 0 leaves it out.
-        capacity_factor: Empty: dropless. Else each expert takes at most this factor times an even share.
+        capacity_factor: Empty or 0: dropless. Else each expert takes at most this factor times an even share.
+            (0 is what the command line can give: jsonargparse 4.53 reads a ``null`` given there for an option
+            inside ``moe`` as the text 'None'.)
     """
 
     experts: int = 8
@@ -53,6 +55,9 @@ class MoEOptions:
     capacity_factor: float | None = None
 
     def __post_init__(self):
+        # 0: the default (empty), which a command line cannot give inside a nested option (the docstring)
+        self.hidden = self.hidden or None
+        self.capacity_factor = self.capacity_factor or None
         if self.experts < 1:
             raise ConfigError(f"{NET}.moe.experts: {self.experts} is below 1")
         if not 1 <= self.top_k <= self.experts:
@@ -63,7 +68,7 @@ class MoEOptions:
             raise ConfigError(f"{NET}.moe.expert: {self.expert!r} is not an expert kind (swiglu or gelu)")
         if self.hidden is not None and self.hidden < 1:
             raise ConfigError(
-                f"{NET}.moe.hidden: {self.hidden} is not a positive width (or empty: the block's)"
+                f"{NET}.moe.hidden: {self.hidden} is not a positive width (or empty or 0: the block's)"
             )
         if self.balance < 0 or self.z_loss < 0:
             raise ConfigError(
@@ -71,7 +76,7 @@ class MoEOptions:
             )
         if self.capacity_factor is not None and self.capacity_factor <= 0:
             raise ConfigError(
-                f"{NET}.moe.capacity_factor: {self.capacity_factor} is not positive (or empty: dropless)"
+                f"{NET}.moe.capacity_factor: {self.capacity_factor} is not positive (or empty or 0: dropless)"
             )
 
 

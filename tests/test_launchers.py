@@ -255,7 +255,10 @@ def test_a_row_that_does_not_build_stops_the_comparison_before_any_row_trains(in
         compare(["--config", _spec(in_tmp, {"MyLSTM": _user_file(in_tmp, "my_lstm.yaml")}), *RUN])
     assert not (in_tmp / "out").exists()
     # only the user's own files: the plan says that no modality base is loaded (no epoch bound, no bucketing)
-    assert "compare: no modality base: every file is outside experiments/" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    assert "compare: no modality base: every file is outside experiments/" in said
+    # a path that works written in this file, which is outside the project (trial 24: it said experiments/...)
+    assert f"(list {ROOT / 'experiments' / '<modality>' / 'base.yaml'} under config:" in said
     base = str(ROOT / "experiments" / "dna" / "base.yaml")  # as that line advises: then it says nothing of it
     with pytest.raises(ConfigError, match=r"models.Typo \(typo.yaml\): .*max_epoch"):
         compare(["--config", _spec(in_tmp, {"Typo": "typo.yaml"}, config=[base]), *RUN])

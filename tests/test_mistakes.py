@@ -790,3 +790,60 @@ def test_held_out_shares_that_leave_no_training_data_name_the_file_that_set_them
         "error: mine.yaml:3: data.val_fraction: 0.6, with data.test_fraction 0.6, leaves no training data (their sum "
         "must stay below 1)"
     )
+
+
+def test_an_option_under_the_other_families_name_is_pointed_to_its_name_here(in_tmp):
+    """Trial 24: ``activation`` on the GPT suggested 'attention'; the GPT's word for it is ``mlp``."""
+    (in_tmp / "g.yaml").write_text(
+        "model:\n  net:\n    class_path: lit_models.GPT\n    init_args: {n_layer: 2, activation: swiglu}\n"
+    )
+    result = run_main("fit", "--config", ROOT / "experiments/lm/gpt.yaml", "--config", "g.yaml", "--print_config",
+                      cwd=in_tmp)  # fmt: skip
+    assert last_line(result) == (
+        "error: g.yaml:4: model.net: Option 'activation' is not accepted (did you mean 'mlp'? GPT's name for "
+        "activation)"
+    )
+    result = run_main("fit", "--config", ROOT / "experiments/dna/transformer.yaml", "--model.net.init_args.n_embd",
+                      "32", "--print_config", cwd=in_tmp)  # fmt: skip
+    assert last_line(result).endswith("(did you mean 'd_model'? TransformerNet's name for n_embd)")
+
+
+def test_a_null_inside_a_nested_option_on_the_command_line_is_explained_and_0_empties_moe_options(in_tmp):
+    """Trial 24: ``--model.net.init_args.moe.capacity_factor null`` could not turn a config's capacity factor off
+    (jsonargparse reads the null back as the text 'None'); 0 now means empty for capacity_factor and hidden."""
+    from lit_models.moe import MoEOptions
+
+    moe = ROOT / "experiments/dna/moe.yaml"
+    result = run_main("fit", "--config", moe, "--model.net.init_args.moe.capacity_factor", "null", "--print_config",
+                      cwd=in_tmp)  # fmt: skip
+    assert last_line(result) == (
+        "error: model.net.moe.capacity_factor: Expected a float; Given value: None (a null given on the command "
+        "line for an option inside another is read as the text 'None': write it in a config file; moe's "
+        "capacity_factor and hidden take 0 for empty)"
+    )
+    options = MoEOptions(capacity_factor=0, hidden=0)
+    assert options.capacity_factor is None and options.hidden is None  # dropless, the block's width
+    with pytest.raises(
+        ConfigError, match=r"moe.capacity_factor: -1.5 is not positive \(or empty or 0: dropless\)"
+    ):
+        MoEOptions(capacity_factor=-1.5)
+
+
+def test_budget_flops_in_either_spelling_for_compare_and_pointed_to_its_callback_in_fit(in_tmp):
+    """Trial 24: ``compare --budget-flops`` was refused as unrecognized (the other commands take either spelling),
+    and ``fit --budget_flops`` was a bare "unrecognized arguments"."""
+    from experiments.compare import main as compare
+
+    (in_tmp / "cmp.yaml").write_text(f"name: t\nseeds: 1\nout: out\nmodels:\n  CNN: {CNN}\n")
+    with pytest.raises(
+        ConfigError, match=r"^--trainer.max_steps: --budget_flops 1e\+10 sets each row's steps"
+    ):
+        compare(
+            ["--config", "cmp.yaml", "--budget-flops", "1e10", "--trainer.max_steps", "2"]
+        )  # read, then refused
+    assert not (in_tmp / "out").exists()
+    result = run_main("fit", "--config", CNN, "--budget_flops", "1e10", "--print_config", cwd=in_tmp)
+    assert last_line(result) == (
+        "error: unrecognized arguments: --budget_flops 1e10 (compare's option; a single run takes the budget as a "
+        "callback: --trainer.callbacks+ experiments.callbacks.FlopsBudget --trainer.callbacks.flops N)"
+    )

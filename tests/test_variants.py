@@ -535,10 +535,7 @@ def test_compare_with_a_flops_budget_validates_and_reports_compute(in_tmp, capsy
     )
     # the run's saved config keeps the bound the budget replaced, and says so
     saved = next((in_tmp / "out" / "runs" / "LSTM-seed0").rglob("config.yaml")).read_text()
-    assert (
-        "max_steps: 3" in saved
-        and "# budget_flops 2e+10 (compare): this run's steps came from the budget" in saved
-    )
+    assert "max_steps: 3" in saved and "# budget_flops 2e+10: this run's steps came from the budget" in saved
     report = json.loads((in_tmp / "out" / "results.json").read_text())
     for run in report["runs"]:
         assert run["budget_steps"] == run["steps"] and run["flops_train"] > 0  # each row its own steps
@@ -703,3 +700,43 @@ def test_a_short_algorithmic_run_trains_with_the_bases_validation_interval(in_tm
     assert rows[0] == ["index", "label", "predicted", "p_0", "p_1"] and len(rows) == 1 + 16
     labels = cli.datamodule.splits["test"].labels
     assert [int(r[1]) for r in rows[1:]] == labels.tolist() and set(labels.tolist()) == {0, 1}
+
+
+def test_a_flops_budget_in_fit_says_the_step_bound_it_replaces_and_notes_it_in_the_saved_config(in_tmp):
+    """Trial 24: FlopsBudget in ``fit`` replaced ``--trainer.max_steps 3`` unsaid, and the run's config.yaml said
+    ``max_steps: 3`` without the note (written before LightningCLI's callback had saved the file)."""
+    from conftest import CNN, CSV_ONLY, TINY_DATA, run_main
+
+    with pytest.warns(UserWarning, match=r"trainer.max_steps: 3 gives way to the FlopsBudget callback's 2e\+09 "
+                      r"FLOPs \(\d+ steps\); give one of them") as said:  # fmt: skip
+        result = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.max_steps", "3",
+                          "--trainer.callbacks+", "experiments.callbacks.FlopsBudget",
+                          "--trainer.callbacks.flops", "2e9", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    steps = int(re.search(r"budget_flops 2e\+09: (\d+) steps of", result.stdout).group(1))
+    assert steps != 3 and any(f"({steps} steps)" in str(w.message) for w in said)
+    saved = next(in_tmp.rglob("config.yaml")).read_text()
+    assert "max_steps: 3" in saved and "# budget_flops 2e+09: this run's steps came from the budget" in saved
+
+
+def test_a_constructors_warning_of_a_rows_setting_names_the_row_and_line_in_compare(
+    in_tmp, capsys, monkeypatch
+):
+    """Trial 24: ``window`` given to full attention was warned of at jsonargparse's own line, naming no row."""
+    from conftest import ROOT, TINY_DATA
+
+    from experiments.compare import main as compare
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    (in_tmp / "win.yaml").write_text("model:\n  net:\n    init_args: {window: 8}\n")
+    transformer = ROOT / "experiments" / "dna" / "transformer.yaml"
+    (in_tmp / "cmp.yaml").write_text(
+        f"name: t\nseeds: 1\nout: out\nconfig: [{transformer}]\nmodels:\n  Win: win.yaml\n"
+    )
+    compare(
+        ["--config", "cmp.yaml", *TINY_DATA, "--trainer.max_steps=1", "--trainer.enable_progress_bar=false"]
+    )
+    assert (
+        "warning: cmp.yaml: models.Win (win.yaml:3): model.net.init_args.window: 8, but attention is 'full', which "
+        "has no window: the window is ignored" in capsys.readouterr().out
+    )
