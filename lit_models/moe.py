@@ -208,6 +208,8 @@ class ExpertUsage(Metric):
         total = self.counts.sum(-1, keepdim=True).clamp(min=1)
         share = self.counts / total
         entropy = -(share * share.clamp(min=1e-12).log()).sum(-1) / math.log(max(2, share.shape[-1]))
+        if share.shape[-1] == 1:  # one expert takes every token: even use of what there is, not a collapse
+            entropy = torch.ones_like(entropy)
         values = {}
         for i in range(share.shape[0]):
             values[f"layer{i}/entropy"] = entropy[i]

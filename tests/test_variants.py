@@ -740,3 +740,19 @@ def test_a_constructors_warning_of_a_rows_setting_names_the_row_and_line_in_comp
         "warning: cmp.yaml: models.Win (win.yaml:3): model.net.init_args.window: 8, but attention is 'full', which "
         "has no window: the window is ignored" in capsys.readouterr().out
     )
+
+
+def test_expert_use_entropy_by_hand_and_one_expert_is_even_use():
+    """Normalised entropy of the shares: 1 for even use, 0 for one expert of several; trial 24 found a 1-expert
+    MoE shown as 0.000, which reads as collapsed."""
+    usage, layer = ExpertUsage(layers=1, experts=4), MoE(4, 4, MoEOptions(experts=4, top_k=1))
+    layer.counts, layer.dropped = torch.tensor([6, 2, 0, 0]), 0
+    usage.update([layer])
+    share = torch.tensor([0.75, 0.25])
+    assert float(usage.compute()["entropy"]) == pytest.approx(
+        float(-(share * share.log()).sum() / math.log(4))
+    )
+    one, single = ExpertUsage(layers=1, experts=1), MoE(4, 4, MoEOptions(experts=1, top_k=1))
+    single.counts, single.dropped = torch.tensor([5]), 0
+    one.update([single])
+    assert float(one.compute()["entropy"]) == 1.0
