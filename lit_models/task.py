@@ -8,6 +8,7 @@ fine-tuning callback freezes. A task subclass implements ``compute_loss(batch) -
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from contextlib import nullcontext
@@ -17,6 +18,7 @@ import lightning as L
 import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.utilities import rank_zero_info
+from tokenizers import Tokenizer
 from torch import nn
 
 from archbench.checkpoint_files import check_checkpoint
@@ -87,6 +89,59 @@ def _data_apart(saved: dict, data: L.LightningDataModule | None) -> str:
     apart = [f"data.{k} {saved[k]!r}, this run's {ours[k]!r}" for k in keys
              if k in saved and k in ours and not same(k)]  # fmt: skip
     return f"; the checkpoint was trained on other data ({'; '.join(apart)})" if apart else ""
+
+
+def _token_ids(saved: str) -> dict[str, int] | None:
+    """Token -> id of a tokenizer as a datamodule's checkpoint state keeps it (the text data's ``tokenizers``
+    JSON, the language-model data's ``{"kind": "char" | "tokenizers", ...}``); None where it cannot be read."""
+    try:
+        parsed = json.loads(saved)
+        if isinstance(parsed, dict) and parsed.get("kind") == "char":
+            return {c: i for i, c in enumerate(parsed["chars"])}
+        if isinstance(parsed, dict) and parsed.get("kind") == "tokenizers":
+            saved = parsed["tokenizer"]
+        return Tokenizer.from_str(saved).get_vocab(with_added_tokens=True)
+    except Exception:  # noqa: BLE001 - not a tokenizer this can read: the names are compared instead
+        return None
+
+
+def _saved_tokens(checkpoint: dict) -> dict[str, int] | None:
+    """The token ids of the data a checkpoint was trained on: its datamodule's state (Lightning keeps it under
+    the class's name), where it saved its tokenizer."""
+    states = [v for k, v in checkpoint.items() if isinstance(v, dict) and isinstance(v.get("tokenizer"), str)
+              and not k.endswith("hyper_parameters")]  # fmt: skip
+    return _token_ids(states[0]["tokenizer"]) if states else None
+
+
+def _refuse_other_tokens(option: str, path: str, checkpoint: dict, saved_data: dict, data) -> None:
+    """A ConfigError where ``init_from``'s checkpoint read its data with other token ids than ``data`` does. The
+    vocabularies are compared where both are known (one tokenizer folder given by two paths is the same, two BPEs
+    trained on other files are not); else the tokenizers' names, a path and its absolute form being one."""
+    saved, ours = saved_data["tokenizer"], data.hparams.tokenizer
+    state = getattr(data, "state_dict", None)
+    mine = _token_ids(state().get("tokenizer", "")) if callable(state) else None
+    theirs = _saved_tokens(checkpoint) if mine is not None else None
+    if mine is not None and theirs is not None:
+        if mine == theirs:
+            return
+        by_id = {i: t for t, i in theirs.items()}
+        differ = sorted(i for t, i in mine.items() if by_id.get(i) != t) + sorted(
+            set(by_id) - set(mine.values())
+        )
+        first = differ[0]
+        here = next((t for t, i in mine.items() if i == first), None)
+        raise ConfigError(
+            f"{option}: {path} was trained on data tokenized by {saved!r}, this data by {ours!r} (data.tokenizer), "
+            f"and {len(differ)} of their token ids mean other tokens (id {first} is {by_id.get(first)!r} there, "
+            f"{here!r} here): give the checkpoint's tokenizer (a trained one: its run folder's tokenizer.json)"
+            + _data_apart(saved_data, data)
+        )
+    same = saved == ours or (os.path.exists(saved) and os.path.abspath(saved) == os.path.abspath(ours))
+    if not same:
+        raise ConfigError(
+            f"{option}: {path} was trained on data tokenized by {saved!r}, this data uses {ours!r} "
+            "(data.tokenizer): token ids would mean other tokens"
+        )
 
 
 class Task(L.LightningModule):
@@ -232,11 +287,8 @@ class Task(L.LightningModule):
             )
         saved_data = checkpoint.get("datamodule_hyper_parameters") or {}
         ours = getattr(getattr(data, "hparams", None), "tokenizer", None)
-        if saved_data.get("tokenizer") and ours and saved_data["tokenizer"] != ours:
-            raise ConfigError(
-                f"{option}: {path} was trained on data tokenized by {saved_data['tokenizer']!r}, this data uses "
-                f"{ours!r} (data.tokenizer): token ids would mean other tokens"
-            )
+        if saved_data.get("tokenizer") and ours:
+            _refuse_other_tokens(option, path, checkpoint, saved_data, data)
         state = {
             k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")
         }

@@ -4,6 +4,7 @@ against a hand loop on a tiny ``BertForMaskedLM``, the probe command on it and o
 that is neither kind refused."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -122,11 +123,18 @@ def test_a_masked_lm_encoder_starts_a_text_classifier_and_the_head_starts_fresh(
     assert len(encoder) > 10 and all(torch.equal(own[k], saved[k]) for k in encoder)
     assert own["net.head.weight"].shape == (2, 16)  # the classifier's own head, two classes
 
-    with pytest.raises(ConfigError, match="trained on data tokenized by .* this data uses 'wordpiece'"):
+    with pytest.raises(ConfigError, match=r"trained on data tokenized by .* this data by 'wordpiece' "
+                       r"\(data.tokenizer\), and \d+ of their token ids mean other tokens \(id \d+ is"):  # fmt: skip
         bad = ExperimentCLI(
             args=[*text_args(tmp_path, config), *SMALL, f"--model.init_from={ckpt}"], run=False
         )
         bad.trainer.fit(bad.model, datamodule=bad.datamodule)
+    # trial 25: the same tokenizer by another path (a copy, an absolute path) was refused by its name
+    copy = shutil.copytree(folder, tmp_path / "my models" / "tokenizer")
+    same = ExperimentCLI(args=[*text_args(tmp_path, config, tokenizer=str(copy)), *SMALL, f"--model.init_from={ckpt}"],
+                         run=False)  # fmt: skip
+    state, fresh_head = same.model.init_state(str(ckpt), same.datamodule)
+    assert fresh_head and all(torch.equal(state[k.removeprefix("net.")], saved[k]) for k in encoder)
     other = [*text_args(tmp_path, config, tokenizer=folder), *SMALL, "--model.net.init_args.num_layers=1",
              f"--model.init_from={ckpt}"]  # fmt: skip
     with pytest.raises(

@@ -332,3 +332,37 @@ def test_predict_on_a_file_keeps_its_rows_and_other_columns(tmp_path, monkeypatc
         assert rows[0][:4] == ["index", "row", "label", "predicted"] and len(rows) == 1 + 20
         assert [r[2] for r in rows[1:]] == [expected[int(r[1]) - 1] for r in rows[1:]]
     assert len({int(r[1]) for r in rows[1:]}) == 20 and max(int(r[1]) for r in rows[1:]) <= 80
+
+
+def test_init_from_a_bpe_trained_on_other_texts_is_refused_though_its_name_and_size_agree(tmp_path):
+    """Trial 25: two byte-level BPEs of one size, trained on other files, give 39 ids other tokens; init_from
+    compared only the tokenizers' names ('bpe' and 'bpe') and loaded the embeddings unsaid."""
+    from text_data import write_csv
+
+    from archbench.errors import ConfigError
+
+    model = TEXT / "transformer.yaml"
+    args = [
+        *text_args(tmp_path / "a", model, tokenizer="bpe"),
+        "--data.tokenizer_vocab_size=300",  # 44 merges: of other texts, other merges
+        "--trainer.max_steps=1",
+        "--trainer.limit_val_batches=0",
+    ]
+    cli = ExperimentCLI(args=args, run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    ckpt = tmp_path / "a.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    meals = [(f"the {m} tasted {w} tonight", "good" if w == "fine" else "bad") for m in ("soup", "wine", "fish")
+             for w in ("fine", "awful", "stale", "odd") for _ in range(4)]  # fmt: skip
+    other = [
+        *args,
+        f"--data.train_path={write_csv(tmp_path / 'food.csv', meals)}",
+        f"--model.init_from={ckpt}",
+    ]
+    food = ExperimentCLI(args=other, run=False)
+    with pytest.raises(ConfigError, match=r"init_from: .*a.ckpt was trained on data tokenized by 'bpe', this data "
+                       r"by 'bpe' \(data.tokenizer\), and \d+ of their token ids mean other tokens .*; the checkpoint "
+                       r"was trained on other data \(data.train_path .*train.csv', this run's .*food.csv'\)"):  # fmt: skip
+        food.model.init_state(str(ckpt), food.datamodule)
+    same = ExperimentCLI(args=[*args, f"--model.init_from={ckpt}"], run=False)  # the same file: the same BPE
+    assert same.model.init_state(str(ckpt), same.datamodule)[0]
