@@ -402,6 +402,12 @@ class TimmNet(nn.Module):
             target.load_state_dict(saved)
 
     @property
+    def head_prefixes(self) -> tuple[str, ...]:
+        """The classifier's tensor names (``init_from`` gives another class count a fresh one): timm's own."""
+        heads = self.model.pretrained_cfg.get("classifier") or ()
+        return tuple(f"model.{h}." for h in ((heads,) if isinstance(heads, str) else heads))
+
+    @property
     def pretrained_cfg(self) -> dict:
         """timm's data config for this model (input size, mean/std, interpolation, crop): the data uses it."""
         return self.model.pretrained_cfg

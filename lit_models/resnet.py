@@ -38,6 +38,8 @@ class ResNet(nn.Module):
     (64-128-256-512 channels), global average pooling and a linear head.
     """
 
+    head_prefixes = ("fc.",)  # the classifier's tensors, torchvision's name: init_from gives it a fresh one
+
     def __init__(
         self,
         num_outputs: int,

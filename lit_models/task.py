@@ -260,13 +260,15 @@ class Task(L.LightningModule):
         """Load the net weights of checkpoint ``path`` (see ``init_from``), the head's only where shapes agree."""
         checked, self._checked_init = self._checked_init, None
         if checked is not None and checked[0] == path:  # the command line's check read it already
-            state, fresh_head = checked[1]
+            state, fresh_head, left_out = checked[1]
         else:
-            state, fresh_head = self.init_state(path, getattr(self._trainer, "datamodule", None))
+            state, fresh_head, left_out = self.init_state(path, getattr(self._trainer, "datamodule", None))
         self.net.load_state_dict(state, strict=not fresh_head)
+        shown = ", ".join(left_out[:4]) + (f" and {len(left_out) - 4} more" if len(left_out) > 4 else "")
         rank_zero_info(
             f"model.init_args.init_from: {len(state)} tensors from {path}"
             + ("; the head starts fresh" if fresh_head else "")
+            + (f" (the checkpoint's head left out: {shown})" if left_out else "")
         )
 
     def check_init_from(self, data: L.LightningDataModule | None) -> None:
@@ -275,8 +277,9 @@ class Task(L.LightningModule):
         path = self.hparams.init_from
         self._checked_init = (path, self.init_state(path, data))
 
-    def init_state(self, path: str, data: L.LightningDataModule | None) -> tuple[dict, bool]:
-        """The net weights ``init_from`` loads from checkpoint ``path`` and whether the head starts fresh, or a
+    def init_state(self, path: str, data: L.LightningDataModule | None) -> tuple[dict, bool, list[str]]:
+        """The net weights ``init_from`` loads from checkpoint ``path``, whether the head starts fresh and the
+        checkpoint's head tensors left out for it (a masked LM's decoder, another class count's classifier), or a
         ConfigError saying why they cannot start this net on ``data`` (the command line asks before the loggers
         start, so a wrong checkpoint leaves nothing written)."""
         option = "model.init_args.init_from"
@@ -293,15 +296,18 @@ class Task(L.LightningModule):
             k.removeprefix("net."): v for k, v in checkpoint["state_dict"].items() if k.startswith("net.")
         }
         own = self.net.state_dict()
-        head = [
-            k for k in state if k.startswith("head.") and (k not in own or own[k].shape != state[k].shape)
-        ]
-        head += [k for k in own if k.startswith("head.") and k not in state]
+        # the classifier's tensors: "head." in the project's nets, the net's own names where it says them
+        # (a ResNet's fc, a timm model's classifier)
+        heads = tuple(getattr(self.net, "head_prefixes", ("head.",)))
+        head = [k for k in state if k.startswith(heads) and (k not in own or own[k].shape != state[k].shape)]
+        head += [k for k in own if k.startswith(heads) and k not in state]
+        dropped = []
         if head:  # a new head: all of it fresh, none of the saved one
-            state = {k: v for k, v in state.items() if not k.startswith("head.")}
+            dropped = [k for k in state if k.startswith(heads)]
+            state = {k: v for k, v in state.items() if not k.startswith(heads)}
         wrong = [f"{k} {tuple(v.shape)} here, {tuple(state[k].shape)} saved" for k, v in own.items()
                  if k in state and v.shape != state[k].shape]  # fmt: skip
-        missing = [k for k in own if k not in state and not (head and k.startswith("head."))]
+        missing = [k for k in own if k not in state and not (head and k.startswith(heads))]
         unexpected = [k for k in state if k not in own]
         if wrong or missing or unexpected:
             problems = [f"shapes differ: {', '.join(wrong[:3])}" if wrong else "",
@@ -312,7 +318,7 @@ class Task(L.LightningModule):
                 + "; ".join(p for p in problems if p)
                 + (_data_apart(saved_data, data) if wrong else "")
             )
-        return state, bool(head)
+        return state, bool(head), dropped
 
     def training_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
         """The task's loss plus the net's own training losses (MoE load balance, ACT ponder cost): (the sum,

@@ -78,6 +78,25 @@ def test_local_weights_file_then_frozen_backbone_then_unfrozen(tmp_path):
     unfrozen_epoch = _changed(snapshots["start1"], snapshots["end1"])
     assert len(unfrozen_epoch - head) > 100  # the backbone trains after unfreezing
 
+    # predict from the run's checkpoint on a machine without the starting weights (trial 25: refused for want
+    # of the weights file, which the checkpoint's weights replace)
+    from PIL import Image
+
+    ckpt = tmp_path / "run.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    weights.unlink()
+    new = tmp_path / "new"
+    new.mkdir()
+    Image.new("L", (28, 28), 128).save(new / "a.png")
+    result = run_main("predict", *args, f"--ckpt_path={ckpt}", f"--data.predict_path={new}",
+                      f"--trainer.default_root_dir={tmp_path / 'p'}", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "the training files are not read, nor model.net.init_args.weights_file (the checkpoint holds"
+        in result.stdout
+    )
+    assert len(next(tmp_path.rglob("predictions.tsv")).read_text().splitlines()) == 2
+
 
 def test_ema_weights_are_the_ones_evaluated(tmp_path):
     from lightning.pytorch.callbacks import Callback, EMAWeightAveraging
@@ -600,3 +619,29 @@ def test_export_without_config_rebuilds_the_run_from_its_own_config_yaml(tmp_pat
     result = run_main("export", "--ckpt", str(ckpt), "--out", str(tmp_path / "w.safetensors"), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert load_file(tmp_path / "w.safetensors")
+
+
+@pytest.mark.parametrize("kind", ["timm", "resnet"])
+def test_init_from_gives_a_net_of_another_class_count_a_fresh_classifier_under_its_own_name(tmp_path, kind):
+    """Trial 25: a fine-tuned DINOv2 (TimmNet: classifier ``model.head``) could not start a 2-class run from its
+    3-class checkpoint ("shapes differ: model.head.weight"), where the README says the head starts fresh; a
+    ResNet's ``fc`` the same."""
+    from lit_models import PredictionTask
+    from lit_models.resnet import ResNet
+
+    def net(classes: int) -> torch.nn.Module:
+        if kind == "timm":
+            return TimmNet("resnet10t", num_outputs=classes)
+        return ResNet(in_channels=1, num_outputs=classes)
+
+    torch.manual_seed(0)
+    saved = PredictionTask(net(3), task="classification", num_outputs=3)
+    ckpt = tmp_path / "three.ckpt"
+    torch.save({"state_dict": saved.state_dict()}, ckpt)
+    task = PredictionTask(net(2), task="classification", num_outputs=2)
+    state, fresh_head, left_out = task.init_state(str(ckpt), None)
+    head = "model.fc." if kind == "timm" else "fc."  # timm's resnet10t names its classifier fc
+    assert fresh_head and left_out == [f"{head}weight", f"{head}bias"]
+    assert len(state) == len(task.net.state_dict()) - 2
+    assert all(torch.equal(v, saved.net.state_dict()[k]) for k, v in state.items())
+    task.net.load_state_dict(state, strict=False)  # what _init_from does with a fresh head
