@@ -20,7 +20,7 @@ def check_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict:
             return {}  # a sharded (FSDP) checkpoint folder: Lightning's strategy reads it
         raise ConfigError(f"{option}: {str(path)!r} is a directory, expected a checkpoint file (.ckpt)")
     if not path.is_file():
-        raise ConfigError(f"{option}: file {str(path)!r} not found")
+        raise ConfigError(f"{option}: file {str(path)!r} not found{_beside(path)}")
     if path.suffix.lower() == ".safetensors":
         raise ConfigError(
             f"{option}: {str(path)!r} holds weights alone (safetensors), not a run's checkpoint (.ckpt): a timm net "
@@ -100,3 +100,20 @@ def gguf_in(folder: Path) -> Path | None:
         names = ", ".join(f.name for f in found[:4]) + (", ..." if len(found) > 4 else "")
         raise ConfigError(f"{str(folder)!r} holds {len(found)} .gguf files ({names}): name the one to use")
     return found[0] if found else None
+
+
+def _beside(path: Path) -> str:
+    """What a missing checkpoint's folder holds instead (``best-epoch=3-step=40.ckpt``: best checkpoints carry
+    their epoch and step in the name), for the message; or that the folder itself is missing."""
+    folder = path.parent
+    if not folder.is_dir():
+        return f" (nor is its folder {str(folder)!r})" if str(folder) not in ("", ".") else ""
+    found = sorted(
+        p.name
+        for p in folder.iterdir()
+        if (p.suffix == ".ckpt" and p.is_file()) or (p / ".metadata").is_file()
+    )
+    if not found:
+        return f" ({str(folder)!r} holds no checkpoint)"
+    shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
+    return f" ({str(folder)!r} holds {shown})"

@@ -205,7 +205,7 @@ def test_a_checkpoint_without_the_datas_state_or_without_a_file_to_predict_is_re
     with pytest.raises(DataError, match=r"^data.checkpoint: .* replaces the training data for files of their own: "
                                         "give data.predict_path or data.test_path"):  # fmt: skip
         TextClassificationDataModule(train_path=str(train), checkpoint=str(old))
-    with pytest.raises(ConfigError, match=r"^data.checkpoint: file '.*missing.ckpt' not found$"):
+    with pytest.raises(ConfigError, match=r"^data.checkpoint: file '.*missing.ckpt' not found \('.*' holds "):
         DNADataModule(predict_path=str(train), checkpoint=str(tmp_path / "missing.ckpt"))
 
 
