@@ -27,7 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
 from archbench.errors import ConfigError, UserError, first_line
 from datamodules.files import check_folder
-from experiments.callbacks import FiniteValidation
+from experiments.callbacks import FiniteValidation, SayEarlyStop
 from experiments.checkpoints import NAMED
 from experiments.configs import (
     GLOBAL_BASE,
@@ -131,7 +131,7 @@ class ExperimentCLI(LightningCLI):
             subclass_mode_data=True,
             auto_configure_optimizers=False,  # the task's own optimizer and lr_scheduler arguments
             # RNG states and the W&B run id in every checkpoint; a validation loss gone NaN stops the run
-            trainer_defaults={"callbacks": [ResumeState(), FiniteValidation()]},
+            trainer_defaults={"callbacks": [ResumeState(), FiniteValidation(), SayEarlyStop()]},
             args=args,
             run=run,
             **kwargs,

@@ -640,3 +640,18 @@ def test_a_data_error_when_a_row_starts_names_the_row_and_leaves_no_run(in_tmp, 
         f"cmp.yaml: models.LSTM ({ROOT}/experiments/text/lstm.yaml): {bad}: row 11"
     )
     assert not (in_tmp / "out" / "runs").exists() and not list((in_tmp / "out").rglob("*.wandb"))
+
+
+def test_a_run_that_early_stopping_ends_says_so_with_its_step_and_bounds(in_tmp):
+    """Trial 25: a run asked for 300 steps ended at 160 without a line (Lightning prints one for max_steps and
+    max_epochs only). With lr 0 the validation loss never improves: patience 1 stops at the second validation."""
+    from conftest import CNN, TINY_DATA, run_main
+
+    result = run_main("fit", "--config", CNN, *TINY_DATA, "--trainer.logger=false", "--trainer.enable_progress_bar=false",
+                      "--early_stopping.patience=1", "--model.optimizer.init_args.lr=0", "--trainer.max_epochs=10",
+                      "--trainer.val_check_interval=1.0", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert (
+        "early stopping ended the run at step 8 (epoch 1, of max_epochs 10): Monitored metric val/loss did not "
+        "improve in the last 1 records." in result.stdout
+    )
