@@ -9,7 +9,7 @@ import threading
 import time
 
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.utilities.rank_zero import rank_prefixed_message
+from lightning.pytorch.utilities.rank_zero import rank_prefixed_message, rank_zero_warn
 
 from archbench.errors import ConfigError
 
@@ -121,7 +121,12 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
             return
         if finished:
-            self._finished = {"step": trainer.global_step, "stopped_early": bool(trainer.should_stop)}
+            batches = trainer.global_step * trainer.accumulate_grad_batches
+            epoch_end = (
+                isinstance(trainer.num_training_batches, int) and batches % trainer.num_training_batches == 0
+            )
+            self._finished = {"step": trainer.global_step, "stopped_early": bool(trainer.should_stop),
+                              "epoch_end": epoch_end}  # fmt: skip
         elif self._saved_step == trainer.global_step:
             return
         self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
@@ -134,6 +139,15 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.world_size > 1:  # after Lightning set its handlers (Trainer._run), before the first step
             stop_after_the_step_without_broadcast(trainer)
         done = self._resumed_finished
+        if done and not done["stopped_early"] and done.get("epoch_end") and trainer.max_steps != -1:
+            # trial 25: max_epochs 2 -> 4 with max_steps set trained one epoch, not two
+            rank_zero_warn(
+                "training on a run that ended at an epoch's end, with trainer.max_steps set: Lightning 2.6 restores "
+                "it as if stopped inside that epoch, so the epochs from here are numbered one higher than an "
+                "uninterrupted run's (another data order), and where max_epochs is the bound one epoch fewer "
+                "trains. Raise max_steps alone, or start a new run from its weights (--model.init_from CKPT)",
+                stacklevel=2,
+            )
         if done and done["stopped_early"]:
             trainer.should_stop = True  # the loop ends before its first step
             if trainer.is_global_zero:

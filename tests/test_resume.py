@@ -719,3 +719,22 @@ def test_resuming_on_a_training_file_changed_in_place_is_refused(in_tmp):
     with pytest.warns(UserWarning, match=rf"--ckpt_path {ckpt}: {data} changed \(other contents\) since .* goes on "
                       r"with the data as it is now"):  # fmt: skip
         ExperimentCLI(args=[*common, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])
+
+
+def test_training_on_a_run_that_ended_at_an_epochs_end_with_max_steps_set_is_warned(in_tmp, recwarn):
+    """Trial 25: Lightning 2.6 restores such a run as if stopped inside its last epoch (max_epochs 2 -> 4 with
+    max_steps set trained one epoch): said, not hidden. A run that ended inside an epoch, or with no max_steps,
+    resumes exactly and is not warned of."""
+    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_epochs=1", "--trainer.max_steps=100"])
+    with pytest.warns(UserWarning, match=r"training on a run that ended at an epoch's end, with trainer.max_steps "
+                      r"set: Lightning 2.6 restores it as if stopped inside that epoch"):  # fmt: skip
+        ExperimentCLI(
+            args=["fit", *SHORT, "--trainer.max_epochs=2", "--trainer.max_steps=100", "--ckpt_path=last"]
+        )
+    recwarn.clear()
+    ExperimentCLI(
+        args=["fit", *SHORT, "--trainer.max_steps=6", f"--trainer.default_root_dir={in_tmp / 'mid'}"]
+    )
+    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=8", f"--trainer.default_root_dir={in_tmp / 'mid'}",
+                        "--ckpt_path=last"])  # fmt: skip
+    assert not [w for w in recwarn if "training on a run that ended" in str(w.message)]
