@@ -418,8 +418,11 @@ def report(result: dict) -> str:
     """probe.md: the table, then the pairs scored alike and those left out (said, never skipped silently)."""
     text = markdown(result["table"], f"{result['model']} ({result['kind']} LM, {result['scoring']})")
     if result["ties"]:
-        ties = _pairs(result["ties"])
-        text += f"\n{ties} scored the same for both sentences: counted as not preferring sent_more\n"
+        ties, lines = _pairs(result["ties"]), result.get("tie_lines", [])
+        shown = ", ".join(map(str, lines[:10])) + (", ..." if len(lines) > 10 else "")
+        text += (f"\n{ties} scored the same for both sentences (lines {shown} of {result['data']}: sentences the "
+                 "tokenizer reads alike, such as ones differing only in case or spacing for an uncased one): counted "
+                 "as not preferring sent_more\n")  # fmt: skip
     if result["left_out"]:
         first = result["left_out_reasons"][0]
         text += (
@@ -479,12 +482,16 @@ def main(argv: list[str]) -> None:
     scoring = (
         "causal log-likelihood" if model.kind == "causal" else "pseudo-log-likelihood of the shared tokens"
     )
+    tied = stereotyping == other
     result = {"model": model.name, "kind": model.kind, "data": args.data, "scoring": scoring, "table": table,
-              "ties": int((stereotyping == other).sum()), "left_out": len(left_out),
-              "left_out_reasons": left_out}  # fmt: skip
+              "ties": int(tied.sum()), "tie_lines": [int(v) for v in pairs["line"][tied]],
+              "left_out": len(left_out), "left_out_reasons": left_out}  # fmt: skip
+    # each pair's two scores, so that a pair can be looked up (ties, the most biased ones)
+    scores = pairs.assign(stereotyping_score=stereotyping, other_score=other)
+    write_atomic(out / "pairs.tsv", scores.to_csv(sep="\t", index=False))
     write_atomic(out / "probe.json", json.dumps(result, indent=1) + "\n")
     text = report(result)
     write_atomic(out / "probe.md", text)
     if not args.no_wandb:
         log_wandb(result, out)
-    print(text + f"-> {out}/probe.json, probe.md")
+    print(text + f"-> {out}/probe.json, probe.md, pairs.tsv (each pair's scores)")

@@ -95,10 +95,12 @@ def test_the_report_says_ties_and_pairs_left_out():
     from experiments.probe import report
 
     table = bias_table(pd.DataFrame({"bias_type": ["a", "a"]}), np.array([True, False]))
-    result = {"model": "m", "kind": "causal", "scoring": "s", "table": table, "ties": 1, "left_out": 2,
-              "left_out_reasons": ["line 5: an unknown character", "line 9: too long"]}  # fmt: skip
+    result = {"model": "m", "kind": "causal", "scoring": "s", "table": table, "ties": 1, "tie_lines": [4],
+              "data": "p.csv", "left_out": 2, "left_out_reasons": ["line 5: an unknown character", "line 9: too long"]}  # fmt: skip
     text = report(result)
-    assert "\n1 pair scored the same for both sentences: counted as not preferring sent_more" in text
+    # the lines (trial 25: pairs differing only in case, alike to an uncased tokenizer, were ties without a line)
+    assert ("\n1 pair scored the same for both sentences (lines 4 of p.csv: sentences the tokenizer reads alike, "
+            "such as ones differing only in case or spacing for an uncased one): counted as not preferring sent_more") in text  # fmt: skip
     assert "2 pairs left out, the model cannot score them whole (first: line 5: an unknown character)" in text
     assert "scored the same" not in report({**result, "ties": 0})
     single = bias_table(pd.DataFrame({"bias_type": ["a", "a", "ageism"]}), np.array([True, False, True]))
@@ -191,6 +193,12 @@ def test_probe_command_on_a_language_model_trained_here(in_tmp, capsys):
     assert "line 4: 17 tokens, more than the model's context of 16" in result["left_out_reasons"][0]
     assert "line 5" in result["left_out_reasons"][1]
     assert "| gender | 1 |" in (in_tmp / "probe" / "probe.md").read_text()
+    # each scored pair's two scores, by its line (trial 25: probe.json had no per-pair scores)
+    scores = pd.read_csv(in_tmp / "probe" / "pairs.tsv", sep="\t")
+    assert scores["line"].tolist() == [2, 3]
+    assert scores["stereotyping"].tolist() == ["It is a truth", "Emma is rich"]  # sent_more, either direction
+    assert (scores["stereotyping_score"] < 0).all() and (scores["other_score"] < 0).all()  # log-likelihoods
+    assert result["ties"] == int((scores["stereotyping_score"] == scores["other_score"]).sum())
 
 
 def test_probe_lines_count_blank_lines_and_bytes_that_are_not_utf8_are_named(tmp_path):
