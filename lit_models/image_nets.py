@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 
 from archbench.errors import ConfigError, PretrainedError, first_line
@@ -338,6 +339,8 @@ class TimmNet(nn.Module):
             self.model.reset_classifier(num_outputs)
         elif weights_file:
             self._keep_matching_head(weights_file)
+        if weights_file:  # said, as init_from says its checkpoint (trial 25: it loaded without a word)
+            rank_zero_info(f"model.net.init_args.weights_file: {name} starts from {weights_file}")
         self.freeze_backbone, self.cache_features = freeze_backbone, cache_features
         self.max_cached = max_cached
         self.feature_dropout = nn.Dropout(drop_rate)
