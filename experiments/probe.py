@@ -454,7 +454,11 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--batch-size", type=int, default=16, help="sentences (masked LM: masked copies) per batch"
     )
-    parser.add_argument("--out", default="runs/probe", help="folder for probe.json and probe.md")
+    parser.add_argument(
+        "--out",
+        default="runs/probe",
+        help="folder for probe.json, probe.md and pairs.tsv (default runs/probe)",
+    )
     parser.add_argument("--no-wandb", action="store_true", help="do not log the table to W&B")
     args, overrides = parser.parse_known_args(argv)
     check_folder(args.out, "--out")  # before the scoring, which can take minutes
