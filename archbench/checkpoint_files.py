@@ -103,17 +103,25 @@ def gguf_in(folder: Path) -> Path | None:
 
 
 def _beside(path: Path) -> str:
-    """What a missing checkpoint's folder holds instead (``best-epoch=3-step=40.ckpt``: best checkpoints carry
-    their epoch and step in the name), for the message; or that the folder itself is missing."""
+    """What a missing checkpoint's folder holds instead, newest first (``best-epoch=3-step=40.ckpt``: best
+    checkpoints carry their epoch and step in the name), for the message; or that the folder itself is missing.
+    A folder that cannot be listed adds nothing."""
     folder = path.parent
-    if not folder.is_dir():
-        return f" (nor is its folder {str(folder)!r})" if str(folder) not in ("", ".") else ""
-    found = sorted(
-        p.name
-        for p in folder.iterdir()
-        if (p.suffix == ".ckpt" and p.is_file()) or (p / ".metadata").is_file()
-    )
+    try:
+        if not folder.is_dir():
+            return f" (nor is its folder {str(folder)!r})" if str(folder) not in ("", ".") else ""
+        found = []
+        for p in folder.iterdir():
+            try:
+                sharded = p.is_dir() and ((p / ".metadata").is_file() or (p / "meta.pt").is_file())
+                if (p.suffix == ".ckpt" and p.is_file()) or sharded:
+                    found.append((p.stat().st_mtime, p.name))
+            except OSError:  # a folder of someone else's, say
+                continue
+    except OSError:
+        return ""
     if not found:
         return f" ({str(folder)!r} holds no checkpoint)"
-    shown = ", ".join(found[:6]) + (", ..." if len(found) > 6 else "")
-    return f" ({str(folder)!r} holds {shown})"
+    names = [name for _, name in sorted(found, reverse=True)]
+    shown = ", ".join(names[:6]) + (", ..." if len(names) > 6 else "")
+    return f" ({str(folder)!r} holds {shown}, newest first)"

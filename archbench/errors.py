@@ -47,3 +47,14 @@ class NonFiniteLossError(UserError, FloatingPointError):
 
 class RunsFailedError(UserError, RuntimeError):
     """Runs of a comparison failed; the others were kept and tabled. Each failure names its log."""
+
+
+def refuse_nulls(options, name: str) -> None:
+    """A ConfigError for a field of a dataclass of options (``moe``, ``universal``) that a config set to null
+    where its type takes no null (``moe: {experts: null}`` was a TypeError's traceback from the comparison)."""
+    import dataclasses
+
+    for field in dataclasses.fields(options):
+        if getattr(options, field.name) is None and "None" not in str(field.type):
+            raise ConfigError(f"{NET}.{name}.{field.name}: null where it takes {field.type} (leave it out for its "
+                              f"default, {field.default!r})")  # fmt: skip

@@ -119,7 +119,8 @@ def _say_merged_rows(data: datasets.Dataset, file: Path, delimiter: str) -> None
     for i, name in enumerate(names):
         values = pc.unique(table.column(name).cast(pa.string()))
         if len(values) <= max(20, len(data) // 10):
-            labels[i] = {v for v in values.to_pylist() if v is not None}
+            # an empty field reads as null: "" stands for it (a spreadsheet's trailing empty column, say)
+            labels[i] = {"" if v is None else v for v in values.to_pylist()}
     for i, rows in spanning.items():
         others = [j for j in labels if j != i]
         for row in rows if others else ():

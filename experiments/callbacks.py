@@ -70,14 +70,21 @@ class SayEarlyStop(Callback):
     word (trial 25). The CLI adds it to every run."""
 
     def on_train_start(self, trainer, pl_module) -> None:
-        self._start = trainer.global_step  # after a resume's restore
+        stopper = trainer.early_stopping_callback
+        # after a resume's restore: a reason kept in the checkpoint is not this fit's
+        self._before = getattr(stopper, "stopping_reason_message", None)
 
     def on_train_end(self, trainer, pl_module) -> None:
         stopper = trainer.early_stopping_callback
         said = getattr(stopper, "stopping_reason_message", None)
-        if said and trainer.global_step > getattr(self, "_start", -1) and trainer.is_global_zero:
-            bounds = [f"{k} {v}" for k, v in (("max_steps", trainer.max_steps), ("max_epochs", trainer.max_epochs))
-                      if v is not None and v != -1]  # fmt: skip
+        steps, epochs = trainer.max_steps, trainer.max_epochs
+        bound = (steps != -1 and trainer.global_step >= steps) or (
+            epochs not in (None, -1) and trainer.current_epoch >= epochs
+        )  # reached anyway (min_epochs kept it going; it fired at the last epoch): Lightning says that bound
+        if said and said != getattr(self, "_before", None) and not bound and trainer.is_global_zero:
+            bounds = [
+                f"{k} {v}" for k, v in (("max_steps", steps), ("max_epochs", epochs)) if v not in (None, -1)
+            ]
             print(f"early stopping ended the run at step {trainer.global_step} (epoch {stopper.stopped_epoch}"
                   f"{', of ' + ' and '.join(bounds) if bounds else ''}): {said}")  # fmt: skip
 

@@ -121,10 +121,9 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
             return
         if finished:
-            batches = trainer.global_step * trainer.accumulate_grad_batches
-            epoch_end = (
-                isinstance(trainer.num_training_batches, int) and batches % trainer.num_training_batches == 0
-            )
+            # the epoch ended with the fit (max_epochs, or max_steps at an epoch's last batch): for the warning
+            # when it is trained on (on_train_start)
+            epoch_end = bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
             self._finished = {"step": trainer.global_step, "stopped_early": bool(trainer.should_stop),
                               "epoch_end": epoch_end}  # fmt: skip
         elif self._saved_step == trainer.global_step:
@@ -145,7 +144,7 @@ class LastCheckpoint(ModelCheckpoint):
                 "training on a run that ended at an epoch's end, with trainer.max_steps set: Lightning 2.6 restores "
                 "it as if stopped inside that epoch, so the epochs from here are numbered one higher than an "
                 "uninterrupted run's (another data order), and where max_epochs is the bound one epoch fewer "
-                "trains. Raise max_steps alone, or start a new run from its weights (--model.init_from CKPT)",
+                "trains. To train on exactly, start a new run from its weights (--model.init_from CKPT)",
                 stacklevel=2,
             )
         if done and done["stopped_early"]:

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
-from archbench.errors import NET, ConfigError
+from archbench.errors import NET, ConfigError, refuse_nulls
 
 
 @dataclass
@@ -42,6 +42,7 @@ class UniversalOptions:
     halt_bias: float = 1.0
 
     def __post_init__(self):
+        refuse_nulls(self, "universal")
         if not 0.0 <= self.threshold <= 1.0:
             raise ConfigError(f"{NET}.universal.threshold: {self.threshold} is not between 0 and 1")
         if self.ponder_cost < 0:

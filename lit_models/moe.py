@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics import Metric
 
-from archbench.errors import NET, ConfigError
+from archbench.errors import NET, ConfigError, refuse_nulls
 
 
 @dataclass
@@ -55,6 +55,7 @@ class MoEOptions:
     capacity_factor: float | None = None
 
     def __post_init__(self):
+        refuse_nulls(self, "moe")
         # 0: the default (empty), which a command line cannot give inside a nested option (the docstring)
         self.hidden = self.hidden or None
         self.capacity_factor = self.capacity_factor or None

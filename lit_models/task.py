@@ -124,17 +124,14 @@ def _refuse_other_tokens(option: str, path: str, checkpoint: dict, saved_data: d
     if mine is not None and theirs is not None:
         if mine == theirs:
             return
-        by_id = {i: t for t, i in theirs.items()}
-        differ = sorted(i for t, i in mine.items() if by_id.get(i) != t) + sorted(
-            set(by_id) - set(mine.values())
-        )
-        first = differ[0]
-        here = next((t for t, i in mine.items() if i == first), None)
+        by_id, mine_by_id = {i: t for t, i in theirs.items()}, {i: t for t, i in mine.items()}
+        differ = sorted(i for i in set(by_id) | set(mine_by_id) if by_id.get(i) != mine_by_id.get(i))
+        first = (f"id {differ[0]} is {by_id.get(differ[0])!r} there, {mine_by_id.get(differ[0])!r} here"
+                 if differ else "one id holds two tokens")  # fmt: skip
         raise ConfigError(
             f"{option}: {path} was trained on data tokenized by {saved!r}, this data by {ours!r} (data.tokenizer), "
-            f"and {len(differ)} of their token ids mean other tokens (id {first} is {by_id.get(first)!r} there, "
-            f"{here!r} here): give the checkpoint's tokenizer (a trained one: its run folder's tokenizer.json)"
-            + _data_apart(saved_data, data)
+            f"and {len(differ) or 'some'} of their token ids mean other tokens ({first}): give the checkpoint's "
+            "tokenizer (a trained one: its run folder's tokenizer.json)" + _data_apart(saved_data, data)
         )
     same = saved == ours or (os.path.exists(saved) and os.path.abspath(saved) == os.path.abspath(ours))
     if not same:

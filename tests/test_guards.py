@@ -122,7 +122,7 @@ def test_each_kind_of_bad_checkpoint_is_named_in_one_line(in_tmp):
     (in_tmp / "folder.ckpt").mkdir()
     cases = {
         # what the folder holds instead (trial 25: best checkpoints are named best-epoch=E-step=S.ckpt)
-        "missing.ckpt": "ckpt_path: file 'missing.ckpt' not found ('.' holds notes.ckpt, truncated.ckpt, unsafe.ckpt)",
+        "missing.ckpt": "ckpt_path: file 'missing.ckpt' not found ('.' holds notes.ckpt, truncated.ckpt, unsafe.ckpt, newest first)",
         "folder.ckpt": "ckpt_path: 'folder.ckpt' is a directory, expected a checkpoint file",
         "notes.ckpt": "ckpt_path: 'notes.ckpt' is not a checkpoint or is damaged",
         "truncated.ckpt": "ckpt_path: 'truncated.ckpt' is not a checkpoint or is damaged (truncated",

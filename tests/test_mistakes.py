@@ -847,3 +847,20 @@ def test_budget_flops_in_either_spelling_for_compare_and_pointed_to_its_callback
         "error: unrecognized arguments: --budget_flops 1e10 (compare's option; a single run takes the budget as a "
         "callback: --trainer.callbacks+ experiments.callbacks.FlopsBudget --trainer.callbacks.flops N)"
     )
+
+
+def test_a_null_for_an_option_of_moe_or_universal_that_takes_no_null_is_one_line(in_tmp):
+    """Found after trial 24: ``moe: {experts: null}`` in a YAML file was a ValueError's traceback (the dataclass
+    compared None with 1)."""
+    (in_tmp / "n.yaml").write_text("model:\n  net:\n    init_args:\n      moe: {experts: null}\n")
+    result = run_main("fit", "--config", ROOT / "experiments/dna/moe.yaml", "--config", "n.yaml", *TINY_DATA,
+                      *CSV_ONLY, "--trainer.max_steps=1", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result) == (
+        "error: n.yaml:4: model.net.init_args.moe.experts: null where it takes int (leave it out for its default, 8)"
+    )
+    from lit_models.act import UniversalOptions
+
+    with pytest.raises(ConfigError, match=r"universal.ponder_cost: null where it takes float \(leave it out for its "
+                       r"default, 0.01\)"):  # fmt: skip
+        UniversalOptions(ponder_cost=None)

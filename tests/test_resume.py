@@ -737,4 +737,7 @@ def test_training_on_a_run_that_ended_at_an_epochs_end_with_max_steps_set_is_war
     )
     ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=8", f"--trainer.default_root_dir={in_tmp / 'mid'}",
                         "--ckpt_path=last"])  # fmt: skip
+    root = f"--trainer.default_root_dir={in_tmp / 'epochs'}"  # epochs alone: Lightning restores it exactly
+    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_epochs=1", root])
+    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_epochs=2", root, "--ckpt_path=last"])
     assert not [w for w in recwarn if "training on a run that ended" in str(w.message)]

@@ -544,6 +544,15 @@ def test_a_quote_closed_lines_later_is_said_and_a_text_over_lines_is_not(tmp_pat
     with pytest.warns(UserWarning, match=rf"m\{suffix}:3: column 'text' holds a quoted text that runs over 3 "
                       r"lines, and 2 of them read as rows of their own \('great movie"):  # fmt: skip
         assert len(load_file(str(merged), "train_path", str(tmp_path / "c"))) == 3
+    trailing = (
+        tmp_path / f"t{suffix}"
+    )  # a separator ending every line (a spreadsheet's): its empty field matches
+    trailing.write_text(f'text{sep}label{sep}\ngood film{sep}1{sep}\n"great movie{sep}1{sep}\nbad film{sep}0{sep}\n'
+                        f'ok"{sep}1{sep}\nfine{sep}0{sep}\n')  # fmt: skip
+    with pytest.warns(
+        UserWarning, match=rf"t\{suffix}:3: column 'text' holds a quoted text that runs over 3 lines"
+    ):
+        assert len(load_file(str(trailing), "train_path", str(tmp_path / "c"))) == 3
     whole = tmp_path / f"w{suffix}"  # a review over two lines, a separator in it: a row as it should be
     whole.write_text(
         f'text{sep}label\ngood film{sep}1\n"a review{sep} and more\nover two lines"{sep}1\nfine{sep}0\n'
