@@ -121,11 +121,7 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.fast_dev_run or trainer.sanity_checking or trainer.state.fn != "fit":
             return
         if finished:
-            # the epoch ended with the fit (max_epochs, or max_steps at an epoch's last batch): for the warning
-            # when it is trained on (on_train_start)
-            epoch_end = bool(trainer.fit_loop.epoch_loop.batch_progress.is_last_batch)
-            self._finished = {"step": trainer.global_step, "stopped_early": bool(trainer.should_stop),
-                              "epoch_end": epoch_end}  # fmt: skip
+            self._finished = {"step": trainer.global_step, "stopped_early": bool(trainer.should_stop)}
         elif self._saved_step == trainer.global_step:
             return
         self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
@@ -138,13 +134,15 @@ class LastCheckpoint(ModelCheckpoint):
         if trainer.world_size > 1:  # after Lightning set its handlers (Trainer._run), before the first step
             stop_after_the_step_without_broadcast(trainer)
         done = self._resumed_finished
-        if done and not done["stopped_early"] and done.get("epoch_end") and trainer.max_steps != -1:
-            # trial 25: max_epochs 2 -> 4 with max_steps set trained one epoch, not two
+        if done and not done["stopped_early"] and trainer.max_steps != -1:
+            # trials 25 and 26: max_epochs 2 -> 4 with max_steps set trained one epoch, not two; max_steps 60 -> 80
+            # numbered the rest of an epoch as the next
             rank_zero_warn(
-                "training on a run that ended at an epoch's end, with trainer.max_steps set: Lightning 2.6 restores "
-                "it as if stopped inside that epoch, so the epochs from here are numbered one higher than an "
-                "uninterrupted run's (another data order), and where max_epochs is the bound one epoch fewer "
-                "trains. To train on exactly, start a new run from its weights (--model.init_from CKPT)",
+                "training on a finished run with trainer.max_steps set: Lightning 2.6 restores it as if stopped "
+                "inside an epoch and counts the epoch it stopped in as done, so the epochs from here are numbered "
+                "one higher than an uninterrupted run's (another data order), and where max_epochs is the bound "
+                "one epoch fewer trains. To train on exactly, start a new run from its weights "
+                "(--model.init_from CKPT)",
                 stacklevel=2,
             )
         if done and done["stopped_early"]:

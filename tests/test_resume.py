@@ -721,23 +721,22 @@ def test_resuming_on_a_training_file_changed_in_place_is_refused(in_tmp):
         ExperimentCLI(args=[*common, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])
 
 
-def test_training_on_a_run_that_ended_at_an_epochs_end_with_max_steps_set_is_warned(in_tmp, recwarn):
-    """Trial 25: Lightning 2.6 restores such a run as if stopped inside its last epoch (max_epochs 2 -> 4 with
-    max_steps set trained one epoch): said, not hidden. A run that ended inside an epoch, or with no max_steps,
-    resumes exactly and is not warned of."""
+def test_training_on_a_finished_run_with_max_steps_set_is_warned(in_tmp, recwarn):
+    """Trials 25 and 26: Lightning 2.6 restores a finished step-bound run as if stopped inside an epoch and counts
+    that epoch as done (max_epochs 2 -> 4 with max_steps set trained one epoch; max_steps 6 -> 8 numbered the
+    rest of epoch 1 as epoch 2): said, not hidden. Epochs alone resume exactly and are not warned of."""
+    warned = r"training on a finished run with trainer.max_steps set: Lightning 2.6 restores it as if stopped inside"
     ExperimentCLI(args=["fit", *SHORT, "--trainer.max_epochs=1", "--trainer.max_steps=100"])
-    with pytest.warns(UserWarning, match=r"training on a run that ended at an epoch's end, with trainer.max_steps "
-                      r"set: Lightning 2.6 restores it as if stopped inside that epoch"):  # fmt: skip
+    with pytest.warns(UserWarning, match=warned):
         ExperimentCLI(
             args=["fit", *SHORT, "--trainer.max_epochs=2", "--trainer.max_steps=100", "--ckpt_path=last"]
         )
+    mid = f"--trainer.default_root_dir={in_tmp / 'mid'}"  # ended inside an epoch by max_steps (4 steps an epoch)
+    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=6", mid])
+    with pytest.warns(UserWarning, match=warned):
+        ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=8", mid, "--ckpt_path=last"])
     recwarn.clear()
-    ExperimentCLI(
-        args=["fit", *SHORT, "--trainer.max_steps=6", f"--trainer.default_root_dir={in_tmp / 'mid'}"]
-    )
-    ExperimentCLI(args=["fit", *SHORT, "--trainer.max_steps=8", f"--trainer.default_root_dir={in_tmp / 'mid'}",
-                        "--ckpt_path=last"])  # fmt: skip
     root = f"--trainer.default_root_dir={in_tmp / 'epochs'}"  # epochs alone: Lightning restores it exactly
     ExperimentCLI(args=["fit", *SHORT, "--trainer.max_epochs=1", root])
     ExperimentCLI(args=["fit", *SHORT, "--trainer.max_epochs=2", root, "--ckpt_path=last"])
-    assert not [w for w in recwarn if "training on a run that ended" in str(w.message)]
+    assert not [w for w in recwarn if "training on a finished run" in str(w.message)]
