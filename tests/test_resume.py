@@ -71,25 +71,31 @@ def _wandb_ids(folder) -> list[str]:
     return sorted(p.name.rsplit("-", 1)[-1] for p in folder.rglob("offline-run-*"))
 
 
-@pytest.mark.slow  # 40 s (make test-all); a kill after the best and a kill mid-save stay in the default suite
-def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys):
+@pytest.mark.slow  # 40 s a bound (make test-all); a kill after the best and a kill mid-save stay in the default suite
+@pytest.mark.parametrize(
+    "bound", [[], ["--trainer.max_steps=20", "--trainer.max_epochs=-1"]], ids=["epochs", "steps"]
+)
+def test_sigkill_then_resume_reaches_the_same_weights(tmp_path, capsys, bound):
     """Killed mid-epoch, and killed on the first batch of an epoch (the checkpoint holds the last step of the
     one before: Lightning then restarts on that epoch's last batch without reading from the loader). The
-    killed runs have processes of their own; the others run in this one."""
+    killed runs have processes of their own; the others run in this one. Bounded by epochs, and by steps
+    (Lightning restores step-bound training otherwise: a kill's resume is exact, training on is not)."""
     whole = tmp_path / "whole"
     whole.mkdir()
-    _fit(whole, in_process=True)  # 10 steps per epoch, 2 epochs, a checkpoint every step
+    _fit(whole, *bound, in_process=True)  # 10 steps per epoch, 2 epochs, a checkpoint every step
     for step in (7, 10):
         killed = tmp_path / f"killed{step}"
         killed.mkdir()
-        result = _fit(killed, callbacks=[{"class_path": "faults.KillAt", "init_args": {"step": step}}])
+        result = _fit(
+            killed, *bound, callbacks=[{"class_path": "faults.KillAt", "init_args": {"step": step}}]
+        )
         assert result.returncode == -signal.SIGKILL, f"step {step}: {result.stderr[-2000:]}"
         saved = torch.load(next(killed.rglob("last.ckpt")), weights_only=True)
         assert saved["global_step"] == step
         capsys.readouterr()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            _fit(killed, "--ckpt_path=last", in_process=True)
+            _fit(killed, *bound, "--ckpt_path=last", in_process=True)
         assert (
             "resuming from runs/dna/lightning_logs/version_0/checkpoints/last.ckpt" in capsys.readouterr().out
         )
