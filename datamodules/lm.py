@@ -573,10 +573,15 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         if "tokenizer" in state and state["tokenizer"] != self.tokenizer.to_json():
+            trained = (
+                self.hparams.tokenizer == "bpe"
+            )  # trained on the training split, which a test_path changes
             raise DataError(
                 f"the checkpoint's tokenizer differs from this data's (data.tokenizer {self.hparams.tokenizer!r}): "
-                "use the data config the checkpoint was trained with"
-            )
+                + ("a BPE trains again on this data's training split, which other files (a test_path of its own, "
+                   "another train_path) change: give the run's own, --data.tokenizer RUN/tokenizer.json (beside its "
+                   "config.yaml)" if trained else "use the data config the checkpoint was trained with")
+            )  # fmt: skip
 
     # --- loaders ----------------------------------------------------------------------------------------
 

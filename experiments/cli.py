@@ -25,7 +25,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from lightning.pytorch.utilities import rank_zero_only
 
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
-from archbench.errors import ConfigError, UserError, first_line
+from archbench.errors import ConfigError, DataError, UserError, first_line
 from datamodules.files import check_folder
 from experiments.callbacks import FiniteValidation, SayEarlyStop
 from experiments.checkpoints import NAMED
@@ -526,6 +526,8 @@ class ExperimentCLI(LightningCLI):
         init_from = getattr(self.model.hparams, "init_from", None)
         if stage == "fit" and init_from and not ckpt:  # weights that cannot start this net: nothing written
             self.model.check_init_from(data)
+        if stage == "fit":
+            self._refuse_interval_past_epoch(data)
         if stage == "fit":  # callbacks that can tell now that they cannot work on this model and data
             for callback in self.trainer.callbacks:
                 if hasattr(callback, "check_before_run"):
@@ -540,10 +542,45 @@ class ExperimentCLI(LightningCLI):
             # other class names, another tokenizer: said as such first, not as the embedding's other shape
             saved = checkpoint.get(type(data).__qualname__)
             if saved:
-                data.load_state_dict(saved)
+                try:
+                    data.load_state_dict(saved)
+                except (
+                    DataError
+                ) as err:  # "RUN/tokenizer.json": the checkpoint's run folder's, where it has one
+                    run = Path(ckpt).resolve().parent.parent / "tokenizer.json"
+                    if "RUN/tokenizer.json" not in str(err) or not run.is_file():
+                        raise
+                    raise DataError(str(err).replace("RUN/tokenizer.json", str(run))) from None
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(state, ckpt, data, checkpoint.get("datamodule_hyper_parameters"))
+
+    def _refuse_interval_past_epoch(self, data) -> None:
+        """``trainer.val_check_interval`` in batches beyond an epoch's (with validation counted per epoch), which
+        Lightning refuses with a traceback once the loggers have started (a run folder and a W&B run left
+        behind, trial 26): refused now, in one line."""
+        interval, trainer = self.trainer.val_check_interval, self.trainer
+        if (
+            not isinstance(interval, int)
+            or isinstance(interval, bool)
+            or trainer.check_val_every_n_epoch is None
+        ):
+            return
+        try:
+            batches = len(data.train_dataloader())
+        except (TypeError, AttributeError, RuntimeError):  # no length (an iterable stream), or not known yet
+            return
+        limit = trainer.limit_train_batches
+        if isinstance(limit, float):
+            batches = int(batches * limit)
+        elif isinstance(limit, int):
+            batches = min(batches, limit)
+        if interval > batches > 0:
+            raise ConfigError(
+                f"trainer.val_check_interval: {interval} batches, but an epoch here holds {batches}: give at most "
+                f"{batches}, a fraction of an epoch (0.5), or trainer.check_val_every_n_epoch null to count batches "
+                "across epochs"
+            )
 
     def _refuse_other_batches(self, checkpoint: dict, ckpt: str, data) -> None:
         """A run that stopped mid-epoch resumes at a count of batches: read in batches of another size, or on

@@ -510,3 +510,30 @@ def test_init_from_a_checkpoint_of_other_data_names_the_data(in_tmp):
     assert said.endswith(f"; the checkpoint was trained on other data (data.train_path '{in_tmp / 'corpus'}', "
                          f"this run's '{other}')")  # fmt: skip
     assert not (in_tmp / "refused").exists()
+
+
+def test_testing_a_bpe_run_on_a_file_of_its_own_names_the_runs_tokenizer(in_tmp):
+    """Trial 26: a test_path of its own changes the training split a BPE is trained on again, so the run's config
+    refused its own checkpoint ("use the data config the checkpoint was trained with", which it was). The
+    refusal now names the run's tokenizer.json, and with it the test runs."""
+    args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), *TINY_GPT, "--data.tokenizer=bpe",
+            "--data.tokenizer_vocab_size=300"]  # fmt: skip
+    run = in_tmp / "run"
+    logged = [
+        "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
+        f"--trainer.logger.init_args.save_dir={run}",
+    ]
+    ExperimentCLI(
+        args=["fit", *args, "--trainer.max_steps=1", *logged]
+    )  # tokenizer.json beside its config.yaml
+    ckpt = next(run.rglob("last.ckpt"))
+    mine = in_tmp / "mine.txt"
+    mine.write_text("It is a truth universally acknowledged, that a single man.\n" * 20)
+    result = run_main("test", *args, f"--ckpt_path={ckpt}", f"--data.test_path={mine}", "--trainer.logger=false",
+                      cwd=in_tmp)  # fmt: skip
+    saved = ckpt.parent.parent / "tokenizer.json"
+    assert result.returncode == 2 and last_line(result).endswith(f"give the run's own, --data.tokenizer {saved} "
+                                                                 "(beside its config.yaml)")  # fmt: skip
+    result = run_main("test", *args, f"--ckpt_path={ckpt}", f"--data.test_path={mine}", "--trainer.logger=false",
+                      f"--data.tokenizer={saved}", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]

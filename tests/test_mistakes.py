@@ -864,3 +864,18 @@ def test_a_null_for_an_option_of_moe_or_universal_that_takes_no_null_is_one_line
     with pytest.raises(ConfigError, match=r"universal.ponder_cost: null where it takes float \(leave it out for its "
                        r"default, 0.01\)"):  # fmt: skip
         UniversalOptions(ponder_cost=None)
+
+
+def test_a_validation_interval_past_an_epoch_is_one_line_before_anything_is_written(in_tmp):
+    """Trial 26: Lightning refused it with a traceback after the run folder and a W&B run had been made."""
+    result = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.val_check_interval=5",
+                      "--trainer.max_steps=8", cwd=in_tmp)  # fmt: skip
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert last_line(result) == (
+        "error: trainer.val_check_interval: 5 batches, but an epoch here holds 4: give at most 4, a fraction of an "
+        "epoch (0.5), or trainer.check_val_every_n_epoch null to count batches across epochs"
+    )
+    assert not (in_tmp / "lightning_logs").exists()
+    ok = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.val_check_interval=5",
+                  "--trainer.check_val_every_n_epoch=null", "--trainer.max_steps=6", cwd=in_tmp)  # fmt: skip
+    assert ok.returncode == 0, ok.stderr[-2000:]
