@@ -6,6 +6,7 @@ Parity (tests/test_gpt.py): our logits equal the Hugging Face model's on the sam
 
 from __future__ import annotations
 
+import json
 import pickle
 import struct
 from pathlib import Path
@@ -96,6 +97,9 @@ def convert_hf(model) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
     raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
 
 
+CONVERTED = ("llama", "gpt2")  # the model types convert_hf reads
+
+
 def load_hf_causal_lm(path: str | Path):
     """A transformers causal LM from a folder or a GGUF file (SmolLM2's), float32, in eval mode."""
     from transformers import AutoModelForCausalLM
@@ -103,6 +107,15 @@ def load_hf_causal_lm(path: str | Path):
     path = weights_path(path)
     kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
     folder = path.parent if path.suffix == ".gguf" else path
+    if (
+        path.suffix != ".gguf"
+    ):  # a model of another kind is said before transformers loads it (and reports on it)
+        try:
+            kind = json.loads((folder / "config.json").read_text()).get("model_type")
+        except (OSError, ValueError, AttributeError):
+            kind = None  # transformers says what is wrong with it below
+        if kind is not None and kind not in CONVERTED:
+            raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
     # A user's file that transformers' readers refuse (struct.error: a GGUF cut short): what it is, in one line,
     # rather than their traceback. Not caught: a missing package, memory, an API change (the code's, not the file's).
     try:

@@ -537,3 +537,22 @@ def test_testing_a_bpe_run_on_a_file_of_its_own_names_the_runs_tokenizer(in_tmp)
     result = run_main("test", *args, f"--ckpt_path={ckpt}", f"--data.test_path={mine}", "--trainer.logger=false",
                       f"--data.tokenizer={saved}", cwd=in_tmp)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_generate_from_weights_that_do_not_convert_is_one_line_before_transformers_loads_them(
+    in_tmp, monkeypatch
+):
+    """Trial 26: a BERT folder given to generate printed transformers' 'This checkpoint seem corrupted' and a load
+    report of some 20 lines before the one-line refusal; its kind is read from config.json first now, and the
+    weights are never loaded."""
+    import transformers
+    from text_data import reviews, tiny_bert
+
+    def never(*args, **kwargs):
+        raise AssertionError("loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", never)
+    folder = tiny_bert(in_tmp / "bert", [t for t, _ in reviews(50)])
+    result = run_main("generate", "--weights", folder, "--prompt", "Hi", cwd=in_tmp)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: weights of a 'bert' model: only Llama and GPT-2 models convert"
