@@ -220,13 +220,16 @@ def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMT
     return pretrained_lm_tokenizer(spec)
 
 
-def text_pieces(tokens: Iterable[int], tokenizer: LMTokenizer, stop: int | None) -> Iterator[str]:
+def text_pieces(
+    tokens: Iterable[int], tokenizer: LMTokenizer, stop: int | None, prompt: Iterable[int] = ()
+) -> Iterator[str]:
     """The text of generated tokens as it grows, up to ``stop``. Decoded whole, as a byte-level token may
-    complete an earlier one's character (nothing is shown while one is incomplete). With no ``stop``
-    (``--no_stop``), the end-of-text token is shown as GPT-2 writes it, ``<|endoftext|>``, not as the raw
-    control character a character vocabulary holds for it."""
-    new: list[int] = []
-    shown = ""
+    complete an earlier one's character (nothing is shown while one is incomplete), and after the ``prompt``'s
+    ids: a WordPiece decoder puts the space between words, which the continuation decoded alone lost (trial 26:
+    "The cat satthe"). With no ``stop`` (``--no_stop``), the end-of-text token is shown as GPT-2 writes it,
+    ``<|endoftext|>``, not as the raw control character a character vocabulary holds for it."""
+    new: list[int] = [int(i) for i in prompt]
+    shown = tokenizer.decode(new) if new else ""
     for token in tokens:
         if token == stop:
             break

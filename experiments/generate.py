@@ -122,7 +122,8 @@ def main(argv: list[str]) -> None:
             written.append(int(token))
             yield written[-1]
 
-    for piece in text_pieces(counted(), tokenizer, stop):
+    context_ids = [] if ids.shape[1] == 1 and int(ids[0, 0]) == tokenizer.eot_id else ids[0].tolist()
+    for piece in text_pieces(counted(), tokenizer, stop, context_ids):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")

@@ -465,6 +465,16 @@ def test_generated_text_shows_the_end_of_text_token_by_name_and_stops_there_unle
     ids = [*bpe.encode("café"), bpe.eot_id, *bpe.encode("naïve")]
     pieces = list(text_pieces(ids, bpe, stop=None))
     assert "".join(pieces) == "café<|endoftext|>naïve" and not any("\ufffd" in p for p in pieces)
+    # trial 26: a WordPiece continuation decoded alone lost the space after the prompt ("The cat satthe")
+    from text_data import reviews, tiny_bert
+
+    from datamodules.lm_tokenize import pretrained_lm_tokenizer
+
+    texts = [t for t, _ in reviews(50)]
+    wordpiece = pretrained_lm_tokenizer(str(tiny_bert(in_tmp / "bert", texts)))
+    words = texts[0].lower().split()[:4]
+    prompt, more = wordpiece.encode(" ".join(words[:2])), wordpiece.encode(" ".join(words[2:]))
+    assert "".join(text_pieces(more, wordpiece, stop=None, prompt=prompt)) == " " + " ".join(words[2:])
 
 
 def test_a_bpe_vocabulary_below_its_bytes_is_said(tmp_path):
