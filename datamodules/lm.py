@@ -20,6 +20,7 @@ targets (for bits per character).
 from __future__ import annotations
 
 import codecs
+import difflib
 import io
 import json
 import os
@@ -157,8 +158,10 @@ def _documents(path: str, option: str, column: str, cache: str) -> list[Part]:
     if file.suffix.lower() in FORMATS:
         table = load_file(path, option, cache)
         if column not in table.column_names:
+            close = difflib.get_close_matches(column, table.column_names, n=1, cutoff=0.7)
             raise DataError(
                 f"{path}: no column {column!r} (data.text_column; columns: {', '.join(table.column_names)})"
+                + (f"; did you mean {close[0]!r}?" if close else "")
             )
         return [Part(path, 0, len(table), table=table, column=column)]
     return [Part(path, 0, file.stat().st_size, path=file)]

@@ -8,6 +8,7 @@ knows each token's length in characters, which turns a loss in nats per token in
 
 from __future__ import annotations
 
+import difflib
 import json
 import struct
 from collections.abc import Iterable, Iterator
@@ -217,6 +218,10 @@ def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMT
         return gpt2_tokenizer(path)
     if not path.exists() and ("/" in spec and spec.startswith((".", "/")) or spec.endswith(".gguf")):
         raise DataError(f"data.tokenizer: {spec!r} not found")
+    close = difflib.get_close_matches(spec, ["char", "bpe"], n=1, cutoff=0.6)
+    if close and not path.exists() and "/" not in spec:  # a built-in one misspelt, not a hub name to fetch
+        raise DataError(f"data.tokenizer: {spec!r} is not char or bpe (did you mean {close[0]!r}?), nor a "
+                        "tokenizer file or folder here")  # fmt: skip
     return pretrained_lm_tokenizer(spec)
 
 

@@ -566,3 +566,18 @@ def test_generate_from_weights_that_do_not_convert_is_one_line_before_transforme
     result = run_main("generate", "--weights", folder, "--prompt", "Hi", cwd=in_tmp)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: weights of a 'bert' model: only Llama and GPT-2 models convert"
+
+
+def test_a_misspelt_tokenizer_or_text_column_gets_the_close_name(tmp_path):
+    """Trial 26: 'chars' went on to the Hub (offline: a connection error) and 'Body' listed the columns only."""
+    with pytest.raises(
+        DataError, match=r"^data.tokenizer: 'chars' is not char or bpe \(did you mean 'char'\?\)"
+    ):
+        data(tmp_path, tokenizer="chars")
+    table = tmp_path / "docs.csv"
+    table.write_text(
+        "id,body\n" + "".join(f"{i},It is a truth universally acknowledged {i}.\n" for i in range(40))
+    )
+    with pytest.raises(DataError, match=r"docs.csv: no column 'Body' \(data.text_column; columns: id, body\); did "
+                       r"you mean 'body'\?$"):  # fmt: skip
+        data(tmp_path, train_path=str(table), text_column="Body", tokenizer="char")
