@@ -35,6 +35,7 @@ from experiments.configs import (
     import_class,
     options_before_configs,
     plain_config,
+    with_built_values,
 )
 from experiments.resume import (
     AtomicCheckpointIO,
@@ -87,7 +88,8 @@ class SaveRunConfig(SaveConfigCallback):
             # compare's runs log theirs (with the row's name and seed) before the fit: kept as they are
             if isinstance(logger, WandbLogger) and "config" not in logger.experiment.config:
                 # as compare logs it: the parsed config as plain data (no API key can be in it)
-                logger.log_hyperparams({"config": plain_config(self.config)})
+                plain = with_built_values(plain_config(self.config), pl_module, trainer.datamodule)
+                logger.log_hyperparams({"config": plain})
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         log_dir = trainer.log_dir if stage != "fit" and not self.already_saved else None

@@ -52,6 +52,7 @@ from experiments.configs import (
     said_key,
     split_options,
     where_set,
+    with_built_values,
 )
 from experiments.launchers import (
     LAUNCHERS,
@@ -660,7 +661,7 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     )
     if budget is not None:
         trainer.callbacks.append(budget)
-    config = plain_config(cli.config)
+    config = with_built_values(plain_config(cli.config), cli.model, cli.datamodule)
     if trainer.is_global_zero:
         wandb_logger.log_hyperparams({"config": config, "model_name": model, "seed": seed})
     if resume:

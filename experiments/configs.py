@@ -299,6 +299,30 @@ def plain_config(config) -> dict:
     return plain
 
 
+def with_built_values(plain: dict, model, data) -> dict:
+    """``plain_config``'s dict with the values LightningCLI's links gave the task, its net and the data when they
+    were built (a language model's ``task``, ``num_outputs``, the net's ``vocab_size`` and ``seq_len``, DNA's
+    label mean and std): parsed, they sit at their defaults (trial 26: a language model's W&B config said
+    ``task: regression, num_outputs: 1`` beside the top-level ``task: language_modeling``)."""
+    simple = (int, float, str, bool, type(None))
+    for section, built in (("model", model), ("data", data)):
+        init = (plain.get(section) or {}).get("init_args")
+        hparams = getattr(built, "hparams", None)
+        if not isinstance(init, dict) or hparams is None:
+            continue
+        for key, value in init.items():
+            if key in hparams and isinstance(hparams[key], simple) and hparams[key] != value:
+                init[key] = hparams[key]
+    net_init = ((plain.get("model") or {}).get("init_args") or {}).get("net", {})
+    net_init = net_init.get("init_args") if isinstance(net_init, dict) else None
+    net = getattr(model, "net", None)
+    for key, value in (net_init or {}).items():
+        found = getattr(net, key, None)
+        if value is None and found is not None and isinstance(found, simple):
+            net_init[key] = found
+    return plain
+
+
 def options_before_configs(args: list[str]) -> list[str]:
     """The options given before the last ``--config``: jsonargparse reads options and files in order, so a config
     file after an option may set it again, and an option of a class the file chooses is read before it is chosen

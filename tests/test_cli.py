@@ -526,6 +526,12 @@ def test_fit_with_the_default_loggers_writes_csv_and_an_offline_wandb_run_and_ne
     assert config["model"]["init_args"]["net"]["init_args"]["cell"] == "gru"
     assert config["model"]["init_args"]["optimizer"]["init_args"]["lr"] == 0.003
     assert config["trainer"]["max_epochs"] == 1 and "seed_everything" in config
+    # the values links gave the task when it was built, not the parsed defaults (trial 26: a language model's said
+    # task regression, 1 output)
+    task = config["model"]["init_args"]
+    assert (
+        task["target_mean"] == pytest.approx(logged["config"]["target_mean"]) and task["target_mean"] != 0.0
+    )
     # a prediction logs nothing to W&B: no empty run beside the fit's; its predictions go to its run folder
     monkeypatch.setenv("WANDB_MODE", "offline")
     predicted = run_main(
