@@ -576,9 +576,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
 
     def load_state_dict(self, state: dict) -> None:
         if "tokenizer" in state and state["tokenizer"] != self.tokenizer.to_json():
-            trained = (
-                self.hparams.tokenizer == "bpe"
-            )  # trained on the training split, which a test_path changes
+            # a BPE is trained on the training split, which a test_path of its own changes
+            trained = self.hparams.tokenizer == "bpe"
             raise DataError(
                 f"the checkpoint's tokenizer differs from this data's (data.tokenizer {self.hparams.tokenizer!r}): "
                 + ("a BPE trains again on this data's training split, which other files (a test_path of its own, "

@@ -530,7 +530,7 @@ class ExperimentCLI(LightningCLI):
             self.model.check_init_from(data)
         if stage == "fit":
             self._refuse_interval_past_epoch(data)
-        if stage == "fit":  # callbacks that can tell now that they cannot work on this model and data
+            # callbacks that can tell now that they cannot work on this model and data
             for callback in self.trainer.callbacks:
                 if hasattr(callback, "check_before_run"):
                     callback.check_before_run(self.model, data)
@@ -546,9 +546,8 @@ class ExperimentCLI(LightningCLI):
             if saved:
                 try:
                     data.load_state_dict(saved)
-                except (
-                    DataError
-                ) as err:  # "RUN/tokenizer.json": the checkpoint's run folder's, where it has one
+                except DataError as err:
+                    # "RUN/tokenizer.json" in the message: the checkpoint's run folder's, where it has one
                     run = Path(ckpt).resolve().parent.parent / "tokenizer.json"
                     if "RUN/tokenizer.json" not in str(err) or not run.is_file():
                         raise

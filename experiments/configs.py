@@ -577,9 +577,8 @@ def one_line(message: str) -> str:
     bases = {c for c in paths if classes[c] and any(classes[o] not in (None, classes[c])
                                                      and issubclass(classes[o], classes[c]) for o in paths)}  # fmt: skip
     said = [r for c, r in reasons if c not in bases] or [r for _, r in reasons]
-    optional = "Expected a <class 'NoneType'>" in str(
-        message
-    )  # the option takes null: None refused is the text
+    # the option takes null: a None refused is the text 'None'
+    optional = "Expected a <class 'NoneType'>" in str(message)
     if said[-1] == "Given value: None" and len(keys) > 2 and optional:
         # a null for an option inside an option (--model.net.init_args.moe.capacity_factor null): jsonargparse
         # 4.53 reads it back as the text 'None'

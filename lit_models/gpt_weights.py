@@ -88,16 +88,18 @@ def gpt2_state(theirs: dict[str, torch.Tensor], config: GPTConfig) -> dict[str, 
 def convert_hf(model) -> tuple[GPTConfig, dict[str, torch.Tensor]]:
     """Our config and state dict for a transformers ``LlamaForCausalLM`` or ``GPT2LMHeadModel``."""
     kind = model.config.model_type
+    refuse_unconverted(kind)
     if kind == "llama":
         config = llama_config(model.config)
         return config, llama_state(model.state_dict(), config)
-    if kind == "gpt2":
-        config = gpt2_config(model.config)
-        return config, gpt2_state(model.state_dict(), config)
-    raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
+    config = gpt2_config(model.config)
+    return config, gpt2_state(model.state_dict(), config)
 
 
-CONVERTED = ("llama", "gpt2")  # the model types convert_hf reads
+def refuse_unconverted(kind: str) -> None:
+    """A ConfigError for a transformers model type that ``convert_hf`` does not read."""
+    if kind not in ("llama", "gpt2"):
+        raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
 
 
 def load_hf_causal_lm(path: str | Path):
@@ -107,15 +109,14 @@ def load_hf_causal_lm(path: str | Path):
     path = weights_path(path)
     kwargs = {"gguf_file": path.name} if path.suffix == ".gguf" else {}
     folder = path.parent if path.suffix == ".gguf" else path
-    if (
-        path.suffix != ".gguf"
-    ):  # a model of another kind is said before transformers loads it (and reports on it)
+    # a model of another kind is said before transformers loads it (and prints its load report)
+    if path.suffix != ".gguf":
         try:
             kind = json.loads((folder / "config.json").read_text()).get("model_type")
         except (OSError, ValueError, AttributeError):
             kind = None  # transformers says what is wrong with it below
-        if kind is not None and kind not in CONVERTED:
-            raise ConfigError(f"weights of a {kind!r} model: only Llama and GPT-2 models convert")
+        if kind is not None:
+            refuse_unconverted(kind)
     # A user's file that transformers' readers refuse (struct.error: a GGUF cut short): what it is, in one line,
     # rather than their traceback. Not caught: a missing package, memory, an API change (the code's, not the file's).
     try:

@@ -79,16 +79,16 @@ def _data_apart(saved: dict, data: L.LightningDataModule | None) -> str:
     the data's doing): ``; trained on data.train_path a.txt, this run's is b.txt``; ``""`` where none differ."""
     ours = dict(getattr(data, "hparams", None) or {})
     keys = ("task", "train_path", "dataset", "root", "tokenizer", "tokenizer_vocab_size", "seq_len")
-
-    def same(key: str) -> bool:  # data/x.csv and its absolute form are one file
-        a, b = saved[key], ours[key]
-        if key in ("train_path", "root", "tokenizer") and isinstance(a, str) and isinstance(b, str):
-            return a == b or os.path.abspath(a) == os.path.abspath(b)
-        return a == b
-
     apart = [f"data.{k} {saved[k]!r}, this run's {ours[k]!r}" for k in keys
-             if k in saved and k in ours and not same(k)]  # fmt: skip
+             if k in saved and k in ours and not _same_setting(k, saved[k], ours[k])]  # fmt: skip
     return f"; the checkpoint was trained on other data ({'; '.join(apart)})" if apart else ""
+
+
+def _same_setting(key: str, a, b) -> bool:
+    """Two values of a data setting: a path (data/x.csv) and its absolute form are one file."""
+    if key in ("train_path", "root", "tokenizer") and isinstance(a, str) and isinstance(b, str):
+        return a == b or os.path.abspath(a) == os.path.abspath(b)
+    return a == b
 
 
 def _token_ids(saved: str) -> dict[str, int] | None:
@@ -133,8 +133,7 @@ def _refuse_other_tokens(option: str, path: str, checkpoint: dict, saved_data: d
             f"and {len(differ) or 'some'} of their token ids mean other tokens ({first}): give the checkpoint's "
             "tokenizer (a trained one: its run folder's tokenizer.json)" + _data_apart(saved_data, data)
         )
-    same = saved == ours or (os.path.exists(saved) and os.path.abspath(saved) == os.path.abspath(ours))
-    if not same:
+    if not _same_setting("tokenizer", saved, ours):
         raise ConfigError(
             f"{option}: {path} was trained on data tokenized by {saved!r}, this data uses {ours!r} "
             "(data.tokenizer): token ids would mean other tokens"
