@@ -39,7 +39,7 @@ class MoEOptions:
         top_k: Experts each token goes to.
         expert: ``swiglu`` experts (a gate and an up projection, as Mixtral) or ``gelu`` MLPs.
         hidden: Each expert's hidden width. Empty or 0: the block's ``dim_feedforward`` (``intermediate_size``).
-        balance: Weight alpha of the load-balancing loss (Switch Transformer's 0.01).
+        balance: Weight alpha of the load-balancing loss (Switch Transformer's 0.01); 0 leaves it out.
         z_loss: Weight of the router z-loss (ST-MoE uses 1e-3); 0 leaves it out.
         capacity_factor: Empty or 0: dropless. Else each expert takes at most this factor times an even share.
             (0 is what the command line can give: jsonargparse 4.53 reads a ``null`` given there for an option
@@ -181,7 +181,9 @@ class MoE(nn.Module):
         if probs is None:
             probs = logits.float().softmax(-1)
         probability = probs.mean(0)  # P_e: mean router probability
-        losses = {"moe_balance": o.balance * o.experts * (share * probability).sum()}
+        losses = {}
+        if o.balance:
+            losses["moe_balance"] = o.balance * o.experts * (share * probability).sum()
         if o.z_loss:
             losses["moe_z"] = o.z_loss * logits.float().logsumexp(-1).square().mean()
         return losses

@@ -283,6 +283,10 @@ def test_load_balancing_loss_on_a_hand_example():
     assert losses["moe_z"].item() == pytest.approx(0.001 * z, rel=1e-6)
     even = moe.losses(torch.zeros(4, 2), torch.tensor([2, 2]))["moe_balance"]
     assert even.item() == pytest.approx(0.01)  # alpha at a perfectly even router
+    # a weight of 0 leaves the loss out (not logged as a constant 0), as z_loss 0 does
+    assert moe.losses(logits, counts).keys() == {"moe_balance", "moe_z"}
+    off = MoE(2, 4, MoEOptions(experts=2, top_k=1, balance=0.0, z_loss=0.0))
+    assert off.losses(logits, counts) == {}
 
 
 def test_moe_counts_active_parameters_apart_and_the_task_adds_its_losses():
