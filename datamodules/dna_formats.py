@@ -71,6 +71,8 @@ def open_data(path: Path):
 def _text_chunks(path: Path, labels_required: bool, chunk: int) -> Iterator[Records]:
     with open_data(path) as f:
         first = f.readline()
+        if first.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):  # one bad line per line otherwise
+            raise DataError(not_utf8(path, open_data))
         start = len(codecs.BOM_UTF8) if first.startswith(codecs.BOM_UTF8) else 0  # as pandas drops a CSV's
         first = first[start:]
         _refuse_fasta_and_fastq(path, first, f)

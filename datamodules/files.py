@@ -256,6 +256,11 @@ def utf8_problem(file: Path, opener: Callable[[Path], BinaryIO] | None = None) -
     if bad is None:
         return None
     byte, line, value = bad
+    if byte == 1:
+        with (opener or (lambda path: open(path, "rb")))(file) as f:  # noqa: SIM115 (closed by this with)
+            start = f.read(2)
+        if start in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # what Windows tools save as "Unicode"
+            return f"not UTF-8 text: UTF-16 (it starts with the byte-order mark 0x{start.hex()}); save the file as UTF-8"
     return f"not UTF-8 text: byte {byte} (line {line}) is 0x{value:02x}; save the file as UTF-8"
 
 

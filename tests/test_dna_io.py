@@ -266,6 +266,10 @@ def test_a_failed_encode_leaves_no_folder(tmp_path):
         # UTF-8 text: the character as written, counted in characters (not bytes, not a chunk's offset)
         ("d.txt", "ACGT 1\nAé\u00e9CT 2\n".encode(), "d.txt:2: sequence base 2 is 'é', expected one of A, C, G"),
         ("d.csv", "sequence,label\nACGT,1\nACé,2\n".encode(), "d.csv:3: sequence base 3 is 'é', expected"),
+        # saved as UTF-16 (Windows' "Unicode"): said once, by name, not as a bad line per line
+        ("d.txt", "ACGT 1\nACGT 2\n".encode("utf-16"), "d.txt: not UTF-8 text: UTF-16 (it starts with the byte-order"),
+        ("d.csv", "sequence,label\nACGT,1\n".encode("utf-16-be").join([b"\xfe\xff", b""]),
+         "d.csv: not UTF-8 text: UTF-16 (it starts with the byte-order mark 0xfeff)"),
     ],
 )  # fmt: skip
 def test_bytes_that_are_not_utf8_and_letters_that_are_not_bases_are_named(tmp_path, name, data, expected):

@@ -419,6 +419,15 @@ def test_bytes_that_are_not_utf8_name_line_and_offset(tmp_path):
         pair_module(paths).setup()
 
 
+def test_a_utf16_file_is_named_as_utf16(tmp_path):
+    paths = write_pairs(tmp_path)
+    paths["test"].write_bytes(paths["test"].read_text().encode("utf-16"))  # with its byte-order mark
+    with pytest.raises(
+        DataError, match=r"test.tsv: not UTF-8 text: UTF-16 \(it starts with the byte-order mark"
+    ):
+        pair_module(paths).setup()
+
+
 def test_predict_reads_every_test_pair_in_the_files_order(tmp_path):
     paths = write_pairs(tmp_path)
     data = pair_module(paths)
