@@ -360,6 +360,7 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
         global_batch_size: int | None = None,
         num_workers: int = 0,
         cache_dir: str | None = None,
+        checkpoint: str | None = None,
     ):
         """
         Args:
@@ -385,9 +386,14 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
             global_batch_size: Windows per optimizer step over all processes and accumulated batches.
             num_workers: DataLoader worker processes.
             cache_dir: Where token streams are cached. Empty: ``$ARCHBENCH_CACHE/lm`` (``~/.cache/archbench/lm``).
+            checkpoint: A trained model's checkpoint, for ``test`` with a ``test_path`` of its own (``test
+                --ckpt_path`` sets it): its tokenizer is used as trained and only ``test_path`` is read (the
+                training files need not exist; a ``bpe`` is not trained again on a training split that the test
+                file would change).
         """
         super().__init__()
-        if (dataset is None) == (train_path is None):
+        self._state = self._checkpoint_state(checkpoint, None, test_path)
+        if self._state is None and (dataset is None) == (train_path is None):
             raise DataError(
                 f"data: give either train_path (files) or dataset (a Hub name), got train_path={train_path!r}, "
                 f"dataset={dataset!r} (e.g. --config experiments/lm/austen.yaml)"
@@ -404,6 +410,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
         self._tokenizer: LMTokenizer | None = None
         self.streams: dict[str, np.ndarray] = {}
         self.token_chars: np.ndarray | None = None
+
+    SAVED = ("tokenizer",)  # with data.checkpoint: the checkpoint's tokenizer, and test_path alone is read
 
     # Sizes the CLI links into the model.
     in_channels = 0
@@ -433,6 +441,12 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
 
     def _splits(self) -> dict[str, list[Part]]:
         hp, cache = self.hparams, str(self.cache_dir / "hf")
+        if self._state is not None:  # from a checkpoint: its test file alone
+            return {
+                "train": [],
+                "val": [],
+                "test": _documents(hp.test_path, "test_path", hp.text_column, cache),
+            }
         if hp.dataset is not None:
             loaded = load_hub(hp.dataset, hp.dataset_config, cache)
             named = {"train": "train", "val": "validation", "test": "test"}
@@ -456,7 +470,7 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
     def _identity(self) -> list:
         hp = self.hparams
         sources = []
-        for split in SPLITS:
+        for split in ("test",) if self._state is not None else SPLITS:
             path = hp[f"{split}_path"]
             if path:
                 p = Path(path)
@@ -466,7 +480,9 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
                     [split, str(p.resolve()), [[f.name, change_stamp(f)] for f in files if f.is_file()]]
                 )
         tokenizer = hp.tokenizer
-        if Path(tokenizer).exists():  # a run's tokenizer.json, or a pretrained tokenizer's folder
+        if self._state is not None:
+            tokenizer = ["checkpoint", digest(self._state["tokenizer"])]
+        elif Path(tokenizer).exists():  # a run's tokenizer.json, or a pretrained tokenizer's folder
             stamp = change_stamp if Path(tokenizer).is_file() else fingerprint  # a folder: its files' listing
             tokenizer = [str(Path(tokenizer).resolve()), stamp(Path(tokenizer))]
         fields = [
@@ -493,11 +509,15 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
         def texts(names):
             return (text for s in names for part in splits[s] for text, _ in part.texts())
 
-        tokenizer = resolve_tokenizer(
-            self.hparams.tokenizer,
-            lambda: texts(["train"]),
-            lambda: texts(SPLITS),
-            self.hparams.tokenizer_vocab_size,
+        tokenizer = (
+            self.tokenizer
+            if self._state is not None
+            else resolve_tokenizer(
+                self.hparams.tokenizer,
+                lambda: texts(["train"]),
+                lambda: texts(SPLITS),
+                self.hparams.tokenizer_vocab_size,
+            )
         )
         dtype = np.uint16 if tokenizer.vocab_size <= 2**16 else np.uint32
         counts = {}
@@ -540,6 +560,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
 
     @property
     def tokenizer(self) -> LMTokenizer:
+        if self._tokenizer is None and self._state is not None:
+            self._tokenizer = LMTokenizer.from_json(self._state["tokenizer"])
         if self._tokenizer is None:
             self._tokenizer = saved_tokenizer(self.hparams.tokenizer)  # a run's: no corpus needed
         if self._tokenizer is None:
@@ -560,6 +582,8 @@ class LanguageModelDataModule(SplitLoaders, L.LightningDataModule):
         path, context = self.cache_path, self.hparams.context_length
         streams = {split: np.load(path / f"{split}.npy", mmap_mode="r") for split in SPLITS}
         for split, stream in streams.items():
+            if self._state is not None and split != "test":  # from a checkpoint: only the test file is read
+                continue
             need = context + 1 if split == "train" else 2
             if len(stream) < need:
                 where = self.hparams[f"{split}_path"] or self.hparams.train_path or self.hparams.dataset

@@ -11,6 +11,7 @@ the epoch's order: positions are computed a batch at a time, so index memory doe
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -262,6 +263,10 @@ class SplitLoaders:
     def _has_predict_split(self) -> bool:
         return False
 
+    def _has_predict_option(self) -> bool:
+        """Whether the datamodule takes a ``predict_path`` (a language model's data has none)."""
+        return "predict_path" in inspect.signature(type(self)).parameters
+
     @classmethod
     def saved_state(cls, checkpoint: dict) -> dict | None:
         """This datamodule's state in a Lightning checkpoint (read with ``check_checkpoint``), or None when the
@@ -279,9 +284,10 @@ class SplitLoaders:
         if not path:
             return None
         if not predict_path and not test_path:
+            takes = "data.predict_path or data.test_path" if self._has_predict_option() else "data.test_path"
             raise DataError(
-                f"data.checkpoint: {path} replaces the training data for files of their own: give "
-                "data.predict_path or data.test_path (a test split held out of the training data needs its files)"
+                f"data.checkpoint: {path} replaces the training data for files of their own: give {takes} (a test "
+                "split held out of the training data needs its files)"
             )
         checkpoint = check_checkpoint(path, "data.checkpoint")
         if not checkpoint:  # a sharded (FSDP) folder: Lightning's strategy reads its weights, no data state

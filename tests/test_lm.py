@@ -522,10 +522,11 @@ def test_init_from_a_checkpoint_of_other_data_names_the_data(in_tmp):
     assert not (in_tmp / "refused").exists()
 
 
-def test_testing_a_bpe_run_on_a_file_of_its_own_names_the_runs_tokenizer(in_tmp):
+def test_testing_a_bpe_run_on_a_file_of_its_own_takes_the_checkpoints_tokenizer(in_tmp):
     """Trial 26: a test_path of its own changes the training split a BPE is trained on again, so the run's config
-    refused its own checkpoint ("use the data config the checkpoint was trained with", which it was). The
-    refusal now names the run's tokenizer.json, and with it the test runs."""
+    refused its own checkpoint ("use the data config the checkpoint was trained with", which it was). ``test``
+    with a data.test_path now takes the tokenizer from the checkpoint (data.checkpoint, as the text classifier's
+    data does) and reads that file alone: the training corpus need not exist."""
     args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), *TINY_GPT, "--data.tokenizer=bpe",
             "--data.tokenizer_vocab_size=300"]  # fmt: skip
     run = in_tmp / "run"
@@ -533,20 +534,29 @@ def test_testing_a_bpe_run_on_a_file_of_its_own_names_the_runs_tokenizer(in_tmp)
         "--trainer.logger=lightning.pytorch.loggers.CSVLogger",
         f"--trainer.logger.init_args.save_dir={run}",
     ]
-    ExperimentCLI(
-        args=["fit", *args, "--trainer.max_steps=1", *logged]
-    )  # tokenizer.json beside its config.yaml
+    ExperimentCLI(args=["fit", *args, "--trainer.max_steps=1", *logged])
     ckpt = next(run.rglob("last.ckpt"))
     mine = in_tmp / "mine.txt"
     mine.write_text("It is a truth universally acknowledged, that a single man.\n" * 20)
+    (in_tmp / "corpus").rename(in_tmp / "gone")  # the training files are not read
     result = run_main("test", *args, f"--ckpt_path={ckpt}", f"--data.test_path={mine}", "--trainer.logger=false",
                       cwd=in_tmp)  # fmt: skip
-    saved = ckpt.parent.parent / "tokenizer.json"
-    assert result.returncode == 2 and last_line(result).endswith(f"give the run's own, --data.tokenizer {saved} "
-                                                                 "(beside its config.yaml)")  # fmt: skip
-    result = run_main("test", *args, f"--ckpt_path={ckpt}", f"--data.test_path={mine}", "--trainer.logger=false",
-                      f"--data.tokenizer={saved}", cwd=in_tmp)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
+    assert f"the data as the model was trained (class names, tokenizer, sizes, statistics) from {ckpt}" in (
+        result.stdout
+    )
+    trained = json.loads(torch.load(ckpt, weights_only=False)["LanguageModelDataModule"]["tokenizer"])
+    saved = json.loads((ckpt.parent.parent / "tokenizer.json").read_text())
+    assert trained == saved
+    assert re.search(r"test/loss\s+│\s+\d", result.stdout)
+    # what it tested: the file alone, in the run's tokens (and its end-of-text token)
+    data = LanguageModelDataModule(
+        test_path=str(mine), checkpoint=str(ckpt), tokenizer="bpe", context_length=16
+    )
+    data.setup("test")
+    tokens = LMTokenizer.from_saved(saved).encode(mine.read_text(), str(mine))
+    assert data.streams["test"].tolist() == [*tokens, data.tokenizer.eot_id]
+    assert len(data.streams["train"]) == len(data.streams["val"]) == 0
 
 
 def test_generate_from_weights_that_do_not_convert_is_one_line_before_transformers_loads_them(
