@@ -85,14 +85,16 @@ def cli_from_checkpoint(
     task = checkpoint_task(checkpoint)
     if task and task != type(module).__name__:
         raise ConfigError(f"--ckpt {ckpt}: a checkpoint of {task}, not of {type(module).__name__}")
+    # the options the checkpoint's own files replaced (its tokenizer, and with it the size one was trained to)
+    # are not this run's data to blame: they name a temporary file
+    replaced = {option.rsplit(".", 1)[-1] for option in saved_files(checkpoint)}
+    replaced |= {f"{key}_vocab_size" for key in replaced}
+    saved_data = {
+        k: v for k, v in (checkpoint.get("datamodule_hyper_parameters") or {}).items() if k not in replaced
+    }
     try:
         # one line, not torch's key list
-        module.refuse_mismatch(
-            checkpoint["state_dict"],
-            f"--ckpt {ckpt}",
-            cli.datamodule,
-            checkpoint.get("datamodule_hyper_parameters"),
-        )
+        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {ckpt}", cli.datamodule, saved_data)
     except ConfigError as err:
         raise with_run_config_hint(err, ckpt, configs) from None
     module.load_state_dict(checkpoint["state_dict"])

@@ -316,6 +316,24 @@ def test_generate_refuses_a_checkpoint_of_another_task(in_tmp):
     )
 
 
+def test_generate_with_another_models_config_blames_the_net_not_the_tokenizer_it_substituted(in_tmp):
+    """Trial 26: the config of another model said the checkpoint 'was trained on other data (data.tokenizer
+    'bpe', this run's '/tmp/tmpXXXX/tokenizer.json'; ...)': the temporary file generate writes the checkpoint's
+    own tokenizer to, which is the checkpoint's tokenizer, not other data."""
+    args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), "--data.tokenizer=bpe",
+            "--data.tokenizer_vocab_size=300", "--trainer.logger=false"]  # fmt: skip
+    ExperimentCLI(
+        args=["fit", *args, *TINY_GPT, "--trainer.max_steps=1", f"--trainer.default_root_dir={in_tmp / 'a'}"]
+    )
+    ckpt = next((in_tmp / "a").rglob("last.ckpt"))
+    wider = [*TINY_GPT[:1], "--model.net.init_args.n_embd=16", *TINY_GPT[2:]]
+    done = run_main("generate", *args, *wider, "--ckpt", ckpt, "--prompt", "It is", cwd=in_tmp)
+    assert done.returncode == 2
+    said = last_line(done)
+    assert "net.wte.weight is [300, 32] there, [300, 16] here" in said, said
+    assert "tokenizer" not in said and "trained on other data" not in said, said
+
+
 def test_bad_corpora_are_named_in_one_line(tmp_path):
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1") * 10)
     with pytest.raises(DataError, match=r"latin1.txt: not UTF-8 text: byte 4 \(line 1\) is 0xe9"):
