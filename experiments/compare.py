@@ -476,6 +476,7 @@ def _changed_files(before: str, now: str) -> list[str] | None:
     """The data files and folders whose fingerprints differ between two settings texts; None if other settings
     do. A path fingerprinted on one side only (a folder, which earlier versions did not fingerprint) is not a
     change."""
+    before, now = _rooted(before), _rooted(now)
     strip = [[line for line in text.splitlines() if not line.startswith(DATA_FILE)] for text in (before, now)]
     if strip[0] != strip[1] and not _same_but_newer(*strip):
         return None
@@ -484,6 +485,18 @@ def _changed_files(before: str, now: str) -> list[str] | None:
         for text in (before, now)
     ]
     return [path for path in files[0].keys() & files[1].keys() if files[0][path] != files[1][path]]
+
+
+def _rooted(settings: str) -> str:
+    """Settings with the run's folder (``default_root_dir``) as an absolute path: a launcher's workers are given
+    the output folder resolved, the sequential launcher as written (``out/cmp``), and both are the same folder
+    (trial 27: every re-run of a local launcher's relative --out was refused)."""
+
+    def absolute(line: re.Match) -> str:
+        folder = yaml.safe_load(line[2])
+        return line[1] + os.path.abspath(folder) if isinstance(folder, str) else line[0]
+
+    return re.sub(r"^(\s*default_root_dir: )(.+)$", absolute, settings, flags=re.MULTILINE)
 
 
 def _same_but_newer(before: list[str], now: list[str]) -> bool:
@@ -834,6 +847,13 @@ def main(argv: list[str]) -> None:
     # and the checkpoints and W&B not (trial 12: a run split across two folders, then a traceback)
     comparison.out = os.path.expanduser(comparison.out)
     check_folder(comparison.out, "--out" if args.out else f"{key_line(comparison.path, 'out')}: out")
+    # resolved once, here: the launchers' workers and jobs get this folder, and a run resumed by another launcher
+    # than the one that began it must see the same checkpoint folder (Lightning's ModelCheckpoint forgets its best
+    # score when the folder's spelling changed, and tested another checkpoint: trial 27)
+    given_out, comparison.out = (
+        comparison.out,
+        os.path.abspath(comparison.out),
+    )  # the first, as said to the user
     if args.budget_flops is not None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops:g} is not a positive number")
@@ -884,7 +904,7 @@ def main(argv: list[str]) -> None:
     ours = any((out / d).is_dir() for d in ("runs", "tune", "slurm")) or any(out.glob("worker-*.log"))
     if not (args.run or args.serve) and out.is_dir() and any(out.iterdir()) and not ours:
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
-        raise ConfigError(f"--out {out}: a folder of other files ({shown}), not a comparison's: its results.json and "
+        raise ConfigError(f"--out {given_out}: a folder of other files ({shown}), not a comparison's: its results.json and "
                           "the like would be overwritten; give another --out")  # fmt: skip
 
     def run_job(model: str, seed: int) -> None:  # what a launcher's job does: train one seed, or tune the row
