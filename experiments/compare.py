@@ -488,9 +488,9 @@ def _changed_files(before: str, now: str) -> list[str] | None:
 
 
 def _rooted(settings: str) -> str:
-    """Settings with the run's folder (``default_root_dir``) as an absolute path: a launcher's workers are given
-    the output folder resolved, the sequential launcher as written (``out/cmp``), and both are the same folder
-    (trial 27: every re-run of a local launcher's relative --out was refused)."""
+    """Settings with the run's folder (``default_root_dir``) as an absolute path: runs of earlier versions of the
+    sequential launcher saved it as written (``out/cmp``), the same folder (trial 27: a re-run of a local
+    launcher's relative --out was refused as other settings)."""
 
     def absolute(line: re.Match) -> str:
         folder = yaml.safe_load(line[2])
