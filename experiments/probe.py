@@ -65,6 +65,10 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
         frame, lines = read_table(path, ",")
     except UnicodeDecodeError:
         raise DataError(not_utf8(path)) from None
+    if not len(frame.columns):
+        raise DataError(
+            f"{path}: the file is empty (expected a header: {', '.join(COLUMNS)}, then a pair per line)"
+        )
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         found = ", ".join(repr(c) for c in frame.columns[:8]) + (", ..." if len(frame.columns) > 8 else "")
@@ -88,6 +92,9 @@ def read_crows_pairs(path: str | Path) -> pd.DataFrame:
     rows, untyped = [], []
     for line, row in zip(lines, frame.itertuples(index=False), strict=True):
         more, less = row.sent_more.strip(), row.sent_less.strip()
+        if (more, less) == REQUIRED:  # files joined with their headers (cat a.csv b.csv): not a pair to score
+            raise DataError(f"{path}:{line}: repeats the header ({', '.join(REQUIRED)}): files joined with their "
+                            "headers? Remove the line")  # fmt: skip
         direction = row.stereo_antistereo.strip() if "stereo_antistereo" in frame.columns else None
         if not more or not less:
             raise DataError(

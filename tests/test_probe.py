@@ -201,6 +201,27 @@ def test_probe_command_on_a_language_model_trained_here(in_tmp, capsys):
     assert result["ties"] == int((scores["stereotyping_score"] == scores["other_score"]).sum())
 
 
+def test_a_repeated_header_and_an_empty_file_are_named_not_scored(tmp_path):
+    """Trial 28: files joined with their headers scored the second header as a pair (7 pairs at 71.4% where the
+    six real ones give 66.7%), unsaid; an empty file was 'no column sent_more, sent_less (its columns: )'."""
+    path = tmp_path / "pairs.csv"
+    path.write_text("sent_more,sent_less\nA more,A less\nB more,B less\nsent_more,sent_less\nC more,C less\n")
+    with pytest.raises(
+        DataError, match=r"pairs.csv:4: repeats the header \(sent_more, sent_less\): files joined"
+    ):
+        read_crows_pairs(path)
+    # the full layout too, where its direction column used to be blamed instead
+    path.write_text(",sent_more,sent_less,stereo_antistereo,bias_type\n0,A more,A less,stereo,race\n"
+                    ",sent_more,sent_less,stereo_antistereo,bias_type\n")  # fmt: skip
+    with pytest.raises(DataError, match=r"pairs.csv:3: repeats the header"):
+        read_crows_pairs(path)
+    path.write_text("")
+    with pytest.raises(
+        DataError, match=r"pairs.csv: the file is empty \(expected a header: sent_more, sent_less"
+    ):
+        read_crows_pairs(path)
+
+
 def test_probe_lines_count_blank_lines_and_bytes_that_are_not_utf8_are_named(tmp_path):
     path = tmp_path / "pairs.csv"
     header = b",sent_more,sent_less,stereo_antistereo,bias_type\n"
