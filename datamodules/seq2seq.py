@@ -531,6 +531,7 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 keep = np.sort(np.random.default_rng(0).permutation(len(pairs))[: h.max_train_pairs])
                 pairs = pairs.iloc[keep]
             where, lines = self._where(split), pairs["line"].to_numpy()
+            self._refuse_reserved(pairs, where)
             sources = self._encode_sources(pairs, where)
             targets, unseen = [], {}
             for text, line in zip(pairs["target"], lines, strict=True):
@@ -563,6 +564,7 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 h.predict_path, h.source_column, h.target_column, "predict_path", sources_only=True
             )
             lines = pairs["line"].to_numpy()
+            self._refuse_reserved(pairs, h.predict_path)
             sources = self._encode_sources(pairs, h.predict_path)
             splits["predict"] = PairSplit(sources, [[] for _ in sources], group=False)
             k = int(np.argmax([len(s) for s in sources]))
@@ -577,6 +579,25 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self._predict_keys = [("line", lines)] + ([("target", given)] if given is not None else [])
         self.splits.update(splits)
         self.longest.update(longest)
+
+    def _refuse_reserved(self, pairs: pd.DataFrame, where: str) -> None:
+        """A symbol written as one of the specials (``<eos>`` in a phoneme string) would read as that special: an
+        end mid-target, a padding the loss skips. Refused at its line (trial 28: trained on silently)."""
+        h = self.hparams
+        sides = (("source", h.source_column, self.source_vocab, self._source_text),
+                 ("target", h.target_column, self.target_vocab, lambda t: t))  # fmt: skip
+        for side, column, vocab, text_of in sides:
+            if not isinstance(vocab, Vocabulary) or vocab.kind != "symbols":  # a character is never '<eos>'
+                continue
+            for text, line in zip(pairs[side], pairs["line"], strict=True):
+                if not isinstance(text, str):  # predict_path without targets
+                    continue
+                reserved = [t for t in vocab.tokens(text_of(text)) if t in SPECIALS]
+                if reserved:
+                    raise DataError(
+                        f"{where}:{line}: {column} holds {reserved[0]!r} ({text!r}), a symbol the model reserves "
+                        f"({', '.join(SPECIALS)}): it would read as that special, not as a symbol; rename it"
+                    )
 
     def _encode_sources(self, pairs: pd.DataFrame, where: str) -> list[list[int]]:
         """The sources' ids; symbols training never had read as ``<unk>``, said in one warning at the first line

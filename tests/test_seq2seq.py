@@ -419,6 +419,21 @@ def test_bytes_that_are_not_utf8_name_line_and_offset(tmp_path):
         pair_module(paths).setup()
 
 
+@pytest.mark.parametrize("split, line", [("train", "ab\tA1 <eos> B"), ("test", "ab\t<pad> B")])
+def test_a_target_symbol_written_as_a_special_is_refused_by_line(tmp_path, split, line):
+    """Trial 28: '<eos>' in a phoneme string read as the end of the target, '<pad>' as padding the loss skips,
+    and the run trained on, unsaid."""
+    paths = write_pairs(tmp_path)
+    rows = paths[split].read_text().splitlines()
+    rows.insert(3, line)
+    paths[split].write_text("\n".join(rows) + "\n")
+    special = line.split("\t")[1].split()[1 if split == "train" else 0]
+    with pytest.raises(
+        DataError, match=rf"{split}.tsv:4: phonemes holds '{special}' \('.*'\), a symbol the model "
+    ):
+        pair_module(paths).setup()
+
+
 def test_a_utf16_file_is_named_as_utf16(tmp_path):
     paths = write_pairs(tmp_path)
     paths["test"].write_bytes(paths["test"].read_text().encode("utf-16"))  # with its byte-order mark
