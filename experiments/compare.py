@@ -19,6 +19,7 @@ import secrets
 import shutil
 import sys
 import textwrap
+import traceback
 import warnings
 from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime, timezone
@@ -958,7 +959,12 @@ def main(argv: list[str]) -> None:
     if comparison.launcher == "sequential":
         for model, seed in jobs:
             print(f"\n=== {model}, seed {seed} ===", flush=True)
-            runs.append(run_one(comparison, model, seed, out, overrides))
+            try:
+                runs.append(run_one(comparison, model, seed, out, overrides))
+            except (ConfigError, DataError):
+                raise  # a setting or data mistake, said in one line and found before anything trained
+            except Exception as err:  # a run that failed while training (a loss gone NaN): the others go on
+                failures.append(_failed_here(comparison, model, seed, err))
     else:
         runs, failures = _launch(comparison, jobs, child_argv, out, overrides)
     if rank_zero_only.rank != 0:
@@ -1016,6 +1022,20 @@ def _child_argv(argv: list[str], comparison: Comparison, out: Path) -> list[str]
             continue
         child.append(arg)
     return [*child, "--out", str(out.resolve())]
+
+
+def _failed_here(comparison: Comparison, model: str, seed: int, err: Exception) -> Failure:
+    """A run of the sequential launcher that failed while training, as a worker reports one (trial 27: the whole
+    comparison stopped there, without a table of the rows that finished): its traceback in ``error.log`` in its
+    folder, one line on the console."""
+    log = comparison.run_dir(model, seed) / "error.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("".join(traceback.format_exception(err)))
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[-1].removeprefix(
+        f"{comparison.row(model)}: "
+    )
+    print(f"{model}, seed {seed}: failed: {reason} (log: {log}); the other runs go on", flush=True)
+    return Failure(model, seed, reason, log)
 
 
 def _dispatch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> list[Failure]:

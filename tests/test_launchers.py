@@ -157,6 +157,28 @@ def test_submitit_local_executor_runs_the_comparison_as_a_job_array(in_tmp, monk
     assert list((in_tmp / "array" / "slurm").rglob("*_log.out"))  # submitit's own job logs
 
 
+def test_a_row_that_fails_while_training_leaves_the_sequential_launcher_going_as_a_worker_would(in_tmp):
+    """Trial 27: a row whose loss went NaN stopped the sequential launcher there, with no table of the rows that
+    had finished or would have; the local launcher reported it under the table with its log and went on. Now
+    both do: the failed run is said with its error.log, the others train and are tabled."""
+    nan = yaml.safe_load(Path(CNN).read_text())
+    nan["model"]["optimizer"] = {"class_path": "torch.optim.SGD", "init_args": {"lr": 1e12}}
+    (in_tmp / "nan.yaml").write_text(yaml.safe_dump(nan))
+    spec = {"name": "nan", "seeds": 1, "out": "nan", "metric": "test/pearson",
+            "config": [str(ROOT / "experiments" / "dna" / "base.yaml")],
+            "models": {"NaN": str(in_tmp / "nan.yaml"), "CNN": CNN}}  # fmt: skip
+    (in_tmp / "nan-cmp.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(
+        RunsFailedError, match=r"1 of 2 runs failed.*NaN, seed 0: training loss is (nan|inf) at "
+    ):
+        compare(["--config", str(in_tmp / "nan-cmp.yaml"), *RUN])
+    assert set(_results(in_tmp, "nan")) == {("CNN", 0)}  # the row after the failed one trained
+    log = in_tmp / "nan" / "runs" / "NaN-seed0" / "error.log"
+    assert "NonFiniteLossError" in log.read_text()
+    said = (in_tmp / "nan" / "results.md").read_text()
+    assert "Not in the table: NaN seed 0 (failed: training loss is" in said and f"; log: {log})." in said
+
+
 def test_launcher_options_are_checked(in_tmp, monkeypatch):
     assert parse_devices("0,1,2,3") == ["0", "1", "2", "3"] and parse_devices("3") == ["0", "1", "2"]
     with pytest.raises(ConfigError, match="not a list of distinct device numbers"):
