@@ -408,9 +408,10 @@ _SAME_OPTION = dict(
 )
 
 
-def _suggestion(class_path: str, option: str) -> str:
+def _suggestion(class_path: str, option: str, given_by_the_task: tuple[str, ...] = ()) -> str:
     """For an option the chosen class does not take: the close name it does take, or the names it takes (its
-    own and, through ``**kwargs``, its parents' up to Lightning's and torch's classes)."""
+    own and, through ``**kwargs``, its parents' up to Lightning's and torch's classes); ``given_by_the_task``:
+    arguments the caller fills in (an optimizer's ``params``), never suggested."""
     cls = import_class(class_path)
     if cls is None:
         return ""
@@ -424,8 +425,8 @@ def _suggestion(class_path: str, option: str) -> str:
             parameters = inspect.signature(base.__init__).parameters.values()
         except (ValueError, TypeError):  # a builtin's: no signature to read
             break
-        names += [p.name for p in parameters if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                  and p.name not in names]  # fmt: skip
+        names += [p.name for p in parameters if p.name not in ("self", *given_by_the_task) and p.kind not in
+                  (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in names]  # fmt: skip
         if not any(p.kind == p.VAR_KEYWORD for p in parameters):
             break
     if not names:
@@ -498,6 +499,13 @@ def _init_args_beside_options(message: str) -> str | None:
             "too far left)?")  # fmt: skip
 
 
+def _task_section(name: str, rest: str | None) -> str:
+    """``optimizer.lr`` given at the top level (a sweep's key, a config's section): where it goes."""
+    rest = rest or ""
+    inner = rest if not rest or rest.startswith((".init_args", ".class_path")) else f".init_args{rest}"
+    return f" (the optimizer and its schedule are the task's: model.{name}{inner})"
+
+
 def one_line(message: str) -> str:
     """A parser's message as one line: the option it concerns (jsonargparse nests it as "Parser key" within
     "class_path" levels) and the reasons, without the Union boilerplate around them."""
@@ -524,12 +532,23 @@ def one_line(message: str) -> str:
         elif line.startswith("Problem with given class_path '"):
             chosen = line.split("'")[1]
         elif line not in (r for _, r in reasons):
+            # an optimizer's or schedule's option misspelt (--model.optimizer.lrr): jsonargparse says it of the
+            # callable type, with the namespace; said of the class, with the close name
+            callable_option = re.search(r"expects a function or a callable class: Option '(\w+)' is not accepted\. "
+                                        r"Got value: .*class_path='([\w.]+)'", line)  # fmt: skip
+            if callable_option:
+                option, path = callable_option.groups()
+                line = f"{path} takes no option {option!r}" + _suggestion(
+                    path, option, ("params", "optimizer")
+                )
             # a key of an option the class lacks (moe.experts on a recurrent net): said of the option, moe
             unknown = re.fullmatch(r"Option '(\w+)(\.[\w.]+)?' is not accepted", line) or (
                 re.fullmatch(r"unrecognized arguments: --(\w+)(\.[\w.]+)(=\S*)?", line) if chosen else None
             )
             if unknown and unknown.group(1) == "init_args":
                 line += " (options under an init_args of their own: indent them under the class_path they belong to)"
+            elif unknown and unknown.group(1) in ("optimizer", "lr_scheduler") and not chosen:
+                line += _task_section(unknown.group(1), unknown.group(2))  # a sweep's key optimizer.lr
             elif unknown and unknown.group(1) in _OPTIMIZER_OPTIONS and is_subclass(chosen, _task_class()):
                 line += f" (an optimizer's option: --model.optimizer.{unknown.group(1)})"
             elif unknown and chosen:
@@ -539,6 +558,9 @@ def one_line(message: str) -> str:
                 r"|^unrecognized arguments: --trainer\.(\w+)",
                 line,
             )
+            section = re.search(r"does not accept option '(optimizer|lr_scheduler)(\.[\w.]+)?'", line)
+            if section:  # a config file's top-level optimizer: section
+                line += _task_section(*section.groups())
             if trainer:  # a Trainer option misspelt in a YAML file or on the command line
                 given = next(g for g in trainer.groups() if g)
                 line += _suggestion("lightning.pytorch.Trainer", given)

@@ -51,6 +51,16 @@ def test_values_out_of_range_name_the_option_and_value(option, expected, in_tmp)
             "model.net: Option 'moe' is not accepted (DilatedCNN takes: ",
         ),
         ("--model.optimizer=torch.optim.Nope", "model.optimizer: Expected a path but torch.optim.Nope"),
+        # trials 27 and 28: jsonargparse's "Type typing.Callable[...] expects a function or a callable class:
+        # Option 'lrr' is not accepted. Got value: Namespace(...)", with no close name
+        (
+            "--model.optimizer.init_args.lrr=0.1",
+            "model.optimizer: torch.optim.AdamW takes no option 'lrr' (did you mean 'lr'?)",
+        ),  # fmt: skip
+        (
+            "--model.optimizer.init_args.moment=0.9",
+            "model.optimizer: torch.optim.AdamW takes no option 'moment' (AdamW takes: lr, betas, eps, weight_decay,",
+        ),
         (
             "--data.on_bad_line=ignore",
             "data.on_bad_line: Expected a typing.Literal['error', 'skip']. Got value: ignore",

@@ -91,6 +91,23 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
                                           r"Option 'hiden_size' is not accepted \(did you mean 'hidden_size'\?\)"):  # fmt: skip
         main(["--config", _sweep(in_tmp, space=space), *RUN])
     assert not (in_tmp / "sweep").exists()
+    # trial 27: an optimizer's option misspelt was jsonargparse's callable-type dump; optimizer.lr had no pointer
+    for key, said in [
+        (
+            "model.optimizer.init_args.lrr",
+            r"model.optimizer: torch.optim.AdamW takes no option 'lrr' \(did you mean "
+            r"'lr'\?\)$",
+        ),  # fmt: skip
+        (
+            "optimizer.lr",
+            r"Option 'optimizer.lr' is not accepted \(the optimizer and its schedule are the task's: "
+            r"model.optimizer.init_args.lr\)$",
+        ),  # fmt: skip
+    ]:
+        space = {key: {"type": "log_uniform", "low": 1e-4, "high": 1e-2}}
+        with pytest.raises(ConfigError, match=rf"sweep.yaml:\d+: space.{key}: {said}"):
+            main(["--config", _sweep(in_tmp, space=space), *RUN])
+        assert not (in_tmp / "sweep").exists()
     # a command-line option misspelt: said as the command line's, not as the space key that happened to be parsed
     with pytest.raises(ConfigError, match=r"^sweep: unrecognized arguments: --trainer.max_epoch 1 \(did you mean "
                        r"'max_epochs'\?\) \(--trainer.max_epoch was given on the command line, to every trial\)$"):  # fmt: skip
