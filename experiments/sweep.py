@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shlex
 import shutil
 import subprocess
@@ -44,7 +45,7 @@ import yaml
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import Callback
 
-from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError
+from archbench.errors import ConfigError, DataError, PretrainedError, RunsFailedError, UserError, first_line
 from datamodules.files import check_folder, check_writable, fingerprint, write_atomic
 from experiments.configs import (
     CommandParser,
@@ -199,9 +200,47 @@ class Sweep:
 
         target = self.storage or str(Path(self.out) / "study.journal")
         if "://" in target:
+            sqlite = _sqlite_file(target)
+            if sqlite is not None:  # its folder made, as a journal file's is
+                sqlite.parent.mkdir(parents=True, exist_ok=True)
             return target
         Path(target).parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(target))
+
+    def check_storage(self) -> None:
+        """The storage, before anything is written: a database that opens (its driver installed), or a journal
+        file that can be written and is not a mistyped database URL (trial 27: 'sqlite//x.db' ran the sweep into a
+        journal file ./sqlite/x.db; a database that could not open was a traceback after settings.json)."""
+        import optuna
+
+        storage = self.storage
+        if not storage:
+            return
+        if "://" not in storage:
+            looks = re.match(r"(sqlite|postgres(?:ql)?|mysql|mariadb|oracle|mssql)(\+\w+)?:?/", storage)
+            if looks or storage.endswith((".db", ".sqlite", ".sqlite3")):
+                raise ConfigError(
+                    f"{self.where('storage')}: {storage!r} reads as a journal file's path, not a database URL: a "
+                    "database is a URL with '://' (sqlite:///runs/study.db, postgresql://user@host/db); a journal "
+                    "file, a plain path (runs/study.journal)"
+                )
+            check_writable(storage, f"{self.where('storage')}:")
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna's experimental-feature notes
+                self.storage_url()
+                optuna.storages.RDBStorage(storage)
+        except ImportError as err:
+            scheme = storage.split("://", 1)[0]
+            raise ConfigError(
+                f"{self.where('storage')}: {storage!r}: the driver for {scheme} is not installed ({first_line(err)}); "
+                "install it in this environment (postgresql: psycopg2-binary; mysql+pymysql: PyMySQL)"
+            ) from None
+        except Exception as err:  # noqa: BLE001 - SQLAlchemy's and the drivers' own errors: said in one line
+            raise ConfigError(
+                f"{self.where('storage')}: {storage!r} cannot be opened: {first_line(err)}"
+            ) from None
 
     def make_pruner(self):
         import optuna
@@ -439,6 +478,13 @@ def summarize(sweep: Sweep, overrides: list[str] = ()) -> dict:
     return {"number": best.number, "value": best.value, "params": best.params, "trials": len(trials)}
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL (None for another database, or SQLite in memory)."""
+    if not url.startswith("sqlite:///") or url in ("sqlite://", "sqlite:///:memory:"):
+        return None
+    return Path(url.removeprefix("sqlite:///"))
+
+
 def main(argv: list[str]) -> None:
     own, overrides = split_options(argv)
     parser = CommandParser(prog="python -m experiments sweep", description=__doc__.split("\n\n")[0])
@@ -456,10 +502,11 @@ def main(argv: list[str]) -> None:
     trials = args.trials if args.trials is not None else sweep.trials
     if trials < 1 or args.workers < 1:
         raise ConfigError(f"sweep: --trials {trials} and --workers {args.workers} must be positive")
-    # where the trials go, before any is written; a journal file too (a database URL is the database's to say)
+    if args.worker is not None and args.worker < 0:
+        raise ConfigError(f"sweep: --worker {args.worker} is not a worker number (0, 1, ...)")
+    # where the trials go, before any is written: the output folder, the journal file or database
     check_folder(sweep.out, sweep.where("out"))
-    if sweep.storage and "://" not in sweep.storage:
-        check_writable(sweep.storage, f"{sweep.where('storage')}:")
+    sweep.check_storage()
     check_keys(sweep, overrides)
     remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
     check_settings(sweep, overrides, f"sweep {sweep.name!r}", remedy)

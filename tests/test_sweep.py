@@ -1,6 +1,7 @@
 """Sweeps with Optuna: 4 trials in 2 worker processes sharing one journal file, a best-config YAML that fit takes,
 W&B runs in one group, a pruned trial that stops early, and a bad search space named."""
 
+import importlib.util
 import json
 import signal
 from pathlib import Path
@@ -130,6 +131,29 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
         ):
             main(["--config", _sweep(in_tmp, out="/proc/none/out"), *RUN])
         assert not (in_tmp / "sweep").exists()
+    # trial 27: a database URL missing its '://' ran the sweep into a journal file ./sqlite/nope.db; a driver not
+    # installed, and a database that could not open, were tracebacks after settings.json was written
+    for storage, said in [
+        (
+            "sqlite//nope.db",
+            r"'sqlite//nope.db' reads as a journal file's path, not a database URL: a database is a "
+            r"URL with '://'",
+        ),  # fmt: skip
+        ("study.db", r"'study.db' reads as a journal file's path, not a database URL"),
+        (
+            "postgresql://u:p@localhost:1/db",
+            r"'postgresql://u:p@localhost:1/db': the driver for postgresql is not "
+            r"installed",
+        ),  # fmt: skip
+        ("sqlite:////proc/none/x.db", r"'sqlite:////proc/none/x.db' cannot be opened: "),
+    ]:
+        if "postgresql" in storage and importlib.util.find_spec("psycopg2") is not None:
+            continue  # a driver installed: it would try to connect
+        with pytest.raises(ConfigError, match=rf"sweep.yaml:\d+: storage: {said}"):
+            main(["--config", _sweep(in_tmp, storage=storage), *RUN])
+        assert not (in_tmp / "sweep").exists() and not (in_tmp / "sqlite").exists()
+    with pytest.raises(ConfigError, match=r"^sweep: --worker -1 is not a worker number"):
+        main(["--config", _sweep(in_tmp), "--worker", "-1", *RUN])
 
 
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
