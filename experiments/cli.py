@@ -38,6 +38,7 @@ from experiments.configs import (
     with_built_values,
 )
 from experiments.resume import (
+    DECODING_ONLY,
     AtomicCheckpointIO,
     ResumeState,
     check_held_out_source,
@@ -422,7 +423,7 @@ class ExperimentCLI(LightningCLI):
             dumped = yaml.safe_load(
                 self._parser(self.subcommand).dump(config, skip_unset=False, skip_validation=True)
             )
-            run = {"model": dumped.get("model"), "data": dumped.get("data")}
+            run = {"model": dumped.get("model"), "data": dumped.get("data"), "evaluation_only": DECODING_ONLY}
             found = named_checkpoint(config, run, ckpt)
             if found is None:
                 near, hint = nearest_run(config, run), ""

@@ -116,6 +116,9 @@ def named_checkpoint(config, run: dict, name: str) -> Path | None:
     return candidates[-1] if candidates else None
 
 
+# The task's options that change only how validate / test / predict decode, not what was trained: --ckpt_path last or
+# best of an evaluation finds the run whatever they are (trial 28: test --model.beam_width 3 refused its run).
+DECODING_ONLY = ("beam_width", "max_decode_length")
 # Data options that change what a run is evaluated on or how it is read, not what it trained on: a run is still
 # "this run" when they differ (test it on another file, predict on a new one, more loader workers).
 EVALUATION_ONLY = ("predict_path", "test_path", "test_size", "num_workers", "batch_size", "global_batch_size",
@@ -226,8 +229,10 @@ def _differences(theirs: dict, run: dict) -> list[tuple[str, object, object]]:
     if "data" in run:
         then["data"] = _training_data(theirs.get("data"))
         ours["data"] = as_saved(then["data"], _training_data(run["data"]))
-    # an empty mapping is no setting (``init_args: {}`` beside none)
-    then, ours = ({k: v for k, v in flatten(s).items() if v != {}} for s in (then, ours))
+    # an empty mapping is no setting (``init_args: {}`` beside none); the model's options a run given as
+    # ``evaluation_only`` sets aside (how validate/test decode: beam_width) are the same run
+    aside = {f"model.init_args.{k}" for k in run.get("evaluation_only", ())}
+    then, ours = ({k: v for k, v in flatten(s).items() if v != {} and k not in aside} for s in (then, ours))
     return [
         (k, then.get(k), ours.get(k)) for k in sorted(set(then) | set(ours)) if then.get(k) != ours.get(k)
     ]

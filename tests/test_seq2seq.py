@@ -769,6 +769,12 @@ def test_the_command_lines_model_options_win_over_the_checkpoints_hyper_paramete
     assert cli.model.hparams.beam_width == 2
     saved = yaml.safe_load(next(p for p in in_tmp.rglob("config.yaml") if "version_1" in str(p)).read_text())
     assert saved["model"]["init_args"]["beam_width"] == 2
+    # trial 28: --ckpt_path last with another beam width refused its own run ("made with other settings
+    # (model.init_args.beam_width: 1 -> 3)"); how a test decodes is not what was trained
+    found = run_main("test", *args, "--ckpt_path=last", "--model.beam_width=3", "--model.max_decode_length=30",
+                     cwd=in_tmp)  # fmt: skip
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert f"test: last checkpoint {ckpt.relative_to(in_tmp)}" in found.stdout
 
 
 def test_commands_that_cannot_read_a_seq2seq_checkpoint_say_so_before_its_data_is_read(in_tmp):
