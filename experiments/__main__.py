@@ -183,13 +183,23 @@ def main(argv: list[str] | None = None) -> int:
         # Lightning's on Ctrl-C during a fit: status 1, after its "Detected KeyboardInterrupt"
         from experiments.checkpoints import interrupted_at
 
-        step = interrupted_at()
-        if err.code != 1 or step is None:
+        stopped = interrupted_at()
+        if err.code != 1 or stopped is None:
             raise
+        step, saved = stopped
         if step < 0:  # an evaluation, or a validation within a fit: no training step was under way
             print(f"interrupted (Ctrl-C) during {command}", file=sys.stderr)
             return 130
-        again = f"; {resume[command]} from the run's last save" if command in resume else ""
+        over = {
+            "fit": "'fit ... --ckpt_path last' starts it over",
+            "compare": "the same command starts it over",
+        }
+        if (
+            command in over and not saved
+        ):  # trial 28: "resumes it from the run's last save", of which it had none
+            again = f"; nothing of this run was saved yet (the first save comes with its first validation): {over[command]}"
+        else:
+            again = f"; {resume[command]} from the run's last save" if command in resume else ""
         print(
             f"interrupted (Ctrl-C) at step {step}: the step under way was not saved{again}", file=sys.stderr
         )

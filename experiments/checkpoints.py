@@ -20,13 +20,15 @@ NAMED = ("last", "best", "hpc", "registry")  # resolved by Lightning (and `fit -
 
 # the SIGTERMs this process got during its DDP fit (stop_after_the_step_without_broadcast)
 _SIGTERMS: list[int] = []
-# the step at which a Ctrl-C stopped this process's run (Lightning says it, then exits with status 1)
-_INTERRUPTED: list[int] = []
+# the step at which a Ctrl-C stopped this process's run (Lightning says it, then exits with status 1), and
+# whether the run had a save to resume from then
+_INTERRUPTED: list[tuple[int, bool]] = []
 
 
-def interrupted_at() -> int | None:
-    """The step a Ctrl-C stopped the run at, for the command's message (-1: outside training, an evaluation);
-    None when none did."""
+def interrupted_at() -> tuple[int, bool] | None:
+    """The step a Ctrl-C stopped the run at (-1: outside training, an evaluation) and whether the run had been
+    saved by then (its own save or the checkpoint it resumed from), for the command's message; None when no
+    Ctrl-C stopped one."""
     return _INTERRUPTED[-1] if _INTERRUPTED else None
 
 
@@ -183,7 +185,8 @@ class LastCheckpoint(ModelCheckpoint):
 
         # Ctrl-C, anywhere in a step: its state is not whole, so nothing is saved; the command says the step
         if isinstance(exception, KeyboardInterrupt):
-            _INTERRUPTED.append(trainer.global_step if trainer.training else -1)  # -1: not while training
+            step = trainer.global_step if trainer.training else -1  # -1: not while training
+            _INTERRUPTED.append((step, self._saved_step is not None or trainer.ckpt_path is not None))
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
             # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and

@@ -164,6 +164,21 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
         "interrupted (Ctrl-C) at step 4: the step under way was not saved; 'fit ... --ckpt_path last' resumes it "
         "from the run's last save"
     )
+    # before any save (trial 28: the same message, of a save the run did not have)
+    config_int = yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "experiments.checkpoints.LastCheckpoint"},
+                                                           {"class_path": "faults.InterruptAt",
+                                                            "init_args": {"step": 2}}]}})  # fmt: skip
+    early = tmp_path / "early"
+    early.mkdir()
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = run_main("fit", *RESUMABLE, "--config", config_int, once, cwd=early)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.returncode == 130 and last_line(result) == (
+        "interrupted (Ctrl-C) at step 2: the step under way was not saved; nothing of this run was saved yet (the "
+        "first save comes with its first validation): 'fit ... --ckpt_path last' starts it over"
+    )
     result = run_main("fit", *RESUMABLE, "--config", config, once, "--trainer.accumulate_grad_batches=2",
                       cwd=accumulating)  # fmt: skip
     assert result.returncode == 143 and last_line(result) == (
