@@ -231,6 +231,17 @@ class SubwordVocabulary:
     def state(self) -> dict:
         return {"tokenizer": self.backend.to_str()}
 
+    @property
+    def unknown(self) -> tuple[str, int] | None:
+        """The tokenizer's unknown token and its id here (WordPiece's [UNK]); None for one without (byte-level
+        BPE reads any text)."""
+        model = self.backend.model
+        token = getattr(model, "unk_token", None)
+        if token is None and getattr(model, "unk_id", None) is not None:  # Unigram
+            token = self.backend.id_to_token(model.unk_id)
+        found = self.backend.token_to_id(token) if token else None
+        return (token, found + len(SPECIALS)) if found is not None else None
+
 
 class Vocabulary:
     """Symbols <-> ids for the ``char`` and ``symbols`` tokenizers: the four specials, then the training split's
@@ -543,6 +554,7 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 if not ids:
                     raise DataError(f"{where}:{line}: target {text!r} has no tokens")
                 targets.append(ids)
+            self._say_unknown_subwords(pairs["target"], lines, targets, where, h.target_column)
             # kept, not dropped: a held-out split is scored whole, these pairs as the errors they are
             if unseen:
                 shown = ", ".join(map(repr, list(unseen)[:10])) + (", ..." if len(unseen) > 10 else "")
@@ -579,6 +591,25 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
         self._predict_keys = [("line", lines)] + ([("target", given)] if given is not None else [])
         self.splits.update(splits)
         self.longest.update(longest)
+
+    def _say_unknown_subwords(self, texts, lines, ids: list[list[int]], where: str, column: str) -> None:
+        """Targets a subword tokenizer reads partly as its unknown token (letters or emoji outside a WordPiece
+        vocabulary): the model is trained to write that token and scored right for it (trial 28: unsaid)."""
+        vocab = self.target_vocab
+        unknown = vocab.unknown if isinstance(vocab, SubwordVocabulary) else None
+        if unknown is None:
+            return
+        token, unk = unknown
+        hit = [k for k, target in enumerate(ids) if unk in target]
+        if hit:
+            k = hit[0]
+            rank_zero_warn(
+                f"{where}:{lines[k]}: {len(hit)} of {len(ids)} {column} texts hold text the target tokenizer reads as "
+                f"its unknown token {token!r} (the first: {texts.iloc[k]!r}): the model is trained to write "
+                f"{token!r} there and scored right when it does; a tokenizer that reads them (a trained bpe) "
+                "scores them honestly",
+                stacklevel=4,
+            )
 
     def _refuse_reserved(self, pairs: pd.DataFrame, where: str) -> None:
         """A symbol written as one of the specials (``<eos>`` in a phoneme string) would read as that special: an

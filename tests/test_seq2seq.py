@@ -654,6 +654,30 @@ def test_subword_tokenizers_and_a_datasets_folder_with_nested_translation_pairs(
                           target_column="translation.xx").setup()  # fmt: skip
 
 
+def test_targets_a_wordpiece_tokenizer_reads_as_unk_are_said(in_tmp):
+    """Trial 28: a target the Hugging Face tokenizer reads as [UNK] (runes, an emoji) trained the model to write
+    [UNK] and scored it right for it, unsaid."""
+    import json
+
+    from text_data import reviews, tiny_bert
+
+    texts = [t for t, _ in reviews(40)]
+    bert = tiny_bert(in_tmp / "bert", [t.upper() for t in texts])
+    folder = in_tmp / "pairs"
+    folder.mkdir()
+    for split, part in (("train", texts[:24]), ("validation", texts[24:32]), ("test", texts[32:])):
+        rows = [{"en": t, "xx": t.upper()} for t in part]
+        if split == "validation":
+            rows[2]["xx"] = "ᚠᚢᚦ " + rows[2]["xx"]
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    data = Seq2SeqDataModule(dataset=str(folder), source_column="en", target_column="xx", source_tokenizer="char",
+                             target_tokenizer=str(bert), batch_size=8)  # fmt: skip
+    with pytest.warns(UserWarning, match=r"\[val\]:3: 1 of 8 xx texts hold text the target tokenizer reads "
+                                         r"as its unknown token '\[UNK\]' \(the first: 'ᚠᚢᚦ "):  # fmt: skip
+        data.setup()
+    assert data.target_vocab.unknown[0] == "[UNK]"
+
+
 def test_a_command_warns_of_long_references_once_not_at_its_check_and_again_in_setup(in_tmp):
     import warnings
 
