@@ -202,9 +202,14 @@ def markdown_table(report: dict) -> str:
             f"{model}: " + ", ".join(f"{k.rsplit('.', 1)[-1]}={_short(v)}" for k, v in t["params"].items())
             for model, t in tuned.items()
         )
-        notes.append(f"Each row tuned first with the same budget ({first['trials']} trial{'s' * (first['trials'] != 1)} "
-                     f"on {first['metric']}); "
-                     f"its best settings then ran every seed: {best}.")  # fmt: skip
+        counts = {model: t["trials"] for model, t in tuned.items()}
+        n = first["trials"]
+        budget = (f"with the same budget ({n} trial{'s' * (n != 1)} on {first['metric']})" if len(set(counts.values())) == 1
+                  else f"on {first['metric']}, with other budgets: {', '.join(f'{m} {c}' for m, c in counts.items())} "
+                       "trials")  # fmt: skip
+        failed = [f"{model} {t['trials_failed']}" for model, t in tuned.items() if t.get("trials_failed")]
+        rerun = f"; failed trials, run again and not counted: {', '.join(failed)}" if failed else ""
+        notes.append(f"Each row tuned first {budget}{rerun}; its best settings then ran every seed: {best}.")
     made = _made_at(report.get("runs", []), report.get("provenance"))
     if made:
         notes.append(made)

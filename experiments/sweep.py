@@ -475,7 +475,10 @@ def summarize(sweep: Sweep, overrides: list[str] = ()) -> dict:
     header = (f"# Best of sweep {sweep.name!r}: trial {best.number}, {sweep.metric} = {best.value:.6g} "
               f"({len(complete)} of {len(trials)} trials completed).\n{use}\n")  # fmt: skip
     write_atomic(out / "best.yaml", header + yaml.safe_dump(nested(best.params), sort_keys=False))
-    return {"number": best.number, "value": best.value, "params": best.params, "trials": len(trials)}
+    # the trials that count towards the budget (trials_so_far's), and the failed ones that were run again
+    counted = sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials)
+    return {"number": best.number, "value": best.value, "params": best.params, "trials": counted,
+            "trials_failed": len(trials) - counted}  # fmt: skip
 
 
 def _sqlite_file(url: str) -> Path | None:
@@ -528,7 +531,7 @@ def main(argv: list[str]) -> None:
         try:  # the study's budget shared with any other command on the same storage
             run_worker(sweep, trials, 0, overrides, StudyBudget(trials + done, started))
         except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the sweep stops
-            _summarize_what_finished(sweep, overrides)
+            summarize_what_finished(sweep, overrides)
             raise
     else:
         import torch
@@ -552,7 +555,7 @@ def main(argv: list[str]) -> None:
             for _, process, log in processes:
                 process.wait()
                 log.close()
-            _summarize_what_finished(sweep, overrides)
+            summarize_what_finished(sweep, overrides)
             raise
         for k, process, log in processes:
             log.close()
@@ -574,7 +577,7 @@ def main(argv: list[str]) -> None:
         raise RunsFailedError("sweep: " + "; ".join(failed))
 
 
-def _summarize_what_finished(sweep: Sweep, overrides: list[str]) -> None:
+def summarize_what_finished(sweep: Sweep, overrides: list[str]) -> None:
     """trials.json and best.yaml of a sweep that is stopping, as far as its study allows: whatever goes wrong
     here (no trial finished, a storage locked) must not hide why the sweep stopped."""
     with contextlib.suppress(Exception):

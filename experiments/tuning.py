@@ -26,9 +26,17 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from archbench.errors import ConfigError
+from archbench.errors import ConfigError, UserError
 from experiments.configs import key_hint, key_line
-from experiments.sweep import Sweep, check_keys, check_settings, run_worker, summarize, trials_so_far
+from experiments.sweep import (
+    Sweep,
+    check_keys,
+    check_settings,
+    run_worker,
+    summarize,
+    summarize_what_finished,
+    trials_so_far,
+)
 
 # The functions take compare's ``Comparison`` (its models, out, name, metric, tune section and run_args), which
 # imports this module: duck-typed here, so the imports run one way.
@@ -134,7 +142,14 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     if missing:
         print(f"\n=== tuning {model}: {missing} of {tuning.trials} trials to run, {tuning.metric} "
               f"({tuning.direction}) -> {sweep.out} ===", flush=True)  # fmt: skip
-        run_worker(sweep, missing, 0, trial_overrides)
+        try:
+            run_worker(sweep, missing, 0, trial_overrides)
+        except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the row stops
+            summarize_what_finished(sweep, trial_overrides)
+            raise
     best = summarize(sweep)
-    return {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
-            "value": best["value"], "params": best["params"]}  # fmt: skip
+    tuned = {"metric": tuning.metric, "trials": best["trials"], "best_trial": best["number"],
+             "value": best["value"], "params": best["params"]}  # fmt: skip
+    if best["trials_failed"]:  # failed trials (an interrupted one) are run again: not in the budget
+        tuned["trials_failed"] = best["trials_failed"]
+    return tuned

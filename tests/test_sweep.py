@@ -410,6 +410,43 @@ def test_a_row_whose_trials_all_failed_is_tuned_again_with_corrected_settings(in
     check_settings(sweep, [], "row 'CNN'", "give another --out")
 
 
+def test_a_rows_failed_trials_are_not_counted_in_its_budget_and_results_md_says_so(in_tmp):
+    """Trial 27: a row whose trial was interrupted (failed, then run again) was recorded with 4 trials beside the
+    other row's 3, under 'the same budget (3 trials ...)'."""
+    import optuna
+
+    from experiments.compare import Comparison
+    from experiments.report import markdown_table
+    from experiments.report import summarize as table_of
+    from experiments.sweep import summarize
+    from experiments.tuning import row_sweep, tuning_of
+
+    comparison = Comparison.load(_tuned_comparison(in_tmp))
+    sweep = row_sweep(comparison, "CNN", tuning_of(comparison))
+    params = {"model.optimizer.init_args.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
+    study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), direction="maximize")
+    study.tell(study.ask(params), 0.4)
+    study.tell(study.ask(params), state=optuna.trial.TrialState.FAIL)  # interrupted: run again
+    study.tell(study.ask(params), 0.6)
+    best = summarize(sweep)
+    assert (best["trials"], best["trials_failed"], best["value"]) == (2, 1, 0.6)
+    row = {
+        "metric": "val/pearson",
+        "best_trial": 2,
+        "value": 0.6,
+        "params": {"model.optimizer.init_args.lr": 0.01},
+    }
+    runs = [{"model": m, "seed": 0, "params": 10, "test": {"test/pearson": 0.5}, "train_seconds": 1.0,
+             "peak_memory_mb": 100.0} for m in ("CNN", "LSTM")]  # fmt: skip
+    report = table_of(runs, "test/pearson")
+    same = markdown_table({**report, "tuning": {"CNN": {**row, "trials": 2, "trials_failed": 1},
+                                                "LSTM": {**row, "trials": 2}}})  # fmt: skip
+    assert "Each row tuned first with the same budget (2 trials on val/pearson); failed trials, run again and not " \
+           "counted: CNN 1; its best settings" in same  # fmt: skip
+    other = markdown_table({**report, "tuning": {"CNN": {**row, "trials": 2}, "LSTM": {**row, "trials": 3}}})
+    assert "Each row tuned first on val/pearson, with other budgets: CNN 2, LSTM 3 trials; its best" in other
+
+
 @pytest.mark.slow  # 36 s of worker processes (make test-all); tuning and the local launcher each stay in the default suite
 def test_local_launcher_tunes_the_rows_in_parallel_workers_then_runs_their_seeds(in_tmp, monkeypatch):
     """With ``--launcher local`` each row's tuning is one job of the worker pool (real processes), and the
