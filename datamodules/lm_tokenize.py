@@ -218,6 +218,9 @@ def resolve_tokenizer(spec: str, train_texts, all_texts, vocab_size: int) -> LMT
         return gpt2_tokenizer(path)
     if not path.exists() and ("/" in spec and spec.startswith((".", "/")) or spec.endswith(".gguf")):
         raise DataError(f"data.tokenizer: {spec!r} not found")
+    if spec in ("wordpiece", "symbols") and not path.exists():  # other datamodules' trained tokenizers
+        raise DataError(f"data.tokenizer: {spec!r} is a tokenizer of the text classifier's or seq2seq data, not a "
+                        "language model's: char, bpe, a run's tokenizer.json, or a Hugging Face tokenizer folder")  # fmt: skip
     close = difflib.get_close_matches(spec, ["char", "bpe"], n=1, cutoff=0.6)
     if close and not path.exists() and "/" not in spec:  # a built-in one misspelt, not a hub name to fetch
         raise DataError(f"data.tokenizer: {spec!r} is not char or bpe (did you mean {close[0]!r}?), nor a "

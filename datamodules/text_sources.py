@@ -190,7 +190,12 @@ def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:
             for row in reader:
                 if row:  # blank lines are skipped, and counted
                     if len(row) != len(header):
-                        raise DataError(f"{file}:{line}: {len(row)} fields, the header has {len(header)}")
+                        # which: the fields past the header's (a separator inside a value), or the last one given
+                        beyond = (f"beyond its columns: {row[len(header):]!r}" if len(row) > len(header)
+                                  else f"the last given: {header[len(row) - 1]!r} = {row[-1]!r}")  # fmt: skip
+                        raise DataError(
+                            f"{file}:{line}: {len(row)} fields, the header has {len(header)} ({beyond})"
+                        )
                     rows.append(row)
                     lines.append(line)
                 line = reader.line_num + 1

@@ -602,6 +602,10 @@ def test_a_misspelt_tokenizer_or_text_column_gets_the_close_name(tmp_path):
         DataError, match=r"^data.tokenizer: 'chars' is not char or bpe \(did you mean 'char'\?\)"
     ):
         data(tmp_path, tokenizer="chars")
+    # trial 28: the text classifier's 'wordpiece' went on to the Hub too
+    with pytest.raises(DataError, match=r"^data.tokenizer: 'wordpiece' is a tokenizer of the text classifier's or "
+                                        r"seq2seq data, not a language model's: char, bpe, "):  # fmt: skip
+        data(tmp_path, tokenizer="wordpiece")
     table = tmp_path / "docs.csv"
     table.write_text(
         "id,body\n" + "".join(f"{i},It is a truth universally acknowledged {i}.\n" for i in range(40))

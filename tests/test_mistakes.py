@@ -288,7 +288,10 @@ def test_a_data_error_found_at_setup_is_one_line_and_nothing_is_written(in_tmp):
     paths = [f"--data.{s}_path={in_tmp / s}.tsv" for s in ("train", "val", "test")]
     result = run_main("fit", "--config", config, *paths, "--trainer.max_steps=2", cwd=in_tmp)
     assert result.returncode == 2
-    assert last_line(result) == f"error: {in_tmp / 'val.tsv'}:2: 1 fields, the header has 2"
+    assert (
+        last_line(result)
+        == f"error: {in_tmp / 'val.tsv'}:2: 1 fields, the header has 2 (the last given: 'word' = 'ab')"
+    )
     written = sorted(p.name for p in in_tmp.rglob("*") if p.is_file())
     assert written == [
         "test.tsv",

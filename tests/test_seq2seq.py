@@ -434,6 +434,16 @@ def test_a_target_symbol_written_as_a_special_is_refused_by_line(tmp_path, split
         pair_module(paths).setup()
 
 
+def test_a_line_with_a_field_too_many_shows_it(tmp_path):
+    """Trial 28: 'extratab.tsv:8: 3 fields, the header has 2' showed neither the line nor the extra value."""
+    paths = write_pairs(tmp_path)
+    edit_lines(paths["train"], lambda lines: lines.insert(3, "ab\tA1 B\tnote"))
+    with pytest.raises(
+        DataError, match=r"train.tsv:4: 3 fields, the header has 2 \(beyond its columns: \['note'\]\)$"
+    ):
+        pair_module(paths).setup()
+
+
 def test_a_utf16_file_is_named_as_utf16(tmp_path):
     paths = write_pairs(tmp_path)
     paths["test"].write_bytes(paths["test"].read_text().encode("utf-16"))  # with its byte-order mark
