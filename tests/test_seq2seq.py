@@ -325,6 +325,14 @@ def test_an_unseen_source_symbol_is_said_at_its_first_line(tmp_path, recwarn):
     pair_module(paths).setup()
     said = [str(w.message) for w in recwarn if "source symbols never seen" in str(w.message)]
     assert said == [f"{paths['test']}:6: 2 source symbols never seen in training read as <unk>: '9'"]
+    # trial 28: an accent saved apart from its letter (NFD) was shown as a bare combining mark
+    recwarn.clear()
+    edit_lines(paths["val"], lambda lines: lines.__setitem__(2, "e\u0301" + lines[2]))
+    pair_module(paths).setup()
+    said = [str(w.message) for w in recwarn if "source symbols never seen" in str(w.message)]
+    assert said[0].startswith(f"{paths['val']}:3: 1 source symbols never seen in training read as <unk>: '\u0301' "
+                              "(U+0301 COMBINING ACUTE ACCENT) (an accent apart from its letter: text in Unicode's "
+                              "decomposed form, NFD; save it as NFC)")  # fmt: skip
 
 
 def test_sources_of_a_held_out_split_seen_in_training_are_said(tmp_path, recwarn):
@@ -432,6 +440,16 @@ def test_a_target_symbol_written_as_a_special_is_refused_by_line(tmp_path, split
         DataError, match=rf"{split}.tsv:4: phonemes holds '{special}' \('.*'\), a symbol the model "
     ):
         pair_module(paths).setup()
+
+
+def test_sources_with_stray_spaces_at_their_ends_are_said(tmp_path, recwarn):
+    """Trial 28: 'aisling ' and ' aisling' made ' ' a source symbol, unsaid."""
+    paths = write_pairs(tmp_path)
+    edit_lines(paths["train"], lambda lines: lines.insert(4, "ab \tA1 B"))
+    pair_module(paths).setup()
+    said = [str(w.message) for w in recwarn if "begin or end with spaces" in str(w.message)]
+    assert said == [f"{paths['train']}:5: 1 word text(s) begin or end with spaces (the first: 'ab '): read by "
+                    "characters, each space is a symbol of the text; remove them if they are stray"]  # fmt: skip
 
 
 def test_a_line_with_a_field_too_many_shows_it(tmp_path):
