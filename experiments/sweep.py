@@ -512,6 +512,9 @@ def main(argv: list[str]) -> None:
     sweep.check_storage()
     check_keys(sweep, overrides)
     remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
+    fresh = not Path(
+        sweep.out
+    ).exists()  # made by this command: a mistake found at the first trial removes it
     check_settings(sweep, overrides, f"sweep {sweep.name!r}", remedy)
     if args.worker is not None:
         run_worker(sweep, trials, args.worker, overrides)
@@ -530,6 +533,14 @@ def main(argv: list[str]) -> None:
     elif args.workers == 1:
         try:  # the study's budget shared with any other command on the same storage
             run_worker(sweep, trials, 0, overrides, StudyBudget(trials + done, started))
+        except (ConfigError, DataError):
+            if fresh and not trials_so_far(sweep):
+                # a setting or data mistake found by the first trial (a metric the runs do not log): nothing of
+                # this command's is kept (trial 27: settings.json, the journal and a failed trial were left)
+                shutil.rmtree(sweep.out, ignore_errors=True)
+            else:
+                summarize_what_finished(sweep, overrides)
+            raise
         except (UserError, KeyboardInterrupt, SystemExit):  # what finished is written before the sweep stops
             summarize_what_finished(sweep, overrides)
             raise

@@ -238,9 +238,9 @@ def test_a_metric_the_runs_do_not_log_stops_the_sweep_before_a_step_trains(in_tm
         r"val/pearson, val/r2, val/spearman\)",
     ):
         main(["--config", config, *RUN])
-    assert not list((in_tmp / "sweep").rglob("*.ckpt")) and not (in_tmp / "sweep" / "trial-1").exists()
-    assert not (in_tmp / "sweep" / "trial-0").exists()  # a re-run after the mend starts it afresh
-    assert not list((in_tmp / "sweep").rglob("*offline-run-*"))  # nor an aborted W&B run for wandb sync
+    # nothing written (trial 27: settings.json, the journal and trials.json with a failed trial were left); a
+    # re-run after the mend starts afresh
+    assert not (in_tmp / "sweep").exists()
     assert "Traceback" not in capfd.readouterr().err
 
 
