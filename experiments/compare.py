@@ -886,9 +886,13 @@ def main(argv: list[str]) -> None:
         others = {m: f for m, f in comparison.models.items() if m not in wanted}
         comparison.models = {m: comparison.models[m] for m in wanted}
     for name in ("launcher", "devices"):
-        if getattr(args, name):
+        if (
+            getattr(args, name) is not None
+        ):  # --devices '' too: refused below, not one worker unsaid (trial 27)
             setattr(comparison, name, getattr(args, name))
-    if args.devices and comparison.launcher != "local":  # given, and nothing would read it
+    if comparison.launcher == "local":
+        parse_devices(comparison.devices)  # its mistakes said now, not after the rows are tuned
+    if args.devices is not None and comparison.launcher != "local":  # given, and nothing would read it
         raise ConfigError(
             f"--devices {args.devices}: only the local launcher takes devices, and this comparison's launcher is "
             f"{comparison.launcher} (add --launcher local, or leave --devices out)"

@@ -133,7 +133,7 @@ def serve(run, run_dir) -> None:
 
 def parse_devices(devices: str | None) -> list[str]:
     """``--devices 0,1,2,3`` -> ["0", "1", "2", "3"]; a bare number N means N workers (devices 0..N-1)."""
-    if not devices:
+    if devices is None:
         return ["0"]
     parts = [d.strip() for d in devices.split(",") if d.strip()]
     if len(parts) == 1 and parts[0].isdigit() and int(parts[0]) > 1:

@@ -184,6 +184,10 @@ def test_launcher_options_are_checked(in_tmp, monkeypatch):
     with pytest.raises(ConfigError, match="not a list of distinct device numbers"):
         parse_devices("0,0")
     with pytest.raises(
+        ConfigError, match="not a list of distinct device numbers"
+    ):  # trial 27: one worker, unsaid
+        parse_devices("")
+    with pytest.raises(
         ConfigError, match=r"typo.yaml:\d+: slurm.partion: not an option \(did you mean 'partition'\?\)"
     ):
         compare(["--config", _comparison(in_tmp, "typo", launcher="slurm", slurm={"partion": "gpu"}), *RUN])
