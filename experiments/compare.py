@@ -69,7 +69,16 @@ from experiments.provenance import code_version, provenance
 from experiments.report import summarize, write_outputs
 from experiments.resume import WANDB_ID_KEY, as_saved, checkpoint_info, keep_metrics, open_quietly
 from experiments.sweep import LoggedMetric
-from experiments.tuning import TUNE_JOB, check_tuning, row_sweep, tune_dir, tune_row, tune_rows, tuning_of
+from experiments.tuning import (
+    TUNE_JOB,
+    check_tuning,
+    row_sweep,
+    trials_left,
+    tune_dir,
+    tune_row,
+    tune_rows,
+    tuning_of,
+)
 
 
 @dataclass
@@ -952,7 +961,9 @@ def main(argv: list[str]) -> None:
     if comparison.tune is not None:  # every row's space checked before any row tunes
         check_tuning(comparison, overrides)
     if comparison.tune is not None and comparison.launcher != "sequential":  # every row's tuning, at once
-        failures = _dispatch(comparison, [(m, TUNE_JOB) for m in comparison.models], child_argv)
+        # a row whose tuning is complete starts no job (trial 27: a worker each, to add nothing)
+        pending = [m for m in comparison.models if trials_left(comparison, m)]
+        failures = _dispatch(comparison, [(m, TUNE_JOB) for m in pending], child_argv)
         if failures:
             raise RunsFailedError(
                 "compare: tuning failed, so no seed ran; run the same command again to resume it: "

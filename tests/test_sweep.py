@@ -474,6 +474,15 @@ def test_local_launcher_tunes_the_rows_in_parallel_workers_then_runs_their_seeds
             == tuned["params"]["model.optimizer.init_args.lr"]
         )
     assert len(list((in_tmp / "cmp").glob("worker-*.log"))) == 2
+    # again: every row's tuning and every run are done, so no worker starts (trial 27: a tuning job per row did)
+    import experiments.compare
+
+    started = []  # the jobs given to the worker pool (none given: it is not called)
+    monkeypatch.setattr(
+        experiments.compare, "launch_local", lambda argv, jobs, *rest: started.append(jobs) or []
+    )
+    compare(["--config", config, "--launcher", "local", "--devices", "0,1", *RUN, "--trainer.max_epochs=1"])
+    assert started == []
 
 
 def test_two_commands_on_one_storage_share_the_studys_trial_budget():
