@@ -59,6 +59,7 @@ from experiments.launchers import (
     LAUNCHERS,
     Failure,
     SlurmOptions,
+    failure_reason,
     launch_local,
     launch_slurm,
     parse_devices,
@@ -497,6 +498,22 @@ def _changed_files(before: str, now: str) -> list[str] | None:
     return [path for path in files[0].keys() & files[1].keys() if files[0][path] != files[1][path]]
 
 
+def _saved_root(settings: Path, run_dir: Path) -> str | None:
+    """The run's folder as its settings file spells it, where that is another spelling of ``run_dir``."""
+    try:
+        saved = re.search(r"^\s*default_root_dir: (.+)$", settings.read_text(), flags=re.MULTILINE)
+    except OSError:
+        return None
+    folder = yaml.safe_load(saved[1]) if saved else None
+    if (
+        isinstance(folder, str)
+        and folder != str(run_dir)
+        and os.path.realpath(folder) == os.path.realpath(run_dir)
+    ):
+        return folder
+    return None
+
+
 def _rooted(settings: str) -> str:
     """Settings with the run's folder (``default_root_dir``) as an absolute path: runs of earlier versions of the
     sequential launcher saved it as written (``out/cmp``), the same folder (trial 27: a re-run of a local
@@ -504,7 +521,7 @@ def _rooted(settings: str) -> str:
 
     def absolute(line: re.Match) -> str:
         folder = yaml.safe_load(line[2])
-        return line[1] + os.path.abspath(folder) if isinstance(folder, str) else line[0]
+        return line[1] + os.path.realpath(folder) if isinstance(folder, str) else line[0]
 
     return re.sub(r"^(\s*default_root_dir: )(.+)$", absolute, settings, flags=re.MULTILINE)
 
@@ -589,7 +606,10 @@ def _count(n: int, noun: str) -> str:
 def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides: list[str]) -> dict:
     run_dir = comparison.run_dir(model, seed)
     args = [*comparison.run_args(model), *overrides]
-    args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"]
+    # a run begun by an earlier version under another spelling of its folder (out/cmp/..., a link) resumes under
+    # that spelling: Lightning's ModelCheckpoint forgets its best score when the folder's string changed
+    root = _saved_root(run_dir / "run_config.yaml", run_dir) or run_dir
+    args += [f"--seed_everything={seed}", f"--trainer.default_root_dir={root}", "--trainer.logger=false"]
     # A re-run on the same folder keeps finished runs and resumes unfinished ones, if the settings are the same.
     settings, done, last = (
         run_dir / "run_config.yaml",
@@ -714,7 +734,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
             else:
                 wandb_logger.experiment.finish(exit_code=1)
         if isinstance(err, UserError) and not str(err).startswith(str(comparison.path)):
-            raise type(err)(f"{comparison.row(model)}: {err}") from None  # which row met it
+            named = type(err)(f"{comparison.row(model)}: {err}")  # which row met it
+            named.during_training, named.origin = not mistake, err
+            raise named from None
+        err.during_training = not mistake  # the sequential launcher goes on past a run that failed training
         raise
     train_seconds = timer.time_elapsed("train")
     samples_per_sec = _logged_throughput(trainer)
@@ -860,10 +883,10 @@ def main(argv: list[str]) -> None:
     # resolved once, here: the launchers' workers and jobs get this folder, and a run resumed by another launcher
     # than the one that began it must see the same checkpoint folder (Lightning's ModelCheckpoint forgets its best
     # score when the folder's spelling changed, and tested another checkpoint: trial 27)
-    given_out, comparison.out = (
-        comparison.out,
-        os.path.abspath(comparison.out),
-    )  # the first, as said to the user
+    given_out = comparison.out  # as said to the user
+    comparison.out = os.path.realpath(
+        comparison.out
+    )  # as the workers' --out (_child_argv) and slurm's folder
     if args.budget_flops is not None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops:g} is not a positive number")
@@ -976,9 +999,12 @@ def main(argv: list[str]) -> None:
             print(f"\n=== {model}, seed {seed} ===", flush=True)
             try:
                 runs.append(run_one(comparison, model, seed, out, overrides))
-            except (ConfigError, DataError):
-                raise  # a setting or data mistake, said in one line and found before anything trained
-            except Exception as err:  # a run that failed while training (a loss gone NaN): the others go on
+            except Exception as err:
+                # a setting or data mistake found before anything trained (a weights file missing, a metric the
+                # runs do not log) stops the comparison in one line; a run that failed while training (a loss
+                # gone NaN, a bad row at step 500, a crash) is reported and the others go on, as with workers
+                if isinstance(err, UserError) and not getattr(err, "during_training", False):
+                    raise
                 failures.append(_failed_here(comparison, model, seed, err))
     else:
         runs, failures = _launch(comparison, jobs, child_argv, out, overrides)
@@ -1044,13 +1070,13 @@ def _failed_here(comparison: Comparison, model: str, seed: int, err: Exception) 
     comparison stopped there, without a table of the rows that finished): its traceback in ``error.log`` in its
     folder, one line on the console."""
     log = comparison.run_dir(model, seed) / "error.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    log.write_text("".join(traceback.format_exception(err)))
-    reason = (str(err).strip().splitlines() or [type(err).__name__])[-1].removeprefix(
-        f"{comparison.row(model)}: "
-    )
-    print(f"{model}, seed {seed}: failed: {reason} (log: {log}); the other runs go on", flush=True)
-    return Failure(model, seed, reason, log)
+    origin = getattr(err, "origin", None) or err  # as raised where the run failed, before the row was named
+    if rank_zero_only.rank == 0:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        log.write_text("".join(traceback.format_exception(origin)))
+        print(f"{model}, seed {seed}: failed: {failure_reason(origin)} (log: {log}); the other runs go on",
+              flush=True)  # fmt: skip
+    return Failure(model, seed, failure_reason(origin), log)
 
 
 def _dispatch(comparison: Comparison, jobs: list[tuple[str, int]], argv: list[str]) -> list[Failure]:

@@ -124,11 +124,16 @@ def serve(run, run_dir) -> None:
                 status = "done"
             except Exception as err:  # this run failed; the worker goes on with the next
                 traceback.print_exc()
-                status = "failed\t" + (str(err).strip().splitlines() or [type(err).__name__])[-1][:300]
+                status = "failed\t" + failure_reason(err)[:300]  # one line of the pipe
             finally:
                 sys.stdout.flush()
                 sys.stderr.flush()
         reply.write(f"{status}\n")
+
+
+def failure_reason(err: BaseException) -> str:
+    """A failed run's reason in one line: the last line of its error (a traceback's own last line says it)."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[-1]
 
 
 def parse_devices(devices: str | None) -> list[str]:

@@ -211,13 +211,11 @@ class Sweep:
         """The storage, before anything is written: a database that opens (its driver installed), or a journal
         file that can be written and is not a mistyped database URL (trial 27: 'sqlite//x.db' ran the sweep into a
         journal file ./sqlite/x.db; a database that could not open was a traceback after settings.json)."""
-        import optuna
-
         storage = self.storage
         if not storage:
             return
         if "://" not in storage:
-            looks = re.match(r"(sqlite|postgres(?:ql)?|mysql|mariadb|oracle|mssql)(\+\w+)?:?/", storage)
+            looks = re.match(r"(sqlite|postgres(?:ql)?|mysql|mariadb|oracle|mssql)(\+\w+)?(:|//)", storage)
             if looks or storage.endswith((".db", ".sqlite", ".sqlite3")):
                 raise ConfigError(
                     f"{self.where('storage')}: {storage!r} reads as a journal file's path, not a database URL: a "
@@ -226,11 +224,20 @@ class Sweep:
                 )
             check_writable(storage, f"{self.where('storage')}:")
             return
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # Optuna's experimental-feature notes
-                self.storage_url()
-                optuna.storages.RDBStorage(storage)
+        sqlite = _sqlite_file(storage)
+        if sqlite is not None:  # nothing opened, nothing made: SQLite would create the file on connecting
+            check_writable(sqlite, f"{self.where('storage')}: {storage!r}:")
+            if (
+                sqlite.is_file()
+                and sqlite.stat().st_size
+                and not sqlite.read_bytes()[:16] == b"SQLite format 3\0"
+            ):
+                raise ConfigError(f"{self.where('storage')}: {storage!r}: {sqlite} is not a SQLite database")
+            return
+        try:  # a database server: connected to, nothing created there
+            import sqlalchemy
+
+            sqlalchemy.create_engine(storage).connect().close()
         except ImportError as err:
             scheme = storage.split("://", 1)[0]
             raise ConfigError(
@@ -398,7 +405,7 @@ class StudyBudget:
 
         state = optuna.trial.TrialState
         counted = sum(
-            t.state in (state.COMPLETE, state.PRUNED)
+            t.state.name in COUNTED
             or (t.state == state.RUNNING and t.datetime_start is not None and t.datetime_start >= self.since)
             for t in study.get_trials(deepcopy=False)
         )
@@ -476,16 +483,23 @@ def summarize(sweep: Sweep, overrides: list[str] = ()) -> dict:
               f"({len(complete)} of {len(trials)} trials completed).\n{use}\n")  # fmt: skip
     write_atomic(out / "best.yaml", header + yaml.safe_dump(nested(best.params), sort_keys=False))
     # the trials that count towards the budget (trials_so_far's), and the failed ones that were run again
-    counted = sum(t["state"] in ("COMPLETE", "PRUNED") for t in trials)
-    return {"number": best.number, "value": best.value, "params": best.params, "trials": counted,
-            "trials_failed": len(trials) - counted}  # fmt: skip
+    return {"number": best.number, "value": best.value, "params": best.params,
+            "trials": sum(t["state"] in COUNTED for t in trials),
+            "trials_failed": sum(t["state"] == "FAIL" for t in trials)}  # fmt: skip
+
+
+# the trial states that count towards a study's budget (a failed trial, or one an interruption left running, is
+# run again)
+COUNTED = ("COMPLETE", "PRUNED")
 
 
 def _sqlite_file(url: str) -> Path | None:
-    """The file of a ``sqlite:///path`` URL (None for another database, or SQLite in memory)."""
-    if not url.startswith("sqlite:///") or url in ("sqlite://", "sqlite:///:memory:"):
+    """The file of a ``sqlite:///path`` URL, with or without a driver (``sqlite+pysqlite:///``); None for another
+    database, or SQLite in memory."""
+    found = re.match(r"sqlite(\+\w+)?:///(.+)$", url)
+    if found is None or found[2] == ":memory:":
         return None
-    return Path(url.removeprefix("sqlite:///"))
+    return Path(found[2])
 
 
 def main(argv: list[str]) -> None:
@@ -508,13 +522,12 @@ def main(argv: list[str]) -> None:
     if args.worker is not None and args.worker < 0:
         raise ConfigError(f"sweep: --worker {args.worker} is not a worker number (0, 1, ...)")
     # where the trials go, before any is written: the output folder, the journal file or database
+    # made by this command: a mistake found at the first trial removes it
+    fresh = not Path(sweep.out).exists()
     check_folder(sweep.out, sweep.where("out"))
     sweep.check_storage()
     check_keys(sweep, overrides)
     remedy = f"give another out (or storage) in {args.config}, or delete {sweep.out} to start again"
-    fresh = not Path(
-        sweep.out
-    ).exists()  # made by this command: a mistake found at the first trial removes it
     check_settings(sweep, overrides, f"sweep {sweep.name!r}", remedy)
     if args.worker is not None:
         run_worker(sweep, trials, args.worker, overrides)
@@ -741,5 +754,4 @@ def trials_so_far(sweep: Sweep) -> int:
         trials = optuna.load_study(study_name=sweep.name, storage=sweep.storage_url()).trials
     except KeyError:  # no such study yet
         return 0
-    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    return sum(t.state in done for t in trials)
+    return sum(t.state.name in COUNTED for t in trials)

@@ -35,6 +35,19 @@ TINY_DATA = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_disabled_wandb_left_behind():
+    """W&B's process-wide settings are read from the environment once: a test that ran W&B with WANDB_MODE
+    disabled left every later run in this pytest process disabled too (no offline files to read back), which a
+    user's process, whose mode never changes, does not meet. Torn down after such a test."""
+    yield
+    setup = sys.modules.get("wandb.sdk.wandb_setup")
+    single = getattr(setup, "_singleton", None)
+    loaded = single.settings_if_loaded if single is not None else None
+    if loaded is not None and loaded.mode == "disabled":
+        setup.teardown()
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     """Run in an empty folder, so whatever a command writes is visible (and nothing lands in the repo)."""

@@ -145,7 +145,8 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
             r"'postgresql://u:p@localhost:1/db': the driver for postgresql is not "
             r"installed",
         ),  # fmt: skip
-        ("sqlite:////proc/none/x.db", r"'sqlite:////proc/none/x.db' cannot be opened: "),
+        ("sqlite:////proc/none/x.db", r"'sqlite:////proc/none/x.db': /proc/none/x.db: nothing can be written in "
+                                      r"/proc"),  # fmt: skip
     ]:
         if "postgresql" in storage and importlib.util.find_spec("psycopg2") is not None:
             continue  # a driver installed: it would try to connect
@@ -154,6 +155,13 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
         assert not (in_tmp / "sweep").exists() and not (in_tmp / "sqlite").exists()
     with pytest.raises(ConfigError, match=r"^sweep: --worker -1 is not a worker number"):
         main(["--config", _sweep(in_tmp), "--worker", "-1", *RUN])
+    # a good SQLite URL with a mistake found later: no database file made (review: RDBStorage made it first)
+    space = {"model.net.init_args.hiden_size": {"type": "int", "low": 8, "high": 32}}
+    with pytest.raises(ConfigError, match=r"space.model.net.init_args.hiden_size"):
+        main(["--config", _sweep(in_tmp, space=space, storage=f"sqlite:///{in_tmp / 'db' / 'study.db'}"), *RUN])
+    assert not (in_tmp / "db").exists() and not (in_tmp / "sweep").exists()
+    # a folder named like a database is a journal's folder: only a scheme with ':' or '//' reads as a URL
+    assert Sweep.load(_sweep(in_tmp, storage="sqlite/study.journal")).check_storage() is None
 
 
 def test_a_pruned_trial_stops_at_its_first_validation(in_tmp, monkeypatch):
