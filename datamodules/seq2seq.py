@@ -252,10 +252,10 @@ class SubwordVocabulary:
     def unknown(self) -> tuple[str, int] | None:
         """The tokenizer's unknown token and its id here (WordPiece's [UNK]); None for one without (byte-level
         BPE reads any text)."""
-        model = self.backend.model
-        token = getattr(model, "unk_token", None)
-        if token is None and getattr(model, "unk_id", None) is not None:  # Unigram
-            token = self.backend.id_to_token(model.unk_id)
+        saved = json.loads(self.backend.to_str())["model"]  # Unigram's unk_id is in its JSON alone
+        token = saved.get("unk_token")
+        if token is None and saved.get("unk_id") is not None:
+            token = self.backend.id_to_token(saved["unk_id"])
         found = self.backend.token_to_id(token) if token else None
         return (token, found + len(SPECIALS)) if found is not None else None
 
@@ -594,7 +594,9 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 h.predict_path, h.source_column, h.target_column, "predict_path", sources_only=True
             )
             lines = pairs["line"].to_numpy()
-            self._refuse_reserved(pairs, h.predict_path)
+            self._refuse_reserved(
+                pairs, h.predict_path, sides=("source",)
+            )  # its target column is passed through
             sources = self._encode_sources(pairs, h.predict_path)
             splits["predict"] = PairSplit(sources, [[] for _ in sources], group=False)
             k = int(np.argmax([len(s) for s in sources]))
@@ -642,20 +644,22 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
             if edged.any():
                 k = int(np.flatnonzero(edged.to_numpy())[0])
                 rank_zero_warn(
-                    f"{where}:{pairs['line'].iloc[k]}: {int(edged.sum())} {column} text(s) begin or end with spaces "
-                    f"(the first: {texts.iloc[k]!r}): read by characters, each space is a symbol of the text; "
+                    f"{where}:{pairs['line'].iloc[k]}: {int(edged.sum())} {column} text(s) begin or end with "
+                    f"whitespace (the first: {texts.iloc[k]!r}): read by characters, each space is a symbol of the text; "
                     "remove them if they are stray",
                     stacklevel=4,
                 )
 
-    def _refuse_reserved(self, pairs: pd.DataFrame, where: str) -> None:
+    def _refuse_reserved(self, pairs: pd.DataFrame, where: str, sides=("source", "target")) -> None:
         """A symbol written as one of the specials (``<eos>`` in a phoneme string) would read as that special: an
         end mid-target, a padding the loss skips. Refused at its line (trial 28: trained on silently)."""
         h = self.hparams
-        sides = (("source", h.source_column, self.source_vocab, self._source_text),
-                 ("target", h.target_column, self.target_vocab, lambda t: t))  # fmt: skip
-        for side, column, vocab, text_of in sides:
-            if not isinstance(vocab, Vocabulary) or vocab.kind != "symbols":  # a character is never '<eos>'
+        sides_read = (("source", h.source_column, self.source_vocab, self._source_text),
+                      ("target", h.target_column, self.target_vocab, lambda t: t))  # fmt: skip
+        for side, column, vocab, text_of in sides_read:
+            if (
+                side not in sides or not isinstance(vocab, Vocabulary) or vocab.kind != "symbols"
+            ):  # a character is never '<eos>'
                 continue
             for text, line in zip(pairs[side], pairs["line"], strict=True):
                 if not isinstance(text, str):  # predict_path without targets

@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         if (
             command in over and not saved
         ):  # trial 28: "resumes it from the run's last save", of which it had none
-            again = f"; nothing of this run was saved yet (the first save comes with its first validation): {over[command]}"
+            again = f"; nothing of this run was saved yet: {over[command]}"
         else:
             again = f"; {resume[command]} from the run's last save" if command in resume else ""
         print(

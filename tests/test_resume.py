@@ -176,8 +176,8 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
     finally:
         signal.signal(signal.SIGINT, previous)
     assert result.returncode == 130 and last_line(result) == (
-        "interrupted (Ctrl-C) at step 2: the step under way was not saved; nothing of this run was saved yet (the "
-        "first save comes with its first validation): 'fit ... --ckpt_path last' starts it over"
+        "interrupted (Ctrl-C) at step 2: the step under way was not saved; nothing of this run was saved yet: "
+        "'fit ... --ckpt_path last' starts it over"
     )
     result = run_main("fit", *RESUMABLE, "--config", config, once, "--trainer.accumulate_grad_batches=2",
                       cwd=accumulating)  # fmt: skip

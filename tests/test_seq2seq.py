@@ -447,8 +447,8 @@ def test_sources_with_stray_spaces_at_their_ends_are_said(tmp_path, recwarn):
     paths = write_pairs(tmp_path)
     edit_lines(paths["train"], lambda lines: lines.insert(4, "ab \tA1 B"))
     pair_module(paths).setup()
-    said = [str(w.message) for w in recwarn if "begin or end with spaces" in str(w.message)]
-    assert said == [f"{paths['train']}:5: 1 word text(s) begin or end with spaces (the first: 'ab '): read by "
+    said = [str(w.message) for w in recwarn if "begin or end with whitespace" in str(w.message)]
+    assert said == [f"{paths['train']}:5: 1 word text(s) begin or end with whitespace (the first: 'ab '): read by "
                     "characters, each space is a symbol of the text; remove them if they are stray"]  # fmt: skip
 
 

@@ -145,8 +145,11 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
             r"'postgresql://u:p@localhost:1/db': the driver for postgresql is not "
             r"installed",
         ),  # fmt: skip
-        ("sqlite:////proc/none/x.db", r"'sqlite:////proc/none/x.db': /proc/none/x.db: nothing can be written in "
-                                      r"/proc"),  # fmt: skip
+        (
+            "sqlite:////proc/none/x.db",
+            r"'sqlite:////proc/none/x.db': /proc/none/x.db: nothing can be written in "
+            r"/proc",
+        ),  # fmt: skip
     ]:
         if "postgresql" in storage and importlib.util.find_spec("psycopg2") is not None:
             continue  # a driver installed: it would try to connect
@@ -158,7 +161,9 @@ def test_a_misspelt_key_of_the_space_stops_before_anything_is_written(in_tmp):
     # a good SQLite URL with a mistake found later: no database file made (review: RDBStorage made it first)
     space = {"model.net.init_args.hiden_size": {"type": "int", "low": 8, "high": 32}}
     with pytest.raises(ConfigError, match=r"space.model.net.init_args.hiden_size"):
-        main(["--config", _sweep(in_tmp, space=space, storage=f"sqlite:///{in_tmp / 'db' / 'study.db'}"), *RUN])
+        main(
+            ["--config", _sweep(in_tmp, space=space, storage=f"sqlite:///{in_tmp / 'db' / 'study.db'}"), *RUN]
+        )
     assert not (in_tmp / "db").exists() and not (in_tmp / "sweep").exists()
     # a folder named like a database is a journal's folder: only a scheme with ':' or '//' reads as a URL
     assert Sweep.load(_sweep(in_tmp, storage="sqlite/study.journal")).check_storage() is None
@@ -426,17 +431,22 @@ def test_a_rows_failed_trials_are_not_counted_in_its_budget_and_results_md_says_
     from experiments.compare import Comparison
     from experiments.report import markdown_table
     from experiments.report import summarize as table_of
-    from experiments.sweep import summarize
-    from experiments.tuning import row_sweep, tuning_of
+    from experiments.sweep import check_settings
+    from experiments.tuning import row_sweep, tune_row, tuning_of
 
-    comparison = Comparison.load(_tuned_comparison(in_tmp))
+    comparison = Comparison.load(_tuned_comparison(in_tmp, trials=2))
     sweep = row_sweep(comparison, "CNN", tuning_of(comparison))
+    overrides = [
+        f"--seed_everything={tuning_of(comparison).seed}",
+        "--trainer.devices=1",
+    ]  # as tune_row's trials
+    check_settings(sweep, overrides, "row 'CNN'", "give another --out")
     params = {"model.optimizer.init_args.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True)}
     study = optuna.create_study(study_name=sweep.name, storage=sweep.storage_url(), direction="maximize")
     study.tell(study.ask(params), 0.4)
     study.tell(study.ask(params), state=optuna.trial.TrialState.FAIL)  # interrupted: run again
     study.tell(study.ask(params), 0.6)
-    best = summarize(sweep)
+    best = tune_row(comparison, "CNN", [])  # the budget is full: no trial runs, the row's record is read back
     assert (best["trials"], best["trials_failed"], best["value"]) == (2, 1, 0.6)
     row = {
         "metric": "val/pearson",
