@@ -414,10 +414,13 @@ class BackboneFinetuning(callbacks.BackboneFinetuning):
                 )
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        # Lightning puts the module back in train mode after each validation: re-apply every batch.
-        if not self.train_bn and trainer.current_epoch < self.unfreeze_backbone_at_epoch:
+        # Every batch: Lightning records each module's mode before a validation and restores it after, so the
+        # norm layers put in eval mode while frozen came back in eval mode after the unfreezing too (trial 29:
+        # their statistics never updated)
+        if not self.train_bn:
+            frozen = trainer.current_epoch < self.unfreeze_backbone_at_epoch
             for norm in self._norms(pl_module):
-                norm.eval()
+                norm.train(not frozen)
 
     @staticmethod
     def _norms(pl_module) -> list[torch.nn.Module]:

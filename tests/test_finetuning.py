@@ -77,6 +77,8 @@ def test_local_weights_file_then_frozen_backbone_then_unfrozen(tmp_path):
     assert frozen_epoch and frozen_epoch <= head  # only the head moved
     unfrozen_epoch = _changed(snapshots["start1"], snapshots["end1"])
     assert len(unfrozen_epoch - head) > 100  # the backbone trains after unfreezing
+    # its norm layers too, statistics included (trial 29: kept in eval mode for good after the first validation)
+    assert any(k.endswith("running_mean") for k in unfrozen_epoch)
 
     # predict from the run's checkpoint on a machine without the starting weights (trial 25: refused for want
     # of the weights file, which the checkpoint's weights replace)
