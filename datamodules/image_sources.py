@@ -188,8 +188,16 @@ def _open_image(path: Path) -> Image.Image:
 def read_folder(root: Path, classes: list[str] | None = None) -> tuple[ImageSplit, list[str]]:
     """``root/CLASS/*.png`` (any common image suffix, in subfolders of the class folder too) -> an ImageSplit of
     files; classes sorted unless given. Files with another suffix are skipped, with one warning that counts them."""
+    if root.is_file():
+        raise DataError(f"{root}: a file, not a folder (expected a folder with one subfolder per class)")
     if not root.is_dir():
         raise DataError(f"{root}: folder not found (expected one subfolder per class)")
+    # files beside the class folders belong to no class: not read, and said (trial 29: an image there went unsaid)
+    loose = sorted(p for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    if loose:
+        shown = ", ".join(p.name for p in loose[:3]) + (", ..." if len(loose) > 3 else "")
+        rank_zero_warn(f"{root}: {len(loose)} file(s) beside the class folders, in no class, not read: {shown}",
+                       stacklevel=5)  # fmt: skip
     # hidden entries (.ipynb_checkpoints, macOS's ._photo.png) are a tool's, not a class or an image
     folders = sorted(p for p in root.iterdir() if p.is_dir())
     found = [p.name for p in folders if not p.name.startswith(".")]

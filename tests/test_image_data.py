@@ -449,6 +449,20 @@ def test_files_the_reader_does_not_take_are_counted_in_one_warning(tmp_path, mon
                                          r"cat/notes.txt, dog/._0.png, ..."):  # fmt: skip
         dm.setup()
     assert dm.labels == ["cat", "dog"] and len(dm.splits["train"]) == 4
+    # an image beside the class folders, in no class: not read, and said (trial 29: unsaid); a file given for
+    # the folder is named as a file
+    (root / "stray.png").write_bytes((root / "cat" / "0.png").read_bytes())
+    dm = ImageDataModule(source="folder", train_path=str(root), test_path=str(root), val_fraction=0.0)
+    with pytest.warns(
+        UserWarning, match=r"train: 1 file\(s\) beside the class folders, in no class, not read: stray.png"
+    ):
+        dm.setup()
+    assert len(dm.splits["train"]) == 4
+    with pytest.raises(
+        DataError, match=r"stray.png: a file, not a folder \(expected a folder with one subfolder"
+    ):
+        ImageDataModule(source="folder", train_path=str(root / "stray.png"), val_fraction=0.0).setup()
+    (root / "stray.png").unlink()
     # a class folder's own subfolders are that class, as torchvision's ImageFolder reads them; a class that
     # holds only subfolders is a class too
     (root / "cat" / "2019").mkdir()
