@@ -44,6 +44,7 @@ def main(argv: list[str]) -> None:
         f"--trainer.max_steps={args.num_training}",
         "--trainer.max_time=null",
     ]
+    _say_finetuning_left_out([a for c in args.config for a in ("--config", c)] + overrides)
     # Tuner.lr_find saves the model's state before the test and restores it after, as a checkpoint file in
     # the trainer's root folder: a temporary folder here, so that a killed test leaves nothing in the cwd
     with tempfile.TemporaryDirectory(prefix="lr_find_") as scratch:
@@ -82,3 +83,22 @@ def main(argv: list[str]) -> None:
         print(f"lr_find: no suggestion (too few usable steps; raise --num_training) (plot: {args.out})")
     else:
         print(f"lr_find: suggested --model.optimizer.lr {suggestion:.3g} (plot: {args.out})")
+
+
+def _say_finetuning_left_out(cli_args: list[str]) -> None:
+    """The config's callbacks are left out of the range test (it writes no files); one that decides what
+    trains (BackboneFinetuning's frozen first epochs) is said, as the test then tries every layer at once
+    (trial 29: unsaid)."""
+    from lightning.pytorch.callbacks import BaseFinetuning
+
+    from experiments.cli import ExperimentCLI
+    from experiments.configs import import_class
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        parsed = ExperimentCLI(args=[*cli_args, "--trainer.logger=false"], run=False, parse_only=True).config
+    for callback in parsed.get("trainer", {}).get("callbacks") or []:
+        cls = import_class(str(callback.get("class_path"))) if hasattr(callback, "get") else None
+        if isinstance(cls, type) and issubclass(cls, BaseFinetuning):
+            print(f"lr_find: {cls.__name__} is left out of the range test, as the config's other callbacks are: "
+                  "every layer trains from its first step (the run trains the head alone first)")  # fmt: skip
