@@ -128,7 +128,7 @@ class TimmLoadReport(logging.Handler):
             gaps = [f"{len(missing)} of the model's tensors not in the file"] if missing else []
             gaps += [f"{len(self.unexpected)} of the file's not in the model"] if self.unexpected else []
             first = f"{'missing' if missing else 'unexpected'}: {(missing or self.unexpected)[0]}"
-            what = f"{'; '.join(gaps)}; the first: {first}"
+            what = _differences(weights_file, model) or f"{'; '.join(gaps)}; the first: {first}"
             raise PretrainedError(weights_mismatch(weights_file, name, model_kwargs, what))
 
 
@@ -147,6 +147,39 @@ def weights_mismatch(weights_file: str, name: str, model_kwargs: dict | None, wh
         f"model.net.init_args.weights_file: {weights_file} does not fit timm's {name} with model_kwargs "
         f"{model_kwargs or {}} ({what}){made_for}"
     )
+
+
+def _differences(weights_file: str, model: nn.Module) -> str | None:
+    """How a weights file and a model differ, counted (tensors of another shape, the model's not in the file
+    besides its head, the file's not in the model) with the first of each; None where the file cannot be read
+    by name and shape."""
+    try:
+        if str(weights_file).endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(weights_file, framework="pt") as f:
+                saved = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+        else:
+            loaded = torch.load(weights_file, map_location="cpu", weights_only=True)
+            saved = {k: list(v.shape) for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+    except Exception:  # noqa: BLE001 - torch's own message is said instead
+        return None
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    heads = model.pretrained_cfg.get("classifier") or ()
+    heads = tuple(f"{h}." for h in ((heads,) if isinstance(heads, str) else heads))
+    shapes = [k for k in ours if k in saved and ours[k] != saved[k] and not k.startswith(heads)]
+    missing = [k for k in ours if k not in saved and not k.startswith(heads)]
+    unexpected = [k for k in saved if k not in ours]
+    said = []
+    if shapes:
+        k = shapes[0]
+        said.append(f"{len(shapes)} of another shape (the first: {k} is {saved[k]} in the file, {ours[k]} in the "
+                    "model)")  # fmt: skip
+    if missing:
+        said.append(f"{len(missing)} of the model's tensors not in the file (the first: {missing[0]})")
+    if unexpected:
+        said.append(f"{len(unexpected)} of the file's not in the model (the first: {unexpected[0]})")
+    return "; ".join(said) or None
 
 
 def _load_error(err: RuntimeError) -> str:
@@ -307,9 +340,12 @@ class TimmNet(nn.Module):
             except RuntimeError as err:  # torch's list of every tensor that differs (or timm's own): one line
                 if not weights_file:
                     raise
-                raise PretrainedError(
-                    weights_mismatch(weights_file, name, model_kwargs, _load_error(err))
-                ) from None
+                # every difference counted against the model itself: torch's list stops at the shapes when
+                # the model's other tensors are missing (trial 29: '4 difference(s)' of some hundred)
+                bare = {k: v for k, v in kwargs.items() if k != "pretrained_cfg_overlay"}
+                blank = timm.create_model(name, pretrained=False, num_classes=num_outputs, **bare, **more)
+                what = _differences(weights_file, blank) or _load_error(err)
+                raise PretrainedError(weights_mismatch(weights_file, name, model_kwargs, what)) from None
             except (OSError, ValueError) as err:  # the hub's weights, not reached (offline) or not there
                 if not pretrained or weights_file:
                     raise
