@@ -172,6 +172,33 @@ def check_same_files(config, ckpt: str, given: str) -> None:
         )
 
 
+# the settings that decide which rows of a training file are held out (a split given a file holds none out)
+HOLD_OUT = ("train_path", "val_path", "test_path", "val_fraction", "test_fraction", "split_seed")
+
+
+def _refuse_other_hold_out(hp, saved: dict | None, ckpt: str, stage: str, split: str) -> None:
+    """A split drawn from the training file where the checkpoint's run drew another (it had the split in a file
+    of its own, so it trained on every row of the training file; another fraction or seed): the rows drawn now
+    include rows it trained on (trial 30: test scored 40 trained rows, unsaid, after --ckpt_path best pointed
+    to the checkpoint file). Refused; a checkpoint without its data settings (an older version) is not checked."""
+    if not isinstance(saved, dict) or "train_path" not in saved:
+        return
+    differ = []
+    for key in HOLD_OUT:
+        then, now = saved.get(key), hp.get(key)
+        if key.endswith("_path") and isinstance(then, str) and isinstance(now, str):
+            then, now = os.path.abspath(then), os.path.abspath(now)
+        if then != now:
+            differ.append(f"data.{key} {saved.get(key)!r} there, {hp.get(key)!r} here")
+    if differ:
+        kind = "validation" if split == "val" else "test"
+        raise ConfigError(
+            f"{stage}: the {kind} split is drawn from data.train_path {hp.get('train_path')}, but {ckpt} held out "
+            f"other rows of it ({'; '.join(differ)}), so this split would hold rows the model trained on; give "
+            f"the run's own data settings (its config.yaml), or a file of the split's own (data.{split}_path)"
+        )
+
+
 def check_held_out_source(data, checkpoint: dict, ckpt: str, stage: str) -> None:
     """``validate``/``test``/``predict`` of a split held out of the training file (no file of its own): the split
     is drawn again from the file as it is now, so a file whose contents changed since the checkpoint gives
@@ -181,6 +208,7 @@ def check_held_out_source(data, checkpoint: dict, ckpt: str, stage: str) -> None
     split = "val" if stage == "validate" else "test"
     if not hp.get("train_path") or hp.get(f"{split}_path") or (stage == "predict" and hp.get("predict_path")):
         return
+    _refuse_other_hold_out(hp, checkpoint.get("datamodule_hyper_parameters"), ckpt, stage, split)
     changed, known = _changed(
         checkpoint.get(DATA_KEY) or {}, training_files({"train_path": hp["train_path"]})
     )

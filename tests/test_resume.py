@@ -742,6 +742,36 @@ def test_resuming_on_a_training_file_changed_in_place_is_refused(in_tmp):
         ExperimentCLI(args=[*common, "--trainer.max_epochs=3", f"--ckpt_path={ckpt}"])
 
 
+def test_a_split_drawn_from_rows_the_checkpoint_trained_on_is_refused(in_tmp):
+    """Trial 30: a run fit with val and test files of their own trained on every row of its training file; test
+    (and predict) with that file alone drew a test split from it and scored 40 trained rows, unsaid."""
+    from datamodules.dna_io import write_text
+    from datamodules.dna_simulator import simulate
+
+    for name, seed in (("train", 1), ("val", 2), ("test", 3)):
+        write_text(
+            in_tmp / f"{name}.txt", simulate(60 if name == "train" else 20, seq_len=40, seed=seed).data
+        )
+    files = [f"--data.{n}_path={in_tmp / n}.txt" for n in ("train", "val", "test")]
+    assert (
+        run_main("fit", "--config", CNN, *files, *CSV_ONLY, "--trainer.max_epochs=1", cwd=in_tmp).returncode
+        == 0
+    )
+    ckpt = in_tmp / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    for command in ("test", "predict"):
+        refused = run_main(command, "--config", CNN, files[0], *CSV_ONLY, f"--ckpt_path={ckpt}", cwd=in_tmp)
+        assert refused.returncode == 2, refused.stderr[-2000:]
+        assert last_line(refused).startswith(
+            f"error: {command}: the test split is drawn from data.train_path {in_tmp / 'train.txt'}, but {ckpt} "
+            f"held out other rows of it (data.val_path '{in_tmp / 'val.txt'}' there, None here; data.test_path "
+        ), last_line(refused)
+    assert sorted(p.name for p in (in_tmp / "lightning_logs").iterdir()) == ["version_0"]  # nothing written
+    assert (
+        run_main("test", "--config", CNN, *files, *CSV_ONLY, f"--ckpt_path={ckpt}", cwd=in_tmp).returncode
+        == 0
+    )
+
+
 def test_training_on_a_finished_run_with_max_steps_set_is_warned(in_tmp, recwarn):
     """Trials 25 and 26: Lightning 2.6 restores a finished step-bound run as if stopped inside an epoch and counts
     that epoch as done (max_epochs 2 -> 4 with max_steps set trained one epoch; max_steps 6 -> 8 numbered the
