@@ -181,13 +181,7 @@ def make_loader(
         state = getattr(trainer, "state", None)  # None: no trainer, or a stand-in of one
         command = str(getattr(state.fn, "value", state.fn)) if state is not None else "fit"
         if n == 0 and command in ("validate", "test", "predict"):  # Lightning would end at once, status 0
-            # predict reads the test split where it has no predict_path
-            split, option = ("validation", "val") if command == "validate" else ("test", "test")
-            files = f"data.{option}_path" + (", data.predict_path" if predicting else "")
-            raise EmptySplitError(
-                f"data: the {split} split has no examples, so {command} has nothing to do: give a file ({files}) "
-                "or a held-out fraction above 0 of a training file large enough to hold one"
-            )
+            raise empty_split(command)
         if 0 < n < world and not predicting:  # Lightning stops on a process without batches, in its words
             split = "test" if trainer.testing else "validation"
             raise DataError(
@@ -247,6 +241,17 @@ def check_loader_options(hparams) -> None:
             f"data.val_fraction: {shares[0]}, with data.test_fraction {shares[1]}, leaves no training data (their sum "
             "must stay below 1)"
         )
+
+
+def empty_split(command: str) -> EmptySplitError:
+    """The error of a ``validate``/``test``/``predict`` whose split has no examples (predict reads the test split
+    where it has no predict_path)."""
+    split, option = ("validation", "val") if command == "validate" else ("test", "test")
+    files = f"data.{option}_path" + (", data.predict_path" if command == "predict" else "")
+    return EmptySplitError(
+        f"data: the {split} split has no examples, so {command} has nothing to do: give a file ({files}) "
+        "or a held-out fraction above 0 of a training file large enough to hold one"
+    )
 
 
 class SplitLoaders:
@@ -309,6 +314,14 @@ class SplitLoaders:
         # raise; jsonargparse formats the datamodule while linking arguments, so a data error (an unknown
         # symbol in the validation file) vanished there and left a half-set-up datamodule behind.
         return f"{type(self).__name__}()"
+
+    def evaluated_examples(self, command: str) -> int:
+        """Examples of the split ``validate``/``test``/``predict`` reads (set up), for a check before any run
+        starts: an empty one is refused with nothing written."""
+        split = {"validate": "val", "test": "test"}.get(command) or (
+            "predict" if self._has_predict_split() else "test"
+        )
+        return len(self._loader(split).dataset)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", train=True)

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from archbench.checkpoint_files import check_checkpoint, checkpoint_data, checkpoint_task
 from archbench.errors import ConfigError, DataError, UserError, first_line
 from datamodules.files import check_folder
+from datamodules.sampling import empty_split
 from experiments.callbacks import FiniteValidation, SayEarlyStop
 from experiments.checkpoints import NAMED
 from experiments.configs import (
@@ -524,6 +525,10 @@ class ExperimentCLI(LightningCLI):
             return
         data.prepare_data()
         data.setup(stage)
+        # a split with nothing to evaluate, before a run folder or a W&B run exists (trial 30: both were left)
+        evaluated = stage in ("validate", "test", "predict") and hasattr(data, "evaluated_examples")
+        if evaluated and not data.evaluated_examples(stage):
+            raise empty_split(stage)
         self.model.check_data_once(data, stage)
         ckpt = self._section(self.config).get("ckpt_path")
         init_from = getattr(self.model.hparams, "init_from", None)

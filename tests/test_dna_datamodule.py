@@ -139,6 +139,8 @@ def test_a_small_file_holds_out_at_least_one_sequence_and_an_empty_split_is_not_
             f"(data.test_path{', data.predict_path' if command == 'predict' else ''}) or a held-out fraction above "
             "0 of a training file large enough to hold one"
         )
+        # refused before a run folder or a W&B run is made (trial 30: both were left)
+        assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "wandb").exists()
 
 
 def test_classification_labels_must_be_class_ids(tmp_path):
