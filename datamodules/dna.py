@@ -161,7 +161,16 @@ class DNADataModule(SplitLoaders, L.LightningDataModule):
 
     @property
     def target_std(self) -> float:
-        return self._statistics()["std"] if self.task == "regression" else 1.0
+        if self.task != "regression":
+            return 1.0
+        stats = self._statistics()
+        if not stats["std"] > 0:  # said of the file, not as the task's parameter (trial 30)
+            source = self.hparams.train_path or "the simulated data"
+            raise DataError(
+                f"{source}: every training label is {stats['mean']:g}: a regression has nothing to learn from "
+                "labels that do not vary (the label column or field is the right one?)"
+            )
+        return stats["std"]
 
     @property
     def seq_len(self) -> int:

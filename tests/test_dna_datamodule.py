@@ -143,6 +143,16 @@ def test_a_small_file_holds_out_at_least_one_sequence_and_an_empty_split_is_not_
         assert not (tmp_path / "lightning_logs").exists() and not (tmp_path / "wandb").exists()
 
 
+def test_regression_labels_that_do_not_vary_name_the_file(tmp_path):
+    """Trial 30: 'target_std must be positive, got 0.0', of the task's parameter, without the file."""
+    (tmp_path / "const.txt").write_text("".join(f"{'ACGT'[i % 4] * 6}AC 1.0\n" for i in range(12)))
+    dm = DNADataModule(train_path=str(tmp_path / "const.txt"), val_fraction=0.2, test_fraction=0.2)
+    with pytest.raises(
+        DataError, match=r"const.txt: every training label is 1: a regression has nothing to learn"
+    ):
+        dm.target_std
+
+
 def test_classification_labels_must_be_class_ids(tmp_path):
     (tmp_path / "c.txt").write_text("ACGT 0\nGGCC 2\nAATT 1\n" * 5)
     dm = DNADataModule(

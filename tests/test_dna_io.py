@@ -134,6 +134,12 @@ def test_a_delimiter_at_every_lines_end_is_read_and_a_value_past_the_header_is_n
     with pytest.raises(DataError, match=r"line 2 has 2 fields where the header has 1 \(sequence;label\): '5' is "
                        r"past its last column: the header is one field holding ';', a file separated by ';'\?"):  # fmt: skip
         read_dna(_write(tmp_path, "sequence;label\nACGT;1,5\n", "semi.csv"))
+    # a value past the last column of one line only: pandas' "C error: Expected 2 fields in line 4, saw 3" said as
+    # every reader says it (trial 30)
+    with pytest.raises(
+        DataError, match=r"one.csv:4: 3 fields, the header has 2 \(a separator inside a value\? "
+    ):
+        read_dna(_write(tmp_path, "sequence,label\nACGT,1\nACGA,2\nACGG,3,oops\nACGC,4\n", "one.csv"))
 
 
 def test_missing_column_lists_the_columns(tmp_path):
