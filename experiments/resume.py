@@ -173,7 +173,7 @@ def check_same_files(config, ckpt: str, given: str) -> None:
 
 
 # the settings that decide which rows of a training file are held out (a split given a file holds none out)
-HOLD_OUT = ("train_path", "val_path", "test_path", "val_fraction", "test_fraction", "split_seed")
+HOLD_OUT = ("val_path", "test_path", "val_fraction", "test_fraction", "split_seed")
 
 
 def _refuse_other_hold_out(hp, saved: dict | None, ckpt: str, stage: str, split: str) -> None:
@@ -181,8 +181,10 @@ def _refuse_other_hold_out(hp, saved: dict | None, ckpt: str, stage: str, split:
     of its own, so it trained on every row of the training file; another fraction or seed): the rows drawn now
     include rows it trained on (trial 30: test scored 40 trained rows, unsaid, after --ckpt_path best pointed
     to the checkpoint file). Refused; a checkpoint without its data settings (an older version) is not checked."""
-    if not isinstance(saved, dict) or "train_path" not in saved:
+    if not isinstance(saved, dict) or not isinstance(saved.get("train_path"), str):
         return
+    if os.path.abspath(saved["train_path"]) != os.path.abspath(str(hp.get("train_path"))):
+        return  # another file (an encoded copy, new data): which of its rows were trained on is not known here
     differ = []
     for key in HOLD_OUT:
         then, now = saved.get(key), hp.get(key)

@@ -150,7 +150,7 @@ def test_regression_labels_that_do_not_vary_name_the_file(tmp_path):
     with pytest.raises(
         DataError, match=r"const.txt: every training label is 1: a regression has nothing to learn"
     ):
-        dm.target_std
+        _ = dm.target_std
 
 
 def test_classification_labels_must_be_class_ids(tmp_path):
