@@ -594,9 +594,8 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 h.predict_path, h.source_column, h.target_column, "predict_path", sources_only=True
             )
             lines = pairs["line"].to_numpy()
-            self._refuse_reserved(
-                pairs, h.predict_path, sides=("source",)
-            )  # its target column is passed through
+            # its target column is passed through as written, never read as symbols
+            self._refuse_reserved(pairs, h.predict_path, sides=("source",))
             sources = self._encode_sources(pairs, h.predict_path)
             splits["predict"] = PairSplit(sources, [[] for _ in sources], group=False)
             k = int(np.argmax([len(s) for s in sources]))

@@ -883,10 +883,9 @@ def main(argv: list[str]) -> None:
     # resolved once, here: the launchers' workers and jobs get this folder, and a run resumed by another launcher
     # than the one that began it must see the same checkpoint folder (Lightning's ModelCheckpoint forgets its best
     # score when the folder's spelling changed, and tested another checkpoint: trial 27)
-    given_out = comparison.out  # as said to the user
-    comparison.out = os.path.realpath(
-        comparison.out
-    )  # as the workers' --out (_child_argv) and slurm's folder
+    # as said to the user; then as the workers' --out (_child_argv) and slurm's folder are
+    given_out = comparison.out
+    comparison.out = os.path.realpath(comparison.out)
     if args.budget_flops is not None:
         if not args.budget_flops > 0:
             raise ConfigError(f"--budget_flops: {args.budget_flops:g} is not a positive number")
@@ -917,10 +916,9 @@ def main(argv: list[str]) -> None:
         order = list(comparison.models)
         others = {m: f for m, f in comparison.models.items() if m not in wanted}
         comparison.models = {m: comparison.models[m] for m in wanted}
+    # --devices '' too: refused below, not one worker unsaid (trial 27)
     for name in ("launcher", "devices"):
-        if (
-            getattr(args, name) is not None
-        ):  # --devices '' too: refused below, not one worker unsaid (trial 27)
+        if getattr(args, name) is not None:
             setattr(comparison, name, getattr(args, name))
     if comparison.launcher == "local":
         parse_devices(comparison.devices)  # its mistakes said now, not after the rows are tuned
