@@ -110,6 +110,10 @@ def _where_set(said: str, argv: list[str]) -> str:
         return ""
 
 
+# what the same command does again when a stopped run had saved nothing
+_OVER = {"fit": "'fit ... --ckpt_path last' starts it over", "compare": "the same command starts it over"}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
@@ -173,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             said = err.said
         elif saved and command in resume:
             said = f"the run stopped after a whole step, saved in {saved}; {resume[command]}"
+        elif command in resume and getattr(err, "saved_before", True) is False:
+            said = f"the step under way was not saved, nor anything of this run before it: {_OVER[command]}"
         elif command in resume:
             said = f"the step under way was not saved; {resume[command]} from the run's last save"
         else:
@@ -190,14 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         if step < 0:  # an evaluation, or a validation within a fit: no training step was under way
             print(f"interrupted (Ctrl-C) during {command}", file=sys.stderr)
             return 130
-        over = {
-            "fit": "'fit ... --ckpt_path last' starts it over",
-            "compare": "the same command starts it over",
-        }
-        if (
-            command in over and not saved
-        ):  # trial 28: "resumes it from the run's last save", of which it had none
-            again = f"; nothing of this run was saved yet: {over[command]}"
+        # trial 28: "resumes it from the run's last save", of which it had none
+        if command in _OVER and not saved:
+            again = f"; nothing of this run was saved yet: {_OVER[command]}"
         else:
             again = f"; {resume[command]} from the run's last save" if command in resume else ""
         print(

@@ -195,6 +195,8 @@ class LastCheckpoint(ModelCheckpoint):
             exception.after_sigterm = True
         if not isinstance(exception, SIGTERMException) or not trainer.training:
             return
+        # for the command's message: a run with no save at all starts over rather than resuming
+        exception.saved_before = self._saved_step is not None or trainer.ckpt_path is not None
         if trainer.world_size > 1 or trainer.accumulate_grad_batches > 1:
             return
         self._save(trainer)

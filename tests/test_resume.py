@@ -185,6 +185,17 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
         "terminated (SIGTERM): the step under way was not saved; 'fit ... --ckpt_path last' resumes it from the "
         "run's last save"
     )
+    # the same before any save of the run: said as the Ctrl-C above is
+    config = yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "experiments.checkpoints.LastCheckpoint"},
+                                                       {"class_path": "faults.TermAt", "init_args": {"step": 1}}]}})  # fmt: skip
+    unsaved = tmp_path / "unsaved"
+    unsaved.mkdir()
+    result = run_main("fit", *RESUMABLE, "--config", config, once, "--trainer.accumulate_grad_batches=2",
+                      cwd=unsaved)  # fmt: skip
+    assert result.returncode == 143 and last_line(result) == (
+        "terminated (SIGTERM): the step under way was not saved, nor anything of this run before it: 'fit ... "
+        "--ckpt_path last' starts it over"
+    )
 
 
 FAKE_RUN = """
