@@ -10,11 +10,13 @@ fields, with the problems found while splitting them (a wrong field count, a mis
 from __future__ import annotations
 
 import codecs
+import csv
 import gzip
 import io
 import itertools
 import re
 import zlib
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -133,8 +135,18 @@ def read_table_chunks(f, fmt: str, chunk: int) -> Iterator[pd.DataFrame]:
     leading = 0  # blank lines before the header: pandas would take the first for it
     while (line := f.readline()) and not line.strip():
         leading += 1
+    sep = "," if fmt == "csv" else "\t"
+    # a column named twice: pandas reads the first as named and renames the other ('y.1'), unsaid (trial 30)
+    text = line.decode("utf-8-sig") if isinstance(line, bytes) else line
+    names = [name.strip() for name in next(csv.reader([text], delimiter=sep), [])]
+    twice = [name for name, count in Counter(names).items() if name and count > 1]
+    if twice:
+        raise pd.errors.ParserError(
+            f"line {leading + 1}: the header names column {twice[0]!r} twice (the second would be read as "
+            f"'{twice[0]}.1', unsaid); rename one"
+        )
     f.seek(0)
-    frames = pd.read_csv(f, sep="," if fmt == "csv" else "\t", dtype=str, keep_default_na=False,
+    frames = pd.read_csv(f, sep=sep, dtype=str, keep_default_na=False,
                          skip_blank_lines=False, skiprows=leading, chunksize=chunk)  # fmt: skip
     start = 0
     for frame in frames:

@@ -140,6 +140,11 @@ def test_a_delimiter_at_every_lines_end_is_read_and_a_value_past_the_header_is_n
         DataError, match=r"one.csv:4: 3 fields, the header has 2 \(a separator inside a value\? "
     ):
         read_dna(_write(tmp_path, "sequence,label\nACGT,1\nACGA,2\nACGG,3,oops\nACGC,4\n", "one.csv"))
+    # a column named twice: pandas took the first and renamed the second 'y.1', unsaid (trial 30)
+    with pytest.raises(
+        DataError, match=r"dup.csv: cannot parse as CSV: line 1: the header names column 'y' twice"
+    ):
+        read_dna(_write(tmp_path, "seq,y,y\nACGTACGT,1,100\nACGTTTTT,2,200\n", "dup.csv"), "seq", "y")
 
 
 def test_missing_column_lists_the_columns(tmp_path):
