@@ -223,6 +223,10 @@ def build_folder_once(path: Path, build) -> None:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _open_binary(path: Path) -> BinaryIO:
+    return open(path, "rb")  # noqa: SIM115 (closed by the caller's with)
+
+
 def first_non_utf8(
     file: Path, block: int = 1 << 20, opener: Callable[[Path], BinaryIO] | None = None
 ) -> tuple[int, int, int] | None:
@@ -231,7 +235,7 @@ def first_non_utf8(
     file, say a gzip file's decompressed bytes) when not ``open(file, "rb")``."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     offset = line = 0
-    with (opener or (lambda path: open(path, "rb")))(file) as f:  # noqa: SIM115 (closed by this with)
+    with (opener or _open_binary)(file) as f:
         while chunk := f.read(block):
             pending = decoder.getstate()[0]  # the end of the last block, when it split a character
             try:
@@ -257,7 +261,7 @@ def utf8_problem(file: Path, opener: Callable[[Path], BinaryIO] | None = None) -
         return None
     byte, line, value = bad
     if byte == 1:
-        with (opener or (lambda path: open(path, "rb")))(file) as f:  # noqa: SIM115 (closed by this with)
+        with (opener or _open_binary)(file) as f:
             start = f.read(2)
         if start in (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE):  # what Windows tools save as "Unicode"
             return f"not UTF-8 text: UTF-16 (it starts with the byte-order mark 0x{start.hex()}); save the file as UTF-8"

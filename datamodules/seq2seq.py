@@ -630,12 +630,16 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
                 stacklevel=4,
             )
 
+    def _sides(self) -> tuple[tuple, tuple]:
+        """(side, its column, its vocabulary, its text as the vocabulary reads it) for source and target."""
+        h = self.hparams
+        return (("source", h.source_column, self.source_vocab, self._source_text),
+                ("target", h.target_column, self.target_vocab, lambda t: t))  # fmt: skip
+
     def _say_edge_spaces(self, pairs: pd.DataFrame, where: str) -> None:
         """Texts read by characters that begin or end with a space (a stray one before a tab): the space is a
         symbol the model must write or read there (trial 28: unsaid). Said, not stripped: the data is the user's."""
-        h = self.hparams
-        for side, column, vocab in (("source", h.source_column, self.source_vocab),
-                                    ("target", h.target_column, self.target_vocab)):  # fmt: skip
+        for side, column, vocab, _ in self._sides():
             if not isinstance(vocab, Vocabulary) or vocab.kind != "char":
                 continue
             texts = pairs[side]
@@ -652,13 +656,9 @@ class Seq2SeqDataModule(SplitLoaders, L.LightningDataModule):
     def _refuse_reserved(self, pairs: pd.DataFrame, where: str, sides=("source", "target")) -> None:
         """A symbol written as one of the specials (``<eos>`` in a phoneme string) would read as that special: an
         end mid-target, a padding the loss skips. Refused at its line (trial 28: trained on silently)."""
-        h = self.hparams
-        sides_read = (("source", h.source_column, self.source_vocab, self._source_text),
-                      ("target", h.target_column, self.target_vocab, lambda t: t))  # fmt: skip
-        for side, column, vocab, text_of in sides_read:
-            if (
-                side not in sides or not isinstance(vocab, Vocabulary) or vocab.kind != "symbols"
-            ):  # a character is never '<eos>'
+        for side, column, vocab, text_of in self._sides():
+            # a character is never '<eos>'
+            if side not in sides or not isinstance(vocab, Vocabulary) or vocab.kind != "symbols":
                 continue
             for text, line in zip(pairs[side], pairs["line"], strict=True):
                 if not isinstance(text, str):  # predict_path without targets

@@ -186,7 +186,7 @@ class LastCheckpoint(ModelCheckpoint):
         # Ctrl-C, anywhere in a step: its state is not whole, so nothing is saved; the command says the step
         if isinstance(exception, KeyboardInterrupt):
             step = trainer.global_step if trainer.training else -1  # -1: not while training
-            _INTERRUPTED.append((step, self._saved_step is not None or trainer.ckpt_path is not None))
+            _INTERRUPTED.append((step, self._has_save(trainer)))
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
             # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and
@@ -196,12 +196,16 @@ class LastCheckpoint(ModelCheckpoint):
         if not isinstance(exception, SIGTERMException) or not trainer.training:
             return
         # for the command's message: a run with no save at all starts over rather than resuming
-        exception.saved_before = self._saved_step is not None or trainer.ckpt_path is not None
+        exception.saved_before = self._has_save(trainer)
         if trainer.world_size > 1 or trainer.accumulate_grad_batches > 1:
             return
         self._save(trainer)
         if self._saved_step == trainer.global_step:
             exception.last_checkpoint = self.last_model_path
+
+    def _has_save(self, trainer) -> bool:
+        """Whether the run has a save to resume from: one of this fit's, or the checkpoint it resumed from."""
+        return self._saved_step is not None or trainer.ckpt_path is not None
 
     def on_fit_end(self, trainer, pl_module) -> None:
         done = self._resumed_finished

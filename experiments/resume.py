@@ -31,6 +31,7 @@ from archbench.checkpoint_files import check_checkpoint
 from archbench.errors import ConfigError
 from datamodules.files import atomic_writer, data_fingerprints
 from experiments.configs import flatten, import_class
+from lit_models.task import same_setting
 
 WANDB_ID_KEY = "wandb_run_id"
 RUN_DIR_KEY = "run_dir"
@@ -183,15 +184,10 @@ def _refuse_other_hold_out(hp, saved: dict | None, ckpt: str, stage: str, split:
     to the checkpoint file). Refused; a checkpoint without its data settings (an older version) is not checked."""
     if not isinstance(saved, dict) or not isinstance(saved.get("train_path"), str):
         return
-    if os.path.abspath(saved["train_path"]) != os.path.abspath(str(hp.get("train_path"))):
+    if not same_setting("train_path", saved["train_path"], hp.get("train_path")):
         return  # another file (an encoded copy, new data): which of its rows were trained on is not known here
-    differ = []
-    for key in HOLD_OUT:
-        then, now = saved.get(key), hp.get(key)
-        if key.endswith("_path") and isinstance(then, str) and isinstance(now, str):
-            then, now = os.path.abspath(then), os.path.abspath(now)
-        if then != now:
-            differ.append(f"data.{key} {saved.get(key)!r} there, {hp.get(key)!r} here")
+    differ = [f"data.{key} {saved.get(key)!r} there, {hp.get(key)!r} here" for key in HOLD_OUT
+              if not same_setting(key, saved.get(key), hp.get(key))]  # fmt: skip
     if differ:
         kind = "validation" if split == "val" else "test"
         raise ConfigError(

@@ -131,10 +131,11 @@ def tune_rows(comparison, overrides: list[str]) -> dict[str, dict]:
     return {model: tune_row(comparison, model, overrides) for model in comparison.models}
 
 
-def trials_left(comparison, model: str) -> int:
-    """The row's trials still to run (a launcher starts no tuning job for a row that has them all)."""
-    tuning = tuning_of(comparison)
-    return max(0, tuning.trials - trials_so_far(row_sweep(comparison, model, tuning)))
+def trials_left(comparison, model: str, tuning: Tuning | None = None, sweep: Sweep | None = None) -> int:
+    """The row's trials still to run (a launcher starts no tuning job for a row that has them all); ``tuning``
+    and ``sweep`` where the caller built them."""
+    tuning = tuning or tuning_of(comparison)
+    return max(0, tuning.trials - trials_so_far(sweep or row_sweep(comparison, model, tuning)))
 
 
 def tune_row(comparison, model: str, overrides: list[str]) -> dict:
@@ -144,7 +145,7 @@ def tune_row(comparison, model: str, overrides: list[str]) -> dict:
     sweep = row_sweep(comparison, model, tuning)
     trial_overrides = _trial_overrides(tuning, overrides)  # its space checked by check_tuning, before any row
     check_settings(sweep, trial_overrides, f"row {model!r}", "give another --out, or delete the folder")
-    missing = trials_left(comparison, model)
+    missing = trials_left(comparison, model, tuning, sweep)
     if missing:
         print(f"\n=== tuning {model}: {missing} of {tuning.trials} trials to run, {tuning.metric} "
               f"({tuning.direction}) -> {sweep.out} ===", flush=True)  # fmt: skip

@@ -80,13 +80,13 @@ def _data_apart(saved: dict, data: L.LightningDataModule | None) -> str:
     ours = dict(getattr(data, "hparams", None) or {})
     keys = ("task", "train_path", "dataset", "root", "tokenizer", "tokenizer_vocab_size", "seq_len")
     apart = [f"data.{k} {saved[k]!r}, this run's {ours[k]!r}" for k in keys
-             if k in saved and k in ours and not _same_setting(k, saved[k], ours[k])]  # fmt: skip
+             if k in saved and k in ours and not same_setting(k, saved[k], ours[k])]  # fmt: skip
     return f"; the checkpoint was trained on other data ({'; '.join(apart)})" if apart else ""
 
 
-def _same_setting(key: str, a, b) -> bool:
+def same_setting(key: str, a, b) -> bool:
     """Two values of a data setting: a path (data/x.csv) and its absolute form are one file."""
-    if key in ("train_path", "root", "tokenizer") and isinstance(a, str) and isinstance(b, str):
+    if (key.endswith("_path") or key in ("root", "tokenizer")) and isinstance(a, str) and isinstance(b, str):
         return a == b or os.path.abspath(a) == os.path.abspath(b)
     return a == b
 
@@ -133,7 +133,7 @@ def _refuse_other_tokens(option: str, path: str, checkpoint: dict, saved_data: d
             f"and {len(differ) or 'some'} of their token ids mean other tokens ({first}): give the checkpoint's "
             "tokenizer (a trained one: its run folder's tokenizer.json)" + _data_apart(saved_data, data)
         )
-    if not _same_setting("tokenizer", saved, ours):
+    if not same_setting("tokenizer", saved, ours):
         raise ConfigError(
             f"{option}: {path} was trained on data tokenized by {saved!r}, this data uses {ours!r} "
             "(data.tokenizer): token ids would mean other tokens"

@@ -318,7 +318,7 @@ def test_generate_refuses_a_checkpoint_of_another_task(in_tmp):
 
 def test_generate_with_another_models_config_blames_the_net_not_the_tokenizer_it_substituted(in_tmp):
     """Trial 26: the config of another model said the checkpoint 'was trained on other data (data.tokenizer
-    'bpe', this run's '/tmp/tmpXXXX/tokenizer.json'; ...)': the temporary file generate writes the checkpoint's
+    'bpe', this run's '/tmp/tmpk3x9_2ab/tokenizer.json'; ...)': the temporary file generate writes the checkpoint's
     own tokenizer to, which is the checkpoint's tokenizer, not other data."""
     args = ["--config", str(GPT_YAML), *lm_args(in_tmp / "corpus"), "--data.tokenizer=bpe",
             "--data.tokenizer_vocab_size=300", "--trainer.logger=false"]  # fmt: skip
