@@ -936,6 +936,9 @@ def main(argv: list[str]) -> None:
                 "submitit's local executor, or use --launcher local"
             )
     out = Path(comparison.out)
+    # the outermost folder of --out that this command makes: taken away again where a mistake stops it with the
+    # folder still empty (trial 30: a metric the runs do not log left an empty --out folder behind)
+    made = next((p for p in reversed([out, *out.parents]) if not p.exists()), None)
     ours = any((out / d).is_dir() for d in ("runs", "tune", "slurm")) or any(out.glob("worker-*.log"))
     if not (args.run or args.serve) and out.is_dir() and any(out.iterdir()) and not ours:
         shown = ", ".join(sorted(p.name for p in out.iterdir())[:5])
@@ -1002,6 +1005,7 @@ def main(argv: list[str]) -> None:
                 # runs do not log) stops the comparison in one line; a run that failed while training (a loss
                 # gone NaN, a bad row at step 500, a crash) is reported and the others go on, as with workers
                 if isinstance(err, UserError) and not getattr(err, "during_training", False):
+                    _remove_empty(out, made)
                     raise
                 failures.append(_failed_here(comparison, model, seed, err))
     else:
@@ -1046,6 +1050,17 @@ def main(argv: list[str]) -> None:
             f"compare: {len(failures)} of {len(jobs)} runs failed, the table holds the others; run the same "
             "command again to resume them: " + "; ".join(map(str, failures))
         )
+
+
+def _remove_empty(out: Path, made: Path | None) -> None:
+    """``out`` and its parents up to ``made`` (the outermost one this command made), while they are empty."""
+    if made is None:
+        return
+    for folder in [out, *out.parents]:
+        with contextlib.suppress(OSError):  # not empty: the rest stays
+            folder.rmdir()
+        if folder == made:
+            return
 
 
 def _child_argv(argv: list[str], comparison: Comparison, out: Path) -> list[str]:
