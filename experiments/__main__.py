@@ -136,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     hub_offline_when_unreachable()
     import warnings
 
+    # a warning in one line, without the source line that raised it (trial 30: "  rank_zero_warn(" under each)
+    with_source = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, filename, lineno, line=None: with_source(
+        message, category, filename, lineno, line=""
+    )
     # Lightning 2.6's own use of a torch API that newer torch deprecates, printed at every fit; nothing a user
     # can act on (lightning/pytorch/utilities/_pytree.py).
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)` is deprecated.*")
