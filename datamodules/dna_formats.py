@@ -267,14 +267,30 @@ def utf8_field_problem(field: str, data: bytes) -> str | None:
     return None
 
 
+def _no_header(names: list[str], wanted: list[str], unit: str) -> str:
+    """`` (no header line? ...)`` where the columns a CSV/TSV file names are data (bases, numbers): its first
+    line is a record (trial 30); else ``""``. Parquet files always name their columns (``unit`` row)."""
+
+    def data(name: str) -> bool:
+        try:
+            float(name)
+        except ValueError:
+            return len(name) >= 4 and not set(name.upper()) - set("ACGTN")
+        return True
+
+    if unit != "line" or not any(map(data, names)):
+        return ""
+    return f" (no header line? A CSV or TSV file's first line names its columns: add one that names {' and '.join(map(repr, wanted))})"
+
+
 def columns(frame, path, sequence_column, label_column, labels_required, first_line, unit) -> Records:
     """Records of a table's named columns; row ``i`` of the frame's index is line (or row) ``first_line + i``."""
     wanted = [sequence_column] + ([label_column] if labels_required else [])
     for column in wanted:
         if column not in frame.columns:
-            raise DataError(
-                f"{path}: column {column!r} not found; the file has columns {list(map(str, frame.columns))}"
-            )
+            names = list(map(str, frame.columns))
+            raise DataError(f"{path}: column {column!r} not found; the file has columns {names}"
+                            + _no_header(names, wanted, unit))  # fmt: skip
     problems: dict[int, str] = {}
     seqs = []
     for k, s in enumerate(frame[sequence_column].tolist()):

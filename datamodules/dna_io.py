@@ -108,6 +108,15 @@ def _base_problem(sequence: bytes, column: int) -> str:
     return f"sequence base {position} is {char!r}, expected one of A, C, G, T, N (any case)"
 
 
+def _swapped(sequence: bytes, label) -> bool:
+    """Whether a plain-text record reads as 'LABEL SEQUENCE': a number where the sequence is, bases for a label."""
+    try:
+        float(sequence)
+    except ValueError:
+        return False
+    return isinstance(label, str) and bool(label) and not set(label.upper()) - set(ALPHABET)
+
+
 class _Encoded:
     """One chunk of records encoded and checked: the good ones as a store, the problems by record."""
 
@@ -141,8 +150,11 @@ class _Encoded:
             k = self.bad[0]
             where = f"{path}:{line_numbers[k]}" if unit == "line" else f"{path}: row {line_numbers[k]}"
             self.first = f"{where}: {problems[k]}"
-            header = line_numbers[k] == 1 and format_of(Path(path)) == "text" and k in {i for i, _, _ in bad}
-            if header:  # "sequence label" on line 1 of a plain-text file
+            text = format_of(Path(path)) == "text"
+            header = line_numbers[k] == 1 and text and k in {i for i, _, _ in bad}
+            if text and _swapped(seqs[k], raw_labels[k]):  # "1 ACGT": trial 30 was asked "a header line?"
+                self.first += " (the two fields swapped? Plain-text lines are 'SEQUENCE LABEL')"
+            elif header:  # "sequence label" on line 1 of a plain-text file
                 self.first += (
                     " (a header line? Plain-text files have none: name the file .csv or .tsv for columns)"
                 )

@@ -74,6 +74,12 @@ def _write(tmp_path, text, name="bad.txt"):
             "(any case) (a header line? Plain-text files have none: name the file .csv",
         ),
         ("ACGT nan\n", ":1: field 'label': 'nan' is not finite"),
+        # trial 30: "1 ACGT" on line 1 was asked "a header line?"
+        (
+            "1 ACGT\n0 GGCC\n",
+            ":1: sequence base 1 is '1', expected one of A, C, G, T, N (any case) (the two "
+            "fields swapped? Plain-text lines are 'SEQUENCE LABEL')",
+        ),
     ],
 )
 def test_bad_lines_name_file_line_field_and_value(tmp_path, text, expected):
@@ -82,6 +88,17 @@ def test_bad_lines_name_file_line_field_and_value(tmp_path, text, expected):
         read_dna(path)
     assert str(err.value).startswith(str(path))
     assert expected in str(err.value)
+
+
+def test_a_table_without_a_header_line_is_said_to_lack_one(tmp_path):
+    """Its first record was taken for the column names (trial 30); a table with other columns is not hinted at."""
+    path = _write(tmp_path, "ACGTAC,1\nACGGTA,0\n", "d.csv")
+    with pytest.raises(DataError, match=r"d\.csv: column 'sequence' not found; the file has columns \['ACGTAC', '1'\] "
+                                        r"\(no header line\? A CSV or TSV file's first line names its columns: add "
+                                        r"one that names 'sequence' and 'label'\)$"):  # fmt: skip
+        read_dna(path)
+    with pytest.raises(DataError, match=r"has columns \['seq', 'y'\]$"):
+        read_dna(_write(tmp_path, "seq,y\nACGTAC,1\n", "d.csv"))
 
 
 def test_missing_label_in_csv(tmp_path):
