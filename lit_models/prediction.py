@@ -53,6 +53,18 @@ class PredictionTask(Task):
             )
         if not 0.0 <= label_smoothing < 1.0:
             raise ValueError(f"model.label_smoothing: {label_smoothing} is outside [0, 1)")
+        if confidence_threshold is not None:
+            # trial 29: 1.5 answered nothing (selective_acc NaN at every validation); a regression ignored it
+            if task != "classification":
+                raise ValueError(
+                    f"model.confidence_threshold: {confidence_threshold} is for classification (a class "
+                    f"probability), and this task is {task}; leave it out"
+                )
+            if not 0.0 < confidence_threshold <= 1.0:
+                raise ValueError(
+                    f"model.confidence_threshold: {confidence_threshold} is outside (0, 1]: it is the top class "
+                    "probability a prediction needs to be answered"
+                )
         self.task = task
         self.register_buffer("target_mean", torch.tensor(float(target_mean)))
         self.register_buffer("target_std", torch.tensor(float(target_std)))

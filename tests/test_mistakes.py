@@ -30,6 +30,12 @@ def _cli(*options):
         ("--data.test_fraction=-0.1", "data.test_fraction: -0.1 is outside [0, 1)"),
         ("--data.num_workers=-1", "data.num_workers: -1 is not a non-negative integer"),
         ("--model.label_smoothing=1.0", "model.label_smoothing: 1.0 is outside [0, 1)"),
+        # trial 29: a regression ignored it unsaid
+        (
+            "--model.confidence_threshold=0.9",
+            "model.confidence_threshold: 0.9 is for classification (a class probability), and this task is "
+            "regression",
+        ),
         ("--config=nope.yaml", "--config: file 'nope.yaml' not found"),
     ],
 )
@@ -892,3 +898,16 @@ def test_a_validation_interval_past_an_epoch_is_one_line_before_anything_is_writ
     ok = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.val_check_interval=5",
                   "--trainer.check_val_every_n_epoch=null", "--trainer.max_steps=6", cwd=in_tmp)  # fmt: skip
     assert ok.returncode == 0, ok.stderr[-2000:]
+
+
+@pytest.mark.parametrize("threshold", [1.5, 0.0, -0.2])
+def test_a_confidence_threshold_no_probability_can_meet_is_refused(threshold):
+    """Trial 29: 1.5 answered no prediction, and selective accuracy was NaN at every validation."""
+    from lit_models import DilatedCNN, PredictionTask
+
+    with pytest.raises(ValueError, match=rf"^model.confidence_threshold: {threshold} is outside \(0, 1\]"):
+        PredictionTask(DilatedCNN(4, 3, channels=4, num_blocks=1), task="classification", num_outputs=3,
+                       confidence_threshold=threshold)  # fmt: skip
+    task = PredictionTask(DilatedCNN(4, 3, channels=4, num_blocks=1), task="classification", num_outputs=3,
+                          confidence_threshold=1.0)  # fmt: skip
+    assert "selective_acc" in task.val_metrics
