@@ -43,8 +43,10 @@ def attention_figure(
             ax.set_title(f"layer {i + 1} head {h + 1}", fontsize=8)
             ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=6)
             ax.set_yticks(range(len(queries)), queries, fontsize=6)
-    if title:
-        fig.suptitle(title, fontsize=10)
+    if title:  # wrapped to the figure's width (trial 28: a long word's outputs were cut at both sides)
+        import textwrap
+
+        fig.suptitle(textwrap.fill(title, max(20, int(fig.get_figwidth() * 12))), fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -54,7 +56,7 @@ def figure_bytes(fig, fmt: str = "png") -> bytes:
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=fmt, dpi=110)
+    fig.savefig(buffer, format=fmt, dpi=110, bbox_inches="tight")  # nothing drawn past the edges is cut
     plt.close(fig)
     return buffer.getvalue()
 

@@ -103,6 +103,17 @@ def test_attention_maps_are_the_weights_the_forward_pass_uses():
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_long_title_over_a_narrow_map_is_wrapped_within_the_figure():
+    """Trial 28: an alignment map's title (the word and its decoded phonemes) was cut at both sides."""
+    title = "ABRACADABRA -> AE1 B R AH0 K AH0 D AE1 B R AH0 and a few more words besides"
+    fig = attention_figure([torch.rand(1, 5, 4)], list("abcd"), title=title, queries=list("vwxyz"))
+    drawn = fig.get_suptitle()
+    extent = fig._suptitle.get_window_extent(fig.canvas.get_renderer())
+    assert drawn.replace("\n", " ") == title and drawn.count("\n") >= 2
+    assert 0 <= extent.x0 and extent.x1 <= fig.bbox.width
+    figure_bytes(fig)
+
+
 MODELS = ["rnn.yaml", "gru.yaml", "lstm.yaml", "transformer.yaml", "course_transformer.yaml"]
 
 
