@@ -157,7 +157,13 @@ class FlopsBudget(Callback):
                 f.write(f"{note}{self.flops:.3g}: this run's steps came from the budget ({self.steps} at the "
                         "start, re-estimated each epoch), not from trainer.max_steps or max_epochs above\n")  # fmt: skip
 
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._step_seen, self._pending = trainer.global_step, 0
+
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        # the micro-batches of the optimizer step under way (gradient accumulation): none, where this one stepped
+        self._pending = 0 if trainer.global_step != self._step_seen else self._pending + 1
+        self._step_seen = trainer.global_step
         tally = getattr(pl_module, "flops_tally", None)
         if (
             tally is None
@@ -173,6 +179,9 @@ class FlopsBudget(Callback):
         spent *= trainer.world_size
         per_step = per_batch * trainer.world_size * trainer.accumulate_grad_batches
         self.flops_per_step = per_step
+        # the step under way counts whole: its micro-batches spent so far are given back (trial 31: with 2 to a
+        # step, the first batch's count was charged as spent and one step of the 2 announced went)
+        spent -= self._pending * per_batch * trainer.world_size
         self.steps = trainer.global_step + max(0, int((self.flops - spent) // per_step))
         trainer.fit_loop.epoch_loop.max_steps = self.steps
 

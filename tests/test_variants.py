@@ -580,6 +580,27 @@ def test_a_flops_budget_below_one_step_is_one_line_and_leaves_no_run_behind(in_t
     assert not list((in_tmp / "out").rglob("offline-run-*")) and not list((in_tmp / "out").rglob("*.ckpt"))
 
 
+def test_a_flops_budget_with_gradient_accumulation_trains_the_steps_it_announced(in_tmp, capsys):
+    """Trial 31: with 2 batches to an optimizer step, the first batch's count was charged as spent before its step
+    ended, and a budget of 2.2 steps trained 1 of the 2 it announced."""
+    from conftest import CNN, TINY_DATA
+
+    from archbench.errors import ConfigError
+    from experiments.compare import main as compare
+
+    (in_tmp / "cmp.yaml").write_text(f"name: tiny\nseeds: 1\nout: out\nmodels:\n  CNN: {CNN}\n")
+    args = ["--config", "cmp.yaml", *TINY_DATA, "--data.batch_size=16", "--trainer.accumulate_grad_batches=2",
+            "--trainer.enable_progress_bar=false", "--trainer.logger=false"]  # fmt: skip
+    with pytest.raises(ConfigError) as below:  # the cost of one step, as the message gives it
+        compare([*args, "--budget_flops", "1e3"])
+    step = float(re.search(r"one optimizer step of this model \(([\d.e+]+) FLOPs\)", str(below.value))[1])
+    compare([*args, "--budget_flops", f"{2.2 * step:.6g}"])
+    assert re.search(r"budget_flops [\d.e+]+: 2 steps of ", capsys.readouterr().out)
+    (run,) = json.loads((in_tmp / "out" / "results.json").read_text())["runs"]
+    assert run["steps"] == run["budget_steps"] == 2
+    assert run["flops_train"] == pytest.approx(2 * step, rel=0.01)
+
+
 def test_the_flops_tally_charges_each_count_to_the_batches_until_the_next():
     from lit_models.flops import FlopsTally
 
