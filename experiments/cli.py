@@ -490,17 +490,17 @@ class ExperimentCLI(LightningCLI):
         return f", nor {' and '.join(left)} (the checkpoint holds the weights)" if left else ""
 
     def before_fit(self) -> None:
-        self._data_first("fit")
+        self.check_data_first("fit")
         if getattr(self, "_resumed_step", None) is not None and self.trainer.is_global_zero:
             for logger in self.trainer.loggers:
                 if isinstance(logger, CSVLogger):
                     keep_metrics(logger, self._resumed_step)
 
     def before_validate(self) -> None:
-        self._data_first("validate")
+        self.check_data_first("validate")
 
     def before_test(self) -> None:
-        self._data_first("test")
+        self.check_data_first("test")
 
     def before_predict(self) -> None:
         task = type(self.model)
@@ -508,14 +508,14 @@ class ExperimentCLI(LightningCLI):
             instead = getattr(task, "instead_of_predict", None)
             raise ConfigError(f"predict: {task.__name__} writes no predictions"
                               + (f"; use {instead}" if instead else ""))  # fmt: skip
-        self._data_first("predict")
+        self.check_data_first("predict")
         # a prediction logs no metric: its W&B run would be an empty one in the project (predictions.tsv and the
         # settings go to the first logger's run folder, as before)
         kept = [logger for logger in self.trainer.loggers if not isinstance(logger, WandbLogger)]
         if kept:  # a W&B logger alone stays: its folder is where the predictions go
             self.trainer.loggers = kept
 
-    def _data_first(self, stage: str) -> None:
+    def check_data_first(self, stage: str) -> None:
         """Read and check the data before the trainer starts its loggers (a W&B run, a version folder) and the
         config is saved: a data error then stops the command with nothing written. The trainer's own
         ``prepare_data`` and ``setup`` calls that follow find the work done (the datamodules cache it) and write

@@ -714,6 +714,9 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     elif trainer.is_global_zero:
         open_quietly(trainer.loggers[0])  # the run folder holds its settings file, no log yet
     try:
+        # the data read and checked as fit does it (a val_check_interval past an epoch's batches: trial 31 met
+        # Lightning's own refusal, in each of the rows' runs), before a step trains
+        cli.check_data_first("fit")
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     except Exception as err:  # the W&B run ends failed, not left open for this process's next run to reuse
         # a setting or data mistake (not a loss gone NaN, whose logs tell what happened)
@@ -734,7 +737,8 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
             else:
                 wandb_logger.experiment.finish(exit_code=1)
         if isinstance(err, UserError) and not str(err).startswith(str(comparison.path)):
-            named = type(err)(f"{comparison.row(model)}: {err}")  # which row met it
+            # which row met it, and where a setting it names came from (trial 31: a shared config: setting)
+            named = type(err)(_named(comparison, model, str(err), args, overrides))
             named.during_training, named.origin = not mistake, err
             raise named from None
         err.during_training = not mistake  # the sequential launcher goes on past a run that failed training

@@ -627,8 +627,9 @@ def from_command_line(message: str, overrides: list[str], to: str) -> str:
     message = re.sub(r"\(did you mean [^)]*\)", "", message)  # the suggestion is not what was refused
     key = said_key(message)  # a constructor's "data.train_path: ..." names the option without its dashes
     for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
-        last = option.rsplit(".", 1)[-1]
-        if option in message or f"'{last}'" in message or option[2:].replace(".init_args.", ".") == key:
+        last, plain = option.rsplit(".", 1)[-1], option[2:].replace(".init_args.", ".")
+        # or a mapping that holds it (trial 31: --model.net.init_args.moe '{experts: 2, top_k: 3}')
+        if option in message or f"'{last}'" in message or plain == key or (key or "").startswith(f"{plain}."):
             return f" ({option} was given on the command line, to {to})"
     return ""
 

@@ -573,6 +573,18 @@ def test_a_misspelt_command_line_option_of_compare_is_said_to_come_from_the_comm
     )
 
 
+def test_a_mapping_given_on_the_command_line_is_said_for_the_option_it_holds():
+    """Trial 31: ``--model.net.init_args.moe '{experts: 2, top_k: 3}'`` was blamed on the row's file alone."""
+    from experiments.configs import from_command_line
+
+    said = "model.net.init_args.moe.top_k: 3 is not between 1 and moe.experts (2)"
+    given = ["--model.net.init_args.moe", "{experts: 2, top_k: 3}"]
+    assert from_command_line(said, given, "every row") == (
+        " (--model.net.init_args.moe was given on the command line, to every row)"
+    )
+    assert from_command_line(said, ["--model.net.init_args.mo", "x"], "every row") == ""
+
+
 def test_a_mistake_in_a_rows_file_is_named_with_its_line(tmp_path):
     from archbench.errors import ConfigError
     from experiments.compare import Comparison, check_rows

@@ -239,6 +239,19 @@ def test_a_metric_the_runs_do_not_log_stops_the_comparison_and_keeps_what_finish
     assert first.stat().st_mtime_ns == kept and len(_results(in_tmp, "typo")) == 2
 
 
+def test_a_shared_setting_lightning_would_refuse_in_every_run_stops_the_comparison_at_its_line(in_tmp):
+    """Trial 31: a val_check_interval past an epoch's batches, set in the comparison's config: for every row, was
+    Lightning's own message once per run (each leaving a folder), then "no run finished" in 2,500 characters."""
+    path, out = in_tmp / "vci.yaml", in_tmp / "vci"
+    spec = {"name": "vci", "seeds": 2, "out": str(out), "models": {"CNN": CNN},
+            "config": [{"trainer": {"val_check_interval": 50}}]}  # fmt: skip
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(ConfigError, match=r"^.*vci.yaml:6: config: trainer.val_check_interval: 50 batches, but an "
+                                          r"epoch here holds \d+: give at most \d+"):  # fmt: skip
+        compare(["--config", str(path), *RUN])
+    assert not out.exists()
+
+
 def _user_file(folder, name: str, keep: tuple[str, ...] = ("model",)) -> str:
     """A row file outside experiments/ (so it loads no modality base itself): the DNA LSTM's listed sections."""
     spec = yaml.safe_load((ROOT / "experiments" / "dna" / "lstm.yaml").read_text())
