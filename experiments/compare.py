@@ -199,10 +199,12 @@ class Comparison:
                 f"{key_line(self.path, 'seeds')}: seeds: {self.seeds!r} is not a positive integer"
             )
         if self.budget_flops is not None and not self.budget_flops > 0:
-            raise ConfigError(f"{self.path}: budget_flops: {self.budget_flops:g} is not a positive number")
+            raise ConfigError(
+                f"{key_line(self.path, 'budget_flops')}: budget_flops: {self.budget_flops:g} is not a positive number"
+            )
         if self.launcher not in LAUNCHERS:
             raise ConfigError(
-                f"{self.path}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
+                f"{key_line(self.path, 'launcher')}: launcher: {self.launcher!r} is not one of {', '.join(LAUNCHERS)}"
             )
         if not self.metric.startswith(("test/", "val/") if self.validate else "test/"):
             raise ConfigError(

@@ -221,6 +221,12 @@ def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tm
         (f"models: {{CNN: {CNN}}}\nseeds: null\n", ":2: seeds: null (empty) where it takes an integer"),
         (f"models: {{CNN: {CNN}}}\nmetric:\n", ":2: metric: null (empty) where it takes a string"),
         (f"models: {{CNN: {CNN}}}\nseeds: 0\n", ":2: seeds: 0 is not a positive integer"),
+        # trial 31: the file's name alone, where its other mistakes give the line
+        (
+            f"models: {{CNN: {CNN}}}\nbudget_flops: -3.0e9\n",
+            ":2: budget_flops: -3e+09 is not a positive number",
+        ),
+        (f"models: {{CNN: {CNN}}}\nlauncher: locl\n", ":2: launcher: 'locl' is not one of sequential, local"),
         # a row's name is its runs' folder: a path in it wrote outside the output folder (trial 19)
         (f"models:\n  CNN: {CNN}\n  ../../x: {CNN}\n", ":3: models: the row name '../../x' names its runs' "),
         (
