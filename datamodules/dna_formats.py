@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from archbench.errors import DataError
-from datamodules.files import not_utf8
+from datamodules.files import not_utf8, open_quote_line
 
 Records = tuple[list[bytes], np.ndarray, np.ndarray, str, dict[int, str]]
 
@@ -124,6 +124,10 @@ def _table_chunks(path, fmt, sequence_column, label_column, labels_required, chu
                 expected, line, saw = fields.groups()
                 raise DataError(f"{path}:{line}: {saw} fields, the header has {expected} (a separator inside a "
                                 "value? Quote it)") from None  # fmt: skip
+            if "EOF inside string" in str(err):  # pandas' row, not the line (trial 31)
+                line = open_quote_line(path, "," if fmt == "csv" else "\t", open_data)
+                raise DataError(f"{path}:{line}: a quote opened on this line is never closed (the file ends inside "
+                                "it)") from None  # fmt: skip
             raise DataError(f"{path}: cannot parse as {fmt.upper()}: {err}") from None
         except UnicodeDecodeError:
             raise DataError(not_utf8(path, open_data)) from None

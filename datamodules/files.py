@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import csv
 import hashlib
+import io
 import os
 import shutil
 import tempfile
@@ -225,6 +227,22 @@ def build_folder_once(path: Path, build) -> None:
 
 def _open_binary(path: Path) -> BinaryIO:
     return open(path, "rb")  # noqa: SIM115 (closed by the caller's with)
+
+
+def open_quote_line(
+    file: Path, delimiter: str = ",", opener: Callable[[Path], BinaryIO] | None = None
+) -> int:
+    """The line of a CSV/TSV ``file`` on which the record that never closes its quote starts (``csv`` in strict
+    mode stops at the file's end inside it); pandas says the row, which blank lines and quoted line breaks shift.
+    ``opener``: how to open the file's bytes (a gzipped file's), else as it is."""
+    with (opener or _open_binary)(file) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as f:
+        reader, start = csv.reader(f, delimiter=delimiter, strict=True), 1
+        try:
+            for _ in reader:
+                start = reader.line_num + 1
+        except csv.Error:
+            return start
+    return start
 
 
 def first_non_utf8(

@@ -27,7 +27,7 @@ import pyarrow.compute as pc
 from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError, first_line
-from datamodules.files import change_stamp, not_found, utf8_problem
+from datamodules.files import change_stamp, not_found, open_quote_line, utf8_problem
 from datamodules.splits import held_out_sizes, hold_out, seeded_subset
 
 FORMATS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
@@ -156,26 +156,11 @@ def _diagnose(file: Path, fmt: str, err: Exception) -> str:
     if "corresponds to no data" in str(err):
         return "no data rows (a header only?)"
     if fmt == "csv" and "EOF inside string" in message:  # pandas counts rows, not lines: the quote's line
-        return (
-            f"line {_open_quote_line(file)}: a quote opened there is never closed (the file ends inside it)"
-        )
+        return f"line {open_quote_line(file)}: a quote opened there is never closed (the file ends inside it)"
     if fmt == "json" and file.suffix.lower() == ".jsonl" and (bad_line := _first_bad_json_line(file)):
         line, problem = bad_line
         return f"line {line} is not a JSON object: {problem}"
     return f"could not be read as {fmt}: {message[:300]}"
-
-
-def _open_quote_line(file: Path) -> int:
-    """The line on which the record that never closes its quote starts (``csv`` in strict mode stops at the
-    file's end inside it)."""
-    with open(file, encoding="utf-8-sig", newline="") as f:
-        reader, start = csv.reader(f, strict=True), 1
-        try:
-            for _ in reader:
-                start = reader.line_num + 1
-        except csv.Error:
-            return start
-    return start
 
 
 def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:

@@ -101,6 +101,18 @@ def test_a_table_without_a_header_line_is_said_to_lack_one(tmp_path):
         read_dna(_write(tmp_path, "seq,y\nACGTAC,1\n", "d.csv"))
 
 
+def test_a_quote_left_open_names_the_line_it_opens_on(tmp_path):
+    """Trial 31: pandas' "EOF inside string starting at row 2", which is line 4 here (a blank line between)."""
+    text = 'sequence,label\nACGT,1\n\n"ACGA,2\nACGG,3\n'
+    with pytest.raises(DataError, match=r"d\.csv:4: a quote opened on this line is never closed \(the file ends "
+                                        r"inside it\)$"):  # fmt: skip
+        read_dna(_write(tmp_path, text, "d.csv"))
+    packed = tmp_path / "d.csv.gz"
+    packed.write_bytes(gzip.compress(text.encode()))
+    with pytest.raises(DataError, match=r"d\.csv\.gz:4: a quote opened on this line"):
+        read_dna(packed)
+
+
 def test_missing_label_in_csv(tmp_path):
     path = _write(tmp_path, "sequence,label\nACGT,1\nACGT,\n", "d.csv")
     with pytest.raises(DataError, match=r"d\.csv:3: field 'label' is missing"):
