@@ -277,6 +277,14 @@ class ExperimentCLI(LightningCLI):
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
             raise ConfigError(f"trainer.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
+        accelerator = str(config.trainer.get("accelerator") or "auto")
+        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not _has_accelerator())
+        if str(precision) == "16-mixed" and on_cpu:
+            # Lightning runs bf16-mixed instead, with a warning, and the run's config and W&B said 16-mixed (trial 32)
+            raise ConfigError(
+                "trainer.precision: 16-mixed (float16 autocast) needs a GPU, and this run is on the CPU: give "
+                f"bf16-mixed (or 32) ({available_hardware()})"
+            )
         interval = config.trainer.get("val_check_interval")
         numeric = isinstance(interval, int | float) and not isinstance(
             interval, bool
@@ -695,12 +703,19 @@ def user_error(err: ValueError) -> Exception:
     return err
 
 
+def _has_accelerator() -> bool:
+    """A CUDA GPU or Apple's MPS, which Lightning's ``accelerator: auto`` would choose over the CPU."""
+    return torch.cuda.is_available() or torch.backends.mps.is_available()
+
+
 def available_hardware() -> str:
     """What this machine offers, for error messages."""
     gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
     names = sorted({torch.cuda.get_device_name(i) for i in range(gpus)})
     gpu = f"{gpus} CUDA GPU(s): {', '.join(names)}" if gpus else "no CUDA GPU"
-    return f"this machine: accelerator cpu ({os.cpu_count()} cores), {gpu}; precision {', '.join(PRECISIONS)}"
+    # float16 autocast is the GPU's (Lightning falls back to bf16-mixed on the CPU)
+    precisions = PRECISIONS if _has_accelerator() else tuple(p for p in PRECISIONS if p != "16-mixed")
+    return f"this machine: accelerator cpu ({os.cpu_count()} cores), {gpu}; precision {', '.join(precisions)}"
 
 
 def _namespace_path(config, parts: list[str]) -> str | None:

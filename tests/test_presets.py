@@ -70,9 +70,14 @@ def test_early_stopping_is_one_setting_and_a_second_one_is_refused_in_one_line(i
     [
         ("--trainer.precision=64", "error: trainer.precision: 64 is not one of 32-true, 32, bf16-mixed, 16-mixed"),
         ("--trainer.no_such_key=1", "error: unrecognized arguments: --trainer.no_such_key=1"),
+        # trial 32: Lightning ran bf16-mixed instead, and the run's config and W&B run said 16-mixed
+        ("--trainer.precision=16-mixed", "error: trainer.precision: 16-mixed (float16 autocast) needs a GPU, and this "
+                                         "run is on the CPU: give bf16-mixed (or 32) (this machine: accelerator cpu ("),
     ],
 )  # fmt: skip
 def test_impossible_requests_are_one_clear_line(option, expected, in_tmp):
+    if "16-mixed" in option and torch.cuda.is_available():
+        pytest.skip("a GPU runs float16 autocast")
     result = run_main("fit", "--config", CNN, *TINY_DATA, *CSV_ONLY, option, cwd=in_tmp)
     assert result.returncode == 2
     assert last_line(result).startswith(expected), result.stderr[-2000:]
