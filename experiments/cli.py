@@ -11,6 +11,7 @@ import contextlib
 import importlib.util
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -284,6 +285,15 @@ class ExperimentCLI(LightningCLI):
             raise ConfigError(
                 "trainer.precision: 16-mixed (float16 autocast) needs a GPU, and this run is on the CPU: give "
                 f"bf16-mixed (or 32) ({available_hardware()})"
+            )
+        devices = str(config.trainer.get("devices"))  # "3" as parsed from the command line, 3 from a file
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        if on_cpu and devices.isdigit() and int(devices) > cores and not os.environ.get("LOCAL_RANK"):
+            # trial 32: 3 processes on 2 cores, unsaid; allowed (a test of DDP), each just slower
+            warnings.warn(
+                f"trainer.devices: {devices} CPU processes on {cores} cores: they share the cores, each slower than "
+                "one process alone",
+                stacklevel=1,
             )
         interval = config.trainer.get("val_check_interval")
         numeric = isinstance(interval, int | float) and not isinstance(

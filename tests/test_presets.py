@@ -1,5 +1,7 @@
 """Trainer presets, impossible trainer requests as one line, and mixed precision on the CPU."""
 
+import warnings
+
 import pytest
 import torch
 import yaml
@@ -31,6 +33,22 @@ def test_preset_builds_a_trainer_or_says_what_is_missing(preset, in_tmp):
     assert cli.trainer.num_nodes == preset_config["num_nodes"]
     if preset == "ddp_cpu.yaml":
         assert cli.trainer.num_devices == 2 and type(cli.trainer.strategy).__name__ == "DDPStrategy"
+
+
+def test_more_cpu_processes_than_cores_are_said(in_tmp):
+    """Trial 32: 3 DDP processes started on 2 cores without a word (allowed: a test of DDP on a laptop)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    args = ["--config", CNN, *TINY_DATA, *CSV_ONLY, "--trainer.accelerator=cpu", "--trainer.strategy=ddp"]
+    with pytest.warns(
+        UserWarning, match=rf"^trainer.devices: {cores + 1} CPU processes on {cores} cores: they share "
+    ):
+        ExperimentCLI(args=[*args, f"--trainer.devices={cores + 1}"], run=False)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        ExperimentCLI(args=[*args, f"--trainer.devices={cores}"], run=False)
+    assert not [w for w in said if "CPU processes on" in str(w.message)]
 
 
 @pytest.mark.parametrize(
