@@ -105,6 +105,19 @@ def _say_colour_read_as_grey(split: ImageSplit, channels: int) -> None:
         )
 
 
+def _say_other_sizes(split: ImageSplit, height: int, width: int) -> None:
+    """Images to predict of another size than the model was trained at, resized by their shorter side and
+    centre-cropped to it: said as ``fit`` says it of training images (trial 32: a 64x50 image predicted unsaid)."""
+    if split.headers is None:
+        return
+    other = np.flatnonzero((split.headers[:, 1] != height) | (split.headers[:, 2] != width))
+    if len(other):
+        rank_zero_warn(
+            f"data.predict_path: {len(other)} of {len(split)} images are not {height}x{width} (the size the model was "
+            f"trained at) and are resized by their shorter side and centre-cropped to it, e.g. {split.files[other[0]]}"
+        )
+
+
 class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
     SAVED = ("labels", "data_config")
 
@@ -238,7 +251,10 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             self.splits = {}
             if hp.predict_path:
                 self.splits["predict"] = read_images(Path(hp.predict_path))
-                _say_colour_read_as_grey(self.splits["predict"], self._state["data_config"]["input_size"][0])
+                channels, height, width = self._state["data_config"]["input_size"]
+                _say_colour_read_as_grey(self.splits["predict"], channels)
+                if not hp.input_config and not hp.img_size:  # the model sees the data's own size
+                    _say_other_sizes(self.splits["predict"], height, width)
             elif (
                 hp.labels
             ):  # the classes the run kept (its checkpoint's): the folder's others dropped, as then
@@ -312,6 +328,8 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         if hp.predict_path:
             splits["predict"] = read_images(Path(hp.predict_path))
             _say_colour_read_as_grey(splits["predict"], self._native[0])
+            if not hp.input_config and not hp.img_size:
+                _say_other_sizes(splits["predict"], *self._native[1:])
         self.splits = splits
         return splits
 

@@ -176,6 +176,29 @@ def test_a_damaged_weights_file_is_named_as_damaged(tmp_path):
         TimmNet("resnet18", num_outputs=3, weights_file=str(tmp_path / "cut.safetensors"))
 
 
+def test_images_to_predict_of_another_size_are_said_as_fit_says_them(tmp_path):
+    """Trial 32: a 64x50 image was predicted, resized and centre-cropped to 12x12, unsaid (fit says it)."""
+    import warnings
+
+    from image_data import write_folder
+
+    from datamodules.images import ImageDataModule
+
+    train = write_folder(tmp_path / "train", per_class=4, size=12)
+    new = write_folder(tmp_path / "new", classes=("a",), per_class=2, size=12)
+    Image.new("RGB", (64, 50)).save(new / "a" / "big.png")
+    data = ImageDataModule(source="folder", train_path=str(train), predict_path=str(new), batch_size=2)
+    with pytest.warns(UserWarning, match=r"^data.predict_path: 1 of 3 images are not 12x12 \(the size the model was "
+                      r"trained at\) and are resized by their shorter side and centre-cropped to it, e.g. .*big.png$"):  # fmt: skip
+        data.setup("predict")
+    (new / "a" / "big.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ImageDataModule(source="folder", train_path=str(train), predict_path=str(new), batch_size=2).setup(
+            "predict"
+        )
+
+
 def test_colour_images_given_to_a_grey_model_are_said(tmp_path):
     """Trial 23: a model trained on grey images reads colour ones as grey, their luminance; now said."""
     from image_data import write_folder
