@@ -74,6 +74,15 @@ def to_strings(data: RaggedStore) -> list[str]:
     return [table[data.item(i)[0]].tobytes().decode() for i in range(len(data))]
 
 
+def _word(text: str) -> bool:
+    """Text that is not a number at all (not 'nan' or 'inf' either), nor empty."""
+    try:
+        float(text)
+    except ValueError:
+        return bool(text)
+    return False
+
+
 def _label_problem(value, label_name: str) -> str:
     text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
     if not text:
@@ -131,6 +140,13 @@ class _Encoded:
             labels = raw_labels
         else:
             labels = pd.to_numeric(pd.Series(raw_labels), errors="coerce").to_numpy(dtype=np.float64)
+        # every label a word ('pos', 'neg'): class names, where numbers are read (trial 32: the hint was to skip
+        # the bad lines, which were all of them)
+        self.names = None
+        if labels_required and len(labels) and not problems and raw_labels.dtype != np.float64:
+            words = {str(v).strip() for v in raw_labels}
+            if all(map(_word, words)):
+                self.names = sorted(words)
         if labels_required:
             for i in np.flatnonzero(~np.isfinite(labels)):
                 problems.setdefault(int(i), _label_problem(raw_labels[i], label_name))
@@ -186,6 +202,13 @@ def _encoded_chunks(
     for records in record_chunks(path, sequence_column, label_column, labels_required, chunk):
         part = _Encoded(path, *records, labels_required, label_name, class_ids)
         unit = part.unit
+        if part.names and not total:  # the file's first records
+            shown = ", ".join(map(repr, part.names[:5])) + (", ..." if len(part.names) > 5 else "")
+            ids = ", ".join(f"{name} {i}" for i, name in enumerate(part.names[:3]))
+            raise DataError(
+                f"{path}: field {label_name!r} holds words ({shown}) on every line, not numbers: DNA labels are "
+                f"numbers (a value to regress, or class ids 0..K-1); write each class as its id (e.g. {ids})"
+            )
         if part.bad and on_bad_line == "error":
             more = len(part.bad) - 1
             more = f" (and {more} more bad {unit}s; on_bad_line: skip drops them)" if more else ""

@@ -101,6 +101,18 @@ def test_a_table_without_a_header_line_is_said_to_lack_one(tmp_path):
         read_dna(_write(tmp_path, "seq,y\nACGTAC,1\n", "d.csv"))
 
 
+def test_class_names_for_labels_are_said_as_such_not_as_lines_to_skip(tmp_path):
+    """Trial 32: 'pos'/'neg' on every line was "not a number ... on_bad_line: skip drops them": all of them."""
+    path = _write(tmp_path, "seq,cls\nACGT,pos\nACGA,neg\nACGG,pos\n", "d.csv")
+    with pytest.raises(DataError, match=r"d\.csv: field 'cls' holds words \('neg', 'pos'\) on every line, not numbers: "
+                                        r"DNA labels are numbers \(a value to regress, or class ids 0..K-1\); write each "
+                                        r"class as its id \(e.g. neg 0, pos 1\)$"):  # fmt: skip
+        read_dna(path, "seq", "cls", on_bad_line="skip")
+    # one word among numbers is a bad line, as before
+    with pytest.raises(DataError, match=r"d\.csv:3: field 'cls': 'neg' is not a number"):
+        read_dna(_write(tmp_path, "seq,cls\nACGT,1\nACGA,neg\n", "d.csv"), "seq", "cls")
+
+
 def test_a_quote_left_open_names_the_line_it_opens_on(tmp_path):
     """Trial 31: pandas' "EOF inside string starting at row 2", which is line 4 here (a blank line between)."""
     text = 'sequence,label\nACGT,1\n\n"ACGA,2\nACGG,3\n'
