@@ -527,6 +527,11 @@ def one_line(message: str) -> str:
             )
         if not line or line.startswith(_NOISE):
             continue
+        # an optimizer's or schedule's option of the wrong type: the key at the end of the callable's line
+        nested = re.search(r'expects a function or a callable class: Parser key "(\w+)":$', line)
+        if nested:
+            keys.append(nested.group(1))
+            continue
         if line.startswith('Parser key "'):
             keys.append(line.split('"')[1])
         elif line.startswith("Problem with given class_path '"):
@@ -541,6 +546,21 @@ def one_line(message: str) -> str:
                 line = f"{path} takes no option {option!r}" + _suggestion(
                     path, option, ("params", "optimizer")
                 )
+            # one without its required option (StepLR's step_size): the class from the value given (trial 32)
+            required = re.search(r"expects a function or a callable class: the following arguments are required: "
+                                 r"([\w, ]+)", line)  # fmt: skip
+            given = re.search(r"Given value: Namespace\(class_path='([\w.]+)'", str(message))
+            if required and given:
+                names = [n.strip() for n in required.group(1).split(",")]
+                line = (f"{given.group(1)} needs {', '.join(names)}: give --{'.'.join(keys)}.{names[0]} VALUE (or "
+                        f"init_args: {{{names[0]}: VALUE}} under its class_path)")  # fmt: skip
+            # a value of the wrong type (betas 0.9), without the namespace of the whole optimizer after it
+            wrong = re.fullmatch(r"(Expected a <class '(\w+)'>\. Got value: [^.]*(?:\.\d+)?)\. Got value: Namespace\(.*",
+                                 line)  # fmt: skip
+            line = re.sub(r"\. Got value: Namespace\(class_path=.*$", "", line)  # the whole optimizer, again
+            if wrong:
+                line = wrong.group(1) + (" (a list in brackets, e.g. [0.9, 0.999])"
+                                         if wrong.group(2) in ("tuple", "list") else "")  # fmt: skip
             # a key of an option the class lacks (moe.experts on a recurrent net): said of the option, moe
             unknown = re.fullmatch(r"Option '(\w+)(\.[\w.]+)?' is not accepted", line) or (
                 re.fullmatch(r"unrecognized arguments: --(\w+)(\.[\w.]+)(=\S*)?", line) if chosen else None

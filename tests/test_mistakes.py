@@ -71,6 +71,18 @@ def test_values_out_of_range_name_the_option_and_value(option, expected, in_tmp)
             "--data.on_bad_line=ignore",
             "data.on_bad_line: Expected a typing.Literal['error', 'skip']. Got value: ignore",
         ),
+        # trial 32: jsonargparse's "Type typing.Callable[[torch.optim.optimizer.Optimizer], ...] expects a function
+        # or a callable class: the following arguments are required: step_size"
+        (
+            "--model.lr_scheduler=torch.optim.lr_scheduler.StepLR",
+            "model.lr_scheduler: torch.optim.lr_scheduler.StepLR needs step_size: give "
+            "--model.lr_scheduler.step_size VALUE (or init_args: {step_size: VALUE} under its class_path)",
+        ),
+        # and "... callable class: Parser key "betas": Expected a tuple. Got value: 0.9. Got value: Namespace(...)"
+        (
+            "--model.optimizer.betas=0.9",
+            "model.optimizer.betas: Expected a tuple. Got value: 0.9 (a list in brackets, e.g. [0.9, 0.999])",
+        ),
     ],
 )
 def test_unknown_and_mistyped_options_name_the_option(option, expected, in_tmp):
