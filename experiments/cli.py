@@ -313,7 +313,8 @@ class ExperimentCLI(LightningCLI):
             config.ckpt_path = resume_last(config, run)
             if config.ckpt_path:
                 check_same_files(config, config.ckpt_path, "last")
-                print(f"resuming from {config.ckpt_path}")
+                if rank_zero_only.rank == 0:  # once, not once per DDP process (trial 32)
+                    print(f"resuming from {config.ckpt_path}")
                 step = checkpoint_info(config.ckpt_path)["global_step"]  # None: a sharded (FSDP) folder
                 self._resumed_step = int(step) if step is not None else None
             elif near := nearest_run(config, run):  # a setting changed: which, and how to go on from that run

@@ -13,6 +13,7 @@ import warnings
 from typing import Literal
 
 import torch
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
 
 
@@ -70,6 +71,8 @@ class WarmupCosineLR(torch.optim.lr_scheduler.LRScheduler):
             for group in self.optimizer.param_groups:  # restored before this, at the old schedule's rate
                 group["lr"] = group["initial_lr"] * self.factor(self.last_epoch)
             self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+            if rank_zero_only.rank != 0:  # said once, not once per DDP process (trial 32)
+                return
             warnings.warn(
                 f"learning-rate schedule: the checkpoint's run planned {old} steps, this one {planned}: the "
                 f"cosine now ends at step {planned}, the rate at step {self.last_epoch} goes from "

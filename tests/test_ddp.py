@@ -305,6 +305,7 @@ def test_a_ddp_run_killed_mid_epoch_and_resumed_continues_the_same_order(in_tmp)
     record = ["--trainer.callbacks+=faults.RecordBatches", "--trainer.callbacks.folder=after"]
     resumed = run_module("fit", *args, *ddp, *record, "--ckpt_path=last", cwd=in_tmp)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.stdout.count("resuming from ") == 1  # said once, not once per process (trial 32)
     single, _, _ = _single_process_batches(args, epochs=2)  # 10 batches an epoch: 5 steps per rank
     for rank in range(2):
         after = json.loads((in_tmp / "after" / f"rank{rank}.json").read_text())["train"]
