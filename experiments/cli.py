@@ -51,6 +51,7 @@ from experiments.resume import (
     named_checkpoint,
     nearest_run,
     resume_last,
+    saved_net,
 )
 from lit_models.task import Task
 
@@ -579,7 +580,9 @@ class ExperimentCLI(LightningCLI):
                     raise DataError(str(err).replace("RUN/tokenizer.json", str(run))) from None
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
-                self.model.refuse_mismatch(state, ckpt, data, checkpoint.get("datamodule_hyper_parameters"))
+                self.model.refuse_mismatch(
+                    state, ckpt, data, checkpoint.get("datamodule_hyper_parameters"), saved_net(checkpoint)
+                )
 
     def _refuse_interval_past_epoch(self, data) -> None:
         """``trainer.val_check_interval`` in batches beyond an epoch's (with validation counted per epoch), which

@@ -18,6 +18,7 @@ from archbench.checkpoint_files import (
 from archbench.errors import ConfigError, DataError
 from datamodules.files import check_writable
 from experiments.configs import CommandParser, import_class, is_subclass
+from experiments.resume import saved_net
 
 # the commands that read a checkpoint of a task (beside predict and test), for a checkpoint given to another
 READ_BY = {
@@ -94,7 +95,9 @@ def cli_from_checkpoint(
     }
     try:
         # one line, not torch's key list
-        module.refuse_mismatch(checkpoint["state_dict"], f"--ckpt {ckpt}", cli.datamodule, saved_data)
+        module.refuse_mismatch(
+            checkpoint["state_dict"], f"--ckpt {ckpt}", cli.datamodule, saved_data, saved_net(checkpoint)
+        )
     except ConfigError as err:
         raise with_run_config_hint(err, ckpt, configs) from None
     module.load_state_dict(checkpoint["state_dict"])

@@ -38,6 +38,18 @@ RUN_DIR_KEY = "run_dir"
 DATA_KEY = "data_fingerprints"  # the training data files' fingerprints, paths resolved
 
 
+def saved_net(checkpoint: dict) -> str | None:
+    """The net class (``lit_models.DilatedCNN``) a checkpoint's run built, from the ``config.yaml`` in its run
+    folder (the checkpoint's hyper-parameters leave the net out); None where there is none to read."""
+    folder = checkpoint.get(RUN_DIR_KEY)
+    try:
+        config = yaml.safe_load((Path(folder) / "config.yaml").read_text()) if folder else None
+        net = config["model"]["init_args"]["net"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    return net.get("class_path") if isinstance(net, dict) else None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """``torch.save`` into a temporary file beside the target, fsync, rename: a kill at any moment leaves the
     previous checkpoint whole. (Lightning's own save goes through a temporary file in the system's temp folder,

@@ -509,11 +509,17 @@ class Task(L.LightningModule):
         self.flops_tally.load_state_dict(checkpoint.get("flops_tally"))
 
     def refuse_mismatch(
-        self, state: dict[str, torch.Tensor], where: str, data=None, saved_data: dict | None = None
+        self,
+        state: dict[str, torch.Tensor],
+        where: str,
+        data=None,
+        saved_data: dict | None = None,
+        saved_net: str | None = None,
     ) -> None:
         """A checkpoint's weights that do not fit this model, refused in one line; ``data``, the data the model is
         built for, may say why (sequences longer than the checkpoint's training data), as may the checkpoint's
-        own data settings ``saved_data`` where they differ (a regression checkpoint given classification data)."""
+        own data settings ``saved_data`` where they differ (a regression checkpoint given classification data),
+        and the net class its run built, ``saved_net``, where it is another."""
         problem = state_dict_mismatch(self, state)
         longer = getattr(data, "longer_than_trained", None)
         if problem and longer and _only_length_sized(self.state_dict(), state):
@@ -526,6 +532,11 @@ class Task(L.LightningModule):
             )
         if problem:
             apart = _data_apart(dict(saved_data or {}), data)
+            ours = type(self.net).__name__
+            if (
+                saved_net and saved_net.rsplit(".", 1)[-1] != ours
+            ):  # trial 32: which nets, not only the tensors
+                apart += f"; its run built the net {saved_net.rsplit('.', 1)[-1]}, this config {ours}"
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): it was trained "
                 f"with another vocabulary, data or net options{apart}; give the config it was trained with"

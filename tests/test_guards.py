@@ -199,3 +199,27 @@ def test_evaluating_last_or_best_finds_the_newest_run_and_no_checkpoint_is_said(
     )
     cli = ExperimentCLI(args=["--config", str(run / "config.yaml"), "--trainer.logger=false"], run=False)
     assert type(cli.model.net).__name__ == "DilatedCNN"
+
+
+def test_another_nets_checkpoint_names_both_nets(tmp_path):
+    """Trial 32: an LSTM config given a CNN's checkpoint listed the tensors that differ and "another vocabulary,
+    data or net options", without naming the nets; its run's config.yaml says which net it built."""
+    import yaml
+
+    from archbench.errors import ConfigError
+    from experiments.resume import saved_net
+    from lit_models import DilatedCNN, PredictionTask, RecurrentNet
+
+    run = tmp_path / "run"
+    run.mkdir()
+    config = {"model": {"class_path": "lit_models.PredictionTask", "init_args": {"net": {"class_path":
+              "lit_models.DilatedCNN", "init_args": {"channels": 4}}}}}  # fmt: skip
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    checkpoint = {"run_dir": str(run)}
+    assert saved_net(checkpoint) == "lit_models.DilatedCNN" and saved_net({}) is None
+    state = PredictionTask(DilatedCNN(4, 1, channels=4, num_blocks=1)).state_dict()
+    lstm = PredictionTask(RecurrentNet(4, 1, cell="lstm", hidden_size=8))
+    with pytest.raises(ConfigError, match=r"^x.ckpt does not fit the model .*: it was trained with another vocabulary, "
+                       r"data or net options; its run built the net DilatedCNN, this config RecurrentNet; give the "
+                       r"config it was trained with$"):  # fmt: skip
+        lstm.refuse_mismatch(state, "x.ckpt", saved_net=saved_net(checkpoint))
