@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 from archbench.checkpoint_files import check_checkpoint, configs_for
 from archbench.errors import ConfigError, DataError
@@ -58,8 +59,12 @@ def main(argv: list[str]) -> None:
         "timm.name": name,
         "timm.model_kwargs": json.dumps(kwargs),
     }
+    replaced = Path(args.out).is_file()  # as any export tool does; said, not done unsaid (trial 32)
     write_atomic(args.out, save(state, metadata=metadata))
-    print(f"export: {len(state)} tensors (timm names) -> {args.out}")
+    print(
+        f"export: {len(state)} tensors (timm names) -> {args.out}"
+        + (" (the file there replaced)" if replaced else "")
+    )
     print(
         "fine-tune from it: --model.net lit_models.image_nets.TimmNet --model.net.init_args.name "
         f"{name} --model.net.init_args.model_kwargs '{json.dumps(kwargs)}' --model.net.init_args.weights_file "

@@ -238,7 +238,7 @@ def test_lr_find_command(tmp_path, monkeypatch):
     ],
 )  # fmt: skip
 def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
-    tmp_path, model_file, extra, timm_name, timm_kwargs
+    tmp_path, model_file, extra, timm_name, timm_kwargs, capsys
 ):
     """Train ours a step, export the checkpoint as timm-named safetensors, load it with timm: same logits."""
     args = [*image_args(tmp_path, model_file), *extra]
@@ -249,6 +249,12 @@ def test_our_trained_weights_fine_tune_through_the_timm_local_file_path(
     out = tmp_path / "ours.safetensors"
     result = run_main("export", *args, "--ckpt", ckpt, "--out", str(out), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert "replaced" not in result.stdout
+    # again over it: replaced, and said (trial 32: unsaid)
+    from experiments.export import main as export
+
+    export([*args, "--ckpt", ckpt, "--out", str(out)])
+    assert f"-> {out} (the file there replaced)" in capsys.readouterr().out
     # it says, and the file records, the timm model that takes it
     said = re.search(
         r"--model.net.init_args.name (\S+) --model.net.init_args.model_kwargs '(.*?)'", result.stdout
