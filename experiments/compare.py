@@ -717,8 +717,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
         open_quietly(trainer.loggers[0])  # the run folder holds its settings file, no log yet
     try:
         # the data read and checked as fit does it (a val_check_interval past an epoch's batches: trial 31 met
-        # Lightning's own refusal, in each of the rows' runs), before a step trains
-        cli.check_data_first("fit")
+        # Lightning's own refusal, in each of the rows' runs), before a step trains; a resumed run was checked
+        # when it began (and its init_from weights, read then, need not be on disk now)
+        if resume is None:
+            cli.check_data_first("fit")
         trainer.fit(module, datamodule=data, ckpt_path=resume, weights_only=True)
     except Exception as err:  # the W&B run ends failed, not left open for this process's next run to reuse
         # a setting or data mistake (not a loss gone NaN, whose logs tell what happened)
