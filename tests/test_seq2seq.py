@@ -378,6 +378,14 @@ def test_empty_splits_stop_naming_the_file(tmp_path):
         pair_module(write_pairs(tmp_path) | {"test": empty}).setup()
 
 
+def test_blank_lines_before_a_tables_header_are_skipped_and_counted(tmp_path):
+    """Blank lines before the header were read as a header of no columns: "3: 2 fields, the header has 0"."""
+    paths = write_pairs(tmp_path)
+    paths["train"].write_text("\n\nword\tphonemes\nab\tA1 B\nde\t\n")
+    with pytest.raises(DataError, match=r"train.tsv:5: phonemes is empty \(source 'de', target ''\)"):
+        pair_module(paths).setup()
+
+
 def test_json_values_that_are_not_strings_name_line_field_and_type(tmp_path):
     paths = write_pairs(tmp_path)
     good = '{"word": "ab", "phonemes": "A1 B"}'
