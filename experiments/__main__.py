@@ -197,18 +197,26 @@ def main(argv: list[str] | None = None) -> int:
         stopped = interrupted_at()
         if err.code != 1 or stopped is None:
             raise
-        step, saved = stopped
-        if step < 0:  # an evaluation, or a validation within a fit: no training step was under way
-            print(f"interrupted (Ctrl-C) during {command}", file=sys.stderr)
-            return 130
-        # trial 28: "resumes it from the run's last save", of which it had none
+        step, saved, saved_step = stopped.step, stopped.saved, stopped.saved_step
+        where = "during " + command if step < 0 else f"at step {step}"  # -1: a validation, the sanity check
         if command in _OVER and not saved:
-            again = f"; nothing of this run was saved yet: {_OVER[command]}"
+            # trial 28: "resumes it from the run's last save", of which it had none; trial 33: the folder left
+            # without a checkpoint, named
+            folder = f" (its folder {stopped.folder} holds no checkpoint)" if stopped.folder else ""
+            said = f"nothing of this run was saved yet{folder}: {_OVER[command]}"
+        elif command in resume and saved_step is not None and 0 <= saved_step < step:
+            # trial 33: "the step under way was not saved", where the 94 before it were not either
+            done = step - saved_step
+            said = (f"the last {done} step{'s' * (done != 1)} and the one under way were not saved (the run's last "
+                    f"save is of step {saved_step}); {resume[command]} from step {saved_step}")  # fmt: skip
+        elif command in resume:
+            lost = "the step under way was not saved; " if step >= 0 else ""
+            said = f"{lost}{resume[command]} from the run's last save" + (
+                f" (at step {saved_step})" if saved_step is not None else ""
+            )
         else:
-            again = f"; {resume[command]} from the run's last save" if command in resume else ""
-        print(
-            f"interrupted (Ctrl-C) at step {step}: the step under way was not saved{again}", file=sys.stderr
-        )
+            said = ""
+        print(f"interrupted (Ctrl-C) {where}" + (f": {said}" if said else ""), file=sys.stderr)
         return 130
     except RuntimeError as err:
         if not _after_sigterm(err):

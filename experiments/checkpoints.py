@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 import time
+from typing import NamedTuple
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities.rank_zero import rank_prefixed_message, rank_zero_warn
@@ -20,15 +21,23 @@ NAMED = ("last", "best", "hpc", "registry")  # resolved by Lightning (and `fit -
 
 # the SIGTERMs this process got during its DDP fit (stop_after_the_step_without_broadcast)
 _SIGTERMS: list[int] = []
-# the step at which a Ctrl-C stopped this process's run (Lightning says it, then exits with status 1), and
-# whether the run had a save to resume from then
-_INTERRUPTED: list[tuple[int, bool]] = []
 
 
-def interrupted_at() -> tuple[int, bool] | None:
-    """The step a Ctrl-C stopped the run at (-1: outside training, an evaluation) and whether the run had been
-    saved by then (its own save or the checkpoint it resumed from), for the command's message; None when no
-    Ctrl-C stopped one."""
+class Interrupted(NamedTuple):
+    """Where a Ctrl-C stopped this process's run (Lightning says it, then exits with status 1), for the command's
+    message."""
+
+    step: int  # the steps done; -1: outside training (the sanity check, a validation)
+    saved: bool  # whether the run had a save to resume from (its own, or the checkpoint it resumed from)
+    saved_step: int | None  # the step of the last save, where LastCheckpoint knows it
+    folder: str | None  # the run's folder
+
+
+_INTERRUPTED: list[Interrupted] = []
+
+
+def interrupted_at() -> Interrupted | None:
+    """Where a Ctrl-C stopped the run; None when no Ctrl-C stopped one."""
     return _INTERRUPTED[-1] if _INTERRUPTED else None
 
 
@@ -186,7 +195,7 @@ class LastCheckpoint(ModelCheckpoint):
         # Ctrl-C, anywhere in a step: its state is not whole, so nothing is saved; the command says the step
         if isinstance(exception, KeyboardInterrupt):
             step = trainer.global_step if trainer.training else -1  # -1: not while training
-            _INTERRUPTED.append((step, self._has_save(trainer)))
+            _INTERRUPTED.append(Interrupted(step, self._has_save(trainer), self._saved_step, trainer.log_dir))
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
             # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and

@@ -52,6 +52,7 @@ from experiments.resume import (
     nearest_run,
     resume_last,
     saved_net,
+    unsaved_runs,
 )
 from lit_models.task import Task
 
@@ -324,7 +325,12 @@ class ExperimentCLI(LightningCLI):
                       f"model, was made with other settings ({_shown(diffs)}). To go on from its checkpoint "
                       f"instead, give --ckpt_path {last}", file=sys.stderr)  # fmt: skip
             else:
-                print("--ckpt_path last: no earlier run of this model and data to resume; starting a new run")
+                unsaved = unsaved_runs(config, run)
+                beside = (f" ({', '.join(map(str, unsaved))} stopped before its first save: no checkpoint there)"
+                          if unsaved else "")  # fmt: skip
+                print(
+                    f"--ckpt_path last: no earlier run of this model and data to resume{beside}; starting a new run"
+                )
         elif self.subcommand == "fit" and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
             check_same_files(config, config.ckpt_path, config.ckpt_path)
         elif self.subcommand in ("validate", "test", "predict"):

@@ -363,6 +363,14 @@ def _refuse_without_last(run_dir: Path) -> None:
         )
 
 
+def unsaved_runs(config, run: dict) -> list[Path]:
+    """The run folders of this model and data that hold no checkpoint (stopped before their first save), for
+    ``fit --ckpt_path last``'s word that it starts a new run beside them (trial 33: beside one, unsaid)."""
+    base = _versioned_base(config)
+    folders = sorted(base.glob("*/")) if base is not None else []
+    return [f for f in folders if _same_model(f / "config.yaml", run) and not any(f.rglob("*.ckpt"))]
+
+
 def resume_last(config, run: dict) -> str | None:
     """For ``fit --ckpt_path last``: point the config's loggers at the newest run of this model and data and return its
     ``last.ckpt`` (None, and a fresh run, when there is none yet: the same command starts and resumes a job).

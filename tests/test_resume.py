@@ -160,9 +160,10 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
         result = run_main("fit", *RESUMABLE, "--config", config_int, once, cwd=interrupted)
     finally:  # Lightning ignores SIGINT from a Ctrl-C on: this test process's own handler comes back
         signal.signal(signal.SIGINT, previous)
+    # the steps since the last save (step 3) said, not the step under way alone (trial 33)
     assert result.returncode == 130 and last_line(result) == (
-        "interrupted (Ctrl-C) at step 4: the step under way was not saved; 'fit ... --ckpt_path last' resumes it "
-        "from the run's last save"
+        "interrupted (Ctrl-C) at step 4: the last 1 step and the one under way were not saved (the run's last save "
+        "is of step 3); 'fit ... --ckpt_path last' resumes it from step 3"
     )
     # before any save (trial 28: the same message, of a save the run did not have)
     config_int = yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "experiments.checkpoints.LastCheckpoint"},
@@ -175,10 +176,18 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
         result = run_main("fit", *RESUMABLE, "--config", config_int, once, cwd=early)
     finally:
         signal.signal(signal.SIGINT, previous)
+    # and the folder left without a checkpoint named (trial 33)
+    assert not list((early / "runs" / "dna" / "lightning_logs" / "version_0").rglob("*.ckpt"))
     assert result.returncode == 130 and last_line(result) == (
-        "interrupted (Ctrl-C) at step 2: the step under way was not saved; nothing of this run was saved yet: "
-        "'fit ... --ckpt_path last' starts it over"
+        "interrupted (Ctrl-C) at step 2: nothing of this run was saved yet (its folder runs/dna/lightning_logs/"
+        "version_0 holds no "
+        "checkpoint): 'fit ... --ckpt_path last' starts it over"
     )
+    # the command it names: a new run, beside the folder without a checkpoint, said
+    again = run_main("fit", *RESUMABLE, once, "--ckpt_path=last", cwd=early)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert ("--ckpt_path last: no earlier run of this model and data to resume (runs/dna/lightning_logs/version_0 "
+            "stopped before its first save: no checkpoint there); starting a new run") in again.stdout  # fmt: skip
     result = run_main("fit", *RESUMABLE, "--config", config, once, "--trainer.accumulate_grad_batches=2",
                       cwd=accumulating)  # fmt: skip
     assert result.returncode == 143 and last_line(result) == (
