@@ -126,9 +126,8 @@ def _column(frame: pd.DataFrame, column: str, name: str, where: str) -> pd.Serie
     outer, _, key = column.partition(".")
     if key and outer in frame.columns:
         return frame[outer].map(lambda d: d.get(key) if isinstance(d, dict) else None)
-    raise DataError(
-        f"{where}: no column {column!r} (data.{name}); it has {', '.join(map(str, frame.columns))}"
-    )
+    shown = ", ".join(map(str, frame.columns))
+    raise DataError(f"{where}: no column {column!r} (data.{name}); it has {shown}")
 
 
 def pair_frame(
@@ -143,7 +142,13 @@ def pair_frame(
     not strings (a number, a list of symbols) stop naming where. ``sources_only``: the sources are checked, the
     targets (None where the column is missing) kept as written."""
     if len(frame) == 0:
-        raise DataError(f"{where}: has no {'sources' if sources_only else 'pairs'} (a header only?)")
+        # no column either: nothing but blank lines (trial 33)
+        why = (
+            "a header only?"
+            if any(str(c).strip() for c in frame.columns)
+            else "the file holds only blank lines"
+        )
+        raise DataError(f"{where}: has no {'sources' if sources_only else 'pairs'} ({why})")
     columns = (
         {"source": source_column} if sources_only else {"source": source_column, "target": target_column}
     )

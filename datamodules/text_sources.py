@@ -170,7 +170,8 @@ def read_table(file: Path, sep: str) -> tuple[pd.DataFrame, np.ndarray]:
     with open(file, encoding="utf-8-sig", newline="") as f:
         reader = csv.reader(f, delimiter=sep, quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
         header = next(reader, [])
-        while header == [] and reader.line_num:  # blank lines before the header: skipped, and counted
+        # blank (or all-space) lines before the header: skipped, and counted
+        while not any(field.strip() for field in header) and reader.line_num:
             before = reader.line_num
             header = next(reader, [])
             if reader.line_num == before:  # the file's end

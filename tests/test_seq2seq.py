@@ -376,6 +376,11 @@ def test_empty_splits_stop_naming_the_file(tmp_path):
     empty.write_text("\n")
     with pytest.raises(DataError, match=r"test.jsonl: has no pairs"):
         pair_module(write_pairs(tmp_path) | {"test": empty}).setup()
+    # blank and all-space lines alone (trial 33: "no column 'word' (data.source_column); it has    ")
+    blank = tmp_path / "blank.tsv"
+    blank.write_text("   \n\n  \n")
+    with pytest.raises(DataError, match=r"blank.tsv: has no pairs \(the file holds only blank lines\)$"):
+        pair_module(write_pairs(tmp_path) | {"train": blank}).setup()
 
 
 def test_blank_lines_before_a_tables_header_are_skipped_and_counted(tmp_path):
