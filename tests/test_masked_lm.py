@@ -124,7 +124,7 @@ def test_a_masked_lm_encoder_starts_a_text_classifier_and_the_head_starts_fresh(
     assert own["net.head.weight"].shape == (2, 16)  # the classifier's own head, two classes
 
     with pytest.raises(ConfigError, match=r"trained on data tokenized by .* this data by 'wordpiece' "
-                       r"\(data.tokenizer\), and \d+ of their token ids mean other tokens \(id \d+ is"):  # fmt: skip
+                       r"\(data.tokenizer\), and [\d,]+ of the [\d,]+ ids both have mean other tokens \(id \d+ is"):  # fmt: skip
         bad = ExperimentCLI(
             args=[*text_args(tmp_path, config), *SMALL, f"--model.init_from={ckpt}"], run=False
         )
