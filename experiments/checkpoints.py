@@ -136,11 +136,19 @@ class LastCheckpoint(ModelCheckpoint):
         elif self._saved_step == trainer.global_step:
             return
         self.last_model_path = self.format_checkpoint_name({}, self.CHECKPOINT_NAME_LAST)
-        trainer.save_checkpoint(self.last_model_path, weights_only=False)  # a full checkpoint: resumable
-        self._saved_step, self._since = trainer.global_step, time.monotonic()
+        # set before the save, whose state_dict() holds it: a resumed run knows the step of its last save
+        before, self._saved_step = self._saved_step, trainer.global_step
+        try:
+            trainer.save_checkpoint(self.last_model_path, weights_only=False)  # a full checkpoint: resumable
+        except BaseException:
+            self._saved_step = before
+            raise
+        self._since = time.monotonic()
 
     def on_train_start(self, trainer, pl_module) -> None:
         _INTERRUPTED.clear()  # a Ctrl-C of an earlier fit in this process is not this one's
+        if trainer.ckpt_path:  # the checkpoint resumed from is the run's latest save (checkpoints of earlier
+            self._saved_step = trainer.global_step  # versions kept the save before it)
         self._since = time.monotonic()
         if trainer.world_size > 1:  # after Lightning set its handlers (Trainer._run), before the first step
             stop_after_the_step_without_broadcast(trainer)
@@ -195,7 +203,9 @@ class LastCheckpoint(ModelCheckpoint):
         # Ctrl-C, anywhere in a step: its state is not whole, so nothing is saved; the command says the step
         if isinstance(exception, KeyboardInterrupt):
             step = trainer.global_step if trainer.training else -1  # -1: not while training
-            _INTERRUPTED.append(Interrupted(step, self._has_save(trainer), self._saved_step, trainer.log_dir))
+            # the first logger's folder, not trainer.log_dir: a collective under DDP, where the ranks stop apart
+            folder = trainer.loggers[0].log_dir if trainer.loggers else None
+            _INTERRUPTED.append(Interrupted(step, self._has_save(trainer), self._saved_step, folder))
         stopped = trainer.received_sigterm or bool(_SIGTERMS)
         if isinstance(exception, RuntimeError) and stopped and trainer.world_size > 1:
             # A SIGTERM to every process (a scheduler's, a kill of the process group): they stop a step apart, and

@@ -165,6 +165,21 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resumes_to_the_same_weights(tm
         "interrupted (Ctrl-C) at step 4: the last 1 step and the one under way were not saved (the run's last save "
         "is of step 3); 'fit ... --ckpt_path last' resumes it from step 3"
     )
+    # resumed, then stopped again before its next save: the checkpoint it resumed from is the last save (its state
+    # held the save before it: the reviewer's "resumes it from step 2" of a run resumed from step 4)
+    config_int = yaml.safe_dump({"trainer": {"callbacks": [*every_third, {"class_path": "faults.InterruptAt",
+                                                                          "init_args": {"step": 4}}]}})  # fmt: skip
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        result = run_main(
+            "fit", *RESUMABLE, "--config", config_int, once, "--ckpt_path=last", cwd=interrupted
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert result.returncode == 130 and last_line(result) == (
+        "interrupted (Ctrl-C) at step 4: the last 1 step and the one under way were not saved (the run's last save "
+        "is of step 3); 'fit ... --ckpt_path last' resumes it from step 3"
+    )
     # before any save (trial 28: the same message, of a save the run did not have)
     config_int = yaml.safe_dump({"trainer": {"callbacks": [{"class_path": "experiments.checkpoints.LastCheckpoint"},
                                                            {"class_path": "faults.InterruptAt",
