@@ -646,10 +646,16 @@ def from_command_line(message: str, overrides: list[str], to: str) -> str:
     space) is where it was found wanting, not where it came from."""
     message = re.sub(r"\(did you mean [^)]*\)", "", message)  # the suggestion is not what was refused
     key = said_key(message)  # a constructor's "data.train_path: ..." names the option without its dashes
-    for option in (o.split("=", 1)[0] for o in overrides if o.startswith("--")):
+    for i, given in enumerate(overrides):
+        if not given.startswith("--"):
+            continue
+        option, equals, value = given.partition("=")
+        value = value if equals else (overrides[i + 1] if i + 1 < len(overrides) else "")
         last, plain = option.rsplit(".", 1)[-1], option[2:].replace(".init_args.", ".")
-        # or a mapping that holds it (trial 31: --model.net.init_args.moe '{experts: 2, top_k: 3}')
-        if option in message or f"'{last}'" in message or plain == key or (key or "").startswith(f"{plain}."):
+        # or a mapping given whole that holds it (trial 31: --model.net.init_args.moe '{experts: 2, top_k: 3}'),
+        # not a section's file or a class chosen (--trainer PRESET, --model.net CLASS), which set other keys
+        inside = value.lstrip().startswith("{") and (key or "").startswith(f"{plain}.")
+        if option in message or f"'{last}'" in message or plain == key or inside:
             return f" ({option} was given on the command line, to {to})"
     return ""
 
