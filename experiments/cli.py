@@ -599,6 +599,7 @@ class ExperimentCLI(LightningCLI):
             not isinstance(interval, int)
             or isinstance(interval, bool)
             or trainer.check_val_every_n_epoch is None
+            or trainer.limit_val_batches == 0  # no validation: Lightning does not check the interval then
         ):
             return
         try:
