@@ -280,14 +280,9 @@ class ExperimentCLI(LightningCLI):
         precision = config.trainer.get("precision")
         if precision is not None and str(precision) not in PRECISIONS:  # e.g. 64: the data is float32
             raise ConfigError(f"trainer.precision: {precision!r} is not one of {', '.join(PRECISIONS)}")
-        accelerator = str(config.trainer.get("accelerator") or "auto")
-        on_cpu = accelerator == "cpu" or (accelerator == "auto" and not _has_accelerator())
-        if str(precision) == "16-mixed" and on_cpu:
-            # Lightning runs bf16-mixed instead, with a warning, and the run's config and W&B said 16-mixed (trial 32)
-            raise ConfigError(
-                "trainer.precision: 16-mixed (float16 autocast) needs a GPU, and this run is on the CPU: give "
-                f"bf16-mixed (or 32) ({available_hardware()})"
-            )
+        on_cpu = _on_cpu(config.trainer)
+        if self.subcommand:  # a run: not a checkpoint's config read to export or draw it (compare: run_one)
+            self.refuse_fp16_on_cpu()
         devices = str(config.trainer.get("devices"))  # "3" as parsed from the command line, 3 from a file
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         if on_cpu and devices.isdigit() and int(devices) > cores and not os.environ.get("LOCAL_RANK"):
@@ -590,6 +585,17 @@ class ExperimentCLI(LightningCLI):
                     state, ckpt, data, checkpoint.get("datamodule_hyper_parameters"), saved_net(checkpoint)
                 )
 
+    def refuse_fp16_on_cpu(self) -> None:
+        """``trainer.precision: 16-mixed`` where the run is on the CPU: Lightning runs bf16-mixed instead, with a
+        warning, while the run's config and W&B run say 16-mixed (trial 32). For a run that trains or evaluates:
+        a GPU run's own config read on a laptop to export its weights is not refused."""
+        trainer = self._section(self.config).trainer
+        if str(trainer.get("precision")) == "16-mixed" and _on_cpu(trainer):
+            raise ConfigError(
+                "trainer.precision: 16-mixed (float16 autocast) needs a GPU, and this run is on the CPU: give "
+                f"bf16-mixed (or 32) ({available_hardware()})"
+            )
+
     def _refuse_interval_past_epoch(self, data) -> None:
         """``trainer.val_check_interval`` in batches beyond an epoch's (with validation counted per epoch), which
         Lightning refuses with a traceback once the loggers have started (a run folder and a W&B run left
@@ -722,6 +728,12 @@ def user_error(err: ValueError) -> Exception:
     if "Union subtypes" in str(err) and isinstance(innermost, ValueError):
         return ConfigError(first_line(innermost, 1000))
     return err
+
+
+def _on_cpu(trainer) -> bool:
+    """Whether a trainer config runs on the CPU: asked to, or ``auto`` on a machine with no GPU or MPS."""
+    accelerator = str(trainer.get("accelerator") or "auto")
+    return accelerator == "cpu" or (accelerator == "auto" and not _has_accelerator())
 
 
 def _has_accelerator() -> bool:

@@ -665,6 +665,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     if done.is_file():
         print(f"{model}, seed {seed}: finished earlier, kept ({done})")
         return _check_metric(comparison, _read_result(done), done)
+    try:  # a run that trains: as fit refuses it (a finished run's table is redrawn anywhere)
+        cli.refuse_fp16_on_cpu()
+    except UserError as err:
+        raise type(err)(_named(comparison, model, str(err), args, overrides)) from None
     if cli.trainer.is_global_zero:
         write_atomic(settings, dumped)
     resume = str(last) if last.is_file() else None
