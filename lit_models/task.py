@@ -131,8 +131,14 @@ def _refuse_other_tokens(option: str, path: str, checkpoint: dict, saved_data: d
         first = (f"id {differ[0]} is {by_id[differ[0]]!r} there, {mine_by_id[differ[0]]!r} here"
                  if differ else "one id holds two tokens")  # fmt: skip
         sizes = f"; {len(theirs):,} tokens there, {len(mine):,} here" if len(theirs) != len(mine) else ""
-        meaning = (f"{len(differ):,} of the {len(shared):,} ids both have mean other tokens ({first}{sizes})"
-                   if differ or sizes else f"their token ids mean other tokens ({first})")  # fmt: skip
+        if differ:
+            meaning = (
+                f"{len(differ):,} of the {len(shared):,} ids both have mean other tokens ({first}{sizes})"
+            )
+        elif sizes:  # one vocabulary extends the other: the ids beyond the smaller one mean nothing there
+            meaning = f"one has tokens the other lacks ({sizes[2:]}; the {len(shared):,} ids both have agree)"
+        else:
+            meaning = f"their token ids mean other tokens ({first})"
         raise ConfigError(
             f"{option}: {path} was trained on data tokenized by {saved!r}, this data by {ours!r} (data.tokenizer), "
             f"and {meaning}: give the checkpoint's tokenizer (a trained one: its run folder's tokenizer.json)"

@@ -223,3 +223,29 @@ def test_another_nets_checkpoint_names_both_nets(tmp_path):
                        r"data or net options; its run built the net DilatedCNN, this config RecurrentNet; give the "
                        r"config it was trained with$"):  # fmt: skip
         lstm.refuse_mismatch(state, "x.ckpt", saved_net=saved_net(checkpoint))
+
+
+def test_other_token_ids_are_counted_over_the_ids_both_vocabularies_have():
+    """Trial 33: "30522 of their token ids mean other tokens" of a 68-character vocabulary; and a vocabulary that
+    extends the other is said as such, not as "0 of them"."""
+    import json
+    from types import SimpleNamespace
+
+    from lightning.pytorch.utilities.parsing import AttributeDict
+
+    from archbench.errors import ConfigError
+    from lit_models.task import _refuse_other_tokens
+
+    def data(chars: str):
+        state = {"tokenizer": json.dumps({"kind": "char", "chars": list(chars)})}
+        return SimpleNamespace(hparams=AttributeDict(tokenizer="char"), state_dict=lambda: state)
+
+    checkpoint = {"CharData": {"tokenizer": json.dumps({"kind": "char", "chars": list("abc")})}}
+    saved = {"tokenizer": "char"}
+    with pytest.raises(ConfigError, match=r"and 2 of the 3 ids both have mean other tokens \(id 0 is 'a' there, 'x' "
+                                          r"here; 3 tokens there, 5 here\)"):  # fmt: skip
+        _refuse_other_tokens("model.init_from", "a.ckpt", checkpoint, saved, data("xbyzw"))
+    with pytest.raises(ConfigError, match=r"and one has tokens the other lacks \(3 tokens there, 4 here; the 3 ids "
+                                          r"both have agree\)"):  # fmt: skip
+        _refuse_other_tokens("model.init_from", "a.ckpt", checkpoint, saved, data("abcd"))
+    _refuse_other_tokens("model.init_from", "a.ckpt", checkpoint, saved, data("abc"))  # the same: taken
