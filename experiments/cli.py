@@ -582,7 +582,11 @@ class ExperimentCLI(LightningCLI):
             state = checkpoint.get("state_dict")  # None: a sharded (FSDP) folder
             if state is not None:
                 self.model.refuse_mismatch(
-                    state, ckpt, data, checkpoint.get("datamodule_hyper_parameters"), saved_net(checkpoint)
+                    state,
+                    ckpt,
+                    data,
+                    checkpoint.get("datamodule_hyper_parameters"),
+                    saved_net(checkpoint, ckpt),
                 )
 
     def refuse_fp16_on_cpu(self) -> None:

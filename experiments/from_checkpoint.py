@@ -96,7 +96,11 @@ def cli_from_checkpoint(
     try:
         # one line, not torch's key list
         module.refuse_mismatch(
-            checkpoint["state_dict"], f"--ckpt {ckpt}", cli.datamodule, saved_data, saved_net(checkpoint)
+            checkpoint["state_dict"],
+            f"--ckpt {ckpt}",
+            cli.datamodule,
+            saved_data,
+            saved_net(checkpoint, ckpt),
         )
     except ConfigError as err:
         raise with_run_config_hint(err, ckpt, configs) from None

@@ -38,12 +38,15 @@ RUN_DIR_KEY = "run_dir"
 DATA_KEY = "data_fingerprints"  # the training data files' fingerprints, paths resolved
 
 
-def saved_net(checkpoint: dict) -> str | None:
-    """The net class (``lit_models.DilatedCNN``) a checkpoint's run built, from the ``config.yaml`` in its run
-    folder (the checkpoint's hyper-parameters leave the net out); None where there is none to read."""
-    folder = checkpoint.get(RUN_DIR_KEY)
+def saved_net(checkpoint: dict, path: str | Path) -> str | None:
+    """The net class (``lit_models.DilatedCNN``) that the checkpoint at ``path`` was trained with, from the
+    ``config.yaml`` of its run folder (``RUN/checkpoints/last.ckpt``: the checkpoint's hyper-parameters leave the
+    net out); None where there is none to read."""
+    folder = Path(path).resolve().parent.parent
+    if not (folder / "config.yaml").is_file() and Path(checkpoint.get(RUN_DIR_KEY) or "").is_absolute():
+        folder = Path(checkpoint[RUN_DIR_KEY])  # a checkpoint moved out of its run folder
     try:
-        config = yaml.safe_load((Path(folder) / "config.yaml").read_text()) if folder else None
+        config = yaml.safe_load((folder / "config.yaml").read_text())
         net = config["model"]["init_args"]["net"]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None

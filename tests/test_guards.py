@@ -211,18 +211,24 @@ def test_another_nets_checkpoint_names_both_nets(tmp_path):
     from lit_models import DilatedCNN, PredictionTask, RecurrentNet
 
     run = tmp_path / "run"
-    run.mkdir()
+    (run / "checkpoints").mkdir(parents=True)
     config = {"model": {"class_path": "lit_models.PredictionTask", "init_args": {"net": {"class_path":
               "lit_models.DilatedCNN", "init_args": {"channels": 4}}}}}  # fmt: skip
     (run / "config.yaml").write_text(yaml.safe_dump(config))
-    checkpoint = {"run_dir": str(run)}
-    assert saved_net(checkpoint) == "lit_models.DilatedCNN" and saved_net({}) is None
+    # the run folder the checkpoint lies in, whatever its saved run_dir (relative to where it was trained)
+    assert (
+        saved_net({"run_dir": "runs/dna/version_0"}, run / "checkpoints" / "last.ckpt")
+        == "lit_models.DilatedCNN"
+    )
+    checkpoint = {"run_dir": str(run)}  # moved out of its folder: the run folder it names, where absolute
+    assert saved_net(checkpoint, tmp_path / "moved.ckpt") == "lit_models.DilatedCNN"
+    assert saved_net({}, tmp_path / "moved.ckpt") is None
     state = PredictionTask(DilatedCNN(4, 1, channels=4, num_blocks=1)).state_dict()
     lstm = PredictionTask(RecurrentNet(4, 1, cell="lstm", hidden_size=8))
     with pytest.raises(ConfigError, match=r"^x.ckpt does not fit the model .*: it was trained with another vocabulary, "
                        r"data or net options; its run built the net DilatedCNN, this config RecurrentNet; give the "
                        r"config it was trained with$"):  # fmt: skip
-        lstm.refuse_mismatch(state, "x.ckpt", saved_net=saved_net(checkpoint))
+        lstm.refuse_mismatch(state, "x.ckpt", saved_net=saved_net(checkpoint, tmp_path / "moved.ckpt"))
 
 
 def test_other_token_ids_are_counted_over_the_ids_both_vocabularies_have():
