@@ -321,11 +321,12 @@ class ExperimentCLI(LightningCLI):
                       f"instead, give --ckpt_path {last}", file=sys.stderr)  # fmt: skip
             else:
                 unsaved = unsaved_runs(config, run)
-                beside = (f" ({', '.join(map(str, unsaved))} stopped before its first save: no checkpoint there)"
+                its = "its" if len(unsaved) == 1 else "their"
+                beside = (f" ({', '.join(map(str, unsaved))} stopped before {its} first save: no checkpoint there)"
                           if unsaved else "")  # fmt: skip
-                print(
-                    f"--ckpt_path last: no earlier run of this model and data to resume{beside}; starting a new run"
-                )
+                if rank_zero_only.rank == 0:
+                    print(f"--ckpt_path last: no earlier run of this model and data to resume{beside}; starting a "
+                          "new run")  # fmt: skip
         elif self.subcommand == "fit" and config.get("ckpt_path") and Path(config.ckpt_path).is_file():
             check_same_files(config, config.ckpt_path, config.ckpt_path)
         elif self.subcommand in ("validate", "test", "predict"):

@@ -370,7 +370,8 @@ def unsaved_runs(config, run: dict) -> list[Path]:
     """The run folders of this model and data that hold no checkpoint (stopped before their first save), for
     ``fit --ckpt_path last``'s word that it starts a new run beside them (trial 33: beside one, unsaid)."""
     base = _versioned_base(config)
-    folders = sorted(base.glob("*/")) if base is not None else []
+    # version_2 before version_10
+    folders = sorted(base.glob("*/"), key=lambda f: (len(f.name), f.name)) if base is not None else []
     return [f for f in folders if _same_model(f / "config.yaml", run) and not any(f.rglob("*.ckpt"))]
 
 
