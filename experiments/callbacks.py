@@ -108,6 +108,7 @@ class FlopsBudget(Callback):
         self.flops, self.where = flops, where
         self.steps: int | None = None
         self.flops_per_step: float | None = None
+        self._step_seen, self._pending = 0, 0  # set again as training starts (on_train_start)
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         if stage != "fit":
