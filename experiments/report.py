@@ -73,7 +73,7 @@ def summarize(runs: list[dict], metric: str) -> dict:
         for key in sorted({k for e in evaluated for k in e}):
             values = [e[key] for e in evaluated if key in e]
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std(values)
-        row["train_seconds"] = statistics.fmean(r["train_seconds"] for r in mine)
+        row["train_seconds"], row["train_seconds_std"] = _mean_std([r["train_seconds"] for r in mine])
         measured = [r["throughput"] for r in mine if r.get("throughput") is not None]
         row["throughput"] = statistics.fmean(measured) if measured else None
         tokens = [r["tokens_per_sec"] for r in mine if r.get("tokens_per_sec") is not None]
@@ -118,8 +118,10 @@ def markdown_table(report: dict) -> str:
             _number(row.get("flops_forward_per_example"), ".3g"),
             _number(row.get("flops_train"), ".3g"),
         ]
-        seconds = row["train_seconds"]
-        cells += [_number(row.get("epochs"), ".3g"), f"{seconds:.2g}" if seconds < 10 else f"{seconds:.0f}"]
+        # with its spread, as the metrics have theirs (trial 34: a bare mean of 7.8 s and 0.22 s)
+        seconds, spread = row["train_seconds"], row.get("train_seconds_std")
+        time = _seconds(seconds) + (f" ± {_seconds(spread)}" if spread is not None else "")
+        cells += [_number(row.get("epochs"), ".3g"), time]
         cells += [_rate(row.get("throughput"))]
         cells += [_rate(row.get("tokens_per_sec"))] * per_token + [f"{row['peak_memory_mb']:,.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -174,6 +176,16 @@ def markdown_table(report: dict) -> str:
     if missing:
         notes.append("Not in the table: " + "; ".join(f"{m['model']} seed {m['seed']} ({m['why']})" for m in missing)
                      + ".")  # fmt: skip
+    uneven = []
+    for row in summary:
+        times = [r["train_seconds"] for r in report.get("runs", []) if r["model"] == row["model"]]
+        if len(times) > 1 and max(times) > 2 * min(times):
+            uneven.append(f"{row['model']} ({_seconds(min(times))}–{_seconds(max(times))} s)")
+    if (
+        uneven
+    ):  # trial 34: the first run of an architecture in a process was 36x the second, for the same steps
+        notes.append(f"Train time differs more than 2x between the seeds of {', '.join(uneven)}: one-time costs (the "
+                     "first run of an architecture in a process sets up its kernels) weigh on short runs.")  # fmt: skip
     measured = Counter(r["model"] for r in report.get("runs", []) if r.get("throughput") is not None)
     partly = [f"{row['model']} {measured[row['model']]} of {row['seeds']}" for row in summary
               if 0 < measured[row["model"]] < row["seeds"]]  # fmt: skip
@@ -267,6 +279,10 @@ def _number(value: float | None, spec: str) -> str:
 def _rate(value: float | None) -> str:
     """A throughput: whole numbers, or two decimals below 10 (a 135 M model trains 0.33 samples/s here)."""
     return _number(value, ",.0f" if value is None or value >= 10 else ".2f")
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.2g}" if value < 10 else f"{value:.0f}"
 
 
 def _cell(mean: float | None, std: float | None) -> str:

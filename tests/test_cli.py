@@ -441,6 +441,13 @@ def test_one_seed_reports_no_spread():
     assert "| – |" in unmeasured and "Throughput –: the run trained fewer batches than" in unmeasured
     short = markdown_table(summarize([{**runs[0], "train_seconds": 0.34}], "test/pearson"))
     assert "| 0.34 |" in short  # a short run's time, not 0
+    # the seeds' spread of time, as of the metrics; and where it is wide, said (trial 34: 7.8 s and 0.22 s as "4")
+    uneven = markdown_table(summarize([{**runs[0], "train_seconds": 7.8}, {**runs[0], "seed": 1,
+                                                                          "train_seconds": 0.22}], "test/pearson"))  # fmt: skip
+    assert "| 4 ± 5.4 |" in uneven
+    assert "Train time differs more than 2x between the seeds of CNN (0.22–7.8 s): one-time costs" in uneven
+    even = markdown_table(summarize([runs[0], {**runs[0], "seed": 1, "train_seconds": 1.5}], "test/pearson"))
+    assert "| 1.2 ± 0.35 |" in even and "Train time differs" not in even
     # which weights were tested: the best checkpoint, or the final weights where no validation ran
     assert "test metrics of the best-validation checkpoint." in table
     final = markdown_table(summarize([{**runs[0], "tested": "final"}], "test/pearson"))
