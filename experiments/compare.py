@@ -188,6 +188,16 @@ class Comparison:
                     "(runs/NAME-seed0), which stay in the output folder: no part between slashes may be empty or "
                     "start with '.'"
                 )
+            # trial 34: "LSTM " beside "LSTM", and "lstm": two rows that look one in the table, and one folder on a
+            # case-insensitive filesystem (macOS, Windows)
+            if name != name.strip():
+                raise ConfigError(f"{key_line(self.path, 'models', name)}: models: the row name {name!r} begins or "
+                                  "ends with a space, which the table does not show; take it out")  # fmt: skip
+            earlier = list(self.models)[: list(self.models).index(name)]
+            twin = next((other for other in earlier if other.casefold() == name.casefold()), None)
+            if twin is not None:
+                raise ConfigError(f"{key_line(self.path, 'models', name)}: models: the row names {twin!r} and {name!r} "
+                                  "differ only in case: one folder on macOS and Windows; name them apart")  # fmt: skip
             if not self.model_file(name).is_file():
                 raise ConfigError(
                     f"{key_line(self.path, 'models', name)}: models.{name}: file {file!r} not found (looked at "

@@ -237,6 +237,15 @@ def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tm
             f"models:\n  CNN: {CNN}\n  /tmp/x: {CNN}\n",
             ":3: models: the row name '/tmp/x' names its runs' folders",
         ),
+        # trial 34: rows that look one in the table, or are one folder on macOS and Windows
+        (
+            f"models:\n  CNN: {CNN}\n  'CNN ': {CNN}\n",
+            ":3: models: the row name 'CNN ' begins or ends with a space",
+        ),
+        (
+            f"models:\n  CNN: {CNN}\n  cnn: {CNN}\n",
+            ":3: models: the row names 'CNN' and 'cnn' differ only in case",
+        ),
     ],
 )
 def test_a_comparison_files_wrong_or_empty_value_names_its_line(tmp_path, text, said):
