@@ -169,6 +169,7 @@ class Comparison:
     @classmethod
     def load(cls, path: str | Path) -> Comparison:
         path = Path(path)
+        _refuse_rows_of_several_files(path)
         comparison = cls(**parse_file(cls.parser(), path, cls), path=path)
         comparison._check()
         return comparison
@@ -425,6 +426,23 @@ def _say_bounds_given_way(comparison: Comparison) -> None:
             where = key_line(file, "trainer", key) if file else key_line(comparison.path, "config")
             print(f"warning: {where}: trainer.{key}: {trainer[key]} gives way to budget_flops "
                   f"{comparison.budget_flops:g}: each row's steps come from its cost")  # fmt: skip
+
+
+def _refuse_rows_of_several_files(path: Path) -> None:
+    """A row given a list of files (its own and a sweep's best.yaml, trial 34), which jsonargparse refused at the
+    ``models:`` line as "Expected a str": said at the row's line, with what to do instead."""
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):  # said by the parser, with its line
+        return
+    rows = spec.get("models") if isinstance(spec, dict) else None
+    for name, file in rows.items() if isinstance(rows, dict) else ():
+        if isinstance(file, list):
+            raise ConfigError(
+                f"{key_line(path, 'models', str(name))}: models.{name}: a row is one config file, not a list "
+                f"({len(file)} given); write the settings of the others into it (a sweep's best.yaml lists its "
+                "tuned settings), or list the files every row shares under config:"
+            )
 
 
 def _named(comparison: Comparison, model: str, said: str, args: list[str], overrides: list[str]) -> str:

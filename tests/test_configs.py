@@ -237,6 +237,11 @@ def test_a_misspelt_key_of_a_comparison_file_names_its_line_and_the_close_key(tm
             f"models:\n  CNN: {CNN}\n  /tmp/x: {CNN}\n",
             ":3: models: the row name '/tmp/x' names its runs' folders",
         ),
+        # trial 34: a row's file and a sweep's best.yaml, said at the models: line as "Expected a str"
+        (
+            f"models:\n  CNN: {CNN}\n  tuned: [{CNN}, best.yaml]\n",
+            ":3: models.tuned: a row is one config file, not a list (2 given); write the settings",
+        ),
         # trial 34: rows that look one in the table, or are one folder on macOS and Windows
         (
             f"models:\n  CNN: {CNN}\n  'CNN ': {CNN}\n",
