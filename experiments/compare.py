@@ -950,8 +950,11 @@ def main(argv: list[str]) -> None:
             )
         for m in wanted:
             if m not in comparison.models:
+                # trial 34: 'cnn' for CNN, with no close name given
+                same = [r for r in comparison.models if r.casefold() == m.casefold()]
+                close = f" (did you mean {same[0]}?)" if same else did_you_mean(m, list(comparison.models))
                 raise ConfigError(
-                    f"--models: {m!r} is not in {comparison.path} (has {list(comparison.models)})"
+                    f"--models: {m!r} is not in {comparison.path}{close} (has {list(comparison.models)})"
                 )
         order = list(comparison.models)
         others = {m: f for m, f in comparison.models.items() if m not in wanted}

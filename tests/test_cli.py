@@ -268,6 +268,8 @@ def test_compare_writes_results_and_offline_wandb_runs(in_tmp):
     assert all(r["git_commit"] == made["git_commit"] for r in rerun["runs"])
     with pytest.raises(ConfigError, match=r"--models: ',' names no model; cmp.yaml has GRU, CNN$"):
         compare([*again, "--models", ","])  # it ran nothing and rewrote the table (and "" ran every row)
+    with pytest.raises(ConfigError, match=r"--models: 'cnn' is not in .*cmp.yaml \(did you mean CNN\?\)"):
+        compare([*again, "--models", "cnn"])  # trial 34: no close name given
     assert json.loads((out / "results.json").read_text()) == rerun
     # one summary run for the folder: the re-run logged its table in it again, with its own provenance
     summaries = [read_run(p) for p in find_runs(out) if read_run(p)["run"]["name"] == "tiny-summary"]
