@@ -504,7 +504,13 @@ def _sqlite_file(url: str) -> Path | None:
 
 def main(argv: list[str]) -> None:
     own, overrides = split_options(argv)
-    parser = CommandParser(prog="python -m experiments sweep", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(
+        prog="python -m experiments sweep",
+        description=__doc__.split("\n\n")[0],
+        # trial 34: taken, and unsaid in the help
+        epilog="Options of the runs (--data.*, --model.*, --trainer.*, --early_stopping.*) after these go to every "
+        "trial; a study begun with other options is not resumed with these (the command says which differ).",
+    )
     parser.add_argument("--config", required=True, help="the sweep file")
     parser.add_argument(
         "--trials", type=int, help="trials in all (with --worker: this worker's); overrides the file"
