@@ -28,7 +28,8 @@ commands:
   data                              fetch datasets and weights: data sortseq | rotten_tomatoes | minilm |
                                     fashion_mnist | efficientnet_lite0 | austen | python_docs | smollm2 |
                                     cmudict | crows_pairs | dinov2_small,
-                                    or write the simulated DNA: data simulate --out DIR
+                                    or write the simulated DNA: data simulate --out DIR,
+                                    or encode a large DNA file: data encode --input F --out DIR
 
 'archbench COMMAND --help' for a command's options; 'archbench --version' for the version.
 """

@@ -405,8 +405,13 @@ def main(argv: list[str]) -> None:
                 f"data simulate --out: {path} exists and holds other data (another seed or size, or a file of "
                 "your own); give another --out, or delete it first"
             )
+    kept = [path for path in texts if path.exists()]
     for path, text in texts.items():  # the same files again are left as they are (make data; a comparison's
         if not path.exists():  # fingerprint of a large file is its size and time)
             write_atomic(path, text)
     print(f"noise ceiling (Pearson r, noiseless vs noisy test labels): {noise_ceiling(splits['test']):.4f}")
-    print(f"simulated: {args.n_train}/{args.n_val}/{args.n_test} sequences -> {out}/{{train,val,test}}.txt")
+    # trial 35: said the same whether written or found there already
+    there = " (there already, the same: left as they were)" if len(kept) == len(texts) else ""
+    print(
+        f"simulated: {args.n_train}/{args.n_val}/{args.n_test} sequences -> {out}/{{train,val,test}}.txt{there}"
+    )

@@ -526,7 +526,7 @@ def test_an_out_that_cannot_be_written_is_refused_before_the_work(tmp_path, comm
         main([*args, "--out", str(out).rstrip("/")])
 
 
-def test_data_simulate_leaves_the_same_files_as_they_are_and_never_writes_over_other_data(tmp_path):
+def test_data_simulate_leaves_the_same_files_as_they_are_and_never_writes_over_other_data(tmp_path, capsys):
     from experiments.data import main as data_main
 
     out = tmp_path / "s"
@@ -544,6 +544,7 @@ def test_data_simulate_leaves_the_same_files_as_they_are_and_never_writes_over_o
         "40",
     ]
     data_main(small)
+    assert "left as they were" not in capsys.readouterr().out
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     data_main(
@@ -552,6 +553,7 @@ def test_data_simulate_leaves_the_same_files_as_they_are_and_never_writes_over_o
     assert {
         p.name: p.stat().st_mtime_ns for p in out.iterdir()
     } == stamps  # of a large file is size and time)
+    assert "(there already, the same: left as they were)" in capsys.readouterr().out  # said (trial 35)
     with pytest.raises(ConfigError) as caught:
         data_main([*small, "--seed", "1"])
     assert str(caught.value) == (
