@@ -27,6 +27,21 @@ from archbench.errors import DataError
 from datamodules.files import not_utf8, open_quote_line
 
 Records = tuple[list[bytes], np.ndarray, np.ndarray, str, dict[int, str]]
+ALPHABET = "ACGTN"
+
+
+def is_number(text) -> bool:
+    """Whether a field reads as a number (nan and inf too), as ``float`` reads it."""
+    try:
+        float(text)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def is_bases(text, least: int = 1) -> bool:
+    """Whether a field is bases alone (A, C, G, T, N, any case), at least ``least`` of them."""
+    return isinstance(text, str) and len(text) >= least and not set(text.upper()) - set(ALPHABET)
 
 
 def format_of(path: Path) -> str:
@@ -275,14 +290,7 @@ def _no_header(names: list[str], wanted: list[str], unit: str) -> str:
     """`` (no header line? ...)`` where the columns a CSV/TSV file names are data (bases, numbers): its first
     line is a record (trial 30); else ``""``. Parquet files always name their columns (``unit`` row)."""
 
-    def data(name: str) -> bool:
-        try:
-            float(name)
-        except ValueError:
-            return len(name) >= 4 and not set(name.upper()) - set("ACGTN")
-        return True
-
-    if unit != "line" or not any(map(data, names)):
+    if unit != "line" or not any(is_number(name) or is_bases(name, least=4) for name in names):
         return ""
     return f" (no header line? A CSV or TSV file's first line names its columns: add one that names {' and '.join(map(repr, wanted))})"
 

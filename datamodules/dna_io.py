@@ -21,11 +21,18 @@ import pandas as pd
 from lightning.pytorch.utilities import rank_zero_warn
 
 from archbench.errors import DataError
-from datamodules.dna_formats import check_readable, format_of, record_chunks, utf8_field_problem
+from datamodules.dna_formats import (
+    ALPHABET,
+    check_readable,
+    format_of,
+    is_bases,
+    is_number,
+    record_chunks,
+    utf8_field_problem,
+)
 from datamodules.files import write_atomic
 from datamodules.storage import RaggedStore, StoreWriter, open_store
 
-ALPHABET = "ACGTN"
 N_CODE = 4
 _INVALID = 255
 _LUT = np.full(256, _INVALID, dtype=np.uint8)
@@ -74,22 +81,11 @@ def to_strings(data: RaggedStore) -> list[str]:
     return [table[data.item(i)[0]].tobytes().decode() for i in range(len(data))]
 
 
-def _word(text: str) -> bool:
-    """Text that is not a number at all (not 'nan' or 'inf' either), nor empty."""
-    try:
-        float(text)
-    except ValueError:
-        return bool(text)
-    return False
-
-
 def _label_problem(value, label_name: str) -> str:
     text = "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value).strip()
     if not text:
         return f"field {label_name!r} is missing"
-    try:
-        float(text)
-    except ValueError:
+    if not is_number(text):
         return (
             f"field {label_name!r}: {text[:40]!r} is not a number (DNA labels are numbers: a value to regress, or "
             "a class id 0, 1, ...)"
@@ -117,15 +113,6 @@ def _base_problem(sequence: bytes, column: int) -> str:
     return f"sequence base {position} is {char!r}, expected one of A, C, G, T, N (any case)"
 
 
-def _swapped(sequence: bytes, label) -> bool:
-    """Whether a plain-text record reads as 'LABEL SEQUENCE': a number where the sequence is, bases for a label."""
-    try:
-        float(sequence)
-    except ValueError:
-        return False
-    return isinstance(label, str) and bool(label) and not set(label.upper()) - set(ALPHABET)
-
-
 class _Encoded:
     """One chunk of records encoded and checked: the good ones as a store, the problems by record."""
 
@@ -143,9 +130,10 @@ class _Encoded:
         # every label a word ('pos', 'neg'): class names, where numbers are read (trial 32: the hint was to skip
         # the bad lines, which were all of them)
         self.names = None
-        if labels_required and len(labels) and not problems and raw_labels.dtype != np.float64:
+        # no label read as a number (checked on the parsed array: the set of words is made only then)
+        if labels_required and len(labels) and not problems and np.isnan(labels).all():
             words = {str(v).strip() for v in raw_labels}
-            if all(map(_word, words)):
+            if all(w and not is_number(w) for w in words):  # not 'nan' or 'inf' either, nor empty
                 self.names = sorted(words)
         if labels_required:
             for i in np.flatnonzero(~np.isfinite(labels)):
@@ -168,7 +156,9 @@ class _Encoded:
             self.first = f"{where}: {problems[k]}"
             text = format_of(Path(path)) == "text"
             header = line_numbers[k] == 1 and text and k in {i for i, _, _ in bad}
-            if text and _swapped(seqs[k], raw_labels[k]):  # "1 ACGT": trial 30 was asked "a header line?"
+            if (
+                text and is_number(seqs[k]) and is_bases(raw_labels[k])
+            ):  # 'LABEL SEQUENCE', swapped  # "1 ACGT": trial 30 was asked "a header line?"
                 self.first += " (the two fields swapped? Plain-text lines are 'SEQUENCE LABEL')"
             elif header:  # "sequence label" on line 1 of a plain-text file
                 self.first += (
