@@ -251,10 +251,7 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
             self.splits = {}
             if hp.predict_path:
                 self.splits["predict"] = read_images(Path(hp.predict_path))
-                channels, height, width = self._state["data_config"]["input_size"]
-                _say_colour_read_as_grey(self.splits["predict"], channels)
-                if not hp.input_config and not hp.img_size:  # the model sees the data's own size
-                    _say_other_sizes(self.splits["predict"], height, width)
+                self._say_predict_images(self.splits["predict"], *self._state["data_config"]["input_size"])
             elif (
                 hp.labels
             ):  # the classes the run kept (its checkpoint's): the folder's others dropped, as then
@@ -327,11 +324,17 @@ class ImageDataModule(SplitLoaders, ClassificationData, L.LightningDataModule):
         self._warn_shared(splits)
         if hp.predict_path:
             splits["predict"] = read_images(Path(hp.predict_path))
-            _say_colour_read_as_grey(splits["predict"], self._native[0])
-            if not hp.input_config and not hp.img_size:
-                _say_other_sizes(splits["predict"], *self._native[1:])
+            self._say_predict_images(splits["predict"], *self._native)
         self.splits = splits
         return splits
+
+    def _say_predict_images(self, split: ImageSplit, channels: int, height: int, width: int) -> None:
+        """What the images to predict lose to the model's input (``channels``, ``height``, ``width``, as trained):
+        colour read as grey; another size, where the model sees the data's own size (no img_size, no pretrained
+        model's input)."""
+        _say_colour_read_as_grey(split, channels)
+        if not self.hparams.input_config and not self.hparams.img_size:
+            _say_other_sizes(split, height, width)
 
     def _has_predict_split(self) -> bool:
         return bool(self.hparams.predict_path)

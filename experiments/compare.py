@@ -179,6 +179,7 @@ class Comparison:
             raise ConfigError(f"{self.path}: 'models' must map row names to config files")
         # a YAML key may be a number (1: a.yaml)
         self.models = {str(name): file for name, file in self.models.items()}
+        folded: dict[str, str] = {}  # each row's name in one case: the first row named so
         for name, file in self.models.items():
             # a row's name is its runs' folder (runs/NAME-seedK; "ViT-S/14" a folder in a folder): "../x" would
             # write outside the output folder, "x/../GRU" in another row's
@@ -194,9 +195,8 @@ class Comparison:
             if name != name.strip():
                 raise ConfigError(f"{key_line(self.path, 'models', name)}: models: the row name {name!r} begins or "
                                   "ends with a space, which the table does not show; take it out")  # fmt: skip
-            earlier = list(self.models)[: list(self.models).index(name)]
-            twin = next((other for other in earlier if other.casefold() == name.casefold()), None)
-            if twin is not None:
+            twin = folded.setdefault(name.casefold(), name)
+            if twin != name:
                 raise ConfigError(f"{key_line(self.path, 'models', name)}: models: the row names {twin!r} and {name!r} "
                                   "differ only in case: one folder on macOS and Windows; name them apart")  # fmt: skip
             if not self.model_file(name).is_file():
@@ -651,6 +651,10 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     try:
         with warnings.catch_warnings(record=True) as said:
             cli = _build(args, parse_only=done.is_file())
+            if (
+                not done.is_file()
+            ):  # a run that trains: as fit refuses it (a finished run's table is redrawn anywhere)
+                cli.refuse_fp16_on_cpu()
     except UserError as err:
         raise type(err)(_named(comparison, model, str(err), args, overrides)) from None
     finally:  # a constructor's warning of a setting (model.net.init_args.window: ...): named as its errors are
@@ -693,10 +697,6 @@ def run_one(comparison: Comparison, model: str, seed: int, out: Path, overrides:
     if done.is_file():
         print(f"{model}, seed {seed}: finished earlier, kept ({done})")
         return _check_metric(comparison, _read_result(done), done)
-    try:  # a run that trains: as fit refuses it (a finished run's table is redrawn anywhere)
-        cli.refuse_fp16_on_cpu()
-    except UserError as err:
-        raise type(err)(_named(comparison, model, str(err), args, overrides)) from None
     if cli.trainer.is_global_zero:
         write_atomic(settings, dumped)
     resume = str(last) if last.is_file() else None

@@ -181,9 +181,8 @@ def markdown_table(report: dict) -> str:
         times = [r["train_seconds"] for r in report.get("runs", []) if r["model"] == row["model"]]
         if len(times) > 1 and max(times) > 2 * min(times):
             uneven.append(f"{row['model']} ({_seconds(min(times))}–{_seconds(max(times))} s)")
-    if (
-        uneven
-    ):  # trial 34: the first run of an architecture in a process was 36x the second, for the same steps
+    # trial 34: the first run of an architecture in a process was 36x the second, for the same steps
+    if uneven:
         notes.append(f"Train time differs more than 2x between the seeds of {', '.join(uneven)}: one-time costs (the "
                      "first run of an architecture in a process sets up its kernels) weigh on short runs.")  # fmt: skip
     measured = Counter(r["model"] for r in report.get("runs", []) if r.get("throughput") is not None)

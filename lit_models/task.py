@@ -543,11 +543,10 @@ class Task(L.LightningModule):
             )
         if problem:
             apart = _data_apart(dict(saved_data or {}), data)
-            ours = type(self.net).__name__
-            if (
-                saved_net and saved_net.rsplit(".", 1)[-1] != ours
-            ):  # trial 32: which nets, not only the tensors
-                apart += f"; its run built the net {saved_net.rsplit('.', 1)[-1]}, this config {ours}"
+            # trial 32: which nets, not only the tensors
+            theirs, ours = (saved_net or "").rsplit(".", 1)[-1], type(self.net).__name__
+            if theirs and theirs != ours:
+                apart += f"; its run built the net {theirs}, this config {ours}"
             raise ConfigError(
                 f"{where} does not fit the model that this config and data build ({problem}): it was trained "
                 f"with another vocabulary, data or net options{apart}; give the config it was trained with"
